@@ -52,3 +52,32 @@ export interface EvalMetrics {
   auc?: number;
   cIndex?: number;
 }
+
+/** Seeded pseudo-random source. Implementations must be deterministic for a given seed. */
+export interface Rng {
+  /** Uniform in [0, 1). */
+  next(): number;
+  /** Uniform 32-bit unsigned integer. */
+  nextUint32(): number;
+  /** Standard normal. */
+  normal(): number;
+}
+
+/**
+ * A differentiable model over a Dataset. Weights live outside the model so that the same
+ * model object serves every site and the server.
+ */
+export interface Model {
+  readonly spec: ModelSpec;
+  /** Fresh weights (PyTorch-default-like initialisation) drawn from `rng`. */
+  init(rng: Rng): Weights;
+  /**
+   * Mean loss over rows `idx` of `data`; adds its gradient into `grad` (same layout as `w`,
+   * the caller zeroes it). `rng` drives stochastic layers (dropout) during training only.
+   */
+  lossAndGrad(w: Weights, data: Dataset, idx: ArrayLike<number>, grad: Weights, rng?: Rng): number;
+  /** Per-row score: probability for binary models, log-risk for Cox. Inference mode (no dropout). */
+  predict(w: Weights, data: Dataset): Float32Array;
+  /** Metrics on the whole dataset: loss and accuracy/AUC (binary) or C-index (survival). */
+  evaluate(w: Weights, data: Dataset): EvalMetrics;
+}
