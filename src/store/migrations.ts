@@ -1,0 +1,156 @@
+/**
+ * Schema migrations, applied in order at start. Never edit a shipped migration: add a new one.
+ * Column types are chosen per dialect where SQLite and PostgreSQL differ (blob vs bytea,
+ * integer vs bigint for millisecond timestamps).
+ */
+import { Kysely, sql, type Migration, type MigrationProvider } from 'kysely';
+
+export type Dialect = 'sqlite' | 'postgres';
+
+function types(dialect: Dialect) {
+  return {
+    blob: dialect === 'postgres' ? sql`bytea` : sql`blob`,
+    ms: dialect === 'postgres' ? sql`bigint` : sql`integer`,
+    serial: dialect === 'postgres' ? sql`bigserial` : sql`integer`,
+  };
+}
+
+function initial(dialect: Dialect): Migration {
+  const t = types(dialect);
+  return {
+    async up(db: Kysely<any>) {
+      await db.schema
+        .createTable('sites')
+        .addColumn('id', 'text', (c) => c.primaryKey())
+        .addColumn('name', 'text', (c) => c.notNull().unique())
+        .addColumn('institution', 'text')
+        .addColumn('jurisdiction', 'text')
+        .addColumn('credential_hash', 'text', (c) => c.notNull().unique())
+        .addColumn('public_key', 'text')
+        .addColumn('status', 'text', (c) => c.notNull())
+        .addColumn('created_at', t.ms, (c) => c.notNull())
+        .addColumn('last_seen_at', t.ms)
+        .execute();
+      await db.schema
+        .createTable('invites')
+        .addColumn('token_hash', 'text', (c) => c.primaryKey())
+        .addColumn('site_name', 'text', (c) => c.notNull())
+        .addColumn('institution', 'text')
+        .addColumn('jurisdiction', 'text')
+        .addColumn('created_by', 'text', (c) => c.notNull())
+        .addColumn('created_at', t.ms, (c) => c.notNull())
+        .addColumn('expires_at', t.ms, (c) => c.notNull())
+        .addColumn('used_at', t.ms)
+        .addColumn('site_id', 'text')
+        .execute();
+      await db.schema
+        .createTable('studies')
+        .addColumn('id', 'text', (c) => c.primaryKey())
+        .addColumn('name', 'text', (c) => c.notNull())
+        .addColumn('spec', 'text', (c) => c.notNull())
+        .addColumn('status', 'text', (c) => c.notNull())
+        .addColumn('current_round', 'integer', (c) => c.notNull())
+        .addColumn('created_by', 'text', (c) => c.notNull())
+        .addColumn('created_at', t.ms, (c) => c.notNull())
+        .addColumn('updated_at', t.ms, (c) => c.notNull())
+        .addColumn('claimed_by', 'text')
+        .addColumn('claimed_until', t.ms)
+        .addColumn('error', 'text')
+        .execute();
+      await db.schema
+        .createTable('rounds')
+        .addColumn('study_id', 'text', (c) => c.notNull().references('studies.id'))
+        .addColumn('round', 'integer', (c) => c.notNull())
+        .addColumn('status', 'text', (c) => c.notNull())
+        .addColumn('kind', 'text', (c) => c.notNull())
+        .addColumn('opened_at', t.ms, (c) => c.notNull())
+        .addColumn('deadline_at', t.ms, (c) => c.notNull())
+        .addColumn('committed_at', t.ms)
+        .addColumn('model_version_id', 'text')
+        .addPrimaryKeyConstraint('rounds_pk', ['study_id', 'round'])
+        .execute();
+      await db.schema
+        .createTable('tasks')
+        .addColumn('id', 'text', (c) => c.primaryKey())
+        .addColumn('study_id', 'text', (c) => c.notNull().references('studies.id'))
+        .addColumn('round', 'integer', (c) => c.notNull())
+        .addColumn('site_id', 'text', (c) => c.notNull().references('sites.id'))
+        .addColumn('kind', 'text', (c) => c.notNull())
+        .addColumn('model_version_id', 'text', (c) => c.notNull())
+        .addColumn('config', 'text', (c) => c.notNull())
+        .addColumn('status', 'text', (c) => c.notNull())
+        .addColumn('created_at', t.ms, (c) => c.notNull())
+        .addColumn('deadline_at', t.ms, (c) => c.notNull())
+        .addColumn('delivered_at', t.ms)
+        .addColumn('done_at', t.ms)
+        .execute();
+      await db.schema.createIndex('tasks_site_status').on('tasks').columns(['site_id', 'status']).execute();
+      await db.schema.createIndex('tasks_study_round').on('tasks').columns(['study_id', 'round']).execute();
+      await db.schema
+        .createTable('model_versions')
+        .addColumn('id', 'text', (c) => c.primaryKey())
+        .addColumn('study_id', 'text', (c) => c.notNull().references('studies.id'))
+        .addColumn('round', 'integer', (c) => c.notNull())
+        .addColumn('weights', t.blob, (c) => c.notNull())
+        .addColumn('digest', 'text', (c) => c.notNull())
+        .addColumn('created_at', t.ms, (c) => c.notNull())
+        .execute();
+      await db.schema.createIndex('model_versions_study').on('model_versions').columns(['study_id', 'round']).execute();
+      await db.schema
+        .createTable('updates')
+        .addColumn('task_id', 'text', (c) => c.primaryKey().references('tasks.id'))
+        .addColumn('study_id', 'text', (c) => c.notNull())
+        .addColumn('round', 'integer', (c) => c.notNull())
+        .addColumn('site_id', 'text', (c) => c.notNull())
+        .addColumn('weights', t.blob)
+        .addColumn('digest', 'text')
+        .addColumn('num_examples', 'integer', (c) => c.notNull())
+        .addColumn('metrics', 'text', (c) => c.notNull())
+        .addColumn('received_at', t.ms, (c) => c.notNull())
+        .execute();
+      await db.schema.createIndex('updates_study_round').on('updates').columns(['study_id', 'round']).execute();
+      await db.schema
+        .createTable('metrics')
+        .addColumn('id', t.serial, (c) => (dialect === 'postgres' ? c.primaryKey() : c.primaryKey().autoIncrement()))
+        .addColumn('study_id', 'text', (c) => c.notNull())
+        .addColumn('round', 'integer', (c) => c.notNull())
+        .addColumn('site_id', 'text')
+        .addColumn('phase', 'text', (c) => c.notNull())
+        .addColumn('name', 'text', (c) => c.notNull())
+        .addColumn('value', 'double precision', (c) => c.notNull())
+        .execute();
+      await db.schema.createIndex('metrics_study').on('metrics').columns(['study_id', 'round']).execute();
+      await db.schema
+        .createTable('refusals')
+        .addColumn('id', t.serial, (c) => (dialect === 'postgres' ? c.primaryKey() : c.primaryKey().autoIncrement()))
+        .addColumn('study_id', 'text')
+        .addColumn('round', 'integer')
+        .addColumn('site_id', 'text')
+        .addColumn('task_id', 'text')
+        .addColumn('reason', 'text', (c) => c.notNull())
+        .addColumn('at', t.ms, (c) => c.notNull())
+        .execute();
+      await db.schema
+        .createTable('strategy_state')
+        .addColumn('study_id', 'text', (c) => c.notNull())
+        .addColumn('round', 'integer', (c) => c.notNull())
+        .addColumn('json', 'text', (c) => c.notNull())
+        .addColumn('tensors', t.blob)
+        .addPrimaryKeyConstraint('strategy_state_pk', ['study_id', 'round'])
+        .execute();
+      await db.schema
+        .createTable('kv')
+        .addColumn('key', 'text', (c) => c.primaryKey())
+        .addColumn('value', 'text', (c) => c.notNull())
+        .execute();
+    },
+  };
+}
+
+export function migrationProvider(dialect: Dialect): MigrationProvider {
+  return {
+    async getMigrations() {
+      return { '0001_initial': initial(dialect) };
+    },
+  };
+}
