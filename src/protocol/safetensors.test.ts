@@ -1,0 +1,272 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import fc from 'fast-check';
+import { decodeSafetensors, encodeSafetensors, SafetensorsError, halfToFloat, bf16ToFloat } from './safetensors.js';
+import type { Weights } from './tensors.js';
+
+/** Assemble a file by hand from a raw header string and buffer bytes, exactly as the spec lays it out. */
+function rawFile(header: string, buffer: number[] | Uint8Array = [], declaredLen?: number): Uint8Array {
+  const h = new TextEncoder().encode(header);
+  const out = new Uint8Array(8 + h.length + buffer.length);
+  new DataView(out.buffer).setBigUint64(0, BigInt(declaredLen ?? h.length), true);
+  out.set(h, 8);
+  out.set(buffer, 8 + h.length);
+  return out;
+}
+
+function f32le(...xs: number[]): number[] {
+  const b = new Uint8Array(new Float32Array(xs).buffer);
+  return [...b];
+}
+
+function rejects(bytes: Uint8Array, pattern: RegExp, opts?: { maxBytes?: number }): void {
+  assert.throws(() => decodeSafetensors(bytes, opts), (e: unknown) => {
+    assert.ok(e instanceof SafetensorsError, `expected SafetensorsError, got ${String(e)}`);
+    assert.match(e.message, pattern);
+    return true;
+  });
+}
+
+test('round trip keeps names, shapes, values and metadata', () => {
+  const w: Weights = {
+    'layer.weight': { shape: [2, 3], data: new Float32Array([1, 2, 3, -4.5, 1e-30, 3.4e38]) },
+    bias: { shape: [3], data: new Float32Array([0, -0, 0.1]) },
+    scalar: { shape: [], data: new Float32Array([7]) },
+    empty: { shape: [0, 4], data: new Float32Array(0) },
+  };
+  const bytes = encodeSafetensors(w, { format: 'pt', round: '3' });
+  const { weights, metadata } = decodeSafetensors(bytes);
+  assert.deepEqual(metadata, { format: 'pt', round: '3' });
+  assert.deepEqual(Object.keys(weights).sort(), Object.keys(w).sort());
+  for (const [k, t] of Object.entries(w)) {
+    assert.deepEqual(weights[k]!.shape, t.shape);
+    assert.deepEqual([...weights[k]!.data], [...t.data]);
+  }
+  // The buffer must start on an 8-byte boundary.
+  const n = Number(new DataView(bytes.buffer).getBigUint64(0, true));
+  assert.equal((8 + n) % 8, 0);
+});
+
+test('byte-exact known vector, built by hand from the spec', () => {
+  // Header is 110 bytes of JSON, padded with 2 spaces to 112 (0x70) so the buffer starts 8-aligned.
+  const header = '{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[1,1],"data_offsets":[8,12]}}  ';
+  const expected = new Uint8Array([
+    0x70, 0, 0, 0, 0, 0, 0, 0,
+    ...new TextEncoder().encode(header),
+    0x00, 0x00, 0x80, 0x3f, // 1.0f
+    0x00, 0x00, 0x00, 0xc0, // -2.0f
+    0x00, 0x00, 0x00, 0x3f, // 0.5f
+  ]);
+  // Insertion order b-then-a proves the encoder sorts by name.
+  const got = encodeSafetensors({
+    b: { shape: [1, 1], data: new Float32Array([0.5]) },
+    a: { shape: [2], data: new Float32Array([1, -2]) },
+  });
+  assert.deepEqual([...got], [...expected]);
+  const back = decodeSafetensors(expected);
+  assert.deepEqual([...back.weights.a!.data], [1, -2]);
+  assert.deepEqual(back.weights.b!.shape, [1, 1]);
+});
+
+test('metadata is written first and read back; empty metadata is omitted', () => {
+  const w = { w: { shape: [1], data: new Float32Array([1]) } };
+  const bytes = encodeSafetensors(w, { format: 'pt' });
+  const n = Number(new DataView(bytes.buffer).getBigUint64(0, true));
+  const header = new TextDecoder().decode(bytes.subarray(8, 8 + n));
+  assert.equal(header.trimEnd(), '{"__metadata__":{"format":"pt"},"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}');
+  assert.ok(!new TextDecoder().decode(encodeSafetensors(w, {})).includes('__metadata__'));
+});
+
+test('decodes an unaligned buffer and a subarray view', () => {
+  // 57-byte header: the buffer starts at an odd offset, which a naive Float32Array view would refuse.
+  const header = '{"x":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}  ';
+  const file = rawFile(header, f32le(3.25, -1));
+  const padded = new Uint8Array(file.length + 3);
+  padded.set(file, 3);
+  const { weights } = decodeSafetensors(padded.subarray(3));
+  assert.deepEqual([...weights.x!.data], [3.25, -1]);
+});
+
+test('converts F64, F16, BF16, I32, I16, I8, U8, BOOL to float32', () => {
+  const buf = new Uint8Array(8 + 2 + 2 + 4 + 2 + 1 + 1 + 1);
+  const dv = new DataView(buf.buffer);
+  dv.setFloat64(0, 2.5, true);
+  dv.setUint16(8, 0x3c00, true); // half 1.0
+  dv.setUint16(10, 0xc000, true); // bf16 -2.0
+  dv.setInt32(12, -7, true);
+  dv.setInt16(16, 300, true);
+  dv.setInt8(18, -3);
+  dv.setUint8(19, 200);
+  dv.setUint8(20, 5); // BOOL: any non-zero is true
+  const header = JSON.stringify({
+    a: { dtype: 'F64', shape: [1], data_offsets: [0, 8] },
+    b: { dtype: 'F16', shape: [1], data_offsets: [8, 10] },
+    c: { dtype: 'BF16', shape: [1], data_offsets: [10, 12] },
+    d: { dtype: 'I32', shape: [1], data_offsets: [12, 16] },
+    e: { dtype: 'I16', shape: [1], data_offsets: [16, 18] },
+    f: { dtype: 'I8', shape: [1], data_offsets: [18, 19] },
+    g: { dtype: 'U8', shape: [1], data_offsets: [19, 20] },
+    h: { dtype: 'BOOL', shape: [1], data_offsets: [20, 21] },
+  });
+  const { weights } = decodeSafetensors(rawFile(header, buf));
+  const vals = Object.fromEntries(Object.entries(weights).map(([k, t]) => [k, t.data[0]]));
+  assert.deepEqual(vals, { a: 2.5, b: 1, c: -2, d: -7, e: 300, f: -3, g: 200, h: 1 });
+});
+
+test('half and bfloat16 conversions match known bit patterns', () => {
+  assert.equal(halfToFloat(0x0000), 0);
+  assert.ok(Object.is(halfToFloat(0x8000), -0));
+  assert.equal(halfToFloat(0x0001), 2 ** -24); // smallest subnormal
+  assert.equal(halfToFloat(0x7bff), 65504); // largest finite
+  assert.equal(halfToFloat(0x3555), 0.333251953125);
+  assert.equal(halfToFloat(0x7c00), Infinity);
+  assert.ok(Number.isNaN(halfToFloat(0x7e00)));
+  assert.equal(bf16ToFloat(0x3f80), 1);
+  assert.equal(bf16ToFloat(0x4049), 3.140625);
+});
+
+const okEntry = '"t":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}';
+const twoFloats = f32le(1, 2);
+
+test('malformed: short file and header length', () => {
+  rejects(new Uint8Array(0), /too short/);
+  rejects(new Uint8Array(7), /too short/);
+  rejects(rawFile(`{${okEntry}}`, twoFloats, 10_000), /runs past the end/);
+  const huge = rawFile(`{${okEntry}}`, twoFloats);
+  new DataView(huge.buffer).setBigUint64(0, 0xffff_ffff_ffff_ffffn, true);
+  rejects(huge, /runs past the end/);
+  rejects(rawFile('', []), /too short for a JSON object/);
+});
+
+test('malformed: header that is not JSON or not an object', () => {
+  rejects(rawFile('[1,2]'), /must start with "\{"/);
+  rejects(rawFile(' {}'), /must start with "\{"/);
+  rejects(rawFile('{"t": '), /not valid JSON/);
+  rejects(rawFile('{} x'), /not valid JSON/);
+  rejects(rawFile('{"t":1,}'), /not valid JSON/);
+  rejects(rawFile('{"a":' + '['.repeat(50) + ']'.repeat(50) + '}'), /nesting deeper/);
+  const badUtf8 = rawFile('{"\u00e9":1}');
+  badUtf8[10] = 0xff;
+  rejects(badUtf8, /not valid UTF-8/);
+});
+
+test('malformed: dtype, shape and entry structure', () => {
+  rejects(rawFile('{"t":{"dtype":"Q4","shape":[2],"data_offsets":[0,8]}}', twoFloats), /tensor "t": unsupported dtype "Q4"/);
+  rejects(rawFile('{"t":{"dtype":"toString","shape":[2],"data_offsets":[0,8]}}', twoFloats), /unsupported dtype/);
+  rejects(rawFile('{"t":{"dtype":4,"shape":[2],"data_offsets":[0,8]}}', twoFloats), /dtype must be a string/);
+  rejects(rawFile('{"t":{"dtype":"F32","shape":[-2],"data_offsets":[0,8]}}', twoFloats), /non-negative integers/);
+  rejects(rawFile('{"t":{"dtype":"F32","shape":[1.5],"data_offsets":[0,8]}}', twoFloats), /non-negative integers/);
+  rejects(rawFile('{"t":{"dtype":"F32","shape":["2"],"data_offsets":[0,8]}}', twoFloats), /non-negative integers/);
+  rejects(rawFile('{"t":{"dtype":"F32","shape":2,"data_offsets":[0,8]}}', twoFloats), /shape must be an array/);
+  rejects(rawFile('{"t":{"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,8]}}', twoFloats), /too large/);
+  rejects(rawFile('{"t":[1]}', twoFloats), /entry must be an object/);
+  rejects(rawFile('{"t":{"dtype":"F32","shape":[2],"data_offsets":[0,8],"x":1}}', twoFloats), /unexpected field "x"/);
+  rejects(rawFile('{"":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}', twoFloats), /name must not be empty/);
+});
+
+test('malformed: offsets out of range, overlapping, leaving gaps, or mismatching the shape', () => {
+  rejects(rawFile('{"t":{"dtype":"F32","shape":[2],"data_offsets":[0,12]}}', twoFloats), /out of range/);
+  rejects(rawFile('{"t":{"dtype":"F32","shape":[2],"data_offsets":[8,0]}}', twoFloats), /begin after end/);
+  rejects(rawFile('{"t":{"dtype":"F32","shape":[2],"data_offsets":[0]}}', twoFloats), /must be \[begin, end\]/);
+  rejects(rawFile('{"t":{"dtype":"F32","shape":[2],"data_offsets":[-1,7]}}', twoFloats), /non-negative integers/);
+  rejects(rawFile('{"t":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}', twoFloats), /needs 12 bytes but data_offsets span 8/);
+  rejects(rawFile('{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}', twoFloats), /overlaps/);
+  rejects(rawFile('{"t":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}', twoFloats), /bytes 0\.\.4 .* belong to no tensor/);
+  rejects(rawFile('{"t":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}', twoFloats), /bytes 4\.\.8 .* belong to no tensor/);
+});
+
+test('malformed: duplicate names and bad metadata', () => {
+  rejects(rawFile(`{${okEntry},${okEntry}}`, twoFloats), /duplicate key "t"/);
+  rejects(rawFile(`{"__metadata__":{"a":1},${okEntry}}`, twoFloats), /__metadata__\.a must be a string/);
+  rejects(rawFile(`{"__metadata__":["x"],${okEntry}}`, twoFloats), /__metadata__ must be an object/);
+  rejects(rawFile(`{"__metadata__":{"a":"x","a":"y"},${okEntry}}`, twoFloats), /duplicate key "a"/);
+});
+
+test('maxBytes limits the whole file', () => {
+  const bytes = encodeSafetensors({ t: { shape: [100], data: new Float32Array(100) } });
+  rejects(bytes, /over the limit of 100/, { maxBytes: 100 });
+  assert.equal(decodeSafetensors(bytes, { maxBytes: bytes.length }).weights.t!.data.length, 100);
+});
+
+test('"__proto__" is an ordinary tensor name, not a prototype change', () => {
+  const bytes = rawFile('{"__proto__":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}', twoFloats);
+  const { weights } = decodeSafetensors(bytes);
+  assert.equal(Object.getPrototypeOf(weights), Object.prototype);
+  assert.deepEqual(Object.keys(weights), ['__proto__']);
+  assert.deepEqual([...Object.getOwnPropertyDescriptor(weights, '__proto__')!.value.data], [1, 2]);
+});
+
+test('encoder refuses inconsistent tensors', () => {
+  assert.throws(() => encodeSafetensors({ t: { shape: [3], data: new Float32Array(2) } }), SafetensorsError);
+  assert.throws(() => encodeSafetensors({ t: { shape: [-1], data: new Float32Array(0) } }), SafetensorsError);
+  assert.throws(() => encodeSafetensors({ __metadata__: { shape: [1], data: new Float32Array(1) } }), SafetensorsError);
+  assert.throws(() => encodeSafetensors({}, { a: 1 as unknown as string }), SafetensorsError);
+});
+
+// ---- properties: whatever the bytes, the decoder answers with a result or a SafetensorsError ----
+
+function onlySafetensorsError(bytes: Uint8Array): void {
+  try {
+    decodeSafetensors(bytes);
+  } catch (e) {
+    if (!(e instanceof SafetensorsError)) throw e;
+  }
+}
+
+const arbWeights: fc.Arbitrary<Weights> = fc
+  .dictionary(
+    fc.string({ minLength: 1, maxLength: 8 }).filter((s) => s !== '__metadata__'),
+    fc.array(fc.integer({ min: 0, max: 4 }), { maxLength: 3 }).chain((shape) => {
+      const n = shape.reduce((a, b) => a * b, 1);
+      return fc.float32Array({ minLength: n, maxLength: n }).map((data) => ({ shape, data }));
+    }),
+    { maxKeys: 5 },
+  );
+
+test('property: encode then decode is the identity (bit for bit, NaN included)', () => {
+  fc.assert(
+    fc.property(arbWeights, fc.dictionary(fc.string(), fc.string(), { maxKeys: 3 }), (w, meta) => {
+      const { weights, metadata } = decodeSafetensors(encodeSafetensors(w, meta));
+      const sorted = (r: Record<string, string>) => Object.entries(r).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+      assert.deepEqual(sorted(metadata), sorted(meta));
+      assert.deepEqual(Object.keys(weights).sort(), Object.keys(w).sort());
+      for (const k of Object.keys(w)) {
+        assert.deepEqual(weights[k]!.shape, w[k]!.shape);
+        const a = new Uint8Array(weights[k]!.data.buffer, weights[k]!.data.byteOffset, weights[k]!.data.byteLength);
+        const b = new Uint8Array(w[k]!.data.buffer, w[k]!.data.byteOffset, w[k]!.data.byteLength);
+        assert.deepEqual([...a], [...b]);
+      }
+    }),
+    { numRuns: 300 },
+  );
+});
+
+test('property: random bytes never crash the decoder', () => {
+  fc.assert(fc.property(fc.uint8Array({ maxLength: 256 }), (b) => onlySafetensorsError(b)), { numRuns: 2000 });
+  // Random JSON-ish headers with a correct length prefix reach the deeper checks.
+  fc.assert(
+    fc.property(fc.json(), fc.uint8Array({ maxLength: 32 }), (h, buf) => onlySafetensorsError(rawFile(h, buf))),
+    { numRuns: 2000 },
+  );
+});
+
+test('property: mutations of a valid file give a result or a SafetensorsError', () => {
+  const mutation = fc.oneof(
+    fc.record({ kind: fc.constant('flip' as const), at: fc.nat(), value: fc.integer({ min: 0, max: 255 }) }),
+    fc.record({ kind: fc.constant('truncate' as const), at: fc.nat() }),
+    fc.record({ kind: fc.constant('insert' as const), at: fc.nat(), value: fc.integer({ min: 0, max: 255 }) }),
+  );
+  fc.assert(
+    fc.property(arbWeights, fc.array(mutation, { minLength: 1, maxLength: 4 }), (w, muts) => {
+      let b = Array.from(encodeSafetensors(w, { k: 'v' }));
+      for (const m of muts) {
+        const at = b.length === 0 ? 0 : m.at % b.length;
+        if (m.kind === 'flip' && b.length > 0) b[at] = m.value;
+        else if (m.kind === 'truncate') b = b.slice(0, at);
+        else if (m.kind === 'insert') b.splice(at, 0, m.value);
+      }
+      onlySafetensorsError(new Uint8Array(b));
+    }),
+    { numRuns: 2000 },
+  );
+});
