@@ -1,0 +1,80 @@
+/**
+ * Normalisation statistics, per site or federated.
+ *
+ * Federated ('global') normalisation never moves a row: each site reports, for its training
+ * rows, n and per column Σx and Σx²; the coordinator adds them up; mean and std follow. The
+ * same three functions compute a site's own statistics, so 'site' and 'global' differ only in
+ * which sums go into `statsFromSums`.
+ *
+ * Precision: sums are float64 and the variance is (Σx² − (Σx)²/n)/(n − ddof), which loses
+ * about log10(mean²/var) of float64's 16 digits — harmless for clinical measurements.
+ */
+import type { Dataset } from '../../learning/types.js';
+
+/** What one site reports. JSON-safe (plain numbers), so it travels as-is. */
+export interface ColumnSums {
+  n: number;
+  sum: number[];
+  sumSq: number[];
+}
+
+export interface NormStats {
+  mean: number[];
+  std: number[];
+}
+
+export function localSums(ds: Dataset): ColumnSums {
+  const { n, d, x } = ds;
+  const sum = new Array<number>(d).fill(0), sumSq = new Array<number>(d).fill(0);
+  for (let r = 0; r < n; r++) {
+    for (let j = 0; j < d; j++) {
+      const v = x[r * d + j]!;
+      sum[j]! += v;
+      sumSq[j]! += v * v;
+    }
+  }
+  return { n, sum, sumSq };
+}
+
+/** Adds sites' sums; refuses reports of different widths or malformed numbers. */
+export function combineSums(list: readonly ColumnSums[]): ColumnSums {
+  if (list.length === 0) throw new Error('combineSums: no site reported');
+  const d = list[0]!.sum.length;
+  const out: ColumnSums = { n: 0, sum: new Array<number>(d).fill(0), sumSq: new Array<number>(d).fill(0) };
+  list.forEach((s, k) => {
+    if (!(Number.isInteger(s.n) && s.n >= 0)) throw new Error(`combineSums: report ${k} has a bad row count ${s.n}`);
+    if (s.sum.length !== d || s.sumSq.length !== d) throw new Error(`combineSums: report ${k} has ${s.sum.length} columns, expected ${d}`);
+    for (let j = 0; j < d; j++) {
+      if (!Number.isFinite(s.sum[j]!) || !(s.sumSq[j]! >= 0) || !Number.isFinite(s.sumSq[j]!)) throw new Error(`combineSums: report ${k} column ${j} is not finite`);
+      out.sum[j]! += s.sum[j]!;
+      out.sumSq[j]! += s.sumSq[j]!;
+    }
+    out.n += s.n;
+  });
+  return out;
+}
+
+/** Mean and std (ddof 1 by default, the unbiased estimate FLamby uses). */
+export function statsFromSums(s: ColumnSums, ddof = 1): NormStats {
+  if (s.n - ddof <= 0) throw new Error(`statsFromSums: ${s.n} rows are too few for a std with ddof ${ddof}`);
+  const mean = s.sum.map((v) => v / s.n);
+  // Clamp: rounding can make a constant column's variance a tiny negative number.
+  const std = s.sumSq.map((q, j) => Math.sqrt(Math.max(0, (q - s.sum[j]! * mean[j]!) / (s.n - ddof))));
+  return { mean, std };
+}
+
+/**
+ * A copy of `ds` with x' = (x − mean) / (std + epsilon) on the columns where `mask` is true
+ * (all columns when absent). Computed in float64, stored as float32.
+ */
+export function applyStats(ds: Dataset, stats: NormStats, mask?: readonly boolean[], epsilon = 1e-9): Dataset {
+  const { n, d } = ds;
+  if (stats.mean.length !== d || stats.std.length !== d) throw new Error(`applyStats: statistics cover ${stats.mean.length} columns, data has ${d}`);
+  const x = new Float32Array(ds.x);
+  for (let j = 0; j < d; j++) {
+    if (mask && !mask[j]) continue;
+    const m = stats.mean[j]!, s = stats.std[j]! + epsilon;
+    for (let r = 0; r < n; r++) x[r * d + j] = (ds.x[r * d + j]! - m) / s;
+  }
+  return { ...ds, x };
+}
