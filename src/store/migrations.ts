@@ -50,6 +50,7 @@ function initial(dialect: Dialect): Migration {
         .addColumn('spec', 'text', (c) => c.notNull())
         .addColumn('status', 'text', (c) => c.notNull())
         .addColumn('current_round', 'integer', (c) => c.notNull())
+        .addColumn('participants', 'text')
         .addColumn('created_by', 'text', (c) => c.notNull())
         .addColumn('created_at', t.ms, (c) => c.notNull())
         .addColumn('updated_at', t.ms, (c) => c.notNull())

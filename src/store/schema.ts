@@ -34,6 +34,7 @@ export interface StudiesTable {
   spec: string; // JSON StudySpec
   status: string; // 'created' | 'running' | 'completed' | 'stopped' | 'failed'
   current_round: number; // last committed round (0 = initial model only)
+  participants: string | null; // JSON array of site ids, fixed when the study starts
   created_by: string;
   created_at: number;
   updated_at: number;

@@ -41,7 +41,7 @@ function site(id: string, name = id) {
   return { id, name, institution: 'Inst', jurisdiction: 'IN', credential_hash: `h-${id}`, public_key: null, status: 'active', created_at: now, last_seen_at: null };
 }
 function study(id: string) {
-  return { id, name: 'heart', spec: '{}', status: 'running', current_round: 0, created_by: 'admin', created_at: now, updated_at: now, claimed_by: null, claimed_until: null, error: null };
+  return { id, name: 'heart', spec: '{}', status: 'running', current_round: 0, participants: null, created_by: 'admin', created_at: now, updated_at: now, claimed_by: null, claimed_until: null, error: null };
 }
 function task(id: string, siteId: string, round = 1) {
   return { id, study_id: 's1', round, site_id: siteId, kind: 'fit', model_version_id: 'm0', config: '{}', status: 'issued', created_at: now, deadline_at: now + 1000, delivered_at: null, done_at: null };

@@ -238,6 +238,18 @@ export class Store {
   }
 
   /**
+   * Starts a study: fixes its participants, stores the initial model (version 0) and moves it to
+   * running, in one transaction.
+   */
+  async startStudy(id: string, participants: string[], initial: ModelVersionRow, now: number): Promise<void> {
+    await this.transaction(async (tx) => {
+      await this.transitionStudy(id, ['created'], 'running', now, {}, tx);
+      await tx.updateTable('studies').set({ participants: JSON.stringify(participants) }).where('id', '=', id).execute();
+      await tx.insertInto('model_versions').values(initial).execute();
+    });
+  }
+
+  /**
    * Lease-based claim so that several coordinator processes sharing one PostgreSQL drive each study
    * from exactly one place at a time. The UPDATE is atomic in both dialects.
    */

@@ -1,0 +1,188 @@
+/**
+ * `setu demo`: the four-hospital Fed-Heart-Disease federation, for real. An embedded coordinator
+ * (SQLite in a temporary directory) and four site agents, each a separate OS process reading only its
+ * own hospital's file, talk HTTP over loopback and run FLamby's protocol: FedAvg, 15 rounds of 100 local
+ * SGD steps, lr 0.001, batch 4. Beside it, the baselines a clinician asks for, trained in this process:
+ * Pooled (all data in one place, which the federation exists to avoid) and each hospital alone.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync, createWriteStream } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import YAML from 'yaml';
+import { startCoordinator, type RunningCoordinator } from '../coordinator/start.js';
+import { initialWeights } from '../coordinator/engine.js';
+import { HttpClient } from '../site/http.js';
+import type { InviteResponse, StudySpec } from '../protocol/api.js';
+import { decodeSafetensors } from '../protocol/safetensors.js';
+import type { Weights } from '../protocol/tensors.js';
+import { HEART_CENTERS, defaultHeartDir, loadHeartPooled, type HeartPooledData } from '../site/data/heart.js';
+import { createModel } from '../learning/models/registry.js';
+import { trainCentral } from '../learning/client.js';
+import { deriveSeed } from '../learning/rng.js';
+import type { Model } from '../learning/types.js';
+import { UsageError, intFlag, parse } from './args.js';
+import { pct, table } from './table.js';
+
+export interface DemoResult {
+  pooledTest: number;
+  perSite: number[];
+}
+
+export interface DemoOutput {
+  seed: number;
+  results: Record<string, DemoResult>;
+  federation: { studyId: string; rounds: number; sites: string[]; seconds: number; dataDir: string | null };
+}
+
+const MAIN_JS = resolve(dirname(fileURLToPath(import.meta.url)), 'main.js');
+
+export function heartStudySpec(seed: number, rounds = 15): StudySpec {
+  return {
+    name: 'Fed-Heart-Disease FedAvg (FLamby protocol)',
+    dataset: 'heart',
+    model: { kind: 'logistic', inputDim: 13 },
+    strategy: { name: 'FedAvg' },
+    rounds,
+    fit: { localSteps: 100, batchSize: 4, optimizer: { kind: 'sgd', lr: 0.001 } },
+    roundTimeoutSeconds: 120,
+    seed,
+  };
+}
+
+/** FLamby's evaluation: every hospital's test set (its own normalisation) and the pooled test set (pooled normalisation). */
+export function evaluateHeart(model: Model, w: Weights, data: HeartPooledData): DemoResult {
+  return {
+    pooledTest: model.evaluate(w, data.test).accuracy!,
+    perSite: data.centers.map((c) => model.evaluate(w, c.test).accuracy!),
+  };
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const { values } = parse(argv, { seed: { type: 'string' }, json: { type: 'boolean' }, 'data-dir': { type: 'string' }, rounds: { type: 'string' }, verbose: { type: 'boolean' } });
+  const seed = intFlag(values.seed, 'seed', 42);
+  const rounds = intFlag(values.rounds, 'rounds', 15);
+  if (rounds < 1) throw new UsageError('--rounds must be at least 1');
+  const json = !!values.json;
+  const say = (s: string) => process.stderr.write(s + '\n');
+  const started = Date.now();
+  const dataDir = values['data-dir'] ? resolve(values['data-dir']) : mkdtempSync(join(tmpdir(), 'setu-demo-'));
+  mkdirSync(dataDir, { recursive: true });
+  const logDir = join(dataDir, 'logs');
+  mkdirSync(logDir, { recursive: true });
+  const children: ChildProcess[] = [];
+  let coord: RunningCoordinator | undefined;
+  const cleanup = async () => {
+    for (const c of children) if (c.exitCode === null) c.kill('SIGTERM');
+    await Promise.all(children.map((c) => (c.exitCode === null ? new Promise((r) => c.once('exit', r)) : null)));
+    await coord?.close();
+    if (!values['data-dir']) rmSync(dataDir, { recursive: true, force: true });
+  };
+  const onSignal = () => void cleanup().then(() => process.exit(130));
+  process.once('SIGINT', onSignal);
+  try {
+    coord = await startCoordinator({ dataDir: join(dataDir, 'coordinator'), port: 0, tickMs: 200, maxWaitMs: 10_000, log: values.verbose ? (m) => say(`coordinator: ${m}`) : undefined });
+    say(`coordinator on ${coord.url} (SQLite in ${join(dataDir, 'coordinator')})`);
+    const admin = new HttpClient({ baseUrl: coord.url, credential: coord.adminToken, giveUpAfterMs: 10_000 });
+    const heartDir = defaultHeartDir();
+    const siteNames = HEART_CENTERS.map((n) => `${n}`);
+    for (let c = 0; c < 4; c++) {
+      const name = siteNames[c]!;
+      const invite = await admin.json<InviteResponse>('POST', '/v1/invites', { siteName: name, ttlHours: 1 });
+      const siteDir = join(dataDir, 'sites', name);
+      mkdirSync(siteDir, { recursive: true });
+      const cfgFile = join(siteDir, 'site.yaml');
+      writeFileSync(cfgFile, YAML.stringify({ coordinator: coord.url, stateDir: 'state', pollWaitMs: 10_000, datasets: { heart: { format: 'fed-heart-disease', dir: heartDir, center: c } } }));
+      const log = createWriteStream(join(logDir, `${name}.log`));
+      const child = spawn(process.execPath, [MAIN_JS, 'site', 'start', '--config', cfgFile, '--token', invite.token], { stdio: ['ignore', 'pipe', 'pipe'] });
+      child.stdout!.pipe(log);
+      child.stderr!.pipe(log);
+      if (values.verbose) child.stderr!.on('data', (d: Buffer) => process.stderr.write(d));
+      children.push(child);
+    }
+    say(`4 site agents started (separate processes; logs in ${values['data-dir'] ? logDir : 'the temporary directory'})`);
+
+    const spec = heartStudySpec(seed, rounds);
+    // Wait until every agent has enrolled, then start the study with all four.
+    for (let i = 0; ; i++) {
+      const sites = await admin.json<{ name: string }[]>('GET', '/v1/sites');
+      if (sites.length === 4) break;
+      const dead = children.find((c) => c.exitCode !== null);
+      if (dead) throw new Error(`a site agent exited early (code ${dead.exitCode}); see ${logDir}`);
+      if (i > 300) throw new Error('site agents did not enrol within 30 s');
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const { id: studyId } = await admin.json<{ id: string }>('POST', '/v1/studies', spec);
+    const done = new Promise<string>((resolveDone) => {
+      coord!.bus.on((e) => {
+        if (e.type === 'study.status' && e.studyId === studyId && ['completed', 'failed', 'stopped'].includes(e.status)) resolveDone(e.status + (e.error ? `: ${e.error}` : ''));
+        if (e.type === 'update.accepted' && e.studyId === studyId && e.round <= rounds) progress(`round ${e.round}/${rounds} · ${e.received}/${e.expected} sites reported`);
+        if (e.type === 'round.committed' && e.studyId === studyId && e.kind === 'fit') {
+          const loss = e.metrics['fit.loss'];
+          const acc = e.metrics['evaluate.accuracy'];
+          progress(`round ${e.round}/${rounds} · committed · train loss ${loss?.toFixed(4) ?? '–'} · test acc (model ${e.round - 1}) ${pct(acc)}`, true);
+        }
+      });
+    });
+    const isTty = process.stderr.isTTY;
+    let lastLine = '';
+    function progress(line: string, final = false) {
+      if (isTty) {
+        process.stderr.write(`\r\x1b[2K${line}${final ? '\n' : ''}`);
+      } else if (final && line !== lastLine) say(line);
+      lastLine = line;
+    }
+    await admin.json('POST', `/v1/studies/${studyId}/start`, {});
+    say(`study ${studyId} started: FedAvg, ${rounds} rounds × 100 local SGD steps, lr 0.001, batch 4, seed ${seed}`);
+
+    // Baselines in this process while the federation trains (they need all data in one place).
+    const data = loadHeartPooled();
+    const model = createModel(spec.model);
+    const init = initialWeights(spec);
+    const results: Record<string, DemoResult> = {};
+    const central = (d: typeof data.train, label: string) =>
+      trainCentral({ model, weights: init, data: d, epochs: 50, batchSize: 4, optimizer: { kind: 'adam', lr: 0.001 }, seed: deriveSeed(seed, label) }).weights;
+    results['Pooled'] = evaluateHeart(model, central(data.train, 'Pooled'), data);
+    for (let c = 0; c < 4; c++) results[`Local${c}`] = evaluateHeart(model, central(data.centers[c]!.train, `Local${c}`), data);
+
+    const status = await withTimeout(done, 300_000, 'the federation did not finish within 5 minutes');
+    if (!status.startsWith('completed')) throw new Error(`study ended ${status}`);
+    const final = await admin.request('GET', `/v1/studies/${studyId}/model`);
+    const fedW = decodeSafetensors(final.body).weights;
+    // Per-site accuracy as the sites themselves reported it in the final evaluation round...
+    const detail = await admin.json<{ metrics: { round: number; site: string | null; phase: string; name: string; value: number }[] }>('GET', `/v1/studies/${studyId}`);
+    const reported = siteNames.map((n) => detail.metrics.find((m) => m.round === rounds && m.site === n && m.phase === 'evaluate' && m.name === 'accuracy')?.value);
+    // ...which must equal what the same weights give here on the same rows: a check that nothing was lost on the wire.
+    const fed = evaluateHeart(model, fedW, data);
+    reported.forEach((v, i) => {
+      if (v === undefined || Math.abs(v - fed.perSite[i]!) > 1e-9) throw new Error(`site ${siteNames[i]} reported accuracy ${v} but the final model gives ${fed.perSite[i]}`);
+    });
+    results['FedAvg'] = fed;
+    const seconds = (Date.now() - started) / 1000;
+    const ordered: Record<string, DemoResult> = { FedAvg: results['FedAvg']!, Pooled: results['Pooled']!, Local0: results['Local0']!, Local1: results['Local1']!, Local2: results['Local2']!, Local3: results['Local3']! };
+    const output: DemoOutput = { seed, results: ordered, federation: { studyId, rounds, sites: siteNames, seconds, dataDir: values['data-dir'] ? dataDir : null } };
+    if (json) process.stdout.write(JSON.stringify(output) + '\n');
+    else {
+      process.stdout.write(
+        '\n' +
+          table(
+            ['method', 'pooled test', ...siteNames.map((n, i) => `${i}:${n}`)],
+            Object.entries(ordered).map(([k, r]) => [k, pct(r.pooledTest), ...r.perSite.map(pct)]),
+          ) +
+          `\n\nAccuracy on each hospital's test split and on the pooled test split (254 patients), seed ${seed}.\n` +
+          `FedAvg trained over HTTP by 4 separate site processes in ${seconds.toFixed(1)} s; Pooled and Local are the centralised and single-hospital baselines.\n` +
+          `Data: UCI Heart Disease (Janosi, Steinbrunn, Pfisterer, Detrano, 1988), CC BY 4.0, preprocessed as FLamby's Fed-Heart-Disease.\n`,
+      );
+    }
+    return 0;
+  } finally {
+    process.off('SIGINT', onSignal);
+    await cleanup();
+  }
+}
+
+function withTimeout<T>(p: Promise<T>, ms: number, message: string): Promise<T> {
+  let t: NodeJS.Timeout;
+  return Promise.race([p, new Promise<T>((_, rej) => (t = setTimeout(() => rej(new Error(message)), ms)))]).finally(() => clearTimeout(t));
+}

@@ -1,0 +1,78 @@
+/**
+ * Long-running commands: `setu coordinator start` and `setu site start|enrol`.
+ * Both stop cleanly on SIGINT/SIGTERM.
+ */
+import { readFileSync } from 'node:fs';
+import { startCoordinator } from '../coordinator/start.js';
+import { loadSiteConfig } from '../site/config.js';
+import { SiteAgent, enrol } from '../site/agent.js';
+import { DEFAULT_DATA_DIR, UsageError, intFlag, parse } from './args.js';
+
+const stamp = () => new Date().toISOString().slice(11, 19);
+const logTo = (prefix: string) => (m: string) => process.stderr.write(`${stamp()} ${prefix} ${m}\n`);
+
+export async function coordinatorCommand(sub: string | undefined, argv: string[]): Promise<number> {
+  if (sub !== 'start') throw new UsageError('setu coordinator start [--data-dir D] [--db postgres://…] [--host H] [--port P]');
+  const { values } = parse(argv, {
+    'data-dir': { type: 'string' },
+    db: { type: 'string' },
+    host: { type: 'string' },
+    port: { type: 'string' },
+    'body-limit': { type: 'string' },
+    'admin-token': { type: 'string' },
+    'tls-cert': { type: 'string' },
+    'tls-key': { type: 'string' },
+  });
+  if (!!values['tls-cert'] !== !!values['tls-key']) throw new UsageError('--tls-cert and --tls-key go together');
+  const log = logTo('coordinator');
+  const c = await startCoordinator({
+    dataDir: values['data-dir'] ?? DEFAULT_DATA_DIR,
+    ...(values.db ? { db: values.db } : {}),
+    host: values.host ?? '127.0.0.1',
+    port: intFlag(values.port, 'port', 7070),
+    ...(values['body-limit'] ? { bodyLimit: intFlag(values['body-limit'], 'body-limit', 0) } : {}),
+    ...(values['admin-token'] ? { adminToken: values['admin-token'] } : {}),
+    ...(values['tls-cert'] ? { https: { cert: readFileSync(values['tls-cert']), key: readFileSync(values['tls-key']!) } } : {}),
+    log,
+  });
+  log(`listening on ${c.url} (store: ${values.db ? 'postgresql' : 'sqlite'}; admin token in ${values['data-dir'] ?? DEFAULT_DATA_DIR}/admin.token)`);
+  process.stdout.write(JSON.stringify({ event: 'listening', url: c.url }) + '\n');
+  await new Promise<void>((resolve) => {
+    const stop = () => resolve();
+    process.once('SIGINT', stop);
+    process.once('SIGTERM', stop);
+  });
+  await c.close();
+  return 0;
+}
+
+export async function siteProcessCommand(sub: string, argv: string[]): Promise<number> {
+  const { values } = parse(argv, { config: { type: 'string' }, token: { type: 'string' } });
+  if (!values.config) throw new UsageError(`setu site ${sub} --config site.yaml${sub === 'enrol' ? ' --token <invite>' : ''}`);
+  const cfg = loadSiteConfig(values.config);
+  const log = logTo(`site`);
+  if (sub === 'enrol') {
+    if (!values.token) throw new UsageError('setu site enrol --config site.yaml --token <invite>');
+    const c = await enrol(cfg, values.token, log);
+    process.stdout.write(`enrolled as ${c.siteName} (${c.siteId}); credential saved in ${cfg.stateDirAbs}\n`);
+    return 0;
+  }
+  if (values.token) await enrol(cfg, values.token, log);
+  const ac = new AbortController();
+  process.once('SIGINT', () => ac.abort());
+  process.once('SIGTERM', () => ac.abort());
+  const agent = new SiteAgent(cfg, { log: logTo(`site ${new SiteAgentName(cfg).name}`), signal: ac.signal });
+  await agent.run();
+  return 0;
+}
+
+class SiteAgentName {
+  readonly name: string;
+  constructor(cfg: ReturnType<typeof loadSiteConfig>) {
+    try {
+      this.name = (JSON.parse(readFileSync(`${cfg.stateDirAbs}/credential.json`, 'utf8')) as { siteName: string }).siteName;
+    } catch {
+      this.name = '?';
+    }
+  }
+}

@@ -1,0 +1,264 @@
+/**
+ * The round engine: drives every running study through its rounds with its strategy.
+ *
+ * Everything it decides is written to the store before anyone acts on it, and every step re-reads
+ * the store, so a coordinator killed at any point resumes from the last committed step, and several
+ * coordinator processes sharing one PostgreSQL can run engines side by side: each study is driven
+ * only by the instance holding its lease.
+ *
+ * Round r (1..R) is a fit round; round R+1 is an evaluate round of the final model. A fit task also
+ * evaluates the incoming global model on the site's test split, so per-round metrics cost no extra trip.
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import type { Store, StudyRow, TaskRow, UpdateRow } from '../store/store.js';
+import { StoreConflict } from '../store/store.js';
+import type { EventBus } from './events.js';
+import type { StudySpec, ResultMeta } from '../protocol/api.js';
+import { decodeSafetensors, encodeSafetensors } from '../protocol/safetensors.js';
+import type { Weights } from '../protocol/tensors.js';
+import { createModel } from '../learning/models/registry.js';
+import { createRng } from '../learning/rng.js';
+import { hostStrategy, type FitResultIn } from './strategy-host.js';
+
+export interface EngineOptions {
+  instanceId?: string;
+  tickMs?: number;
+  leaseMs?: number;
+  now?: () => number;
+  log?: (msg: string) => void;
+}
+
+export const DEFAULT_ROUND_TIMEOUT_S = 600;
+
+export function studySeed(spec: StudySpec): number {
+  return spec.seed ?? 42;
+}
+
+export function digestHex(b: Uint8Array): string {
+  return createHash('sha256').update(b).digest('hex');
+}
+
+/** Initial global model of a study, deterministic in its seed. */
+export function initialWeights(spec: StudySpec): Weights {
+  return createModel(spec.model).init(createRng(studySeed(spec), 'init'));
+}
+
+export class RoundEngine {
+  readonly instanceId: string;
+  private timer: NodeJS.Timeout | undefined;
+  private running = false;
+  private again = false;
+  private stopped = false;
+  private readonly now: () => number;
+  private readonly log: (msg: string) => void;
+
+  constructor(
+    private readonly store: Store,
+    private readonly bus: EventBus,
+    private readonly opts: EngineOptions = {},
+  ) {
+    this.instanceId = opts.instanceId ?? `coord-${randomBytes(4).toString('hex')}`;
+    this.now = opts.now ?? Date.now;
+    this.log = opts.log ?? (() => {});
+  }
+
+  start(): void {
+    this.stopped = false;
+    this.timer = setInterval(() => this.kick(), this.opts.tickMs ?? 500);
+    this.kick();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.timer) clearInterval(this.timer);
+    while (this.running) await new Promise((r) => setTimeout(r, 10));
+  }
+
+  /** Runs a tick now, or right after the one in progress. */
+  kick(): void {
+    if (this.stopped) return;
+    if (this.running) {
+      this.again = true;
+      return;
+    }
+    this.running = true;
+    void this.tick()
+      .catch((e) => this.log(`engine tick failed: ${(e as Error).stack ?? e}`))
+      .finally(() => {
+        this.running = false;
+        if (this.again && !this.stopped) {
+          this.again = false;
+          this.kick();
+        }
+      });
+  }
+
+  async tick(): Promise<void> {
+    for (const study of await this.store.listStudiesByStatus('running')) {
+      if (this.stopped) return;
+      if (!(await this.store.claimStudy(study.id, this.instanceId, this.now(), this.opts.leaseMs ?? 10_000))) continue;
+      try {
+        await this.drive(study);
+      } catch (e) {
+        if (e instanceof StoreConflict) continue; // another instance moved first; re-read next tick
+        this.log(`study ${study.id}: ${(e as Error).stack ?? e}`);
+        await this.fail(study, (e as Error).message);
+      }
+    }
+  }
+
+  private async fail(study: StudyRow, message: string): Promise<void> {
+    try {
+      await this.store.transitionStudy(study.id, ['running'], 'failed', this.now(), { error: message });
+      this.bus.emit({ type: 'study.status', studyId: study.id, status: 'failed', error: message });
+    } catch {
+      /* already moved */
+    }
+  }
+
+  private async drive(study: StudyRow): Promise<void> {
+    const spec = JSON.parse(study.spec) as StudySpec;
+    const open = await this.store.openRoundOf(study.id);
+    if (!open) {
+      const next = study.current_round + 1;
+      if (next <= spec.rounds) await this.openRound(study, spec, next, 'fit');
+      else await this.openRound(study, spec, spec.rounds + 1, 'evaluate');
+      return;
+    }
+    const tasks = await this.store.listTasks(study.id, open.round);
+    const updates = await this.store.listUpdates(study.id, open.round);
+    const minResults = Math.min(spec.minSites ?? tasks.length, tasks.length);
+    const late = this.now() > open.deadline_at;
+    if (updates.length === tasks.length || (late && updates.length >= minResults)) {
+      if (open.kind === 'fit') await this.commitFit(study, spec, open.round, updates);
+      else await this.commitEvaluate(study, spec, open.round, updates);
+    } else if (late) {
+      await this.fail(study, `round ${open.round}: ${updates.length} of ${tasks.length} sites reported before the deadline; at least ${minResults} needed`);
+    }
+  }
+
+  private participants(study: StudyRow): string[] {
+    return JSON.parse(study.participants ?? '[]') as string[];
+  }
+
+  private async openRound(study: StudyRow, spec: StudySpec, round: number, kind: 'fit' | 'evaluate'): Promise<void> {
+    const now = this.now();
+    const global = await this.store.latestModelVersion(study.id);
+    if (!global) throw new Error(`study ${study.id} has no model version`);
+    const sites = this.participants(study);
+    const deadline = now + (spec.roundTimeoutSeconds ?? DEFAULT_ROUND_TIMEOUT_S) * 1000;
+    let plan: { siteId: string; config: unknown }[];
+    if (kind === 'fit') {
+      const host = await this.strategyFor(study, spec);
+      plan = host.configureFit(round, sites);
+    } else {
+      plan = sites.map((siteId) => ({ siteId, config: {} }));
+    }
+    const tasks: TaskRow[] = plan.map((p) => ({
+      id: `${study.id}.r${round}.${p.siteId}`,
+      study_id: study.id,
+      round,
+      site_id: p.siteId,
+      kind,
+      model_version_id: global.id,
+      config: JSON.stringify(p.config),
+      status: 'issued',
+      created_at: now,
+      deadline_at: deadline,
+      delivered_at: null,
+      done_at: null,
+    }));
+    await this.store.openRound(
+      { study_id: study.id, round, status: 'open', kind, opened_at: now, deadline_at: deadline, committed_at: null, model_version_id: kind === 'evaluate' ? global.id : null },
+      tasks,
+    );
+    this.log(`study ${study.id}: round ${round} (${kind}) opened for ${tasks.length} sites`);
+    this.bus.emit({ type: 'round.opened', studyId: study.id, round, kind, sites: tasks.length });
+    this.bus.emit({ type: 'tasks', siteIds: tasks.map((t) => t.site_id) });
+  }
+
+  private async strategyFor(study: StudyRow, spec: StudySpec) {
+    const state = await this.store.latestStrategyState(study.id);
+    return hostStrategy(spec, state ? { json: JSON.parse(state.json), tensors: state.tensors ? decodeSafetensors(state.tensors).weights : {} } : undefined);
+  }
+
+  private async commitFit(study: StudyRow, spec: StudySpec, round: number, updates: UpdateRow[]): Promise<void> {
+    const now = this.now();
+    const globalRow = await this.store.latestModelVersion(study.id);
+    if (!globalRow) throw new Error('no global model');
+    const global = decodeSafetensors(globalRow.weights).weights;
+    const host = await this.strategyFor(study, spec);
+    const results: FitResultIn[] = updates.map((u) => ({
+      siteId: u.site_id,
+      weights: decodeSafetensors(u.weights!).weights,
+      numExamples: u.num_examples,
+      meta: JSON.parse(u.metrics) as ResultMeta,
+    }));
+    const next = host.aggregateFit(round, global, results);
+    const bytes = encodeSafetensors(next, { study: study.id, round: String(round) });
+    const state = host.getState();
+    const metrics = fitMetrics(study.id, round, results);
+    const isLast = round >= spec.rounds;
+    await this.store.commitRound({
+      studyId: study.id,
+      round,
+      now,
+      model: { id: `${study.id}.v${round}`, study_id: study.id, round, weights: bytes, digest: digestHex(bytes), created_at: now },
+      metrics,
+      strategyState: { study_id: study.id, round, json: JSON.stringify(state.json), tensors: Object.keys(state.tensors).length ? encodeSafetensors(state.tensors) : null },
+      advanceTo: round,
+    });
+    const summary = Object.fromEntries(metrics.filter((m) => m.site_id === null).map((m) => [`${m.phase}.${m.name}`, m.value]));
+    this.log(`study ${study.id}: round ${round} committed from ${updates.length} sites${isLast ? ' (last fit round)' : ''}`);
+    this.bus.emit({ type: 'round.committed', studyId: study.id, round, kind: 'fit', metrics: summary });
+  }
+
+  private async commitEvaluate(study: StudyRow, spec: StudySpec, round: number, updates: UpdateRow[]): Promise<void> {
+    const now = this.now();
+    const results = updates.map((u) => ({ siteId: u.site_id, numExamples: u.num_examples, meta: JSON.parse(u.metrics) as ResultMeta }));
+    const metrics = evalMetricRows(study.id, spec.rounds, results);
+    await this.store.commitRound({ studyId: study.id, round, now, metrics, studyStatus: 'completed' });
+    const summary = Object.fromEntries(metrics.filter((m) => m.site_id === null).map((m) => [`${m.phase}.${m.name}`, m.value]));
+    this.bus.emit({ type: 'round.committed', studyId: study.id, round, kind: 'evaluate', metrics: summary });
+    this.bus.emit({ type: 'study.status', studyId: study.id, status: 'completed' });
+    this.log(`study ${study.id}: completed`);
+  }
+}
+
+type MetricRowOut = { study_id: string; round: number; site_id: string | null; phase: string; name: string; value: number };
+
+/** Per-site and example-weighted global metrics of a fit round, plus the evaluation of the incoming model. */
+function fitMetrics(studyId: string, round: number, results: FitResultIn[]): MetricRowOut[] {
+  const rows: MetricRowOut[] = [];
+  rows.push(...weighted(studyId, round, 'fit', results.map((r) => ({ siteId: r.siteId, n: r.numExamples, m: r.meta.trainMetrics ?? {} }))));
+  // The incoming model of round r is version r-1.
+  rows.push(...evalMetricRows(studyId, round - 1, results.map((r) => ({ siteId: r.siteId, numExamples: r.numExamples, meta: r.meta }))));
+  rows.push({ study_id: studyId, round, site_id: null, phase: 'fit', name: 'sites', value: results.length });
+  return rows;
+}
+
+function evalMetricRows(studyId: string, modelRound: number, results: { siteId: string; numExamples: number; meta: ResultMeta }[]): MetricRowOut[] {
+  return weighted(
+    studyId,
+    modelRound,
+    'evaluate',
+    results.filter((r) => r.meta.evalMetrics).map((r) => ({ siteId: r.siteId, n: r.meta.evalExamples ?? r.numExamples, m: r.meta.evalMetrics! })),
+  );
+}
+
+function weighted(studyId: string, round: number, phase: string, items: { siteId: string; n: number; m: Record<string, number> }[]): MetricRowOut[] {
+  const rows: MetricRowOut[] = [];
+  const sums = new Map<string, { s: number; n: number }>();
+  for (const it of items) {
+    for (const [name, value] of Object.entries(it.m)) {
+      if (!Number.isFinite(value)) continue;
+      rows.push({ study_id: studyId, round, site_id: it.siteId, phase, name, value });
+      const acc = sums.get(name) ?? { s: 0, n: 0 };
+      acc.s += value * it.n;
+      acc.n += it.n;
+      sums.set(name, acc);
+    }
+  }
+  for (const [name, { s, n }] of sums) if (n > 0) rows.push({ study_id: studyId, round, site_id: null, phase, name, value: s / n });
+  return rows;
+}

@@ -1,0 +1,43 @@
+/**
+ * In-process notifications: wake long-polls when tasks are issued and feed live views (SSE).
+ * Only a hint: every waiter re-reads the store, so several coordinator processes stay correct
+ * (they also poll the store on a timer).
+ */
+import { EventEmitter } from 'node:events';
+
+export type CoordinatorEvent =
+  | { type: 'tasks'; siteIds: string[] }
+  | { type: 'round.opened'; studyId: string; round: number; kind: string; sites: number }
+  | { type: 'update.accepted'; studyId: string; round: number; siteId: string; received: number; expected: number }
+  | { type: 'update.refused'; studyId: string | null; round: number | null; siteId: string | null; reason: string }
+  | { type: 'round.committed'; studyId: string; round: number; kind: string; metrics: Record<string, number> }
+  | { type: 'study.status'; studyId: string; status: string; error?: string | null };
+
+export class EventBus {
+  private readonly ee = new EventEmitter();
+  constructor() {
+    this.ee.setMaxListeners(0);
+  }
+  emit(e: CoordinatorEvent): void {
+    this.ee.emit('event', e);
+  }
+  on(fn: (e: CoordinatorEvent) => void): () => void {
+    this.ee.on('event', fn);
+    return () => this.ee.off('event', fn);
+  }
+  /** Resolves when `pred` matches an event or after `ms`; returns whether it matched. */
+  waitFor(pred: (e: CoordinatorEvent) => boolean, ms: number, signal?: AbortSignal): Promise<boolean> {
+    return new Promise((resolve) => {
+      const done = (v: boolean) => {
+        clearTimeout(timer);
+        off();
+        signal?.removeEventListener('abort', onAbort);
+        resolve(v);
+      };
+      const off = this.on((e) => pred(e) && done(true));
+      const timer = setTimeout(() => done(false), ms);
+      const onAbort = () => done(false);
+      signal?.addEventListener('abort', onAbort);
+    });
+  }
+}

@@ -1,0 +1,18 @@
+/** Builds the model a ModelSpec names. The single place that maps spec kinds to implementations. */
+import type { Model, ModelSpec } from '../types.js';
+import { LogisticRegression } from './logistic.js';
+import { Mlp } from './mlp.js';
+import { Cox } from './cox.js';
+
+export function createModel(spec: ModelSpec): Model {
+  switch (spec.kind) {
+    case 'logistic':
+      return new LogisticRegression(spec.inputDim);
+    case 'mlp':
+      return new Mlp(spec);
+    case 'cox':
+      return new Cox(spec);
+    default:
+      throw new Error(`unknown model kind "${(spec as { kind: string }).kind}"`);
+  }
+}

@@ -1,0 +1,149 @@
+/**
+ * Wire types of the coordinator's public API, as TypeBox schemas: the same objects validate requests
+ * (Fastify), validate files (study specs, via `checkValue`), document the API (OpenAPI) and give the
+ * TypeScript types (Static<>). Every object schema refuses unknown properties.
+ */
+import { Type, type Static, type TSchema } from '@sinclair/typebox';
+import { Value } from '@sinclair/typebox/value';
+
+const strict = { additionalProperties: false } as const;
+const Id = Type.String({ minLength: 1, maxLength: 128, pattern: '^[A-Za-z0-9._:-]+$' });
+const Name = Type.String({ minLength: 1, maxLength: 200 });
+const Activation = Type.Union([Type.Literal('relu'), Type.Literal('tanh')]);
+const Dim = Type.Integer({ minimum: 1, maximum: 1_000_000 });
+
+export const ModelSpecSchema = Type.Union([
+  Type.Object({ kind: Type.Literal('logistic'), inputDim: Dim }, strict),
+  Type.Object(
+    { kind: Type.Literal('mlp'), inputDim: Dim, hidden: Type.Array(Dim, { minItems: 1, maxItems: 16 }), activation: Activation, dropout: Type.Optional(Type.Number({ minimum: 0, maximum: 0.95 })) },
+    strict,
+  ),
+  Type.Object(
+    {
+      kind: Type.Literal('cox'),
+      inputDim: Dim,
+      hidden: Type.Optional(Type.Array(Dim, { maxItems: 16 })),
+      activation: Type.Optional(Activation),
+      ties: Type.Optional(Type.Union([Type.Literal('none'), Type.Literal('breslow')])),
+    },
+    strict,
+  ),
+]);
+
+export const OptimizerSchema = Type.Object(
+  {
+    kind: Type.Union([Type.Literal('sgd'), Type.Literal('adam')]),
+    lr: Type.Number({ exclusiveMinimum: 0, maximum: 100 }),
+    momentum: Type.Optional(Type.Number({ minimum: 0, maximum: 1 })),
+    betas: Type.Optional(Type.Tuple([Type.Number({ minimum: 0, maximum: 1 }), Type.Number({ minimum: 0, maximum: 1 })])),
+    eps: Type.Optional(Type.Number({ exclusiveMinimum: 0 })),
+  },
+  strict,
+);
+
+export const FitConfigSchema = Type.Object(
+  {
+    localSteps: Type.Optional(Type.Integer({ minimum: 1, maximum: 1_000_000 })),
+    epochs: Type.Optional(Type.Integer({ minimum: 1, maximum: 10_000 })),
+    batchSize: Type.Integer({ minimum: 1, maximum: 1_000_000 }),
+    optimizer: OptimizerSchema,
+    proximalMu: Type.Optional(Type.Number({ minimum: 0 })),
+    extra: Type.Optional(Type.Record(Type.String(), Type.Union([Type.Number(), Type.String(), Type.Boolean()]))),
+  },
+  strict,
+);
+
+export const StudySpecSchema = Type.Object(
+  {
+    name: Name,
+    description: Type.Optional(Type.String({ maxLength: 10_000 })),
+    /** The dataset key each site maps to a local file in its own config. */
+    dataset: Type.String({ minLength: 1, maxLength: 100 }),
+    model: ModelSpecSchema,
+    strategy: Type.Object({ name: Type.String({ minLength: 1 }), params: Type.Optional(Type.Record(Type.String(), Type.Unknown())) }, strict),
+    rounds: Type.Integer({ minimum: 1, maximum: 100_000 }),
+    fit: FitConfigSchema,
+    /** Site names taking part; default: every active site when the study starts. */
+    sites: Type.Optional(Type.Array(Type.String({ minLength: 1 }), { minItems: 1, uniqueItems: true })),
+    /** Fewest results a round may aggregate once its deadline passes (default: all its sites). */
+    minSites: Type.Optional(Type.Integer({ minimum: 1 })),
+    roundTimeoutSeconds: Type.Optional(Type.Number({ minimum: 1, maximum: 7 * 86400 })),
+    seed: Type.Optional(Type.Integer({ minimum: 0, maximum: 2 ** 31 - 1 })),
+  },
+  strict,
+);
+export type StudySpec = Static<typeof StudySpecSchema>;
+
+export const InviteRequestSchema = Type.Object(
+  {
+    siteName: Type.String({ minLength: 1, maxLength: 100, pattern: '^[A-Za-z0-9._-]+$' }),
+    institution: Type.Optional(Name),
+    jurisdiction: Type.Optional(Type.String({ pattern: '^[A-Z]{2}$' })),
+    ttlHours: Type.Optional(Type.Number({ exclusiveMinimum: 0, maximum: 24 * 30 })),
+  },
+  strict,
+);
+export type InviteRequest = Static<typeof InviteRequestSchema>;
+export const InviteResponseSchema = Type.Object({ token: Type.String(), siteName: Type.String(), expiresAt: Type.Number() });
+export type InviteResponse = Static<typeof InviteResponseSchema>;
+
+export const EnrolRequestSchema = Type.Object(
+  { token: Type.String({ minLength: 16, maxLength: 256 }), publicKey: Type.Optional(Type.String({ maxLength: 2000 })) },
+  strict,
+);
+export type EnrolRequest = Static<typeof EnrolRequestSchema>;
+export const EnrolResponseSchema = Type.Object({ siteId: Type.String(), siteName: Type.String(), credential: Type.String() });
+export type EnrolResponse = Static<typeof EnrolResponseSchema>;
+
+/** What a site's long-poll returns: one task. Weights are fetched separately as safetensors. */
+export const TaskSchema = Type.Object({
+  taskId: Type.String(),
+  studyId: Type.String(),
+  round: Type.Integer(),
+  kind: Type.Union([Type.Literal('fit'), Type.Literal('evaluate')]),
+  modelVersionId: Type.String(),
+  dataset: Type.String(),
+  model: ModelSpecSchema,
+  fit: Type.Optional(FitConfigSchema),
+  strategy: Type.String(),
+  seed: Type.Integer(),
+  deadlineAt: Type.Number(),
+});
+export type TaskMessage = Static<typeof TaskSchema>;
+
+const MetricsSchema = Type.Record(Type.String({ maxLength: 64 }), Type.Number(), { maxProperties: 64 });
+
+/**
+ * Metadata of a task result. For fit results it travels inside the safetensors header
+ * (`__metadata__["setu.result"]`, a JSON string) so one body, and one signature, cover both.
+ */
+export const ResultMetaSchema = Type.Object(
+  {
+    taskId: Id,
+    numExamples: Type.Integer({ minimum: 0, maximum: 1_000_000_000 }),
+    /** Metrics of local training (e.g. mean train loss). */
+    trainMetrics: Type.Optional(MetricsSchema),
+    /** Metrics of the incoming global model on the site's own test split. */
+    evalMetrics: Type.Optional(MetricsSchema),
+    evalExamples: Type.Optional(Type.Integer({ minimum: 0, maximum: 1_000_000_000 })),
+    /** Opaque per-site client state digest; never the state itself. */
+    durationMs: Type.Optional(Type.Number({ minimum: 0 })),
+  },
+  strict,
+);
+export type ResultMeta = Static<typeof ResultMetaSchema>;
+export const RESULT_META_KEY = 'setu.result';
+
+export const ErrorSchema = Type.Object({ error: Type.String(), message: Type.String() });
+
+/** Validates `value` against `schema`; returns readable problems naming each field (`/fit/lr: …`). */
+export function checkValue(schema: TSchema, value: unknown): string[] {
+  if (Value.Check(schema, value)) return [];
+  const out: string[] = [];
+  for (const e of Value.Errors(schema, value)) {
+    const field = e.path || '/';
+    out.push(`${field}: ${e.message}`);
+    if (out.length >= 10) break;
+  }
+  return [...new Set(out)];
+}

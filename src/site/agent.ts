@@ -1,0 +1,161 @@
+/**
+ * The site agent. It only dials out: it long-polls the coordinator for tasks, runs each one on this
+ * site's own data, and uploads the result (weights and metrics, never a row). Everything it must not
+ * lose is on its own disk before it is sent, and every network failure is retried with backoff.
+ */
+import type { SiteConfig } from './config.js';
+import { SiteState, type Credential, type PendingResult } from './state.js';
+import { ApiError, HttpClient } from './http.js';
+import type { EnrolResponse, TaskMessage, ResultMeta } from '../protocol/api.js';
+import { RESULT_META_KEY } from '../protocol/api.js';
+import { decodeSafetensors, encodeSafetensors } from '../protocol/safetensors.js';
+import { loadSiteDataset, type SiteData } from './datasets.js';
+import { createModel } from '../learning/models/registry.js';
+import { fit } from '../learning/client.js';
+import { BatchStream, type BatchStreamState } from '../learning/batches.js';
+import { createRng, deriveSeed } from '../learning/rng.js';
+import type { Weights } from '../protocol/tensors.js';
+
+export interface AgentOptions {
+  log?: (msg: string) => void;
+  signal?: AbortSignal;
+}
+
+export async function enrol(cfg: SiteConfig, token: string, log: (m: string) => void = () => {}): Promise<Credential> {
+  const state = new SiteState(cfg.stateDirAbs);
+  const existing = state.credential();
+  if (existing) return existing;
+  const http = new HttpClient({ baseUrl: cfg.coordinator, onRetry: (n, d, why) => log(`enrol: coordinator unreachable (${why}); retry ${n} in ${Math.round(d)} ms`) });
+  const r = await http.json<EnrolResponse>('POST', '/v1/enrol', { token });
+  const cred: Credential = { coordinator: cfg.coordinator, siteId: r.siteId, siteName: r.siteName, credential: r.credential };
+  state.saveCredential(cred);
+  log(`enrolled as ${r.siteName} (${r.siteId})`);
+  return cred;
+}
+
+export class SiteAgent {
+  private readonly state: SiteState;
+  private readonly http: HttpClient;
+  private readonly log: (m: string) => void;
+  private readonly data = new Map<string, SiteData>();
+  readonly cred: Credential;
+
+  constructor(
+    private readonly cfg: SiteConfig,
+    private readonly opts: AgentOptions = {},
+  ) {
+    this.state = new SiteState(cfg.stateDirAbs);
+    const cred = this.state.credential();
+    if (!cred) throw new Error(`site is not enrolled: run \`setu site enrol --config <file> --token <invite>\` first (no credential in ${this.state.credentialFile})`);
+    this.cred = cred;
+    this.log = opts.log ?? (() => {});
+    let lastRetryLog = 0;
+    this.http = new HttpClient({
+      baseUrl: cfg.coordinator,
+      credential: cred.credential,
+      ...(opts.signal ? { signal: opts.signal } : {}),
+      onRetry: (n, d, why) => {
+        if (Date.now() - lastRetryLog > 5000) this.log(`coordinator unreachable (${why}); retrying (attempt ${n}, next in ${Math.round(d)} ms)`);
+        lastRetryLog = Date.now();
+      },
+    });
+  }
+
+  /** Runs until the signal aborts. */
+  async run(): Promise<void> {
+    this.log(`site ${this.cred.siteName} polling ${this.cfg.coordinator}`);
+    while (!this.opts.signal?.aborted) {
+      try {
+        await this.flushPending();
+        const task = await this.poll();
+        if (task) await this.handle(task);
+      } catch (e) {
+        if (this.opts.signal?.aborted) break;
+        if (e instanceof ApiError && e.status === 401) throw new Error(`the coordinator refused this site's credential: ${e.message}`);
+        this.log(`error: ${(e as Error).message}`);
+        await new Promise((r) => setTimeout(r, 1000));
+      }
+    }
+  }
+
+  private async poll(): Promise<TaskMessage | undefined> {
+    const wait = this.cfg.pollWaitMs ?? 20_000;
+    const r = await this.http.request('GET', `/v1/agent/task?waitMs=${wait}`, undefined, wait + 30_000);
+    return r.status === 204 ? undefined : r.json<TaskMessage>();
+  }
+
+  private dataset(key: string): SiteData {
+    let d = this.data.get(key);
+    if (!d) {
+      d = loadSiteDataset(this.cfg, key);
+      this.data.set(key, d);
+    }
+    return d;
+  }
+
+  async handle(task: TaskMessage): Promise<void> {
+    const started = Date.now();
+    const model = createModel(task.model);
+    const data = this.dataset(task.dataset);
+    const global = decodeSafetensors((await this.http.request('GET', `/v1/agent/models/${encodeURIComponent(task.modelVersionId)}`)).body).weights;
+    const ev = model.evaluate(global, data.test);
+    const evalMetrics = metricsOf(ev);
+    let pending: PendingResult;
+    if (task.kind === 'evaluate') {
+      const meta: ResultMeta = { taskId: task.taskId, numExamples: data.train.n, evalMetrics, evalExamples: data.test.n, durationMs: Date.now() - started };
+      pending = { taskId: task.taskId, studyId: task.studyId, contentType: 'application/json', body: new TextEncoder().encode(JSON.stringify(meta)), commit: [] };
+    } else {
+      const cfg = task.fit!;
+      // The shuffle stream carries over across rounds and across agent restarts; it is seeded from the
+      // study seed and this site's name, so a run is deterministic for a given seed.
+      const saved = this.state.readJson<BatchStreamState>(task.studyId, 'stream.json');
+      const stream = saved && saved.batchSize === cfg.batchSize && saved.n === data.train.n ? BatchStream.restore(saved) : BatchStream.create(data.train.n, cfg.batchSize, deriveSeed(task.seed, 'stream', this.cred.siteName));
+      const clientStateBytes = this.state.readBytes(task.studyId, 'client-state.safetensors');
+      const clientState = clientStateBytes ? decodeSafetensors(clientStateBytes).weights : undefined;
+      const out = fit({ model, weights: global, data: data.train, config: cfg, stream, ...(clientState ? { clientState } : {}), rng: createRng(task.seed, 'dropout', this.cred.siteName, task.round) });
+      const meta: ResultMeta = {
+        taskId: task.taskId,
+        numExamples: out.numExamples,
+        trainMetrics: { loss: out.loss },
+        evalMetrics,
+        evalExamples: data.test.n,
+        durationMs: Date.now() - started,
+      };
+      const body = encodeSafetensors(out.weights, { [RESULT_META_KEY]: JSON.stringify(meta) });
+      const commit: PendingResult['commit'] = [{ name: 'stream.json', data: JSON.stringify(stream.state()), encoding: 'utf8' }];
+      if (out.clientState) commit.push({ name: 'client-state.safetensors', data: Buffer.from(encodeSafetensors(out.clientState)).toString('base64'), encoding: 'base64' });
+      pending = { taskId: task.taskId, studyId: task.studyId, contentType: 'application/octet-stream', body, commit };
+    }
+    this.state.savePending(pending);
+    this.log(`task ${task.taskId}: ${task.kind} done in ${Date.now() - started} ms${task.kind === 'fit' ? '' : ''}; uploading`);
+    await this.flushPending();
+  }
+
+  /** Uploads every saved result; commits its local state once the coordinator has answered. */
+  private async flushPending(): Promise<void> {
+    for (const p of this.state.pending()) {
+      try {
+        await this.http.request('POST', `/v1/agent/tasks/${encodeURIComponent(p.taskId)}/result`, { type: p.contentType, data: p.body });
+      } catch (e) {
+        if (!(e instanceof ApiError)) throw e;
+        // 409: the coordinator already has this result (we crashed after sending) or the round closed
+        // without it; either way the state must move on. Other 4xx: the result was refused (logged there).
+        this.log(`task ${p.taskId}: coordinator answered ${e.status} ${e.code}: ${e.message}`);
+        if (e.status !== 409) {
+          this.state.clearPending(p.taskId);
+          continue;
+        }
+      }
+      for (const c of p.commit) this.state.write(p.studyId, c.name, c.encoding === 'base64' ? new Uint8Array(Buffer.from(c.data, 'base64')) : c.data);
+      this.state.clearPending(p.taskId);
+    }
+  }
+}
+
+function metricsOf(m: { loss: number; accuracy?: number; auc?: number; cIndex?: number }): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const [k, v] of Object.entries(m)) if (k !== 'n' && typeof v === 'number' && Number.isFinite(v)) out[k] = v;
+  return out;
+}
+
+export type { Weights };

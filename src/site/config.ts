@@ -1,0 +1,84 @@
+/**
+ * The site agent's configuration file (YAML or JSON). It names the coordinator, where the agent keeps
+ * its credential and state, and which local files back each dataset key a study may ask for. A
+ * malformed file is refused with the file name and the field at fault.
+ */
+import { readFileSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
+import { Type, type Static } from '@sinclair/typebox';
+import YAML from 'yaml';
+import { checkValue } from '../protocol/api.js';
+
+const strict = { additionalProperties: false } as const;
+
+export const DatasetSourceSchema = Type.Union([
+  Type.Object(
+    {
+      format: Type.Literal('fed-heart-disease'),
+      /** Directory holding processed.<center>.data and heart_split.csv (default: the bundled copy). */
+      dir: Type.Optional(Type.String({ minLength: 1 })),
+      center: Type.Integer({ minimum: 0, maximum: 3 }),
+    },
+    strict,
+  ),
+  Type.Object(
+    {
+      format: Type.Literal('csv'),
+      path: Type.String({ minLength: 1 }),
+      /** The study's data schema (feature columns, task, preprocessing), as a file path or inline object. */
+      schema: Type.Union([Type.String({ minLength: 1 }), Type.Record(Type.String(), Type.Unknown())]),
+    },
+    strict,
+  ),
+]);
+export type DatasetSource = Static<typeof DatasetSourceSchema>;
+
+export const SiteConfigSchema = Type.Object(
+  {
+    coordinator: Type.String({ pattern: '^https?://' }),
+    /** Where the credential and per-study state live (default: `<config dir>/state`). */
+    stateDir: Type.Optional(Type.String({ minLength: 1 })),
+    datasets: Type.Record(Type.String({ minLength: 1 }), DatasetSourceSchema, { minProperties: 1 }),
+    trainer: Type.Optional(
+      Type.Union([
+        Type.Object({ kind: Type.Literal('builtin') }, strict),
+        Type.Object(
+          { kind: Type.Literal('external'), command: Type.Array(Type.String(), { minItems: 1 }), timeoutSeconds: Type.Optional(Type.Number({ exclusiveMinimum: 0 })) },
+          strict,
+        ),
+      ]),
+    ),
+    /** Long-poll length in ms (default 20000). */
+    pollWaitMs: Type.Optional(Type.Integer({ minimum: 0, maximum: 60000 })),
+    /** CA certificate (PEM path) to trust for an HTTPS coordinator with a private CA. */
+    caFile: Type.Optional(Type.String()),
+  },
+  strict,
+);
+export type SiteConfig = Static<typeof SiteConfigSchema> & { configDir: string; stateDirAbs: string };
+
+export class ConfigError extends Error {}
+
+export function parseSiteConfig(text: string, file: string): SiteConfig {
+  let raw: unknown;
+  try {
+    raw = YAML.parse(text);
+  } catch (e) {
+    throw new ConfigError(`${file}: not valid YAML/JSON: ${(e as Error).message}`);
+  }
+  const problems = checkValue(SiteConfigSchema, raw);
+  if (problems.length) throw new ConfigError(`${file}: ${problems.join('; ')}`);
+  const cfg = raw as Static<typeof SiteConfigSchema>;
+  const configDir = dirname(resolve(file));
+  return { ...cfg, configDir, stateDirAbs: resolve(configDir, cfg.stateDir ?? 'state') };
+}
+
+export function loadSiteConfig(file: string): SiteConfig {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (e) {
+    throw new ConfigError(`cannot read site config ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+  }
+  return parseSiteConfig(text, file);
+}
