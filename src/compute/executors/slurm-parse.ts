@@ -1,0 +1,126 @@
+// Pure parsing and formatting for the Slurm executor: durations, states, sacct rows, TRES strings, batch scripts.
+import type { JobState, TrainingJob } from '../types.js';
+
+/**
+ * Slurm durations as sacct prints them: "MM:SS.mmm" (TotalCPU under an hour), "HH:MM:SS", "D-HH:MM:SS",
+ * "D-HH", "HH:MM:SS.mmm". Returns seconds; throws on anything else.
+ */
+export function parseSlurmDuration(text: string): number {
+  const m = /^(?:(\d+)-)?(\d+(?::\d+){0,2}(?:\.\d+)?)$/.exec(text.trim());
+  const f = m?.[2]!.split(':').map(Number);
+  if (!m || !f || (m[1] === undefined && f.length === 1 && m[2]!.includes('.'))) {
+    throw new Error(`not a Slurm duration: '${text}'`);
+  }
+  if (m[1] !== undefined) { // D-HH, D-HH:MM, D-HH:MM:SS
+    return Number(m[1]) * 86400 + f[0]! * 3600 + (f[1] ?? 0) * 60 + (f[2] ?? 0);
+  }
+  if (f.length === 3) return f[0]! * 3600 + f[1]! * 60 + f[2]!; // HH:MM:SS(.mmm)
+  if (f.length === 2) return f[0]! * 60 + f[1]!; // MM:SS(.mmm), as sacct prints under an hour
+  return f[0]! * 60; // bare minutes, as --time takes them
+}
+
+/** Seconds to Slurm's --time "D-HH:MM:SS" (Slurm enforces limits at minute granularity). */
+export function formatSlurmTime(seconds: number): string {
+  const s = Math.max(1, Math.ceil(seconds));
+  const d = Math.floor(s / 86400);
+  const p = (n: number) => String(n).padStart(2, '0');
+  return `${d}-${p(Math.floor((s % 86400) / 3600))}:${p(Math.floor((s % 3600) / 60))}:${p(s % 60)}`;
+}
+
+export function mapSlurmState(raw: string): JobState {
+  const s = raw.trim().split(/\s+/)[0]!.replace(/\+$/, '');
+  switch (s) {
+    case 'PENDING': case 'CONFIGURING': case 'REQUEUED': case 'REQUEUE_HOLD': case 'REQUEUE_FED': case 'RESV_DEL_HOLD':
+    case 'SUSPENDED': case 'STOPPED': case 'RESIZING':
+      return 'pending';
+    case 'RUNNING': case 'COMPLETING': case 'SIGNALING': case 'STAGE_OUT':
+      return 'running';
+    case 'COMPLETED': return 'completed';
+    case 'CANCELLED': case 'REVOKED': return 'cancelled';
+    case 'TIMEOUT': case 'DEADLINE': return 'timeout';
+    case 'FAILED': case 'NODE_FAIL': case 'OUT_OF_MEMORY': case 'BOOT_FAIL': case 'PREEMPTED': case 'SPECIAL_EXIT':
+      return 'failed';
+    default: throw new Error(`unknown Slurm job state '${raw}'`);
+  }
+}
+
+/** "code:signal" to one exit code, shell-style: a signal-killed job exits 128 + signal. */
+export function parseExitCode(text: string): number {
+  const m = /^(\d+):(\d+)$/.exec(text.trim());
+  if (!m) throw new Error(`not a Slurm exit code: '${text}'`);
+  const code = Number(m[1]);
+  const sig = Number(m[2]);
+  return code !== 0 ? code : sig !== 0 ? 128 + sig : 0;
+}
+
+/** "billing=1,cpu=2,gres/gpu=1,mem=512M,node=1" to counts; memory values keep their number only. */
+export function parseTres(text: string): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const part of text.split(',').filter(Boolean)) {
+    const [k, v] = part.split('=');
+    if (k && v !== undefined) out[k] = parseFloat(v);
+  }
+  return out;
+}
+
+export function gpuCount(tres: Record<string, number>): number {
+  if (tres['gres/gpu'] !== undefined) return tres['gres/gpu'];
+  return Object.entries(tres).filter(([k]) => k.startsWith('gres/gpu:')).reduce((n, [, v]) => n + v, 0);
+}
+
+export const SACCT_FORMAT = 'JobID,State,ExitCode,ElapsedRaw,TotalCPU,AllocTRES';
+
+export interface SacctRow { jobId: string; state: string; exitCode: string; elapsedSeconds: number;
+  totalCpuSeconds: number; allocTres: string }
+
+/** Parses `sacct -P -n --format=${SACCT_FORMAT}` output. */
+export function parseSacct(text: string): SacctRow[] {
+  return text.split('\n').map((l) => l.trim()).filter(Boolean).map((line) => {
+    const f = line.split('|');
+    if (f.length < 6) throw new Error(`unexpected sacct line: '${line}'`);
+    return { jobId: f[0]!, state: f[1]!, exitCode: f[2]!, elapsedSeconds: Number(f[3] || 0),
+      totalCpuSeconds: f[4] ? parseSlurmDuration(f[4]) : 0, allocTres: f[5]! };
+  });
+}
+
+/** Usage of one job from its sacct rows: the allocation row's figures, steps' CPU time if that is larger. */
+export function usageFromSacct(jobId: string, rows: SacctRow[]):
+  { row: SacctRow; cpuSeconds: number; gpuSeconds: number; wallSeconds: number } | undefined {
+  const row = rows.find((r) => r.jobId === jobId);
+  if (!row) return undefined;
+  const steps = rows.filter((r) => r.jobId.startsWith(`${jobId}.`)).reduce((n, r) => n + r.totalCpuSeconds, 0);
+  const wallSeconds = row.elapsedSeconds;
+  return { row, cpuSeconds: Math.max(row.totalCpuSeconds, steps), wallSeconds,
+    gpuSeconds: gpuCount(parseTres(row.allocTres)) * wallSeconds };
+}
+
+export const shellQuote = (s: string): string => `'${s.replace(/'/g, `'\\''`)}'`;
+
+export interface BatchOptions { partition?: string; account?: string; qos?: string; path?: string }
+
+/** The batch script: #SBATCH directives from the job, its env exported, then exec of argv (no word splitting). */
+export function batchScript(job: TrainingJob, o: BatchOptions = {}): string {
+  const name = `setu-${job.taskId}`.replace(/[^A-Za-z0-9._-]/g, '_').slice(0, 64);
+  const d = [
+    `--job-name=${name}`, '--ntasks=1', `--cpus-per-task=${job.cpus}`, `--mem=${job.memoryMiB}M`,
+    `--time=${formatSlurmTime(job.timeLimitSeconds)}`, `--chdir=${job.workdir}`,
+    `--output=${job.workdir}/setu-%j.out`, `--error=${job.workdir}/setu-%j.err`,
+    // The submitter's environment stays out of the job: only what the script exports below.
+    '--export=NONE',
+    ...(job.gpus > 0 ? [`--gres=gpu:${job.gpus}`] : []),
+    ...(o.partition ? [`--partition=${o.partition}`] : []),
+    ...(o.account ? [`--account=${o.account}`] : []),
+    ...(o.qos ? [`--qos=${o.qos}`] : []),
+  ];
+  for (const x of d) if (/[\s]/.test(x)) throw new Error(`Slurm directive with whitespace: ${x}`);
+  const env = { PATH: o.path ?? '/usr/local/bin:/usr/bin:/bin', ...job.env, SETU_TASK_ID: job.taskId,
+    SETU_STUDY_ID: job.studyId };
+  return [
+    '#!/bin/sh',
+    `# Setu task ${job.taskId} of study ${job.studyId} for site ${job.siteId} (data in ${job.dataJurisdiction})`,
+    ...d.map((x) => `#SBATCH ${x}`),
+    ...Object.entries(env).map(([k, v]) => `export ${k}=${shellQuote(v)}`),
+    `exec ${job.argv.map(shellQuote).join(' ')}`,
+    '',
+  ].join('\n');
+}

@@ -1,0 +1,79 @@
+// Against the REAL single-node cluster that .ci/setup-slurm.sh brings up (slurmctld, slurmd, slurmdbd, munge).
+// In CI (CI set) a missing cluster is a failure, never a skip; on a developer machine without Slurm these skip,
+// saying how to get one.
+import { test, before } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtemp, readFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { SlurmExecutor, slurmAvailable } from './slurm.js';
+import type { TrainingJob } from '../types.js';
+
+const ci = !!process.env.CI && process.env.CI !== 'false';
+let skip: string | false = false;
+
+before(async () => {
+  const a = await slurmAvailable();
+  if (a.ok) return;
+  if (ci) throw new Error(`CI: Slurm is required and not available (${a.detail}); .ci/run must run .ci/setup-slurm.sh`);
+  skip = `Slurm not available here (${a.detail}); run 'sudo bash .ci/setup-slurm.sh' to bring up a local cluster`;
+  console.log(`# SKIP slurm tests: ${skip}`);
+});
+
+const node = process.execPath;
+async function job(argv: string[], o: Partial<TrainingJob> = {}): Promise<TrainingJob> {
+  return { argv, workdir: await mkdtemp(join(tmpdir(), 'setu-slurm-')), cpus: 1, gpus: 0, memoryMiB: 200,
+    timeLimitSeconds: 120, studyId: 'heart', taskId: 'task-1', siteId: 'aiims', dataJurisdiction: 'IN', ...o };
+}
+const ex = new SlurmExecutor({ pollMs: 250 });
+
+test('a job runs on Slurm and sacct accounts its CPU time', async (t) => {
+  if (skip) return t.skip(skip);
+  process.env.SETU_TEST_SECRET = 'do-not-leak';
+  const j = await job(['/bin/sh', '-c',
+    `echo "epochs=$EPOCHS secret=$SETU_TEST_SECRET"; ${node} -e "const t=Date.now(); while(Date.now()-t<1500){}"`],
+  { env: { EPOCHS: '3' } });
+  const h = await ex.submit(j);
+  delete process.env.SETU_TEST_SECRET;
+  assert.match(h.id, /^\d+$/);
+  assert.match(await readFile(join(j.workdir, 'setu-task-1.sbatch'), 'utf8'), /^#SBATCH --cpus-per-task=1$/m);
+  const seen: string[] = [];
+  const s = await ex.wait(h, { onProgress: (st) => seen.push(st.state) });
+  assert.equal(s.state, 'completed');
+  assert.ok(seen.length >= 1 && seen.at(-1) === 'completed');
+  const r = await ex.collect(h);
+  assert.equal(r.exitCode, 0);
+  assert.equal(r.stdoutTail, 'epochs=3 secret=\n'); // job env in, submitter env out (--export=NONE)
+  assert.equal(r.usage.cpuBasis, 'measured');
+  // 1.5 s of busy loop: sacct's TotalCPU must see most of it, and no more than wall time allows.
+  assert.ok(r.usage.cpuSeconds >= 1.0, `TotalCPU ${r.usage.cpuSeconds}`);
+  assert.ok(r.usage.wallSeconds >= 1 && r.usage.cpuSeconds <= r.usage.wallSeconds + 1, JSON.stringify(r.usage));
+  assert.equal(r.usage.gpuSeconds, 0);
+});
+
+test('a failing job reports its exit code and stderr', async (t) => {
+  if (skip) return t.skip(skip);
+  const h = await ex.submit(await job([node, '-e', 'console.error("bad data"); process.exit(3)'], { taskId: 'fail' }));
+  const r = await ex.collect(h);
+  assert.equal(r.status.state, 'failed');
+  assert.equal(r.exitCode, 3);
+  assert.equal(r.stderrTail, 'bad data\n');
+});
+
+test('scancel stops a running job', async (t) => {
+  if (skip) return t.skip(skip);
+  const h = await ex.submit(await job(['/bin/sleep', '60'], { taskId: 'cancel' }));
+  for (let i = 0; (await ex.status(h)).state !== 'running'; i++) {
+    assert.ok(i < 100, 'job started within 20 s');
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  await ex.cancel(h);
+  const r = await ex.collect(h);
+  assert.equal(r.status.state, 'cancelled');
+});
+
+test('a request the cluster cannot satisfy is refused by sbatch with its reason', async (t) => {
+  if (skip) return t.skip(skip);
+  // The CI node has no GPUs configured.
+  await assert.rejects(ex.submit(await job(['/bin/true'], { taskId: 'gpu', gpus: 1 })), /sbatch refused task gpu: .+/);
+});
