@@ -1,0 +1,34 @@
+/** Public surface of the learning core. */
+export * from './types.js';
+export * from './rng.js';
+export * from './weights.js';
+export * from './metrics.js';
+export * from './optim.js';
+export * from './batches.js';
+export * from './client.js';
+export * from './sampling.js';
+export * from './strategy.js';
+export { LogisticRegression, sigmoid, softplus, bceWithLogit } from './models/logistic.js';
+export { createStrategy, STRATEGY_NAMES } from './strategies/registry.js';
+export { BaseStrategy, MeanAggregator, BufferingAggregator, readCommon, weightedMetrics, type CommonOptions, type Weighting } from './strategies/base.js';
+export { WeightedSum } from './strategies/weighted-sum.js';
+export { Params } from './strategies/params.js';
+export { FedAvg } from './strategies/fedavg.js';
+export { FedProx } from './strategies/fedprox.js';
+export { FedOpt, type FedOptOptions, type FedOptRule } from './strategies/fedopt.js';
+export { FedAdam } from './strategies/fedadam.js';
+export { FedYogi } from './strategies/fedyogi.js';
+export { FedAdagrad } from './strategies/fedadagrad.js';
+export { Scaffold } from './strategies/scaffold.js';
+export { FedAvgM } from './strategies/fedavgm.js';
+export { Cyclic } from './strategies/cyclic.js';
+export { Median, coordinateWise, medianOfSorted } from './strategies/median.js';
+export { TrimmedMean } from './strategies/trimmed-mean.js';
+export { Krum, krumScores } from './strategies/krum.js';
+export { MultiKrum } from './strategies/multi-krum.js';
+// Models and metrics written beside this core (MLP, Cox, C-index, gradient checker).
+export { createModel } from './models/registry.js';
+export { Mlp } from './models/mlp.js';
+export { Cox, coxLoss } from './models/cox.js';
+export { cIndex, concordance } from './metrics/cindex.js';
+export { gradCheck } from './gradcheck.js';

@@ -1,0 +1,64 @@
+/**
+ * FedAvgM (Hsu et al. 2019): server momentum on the pseudo-gradient g = x − mean(y):
+ * v = β v + g;  x ← x − η v. With β = 0 and η = 1 it is FedAvg. (Flower's formula.)
+ */
+import { zerosLike, type Weights } from '../../protocol/tensors.js';
+import type { RoundAggregator, StrategyState } from '../strategy.js';
+import { BaseStrategy, MeanAggregator, checkRound, checkStateName, readCommon, type CommonOptions } from './base.js';
+import { Params } from './params.js';
+
+export class FedAvgM extends BaseStrategy {
+  readonly name = 'FedAvgM';
+  private v: Weights | null = null;
+
+  constructor(common: CommonOptions, readonly serverLr: number, readonly serverMomentum: number) {
+    super(common);
+  }
+
+  /** Parameters: the common ones plus serverLr (1) and serverMomentum (0.9). */
+  static fromParams(params: Record<string, unknown>): FedAvgM {
+    const p = new Params('FedAvgM', params);
+    const serverLr = p.number('serverLr', 1, { minExclusive: 0 });
+    const serverMomentum = p.number('serverMomentum', 0.9, { min: 0, maxExclusive: 1 });
+    const s = new FedAvgM(readCommon(p), serverLr, serverMomentum);
+    p.done();
+    return s;
+  }
+
+  begin(round: number, global: Weights): RoundAggregator {
+    checkRound(round);
+    return new MeanAggregator(global, this.common.weighting, (meanY) => {
+      this.v ??= zerosLike(global);
+      const out = zerosLike(global);
+      for (const k of Object.keys(global)) {
+        const x = global[k]!.data, y = meanY[k]!.data, v = this.v[k]!.data, o = out[k]!.data;
+        for (let i = 0; i < x.length; i++) {
+          v[i] = this.serverMomentum * v[i]! + (x[i]! - y[i]!);
+          o[i] = x[i]! - this.serverLr * v[i]!;
+        }
+      }
+      return out;
+    });
+  }
+
+  override getState(): StrategyState {
+    const tensors: Weights = {};
+    if (this.v) for (const [k, t] of Object.entries(this.v)) tensors[`v.${k}`] = { shape: [...t.shape], data: new Float32Array(t.data) };
+    return { json: { strategy: this.name, started: this.v !== null }, tensors };
+  }
+
+  override setState(state: StrategyState): void {
+    const j = checkStateName(state, this.name);
+    if (!j['started']) {
+      this.v = null;
+      return;
+    }
+    const v: Weights = {};
+    for (const [name, t] of Object.entries(state.tensors)) {
+      if (!name.startsWith('v.')) throw new Error(`setState: unexpected tensor "${name}" for FedAvgM`);
+      v[name.slice(2)] = { shape: [...t.shape], data: new Float32Array(t.data) };
+    }
+    if (Object.keys(v).length === 0) throw new Error('setState: FedAvgM momentum is missing');
+    this.v = v;
+  }
+}

@@ -1,0 +1,59 @@
+/**
+ * Krum (Blanchard et al. 2017): with k updates of which at most f are Byzantine, each
+ * update's score is the sum of squared distances to its k − f − 2 nearest other updates;
+ * the update with the lowest score becomes the new model. Needs k ≥ 2f + 3.
+ * Ties in score go to the smaller site id, so the choice does not depend on arrival order.
+ */
+import type { Weights } from '../../protocol/tensors.js';
+import type { FitResult, RoundAggregator } from '../strategy.js';
+import { BaseStrategy, BufferingAggregator, checkRound, readCommon, type CommonOptions } from './base.js';
+import { Params } from './params.js';
+import { sqDist } from '../weights.js';
+
+/** Krum scores of sorted results (index-aligned). */
+export function krumScores(results: readonly FitResult[], f: number): number[] {
+  const k = results.length;
+  if (k < 2 * f + 3) throw new Error(`Krum: ${k} updates cannot tolerate ${f} Byzantine site(s); need at least ${2 * f + 3}`);
+  const d: number[][] = Array.from({ length: k }, () => new Array<number>(k).fill(0));
+  for (let i = 0; i < k; i++) {
+    for (let j = i + 1; j < k; j++) d[i]![j] = d[j]![i] = sqDist(results[i]!.weights, results[j]!.weights);
+  }
+  const m = k - f - 2;
+  return d.map((row, i) => row.filter((_, j) => j !== i).sort((a, b) => a - b).slice(0, m).reduce((a, b) => a + b, 0));
+}
+
+/** Indices of the `m` lowest scores (stable: equal scores keep site-id order). */
+export function selectLowest(scores: number[], m: number): number[] {
+  return scores.map((s, i) => [s, i] as const).sort((a, b) => a[0] - b[0] || a[1] - b[1]).slice(0, m).map(([, i]) => i);
+}
+
+export function copyWeights(w: Weights): Weights {
+  const out: Weights = {};
+  for (const [k, t] of Object.entries(w)) out[k] = { shape: [...t.shape], data: new Float32Array(t.data) };
+  return out;
+}
+
+export class Krum extends BaseStrategy {
+  readonly name: string = 'Krum';
+  constructor(common: CommonOptions, readonly byzantine: number) {
+    super(common);
+  }
+
+  /** Parameters: the common ones plus byzantine f (default 1). */
+  static fromParams(params: Record<string, unknown>): Krum {
+    const p = new Params('Krum', params);
+    const f = p.number('byzantine', 1, { integer: true, min: 0 });
+    const s = new Krum(readCommon(p), f);
+    p.done();
+    return s;
+  }
+
+  begin(round: number, global: Weights): RoundAggregator {
+    checkRound(round);
+    return new BufferingAggregator(global, (sorted) => {
+      const [best] = selectLowest(krumScores(sorted, this.byzantine), 1);
+      const chosen = sorted[best!]!;
+      return { weights: copyWeights(chosen.weights), metrics: { sites: sorted.length, examples: chosen.numExamples, selected: 1 } };
+    });
+  }
+}

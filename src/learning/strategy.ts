@@ -1,0 +1,81 @@
+/**
+ * The Strategy contract: what the coordinator's round engine (and the in-process benchmark
+ * and simulator) call, in the spirit of Flower's four methods.
+ *
+ *   configureFit(round, global, sites)    → which sites train this round, and with what FitConfig
+ *   begin(round, global).add(r)…finish()  → streaming aggregation of the round's updates
+ *   aggregateFit(round, global, results)  → the same, all results at once (any order)
+ *   configureEvaluate / aggregateEvaluate → the same pair for evaluation
+ *   getState / setState                   → everything the strategy carries between rounds
+ *                                           (server optimiser moments, momentum…), so a
+ *                                           restarted coordinator continues exactly
+ *
+ * Rounds are numbered from 1. A strategy never does I/O. Its only mutable state is what
+ * getState returns, and it changes only in `finish()` (and `aggregateFit`), so a coordinator
+ * that commits the new weights and the new state in one transaction never sees them disagree.
+ */
+import type { Weights } from '../protocol/tensors.js';
+import type { EvalMetrics, FitConfig } from './types.js';
+
+export interface FitTask {
+  siteId: string;
+  config: FitConfig;
+}
+
+/** One site's answer to a FitTask. */
+export interface FitResult {
+  siteId: string;
+  /** The site's new local weights y_k (not the delta). */
+  weights: Weights;
+  /** Training examples behind the update (FedAvg's weight). */
+  numExamples: number;
+  /** Mean local training loss, if reported. */
+  loss?: number;
+}
+
+export interface EvaluateResult {
+  siteId: string;
+  metrics: EvalMetrics;
+}
+
+export interface AggregateOutput {
+  weights: Weights;
+  /** Round-level numbers for dashboards: sites, examples, weighted train loss… */
+  metrics: Record<string, number>;
+}
+
+/** Receives one round's updates as they arrive; memory does not grow with their number for FedAvg-like strategies. */
+export interface RoundAggregator {
+  add(result: FitResult): void;
+  /** Updates added so far. */
+  readonly count: number;
+  /** New global weights; also advances the strategy's state. Call once. */
+  finish(): AggregateOutput;
+}
+
+/** Serialisable strategy state: JSON for scalars, named float32 tensors for vectors. */
+export interface StrategyState {
+  json: unknown;
+  tensors: Weights;
+}
+
+export interface Strategy {
+  readonly name: string;
+  configureFit(round: number, global: Weights, sites: readonly string[]): FitTask[];
+  begin(round: number, global: Weights): RoundAggregator;
+  aggregateFit(round: number, global: Weights, results: readonly FitResult[]): AggregateOutput;
+  /** Sites asked to evaluate the global model after `round`. */
+  configureEvaluate(round: number, global: Weights, sites: readonly string[]): string[];
+  /** Example-weighted means of the sites' metrics (n, loss, accuracy, auc, cIndex). */
+  aggregateEvaluate(round: number, results: readonly EvaluateResult[]): Record<string, number>;
+  getState(): StrategyState;
+  setState(state: StrategyState): void;
+}
+
+/** Thrown by configureFit when fewer sites are available than the strategy needs. */
+export class NotEnoughSitesError extends Error {
+  constructor(readonly needed: number, readonly available: number) {
+    super(`strategy needs at least ${needed} site(s) for this round but only ${available} are available`);
+    this.name = 'NotEnoughSitesError';
+  }
+}
