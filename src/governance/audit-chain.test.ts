@@ -134,6 +134,12 @@ test('a wrong public key fails at the first entry; malformed entries are named, 
   const sig = structuredClone(good);
   sig[2]!.sig = sig[2]!.sig + 'A';
   failsAt(sig, 2, /malformed: sig/);
+  // Same bytes, other spelling (a spare bit of the last base64url character flipped): still refused.
+  const abc = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_';
+  const twin = structuredClone(good);
+  twin[4]!.sig = twin[4]!.sig.slice(0, -1) + abc[abc.indexOf(twin[4]!.sig.at(-1)!) ^ 1];
+  assert.deepEqual(Buffer.from(twin[4]!.sig, 'base64url'), Buffer.from(good[4]!.sig, 'base64url'));
+  failsAt(twin, 4, /malformed: sig/);
   const broken = structuredClone(good) as unknown as Record<string, unknown>[];
   broken[1]!.hash = 'nothex';
   failsAt(broken as unknown as AuditEntry[], 1, /malformed: hash/);

@@ -93,6 +93,16 @@ test('refuses missing, duplicated and malformed headers', async () => {
   await refusedWith(verifyRequest(input({ ...h, 'x-setu-key-id': 'a b' })), /malformed x-setu-key-id/);
 });
 
+test('a signature has one spelling: spare bits in the last base64url character are refused', async () => {
+  const h = signed();
+  const abc = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_';
+  const sig = h['x-setu-signature'];
+  // 86 characters carry 516 bits for 64 bytes: the low 4 bits of the last character are spare.
+  const twin = sig.slice(0, -1) + abc[abc.indexOf(sig.at(-1)!) ^ 1];
+  assert.deepEqual(Buffer.from(twin, 'base64url'), Buffer.from(sig, 'base64url'));
+  await refusedWith(verifyRequest(input({ ...h, 'x-setu-signature': twin })), /not canonical/);
+});
+
 test('header names are matched case-insensitively', async () => {
   const h = signed();
   const upper = Object.fromEntries(Object.entries(h).map(([k, v]) => [k.toUpperCase(), v]));
