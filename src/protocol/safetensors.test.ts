@@ -125,6 +125,40 @@ test('half and bfloat16 conversions match known bit patterns', () => {
   assert.equal(bf16ToFloat(0x4049), 3.140625);
 });
 
+// Written by the reference implementation (Python `safetensors` 0.8.0, `serialize` with raw TensorSpecs):
+// F64 d=[2.25], F32 w=[[1.5,-2],[3,4]], I32 i=[-1,0,7], BF16 bf=[3.140625], F16 h=[1,-2], metadata who=python.
+// Its header is padded with 3 spaces and its tensors are not in name order.
+const REFERENCE_HEX =
+  '38010000000000007b225f5f6d657461646174615f5f223a7b2277686f223a22707974686f6e227d2c2264223a7b22647479' +
+  '7065223a22463634222c227368617065223a5b315d2c22646174615f6f666673657473223a5b302c385d7d2c2277223a7b22' +
+  '6474797065223a22463332222c227368617065223a5b322c325d2c22646174615f6f666673657473223a5b382c32345d7d2c' +
+  '2269223a7b226474797065223a22493332222c227368617065223a5b335d2c22646174615f6f666673657473223a5b32342c' +
+  '33365d7d2c226266223a7b226474797065223a2242463136222c227368617065223a5b315d2c22646174615f6f6666736574' +
+  '73223a5b33362c33385d7d2c2268223a7b226474797065223a22463136222c227368617065223a5b325d2c22646174615f6f' +
+  '666673657473223a5b33382c34325d7d7d20202000000000000002400000c03f000000c00000404000008040ffffffff0000' +
+  '0000070000004940003c00c0';
+
+test('decodes a file written by the reference implementation, from a pooled Node Buffer', () => {
+  const buf = Buffer.from(REFERENCE_HEX, 'hex'); // small Buffers share one pooled ArrayBuffer at an offset
+  assert.notEqual(buf.byteOffset, 0);
+  const { weights, metadata } = decodeSafetensors(buf);
+  assert.deepEqual(metadata, { who: 'python' });
+  const got = Object.fromEntries(Object.entries(weights).map(([k, t]) => [k, { shape: t.shape, data: [...t.data] }]));
+  assert.deepEqual(got, {
+    d: { shape: [1], data: [2.25] },
+    w: { shape: [2, 2], data: [1.5, -2, 3, 4] },
+    i: { shape: [3], data: [-1, 0, 7] },
+    bf: { shape: [1], data: [3.140625] },
+    h: { shape: [2], data: [1, -2] },
+  });
+});
+
+test('round trip through a pooled Node Buffer', () => {
+  const w = { a: { shape: [3], data: new Float32Array([1, 2, 3]) } };
+  const buf = Buffer.from(encodeSafetensors(w));
+  assert.deepEqual([...decodeSafetensors(buf).weights.a!.data], [1, 2, 3]);
+});
+
 const okEntry = '"t":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}';
 const twoFloats = f32le(1, 2);
 

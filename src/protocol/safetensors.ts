@@ -223,7 +223,9 @@ function checkTiling(entries: Entry[], bufferLen: number): void {
 
 function toFloat32(src: Uint8Array, dtype: string): Float32Array {
   // Copy into a fresh, aligned buffer: the source offset need not be a multiple of the element size.
-  const copy = src.slice();
+  // `new Uint8Array(src)` always copies; `src.slice()` would not when src is a Node Buffer (Buffer#slice
+  // shares memory), and `copy.buffer` would then be the whole pooled allocation.
+  const copy = new Uint8Array(src);
   const dv = new DataView(copy.buffer);
   if (dtype === 'F32') {
     if (HOST_LITTLE_ENDIAN) return new Float32Array(copy.buffer, 0, copy.length / 4);
