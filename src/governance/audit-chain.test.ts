@@ -4,7 +4,7 @@ import { createHash } from 'node:crypto';
 import fc from 'fast-check';
 import { generateSigningKeys } from '../protocol/signing.js';
 import { canonicalJson } from '../protocol/canonical-json.js';
-import { appendEntry, verifyChain, entryHash, GENESIS_HASH, AuditError, type AuditEntry, type AuditKind } from './audit-chain.js';
+import { appendEntry, verifyChain, entryHash, exportChain, parseExport, GENESIS_HASH, AuditError, type AuditEntry, type AuditKind } from './audit-chain.js';
 
 const coord = generateSigningKeys();
 const attacker = generateSigningKeys();
@@ -181,4 +181,20 @@ test('property: any single-entry mutation, deletion, duplication or swap is dete
     }),
     { numRuns: 300 },
   );
+});
+
+test('export and parse: an auditor re-verifies with only the export, and a truncated export is caught', () => {
+  const text = exportChain(good, coord.publicKeyRaw, 42);
+  const p = parseExport(text);
+  assert.equal(p.count, N);
+  assert.equal(p.head, good[N - 1]!.hash);
+  assert.deepEqual(p.entries, good);
+  assert.deepEqual(verifyChain(p.entries, p.publicKey, { expected: { count: p.count, head: p.head } }), { ok: true, head: p.head, count: N });
+  const cut = text.split('\n').slice(0, -2).join('\n') + '\n'; // drop the last entry line
+  const q = parseExport(cut);
+  const v = verifyChain(q.entries, q.publicKey, { expected: { count: q.count, head: q.head } });
+  assert.ok(!v.ok && /truncated/.test(v.reason));
+  assert.throws(() => parseExport(''), /empty/);
+  assert.throws(() => parseExport('{"format":"other"}\n'), /format must be setu-audit-v1/);
+  assert.throws(() => parseExport(text.replace('"seq":3', '"seq":3,"seq":4')), /line 4: .*duplicate key "seq"/);
 });

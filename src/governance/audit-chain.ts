@@ -12,7 +12,7 @@
  * and count must be kept elsewhere (an export, a model card, an auditor's note) and passed as `expected`.
  */
 import { createHash, createPrivateKey, sign, verify, type KeyObject } from 'node:crypto';
-import { canonicalJson, type JsonValue } from '../protocol/canonical-json.js';
+import { canonicalJson, parseJsonStrict, type JsonValue } from '../protocol/canonical-json.js';
 import { importPublicKey } from '../protocol/signing.js';
 
 /** Events that matter to an auditor. Strings, not an enum, so they read the same in SQL and in exports. */
@@ -197,4 +197,51 @@ export function verifyChain(entries: readonly AuditEntry[], publicKey: KeyObject
     return { ok: false, firstBad: { index: count, seq: prevSeq + 1 }, reason: `chain head ${prevHash} is not the expected head ${exp.head}: tail truncated or replaced` };
   }
   return { ok: true, head: prevHash, count };
+}
+
+// ---------------------------------------------------------------- export for external auditors
+
+export const EXPORT_FORMAT = 'setu-audit-v1';
+
+/**
+ * JSON Lines: a first line naming the format, the coordinator's public key (raw base64url), the count and the
+ * head, then one canonical-JSON entry per line. An auditor needs nothing else to re-run verifyChain, and the
+ * head written here is what later detects a truncated tail.
+ */
+export function exportChain(entries: readonly AuditEntry[], publicKeyRaw: string, exportedAt = Date.now()): string {
+  const head = entries.length ? entries[entries.length - 1]!.hash : GENESIS_HASH;
+  const lines = [canonicalJson({ format: EXPORT_FORMAT, publicKey: publicKeyRaw, count: entries.length, head, exportedAt })];
+  for (const e of entries) lines.push(canonicalJson(e));
+  return lines.join('\n') + '\n';
+}
+
+export interface ParsedExport {
+  publicKey: string;
+  count: number;
+  head: string;
+  exportedAt: number;
+  entries: AuditEntry[];
+}
+
+/** Parse an export (strictly: duplicate keys refused). Entries are returned as found; verifyChain judges them. */
+export function parseExport(text: string): ParsedExport {
+  const lines = text.split('\n').filter((l, i, a) => !(l === '' && i === a.length - 1));
+  if (lines.length === 0) throw new AuditError('empty audit export');
+  const parse = (l: string, n: number): Record<string, JsonValue> => {
+    let v: JsonValue;
+    try {
+      v = parseJsonStrict(l);
+    } catch (e) {
+      throw new AuditError(`audit export line ${n}: ${(e as Error).message}`);
+    }
+    if (v === null || typeof v !== 'object' || Array.isArray(v)) throw new AuditError(`audit export line ${n}: not a JSON object`);
+    return v;
+  };
+  const h = parse(lines[0]!, 1);
+  if (h.format !== EXPORT_FORMAT) throw new AuditError(`audit export line 1: format must be ${EXPORT_FORMAT}`);
+  if (typeof h.publicKey !== 'string' || !Number.isSafeInteger(h.count) || typeof h.head !== 'string' || !Number.isSafeInteger(h.exportedAt)) {
+    throw new AuditError('audit export line 1: needs publicKey, count, head and exportedAt');
+  }
+  const entries = lines.slice(1).map((l, i) => parse(l, i + 2) as unknown as AuditEntry);
+  return { publicKey: h.publicKey, count: h.count as number, head: h.head, exportedAt: h.exportedAt as number, entries };
 }
