@@ -133,3 +133,20 @@ test('refuses data without survival columns and bad tie rules', () => {
   assert.throws(() => model.evaluate(w, bad), /time.*event/);
   assert.throws(() => new Cox({ kind: 'cox', inputDim: 2, ties: 'efron' as 'none' }), /ties/);
 });
+
+test('property: finite loss ≥ 0 and finite gradient summing to 0 for any scores, ties and censoring', async () => {
+  const fc = (await import('fast-check')).default;
+  const row = fc.tuple(fc.double({ min: -1e6, max: 1e6, noNaN: true }), fc.integer({ min: 0, max: 5 }), fc.boolean());
+  fc.assert(
+    fc.property(fc.array(row, { minLength: 1, maxLength: 30 }), fc.constantFrom('none' as const, 'breslow' as const), (rows, ties) => {
+      const s = rows.map((r) => r[0]), t = rows.map((r) => r[1]), e = rows.map((r) => (r[2] ? 1 : 0));
+      const g = new Float64Array(rows.length);
+      const loss = coxLoss(s, t, e, ties, g);
+      assert.ok(Number.isFinite(loss) && loss >= 0, `loss ${loss}`);
+      assert.ok(g.every(Number.isFinite));
+      // Each event's share of ∂L/∂s is a probability vector minus a unit vector: |Σ| stays at rounding level.
+      assert.ok(Math.abs(g.reduce((a, b) => a + b, 0)) < 1e-9);
+    }),
+    { numRuns: 300, seed: 11 },
+  );
+});

@@ -37,10 +37,12 @@ test('combineSums refuses mismatched or malformed reports', () => {
   assert.throws(() => combineSums([a, { n: 3, sum: [1, NaN], sumSq: [1, 1] }]), /report 1 column 1/);
   assert.throws(() => combineSums([a, { n: -1, sum: [1, 1], sumSq: [1, 1] }]), /bad row count/);
   assert.throws(() => statsFromSums({ n: 1, sum: [1], sumSq: [1] }), /too few/);
+  assert.throws(() => localSums(data(2, 2, 1, 0)), /2 training rows are too few/);
 });
 
 test('applyStats standardises masked columns only and keeps a constant column finite', () => {
   const ds: Dataset = { x: new Float32Array([1, 5, 0, 3, 5, 1, 5, 5, 0]), n: 3, d: 3, y: new Float32Array(3) };
+  // (3 rows: the minimum a site may report sums for.)
   const st = statsFromSums(localSums(ds));
   assert.deepEqual(st.std.map((v) => +v.toFixed(6)), [2, 0, 0.57735]);
   const out = applyStats(ds, st, [true, true, false]);

@@ -23,8 +23,14 @@ export interface NormStats {
   std: number[];
 }
 
-export function localSums(ds: Dataset): ColumnSums {
+/**
+ * A site's report. Sums of one row are that row, and Σx, Σx² of two rows give both values, so
+ * fewer than `minRows` (default 3) rows are refused. The sums are plain numbers: a study that
+ * must hide even one site's sums can send them through SecAgg+ so only the total is seen.
+ */
+export function localSums(ds: Dataset, minRows = 3): ColumnSums {
   const { n, d, x } = ds;
+  if (n < minRows) throw new Error(`localSums: ${n} training rows are too few to report sums without revealing rows (minimum ${minRows})`);
   const sum = new Array<number>(d).fill(0), sumSq = new Array<number>(d).fill(0);
   for (let r = 0; r < n; r++) {
     for (let j = 0; j < d; j++) {

@@ -4,6 +4,16 @@
  * schema below is the documentation; `parseDataSchema` validates a study file's `data:` block
  * and names the field at fault.
  *
+ * In a study file (YAML):
+ *
+ *   data:
+ *     features:
+ *       - { name: age, type: numeric }
+ *       - { name: cp, type: categorical, levels: ["1", "2", "3", "4"], dropFirst: true }
+ *     task: { kind: binary, label: num, positive: { above: 0 } }   # or { kind: survival, time: T, event: E }
+ *     preprocessing: { normalise: site, scope: numeric, missing: drop }   # normalise: site | global | none
+ *     split: { kind: stratified, trainFraction: 0.66, seed: 43 }   # or { kind: column, column: set }
+ *
  * `checkSchema` checks one site's CSV against it and lists every problem by column, so a study
  * can refuse to start with a message naming the site (the caller prefixes it) and the column.
  */

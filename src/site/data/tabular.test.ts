@@ -50,13 +50,13 @@ test('a file that does not match is refused with every problem by column', () =>
 
 test('global normalisation uses the federated statistics and refuses to run without them', () => {
   const schema = { ...survivalSchema, preprocessing: { normalise: 'global' as const } };
-  const a = loadTabular(parseCsv('age,stage,T,E,set\n50,I,3,1,train\n60,II,5,0,train\n', 'a.csv'), schema);
-  const b = loadTabular(parseCsv('age,stage,T,E,set\n70,I,3,1,train\n90,II,5,0,train\n10,I,1,1,test\n', 'b.csv'), schema);
+  const a = loadTabular(parseCsv('age,stage,T,E,set\n50,I,3,1,train\n60,II,5,0,train\n55,I,4,0,train\n', 'a.csv'), schema);
+  const b = loadTabular(parseCsv('age,stage,T,E,set\n70,I,3,1,train\n90,II,5,0,train\n80,I,2,1,train\n10,I,1,1,test\n', 'b.csv'), schema);
   assert.throws(() => normaliseTabular(a, schema), /federated statistics/);
   const st = statsFromSums(combineSums([localSums(a.train), localSums(b.train)]));
-  assert.equal(st.mean[0], 67.5);
+  assert.equal(st.mean[0], 405 / 6);
   const out = normaliseTabular(b, schema, st);
-  assert.ok(Math.abs(out.test.x[0]! - (10 - 67.5) / st.std[0]!) < 1e-5);
+  assert.ok(Math.abs(out.test.x[0]! - (10 - 405 / 6) / st.std[0]!) < 1e-5);
 });
 
 test('seeded stratified split keeps each class\'s share and is reproducible', () => {

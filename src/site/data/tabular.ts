@@ -140,7 +140,8 @@ export function normaliseTabular(data: TabularData, schema: DataSchema, stats?: 
   const p = schema.preprocessing;
   if (!p || p.normalise === 'none') return { train: data.train, test: data.test, stats: null };
   let st: NormStats;
-  if (p.normalise === 'site') st = stats ?? statsFromSums(localSums(data.train));
+  // Site statistics never leave the site, so the reporting minimum of localSums does not apply.
+  if (p.normalise === 'site') st = stats ?? statsFromSums(localSums(data.train, 0));
   else if (!stats) throw new Error('global normalisation needs the federated statistics (combineSums of every site\'s localSums)');
   else st = stats;
   const eps = p.epsilon ?? 1e-9;
