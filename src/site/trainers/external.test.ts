@@ -70,6 +70,24 @@ test('the Python trainer runs for real and returns weights that lower the traini
   assert.match(res.stdoutTail, /done: 150 steps on \d+ rows/);
 });
 
+test('with global normalisation the Python trainer uses the federated statistics it is given', async () => {
+  const dir = tmp();
+  const csvPath = writeSiteCsv(dir);
+  const globalSchema = { ...schema, preprocessing: { normalise: 'global' as const } };
+  const data = loadTabular(parseCsv(readFileSync(csvPath, 'utf8'), csvPath), globalSchema);
+  // Statistics unlike this site's own, as if other sites had shifted them.
+  const stats = { mean: [45, 0.5, 0.3, 0.3], std: [12, 2, 1, 1] };
+  const { train } = normaliseTabular(data, globalSchema, stats);
+  const model = new LogisticRegression(4);
+  const w0 = model.init(createRng(2));
+  const t = { ...task(w0, csvPath, { localSteps: 20, batchSize: 16, optimizer: { kind: 'sgd', lr: 0.05 } }), data: { schema: globalSchema, stats } };
+  const res = await runExternalTrainer({ command: ['python3', PY_TRAINER], timeoutMs: 60_000 }, t);
+  const before = model.lossAndGrad(w0, train, Array.from({ length: train.n }, (_, i) => i), zerosLike(w0));
+  assert.ok(Math.abs(res.metrics['lossBefore']! - before) < 1e-5, `${res.metrics['lossBefore']} vs ${before}`);
+  // Without the statistics the trainer refuses, naming what is missing.
+  await assert.rejects(runExternalTrainer({ command: ['python3', PY_TRAINER] }, { ...t, data: { schema: globalSchema } }), /exited with status 2[\s\S]*needs task\.data\.stats/);
+});
+
 /** Runs a short Python program as the trainer and returns the error it causes. */
 async function failure(code: string, extra: Partial<Parameters<typeof runExternalTrainer>[0]> = {}, signal?: AbortSignal): Promise<ExternalTrainerError> {
   const w = { weight: tensor([1, 4]), bias: tensor([1]) };
