@@ -1,26 +1,32 @@
 /**
  * Streaming weighted mean of model updates: Σ w_k y_k / Σ w_k, accumulated in float64 and
- * rounded to float32 once at the end. Memory is one float64 buffer per tensor (twice the
- * model), whatever the number of sites. `addMany` computes the same sums block by block
- * (cache-friendly) when all updates are at hand; it adds in the same order as repeated
- * `add`, so both paths give bit-identical results.
+ * rounded to float32 once at the end.
+ *
+ * Two paths, bit-identical results (both add w_k·y_k left to right in the order given):
+ *  - `add(y, w)`: streaming; memory is one float64 buffer per tensor (twice the model),
+ *    whatever the number of sites.
+ *  - `addMany(items)`: when all updates are already in memory (they are, for aggregateFit),
+ *    they are only referenced, and `mean()` makes ONE pass over them: per element it sums
+ *    up to four updates in registers (unrolled) and writes float32 output directly, so the
+ *    float64 buffer is never touched. That pass is memory-bound, close to copying the inputs.
  */
 import { layoutMismatch, layoutOf, type Weights, type WeightsLayout } from '../../protocol/tensors.js';
 
-/** Elements per block in addMany: 4096 float64 = 32 KiB, fits L1/L2 beside the inputs. */
-const BLOCK = 4096;
+/** Elements per block when more than four updates need a float64 carry between groups. */
+const BLOCK = 8192;
 
 export class WeightedSum {
   private readonly layout: WeightsLayout;
   private readonly keys: string[];
-  private readonly acc: Float64Array[];
+  /** Allocated on the first streaming add only. */
+  private acc: Float64Array[] | null = null;
+  private pending: Array<{ weights: Weights; w: number }> = [];
   private total = 0;
   private n = 0;
 
   constructor(like: Weights) {
     this.layout = layoutOf(like);
     this.keys = Object.keys(like);
-    this.acc = this.keys.map((k) => new Float64Array(like[k]!.data.length));
   }
 
   get count(): number {
@@ -39,33 +45,43 @@ export class WeightedSum {
 
   add(y: Weights, w: number, who = 'update'): void {
     this.check(y, w, who);
+    this.flushPending();
+    this.accumulate(y, w);
+  }
+
+  private accumulate(y: Weights, w: number): void {
+    const first = this.acc === null;
+    this.acc ??= this.keys.map((k) => new Float64Array(this.layout[k]!.reduce((a, b) => a * b, 1)));
     for (let t = 0; t < this.keys.length; t++) {
       const a = this.acc[t]!, d = y[this.keys[t]!]!.data;
-      if (this.n === 0) for (let i = 0; i < a.length; i++) a[i] = w * d[i]!;
+      if (first) for (let i = 0; i < a.length; i++) a[i] = w * d[i]!;
       else for (let i = 0; i < a.length; i++) a[i] = a[i]! + w * d[i]!;
     }
     this.total += w;
     this.n++;
   }
 
-  /** Same result as calling add() for each item in order; faster for many large updates. */
+  /** Same result as add() for each item in order; the items are referenced until mean(). */
   addMany(items: ReadonlyArray<{ weights: Weights; w: number; who?: string }>): void {
     items.forEach((it) => this.check(it.weights, it.w, it.who ?? 'update'));
-    const first = this.n === 0;
-    for (let t = 0; t < this.keys.length; t++) {
-      const a = this.acc[t]!, key = this.keys[t]!, len = a.length;
-      const datas = items.map((it) => it.weights[key]!.data), ws = items.map((it) => it.w);
-      for (let off = 0; off < len; off += BLOCK) {
-        const end = Math.min(len, off + BLOCK);
-        for (let k = 0; k < datas.length; k++) {
-          const d = datas[k]!, w = ws[k]!;
-          if (k === 0 && first) for (let i = off; i < end; i++) a[i] = w * d[i]!;
-          else for (let i = off; i < end; i++) a[i] = a[i]! + w * d[i]!;
-        }
-      }
+    if (this.acc !== null) {
+      for (const it of items) this.accumulate(it.weights, it.w);
+      return;
     }
-    for (const it of items) this.total += it.w;
-    this.n += items.length;
+    for (const it of items) {
+      this.pending.push({ weights: it.weights, w: it.w });
+      this.total += it.w;
+      this.n++;
+    }
+  }
+
+  private flushPending(): void {
+    if (!this.pending.length) return;
+    const p = this.pending;
+    this.pending = [];
+    this.total -= p.reduce((a, it) => a + it.w, 0);
+    this.n -= p.length;
+    for (const it of p) this.accumulate(it.weights, it.w);
   }
 
   /** The weighted mean as float32 Weights. */
@@ -73,10 +89,72 @@ export class WeightedSum {
     if (this.n === 0) throw new Error('aggregation: no updates to aggregate');
     const out: Weights = {};
     for (let t = 0; t < this.keys.length; t++) {
-      const a = this.acc[t]!, o = new Float32Array(a.length);
-      for (let i = 0; i < a.length; i++) o[i] = a[i]! / this.total;
-      out[this.keys[t]!] = { shape: [...this.layout[this.keys[t]!]!], data: o };
+      const key = this.keys[t]!;
+      const o = this.acc ? divide(this.acc[t]!, this.total) : onePass(this.pending.map((it) => it.weights[key]!.data), this.pending.map((it) => it.w), this.total);
+      out[key] = { shape: [...this.layout[key]!], data: o };
     }
     return out;
+  }
+}
+
+function divide(a: Float64Array, total: number): Float32Array {
+  const o = new Float32Array(a.length);
+  for (let i = 0; i < a.length; i++) o[i] = a[i]! / total;
+  return o;
+}
+
+/**
+ * Σ ws[k]·ds[k][i] / total for every i, summing left to right exactly as repeated add()
+ * does. Groups of four updates are summed in registers; with more than four, a block-sized
+ * float64 carry holds the partial sums between groups (it stays in cache). The loops are
+ * written out per case so the JIT sees no branch inside them.
+ */
+function onePass(ds: Float32Array[], ws: number[], total: number): Float32Array {
+  const len = ds[0]!.length, K = ds.length;
+  const o = new Float32Array(len);
+  const carry = new Float64Array(Math.min(BLOCK, len));
+  for (let off = 0; off < len; off += BLOCK) {
+    const end = Math.min(len, off + BLOCK);
+    for (let k = 0; k < K; k += 4) {
+      const n = Math.min(4, K - k);
+      const mode = (k === 0 ? 0 : 1) + (k + n >= K ? 2 : 0); // bit0: read carry, bit1: write output
+      if (n === 4) group4(ds, ws, k, off, end, carry, o, total, mode);
+      else for (let j = 0; j < n; j++) group1(ds[k + j]!, ws[k + j]!, off, end, carry, o, total, (j === 0 ? mode & 1 : 1) | (j === n - 1 ? mode & 2 : 0));
+    }
+  }
+  return o;
+}
+
+function group4(ds: Float32Array[], ws: number[], k: number, off: number, end: number, carry: Float64Array, o: Float32Array, total: number, mode: number): void {
+  const a = ds[k]!, b = ds[k + 1]!, c = ds[k + 2]!, d = ds[k + 3]!;
+  const wa = ws[k]!, wb = ws[k + 1]!, wc = ws[k + 2]!, wd = ws[k + 3]!;
+  switch (mode) {
+    case 2: // first and last group: straight to the output
+      for (let i = off; i < end; i++) o[i] = (wa * a[i]! + wb * b[i]! + wc * c[i]! + wd * d[i]!) / total;
+      break;
+    case 0:
+      for (let i = off; i < end; i++) carry[i - off] = wa * a[i]! + wb * b[i]! + wc * c[i]! + wd * d[i]!;
+      break;
+    case 1:
+      for (let i = off; i < end; i++) carry[i - off] = carry[i - off]! + wa * a[i]! + wb * b[i]! + wc * c[i]! + wd * d[i]!;
+      break;
+    default:
+      for (let i = off; i < end; i++) o[i] = (carry[i - off]! + wa * a[i]! + wb * b[i]! + wc * c[i]! + wd * d[i]!) / total;
+  }
+}
+
+function group1(a: Float32Array, wa: number, off: number, end: number, carry: Float64Array, o: Float32Array, total: number, mode: number): void {
+  switch (mode) {
+    case 2:
+      for (let i = off; i < end; i++) o[i] = (wa * a[i]!) / total;
+      break;
+    case 0:
+      for (let i = off; i < end; i++) carry[i - off] = wa * a[i]!;
+      break;
+    case 1:
+      for (let i = off; i < end; i++) carry[i - off] = carry[i - off]! + wa * a[i]!;
+      break;
+    default:
+      for (let i = off; i < end; i++) o[i] = (carry[i - off]! + wa * a[i]!) / total;
   }
 }
