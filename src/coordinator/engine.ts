@@ -18,6 +18,7 @@ import { decodeSafetensors, encodeSafetensors } from '../protocol/safetensors.js
 import type { Weights } from '../protocol/tensors.js';
 import { createModel } from '../learning/models/registry.js';
 import { createRng } from '../learning/rng.js';
+import { torchLinearInit } from '../learning/torch-init.js';
 import { hostStrategy, type FitResultIn } from './strategy-host.js';
 
 export interface EngineOptions {
@@ -38,9 +39,13 @@ export function digestHex(b: Uint8Array): string {
   return createHash('sha256').update(b).digest('hex');
 }
 
-/** Initial global model of a study, deterministic in its seed. */
+/**
+ * Initial global model of a study, deterministic in its seed: the same start PyTorch gives after
+ * `torch.manual_seed(seed)` for the same stack of Linear layers (see learning/torch-init.ts), so a
+ * study can be compared seed by seed with a PyTorch reference.
+ */
 export function initialWeights(spec: StudySpec): Weights {
-  return createModel(spec.model).init(createRng(studySeed(spec), 'init'));
+  return torchLinearInit(createModel(spec.model).init(createRng(studySeed(spec), 'init')), studySeed(spec));
 }
 
 export class RoundEngine {

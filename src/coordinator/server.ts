@@ -155,12 +155,13 @@ export function buildServer(opts: ServerOptions): FastifyInstance {
   });
 
   // ---- the agent's side: long-poll, model download, result upload ----
-  app.get<{ Querystring: { waitMs?: number } }>(
+  // Query values are strings; bodies are never coerced, so the pattern does the integer check here.
+  app.get<{ Querystring: { waitMs?: string } }>(
     '/v1/agent/task',
-    { schema: { querystring: { type: 'object', properties: { waitMs: { type: 'integer', minimum: 0, maximum: 60000 } }, additionalProperties: false } }, preHandler: auth },
+    { schema: { querystring: { type: 'object', properties: { waitMs: { type: 'string', pattern: '^[0-9]{1,5}$' } }, additionalProperties: false } }, preHandler: auth },
     async (req, reply) => {
       const site = requireSite(req.principal!);
-      const until = now() + Math.min(req.query.waitMs ?? 0, opts.maxWaitMs ?? 25_000);
+      const until = now() + Math.min(Number(req.query.waitMs ?? 0), opts.maxWaitMs ?? 25_000);
       const aborted = new AbortController();
       req.raw.on('close', () => aborted.abort());
       for (;;) {

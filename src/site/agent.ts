@@ -63,7 +63,7 @@ export class SiteAgent {
 
   /** Runs until the signal aborts. */
   async run(): Promise<void> {
-    this.log(`site ${this.cred.siteName} polling ${this.cfg.coordinator}`);
+    this.log(`polling ${this.cfg.coordinator} for tasks`);
     while (!this.opts.signal?.aborted) {
       try {
         await this.flushPending();

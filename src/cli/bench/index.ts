@@ -1,0 +1,17 @@
+/** `setu bench <name>`: every benchmark reports a ratio against a baseline measured in the same run. */
+import { UsageError } from '../args.js';
+
+const BENCHES: Record<string, () => Promise<{ main(argv: string[]): Promise<number> }>> = {
+  'flamby-heart': () => import('./flamby-heart.js'),
+  aggregate: () => import('./aggregate.js'),
+  peer: () => import('./peer.js'),
+  secagg: () => import('./secagg.js'),
+  'dp-heart': () => import('./dp-heart.js'),
+};
+
+export async function main(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  const load = name ? BENCHES[name] : undefined;
+  if (!load) throw new UsageError(`setu bench <${Object.keys(BENCHES).join('|')}> [options]`);
+  return (await load()).main(rest);
+}
