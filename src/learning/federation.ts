@@ -23,6 +23,8 @@ export interface RoundReport {
   round: number;
   sites: number;
   metrics: Record<string, number>;
+  /** The new global model after this round. */
+  weights: Weights;
 }
 
 export interface FederationInput {
@@ -58,7 +60,7 @@ export function runFederation(input: FederationInput): Weights {
     }
     const res = agg.finish();
     x = res.weights;
-    input.onRound?.({ round, sites: tasks.length, metrics: res.metrics });
+    input.onRound?.({ round, sites: tasks.length, metrics: res.metrics, weights: x });
   }
   return x;
 }
