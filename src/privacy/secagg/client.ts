@@ -4,7 +4,8 @@
  * Each method checks that it is called in order and refuses (throws, changing nothing) what breaks the protocol.
  */
 import { randomBytes } from 'node:crypto';
-import { agree, applyMasks, generateX25519, MaskStream, open, seal, type X25519Pair } from './crypto.js';
+import { agree, applyMasks, generateX25519, MaskStream, open, publicKeyFromRaw, seal, type X25519Pair } from './crypto.js';
+import type { KeyObject } from 'node:crypto';
 import { bigintToBytes, bytesToBigint } from './field.js';
 import { neighbourGraph } from './graph.js';
 import {
@@ -29,7 +30,8 @@ export class SecAggClient {
   private s: X25519Pair | null;
   private b: Buffer | null;
   private readonly expected: Set<number>;
-  private readonly neighbours = new Map<number, { cPk: Buffer; sPk: Buffer }>();
+  /** Neighbours' imported mask public keys and the AES-GCM key shared with each (derived once, in stage 3). */
+  private readonly neighbours = new Map<number, { sPk: KeyObject; shareKey: Buffer }>();
   /** Shares of neighbours' secrets held by this client: owner → (b share, s share). */
   private readonly held = new Map<number, { b: bigint; s: bigint }>();
   private active = new Set<number>();
@@ -64,7 +66,7 @@ export class SecAggClient {
     this.expect('keys-sent', 'sharing keys');
     const { threshold: t, roundId } = this.config;
     const seenKeys = new Set([this.c.publicRaw.toString('hex'), this.s!.publicRaw.toString('hex')]);
-    const nb = new Map<number, { cPk: Buffer; sPk: Buffer }>();
+    const nb = new Map<number, { sPk: KeyObject; shareKey: Buffer }>();
     for (const n of msg.neighbours) {
       if (!this.expected.has(n.clientId)) throw new Error(`client ${this.id}: ${n.clientId} is not my neighbour in the graph`);
       if (nb.has(n.clientId)) throw new Error(`client ${this.id}: neighbour ${n.clientId} listed twice`);
@@ -74,7 +76,10 @@ export class SecAggClient {
         if (seenKeys.has(k)) throw new Error(`client ${this.id}: public key reused (neighbour ${n.clientId})`);
         seenKeys.add(k);
       }
-      nb.set(n.clientId, { cPk, sPk });
+      nb.set(n.clientId, {
+        sPk: publicKeyFromRaw(sPk),
+        shareKey: shareKey(agree(this.c.privateKey, publicKeyFromRaw(cPk)), roundId, this.id, n.clientId),
+      });
     }
     if (nb.size < t) throw new Error(`client ${this.id}: only ${nb.size} neighbours, fewer than the threshold ${t}`);
     const ids = [...nb.keys()].sort((a, b) => a - b);
@@ -88,8 +93,7 @@ export class SecAggClient {
       pt.writeUInt32BE(j, 4);
       bigintToBytes(bShares[k]!.y, FIELD_BYTES).copy(pt, 8);
       bigintToBytes(sShares[k]!.y, FIELD_BYTES).copy(pt, 8 + FIELD_BYTES);
-      const key = shareKey(agree(this.c.privateKey, nb.get(j)!.cPk), roundId, this.id, j);
-      out.shares.push({ to: j, ct: seal(key, pt, shareAad(roundId, this.id, j)).toString('base64') });
+      out.shares.push({ to: j, ct: seal(nb.get(j)!.shareKey, pt, shareAad(roundId, this.id, j)).toString('base64') });
     });
     for (const [j, v] of nb) this.neighbours.set(j, v);
     this.stage = 'shares-sent';
@@ -115,8 +119,7 @@ export class SecAggClient {
       const peer = this.neighbours.get(from);
       if (!peer) throw new Error(`client ${this.id}: share from ${from}, who is not my neighbour`);
       if (got.has(from)) throw new Error(`client ${this.id}: two shares from ${from}`);
-      const key = shareKey(agree(this.c.privateKey, peer.cPk), cfg.roundId, from, this.id);
-      const pt = open(key, Buffer.from(ct, 'base64'), shareAad(cfg.roundId, from, this.id));
+      const pt = open(peer.shareKey, Buffer.from(ct, 'base64'), shareAad(cfg.roundId, from, this.id));
       if (pt.length !== SHARE_PLAINTEXT || pt.readUInt32BE(0) !== from || pt.readUInt32BE(4) !== this.id) {
         throw new Error(`client ${this.id}: share from ${from} is malformed or misaddressed`);
       }
@@ -131,13 +134,7 @@ export class SecAggClient {
       w = Math.min(1, examples / cfg.weightScale);
     }
     const vec = new Int32Array(cfg.vectorLength + (weighted ? 1 : 0));
-    if (weighted && w !== 1) {
-      const scaled = new Float64Array(update.length);
-      for (let i = 0; i < update.length; i++) scaled[i] = update[i]! * w;
-      quantiseInto(scaled, cfg.clipRange, cfg.quantBits, vec);
-    } else {
-      quantiseInto(update, cfg.clipRange, cfg.quantBits, vec);
-    }
+    quantiseInto(update, cfg.clipRange, cfg.quantBits, vec, 0, w);
     if (weighted) vec[cfg.vectorLength] = quantiseUnit(w, cfg.quantBits);
 
     const streams: { stream: MaskStream; sign: 1 | -1 }[] = [{ stream: new MaskStream(selfMaskSeed(this.b!, cfg.roundId)), sign: 1 }];

@@ -9,14 +9,19 @@ export function quantScale(clipRange: number, quantBits: number): number {
   return (2 ** quantBits - 1) / (2 * clipRange);
 }
 
-/** Writes the quantised `x` into out[off..). Values outside [−c, c] are clamped; non-finite values refused. */
-export function quantiseInto(x: ArrayLike<number>, clipRange: number, quantBits: number, out: Int32Array, off = 0): void {
+/**
+ * Writes the quantised `factor · x` into out[off..). Values outside [−c, c] are clamped; non-finite values
+ * refused. (The factor is a client's weight in a weighted round, fused here to avoid a scaled copy.)
+ */
+export function quantiseInto(x: ArrayLike<number>, clipRange: number, quantBits: number, out: Int32Array, off = 0, factor = 1): void {
   const s = quantScale(clipRange, quantBits), top = 2 ** quantBits - 1;
   for (let i = 0; i < x.length; i++) {
-    const v = x[i]!;
-    if (!Number.isFinite(v)) throw new Error(`cannot quantise non-finite value at index ${i}`);
+    const v = x[i]! * factor;
+    // v − v is NaN exactly for NaN and ±∞ (cheaper than Number.isFinite on this hot path).
+    if (v - v !== 0) throw new Error(`cannot quantise non-finite value at index ${i}`);
     const c = v < -clipRange ? -clipRange : v > clipRange ? clipRange : v;
-    let q = Math.round((c + clipRange) * s);
+    // (c + clipRange)·s ≥ 0, so truncating after + 0.5 rounds half up, like Math.round.
+    let q = ((c + clipRange) * s + 0.5) >>> 0;
     if (q > top) q = top;
     out[off + i] = q | 0; // stored as int32 bits; read back unsigned
   }

@@ -7,7 +7,7 @@
  * secrets of survivors and the mask keys of dropped clients, and removes masks from the sum alone.
  */
 import { randomBytes } from 'node:crypto';
-import { agree, applyMasks, MaskStream, privateKeyFromRaw } from './crypto.js';
+import { agree, applyMasks, MaskStream, privateKeyFromRaw, publicRawOf } from './crypto.js';
 import { bigintToBytes } from './field.js';
 import { neighbourGraph } from './graph.js';
 import {
@@ -205,6 +205,9 @@ export class SecAggServer {
     for (const u of this.survivors()) streams.push({ stream: new MaskStream(selfMaskSeed(secret32(u, 'b'), cfg.roundId)), sign: -1 });
     for (const d of this.dropped()) {
       const sk = privateKeyFromRaw(secret32(d, 's'));
+      if (!publicRawOf(sk).equals(Buffer.from(this.keys.get(d)!.sPk, 'base64'))) {
+        this.abort(`client ${d}: the reconstructed mask key does not match its public key (bad shares)`);
+      }
       for (const v of this.graph[d]!) {
         if (!this.maskedFrom.has(v)) continue;
         const seed = pairwiseSeed(agree(sk, Buffer.from(this.keys.get(v)!.sPk, 'base64')), cfg.roundId, v, d);
