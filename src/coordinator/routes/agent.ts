@@ -1,0 +1,148 @@
+/** The agent's side: long-poll for tasks, model download, validated result upload. */
+import type { FastifyInstance } from 'fastify';
+import type { RouteContext } from './context.js';
+import { RESULT_META_KEY, ResultMetaSchema, checkValue, type ResultMeta, type StudySpec, type TaskMessage } from '../../protocol/api.js';
+import { SafetensorsError, decodeSafetensors } from '../../protocol/safetensors.js';
+import { firstNonFinite, layoutMismatch, layoutOf, type WeightsLayout } from '../../protocol/tensors.js';
+import { StoreConflict, type TaskRow } from '../../store/store.js';
+import { HttpError, requireSite } from '../auth.js';
+import { digestHex, studySeed } from '../engine.js';
+
+export function agentRoutes(app: FastifyInstance, ctx: RouteContext): void {
+  const { store, bus, engine, now, auth } = ctx;
+  // ---- the agent's side: long-poll, model download, result upload ----
+  // Query values are strings; bodies are never coerced, so the pattern does the integer check here.
+  app.get<{ Querystring: { waitMs?: string } }>(
+    '/v1/agent/task',
+    { schema: { querystring: { type: 'object', properties: { waitMs: { type: 'string', pattern: '^[0-9]{1,5}$' } }, additionalProperties: false } }, preHandler: auth },
+    async (req, reply) => {
+      const site = requireSite(req.principal!);
+      const until = now() + Math.min(Number(req.query.waitMs ?? 0), ctx.maxWaitMs ?? 25_000);
+      const aborted = new AbortController();
+      req.raw.on('close', () => aborted.abort());
+      for (;;) {
+        const pending = await store.pendingTasks(site.id);
+        const task = pending[0];
+        if (task) {
+          await store.markDelivered(task.id, now());
+          return taskMessage(task);
+        }
+        const left = until - now();
+        if (left <= 0 || aborted.signal.aborted) return reply.status(204).send();
+        // Woken by the engine in this process; the 1 s cap catches tasks issued by another coordinator.
+        await bus.waitFor((e) => e.type === 'tasks' && e.siteIds.includes(site.id), Math.min(left, 1000), aborted.signal);
+      }
+    },
+  );
+
+  async function taskMessage(task: TaskRow): Promise<TaskMessage> {
+    const study = await store.getStudy(task.study_id);
+    if (!study) throw new Error(`task ${task.id} has no study`);
+    const spec = JSON.parse(study.spec) as StudySpec;
+    const config = JSON.parse(task.config) as TaskMessage['fit'];
+    return {
+      taskId: task.id,
+      studyId: task.study_id,
+      round: task.round,
+      kind: task.kind as 'fit' | 'evaluate',
+      modelVersionId: task.model_version_id,
+      dataset: spec.dataset,
+      model: spec.model,
+      ...(task.kind === 'fit' ? { fit: config } : {}),
+      strategy: spec.strategy.name,
+      seed: studySeed(spec),
+      deadlineAt: task.deadline_at,
+    };
+  }
+
+  app.get<{ Params: { id: string } }>('/v1/agent/models/:id', { preHandler: auth }, async (req, reply) => {
+    const site = requireSite(req.principal!);
+    if (!(await store.siteMayReadModel(site.id, req.params.id))) throw new HttpError(404, 'not_found', `no model ${req.params.id} for this site`);
+    const mv = await store.getModelVersion(req.params.id);
+    if (!mv) throw new HttpError(404, 'not_found', `no model ${req.params.id}`);
+    return reply.type('application/octet-stream').header('x-setu-digest', mv.digest).send(Buffer.from(mv.weights));
+  });
+
+  const layouts = new Map<string, WeightsLayout>();
+  async function layoutOfVersion(id: string): Promise<WeightsLayout> {
+    let l = layouts.get(id);
+    if (!l) {
+      const mv = await store.getModelVersion(id);
+      if (!mv) throw new Error(`model version ${id} is missing`);
+      l = layoutOf(decodeSafetensors(mv.weights).weights);
+      layouts.set(id, l);
+    }
+    return l;
+  }
+
+  app.post<{ Params: { id: string } }>('/v1/agent/tasks/:id/result', { preHandler: auth }, async (req) => {
+    const site = requireSite(req.principal!);
+    const task = await store.getTask(req.params.id);
+    if (!task || task.site_id !== site.id) throw new HttpError(403, 'forbidden', `task ${req.params.id} was not given to this site`);
+    const refuse = async (status: number, code: string, reason: string): Promise<never> => {
+      await store.recordRefusal({ study_id: task.study_id, round: task.round, site_id: site.id, task_id: task.id, reason, at: now() });
+      bus.emit({ type: 'update.refused', studyId: task.study_id, round: task.round, siteId: site.id, reason });
+      throw new HttpError(status, code, reason);
+    };
+    if (task.status !== 'issued' && task.status !== 'delivered') throw new HttpError(409, 'conflict', `task ${task.id} is ${task.status}; it accepts no result`);
+
+    let meta: ResultMeta;
+    let weightsBytes: Uint8Array | null = null;
+    if (task.kind === 'fit') {
+      if (!Buffer.isBuffer(req.body)) return refuse(415, 'unsupported_media_type', 'a fit result must be a safetensors body (application/octet-stream)');
+      weightsBytes = new Uint8Array(req.body);
+      let decoded;
+      try {
+        decoded = decodeSafetensors(weightsBytes);
+      } catch (e) {
+        if (e instanceof SafetensorsError) return refuse(400, 'malformed_update', `malformed safetensors: ${e.message}`);
+        throw e;
+      }
+      const rawMeta = decoded.metadata[RESULT_META_KEY];
+      if (rawMeta === undefined) return refuse(400, 'malformed_update', `safetensors metadata lacks "${RESULT_META_KEY}"`);
+      let parsed: unknown;
+      try {
+        parsed = JSON.parse(rawMeta);
+      } catch {
+        return refuse(400, 'malformed_update', `"${RESULT_META_KEY}" metadata is not JSON`);
+      }
+      const problems = checkValue(ResultMetaSchema, parsed);
+      if (problems.length) return refuse(400, 'malformed_update', `result metadata: ${problems.join('; ')}`);
+      meta = parsed as ResultMeta;
+      const mismatch = layoutMismatch(decoded.weights, await layoutOfVersion(task.model_version_id));
+      if (mismatch) return refuse(400, 'wrong_shape', `update does not match the study's model: ${mismatch}`);
+      const nonFinite = firstNonFinite(decoded.weights);
+      if (nonFinite) return refuse(400, 'non_finite', `update refused: ${nonFinite}`);
+      if (meta.numExamples < 1) return refuse(400, 'implausible_update', 'a fit result must come from at least one training example');
+    } else {
+      const problems = checkValue(ResultMetaSchema, req.body);
+      if (problems.length) return refuse(400, 'malformed_result', `evaluation result: ${problems.join('; ')}`);
+      meta = req.body as ResultMeta;
+    }
+    if (meta.taskId !== task.id) return refuse(400, 'wrong_task', `result names task ${meta.taskId} but was sent for ${task.id}`);
+    for (const [k, v] of Object.entries({ ...meta.trainMetrics, ...meta.evalMetrics })) {
+      if (!Number.isFinite(v)) return refuse(400, 'non_finite', `metric ${k} is not finite`);
+    }
+    try {
+      await store.acceptUpdate({
+        task_id: task.id,
+        study_id: task.study_id,
+        round: task.round,
+        site_id: site.id,
+        weights: weightsBytes,
+        digest: weightsBytes ? digestHex(weightsBytes) : null,
+        num_examples: meta.numExamples,
+        metrics: JSON.stringify(meta),
+        received_at: now(),
+      });
+    } catch (e) {
+      if (e instanceof StoreConflict) throw new HttpError(409, 'conflict', e.message);
+      throw e;
+    }
+    const [received, expected] = [await store.countUpdates(task.study_id, task.round), (await store.listTasks(task.study_id, task.round)).length];
+    bus.emit({ type: 'update.accepted', studyId: task.study_id, round: task.round, siteId: site.id, received, expected });
+    engine.kick();
+    return { accepted: true, taskId: task.id, received, expected };
+  });
+
+}

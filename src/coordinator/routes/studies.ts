@@ -1,0 +1,101 @@
+/** Studies: create from a spec, list, detail with rounds and metrics, start, stop, final model. */
+import type { FastifyInstance } from 'fastify';
+import type { RouteContext } from './context.js';
+import { randomBytes } from 'node:crypto';
+import { StudySpecSchema, type StudySpec } from '../../protocol/api.js';
+import { encodeSafetensors } from '../../protocol/safetensors.js';
+import { HttpError, requireUser } from '../auth.js';
+import { digestHex, initialWeights } from '../engine.js';
+import { hostStrategy } from '../strategy-host.js';
+import { READ_ROLES, STUDY_ROLES } from './context.js';
+
+export function studyRoutes(app: FastifyInstance, ctx: RouteContext): void {
+  const { store, bus, engine, now, auth } = ctx;
+  // ---- studies ----
+  app.post<{ Body: StudySpec }>('/v1/studies', { schema: { body: StudySpecSchema }, preHandler: auth }, async (req) => {
+    const user = requireUser(req.principal!, STUDY_ROLES);
+    const spec = req.body;
+    try {
+      hostStrategy(spec); // refuses an unknown strategy or bad parameters now, not at round 1
+      initialWeights(spec);
+    } catch (e) {
+      throw new HttpError(400, 'invalid_study', (e as Error).message);
+    }
+    if (spec.fit.localSteps === undefined && spec.fit.epochs === undefined) throw new HttpError(400, 'invalid_study', '/fit: give localSteps or epochs');
+    const id = `${spec.name.toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/^-|-$/g, '').slice(0, 40) || 'study'}-${randomBytes(3).toString('hex')}`;
+    const t = now();
+    await store.createStudy({ id, name: spec.name, spec: JSON.stringify(spec), status: 'created', current_round: 0, participants: null, created_by: user.id, created_at: t, updated_at: t, claimed_by: null, claimed_until: null, error: null });
+    return { id, status: 'created' };
+  });
+
+  app.get('/v1/studies', { preHandler: auth }, async (req) => {
+    requireUser(req.principal!, READ_ROLES);
+    return (await store.listStudies()).map((s) => {
+      const spec = JSON.parse(s.spec) as StudySpec;
+      return { id: s.id, name: s.name, status: s.status, round: s.current_round, rounds: spec.rounds, strategy: spec.strategy.name, createdAt: s.created_at, updatedAt: s.updated_at, error: s.error };
+    });
+  });
+
+  app.get<{ Params: { id: string } }>('/v1/studies/:id', { preHandler: auth }, async (req) => {
+    requireUser(req.principal!, READ_ROLES);
+    const s = await store.getStudy(req.params.id);
+    if (!s) throw new HttpError(404, 'not_found', `no study ${req.params.id}`);
+    const spec = JSON.parse(s.spec) as StudySpec;
+    const rounds = await store.listRounds(s.id);
+    const open = rounds.find((r) => r.status === 'open');
+    const sites = await store.listSites();
+    const nameOf = new Map(sites.map((x) => [x.id, x.name]));
+    return {
+      id: s.id,
+      name: s.name,
+      status: s.status,
+      error: s.error,
+      spec,
+      round: s.current_round,
+      participants: (JSON.parse(s.participants ?? '[]') as string[]).map((id) => ({ id, name: nameOf.get(id) ?? id })),
+      openRound: open ? { round: open.round, kind: open.kind, deadlineAt: open.deadline_at, received: await store.countUpdates(s.id, open.round), expected: (await store.listTasks(s.id, open.round)).length } : null,
+      rounds: rounds.map((r) => ({ round: r.round, kind: r.kind, status: r.status, openedAt: r.opened_at, committedAt: r.committed_at, modelVersionId: r.model_version_id })),
+      metrics: (await store.listMetrics(s.id)).map((m) => ({ round: m.round, site: m.site_id ? nameOf.get(m.site_id) ?? m.site_id : null, phase: m.phase, name: m.name, value: m.value })),
+      refusals: (await store.listRefusals(s.id)).map((r) => ({ round: r.round, site: r.site_id ? nameOf.get(r.site_id) ?? r.site_id : null, reason: r.reason, at: r.at })),
+    };
+  });
+
+  app.post<{ Params: { id: string } }>('/v1/studies/:id/start', { preHandler: auth }, async (req) => {
+    requireUser(req.principal!, STUDY_ROLES);
+    const s = await store.getStudy(req.params.id);
+    if (!s) throw new HttpError(404, 'not_found', `no study ${req.params.id}`);
+    if (s.status !== 'created') throw new HttpError(409, 'conflict', `study ${s.id} is ${s.status}`);
+    const spec = JSON.parse(s.spec) as StudySpec;
+    const active = (await store.listSites()).filter((x) => x.status === 'active');
+    let participants: string[];
+    if (spec.sites) {
+      const byName = new Map(active.map((x) => [x.name, x.id]));
+      const missing = spec.sites.filter((n) => !byName.has(n));
+      if (missing.length) throw new HttpError(409, 'sites_missing', `these sites are not enrolled and active: ${missing.join(', ')}`);
+      participants = spec.sites.map((n) => byName.get(n)!);
+    } else participants = active.map((x) => x.id);
+    if (participants.length === 0) throw new HttpError(409, 'no_sites', 'no active site can take part');
+    if (spec.minSites && spec.minSites > participants.length) throw new HttpError(409, 'too_few_sites', `minSites is ${spec.minSites} but only ${participants.length} sites take part`);
+    const bytes = encodeSafetensors(initialWeights(spec), { study: s.id, round: '0' });
+    const t = now();
+    await store.startStudy(s.id, participants, { id: `${s.id}.v0`, study_id: s.id, round: 0, weights: bytes, digest: digestHex(bytes), created_at: t }, t);
+    bus.emit({ type: 'study.status', studyId: s.id, status: 'running' });
+    engine.kick();
+    return { id: s.id, status: 'running', participants: participants.length };
+  });
+
+  app.post<{ Params: { id: string } }>('/v1/studies/:id/stop', { preHandler: auth }, async (req) => {
+    requireUser(req.principal!, STUDY_ROLES);
+    await store.transitionStudy(req.params.id, ['created', 'running'], 'stopped', now());
+    bus.emit({ type: 'study.status', studyId: req.params.id, status: 'stopped' });
+    return { id: req.params.id, status: 'stopped' };
+  });
+
+  app.get<{ Params: { id: string } }>('/v1/studies/:id/model', { preHandler: auth }, async (req, reply) => {
+    requireUser(req.principal!, STUDY_ROLES);
+    const mv = await store.latestModelVersion(req.params.id);
+    if (!mv) throw new HttpError(404, 'not_found', `study ${req.params.id} has no model`);
+    return reply.type('application/octet-stream').header('x-setu-model-version', mv.id).header('x-setu-digest', mv.digest).send(Buffer.from(mv.weights));
+  });
+
+}
