@@ -14,7 +14,7 @@ export function agentRoutes(app: FastifyInstance, ctx: RouteContext): void {
   // Query values are strings; bodies are never coerced, so the pattern does the integer check here.
   app.get<{ Querystring: { waitMs?: string } }>(
     '/v1/agent/task',
-    { schema: { querystring: { type: 'object', properties: { waitMs: { type: 'string', pattern: '^[0-9]{1,5}$' } }, additionalProperties: false } }, preHandler: auth },
+    { schema: { querystring: { type: 'object', properties: { waitMs: { type: 'string', pattern: '^[0-9]{1,5}$' } }, additionalProperties: false } }, preValidation: auth },
     async (req, reply) => {
       const site = requireSite(req.principal!);
       const until = now() + Math.min(Number(req.query.waitMs ?? 0), ctx.maxWaitMs ?? 25_000);
@@ -55,7 +55,7 @@ export function agentRoutes(app: FastifyInstance, ctx: RouteContext): void {
     };
   }
 
-  app.get<{ Params: { id: string } }>('/v1/agent/models/:id', { preHandler: auth }, async (req, reply) => {
+  app.get<{ Params: { id: string } }>('/v1/agent/models/:id', { preValidation: auth }, async (req, reply) => {
     const site = requireSite(req.principal!);
     if (!(await store.siteMayReadModel(site.id, req.params.id))) throw new HttpError(404, 'not_found', `no model ${req.params.id} for this site`);
     const mv = await store.getModelVersion(req.params.id);
@@ -75,7 +75,7 @@ export function agentRoutes(app: FastifyInstance, ctx: RouteContext): void {
     return l;
   }
 
-  app.post<{ Params: { id: string } }>('/v1/agent/tasks/:id/result', { preHandler: auth }, async (req) => {
+  app.post<{ Params: { id: string } }>('/v1/agent/tasks/:id/result', { preValidation: auth }, async (req) => {
     const site = requireSite(req.principal!);
     const task = await store.getTask(req.params.id);
     if (!task || task.site_id !== site.id) throw new HttpError(403, 'forbidden', `task ${req.params.id} was not given to this site`);

@@ -9,7 +9,7 @@ import { ADMIN_ROLES, READ_ROLES } from './context.js';
 export function siteRoutes(app: FastifyInstance, ctx: RouteContext): void {
   const { store, bus, engine, now, auth } = ctx;
   // ---- enrolment ----
-  app.post<{ Body: InviteRequest }>('/v1/invites', { schema: { body: InviteRequestSchema }, preHandler: auth }, async (req) => {
+  app.post<{ Body: InviteRequest }>('/v1/invites', { schema: { body: InviteRequestSchema }, preValidation: auth }, async (req) => {
     requireUser(req.principal!, ADMIN_ROLES);
     const b = req.body;
     if (await store.getSiteByName(b.siteName)) throw new HttpError(409, 'conflict', `a site named ${b.siteName} is already enrolled`);
@@ -57,7 +57,7 @@ export function siteRoutes(app: FastifyInstance, ctx: RouteContext): void {
     return { siteId, siteName: invite.site_name, credential };
   });
 
-  app.get('/v1/sites', { preHandler: auth }, async (req) => {
+  app.get('/v1/sites', { preValidation: auth }, async (req) => {
     requireUser(req.principal!, READ_ROLES);
     const window = ctx.onlineWindowMs ?? 60_000;
     return (await store.listSites()).map((s) => ({
@@ -72,7 +72,7 @@ export function siteRoutes(app: FastifyInstance, ctx: RouteContext): void {
     }));
   });
 
-  app.post<{ Params: { id: string } }>('/v1/sites/:id/revoke', { preHandler: auth }, async (req) => {
+  app.post<{ Params: { id: string } }>('/v1/sites/:id/revoke', { preValidation: auth }, async (req) => {
     requireUser(req.principal!, ADMIN_ROLES);
     if (!(await store.setSiteStatus(req.params.id, 'revoked'))) throw new HttpError(404, 'not_found', `no site ${req.params.id}`);
     return { id: req.params.id, status: 'revoked' };

@@ -12,7 +12,7 @@ import { READ_ROLES, STUDY_ROLES } from './context.js';
 export function studyRoutes(app: FastifyInstance, ctx: RouteContext): void {
   const { store, bus, engine, now, auth } = ctx;
   // ---- studies ----
-  app.post<{ Body: StudySpec }>('/v1/studies', { schema: { body: StudySpecSchema }, preHandler: auth }, async (req) => {
+  app.post<{ Body: StudySpec }>('/v1/studies', { schema: { body: StudySpecSchema }, preValidation: auth }, async (req) => {
     const user = requireUser(req.principal!, STUDY_ROLES);
     const spec = req.body;
     try {
@@ -28,7 +28,7 @@ export function studyRoutes(app: FastifyInstance, ctx: RouteContext): void {
     return { id, status: 'created' };
   });
 
-  app.get('/v1/studies', { preHandler: auth }, async (req) => {
+  app.get('/v1/studies', { preValidation: auth }, async (req) => {
     requireUser(req.principal!, READ_ROLES);
     return (await store.listStudies()).map((s) => {
       const spec = JSON.parse(s.spec) as StudySpec;
@@ -36,7 +36,7 @@ export function studyRoutes(app: FastifyInstance, ctx: RouteContext): void {
     });
   });
 
-  app.get<{ Params: { id: string } }>('/v1/studies/:id', { preHandler: auth }, async (req) => {
+  app.get<{ Params: { id: string } }>('/v1/studies/:id', { preValidation: auth }, async (req) => {
     requireUser(req.principal!, READ_ROLES);
     const s = await store.getStudy(req.params.id);
     if (!s) throw new HttpError(404, 'not_found', `no study ${req.params.id}`);
@@ -60,7 +60,7 @@ export function studyRoutes(app: FastifyInstance, ctx: RouteContext): void {
     };
   });
 
-  app.post<{ Params: { id: string } }>('/v1/studies/:id/start', { preHandler: auth }, async (req) => {
+  app.post<{ Params: { id: string } }>('/v1/studies/:id/start', { preValidation: auth }, async (req) => {
     requireUser(req.principal!, STUDY_ROLES);
     const s = await store.getStudy(req.params.id);
     if (!s) throw new HttpError(404, 'not_found', `no study ${req.params.id}`);
@@ -84,14 +84,14 @@ export function studyRoutes(app: FastifyInstance, ctx: RouteContext): void {
     return { id: s.id, status: 'running', participants: participants.length };
   });
 
-  app.post<{ Params: { id: string } }>('/v1/studies/:id/stop', { preHandler: auth }, async (req) => {
+  app.post<{ Params: { id: string } }>('/v1/studies/:id/stop', { preValidation: auth }, async (req) => {
     requireUser(req.principal!, STUDY_ROLES);
     await store.transitionStudy(req.params.id, ['created', 'running'], 'stopped', now());
     bus.emit({ type: 'study.status', studyId: req.params.id, status: 'stopped' });
     return { id: req.params.id, status: 'stopped' };
   });
 
-  app.get<{ Params: { id: string } }>('/v1/studies/:id/model', { preHandler: auth }, async (req, reply) => {
+  app.get<{ Params: { id: string } }>('/v1/studies/:id/model', { preValidation: auth }, async (req, reply) => {
     requireUser(req.principal!, STUDY_ROLES);
     const mv = await store.latestModelVersion(req.params.id);
     if (!mv) throw new HttpError(404, 'not_found', `study ${req.params.id} has no model`);
