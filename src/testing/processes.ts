@@ -1,0 +1,89 @@
+/**
+ * Test helpers that run the real `setu` binary as separate OS processes: a coordinator and site
+ * agents talking HTTP over loopback.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createServer } from 'node:net';
+import { createWriteStream, mkdirSync, writeFileSync } from 'node:fs';
+import { join, resolve, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import YAML from 'yaml';
+import { readFileSync } from 'node:fs';
+import { HttpClient } from '../site/http.js';
+
+export const SETU_MAIN = resolve(dirname(fileURLToPath(import.meta.url)), '..', 'cli', 'main.js');
+
+export function freePort(): Promise<number> {
+  return new Promise((res, rej) => {
+    const s = createServer();
+    s.once('error', rej);
+    s.listen(0, '127.0.0.1', () => {
+      const a = s.address();
+      const port = typeof a === 'object' && a ? a.port : 0;
+      s.close(() => res(port));
+    });
+  });
+}
+
+export function runSetu(args: string[], logFile: string): ChildProcess {
+  mkdirSync(dirname(logFile), { recursive: true });
+  const child = spawn(process.execPath, [SETU_MAIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const log = createWriteStream(logFile, { flags: 'a' });
+  child.stdout!.pipe(log);
+  child.stderr!.pipe(log);
+  return child;
+}
+
+/** Starts `setu coordinator start` and resolves once it answers /v1/health. */
+export async function startCoordinatorProcess(dataDir: string, port: number, logFile: string): Promise<ChildProcess> {
+  const child = runSetu(['coordinator', 'start', '--data-dir', dataDir, '--port', String(port)], logFile);
+  const url = `http://127.0.0.1:${port}/v1/health`;
+  for (let i = 0; i < 200; i++) {
+    if (child.exitCode !== null) throw new Error(`coordinator exited with ${child.exitCode}; see ${logFile}`);
+    try {
+      const r = await fetch(url);
+      if (r.ok) return child;
+    } catch {
+      /* not up yet */
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error('coordinator did not come up within 10 s');
+}
+
+/** Writes a heart site config for `center` and starts its agent with an invite token. */
+export function startHeartSite(dir: string, coordinatorUrl: string, center: number, token: string): ChildProcess {
+  mkdirSync(dir, { recursive: true });
+  const cfg = join(dir, 'site.yaml');
+  writeFileSync(cfg, YAML.stringify({ coordinator: coordinatorUrl, stateDir: 'state', pollWaitMs: 5000, datasets: { heart: { format: 'fed-heart-disease', center } } }));
+  return runSetu(['site', 'start', '--config', cfg, '--token', token], join(dir, 'agent.log'));
+}
+
+export async function stopAll(children: ChildProcess[]): Promise<void> {
+  await Promise.all(
+    children.map((c) => {
+      if (c.exitCode !== null || c.signalCode !== null) return undefined;
+      const done = new Promise((r) => c.once('exit', r));
+      c.kill('SIGTERM');
+      return done;
+    }),
+  );
+}
+
+export async function waitFor<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 60_000, everyMs = 100): Promise<T> {
+  const until = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await fn();
+    if (v !== undefined) return v;
+    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+}
+
+/**
+ * An operator client with the consortium admin's credential from a coordinator's data directory.
+ * Every end-to-end test gets its admin access here, so a change of credential scheme changes one place.
+ */
+export function adminClient(dataDir: string, url: string): HttpClient {
+  return new HttpClient({ baseUrl: url, credential: readFileSync(join(dataDir, 'admin.token'), 'utf8').trim(), giveUpAfterMs: 20_000 });
+}
