@@ -203,8 +203,9 @@ export class MeanAggregator implements RoundAggregator {
   finish(): AggregateOutput {
     if (this.done) throw new Error('aggregation already finished');
     this.done = true;
-    const weights = this.finishMean(this.sum.mean());
-    assertFinite(weights, 'aggregated model');
+    const mean = this.sum.mean(); // refuses a non-finite mean itself
+    const weights = this.finishMean(mean);
+    if (weights !== mean) assertFinite(weights, 'aggregated model');
     const metrics: Record<string, number> = { sites: this.sum.count, examples: this.examples };
     if (this.lossWeight > 0) metrics['trainLoss'] = this.lossSum / this.lossWeight;
     return { weights, metrics };

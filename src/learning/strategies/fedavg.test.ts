@@ -74,6 +74,10 @@ test('bad results are refused with the site named', () => {
   bad.add({ siteId: 'd', weights: W([NaN, 2], 3), numExamples: 1 });
   assert.throws(() => bad.finish(), /not finite/);
   assert.throws(() => s.begin(1, x0).finish(), /no updates/);
+  // The one-pass batch path checks finiteness too, naming tensor and index.
+  assert.throws(() => s.aggregateFit(1, x0, [
+    { siteId: 'e', weights: W([1, 2], Infinity), numExamples: 1 }, { siteId: 'f', weights: W([1, 2], 3), numExamples: 1 },
+  ]), /tensor "bias" is not finite at index 0/);
   assert.throws(() => s.begin(0, x0), /round must be/);
 });
 

@@ -14,6 +14,7 @@ import { layoutMismatch, layoutOf, type Weights, type WeightsLayout } from '../.
 
 /** Elements per block when more than four updates need a float64 carry between groups. */
 const BLOCK = 8192;
+const FLT_MAX = 3.4028234663852886e38;
 
 export class WeightedSum {
   private readonly layout: WeightsLayout;
@@ -84,23 +85,42 @@ export class WeightedSum {
     for (const it of p) this.accumulate(it.weights, it.w);
   }
 
-  /** The weighted mean as float32 Weights. */
+  /**
+   * The weighted mean as float32 Weights. Refuses a non-finite result (a NaN or an overflow
+   * in some update), naming the tensor and index; the check rides along in the same pass.
+   */
   mean(): Weights {
     if (this.n === 0) throw new Error('aggregation: no updates to aggregate');
     const out: Weights = {};
+    // Both paths scale by the same reciprocal, so they stay bit-identical to each other.
+    const inv = 1 / this.total;
     for (let t = 0; t < this.keys.length; t++) {
       const key = this.keys[t]!;
-      const o = this.acc ? divide(this.acc[t]!, this.total) : onePass(this.pending.map((it) => it.weights[key]!.data), this.pending.map((it) => it.w), this.total);
+      const o = new Float32Array(this.layout[key]!.reduce((a, b) => a * b, 1));
+      const flag = this.acc ? scale(this.acc[t]!, inv, o) : onePass(this.pending.map((it) => it.weights[key]!.data), this.pending.map((it) => it.w), inv, o);
+      if (!(flag <= FLT_MAX)) {
+        const i = o.findIndex((v) => !Number.isFinite(v));
+        if (i >= 0) throw new Error(`aggregated model: tensor "${key}" is not finite at index ${i}`);
+      }
       out[key] = { shape: [...this.layout[key]!], data: o };
     }
     return out;
   }
 }
 
-function divide(a: Float64Array, total: number): Float32Array {
-  const o = new Float32Array(a.length);
-  for (let i = 0; i < a.length; i++) o[i] = a[i]! / total;
-  return o;
+/**
+ * o = a·inv. Returns Σ|value| (float64): it is NaN or above FLT_MAX whenever some output is
+ * not a finite float32, and then the caller scans for the culprit (a rare, slow path that
+ * may also find nothing when many large values merely add up).
+ */
+function scale(a: Float64Array, inv: number, o: Float32Array): number {
+  let flag = 0;
+  for (let i = 0; i < a.length; i++) {
+    const v = a[i]! * inv;
+    o[i] = v;
+    flag += Math.abs(v);
+  }
+  return flag;
 }
 
 /**
@@ -109,28 +129,34 @@ function divide(a: Float64Array, total: number): Float32Array {
  * float64 carry holds the partial sums between groups (it stays in cache). The loops are
  * written out per case so the JIT sees no branch inside them.
  */
-function onePass(ds: Float32Array[], ws: number[], total: number): Float32Array {
+function onePass(ds: Float32Array[], ws: number[], inv: number, o: Float32Array): number {
   const len = ds[0]!.length, K = ds.length;
-  const o = new Float32Array(len);
+  let flag = 0;
   const carry = new Float64Array(Math.min(BLOCK, len));
   for (let off = 0; off < len; off += BLOCK) {
     const end = Math.min(len, off + BLOCK);
     for (let k = 0; k < K; k += 4) {
       const n = Math.min(4, K - k);
       const mode = (k === 0 ? 0 : 1) + (k + n >= K ? 2 : 0); // bit0: read carry, bit1: write output
-      if (n === 4) group4(ds, ws, k, off, end, carry, o, total, mode);
-      else for (let j = 0; j < n; j++) group1(ds[k + j]!, ws[k + j]!, off, end, carry, o, total, (j === 0 ? mode & 1 : 1) | (j === n - 1 ? mode & 2 : 0));
+      if (n === 4) flag += group4(ds, ws, k, off, end, carry, o, inv, mode);
+      else for (let j = 0; j < n; j++) flag += group1(ds[k + j]!, ws[k + j]!, off, end, carry, o, inv, (j === 0 ? mode & 1 : 1) | (j === n - 1 ? mode & 2 : 0));
     }
   }
-  return o;
+  return flag;
 }
 
-function group4(ds: Float32Array[], ws: number[], k: number, off: number, end: number, carry: Float64Array, o: Float32Array, total: number, mode: number): void {
+/** Returns Σ|written value| (see scale), 0 when it wrote only the carry. */
+function group4(ds: Float32Array[], ws: number[], k: number, off: number, end: number, carry: Float64Array, o: Float32Array, inv: number, mode: number): number {
+  let flag = 0;
   const a = ds[k]!, b = ds[k + 1]!, c = ds[k + 2]!, d = ds[k + 3]!;
   const wa = ws[k]!, wb = ws[k + 1]!, wc = ws[k + 2]!, wd = ws[k + 3]!;
   switch (mode) {
     case 2: // first and last group: straight to the output
-      for (let i = off; i < end; i++) o[i] = (wa * a[i]! + wb * b[i]! + wc * c[i]! + wd * d[i]!) / total;
+      for (let i = off; i < end; i++) {
+        const v = (wa * a[i]! + wb * b[i]! + wc * c[i]! + wd * d[i]!) * inv;
+        o[i] = v;
+        flag += Math.abs(v);
+      }
       break;
     case 0:
       for (let i = off; i < end; i++) carry[i - off] = wa * a[i]! + wb * b[i]! + wc * c[i]! + wd * d[i]!;
@@ -139,14 +165,24 @@ function group4(ds: Float32Array[], ws: number[], k: number, off: number, end: n
       for (let i = off; i < end; i++) carry[i - off] = carry[i - off]! + wa * a[i]! + wb * b[i]! + wc * c[i]! + wd * d[i]!;
       break;
     default:
-      for (let i = off; i < end; i++) o[i] = (carry[i - off]! + wa * a[i]! + wb * b[i]! + wc * c[i]! + wd * d[i]!) / total;
+      for (let i = off; i < end; i++) {
+        const v = (carry[i - off]! + wa * a[i]! + wb * b[i]! + wc * c[i]! + wd * d[i]!) * inv;
+        o[i] = v;
+        flag += Math.abs(v);
+      }
   }
+  return flag;
 }
 
-function group1(a: Float32Array, wa: number, off: number, end: number, carry: Float64Array, o: Float32Array, total: number, mode: number): void {
+function group1(a: Float32Array, wa: number, off: number, end: number, carry: Float64Array, o: Float32Array, inv: number, mode: number): number {
+  let flag = 0;
   switch (mode) {
     case 2:
-      for (let i = off; i < end; i++) o[i] = (wa * a[i]!) / total;
+      for (let i = off; i < end; i++) {
+        const v = wa * a[i]! * inv;
+        o[i] = v;
+        flag += Math.abs(v);
+      }
       break;
     case 0:
       for (let i = off; i < end; i++) carry[i - off] = wa * a[i]!;
@@ -155,6 +191,11 @@ function group1(a: Float32Array, wa: number, off: number, end: number, carry: Fl
       for (let i = off; i < end; i++) carry[i - off] = carry[i - off]! + wa * a[i]!;
       break;
     default:
-      for (let i = off; i < end; i++) o[i] = (carry[i - off]! + wa * a[i]!) / total;
+      for (let i = off; i < end; i++) {
+        const v = (carry[i - off]! + wa * a[i]!) * inv;
+        o[i] = v;
+        flag += Math.abs(v);
+      }
   }
+  return flag;
 }
