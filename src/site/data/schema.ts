@@ -17,98 +17,12 @@
  * `checkSchema` checks one site's CSV against it and lists every problem by column, so a study
  * can refuse to start with a message naming the site (the caller prefixes it) and the column.
  */
-import { Type, type Static } from '@sinclair/typebox';
 import { Value } from '@sinclair/typebox/value';
 import type { CsvTable } from './csv.js';
 
-const Name = Type.String({ minLength: 1 });
-
-export const NumericColumn = Type.Object({ name: Name, type: Type.Literal('numeric') }, { additionalProperties: false });
-export const CategoricalColumn = Type.Object(
-  {
-    name: Name,
-    type: Type.Literal('categorical'),
-    /** Every value the column may hold, as written in the CSV; one-hot columns follow this order. */
-    levels: Type.Array(Type.String(), { minItems: 1 }),
-    /** Drop the first level's indicator (the reference level), as FLamby and pandas' drop_first do. */
-    dropFirst: Type.Optional(Type.Boolean()),
-  },
-  { additionalProperties: false },
-);
-export const FeatureColumn = Type.Union([NumericColumn, CategoricalColumn]);
-
-export const BinaryTask = Type.Object(
-  {
-    kind: Type.Literal('binary'),
-    label: Name,
-    /** Which raw values are positive. Absent: the label must already be 0 or 1. */
-    positive: Type.Optional(
-      Type.Union([
-        Type.Object({ equals: Type.Array(Type.String(), { minItems: 1 }) }, { additionalProperties: false }),
-        Type.Object({ above: Type.Number() }, { additionalProperties: false }),
-      ]),
-    ),
-  },
-  { additionalProperties: false },
-);
-export const SurvivalTask = Type.Object(
-  {
-    kind: Type.Literal('survival'),
-    /** Follow-up time, a non-negative number. */
-    time: Name,
-    /** 1 = event observed, 0 = censored. */
-    event: Name,
-  },
-  { additionalProperties: false },
-);
-
-export const Preprocessing = Type.Object(
-  {
-    /** 'site': each site's own training statistics; 'global': federated statistics from sites' sums. */
-    normalise: Type.Union([Type.Literal('site'), Type.Literal('global'), Type.Literal('none')]),
-    /** Which columns are normalised: numeric features only (default) or every column, one-hot included (FLamby's heart). */
-    scope: Type.Optional(Type.Union([Type.Literal('numeric'), Type.Literal('all')])),
-    /** Added to the std before dividing, so a constant column stays finite (default 1e-9, as FLamby). */
-    epsilon: Type.Optional(Type.Number({ minimum: 0 })),
-    /** Rows with a missing value in a used column: dropped (default) or an error. */
-    missing: Type.Optional(Type.Union([Type.Literal('drop'), Type.Literal('error')])),
-  },
-  { additionalProperties: false },
-);
-
-export const Split = Type.Union([
-  Type.Object(
-    {
-      kind: Type.Literal('stratified'),
-      /** Fraction of each class (binary label or survival event) that goes to training. */
-      trainFraction: Type.Number({ exclusiveMinimum: 0, exclusiveMaximum: 1 }),
-      seed: Type.Integer(),
-    },
-    { additionalProperties: false },
-  ),
-  Type.Object(
-    {
-      kind: Type.Literal('column'),
-      column: Name,
-      train: Type.Optional(Type.String()),
-      test: Type.Optional(Type.String()),
-    },
-    { additionalProperties: false },
-  ),
-]);
-
-export const DataSchemaT = Type.Object(
-  {
-    features: Type.Array(FeatureColumn, { minItems: 1 }),
-    task: Type.Union([BinaryTask, SurvivalTask]),
-    preprocessing: Type.Optional(Preprocessing),
-    split: Split,
-  },
-  { additionalProperties: false },
-);
-
-export type DataSchema = Static<typeof DataSchemaT>;
-export type FeatureColumnSpec = Static<typeof FeatureColumn>;
+export { NumericColumn, CategoricalColumn, FeatureColumn, BinaryTask, SurvivalTask, Preprocessing, Split, DataSchemaT } from '../../protocol/data-schema.js';
+export type { DataSchema, FeatureColumnSpec } from '../../protocol/data-schema.js';
+import { DataSchemaT, type DataSchema } from '../../protocol/data-schema.js';
 
 /** Validates an untrusted schema object; the error names every bad field by its path. */
 export function parseDataSchema(input: unknown): DataSchema {
