@@ -1,0 +1,94 @@
+/**
+ * What the coordinator's read routes answer (sites, studies, study detail) and what its live event
+ * stream carries, as TypeBox schemas. The routes declare them as response schemas, so they appear in
+ * `/openapi.json`; the dashboard imports the static types (types only, no runtime code).
+ *
+ * Response objects allow additional properties: Fastify serialises responses through these schemas and
+ * would otherwise silently drop a field a route adds before its schema here is updated.
+ */
+import { Type, type Static } from '@sinclair/typebox';
+import { StudySpecSchema } from './api.js';
+
+const open = { additionalProperties: true } as const;
+const Nullable = <T extends ReturnType<typeof Type.String>>(t: T) => Type.Union([t, Type.Null()]);
+const NullableNumber = Type.Union([Type.Number(), Type.Null()]);
+
+export const SiteViewSchema = Type.Object(
+  {
+    id: Type.String(),
+    name: Type.String(),
+    institution: Nullable(Type.String()),
+    jurisdiction: Nullable(Type.String({ description: 'ISO country code of the data, e.g. IN or JP' })),
+    status: Type.String(),
+    createdAt: Type.Number(),
+    lastSeenAt: NullableNumber,
+    online: Type.Boolean(),
+  },
+  open,
+);
+export type SiteView = Static<typeof SiteViewSchema>;
+
+export const StudySummarySchema = Type.Object(
+  {
+    id: Type.String(),
+    name: Type.String(),
+    status: Type.String(),
+    round: Type.Integer({ description: 'the last committed round' }),
+    rounds: Type.Integer(),
+    strategy: Type.String(),
+    createdAt: Type.Number(),
+    updatedAt: Type.Number(),
+    error: Nullable(Type.String()),
+  },
+  open,
+);
+export type StudySummary = Static<typeof StudySummarySchema>;
+
+export const MetricViewSchema = Type.Object(
+  {
+    round: Type.Integer(),
+    site: Nullable(Type.String({ description: 'site name; null for the global (aggregated) value' })),
+    phase: Type.String({ description: "'fit' (training) or 'evaluate' (the incoming global model on each site's test split)" }),
+    name: Type.String(),
+    value: Type.Number(),
+  },
+  open,
+);
+export type MetricView = Static<typeof MetricViewSchema>;
+
+export const StudyDetailSchema = Type.Object(
+  {
+    id: Type.String(),
+    name: Type.String(),
+    status: Type.String(),
+    error: Nullable(Type.String()),
+    spec: StudySpecSchema,
+    round: Type.Integer(),
+    participants: Type.Array(Type.Object({ id: Type.String(), name: Type.String() }, open)),
+    openRound: Type.Union([
+      Type.Object({ round: Type.Integer(), kind: Type.String(), deadlineAt: NullableNumber, received: Type.Integer(), expected: Type.Integer() }, open),
+      Type.Null(),
+    ]),
+    rounds: Type.Array(
+      Type.Object(
+        { round: Type.Integer(), kind: Type.String(), status: Type.String(), openedAt: NullableNumber, committedAt: NullableNumber, modelVersionId: Nullable(Type.String()) },
+        open,
+      ),
+    ),
+    metrics: Type.Array(MetricViewSchema),
+    refusals: Type.Array(Type.Object({ round: Type.Union([Type.Integer(), Type.Null()]), site: Nullable(Type.String()), reason: Type.String(), at: Type.Number() }, open)),
+  },
+  open,
+);
+export type StudyDetail = Static<typeof StudyDetailSchema>;
+
+/** Events on `GET /v1/events` (Server-Sent Events; the SSE event name equals `type`). */
+export type StreamEvent =
+  | { type: 'ready'; role: string; study: string | null; expiresAt: number }
+  | { type: 'round.opened'; studyId: string; round: number; kind: string; sites: number }
+  | { type: 'update.accepted'; studyId: string; round: number; siteId: string; received: number; expected: number }
+  | { type: 'update.refused'; studyId: string | null; round: number | null; siteId: string | null; reason: string }
+  | { type: 'round.committed'; studyId: string; round: number; kind: string; metrics: Record<string, number> }
+  | { type: 'study.status'; studyId: string; status: string; error?: string | null }
+  | { type: 'expired'; at: number };
+export const STREAM_EVENT_TYPES = ['ready', 'round.opened', 'update.accepted', 'update.refused', 'round.committed', 'study.status', 'expired'] as const;
