@@ -1,7 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createCipheriv } from 'node:crypto';
-import { MASK_BLOCK, MaskStream, agree, applyMasks, derive, generateX25519, open, privateKeyFromRaw, seal } from './crypto.js';
+import { MASK_BLOCK, MaskStream, addVector, agree, applyMasks, applyMasksJs, applyMasksSimd, derive, generateX25519, open, privateKeyFromRaw, seal } from './crypto.js';
+import { simdKernel } from './simd.js';
 import { neighbourGraph, recommendedDegree } from './graph.js';
 
 test('X25519 agreement is symmetric and survives a raw private-key round trip', () => {
@@ -57,4 +58,31 @@ test('neighbour graph is k-regular, symmetric, loop-free and seeded', () => {
   assert.throws(() => neighbourGraph(10, 3, seed), /even/);
   assert.deepEqual(recommendedDegree(100), { degree: 14, threshold: 8 });
   assert.deepEqual(recommendedDegree(10), { degree: 8, threshold: 5 });
+});
+
+test('WebAssembly SIMD masking equals the JavaScript loop, word for word (odd lengths, both signs)', () => {
+  const k = simdKernel();
+  assert.ok(k, 'Node 20 has WebAssembly SIMD');
+  for (const len of [1, 3, 5, 17, MASK_BLOCK - 1, MASK_BLOCK + 7, 3 * MASK_BLOCK + 2]) {
+    const init = new Int32Array(len);
+    const s0 = new MaskStream(derive(Buffer.alloc(32, 5), 'r', 'init'));
+    applyMasksJs(init, [{ stream: s0, sign: 1 }]);
+    const seeds = [1, 2, 3].map((i) => derive(Buffer.alloc(32, i), 'r', `m${len}`));
+    const mk = () => seeds.map((seed, i) => ({ stream: new MaskStream(seed), sign: (i === 1 ? -1 : 1) as 1 | -1 }));
+    const a = Int32Array.from(init), b = Int32Array.from(init);
+    applyMasksJs(a, mk());
+    applyMasksSimd(b, mk(), k!);
+    assert.deepEqual(b, a, `length ${len}`);
+  }
+});
+
+test('addVector wraps mod 2^32 and matches the scalar sum', () => {
+  const len = MASK_BLOCK + 5;
+  const a = new Int32Array(len), v = new Int32Array(len);
+  applyMasksJs(a, [{ stream: new MaskStream(derive(Buffer.alloc(32, 7), 'r', 'a')), sign: 1 }]);
+  applyMasksJs(v, [{ stream: new MaskStream(derive(Buffer.alloc(32, 8), 'r', 'v')), sign: 1 }]);
+  const want = a.map((x, i) => (x + v[i]!) | 0);
+  addVector(a, v);
+  assert.deepEqual(a, want);
+  assert.throws(() => addVector(a, new Int32Array(3)), /length/);
 });

@@ -4,6 +4,7 @@
  * the pseudo-random generator that expands a 256-bit seed into a mask (full 256-bit keys, unlike Flower's
  * 32-bit seed folded into a Mersenne Twister).
  */
+import { simdKernel, type SimdKernel } from './simd.js';
 import { createCipheriv, createDecipheriv, createPrivateKey, createPublicKey, diffieHellman, generateKeyPairSync, hkdfSync, randomBytes, type KeyObject } from 'node:crypto';
 
 const PKCS8_PREFIX = Buffer.from('302e020100300506032b656e04220420', 'hex');
@@ -85,9 +86,14 @@ export class MaskStream {
     this.cipher = createCipheriv('aes-256-ctr', seed, Buffer.alloc(16));
   }
 
+  /** Next `len` (≤ MASK_BLOCK) words of the stream as raw little-endian bytes. */
+  nextBytes(len: number): Buffer {
+    return this.cipher.update(len === MASK_BLOCK ? ZEROS : ZEROS.subarray(0, len * 4));
+  }
+
   /** Next `len` (≤ MASK_BLOCK) words of the stream as int32 (the same bits; adds mod 2^32 are sign-agnostic). */
   next(len: number): Int32Array {
-    const out = this.cipher.update(len === MASK_BLOCK ? ZEROS : ZEROS.subarray(0, len * 4));
+    const out = this.nextBytes(len);
     if (out.byteOffset % 4 === 0) return new Int32Array(out.buffer, out.byteOffset, len);
     return new Int32Array(Uint8Array.from(out).buffer, 0, len);
   }
@@ -100,10 +106,59 @@ export class MaskStream {
   }
 }
 
-/** Applies several mask streams to `acc` block by block, so each block of the vector stays in cache. */
-export function applyMasks(acc: Int32Array, streams: readonly { stream: MaskStream; sign: 1 | -1 }[]): void {
+export type SignedStream = { stream: MaskStream; sign: 1 | -1 };
+
+/** Plain JavaScript masking, block by block so each block of the vector stays in cache. */
+export function applyMasksJs(acc: Int32Array, streams: readonly SignedStream[]): void {
   for (let off = 0; off < acc.length; off += MASK_BLOCK) {
     const len = Math.min(MASK_BLOCK, acc.length - off);
     for (const { stream, sign } of streams) stream.addInto(acc, off, len, sign);
+  }
+}
+
+/**
+ * The same with WebAssembly SIMD: a block of the vector is copied into the kernel's memory once, every mask
+ * block is copied next to it and added 4 lanes at a time, and the block is copied back. Blocks are padded to
+ * 16 bytes; the padding lanes hold junk and are never copied back.
+ */
+export function applyMasksSimd(acc: Int32Array, streams: readonly SignedStream[], k: SimdKernel): void {
+  const A = 0, B = MASK_BLOCK * 4;
+  const accBlock = new Int32Array(k.mem.buffer, A, MASK_BLOCK);
+  const maskBlock = new Uint8Array(k.mem.buffer, B, MASK_BLOCK * 4);
+  for (let off = 0; off < acc.length; off += MASK_BLOCK) {
+    const len = Math.min(MASK_BLOCK, acc.length - off);
+    const padded = Math.ceil((len * 4) / 16) * 16;
+    accBlock.set(acc.subarray(off, off + len));
+    for (const { stream, sign } of streams) {
+      maskBlock.set(stream.nextBytes(len));
+      if (sign === 1) k.add(A, B, padded); else k.sub(A, B, padded);
+    }
+    acc.set(accBlock.subarray(0, len), off);
+  }
+}
+
+/** acc += Σ sign · stream (mod 2^32), with SIMD where the runtime has it. */
+export function applyMasks(acc: Int32Array, streams: readonly SignedStream[]): void {
+  const k = simdKernel();
+  if (k && streams.length > 0) applyMasksSimd(acc, streams, k);
+  else applyMasksJs(acc, streams);
+}
+
+/** acc += v (mod 2^32), with SIMD where available (the server's running sum of masked inputs). */
+export function addVector(acc: Int32Array, v: Int32Array): void {
+  if (v.length !== acc.length) throw new Error('addVector: length mismatch');
+  const k = simdKernel();
+  if (!k) {
+    for (let i = 0; i < acc.length; i++) acc[i] = (acc[i]! + v[i]!) | 0;
+    return;
+  }
+  const A = 0, B = MASK_BLOCK * 4;
+  const a = new Int32Array(k.mem.buffer, A, MASK_BLOCK), b = new Int32Array(k.mem.buffer, B, MASK_BLOCK);
+  for (let off = 0; off < acc.length; off += MASK_BLOCK) {
+    const len = Math.min(MASK_BLOCK, acc.length - off);
+    a.set(acc.subarray(off, off + len));
+    b.set(v.subarray(off, off + len));
+    k.add(A, B, Math.ceil((len * 4) / 16) * 16);
+    acc.set(a.subarray(0, len), off);
   }
 }

@@ -7,7 +7,7 @@
  * secrets of survivors and the mask keys of dropped clients, and removes masks from the sum alone.
  */
 import { randomBytes } from 'node:crypto';
-import { agree, applyMasks, MaskStream, privateKeyFromRaw, publicRawOf } from './crypto.js';
+import { addVector, agree, applyMasks, MaskStream, privateKeyFromRaw, publicRawOf } from './crypto.js';
 import { bigintToBytes } from './field.js';
 import { neighbourGraph } from './graph.js';
 import {
@@ -156,8 +156,7 @@ export class SecAggServer {
     if (!(m.masked instanceof Uint32Array) || m.masked.length !== len) throw new Error(`server: masked input of client ${m.clientId} must be a Uint32Array of ${len} words`);
     const v = new Int32Array(m.masked.buffer, m.masked.byteOffset, len);
     if (!this.maskedSum) this.maskedSum = new Int32Array(len);
-    const s = this.maskedSum;
-    for (let i = 0; i < len; i++) s[i] = (s[i]! + v[i]!) | 0;
+    addVector(this.maskedSum, v);
     this.maskedFrom.add(m.clientId);
   }
 
