@@ -7,6 +7,8 @@ export * from './optim.js';
 export * from './batches.js';
 export * from './client.js';
 export * from './sampling.js';
+export * from './torch-init.js';
+export * from './federation.js';
 export * from './strategy.js';
 export { LogisticRegression, sigmoid, softplus, bceWithLogit } from './models/logistic.js';
 export { createStrategy, STRATEGY_NAMES } from './strategies/registry.js';

@@ -11,8 +11,10 @@
  * same initial model; accuracy on the "Pooled Test" set (254 rows, pooled normalisation)
  * and on each centre's test set (its own normalisation).
  *
- * Setu cannot share torch's random streams, so a seed here is not torch's seed: compare
- * distributions over seeds (the peer's 20-seed mean ± sd), not single runs.
+ * By default each seed starts from the very model torch draws for that seed (see
+ * torch-init.ts); the batch shuffles are Setu's own, so compare distributions over seeds (the
+ * peer's 20-seed mean ± sd), not single runs. `--init setu` draws the initial models from
+ * Setu's generator instead.
  */
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
@@ -25,6 +27,7 @@ import { runFederation, type LocalSite } from '../../learning/federation.js';
 import { LogisticRegression } from '../../learning/models/logistic.js';
 import { createRng, deriveSeed } from '../../learning/rng.js';
 import { createStrategy } from '../../learning/strategies/registry.js';
+import { torchLinearInit } from '../../learning/torch-init.js';
 import type { Dataset } from '../../learning/types.js';
 import { defaultHeartDir, loadHeartPooled, type HeartPooledData } from '../../site/data/heart.js';
 
@@ -159,13 +162,24 @@ function cyclicAsFlambyRanIt(seed: number, data: HeartPooledData, init: Weights)
   return w;
 }
 
+export type HeartInit = 'torch' | 'setu';
+
+/**
+ * The initial model of a seed. 'torch' (default): exactly the model
+ * `torch.manual_seed(seed); nn.Linear(13, 1)` draws, as the peer and FLamby start from, so
+ * seed s here starts where seed s started there (FedAvg's result depends mostly on it).
+ * 'setu': the same U(±1/√13) law from Setu's own generator (seed, 'init').
+ */
+export function heartInitialWeights(seed: number, init: HeartInit = 'torch'): Weights {
+  return init === 'torch' ? torchLinearInit(seed, 13, 1) : new LogisticRegression(13).init(createRng(seed, 'init'));
+}
+
 /** Every (seed, method) run; the initial model of a seed is shared by all its methods. */
-export function runHeartBenchmark(opts: { seeds: number[]; methods: string[]; dataDir?: string; onRun?: (r: HeartRun) => void }): HeartRun[] {
+export function runHeartBenchmark(opts: { seeds: number[]; methods: string[]; dataDir?: string; init?: HeartInit; onRun?: (r: HeartRun) => void }): HeartRun[] {
   const data = loadHeartPooled(opts.dataDir);
-  const model = new LogisticRegression(13);
   const runs: HeartRun[] = [];
   for (const seed of opts.seeds) {
-    const init = model.init(createRng(seed, 'init'));
+    const init = heartInitialWeights(seed, opts.init);
     for (const method of opts.methods) {
       const r = runHeartMethod(method, seed, data, init);
       runs.push(r);
@@ -320,11 +334,12 @@ interface Args {
   methods: string[];
   json: boolean;
   out: string;
+  init: HeartInit;
   dataDir?: string;
 }
 
 function parseArgs(argv: string[]): Args {
-  const a: Args = { seeds: [42, 43, 44], methods: HEART_ALL_METHODS, json: false, out: 'setu-bench-out' };
+  const a: Args = { seeds: [42, 43, 44], methods: HEART_ALL_METHODS, json: false, out: 'setu-bench-out', init: 'torch' };
   for (let i = 0; i < argv.length; i++) {
     const k = argv[i]!;
     const val = () => {
@@ -337,6 +352,11 @@ function parseArgs(argv: string[]): Args {
     else if (k === '--json') a.json = true;
     else if (k === '--out') a.out = val();
     else if (k === '--data-dir') a.dataDir = val();
+    else if (k === '--init') {
+      const v = val();
+      if (v !== 'torch' && v !== 'setu') throw new Error(`--init must be "torch" or "setu", got "${v}"`);
+      a.init = v;
+    }
     else if (k === '--help' || k === '-h') throw new HelpRequested();
     else throw new Error(`unknown option "${k}"`);
   }
@@ -345,7 +365,7 @@ function parseArgs(argv: string[]): Args {
 
 class HelpRequested extends Error {}
 
-const USAGE = `usage: setu bench flamby-heart [--seeds 42,43,44|42-61] [--methods all|local|fed|Pooled,Local0,…,FedAvg,FedProx,FedAdam,FedYogi,FedAdagrad,Scaffold,Cyclic] [--json] [--out DIR] [--data-dir DIR]`;
+const USAGE = `usage: setu bench flamby-heart [--seeds 42,43,44|42-61] [--methods all|local|fed|Pooled,Local0,…,FedAvg,FedProx,FedAdam,FedYogi,FedAdagrad,Scaffold,Cyclic] [--init torch|setu] [--json] [--out DIR] [--data-dir DIR]`;
 
 export async function main(argv: string[]): Promise<number> {
   let args: Args;
@@ -364,7 +384,7 @@ export async function main(argv: string[]): Promise<number> {
   let done = 0;
   const t0 = performance.now();
   const runs = runHeartBenchmark({
-    seeds: args.seeds, methods: args.methods, ...(dataDir ? { dataDir } : {}),
+    seeds: args.seeds, methods: args.methods, init: args.init, ...(dataDir ? { dataDir } : {}),
     onRun: (r) => {
       done++;
       process.stderr.write(`[${done}/${total}] seed ${r.seed} ${pad(r.method, 10)} pooled-test ${r.accuracy['Pooled Test']!.toFixed(4)}  (${r.seconds.toFixed(3)} s)\n`);
@@ -385,9 +405,9 @@ export async function main(argv: string[]): Promise<number> {
     ...Object.entries(summary).map(([m, s]) => [m, s.mean, s.sd, s.n, s.seconds, ref.peer[m]?.mean ?? '', ref.peer[m]?.sd ?? '', ref.flamby[m]?.mean ?? ''].join(','))].join('\n') + '\n');
   const seedText = args.seeds.length > 3 ? `${args.seeds[0]}–${args.seeds[args.seeds.length - 1]}` : args.seeds.join(',');
   writeFileSync(join(out, 'flamby-heart.svg'), renderSvg(summary, ref, `Fed-Heart-Disease, pooled-test accuracy, seeds ${seedText} (n=${args.seeds.length})`));
-  const report = `\nFed-Heart-Disease (FLamby protocol), pooled-test accuracy over seeds ${seedText}; ${total} runs in ${wall.toFixed(2)} s\n` +
+  const report = `\nFed-Heart-Disease (FLamby protocol), pooled-test accuracy over seeds ${seedText}, ${args.init === 'torch' ? "torch's initial model per seed" : "Setu's own initial models"}; ${total} runs in ${wall.toFixed(2)} s\n` +
     formatTable(summary, ref, perCentre) +
-    `\n\n"in band": |Setu mean − peer mean| ≤ peer sd. Seeds are not torch seeds; compare distributions.\n` +
+    `\n\n"in band": |Setu mean − peer mean| ≤ peer sd. Batch shuffles are Setu's own, not torch's: compare distributions.\n` +
     `Wrote ${join(out, 'flamby-heart-runs.csv')}, flamby-heart-summary.csv and flamby-heart.svg\n`;
   (args.json ? process.stderr : process.stdout).write(report);
   return 0;
