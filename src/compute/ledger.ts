@@ -94,10 +94,11 @@ export function contributionReport(records: readonly UsageRecord[], countries: r
 /** Seconds as hours with two decimals, the unit compute centres account in. */
 export function hours(s: number): string { return (s / 3600).toFixed(2); }
 
-/** A fixed-width table: first column left-aligned, the rest right-aligned (they are numbers). */
-export function renderTable(header: string[], rows: string[][]): string {
+/** A fixed-width table: by default the first column left-aligned, the rest right-aligned (they are numbers). */
+export function renderTable(header: string[], rows: string[][], align: ('l' | 'r')[] = []): string {
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
-  const line = (cells: string[]) => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!)))
+  const left = (i: number) => (align[i] ?? (i === 0 ? 'l' : 'r')) === 'l';
+  const line = (cells: string[]) => cells.map((c, i) => (left(i) ? c.padEnd(widths[i]!) : c.padStart(widths[i]!)))
     .join('  ').trimEnd();
   return [line(header), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.map(line)].join('\n');
 }

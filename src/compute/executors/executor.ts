@@ -69,14 +69,15 @@ export interface CommandResult { code: number; stdout: string; stderr: string }
 export function runCommand(cmd: string, args: readonly string[], opts: { input?: string; timeoutMs?: number;
   env?: NodeJS.ProcessEnv; cwd?: string } = {}): Promise<CommandResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { env: opts.env ?? process.env, cwd: opts.cwd, stdio: ['pipe', 'pipe', 'pipe'],
-      timeout: opts.timeoutMs ?? 60_000 });
+    const child = spawn(cmd, args, { env: opts.env ?? process.env, cwd: opts.cwd, stdio: ['pipe', 'pipe', 'pipe'] });
+    // Our own timer rather than spawn's `timeout`, which would hold the event loop open after a spawn error.
+    const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 60_000);
     const out: Buffer[] = [];
     const err: Buffer[] = [];
     child.stdout.on('data', (b: Buffer) => out.push(b));
     child.stderr.on('data', (b: Buffer) => err.push(b));
-    child.on('error', reject);
-    child.on('close', (code, sig) => resolve({
+    child.on('error', (e) => { clearTimeout(timer); reject(e); });
+    child.on('close', (code, sig) => clearTimeout(timer) ?? resolve({
       code: code ?? (sig ? 128 : 1),
       stdout: Buffer.concat(out).toString('utf8'),
       stderr: Buffer.concat(err).toString('utf8') + (sig ? `\n(${cmd} killed by ${sig})` : ''),
