@@ -17,7 +17,7 @@
  * Setu's generator instead.
  */
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Weights } from '../../protocol/tensors.js';
 import { BatchStream } from '../../learning/batches.js';
@@ -418,4 +418,3 @@ if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.ur
   main(process.argv.slice(2)).then((c) => process.exit(c));
 }
 
-export { dirname };

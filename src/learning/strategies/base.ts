@@ -3,7 +3,7 @@
  * batch size), client sampling, weighting, evaluation, and the FedAvg-style round in which
  * the sorted or streamed results are reduced to a weighted mean.
  */
-import { cloneWeights, layoutMismatch, layoutOf, type Weights } from '../../protocol/tensors.js';
+import { layoutMismatch, layoutOf, type Weights } from '../../protocol/tensors.js';
 import { compareIds, sampleSites, type SamplingOptions } from '../sampling.js';
 import type {
   AggregateOutput, EvaluateResult, FitResult, FitTask, RoundAggregator, Strategy, StrategyState,
@@ -247,4 +247,3 @@ export class BufferingAggregator implements RoundAggregator {
   }
 }
 
-export { cloneWeights };
