@@ -94,3 +94,21 @@ export const DataSchemaT = Type.Object(
 export type DataSchema = Static<typeof DataSchemaT>;
 export type FeatureColumnSpec = Static<typeof FeatureColumn>;
 
+
+/** One site's column sums for federated normalisation (never rows). */
+export const ColumnSumsSchema = Type.Object(
+  { n: Type.Integer({ minimum: 0 }), sum: Type.Array(Type.Number(), { maxItems: 100_000 }), sumSq: Type.Array(Type.Number({ minimum: 0 }), { maxItems: 100_000 }) },
+  { additionalProperties: false },
+);
+
+export const NormStatsSchema = Type.Object({ mean: Type.Array(Type.Number()), std: Type.Array(Type.Number({ minimum: 0 })) }, { additionalProperties: false });
+
+/** A site's answer to a prepare task: every mismatch between its file and the schema, and its sums. */
+export const PrepareReportSchema = Type.Object(
+  {
+    problems: Type.Array(Type.Object({ column: Type.String({ maxLength: 200 }), message: Type.String({ maxLength: 2000 }) }, { additionalProperties: false }), { maxItems: 200 }),
+    sums: Type.Optional(ColumnSumsSchema),
+  },
+  { additionalProperties: false },
+);
+export type PrepareReport = Static<typeof PrepareReportSchema>;

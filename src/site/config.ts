@@ -24,9 +24,8 @@ export const DatasetSourceSchema = Type.Union([
   Type.Object(
     {
       format: Type.Literal('csv'),
+      /** This site's CSV file. The study's data schema says which columns it must have and how to encode them. */
       path: Type.String({ minLength: 1 }),
-      /** The study's data schema (feature columns, task, preprocessing), as a file path or inline object. */
-      schema: Type.Union([Type.String({ minLength: 1 }), Type.Record(Type.String(), Type.Unknown())]),
     },
     strict,
   ),

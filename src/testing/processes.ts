@@ -9,6 +9,7 @@ import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import YAML from 'yaml';
 import { readFileSync } from 'node:fs';
+import { readKeyFile } from '../coordinator/auth.js';
 import { HttpClient } from '../site/http.js';
 
 export const SETU_MAIN = resolve(dirname(fileURLToPath(import.meta.url)), '..', 'cli', 'main.js');
@@ -85,5 +86,12 @@ export async function waitFor<T>(what: string, fn: () => Promise<T | undefined>,
  * Every end-to-end test gets its admin access here, so a change of credential scheme changes one place.
  */
 export function adminClient(dataDir: string, url: string): HttpClient {
-  return new HttpClient({ baseUrl: url, credential: readFileSync(join(dataDir, 'admin.token'), 'utf8').trim(), giveUpAfterMs: 20_000 });
+  const k = readKeyFile(join(dataDir, 'admin.key'));
+  return new HttpClient({ baseUrl: url, signer: { keyId: k.keyId, privateKey: k.privateKey }, giveUpAfterMs: 20_000 });
+}
+
+/** An operator client signed with the bootstrap admin key of an in-process coordinator. */
+export function adminOf(c: { url: string; adminKey: { keyId: string; privateKey: string } | undefined }): HttpClient {
+  if (!c.adminKey) throw new Error('this coordinator has no bootstrap admin key');
+  return new HttpClient({ baseUrl: c.url, signer: { keyId: c.adminKey.keyId, privateKey: c.adminKey.privateKey }, giveUpAfterMs: 20_000 });
 }
