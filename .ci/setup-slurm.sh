@@ -11,6 +11,9 @@ log() { printf '[setup-slurm %s] %s\n' "$(date -u +%H:%M:%S)" "$*"; }
 die() { log "ERROR: $*"; for f in /var/log/slurm/slurmctld.log /var/log/slurm/slurmd.log /var/log/slurm/slurmdbd.log; do
   [ -f "$f" ] && { echo "--- tail $f"; tail -n 30 "$f"; }; done; exit 1; }
 running() { pgrep -x "$1" >/dev/null 2>&1; }
+# A pid file left by a daemon that is gone (the machine was handed over, not rebooted) could name a reused pid,
+# which slurmctld would try to kill at start: drop it.
+clear_stale_pid() { [ -f "$2" ] && ! running "$1" && rm -f "$2"; return 0; }
 start=$(date +%s)
 
 [ "$(id -u)" = 0 ] || { echo "setup-slurm.sh must run as root" >&2; exit 1; }
@@ -35,6 +38,7 @@ fi
 chown munge:munge /etc/munge/munge.key; chmod 400 /etc/munge/munge.key
 install -d -o munge -g munge -m 0755 /run/munge
 install -d -o munge -g munge -m 0700 /var/log/munge /var/lib/munge
+clear_stale_pid munged /run/munge/munged.pid
 if ! running munged; then
   log "starting munged"
   runuser -u munge -- /usr/sbin/munged
@@ -149,6 +153,9 @@ CONF
 [ -f /etc/slurm/cgroup.conf ] || printf 'CgroupPlugin=autodetect\nIgnoreSystemd=yes\n' >/etc/slurm/cgroup.conf
 
 # --- daemons ---------------------------------------------------------------------------------------------------
+clear_stale_pid slurmdbd /run/slurm/slurmdbd.pid
+clear_stale_pid slurmctld /run/slurm/slurmctld.pid
+clear_stale_pid slurmd /run/slurm/slurmd.pid
 if ! running slurmdbd; then
   log "starting slurmdbd"
   /usr/sbin/slurmdbd

@@ -46,6 +46,10 @@ test('usage from sacct rows: allocation row, TotalCPU, GPUs × elapsed', () => {
   assert.equal(u.wallSeconds, 10);
   assert.equal(u.gpuSeconds, 20);
   assert.equal(usageFromSacct('43', rows), undefined);
+  // An older job 42 listed first (ids restarted): the newer record and only its steps count.
+  const older = parseSacct('42|FAILED|1:0|99|10:00.000|cpu=1,node=1\n42.batch|FAILED|1:0|99|10:00.000|cpu=1,node=1');
+  const both = usageFromSacct('42', [...older, ...rows])!;
+  assert.deepEqual([both.row.state, both.cpuSeconds], ['COMPLETED', 7.5]);
   assert.throws(() => parseSacct('42|COMPLETED'), /unexpected sacct line/);
 });
 

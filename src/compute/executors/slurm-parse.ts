@@ -86,9 +86,12 @@ export function parseSacct(text: string): SacctRow[] {
 /** Usage of one job from its sacct rows: the allocation row's figures, steps' CPU time if that is larger. */
 export function usageFromSacct(jobId: string, rows: SacctRow[]):
   { row: SacctRow; cpuSeconds: number; gpuSeconds: number; wallSeconds: number } | undefined {
-  const row = rows.find((r) => r.jobId === jobId);
-  if (!row) return undefined;
-  const steps = rows.filter((r) => r.jobId.startsWith(`${jobId}.`)).reduce((n, r) => n + r.totalCpuSeconds, 0);
+  // The newest allocation row (should an old job share the id) and the step rows that follow it.
+  const at = rows.map((r) => r.jobId).lastIndexOf(jobId);
+  if (at < 0) return undefined;
+  const row = rows[at]!;
+  let steps = 0;
+  for (let i = at + 1; i < rows.length && rows[i]!.jobId.startsWith(`${jobId}.`); i++) steps += rows[i]!.totalCpuSeconds;
   const wallSeconds = row.elapsedSeconds;
   return { row, cpuSeconds: Math.max(row.totalCpuSeconds, steps), wallSeconds,
     gpuSeconds: gpuCount(parseTres(row.allocTres)) * wallSeconds };

@@ -45,8 +45,13 @@ export class SlurmExecutor implements Executor {
     return { kind: 'slurm', id, job, submittedAt: new Date() };
   }
 
-  private async sacct(id: string) {
-    const r = await this.slurm('sacct', ['-j', id, `--format=${SACCT_FORMAT}`, '-P', '-n']);
+  private async sacct(h: JobHandle) {
+    const id = h.id;
+    // A start bound keeps out an older job with the same id (job ids restart if slurmctld's state is wiped while
+    // the accounting database keeps its records). Slurm reads local time without a zone.
+    const since = new Date(h.submittedAt.getTime() - 10 * 60_000);
+    const local = new Date(since.getTime() - since.getTimezoneOffset() * 60_000).toISOString().slice(0, 19);
+    const r = await this.slurm('sacct', ['-j', id, '-S', local, `--format=${SACCT_FORMAT}`, '-P', '-n']);
     if (r.code !== 0) throw new ExecutorError(`sacct -j ${id} failed: ${r.stderr.trim()}`);
     return parseSacct(r.stdout);
   }
@@ -59,7 +64,7 @@ export class SlurmExecutor implements Executor {
       const state = mapSlurmState(live);
       if (state === 'pending' || state === 'running') return { state, detail: live };
     }
-    const row = (await this.sacct(h.id)).find((r) => r.jobId === h.id);
+    const row = (await this.sacct(h)).filter((r) => r.jobId === h.id).pop();
     if (row) {
       const state = mapSlurmState(row.state);
       return { state, detail: row.state, ...(state === 'pending' || state === 'running' ? {} :
@@ -85,11 +90,11 @@ export class SlurmExecutor implements Executor {
     const status = await this.wait(h);
     // sacct may lag squeue by a moment: wait until the allocation row is final.
     const deadline = Date.now() + (this.o.accountingTimeoutMs ?? 30_000);
-    let usage = usageFromSacct(h.id, await this.sacct(h.id));
+    let usage = usageFromSacct(h.id, await this.sacct(h));
     while (!usage || mapSlurmState(usage.row.state) !== status.state) {
       if (Date.now() > deadline) throw new ExecutorError(`sacct has no final record of Slurm job ${h.id}`);
       await new Promise((r) => setTimeout(r, 300));
-      usage = usageFromSacct(h.id, await this.sacct(h.id));
+      usage = usageFromSacct(h.id, await this.sacct(h));
     }
     const read = async (ext: string) => tailText(await readFile(join(h.job.workdir, `setu-${h.id}.${ext}`))
       .catch(() => Buffer.alloc(0)));
