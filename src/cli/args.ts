@@ -1,7 +1,10 @@
 /** Small helpers over node:util parseArgs so every subcommand reports bad flags the same way. */
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { existsSync, readFileSync } from 'node:fs';
+import { homedir } from 'node:os';
 import { join } from 'node:path';
+import { readKeyFile } from '../coordinator/auth.js';
+import { HttpClient, type Signer } from '../site/http.js';
 
 export class UsageError extends Error {}
 
@@ -22,21 +25,43 @@ export function intFlag(v: string | undefined, name: string, dflt: number): numb
 
 export const DEFAULT_DATA_DIR = '.setu';
 
-/** Operator connection: flags, then environment, then the local coordinator's data directory. */
-export function operatorTarget(v: { coordinator?: string | undefined; token?: string | undefined; 'data-dir'?: string | undefined }): { url: string; token: string } {
+/** Where `setu user enrol` writes a user's key by default, and where operator commands look for it. */
+export const userKeyFile = () => join(process.env.SETU_HOME ?? join(homedir(), '.setu'), 'key.json');
+
+/**
+ * Operator connection: the coordinator (--coordinator, SETU_COORDINATOR, default http://127.0.0.1:7070) and
+ * the signing key (--key-file, SETU_KEY_FILE, <--data-dir>/admin.key, ~/.setu/key.json, ./.setu/admin.key,
+ * first found). Every request is signed with it. --ca-file (or SETU_CA_FILE) trusts a private CA.
+ */
+export function operatorTarget(v: { coordinator?: string | undefined; 'key-file'?: string | undefined; 'data-dir'?: string | undefined; 'ca-file'?: string | undefined }): { url: string; signer: Signer; keyFile: string; ca?: Buffer } {
   const url = v.coordinator ?? process.env.SETU_COORDINATOR ?? 'http://127.0.0.1:7070';
-  let token = v.token ?? process.env.SETU_TOKEN;
-  if (!token) {
-    const f = join(v['data-dir'] ?? DEFAULT_DATA_DIR, 'admin.token');
-    if (existsSync(f)) token = readFileSync(f, 'utf8').trim();
+  const candidates = v['key-file'] ?? process.env.SETU_KEY_FILE;
+  let file: string | undefined;
+  if (candidates) file = candidates;
+  else {
+    const tries = [...(v['data-dir'] ? [join(v['data-dir'], 'admin.key')] : []), userKeyFile(), join(DEFAULT_DATA_DIR, 'admin.key')];
+    file = tries.find((f) => existsSync(f));
   }
-  if (!token) throw new UsageError('no operator token: pass --token, set SETU_TOKEN, or run where the coordinator\'s --data-dir holds admin.token');
-  return { url, token };
+  if (!file) throw new UsageError("no signing key: pass --key-file, set SETU_KEY_FILE, run `setu user enrol`, or run where the coordinator's --data-dir holds admin.key");
+  let k;
+  try {
+    k = readKeyFile(file);
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+  const caFile = v['ca-file'] ?? process.env.SETU_CA_FILE;
+  return { url, signer: { keyId: k.keyId, privateKey: k.privateKey }, keyFile: file, ...(caFile ? { ca: readFileSync(caFile) } : {}) };
+}
+
+export function operatorClient(v: Parameters<typeof operatorTarget>[0]): HttpClient {
+  const t = operatorTarget(v);
+  return new HttpClient({ baseUrl: t.url, signer: t.signer, ...(t.ca ? { ca: t.ca } : {}), giveUpAfterMs: 10_000 });
 }
 
 export const operatorFlags = {
   coordinator: { type: 'string' },
-  token: { type: 'string' },
+  'key-file': { type: 'string' },
+  'ca-file': { type: 'string' },
   'data-dir': { type: 'string' },
   json: { type: 'boolean' },
 } as const;

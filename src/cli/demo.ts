@@ -14,7 +14,8 @@ import YAML from 'yaml';
 import { startCoordinator, type RunningCoordinator } from '../coordinator/start.js';
 import { initialWeights } from '../coordinator/engine.js';
 import { HttpClient } from '../site/http.js';
-import type { InviteResponse, StudySpec } from '../protocol/api.js';
+import type { InviteResponse, StudySpec, UserInviteResponse } from '../protocol/api.js';
+import { generateSigningKeys } from '../protocol/signing.js';
 import { decodeSafetensors } from '../protocol/safetensors.js';
 import type { Weights } from '../protocol/tensors.js';
 import { HEART_CENTERS, defaultHeartDir, loadHeartPooled, type HeartPooledData } from '../site/data/heart.js';
@@ -113,7 +114,7 @@ export async function main(argv: string[]): Promise<number> {
       if (i > 300) throw new Error('site agents did not enrol within 30 s');
       await new Promise((r) => setTimeout(r, 100));
     }
-    const { id: studyId } = await admin.json<{ id: string }>('POST', '/v1/studies', spec);
+    const { id: studyId } = await lead.json<{ id: string }>('POST', '/v1/studies', spec);
     const done = new Promise<string>((resolveDone) => {
       coord!.bus.on((e) => {
         if (e.type === 'study.status' && e.studyId === studyId && ['completed', 'failed', 'stopped'].includes(e.status)) resolveDone(e.status + (e.error ? `: ${e.error}` : ''));
@@ -133,7 +134,7 @@ export async function main(argv: string[]): Promise<number> {
       } else if (final && line !== lastLine) say(line);
       lastLine = line;
     }
-    await admin.json('POST', `/v1/studies/${studyId}/start`, {});
+    await lead.json('POST', `/v1/studies/${studyId}/start`, {});
     say(`study ${studyId} started: FedAvg, ${rounds} rounds × 100 local SGD steps, lr 0.001, batch 4, seed ${seed}`);
 
     // Baselines in this process while the federation trains (they need all data in one place).
@@ -148,10 +149,10 @@ export async function main(argv: string[]): Promise<number> {
 
     const status = await withTimeout(done, 300_000, 'the federation did not finish within 5 minutes');
     if (!status.startsWith('completed')) throw new Error(`study ended ${status}`);
-    const final = await admin.request('GET', `/v1/studies/${studyId}/model`);
+    const final = await lead.request('GET', `/v1/studies/${studyId}/model`);
     const fedW = decodeSafetensors(final.body).weights;
     // Per-site accuracy as the sites themselves reported it in the final evaluation round...
-    const detail = await admin.json<{ metrics: { round: number; site: string | null; phase: string; name: string; value: number }[] }>('GET', `/v1/studies/${studyId}`);
+    const detail = await lead.json<{ metrics: { round: number; site: string | null; phase: string; name: string; value: number }[] }>('GET', `/v1/studies/${studyId}`);
     const reported = siteNames.map((n) => detail.metrics.find((m) => m.round === rounds && m.site === n && m.phase === 'evaluate' && m.name === 'accuracy')?.value);
     // ...which must equal what the same weights give here on the same rows: a check that nothing was lost on the wire.
     const fed = evaluateHeart(model, fedW, data);

@@ -8,12 +8,11 @@ import { readFileSync } from 'node:fs';
 import YAML from 'yaml';
 import { HttpClient } from '../site/http.js';
 import { StudySpecSchema, checkValue, type InviteResponse } from '../protocol/api.js';
-import { UsageError, operatorFlags, operatorTarget, parse } from './args.js';
+import { UsageError, operatorClient, operatorFlags, parse } from './args.js';
 import { f4, pct, table } from './table.js';
 
-function client(v: Parameters<typeof operatorTarget>[0]): HttpClient {
-  const t = operatorTarget(v);
-  return new HttpClient({ baseUrl: t.url, credential: t.token, giveUpAfterMs: 10_000 });
+function client(v: Parameters<typeof operatorClient>[0]): HttpClient {
+  return operatorClient(v);
 }
 
 const out = (s: string) => process.stdout.write(s + '\n');
@@ -41,9 +40,9 @@ export async function siteCommand(sub: string | undefined, argv: string[]): Prom
   }
   if (sub === 'revoke') {
     const { values, positionals } = parse(argv, operatorFlags, true);
-    if (!positionals[0]) throw new UsageError('setu site revoke <site-id>');
-    await client(values).json('POST', `/v1/sites/${encodeURIComponent(positionals[0])}/revoke`, {});
-    out(`revoked ${positionals[0]}`);
+    if (!positionals[0]) throw new UsageError('setu site revoke <site-id or name>');
+    const r = await client(values).json<{ id: string; name: string }>('POST', `/v1/sites/${encodeURIComponent(positionals[0])}/revoke`, {});
+    out(values.json ? JSON.stringify(r) : `revoked site ${r.name} (${r.id}); its requests are refused from now on`);
     return 0;
   }
   throw new UsageError(`unknown: setu site ${sub ?? ''} (invite, enrol, start, list, revoke)`);

@@ -19,7 +19,6 @@ export async function coordinatorCommand(sub: string | undefined, argv: string[]
     host: { type: 'string' },
     port: { type: 'string' },
     'body-limit': { type: 'string' },
-    'admin-token': { type: 'string' },
     'tls-cert': { type: 'string' },
     'tls-key': { type: 'string' },
   });
@@ -31,11 +30,10 @@ export async function coordinatorCommand(sub: string | undefined, argv: string[]
     host: values.host ?? '127.0.0.1',
     port: intFlag(values.port, 'port', 7070),
     ...(values['body-limit'] ? { bodyLimit: intFlag(values['body-limit'], 'body-limit', 0) } : {}),
-    ...(values['admin-token'] ? { adminToken: values['admin-token'] } : {}),
     ...(values['tls-cert'] ? { https: { cert: readFileSync(values['tls-cert']), key: readFileSync(values['tls-key']!) } } : {}),
     log,
   });
-  log(`listening on ${c.url} (store: ${values.db ? 'postgresql' : 'sqlite'}; admin token in ${values['data-dir'] ?? DEFAULT_DATA_DIR}/admin.token)`);
+  log(`listening on ${c.url} (store: ${values.db ? 'postgresql' : 'sqlite'}; audit key ${values['data-dir'] ?? DEFAULT_DATA_DIR}/coordinator.key; ${c.adminKey ? `admin key in ${values['data-dir'] ?? DEFAULT_DATA_DIR}/admin.key` : 'no admin.key in this data directory'})`);
   process.stdout.write(JSON.stringify({ event: 'listening', url: c.url }) + '\n');
   await new Promise<void>((resolve) => {
     const stop = () => resolve();

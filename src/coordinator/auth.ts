@@ -1,14 +1,29 @@
 /**
- * Who is calling. Sites present the credential they received at enrolment; operators present a
- * bearer token. Secrets are stored only as SHA-256 digests. Signed requests (Ed25519) plug in here.
+ * Who is calling, and may they do this. Every request after enrolment is signed with the caller's
+ * Ed25519 key (src/protocol/signing.ts): sites register their public key when they enrol, users when they
+ * accept their invite, and the bootstrap consortium admin's key is made by the coordinator on first start
+ * (`<dataDir>/admin.key`). The coordinator refuses a bad signature, a timestamp more than 5 minutes off,
+ * a replayed nonce (kept in the store, inserted atomically) and any revoked key, all with 401. Bearer
+ * secrets are gone: a stolen database holds only public keys and digests of one-time invites.
+ *
+ * Authorisation is `authorize(principal, action)` over governance/roles.ts; routes then check the scope.
  */
-import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
+import { existsSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { Store, SiteRow } from '../store/store.js';
+import { DEFAULT_MAX_SKEW_MS, generateSigningKeys, importPrivateKey, publicKeyToRaw, verifyRequest } from '../protocol/signing.js';
+import { createPublicKey } from 'node:crypto';
+import { rolesFor, scopeOf, type Action, type Role, type Scope } from '../governance/roles.js';
+import { createUser, getUser, pruneNonces, rememberNonce } from '../store/trust.js';
+import { appendAudit, type AuditKey } from '../governance/audit-store.js';
+
+export type UserRole = Exclude<Role, 'site'>;
 
 export type Principal =
-  | { kind: 'site'; site: SiteRow }
-  | { kind: 'user'; id: string; role: 'consortium_admin' | 'study_lead' | 'site_admin' | 'auditor' };
+  | { kind: 'site'; id: string; role: 'site'; site: SiteRow }
+  | { kind: 'user'; id: string; role: UserRole; name: string; institution: string | null };
 
 export const sha256hex = (s: string | Uint8Array) => createHash('sha256').update(s).digest('hex');
 export const newSecret = (bytes = 32) => randomBytes(bytes).toString('base64url');
@@ -23,49 +38,171 @@ export class HttpError extends Error {
   }
 }
 
-function bearer(req: FastifyRequest): string | undefined {
-  const h = req.headers.authorization;
-  if (!h) return undefined;
-  const m = /^Bearer\s+(\S+)$/i.exec(h);
-  return m?.[1];
+// ---------------------------------------------------------------- key files
+
+/** A signing identity on disk: JSON with the key id, the PKCS#8 PEM private key and the raw public key. */
+export interface KeyFile {
+  keyId: string;
+  privateKey: string;
+  publicKey: string;
+  /** Where this identity is registered (informational; the CLI's --coordinator wins). */
+  coordinator?: string;
 }
 
-export async function ensureAdminToken(store: Store, presetToken?: string): Promise<string | undefined> {
-  const existing = await store.getKv('admin_token_sha256');
-  if (presetToken) {
-    await store.setKv('admin_token_sha256', sha256hex(presetToken));
-    return presetToken;
+export function writeKeyFile(file: string, k: KeyFile): void {
+  const tmp = `${file}.${randomBytes(4).toString('hex')}.tmp`;
+  writeFileSync(tmp, JSON.stringify(k, null, 2) + '\n', { mode: 0o600 });
+  renameSync(tmp, file);
+}
+
+export function readKeyFile(file: string): KeyFile {
+  let k: Partial<KeyFile>;
+  try {
+    k = JSON.parse(readFileSync(file, 'utf8')) as Partial<KeyFile>;
+  } catch (e) {
+    throw new Error(`cannot read key file ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
   }
-  if (existing) return undefined; // already provisioned; the plaintext lives only in the operator's file
-  const token = `adm_${newSecret()}`;
-  await store.setKv('admin_token_sha256', sha256hex(token));
-  return token;
+  if (typeof k.keyId !== 'string' || typeof k.privateKey !== 'string') throw new Error(`key file ${file} lacks keyId or privateKey`);
+  const priv = importPrivateKey(k.privateKey);
+  return { keyId: k.keyId, privateKey: k.privateKey, publicKey: publicKeyToRaw(createPublicKey(priv)), ...(k.coordinator ? { coordinator: k.coordinator } : {}) };
 }
 
-export async function authenticate(store: Store, req: FastifyRequest): Promise<Principal> {
-  const token = bearer(req);
-  if (!token) throw new HttpError(401, 'unauthenticated', 'missing Authorization: Bearer credential');
-  if (token.startsWith('adm_')) {
-    const want = await store.getKv('admin_token_sha256');
-    const got = sha256hex(token);
-    if (want && want.length === got.length && timingSafeEqual(Buffer.from(want), Buffer.from(got))) return { kind: 'user', id: 'admin', role: 'consortium_admin' };
-    throw new HttpError(401, 'unauthenticated', 'unknown credential');
+export const COORDINATOR_KEY_FILE = 'coordinator.key';
+export const ADMIN_KEY_FILE = 'admin.key';
+export const ADMIN_USER_ID = 'user-admin';
+
+/**
+ * The coordinator's own Ed25519 key (signs the audit chain), kept in `<dataDir>/coordinator.key`. Its public
+ * half is pinned in the store on first use: a coordinator started with a different key file refuses to start,
+ * so two coordinators sharing one PostgreSQL cannot sign one chain with two keys.
+ */
+export async function ensureCoordinatorKey(store: Store, dataDir: string): Promise<AuditKey> {
+  const file = join(dataDir, COORDINATOR_KEY_FILE);
+  let pem: string;
+  if (existsSync(file)) pem = readFileSync(file, 'utf8');
+  else {
+    pem = generateSigningKeys().privateKeyPem;
+    writeFileSync(file, pem, { mode: 0o600, flag: 'wx' });
   }
-  const site = await store.getSiteByCredential(sha256hex(token));
-  if (!site) throw new HttpError(401, 'unauthenticated', 'unknown credential');
-  if (site.status !== 'active') throw new HttpError(401, 'revoked', `site ${site.name} is ${site.status}`);
-  return { kind: 'site', site };
+  const privateKey = importPrivateKey(pem);
+  const publicKeyRaw = publicKeyToRaw(createPublicKey(privateKey));
+  const pinned = await store.getKv('coordinator_public_key');
+  if (!pinned) await store.setKv('coordinator_public_key', publicKeyRaw);
+  else if (pinned !== publicKeyRaw) {
+    throw new Error(`${file} holds public key ${publicKeyRaw}, but this store's audit chain is signed by ${pinned}: copy the coordinator.key that belongs to this store`);
+  }
+  return { privateKey, publicKeyRaw };
 }
 
-export function requireSite(p: Principal): SiteRow {
+/**
+ * The bootstrap consortium admin: created on the first start of a store, its key written to
+ * `<dataDir>/admin.key` (mode 600) before the user row commits, so the key is never lost. Later starts
+ * return the file if this data directory has it (another coordinator sharing the store may not).
+ */
+export async function ensureBootstrapAdmin(store: Store, dataDir: string, audit: AuditKey, now: number): Promise<KeyFile | undefined> {
+  const file = join(dataDir, ADMIN_KEY_FILE);
+  if (await getUser(store.db, ADMIN_USER_ID)) return existsSync(file) ? readKeyFile(file) : undefined;
+  const keys = generateSigningKeys();
+  const kf: KeyFile = { keyId: ADMIN_USER_ID, privateKey: keys.privateKeyPem, publicKey: keys.publicKeyRaw };
+  writeKeyFile(file, kf);
+  try {
+    await store.transaction(async (tx) => {
+      await createUser(tx, { id: ADMIN_USER_ID, name: 'admin', role: 'consortium_admin', institution: null, public_key: keys.publicKeyRaw, status: 'active', created_by: 'coordinator', created_at: now });
+      await appendAudit(tx, audit, { ts: now, actor: 'coordinator', kind: 'user.enrolled', subject: ADMIN_USER_ID, data: { name: 'admin', role: 'consortium_admin', publicKey: keys.publicKeyRaw, bootstrap: true } });
+    });
+  } catch (e) {
+    // Another coordinator on the same store created the admin first: our key was never registered.
+    rmSync(file, { force: true });
+    if (await getUser(store.db, ADMIN_USER_ID)) return undefined;
+    throw e;
+  }
+  return kf;
+}
+
+// ---------------------------------------------------------------- authentication
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** The exact body bytes as received, for the signature's body digest. */
+    rawBody?: Buffer;
+  }
+}
+
+export class Authenticator {
+  private lastPrune = 0;
+  constructor(
+    private readonly store: Store,
+    private readonly now: () => number,
+    readonly maxSkewMs = DEFAULT_MAX_SKEW_MS,
+  ) {}
+
+  async authenticate(req: FastifyRequest): Promise<Principal> {
+    let principal: Principal | undefined;
+    let revoked: string | undefined;
+    const now = this.now();
+    const body = req.rawBody ?? (Buffer.isBuffer(req.body) ? req.body : undefined);
+    const v = await verifyRequest({
+      method: req.method,
+      path: req.url,
+      body,
+      headers: req.headers,
+      now,
+      maxSkewMs: this.maxSkewMs,
+      publicKeyFor: async (keyId) => {
+        if (keyId.startsWith('site-')) {
+          const site = await this.store.getSite(keyId);
+          if (!site || !site.public_key) return null;
+          if (site.status !== 'active') {
+            revoked = `site ${site.name} is ${site.status}`;
+            return null;
+          }
+          principal = { kind: 'site', id: site.id, role: 'site', site };
+          return site.public_key;
+        }
+        const user = await getUser(this.store.db, keyId);
+        if (!user || !user.public_key) return null;
+        if (user.status !== 'active') {
+          revoked = `user ${user.name} is ${user.status}`;
+          return null;
+        }
+        principal = { kind: 'user', id: user.id, role: user.role as UserRole, name: user.name, institution: user.institution };
+        return user.public_key;
+      },
+      nonceSeen: async (keyId, nonce, ts) => {
+        if (now - this.lastPrune > 60_000) {
+          this.lastPrune = now;
+          // Twice the window: a nonce is forgotten only once its timestamp would be refused anyway.
+          await pruneNonces(this.store.db, now - 2 * this.maxSkewMs);
+        }
+        return !(await rememberNonce(this.store.db, keyId, nonce, ts));
+      },
+    });
+    if (!v.ok) {
+      if (revoked) throw new HttpError(401, 'revoked', revoked);
+      throw new HttpError(401, 'unauthenticated', `${v.reason}; every request must be signed (x-setu-key-id, x-setu-timestamp, x-setu-nonce, x-setu-signature)`);
+    }
+    return principal!;
+  }
+}
+
+// ---------------------------------------------------------------- authorisation
+
+/** Refuses (403) unless the caller's role may perform `action`; returns the scope the route must still check. */
+export function authorize(p: Principal, action: Action): Scope {
+  const scope = scopeOf(p.role, action);
+  if (!scope) throw new HttpError(403, 'forbidden', `${p.kind === 'site' ? 'a site agent' : `role ${p.role}`} may not ${action} (allowed: ${rolesFor(action).join(', ') || 'nobody'})`);
+  return scope;
+}
+
+export function requireSite(p: Principal, action: Action): SiteRow {
+  authorize(p, action);
   if (p.kind !== 'site') throw new HttpError(403, 'forbidden', 'this endpoint is for site agents');
   return p.site;
 }
 
-export function requireUser(p: Principal, roles: Principal extends never ? never : string[]): Extract<Principal, { kind: 'user' }> {
-  if (p.kind !== 'user') throw new HttpError(403, 'forbidden', 'site credentials cannot call operator endpoints');
-  if (!roles.includes(p.role)) throw new HttpError(403, 'forbidden', `role ${p.role} may not do this`);
-  return p;
+export function requireUser(p: Principal, action: Action): Extract<Principal, { kind: 'user' }> & { scope: Scope } {
+  if (p.kind !== 'user') throw new HttpError(403, 'forbidden', 'site agents cannot call operator endpoints');
+  return { ...p, scope: authorize(p, action) };
 }
 
 export type AuthedRequest = FastifyRequest & { principal: Principal };

@@ -21,6 +21,7 @@ import { createRng } from '../learning/rng.js';
 import { torchLinearInit } from '../learning/torch-init.js';
 import { hostStrategy, type FitResultIn } from './strategy-host.js';
 
+import { appendAudit, type AuditKey } from '../governance/audit-store.js';
 export interface EngineOptions {
   instanceId?: string;
   tickMs?: number;
@@ -28,6 +29,8 @@ export interface EngineOptions {
   now?: () => number;
   log?: (msg: string) => void;
 }
+  /** Signs the audit entries of issued tasks and committed aggregates (written in the same transaction). */
+  audit?: AuditKey;
 
 export const DEFAULT_ROUND_TIMEOUT_S = 600;
 
@@ -182,9 +185,17 @@ export class RoundEngine {
     this.bus.emit({ type: 'tasks', siteIds: tasks.map((t) => t.site_id) });
   }
 
+    const audit = this.opts.audit;
   private async strategyFor(study: StudyRow, spec: StudySpec) {
     const state = await this.store.latestStrategyState(study.id);
     return hostStrategy(spec, state ? { json: JSON.parse(state.json), tensors: state.tensors ? decodeSafetensors(state.tensors).weights : {} } : undefined);
+      audit
+        ? async (tx) => {
+            for (const t of tasks) {
+              await appendAudit(tx, audit, { ts: now, actor: 'coordinator', kind: 'task.issued', subject: t.id, data: { study: study.id, round, kind, site: t.site_id, modelVersion: global.id, modelDigest: global.digest } });
+            }
+          }
+        : undefined,
   }
 
   private async commitFit(study: StudyRow, spec: StudySpec, round: number, updates: UpdateRow[]): Promise<void> {
@@ -208,11 +219,26 @@ export class RoundEngine {
       studyId: study.id,
       round,
       now,
-      model: { id: `${study.id}.v${round}`, study_id: study.id, round, weights: bytes, digest: digestHex(bytes), created_at: now },
+      ...(audit
+        ? {
+            inTx: async (tx) => {
+              await appendAudit(tx, audit, {
+                ts: now,
+                actor: 'coordinator',
+                kind: 'aggregate.committed',
+                subject: `${study.id}.v${round}`,
+                data: { study: study.id, round, digest, strategy: spec.strategy.name, updates: updates.map((u) => ({ site: u.site_id, digest: u.digest, numExamples: u.num_examples })) },
+              });
+            },
+          }
+        : {}),
+      model: { id: `${study.id}.v${round}`, study_id: study.id, round, weights: bytes, digest, created_at: now },
       metrics,
       strategyState: { study_id: study.id, round, json: JSON.stringify(state.json), tensors: Object.keys(state.tensors).length ? encodeSafetensors(state.tensors) : null },
       advanceTo: round,
     });
+    const digest = digestHex(bytes);
+    const audit = this.opts.audit;
     const summary = Object.fromEntries(metrics.filter((m) => m.site_id === null).map((m) => [`${m.phase}.${m.name}`, m.value]));
     this.log(`study ${study.id}: round ${round} committed from ${updates.length} sites${isLast ? ' (last fit round)' : ''}`);
     this.bus.emit({ type: 'round.committed', studyId: study.id, round, kind: 'fit', metrics: summary });

@@ -5,7 +5,10 @@
  */
 import Fastify, { type FastifyInstance, type FastifyRequest } from 'fastify';
 import { Store, StoreConflict } from '../store/store.js';
-import { HttpError, authenticate, type Principal } from './auth.js';
+import { Authenticator, HttpError, type Principal } from './auth.js';
+import type { AuditLog } from '../governance/audit-store.js';
+import { userRoutes } from './routes/users.js';
+import { auditRoutes } from './routes/audit.js';
 import { EventBus } from './events.js';
 import { RoundEngine } from './engine.js';
 import type { RouteContext } from './routes/context.js';
@@ -23,6 +26,8 @@ export interface ServerOptions {
   maxWaitMs?: number;
   /** A site counts as online when seen within this many ms (default 60 s). */
   onlineWindowMs?: number;
+  /** The audit chain (signed with the coordinator's key); routes append to it. */
+  audit: AuditLog;
   now?: () => number;
   logger?: boolean;
   https?: { key: string | Buffer; cert: string | Buffer };
@@ -53,6 +58,12 @@ export function buildServer(opts: ServerOptions): FastifyInstance {
     if (err instanceof StoreConflict) return reply.status(409).send({ error: 'conflict', message: err.message });
     if (err.validation) return reply.status(400).send({ error: 'invalid_request', message: `${err.validationContext ?? 'request'}${err.message.replace(/^(body|querystring|params)/, '')}` });
     if (err.code === 'FST_ERR_CTP_BODY_TOO_LARGE') return reply.status(413).send({ error: 'body_too_large', message: `request body exceeds the limit of ${bodyLimit} bytes` });
+  // JSON is parsed from the raw bytes, which are kept: a request signature covers the body exactly as sent.
+  const defaultJson = app.getDefaultJsonParser('error', 'error');
+  app.addContentTypeParser('application/json', { parseAs: 'buffer', bodyLimit }, (req, body, done) => {
+    req.rawBody = body as Buffer;
+    defaultJson(req, (body as Buffer).toString('utf8'), done);
+  });
     if (err.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') return reply.status(415).send({ error: 'unsupported_media_type', message: err.message });
     if (typeof err.statusCode === 'number' && err.statusCode >= 400 && err.statusCode < 500) return reply.status(err.statusCode).send({ error: 'bad_request', message: err.message });
     req.log.error(err);
@@ -60,11 +71,12 @@ export function buildServer(opts: ServerOptions): FastifyInstance {
   });
 
   const auth = async (req: FastifyRequest) => {
-    req.principal = await authenticate(store, req);
+    req.principal = await authenticator.authenticate(req);
     if (req.principal.kind === 'site') await store.touchSite(req.principal.site.id, now());
   };
 
   app.get('/v1/health', async () => ({ ok: true, instance: engine.instanceId, time: now() }));
+  const authenticator = new Authenticator(store, now);
 
   const ctx: RouteContext = { store, bus, engine, now, auth, maxWaitMs: opts.maxWaitMs ?? 25_000, onlineWindowMs: opts.onlineWindowMs ?? 60_000, bodyLimit };
   siteRoutes(app, ctx);

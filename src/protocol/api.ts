@@ -88,15 +88,23 @@ export const InviteResponseSchema = Type.Object({ token: Type.String(), siteName
 export type InviteResponse = Static<typeof InviteResponseSchema>;
 
 export const EnrolRequestSchema = Type.Object(
-  { token: Type.String({ minLength: 16, maxLength: 256 }), publicKey: Type.Optional(Type.String({ maxLength: 2000 })) },
+  { token: Type.String({ minLength: 16, maxLength: 256 }), publicKey: PublicKeyRaw, cohorts: Type.Optional(CohortsSchema) },
   strict,
 );
 export type EnrolRequest = Static<typeof EnrolRequestSchema>;
-export const EnrolResponseSchema = Type.Object({ siteId: Type.String(), siteName: Type.String(), credential: Type.String() });
+/** The site signs every later request with the key it registered, under key id = siteId. */
+export const EnrolResponseSchema = Type.Object({ siteId: Type.String(), siteName: Type.String() });
 export type EnrolResponse = Static<typeof EnrolResponseSchema>;
 
 /** What a site's long-poll returns: one task. Weights are fetched separately as safetensors. */
 export const TaskSchema = Type.Object({
+/** Training examples a site holds per dataset key: a fit result may not claim more than its cohort. */
+export const CohortsSchema = Type.Record(Type.String({ minLength: 1, maxLength: 100 }), Type.Integer({ minimum: 1, maximum: 1_000_000_000 }), { maxProperties: 100 });
+export type Cohorts = Static<typeof CohortsSchema>;
+
+/** Raw Ed25519 public key, 32 bytes in unpadded base64url. */
+const PublicKeyRaw = Type.String({ pattern: '^[A-Za-z0-9_-]{43}$' });
+
   taskId: Type.String(),
   studyId: Type.String(),
   round: Type.Integer(),
@@ -105,6 +113,27 @@ export const TaskSchema = Type.Object({
   dataset: Type.String(),
   model: ModelSpecSchema,
   fit: Type.Optional(FitConfigSchema),
+export const CohortsRequestSchema = Type.Object({ cohorts: CohortsSchema }, strict);
+export type CohortsRequest = Static<typeof CohortsRequestSchema>;
+
+export const UserInviteRequestSchema = Type.Object(
+  {
+    name: Type.String({ minLength: 1, maxLength: 100, pattern: '^[A-Za-z0-9._@-]+$' }),
+    role: Type.Union([Type.Literal('consortium_admin'), Type.Literal('study_lead'), Type.Literal('site_admin'), Type.Literal('auditor')]),
+    institution: Type.Optional(Name),
+    ttlHours: Type.Optional(Type.Number({ exclusiveMinimum: 0, maximum: 24 * 30 })),
+  },
+  strict,
+);
+export type UserInviteRequest = Static<typeof UserInviteRequestSchema>;
+export const UserInviteResponseSchema = Type.Object({ token: Type.String(), userId: Type.String(), name: Type.String(), role: Type.String(), expiresAt: Type.Number() });
+export type UserInviteResponse = Static<typeof UserInviteResponseSchema>;
+
+export const UserEnrolRequestSchema = Type.Object({ token: Type.String({ minLength: 16, maxLength: 256 }), publicKey: PublicKeyRaw }, strict);
+export type UserEnrolRequest = Static<typeof UserEnrolRequestSchema>;
+export const UserEnrolResponseSchema = Type.Object({ userId: Type.String(), name: Type.String(), role: Type.String() });
+export type UserEnrolResponse = Static<typeof UserEnrolResponseSchema>;
+
   strategy: Type.String(),
   seed: Type.Integer(),
   deadlineAt: Type.Number(),

@@ -6,7 +6,11 @@
 import type { SiteConfig } from './config.js';
 import { SiteState, type Credential, type PendingResult } from './state.js';
 import { ApiError, HttpClient } from './http.js';
-import type { EnrolResponse, TaskMessage, ResultMeta } from '../protocol/api.js';
+import type { Cohorts, EnrolResponse, TaskMessage, ResultMeta } from '../protocol/api.js';
+import { readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { generateSigningKeys, importPrivateKey, publicKeyToRaw } from '../protocol/signing.js';
+import { createPublicKey } from 'node:crypto';
 import { RESULT_META_KEY } from '../protocol/api.js';
 import { decodeSafetensors, encodeSafetensors } from '../protocol/safetensors.js';
 import { loadSiteDataset, type SiteData } from './datasets.js';
@@ -22,12 +26,49 @@ export interface AgentOptions {
 }
 
 export async function enrol(cfg: SiteConfig, token: string, log: (m: string) => void = () => {}): Promise<Credential> {
+/** The CA to trust for an HTTPS coordinator, from the config's caFile (relative to the config file). */
+export function caOf(cfg: SiteConfig): Buffer | undefined {
+  return cfg.caFile ? readFileSync(resolve(cfg.configDir, cfg.caFile)) : undefined;
+}
+
+/** Training examples per configured dataset: what the site declares, so the coordinator can refuse implausible counts. */
+export function cohortsOf(cfg: SiteConfig, log: (m: string) => void = () => {}): Cohorts {
+  const out: Cohorts = {};
+  for (const key of Object.keys(cfg.datasets)) {
+    try {
+      const src = cfg.datasets[key]!;
+      // A CSV's split depends on the study's data schema, so its declared cohort is its row count, an upper bound.
+      out[key] = src.format === 'csv' ? csvRows(resolve(cfg.configDir, src.path)) : loadSiteDataset(cfg, { dataset: key }).train.n;
+    } catch (e) {
+      log(`dataset ${key}: not declared (${(e as Error).message})`);
+    }
+  }
+  return out;
+}
+
+function csvRows(file: string): number {
+  const lines = readFileSync(file, 'utf8').split(/\r?\n/).filter((l) => l.trim() !== '');
+  return Math.max(1, lines.length - 1);
+}
+
+/**
+ * Enrols the site: makes its Ed25519 key pair (the private key stays in stateDir/site.key, mode 600) and
+ * redeems the one-time invite with the public key and the cohort sizes it holds.
+ */
   const state = new SiteState(cfg.stateDirAbs);
   const existing = state.credential();
   if (existing) return existing;
-  const http = new HttpClient({ baseUrl: cfg.coordinator, onRetry: (n, d, why) => log(`enrol: coordinator unreachable (${why}); retry ${n} in ${Math.round(d)} ms`) });
-  const r = await http.json<EnrolResponse>('POST', '/v1/enrol', { token });
-  const cred: Credential = { coordinator: cfg.coordinator, siteId: r.siteId, siteName: r.siteName, credential: r.credential };
+  // Reuse a key from an interrupted enrolment: the coordinator may already hold its public half.
+  let pem = state.privateKeyPem();
+  if (!pem) {
+    pem = generateSigningKeys().privateKeyPem;
+    state.saveKey(pem);
+  }
+  const publicKey = publicKeyToRaw(createPublicKey(importPrivateKey(pem)));
+  const ca = caOf(cfg);
+  const http = new HttpClient({ baseUrl: cfg.coordinator, ...(ca ? { ca } : {}), onRetry: (n, d, why) => log(`enrol: coordinator unreachable (${why}); retry ${n} in ${Math.round(d)} ms`) });
+  const r = await http.json<EnrolResponse>('POST', '/v1/enrol', { token, publicKey, cohorts: cohortsOf(cfg, log) });
+  const cred: Credential = { coordinator: cfg.coordinator, siteId: r.siteId, siteName: r.siteName };
   state.saveCredential(cred);
   log(`enrolled as ${r.siteName} (${r.siteId})`);
   return cred;
@@ -49,10 +90,14 @@ export class SiteAgent {
     if (!cred) throw new Error(`site is not enrolled: run \`setu site enrol --config <file> --token <invite>\` first (no credential in ${this.state.credentialFile})`);
     this.cred = cred;
     this.log = opts.log ?? (() => {});
+    const pem = this.state.privateKeyPem();
+    if (!pem) throw new Error(`site ${cred.siteName} has no signing key (${this.state.keyFile}); enrol again with a new invite`);
     let lastRetryLog = 0;
     this.http = new HttpClient({
+    const ca = caOf(cfg);
       baseUrl: cfg.coordinator,
-      credential: cred.credential,
+      signer: { keyId: cred.siteId, privateKey: importPrivateKey(pem) },
+      ...(ca ? { ca } : {}),
       ...(opts.signal ? { signal: opts.signal } : {}),
       onRetry: (n, d, why) => {
         if (Date.now() - lastRetryLog > 5000) this.log(`coordinator unreachable (${why}); retrying (attempt ${n}, next in ${Math.round(d)} ms)`);
@@ -65,8 +110,14 @@ export class SiteAgent {
   async run(): Promise<void> {
     this.log(`polling ${this.cfg.coordinator} for tasks`);
     while (!this.opts.signal?.aborted) {
+    let declared = false;
       try {
         await this.flushPending();
+        if (!declared) {
+          // The config may have changed since enrolment: declare the cohorts this site holds now.
+          await this.http.json('PUT', '/v1/agent/cohorts', { cohorts: cohortsOf(this.cfg, this.log) });
+          declared = true;
+        }
         const task = await this.poll();
         if (task) await this.handle(task);
       } catch (e) {

@@ -1,8 +1,15 @@
 /**
- * The agent's only way out: HTTP(S) requests it initiates to the coordinator. Network failures and
- * 5xx answers are retried with capped exponential backoff and jitter; 4xx answers are final and
- * surface as ApiError with the coordinator's message.
+ * The agent's (and the CLI's) only way out: HTTP(S) requests it initiates to the coordinator. Every request
+ * is signed with the caller's Ed25519 key when a signer is given (src/protocol/signing.ts; a fresh timestamp
+ * and nonce per attempt, so a retry is never a replay). An HTTPS coordinator with a private CA is trusted
+ * through `ca` (the site config's caFile). Network failures and 5xx answers are retried with capped
+ * exponential backoff and jitter; 4xx answers are final and surface as ApiError with the coordinator's message.
  */
+import http from 'node:http';
+import https from 'node:https';
+import type { KeyObject } from 'node:crypto';
+import { signRequest } from '../protocol/signing.js';
+
 export class ApiError extends Error {
   constructor(
     readonly status: number,
@@ -13,9 +20,17 @@ export class ApiError extends Error {
   }
 }
 
+export interface Signer {
+  keyId: string;
+  privateKey: KeyObject | string;
+}
+
 export interface HttpClientOptions {
   baseUrl: string;
-  credential?: string;
+  /** Sign every request with this identity (sites after enrolment, users, the admin). */
+  signer?: Signer;
+  /** Extra CA certificate(s), PEM, trusted for an HTTPS coordinator. */
+  ca?: string | Buffer;
   /** Called before each retry (for logs). */
   onRetry?: (attempt: number, delayMs: number, reason: string) => void;
   maxDelayMs?: number;
@@ -31,29 +46,53 @@ export interface Resp {
   json<T>(): T;
 }
 
+function send(url: URL, method: string, headers: Record<string, string>, body: Uint8Array | undefined, signal: AbortSignal, ca: string | Buffer | undefined): Promise<{ status: number; headers: Headers; body: Uint8Array }> {
+  return new Promise((resolve, reject) => {
+    const opts: https.RequestOptions = { method, headers, signal };
+    const req = url.protocol === 'https:' ? https.request(url, { ...opts, ...(ca ? { ca } : {}) }) : http.request(url, opts);
+    req.on('response', (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('error', reject);
+      res.on('end', () => {
+        const h = new Headers();
+        for (const [k, v] of Object.entries(res.headers)) if (v !== undefined) h.set(k, Array.isArray(v) ? v.join(', ') : v);
+        resolve({ status: res.statusCode ?? 0, headers: h, body: new Uint8Array(Buffer.concat(chunks)) });
+      });
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
 export class HttpClient {
   constructor(private readonly o: HttpClientOptions) {}
 
-  withCredential(credential: string): HttpClient {
-    return new HttpClient({ ...this.o, credential });
+  withSigner(signer: Signer): HttpClient {
+    return new HttpClient({ ...this.o, signer });
   }
 
   async request(method: string, path: string, body?: { type: string; data: Uint8Array | string }, timeoutMs = 60_000): Promise<Resp> {
     const started = Date.now();
+    const url = new URL(path, this.o.baseUrl);
+    const data = body === undefined ? undefined : typeof body.data === 'string' ? new TextEncoder().encode(body.data) : body.data;
     for (let attempt = 0; ; attempt++) {
       if (this.o.signal?.aborted) throw new Error('aborted');
       let reason: string;
       try {
         const headers: Record<string, string> = {};
-        if (this.o.credential) headers['authorization'] = `Bearer ${this.o.credential}`;
         if (body) headers['content-type'] = body.type;
+        if (data) headers['content-length'] = String(data.byteLength);
+        // The signed path is the request line's exactly: pathname plus query as sent.
+        if (this.o.signer) Object.assign(headers, signRequest({ method, path: url.pathname + url.search, body: data, keyId: this.o.signer.keyId, privateKey: this.o.signer.privateKey }));
         const signals = [AbortSignal.timeout(timeoutMs), ...(this.o.signal ? [this.o.signal] : [])];
-        const res = await fetch(new URL(path, this.o.baseUrl), { method, headers, body: body?.data as RequestInit["body"], signal: AbortSignal.any(signals) });
-        const buf = new Uint8Array(await res.arrayBuffer());
+        const res = await send(url, method, headers, data, AbortSignal.any(signals), this.o.ca);
+        const buf = res.body;
         const resp: Resp = { status: res.status, headers: res.headers, body: buf, json: <T>() => JSON.parse(new TextDecoder().decode(buf)) as T };
         if (res.status < 500) {
           if (res.status >= 400) {
-            let code = 'error', message = `HTTP ${res.status}`;
+            let code = 'error',
+              message = `HTTP ${res.status}`;
             try {
               const j = resp.json<{ error?: string; message?: string }>();
               code = j.error ?? code;
@@ -69,7 +108,10 @@ export class HttpClient {
       } catch (e) {
         if (e instanceof ApiError) throw e;
         if (this.o.signal?.aborted) throw e;
-        reason = (e as Error).cause ? String(((e as Error).cause as Error).message ?? (e as Error).cause) : (e as Error).message;
+        const err = e as NodeJS.ErrnoException;
+        // A certificate the client does not trust will not fix itself: fail now, naming the cause.
+        if (typeof err.code === 'string' && /CERT|SELF_SIGNED|UNABLE_TO_VERIFY|ERR_TLS/.test(err.code)) throw new Error(`TLS: ${err.message} (${err.code}); set caFile in the site config (or NODE_EXTRA_CA_CERTS) to the coordinator's CA`);
+        reason = err.cause ? String((err.cause as Error).message ?? err.cause) : err.message;
       }
       if (this.o.giveUpAfterMs !== undefined && Date.now() - started > this.o.giveUpAfterMs) throw new Error(`coordinator unreachable: ${reason}`);
       const delay = Math.min(this.o.maxDelayMs ?? 15_000, 250 * 2 ** Math.min(attempt, 10)) * (0.5 + Math.random() / 2);

@@ -1,5 +1,6 @@
 /**
- * What a site agent keeps on its own disk: its credential, per-study training state (batch-stream
+ * What a site agent keeps on its own disk: its identity (site.key, the Ed25519 private key it made at
+ * enrolment, mode 600, never sent anywhere; credential.json, its site id and name), per-study training state (batch-stream
  * position, client-side strategy state) and a result waiting to be uploaded. Every write is atomic
  * (temp file + rename), so a crash never leaves half a file, and a result is saved before it is sent,
  * so a coordinator outage or an agent crash loses nothing.
@@ -8,11 +9,11 @@ import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, w
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 
+/** Who this site is at the coordinator. Its requests are signed with site.key under key id = siteId. */
 export interface Credential {
   coordinator: string;
   siteId: string;
   siteName: string;
-  credential: string;
 }
 
 export function writeAtomic(file: string, data: string | Uint8Array, mode = 0o600): void {
@@ -39,6 +40,20 @@ export class SiteState {
 
   saveCredential(c: Credential): void {
     writeAtomic(this.credentialFile, JSON.stringify(c, null, 2));
+  }
+
+  get keyFile(): string {
+    return join(this.dir, 'site.key');
+  }
+
+  /** The site's private signing key (PKCS#8 PEM), if it has made one. */
+  privateKeyPem(): string | undefined {
+    return existsSync(this.keyFile) ? readFileSync(this.keyFile, 'utf8') : undefined;
+  }
+
+  /** Saved before the public half is sent, so a crash during enrolment never loses a registered key. */
+  saveKey(pem: string): void {
+    writeAtomic(this.keyFile, pem, 0o600);
   }
 
   private studyDir(studyId: string): string {

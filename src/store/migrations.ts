@@ -149,6 +149,73 @@ function initial(dialect: Dialect): Migration {
 }
 
 export function migrationProvider(dialect: Dialect): MigrationProvider {
+/**
+ * 0002_trust: user identities and their one-time invites, seen request nonces (replay defence), the
+ * cohort size each site declares per dataset (plausibility of example counts), and the audit chain
+ * with a one-row head that appends lock so concurrent coordinators cannot fork it.
+ */
+function trust(dialect: Dialect): Migration {
+  const t = types(dialect);
+  return {
+    async up(db: Kysely<any>) {
+      await db.schema
+        .createTable('users')
+        .addColumn('id', 'text', (c) => c.primaryKey())
+        .addColumn('name', 'text', (c) => c.notNull().unique())
+        .addColumn('role', 'text', (c) => c.notNull())
+        .addColumn('institution', 'text')
+        .addColumn('public_key', 'text')
+        .addColumn('status', 'text', (c) => c.notNull())
+        .addColumn('created_by', 'text', (c) => c.notNull())
+        .addColumn('created_at', t.ms, (c) => c.notNull())
+        .execute();
+      await db.schema
+        .createTable('user_invites')
+        .addColumn('token_hash', 'text', (c) => c.primaryKey())
+        .addColumn('user_id', 'text', (c) => c.notNull().references('users.id'))
+        .addColumn('created_at', t.ms, (c) => c.notNull())
+        .addColumn('expires_at', t.ms, (c) => c.notNull())
+        .addColumn('used_at', t.ms)
+        .execute();
+      await db.schema
+        .createTable('request_nonces')
+        .addColumn('key_id', 'text', (c) => c.notNull())
+        .addColumn('nonce', 'text', (c) => c.notNull())
+        .addColumn('ts', t.ms, (c) => c.notNull())
+        .addPrimaryKeyConstraint('request_nonces_pk', ['key_id', 'nonce'])
+        .execute();
+      await db.schema.createIndex('request_nonces_ts').on('request_nonces').column('ts').execute();
+      await db.schema
+        .createTable('site_cohorts')
+        .addColumn('site_id', 'text', (c) => c.notNull().references('sites.id'))
+        .addColumn('dataset', 'text', (c) => c.notNull())
+        .addColumn('size', 'integer', (c) => c.notNull())
+        .addColumn('declared_at', t.ms, (c) => c.notNull())
+        .addPrimaryKeyConstraint('site_cohorts_pk', ['site_id', 'dataset'])
+        .execute();
+      await db.schema
+        .createTable('audit_log')
+        .addColumn('seq', t.ms, (c) => c.primaryKey())
+        .addColumn('ts', t.ms, (c) => c.notNull())
+        .addColumn('actor', 'text', (c) => c.notNull())
+        .addColumn('kind', 'text', (c) => c.notNull())
+        .addColumn('subject', 'text', (c) => c.notNull())
+        .addColumn('data', 'text', (c) => c.notNull())
+        .addColumn('prev_hash', 'text', (c) => c.notNull())
+        .addColumn('hash', 'text', (c) => c.notNull())
+        .addColumn('sig', 'text', (c) => c.notNull())
+        .execute();
+      await db.schema
+        .createTable('audit_head')
+        .addColumn('id', 'integer', (c) => c.primaryKey())
+        .addColumn('seq', t.ms, (c) => c.notNull())
+        .addColumn('hash', 'text', (c) => c.notNull())
+        .execute();
+      await db.insertInto('audit_head').values({ id: 1, seq: 0, hash: '0'.repeat(64) }).execute();
+    },
+  };
+}
+
   return {
     async getMigrations() {
       return { '0001_initial': initial(dialect) };

@@ -122,6 +122,56 @@ export interface KvTable {
   value: string;
 }
 
+export interface UsersTable {
+  id: string;
+  name: string;
+  role: string; // consortium_admin | study_lead | site_admin | auditor
+  institution: string | null;
+  public_key: string | null; // raw Ed25519 (base64url); null until the user enrols
+  status: string; // 'invited' | 'active' | 'revoked'
+  created_by: string;
+  created_at: number;
+}
+
+export interface UserInvitesTable {
+  token_hash: string;
+  user_id: string;
+  created_at: number;
+  expires_at: number;
+  used_at: number | null;
+}
+
+export interface RequestNoncesTable {
+  key_id: string;
+  nonce: string;
+  ts: number;
+}
+
+export interface SiteCohortsTable {
+  site_id: string;
+  dataset: string;
+  size: number;
+  declared_at: number;
+}
+
+export interface AuditLogTable {
+  seq: number;
+  ts: number;
+  actor: string;
+  kind: string;
+  subject: string;
+  data: string; // canonical JSON
+  prev_hash: string;
+  hash: string;
+  sig: string;
+}
+
+export interface AuditHeadTable {
+  id: number;
+  seq: number;
+  hash: string;
+}
+
 export interface Database {
   sites: SitesTable;
   invites: InvitesTable;
@@ -134,4 +184,10 @@ export interface Database {
   refusals: RefusalsTable;
   strategy_state: StrategyStateTable;
   kv: KvTable;
+  users: UsersTable;
+  user_invites: UserInvitesTable;
+  request_nonces: RequestNoncesTable;
+  site_cohorts: SiteCohortsTable;
+  audit_log: AuditLogTable;
+  audit_head: AuditHeadTable;
 }

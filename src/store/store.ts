@@ -306,7 +306,7 @@ export class Store {
 
   // ---- rounds and tasks ----
   /** Opens a round and issues its tasks in one transaction. Refuses if the round already exists. */
-  async openRound(round: RoundRow, tasks: TaskRow[]): Promise<void> {
+  async openRound(round: RoundRow, tasks: TaskRow[], inTx?: (tx: Transaction<Schema>) => Promise<void>): Promise<void> {
     await this.transaction(async (tx) => {
       const exists = await tx
         .selectFrom('rounds')
@@ -317,6 +317,7 @@ export class Store {
       if (exists) throw new StoreConflict(`round ${round.round} of study ${round.study_id} already exists`);
       await tx.insertInto('rounds').values(round).execute();
       if (tasks.length) await tx.insertInto('tasks').values(tasks).execute();
+      if (inTx) await inTx(tx); // e.g. the audit entries of the issued tasks
     });
   }
 
@@ -399,7 +400,7 @@ export class Store {
    * Accepts a task's result: the task must be open and its round still open. Inserting the update and
    * closing the task happen together, so a result is either fully recorded or not at all.
    */
-  async acceptUpdate(update: UpdateRow): Promise<void> {
+  async acceptUpdate(update: UpdateRow, inTx?: (tx: Transaction<Schema>) => Promise<void>): Promise<void> {
     await this.transaction(async (tx) => {
       const closed = await tx
         .updateTable('tasks')
@@ -417,6 +418,7 @@ export class Store {
         .executeTakeFirst();
       if (round?.status !== 'open') throw new StoreConflict(`round ${update.round} is no longer open`);
       await tx.insertInto('updates').values(update).execute();
+      if (inTx) await inTx(tx); // e.g. the audit entry of the accepted update
     });
   }
 

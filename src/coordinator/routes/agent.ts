@@ -3,20 +3,22 @@ import type { FastifyInstance } from 'fastify';
 import type { RouteContext } from './context.js';
 import { RESULT_META_KEY, ResultMetaSchema, checkValue, type ResultMeta, type StudySpec, type TaskMessage } from '../../protocol/api.js';
 import { SafetensorsError, decodeSafetensors } from '../../protocol/safetensors.js';
-import { firstNonFinite, layoutMismatch, layoutOf, type WeightsLayout } from '../../protocol/tensors.js';
+import { firstNonFinite, layoutMismatch, layoutOf, type Weights, type WeightsLayout } from '../../protocol/tensors.js';
+import { appendAudit } from '../../governance/audit-store.js';
+import { cohortSize } from '../../store/trust.js';
 import { StoreConflict, type TaskRow } from '../../store/store.js';
 import { HttpError, requireSite } from '../auth.js';
 import { digestHex, studySeed } from '../engine.js';
 
 export function agentRoutes(app: FastifyInstance, ctx: RouteContext): void {
-  const { store, bus, engine, now, auth } = ctx;
+  const { store, bus, engine, now, auth, audit } = ctx;
   // ---- the agent's side: long-poll, model download, result upload ----
   // Query values are strings; bodies are never coerced, so the pattern does the integer check here.
   app.get<{ Querystring: { waitMs?: string } }>(
     '/v1/agent/task',
     { schema: { querystring: { type: 'object', properties: { waitMs: { type: 'string', pattern: '^[0-9]{1,5}$' } }, additionalProperties: false } }, preValidation: auth },
     async (req, reply) => {
-      const site = requireSite(req.principal!);
+      const site = requireSite(req.principal!, 'task.poll');
       const until = now() + Math.min(Number(req.query.waitMs ?? 0), ctx.maxWaitMs ?? 25_000);
       const aborted = new AbortController();
       req.raw.on('close', () => aborted.abort());
@@ -56,32 +58,43 @@ export function agentRoutes(app: FastifyInstance, ctx: RouteContext): void {
   }
 
   app.get<{ Params: { id: string } }>('/v1/agent/models/:id', { preValidation: auth }, async (req, reply) => {
-    const site = requireSite(req.principal!);
+    const site = requireSite(req.principal!, 'model.download');
     if (!(await store.siteMayReadModel(site.id, req.params.id))) throw new HttpError(404, 'not_found', `no model ${req.params.id} for this site`);
     const mv = await store.getModelVersion(req.params.id);
     if (!mv) throw new HttpError(404, 'not_found', `no model ${req.params.id}`);
     return reply.type('application/octet-stream').header('x-setu-digest', mv.digest).send(Buffer.from(mv.weights));
   });
 
-  const layouts = new Map<string, WeightsLayout>();
-  async function layoutOfVersion(id: string): Promise<WeightsLayout> {
-    let l = layouts.get(id);
-    if (!l) {
+  // The global model each update started from: its layout checks the shape, its values the update's norm.
+  // Versions are immutable, so a small cache saves decoding one per upload.
+  const versions = new Map<string, { layout: WeightsLayout; weights: Weights }>();
+  async function version(id: string): Promise<{ layout: WeightsLayout; weights: Weights }> {
+    let v = versions.get(id);
+    if (!v) {
       const mv = await store.getModelVersion(id);
       if (!mv) throw new Error(`model version ${id} is missing`);
-      l = layoutOf(decodeSafetensors(mv.weights).weights);
-      layouts.set(id, l);
+      const weights = decodeSafetensors(mv.weights).weights;
+      v = { layout: layoutOf(weights), weights };
+      if (versions.size > 64) versions.delete(versions.keys().next().value!);
+      versions.set(id, v);
     }
-    return l;
+    return v;
   }
 
   app.post<{ Params: { id: string } }>('/v1/agent/tasks/:id/result', { preValidation: auth }, async (req) => {
-    const site = requireSite(req.principal!);
+    const site = requireSite(req.principal!, 'update.submit');
+  const layoutOfVersion = async (id: string) => (await version(id)).layout;
     const task = await store.getTask(req.params.id);
     if (!task || task.site_id !== site.id) throw new HttpError(403, 'forbidden', `task ${req.params.id} was not given to this site`);
     const refuse = async (status: number, code: string, reason: string): Promise<never> => {
-      await store.recordRefusal({ study_id: task.study_id, round: task.round, site_id: site.id, task_id: task.id, reason, at: now() });
+      const t = now();
+      await store.transaction(async (tx) => {
+        await tx.insertInto('refusals').values({ study_id: task.study_id, round: task.round, site_id: site.id, task_id: task.id, reason, at: t }).execute();
+        await appendAudit(tx, audit.key, { ts: t, actor: site.id, kind: 'update.refused', subject: task.id, data: { study: task.study_id, round: task.round, code, reason, digest: bodyDigest } });
+      });
       bus.emit({ type: 'update.refused', studyId: task.study_id, round: task.round, siteId: site.id, reason });
+    const bodyDigest = Buffer.isBuffer(req.body) ? digestHex(req.body) : req.rawBody ? digestHex(req.rawBody) : null;
+    // A refusal is logged and audited (with the digest of what was sent) in one transaction; nothing else changes.
       throw new HttpError(status, code, reason);
     };
     if (task.status !== 'issued' && task.status !== 'delivered') throw new HttpError(409, 'conflict', `task ${task.id} is ${task.status}; it accepts no result`);
@@ -89,6 +102,9 @@ export function agentRoutes(app: FastifyInstance, ctx: RouteContext): void {
     let meta: ResultMeta;
     let weightsBytes: Uint8Array | null = null;
     if (task.kind === 'fit') {
+    const studyRow = await store.getStudy(task.study_id);
+    if (!studyRow) throw new Error(`task ${task.id} has no study`);
+    const spec = JSON.parse(studyRow.spec) as StudySpec;
       if (!Buffer.isBuffer(req.body)) return refuse(415, 'unsupported_media_type', 'a fit result must be a safetensors body (application/octet-stream)');
       weightsBytes = new Uint8Array(req.body);
       let decoded;
@@ -117,24 +133,37 @@ export function agentRoutes(app: FastifyInstance, ctx: RouteContext): void {
     } else {
       const problems = checkValue(ResultMetaSchema, req.body);
       if (problems.length) return refuse(400, 'malformed_result', `evaluation result: ${problems.join('; ')}`);
+      if (spec.maxUpdateNorm !== undefined) {
+        const norm = updateNorm(decoded.weights, (await version(task.model_version_id)).weights);
+        if (!(norm <= spec.maxUpdateNorm)) return refuse(400, 'update_norm', `update L2 norm ${norm.toPrecision(6)} exceeds the study's bound ${spec.maxUpdateNorm}`);
+      }
       meta = req.body as ResultMeta;
     }
     if (meta.taskId !== task.id) return refuse(400, 'wrong_task', `result names task ${meta.taskId} but was sent for ${task.id}`);
     for (const [k, v] of Object.entries({ ...meta.trainMetrics, ...meta.evalMetrics })) {
       if (!Number.isFinite(v)) return refuse(400, 'non_finite', `metric ${k} is not finite`);
     }
+    // The example count must be plausible: no more than the cohort the site declared for this dataset.
+    const cohort = await cohortSize(store.db, site.id, spec.dataset);
+    if (cohort === undefined) return refuse(400, 'no_cohort', `site ${site.name} has declared no cohort size for dataset "${spec.dataset}" (PUT /v1/agent/cohorts)`);
+    if (meta.numExamples > cohort) return refuse(400, 'implausible_update', `numExamples ${meta.numExamples} exceeds the ${cohort} examples site ${site.name} declared for "${spec.dataset}"`);
     try {
-      await store.acceptUpdate({
-        task_id: task.id,
-        study_id: task.study_id,
-        round: task.round,
-        site_id: site.id,
-        weights: weightsBytes,
-        digest: weightsBytes ? digestHex(weightsBytes) : null,
-        num_examples: meta.numExamples,
-        metrics: JSON.stringify(meta),
-        received_at: now(),
-      });
+      const t = now();
+      const digest = weightsBytes ? digestHex(weightsBytes) : null;
+      await store.acceptUpdate(
+        {
+          task_id: task.id,
+          study_id: task.study_id,
+          round: task.round,
+          site_id: site.id,
+          weights: weightsBytes,
+          digest,
+          num_examples: meta.numExamples,
+          metrics: JSON.stringify(meta),
+          received_at: t,
+        },
+        (tx) => appendAudit(tx, audit.key, { ts: t, actor: site.id, kind: 'update.accepted', subject: task.id, data: { study: task.study_id, round: task.round, kind: task.kind, digest: digest ?? bodyDigest, numExamples: meta.numExamples } }).then(() => {}),
+      );
     } catch (e) {
       if (e instanceof StoreConflict) throw new HttpError(409, 'conflict', e.message);
       throw e;
@@ -145,4 +174,17 @@ export function agentRoutes(app: FastifyInstance, ctx: RouteContext): void {
     return { accepted: true, taskId: task.id, received, expected };
   });
 
+}
+
+/** L2 norm of an update's difference from the global model it started from (float64 sum, layout already checked). */
+export function updateNorm(update: Weights, global: Weights): number {
+  let ss = 0;
+  for (const [k, t] of Object.entries(update)) {
+    const g = global[k]!.data;
+    for (let i = 0; i < t.data.length; i++) {
+      const d = t.data[i]! - g[i]!;
+      ss += d * d;
+    }
+  }
+  return Math.sqrt(ss);
 }

@@ -6,11 +6,14 @@ import type { FastifyRequest } from 'fastify';
 import type { Store } from '../../store/store.js';
 import type { EventBus } from '../events.js';
 import type { RoundEngine } from '../engine.js';
+import type { AuditLog } from '../../governance/audit-store.js';
 
 export interface RouteContext {
   store: Store;
   bus: EventBus;
   engine: RoundEngine;
+  /** The audit chain: `audit.append(fields)`, or `appendAudit(tx, audit.key, fields)` inside a transaction. */
+  audit: AuditLog;
   now: () => number;
   /** preHandler that authenticates the caller into `req.principal`. */
   auth: (req: FastifyRequest) => Promise<void>;
@@ -19,6 +22,5 @@ export interface RouteContext {
   bodyLimit: number;
 }
 
-export const ADMIN_ROLES = ['consortium_admin'];
-export const STUDY_ROLES = ['consortium_admin', 'study_lead'];
-export const READ_ROLES = ['consortium_admin', 'study_lead', 'site_admin', 'auditor'];
+// Who may do what lives in one table, governance/roles.ts; routes call authorize/requireUser/requireSite
+// from ../auth.js with an action name and then check its scope.

@@ -1,40 +1,53 @@
-/** Enrolment (invites, one-time tokens) and the site registry. */
+/**
+ * Enrolment and the site registry. An admin issues a one-time, expiring invite; the site redeems it once
+ * with the Ed25519 public key it generated (and the cohort size it holds per dataset), and signs every
+ * later request with that key under key id = its site id. Each step is audited in its own transaction.
+ */
 import type { FastifyInstance } from 'fastify';
 import type { RouteContext } from './context.js';
 import { randomBytes } from 'node:crypto';
-import { EnrolRequestSchema, InviteRequestSchema, type EnrolRequest, type InviteRequest } from '../../protocol/api.js';
-import { HttpError, newSecret, requireUser, sha256hex } from '../auth.js';
-import { ADMIN_ROLES, READ_ROLES } from './context.js';
+import { CohortsRequestSchema, EnrolRequestSchema, InviteRequestSchema, type CohortsRequest, type EnrolRequest, type InviteRequest } from '../../protocol/api.js';
+import { importPublicKey } from '../../protocol/signing.js';
+import { HttpError, newSecret, requireSite, requireUser, sha256hex } from '../auth.js';
+import { appendAudit } from '../../governance/audit-store.js';
+import { declareCohorts, listCohorts, revokeSite } from '../../store/trust.js';
 
 export function siteRoutes(app: FastifyInstance, ctx: RouteContext): void {
-  const { store, bus, engine, now, auth } = ctx;
-  // ---- enrolment ----
-  app.post<{ Body: InviteRequest }>('/v1/invites', { schema: { body: InviteRequestSchema }, preValidation: auth }, async (req) => {
-    requireUser(req.principal!, ADMIN_ROLES);
+  const { store, now, auth, audit } = ctx;
+
+  app.post<{ Body: InviteRequest }>('/v1/invites', { schema: { body: InviteRequestSchema }, preHandler: auth }, async (req) => {
+    const user = requireUser(req.principal!, 'invite.create');
     const b = req.body;
+    // A site admin invites sites of their own institution only.
+    if (user.scope === 'own-institution' && (user.institution === null || (b.institution !== undefined && b.institution !== user.institution))) {
+      throw new HttpError(403, 'forbidden', `a site admin may invite sites of their own institution (${user.institution ?? 'none'}) only`);
+    }
+    const institution = user.scope === 'own-institution' ? user.institution : (b.institution ?? null);
     if (await store.getSiteByName(b.siteName)) throw new HttpError(409, 'conflict', `a site named ${b.siteName} is already enrolled`);
     const token = `inv_${newSecret()}`;
-    const expiresAt = now() + (b.ttlHours ?? 72) * 3600_000;
-    await store.createInvite({
-      token_hash: sha256hex(token),
-      site_name: b.siteName,
-      institution: b.institution ?? null,
-      jurisdiction: b.jurisdiction ?? null,
-      created_by: (req.principal as { id: string }).id,
-      created_at: now(),
-      expires_at: expiresAt,
-      used_at: null,
-      site_id: null,
+    const t = now();
+    const expiresAt = t + (b.ttlHours ?? 72) * 3600_000;
+    await store.transaction(async (tx) => {
+      await tx
+        .insertInto('invites')
+        .values({ token_hash: sha256hex(token), site_name: b.siteName, institution, jurisdiction: b.jurisdiction ?? null, created_by: user.id, created_at: t, expires_at: expiresAt, used_at: null, site_id: null })
+        .execute();
+      await appendAudit(tx, audit.key, { ts: t, actor: user.id, kind: 'invite.issued', subject: b.siteName, data: { for: 'site', institution, jurisdiction: b.jurisdiction ?? null, expiresAt } });
     });
     return { token, siteName: b.siteName, expiresAt };
   });
 
   app.post<{ Body: EnrolRequest }>('/v1/enrol', { schema: { body: EnrolRequestSchema } }, async (req) => {
-    const credential = `site_${newSecret()}`;
+    try {
+      importPublicKey(req.body.publicKey);
+    } catch (e) {
+      throw new HttpError(400, 'invalid_key', `publicKey: ${(e as Error).message}`);
+    }
     const siteId = `site-${randomBytes(6).toString('hex')}`;
     const tokenHash = sha256hex(req.body.token);
+    const t = now();
     const invite = await store.transaction(async (tx) => {
-      const inv = await store.consumeInvite(tokenHash, now(), tx);
+      const inv = await store.consumeInvite(tokenHash, t, tx);
       if (!inv) return undefined;
       await store.createSite(
         {
@@ -42,23 +55,40 @@ export function siteRoutes(app: FastifyInstance, ctx: RouteContext): void {
           name: inv.site_name,
           institution: inv.institution,
           jurisdiction: inv.jurisdiction,
-          credential_hash: sha256hex(credential),
-          public_key: req.body.publicKey ?? null,
+          // Legacy NOT NULL UNIQUE column from the bearer-credential days: sites hold no secret of ours any more.
+          credential_hash: `none:${siteId}`,
+          public_key: req.body.publicKey,
           status: 'active',
-          created_at: now(),
-          last_seen_at: now(),
+          created_at: t,
+          last_seen_at: t,
         },
         tx,
       );
       await store.attachInviteToSite(tokenHash, siteId, tx);
+      if (req.body.cohorts) await declareCohorts(tx, siteId, req.body.cohorts, t);
+      await appendAudit(tx, audit.key, {
+        ts: t,
+        actor: siteId,
+        kind: 'site.enrolled',
+        subject: siteId,
+        data: { name: inv.site_name, institution: inv.institution, jurisdiction: inv.jurisdiction, publicKey: req.body.publicKey, cohorts: req.body.cohorts ?? {} },
+      });
       return inv;
     });
     if (!invite) throw new HttpError(401, 'invalid_invite', 'the invite token is unknown, already used or expired');
-    return { siteId, siteName: invite.site_name, credential };
+    return { siteId, siteName: invite.site_name };
   });
 
-  app.get('/v1/sites', { preValidation: auth }, async (req) => {
-    requireUser(req.principal!, READ_ROLES);
+  // A site declares (or updates) how many training examples it holds per dataset; results claiming more are refused.
+  // It is part of the site submitting plausible updates, hence the update.submit action.
+  app.put<{ Body: CohortsRequest }>('/v1/agent/cohorts', { schema: { body: CohortsRequestSchema }, preHandler: auth }, async (req) => {
+    const site = requireSite(req.principal!, 'update.submit');
+    await store.transaction((tx) => declareCohorts(tx, site.id, req.body.cohorts, now()));
+    return { siteId: site.id, cohorts: await listCohorts(store.db, site.id) };
+  });
+
+  app.get('/v1/sites', { preHandler: auth }, async (req) => {
+    requireUser(req.principal!, 'consortium.view');
     const window = ctx.onlineWindowMs ?? 60_000;
     return (await store.listSites()).map((s) => ({
       id: s.id,
@@ -72,10 +102,20 @@ export function siteRoutes(app: FastifyInstance, ctx: RouteContext): void {
     }));
   });
 
-  app.post<{ Params: { id: string } }>('/v1/sites/:id/revoke', { preValidation: auth }, async (req) => {
-    requireUser(req.principal!, ADMIN_ROLES);
-    if (!(await store.setSiteStatus(req.params.id, 'revoked'))) throw new HttpError(404, 'not_found', `no site ${req.params.id}`);
-    return { id: req.params.id, status: 'revoked' };
+  app.post<{ Params: { id: string } }>('/v1/sites/:id/revoke', { preHandler: auth }, async (req) => {
+    const user = requireUser(req.principal!, 'site.revoke');
+    const site = (await store.getSite(req.params.id)) ?? (await store.getSiteByName(req.params.id));
+    if (!site) throw new HttpError(404, 'not_found', `no site ${req.params.id}`);
+    if (user.scope === 'own-institution' && (user.institution === null || site.institution !== user.institution)) {
+      throw new HttpError(403, 'forbidden', `a site admin may revoke sites of their own institution (${user.institution ?? 'none'}) only`);
+    }
+    const t = now();
+    const done = await store.transaction(async (tx) => {
+      if (!(await revokeSite(tx, site.id))) return false;
+      await appendAudit(tx, audit.key, { ts: t, actor: user.id, kind: 'site.revoked', subject: site.id, data: { name: site.name } });
+      return true;
+    });
+    if (!done) throw new HttpError(409, 'conflict', `site ${site.name} is already revoked`);
+    return { id: site.id, name: site.name, status: 'revoked' };
   });
-
 }

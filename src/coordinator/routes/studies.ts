@@ -7,13 +7,17 @@ import { encodeSafetensors } from '../../protocol/safetensors.js';
 import { HttpError, requireUser } from '../auth.js';
 import { digestHex, initialWeights } from '../engine.js';
 import { hostStrategy } from '../strategy-host.js';
-import { READ_ROLES, STUDY_ROLES } from './context.js';
+
+/** A study lead acts on the studies they created only ('own-study' scope in governance/roles.ts). */
+function checkOwnStudy(user: { id: string; scope: string }, study: { id: string; created_by: string }): void {
+  if (user.scope === 'own-study' && study.created_by !== user.id) throw new HttpError(403, 'forbidden', `study ${study.id} is led by someone else`);
+}
 
 export function studyRoutes(app: FastifyInstance, ctx: RouteContext): void {
   const { store, bus, engine, now, auth } = ctx;
   // ---- studies ----
   app.post<{ Body: StudySpec }>('/v1/studies', { schema: { body: StudySpecSchema }, preValidation: auth }, async (req) => {
-    const user = requireUser(req.principal!, STUDY_ROLES);
+    const user = requireUser(req.principal!, 'study.create');
     const spec = req.body;
     try {
       hostStrategy(spec); // refuses an unknown strategy or bad parameters now, not at round 1
@@ -29,7 +33,7 @@ export function studyRoutes(app: FastifyInstance, ctx: RouteContext): void {
   });
 
   app.get('/v1/studies', { preValidation: auth }, async (req) => {
-    requireUser(req.principal!, READ_ROLES);
+    requireUser(req.principal!, 'study.view');
     return (await store.listStudies()).map((s) => {
       const spec = JSON.parse(s.spec) as StudySpec;
       return { id: s.id, name: s.name, status: s.status, round: s.current_round, rounds: spec.rounds, strategy: spec.strategy.name, createdAt: s.created_at, updatedAt: s.updated_at, error: s.error };
@@ -37,7 +41,7 @@ export function studyRoutes(app: FastifyInstance, ctx: RouteContext): void {
   });
 
   app.get<{ Params: { id: string } }>('/v1/studies/:id', { preValidation: auth }, async (req) => {
-    requireUser(req.principal!, READ_ROLES);
+    requireUser(req.principal!, 'study.view');
     const s = await store.getStudy(req.params.id);
     if (!s) throw new HttpError(404, 'not_found', `no study ${req.params.id}`);
     const spec = JSON.parse(s.spec) as StudySpec;
@@ -61,9 +65,10 @@ export function studyRoutes(app: FastifyInstance, ctx: RouteContext): void {
   });
 
   app.post<{ Params: { id: string } }>('/v1/studies/:id/start', { preValidation: auth }, async (req) => {
-    requireUser(req.principal!, STUDY_ROLES);
+    const user = requireUser(req.principal!, 'study.start');
     const s = await store.getStudy(req.params.id);
     if (!s) throw new HttpError(404, 'not_found', `no study ${req.params.id}`);
+    checkOwnStudy(user, s);
     if (s.status !== 'created') throw new HttpError(409, 'conflict', `study ${s.id} is ${s.status}`);
     const spec = JSON.parse(s.spec) as StudySpec;
     const active = (await store.listSites()).filter((x) => x.status === 'active');
@@ -85,14 +90,20 @@ export function studyRoutes(app: FastifyInstance, ctx: RouteContext): void {
   });
 
   app.post<{ Params: { id: string } }>('/v1/studies/:id/stop', { preValidation: auth }, async (req) => {
-    requireUser(req.principal!, STUDY_ROLES);
+    const user = requireUser(req.principal!, 'study.stop');
+    const s = await store.getStudy(req.params.id);
+    if (!s) throw new HttpError(404, 'not_found', `no study ${req.params.id}`);
+    checkOwnStudy(user, s);
     await store.transitionStudy(req.params.id, ['created', 'running'], 'stopped', now());
     bus.emit({ type: 'study.status', studyId: req.params.id, status: 'stopped' });
     return { id: req.params.id, status: 'stopped' };
   });
 
   app.get<{ Params: { id: string } }>('/v1/studies/:id/model', { preValidation: auth }, async (req, reply) => {
-    requireUser(req.principal!, STUDY_ROLES);
+    const user = requireUser(req.principal!, 'model.download');
+    const s = await store.getStudy(req.params.id);
+    if (!s) throw new HttpError(404, 'not_found', `no study ${req.params.id}`);
+    checkOwnStudy(user, s);
     const mv = await store.latestModelVersion(req.params.id);
     if (!mv) throw new HttpError(404, 'not_found', `study ${req.params.id} has no model`);
     return reply.type('application/octet-stream').header('x-setu-model-version', mv.id).header('x-setu-digest', mv.digest).send(Buffer.from(mv.weights));

@@ -1,0 +1,99 @@
+/**
+ * Users and keys. A consortium admin creates a user with a role (and institution) and gets a one-time,
+ * expiring invite; the person redeems it once with the Ed25519 public key `setu user enrol` generated on
+ * their machine, and signs every later request with it under key id = their user id. Any identity may
+ * rotate its own key (signed with the old one); admins revoke users. Every step is audited in the same
+ * transaction as the change.
+ */
+import type { FastifyInstance } from 'fastify';
+import type { RouteContext } from './context.js';
+import { randomBytes } from 'node:crypto';
+import { Type, type Static } from '@sinclair/typebox';
+import { UserEnrolRequestSchema, UserInviteRequestSchema, type UserEnrolRequest, type UserInviteRequest } from '../../protocol/api.js';
+import { importPublicKey } from '../../protocol/signing.js';
+import { HttpError, authorize, newSecret, requireUser, sha256hex } from '../auth.js';
+import { appendAudit } from '../../governance/audit-store.js';
+import { activateUser, consumeUserInvite, createUser, createUserInvite, getUser, getUserByName, listUsers, revokeUser, setSitePublicKey } from '../../store/trust.js';
+
+const RotateSchema = Type.Object({ publicKey: Type.String({ pattern: '^[A-Za-z0-9_-]{43}$' }) }, { additionalProperties: false });
+
+function checkKey(k: string): void {
+  try {
+    importPublicKey(k);
+  } catch (e) {
+    throw new HttpError(400, 'invalid_key', `publicKey: ${(e as Error).message}`);
+  }
+}
+
+export function userRoutes(app: FastifyInstance, ctx: RouteContext): void {
+  const { store, now, auth, audit } = ctx;
+
+  app.post<{ Body: UserInviteRequest }>('/v1/users', { schema: { body: UserInviteRequestSchema }, preHandler: auth }, async (req) => {
+    const admin = requireUser(req.principal!, 'user.create');
+    const b = req.body;
+    if (await getUserByName(store.db, b.name)) throw new HttpError(409, 'conflict', `a user named ${b.name} already exists`);
+    const id = `user-${randomBytes(6).toString('hex')}`;
+    const token = `uinv_${newSecret()}`;
+    const t = now();
+    const expiresAt = t + (b.ttlHours ?? 72) * 3600_000;
+    await store.transaction(async (tx) => {
+      await createUser(tx, { id, name: b.name, role: b.role, institution: b.institution ?? null, public_key: null, status: 'invited', created_by: admin.id, created_at: t });
+      await createUserInvite(tx, { token_hash: sha256hex(token), user_id: id, created_at: t, expires_at: expiresAt });
+      await appendAudit(tx, audit.key, { ts: t, actor: admin.id, kind: 'invite.issued', subject: id, data: { for: 'user', name: b.name, role: b.role, institution: b.institution ?? null, expiresAt } });
+    });
+    return { token, userId: id, name: b.name, role: b.role, expiresAt };
+  });
+
+  app.post<{ Body: UserEnrolRequest }>('/v1/users/enrol', { schema: { body: UserEnrolRequestSchema } }, async (req) => {
+    checkKey(req.body.publicKey);
+    const t = now();
+    const user = await store.transaction(async (tx) => {
+      const userId = await consumeUserInvite(tx, sha256hex(req.body.token), t);
+      if (!userId) return undefined;
+      if (!(await activateUser(tx, userId, req.body.publicKey))) return undefined; // revoked before enrolling
+      const u = (await getUser(tx, userId))!;
+      await appendAudit(tx, audit.key, { ts: t, actor: userId, kind: 'user.enrolled', subject: userId, data: { name: u.name, role: u.role, institution: u.institution, publicKey: req.body.publicKey } });
+      return u;
+    });
+    if (!user) throw new HttpError(401, 'invalid_invite', 'the invite token is unknown, already used, expired, or its user was revoked');
+    return { userId: user.id, name: user.name, role: user.role };
+  });
+
+  app.get('/v1/users', { preHandler: auth }, async (req) => {
+    requireUser(req.principal!, 'consortium.view');
+    return (await listUsers(store.db)).map((u) => ({ id: u.id, name: u.name, role: u.role, institution: u.institution, status: u.status, createdAt: u.created_at }));
+  });
+
+  app.get('/v1/whoami', { preHandler: auth }, async (req) => {
+    const p = req.principal!;
+    return p.kind === 'site' ? { kind: 'site', id: p.id, name: p.site.name, role: 'site' } : { kind: 'user', id: p.id, name: p.name, role: p.role, institution: p.institution };
+  });
+
+  app.post<{ Params: { id: string } }>('/v1/users/:id/revoke', { preHandler: auth }, async (req) => {
+    const admin = requireUser(req.principal!, 'user.revoke');
+    const u = (await getUser(store.db, req.params.id)) ?? (await getUserByName(store.db, req.params.id));
+    if (!u) throw new HttpError(404, 'not_found', `no user ${req.params.id}`);
+    const t = now();
+    const done = await store.transaction(async (tx) => {
+      if (!(await revokeUser(tx, u.id))) return false;
+      await appendAudit(tx, audit.key, { ts: t, actor: admin.id, kind: 'user.revoked', subject: u.id, data: { name: u.name, role: u.role } });
+      return true;
+    });
+    if (!done) throw new HttpError(409, 'conflict', `user ${u.name} is already revoked`);
+    return { id: u.id, name: u.name, status: 'revoked' };
+  });
+
+  // Key rotation: the request is signed with the old key, so only its holder can replace it.
+  app.post<{ Body: Static<typeof RotateSchema> }>('/v1/keys/rotate', { schema: { body: RotateSchema }, preHandler: auth }, async (req) => {
+    const p = req.principal!;
+    authorize(p, 'key.rotate');
+    checkKey(req.body.publicKey);
+    const t = now();
+    await store.transaction(async (tx) => {
+      if (p.kind === 'site') await setSitePublicKey(tx, p.id, req.body.publicKey);
+      else await tx.updateTable('users').set({ public_key: req.body.publicKey }).where('id', '=', p.id).where('status', '=', 'active').execute();
+      await appendAudit(tx, audit.key, { ts: t, actor: p.id, kind: 'key.changed', subject: p.id, data: { publicKey: req.body.publicKey } });
+    });
+    return { id: p.id, publicKey: req.body.publicKey };
+  });
+}

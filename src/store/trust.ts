@@ -1,0 +1,114 @@
+/**
+ * Store functions of the trust layer (users, user invites, request nonces, declared cohorts, site keys).
+ * Plain functions over a Kysely handle, so callers pass either `store.db` or a transaction and the
+ * statements join whatever transaction the caller is in.
+ */
+import type { Kysely, Transaction } from 'kysely';
+import type { Database, UsersTable } from './schema.js';
+
+export type Db = Kysely<Database> | Transaction<Database>;
+export type UserRow = UsersTable;
+
+const num = (v: unknown) => (typeof v === 'number' ? v : Number(v));
+const normUser = (r: UserRow): UserRow => ({ ...r, created_at: num(r.created_at) });
+
+// ---- users ----
+export async function createUser(db: Db, row: UserRow): Promise<void> {
+  await db.insertInto('users').values(row).execute();
+}
+
+export async function getUser(db: Db, id: string): Promise<UserRow | undefined> {
+  const r = await db.selectFrom('users').selectAll().where('id', '=', id).executeTakeFirst();
+  return r && normUser(r);
+}
+
+export async function getUserByName(db: Db, name: string): Promise<UserRow | undefined> {
+  const r = await db.selectFrom('users').selectAll().where('name', '=', name).executeTakeFirst();
+  return r && normUser(r);
+}
+
+export async function listUsers(db: Db): Promise<UserRow[]> {
+  return (await db.selectFrom('users').selectAll().orderBy('created_at').orderBy('name').execute()).map(normUser);
+}
+
+/** Compare-and-set: only an invited user becomes active, with the key it registers. */
+export async function activateUser(db: Db, id: string, publicKey: string): Promise<boolean> {
+  const r = await db.updateTable('users').set({ status: 'active', public_key: publicKey }).where('id', '=', id).where('status', '=', 'invited').executeTakeFirst();
+  return Number(r.numUpdatedRows) === 1;
+}
+
+/** Revokes a user (any status but revoked). False when there is no such user or it was already revoked. */
+export async function revokeUser(db: Db, id: string): Promise<boolean> {
+  const r = await db.updateTable('users').set({ status: 'revoked' }).where('id', '=', id).where('status', '!=', 'revoked').executeTakeFirst();
+  return Number(r.numUpdatedRows) === 1;
+}
+
+/** Revokes a site; false when there is no such site or it was already revoked. */
+export async function revokeSite(db: Db, id: string): Promise<boolean> {
+  const r = await db.updateTable('sites').set({ status: 'revoked' }).where('id', '=', id).where('status', '!=', 'revoked').executeTakeFirst();
+  return Number(r.numUpdatedRows) === 1;
+}
+
+export async function setSitePublicKey(db: Db, id: string, publicKey: string): Promise<void> {
+  await db.updateTable('sites').set({ public_key: publicKey }).where('id', '=', id).execute();
+}
+
+// ---- user invites ----
+export async function createUserInvite(db: Db, row: { token_hash: string; user_id: string; created_at: number; expires_at: number }): Promise<void> {
+  await db.insertInto('user_invites').values({ ...row, used_at: null }).execute();
+}
+
+/** Marks the invite used, atomically (a second use finds nothing); returns the invited user's id. */
+export async function consumeUserInvite(db: Db, tokenHash: string, now: number): Promise<string | undefined> {
+  const res = await db
+    .updateTable('user_invites')
+    .set({ used_at: now })
+    .where('token_hash', '=', tokenHash)
+    .where('used_at', 'is', null)
+    .where('expires_at', '>', now)
+    .executeTakeFirst();
+  if (Number(res.numUpdatedRows) !== 1) return undefined;
+  return (await db.selectFrom('user_invites').select('user_id').where('token_hash', '=', tokenHash).executeTakeFirstOrThrow()).user_id;
+}
+
+// ---- request nonces ----
+/**
+ * Records a nonce; true when it is new, false when (keyId, nonce) was already there (a replay). One
+ * INSERT … ON CONFLICT DO NOTHING against the primary key, so two concurrent replays cannot both win.
+ */
+export async function rememberNonce(db: Db, keyId: string, nonce: string, ts: number): Promise<boolean> {
+  const r = await db
+    .insertInto('request_nonces')
+    .values({ key_id: keyId, nonce, ts })
+    .onConflict((oc) => oc.columns(['key_id', 'nonce']).doNothing())
+    .executeTakeFirst();
+  return Number(r.numInsertedOrUpdatedRows ?? 0n) === 1;
+}
+
+/** Forgets nonces with timestamps before `before`: requests that old are refused on their timestamp anyway. */
+export async function pruneNonces(db: Db, before: number): Promise<number> {
+  const r = await db.deleteFrom('request_nonces').where('ts', '<', before).executeTakeFirst();
+  return Number(r.numDeletedRows);
+}
+
+// ---- declared cohorts ----
+/** Replaces the cohort sizes a site declared for the named datasets (others stay). */
+export async function declareCohorts(db: Db, siteId: string, sizes: Record<string, number>, now: number): Promise<void> {
+  for (const [dataset, size] of Object.entries(sizes)) {
+    await db
+      .insertInto('site_cohorts')
+      .values({ site_id: siteId, dataset, size, declared_at: now })
+      .onConflict((oc) => oc.columns(['site_id', 'dataset']).doUpdateSet({ size, declared_at: now }))
+      .execute();
+  }
+}
+
+export async function cohortSize(db: Db, siteId: string, dataset: string): Promise<number | undefined> {
+  const r = await db.selectFrom('site_cohorts').select('size').where('site_id', '=', siteId).where('dataset', '=', dataset).executeTakeFirst();
+  return r ? num(r.size) : undefined;
+}
+
+export async function listCohorts(db: Db, siteId: string): Promise<Record<string, number>> {
+  const rows = await db.selectFrom('site_cohorts').select(['dataset', 'size']).where('site_id', '=', siteId).orderBy('dataset').execute();
+  return Object.fromEntries(rows.map((r) => [r.dataset, num(r.size)]));
+}
