@@ -66,3 +66,17 @@ test('bad options exit 2 with a message', async () => {
   }
   assert.match(err, /unknown option "--bogus"/);
 });
+
+test('done-criterion: over seeds 42–61 every method\'s pooled-test mean lies within the peer\'s mean ± sd', () => {
+  const ref = loadHeartReference();
+  const methods = ['Pooled', 'Local0', 'Local1', 'Local2', 'Local3', 'FedAvg', 'FedProx', 'FedAdam', 'FedYogi', 'FedAdagrad', 'Scaffold'];
+  const seeds = Array.from({ length: 20 }, (_, i) => 42 + i);
+  const s = summarize(runHeartBenchmark({ seeds, methods }));
+  for (const m of methods) {
+    const p = ref.peer[m]!;
+    assert.ok(Math.abs(s[m]!.mean - p.mean) <= p.sd, `${m}: Setu ${s[m]!.mean.toFixed(4)} vs peer ${p.mean.toFixed(4)} ± ${p.sd.toFixed(4)}`);
+  }
+  // Cyclic has no peer figure; FLamby's published Cyclic is client 0's private model (see CyclicFLamby).
+  const c = summarize(runHeartBenchmark({ seeds, methods: ['CyclicFLamby'] }))['CyclicFLamby']!;
+  assert.ok(Math.abs(c.mean - ref.flamby['Cyclic']!.mean) <= 0.02, `CyclicFLamby ${c.mean}`);
+});

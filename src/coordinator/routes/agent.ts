@@ -80,12 +80,14 @@ export function agentRoutes(app: FastifyInstance, ctx: RouteContext): void {
     }
     return v;
   }
+  const layoutOfVersion = async (id: string) => (await version(id)).layout;
 
   app.post<{ Params: { id: string } }>('/v1/agent/tasks/:id/result', { preValidation: auth }, async (req) => {
     const site = requireSite(req.principal!, 'update.submit');
-  const layoutOfVersion = async (id: string) => (await version(id)).layout;
     const task = await store.getTask(req.params.id);
     if (!task || task.site_id !== site.id) throw new HttpError(403, 'forbidden', `task ${req.params.id} was not given to this site`);
+    const bodyDigest = Buffer.isBuffer(req.body) ? digestHex(req.body) : req.rawBody ? digestHex(req.rawBody) : null;
+    // A refusal is logged and audited (with the digest of what was sent) in one transaction; nothing else changes.
     const refuse = async (status: number, code: string, reason: string): Promise<never> => {
       const t = now();
       await store.transaction(async (tx) => {
@@ -93,18 +95,16 @@ export function agentRoutes(app: FastifyInstance, ctx: RouteContext): void {
         await appendAudit(tx, audit.key, { ts: t, actor: site.id, kind: 'update.refused', subject: task.id, data: { study: task.study_id, round: task.round, code, reason, digest: bodyDigest } });
       });
       bus.emit({ type: 'update.refused', studyId: task.study_id, round: task.round, siteId: site.id, reason });
-    const bodyDigest = Buffer.isBuffer(req.body) ? digestHex(req.body) : req.rawBody ? digestHex(req.rawBody) : null;
-    // A refusal is logged and audited (with the digest of what was sent) in one transaction; nothing else changes.
       throw new HttpError(status, code, reason);
     };
     if (task.status !== 'issued' && task.status !== 'delivered') throw new HttpError(409, 'conflict', `task ${task.id} is ${task.status}; it accepts no result`);
 
-    let meta: ResultMeta;
-    let weightsBytes: Uint8Array | null = null;
-    if (task.kind === 'fit') {
     const studyRow = await store.getStudy(task.study_id);
     if (!studyRow) throw new Error(`task ${task.id} has no study`);
     const spec = JSON.parse(studyRow.spec) as StudySpec;
+    let meta: ResultMeta;
+    let weightsBytes: Uint8Array | null = null;
+    if (task.kind === 'fit') {
       if (!Buffer.isBuffer(req.body)) return refuse(415, 'unsupported_media_type', 'a fit result must be a safetensors body (application/octet-stream)');
       weightsBytes = new Uint8Array(req.body);
       let decoded;
@@ -130,23 +130,23 @@ export function agentRoutes(app: FastifyInstance, ctx: RouteContext): void {
       const nonFinite = firstNonFinite(decoded.weights);
       if (nonFinite) return refuse(400, 'non_finite', `update refused: ${nonFinite}`);
       if (meta.numExamples < 1) return refuse(400, 'implausible_update', 'a fit result must come from at least one training example');
-    } else {
-      const problems = checkValue(ResultMetaSchema, req.body);
-      if (problems.length) return refuse(400, 'malformed_result', `evaluation result: ${problems.join('; ')}`);
       if (spec.maxUpdateNorm !== undefined) {
         const norm = updateNorm(decoded.weights, (await version(task.model_version_id)).weights);
         if (!(norm <= spec.maxUpdateNorm)) return refuse(400, 'update_norm', `update L2 norm ${norm.toPrecision(6)} exceeds the study's bound ${spec.maxUpdateNorm}`);
       }
+    } else {
+      const problems = checkValue(ResultMetaSchema, req.body);
+      if (problems.length) return refuse(400, 'malformed_result', `evaluation result: ${problems.join('; ')}`);
       meta = req.body as ResultMeta;
     }
     if (meta.taskId !== task.id) return refuse(400, 'wrong_task', `result names task ${meta.taskId} but was sent for ${task.id}`);
-    for (const [k, v] of Object.entries({ ...meta.trainMetrics, ...meta.evalMetrics })) {
-      if (!Number.isFinite(v)) return refuse(400, 'non_finite', `metric ${k} is not finite`);
-    }
     // The example count must be plausible: no more than the cohort the site declared for this dataset.
     const cohort = await cohortSize(store.db, site.id, spec.dataset);
     if (cohort === undefined) return refuse(400, 'no_cohort', `site ${site.name} has declared no cohort size for dataset "${spec.dataset}" (PUT /v1/agent/cohorts)`);
     if (meta.numExamples > cohort) return refuse(400, 'implausible_update', `numExamples ${meta.numExamples} exceeds the ${cohort} examples site ${site.name} declared for "${spec.dataset}"`);
+    for (const [k, v] of Object.entries({ ...meta.trainMetrics, ...meta.evalMetrics })) {
+      if (!Number.isFinite(v)) return refuse(400, 'non_finite', `metric ${k} is not finite`);
+    }
     try {
       const t = now();
       const digest = weightsBytes ? digestHex(weightsBytes) : null;
