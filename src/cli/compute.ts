@@ -7,7 +7,7 @@ import YAML from 'yaml';
 import { parse, UsageError } from './args.js';
 import {
   buildJobManifest, contributionReport, ComputeValidationError, parseResource, parseTrainingJob, place,
-  renderContribution, renderSummary, renderTable, runToCompletion, slurmAvailable, SlurmExecutor, summarize,
+  renderContribution, renderSummary, renderTable, runToCompletion, slurmAvailable, SlurmExecutor, slurmQueue, summarize,
   type ComputeResource, type TrainingJob, type UsageRecord,
 } from '../compute/index.js';
 
@@ -18,6 +18,8 @@ const HELP = `setu compute: compute federation tools that need no coordinator
 
   setu compute slurm-check [--partition P] [--account A] [--workdir DIR] [--json]
       submit a tiny job with sbatch, follow it with squeue/sacct and print its accounting
+  setu compute queue [--all] [--json]
+      Setu's jobs in the local Slurm queue (--all: every job)
   setu compute resources --file resources.yaml [--json]
       validate a resource registration file (YAML or JSON list, or {resources: [...]}) and list it
   setu compute place --file resources.yaml --site S --jurisdiction IN [--cpus N] [--gpus N] [--ram GiB]
@@ -107,6 +109,17 @@ export async function slurmCheck(argv: string[], io: Io = stdio): Promise<number
   return ok ? 0 : 1;
 }
 
+async function queueCmd(argv: string[], io: Io): Promise<number> {
+  const { values: v } = parse(argv, { all: { type: 'boolean' }, json: { type: 'boolean' } });
+  const q = await slurmQueue(undefined, v.all ?? false);
+  if (v.json) { io.out(JSON.stringify(q, null, 2) + '\n'); return 0; }
+  io.out(q.length === 0 ? 'no Setu jobs in the Slurm queue\n' : renderTable(
+    ['job', 'name', 'state', 'elapsed', 'limit', 'CPUs', 'GPUs', 'node/reason'],
+    q.map((e) => [e.id, e.name, e.state, e.elapsed, e.timeLimit, String(e.cpus), e.gres || '-', e.where]),
+    ['l', 'l', 'l', 'r', 'r', 'r', 'l', 'l']) + '\n');
+  return 0;
+}
+
 async function resourcesCmd(argv: string[], io: Io): Promise<number> {
   const { values: v } = parse(argv, { file: { type: 'string' }, json: { type: 'boolean' } });
   const rs = await loadResources(v.file);
@@ -188,6 +201,7 @@ export async function main(argv: string[], io: Io = stdio): Promise<number> {
   switch (sub) {
     case undefined: case 'help': case '--help': case '-h': io.out(HELP); return 0;
     case 'slurm-check': return slurmCheck(rest, io);
+    case 'queue': return queueCmd(rest, io);
     case 'resources': return resourcesCmd(rest, io);
     case 'place': return placeCmd(rest, io);
     case 'ledger': return ledgerCmd(rest, io);

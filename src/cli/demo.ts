@@ -61,7 +61,7 @@ export function evaluateHeart(model: Model, w: Weights, data: HeartPooledData): 
 }
 
 export async function main(argv: string[]): Promise<number> {
-  const { values } = parse(argv, { seed: { type: 'string' }, json: { type: 'boolean' }, 'data-dir': { type: 'string' }, rounds: { type: 'string' }, verbose: { type: 'boolean' } });
+  const { values } = parse(argv, { seed: { type: 'string' }, json: { type: 'boolean' }, 'data-dir': { type: 'string' }, rounds: { type: 'string' }, verbose: { type: 'boolean' }, dashboard: { type: 'boolean' } });
   const seed = intFlag(values.seed, 'seed', 42);
   const rounds = intFlag(values.rounds, 'rounds', 15);
   if (rounds < 1) throw new UsageError('--rounds must be at least 1');
@@ -80,12 +80,21 @@ export async function main(argv: string[]): Promise<number> {
     await coord?.close();
     if (!values['data-dir']) rmSync(dataDir, { recursive: true, force: true });
   };
-  const onSignal = () => void cleanup().then(() => process.exit(130));
+  const onSignal = (sig: NodeJS.Signals) => void cleanup().then(() => process.exit(sig === 'SIGTERM' ? 143 : 130));
   process.once('SIGINT', onSignal);
+  // Agents are child processes: a SIGTERM must stop them too, not leave them polling a dead coordinator.
+  process.once('SIGTERM', onSignal);
   try {
     coord = await startCoordinator({ dataDir: join(dataDir, 'coordinator'), port: 0, tickMs: 200, maxWaitMs: 10_000, log: values.verbose ? (m) => say(`coordinator: ${m}`) : undefined });
     say(`coordinator on ${coord.url} (SQLite in ${join(dataDir, 'coordinator')})`);
-    const admin = new HttpClient({ baseUrl: coord.url, credential: coord.adminToken, giveUpAfterMs: 10_000 });
+    if (values.dashboard) say(`dashboard: ${coord.url}/ (log in with the admin key file in ${join(dataDir, 'coordinator')})`);
+    if (!coord.adminKey) throw new Error('the demo coordinator wrote no admin.key');
+    // Every request below is signed: the admin's key from admin.key, a study lead's key made here.
+    const admin = new HttpClient({ baseUrl: coord.url, signer: { keyId: coord.adminKey.keyId, privateKey: coord.adminKey.privateKey }, giveUpAfterMs: 10_000 });
+    const leadInvite = await admin.json<UserInviteResponse>('POST', '/v1/users', { name: 'demo-lead', role: 'study_lead', ttlHours: 1 });
+    const leadKeys = generateSigningKeys();
+    await new HttpClient({ baseUrl: coord.url, giveUpAfterMs: 10_000 }).json('POST', '/v1/users/enrol', { token: leadInvite.token, publicKey: leadKeys.publicKeyRaw });
+    const lead = new HttpClient({ baseUrl: coord.url, signer: { keyId: leadInvite.userId, privateKey: leadKeys.privateKey }, giveUpAfterMs: 10_000 });
     const heartDir = defaultHeartDir();
     const siteNames = HEART_CENTERS.map((n) => `${n}`);
     for (let c = 0; c < 4; c++) {
@@ -176,9 +185,15 @@ export async function main(argv: string[]): Promise<number> {
           `Data: UCI Heart Disease (Janosi, Steinbrunn, Pfisterer, Detrano, 1988), CC BY 4.0, preprocessed as FLamby's Fed-Heart-Disease.\n`,
       );
     }
+    if (values.dashboard) {
+      // The dashboard outlives the training: keep everything up until Ctrl-C (or SIGTERM), which cleans up.
+      say(`the study has finished; the dashboard stays up at ${coord.url}/ until Ctrl-C`);
+      await new Promise<never>(() => {});
+    }
     return 0;
   } finally {
     process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
     await cleanup();
   }
 }

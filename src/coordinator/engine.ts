@@ -19,20 +19,28 @@ import type { Weights } from '../protocol/tensors.js';
 import { createModel } from '../learning/models/registry.js';
 import { createRng } from '../learning/rng.js';
 import { torchLinearInit } from '../learning/torch-init.js';
+import { combineSums, statsFromSums } from '../learning/federated-stats.js';
 import { hostStrategy, type FitResultIn } from './strategy-host.js';
-
+import { gov } from '../store/governance.js';
+import { commitTransitions, eligibleParticipants, loadLifecycle } from '../governance/study-governance.js';
+import { complete as lifecycleComplete } from '../governance/lifecycle.js';
+import { ensureModelCard } from '../governance/model-card.js';
 import { appendAudit, type AuditKey } from '../governance/audit-store.js';
+
 export interface EngineOptions {
   instanceId?: string;
   tickMs?: number;
   leaseMs?: number;
   now?: () => number;
   log?: (msg: string) => void;
-}
   /** Signs the audit entries of issued tasks and committed aggregates (written in the same transaction). */
   audit?: AuditKey;
+}
 
 export const DEFAULT_ROUND_TIMEOUT_S = 600;
+
+/** Where a study's federated normalisation statistics are kept. */
+export const normStatsKey = (studyId: string) => `study:${studyId}:normstats`;
 
 export function studySeed(spec: StudySpec): number {
   return spec.seed ?? 42;
@@ -43,12 +51,14 @@ export function digestHex(b: Uint8Array): string {
 }
 
 /**
- * Initial global model of a study, deterministic in its seed: the same start PyTorch gives after
- * `torch.manual_seed(seed)` for the same stack of Linear layers (see learning/torch-init.ts), so a
- * study can be compared seed by seed with a PyTorch reference.
+ * Initial global model of a study, deterministic in its seed. A logistic model starts exactly where
+ * PyTorch's `torch.manual_seed(seed); nn.Linear(d, 1)` starts (see learning/torch-init.ts), so a study
+ * can be compared seed by seed with a PyTorch reference such as FLamby's.
  */
 export function initialWeights(spec: StudySpec): Weights {
-  return torchLinearInit(createModel(spec.model).init(createRng(studySeed(spec), 'init')), studySeed(spec));
+  const seed = studySeed(spec);
+  if (spec.model.kind === 'logistic') return torchLinearInit(seed, spec.model.inputDim);
+  return createModel(spec.model).init(createRng(seed, 'init'));
 }
 
 export class RoundEngine {
@@ -128,6 +138,8 @@ export class RoundEngine {
     const spec = JSON.parse(study.spec) as StudySpec;
     const open = await this.store.openRoundOf(study.id);
     if (!open) {
+      // A study over CSV data first checks every site's file against its schema (round 0).
+      if (spec.dataSchema && !(await this.store.getRound(study.id, 0))) return this.openRound(study, spec, 0, 'prepare');
       const next = study.current_round + 1;
       if (next <= spec.rounds) await this.openRound(study, spec, next, 'fit');
       else await this.openRound(study, spec, spec.rounds + 1, 'evaluate');
@@ -135,10 +147,11 @@ export class RoundEngine {
     }
     const tasks = await this.store.listTasks(study.id, open.round);
     const updates = await this.store.listUpdates(study.id, open.round);
-    const minResults = Math.min(spec.minSites ?? tasks.length, tasks.length);
+    const minResults = open.kind === 'prepare' ? tasks.length : Math.min(spec.minSites ?? tasks.length, tasks.length);
     const late = this.now() > open.deadline_at;
     if (updates.length === tasks.length || (late && updates.length >= minResults)) {
       if (open.kind === 'fit') await this.commitFit(study, spec, open.round, updates);
+      else if (open.kind === 'prepare') await this.commitPrepare(study, spec, updates);
       else await this.commitEvaluate(study, spec, open.round, updates);
     } else if (late) {
       await this.fail(study, `round ${open.round}: ${updates.length} of ${tasks.length} sites reported before the deadline; at least ${minResults} needed`);
@@ -149,11 +162,14 @@ export class RoundEngine {
     return JSON.parse(study.participants ?? '[]') as string[];
   }
 
-  private async openRound(study: StudyRow, spec: StudySpec, round: number, kind: 'fit' | 'evaluate'): Promise<void> {
+  private async openRound(study: StudyRow, spec: StudySpec, round: number, kind: 'fit' | 'evaluate' | 'prepare'): Promise<void> {
     const now = this.now();
     const global = await this.store.latestModelVersion(study.id);
     if (!global) throw new Error(`study ${study.id} has no model version`);
-    const sites = this.participants(study);
+    // Only sites still eligible under the study's lifecycle (approved, not withdrawn, terms not lapsed) get a
+    // task: a site that withdrew is dropped from the next round on.
+    const sites = await eligibleParticipants(gov(this.store.db), study.id, this.participants(study), now);
+    if (sites.length === 0) throw new Error(`round ${round}: no participating site is still eligible (every site withdrew or its approval lapsed)`);
     const deadline = now + (spec.roundTimeoutSeconds ?? DEFAULT_ROUND_TIMEOUT_S) * 1000;
     let plan: { siteId: string; config: unknown }[];
     if (kind === 'fit') {
@@ -176,19 +192,10 @@ export class RoundEngine {
       delivered_at: null,
       done_at: null,
     }));
+    const audit = this.opts.audit;
     await this.store.openRound(
       { study_id: study.id, round, status: 'open', kind, opened_at: now, deadline_at: deadline, committed_at: null, model_version_id: kind === 'evaluate' ? global.id : null },
       tasks,
-    );
-    this.log(`study ${study.id}: round ${round} (${kind}) opened for ${tasks.length} sites`);
-    this.bus.emit({ type: 'round.opened', studyId: study.id, round, kind, sites: tasks.length });
-    this.bus.emit({ type: 'tasks', siteIds: tasks.map((t) => t.site_id) });
-  }
-
-    const audit = this.opts.audit;
-  private async strategyFor(study: StudyRow, spec: StudySpec) {
-    const state = await this.store.latestStrategyState(study.id);
-    return hostStrategy(spec, state ? { json: JSON.parse(state.json), tensors: state.tensors ? decodeSafetensors(state.tensors).weights : {} } : undefined);
       audit
         ? async (tx) => {
             for (const t of tasks) {
@@ -196,6 +203,15 @@ export class RoundEngine {
             }
           }
         : undefined,
+    );
+    this.log(`study ${study.id}: round ${round} (${kind}) opened for ${tasks.length} sites`);
+    this.bus.emit({ type: 'round.opened', studyId: study.id, round, kind, sites: tasks.length });
+    this.bus.emit({ type: 'tasks', siteIds: tasks.map((t) => t.site_id) });
+  }
+
+  private async strategyFor(study: StudyRow, spec: StudySpec) {
+    const state = await this.store.latestStrategyState(study.id);
+    return hostStrategy(spec, state ? { json: JSON.parse(state.json), tensors: state.tensors ? decodeSafetensors(state.tensors).weights : {} } : undefined);
   }
 
   private async commitFit(study: StudyRow, spec: StudySpec, round: number, updates: UpdateRow[]): Promise<void> {
@@ -215,6 +231,8 @@ export class RoundEngine {
     const state = host.getState();
     const metrics = fitMetrics(study.id, round, results);
     const isLast = round >= spec.rounds;
+    const digest = digestHex(bytes);
+    const audit = this.opts.audit;
     await this.store.commitRound({
       studyId: study.id,
       round,
@@ -237,18 +255,63 @@ export class RoundEngine {
       strategyState: { study_id: study.id, round, json: JSON.stringify(state.json), tensors: Object.keys(state.tensors).length ? encodeSafetensors(state.tensors) : null },
       advanceTo: round,
     });
-    const digest = digestHex(bytes);
-    const audit = this.opts.audit;
     const summary = Object.fromEntries(metrics.filter((m) => m.site_id === null).map((m) => [`${m.phase}.${m.name}`, m.value]));
     this.log(`study ${study.id}: round ${round} committed from ${updates.length} sites${isLast ? ' (last fit round)' : ''}`);
     this.bus.emit({ type: 'round.committed', studyId: study.id, round, kind: 'fit', metrics: summary });
+  }
+
+  /**
+   * Round 0 of a study over CSV data: every site has checked its file against the study's schema.
+   * Any mismatch fails the study with one message naming each site and column; otherwise, for
+   * global normalisation, the sites' column sums become the statistics every later task carries.
+   */
+  private async commitPrepare(study: StudyRow, spec: StudySpec, updates: UpdateRow[]): Promise<void> {
+    const now = this.now();
+    const reports = await Promise.all(
+      updates.map(async (u) => ({ site: (await this.store.getSite(u.site_id))?.name ?? u.site_id, report: (JSON.parse(u.metrics) as ResultMeta).prepare })),
+    );
+    const problems = reports.flatMap(({ site, report }) =>
+      report ? report.problems.map((p) => `site ${site}: column "${p.column}": ${p.message}`) : [`site ${site}: sent no schema check`],
+    );
+    if (problems.length) {
+      await this.store.commitRound({ studyId: study.id, round: 0, now, metrics: [] });
+      await this.fail(study, `the study cannot start: its data schema does not match every site's file: ${problems.join('; ')}`);
+      return;
+    }
+    let stats: string | undefined;
+    if (spec.dataSchema?.preprocessing?.normalise === 'global') {
+      const sums = reports.map(({ site, report }) => {
+        if (!report?.sums) throw new Error(`site ${site} sent no column sums for global normalisation`);
+        return report.sums;
+      });
+      stats = JSON.stringify(statsFromSums(combineSums(sums)));
+    }
+    await this.store.commitRound({
+      studyId: study.id,
+      round: 0,
+      now,
+      metrics: [{ study_id: study.id, round: 0, site_id: null, phase: 'prepare', name: 'examples', value: updates.reduce((a, u) => a + u.num_examples, 0) }],
+      ...(stats ? { inTx: (tx) => this.store.setKv(normStatsKey(study.id), stats!, tx) } : {}),
+    });
+    this.log(`study ${study.id}: every site's data matches the schema`);
+    this.bus.emit({ type: 'round.committed', studyId: study.id, round: 0, kind: 'prepare', metrics: {} });
   }
 
   private async commitEvaluate(study: StudyRow, spec: StudySpec, round: number, updates: UpdateRow[]): Promise<void> {
     const now = this.now();
     const results = updates.map((u) => ({ siteId: u.site_id, numExamples: u.num_examples, meta: JSON.parse(u.metrics) as ResultMeta }));
     const metrics = evalMetricRows(study.id, spec.rounds, results);
-    await this.store.commitRound({ studyId: study.id, round, now, metrics, studyStatus: 'completed' });
+    const audit = this.opts.audit;
+    await this.store.commitRound({
+      studyId: study.id, round, now, metrics, studyStatus: 'completed',
+      // The lifecycle's completion (and its audit entry) commits with the final round.
+      inTx: async (tx) => {
+        const cur = await loadLifecycle(gov(tx), study.id);
+        if (cur) await commitTransitions(tx, { store: this.store, audit }, cur, [lifecycleComplete(cur, { by: 'coordinator', at: now }, { rounds: spec.rounds, metrics: summaryOf(metrics) })]);
+      },
+    });
+    // The model card names the audit head that now includes the completion.
+    await ensureModelCard(this.store, study.id, now).catch((e) => this.log(`study ${study.id}: model card not written yet: ${(e as Error).message}`));
     const summary = Object.fromEntries(metrics.filter((m) => m.site_id === null).map((m) => [`${m.phase}.${m.name}`, m.value]));
     this.bus.emit({ type: 'round.committed', studyId: study.id, round, kind: 'evaluate', metrics: summary });
     this.bus.emit({ type: 'study.status', studyId: study.id, status: 'completed' });
@@ -292,4 +355,9 @@ function weighted(studyId: string, round: number, phase: string, items: { siteId
   }
   for (const [name, { s, n }] of sums) if (n > 0) rows.push({ study_id: studyId, round, site_id: null, phase, name, value: s / n });
   return rows;
+}
+
+/** The global (example-weighted) metrics of a round, for the completion's audit entry. */
+function summaryOf(metrics: MetricRowOut[]): Record<string, number> {
+  return Object.fromEntries(metrics.filter((m) => m.site_id === null).map((m) => [`${m.phase}.${m.name}`, m.value]));
 }

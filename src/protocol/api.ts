@@ -5,6 +5,7 @@
  */
 import { Type, type Static, type TSchema } from '@sinclair/typebox';
 import { Value } from '@sinclair/typebox/value';
+import { DataSchemaT, NormStatsSchema, PrepareReportSchema } from './data-schema.js';
 
 const strict = { additionalProperties: false } as const;
 const Id = Type.String({ minLength: 1, maxLength: 128, pattern: '^[A-Za-z0-9._:-]+$' });
@@ -69,6 +70,15 @@ export const StudySpecSchema = Type.Object(
     minSites: Type.Optional(Type.Integer({ minimum: 1 })),
     roundTimeoutSeconds: Type.Optional(Type.Number({ minimum: 1, maximum: 7 * 86400 })),
     seed: Type.Optional(Type.Integer({ minimum: 0, maximum: 2 ** 31 - 1 })),
+    /**
+     * The data every site must hold, for CSV datasets: columns, task, preprocessing, split. With it,
+     * the study begins with a prepare round in which each site checks its file (the study refuses to
+     * start, naming the site and the column, on any mismatch) and, for global normalisation, reports
+     * its column sums.
+     */
+    dataSchema: Type.Optional(DataSchemaT),
+    /** Largest L2 norm of an update (its difference from the global model it started from); larger ones are refused. */
+    maxUpdateNorm: Type.Optional(Type.Number({ exclusiveMinimum: 0 })),
   },
   strict,
 );
@@ -87,6 +97,13 @@ export type InviteRequest = Static<typeof InviteRequestSchema>;
 export const InviteResponseSchema = Type.Object({ token: Type.String(), siteName: Type.String(), expiresAt: Type.Number() });
 export type InviteResponse = Static<typeof InviteResponseSchema>;
 
+/** Training examples a site holds per dataset key: a fit result may not claim more than its cohort. */
+export const CohortsSchema = Type.Record(Type.String({ minLength: 1, maxLength: 100 }), Type.Integer({ minimum: 1, maximum: 1_000_000_000 }), { maxProperties: 100 });
+export type Cohorts = Static<typeof CohortsSchema>;
+
+/** Raw Ed25519 public key, 32 bytes in unpadded base64url. */
+const PublicKeyRaw = Type.String({ pattern: '^[A-Za-z0-9_-]{43}$' });
+
 export const EnrolRequestSchema = Type.Object(
   { token: Type.String({ minLength: 16, maxLength: 256 }), publicKey: PublicKeyRaw, cohorts: Type.Optional(CohortsSchema) },
   strict,
@@ -96,23 +113,6 @@ export type EnrolRequest = Static<typeof EnrolRequestSchema>;
 export const EnrolResponseSchema = Type.Object({ siteId: Type.String(), siteName: Type.String() });
 export type EnrolResponse = Static<typeof EnrolResponseSchema>;
 
-/** What a site's long-poll returns: one task. Weights are fetched separately as safetensors. */
-export const TaskSchema = Type.Object({
-/** Training examples a site holds per dataset key: a fit result may not claim more than its cohort. */
-export const CohortsSchema = Type.Record(Type.String({ minLength: 1, maxLength: 100 }), Type.Integer({ minimum: 1, maximum: 1_000_000_000 }), { maxProperties: 100 });
-export type Cohorts = Static<typeof CohortsSchema>;
-
-/** Raw Ed25519 public key, 32 bytes in unpadded base64url. */
-const PublicKeyRaw = Type.String({ pattern: '^[A-Za-z0-9_-]{43}$' });
-
-  taskId: Type.String(),
-  studyId: Type.String(),
-  round: Type.Integer(),
-  kind: Type.Union([Type.Literal('fit'), Type.Literal('evaluate')]),
-  modelVersionId: Type.String(),
-  dataset: Type.String(),
-  model: ModelSpecSchema,
-  fit: Type.Optional(FitConfigSchema),
 export const CohortsRequestSchema = Type.Object({ cohorts: CohortsSchema }, strict);
 export type CohortsRequest = Static<typeof CohortsRequestSchema>;
 
@@ -134,6 +134,19 @@ export type UserEnrolRequest = Static<typeof UserEnrolRequestSchema>;
 export const UserEnrolResponseSchema = Type.Object({ userId: Type.String(), name: Type.String(), role: Type.String() });
 export type UserEnrolResponse = Static<typeof UserEnrolResponseSchema>;
 
+/** What a site's long-poll returns: one task. Weights are fetched separately as safetensors. */
+export const TaskSchema = Type.Object({
+  taskId: Type.String(),
+  studyId: Type.String(),
+  round: Type.Integer(),
+  kind: Type.Union([Type.Literal('fit'), Type.Literal('evaluate'), Type.Literal('prepare')]),
+  modelVersionId: Type.String(),
+  dataSchema: Type.Optional(DataSchemaT),
+  /** Federated normalisation statistics, when the schema asks for global normalisation. */
+  normStats: Type.Optional(NormStatsSchema),
+  dataset: Type.String(),
+  model: ModelSpecSchema,
+  fit: Type.Optional(FitConfigSchema),
   strategy: Type.String(),
   seed: Type.Integer(),
   deadlineAt: Type.Number(),
@@ -157,6 +170,8 @@ export const ResultMetaSchema = Type.Object(
     evalExamples: Type.Optional(Type.Integer({ minimum: 0, maximum: 1_000_000_000 })),
     /** Opaque per-site client state digest; never the state itself. */
     durationMs: Type.Optional(Type.Number({ minimum: 0 })),
+    /** Prepare tasks only: the site's schema check and column sums. */
+    prepare: Type.Optional(PrepareReportSchema),
   },
   strict,
 );

@@ -13,7 +13,8 @@ import { generateSigningKeys, importPrivateKey, publicKeyToRaw } from '../protoc
 import { createPublicKey } from 'node:crypto';
 import { RESULT_META_KEY } from '../protocol/api.js';
 import { decodeSafetensors, encodeSafetensors } from '../protocol/safetensors.js';
-import { loadSiteDataset, type SiteData } from './datasets.js';
+import { runExternalTrainer } from './trainers/external.js';
+import { declaredCohort, loadSiteDataset, prepareReport, type SiteData } from './datasets.js';
 import { createModel } from '../learning/models/registry.js';
 import { fit } from '../learning/client.js';
 import { BatchStream, type BatchStreamState } from '../learning/batches.js';
@@ -25,7 +26,6 @@ export interface AgentOptions {
   signal?: AbortSignal;
 }
 
-export async function enrol(cfg: SiteConfig, token: string, log: (m: string) => void = () => {}): Promise<Credential> {
 /** The CA to trust for an HTTPS coordinator, from the config's caFile (relative to the config file). */
 export function caOf(cfg: SiteConfig): Buffer | undefined {
   return cfg.caFile ? readFileSync(resolve(cfg.configDir, cfg.caFile)) : undefined;
@@ -55,6 +55,7 @@ function csvRows(file: string): number {
  * Enrols the site: makes its Ed25519 key pair (the private key stays in stateDir/site.key, mode 600) and
  * redeems the one-time invite with the public key and the cohort sizes it holds.
  */
+export async function enrol(cfg: SiteConfig, token: string, log: (m: string) => void = () => {}): Promise<Credential> {
   const state = new SiteState(cfg.stateDirAbs);
   const existing = state.credential();
   if (existing) return existing;
@@ -89,12 +90,12 @@ export class SiteAgent {
     const cred = this.state.credential();
     if (!cred) throw new Error(`site is not enrolled: run \`setu site enrol --config <file> --token <invite>\` first (no credential in ${this.state.credentialFile})`);
     this.cred = cred;
-    this.log = opts.log ?? (() => {});
     const pem = this.state.privateKeyPem();
     if (!pem) throw new Error(`site ${cred.siteName} has no signing key (${this.state.keyFile}); enrol again with a new invite`);
+    this.log = opts.log ?? (() => {});
     let lastRetryLog = 0;
-    this.http = new HttpClient({
     const ca = caOf(cfg);
+    this.http = new HttpClient({
       baseUrl: cfg.coordinator,
       signer: { keyId: cred.siteId, privateKey: importPrivateKey(pem) },
       ...(ca ? { ca } : {}),
@@ -109,15 +110,15 @@ export class SiteAgent {
   /** Runs until the signal aborts. */
   async run(): Promise<void> {
     this.log(`polling ${this.cfg.coordinator} for tasks`);
-    while (!this.opts.signal?.aborted) {
     let declared = false;
+    while (!this.opts.signal?.aborted) {
       try {
-        await this.flushPending();
         if (!declared) {
           // The config may have changed since enrolment: declare the cohorts this site holds now.
           await this.http.json('PUT', '/v1/agent/cohorts', { cohorts: cohortsOf(this.cfg, this.log) });
           declared = true;
         }
+        await this.flushPending();
         const task = await this.poll();
         if (task) await this.handle(task);
       } catch (e) {
@@ -135,19 +136,29 @@ export class SiteAgent {
     return r.status === 204 ? undefined : r.json<TaskMessage>();
   }
 
-  private dataset(key: string): SiteData {
-    let d = this.data.get(key);
+  /** Loaded once per study: a CSV dataset's encoding and normalisation depend on the study's schema. */
+  private dataset(task: TaskMessage): SiteData {
+    const k = `${task.studyId}\u0000${task.dataset}`;
+    let d = this.data.get(k);
     if (!d) {
-      d = loadSiteDataset(this.cfg, key);
-      this.data.set(key, d);
+      d = loadSiteDataset(this.cfg, task);
+      this.data.set(k, d);
     }
     return d;
   }
 
   async handle(task: TaskMessage): Promise<void> {
     const started = Date.now();
+    if (task.kind === 'prepare') {
+      // Only the verdict on the file and, for global normalisation, column sums leave the site.
+      const { report, examples } = prepareReport(this.cfg, task);
+      const meta: ResultMeta = { taskId: task.taskId, numExamples: examples, prepare: report, durationMs: Date.now() - started };
+      this.state.savePending({ taskId: task.taskId, studyId: task.studyId, contentType: 'application/json', body: new TextEncoder().encode(JSON.stringify(meta)), commit: [] });
+      this.log(`task ${task.taskId}: schema check ${report.problems.length ? `found ${report.problems.length} problem(s)` : 'passed'}; uploading`);
+      return this.flushPending();
+    }
     const model = createModel(task.model);
-    const data = this.dataset(task.dataset);
+    const data = this.dataset(task);
     const global = decodeSafetensors((await this.http.request('GET', `/v1/agent/models/${encodeURIComponent(task.modelVersionId)}`)).body).weights;
     const ev = model.evaluate(global, data.test);
     const evalMetrics = metricsOf(ev);
@@ -155,6 +166,17 @@ export class SiteAgent {
     if (task.kind === 'evaluate') {
       const meta: ResultMeta = { taskId: task.taskId, numExamples: data.train.n, evalMetrics, evalExamples: data.test.n, durationMs: Date.now() - started };
       pending = { taskId: task.taskId, studyId: task.studyId, contentType: 'application/json', body: new TextEncoder().encode(JSON.stringify(meta)), commit: [] };
+    } else if (this.cfg.trainer?.kind === 'external') {
+      // Any program trains (PyTorch at a GPU site, R, …): it gets the global weights and the task in a
+      // work directory and reads this site's file itself; Setu validates what it returns.
+      const t = this.cfg.trainer;
+      const out = await runExternalTrainer(
+        { command: t.command, ...(t.timeoutSeconds ? { timeoutMs: t.timeoutSeconds * 1000 } : {}) },
+        { round: task.round, model: task.model, fit: task.fit!, seed: task.seed, dataFile: data.file, data: { ...(task.dataSchema ? { schema: task.dataSchema } : {}), ...(task.normStats ? { stats: task.normStats } : {}) }, weights: global },
+        this.opts.signal,
+      );
+      const meta: ResultMeta = { taskId: task.taskId, numExamples: out.numExamples, trainMetrics: out.metrics, evalMetrics, evalExamples: data.test.n, durationMs: Date.now() - started };
+      pending = { taskId: task.taskId, studyId: task.studyId, contentType: 'application/octet-stream', body: encodeSafetensors(out.weights, { [RESULT_META_KEY]: JSON.stringify(meta) }), commit: [] };
     } else {
       const cfg = task.fit!;
       // The shuffle stream carries over across rounds and across agent restarts; it is seeded from the
@@ -178,7 +200,7 @@ export class SiteAgent {
       pending = { taskId: task.taskId, studyId: task.studyId, contentType: 'application/octet-stream', body, commit };
     }
     this.state.savePending(pending);
-    this.log(`task ${task.taskId}: ${task.kind} done in ${Date.now() - started} ms${task.kind === 'fit' ? '' : ''}; uploading`);
+    this.log(`task ${task.taskId}: ${task.kind} done in ${Date.now() - started} ms; uploading`);
     await this.flushPending();
   }
 

@@ -148,7 +148,6 @@ function initial(dialect: Dialect): Migration {
   };
 }
 
-export function migrationProvider(dialect: Dialect): MigrationProvider {
 /**
  * 0002_trust: user identities and their one-time invites, seen request nonces (replay defence), the
  * cohort size each site declares per dataset (plausibility of example counts), and the audit chain
@@ -216,9 +215,10 @@ function trust(dialect: Dialect): Migration {
   };
 }
 
+export function migrationProvider(dialect: Dialect): MigrationProvider {
   return {
     async getMigrations() {
-      return { '0001_initial': initial(dialect) };
+      return { '0001_initial': initial(dialect), '0002_trust': trust(dialect) };
     },
   };
 }

@@ -7,7 +7,7 @@ import { KubernetesExecutor, type KubernetesExecutorOptions } from './kubernetes
 
 export * from './executor.js';
 export { LocalExecutor, type LocalExecutorOptions } from './local.js';
-export { SlurmExecutor, slurmAvailable, type SlurmExecutorOptions } from './slurm.js';
+export { SlurmExecutor, slurmAvailable, slurmQueue, type SlurmExecutorOptions, type SlurmQueueEntry } from './slurm.js';
 export { KubernetesExecutor, type KubernetesExecutorOptions } from './kubernetes.js';
 export { buildJobManifest, jobName } from './kubernetes-manifest.js';
 export { batchScript } from './slurm-parse.js';

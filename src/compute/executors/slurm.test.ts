@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { mkdtemp, readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { SlurmExecutor, slurmAvailable } from './slurm.js';
+import { SlurmExecutor, slurmAvailable, slurmQueue } from './slurm.js';
 import type { TrainingJob } from '../types.js';
 
 const ci = !!process.env.CI && process.env.CI !== 'false';
@@ -67,6 +67,8 @@ test('scancel stops a running job', async (t) => {
     assert.ok(i < 100, 'job started within 20 s');
     await new Promise((r) => setTimeout(r, 200));
   }
+  const listed = (await slurmQueue()).find((e) => e.id === h.id);
+  assert.deepEqual([listed?.name, listed?.state, listed?.cpus], ['setu-cancel', 'RUNNING', 1]);
   await ex.cancel(h);
   const r = await ex.collect(h);
   assert.equal(r.status.state, 'cancelled');

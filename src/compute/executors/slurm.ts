@@ -119,3 +119,16 @@ export async function slurmAvailable(binDir?: string): Promise<{ ok: boolean; de
     return { ok: false, detail: `sinfo not runnable: ${(e as Error).message}` };
   }
 }
+
+export interface SlurmQueueEntry { id: string; name: string; state: string; elapsed: string; timeLimit: string;
+  cpus: number; gres: string; where: string }
+
+/** Setu's jobs in the Slurm queue (names start with `setu-`), for `setu compute queue`. */
+export async function slurmQueue(binDir?: string, all = false): Promise<SlurmQueueEntry[]> {
+  const r = await runCommand(binDir ? join(binDir, 'squeue') : 'squeue', ['-h', '-o', '%i|%j|%T|%M|%l|%C|%b|%R']);
+  if (r.code !== 0) throw new ExecutorError(`squeue failed: ${r.stderr.trim()}`);
+  return r.stdout.split('\n').filter(Boolean).map((l) => l.split('|')).map((f) => ({
+    id: f[0]!, name: f[1]!, state: f[2]!, elapsed: f[3]!, timeLimit: f[4]!, cpus: Number(f[5]),
+    gres: f[6] === 'N/A' ? '' : f[6]!, where: f.slice(7).join('|'),
+  })).filter((e) => all || e.name.startsWith('setu-'));
+}

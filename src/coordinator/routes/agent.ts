@@ -8,7 +8,7 @@ import { appendAudit } from '../../governance/audit-store.js';
 import { cohortSize } from '../../store/trust.js';
 import { StoreConflict, type TaskRow } from '../../store/store.js';
 import { HttpError, requireSite } from '../auth.js';
-import { digestHex, studySeed } from '../engine.js';
+import { digestHex, normStatsKey, studySeed } from '../engine.js';
 
 export function agentRoutes(app: FastifyInstance, ctx: RouteContext): void {
   const { store, bus, engine, now, auth, audit } = ctx;
@@ -42,11 +42,14 @@ export function agentRoutes(app: FastifyInstance, ctx: RouteContext): void {
     if (!study) throw new Error(`task ${task.id} has no study`);
     const spec = JSON.parse(study.spec) as StudySpec;
     const config = JSON.parse(task.config) as TaskMessage['fit'];
+    const normStats = spec.dataSchema?.preprocessing?.normalise === 'global' ? await store.getKv(normStatsKey(task.study_id)) : undefined;
     return {
       taskId: task.id,
       studyId: task.study_id,
       round: task.round,
-      kind: task.kind as 'fit' | 'evaluate',
+      kind: task.kind as TaskMessage['kind'],
+      ...(spec.dataSchema ? { dataSchema: spec.dataSchema } : {}),
+      ...(normStats ? { normStats: JSON.parse(normStats) as NonNullable<TaskMessage['normStats']> } : {}),
       modelVersionId: task.model_version_id,
       dataset: spec.dataset,
       model: spec.model,
