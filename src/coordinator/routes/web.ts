@@ -14,22 +14,26 @@ import fastifyStatic from '@fastify/static';
 /** dist/coordinator/routes/web.js → dist/web/app (where `vite build --config src/web/vite.config.ts` writes). */
 export const DASHBOARD_DIR = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', 'web', 'app');
 
-export async function registerOpenApi(app: FastifyInstance): Promise<void> {
-  await app.register(swagger, {
-    openapi: {
-      openapi: '3.0.3',
-      info: {
-        title: 'Setu coordinator API',
-        version: '1',
-        description:
-          'The public API of a Setu coordinator. Site agents, the `setu` CLI and the dashboard use only these routes. ' +
-          'Operators authenticate with their credential (see README); errors are JSON {error, message} with a 4xx status.',
-      },
+const openApiOptions = {
+  openapi: {
+    openapi: '3.0.3',
+    info: {
+      title: 'Setu coordinator API',
+      version: '1',
+      description:
+        'The public API of a Setu coordinator. Site agents, the `setu` CLI and the dashboard use only these routes. ' +
+        'Callers sign each request with their Ed25519 key (headers x-setu-key-id, x-setu-timestamp, x-setu-nonce, x-setu-signature; ' +
+        'see src/protocol/signing.ts). Errors are JSON {error, message} with a 4xx status.',
     },
-    // Hide the dashboard's static files and this document itself: they are not API.
-    hideUntagged: false,
-  });
+  },
+};
+
+export async function registerOpenApi(app: FastifyInstance): Promise<void> {
+  await app.register(swagger, openApiOptions);
 }
+// Registered with app.register(registerOpenApi): skip-override (what fastify-plugin sets) puts swagger's
+// decorator and onRoute hook on the caller's instance instead of a new encapsulated child.
+(registerOpenApi as unknown as Record<symbol, boolean>)[Symbol.for('skip-override')] = true;
 
 export interface WebOptions {
   /** Where the built dashboard lives (default: dist/web/app beside this module). */

@@ -1,0 +1,179 @@
+/** The dashboard shell: login, navigation (hash routes), language switcher. */
+import { render } from 'preact';
+import { useEffect, useMemo, useState } from 'preact/hooks';
+import { Api, ApiError, parseCredential, saveCredential, savedCredential, type Credential } from './api.js';
+import { LANGS, lang, setLang, t, type Key, type Lang } from './i18n.js';
+import { Audit, DataPage, Overview, StudyPage, Studies } from './pages.js';
+import './style.css';
+
+const PAGES: { path: string; key: Key }[] = [
+  { path: 'overview', key: 'nav.overview' },
+  { path: 'studies', key: 'nav.studies' },
+  { path: 'privacy', key: 'nav.privacy' },
+  { path: 'compute', key: 'nav.compute' },
+  { path: 'audit', key: 'nav.audit' },
+  { path: 'models', key: 'nav.models' },
+];
+
+function useHash(): string {
+  const [h, setH] = useState(location.hash);
+  useEffect(() => {
+    const on = () => setH(location.hash);
+    addEventListener('hashchange', on);
+    return () => removeEventListener('hashchange', on);
+  }, []);
+  return h;
+}
+
+function LangSwitch({ value, onChange }: { value: Lang; onChange: (l: Lang) => void }) {
+  return (
+    <label class="lang">
+      <span class="sr">{t('common.language')}</span>
+      <select data-testid="lang" value={value} onChange={(e) => onChange((e.target as HTMLSelectElement).value as Lang)} aria-label={t('common.language')}>
+        {(Object.keys(LANGS) as Lang[]).map((l) => (
+          <option value={l}>{LANGS[l]}</option>
+        ))}
+      </select>
+    </label>
+  );
+}
+
+function Login({ onLogin }: { onLogin: (c: Credential, role: string) => void }) {
+  const [text, setText] = useState('');
+  const [keyId, setKeyId] = useState('');
+  const [error, setError] = useState<string | null>(null);
+  const [busy, setBusy] = useState(false);
+  const submit = async (e: Event) => {
+    e.preventDefault();
+    setError(null);
+    let c: Credential;
+    try {
+      c = parseCredential(text, keyId.trim() || undefined);
+    } catch (err) {
+      setError((err as Error).message);
+      return;
+    }
+    setBusy(true);
+    try {
+      // The stream-token call is authenticated like any other and names the caller's role.
+      const { role } = await new Api(c).streamToken();
+      onLogin(c, role);
+    } catch (err) {
+      setError(err instanceof ApiError ? `${t('login.refused')}: ${err.message}` : (err as Error).message);
+    } finally {
+      setBusy(false);
+    }
+  };
+  const onFile = async (e: Event) => {
+    const f = (e.target as HTMLInputElement).files?.[0];
+    if (f) setText(await f.text());
+  };
+  return (
+    <form class="login card" onSubmit={submit}>
+      <h1>{t('login.title')}</h1>
+      <p class="muted">{t('login.help')}</p>
+      <label>
+        {t('login.file')}
+        <input type="file" accept=".json,.key,.pem,application/json" onChange={onFile} data-testid="key-file" />
+      </label>
+      <label>
+        {t('login.credential')}
+        <textarea rows={5} value={text} onInput={(e) => setText((e.target as HTMLTextAreaElement).value)} data-testid="credential" spellcheck={false} />
+      </label>
+      <label>
+        {t('login.keyId')}
+        <input value={keyId} onInput={(e) => setKeyId((e.target as HTMLInputElement).value)} />
+      </label>
+      {error && (
+        <p class="notice error" data-testid="login-error">
+          {error}
+        </p>
+      )}
+      <button type="submit" disabled={busy} data-testid="login">
+        {t('login.submit')}
+      </button>
+    </form>
+  );
+}
+
+function App() {
+  const [language, setLanguage] = useState<Lang>(lang.value);
+  const [session, setSession] = useState<{ credential: Credential; role: string } | null>(null);
+  const [checking, setChecking] = useState(true);
+  const hash = useHash();
+  const api = useMemo(() => (session ? new Api(session.credential) : null), [session]);
+
+  useEffect(() => {
+    // A reload keeps the tab's credential; it is checked again before anything is shown.
+    const c = savedCredential();
+    if (!c) return setChecking(false);
+    new Api(c)
+      .streamToken()
+      .then(
+        ({ role }) => setSession({ credential: c, role }),
+        () => saveCredential(undefined),
+      )
+      .finally(() => setChecking(false));
+  }, []);
+
+  const changeLang = (l: Lang) => {
+    setLang(l);
+    setLanguage(l);
+  };
+  const login = (c: Credential, role: string) => {
+    saveCredential(c);
+    setSession({ credential: c, role });
+  };
+  const logout = () => {
+    saveCredential(undefined);
+    setSession(null);
+  };
+
+  const route = hash.replace(/^#\/?/, '').split('/');
+  const page = route[0] || 'overview';
+  let body;
+  if (!api) body = checking ? <p class="muted">{t('common.loading')}</p> : <Login onLogin={login} />;
+  else if (page === 'studies' && route[1]) body = <StudyPage api={api} id={decodeURIComponent(route[1])} key={route[1]} />;
+  else if (page === 'studies') body = <Studies api={api} />;
+  else if (page === 'privacy') body = <DataPage api={api} title="privacy.title" what="nav.privacy" path="/v1/privacy" intro="privacy.intro" key="privacy" />;
+  else if (page === 'compute') body = <DataPage api={api} title="compute.title" what="nav.compute" path="/v1/compute/ledger" intro="compute.intro" key="compute" />;
+  else if (page === 'models') body = <DataPage api={api} title="models.title" what="nav.models" path="/v1/model-cards" intro="models.intro" key="models" />;
+  else if (page === 'audit') body = <Audit api={api} />;
+  else body = <Overview api={api} />;
+
+  return (
+    <div class="shell" lang={language}>
+      <header>
+        <a class="brand" href="#/overview">
+          <span class="logo">सेतु</span> Setu
+        </a>
+        {api && (
+          <nav>
+            {PAGES.map((p) => (
+              <a href={`#/${p.path}`} class={page === p.path ? 'active' : ''} data-nav={p.path}>
+                {t(p.key)}
+              </a>
+            ))}
+          </nav>
+        )}
+        <div class="right">
+          {session && (
+            <span class="who" data-testid="role">
+              {t('login.as', { role: t(`role.${session.role}` as Key) })}
+            </span>
+          )}
+          <LangSwitch value={language} onChange={changeLang} />
+          {session && (
+            <button class="link" onClick={logout} data-testid="logout">
+              {t('login.logout')}
+            </button>
+          )}
+        </div>
+      </header>
+      <main>{body}</main>
+      <footer class="muted small">{t('footer.tagline')}</footer>
+    </div>
+  );
+}
+
+render(<App />, document.getElementById('app')!);

@@ -1,0 +1,470 @@
+/** The dashboard's pages. Each reads the public API with the logged-in user's credential. */
+import { useEffect, useMemo, useState } from 'preact/hooks';
+import type { ComponentChildren } from 'preact';
+import type { SiteView, StudyDetail, StudySummary, StreamEvent } from '../../protocol/views.js';
+import { Api, ApiError } from './api.js';
+import { fmtAgo, fmtNum, fmtTime, t, type Key } from './i18n.js';
+import { BarChart, GLOBAL_COLOR, LineChart, siteColor, type Series } from './charts.js';
+
+type Load<T> = { state: 'loading' } | { state: 'ok'; data: T } | { state: 'error'; error: ApiError | Error };
+
+/** Fetches `path` now, again whenever `version` changes, and every `everyMs` if given. */
+function useApi<T>(api: Api, path: string | null, version = 0, everyMs?: number): Load<T> {
+  const [v, setV] = useState<Load<T>>({ state: 'loading' });
+  const [tick, setTick] = useState(0);
+  useEffect(() => {
+    if (!everyMs) return;
+    const h = setInterval(() => setTick((n) => n + 1), everyMs);
+    return () => clearInterval(h);
+  }, [everyMs]);
+  useEffect(() => {
+    if (path === null) return;
+    let live = true;
+    api.get<T>(path).then(
+      (data) => live && setV({ state: 'ok', data }),
+      (error: Error) => live && setV({ state: 'error', error }),
+    );
+    return () => {
+      live = false;
+    };
+  }, [api, path, version, tick]);
+  return v;
+}
+
+/** What a failed load says: 403 names the page the role does not cover, 404 says the API is not there yet. */
+function Failure({ error, what }: { error: Error; what: Key }) {
+  if (error instanceof ApiError && error.status === 403)
+    return (
+      <div class="notice forbidden" data-testid="forbidden">
+        <strong>{t('error.forbidden', { what: t(what) })}</strong>
+        <p class="muted">{error.message}</p>
+      </div>
+    );
+  if (error instanceof ApiError && error.status === 404)
+    return (
+      <div class="notice empty" data-testid="not-available">
+        {t('error.notAvailable', { what: t(what) })}
+      </div>
+    );
+  return (
+    <div class="notice error">
+      {t('error.failed')}: {error.message}
+    </div>
+  );
+}
+
+function Loaded<T>({ load, what, children }: { load: Load<T>; what: Key; children: (data: T) => ComponentChildren }) {
+  if (load.state === 'loading') return <p class="muted">{t('common.loading')}</p>;
+  if (load.state === 'error') return <Failure error={load.error} what={what} />;
+  return <>{children(load.data)}</>;
+}
+
+function Dot({ on }: { on: boolean }) {
+  return <span class={`dot ${on ? 'on' : 'off'}`} aria-hidden="true" />;
+}
+
+// ---------------------------------------------------------------- overview
+
+const COUNTRY_GROUPS = ['IN', 'JP'] as const;
+
+export function Overview({ api }: { api: Api }) {
+  const sites = useApi<SiteView[]>(api, '/v1/sites', 0, 10_000);
+  return (
+    <section>
+      <h1>{t('overview.title')}</h1>
+      <Loaded load={sites} what="nav.overview">
+        {(list) => {
+          const groups = new Map<string, SiteView[]>();
+          for (const g of [...COUNTRY_GROUPS, 'other']) groups.set(g, []);
+          for (const s of list) groups.get(COUNTRY_GROUPS.includes(s.jurisdiction as 'IN') ? s.jurisdiction! : 'other')!.push(s);
+          const online = list.filter((s) => s.online).length;
+          return (
+            <>
+              <p class="summary" data-testid="site-summary">
+                {t('overview.summary', { sites: list.length, online, institutions: new Set(list.map((s) => s.institution ?? s.name)).size })}
+              </p>
+              <div class="countries">
+                {[...groups].map(([country, sites]) => (
+                  <div class="country card" data-country={country}>
+                    <h2>
+                      {t(`country.${country}` as Key)} <span class="muted">({sites.length})</span>
+                    </h2>
+                    {sites.length === 0 ? (
+                      <p class="muted">{t('overview.noSites')}</p>
+                    ) : (
+                      byInstitution(sites).map(([inst, ss]) => (
+                        <div class="institution">
+                          <h3>{inst ?? t('overview.noInstitution')}</h3>
+                          <table>
+                            <thead>
+                              <tr>
+                                <th>{t('sites.name')}</th>
+                                <th>{t('sites.state')}</th>
+                                <th>{t('sites.lastSeen')}</th>
+                              </tr>
+                            </thead>
+                            <tbody>
+                              {ss.map((s) => (
+                                <tr data-site={s.name}>
+                                  <td>{s.name}</td>
+                                  <td>
+                                    <Dot on={s.online} /> {s.status !== 'active' ? t('sites.revoked') : s.online ? t('sites.online') : t('sites.offline')}
+                                  </td>
+                                  <td title={fmtTime(s.lastSeenAt)}>{fmtAgo(s.lastSeenAt)}</td>
+                                </tr>
+                              ))}
+                            </tbody>
+                          </table>
+                        </div>
+                      ))
+                    )}
+                  </div>
+                ))}
+              </div>
+            </>
+          );
+        }}
+      </Loaded>
+    </section>
+  );
+}
+
+function byInstitution(sites: SiteView[]): [string | null, SiteView[]][] {
+  const m = new Map<string | null, SiteView[]>();
+  for (const s of sites) m.set(s.institution, [...(m.get(s.institution) ?? []), s]);
+  return [...m];
+}
+
+// ---------------------------------------------------------------- studies
+
+export function Studies({ api }: { api: Api }) {
+  const studies = useApi<StudySummary[]>(api, '/v1/studies', 0, 5_000);
+  return (
+    <section>
+      <h1>{t('studies.title')}</h1>
+      <Loaded load={studies} what="nav.studies">
+        {(list) =>
+          list.length === 0 ? (
+            <p class="notice empty">{t('studies.none')}</p>
+          ) : (
+            <table class="wide" data-testid="studies-table">
+              <thead>
+                <tr>
+                  <th>{t('studies.name')}</th>
+                  <th>{t('studies.status')}</th>
+                  <th>{t('studies.progress')}</th>
+                  <th>{t('studies.strategy')}</th>
+                  <th>{t('studies.created')}</th>
+                </tr>
+              </thead>
+              <tbody>
+                {list.map((s) => (
+                  <tr>
+                    <td>
+                      <a href={`#/studies/${encodeURIComponent(s.id)}`}>{s.name}</a>
+                      <div class="muted small">{s.id}</div>
+                    </td>
+                    <td>
+                      <Status status={s.status} />
+                    </td>
+                    <td>
+                      <Progress value={s.round} max={s.rounds} />
+                    </td>
+                    <td>{s.strategy}</td>
+                    <td>{fmtTime(s.createdAt)}</td>
+                  </tr>
+                ))}
+              </tbody>
+            </table>
+          )
+        }
+      </Loaded>
+    </section>
+  );
+}
+
+function Status({ status }: { status: string }) {
+  const key = `status.${status}` as Key;
+  const text = t(key);
+  return <span class={`status status-${status}`}>{text === key ? status : text}</span>;
+}
+
+function Progress({ value, max }: { value: number; max: number }) {
+  return (
+    <span class="progress">
+      <progress value={value} max={max} /> {t('studies.roundOf', { n: value, of: max })}
+    </span>
+  );
+}
+
+/** Charts and tables for one study; the stream triggers a refetch so what is drawn is what the store holds. */
+export function StudyPage({ api, id }: { api: Api; id: string }) {
+  const [version, setVersion] = useState(0);
+  const [live, setLive] = useState(false);
+  const [openCounts, setOpenCounts] = useState<{ round: number; received: number; expected: number } | null>(null);
+  const [events, setEvents] = useState(0);
+  useEffect(() => {
+    let pending: ReturnType<typeof setTimeout> | undefined;
+    const refresh = () => {
+      // Several events arrive together at the end of a round; one refetch covers them.
+      if (!pending) pending = setTimeout(() => ((pending = undefined), setVersion((v) => v + 1)), 150);
+    };
+    const stop = api.follow(
+      id,
+      (e: StreamEvent) => {
+        if (e.type === 'ready') return;
+        setEvents((n) => n + 1);
+        if (e.type === 'update.accepted') setOpenCounts({ round: e.round, received: e.received, expected: e.expected });
+        if (e.type === 'round.opened') setOpenCounts({ round: e.round, received: 0, expected: e.sites });
+        if (e.type === 'round.committed' || e.type === 'study.status' || e.type === 'update.refused' || e.type === 'round.opened') refresh();
+      },
+      setLive,
+    );
+    return () => {
+      stop();
+      clearTimeout(pending);
+    };
+  }, [api, id]);
+  const detail = useApi<StudyDetail>(api, `/v1/studies/${encodeURIComponent(id)}`, version);
+  return (
+    <section>
+      <p>
+        <a href="#/studies">← {t('nav.studies')}</a>
+      </p>
+      <Loaded load={detail} what="nav.studies">
+        {(d) => <StudyView d={d} live={live} events={events} openCounts={openCounts} />}
+      </Loaded>
+    </section>
+  );
+}
+
+function StudyView({ d, live, events, openCounts }: { d: StudyDetail; live: boolean; events: number; openCounts: { round: number; received: number; expected: number } | null }) {
+  const sites = useMemo(() => [...new Set(d.participants.map((p) => p.name).concat(d.metrics.filter((m) => m.site).map((m) => m.site!)))], [d]);
+  const rounds = d.spec.rounds;
+  const metric = (phase: string, name: string, site: string | null, from: number) =>
+    Array.from({ length: rounds - from + 1 }, (_, i) => d.metrics.find((m) => m.round === i + from && m.site === site && m.phase === phase && m.name === name)?.value ?? null);
+  const series = (phase: string, name: string, from: number): Series[] => [
+    ...sites.map((s, i) => ({ label: s, data: metric(phase, name, s, from), color: siteColor(i) })),
+    { label: t('study.global'), data: metric(phase, name, null, from), color: GLOBAL_COLOR, global: true },
+  ];
+  const fitLabels = Array.from({ length: rounds }, (_, i) => i + 1);
+  const evalLabels = Array.from({ length: rounds + 1 }, (_, i) => i);
+  const participation = fitLabels.map((r) => new Set(d.metrics.filter((m) => m.round === r && m.phase === 'fit' && m.site !== null).map((m) => m.site)).size);
+  // The stream's counts are newer than the last fetch while a round is open.
+  const open = d.openRound && openCounts && openCounts.round === d.openRound.round ? { ...d.openRound, ...openCounts } : d.openRound;
+  return (
+    <>
+      <h1>{d.name}</h1>
+      <div class="study-head">
+        <Status status={d.status} />
+        <span class={`live ${live ? 'on' : 'off'}`} data-testid="live" data-live={live ? 'connected' : 'disconnected'}>
+          <Dot on={live} /> {live ? t('study.live') : t('study.notLive')}
+        </span>
+        <span class="muted small">
+          {d.spec.strategy.name} · {d.spec.model.kind} · {t('study.sitesCount', { n: d.participants.length })} · {t('study.events', { n: events })}
+        </span>
+      </div>
+      {d.error && <div class="notice error">{d.error}</div>}
+      <div class="card progress-card">
+        <div data-testid="round-progress" data-round={d.round} data-rounds={rounds}>
+          <Progress value={d.round} max={rounds} />
+        </div>
+        {open && (
+          <p class="muted" data-testid="open-round">
+            {t('study.openRound', { round: open.round, kind: open.kind, received: open.received, expected: open.expected })}
+          </p>
+        )}
+      </div>
+      <div class="charts">
+        <LineChart id="chart-loss" title={t('study.lossChart')} labels={fitLabels} series={series('fit', 'loss', 1)} xTitle={t('study.round')} yTitle={t('study.loss')} />
+        <LineChart id="chart-accuracy" title={t('study.accuracyChart')} labels={evalLabels} series={series('evaluate', 'accuracy', 0)} xTitle={t('study.modelAfterRound')} yTitle={t('study.accuracy')} yMin={0} yMax={1} />
+        <BarChart id="chart-participation" title={t('study.participationChart')} labels={fitLabels} values={participation} max={Math.max(1, d.participants.length)} xTitle={t('study.round')} yTitle={t('study.sitesReported')} label={t('study.sitesReported')} />
+      </div>
+      <h2>{t('study.refusals')}</h2>
+      {d.refusals.length === 0 ? (
+        <p class="muted" data-testid="no-refusals">
+          {t('study.noRefusals')}
+        </p>
+      ) : (
+        <table class="wide" data-testid="refusals">
+          <thead>
+            <tr>
+              <th>{t('study.round')}</th>
+              <th>{t('sites.name')}</th>
+              <th>{t('study.reason')}</th>
+              <th>{t('study.at')}</th>
+            </tr>
+          </thead>
+          <tbody>
+            {d.refusals.map((r) => (
+              <tr>
+                <td>{r.round ?? '–'}</td>
+                <td>{r.site ?? '–'}</td>
+                <td>{r.reason}</td>
+                <td>{fmtTime(r.at)}</td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      )}
+    </>
+  );
+}
+
+// ---------------------------------------------------------------- privacy, compute, model cards, audit
+
+/**
+ * Privacy, compute and model-card routes belong to other parts of the coordinator and grow over time, so
+ * these pages render whatever JSON the route answers (tables for lists of records) rather than a fixed
+ * shape, and say so plainly when the coordinator does not offer the route (404).
+ */
+export function DataPage({ api, title, what, path, intro }: { api: Api; title: Key; what: Key; path: string; intro: Key }) {
+  const load = useApi<unknown>(api, path, 0, 15_000);
+  return (
+    <section>
+      <h1>{t(title)}</h1>
+      <p class="muted">{t(intro)}</p>
+      <Loaded load={load} what={what}>
+        {(data) => <DataView data={data} />}
+      </Loaded>
+    </section>
+  );
+}
+
+function DataView({ data }: { data: unknown }): preact.JSX.Element {
+  if (Array.isArray(data)) {
+    if (data.length === 0) return <p class="notice empty">{t('common.noEntries')}</p>;
+    if (data.every((r) => r && typeof r === 'object' && !Array.isArray(r))) {
+      const cols = [...new Set(data.flatMap((r) => Object.keys(r as object)))];
+      return (
+        <table class="wide data">
+          <thead>
+            <tr>
+              {cols.map((c) => (
+                <th>{c}</th>
+              ))}
+            </tr>
+          </thead>
+          <tbody>
+            {data.map((r) => (
+              <tr>
+                {cols.map((c) => (
+                  <td>
+                    <Cell name={c} value={(r as Record<string, unknown>)[c]} row={r as Record<string, unknown>} />
+                  </td>
+                ))}
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      );
+    }
+    return <Cell name="" value={data} row={{}} />;
+  }
+  if (data && typeof data === 'object') {
+    const entries = Object.entries(data as Record<string, unknown>);
+    const flat = entries.filter(([, v]) => v === null || typeof v !== 'object');
+    const nested = entries.filter(([, v]) => v !== null && typeof v === 'object');
+    return (
+      <div class="dataview">
+        {flat.length > 0 && (
+          <dl>
+            {flat.map(([k, v]) => (
+              <>
+                <dt>{k}</dt>
+                <dd>
+                  <Cell name={k} value={v} row={data as Record<string, unknown>} />
+                </dd>
+              </>
+            ))}
+          </dl>
+        )}
+        {nested.map(([k, v]) => (
+          <div>
+            <h2>{k}</h2>
+            <DataView data={v} />
+          </div>
+        ))}
+      </div>
+    );
+  }
+  return <span>{String(data)}</span>;
+}
+
+/** ε spent beside a budget is drawn as a bar: the one number a data-protection officer looks for. */
+function Cell({ name, value, row }: { name: string; value: unknown; row: Record<string, unknown> }) {
+  if (typeof value === 'number') {
+    const budget = /^(eps|epsilon)(Spent)?$/i.test(name) ? [row['epsilonBudget'], row['budgetEpsilon'], row['budget']].find((b) => typeof b === 'number') : undefined;
+    if (typeof budget === 'number' && budget > 0)
+      return (
+        <span class="budget">
+          <meter min={0} max={budget} value={value} high={budget * 0.8} /> {fmtNum(value)} / {fmtNum(budget)}
+        </span>
+      );
+    if (/(At|Time|time)$/.test(name) && value > 1e12) return <span>{fmtTime(value)}</span>;
+    return <span>{fmtNum(value, 4)}</span>;
+  }
+  if (typeof value === 'boolean') return <span>{value ? '✓' : '✗'}</span>;
+  if (value === null || value === undefined) return <span class="muted">–</span>;
+  if (typeof value === 'object') return <code class="small">{JSON.stringify(value)}</code>;
+  return <span>{String(value)}</span>;
+}
+
+interface AuditEntry {
+  seq: number;
+  ts: number;
+  actor: string;
+  kind: string;
+  subject: string;
+  data: unknown;
+  hash?: string;
+}
+
+export function Audit({ api }: { api: Api }) {
+  const entries = useApi<{ count?: number; head?: string; entries: AuditEntry[] } | AuditEntry[]>(api, '/v1/audit?limit=500', 0, 15_000);
+  const verify = useApi<Record<string, unknown>>(api, '/v1/audit/verify', 0, 15_000);
+  return (
+    <section>
+      <h1>{t('audit.title')}</h1>
+      {verify.state === 'ok' && (
+        <div class={`notice ${verify.data['ok'] ? 'good' : 'error'}`} data-testid="audit-verify">
+          {verify.data['ok'] ? t('audit.verified', { n: String(verify.data['count'] ?? '') }) : t('audit.broken', { why: String(verify.data['error'] ?? verify.data['reason'] ?? JSON.stringify(verify.data)) })}
+        </div>
+      )}
+      <Loaded load={entries} what="nav.audit">
+        {(data) => {
+          const list = Array.isArray(data) ? data : data.entries;
+          if (list.length === 0) return <p class="notice empty">{t('common.noEntries')}</p>;
+          return (
+            <table class="wide" data-testid="audit-table">
+              <thead>
+                <tr>
+                  <th>#</th>
+                  <th>{t('audit.time')}</th>
+                  <th>{t('audit.actor')}</th>
+                  <th>{t('audit.kind')}</th>
+                  <th>{t('audit.subject')}</th>
+                  <th>{t('audit.data')}</th>
+                </tr>
+              </thead>
+              <tbody>
+                {[...list].reverse().map((e) => (
+                  <tr>
+                    <td>{e.seq}</td>
+                    <td>{fmtTime(e.ts)}</td>
+                    <td>{e.actor}</td>
+                    <td>{e.kind}</td>
+                    <td>{e.subject}</td>
+                    <td>
+                      <code class="small">{typeof e.data === 'string' ? e.data : JSON.stringify(e.data)}</code>
+                    </td>
+                  </tr>
+                ))}
+              </tbody>
+            </table>
+          );
+        }}
+      </Loaded>
+    </section>
+  );
+}
