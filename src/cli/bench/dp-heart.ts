@@ -1,7 +1,7 @@
 /**
  * `setu bench dp-heart`: accuracy against ε on Fed-Heart-Disease, FedAvg with sample-level DP-SGD at each site.
  *
- *   setu bench dp-heart [--eps inf,10,3,1,0.5] [--delta 1e-3] [--seeds 42-46] [--rounds 15] [--local-steps 100]
+ *   setu bench dp-heart [--eps inf,10,3,1,0.5] [--delta 1e-3] [--seeds 42-61] [--rounds 15] [--local-steps 100]
  *                       [--batch 4] [--lr 0.01] [--clip 1] [--json] [--out DIR] [--data-dir DIR]
  *
  * Protocol: FLamby's federated shape for this dataset (logistic regression, 4 centres each normalised with its
@@ -143,7 +143,7 @@ function renderSvg(rows: EpsRow[], title: string): string {
   if (base) {
     p.push(`<rect x="${left}" y="${Y(base.mean + base.sd)}" width="${right - left}" height="${Math.max(1, Y(base.mean - base.sd) - Y(base.mean + base.sd))}" fill="#9ecae1" opacity="0.35"/>`,
       `<line x1="${left}" x2="${right}" y1="${Y(base.mean)}" y2="${Y(base.mean)}" stroke="#3182bd" stroke-dasharray="5 3"/>`,
-      `<text x="${right - 4}" y="${Y(base.mean) - 5}" text-anchor="end" fill="#3182bd">ε = ∞ (no DP) ${base.mean.toFixed(3)}</text>`);
+      `<text x="${left + 6}" y="${Y(base.mean + base.sd) - 5}" fill="#3182bd">ε = ∞ (no DP): ${base.mean.toFixed(3)} ± ${base.sd.toFixed(3)}</text>`);
   }
   p.push(`<polyline fill="none" stroke="#d6604d" stroke-width="2" points="${finite.map((r) => `${X(r.eps)},${Y(r.mean)}`).join(' ')}"/>`);
   for (const r of finite) {
@@ -158,7 +158,7 @@ export async function main(argv: string[]): Promise<number> {
   const { values } = parse(argv, {
     eps: { type: 'string', default: 'inf,10,3,1,0.5' },
     delta: { type: 'string', default: '1e-3' },
-    seeds: { type: 'string', default: '42-46' },
+    seeds: { type: 'string', default: '42-61' },
     rounds: { type: 'string', default: '15' },
     'local-steps': { type: 'string', default: '100' },
     batch: { type: 'string', default: '4' },
@@ -170,7 +170,7 @@ export async function main(argv: string[]): Promise<number> {
     help: { type: 'boolean', default: false },
   });
   if (values.help) {
-    console.log('setu bench dp-heart [--eps inf,10,3,1,0.5] [--delta 1e-3] [--seeds 42-46] [--rounds 15] [--local-steps 100] [--batch 4] [--lr 0.01] [--clip 1] [--json] [--out DIR] [--data-dir DIR]');
+    console.log('setu bench dp-heart [--eps inf,10,3,1,0.5] [--delta 1e-3] [--seeds 42-61] [--rounds 15] [--local-steps 100] [--batch 4] [--lr 0.01] [--clip 1] [--json] [--out DIR] [--data-dir DIR]');
     return 0;
   }
   const posInt = (v: string, name: string) => { const x = Number(v); if (!Number.isInteger(x) || x < 1) throw new UsageError(`--${name} must be a positive integer`); return x; };
