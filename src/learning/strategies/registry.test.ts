@@ -26,3 +26,29 @@ test('names are case-insensitive', () => {
   assert.equal(createStrategy('fedavg').name, 'FedAvg');
   assert.equal(createStrategy('Scaffold').name, 'SCAFFOLD');
 });
+
+test('restart: every strategy restored from getState() continues exactly as the original', () => {
+  const sites = ['a', 'b', 'c', 'd', 'e', 'f'];
+  const resultFor = (siteId: string, round: number, x: Record<string, { shape: number[]; data: Float32Array }>) => {
+    // A deterministic pseudo-update: x plus a site- and round-specific perturbation.
+    const h = siteId.charCodeAt(0) * 31 + round * 7;
+    const data = x['p']!.data.map((v, i) => v + Math.sin(h + i) * 0.1);
+    return { siteId, weights: { p: { shape: [3], data } }, numExamples: 10 + (h % 13) };
+  };
+  for (const name of STRATEGY_NAMES) {
+    const params = name === 'Cyclic' ? { seed: 9 } : { fraction: 1, seed: 9 };
+    const a = createStrategy(name, params);
+    let x = { p: { shape: [3], data: new Float32Array([0.1, -0.2, 0.3]) } };
+    const step = (s: typeof a, r: number, w: typeof x) => s.aggregateFit(r, w, s.configureFit(r, w, sites).map((t) => resultFor(t.siteId, r, w))).weights as typeof x;
+    x = step(a, 1, x);
+    const saved = a.getState();
+    const b = createStrategy(name, params);
+    b.setState({ json: JSON.parse(JSON.stringify(saved.json)), tensors: Object.fromEntries(Object.entries(saved.tensors).map(([k, t]) => [k, { shape: [...t.shape], data: new Float32Array(t.data) }])) });
+    let xa = x, xb = x;
+    for (let r = 2; r <= 4; r++) {
+      xa = step(a, r, xa);
+      xb = step(b, r, xb);
+    }
+    assert.deepEqual(xb, xa, name);
+  }
+});
