@@ -4,5 +4,7 @@ export { parseResource, parseTrainingJob, ComputeValidationError } from './valid
 export { place, checkPlacement, freeAt, type PlacementRequest, type PlacementResult, type Rejection } from './placement.js';
 export { summarize, contributionReport, renderSummary, renderContribution, renderTable, hours, type LedgerSummary,
   type ContributionReport, type PartyRow, type Totals } from './ledger.js';
-export { usageRecord, runToCompletion, type SiteOwner } from './usage.js';
+export { usageRecord, runToCompletion, placeAndRun, type SiteOwner, type PlaceAndRunOptions,
+  type PlaceAndRunResult } from './usage.js';
+export { probeSlurmCapacity, freeCapacity, parseNodes } from './executors/slurm-capacity.js';
 export * from './executors/index.js';
