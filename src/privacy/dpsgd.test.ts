@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { dpSgdTrain, planDpSgd } from './dpsgd.js';
+import { dpFit, dpSgdTrain, planDpSgd } from './dpsgd.js';
+import { PrivacyBudget } from './budget.js';
 import { CryptoNormal } from './noise.js';
 import { epsilonFor } from './rdp.js';
 import { TinyLinear, flat, seedBytes } from './testing.js';
@@ -74,4 +75,17 @@ test('bad configuration is refused', () => {
   for (const bad of [{ clipNorm: 0 }, { noiseMultiplier: -1 }, { sampleRate: 0 }, { sampleRate: 1.5 }, { steps: 1.5 }, { lr: 0 }]) {
     assert.throws(() => dpSgdTrain(m, w, ds, { ...ok, ...bad }, new CryptoNormal()));
   }
+});
+
+test('dpFit + PrivacyBudget: the site checks, trains, spends, and then refuses the next task over budget', () => {
+  const m = new TinyLinear(2), ds = data(100, 2, 'site');
+  const budget = new PrivacyBudget(2, 1e-3);
+  const plan = planDpSgd({ targetEps: 1.5, delta: 1e-3, rows: 100, batchSize: 10, epochs: 2 });
+  const cfg = { clipNorm: 1, lr: 0.1, ...plan };
+  assert.equal(budget.wouldExceed(plan), false);
+  const out = dpFit({ model: m, weights: m.init(null as never), data: ds, config: cfg, random: new CryptoNormal(seedBytes('f')) });
+  budget.spend(out.plan, 'study s1 round 1');
+  assert.equal(out.numExamples, 100);
+  assert.ok(Math.abs(budget.spent() - epsilonFor(plan.noiseMultiplier, 1e-3, plan.sampleRate, plan.steps)) < 1e-9);
+  assert.equal(budget.wouldExceed(out.plan), true, 'a second identical task would pass ε = 2');
 });

@@ -15,6 +15,8 @@ import type { Dataset, Model, Rng } from '../learning/types.js';
 import { clipInPlace } from './clip.js';
 import { addGaussianNoise, type NormalSource } from './noise.js';
 import { noiseMultiplierFor } from './rdp.js';
+import type { MechanismPlan } from './budget.js';
+import { CryptoNormal } from './noise.js';
 
 export interface DpRandom extends NormalSource {
   /** Uniform in (0, 1). */
@@ -100,4 +102,20 @@ export function planDpSgd(p: { targetEps: number; delta: number; rows: number; b
   const sampleRate = Math.min(1, p.batchSize / p.rows);
   const steps = Math.max(1, Math.round(p.epochs / sampleRate));
   return { sampleRate, steps, noiseMultiplier: noiseMultiplierFor(p.targetEps, p.delta, sampleRate, steps) };
+}
+
+/** The mechanism a DP-SGD run releases, for `PrivacyBudget.wouldExceed` / `spend`. */
+export function mechanismOf(cfg: Pick<DpSgdConfig, 'sampleRate' | 'noiseMultiplier' | 'steps'>): MechanismPlan {
+  return { sampleRate: cfg.sampleRate, noiseMultiplier: cfg.noiseMultiplier, steps: cfg.steps };
+}
+
+/**
+ * One DP-SGD training task in the shape of the learning core's `fit` output, for the site agent:
+ * check `budget.wouldExceed(mechanismOf(cfg))` first, call this, then `budget.spend(plan)` before uploading.
+ * Randomness: fresh from the OS unless `random` is given (tests, reproducible benchmarks).
+ */
+export function dpFit(input: { model: Model; weights: Weights; data: Dataset; config: DpSgdConfig; random?: DpRandom; dropoutRng?: Rng }):
+  { weights: Weights; numExamples: number; loss: number; steps: number; plan: MechanismPlan; clippedFraction: number } {
+  const r = dpSgdTrain(input.model, input.weights, input.data, input.config, input.random ?? new CryptoNormal(), input.dropoutRng);
+  return { weights: r.weights, numExamples: input.data.n, loss: r.meanLoss, steps: r.steps, plan: mechanismOf(input.config), clippedFraction: r.clippedFraction };
 }
