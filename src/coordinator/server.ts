@@ -17,6 +17,10 @@ import { agentRoutes } from './routes/agent.js';
 import { studyRoutes } from './routes/studies.js';
 import { eventRoutes } from './routes/events.js';
 import { registerOpenApi, webRoutes } from './routes/web.js';
+import { institutionRoutes } from './routes/institutions.js';
+import { governanceRoutes } from './routes/governance.js';
+import { computeRoutes } from './routes/compute.js';
+import { modelCardRoutes } from './routes/model-cards.js';
 
 export interface ServerOptions {
   store: Store;
@@ -90,6 +94,10 @@ export function buildServer(opts: ServerOptions): FastifyInstance {
     userRoutes(api, ctx);
     auditRoutes(api, ctx);
     eventRoutes(api, ctx);
+    institutionRoutes(api, ctx);
+    governanceRoutes(api, ctx);
+    computeRoutes(api, ctx);
+    modelCardRoutes(api, ctx);
     await webRoutes(api);
   });
   return app;

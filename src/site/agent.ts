@@ -20,6 +20,9 @@ import { fit } from '../learning/client.js';
 import { BatchStream, type BatchStreamState } from '../learning/batches.js';
 import { createRng, deriveSeed } from '../learning/rng.js';
 import type { Weights } from '../protocol/tensors.js';
+import type { SiteLocalPolicy } from '../governance/policy.js';
+import type { ComputeResource } from '../compute/types.js';
+import { inProcessUsage, loadLocalPolicy, localPolicyRefusal, runPlacedFit, type UsageReport } from './placed.js';
 
 export interface AgentOptions {
   log?: (msg: string) => void;
@@ -80,6 +83,8 @@ export class SiteAgent {
   private readonly http: HttpClient;
   private readonly log: (m: string) => void;
   private readonly data = new Map<string, SiteData>();
+  /** The site's own policy (site.yaml `policy:`); it wins over the jurisdiction's, as in FLARE. */
+  private readonly policy: SiteLocalPolicy | undefined;
   readonly cred: Credential;
 
   constructor(
@@ -93,6 +98,7 @@ export class SiteAgent {
     const pem = this.state.privateKeyPem();
     if (!pem) throw new Error(`site ${cred.siteName} has no signing key (${this.state.keyFile}); enrol again with a new invite`);
     this.log = opts.log ?? (() => {});
+    this.policy = loadLocalPolicy(cfg);
     let lastRetryLog = 0;
     const ca = caOf(cfg);
     this.http = new HttpClient({
@@ -116,6 +122,8 @@ export class SiteAgent {
         if (!declared) {
           // The config may have changed since enrolment: declare the cohorts this site holds now.
           await this.http.json('PUT', '/v1/agent/cohorts', { cohorts: cohortsOf(this.cfg, this.log) });
+          // Whether this site trains on its own machine or needs compute placed by the coordinator.
+          await this.http.json('PUT', '/v1/agent/compute', this.cfg.compute ?? { mode: 'own' });
           declared = true;
         }
         await this.flushPending();
@@ -149,6 +157,7 @@ export class SiteAgent {
 
   async handle(task: TaskMessage): Promise<void> {
     const started = Date.now();
+    const cpu0 = process.cpuUsage();
     if (task.kind === 'prepare') {
       // Only the verdict on the file and, for global normalisation, column sums leave the site.
       const { report, examples } = prepareReport(this.cfg, task);
@@ -162,6 +171,26 @@ export class SiteAgent {
     const global = decodeSafetensors((await this.http.request('GET', `/v1/agent/models/${encodeURIComponent(task.modelVersionId)}`)).body).weights;
     const ev = model.evaluate(global, data.test);
     const evalMetrics = metricsOf(ev);
+    let placed: { placement: { resourceId: string }; resource: ComputeResource } | undefined;
+    let usage: UsageReport | undefined;
+    if (task.kind === 'fit') {
+      if (this.cfg.compute?.mode === 'placed') {
+        // No compute of its own: the coordinator places the training in the data's jurisdiction (or refuses, saying why).
+        try {
+          placed = await this.http.json('POST', `/v1/agent/tasks/${encodeURIComponent(task.taskId)}/placement`, {});
+        } catch (e) {
+          if (e instanceof ApiError && e.status === 409) return this.log(`task ${task.taskId}: not placed: ${e.message}`);
+          throw e;
+        }
+      }
+      const refusal = localPolicyRefusal(this.policy, task, { trainExamples: data.train.n, ...(this.cfg.jurisdiction ? { siteJurisdiction: this.cfg.jurisdiction } : {}),
+        ...(placed ? { computeJurisdiction: placed.resource.jurisdiction } : this.cfg.jurisdiction ? { computeJurisdiction: this.cfg.jurisdiction } : {}) });
+      if (refusal) {
+        this.log(`task ${task.taskId}: refused under this site's local policy: ${refusal}`);
+        await this.http.json('POST', `/v1/agent/tasks/${encodeURIComponent(task.taskId)}/refuse`, { reason: refusal });
+        return;
+      }
+    }
     let pending: PendingResult;
     if (task.kind === 'evaluate') {
       const meta: ResultMeta = { taskId: task.taskId, numExamples: data.train.n, evalMetrics, evalExamples: data.test.n, durationMs: Date.now() - started };
@@ -185,7 +214,19 @@ export class SiteAgent {
       const stream = saved && saved.batchSize === cfg.batchSize && saved.n === data.train.n ? BatchStream.restore(saved) : BatchStream.create(data.train.n, cfg.batchSize, deriveSeed(task.seed, 'stream', this.cred.siteName));
       const clientStateBytes = this.state.readBytes(task.studyId, 'client-state.safetensors');
       const clientState = clientStateBytes ? decodeSafetensors(clientStateBytes).weights : undefined;
-      const out = fit({ model, weights: global, data: data.train, config: cfg, stream, ...(clientState ? { clientState } : {}), rng: createRng(task.seed, 'dropout', this.cred.siteName, task.round) });
+      let out: { weights: Weights; numExamples: number; loss: number; clientState?: Weights };
+      let streamState: BatchStreamState;
+      if (placed) {
+        const c = this.cfg.compute?.mode === 'placed' ? this.cfg.compute : {};
+        const run = await runPlacedFit(this.cfg, placed.resource, { task, siteName: this.cred.siteName, global, stream: saved, clientState, ...c },
+          async (jobId, state) => void (await this.http.json('POST', `/v1/agent/tasks/${encodeURIComponent(task.taskId)}/job`, { jobId, state })), this.log);
+        out = run.out;
+        streamState = run.out.stream;
+        usage = run.usage;
+      } else {
+        out = fit({ model, weights: global, data: data.train, config: cfg, stream, ...(clientState ? { clientState } : {}), rng: createRng(task.seed, 'dropout', this.cred.siteName, task.round) });
+        streamState = stream.state();
+      }
       const meta: ResultMeta = {
         taskId: task.taskId,
         numExamples: out.numExamples,
@@ -195,13 +236,24 @@ export class SiteAgent {
         durationMs: Date.now() - started,
       };
       const body = encodeSafetensors(out.weights, { [RESULT_META_KEY]: JSON.stringify(meta) });
-      const commit: PendingResult['commit'] = [{ name: 'stream.json', data: JSON.stringify(stream.state()), encoding: 'utf8' }];
+      const commit: PendingResult['commit'] = [{ name: 'stream.json', data: JSON.stringify(streamState), encoding: 'utf8' }];
       if (out.clientState) commit.push({ name: 'client-state.safetensors', data: Buffer.from(encodeSafetensors(out.clientState)).toString('base64'), encoding: 'base64' });
       pending = { taskId: task.taskId, studyId: task.studyId, contentType: 'application/octet-stream', body, commit };
     }
     this.state.savePending(pending);
     this.log(`task ${task.taskId}: ${task.kind} done in ${Date.now() - started} ms; uploading`);
     await this.flushPending();
+    await this.reportUsage(task, usage ?? inProcessUsage(this.cred.siteName, cpu0, started));
+  }
+
+  /** The task's CPU/GPU-seconds for the coordinator's ledger; a duplicate report (409) is already recorded. */
+  private async reportUsage(task: TaskMessage, usage: UsageReport): Promise<void> {
+    try {
+      await this.http.json('POST', `/v1/agent/tasks/${encodeURIComponent(task.taskId)}/usage`, usage);
+    } catch (e) {
+      if (!(e instanceof ApiError)) throw e;
+      if (e.status !== 409) this.log(`task ${task.taskId}: usage not recorded: ${e.message}`);
+    }
   }
 
   /** Uploads every saved result; commits its local state once the coordinator has answered. */

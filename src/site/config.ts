@@ -51,6 +51,29 @@ export const SiteConfigSchema = Type.Object(
     pollWaitMs: Type.Optional(Type.Integer({ minimum: 0, maximum: 60000 })),
     /** CA certificate (PEM path) to trust for an HTTPS coordinator with a private CA. */
     caFile: Type.Optional(Type.String()),
+    /** The site's own policy file (site-local rules, see policies/README); it wins over its jurisdiction's policy. */
+    policy: Type.Optional(Type.String({ minLength: 1 })),
+    /** Where this site's data is held (ISO country code): "same" in its local policy means this. */
+    jurisdiction: Type.Optional(Type.String({ pattern: '^[A-Z]{2}$' })),
+    /**
+     * Where training runs: `own` (this machine, the default) or `placed` (the coordinator places each fit task on
+     * registered compute in the data's jurisdiction; the agent submits it there as a job and collects it).
+     */
+    compute: Type.Optional(
+      Type.Union([
+        Type.Object({ mode: Type.Literal('own') }, strict),
+        Type.Object(
+          {
+            mode: Type.Literal('placed'),
+            cpus: Type.Optional(Type.Integer({ minimum: 1, maximum: 100_000 })),
+            gpus: Type.Optional(Type.Integer({ minimum: 0, maximum: 1024 })),
+            ramGiB: Type.Optional(Type.Number({ exclusiveMinimum: 0, maximum: 1_000_000 })),
+            minGpuMemoryGiB: Type.Optional(Type.Number({ exclusiveMinimum: 0 })),
+          },
+          strict,
+        ),
+      ]),
+    ),
   },
   strict,
 );

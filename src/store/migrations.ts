@@ -4,6 +4,7 @@
  * integer vs bigint for millisecond timestamps).
  */
 import { Kysely, sql, type Migration, type MigrationProvider } from 'kysely';
+import { governanceMigration } from './governance.js';
 
 export type Dialect = 'sqlite' | 'postgres';
 
@@ -218,7 +219,7 @@ function trust(dialect: Dialect): Migration {
 export function migrationProvider(dialect: Dialect): MigrationProvider {
   return {
     async getMigrations() {
-      return { '0001_initial': initial(dialect), '0002_trust': trust(dialect) };
+      return { '0001_initial': initial(dialect), '0002_trust': trust(dialect), '0003_governance': governanceMigration(dialect) };
     },
   };
 }

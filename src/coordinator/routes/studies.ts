@@ -7,6 +7,7 @@ import { encodeSafetensors } from '../../protocol/safetensors.js';
 import { HttpError, requireUser } from '../auth.js';
 import { digestHex, initialWeights } from '../engine.js';
 import { hostStrategy } from '../strategy-host.js';
+import { governedStart, governedStop } from './governance.js';
 
 /** A study lead acts on the studies they created only ('own-study' scope in governance/roles.ts). */
 function checkOwnStudy(user: { id: string; scope: string }, study: { id: string; created_by: string }): void {
@@ -64,40 +65,12 @@ export function studyRoutes(app: FastifyInstance, ctx: RouteContext): void {
     };
   });
 
-  app.post<{ Params: { id: string } }>('/v1/studies/:id/start', { preValidation: auth }, async (req) => {
-    const user = requireUser(req.principal!, 'study.start');
-    const s = await store.getStudy(req.params.id);
-    if (!s) throw new HttpError(404, 'not_found', `no study ${req.params.id}`);
-    checkOwnStudy(user, s);
-    if (s.status !== 'created') throw new HttpError(409, 'conflict', `study ${s.id} is ${s.status}`);
-    const spec = JSON.parse(s.spec) as StudySpec;
-    const active = (await store.listSites()).filter((x) => x.status === 'active');
-    let participants: string[];
-    if (spec.sites) {
-      const byName = new Map(active.map((x) => [x.name, x.id]));
-      const missing = spec.sites.filter((n) => !byName.has(n));
-      if (missing.length) throw new HttpError(409, 'sites_missing', `these sites are not enrolled and active: ${missing.join(', ')}`);
-      participants = spec.sites.map((n) => byName.get(n)!);
-    } else participants = active.map((x) => x.id);
-    if (participants.length === 0) throw new HttpError(409, 'no_sites', 'no active site can take part');
-    if (spec.minSites && spec.minSites > participants.length) throw new HttpError(409, 'too_few_sites', `minSites is ${spec.minSites} but only ${participants.length} sites take part`);
-    const bytes = encodeSafetensors(initialWeights(spec), { study: s.id, round: '0' });
-    const t = now();
-    await store.startStudy(s.id, participants, { id: `${s.id}.v0`, study_id: s.id, round: 0, weights: bytes, digest: digestHex(bytes), created_at: t }, t);
-    bus.emit({ type: 'study.status', studyId: s.id, status: 'running' });
-    engine.kick();
-    return { id: s.id, status: 'running', participants: participants.length };
-  });
+  // Start and stop go through the study lifecycle (routes/governance.ts): approvals, the jurisdiction policy
+  // check, and the audit entries, in the same transaction as the change.
+  app.post<{ Params: { id: string } }>('/v1/studies/:id/start', { preValidation: auth }, async (req, reply) => governedStart(ctx, req.principal!, req.params.id, reply));
 
-  app.post<{ Params: { id: string } }>('/v1/studies/:id/stop', { preValidation: auth }, async (req) => {
-    const user = requireUser(req.principal!, 'study.stop');
-    const s = await store.getStudy(req.params.id);
-    if (!s) throw new HttpError(404, 'not_found', `no study ${req.params.id}`);
-    checkOwnStudy(user, s);
-    await store.transitionStudy(req.params.id, ['created', 'running'], 'stopped', now());
-    bus.emit({ type: 'study.status', studyId: req.params.id, status: 'stopped' });
-    return { id: req.params.id, status: 'stopped' };
-  });
+  app.post<{ Params: { id: string }; Body: { reason?: string } | undefined }>('/v1/studies/:id/stop', { preValidation: auth }, async (req) =>
+    governedStop(ctx, req.principal!, req.params.id, typeof req.body?.reason === 'string' ? req.body.reason : undefined));
 
   app.get<{ Params: { id: string } }>('/v1/studies/:id/model', { preValidation: auth }, async (req, reply) => {
     const user = requireUser(req.principal!, 'model.download');

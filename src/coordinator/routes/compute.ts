@@ -1,0 +1,238 @@
+/**
+ * The compute federation over HTTP.
+ *
+ * Operators: register resources (POST /v1/compute/resources), list them with what is placed on them, see the
+ * queues of placed tasks, the usage records and the IN/JP contribution report.
+ *
+ * Site agents: declare whether they train on their own machine or need placed compute (PUT /v1/agent/compute),
+ * ask where a task runs (POST /v1/agent/tasks/:id/placement: the coordinator places it on a resource in the
+ * data's jurisdiction with the most free capacity, or refuses naming why), report the scheduler job
+ * (…/job), the task's CPU- and GPU-seconds (…/usage), and a refusal by their local policy (…/refuse).
+ */
+import type { FastifyInstance } from 'fastify';
+import { Type, type Static } from '@sinclair/typebox';
+import type { RouteContext } from './context.js';
+import { HttpError, requireSite, requireUser } from '../auth.js';
+import { appendAudit } from '../../governance/audit-store.js';
+import {
+  addEvent, addUsage, getInstitution, getPlacement, getSiteProfile, gov, listMemberships, listPlacements, listResources, listUsage,
+  putPlacement, putResource, putSiteProfile, updatePlacement, type Placement,
+} from '../../store/governance.js';
+import { ComputeValidationError, parseResource } from '../../compute/validate.js';
+import { freeAt, place } from '../../compute/placement.js';
+import { contributionReport, summarize } from '../../compute/ledger.js';
+import type { ComputeResource, FreeCapacity } from '../../compute/types.js';
+import { allowedCompute } from '../../governance/study-governance.js';
+import { governanceConfig, policies, type GovernanceConfig } from './governance.js';
+
+const ProfileSchema = Type.Object({
+  mode: Type.Union([Type.Literal('own'), Type.Literal('placed')]),
+  cpus: Type.Optional(Type.Integer({ minimum: 1, maximum: 100_000 })),
+  gpus: Type.Optional(Type.Integer({ minimum: 0, maximum: 1024 })),
+  ramGiB: Type.Optional(Type.Number({ exclusiveMinimum: 0, maximum: 1_000_000 })),
+  minGpuMemoryGiB: Type.Optional(Type.Number({ exclusiveMinimum: 0 })),
+}, { additionalProperties: false });
+const JobSchema = Type.Object({ jobId: Type.String({ minLength: 1, maxLength: 200 }), state: Type.String({ minLength: 1, maxLength: 40 }) }, { additionalProperties: false });
+const UsageSchema = Type.Object({
+  resourceId: Type.String({ minLength: 1, maxLength: 200 }),
+  scheduler: Type.Union([Type.Literal('local'), Type.Literal('slurm'), Type.Literal('kubernetes'), Type.Literal('in-process')]),
+  cpuSeconds: Type.Number({ minimum: 0 }),
+  gpuSeconds: Type.Number({ minimum: 0 }),
+  wallSeconds: Type.Number({ minimum: 0 }),
+  cpuBasis: Type.Union([Type.Literal('measured'), Type.Literal('allocated')]),
+  jobId: Type.Optional(Type.String({ minLength: 1, maxLength: 200 })),
+}, { additionalProperties: false });
+const RefuseSchema = Type.Object({ reason: Type.String({ minLength: 1, maxLength: 4000 }) }, { additionalProperties: false });
+
+/** What is free on each resource once the tasks placed on it and not yet finished are subtracted. */
+export async function withPlacedLoad(resources: ComputeResource[], active: Placement[], demand: (p: Placement) => Promise<FreeCapacity>, at = new Date()): Promise<ComputeResource[]> {
+  const load = new Map<string, FreeCapacity>();
+  for (const p of active) {
+    const d = await demand(p);
+    const l = load.get(p.resourceId) ?? { cpus: 0, gpus: 0, ramGiB: 0 };
+    load.set(p.resourceId, { cpus: l.cpus + d.cpus, gpus: l.gpus + d.gpus, ramGiB: l.ramGiB + d.ramGiB });
+  }
+  return resources.map((r) => {
+    const l = load.get(r.id);
+    const free = freeAt(r, at);
+    if (!l || !free) return r;
+    const now = { cpus: Math.max(0, free.cpus - l.cpus), gpus: Math.max(0, free.gpus - l.gpus), ramGiB: Math.max(0, free.ramGiB - l.ramGiB) };
+    return { ...r, availability: { now } };
+  });
+}
+
+export function computeRoutes(app: FastifyInstance, ctx: RouteContext, cfg: GovernanceConfig = governanceConfig()): void {
+  const { store, now, auth } = ctx;
+  const db = () => gov(store.db);
+
+  // ---- operators ----
+  app.post('/v1/compute/resources', { preValidation: auth }, async (req, reply) => {
+    const user = requireUser(req.principal!, 'compute.register');
+    let r: ComputeResource;
+    try {
+      r = parseResource(req.body);
+    } catch (e) {
+      if (e instanceof ComputeValidationError) throw new HttpError(400, 'invalid_resource', e.message);
+      throw e;
+    }
+    const inst = await getInstitution(db(), r.institution);
+    if (!inst) throw new HttpError(409, 'unknown_institution', `resource ${r.id}: no institution ${r.institution}; register it first (setu institution add)`);
+    if (user.scope === 'own-institution' && user.institution !== inst.id && user.institution !== inst.name) {
+      throw new HttpError(403, 'forbidden', `resource ${r.id} belongs to ${inst.id}, not to your institution`);
+    }
+    if (r.scheduler === 'kubernetes' && !(r.schedulerConfig?.kubeContext || r.schedulerConfig?.kubeconfig) ) {
+      throw new HttpError(400, 'invalid_resource', `resource ${r.id}: a Kubernetes resource needs schedulerConfig.kubeContext or kubeconfig (kubectl is used only when one is configured)`);
+    }
+    const t = now();
+    const outcome = await store.transaction(async (tx) => {
+      const o = await putResource(gov(tx), r, r, t);
+      await addEvent(gov(tx), { studyId: null, kind: 'compute.registered', actor: user.id, data: { id: r.id, institution: r.institution, jurisdiction: r.jurisdiction, scheduler: r.scheduler, outcome: o }, at: t });
+      await appendAudit(tx, ctx.audit.key, { ts: t, actor: user.id, kind: 'compute.registered', subject: r.id, data: JSON.parse(JSON.stringify({ ...r, outcome: o })) });
+      return o;
+    });
+    return reply.status(outcome === 'created' ? 201 : 200).send({ ...r, outcome });
+  });
+
+  app.get('/v1/compute/resources', { preValidation: auth }, async (req) => {
+    requireUser(req.principal!, 'compute.view');
+    const active = await listPlacements(db(), { activeOnly: true });
+    return (await listResources(db())).map((r) => {
+      const spec = r.spec as ComputeResource;
+      return { ...spec, status: r.status, free: freeAt(spec, new Date()) ?? null, activeTasks: active.filter((p) => p.resourceId === r.id).length };
+    });
+  });
+
+  app.get('/v1/compute/queues', { preValidation: auth }, async (req) => {
+    requireUser(req.principal!, 'compute.view');
+    const [resources, placements, members] = await Promise.all([listResources(db()), listPlacements(db()), listMemberships(db())]);
+    const name = new Map(members.map((m) => [m.id, m.name]));
+    return resources.map((r) => {
+      const mine = placements.filter((p) => p.resourceId === r.id);
+      return {
+        resource: r.id, scheduler: r.scheduler, jurisdiction: r.jurisdiction,
+        active: mine.filter((p) => ['placed', 'submitted', 'pending', 'running'].includes(p.state)).map((p) => ({ task: p.taskId, site: name.get(p.siteId) ?? p.siteId, state: p.state, jobId: p.jobId, placedAt: p.placedAt })),
+        finished: mine.filter((p) => !['placed', 'submitted', 'pending', 'running'].includes(p.state)).length,
+      };
+    });
+  });
+
+  app.get<{ Querystring: { study?: string } }>('/v1/compute/usage', { preValidation: auth }, async (req) => {
+    requireUser(req.principal!, 'compute.view');
+    const records = await listUsage(db(), req.query.study);
+    return { records, summary: summarize(records) };
+  });
+
+  app.get<{ Querystring: { study?: string; countries?: string } }>('/v1/compute/ledger', { preValidation: auth }, async (req) => {
+    requireUser(req.principal!, 'compute.view');
+    const records = await listUsage(db(), req.query.study);
+    const countries = req.query.countries ? req.query.countries.split(',').map((c) => c.trim()).filter(Boolean) : ['IN', 'JP'];
+    return { summary: summarize(records), contribution: contributionReport(records, countries) };
+  });
+
+  // ---- site agents ----
+  app.put<{ Body: Static<typeof ProfileSchema> }>('/v1/agent/compute', { schema: { body: ProfileSchema }, preValidation: auth }, async (req) => {
+    const site = requireSite(req.principal!, 'task.poll');
+    const prev = await getSiteProfile(db(), site.id);
+    await putSiteProfile(db(), site.id, { compute: req.body, datasets: prev?.datasets ?? {}, updatedAt: now() });
+    return { site: site.name, compute: req.body };
+  });
+
+  async function siteTask(siteId: string, taskId: string) {
+    const task = await store.getTask(taskId);
+    if (!task || task.site_id !== siteId) throw new HttpError(403, 'forbidden', `task ${taskId} was not given to this site`);
+    return task;
+  }
+
+  async function demandOf(siteId: string): Promise<FreeCapacity & { minGpuMemoryGiB?: number }> {
+    const c = (await getSiteProfile(db(), siteId))?.compute;
+    return { cpus: c?.cpus ?? 1, gpus: c?.gpus ?? 0, ramGiB: c?.ramGiB ?? 1, ...(c?.minGpuMemoryGiB !== undefined ? { minGpuMemoryGiB: c.minGpuMemoryGiB } : {}) };
+  }
+
+  app.post<{ Params: { id: string } }>('/v1/agent/tasks/:id/placement', { preValidation: auth }, async (req) => {
+    const site = requireSite(req.principal!, 'task.poll');
+    const task = await siteTask(site.id, req.params.id);
+    const resources = await listResources(db());
+    const existing = await getPlacement(db(), task.id);
+    if (existing) return { placement: existing, resource: resources.find((r) => r.id === existing.resourceId)?.spec };
+    if (task.status !== 'issued' && task.status !== 'delivered') throw new HttpError(409, 'conflict', `task ${task.id} is ${task.status}`);
+    const member = (await listMemberships(db())).find((m) => m.id === site.id);
+    if (!member?.jurisdiction) throw new HttpError(409, 'no_jurisdiction', `site ${site.name} belongs to no jurisdiction, so its data cannot be placed anywhere`);
+    const d = await demandOf(site.id);
+    const active = await listPlacements(db(), { activeOnly: true });
+    const live = await withPlacedLoad(resources.filter((r) => r.status === 'active').map((r) => r.spec as ComputeResource), active, (p) => demandOf(p.siteId));
+    const allowed = allowedCompute({ id: site.name, jurisdiction: member.jurisdiction }, policies(cfg));
+    const r = place({ siteId: site.name, dataJurisdiction: member.jurisdiction, cpus: d.cpus, gpus: d.gpus, ramGiB: d.ramGiB,
+      ...(d.minGpuMemoryGiB !== undefined ? { minGpuMemoryGiB: d.minGpuMemoryGiB } : {}), allowedJurisdictions: allowed }, live);
+    const t = now();
+    if (!r.ok) {
+      await store.recordRefusal({ study_id: task.study_id, round: task.round, site_id: site.id, task_id: task.id, reason: r.reason, at: t });
+      await addEvent(db(), { studyId: task.study_id, kind: 'placement.refused', actor: 'coordinator', data: { task: task.id, site: site.name, reason: r.reason, rejected: r.rejected }, at: t });
+      throw new HttpError(409, 'no_placement', r.reason);
+    }
+    const p: Placement = { taskId: task.id, studyId: task.study_id, siteId: site.id, resourceId: r.resource.id, reason: r.reason, placedAt: t, jobId: null, state: 'placed' };
+    await store.transaction(async (tx) => {
+      await putPlacement(gov(tx), p);
+      await addEvent(gov(tx), { studyId: task.study_id, kind: 'task.placed', actor: 'coordinator', data: { task: task.id, site: site.name, resource: r.resource.id, jurisdiction: r.resource.jurisdiction, reason: r.reason }, at: t });
+    });
+    return { placement: p, resource: resources.find((x) => x.id === r.resource.id)!.spec };
+  });
+
+  app.post<{ Params: { id: string }; Body: Static<typeof JobSchema> }>('/v1/agent/tasks/:id/job', { schema: { body: JobSchema }, preValidation: auth }, async (req) => {
+    const site = requireSite(req.principal!, 'task.poll');
+    await siteTask(site.id, req.params.id);
+    if (!(await getPlacement(db(), req.params.id))) throw new HttpError(409, 'not_placed', `task ${req.params.id} has no placement`);
+    await updatePlacement(db(), req.params.id, { jobId: req.body.jobId, state: req.body.state });
+    return { ok: true };
+  });
+
+  app.post<{ Params: { id: string }; Body: Static<typeof UsageSchema> }>('/v1/agent/tasks/:id/usage', { schema: { body: UsageSchema }, preValidation: auth }, async (req, reply) => {
+    const site = requireSite(req.principal!, 'update.submit');
+    const task = await siteTask(site.id, req.params.id);
+    const u = req.body;
+    const members = await listMemberships(db());
+    const me = members.find((m) => m.id === site.id);
+    const placement = await getPlacement(db(), task.id);
+    let contributor: { institution: string; country: string; resourceId: string };
+    if (placement) {
+      // Usage on placed compute must name the resource the coordinator chose: a site cannot bill another partner.
+      if (u.resourceId !== placement.resourceId) throw new HttpError(400, 'wrong_resource', `task ${task.id} was placed on ${placement.resourceId}, not ${u.resourceId}`);
+      const res = (await listResources(db())).find((r) => r.id === placement.resourceId)!;
+      contributor = { institution: res.institutionId, country: res.jurisdiction, resourceId: res.id };
+    } else {
+      // Trained on the site's own machine: its own institution contributed what it consumed.
+      if (u.resourceId !== `site:${site.name}`) throw new HttpError(400, 'wrong_resource', `task ${task.id} ran on the site's own compute; report it as site:${site.name}`);
+      contributor = { institution: me?.institutionId ?? me?.institution ?? site.name, country: me?.jurisdiction ?? '??', resourceId: u.resourceId };
+    }
+    const t = now();
+    try {
+      await store.transaction(async (tx) => {
+        await addUsage(gov(tx), {
+          taskId: task.id, studyId: task.study_id, siteId: site.id, siteInstitution: me?.institutionId ?? me?.institution ?? site.name, siteCountry: me?.jurisdiction ?? '??',
+          resourceId: contributor.resourceId, institution: contributor.institution, country: contributor.country, scheduler: u.scheduler,
+          cpuSeconds: u.cpuSeconds, gpuSeconds: u.gpuSeconds, wallSeconds: u.wallSeconds, cpuBasis: u.cpuBasis, jobId: u.jobId ?? null, recordedAt: t,
+        });
+        if (placement) await updatePlacement(gov(tx), task.id, { state: 'done', ...(u.jobId ? { jobId: u.jobId } : {}) });
+      });
+    } catch (e) {
+      if (/unique|duplicate|constraint/i.test((e as Error).message)) throw new HttpError(409, 'conflict', `usage of task ${task.id} is already recorded`);
+      throw e;
+    }
+    return reply.status(201).send({ recorded: true });
+  });
+
+  app.post<{ Params: { id: string }; Body: Static<typeof RefuseSchema> }>('/v1/agent/tasks/:id/refuse', { schema: { body: RefuseSchema }, preValidation: auth }, async (req) => {
+    const site = requireSite(req.principal!, 'update.submit');
+    const task = await siteTask(site.id, req.params.id);
+    const t = now();
+    const reason = `site ${site.name} refused task ${task.id} under its local policy: ${req.body.reason}`;
+    await store.recordRefusal({ study_id: task.study_id, round: task.round, site_id: site.id, task_id: task.id, reason, at: t });
+    await store.transaction(async (tx) => {
+      await addEvent(gov(tx), { studyId: task.study_id, kind: 'task.refused', actor: site.id, data: { task: task.id, reason: req.body.reason }, at: t });
+      await appendAudit(tx, ctx.audit.key, { ts: t, actor: site.id, kind: 'update.refused', subject: task.id, data: { study: task.study_id, round: task.round, site: site.name, by: 'site-local policy', reason: req.body.reason } });
+    });
+    const p = await getPlacement(db(), task.id);
+    if (p) await updatePlacement(db(), task.id, { state: 'refused' });
+    ctx.bus.emit({ type: 'update.refused', studyId: task.study_id, round: task.round, siteId: site.id, reason });
+    return { recorded: true };
+  });
+}

@@ -1,0 +1,236 @@
+/**
+ * The study lifecycle over HTTP: propose, site approvals and declines with data-use terms, withdrawal, the
+ * jurisdiction policy check, and the governed start and stop that studies.ts delegates to.
+ *
+ * Policies come from SETU_POLICIES (a directory of <jurisdiction>.yaml files; default the shipped policies/),
+ * the coordinator's own jurisdiction from SETU_JURISDICTION (where per-site updates are received; unset means
+ * every update counts as leaving its jurisdiction, the strict reading).
+ *
+ * Direct start: a study that was never proposed may start directly only when none of its sites belongs to the
+ * consortium (no institution, no declared jurisdiction), as in the one-host demo. The starter's approval on
+ * their behalf is audited as such (`direct: true`). A site that belongs to an institution takes part only after
+ * its own site admin approved, with data-use terms. The policy check covers every site with a jurisdiction;
+ * sites without one are listed as `unchecked` in the start answer.
+ */
+import type { FastifyInstance, FastifyReply } from 'fastify';
+import { Type, type Static } from '@sinclair/typebox';
+import type { RouteContext } from './context.js';
+import type { Principal } from '../auth.js';
+import { HttpError, requireUser } from '../auth.js';
+import type { StudySpec } from '../../protocol/api.js';
+import { encodeSafetensors } from '../../protocol/safetensors.js';
+import { digestHex, initialWeights } from '../engine.js';
+import { gov, listEvents, listMemberships, type SiteMembership } from '../../store/governance.js';
+import { cohortSize } from '../../store/trust.js';
+import * as lc from '../../governance/lifecycle.js';
+import { defaultPolicyDir, loadPolicies, type JurisdictionPolicy, type Violation } from '../../governance/policy.js';
+import {
+  GovernanceError, checkStudyPolicy, commitTransitions, describeViolations, invitedSites, loadLifecycle, proposeStudy, recordRefusal, siteDecision, step,
+} from '../../governance/study-governance.js';
+
+export interface GovernanceConfig {
+  policiesDir: string;
+  coordinatorJurisdiction: string | undefined;
+}
+
+export function governanceConfig(env: NodeJS.ProcessEnv = process.env): GovernanceConfig {
+  const j = env.SETU_JURISDICTION?.trim();
+  if (j && !/^[A-Z]{2}$/.test(j)) throw new Error(`SETU_JURISDICTION must be an ISO country code such as IN or JP, got "${j}"`);
+  return { policiesDir: env.SETU_POLICIES?.trim() || defaultPolicyDir(), coordinatorJurisdiction: j || undefined };
+}
+
+/** Policies are read at every check, so an edited file applies to the next start without a restart. */
+export function policies(cfg: GovernanceConfig): Record<string, JurisdictionPolicy> {
+  try {
+    return loadPolicies(cfg.policiesDir);
+  } catch (e) {
+    throw new HttpError(500, 'policy_unreadable', `the coordinator's jurisdiction policies cannot be read: ${(e as Error).message}`);
+  }
+}
+
+function asHttp(e: unknown): never {
+  if (e instanceof GovernanceError) throw new HttpError(e.status, e.code, e.message);
+  throw e;
+}
+
+const Terms = Type.Object({
+  purpose: Type.String({ minLength: 1, maxLength: 2000 }),
+  conditions: Type.Optional(Type.Array(Type.String({ minLength: 1, maxLength: 2000 }), { maxItems: 50 })),
+  expiresAt: Type.Optional(Type.Number()),
+}, { additionalProperties: false });
+const ApproveSchema = Type.Object({ site: Type.String({ minLength: 1 }), terms: Terms }, { additionalProperties: false });
+const ReasonSchema = Type.Object({ site: Type.String({ minLength: 1 }), reason: Type.String({ minLength: 1, maxLength: 2000 }) }, { additionalProperties: false });
+
+async function studyOr404(ctx: RouteContext, id: string) {
+  const s = await ctx.store.getStudy(id);
+  if (!s) throw new HttpError(404, 'not_found', `no study ${id}`);
+  return s;
+}
+
+function checkOwnStudy(user: { id: string; scope: string }, study: { id: string; created_by: string }): void {
+  if (user.scope === 'own-study' && study.created_by !== user.id) throw new HttpError(403, 'forbidden', `study ${study.id} is led by someone else`);
+}
+
+/** A site admin acts only for sites of their own institution (matched by institution id or name). */
+async function siteForAdmin(ctx: RouteContext, user: { role: string; institution: string | null; scope: string }, siteName: string): Promise<SiteMembership> {
+  const site = (await listMemberships(gov(ctx.store.db))).find((m) => m.name === siteName);
+  if (!site) throw new HttpError(404, 'not_found', `no site named ${siteName}`);
+  if (user.scope === 'own-institution') {
+    const mine = user.institution !== null && (user.institution === site.institutionId || user.institution === site.institution);
+    if (!mine) throw new HttpError(403, 'forbidden', `site ${siteName} belongs to ${site.institution ?? 'no institution'}, not to your institution (${user.institution ?? 'none'})`);
+  }
+  return site;
+}
+
+export function governanceRoutes(app: FastifyInstance, ctx: RouteContext, cfg: GovernanceConfig = governanceConfig()): void {
+  const { store, now, auth } = ctx;
+  const deps = () => ({ store, audit: ctx.audit.key });
+
+  app.post<{ Params: { id: string } }>('/v1/studies/:id/propose', { preValidation: auth }, async (req) => {
+    const user = requireUser(req.principal!, 'study.propose');
+    const s = await studyOr404(ctx, req.params.id);
+    checkOwnStudy(user, s);
+    if (s.status !== 'created') throw new HttpError(409, 'lifecycle', `study ${s.id} is ${s.status}`);
+    const l = await proposeStudy(deps(), s.id, JSON.parse(s.spec) as StudySpec, user.id, now()).catch(asHttp);
+    return view(l, await listMemberships(gov(store.db)));
+  });
+
+  app.post<{ Params: { id: string }; Body: Static<typeof ApproveSchema> }>('/v1/studies/:id/approve', { schema: { body: ApproveSchema }, preValidation: auth }, async (req) => {
+    const user = requireUser(req.principal!, 'study.approve');
+    await studyOr404(ctx, req.params.id);
+    const site = await siteForAdmin(ctx, user, req.body.site);
+    const l = await siteDecision(deps(), req.params.id, site.id, { kind: 'approve', terms: req.body.terms }, user.id, now()).catch(asHttp);
+    return view(l, await listMemberships(gov(store.db)));
+  });
+
+  app.post<{ Params: { id: string }; Body: Static<typeof ReasonSchema> }>('/v1/studies/:id/decline', { schema: { body: ReasonSchema }, preValidation: auth }, async (req) => {
+    const user = requireUser(req.principal!, 'study.decline');
+    await studyOr404(ctx, req.params.id);
+    const site = await siteForAdmin(ctx, user, req.body.site);
+    const l = await siteDecision(deps(), req.params.id, site.id, { kind: 'decline', reason: req.body.reason }, user.id, now()).catch(asHttp);
+    return view(l, await listMemberships(gov(store.db)));
+  });
+
+  app.post<{ Params: { id: string }; Body: Static<typeof ReasonSchema> }>('/v1/studies/:id/withdraw', { schema: { body: ReasonSchema }, preValidation: auth }, async (req) => {
+    const user = requireUser(req.principal!, 'study.withdraw');
+    const s = await studyOr404(ctx, req.params.id);
+    const site = await siteForAdmin(ctx, user, req.body.site);
+    // The round open now (if any) was issued before the withdrawal; the site's data is unused from the one after.
+    const open = await store.openRoundOf(s.id);
+    const nextRound = s.status === 'running' ? (open ? open.round + 1 : s.current_round + 1) : undefined;
+    const l = await siteDecision(deps(), s.id, site.id, { kind: 'withdraw', reason: req.body.reason, ...(nextRound !== undefined ? { nextRound } : {}) }, user.id, now()).catch(asHttp);
+    ctx.engine.kick();
+    return view(l, await listMemberships(gov(store.db)));
+  });
+
+  app.get<{ Params: { id: string } }>('/v1/studies/:id/governance', { preValidation: auth }, async (req) => {
+    requireUser(req.principal!, 'study.view');
+    const s = await studyOr404(ctx, req.params.id);
+    const l = await loadLifecycle(gov(store.db), s.id);
+    return { ...(l ? view(l, await listMemberships(gov(store.db))) : { id: s.id, state: 'draft', approvals: [] }),
+      events: (await listEvents(gov(store.db), s.id)).map((e) => ({ kind: e.kind, actor: e.actor, data: e.data, at: e.at })) };
+  });
+
+  app.get('/v1/policies', { preValidation: auth }, async (req) => {
+    requireUser(req.principal!, 'policy.view');
+    return { dir: cfg.policiesDir, coordinatorJurisdiction: cfg.coordinatorJurisdiction ?? null, policies: Object.values(policies(cfg)) };
+  });
+
+  /** Dry run of the check `start` makes, for the sites approved so far (or every invited site of a draft). */
+  app.get<{ Params: { id: string } }>('/v1/studies/:id/policy-check', { preValidation: auth }, async (req) => {
+    requireUser(req.principal!, 'policy.view');
+    const s = await studyOr404(ctx, req.params.id);
+    const spec = JSON.parse(s.spec) as StudySpec;
+    const l = await loadLifecycle(gov(store.db), s.id);
+    const ids = l ? lc.eligibleSites(l, now()) : (await invitedSites(store, spec).catch(asHttp)).map((x) => x.id);
+    const { violations, inputs } = await checkStudyPolicy(store, spec, s.id, ids, cfg.coordinatorJurisdiction, policies(cfg), (id, d) => cohortSize(store.db, id, d));
+    return { ok: violations.length === 0, violations, plan: inputs.plan, sites: inputs.sites, placements: inputs.placements };
+  });
+}
+
+function view(l: lc.LifecycleStudy, members: SiteMembership[]) {
+  const name = new Map(members.map((m) => [m.id, m.name]));
+  return {
+    id: l.id,
+    state: l.state,
+    approvals: l.sites.map((id) => ({ site: name.get(id) ?? id, ...l.approvals[id] })),
+    eligible: lc.eligibleSites(l).map((id) => name.get(id) ?? id),
+  };
+}
+
+/**
+ * POST /v1/studies/:id/start: the lifecycle's start (approved sites only become participants), the jurisdiction
+ * policy check for every one of them (409 listing every rule broken), then the study, its participants, its
+ * initial model, its lifecycle and the audit entries, in one transaction.
+ */
+export async function governedStart(ctx: RouteContext, principal: Principal, studyId: string, reply: FastifyReply, cfg: GovernanceConfig = governanceConfig()) {
+  const { store, now } = ctx;
+  const user = requireUser(principal, 'study.start');
+  const s = await studyOr404(ctx, studyId);
+  checkOwnStudy(user, s);
+  if (s.status !== 'created') throw new HttpError(409, 'conflict', `study ${s.id} is ${s.status}`);
+  const spec = JSON.parse(s.spec) as StudySpec;
+  const t = now();
+  const who = { by: user.id, at: t };
+  const before = await loadLifecycle(gov(store.db), s.id);
+  const steps: lc.Transition[] = [];
+  let cur = before;
+  if (!cur) {
+    // Direct start of a draft: only when no invited site belongs to the consortium (no institution, no
+    // jurisdiction), e.g. the one-host demo. A consortium site's data is used only with its own admin's approval.
+    const sites = await invitedSites(store, spec).catch(asHttp);
+    if (sites.length === 0) throw new HttpError(409, 'no_sites', 'no active site can take part');
+    const members = sites.filter((x) => x.institutionId || x.jurisdiction);
+    if (members.length) {
+      throw new HttpError(409, 'lifecycle', `study ${s.id} is a draft: propose it (setu study propose ${s.id}) and get the approval of ${members.map((m) => m.name).join(', ')} (consortium sites) before it can start`);
+    }
+    cur = step(() => lc.newStudy(s.id, sites.map((x) => x.id)));
+    const proposed = step(() => lc.propose(cur!, who));
+    steps.push(proposed);
+    cur = proposed.study;
+    for (const site of sites) {
+      const a = step(() => lc.approve(cur!, site.id, { purpose: 'direct start of a study over sites outside the consortium', conditions: [`site ${site.name} belongs to no institution; approved by ${user.id}, who started the study`] }, who));
+      (a.audit.data as Record<string, unknown>).direct = true;
+      steps.push(a);
+      cur = a.study;
+    }
+  }
+  const started = step(() => lc.start(cur!, who, spec.minSites ?? 1));
+  const participants = lc.eligibleSites(cur, t);
+  const pol = policies(cfg);
+  const { violations, inputs } = await checkStudyPolicy(store, spec, s.id, participants, cfg.coordinatorJurisdiction, pol, (id, d) => cohortSize(store.db, id, d));
+  if (violations.length) {
+    await recordRefusal({ store, audit: ctx.audit.key }, s.id, user.id, t, violations);
+    return reply.status(409).send({ error: 'policy_refused', message: `study ${s.id} breaks ${violations.length} jurisdiction rule(s): ${describeViolations(violations)}`, violations });
+  }
+  steps.push(started);
+  const bytes = encodeSafetensors(initialWeights(spec), { study: s.id, round: '0' });
+  await store.transaction(async (tx) => {
+    await store.transitionStudy(s.id, ['created'], 'running', t, {}, tx);
+    await tx.updateTable('studies').set({ participants: JSON.stringify(participants) }).where('id', '=', s.id).execute();
+    await store.putModelVersion({ id: `${s.id}.v0`, study_id: s.id, round: 0, weights: bytes, digest: digestHex(bytes), created_at: t }, tx);
+    await commitTransitions(tx, { store, audit: ctx.audit.key }, before, steps);
+  });
+  ctx.bus.emit({ type: 'study.status', studyId: s.id, status: 'running' });
+  ctx.engine.kick();
+  return { id: s.id, status: 'running', participants: participants.length, placements: inputs.placements, unchecked: inputs.unchecked };
+}
+
+/** POST /v1/studies/:id/stop: the study stops for good; its lifecycle records why and who, audited. */
+export async function governedStop(ctx: RouteContext, principal: Principal, studyId: string, reason: string | undefined) {
+  const { store, now } = ctx;
+  const user = requireUser(principal, 'study.stop');
+  const s = await studyOr404(ctx, studyId);
+  checkOwnStudy(user, s);
+  const t = now();
+  await store.transaction(async (tx) => {
+    await store.transitionStudy(s.id, ['created', 'running'], 'stopped', t, {}, tx);
+    const cur = await loadLifecycle(gov(tx), s.id);
+    const base = cur ?? step(() => lc.newStudy(s.id, JSON.parse(s.participants ?? '[]') as string[]));
+    await commitTransitions(tx, { store, audit: ctx.audit.key }, cur, [step(() => lc.stop(base, reason?.trim() || `stopped by ${user.id}`, { by: user.id, at: t }))]);
+  });
+  ctx.bus.emit({ type: 'study.status', studyId: s.id, status: 'stopped' });
+  return { id: s.id, status: 'stopped' };
+}
+
+export type { Violation };

@@ -1,0 +1,21 @@
+/** GET /v1/studies/:id/model-card: the transparency report of a completed study (JSON, or Markdown with ?format=markdown). */
+import type { FastifyInstance } from 'fastify';
+import type { RouteContext } from './context.js';
+import { HttpError, requireUser } from '../auth.js';
+import { ensureModelCard } from '../../governance/model-card.js';
+
+export function modelCardRoutes(app: FastifyInstance, ctx: RouteContext): void {
+  const { store, now, auth } = ctx;
+  app.get<{ Params: { id: string }; Querystring: { format?: string } }>('/v1/studies/:id/model-card', {
+    schema: { querystring: { type: 'object', properties: { format: { type: 'string', enum: ['json', 'markdown'] } }, additionalProperties: false } },
+    preValidation: auth,
+  }, async (req, reply) => {
+    requireUser(req.principal!, 'model.card.view');
+    const s = await store.getStudy(req.params.id);
+    if (!s) throw new HttpError(404, 'not_found', `no study ${req.params.id}`);
+    if (s.status !== 'completed') throw new HttpError(409, 'not_completed', `study ${s.id} is ${s.status}; its model card is written when it completes`);
+    const card = await ensureModelCard(store, s.id, now());
+    if (req.query.format === 'markdown') return reply.type('text/markdown; charset=utf-8').send(card.markdown);
+    return card.json;
+  });
+}

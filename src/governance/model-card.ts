@@ -1,0 +1,195 @@
+/**
+ * Model cards: the transparency report of a completed study, in JSON (for machines) and Markdown (for people).
+ * `modelCard` is pure; `gatherModelCard` reads what it needs from the store. The card states only what the
+ * store recorded: privacy is "none" unless the study recorded SecAgg+ or a DP guarantee, performance is what the
+ * sites measured on their own test splits in the final evaluation round, compute is the usage ledger, and the
+ * audit-chain head it names is the head at the moment the card was written, which includes the study's
+ * completion entry: an auditor holding the card can prove the chain they are shown has not been cut short.
+ */
+import type { StudySpec } from '../protocol/api.js';
+import type { Store } from '../store/store.js';
+import { auditHead, getModelCard, gov, listInstitutions, listMemberships, listUsage, putModelCard, type ModelCardRow } from '../store/governance.js';
+import { summarize } from '../compute/ledger.js';
+import type { UsageRecord } from '../compute/types.js';
+import type { DataUseTerms, LifecycleStudy } from './lifecycle.js';
+import { loadLifecycle, privacyOf } from './study-governance.js';
+
+export interface CardSite {
+  name: string;
+  institution: string | null;
+  institutionKind: string | null;
+  jurisdiction: string | null;
+  /** approved | withdrawn (from round n) | … as the lifecycle recorded it. */
+  participation: string;
+  terms: DataUseTerms | null;
+  trainExamples: number | null;
+  testExamples: number | null;
+  metrics: Record<string, number>;
+}
+
+export interface ModelCard {
+  format: 'setu-model-card-v1';
+  study: { id: string; name: string; purpose: string; completedAt: number; finalModelVersion: string | null; finalModelDigest: string | null };
+  institutions: { id: string | null; name: string; kind: string | null; jurisdiction: string | null }[];
+  jurisdictions: string[];
+  sites: CardSite[];
+  training: { strategy: string; strategyParams: Record<string, unknown>; rounds: number; model: StudySpec['model']; fit: StudySpec['fit']; seed: number | null };
+  privacy: { secagg: boolean; dp: { epsilon: number; delta: number } | null; summary: string };
+  performance: {
+    metric: string | null;
+    pooled: Record<string, number>;
+    perSite: { site: string; value: number | null }[];
+    best: { site: string; value: number } | null;
+    worst: { site: string; value: number } | null;
+    gap: number | null;
+  };
+  compute: {
+    total: { cpuSeconds: number; gpuSeconds: number; wallSeconds: number; tasks: number };
+    byCountry: { country: string; contributedCpuSeconds: number; contributedGpuSeconds: number; consumedCpuSeconds: number; consumedGpuSeconds: number }[];
+  };
+  audit: { seq: number; head: string } | null;
+}
+
+export interface CardInput {
+  studyId: string;
+  name: string;
+  spec: StudySpec;
+  completedAt: number;
+  finalModel: { id: string; digest: string } | null;
+  lifecycle: LifecycleStudy | undefined;
+  sites: { id: string; name: string; institutionId: string | null; institution: string | null; jurisdiction: string | null; trainExamples: number | null; testExamples: number | null; metrics: Record<string, number> }[];
+  institutions: { id: string; name: string; kind: string; jurisdiction: string }[];
+  pooled: Record<string, number>;
+  usage: UsageRecord[];
+  audit: { seq: number; head: string } | null;
+}
+
+/** The metric the gap is reported on: accuracy for classifiers, the C-index for survival models, else the loss. */
+function primaryMetric(names: Set<string>): string | null {
+  for (const m of ['accuracy', 'cIndex', 'auc', 'loss']) if (names.has(m)) return m;
+  return null;
+}
+
+export function modelCard(i: CardInput): ModelCard {
+  const instById = new Map(i.institutions.map((x) => [x.id, x]));
+  const sites: CardSite[] = i.sites.map((s) => {
+    const a = i.lifecycle?.approvals[s.id];
+    const participation = !a ? 'participant (no lifecycle record)' : a.status === 'withdrawn' ? `withdrawn${a.fromRound !== undefined ? ` from round ${a.fromRound}` : ''}: ${a.reason ?? ''}` : a.status;
+    const inst = s.institutionId ? instById.get(s.institutionId) : undefined;
+    return { name: s.name, institution: inst?.name ?? s.institution, institutionKind: inst?.kind ?? null, jurisdiction: inst?.jurisdiction ?? s.jurisdiction,
+      participation, terms: a?.terms ?? null, trainExamples: s.trainExamples, testExamples: s.testExamples, metrics: s.metrics };
+  });
+  const institutions = [...new Map(sites.map((s) => {
+    const inst = i.institutions.find((x) => x.name === s.institution);
+    return [s.institution ?? s.name, { id: inst?.id ?? null, name: s.institution ?? `(site ${s.name})`, kind: s.institutionKind, jurisdiction: s.jurisdiction }];
+  })).values()];
+  const jurisdictions = [...new Set(sites.map((s) => s.jurisdiction).filter((j): j is string => !!j))].sort();
+  const metric = primaryMetric(new Set(sites.flatMap((s) => Object.keys(s.metrics))));
+  const perSite = sites.map((s) => ({ site: s.name, value: metric && Number.isFinite(s.metrics[metric]) ? s.metrics[metric]! : null }));
+  const valued = perSite.filter((p): p is { site: string; value: number } => p.value !== null);
+  const lowerIsBetter = metric === 'loss';
+  const sorted = [...valued].sort((a, b) => (lowerIsBetter ? a.value - b.value : b.value - a.value));
+  const best = sorted[0] ?? null;
+  const worst = sorted[sorted.length - 1] ?? null;
+  const { secagg, dp } = privacyOf(i.spec);
+  const privacySummary = secagg || dp
+    ? [secagg ? 'SecAgg+ (no single site update readable by the coordinator)' : null, dp ? `differential privacy with ε = ${dp.epsilon}, δ = ${dp.delta}` : null].filter(Boolean).join('; ')
+    : 'none: neither SecAgg+ nor differential privacy was used';
+  const summary = summarize(i.usage);
+  return {
+    format: 'setu-model-card-v1',
+    study: { id: i.studyId, name: i.name, purpose: i.spec.description?.trim() || i.name, completedAt: i.completedAt, finalModelVersion: i.finalModel?.id ?? null, finalModelDigest: i.finalModel?.digest ?? null },
+    institutions,
+    jurisdictions,
+    sites,
+    training: { strategy: i.spec.strategy.name, strategyParams: i.spec.strategy.params ?? {}, rounds: i.spec.rounds, model: i.spec.model, fit: i.spec.fit, seed: i.spec.seed ?? null },
+    privacy: { secagg, dp, summary: privacySummary },
+    performance: { metric, pooled: i.pooled, perSite, best, worst, gap: best && worst ? Math.abs(best.value - worst.value) : null },
+    compute: {
+      total: summary.total,
+      byCountry: summary.byCountry.map((c) => ({ country: c.key, contributedCpuSeconds: c.contributed.cpuSeconds, contributedGpuSeconds: c.contributed.gpuSeconds,
+        consumedCpuSeconds: c.consumed.cpuSeconds, consumedGpuSeconds: c.consumed.gpuSeconds })),
+    },
+    audit: i.audit,
+  };
+}
+
+const f4 = (x: number | null | undefined) => (x === null || x === undefined || !Number.isFinite(x) ? '–' : x.toFixed(4));
+const secs = (x: number) => x.toFixed(1);
+const cell = (s: string) => s.replace(/\|/g, '\\|').replace(/\n/g, ' ');
+
+export function modelCardMarkdown(c: ModelCard): string {
+  const L: string[] = [];
+  L.push(`# Model card: ${c.study.name}`, '');
+  L.push(`Study \`${c.study.id}\`, completed ${new Date(c.study.completedAt).toISOString()}. Final model \`${c.study.finalModelVersion ?? '–'}\` (sha256 \`${c.study.finalModelDigest ?? '–'}\`).`, '');
+  L.push('## Purpose', '', c.study.purpose, '');
+  L.push('## Institutions and jurisdictions', '');
+  L.push('| site | institution | kind | jurisdiction | participation | data-use terms | train examples | test examples |', '|---|---|---|---|---|---|---:|---:|');
+  for (const s of c.sites) {
+    const terms = s.terms ? [s.terms.purpose, ...(s.terms.conditions ?? [])].join('; ') : '–';
+    L.push(`| ${cell(s.name)} | ${cell(s.institution ?? '–')} | ${s.institutionKind ?? '–'} | ${s.jurisdiction ?? '–'} | ${cell(s.participation)} | ${cell(terms)} | ${s.trainExamples ?? '–'} | ${s.testExamples ?? '–'} |`);
+  }
+  L.push('', `Jurisdictions: ${c.jurisdictions.join(', ') || 'none declared'}.`, '');
+  L.push('## Training', '', `Strategy ${c.training.strategy}${Object.keys(c.training.strategyParams).length ? ` ${JSON.stringify(c.training.strategyParams)}` : ''}, ${c.training.rounds} rounds, model ${JSON.stringify(c.training.model)}, local training ${JSON.stringify(c.training.fit)}, seed ${c.training.seed ?? '–'}.`, '');
+  L.push('## Privacy guarantees', '', `- SecAgg+: ${c.privacy.secagg ? 'yes' : 'none'}`, `- Differential privacy: ${c.privacy.dp ? `(ε, δ) = (${c.privacy.dp.epsilon}, ${c.privacy.dp.delta})` : 'none'}`, '', c.privacy.summary, '');
+  L.push('## Performance', '', `Measured by each site on its own test split in the final evaluation round; pooled = example-weighted over sites.`, '');
+  const names = [...new Set([...Object.keys(c.performance.pooled), ...c.sites.flatMap((s) => Object.keys(s.metrics))])].sort();
+  L.push(`| site | ${names.join(' | ')} |`, `|---|${names.map(() => '---:').join('|')}|`);
+  for (const s of c.sites) L.push(`| ${cell(s.name)} | ${names.map((n) => f4(s.metrics[n])).join(' | ')} |`);
+  L.push(`| **pooled** | ${names.map((n) => f4(c.performance.pooled[n])).join(' | ')} |`, '');
+  if (c.performance.metric && c.performance.best && c.performance.worst) {
+    L.push(`Best site on ${c.performance.metric}: ${c.performance.best.site} (${f4(c.performance.best.value)}); worst: ${c.performance.worst.site} (${f4(c.performance.worst.value)}); gap ${f4(c.performance.gap)}.`, '');
+  }
+  L.push('## Compute used', '', `${c.compute.total.tasks} tasks, ${secs(c.compute.total.cpuSeconds)} CPU-seconds, ${secs(c.compute.total.gpuSeconds)} GPU-seconds.`, '');
+  L.push('| country | contributed CPU-s | contributed GPU-s | consumed CPU-s | consumed GPU-s |', '|---|---:|---:|---:|---:|');
+  for (const r of c.compute.byCountry) L.push(`| ${r.country} | ${secs(r.contributedCpuSeconds)} | ${secs(r.contributedGpuSeconds)} | ${secs(r.consumedCpuSeconds)} | ${secs(r.consumedGpuSeconds)} |`);
+  L.push('', '## Seal', '', c.audit ? `Audit chain head at writing: entry ${c.audit.seq}, hash \`${c.audit.head}\`. Verify with \`setu audit verify\`; a chain shorter than this, or with a different hash at entry ${c.audit.seq}, has been tampered with.` : 'No audit chain was available when this card was written.', '');
+  return L.join('\n');
+}
+
+/** Reads everything a card states from the store. `completedAt` defaults to the study's last update. */
+export async function gatherModelCard(store: Store, studyId: string): Promise<ModelCard> {
+  const study = await store.getStudy(studyId);
+  if (!study) throw new Error(`no study ${studyId}`);
+  const spec = JSON.parse(study.spec) as StudySpec;
+  const db = gov(store.db);
+  const members = await listMemberships(db);
+  const participants = JSON.parse(study.participants ?? '[]') as string[];
+  const lifecycle = await loadLifecycle(db, studyId);
+  const invited = lifecycle ? lifecycle.sites : participants;
+  const ids = [...new Set([...participants, ...invited])];
+  const finalRound = spec.rounds; // the evaluate round (R+1) records metrics against model round R
+  const metrics = (await store.listMetrics(studyId)).filter((m) => m.round === finalRound && m.phase === 'evaluate');
+  const evalUpdates = await store.listUpdates(studyId, spec.rounds + 1);
+  const sites = ids.map((id) => {
+    const m = members.find((x) => x.id === id);
+    const u = evalUpdates.find((x) => x.site_id === id);
+    const meta = u ? (JSON.parse(u.metrics) as { evalExamples?: number }) : undefined;
+    return {
+      id, name: m?.name ?? id, institutionId: m?.institutionId ?? null, institution: m?.institution ?? null, jurisdiction: m?.jurisdiction ?? null,
+      trainExamples: u ? u.num_examples : null, testExamples: meta?.evalExamples ?? null,
+      metrics: Object.fromEntries(metrics.filter((x) => x.site_id === id).map((x) => [x.name, x.value])),
+    };
+  });
+  const pooled = Object.fromEntries(metrics.filter((x) => x.site_id === null).map((x) => [x.name, x.value]));
+  const mv = await store.latestModelVersion(studyId);
+  const head = await auditHead(db, store.dialect);
+  return modelCard({
+    studyId, name: study.name, spec, completedAt: study.updated_at, finalModel: mv ? { id: mv.id, digest: mv.digest } : null, lifecycle, sites,
+    institutions: await listInstitutions(db), pooled, usage: await listUsage(db, studyId), audit: head ? { seq: head.seq, head: head.hash } : null,
+  });
+}
+
+/**
+ * Writes the card of a completed study once; later calls return the stored one, so the audit head it names
+ * stays the head at completion. The engine calls this right after committing the final round; the route
+ * calls it too, so a coordinator that crashed between the two still produces the card.
+ */
+export async function ensureModelCard(store: Store, studyId: string, now: number): Promise<ModelCardRow> {
+  const existing = await getModelCard(gov(store.db), studyId);
+  if (existing) return existing;
+  const card = await gatherModelCard(store, studyId);
+  await putModelCard(gov(store.db), { studyId, json: card, markdown: modelCardMarkdown(card), auditHead: card.audit?.head ?? null, createdAt: now });
+  return (await getModelCard(gov(store.db), studyId))!;
+}
+
