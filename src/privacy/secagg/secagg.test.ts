@@ -207,3 +207,19 @@ test('server refuses out-of-order, duplicate and malformed messages without chan
   assert.throws(() => makeConfig({ numClients: 4, vectorLength: 8, degree: 3, threshold: 1 }), /exceed half/);
   assert.throws(() => makeConfig({ numClients: 100, vectorLength: 8, degree: 14, threshold: 8, quantBits: 30 }), /wrap/);
 });
+
+test('100 sites, recommended k and t, 5% drop before masking and 5% after: recovered exactly', () => {
+  const n = 100, len = 64;
+  // clipRange 4 = 8 standard deviations of the test updates: nothing is clamped.
+  const cfg = makeConfig({ numClients: n, vectorLength: len, degree: 14, threshold: 8, clipRange: 4 });
+  const ups = updates(n, len, 'hundred');
+  const before = [3, 17, 42, 77, 90], after = [5, 23, 51, 66, 98];
+  const { result } = runSecAggRound({ config: cfg, update: (i) => ups[i]!, dropBeforeMasking: before, dropAfterMasking: after });
+  assert.deepEqual(result.dropped, before);
+  const surv = Array.from({ length: n }, (_, i) => i).filter((i) => !before.includes(i));
+  assert.deepEqual(result.survivors, surv);
+  const want = new Float64Array(len);
+  for (const i of surv) ups[i]!.forEach((v, j) => { want[j] = want[j]! + v; });
+  const step = (2 * cfg.clipRange) / (2 ** cfg.quantBits - 1);
+  assert.ok(maxErr(result.sum, want) <= (surv.length * step) / 2 + 1e-9, `error ${maxErr(result.sum, want)}`);
+});
