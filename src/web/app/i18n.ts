@@ -34,7 +34,7 @@ export function setLang(l: Lang): void {
   }
 }
 
-/** `t('studies.round', { n: 3 })` fills `{n}` placeholders. */
+/** `t('studies.roundOf', { n: 3, of: 15 })` fills the `{n}` and `{of}` placeholders. */
 export function t(key: Key, params?: Record<string, string | number>): string {
   const s = catalogues[lang.value][key] ?? en[key];
   return params ? s.replace(/\{(\w+)\}/g, (_, k: string) => String(params[k] ?? `{${k}}`)) : s;

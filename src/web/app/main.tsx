@@ -3,7 +3,7 @@ import { render } from 'preact';
 import { useEffect, useMemo, useState } from 'preact/hooks';
 import { Api, ApiError, parseCredential, saveCredential, savedCredential, type Credential } from './api.js';
 import { LANGS, lang, setLang, t, type Key, type Lang } from './i18n.js';
-import { Audit, DataPage, Overview, StudyPage, Studies } from './pages.js';
+import { Audit, DataPage, ModelCards, Overview, StudyPage, Studies } from './pages.js';
 import './style.css';
 
 const PAGES: { path: string; key: Key }[] = [
@@ -137,7 +137,7 @@ function App() {
   else if (page === 'studies') body = <Studies api={api} />;
   else if (page === 'privacy') body = <DataPage api={api} title="privacy.title" what="nav.privacy" path="/v1/privacy" intro="privacy.intro" key="privacy" />;
   else if (page === 'compute') body = <DataPage api={api} title="compute.title" what="nav.compute" path="/v1/compute/ledger" intro="compute.intro" key="compute" />;
-  else if (page === 'models') body = <DataPage api={api} title="models.title" what="nav.models" path="/v1/model-cards" intro="models.intro" key="models" />;
+  else if (page === 'models') body = <ModelCards api={api} />;
   else if (page === 'audit') body = <Audit api={api} />;
   else body = <Overview api={api} />;
 
@@ -145,7 +145,11 @@ function App() {
     <div class="shell" lang={language}>
       <header>
         <a class="brand" href="#/overview">
-          <span class="logo">सेतु</span> Setu
+          <svg class="logo" viewBox="0 0 32 20" width="32" height="20" aria-hidden="true">
+            <path d="M1 16 Q16 -4 31 16" fill="none" stroke="#f4a261" stroke-width="3" />
+            <path d="M1 17 H31 M8 17 V9 M16 17 V5 M24 17 V9" stroke="#f4a261" stroke-width="2" />
+          </svg>{' '}
+          Setu
         </a>
         {api && (
           <nav>

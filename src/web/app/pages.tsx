@@ -66,55 +66,84 @@ function Dot({ on }: { on: boolean }) {
 // ---------------------------------------------------------------- overview
 
 const COUNTRY_GROUPS = ['IN', 'JP'] as const;
+const countryOf = (j: string | null | undefined) => (COUNTRY_GROUPS.includes(j as 'IN') ? j! : 'other');
+
+/** GET /v1/institutions (governance); the overview still works from the sites alone without it. */
+interface InstitutionView {
+  id: string;
+  name: string;
+  kind: string;
+  jurisdiction: string;
+  sites: string[];
+  resources?: string[];
+}
 
 export function Overview({ api }: { api: Api }) {
   const sites = useApi<SiteView[]>(api, '/v1/sites', 0, 10_000);
+  const insts = useApi<InstitutionView[]>(api, '/v1/institutions', 0, 30_000);
   return (
     <section>
       <h1>{t('overview.title')}</h1>
       <Loaded load={sites} what="nav.overview">
         {(list) => {
-          const groups = new Map<string, SiteView[]>();
+          const institutions = insts.state === 'ok' ? insts.data : [];
+          const byName = new Map(list.map((s) => [s.name, s]));
+          const claimed = new Set(institutions.flatMap((i) => i.sites));
+          // One card per country: its institutions (with their sites), then sites no institution claims, grouped by
+          // the institution name the invite gave them.
+          const groups = new Map<string, { title: string; kind?: string; sites: SiteView[]; resources?: number }[]>();
           for (const g of [...COUNTRY_GROUPS, 'other']) groups.set(g, []);
-          for (const s of list) groups.get(COUNTRY_GROUPS.includes(s.jurisdiction as 'IN') ? s.jurisdiction! : 'other')!.push(s);
+          for (const i of institutions) {
+            groups.get(countryOf(i.jurisdiction))!.push({ title: i.name, kind: i.kind, sites: i.sites.map((n) => byName.get(n)).filter((x): x is SiteView => !!x), resources: i.resources?.length ?? 0 });
+          }
+          for (const [inst, ss] of byInstitution(list.filter((s) => !claimed.has(s.name)))) {
+            for (const c of new Set(ss.map((s) => countryOf(s.jurisdiction)))) groups.get(c)!.push({ title: inst ?? t('overview.noInstitution'), sites: ss.filter((s) => countryOf(s.jurisdiction) === c) });
+          }
           const online = list.filter((s) => s.online).length;
+          const instCount = institutions.length || new Set(list.map((s) => s.institution ?? s.name)).size;
           return (
             <>
               <p class="summary" data-testid="site-summary">
-                {t('overview.summary', { sites: list.length, online, institutions: new Set(list.map((s) => s.institution ?? s.name)).size })}
+                {t('overview.summary', { sites: list.length, online, institutions: instCount })}
               </p>
               <div class="countries">
-                {[...groups].map(([country, sites]) => (
+                {[...groups].map(([country, items]) => (
                   <div class="country card" data-country={country}>
                     <h2>
-                      {t(`country.${country}` as Key)} <span class="muted">({sites.length})</span>
+                      {t(`country.${country}` as Key)} <span class="muted">({items.reduce((n, i) => n + i.sites.length, 0)})</span>
                     </h2>
-                    {sites.length === 0 ? (
+                    {items.length === 0 ? (
                       <p class="muted">{t('overview.noSites')}</p>
                     ) : (
-                      byInstitution(sites).map(([inst, ss]) => (
+                      items.map((it) => (
                         <div class="institution">
-                          <h3>{inst ?? t('overview.noInstitution')}</h3>
-                          <table>
-                            <thead>
-                              <tr>
-                                <th>{t('sites.name')}</th>
-                                <th>{t('sites.state')}</th>
-                                <th>{t('sites.lastSeen')}</th>
-                              </tr>
-                            </thead>
-                            <tbody>
-                              {ss.map((s) => (
-                                <tr data-site={s.name}>
-                                  <td>{s.name}</td>
-                                  <td>
-                                    <Dot on={s.online} /> {s.status !== 'active' ? t('sites.revoked') : s.online ? t('sites.online') : t('sites.offline')}
-                                  </td>
-                                  <td title={fmtTime(s.lastSeenAt)}>{fmtAgo(s.lastSeenAt)}</td>
+                          <h3>
+                            {it.title} {it.kind && <span class="muted small">· {t(`kind.${it.kind}` as Key)}{it.resources ? ` · ${t('overview.resources', { n: it.resources })}` : ''}</span>}
+                          </h3>
+                          {it.sites.length === 0 ? (
+                            <p class="muted small">{t('overview.noSitesHere')}</p>
+                          ) : (
+                            <table>
+                              <thead>
+                                <tr>
+                                  <th>{t('sites.name')}</th>
+                                  <th>{t('sites.state')}</th>
+                                  <th>{t('sites.lastSeen')}</th>
                                 </tr>
-                              ))}
-                            </tbody>
-                          </table>
+                              </thead>
+                              <tbody>
+                                {it.sites.map((s) => (
+                                  <tr data-site={s.name}>
+                                    <td>{s.name}</td>
+                                    <td>
+                                      <Dot on={s.online} /> {s.status !== 'active' ? t('sites.revoked') : s.online ? t('sites.online') : t('sites.offline')}
+                                    </td>
+                                    <td title={fmtTime(s.lastSeenAt)}>{fmtAgo(s.lastSeenAt)}</td>
+                                  </tr>
+                                ))}
+                              </tbody>
+                            </table>
+                          )}
                         </div>
                       ))
                     )}
@@ -466,5 +495,43 @@ export function Audit({ api }: { api: Api }) {
         }}
       </Loaded>
     </section>
+  );
+}
+
+/** Model cards exist per completed study (GET /v1/studies/:id/model-card); one card per completed study. */
+export function ModelCards({ api }: { api: Api }) {
+  const studies = useApi<StudySummary[]>(api, '/v1/studies', 0, 15_000);
+  return (
+    <section>
+      <h1>{t('models.title')}</h1>
+      <p class="muted">{t('models.intro')}</p>
+      <Loaded load={studies} what="nav.models">
+        {(list) => {
+          const done = list.filter((s) => s.status === 'completed');
+          if (done.length === 0) return <p class="notice empty">{t('models.none')}</p>;
+          return (
+            <>
+              {done.map((s, i) => (
+                <details class="card model-card" open={i === 0}>
+                  <summary>
+                    <strong>{s.name}</strong> <span class="muted small">{s.id}</span>
+                  </summary>
+                  <ModelCard api={api} id={s.id} />
+                </details>
+              ))}
+            </>
+          );
+        }}
+      </Loaded>
+    </section>
+  );
+}
+
+function ModelCard({ api, id }: { api: Api; id: string }) {
+  const card = useApi<unknown>(api, `/v1/studies/${encodeURIComponent(id)}/model-card`);
+  return (
+    <Loaded load={card} what="nav.models">
+      {(data) => <DataView data={data} />}
+    </Loaded>
   );
 }
