@@ -25,7 +25,7 @@ test('argv reaches the program untouched by any shell', async () => {
   assert.equal(r.exitCode, 0);
   assert.equal(r.status.state, 'completed');
   assert.equal(r.stdoutTail, 'a;b $HOME "q" *\n');
-  assert.equal(await readFile(join(h.job.workdir, 'stdout.log'), 'utf8'), r.stdoutTail);
+  assert.equal(await readFile(join(h.job.workdir, `setu-${h.id}.out`), 'utf8'), r.stdoutTail);
 });
 
 test('CPU seconds are measured from the kernel, GPU seconds are allocation × wall', async () => {

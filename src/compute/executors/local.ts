@@ -66,8 +66,9 @@ export class LocalExecutor implements Executor {
       cwd: job.workdir, env: { ...base, ...job.env, SETU_TASK_ID: job.taskId, SETU_STUDY_ID: job.studyId },
       detached: true, stdio: ['ignore', 'pipe', 'pipe', 'pipe'],
     });
-    const files: WriteStream[] = [createWriteStream(join(job.workdir, 'stdout.log')),
-      createWriteStream(join(job.workdir, 'stderr.log'))];
+    // Named like the Slurm executor's output files, so a workdir looks the same whichever executor ran it.
+    const files: WriteStream[] = [createWriteStream(join(job.workdir, `setu-${id}.out`)),
+      createWriteStream(join(job.workdir, `setu-${id}.err`))];
     const r: Running = { child, startedAt: Date.now(), status: { state: 'running' }, times: '', out: new Tail(),
       err: new Tail(), done: Promise.resolve() };
     child.stdout!.on('data', (b: Buffer) => { r.out.push(b); files[0]!.write(b); });
