@@ -149,6 +149,15 @@ test('dashboard: live study charts, languages, role-dependent audit (Chromium)',
     await page.screenshot({ path: shotJa, fullPage: true });
     console.log(`dashboard screenshot: ${shotJa}`);
 
+    // Overview: the four hospitals are listed with their state; compute and privacy pages render or say why not.
+    await page.goto(`${url}/#/overview`);
+    await page.locator('[data-testid=site-summary]').waitFor({ timeout: 15_000 });
+    assert.equal(await page.locator('tr[data-site]').count(), 4);
+    for (const name of ['cleveland', 'hungarian', 'switzerland', 'va']) assert.match(await page.locator(`tr[data-site=${name}]`).innerText(), /オンライン/);
+    const shotOverview = join(ARTIFACTS, 'dashboard-overview-ja.png');
+    await page.screenshot({ path: shotOverview, fullPage: true });
+    console.log(`dashboard screenshot: ${shotOverview}`);
+
     // The admin's role covers the audit: the page shows the chain and that it verifies.
     await page.goto(`${url}/#/audit`);
     await page.locator('[data-testid=audit-verify]').waitFor({ timeout: 15_000 });

@@ -100,7 +100,7 @@ export function Overview({ api }: { api: Api }) {
             for (const c of new Set(ss.map((s) => countryOf(s.jurisdiction)))) groups.get(c)!.push({ title: inst ?? t('overview.noInstitution'), sites: ss.filter((s) => countryOf(s.jurisdiction) === c) });
           }
           const online = list.filter((s) => s.online).length;
-          const instCount = institutions.length || new Set(list.map((s) => s.institution ?? s.name)).size;
+          const instCount = institutions.length || new Set(list.map((s) => s.institution).filter((x) => x !== null)).size;
           return (
             <>
               <p class="summary" data-testid="site-summary">
