@@ -10,7 +10,8 @@ set -euo pipefail
 log() { printf '[setup-slurm %s] %s\n' "$(date -u +%H:%M:%S)" "$*"; }
 die() { log "ERROR: $*"; for f in /var/log/slurm/slurmctld.log /var/log/slurm/slurmd.log /var/log/slurm/slurmdbd.log; do
   [ -f "$f" ] && { echo "--- tail $f"; tail -n 30 "$f"; }; done; exit 1; }
-running() { pgrep -x "$1" >/dev/null 2>&1; }
+# A live (non-zombie) process of that name: a killed daemon stays a zombie where the container's init never reaps.
+running() { ps -eo stat=,comm= | awk -v n="$1" '$2 == n && $1 !~ /^Z/ { f = 1 } END { exit !f }'; }
 # A pid file left by a daemon that is gone (the machine was handed over, not rebooted) could name a reused pid,
 # which slurmctld would try to kill at start: drop it.
 clear_stale_pid() { [ -f "$2" ] && ! running "$1" && rm -f "$2"; return 0; }
