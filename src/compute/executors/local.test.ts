@@ -77,6 +77,7 @@ test('timeout kills the whole process group', async () => {
   const r = await ex.collect(await ex.submit(j));
   assert.equal(r.status.state, 'timeout');
   assert.ok(Date.now() - t0 < 5000, 'stopped soon after the limit');
+  assert.equal(r.usage.cpuBasis, 'measured'); // the wrapper traps SIGTERM, reaps the job and still reports `times`
   const pid = (await readFile(join(j.workdir, 'grandchild.pid'), 'utf8')).trim();
   // Dead means gone, or a zombie (Z) left for a container init that does not reap orphans.
   const state = existsSync(`/proc/${pid}`) ? (await readFile(`/proc/${pid}/stat`, 'utf8')).split(') ')[1]![0] : 'gone';
