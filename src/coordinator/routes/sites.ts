@@ -8,6 +8,7 @@ import type { RouteContext } from './context.js';
 import { randomBytes } from 'node:crypto';
 import { CohortsRequestSchema, EnrolRequestSchema, InviteRequestSchema, type CohortsRequest, type EnrolRequest, type InviteRequest } from '../../protocol/api.js';
 import { importPublicKey } from '../../protocol/signing.js';
+import { SiteViewSchema } from '../../protocol/views.js';
 import { HttpError, newSecret, requireSite, requireUser, sha256hex } from '../auth.js';
 import { appendAudit } from '../../governance/audit-store.js';
 import { declareCohorts, listCohorts, revokeSite } from '../../store/trust.js';
@@ -87,7 +88,7 @@ export function siteRoutes(app: FastifyInstance, ctx: RouteContext): void {
     return { siteId: site.id, cohorts: await listCohorts(store.db, site.id) };
   });
 
-  app.get('/v1/sites', { preHandler: auth }, async (req) => {
+  app.get('/v1/sites', { preHandler: auth, schema: { response: { 200: { type: 'array', items: SiteViewSchema } } } }, async (req) => {
     requireUser(req.principal!, 'consortium.view');
     const window = ctx.onlineWindowMs ?? 60_000;
     return (await store.listSites()).map((s) => ({

@@ -3,6 +3,7 @@ import type { FastifyInstance } from 'fastify';
 import type { RouteContext } from './context.js';
 import { randomBytes } from 'node:crypto';
 import { StudySpecSchema, type StudySpec } from '../../protocol/api.js';
+import { StudyDetailSchema, StudySummarySchema } from '../../protocol/views.js';
 import { encodeSafetensors } from '../../protocol/safetensors.js';
 import { HttpError, requireUser } from '../auth.js';
 import { digestHex, initialWeights } from '../engine.js';
@@ -33,7 +34,7 @@ export function studyRoutes(app: FastifyInstance, ctx: RouteContext): void {
     return { id, status: 'created' };
   });
 
-  app.get('/v1/studies', { preValidation: auth }, async (req) => {
+  app.get('/v1/studies', { preValidation: auth, schema: { response: { 200: { type: 'array', items: StudySummarySchema } } } }, async (req) => {
     requireUser(req.principal!, 'study.view');
     return (await store.listStudies()).map((s) => {
       const spec = JSON.parse(s.spec) as StudySpec;
@@ -41,7 +42,7 @@ export function studyRoutes(app: FastifyInstance, ctx: RouteContext): void {
     });
   });
 
-  app.get<{ Params: { id: string } }>('/v1/studies/:id', { preValidation: auth }, async (req) => {
+  app.get<{ Params: { id: string } }>('/v1/studies/:id', { preValidation: auth, schema: { response: { 200: StudyDetailSchema } } }, async (req) => {
     requireUser(req.principal!, 'study.view');
     const s = await store.getStudy(req.params.id);
     if (!s) throw new HttpError(404, 'not_found', `no study ${req.params.id}`);
