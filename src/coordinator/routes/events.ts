@@ -46,6 +46,8 @@ interface StreamClaims {
 /** Which bus events a role may see. Internal wake-ups ('tasks') never leave the process. */
 export function visibleTo(role: string, e: CoordinatorEvent, study?: string): boolean {
   if (e.type === 'tasks') return false;
+  // Site agents see their own tasks through the agent routes; the consortium-wide stream is for users.
+  if (role === 'site') return false;
   const scope = scopeOf(role, 'study.view');
   if (scope === null) return false;
   if (study !== undefined) return e.studyId === study;
