@@ -194,8 +194,8 @@ export async function policyInputs(store: Store, spec: StudySpec, studyId: strin
         computeJurisdiction = r.resource.jurisdiction;
         placements[id] = { resourceId: r.resource.id, jurisdiction: r.resource.jurisdiction, reason: r.reason };
       } else {
-        extra.push({ jurisdiction: m.jurisdiction, site: name, rule: 'compute-location', source: 'jurisdiction', message: r.reason });
-        continue;
+        // Reported here; the other rules are still checked (with the data's own jurisdiction as compute).
+        extra.push({ jurisdiction: m.jurisdiction, site: name, rule: 'compute-location', source: 'jurisdiction', message: `${r.reason}${r.rejected.length ? ` (${r.rejected.map((x) => x.reason).join('; ')})` : ''}` });
       }
     }
     sites.push({ id: name, jurisdiction: m.jurisdiction, examplesPerUpdate: n === undefined ? Number.POSITIVE_INFINITY : examplesPerUpdate(spec, n), computeJurisdiction });

@@ -242,8 +242,10 @@ export class SiteAgent {
     }
     this.state.savePending(pending);
     this.log(`task ${task.taskId}: ${task.kind} done in ${Date.now() - started} ms; uploading`);
-    await this.flushPending();
+    // Usage first: the round cannot commit before this result arrives, so the ledger (and a model card written at
+    // completion) holds every task's compute.
     await this.reportUsage(task, usage ?? inProcessUsage(this.cred.siteName, cpu0, started));
+    await this.flushPending();
   }
 
   /** The task's CPU/GPU-seconds for the coordinator's ledger; a duplicate report (409) is already recorded. */
