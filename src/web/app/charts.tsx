@@ -102,3 +102,32 @@ export function BarChart(props: { id: string; title: string; labels: (string | n
     </figure>
   );
 }
+
+/** Bars side by side per label, one colour per dataset (e.g. compute contributed against consumed, per country). */
+export function GroupedBarChart(props: { id: string; title: string; labels: string[]; datasets: { label: string; data: number[]; color: string }[]; yTitle: string }) {
+  const canvas = useRef<HTMLCanvasElement>(null);
+  const chart = useRef<Chart<'bar'> | undefined>(undefined);
+  useEffect(() => {
+    chart.current = new Chart(canvas.current!, {
+      type: 'bar',
+      data: { labels: [], datasets: [] },
+      options: { animation: false, responsive: true, maintainAspectRatio: false, plugins: { legend: { position: 'bottom' } }, scales: { y: { beginAtZero: true, title: { display: true, text: '' } } } },
+    });
+    return () => chart.current?.destroy();
+  }, []);
+  useEffect(() => {
+    const c = chart.current!;
+    c.data.labels = props.labels;
+    c.data.datasets = props.datasets.map((d) => ({ label: d.label, data: d.data, backgroundColor: d.color }));
+    (c.options.scales!['y'] as { title: { text: string } }).title.text = props.yTitle;
+    c.update('none');
+  });
+  return (
+    <figure class="chart" id={props.id} data-points={props.datasets.reduce((n, d) => n + d.data.length, 0)}>
+      <figcaption>{props.title}</figcaption>
+      <div class="chart-box">
+        <canvas ref={canvas} />
+      </div>
+    </figure>
+  );
+}

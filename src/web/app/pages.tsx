@@ -4,7 +4,7 @@ import type { ComponentChildren } from 'preact';
 import type { SiteView, StudyDetail, StudySummary, StreamEvent } from '../../protocol/views.js';
 import { Api, ApiError } from './api.js';
 import { fmtAgo, fmtNum, fmtTime, t, type Key } from './i18n.js';
-import { BarChart, GLOBAL_COLOR, LineChart, siteColor, type Series } from './charts.js';
+import { BarChart, GLOBAL_COLOR, GroupedBarChart, LineChart, siteColor, type Series } from './charts.js';
 
 type Load<T> = { state: 'loading' } | { state: 'ok'; data: T } | { state: 'error'; error: ApiError | Error };
 
@@ -364,7 +364,14 @@ function DataView({ data }: { data: unknown }): preact.JSX.Element {
   if (Array.isArray(data)) {
     if (data.length === 0) return <p class="notice empty">{t('common.noEntries')}</p>;
     if (data.every((r) => r && typeof r === 'object' && !Array.isArray(r))) {
-      const cols = [...new Set(data.flatMap((r) => Object.keys(r as object)))];
+      // A field holding a small record of numbers ({cpuSeconds, gpuSeconds}) becomes one column per number.
+      const isFlatRecord = (v: unknown) => !!v && typeof v === 'object' && !Array.isArray(v) && Object.values(v).every((x) => x === null || typeof x !== 'object');
+      data = data.map((r) =>
+        Object.fromEntries(
+          Object.entries(r as Record<string, unknown>).flatMap(([k, v]) => (isFlatRecord(v) ? Object.entries(v as object).map(([k2, v2]) => [`${k}.${k2}`, v2]) : [[k, v]])),
+        ),
+      );
+      const cols = [...new Set((data as object[]).flatMap((r) => Object.keys(r)))];
       return (
         <table class="wide data">
           <thead>
@@ -375,7 +382,7 @@ function DataView({ data }: { data: unknown }): preact.JSX.Element {
             </tr>
           </thead>
           <tbody>
-            {data.map((r) => (
+            {(data as object[]).map((r) => (
               <tr>
                 {cols.map((c) => (
                   <td>
@@ -533,5 +540,60 @@ function ModelCard({ api, id }: { api: Api; id: string }) {
     <Loaded load={card} what="nav.models">
       {(data) => <DataView data={data} />}
     </Loaded>
+  );
+}
+
+/** GET /v1/compute/ledger (compute/ledger.ts): a usage summary and the contribution report by country and institution. */
+interface Totals {
+  cpuSeconds: number;
+  gpuSeconds: number;
+  wallSeconds: number;
+  tasks: number;
+}
+interface PartyRow {
+  key: string;
+  contributed: Totals;
+  consumed: Totals;
+}
+interface Ledger {
+  contribution?: { countries?: PartyRow[]; institutions?: PartyRow[]; otherCountries?: PartyRow[] };
+}
+
+export function Compute({ api }: { api: Api }) {
+  const load = useApi<Ledger & Record<string, unknown>>(api, '/v1/compute/ledger', 0, 15_000);
+  return (
+    <section>
+      <h1>{t('compute.title')}</h1>
+      <p class="muted">{t('compute.intro')}</p>
+      <Loaded load={load} what="nav.compute">
+        {(data) => {
+          const c = data.contribution;
+          const parties = (rows: PartyRow[] | undefined) => rows ?? [];
+          const countries = [...parties(c?.countries), ...parties(c?.otherCountries)];
+          const chart = (id: string, title: Key, rows: PartyRow[]) =>
+            rows.length > 0 && (
+              <GroupedBarChart
+                id={id}
+                title={t(title)}
+                labels={rows.map((r) => r.key)}
+                yTitle={t('compute.cpuSeconds')}
+                datasets={[
+                  { label: t('compute.contributed'), data: rows.map((r) => r.contributed.cpuSeconds), color: '#2a9d8f' },
+                  { label: t('compute.consumed'), data: rows.map((r) => r.consumed.cpuSeconds), color: '#e76f51' },
+                ]}
+              />
+            );
+          return (
+            <>
+              <div class="charts">
+                {chart('chart-compute-country', 'compute.byCountry', countries)}
+                {chart('chart-compute-institution', 'compute.byInstitution', parties(c?.institutions))}
+              </div>
+              <DataView data={data} />
+            </>
+          );
+        }}
+      </Loaded>
+    </section>
   );
 }
