@@ -26,7 +26,7 @@ test('placement, a real local run and the ledger fit together', async () => {
   const p = place({ siteId: 'kyoto-h', dataJurisdiction: 'JP', cpus: 1, gpus: 0, ramGiB: 1 }, [...resources, home]);
   assert.ok(p.ok);
   assert.equal(p.resource.jurisdiction, 'JP');
-  const job = { argv: [process.execPath, '-e', 'while (process.cpuUsage().user < 300000) {}'],
+  const job = { argv: [process.execPath, '-e', 'let x = 0; while (process.cpuUsage().user < 300000) for (let i = 0; i < 1e6; i++) x += i'],
     workdir: await mkdtemp(join(tmpdir(), 'setu-usage-')), cpus: 1, gpus: 0, memoryMiB: 64, timeLimitSeconds: 30,
     studyId: 'heart', taskId: 'r1-kyoto', siteId: 'kyoto-h', dataJurisdiction: 'JP' };
   const seen: string[] = [];

@@ -32,7 +32,7 @@ test('CPU seconds are measured from the kernel, GPU seconds are allocation × wa
   const ex = new LocalExecutor();
   // Burns 0.3 s of its own CPU (not wall) time in a grandchild, so load elsewhere cannot shrink it; the wrapper's
   // `times` still counts the grandchild.
-  const h = await ex.submit(await job(['/bin/sh', '-c', `${node} -e "while (process.cpuUsage().user < 300000) {}"`],
+  const h = await ex.submit(await job(['/bin/sh', '-c', `${node} -e "let x = 0; while (process.cpuUsage().user < 300000) for (let i = 0; i < 1e6; i++) x += i"`],
     { gpus: 2 }));
   const r = await ex.collect(h);
   assert.equal(r.usage.cpuBasis, 'measured');

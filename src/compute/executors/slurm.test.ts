@@ -30,8 +30,9 @@ const ex = new SlurmExecutor({ pollMs: 250 });
 test('a job runs on Slurm and sacct accounts its CPU time', async (t) => {
   if (skip) return t.skip(skip);
   process.env.SETU_TEST_SECRET = 'do-not-leak';
+  // The inner loop keeps getrusage (a syscall, dear under gVisor) from dominating: the burn stays user time.
   const j = await job(['/bin/sh', '-c',
-    `echo "epochs=$EPOCHS secret=$SETU_TEST_SECRET"; ${node} -e "while (process.cpuUsage().user < 500000) {}"`],
+    `echo "epochs=$EPOCHS secret=$SETU_TEST_SECRET"; ${node} -e "let x = 0; while (process.cpuUsage().user < 500000) for (let i = 0; i < 1e6; i++) x += i"`],
   { env: { EPOCHS: '3' } });
   const h = await ex.submit(j);
   delete process.env.SETU_TEST_SECRET;
