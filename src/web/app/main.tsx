@@ -3,7 +3,7 @@ import { render } from 'preact';
 import { useEffect, useMemo, useState } from 'preact/hooks';
 import { Api, ApiError, parseCredential, saveCredential, savedCredential, type Credential } from './api.js';
 import { LANGS, lang, setLang, t, type Key, type Lang } from './i18n.js';
-import { Audit, Compute, DataPage, ModelCards, Overview, StudyPage, Studies } from './pages.js';
+import { Audit, Compute, ModelCards, Overview, Privacy, StudyPage, Studies } from './pages.js';
 import './style.css';
 
 const PAGES: { path: string; key: Key }[] = [
@@ -135,7 +135,7 @@ function App() {
   if (!api) body = checking ? <p class="muted">{t('common.loading')}</p> : <Login onLogin={login} />;
   else if (page === 'studies' && route[1]) body = <StudyPage api={api} id={decodeURIComponent(route[1])} key={route[1]} />;
   else if (page === 'studies') body = <Studies api={api} />;
-  else if (page === 'privacy') body = <DataPage api={api} title="privacy.title" what="nav.privacy" path="/v1/privacy" intro="privacy.intro" key="privacy" />;
+  else if (page === 'privacy') body = <Privacy api={api} />;
   else if (page === 'compute') body = <Compute api={api} />;
   else if (page === 'models') body = <ModelCards api={api} />;
   else if (page === 'audit') body = <Audit api={api} />;

@@ -343,23 +343,10 @@ function StudyView({ d, live, events, openCounts }: { d: StudyDetail; live: bool
 // ---------------------------------------------------------------- privacy, compute, model cards, audit
 
 /**
- * Privacy, compute and model-card routes belong to other parts of the coordinator and grow over time, so
- * these pages render whatever JSON the route answers (tables for lists of records) rather than a fixed
- * shape, and say so plainly when the coordinator does not offer the route (404).
+ * Privacy, compute and model-card routes belong to other parts of the coordinator and grow over time, so their
+ * records are rendered from whatever JSON the route answers (tables for lists of records) rather than a fixed
+ * shape; a 404 says plainly that the coordinator does not offer the route.
  */
-export function DataPage({ api, title, what, path, intro }: { api: Api; title: Key; what: Key; path: string; intro: Key }) {
-  const load = useApi<unknown>(api, path, 0, 15_000);
-  return (
-    <section>
-      <h1>{t(title)}</h1>
-      <p class="muted">{t(intro)}</p>
-      <Loaded load={load} what={what}>
-        {(data) => <DataView data={data} />}
-      </Loaded>
-    </section>
-  );
-}
-
 function DataView({ data }: { data: unknown }): preact.JSX.Element {
   if (Array.isArray(data)) {
     if (data.length === 0) return <p class="notice empty">{t('common.noEntries')}</p>;
@@ -430,7 +417,7 @@ function DataView({ data }: { data: unknown }): preact.JSX.Element {
 /** ε spent beside a budget is drawn as a bar: the one number a data-protection officer looks for. */
 function Cell({ name, value, row }: { name: string; value: unknown; row: Record<string, unknown> }) {
   if (typeof value === 'number') {
-    const budget = /^(eps|epsilon)(Spent)?$/i.test(name) ? [row['epsilonBudget'], row['budgetEpsilon'], row['budget']].find((b) => typeof b === 'number') : undefined;
+    const budget = /^(eps|epsilon)(Spent)?$/i.test(name) ? [row['epsilonBudget'], row['budgetEpsilon'], row['budget.epsilon'], row['budget']].find((b) => typeof b === 'number') : undefined;
     if (typeof budget === 'number' && budget > 0)
       return (
         <span class="budget">
@@ -595,5 +582,46 @@ export function Compute({ api }: { api: Api }) {
         }}
       </Loaded>
     </section>
+  );
+}
+
+/**
+ * Privacy spend is kept per study and site (the privacy ledger); the page shows each study's sites with ε spent
+ * against their budget, from GET /v1/studies/:id/privacy.
+ */
+export function Privacy({ api }: { api: Api }) {
+  const studies = useApi<StudySummary[]>(api, '/v1/studies', 0, 15_000);
+  return (
+    <section>
+      <h1>{t('privacy.title')}</h1>
+      <p class="muted">{t('privacy.intro')}</p>
+      <Loaded load={studies} what="nav.privacy">
+        {(list) =>
+          list.length === 0 ? (
+            <p class="notice empty">{t('studies.none')}</p>
+          ) : (
+            <>
+              {list.map((s) => (
+                <div class="card privacy-study" data-study={s.id}>
+                  <h2>
+                    {s.name} <Status status={s.status} />
+                  </h2>
+                  <StudyPrivacy api={api} id={s.id} />
+                </div>
+              ))}
+            </>
+          )
+        }
+      </Loaded>
+    </section>
+  );
+}
+
+function StudyPrivacy({ api, id }: { api: Api; id: string }) {
+  const load = useApi<unknown>(api, `/v1/studies/${encodeURIComponent(id)}/privacy`, 0, 15_000);
+  return (
+    <Loaded load={load} what="nav.privacy">
+      {(data) => (Array.isArray(data) && data.length === 0 ? <p class="muted">{t('privacy.noSpend')}</p> : <DataView data={data} />)}
+    </Loaded>
   );
 }
