@@ -223,3 +223,36 @@ test('100 sites, recommended k and t, 5% drop before masking and 5% after: recov
   const step = (2 * cfg.clipRange) / (2 ** cfg.quantBits - 1);
   assert.ok(maxErr(result.sum, want) <= (surv.length * step) / 2 + 1e-9, `error ${maxErr(result.sum, want)}`);
 });
+
+test('a coordinator restart: replaying the stored messages into a fresh server reproduces its state exactly', () => {
+  const n = 6, len = 32;
+  const cfg = makeConfig({ numClients: n, vectorLength: len, degree: 4, threshold: 3, clipRange: 4 });
+  const ups = updates(n, len, 'replay');
+  const log: { kind: string; msg?: unknown }[] = [];
+  const server = new SecAggServer(cfg);
+  const clients = server.setupMessages().map((s) => new SecAggClient(s));
+  for (const c of clients) { const m = c.keys(); log.push({ kind: 'keys', msg: m }); server.receiveKeys(m); }
+  log.push({ kind: 'close-keys' });
+  const nk = server.neighbourKeys();
+  for (const [i, m] of nk) { const s = clients[i]!.shares(m); log.push({ kind: 'shares', msg: s }); server.receiveShares(s); }
+  log.push({ kind: 'close-shares' });
+  const mr = server.maskRequests();
+  for (const [i, m] of mr) { if (i === 2) continue; const x = clients[i]!.maskedInput(m, ups[i]!); log.push({ kind: 'masked', msg: x }); server.receiveMasked(x); }
+  // The coordinator crashes here. A new process replays the log (the server draws no randomness of its own).
+  const again = new SecAggServer(cfg);
+  for (const e of log) {
+    if (e.kind === 'keys') again.receiveKeys(e.msg as never);
+    else if (e.kind === 'close-keys') again.neighbourKeys();
+    else if (e.kind === 'shares') again.receiveShares(e.msg as never);
+    else if (e.kind === 'close-shares') assert.deepEqual(again.maskRequests(), mr, 'same mask requests');
+    else again.receiveMasked(e.msg as never);
+  }
+  const ur = again.unmaskRequest();
+  assert.deepEqual(ur, server.unmaskRequest());
+  for (const i of ur.survivors) again.receiveUnmask(clients[i]!.unmask(ur));
+  const out = again.finish();
+  assert.deepEqual(out.dropped, [2]);
+  const want = new Float64Array(len);
+  for (const i of out.survivors) ups[i]!.forEach((v, j) => { want[j] = want[j]! + v; });
+  assert.ok(maxErr(out.sum, want) < 1e-5);
+});
