@@ -12,6 +12,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { createWriteStream, type WriteStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
+import { constants as osConstants } from 'node:os';
 import type { JobResult, JobStatus, TrainingJob } from '../types.js';
 import { ExecutorError, Tail, type Executor, type JobHandle, type WaitOptions } from './executor.js';
 
@@ -80,7 +81,7 @@ export class LocalExecutor implements Executor {
         r.endedAt = Date.now();
         clearTimeout(r.timer);
         clearTimeout(r.killTimer);
-        const exitCode = code ?? 128 + (signal === 'SIGKILL' ? 9 : 15);
+        const exitCode = code ?? 128 + (signal ? osConstants.signals[signal] : 0);
         const state = r.requested ?? (exitCode === 0 ? 'completed' : 'failed');
         r.status = { state, exitCode, detail: signal ? `killed by ${signal}` : `exit ${exitCode}` };
         Promise.all(files.map((f) => new Promise((ok) => f.end(ok)))).then(() => resolve());
