@@ -9,6 +9,7 @@ import { ApiError } from '../site/http.js';
 const HELP = `setu: federated learning across hospitals; patient data stays at each site.
 
   setu demo [--seed N] [--json] [--data-dir D]     the four-hospital demo federation on real data
+  setu demo --dashboard [--rounds R]                the same, then keeps the coordinator and its dashboard up
   setu coordinator start [--data-dir D] [--db postgres://…] [--host H] [--port P]
   setu site invite --name N [--institution I] [--jurisdiction IN|JP|…]
   setu site enrol --config site.yaml --token <invite>
