@@ -1,6 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { AdaptiveClip, adaptiveUpdateNoiseMultiplier, dpFedAvgAggregate, privatiseUpdate, updateDelta } from './dpfedavg.js';
+import { AdaptiveClip, adaptiveUpdateNoiseMultiplier, dpFedAvgAggregate, privatiseUpdate, roundMechanism, updateDelta } from './dpfedavg.js';
+import { PrivacyBudget } from './budget.js';
+import { epsilonFor } from './rdp.js';
 import { CryptoNormal } from './noise.js';
 import { l2Norm } from './clip.js';
 import { seedBytes } from './testing.js';
@@ -67,4 +69,14 @@ test('adaptive noise split (Andrew et al.): z_Δ⁻² + (2σ_b)⁻² = z⁻²', 
   assert.ok(Math.abs(zd ** -2 + (2 * sb) ** -2 - z ** -2) < 1e-12);
   assert.ok(zd > z);
   assert.throws(() => adaptiveUpdateNoiseMultiplier(2, 0.5), /must exceed/);
+});
+
+test('the coordinator accounts DP-FedAvg rounds as q = m/N subsampled Gaussian steps', () => {
+  const cfg = { clipNorm: 1, noiseMultiplier: 1.1, mode: 'central' as const, clientsPerRound: 10 };
+  const plan = roundMechanism(cfg, 100);
+  assert.deepEqual(plan, { sampleRate: 0.1, noiseMultiplier: 1.1, steps: 1 });
+  const b = new PrivacyBudget(8, 1e-5);
+  for (let r = 0; r < 50; r++) b.spend(plan, `round ${r + 1}`);
+  assert.ok(Math.abs(b.spent() - epsilonFor(1.1, 1e-5, 0.1, 50)) < 1e-9);
+  assert.throws(() => roundMechanism(cfg, 5), /totalSites/);
 });

@@ -15,6 +15,7 @@ import type { Weights } from '../protocol/tensors.js';
 import { zerosLike } from '../protocol/tensors.js';
 import { clipInPlace } from './clip.js';
 import { addGaussianNoise, type NormalSource } from './noise.js';
+import type { MechanismPlan } from './budget.js';
 
 export interface DpFedAvgConfig {
   clipNorm: number;
@@ -137,4 +138,15 @@ export function adaptiveUpdateNoiseMultiplier(z: number, countNoiseStd: number):
   if (!(z > 0)) throw new Error('noise multiplier must be > 0');
   if (!(2 * countNoiseStd > z)) throw new Error(`count noise std σ_b=${countNoiseStd} must exceed z/2=${z / 2}`);
   return 1 / Math.sqrt(1 / (z * z) - 1 / (4 * countNoiseStd * countNoiseStd));
+}
+
+/**
+ * One DP-FedAvg round as a mechanism for the study's accountant (`PrivacyBudget` / `RdpAccountant`):
+ * q = m / total sites, σ = noiseMultiplier, one step. The RDP analysis is exact for Poisson sampling of sites;
+ * picking exactly m sites uniformly is covered only approximately (as in McMahan et al. 2018), so sample
+ * sites independently with probability q when the guarantee must be exact.
+ */
+export function roundMechanism(cfg: DpFedAvgConfig, totalSites: number): MechanismPlan {
+  if (!(Number.isInteger(totalSites) && totalSites >= cfg.clientsPerRound)) throw new Error('totalSites must be an integer ≥ clientsPerRound');
+  return { sampleRate: cfg.clientsPerRound / totalSites, noiseMultiplier: cfg.noiseMultiplier, steps: 1 };
 }
