@@ -164,6 +164,10 @@ function view(l: lc.LifecycleStudy, members: SiteMembership[]) {
  * initial model, its lifecycle and the audit entries, in one transaction.
  */
 export async function governedStart(ctx: RouteContext, principal: Principal, studyId: string, reply: FastifyReply, cfg: GovernanceConfig = governanceConfig()) {
+  return startInner(ctx, principal, studyId, reply, cfg).catch(asHttp);
+}
+
+async function startInner(ctx: RouteContext, principal: Principal, studyId: string, reply: FastifyReply, cfg: GovernanceConfig) {
   const { store, now } = ctx;
   const user = requireUser(principal, 'study.start');
   const s = await studyOr404(ctx, studyId);
@@ -218,6 +222,10 @@ export async function governedStart(ctx: RouteContext, principal: Principal, stu
 
 /** POST /v1/studies/:id/stop: the study stops for good; its lifecycle records why and who, audited. */
 export async function governedStop(ctx: RouteContext, principal: Principal, studyId: string, reason: string | undefined) {
+  return stopInner(ctx, principal, studyId, reason).catch(asHttp);
+}
+
+async function stopInner(ctx: RouteContext, principal: Principal, studyId: string, reason: string | undefined) {
   const { store, now } = ctx;
   const user = requireUser(principal, 'study.stop');
   const s = await studyOr404(ctx, studyId);
