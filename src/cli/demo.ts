@@ -35,7 +35,44 @@ export interface DemoOutput {
   seed: number;
   results: Record<string, DemoResult>;
   federation: { studyId: string; rounds: number; sites: string[]; seconds: number; dataDir: string | null };
+  /** Only with --secagg or --dp-epsilon: what protected the updates and the (ε, δ) each site spent. */
+  privacy?: DemoPrivacy;
 }
+
+export interface DemoPrivacy {
+  secagg: boolean;
+  dp: { level: 'sample' | 'client'; epsilon: number; delta: number; clipNorm: number; lr: number; spent: Record<string, number> } | null;
+}
+
+/** The demo's privacy flags, checked; undefined when none is given (the plain demo). */
+export function demoPrivacy(v: { secagg?: boolean | undefined; 'dp-epsilon'?: string | undefined; 'dp-delta'?: string | undefined; 'dp-level'?: string | undefined; 'dp-clip'?: string | undefined }): StudySpec['privacy'] | undefined {
+  const num = (x: string | undefined, name: string, dflt: number, ok: (n: number) => boolean, what: string): number => {
+    if (x === undefined) return dflt;
+    const n = Number(x);
+    if (!Number.isFinite(n) || !ok(n)) throw new UsageError(`--${name} must be ${what}, got ${x}`);
+    return n;
+  };
+  const dpAsked = v['dp-epsilon'] !== undefined;
+  if (!dpAsked && (v['dp-delta'] !== undefined || v['dp-level'] !== undefined || v['dp-clip'] !== undefined)) throw new UsageError('--dp-delta, --dp-level and --dp-clip need --dp-epsilon');
+  if (!dpAsked && !v.secagg) return undefined;
+  const out: NonNullable<StudySpec['privacy']> = {};
+  if (dpAsked) {
+    const level = v['dp-level'] ?? 'sample';
+    if (level !== 'sample' && level !== 'client') throw new UsageError(`--dp-level must be sample or client, got ${level}`);
+    out.dp = {
+      level,
+      epsilon: num(v['dp-epsilon'], 'dp-epsilon', 1, (n) => n > 0 && n <= 1000, 'a number in (0, 1000]'),
+      delta: num(v['dp-delta'], 'dp-delta', 1e-3, (n) => n > 0 && n < 1, 'a number in (0, 1)'),
+      clipNorm: num(v['dp-clip'], 'dp-clip', level === 'sample' ? 1 : 0.1, (n) => n > 0, 'a positive number'),
+      ...(level === 'client' ? { mode: v.secagg ? 'distributed' : 'central' } : {}),
+    } as NonNullable<StudySpec['privacy']>['dp'];
+  }
+  if (v.secagg) out.secagg = {};
+  return out;
+}
+
+/** DP-SGD trains at lr 0.01: at FLamby's 0.001 the clipped runs are under-trained after 1500 steps (see bench dp-heart). */
+export const DP_SGD_LR = 0.01;
 
 const MAIN_JS = resolve(dirname(fileURLToPath(import.meta.url)), 'main.js');
 
@@ -61,7 +98,11 @@ export function evaluateHeart(model: Model, w: Weights, data: HeartPooledData): 
 }
 
 export async function main(argv: string[]): Promise<number> {
-  const { values } = parse(argv, { seed: { type: 'string' }, json: { type: 'boolean' }, 'data-dir': { type: 'string' }, rounds: { type: 'string' }, verbose: { type: 'boolean' }, dashboard: { type: 'boolean' } });
+  const { values } = parse(argv, {
+    seed: { type: 'string' }, json: { type: 'boolean' }, 'data-dir': { type: 'string' }, rounds: { type: 'string' }, verbose: { type: 'boolean' }, dashboard: { type: 'boolean' },
+    secagg: { type: 'boolean' }, 'dp-epsilon': { type: 'string' }, 'dp-delta': { type: 'string' }, 'dp-level': { type: 'string' }, 'dp-clip': { type: 'string' },
+  });
+  const privacy = demoPrivacy(values);
   const seed = intFlag(values.seed, 'seed', 42);
   const rounds = intFlag(values.rounds, 'rounds', 15);
   if (rounds < 1) throw new UsageError('--rounds must be at least 1');
@@ -103,7 +144,9 @@ export async function main(argv: string[]): Promise<number> {
       const siteDir = join(dataDir, 'sites', name);
       mkdirSync(siteDir, { recursive: true });
       const cfgFile = join(siteDir, 'site.yaml');
-      writeFileSync(cfgFile, YAML.stringify({ coordinator: coord.url, stateDir: 'state', pollWaitMs: 10_000, datasets: { heart: { format: 'fed-heart-disease', dir: heartDir, center: c } } }));
+      // With DP, each hospital caps its spend on the study at the study's own (ε, δ).
+      const siteBudget = privacy?.dp ? { privacy: { budget: { epsilon: privacy.dp.epsilon, delta: privacy.dp.delta } } } : {};
+      writeFileSync(cfgFile, YAML.stringify({ coordinator: coord.url, stateDir: 'state', pollWaitMs: 10_000, datasets: { heart: { format: 'fed-heart-disease', dir: heartDir, center: c } }, ...siteBudget }));
       const log = createWriteStream(join(logDir, `${name}.log`));
       const child = spawn(process.execPath, [MAIN_JS, 'site', 'start', '--config', cfgFile, '--token', invite.token], { stdio: ['ignore', 'pipe', 'pipe'] });
       child.stdout!.pipe(log);
@@ -114,6 +157,8 @@ export async function main(argv: string[]): Promise<number> {
     say(`4 site agents started (separate processes; logs in ${values['data-dir'] ? logDir : 'the temporary directory'})`);
 
     const spec = heartStudySpec(seed, rounds);
+    if (privacy) spec.privacy = privacy;
+    if (privacy?.dp?.level === 'sample') spec.fit.optimizer.lr = DP_SGD_LR;
     // Wait until every agent has enrolled, then start the study with all four.
     for (let i = 0; ; i++) {
       const sites = await admin.json<{ name: string }[]>('GET', '/v1/sites');
@@ -144,7 +189,8 @@ export async function main(argv: string[]): Promise<number> {
       lastLine = line;
     }
     await lead.json('POST', `/v1/studies/${studyId}/start`, {});
-    say(`study ${studyId} started: FedAvg, ${rounds} rounds × 100 local SGD steps, lr 0.001, batch 4, seed ${seed}`);
+    const privLine = privacy ? ` · ${[privacy.secagg ? 'SecAgg+' : '', privacy.dp ? `${privacy.dp.level === 'sample' ? 'DP-SGD' : 'DP-FedAvg'} at ε=${privacy.dp.epsilon}, δ=${privacy.dp.delta}` : ''].filter(Boolean).join(', ')}` : '';
+    say(`study ${studyId} started: FedAvg, ${rounds} rounds × 100 local SGD steps, lr ${spec.fit.optimizer.lr}, batch 4, seed ${seed}${privLine}`);
 
     // Baselines in this process while the federation trains (they need all data in one place).
     const data = loadHeartPooled();
@@ -172,6 +218,12 @@ export async function main(argv: string[]): Promise<number> {
     const seconds = (Date.now() - started) / 1000;
     const ordered: Record<string, DemoResult> = { FedAvg: results['FedAvg']!, Pooled: results['Pooled']!, Local0: results['Local0']!, Local1: results['Local1']!, Local2: results['Local2']!, Local3: results['Local3']! };
     const output: DemoOutput = { seed, results: ordered, federation: { studyId, rounds, sites: siteNames, seconds, dataDir: values['data-dir'] ? dataDir : null } };
+    if (privacy) {
+      // The spend as the coordinator's privacy ledger holds it (what each site's accountant reported).
+      const report = await lead.json<{ sites: { site: string; spent: { epsilon: number } }[] }>('GET', `/v1/studies/${studyId}/privacy`);
+      const spent = Object.fromEntries(siteNames.map((n) => [n, report.sites.find((x) => x.site === n)?.spent.epsilon ?? 0]));
+      output.privacy = { secagg: !!privacy.secagg, dp: privacy.dp ? { level: privacy.dp.level, epsilon: privacy.dp.epsilon, delta: privacy.dp.delta, clipNorm: privacy.dp.clipNorm, lr: spec.fit.optimizer.lr, spent } : null };
+    }
     if (json) process.stdout.write(JSON.stringify(output) + '\n');
     else {
       process.stdout.write(
@@ -182,6 +234,7 @@ export async function main(argv: string[]): Promise<number> {
           ) +
           `\n\nAccuracy on each hospital's test split and on the pooled test split (254 patients), seed ${seed}.\n` +
           `FedAvg trained over HTTP by 4 separate site processes in ${seconds.toFixed(1)} s; Pooled and Local are the centralised and single-hospital baselines.\n` +
+          privacyText(output.privacy) +
           `Data: UCI Heart Disease (Janosi, Steinbrunn, Pfisterer, Detrano, 1988), CC BY 4.0, preprocessed as FLamby's Fed-Heart-Disease.\n`,
       );
     }
@@ -196,6 +249,17 @@ export async function main(argv: string[]): Promise<number> {
     process.off('SIGTERM', onSignal);
     await cleanup();
   }
+}
+
+function privacyText(p: DemoPrivacy | undefined): string {
+  if (!p) return '';
+  const lines: string[] = [];
+  if (p.secagg) lines.push('Updates were aggregated under SecAgg+: the coordinator only ever held masked vectors and their sum.');
+  if (p.dp) {
+    const spent = Object.entries(p.dp.spent).map(([s, e]) => `${s} ε=${e.toFixed(3)}`).join(', ');
+    lines.push(`${p.dp.level === 'sample' ? 'Sample-level DP-SGD' : 'Client-level DP-FedAvg'} (clip ${p.dp.clipNorm}, lr ${p.dp.lr}) at target ε=${p.dp.epsilon}, δ=${p.dp.delta}; spent per site (δ=${p.dp.delta}): ${spent}.`);
+  }
+  return lines.join('\n') + '\n';
 }
 
 function withTimeout<T>(p: Promise<T>, ms: number, message: string): Promise<T> {

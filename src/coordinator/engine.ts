@@ -26,6 +26,10 @@ import { commitTransitions, eligibleParticipants, loadLifecycle } from '../gover
 import { complete as lifecycleComplete } from '../governance/lifecycle.js';
 import { ensureModelCard } from '../governance/model-card.js';
 import { appendAudit, type AuditKey } from '../governance/audit-store.js';
+import { SecAggSessions, aggregateOf, newSession, restartRound, type SecAggSession } from './secagg.js';
+import { aggregateClientLevel, aggregateClientLevelSum } from './privacy.js';
+import { updateDelta } from '../privacy/dpfedavg.js';
+import type { RoundRow } from '../store/store.js';
 
 export interface EngineOptions {
   instanceId?: string;
@@ -63,6 +67,8 @@ export function initialWeights(spec: StudySpec): Weights {
 
 export class RoundEngine {
   readonly instanceId: string;
+  /** SecAgg+ sessions of the open rounds of studies with privacy.secagg (in memory: see secagg.ts). */
+  readonly secagg = new SecAggSessions();
   private timer: NodeJS.Timeout | undefined;
   private running = false;
   private again = false;
@@ -147,6 +153,7 @@ export class RoundEngine {
     }
     const tasks = await this.store.listTasks(study.id, open.round);
     const updates = await this.store.listUpdates(study.id, open.round);
+    if (open.kind === 'fit' && spec.privacy?.secagg) return this.driveSecAgg(study, spec, open, tasks, updates);
     const minResults = open.kind === 'prepare' ? tasks.length : Math.min(spec.minSites ?? tasks.length, tasks.length);
     const late = this.now() > open.deadline_at;
     if (updates.length === tasks.length || (late && updates.length >= minResults)) {
@@ -204,6 +211,10 @@ export class RoundEngine {
           }
         : undefined,
     );
+    if (kind === 'fit' && spec.privacy?.secagg) {
+      const row: RoundRow = { study_id: study.id, round, status: 'open', kind, opened_at: now, deadline_at: deadline, committed_at: null, model_version_id: null };
+      this.secagg.put(await newSession(this.store, spec, row, tasks, decodeSafetensors(global.weights).weights, now));
+    }
     this.log(`study ${study.id}: round ${round} (${kind}) opened for ${tasks.length} sites`);
     this.bus.emit({ type: 'round.opened', studyId: study.id, round, kind, sites: tasks.length });
     this.bus.emit({ type: 'tasks', siteIds: tasks.map((t) => t.site_id) });
@@ -214,19 +225,68 @@ export class RoundEngine {
     return hostStrategy(spec, state ? { json: JSON.parse(state.json), tensors: state.tensors ? decodeSafetensors(state.tensors).weights : {} } : undefined);
   }
 
-  private async commitFit(study: StudyRow, spec: StudySpec, round: number, updates: UpdateRow[]): Promise<void> {
+  /**
+   * A fit round under SecAgg+: the session (secagg.ts) moves through its stages on the agents' requests; this
+   * feeds it the refusals, restarts a round this process has no session for, and commits the unmasked sum.
+   */
+  private async driveSecAgg(study: StudyRow, spec: StudySpec, open: RoundRow, tasks: TaskRow[], updates: UpdateRow[]): Promise<void> {
+    const globalRow = await this.store.latestModelVersion(study.id);
+    if (!globalRow) throw new Error('no global model');
+    let session = this.secagg.get(study.id, open.round);
+    if (!session) {
+      session = await restartRound(this.store, spec, open, decodeSafetensors(globalRow.weights).weights, this.now());
+      this.secagg.put(session);
+      this.log(`study ${study.id}: round ${open.round} had no SecAgg+ session in this process (coordinator restarted); restarted it as ${session.id}`);
+      this.bus.emit({ type: 'tasks', siteIds: tasks.map((t) => t.site_id) });
+      return;
+    }
+    const refused = (await this.store.listRefusals(study.id)).filter((r) => r.round === open.round && r.site_id).map((r) => r.site_id!);
+    session.noteRefused(refused, this.now());
+    if (session.stage === 'aborted') {
+      this.secagg.drop(study.id, open.round);
+      return this.fail(study, `round ${open.round}: ${session.error}`);
+    }
+    if (session.stage === 'done') {
+      const minResults = Math.min(spec.minSites ?? tasks.length, tasks.length);
+      const survivors = new Set(session.result!.survivors.map((i) => session!.siteOf[i]!));
+      // Only sites whose masked input is in the sum count (an accepted row whose input missed the stage does not).
+      const used = updates.filter((u) => survivors.has(u.site_id));
+      this.secagg.drop(study.id, open.round);
+      if (used.length < minResults) return this.fail(study, `round ${open.round}: SecAgg+ summed ${used.length} of ${tasks.length} sites; at least ${minResults} needed`);
+      return this.commitFit(study, spec, open.round, used, session);
+    }
+    if (this.now() > open.deadline_at) {
+      this.secagg.drop(study.id, open.round);
+      await this.fail(study, `round ${open.round}: the SecAgg+ ${session.stage} stage had not completed by the deadline`);
+    }
+  }
+
+  private async commitFit(study: StudyRow, spec: StudySpec, round: number, updates: UpdateRow[], secagg?: SecAggSession): Promise<void> {
     const now = this.now();
     const globalRow = await this.store.latestModelVersion(study.id);
     if (!globalRow) throw new Error('no global model');
     const global = decodeSafetensors(globalRow.weights).weights;
     const host = await this.strategyFor(study, spec);
+    // Under SecAgg+ no individual update exists here: results carry only the sites' metadata (for metrics).
     const results: FitResultIn[] = updates.map((u) => ({
       siteId: u.site_id,
-      weights: decodeSafetensors(u.weights!).weights,
+      weights: secagg ? {} : decodeSafetensors(u.weights!).weights,
       numExamples: u.num_examples,
       meta: JSON.parse(u.metrics) as ResultMeta,
     }));
-    const next = host.aggregateFit(round, global, results);
+    const clientDp = spec.privacy?.dp?.level === 'client';
+    const asked = clientDp ? (await this.store.listTasks(study.id, round)).length : 0;
+    let next: Weights;
+    if (secagg) {
+      const agg = aggregateOf(secagg, global);
+      next = clientDp
+        ? aggregateClientLevelSum(spec, global, agg.sum, asked)
+        : host.aggregateFit(round, global, [{ siteId: 'secagg+', weights: agg.mean, numExamples: results.reduce((a, r) => a + r.numExamples, 0), meta: { taskId: `${study.id}.r${round}.secagg`, numExamples: 0 } }]);
+    } else if (clientDp) {
+      next = aggregateClientLevel(spec, global, results.map((r) => updateDelta(r.weights, global)), asked);
+    } else {
+      next = host.aggregateFit(round, global, results);
+    }
     const bytes = encodeSafetensors(next, { study: study.id, round: String(round) });
     const state = host.getState();
     const metrics = fitMetrics(study.id, round, results);

@@ -21,6 +21,8 @@ import { institutionRoutes } from './routes/institutions.js';
 import { governanceRoutes } from './routes/governance.js';
 import { computeRoutes } from './routes/compute.js';
 import { modelCardRoutes } from './routes/model-cards.js';
+import { privacyRoutes } from './routes/privacy.js';
+import { secaggRoutes } from './routes/secagg.js';
 
 export interface ServerOptions {
   store: Store;
@@ -98,6 +100,8 @@ export function buildServer(opts: ServerOptions): FastifyInstance {
     governanceRoutes(api, ctx);
     computeRoutes(api, ctx);
     modelCardRoutes(api, ctx);
+    privacyRoutes(api, ctx);
+    secaggRoutes(api, ctx);
     await webRoutes(api);
   });
   return app;

@@ -54,6 +54,41 @@ export const FitConfigSchema = Type.Object(
   strict,
 );
 
+/**
+ * A study's privacy settings (see src/privacy/README.md). `dp.level`: 'sample' = DP-SGD inside each site's local
+ * training (per-example clipping to clipNorm, Gaussian noise); 'client' = DP-FedAvg (each site clips its update
+ * to clipNorm; the noise is added centrally by the coordinator or, 'distributed', by the sites under SecAgg+).
+ * (epsilon, delta) is the target for the whole study; without noiseMultiplier the accountant derives σ from it.
+ * `secagg`: SecAgg+ in every fit round (the coordinator only ever sees masked vectors and their sum).
+ */
+export const DpSpecSchema = Type.Object(
+  {
+    level: Type.Union([Type.Literal('sample'), Type.Literal('client')]),
+    epsilon: Type.Number({ exclusiveMinimum: 0, maximum: 1000 }),
+    delta: Type.Number({ exclusiveMinimum: 0, exclusiveMaximum: 1 }),
+    clipNorm: Type.Number({ exclusiveMinimum: 0, maximum: 1e6 }),
+    noiseMultiplier: Type.Optional(Type.Number({ minimum: 0, maximum: 1e6 })),
+    mode: Type.Optional(Type.Union([Type.Literal('central'), Type.Literal('distributed')])),
+  },
+  strict,
+);
+export type DpSpec = Static<typeof DpSpecSchema>;
+export const SecAggSpecSchema = Type.Object(
+  {
+    degree: Type.Optional(Type.Integer({ minimum: 2, maximum: 1 << 20 })),
+    threshold: Type.Optional(Type.Integer({ minimum: 1, maximum: 1 << 20 })),
+    quantBits: Type.Optional(Type.Integer({ minimum: 1, maximum: 31 })),
+    /** Update values (differences from the global model) are clamped to ±clipRange before quantisation (default 4, or clipNorm under client-level DP). */
+    clipRange: Type.Optional(Type.Number({ exclusiveMinimum: 0, maximum: 1e6 })),
+    /** How long each stage after the first waits for sites before treating the missing ones as dropped (default 30). */
+    stageTimeoutSeconds: Type.Optional(Type.Number({ minimum: 0.1, maximum: 86400 })),
+  },
+  strict,
+);
+export type SecAggSpec = Static<typeof SecAggSpecSchema>;
+export const StudyPrivacySchema = Type.Object({ dp: Type.Optional(DpSpecSchema), secagg: Type.Optional(SecAggSpecSchema) }, strict);
+export type StudyPrivacy = Static<typeof StudyPrivacySchema>;
+
 export const StudySpecSchema = Type.Object(
   {
     name: Name,
@@ -79,6 +114,8 @@ export const StudySpecSchema = Type.Object(
     dataSchema: Type.Optional(DataSchemaT),
     /** Largest L2 norm of an update (its difference from the global model it started from); larger ones are refused. */
     maxUpdateNorm: Type.Optional(Type.Number({ exclusiveMinimum: 0 })),
+    /** Differential privacy and secure aggregation (validated further at creation: see coordinator/privacy.ts). */
+    privacy: Type.Optional(StudyPrivacySchema),
   },
   strict,
 );
@@ -150,10 +187,29 @@ export const TaskSchema = Type.Object({
   strategy: Type.String(),
   seed: Type.Integer(),
   deadlineAt: Type.Number(),
+  /** Fit tasks of a private study: the DP settings and the study's round count (the site plans its spend), and whether the result goes through SecAgg+. */
+  privacy: Type.Optional(Type.Object({ dp: Type.Optional(DpSpecSchema), rounds: Type.Integer(), clientsPerRound: Type.Integer(), secagg: Type.Boolean() })),
 });
 export type TaskMessage = Static<typeof TaskSchema>;
 
 const MetricsSchema = Type.Record(Type.String({ maxLength: 64 }), Type.Number(), { maxProperties: 64 });
+
+/** A site's report of one DP release (the mechanism of this task) and its total for the study afterwards. */
+export const PrivacySpendSchema = Type.Object(
+  {
+    mechanism: Type.Union([Type.Literal('dp-sgd'), Type.Literal('dp-fedavg')]),
+    sampleRate: Type.Number({ exclusiveMinimum: 0, maximum: 1 }),
+    noiseMultiplier: Type.Number({ minimum: 0, maximum: 1e6 }),
+    steps: Type.Integer({ minimum: 0, maximum: 1e9 }),
+    /** ε spent by this site on this study so far, including this release, at its budget's δ. */
+    epsilon: Type.Number({ minimum: 0 }),
+    delta: Type.Number({ exclusiveMinimum: 0, exclusiveMaximum: 1 }),
+    budgetEpsilon: Type.Number({ exclusiveMinimum: 0 }),
+    budgetDelta: Type.Number({ exclusiveMinimum: 0, exclusiveMaximum: 1 }),
+  },
+  strict,
+);
+export type PrivacySpend = Static<typeof PrivacySpendSchema>;
 
 /**
  * Metadata of a task result. For fit results it travels inside the safetensors header
@@ -172,6 +228,8 @@ export const ResultMetaSchema = Type.Object(
     durationMs: Type.Optional(Type.Number({ minimum: 0 })),
     /** Prepare tasks only: the site's schema check and column sums. */
     prepare: Type.Optional(PrepareReportSchema),
+    /** DP studies: what releasing this result cost the site, and its account for the study after it. */
+    privacy: Type.Optional(PrivacySpendSchema),
   },
   strict,
 );

@@ -23,6 +23,9 @@ import type { Weights } from '../protocol/tensors.js';
 import type { SiteLocalPolicy } from '../governance/policy.js';
 import type { ComputeResource } from '../compute/types.js';
 import { inProcessUsage, loadLocalPolicy, localPolicyRefusal, runPlacedFit, type UsageReport } from './placed.js';
+import { budgetRefusal, dpPlanOf, loadBudget, spendAndPersist, trainPrivately, type DpTaskPlan } from './privacy.js';
+import { isSecAggPending, secaggBody, uploadSecAgg } from './secagg.js';
+import type { PrivacyBudget } from '../privacy/budget.js';
 
 export interface AgentOptions {
   log?: (msg: string) => void;
@@ -158,6 +161,9 @@ export class SiteAgent {
   async handle(task: TaskMessage): Promise<void> {
     const started = Date.now();
     const cpu0 = process.cpuUsage();
+    // A task issued again (a coordinator restarted a SecAgg+ round) whose result is still queued here: send that
+    // result, do not train (and spend privacy) twice.
+    if (this.state.pending().some((p) => p.taskId === task.taskId)) return this.flushPending();
     if (task.kind === 'prepare') {
       // Only the verdict on the file and, for global normalisation, column sums leave the site.
       const { report, examples } = prepareReport(this.cfg, task);
@@ -172,6 +178,8 @@ export class SiteAgent {
     const ev = model.evaluate(global, data.test);
     const evalMetrics = metricsOf(ev);
     let placed: { placement: { resourceId: string }; resource: ComputeResource } | undefined;
+    let dp: DpTaskPlan | undefined;
+    let budget: PrivacyBudget | undefined;
     let usage: UsageReport | undefined;
     if (task.kind === 'fit') {
       if (this.cfg.compute?.mode === 'placed') {
@@ -189,6 +197,22 @@ export class SiteAgent {
         this.log(`task ${task.taskId}: refused under this site's local policy: ${refusal}`);
         await this.http.json('POST', `/v1/agent/tasks/${encodeURIComponent(task.taskId)}/refuse`, { reason: refusal });
         return;
+      }
+      // Differential privacy and SecAgg+ run in the built-in trainer on this machine only; a DP task that would
+      // take this site past its budget for the study is refused, with the numbers.
+      if (task.privacy) {
+        let why: string | undefined;
+        if (this.cfg.trainer?.kind === 'external' || placed) why = 'privacy: DP-SGD, DP-FedAvg clipping and SecAgg+ masking run only in the built-in trainer on the site\'s own machine';
+        dp = dpPlanOf(task, data.train.n);
+        if (!why && dp) {
+          budget = loadBudget(this.state, this.cfg, task);
+          why = budgetRefusal(budget, dp);
+        }
+        if (why) {
+          this.log(`task ${task.taskId}: refused: ${why}`);
+          await this.http.json('POST', `/v1/agent/tasks/${encodeURIComponent(task.taskId)}/refuse`, { reason: why });
+          return;
+        }
       }
     }
     let pending: PendingResult;
@@ -224,18 +248,22 @@ export class SiteAgent {
         streamState = run.out.stream;
         usage = run.usage;
       } else {
-        out = fit({ model, weights: global, data: data.train, config: cfg, stream, ...(clientState ? { clientState } : {}), rng: createRng(task.seed, 'dropout', this.cred.siteName, task.round) });
+        const ordinary = () => fit({ model, weights: global, data: data.train, config: cfg, stream, ...(clientState ? { clientState } : {}), rng: createRng(task.seed, 'dropout', this.cred.siteName, task.round) });
+        out = dp ? trainPrivately({ model, global, data: data.train, task, plan: dp, ordinary }) : ordinary();
         streamState = stream.state();
       }
       const meta: ResultMeta = {
         taskId: task.taskId,
         numExamples: out.numExamples,
-        trainMetrics: { loss: out.loss },
+        // DP-SGD's mean loss is undefined when Poisson sampling drew no row at all.
+        trainMetrics: Number.isFinite(out.loss) ? { loss: out.loss } : {},
         evalMetrics,
         evalExamples: data.test.n,
         durationMs: Date.now() - started,
       };
-      const body = encodeSafetensors(out.weights, { [RESULT_META_KEY]: JSON.stringify(meta) });
+      // The release is counted before the result is queued (see privacy.ts: never under-count).
+      if (dp && budget) meta.privacy = spendAndPersist(this.state, task.studyId, budget, dp, `${task.taskId}`);
+      const body = task.privacy?.secagg ? secaggBody(out.weights, global, meta) : encodeSafetensors(out.weights, { [RESULT_META_KEY]: JSON.stringify(meta) });
       const commit: PendingResult['commit'] = [{ name: 'stream.json', data: JSON.stringify(streamState), encoding: 'utf8' }];
       if (out.clientState) commit.push({ name: 'client-state.safetensors', data: Buffer.from(encodeSafetensors(out.clientState)).toString('base64'), encoding: 'base64' });
       pending = { taskId: task.taskId, studyId: task.studyId, contentType: 'application/octet-stream', body, commit };
@@ -261,6 +289,13 @@ export class SiteAgent {
   /** Uploads every saved result; commits its local state once the coordinator has answered. */
   private async flushPending(): Promise<void> {
     for (const p of this.state.pending()) {
+      if (isSecAggPending(p)) {
+        // Masked through the SecAgg+ stages; 'gone' (the round went on without it) still moves the state on.
+        await uploadSecAgg(this.http, p, this.log);
+        for (const c of p.commit) this.state.write(p.studyId, c.name, c.encoding === 'base64' ? new Uint8Array(Buffer.from(c.data, 'base64')) : c.data);
+        this.state.clearPending(p.taskId);
+        continue;
+      }
       try {
         await this.http.request('POST', `/v1/agent/tasks/${encodeURIComponent(p.taskId)}/result`, { type: p.contentType, data: p.body });
       } catch (e) {

@@ -32,6 +32,8 @@ export const DatasetSourceSchema = Type.Union([
 ]);
 export type DatasetSource = Static<typeof DatasetSourceSchema>;
 
+const Budget = Type.Object({ epsilon: Type.Number({ exclusiveMinimum: 0, maximum: 1000 }), delta: Type.Number({ exclusiveMinimum: 0, exclusiveMaximum: 1 }) }, strict);
+
 export const SiteConfigSchema = Type.Object(
   {
     coordinator: Type.String({ pattern: '^https?://' }),
@@ -53,6 +55,20 @@ export const SiteConfigSchema = Type.Object(
     caFile: Type.Optional(Type.String()),
     /** The site's own policy file (site-local rules, see policies/README); it wins over its jurisdiction's policy. */
     policy: Type.Optional(Type.String({ minLength: 1 })),
+    /**
+     * This site's differential-privacy budgets: the (ε, δ) it will spend on one study at most, by default and
+     * per study (keyed by study id or study name). Without any, a DP study is capped at its own target (ε, δ).
+     * The agent refuses a task whose DP release would take the study's total past the cap.
+     */
+    privacy: Type.Optional(
+      Type.Object(
+        {
+          budget: Type.Optional(Budget),
+          studies: Type.Optional(Type.Record(Type.String({ minLength: 1 }), Budget)),
+        },
+        strict,
+      ),
+    ),
     /** Where this site's data is held (ISO country code): "same" in its local policy means this. */
     jurisdiction: Type.Optional(Type.String({ pattern: '^[A-Z]{2}$' })),
     /**

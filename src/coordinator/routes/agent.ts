@@ -9,6 +9,7 @@ import { cohortSize } from '../../store/trust.js';
 import { StoreConflict, type TaskRow } from '../../store/store.js';
 import { HttpError, requireSite } from '../auth.js';
 import { digestHex, normStatsKey, studySeed } from '../engine.js';
+import { recordSpendInTx, spendProblem, taskPrivacy } from '../privacy.js';
 
 export function agentRoutes(app: FastifyInstance, ctx: RouteContext): void {
   const { store, bus, engine, now, auth, audit } = ctx;
@@ -43,6 +44,7 @@ export function agentRoutes(app: FastifyInstance, ctx: RouteContext): void {
     const spec = JSON.parse(study.spec) as StudySpec;
     const config = JSON.parse(task.config) as TaskMessage['fit'];
     const normStats = spec.dataSchema?.preprocessing?.normalise === 'global' ? await store.getKv(normStatsKey(task.study_id)) : undefined;
+    const privacy = task.kind === 'fit' ? taskPrivacy(spec, (await store.listTasks(task.study_id, task.round)).length) : undefined;
     return {
       taskId: task.id,
       studyId: task.study_id,
@@ -57,6 +59,7 @@ export function agentRoutes(app: FastifyInstance, ctx: RouteContext): void {
       strategy: spec.strategy.name,
       seed: studySeed(spec),
       deadlineAt: task.deadline_at,
+      ...(privacy ? { privacy } : {}),
     };
   }
 
@@ -143,6 +146,12 @@ export function agentRoutes(app: FastifyInstance, ctx: RouteContext): void {
       meta = req.body as ResultMeta;
     }
     if (meta.taskId !== task.id) return refuse(400, 'wrong_task', `result names task ${meta.taskId} but was sent for ${task.id}`);
+    if (task.kind === 'fit') {
+      // A DP study's result must say what it cost the site; under SecAgg+ it must come masked (routes/secagg.ts).
+      if (spec.privacy?.secagg) return refuse(409, 'secagg_required', `study ${spec.name} aggregates under SecAgg+: send the masked update through /v1/agent/secagg/${task.id}/…`);
+      const sp = spendProblem(spec, meta.privacy);
+      if (sp) return refuse(400, 'privacy_report', sp);
+    }
     // The example count must be plausible: no more than the cohort the site declared for this dataset.
     const cohort = await cohortSize(store.db, site.id, spec.dataset);
     if (cohort === undefined) return refuse(400, 'no_cohort', `site ${site.name} has declared no cohort size for dataset "${spec.dataset}" (PUT /v1/agent/cohorts)`);
@@ -165,7 +174,11 @@ export function agentRoutes(app: FastifyInstance, ctx: RouteContext): void {
           metrics: JSON.stringify(meta),
           received_at: t,
         },
-        (tx) => appendAudit(tx, audit.key, { ts: t, actor: site.id, kind: 'update.accepted', subject: task.id, data: { study: task.study_id, round: task.round, kind: task.kind, digest: digest ?? bodyDigest, numExamples: meta.numExamples } }).then(() => {}),
+        async (tx) => {
+          await appendAudit(tx, audit.key, { ts: t, actor: site.id, kind: 'update.accepted', subject: task.id, data: { study: task.study_id, round: task.round, kind: task.kind, digest: digest ?? bodyDigest, numExamples: meta.numExamples } });
+          // The privacy ledger moves with the accepted update, in the same transaction.
+          if (task.kind === 'fit' && meta.privacy) await recordSpendInTx(tx, audit.key, { taskId: task.id, studyId: task.study_id, siteId: site.id, round: task.round, spend: meta.privacy, at: t });
+        },
       );
     } catch (e) {
       if (e instanceof StoreConflict) throw new HttpError(409, 'conflict', e.message);

@@ -1,0 +1,176 @@
+/**
+ * SecAgg+ stages over HTTP for the agents (see ../secagg.ts for the protocol and what the coordinator holds).
+ * Every request is the site's own, signed like the rest of the agent API; a site only ever acts as the client id
+ * of its own task. Bodies are untrusted JSON decoded by src/privacy/secagg/wire.ts; a malformed or out-of-order
+ * message is refused (400/409) and changes nothing.
+ */
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { RouteContext } from './context.js';
+import { HttpError, requireSite } from '../auth.js';
+import type { SecAggSession, SessionStage } from '../secagg.js';
+import { decodeKeys, decodeMaskedInput, decodeShares, decodeUnmaskResponse } from '../../privacy/secagg/wire.js';
+import { ResultMetaSchema, checkValue, type ResultMeta, type StudySpec } from '../../protocol/api.js';
+import { appendAudit } from '../../governance/audit-store.js';
+import { cohortSize } from '../../store/trust.js';
+import { StoreConflict, type TaskRow } from '../../store/store.js';
+import { digestHex } from '../engine.js';
+import { recordSpendInTx, spendProblem } from '../privacy.js';
+
+type Body = { session?: unknown; msg?: unknown; meta?: unknown };
+
+export function secaggRoutes(app: FastifyInstance, ctx: RouteContext): void {
+  const { store, engine, now, auth, bus, audit } = ctx;
+
+  async function open(req: FastifyRequest<{ Params: { taskId: string } }>, sessionId?: unknown) {
+    const site = requireSite(req.principal!, 'update.submit');
+    const task = await store.getTask(req.params.taskId);
+    if (!task || task.site_id !== site.id) throw new HttpError(403, 'forbidden', `task ${req.params.taskId} was not given to this site`);
+    const session = engine.secagg.byTask(task);
+    if (!session) throw new HttpError(409, 'secagg_no_session', `no SecAgg+ session is open for task ${task.id} (the round has closed, or the coordinator restarted it and will issue the task again)`);
+    if (sessionId !== undefined && sessionId !== session.id) throw new HttpError(409, 'secagg_session', `SecAgg+ session ${String(sessionId)} has ended; session ${session.id} replaced it: start again from setup`);
+    if (session.stage === 'aborted') throw new HttpError(409, 'secagg_aborted', `the SecAgg+ round was aborted: ${session.error}`);
+    return { site, task, session, clientId: session.clientOf.get(site.id)! };
+  }
+
+  /** Feeds one message to the server state machine; its refusals (order, duplicates, strangers) become 409s. */
+  function feed(session: SecAggSession, stage: SessionStage, clientId: number, f: () => void): void {
+    if (session.stage !== stage) throw new HttpError(409, 'secagg_stage', `the SecAgg+ round is at stage ${session.stage}, not ${stage}`);
+    try {
+      f();
+    } catch (e) {
+      throw new HttpError(409, 'secagg_refused', (e as Error).message);
+    }
+    session.answer(clientId, now());
+    if (session.stage === 'done' || session.stage === 'aborted') engine.kick();
+  }
+
+  function decode<T>(f: () => T): T {
+    try {
+      return f();
+    } catch (e) {
+      throw new HttpError(400, 'malformed_secagg', (e as Error).message);
+    }
+  }
+
+  /** Long-poll until `stage` has closed; 204 when the wait ends first (the agent asks again). */
+  async function after<T>(req: FastifyRequest<{ Params: { taskId: string }; Querystring: { session?: string; waitMs?: string } }>, reply: FastifyReply, stage: SessionStage, pick: (s: SecAggSession, id: number) => T | undefined, what: string) {
+    const { session, clientId } = await open(req, req.query.session);
+    const until = now() + Math.min(Number(req.query.waitMs ?? 0), ctx.maxWaitMs);
+    const aborted = new AbortController();
+    req.raw.on('close', () => aborted.abort());
+    for (;;) {
+      session.advance(now());
+      if (session.stage === 'aborted') throw new HttpError(409, 'secagg_aborted', `the SecAgg+ round was aborted: ${session.error}`);
+      if (session.past(stage)) {
+        const v = pick(session, clientId);
+        if (v === undefined) throw new HttpError(409, 'secagg_dropped', `this site missed the SecAgg+ ${stage} stage and is dropped from the round (${what})`);
+        return v;
+      }
+      const left = until - now();
+      if (left <= 0 || aborted.signal.aborted) return reply.status(204).send();
+      await session.wait(Math.min(left, 500), aborted.signal);
+    }
+  }
+
+  const poll = { querystring: { type: 'object', properties: { session: { type: 'string', maxLength: 256 }, waitMs: { type: 'string', pattern: '^[0-9]{1,5}$' } }, additionalProperties: false } };
+  type P = { Params: { taskId: string }; Querystring: { session?: string; waitMs?: string } };
+  type B = { Params: { taskId: string }; Body: Body };
+  const body = (req: FastifyRequest<B>): Body => {
+    if (typeof req.body !== 'object' || req.body === null || Array.isArray(req.body)) throw new HttpError(400, 'malformed_secagg', 'body must be a JSON object { session, msg }');
+    return req.body;
+  };
+
+  app.get<P>('/v1/agent/secagg/:taskId/setup', { preValidation: auth }, async (req) => {
+    const { session, clientId } = await open(req);
+    if (session.stage !== 'keys') throw new HttpError(409, 'secagg_late', `the SecAgg+ keys stage has closed; this site is not in round ${session.round}`);
+    return { session: session.id, setup: session.setup(clientId) };
+  });
+
+  app.post<B>('/v1/agent/secagg/:taskId/keys', { preValidation: auth }, async (req) => {
+    const b = body(req);
+    const { session, clientId } = await open(req, b.session);
+    const m = decode(() => decodeKeys(b.msg));
+    if (m.clientId !== clientId) throw new HttpError(403, 'forbidden', `this site is client ${clientId}, not ${m.clientId}`);
+    feed(session, 'keys', clientId, () => session.server.receiveKeys(m));
+    return { ok: true };
+  });
+
+  app.get<P>('/v1/agent/secagg/:taskId/neighbour-keys', { schema: poll, preValidation: auth }, (req, reply) =>
+    after(req, reply, 'keys', (s, id) => s.neighbourKeys?.get(id), 'no keys from it arrived'));
+
+  app.post<B>('/v1/agent/secagg/:taskId/shares', { preValidation: auth }, async (req) => {
+    const b = body(req);
+    const { session, clientId } = await open(req, b.session);
+    const m = decode(() => decodeShares(b.msg));
+    if (m.clientId !== clientId) throw new HttpError(403, 'forbidden', `this site is client ${clientId}, not ${m.clientId}`);
+    feed(session, 'shares', clientId, () => session.server.receiveShares(m));
+    return { ok: true };
+  });
+
+  app.get<P>('/v1/agent/secagg/:taskId/mask-request', { schema: poll, preValidation: auth }, (req, reply) =>
+    after(req, reply, 'shares', (s, id) => s.maskRequests?.get(id), 'no shares from it arrived'));
+
+  // The masked input and the result's metadata arrive together: the accepted row holds the metadata and the
+  // digest of the masked vector, never a vector; the vector only joins the server's running masked sum.
+  app.post<B>('/v1/agent/secagg/:taskId/masked', { preValidation: auth }, async (req) => {
+    const b = body(req);
+    const { site, task, session, clientId } = await open(req, b.session);
+    const words = session.vectorLength + (session.weightScale > 0 ? 1 : 0);
+    const m = decode(() => decodeMaskedInput(b.msg, words));
+    if (m.clientId !== clientId) throw new HttpError(403, 'forbidden', `this site is client ${clientId}, not ${m.clientId}`);
+    if (session.stage !== 'masked') throw new HttpError(409, 'secagg_stage', `the SecAgg+ round is at stage ${session.stage}, not masked`);
+    if (!session.maskRequests?.has(clientId)) throw new HttpError(409, 'secagg_dropped', 'this site is not active in the masking stage');
+    const meta = await checkMeta(task, b.meta, site.id, site.name);
+    const t = now();
+    const digest = digestHex(new Uint8Array(m.masked.buffer, m.masked.byteOffset, m.masked.byteLength));
+    try {
+      await store.acceptUpdate(
+        { task_id: task.id, study_id: task.study_id, round: task.round, site_id: site.id, weights: null, digest, num_examples: meta.numExamples, metrics: JSON.stringify(meta), received_at: t },
+        async (tx) => {
+          await appendAudit(tx, audit.key, { ts: t, actor: site.id, kind: 'update.accepted', subject: task.id, data: { study: task.study_id, round: task.round, kind: 'fit', secagg: session.id, maskedDigest: digest, numExamples: meta.numExamples } });
+          if (meta.privacy) await recordSpendInTx(tx, audit.key, { taskId: task.id, studyId: task.study_id, siteId: site.id, round: task.round, spend: meta.privacy, at: t });
+        },
+      );
+    } catch (e) {
+      if (e instanceof StoreConflict) throw new HttpError(409, 'conflict', e.message);
+      throw e;
+    }
+    // If the stage closed during the write, the server refuses the input: the site is then dropped, and the
+    // engine counts only the sites whose input is in the sum.
+    feed(session, 'masked', clientId, () => session.server.receiveMasked(m));
+    session.metas.set(clientId, meta);
+    const [received, expected] = [await store.countUpdates(task.study_id, task.round), (await store.listTasks(task.study_id, task.round)).length];
+    bus.emit({ type: 'update.accepted', studyId: task.study_id, round: task.round, siteId: site.id, received, expected });
+    return { accepted: true, taskId: task.id, received, expected };
+  });
+
+  app.get<P>('/v1/agent/secagg/:taskId/unmask-request', { schema: poll, preValidation: auth }, (req, reply) =>
+    after(req, reply, 'masked', (s, id) => (s.unmaskRequest?.survivors.includes(id) ? s.unmaskRequest : undefined), 'its masked input did not arrive in time'));
+
+  app.post<B>('/v1/agent/secagg/:taskId/unmask', { preValidation: auth }, async (req) => {
+    const b = body(req);
+    const { session, clientId } = await open(req, b.session);
+    const m = decode(() => decodeUnmaskResponse(b.msg));
+    if (m.clientId !== clientId) throw new HttpError(403, 'forbidden', `this site is client ${clientId}, not ${m.clientId}`);
+    feed(session, 'unmask', clientId, () => session.server.receiveUnmask(m));
+    return { ok: true };
+  });
+
+  /** The same checks as a plain fit result's metadata (routes/agent.ts), plus the privacy report of a DP study. */
+  async function checkMeta(task: TaskRow, raw: unknown, siteId: string, siteName: string): Promise<ResultMeta> {
+    const problems = checkValue(ResultMetaSchema, raw);
+    if (problems.length) throw new HttpError(400, 'malformed_update', `result metadata: ${problems.join('; ')}`);
+    const meta = raw as ResultMeta;
+    if (meta.taskId !== task.id) throw new HttpError(400, 'wrong_task', `result names task ${meta.taskId} but was sent for ${task.id}`);
+    if (meta.numExamples < 1) throw new HttpError(400, 'implausible_update', 'a fit result must come from at least one training example');
+    const study = await store.getStudy(task.study_id);
+    const spec = JSON.parse(study!.spec) as StudySpec;
+    const cohort = await cohortSize(store.db, siteId, spec.dataset);
+    if (cohort === undefined) throw new HttpError(400, 'no_cohort', `site ${siteName} has declared no cohort size for dataset "${spec.dataset}"`);
+    if (meta.numExamples > cohort) throw new HttpError(400, 'implausible_update', `numExamples ${meta.numExamples} exceeds the ${cohort} examples site ${siteName} declared`);
+    for (const [k, v] of Object.entries({ ...meta.trainMetrics, ...meta.evalMetrics })) if (!Number.isFinite(v)) throw new HttpError(400, 'non_finite', `metric ${k} is not finite`);
+    const sp = spendProblem(spec, meta.privacy);
+    if (sp) throw new HttpError(400, 'privacy_report', sp);
+    return meta;
+  }
+}

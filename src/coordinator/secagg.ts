@@ -1,0 +1,264 @@
+/**
+ * SecAgg+ over HTTP: one session per fit round of a study with `privacy.secagg`, carried by the agents' own
+ * requests (they only dial out). After training, each agent walks the stages through routes/secagg.ts:
+ *
+ *   GET  setup            → its client id and the round's SecAgg+ config (session id = config.roundId)
+ *   POST keys             → two X25519 public keys
+ *   GET  neighbour-keys   (long-poll until the keys stage closes)
+ *   POST shares           → encrypted Shamir shares for its neighbours
+ *   GET  mask-request     (long-poll) → the shares addressed to it and who is active
+ *   POST masked           → its masked, quantised update Δ (+ weight element) and its ResultMeta (metrics, privacy spend)
+ *   GET  unmask-request   (long-poll) → survivors and dropped
+ *   POST unmask           → its shares of survivors' self-mask seeds and dropped sites' mask keys
+ *
+ * A stage closes when every expected site has answered or, after the keys stage, when the study's
+ * `privacy.secagg.stageTimeoutSeconds` (default 30 s) has passed: the missing sites count as dropped, and a
+ * site that dropped after masking is recovered while ≥ threshold of its neighbours answer (else the round fails,
+ * naming it). The keys stage waits for every site that has not refused its task, until the round's deadline
+ * less three stage timeouts.
+ *
+ * What the coordinator holds: the SecAggServer state machine (keys, share ciphertexts it cannot open, the
+ * running masked sum mod 2^32, never an individual masked vector after it is added), and per site the
+ * ResultMeta. In SQL, an accepted masked input becomes an `updates` row with weights NULL and the digest of
+ * the masked vector; only the aggregate is ever unmasked, and only its mean is committed as the new model.
+ *
+ * Coordinator restart: sessions live in this process's memory. A coordinator restarted mid-round finds an open
+ * SecAgg+ round without a session and restarts that round cleanly: a new session (new round id, new keys, so no
+ * mask is ever reused), the round's meta-only update rows dropped and its tasks issued again. Agents holding an
+ * unfinished upload re-mask the same trained update (no new privacy spend); agents that had finished train again
+ * (their accountant counts it: conservative). SecAgg+ studies need one coordinator process (sessions are not shared).
+ */
+import { randomBytes } from 'node:crypto';
+import type { Transaction } from 'kysely';
+import { SecAggServer, makeConfig, type SecAggResult } from '../privacy/secagg/server.js';
+import { recommendedDegree } from '../privacy/secagg/graph.js';
+import type { MaskRequestMsg, NeighbourKeysMsg, UnmaskRequestMsg, SetupMsg } from '../privacy/secagg/messages.js';
+import type { ResultMeta, StudySpec } from '../protocol/api.js';
+import type { Weights } from '../protocol/tensors.js';
+import { flatLength, unflatten } from '../privacy/flat.js';
+import type { RoundRow, Store, TaskRow, UpdateRow } from '../store/store.js';
+import { cohortSize } from '../store/trust.js';
+
+export type SessionStage = 'keys' | 'shares' | 'masked' | 'unmask' | 'done' | 'aborted';
+const ORDER: SessionStage[] = ['keys', 'shares', 'masked', 'unmask', 'done'];
+
+export const DEFAULT_STAGE_TIMEOUT_S = 30;
+
+export class SecAggSession {
+  readonly id: string;
+  readonly server: SecAggServer;
+  stage: SessionStage = 'keys';
+  private stageOpenedAt: number;
+  /** Site id → client id (the order of the round's tasks, sorted by site id). */
+  readonly clientOf = new Map<string, number>();
+  readonly siteOf: string[];
+  readonly taskOf: string[];
+  private readonly answered = new Set<number>();
+  private refused = new Set<number>();
+  neighbourKeys: Map<number, NeighbourKeysMsg> | null = null;
+  maskRequests: Map<number, MaskRequestMsg> | null = null;
+  unmaskRequest: UnmaskRequestMsg | null = null;
+  result: SecAggResult | null = null;
+  error: string | null = null;
+  /** Each site's result metadata (metrics, example count, privacy spend): what a plain result carries besides weights. */
+  readonly metas = new Map<number, ResultMeta>();
+  private waiters: (() => void)[] = [];
+
+  constructor(
+    readonly studyId: string,
+    readonly round: number,
+    tasks: TaskRow[],
+    readonly spec: StudySpec,
+    readonly vectorLength: number,
+    readonly weightScale: number,
+    private readonly roundDeadline: number,
+    now: number,
+  ) {
+    const sorted = [...tasks].sort((a, b) => (a.site_id < b.site_id ? -1 : 1));
+    this.siteOf = sorted.map((t) => t.site_id);
+    this.taskOf = sorted.map((t) => t.id);
+    sorted.forEach((t, i) => this.clientOf.set(t.site_id, i));
+    const n = sorted.length;
+    const s = spec.privacy!.secagg!;
+    const rec = recommendedDegree(n);
+    const degree = s.degree !== undefined ? Math.min(s.degree, n - 1) : rec.degree;
+    const threshold = s.threshold !== undefined ? Math.min(s.threshold, degree) : rec.threshold;
+    const dp = spec.privacy?.dp;
+    this.server = new SecAggServer(
+      makeConfig({
+        roundId: `${studyId}.r${round}.${randomBytes(8).toString('hex')}`,
+        numClients: n,
+        degree,
+        threshold,
+        vectorLength,
+        weightScale,
+        clipRange: s.clipRange ?? (dp?.level === 'client' ? dp.clipNorm : 4),
+        ...(s.quantBits !== undefined ? { quantBits: s.quantBits } : {}),
+      }),
+    );
+    this.id = this.server.config.roundId;
+    this.stageOpenedAt = now;
+  }
+
+  get stageTimeoutMs(): number {
+    return (this.spec.privacy?.secagg?.stageTimeoutSeconds ?? DEFAULT_STAGE_TIMEOUT_S) * 1000;
+  }
+
+  setup(clientId: number): SetupMsg {
+    return this.server.setupMessages()[clientId]!;
+  }
+
+  /** Has `stage` closed (so its outputs are ready)? */
+  past(stage: SessionStage): boolean {
+    if (this.stage === 'aborted') return true;
+    return ORDER.indexOf(this.stage) > ORDER.indexOf(stage);
+  }
+
+  /** Resolves on the next stage change or after `ms`. */
+  wait(ms: number, signal?: AbortSignal): Promise<void> {
+    return new Promise((resolve) => {
+      const t = setTimeout(done, ms);
+      function done() {
+        clearTimeout(t);
+        resolve();
+      }
+      this.waiters.push(done);
+      signal?.addEventListener('abort', done, { once: true });
+    });
+  }
+
+  private changed(): void {
+    const w = this.waiters;
+    this.waiters = [];
+    for (const f of w) f();
+  }
+
+  /** Records that `clientId` answered the current stage (the caller has fed the server already). */
+  answer(clientId: number, now: number): void {
+    this.answered.add(clientId);
+    this.advance(now);
+  }
+
+  noteRefused(siteIds: Iterable<string>, now: number): void {
+    for (const s of siteIds) {
+      const c = this.clientOf.get(s);
+      if (c !== undefined) this.refused.add(c);
+    }
+    this.advance(now);
+  }
+
+  /** Who the current stage waits for. */
+  private expected(): number[] {
+    const all = this.siteOf.map((_, i) => i);
+    switch (this.stage) {
+      case 'keys':
+        return all.filter((i) => !this.refused.has(i));
+      case 'shares':
+        return [...this.neighbourKeys!.keys()];
+      case 'masked':
+        return [...this.maskRequests!.keys()];
+      case 'unmask':
+        return this.unmaskRequest!.survivors;
+      default:
+        return [];
+    }
+  }
+
+  /** Closes the current stage when everyone expected has answered or its time is up; may close several. */
+  advance(now: number): void {
+    for (;;) {
+      if (this.stage === 'done' || this.stage === 'aborted') return;
+      const everyone = this.expected().every((i) => this.answered.has(i));
+      const timeUp = this.stage === 'keys' ? now > this.roundDeadline - 3 * this.stageTimeoutMs : now - this.stageOpenedAt > this.stageTimeoutMs;
+      if (!everyone && !timeUp) return;
+      try {
+        if (this.stage === 'keys') {
+          this.neighbourKeys = this.server.neighbourKeys();
+          this.stage = 'shares';
+        } else if (this.stage === 'shares') {
+          this.maskRequests = this.server.maskRequests();
+          this.stage = 'masked';
+        } else if (this.stage === 'masked') {
+          this.unmaskRequest = this.server.unmaskRequest();
+          this.stage = 'unmask';
+        } else if (this.stage === 'unmask') {
+          this.result = this.server.finish();
+          this.stage = 'done';
+        }
+      } catch (e) {
+        this.stage = 'aborted';
+        this.error = (e as Error).message;
+      }
+      this.answered.clear();
+      this.stageOpenedAt = now;
+      this.changed();
+    }
+  }
+}
+
+/** The sessions of this coordinator process, by study and round. */
+export class SecAggSessions {
+  private readonly byRound = new Map<string, SecAggSession>();
+  private readonly byId = new Map<string, SecAggSession>();
+
+  get(studyId: string, round: number): SecAggSession | undefined {
+    return this.byRound.get(`${studyId}\u0000${round}`);
+  }
+
+  byTask(task: TaskRow): SecAggSession | undefined {
+    return this.get(task.study_id, task.round);
+  }
+
+  put(s: SecAggSession): void {
+    const key = `${s.studyId}\u0000${s.round}`;
+    const old = this.byRound.get(key);
+    if (old) this.byId.delete(old.id);
+    this.byRound.set(key, s);
+    this.byId.set(s.id, s);
+  }
+
+  drop(studyId: string, round: number): void {
+    const s = this.get(studyId, round);
+    if (!s) return;
+    this.byRound.delete(`${studyId}\u0000${round}`);
+    this.byId.delete(s.id);
+  }
+
+  /** Every session (tests inspect what the coordinator holds). */
+  all(): SecAggSession[] {
+    return [...this.byRound.values()];
+  }
+}
+
+/** Weighted (FedAvg) rounds scale by examples / weightScale; client-level DP is an unweighted sum. */
+async function weightScaleOf(store: Store, spec: StudySpec, tasks: TaskRow[]): Promise<number> {
+  if (spec.privacy?.dp?.level === 'client') return 0;
+  let max = 1;
+  for (const t of tasks) max = Math.max(max, (await cohortSize(store.db, t.site_id, spec.dataset)) ?? 1);
+  return max;
+}
+
+export async function newSession(store: Store, spec: StudySpec, round: RoundRow, tasks: TaskRow[], global: Weights, now: number): Promise<SecAggSession> {
+  return new SecAggSession(round.study_id, round.round, tasks, spec, flatLength(global), await weightScaleOf(store, spec, tasks), round.deadline_at, now);
+}
+
+/**
+ * Restarts an open SecAgg+ round that has no session in this process (the coordinator restarted): its
+ * meta-only update rows go, its tasks are issued again. Returns the new session.
+ */
+export async function restartRound(store: Store, spec: StudySpec, round: RoundRow, global: Weights, now: number): Promise<SecAggSession> {
+  await store.transaction(async (tx: Transaction<any>) => {
+    await tx.deleteFrom('updates').where('study_id', '=', round.study_id).where('round', '=', round.round).execute();
+    await tx.updateTable('tasks').set({ status: 'issued', delivered_at: null, done_at: null }).where('study_id', '=', round.study_id).where('round', '=', round.round).execute();
+  });
+  const tasks = await store.listTasks(round.study_id, round.round);
+  return newSession(store, spec, round, tasks, global, now);
+}
+
+/** The mean update from a finished session, as a model: global + Σ wᵢΔᵢ / Σ wᵢ (weighted) or the sum of Δ (client-level DP). */
+export function aggregateOf(session: SecAggSession, global: Weights): { mean: Weights; sum: Weights; weightSum: number } {
+  const r = session.result!;
+  return { mean: unflatten(r.mean, global, global), sum: unflatten(r.sum, global), weightSum: r.weightSum };
+}
+
+export type { UpdateRow };
