@@ -167,7 +167,20 @@ function byInstitution(sites: SiteView[]): [string | null, SiteView[]][] {
 // ---------------------------------------------------------------- studies
 
 export function Studies({ api }: { api: Api }) {
-  const studies = useApi<StudySummary[]>(api, '/v1/studies', 0, 5_000);
+  // Refetched when the stream reports a round or status change; the slow poll covers studies created meanwhile.
+  const [version, setVersion] = useState(0);
+  useEffect(
+    () =>
+      api.follow(
+        undefined,
+        (e) => {
+          if (e.type === 'round.committed' || e.type === 'study.status') setVersion((v) => v + 1);
+        },
+        () => {},
+      ),
+    [api],
+  );
+  const studies = useApi<StudySummary[]>(api, '/v1/studies', version, 30_000);
   return (
     <section>
       <h1>{t('studies.title')}</h1>
