@@ -8,13 +8,20 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startCoordinator, type RunningCoordinator } from './start.js';
+import type { KeyObject } from 'node:crypto';
+import { generateSigningKeys, signRequest } from '../protocol/signing.js';
 import { encodeSafetensors, decodeSafetensors } from '../protocol/safetensors.js';
 import { RESULT_META_KEY, type TaskMessage } from '../protocol/api.js';
 import type { Weights } from '../protocol/tensors.js';
 
+interface Signer {
+  keyId: string;
+  privateKey: KeyObject | string;
+}
 interface Site {
   id: string;
-  credential: string;
+  /** Every request is signed with the site's Ed25519 key (registered at enrolment). */
+  credential: Signer;
 }
 
 describe('coordinator API refuses bad input and changes nothing', () => {
@@ -24,9 +31,9 @@ describe('coordinator API refuses bad input and changes nothing', () => {
   let taskA: TaskMessage;
   let global: Weights;
 
-  const call = async (method: string, path: string, opts: { token?: string; json?: unknown; body?: Uint8Array; type?: string } = {}) => {
+  const call = async (method: string, path: string, opts: { token?: string | Signer; json?: unknown; body?: Uint8Array; type?: string } = {}) => {
     const headers: Record<string, string> = {};
-    if (opts.token) headers['authorization'] = `Bearer ${opts.token}`;
+    if (typeof opts.token === 'string') headers['authorization'] = `Bearer ${opts.token}`;
     let body: string | Uint8Array | undefined;
     if (opts.json !== undefined) {
       headers['content-type'] = 'application/json';
@@ -35,6 +42,7 @@ describe('coordinator API refuses bad input and changes nothing', () => {
       headers['content-type'] = opts.type ?? 'application/octet-stream';
       body = opts.body;
     }
+    if (opts.token && typeof opts.token !== 'string') Object.assign(headers, signRequest({ method, path, body, keyId: opts.token.keyId, privateKey: opts.token.privateKey }));
     const r = await fetch(c.url + path, { method, headers, body: body as RequestInit['body'] });
     const buf = new Uint8Array(await r.arrayBuffer());
     let json: any;
@@ -45,14 +53,19 @@ describe('coordinator API refuses bad input and changes nothing', () => {
     }
     return { status: r.status, json, buf };
   };
-  const admin = (method: string, path: string, json?: unknown) => call(method, path, { token: c.adminToken, ...(json !== undefined ? { json } : {}) });
+  const adminKey = (): Signer => ({ keyId: c.adminKey!.keyId, privateKey: c.adminKey!.privateKey });
+  const admin = (method: string, path: string, json?: unknown) => call(method, path, { token: adminKey(), ...(json !== undefined ? { json } : {}) });
+  // Studies are written and started by a study lead (the consortium admin may not create one).
+  let leadKey: Signer;
+  const lead = (method: string, path: string, json?: unknown) => call(method, path, { token: leadKey, ...(json !== undefined ? { json } : {}) });
 
   async function enrolSite(name: string): Promise<Site> {
     const inv = await admin('POST', '/v1/invites', { siteName: name });
     assert.equal(inv.status, 200, JSON.stringify(inv.json));
-    const e = await call('POST', '/v1/enrol', { json: { token: inv.json.token } });
+    const keys = generateSigningKeys();
+    const e = await call('POST', '/v1/enrol', { json: { token: inv.json.token, publicKey: keys.publicKeyRaw, cohorts: { heart: 1000 } } });
     assert.equal(e.status, 200, JSON.stringify(e.json));
-    return { id: e.json.siteId, credential: e.json.credential };
+    return { id: e.json.siteId, credential: { keyId: e.json.siteId, privateKey: keys.privateKey } };
   }
 
   function update(w: Weights, meta: Record<string, unknown>): Uint8Array {
@@ -64,7 +77,11 @@ describe('coordinator API refuses bad input and changes nothing', () => {
     c = await startCoordinator({ dataDir: dir, port: 0, tickMs: 50, bodyLimit: 64 * 1024 });
     a = await enrolSite('site-a');
     b = await enrolSite('site-b');
-    const s = await admin('POST', '/v1/studies', {
+    const li = await admin('POST', '/v1/users', { name: 'lead', role: 'study_lead' });
+    const lk = generateSigningKeys();
+    assert.equal((await call('POST', '/v1/users/enrol', { json: { token: li.json.token, publicKey: lk.publicKeyRaw } })).status, 200);
+    leadKey = { keyId: li.json.userId, privateKey: lk.privateKey };
+    const s = await lead('POST', '/v1/studies', {
       name: 'bad input',
       dataset: 'heart',
       model: { kind: 'logistic', inputDim: 13 },
@@ -73,7 +90,7 @@ describe('coordinator API refuses bad input and changes nothing', () => {
       fit: { localSteps: 1, batchSize: 4, optimizer: { kind: 'sgd', lr: 0.01 } },
     });
     assert.equal(s.status, 200, JSON.stringify(s.json));
-    assert.equal((await admin('POST', `/v1/studies/${s.json.id}/start`, {})).status, 200);
+    assert.equal((await lead('POST', `/v1/studies/${s.json.id}/start`, {})).status, 200);
     const t = await call('GET', '/v1/agent/task?waitMs=5000', { token: a.credential });
     assert.equal(t.status, 200);
     taskA = t.json;
@@ -96,7 +113,7 @@ describe('coordinator API refuses bad input and changes nothing', () => {
   }
 
   it('refuses an unknown credential with 401', async () => {
-    await refused(401, /unknown credential/, () => call('GET', '/v1/agent/task', { token: 'site_forged' }));
+    await refused(401, /must be signed/, () => call('GET', '/v1/agent/task', { token: 'site_forged' }));
     await refused(401, /missing/, () => call('GET', '/v1/studies'));
   });
 
@@ -136,15 +153,15 @@ describe('coordinator API refuses bad input and changes nothing', () => {
 
   it('refuses a malformed study with the field named, and a site credential on operator endpoints', async () => {
     const before = await c.store.snapshotCounts();
-    const r = await admin('POST', '/v1/studies', { name: 'x', dataset: 'heart', model: { kind: 'logistic', inputDim: 13 }, strategy: { name: 'FedAvg' }, rounds: 0, fit: { localSteps: 1, batchSize: 4, optimizer: { kind: 'sgd', lr: 0.1 } } });
+    const r = await lead('POST', '/v1/studies', { name: 'x', dataset: 'heart', model: { kind: 'logistic', inputDim: 13 }, strategy: { name: 'FedAvg' }, rounds: 0, fit: { localSteps: 1, batchSize: 4, optimizer: { kind: 'sgd', lr: 0.1 } } });
     assert.equal(r.status, 400);
     assert.match(r.json.message, /rounds/);
-    const u = await admin('POST', '/v1/studies', { name: 'x', dataset: 'heart', model: { kind: 'logistic', inputDim: 13 }, strategy: { name: 'FedMagic' }, rounds: 1, fit: { localSteps: 1, batchSize: 4, optimizer: { kind: 'sgd', lr: 0.1 } } });
+    const u = await lead('POST', '/v1/studies', { name: 'x', dataset: 'heart', model: { kind: 'logistic', inputDim: 13 }, strategy: { name: 'FedMagic' }, rounds: 1, fit: { localSteps: 1, batchSize: 4, optimizer: { kind: 'sgd', lr: 0.1 } } });
     assert.equal(u.status, 400);
     assert.match(u.json.message, /unknown strategy "FedMagic"/);
     const s = await call('POST', '/v1/studies', { token: a.credential, json: { name: 'x', dataset: 'heart', model: { kind: 'logistic', inputDim: 13 }, strategy: { name: 'FedAvg' }, rounds: 1, fit: { localSteps: 1, batchSize: 4, optimizer: { kind: 'sgd', lr: 0.1 } } } });
     assert.equal(s.status, 403);
-    const bad = await call('POST', '/v1/invites', { token: c.adminToken, body: new TextEncoder().encode('{not json'), type: 'application/json' });
+    const bad = await call('POST', '/v1/invites', { token: adminKey(), body: new TextEncoder().encode('{not json'), type: 'application/json' });
     assert.equal(bad.status, 400);
     assert.deepEqual(await c.store.snapshotCounts(), before);
   });

@@ -13,7 +13,7 @@ export function auditRoutes(app: FastifyInstance, ctx: RouteContext): void {
   const { audit, auth } = ctx;
   const q = { type: 'object', properties: { after: { type: 'string', pattern: '^[0-9]{1,15}$' }, limit: { type: 'string', pattern: '^[0-9]{1,7}$' } }, additionalProperties: false } as const;
 
-  app.get<{ Querystring: { after?: string; limit?: string } }>('/v1/audit', { schema: { querystring: q }, preHandler: auth }, async (req) => {
+  app.get<{ Querystring: { after?: string; limit?: string } }>('/v1/audit', { schema: { querystring: q }, preValidation: auth }, async (req) => {
     requireUser(req.principal!, 'audit.view');
     const head = await audit.head();
     const entries = await audit.entries({
@@ -23,12 +23,12 @@ export function auditRoutes(app: FastifyInstance, ctx: RouteContext): void {
     return { publicKey: audit.key.publicKeyRaw, count: head.count, head: head.head, entries };
   });
 
-  app.get('/v1/audit/verify', { preHandler: auth }, async (req) => {
+  app.get('/v1/audit/verify', { preValidation: auth }, async (req) => {
     requireUser(req.principal!, 'audit.view');
     return audit.verify();
   });
 
-  app.get('/v1/audit/export', { preHandler: auth }, async (req, reply) => {
+  app.get('/v1/audit/export', { preValidation: auth }, async (req, reply) => {
     requireUser(req.principal!, 'audit.export');
     return reply.type('application/x-ndjson').send(await audit.export(ctx.now()));
   });

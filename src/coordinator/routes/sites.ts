@@ -16,7 +16,7 @@ import { declareCohorts, listCohorts, revokeSite } from '../../store/trust.js';
 export function siteRoutes(app: FastifyInstance, ctx: RouteContext): void {
   const { store, now, auth, audit } = ctx;
 
-  app.post<{ Body: InviteRequest }>('/v1/invites', { schema: { body: InviteRequestSchema }, preHandler: auth }, async (req) => {
+  app.post<{ Body: InviteRequest }>('/v1/invites', { schema: { body: InviteRequestSchema }, preValidation: auth }, async (req) => {
     const user = requireUser(req.principal!, 'invite.create');
     const b = req.body;
     // A site admin invites sites of their own institution only.
@@ -82,13 +82,13 @@ export function siteRoutes(app: FastifyInstance, ctx: RouteContext): void {
 
   // A site declares (or updates) how many training examples it holds per dataset; results claiming more are refused.
   // It is part of the site submitting plausible updates, hence the update.submit action.
-  app.put<{ Body: CohortsRequest }>('/v1/agent/cohorts', { schema: { body: CohortsRequestSchema }, preHandler: auth }, async (req) => {
+  app.put<{ Body: CohortsRequest }>('/v1/agent/cohorts', { schema: { body: CohortsRequestSchema }, preValidation: auth }, async (req) => {
     const site = requireSite(req.principal!, 'update.submit');
     await store.transaction((tx) => declareCohorts(tx, site.id, req.body.cohorts, now()));
     return { siteId: site.id, cohorts: await listCohorts(store.db, site.id) };
   });
 
-  app.get('/v1/sites', { preHandler: auth, schema: { response: { 200: { type: 'array', items: SiteViewSchema } } } }, async (req) => {
+  app.get('/v1/sites', { preValidation: auth, schema: { response: { 200: { type: 'array', items: SiteViewSchema } } } }, async (req) => {
     requireUser(req.principal!, 'consortium.view');
     const window = ctx.onlineWindowMs ?? 60_000;
     return (await store.listSites()).map((s) => ({
@@ -103,7 +103,7 @@ export function siteRoutes(app: FastifyInstance, ctx: RouteContext): void {
     }));
   });
 
-  app.post<{ Params: { id: string } }>('/v1/sites/:id/revoke', { preHandler: auth }, async (req) => {
+  app.post<{ Params: { id: string } }>('/v1/sites/:id/revoke', { preValidation: auth }, async (req) => {
     const user = requireUser(req.principal!, 'site.revoke');
     const site = (await store.getSite(req.params.id)) ?? (await store.getSiteByName(req.params.id));
     if (!site) throw new HttpError(404, 'not_found', `no site ${req.params.id}`);

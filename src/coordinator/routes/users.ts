@@ -28,7 +28,7 @@ function checkKey(k: string): void {
 export function userRoutes(app: FastifyInstance, ctx: RouteContext): void {
   const { store, now, auth, audit } = ctx;
 
-  app.post<{ Body: UserInviteRequest }>('/v1/users', { schema: { body: UserInviteRequestSchema }, preHandler: auth }, async (req) => {
+  app.post<{ Body: UserInviteRequest }>('/v1/users', { schema: { body: UserInviteRequestSchema }, preValidation: auth }, async (req) => {
     const admin = requireUser(req.principal!, 'user.create');
     const b = req.body;
     if (await getUserByName(store.db, b.name)) throw new HttpError(409, 'conflict', `a user named ${b.name} already exists`);
@@ -59,17 +59,17 @@ export function userRoutes(app: FastifyInstance, ctx: RouteContext): void {
     return { userId: user.id, name: user.name, role: user.role };
   });
 
-  app.get('/v1/users', { preHandler: auth }, async (req) => {
+  app.get('/v1/users', { preValidation: auth }, async (req) => {
     requireUser(req.principal!, 'consortium.view');
     return (await listUsers(store.db)).map((u) => ({ id: u.id, name: u.name, role: u.role, institution: u.institution, status: u.status, createdAt: u.created_at }));
   });
 
-  app.get('/v1/whoami', { preHandler: auth }, async (req) => {
+  app.get('/v1/whoami', { preValidation: auth }, async (req) => {
     const p = req.principal!;
     return p.kind === 'site' ? { kind: 'site', id: p.id, name: p.site.name, role: 'site' } : { kind: 'user', id: p.id, name: p.name, role: p.role, institution: p.institution };
   });
 
-  app.post<{ Params: { id: string } }>('/v1/users/:id/revoke', { preHandler: auth }, async (req) => {
+  app.post<{ Params: { id: string } }>('/v1/users/:id/revoke', { preValidation: auth }, async (req) => {
     const admin = requireUser(req.principal!, 'user.revoke');
     const u = (await getUser(store.db, req.params.id)) ?? (await getUserByName(store.db, req.params.id));
     if (!u) throw new HttpError(404, 'not_found', `no user ${req.params.id}`);
@@ -84,7 +84,7 @@ export function userRoutes(app: FastifyInstance, ctx: RouteContext): void {
   });
 
   // Key rotation: the request is signed with the old key, so only its holder can replace it.
-  app.post<{ Body: Static<typeof RotateSchema> }>('/v1/keys/rotate', { schema: { body: RotateSchema }, preHandler: auth }, async (req) => {
+  app.post<{ Body: Static<typeof RotateSchema> }>('/v1/keys/rotate', { schema: { body: RotateSchema }, preValidation: auth }, async (req) => {
     const p = req.principal!;
     authorize(p, 'key.rotate');
     checkKey(req.body.publicKey);
