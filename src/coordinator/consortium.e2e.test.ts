@@ -248,4 +248,6 @@ test('a two-country consortium: approvals, a policy refusal naming the rules, pl
   assert.match(md, /## Privacy guarantees[\s\S]*SecAgg\+: none/);
   assert.ok(md.includes(card.audit!.head));
   assert.match(await cli(['compute', 'list']), /in-cdac-slurm\s+cdac\s+IN\s+slurm/);
+  const queues = JSON.parse(await cli(['compute', 'queues', '--json'])) as { resource: string; active: unknown[]; finished: number }[];
+  assert.deepEqual(queues.map((q) => [q.resource, q.active.length, q.finished]), [['in-cdac-slurm', 0, slurmRecs.length], ['jp-riken-local', 0, 3]]);
 });

@@ -186,6 +186,8 @@ export async function runPlacedFit(cfg: SiteConfig, resource: ComputeResource, i
   await executor.wait(handle, { pollMs: 250 });
   const result = await executor.collect(handle);
   if (result.status.state !== 'completed' || result.exitCode !== 0) {
+    // The coordinator's queue view must not show a dead job as still running.
+    await report(handle.id, result.status.state === 'completed' ? 'failed' : result.status.state).catch(() => {});
     throw new Error(`job ${handle.id} on ${resource.id} ended ${result.status.state} (${result.status.detail ?? ''}, exit ${result.exitCode}): ${result.stderrTail.slice(-2000)}`);
   }
   const res = JSON.parse(await readFile(join(workdir, 'result.json'), 'utf8')) as { numExamples: number; loss: number; stream: BatchStreamState; clientState: boolean };
