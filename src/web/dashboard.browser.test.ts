@@ -1,9 +1,9 @@
 /**
  * The dashboard in a real browser: Debian's Chromium driven by playwright-core (never a downloaded
- * browser). Runs `setu demo --dashboard` as a child process (the four-hospital federation over real HTTP),
- * logs in with the admin's key file, watches the study's rounds advance over the live stream and its
- * charts draw, switches to Japanese, saves screenshots, and checks that a study lead gets 403 from the
- * audit API and that the audit page says so.
+ * browser). Runs `setu demo --dashboard --dp-epsilon 8` as a child process (the four-hospital federation
+ * over real HTTP), logs in with the admin's key file, watches the study's rounds advance over the live
+ * stream and its charts draw, switches to Japanese, sees every site's privacy spend within budget, saves
+ * screenshots, and checks that a study lead gets 403 from the audit API and that the audit page says so.
  *
  * Without /usr/bin/chromium the test is skipped, except under CI=true, where it fails.
  */
@@ -41,7 +41,7 @@ async function signedCall(base: string, key: KeyFile, method: string, path: stri
 
 /** Starts the demo with the dashboard kept up; resolves with its URL and study id from its progress lines. */
 function startDemo(dataDir: string): { child: ChildProcess; ready: Promise<{ url: string; studyId: string }>; log: () => string } {
-  const child = spawn(process.execPath, [MAIN_JS, 'demo', '--dashboard', '--rounds', String(ROUNDS), '--seed', '42', '--data-dir', dataDir], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [MAIN_JS, 'demo', '--dashboard', '--rounds', String(ROUNDS), '--seed', '42', '--dp-epsilon', '8', '--data-dir', dataDir], { stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   const ready = new Promise<{ url: string; studyId: string }>((res, rej) => {
     const timer = setTimeout(() => rej(new Error(`the demo did not start its study within 60 s:\n${out}`)), 60_000);
@@ -157,6 +157,13 @@ test('dashboard: live study charts, languages, role-dependent audit (Chromium)',
     const shotOverview = join(ARTIFACTS, 'dashboard-overview-ja.png');
     await page.screenshot({ path: shotOverview, fullPage: true });
     console.log(`dashboard screenshot: ${shotOverview}`);
+
+    // Privacy: the demo trains with DP-SGD (--dp-epsilon 8); every site's spend so far is shown within its budget.
+    await page.goto(`${url}/#/privacy`);
+    await page.locator('[data-testid=privacy-table] tr[data-site]').first().waitFor({ timeout: 15_000 });
+    const meters = await page.locator('[data-testid=privacy-table] meter').evaluateAll((ms) => ms.map((m) => [(m as HTMLMeterElement).value, (m as HTMLMeterElement).max]));
+    assert.equal(meters.length, 4, 'one privacy row per site');
+    for (const [spent, budget] of meters) assert.ok(spent! > 0 && spent! <= budget! && budget === 8, `ε spent ${spent} within budget ${budget}`);
 
     // The admin's role covers the audit: the page shows the chain and that it verifies.
     await page.goto(`${url}/#/audit`);

@@ -630,11 +630,61 @@ export function Privacy({ api }: { api: Api }) {
   );
 }
 
+/** GET /v1/studies/:id/privacy (coordinator/routes/privacy.ts), the fields this page shows. */
+interface PrivacyReport {
+  dp: { level?: string; mode?: string; epsilon?: number; delta?: number } | null;
+  secagg: object | null;
+  sites: { site: string; spent: { epsilon: number; delta: number }; budget: { epsilon: number; delta: number }; remaining: number; releases: number; mechanism: string; noiseMultiplier: number; lastRound: number }[];
+}
+
 function StudyPrivacy({ api, id }: { api: Api; id: string }) {
-  const load = useApi<unknown>(api, `/v1/studies/${encodeURIComponent(id)}/privacy`, 0, 15_000);
+  const load = useApi<PrivacyReport>(api, `/v1/studies/${encodeURIComponent(id)}/privacy`, 0, 15_000);
   return (
     <Loaded load={load} what="nav.privacy">
-      {(data) => (Array.isArray(data) && data.length === 0 ? <p class="muted">{t('privacy.noSpend')}</p> : <DataView data={data} />)}
+      {(r) => (
+        <>
+          <p class="small">
+            {r.dp ? t('privacy.dp', { level: r.dp.level ?? '', epsilon: fmtNum(r.dp.epsilon), delta: String(r.dp.delta ?? '–') }) : t('privacy.noDp')} ·{' '}
+            {r.secagg ? t('privacy.secaggOn') : t('privacy.secaggOff')}
+          </p>
+          {r.sites.length === 0 ? (
+            <p class="muted">{t('privacy.noSpend')}</p>
+          ) : (
+            <table class="wide" data-testid="privacy-table">
+              <thead>
+                <tr>
+                  <th>{t('sites.name')}</th>
+                  <th>{t('privacy.spent')}</th>
+                  <th>δ</th>
+                  <th>{t('privacy.remaining')}</th>
+                  <th>{t('privacy.releases')}</th>
+                  <th>{t('privacy.mechanism')}</th>
+                  <th>σ</th>
+                  <th>{t('study.round')}</th>
+                </tr>
+              </thead>
+              <tbody>
+                {r.sites.map((x) => (
+                  <tr data-site={x.site}>
+                    <td>{x.site}</td>
+                    <td class="budget">
+                      <meter min={0} max={x.budget.epsilon} value={x.spent.epsilon} high={x.budget.epsilon * 0.8} /> ε {fmtNum(x.spent.epsilon)} / {fmtNum(x.budget.epsilon)}
+                    </td>
+                    <td>
+                      {x.spent.delta} / {x.budget.delta}
+                    </td>
+                    <td>{fmtNum(x.remaining)}</td>
+                    <td>{x.releases}</td>
+                    <td>{x.mechanism}</td>
+                    <td>{fmtNum(x.noiseMultiplier)}</td>
+                    <td>{x.lastRound}</td>
+                  </tr>
+                ))}
+              </tbody>
+            </table>
+          )}
+        </>
+      )}
     </Loaded>
   );
 }
