@@ -6,7 +6,9 @@
  */
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { writeKeyFile } from './auth.js';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import YAML from 'yaml';
@@ -14,7 +16,7 @@ import { startCoordinator, type RunningCoordinator } from './start.js';
 import { HttpClient, ApiError } from '../site/http.js';
 import { generateSigningKeys } from '../protocol/signing.js';
 import type { InviteResponse, StudySpec, UserInviteResponse } from '../protocol/api.js';
-import { adminOf, runSetu, stopAll, waitFor } from '../testing/processes.js';
+import { SETU_MAIN, adminOf, runSetu, stopAll, waitFor } from '../testing/processes.js';
 import { createTempDatabase, pgSkipReason } from '../testing/pg.js';
 
 async function refused(p: Promise<unknown>): Promise<ApiError> {
@@ -176,5 +178,65 @@ describe('a site refuses a task under its own local policy', () => {
     assert.match(r[0]!.reason, /refused task .* under its local policy: min-examples: the update would rest on 199 examples; this site's policy requires at least 1000/);
     assert.equal((await lead.json<{ openRound: { received: number } }>('GET', `/v1/studies/${id}`)).openRound.received, 0);
     await lead.json('POST', `/v1/studies/${id}/stop`, {});
+  });
+});
+
+describe('the governance CLI against a coordinator', () => {
+  let c: RunningCoordinator;
+  let dir: string;
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'setu-gov-cli-'));
+    c = await startCoordinator({ dataDir: join(dir, 'coord'), port: 0, tickMs: 100 });
+  });
+  after(async () => {
+    await c?.close();
+  });
+
+  function cli(keyFile: string, args: string[]): Promise<{ code: number; out: string; err: string }> {
+    return new Promise((res) => {
+      const p = spawn(process.execPath, [SETU_MAIN, ...args], { env: { ...process.env, SETU_COORDINATOR: c.url, SETU_KEY_FILE: keyFile }, stdio: ['ignore', 'pipe', 'pipe'] });
+      let out = '';
+      let err = '';
+      p.stdout!.on('data', (d: Buffer) => { out += d; });
+      p.stderr!.on('data', (d: Buffer) => { err += d; });
+      p.on('close', (code) => res({ code: code ?? 1, out, err }));
+    });
+  }
+  async function keyFor(name: string, role: string, institution?: string): Promise<string> {
+    const inv = await adminOf(c).json<UserInviteResponse>('POST', '/v1/users', { name, role, ...(institution ? { institution } : {}) });
+    const k = generateSigningKeys();
+    await new HttpClient({ baseUrl: c.url }).json('POST', '/v1/users/enrol', { token: inv.token, publicKey: k.publicKeyRaw });
+    const file = join(dir, `${name}.key`);
+    writeKeyFile(file, { keyId: inv.userId, privateKey: k.privateKeyPem, publicKey: k.publicKeyRaw });
+    return file;
+  }
+
+  it('institution add/list, study propose/approve/governance/policy-check', { timeout: 60_000 }, async () => {
+    const adminKey = join(dir, 'coord', 'admin.key');
+    let r = await cli(adminKey, ['institution', 'add', '--id', 'aiims', '--name', 'AIIMS New Delhi', '--kind', 'hospital', '--jurisdiction', 'IN']);
+    assert.equal(r.code, 0, r.err);
+    assert.match(r.out, /institution aiims \(AIIMS New Delhi, hospital, IN\) registered/);
+    r = await cli(adminKey, ['institution', 'add', '--id', 'bank', '--name', 'B', '--kind', 'bank', '--jurisdiction', 'IN']);
+    assert.equal(r.code, 1);
+    assert.match(r.err, /the coordinator refused: .*kind.* \(HTTP 400/);
+    r = await cli(adminKey, ['institution', 'list', '--json']);
+    assert.deepEqual((JSON.parse(r.out) as { id: string }[]).map((i) => i.id), ['aiims']);
+    const inv = await adminOf(c).json<InviteResponse>('POST', '/v1/invites', { siteName: 'aiims-heart', institution: 'aiims', jurisdiction: 'IN' });
+    await new HttpClient({ baseUrl: c.url }).json('POST', '/v1/enrol', { token: inv.token, publicKey: generateSigningKeys().publicKeyRaw, cohorts: { heart: 199 } });
+    const leadKey = await keyFor('lead', 'study_lead');
+    const siteAdminKey = await keyFor('adm', 'site_admin', 'aiims');
+    const { id } = await new HttpClient({ baseUrl: c.url, signer: { keyId: JSON.parse(readFileSync(leadKey, 'utf8')).keyId, privateKey: JSON.parse(readFileSync(leadKey, 'utf8')).privateKey } }).json<{ id: string }>('POST', '/v1/studies', spec(['aiims-heart']));
+    r = await cli(leadKey, ['study', 'propose', id]);
+    assert.equal(r.code, 0, r.err);
+    assert.match(r.out, new RegExp(`study ${id}: proposed`));
+    r = await cli(siteAdminKey, ['study', 'approve', id, '--site', 'aiims-heart', '--terms', 'heart-disease research', '--condition', 'no commercial use']);
+    assert.equal(r.code, 0, r.err);
+    assert.match(r.out, /aiims-heart\s+approved\s+user-\w+\s+heart-disease research; no commercial use/);
+    r = await cli(leadKey, ['study', 'policy-check', id]);
+    assert.equal(r.code, 1);
+    assert.match(r.out, /breaks 1 rule\(s\)/);
+    assert.match(r.out, /IN\s+aiims-heart\s+update-protection/);
+    r = await cli(leadKey, ['study', 'governance', id, '--json']);
+    assert.deepEqual((JSON.parse(r.out) as { events: { kind: string }[] }).events.map((e) => e.kind), ['study.proposed', 'study.approved']);
   });
 });
