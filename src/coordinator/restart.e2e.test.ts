@@ -12,7 +12,7 @@ import type { ChildProcess } from 'node:child_process';
 import { Store } from '../store/store.js';
 import { decodeSafetensors } from '../protocol/safetensors.js';
 import { createHash } from 'node:crypto';
-import { adminClient, freePort, startCoordinatorProcess, startHeartSite, stopAll, waitFor } from '../testing/processes.js';
+import { adminClient, studyLeadClient, freePort, startCoordinatorProcess, startHeartSite, stopAll, waitFor } from '../testing/processes.js';
 
 const ROUNDS = 20;
 
@@ -31,7 +31,8 @@ async function runFederation(opts: { killAfterRound?: number }): Promise<{ diges
       children.push(startHeartSite(join(dir, `site-${c}`), url, c, inv.token));
     }
     await waitFor('4 enrolled sites', async () => ((await admin.json<unknown[]>('GET', '/v1/sites')).length === 4 ? true : undefined), 30_000);
-    const { id } = await admin.json<{ id: string }>('POST', '/v1/studies', {
+    const lead = await studyLeadClient(admin, url);
+    const { id } = await lead.json<{ id: string }>('POST', '/v1/studies', {
       name: 'restart',
       dataset: 'heart',
       model: { kind: 'logistic', inputDim: 13 },
@@ -40,7 +41,7 @@ async function runFederation(opts: { killAfterRound?: number }): Promise<{ diges
       fit: { localSteps: 100, batchSize: 4, optimizer: { kind: 'sgd', lr: 0.001 } },
       seed: 7,
     });
-    await admin.json('POST', `/v1/studies/${id}/start`, {});
+    await lead.json('POST', `/v1/studies/${id}/start`, {});
     const status = async () => admin.json<{ status: string; round: number; error: string | null }>('GET', `/v1/studies/${id}`);
 
     let beforeKill: Map<number, string> | undefined;

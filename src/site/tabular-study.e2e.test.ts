@@ -15,7 +15,7 @@ import type { ChildProcess } from 'node:child_process';
 import YAML from 'yaml';
 import { startCoordinator, type RunningCoordinator } from '../coordinator/start.js';
 import { createRng } from '../learning/rng.js';
-import { adminOf, runSetu, stopAll, waitFor } from '../testing/processes.js';
+import { adminOf, studyLeadClient, runSetu, stopAll, waitFor } from '../testing/processes.js';
 
 const TRAINER = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', 'examples', 'trainers', 'logistic_trainer.py');
 
@@ -70,6 +70,9 @@ test('tabular studies: schema mismatch refused by site and column; global normal
     c = await startCoordinator({ dataDir: join(dir, 'coord'), port: 0, tickMs: 50 });
     const client = adminOf(c);
     const admin = <T>(method: string, path: string, body?: unknown): Promise<T> => client.json<T>(method, path, body);
+    // Studies are written and started by a study lead.
+    const leadClient = await studyLeadClient(client, c.url);
+    const lead = <T>(method: string, path: string, body?: unknown): Promise<T> => leadClient.json<T>(method, path, body);
     const sites: [string, string, boolean][] = [
       ['alpha', cohortCsv(1, 600, 0), false],
       ['beta', cohortCsv(2, 450, 1), false],
@@ -101,8 +104,8 @@ test('tabular studies: schema mismatch refused by site and column; global normal
       }, 120_000);
 
     // 1. delta's file lacks a column: the study refuses to start, naming the site and the column.
-    const bad = await admin<{ id: string }>('POST', '/v1/studies', study('mismatch', ['alpha', 'delta']));
-    await admin('POST', `/v1/studies/${bad.id}/start`, {});
+    const bad = await lead<{ id: string }>('POST', '/v1/studies', study('mismatch', ['alpha', 'delta']));
+    await lead('POST', `/v1/studies/${bad.id}/start`, {});
     const refused = await finished(bad.id);
     assert.equal(refused.status, 'failed');
     assert.match(refused.error!, /site delta: column "bp"/);
@@ -110,8 +113,8 @@ test('tabular studies: schema mismatch refused by site and column; global normal
     assert.equal((await c.store.listRounds(bad.id)).filter((r) => r.kind === 'fit').length, 0, 'no training round was opened');
 
     // 2. Matching files: global normalisation from the sites' sums, one site on the external trainer.
-    const good = await admin<{ id: string }>('POST', '/v1/studies', study('cohort', ['alpha', 'beta', 'gamma']));
-    await admin('POST', `/v1/studies/${good.id}/start`, {});
+    const good = await lead<{ id: string }>('POST', '/v1/studies', study('cohort', ['alpha', 'beta', 'gamma']));
+    await lead('POST', `/v1/studies/${good.id}/start`, {});
     const done = await finished(good.id);
     assert.equal(done.status, 'completed', done.error ?? '');
     const stats = JSON.parse((await c.store.getKv(`study:${good.id}:normstats`))!) as { mean: number[] };

@@ -10,6 +10,8 @@ import { fileURLToPath } from 'node:url';
 import YAML from 'yaml';
 import { readFileSync } from 'node:fs';
 import { readKeyFile } from '../coordinator/auth.js';
+import { randomBytes } from 'node:crypto';
+import { generateSigningKeys } from '../protocol/signing.js';
 import { HttpClient } from '../site/http.js';
 
 export const SETU_MAIN = resolve(dirname(fileURLToPath(import.meta.url)), '..', 'cli', 'main.js');
@@ -88,6 +90,17 @@ export async function waitFor<T>(what: string, fn: () => Promise<T | undefined>,
 export function adminClient(dataDir: string, url: string): HttpClient {
   const k = readKeyFile(join(dataDir, 'admin.key'));
   return new HttpClient({ baseUrl: url, signer: { keyId: k.keyId, privateKey: k.privateKey }, giveUpAfterMs: 20_000 });
+}
+
+/**
+ * A study lead's client: the admin invites a user with role study_lead, whose key is made here and registered.
+ * Studies are created by study leads (governance/roles.ts), not by the consortium admin.
+ */
+export async function studyLeadClient(admin: HttpClient, url: string, name = `lead-${randomBytes(3).toString('hex')}`): Promise<HttpClient> {
+  const inv = await admin.json<{ token: string; userId: string }>('POST', '/v1/users', { name, role: 'study_lead', ttlHours: 1 });
+  const keys = generateSigningKeys();
+  await new HttpClient({ baseUrl: url, giveUpAfterMs: 20_000 }).json('POST', '/v1/users/enrol', { token: inv.token, publicKey: keys.publicKeyRaw });
+  return new HttpClient({ baseUrl: url, signer: { keyId: inv.userId, privateKey: keys.privateKey }, giveUpAfterMs: 20_000 });
 }
 
 /** An operator client signed with the bootstrap admin key of an in-process coordinator. */
