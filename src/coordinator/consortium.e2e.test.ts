@@ -231,6 +231,18 @@ test('a two-country consortium: approvals, a policy refusal naming the rules, pl
   for (const k of ['study.proposed', 'study.approved', 'study.refused', 'study.started', 'study.withdrawn', 'study.completed']) assert.ok(kinds.includes(k), `audit has ${k}`);
   assert.equal((await admin.json<{ ok: boolean }>('GET', '/v1/audit/verify')).ok, true);
 
+  // ---- release: every sign-off the IN and JP policies ask for, then the release ----
+  e = await refused(lead.json('POST', `/v1/studies/${b}/release`, {}));
+  assert.equal(e.code, 'signoff_missing');
+  for (const s of SITES) assert.match(e.message, new RegExp(`release needs a sign-off by a site_admin for site ${s.name}`));
+  assert.match(e.message, /release needs a sign-off by a consortium_admin for the consortium/);
+  for (const s of SITES) await siteAdmin[s.name]!.json('POST', `/v1/studies/${b}/signoff`, { site: s.name });
+  assert.equal((await refused(lead.json('POST', `/v1/studies/${b}/release`, {}))).code, 'signoff_missing');
+  await admin.json('POST', `/v1/studies/${b}/signoff`, {});
+  const rel = await lead.json<{ released: boolean; digest: string }>('POST', `/v1/studies/${b}/release`, {});
+  assert.equal(rel.released, true);
+  assert.equal(rel.digest, card.study.finalModelDigest);
+
   // ---- the CLI reads the same ledger and card ----
   const env = { ...process.env, SETU_COORDINATOR: url, SETU_KEY_FILE: join(root, 'coordinator', 'admin.key') };
   const cli = (args: string[]) => new Promise<string>((res, rej) => {

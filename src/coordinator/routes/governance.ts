@@ -20,10 +20,11 @@ import { HttpError, requireUser } from '../auth.js';
 import type { StudySpec } from '../../protocol/api.js';
 import { encodeSafetensors } from '../../protocol/safetensors.js';
 import { digestHex, initialWeights } from '../engine.js';
-import { gov, listEvents, listMemberships, type SiteMembership } from '../../store/governance.js';
+import { addEvent, gov, listEvents, listInstitutions, listMemberships, type SiteMembership } from '../../store/governance.js';
+import { appendAudit } from '../../governance/audit-store.js';
 import { cohortSize } from '../../store/trust.js';
 import * as lc from '../../governance/lifecycle.js';
-import { defaultPolicyDir, loadPolicies, type JurisdictionPolicy, type Violation } from '../../governance/policy.js';
+import { checkRelease, defaultPolicyDir, loadPolicies, type JurisdictionPolicy, type Signoff, type Violation } from '../../governance/policy.js';
 import {
   GovernanceError, checkStudyPolicy, commitTransitions, describeViolations, invitedSites, loadLifecycle, proposeStudy, recordRefusal, siteDecision, step,
 } from '../../governance/study-governance.js';
@@ -59,6 +60,7 @@ const Terms = Type.Object({
   expiresAt: Type.Optional(Type.Number()),
 }, { additionalProperties: false });
 const ApproveSchema = Type.Object({ site: Type.String({ minLength: 1 }), terms: Terms }, { additionalProperties: false });
+const SignoffSchema = Type.Object({ site: Type.Optional(Type.String({ minLength: 1 })) }, { additionalProperties: false });
 const ReasonSchema = Type.Object({ site: Type.String({ minLength: 1 }), reason: Type.String({ minLength: 1, maxLength: 2000 }) }, { additionalProperties: false });
 
 async function studyOr404(ctx: RouteContext, id: string) {
@@ -129,6 +131,59 @@ export function governanceRoutes(app: FastifyInstance, ctx: RouteContext, cfg: G
     const l = await loadLifecycle(gov(store.db), s.id);
     return { ...(l ? view(l, await listMemberships(gov(store.db))) : { id: s.id, state: 'draft', approvals: [] }),
       events: (await listEvents(gov(store.db), s.id)).map((e) => ({ kind: e.kind, actor: e.actor, data: e.data, at: e.at })) };
+  });
+
+  // ---- release: the sign-offs each participating jurisdiction's policy asks for, then the release ----
+  async function releaseState(studyId: string) {
+    const s = await studyOr404(ctx, studyId);
+    const members = await listMemberships(gov(store.db));
+    const participants = JSON.parse(s.participants ?? '[]') as string[];
+    const sites = participants.map((id) => members.find((m) => m.id === id)).filter((m): m is SiteMembership => !!m?.jurisdiction)
+      .map((m) => ({ id: m.name, jurisdiction: m.jurisdiction!, examplesPerUpdate: 0, computeJurisdiction: m.jurisdiction! }));
+    const events = await listEvents(gov(store.db), s.id);
+    const signoffs = events.filter((e) => e.kind === 'model.signoff').map((e) => e.data as Signoff);
+    return { s, sites, signoffs, released: events.some((e) => e.kind === 'model.released'), missing: checkRelease(signoffs, sites, policies(cfg)) };
+  }
+
+  app.post<{ Params: { id: string }; Body: Static<typeof SignoffSchema> }>('/v1/studies/:id/signoff', { schema: { body: SignoffSchema }, preValidation: auth }, async (req) => {
+    const user = requireUser(req.principal!, 'model.signoff');
+    const { s } = await releaseState(req.params.id);
+    checkOwnStudy(user, s);
+    if (s.status !== 'completed') throw new HttpError(409, 'not_completed', `study ${s.id} is ${s.status}; its model can be signed off once it completes`);
+    let site: SiteMembership | undefined;
+    if (req.body.site) site = await siteForAdmin(ctx, user, req.body.site);
+    else if (user.role === 'site_admin') throw new HttpError(400, 'invalid_request', 'a site admin signs off for a site: give "site"');
+    const inst = user.institution ? (await listInstitutions(gov(store.db))).find((i) => i.id === user.institution || i.name === user.institution) : undefined;
+    const signoff: Signoff = { role: user.role, by: user.id, jurisdiction: site?.jurisdiction ?? inst?.jurisdiction ?? '', ...(site ? { site: site.name } : {}) };
+    const t = now();
+    // Sign-offs are kept with the study's governance events; the release's audit entry seals every one of them.
+    await addEvent(gov(store.db), { studyId: s.id, kind: 'model.signoff', actor: user.id, data: signoff, at: t });
+    const st = await releaseState(s.id);
+    return { signoff, missing: st.missing };
+  });
+
+  app.get<{ Params: { id: string } }>('/v1/studies/:id/release', { preValidation: auth }, async (req) => {
+    requireUser(req.principal!, 'study.view');
+    const st = await releaseState(req.params.id);
+    return { released: st.released, signoffs: st.signoffs, missing: st.missing };
+  });
+
+  app.post<{ Params: { id: string } }>('/v1/studies/:id/release', { preValidation: auth }, async (req, reply) => {
+    const user = requireUser(req.principal!, 'model.release');
+    const st = await releaseState(req.params.id);
+    checkOwnStudy(user, st.s);
+    if (st.s.status !== 'completed') throw new HttpError(409, 'not_completed', `study ${st.s.id} is ${st.s.status}`);
+    if (st.released) throw new HttpError(409, 'conflict', `the model of study ${st.s.id} is already released`);
+    if (st.missing.length) {
+      return reply.status(409).send({ error: 'signoff_missing', message: `the model of study ${st.s.id} cannot be released yet: ${describeViolations(st.missing)}`, violations: st.missing });
+    }
+    const t = now();
+    const mv = await store.latestModelVersion(st.s.id);
+    await store.transaction(async (tx) => {
+      await addEvent(gov(tx), { studyId: st.s.id, kind: 'model.released', actor: user.id, data: { model: mv?.id ?? null, digest: mv?.digest ?? null, signoffs: st.signoffs }, at: t });
+      await appendAudit(tx, ctx.audit.key, { ts: t, actor: user.id, kind: 'model.released', subject: st.s.id, data: JSON.parse(JSON.stringify({ model: mv?.id ?? null, digest: mv?.digest ?? null, signoffs: st.signoffs })) });
+    });
+    return { released: true, model: mv?.id ?? null, digest: mv?.digest ?? null };
   });
 
   app.get('/v1/policies', { preValidation: auth }, async (req) => {
