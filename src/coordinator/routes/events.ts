@@ -16,6 +16,11 @@ import type { RouteContext } from './context.js';
 import { HttpError } from '../auth.js';
 import type { CoordinatorEvent } from '../events.js';
 import { scopeOf } from '../../governance/roles.js';
+import type { StreamEvent } from '../../protocol/views.js';
+
+// The dashboard types the stream with protocol/views.ts's StreamEvent; every bus event the stream sends must
+// fit it, or this stops compiling (the bus's own type lives in coordinator/events.ts).
+export const asStreamEvent = (e: Exclude<CoordinatorEvent, { type: 'tasks' }>): StreamEvent => e;
 
 export const STREAM_TOKEN_TTL_MS = 10 * 60_000;
 const KEY_NAME = 'events_stream_key';
@@ -143,7 +148,7 @@ export function eventRoutes(app: FastifyInstance, ctx: RouteContext): void {
       res.write('retry: 2000\n\n');
       send('ready', { role: claims.role, study: study ?? null, expiresAt: claims.exp });
       const off = bus.on((e) => {
-        if (visibleTo(claims.role, e, study)) send(e.type, e);
+        if (e.type !== 'tasks' && visibleTo(claims.role, e, study)) send(e.type, asStreamEvent(e));
       });
       const heartbeat = setInterval(() => res.write(': ping\n\n'), HEARTBEAT_MS);
       // End the stream when the token does; the client asks for a new token, which re-checks the credential.
