@@ -252,6 +252,7 @@ export class RoundEngine {
       // Only sites whose masked input is in the sum count (an accepted row whose input missed the stage does not).
       const used = updates.filter((u) => survivors.has(u.site_id));
       this.secagg.drop(study.id, open.round);
+      this.log(`study ${study.id}: round ${open.round}: SecAgg+ summed ${survivors.size} sites (dropped after sharing: ${session.result!.dropped.length}; recovered after masking: ${session.recoveredAfterMasking.length})`);
       if (used.length < minResults) return this.fail(study, `round ${open.round}: SecAgg+ summed ${used.length} of ${tasks.length} sites; at least ${minResults} needed`);
       return this.commitFit(study, spec, open.round, used, session);
     }
@@ -290,6 +291,13 @@ export class RoundEngine {
     const bytes = encodeSafetensors(next, { study: study.id, round: String(round) });
     const state = host.getState();
     const metrics = fitMetrics(study.id, round, results);
+    if (secagg) {
+      // How the SecAgg+ round went: sites in the sum, dropped after sharing, recovered after masking.
+      const r = secagg.result!;
+      for (const [name, value] of [['survivors', r.survivors.length], ['dropped', r.dropped.length], ['recovered', secagg.recoveredAfterMasking.length]] as const) {
+        metrics.push({ study_id: study.id, round, site_id: null, phase: 'secagg', name, value });
+      }
+    }
     const isLast = round >= spec.rounds;
     const digest = digestHex(bytes);
     const audit = this.opts.audit;

@@ -59,6 +59,8 @@ export class SecAggSession {
   maskRequests: Map<number, MaskRequestMsg> | null = null;
   unmaskRequest: UnmaskRequestMsg | null = null;
   result: SecAggResult | null = null;
+  /** Sites whose masked input is in the sum but that did not answer the unmask stage: recovered from their neighbours' shares. */
+  recoveredAfterMasking: number[] = [];
   error: string | null = null;
   /** Each site's result metadata (metrics, example count, privacy spend): what a plain result carries besides weights. */
   readonly metas = new Map<number, ResultMeta>();
@@ -182,6 +184,7 @@ export class SecAggSession {
           this.unmaskRequest = this.server.unmaskRequest();
           this.stage = 'unmask';
         } else if (this.stage === 'unmask') {
+          this.recoveredAfterMasking = this.unmaskRequest!.survivors.filter((i) => !this.answered.has(i));
           this.result = this.server.finish();
           this.stage = 'done';
         }

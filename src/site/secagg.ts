@@ -35,7 +35,7 @@ export function isSecAggPending(p: PendingResult): boolean {
 /** How the upload ended: `sent` (the site answered every stage it was asked), `gone` (the round went on without it). */
 export type SecAggOutcome = 'sent' | 'gone';
 
-const GONE = new Set(['secagg_late', 'secagg_dropped', 'secagg_aborted', 'conflict', 'forbidden', 'secagg_stage', 'secagg_refused']);
+const GONE = new Set(['secagg_round_closed', 'secagg_late', 'secagg_dropped', 'secagg_aborted', 'conflict', 'forbidden', 'secagg_stage', 'secagg_refused']);
 
 export async function uploadSecAgg(http: HttpClient, p: PendingResult, log: (m: string) => void, opts: { waitMs?: number; noSessionRetries?: number; onStage?: (stage: string) => void } = {}): Promise<SecAggOutcome> {
   const d = decodeSafetensors(p.body);

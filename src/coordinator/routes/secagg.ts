@@ -26,6 +26,7 @@ export function secaggRoutes(app: FastifyInstance, ctx: RouteContext): void {
     const task = await store.getTask(req.params.taskId);
     if (!task || task.site_id !== site.id) throw new HttpError(403, 'forbidden', `task ${req.params.taskId} was not given to this site`);
     const session = engine.secagg.byTask(task);
+    if (!session && (await store.getRound(task.study_id, task.round))?.status !== 'open') throw new HttpError(409, 'secagg_round_closed', `round ${task.round} of ${task.study_id} has closed`);
     if (!session) throw new HttpError(409, 'secagg_no_session', `no SecAgg+ session is open for task ${task.id} (the round has closed, or the coordinator restarted it and will issue the task again)`);
     if (sessionId !== undefined && sessionId !== session.id) throw new HttpError(409, 'secagg_session', `SecAgg+ session ${String(sessionId)} has ended; session ${session.id} replaced it: start again from setup`);
     if (session.stage === 'aborted') throw new HttpError(409, 'secagg_aborted', `the SecAgg+ round was aborted: ${session.error}`);

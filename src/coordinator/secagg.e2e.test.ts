@@ -1,0 +1,238 @@
+/**
+ * SecAgg+ and differential privacy in the running federation, end to end: an embedded coordinator and four
+ * real agent processes on the heart data.
+ *  1. SecAgg+ with sample-level DP-SGD. One agent is killed (SIGKILL) right after it sent its masked input in
+ *     round 1: the round still commits, its input recovered from its neighbours' shares; restarted, the agent
+ *     rejoins. While the round runs, the coordinator's memory holds no float vector (only the masked sum), and
+ *     afterwards no `updates` row holds weights. Every site's spend is in the ledger, audited, and served.
+ *  2. A site whose budget cannot afford the study refuses its task with the numbers; the round goes on with
+ *     minSites, nothing is charged to that site; and bad privacy settings are refused at study creation.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, mkdirSync, rmSync, writeFileSync, existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { spawn, type ChildProcess } from 'node:child_process';
+import YAML from 'yaml';
+import { startCoordinator, type RunningCoordinator } from './start.js';
+import { adminOf, SETU_MAIN, stopAll, studyLeadClient, waitFor } from '../testing/processes.js';
+import { ApiError, type HttpClient } from '../site/http.js';
+import type { StudyPrivacyReport } from './routes/privacy.js';
+
+const NAMES = ['cleveland', 'hungarian', 'switzerland', 'va'];
+
+interface Agent { name: string; dir: string; child: ChildProcess; lines: string[] }
+
+function siteConfig(dir: string, url: string, center: number, extra: Record<string, unknown> = {}): string {
+  mkdirSync(dir, { recursive: true });
+  const cfg = join(dir, 'site.yaml');
+  writeFileSync(cfg, YAML.stringify({ coordinator: url, stateDir: 'state', pollWaitMs: 2000, datasets: { heart: { format: 'fed-heart-disease', center } }, ...extra }));
+  return cfg;
+}
+
+function startAgent(name: string, dir: string, args: string[], onLine?: (a: Agent, line: string) => void): Agent {
+  const child = spawn(process.execPath, [SETU_MAIN, 'site', 'start', '--config', join(dir, 'site.yaml'), ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const a: Agent = { name, dir, child, lines: [] };
+  let buf = '';
+  const feed = (d: Buffer) => {
+    buf += d.toString();
+    let i;
+    while ((i = buf.indexOf('\n')) >= 0) {
+      const line = buf.slice(0, i);
+      buf = buf.slice(i + 1);
+      a.lines.push(line);
+      onLine?.(a, line);
+    }
+  };
+  child.stdout!.on('data', feed);
+  child.stderr!.on('data', feed);
+  return a;
+}
+
+async function enrolAll(c: RunningCoordinator, admin: HttpClient, root: string, extra: (name: string) => Record<string, unknown>, onLine?: (a: Agent, line: string) => void): Promise<Agent[]> {
+  const agents: Agent[] = [];
+  for (let k = 0; k < 4; k++) {
+    const name = NAMES[k]!;
+    const inv = await admin.json<{ token: string }>('POST', '/v1/invites', { siteName: name });
+    const dir = join(root, name);
+    siteConfig(dir, c.url, k, extra(name));
+    agents.push(startAgent(name, dir, ['--token', inv.token], onLine));
+  }
+  await waitFor('4 sites', async () => ((await admin.json<unknown[]>('GET', '/v1/sites')).length === 4 ? true : undefined), 30_000);
+  return agents;
+}
+
+type Detail = { status: string; error: string | null; metrics: { round: number; site: string | null; phase: string; name: string; value: number }[]; refusals: { round: number; site: string | null; reason: string }[] };
+const finished = (admin: HttpClient, id: string, ms = 80_000) =>
+  waitFor(`study ${id} to end`, async () => {
+    const s = await admin.json<Detail>('GET', `/v1/studies/${id}`);
+    return ['completed', 'failed', 'stopped'].includes(s.status) ? s : undefined;
+  }, ms);
+
+/** Every typed array reachable from `root` (objects, arrays, Maps, Sets, class instances). */
+function typedArrays(root: unknown): ArrayBufferView[] {
+  const seen = new Set<unknown>();
+  const out: ArrayBufferView[] = [];
+  const stack = [root];
+  while (stack.length) {
+    const v = stack.pop();
+    if (v === null || typeof v !== 'object' || seen.has(v)) continue;
+    seen.add(v);
+    if (ArrayBuffer.isView(v)) {
+      out.push(v);
+      continue;
+    }
+    if (v instanceof Map) for (const [k, x] of v) stack.push(k, x);
+    else if (v instanceof Set) for (const x of v) stack.push(x);
+    else for (const x of Object.values(v as object)) stack.push(x);
+  }
+  return out;
+}
+
+test('SecAgg+ with DP-SGD over HTTP: a site killed after masking is recovered, the coordinator never holds an update, the spend is in the ledger', { timeout: 90_000 }, async () => {
+  const root = mkdtempSync(join(tmpdir(), 'setu-secagg-'));
+  let c: RunningCoordinator | undefined;
+  let agents: Agent[] = [];
+  const restarted: ChildProcess[] = [];
+  try {
+    c = await startCoordinator({ dataDir: join(root, 'coord'), port: 0, tickMs: 50, log: (m) => process.env['SETU_TEST_LOG'] && console.log(Date.now() % 100000, m) });
+    const coord = c;
+    const admin = adminOf(c);
+    let killed: Agent | undefined;
+    let killedRound = 0;
+    let memory: ArrayBufferView[] | undefined;
+    let vectorLength = 0;
+    agents = await enrolAll(c, admin, root, () => ({}), (a, line) => {
+      // The first agent to report its masked input sent while others have still to send theirs dies at once.
+      // The stage cannot close before the kill (it is checked and done in one synchronous step of this process,
+      // which runs the coordinator), so the agent is certainly gone before it could answer the unmask stage.
+      const sent = /\.r(\d+)\.[^:]*: SecAgg\+ masked input sent/.exec(line);
+      const sessions = coord.engine.secagg.all();
+      if (!killed && sent && sessions.length === 1 && sessions[0]!.stage === 'masked') {
+        killed = a;
+        killedRound = Number(sent[1]);
+        a.child.kill('SIGKILL');
+        if (process.env['SETU_TEST_LOG']) console.log(Date.now() % 100000, 'killed', a.name, coord.engine.secagg.all().map((s) => s.stage));
+        vectorLength = sessions[0]?.vectorLength ?? 0;
+        memory = typedArrays(sessions);
+      }
+    });
+    const spec = {
+      name: 'secagg dp heart',
+      dataset: 'heart',
+      model: { kind: 'logistic', inputDim: 13 },
+      strategy: { name: 'FedAvg' },
+      rounds: 4,
+      fit: { localSteps: 30, batchSize: 4, optimizer: { kind: 'sgd', lr: 0.01 } },
+      minSites: 3,
+      roundTimeoutSeconds: 30,
+      seed: 7,
+      privacy: { dp: { level: 'sample', epsilon: 2, delta: 1e-3, clipNorm: 1 }, secagg: { stageTimeoutSeconds: 2 } },
+    };
+    const lead = await studyLeadClient(admin, c.url);
+    const { id } = await lead.json<{ id: string }>('POST', '/v1/studies', spec);
+    await lead.json('POST', `/v1/studies/${id}/start`, {});
+    // Once that round has committed, the killed agent comes back (its credential and account are on its disk).
+    await waitFor('an agent to be killed after masking', async () => (killed ? true : undefined), 40_000);
+    await waitFor(`round ${killedRound} to commit`, async () => ((await c!.store.getRound(id, killedRound))?.status === 'committed' ? true : undefined), 40_000);
+    const dead = killed!;
+    restarted.push(startAgent(dead.name, dead.dir, []).child);
+    const done = await finished(lead, id);
+    assert.equal(done.status, 'completed', done.error ?? '');
+
+    const m = (round: number, name: string) => done.metrics.find((x) => x.round === round && x.site === null && x.phase === 'secagg' && x.name === name)?.value;
+    assert.equal(m(killedRound, 'survivors'), 4, "the killed site's masked input is in its round's sum");
+    assert.equal(m(killedRound, 'recovered'), 1, 'its self-mask was removed with its neighbours\' shares (it never answered the unmask stage)');
+    if (killedRound < 4) assert.equal(m(4, 'survivors'), 4, 'the restarted agent rejoined');
+    const acc = done.metrics.find((x) => x.round === 4 && x.site === null && x.phase === 'evaluate' && x.name === 'accuracy')?.value;
+    assert.ok(acc !== undefined && acc > 0.6, `the model trained under SecAgg+ and DP learns (accuracy ${acc})`);
+
+    // Memory at the moment of the kill: the session's only vector is the running masked sum (integers mod 2^32).
+    assert.ok(memory && vectorLength === 14, 'the round-1 session was inspected');
+    const big = memory!.filter((v) => (v as unknown as { length: number }).length >= vectorLength);
+    assert.ok(big.every((v) => v instanceof Int32Array), `no float vector in the coordinator's SecAgg+ state (${big.map((v) => v.constructor.name).join(', ')})`);
+    assert.ok(big.length <= 1, `one masked sum, no individual input kept (${big.length} vectors)`);
+    // SQL: no fit-round row holds weights; each holds the digest of a masked vector and the site's metadata.
+    const rows = await c.store.db.selectFrom('updates').select(['round', 'weights', 'digest', 'metrics']).where('study_id', '=', id).execute();
+    const fitRows = rows.filter((r) => Number(r.round) >= 1 && Number(r.round) <= 4);
+    assert.equal(fitRows.length, 16);
+    for (const r of fitRows) {
+      assert.equal(r.weights, null, 'the coordinator stored no update');
+      assert.match(String(r.digest), /^[0-9a-f]{64}$/);
+    }
+
+    // The ledger: every site, three releases, within the study's ε; audited as privacy.spent; served.
+    const rep = await lead.json<StudyPrivacyReport>('GET', `/v1/studies/${id}/privacy`);
+    assert.deepEqual(rep.sites.map((s) => s.site).sort(), [...NAMES].sort());
+    for (const s of rep.sites) {
+      assert.equal(s.releases, 4, s.site);
+      assert.equal(s.steps, 120);
+      assert.equal(s.mechanism, 'dp-sgd');
+      assert.ok(s.spent.epsilon > 1 && s.spent.epsilon <= 2, `${s.site} spent ε=${s.spent.epsilon} of its target 2`);
+      assert.deepEqual(s.budget, { epsilon: 2, delta: 1e-3 });
+    }
+    const audited = await c.store.db.selectFrom('audit_log' as never).select('kind' as never).where('kind' as never, '=', 'privacy.spent' as never).execute();
+    assert.equal(audited.length, 16, 'one privacy.spent audit entry per release');
+  } finally {
+    for (const a of agents) restarted.push(a.child);
+    await stopAll(restarted);
+    await c?.close();
+    rmSync(root, { recursive: true, force: true });
+  }
+});
+
+test('a site refuses a DP task its budget cannot afford; the round goes on without it; bad privacy settings are refused at creation', { timeout: 90_000 }, async () => {
+  const root = mkdtempSync(join(tmpdir(), 'setu-dpbudget-'));
+  let c: RunningCoordinator | undefined;
+  let agents: Agent[] = [];
+  try {
+    c = await startCoordinator({ dataDir: join(root, 'coord'), port: 0, tickMs: 50 });
+    const admin = adminOf(c);
+    agents = await enrolAll(c, admin, root, (name) => (name === 'va' ? { privacy: { budget: { epsilon: 0.2, delta: 1e-3 } } } : {}));
+    const lead = await studyLeadClient(admin, c.url);
+    const base = {
+      name: 'dp budget',
+      dataset: 'heart',
+      model: { kind: 'logistic', inputDim: 13 },
+      strategy: { name: 'FedAvg' },
+      rounds: 2,
+      fit: { localSteps: 20, batchSize: 4, optimizer: { kind: 'sgd', lr: 0.01 } },
+      minSites: 3,
+      roundTimeoutSeconds: 6,
+      seed: 5,
+    };
+    // Refused at creation, naming the field: distributed noise without SecAgg+, client-level DP under another strategy.
+    const refused = async (privacy: unknown, strategy = 'FedAvg') => {
+      const before = (await c!.store.listStudies()).length;
+      const e = await lead.json('POST', '/v1/studies', { ...base, strategy: { name: strategy }, privacy }).then(() => undefined, (x: unknown) => x);
+      assert.ok(e instanceof ApiError && e.status === 400, `refused: ${String(e)}`);
+      assert.equal((await c!.store.listStudies()).length, before, 'nothing was created');
+      return e.message;
+    };
+    assert.match(await refused({ dp: { level: 'client', epsilon: 1, delta: 1e-3, clipNorm: 0.1, mode: 'distributed' } }), /privacy\/dp\/mode.*secure aggregation/);
+    assert.match(await refused({ dp: { level: 'client', epsilon: 1, delta: 1e-3, clipNorm: 0.1 } }, 'Median'), /strategy\/name/);
+    assert.match(await refused({ dp: { level: 'sample', epsilon: 0, delta: 1e-3, clipNorm: 1 } }), /epsilon/);
+    assert.match(await refused({ secagg: { degree: 3, threshold: 1 } }), /threshold/);
+
+    const { id } = await lead.json<{ id: string }>('POST', '/v1/studies', { ...base, privacy: { dp: { level: 'sample', epsilon: 1, delta: 1e-3, clipNorm: 1 } } });
+    await lead.json('POST', `/v1/studies/${id}/start`, {});
+    const done = await finished(lead, id);
+    assert.equal(done.status, 'completed', done.error ?? '');
+    const vaRefusals = done.refusals.filter((r) => r.site === 'va');
+    assert.ok(vaRefusals.length >= 1, 'va refused');
+    assert.match(vaRefusals[0]!.reason, /privacy budget: .* would bring the study's ε to [0-9.]+, over this site's budget ε=0\.2/);
+    const rep = await lead.json<StudyPrivacyReport>('GET', `/v1/studies/${id}/privacy`);
+    assert.deepEqual(rep.sites.map((s) => s.site).sort(), ['cleveland', 'hungarian', 'switzerland'], 'nothing is charged to the site that refused');
+    assert.equal(rep.dp?.epsilon, 1);
+    for (const s of rep.sites) assert.ok(s.spent.epsilon <= 1 && s.releases === 2, `${s.site}: ε=${s.spent.epsilon}, ${s.releases} releases`);
+    assert.ok(!existsSync(join(root, 'va', 'state', 'studies', id, 'privacy-budget.json')), 'va spent nothing');
+    // Plain (non-SecAgg) DP rounds store the privatised update itself.
+    const rows = await c.store.db.selectFrom('updates').select(['round', 'weights']).where('study_id', '=', id).where('round', '=', 1).execute();
+    assert.equal(rows.length, 3);
+  } finally {
+    await stopAll(agents.map((a) => a.child));
+    await c?.close();
+    rmSync(root, { recursive: true, force: true });
+  }
+});
