@@ -268,6 +268,18 @@ describe('trust layer over HTTP', () => {
     assert.deepEqual(await state(), before);
   });
 
+  it('rotates a key only for its holder (signed with the old key); the old key is refused afterwards', async () => {
+    const next = generateSigningKeys();
+    const r = await send('POST', '/v1/keys/rotate', { as: a, json: { publicKey: next.publicKeyRaw } });
+    assert.equal(r.status, 200, JSON.stringify(r.json));
+    assert.equal((await send('GET', '/v1/agent/task', { as: a })).status, 401, 'the old key no longer works');
+    const old = a;
+    a = { keyId: a.keyId, keys: next };
+    assert.ok([200, 204].includes((await send('GET', '/v1/agent/task', { as: a })).status), 'the new key is accepted');
+    const entries = (await send('GET', '/v1/audit', { as: admin })).json.entries as { kind: string; subject: string; data: any }[];
+    assert.ok(entries.some((e) => e.kind === 'key.changed' && e.subject === old.keyId && e.data.publicKey === next.publicKeyRaw));
+  });
+
   it('refuses revoked sites and users with 401 and audits the revocation', async () => {
     const r = await send('POST', `/v1/sites/${b.keyId}/revoke`, { as: admin, json: {} });
     assert.equal(r.status, 200, JSON.stringify(r.json));
