@@ -1,4 +1,9 @@
-/** `setu model card <study-id> [--json]`: the model card of a completed study (Markdown, or JSON with --json). */
+/**
+ * `setu model card <study-id> [--json] [--out DIR]`: the model card of a completed study, as Markdown (default) or
+ * JSON; with --out, both files are written to DIR as <study-id>.model-card.md and <study-id>.model-card.json.
+ */
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
 import { UsageError, operatorClient, operatorFlags, parse } from './args.js';
 
 const out = (s: string) => process.stdout.write(s + '\n');
@@ -6,13 +11,20 @@ const enc = encodeURIComponent;
 
 export async function modelCommand(sub: string | undefined, argv: string[]): Promise<number> {
   if (sub !== 'card') throw new UsageError(`unknown: setu model ${sub ?? ''} (card)`);
-  const { values: v, positionals } = parse(argv, { ...operatorFlags, markdown: { type: 'boolean' } }, true);
-  if (!positionals[0]) throw new UsageError('setu model card <study-id> [--json]');
+  const { values: v, positionals } = parse(argv, { ...operatorFlags, out: { type: 'string' } }, true);
+  const id = positionals[0];
+  if (!id) throw new UsageError('setu model card <study-id> [--json] [--out DIR]');
   const api = operatorClient(v);
-  if (v.json) out(JSON.stringify(await api.json('GET', `/v1/studies/${enc(positionals[0])}/model-card`)));
-  else {
-    const r = await api.request('GET', `/v1/studies/${enc(positionals[0])}/model-card?format=markdown`);
-    out(new TextDecoder().decode(r.body));
+  const json = await api.json<unknown>('GET', `/v1/studies/${enc(id)}/model-card`);
+  const md = new TextDecoder().decode((await api.request('GET', `/v1/studies/${enc(id)}/model-card?format=markdown`)).body);
+  if (v.out) {
+    const dir = resolve(v.out);
+    mkdirSync(dir, { recursive: true });
+    const base = join(dir, `${id.replace(/[^A-Za-z0-9._-]/g, '_')}.model-card`);
+    writeFileSync(`${base}.md`, md);
+    writeFileSync(`${base}.json`, JSON.stringify(json, null, 2) + '\n');
+    process.stderr.write(`wrote ${base}.md and ${base}.json\n`);
   }
+  out(v.json ? JSON.stringify(json) : md);
   return 0;
 }

@@ -255,7 +255,9 @@ test('a two-country consortium: approvals, a policy refusal naming the rules, pl
   });
   const cliLedger = JSON.parse(await cli(['compute', 'ledger', '--json', '--study', b]));
   assert.deepEqual(cliLedger, ledger);
-  const md = await cli(['model', 'card', b]);
+  const md = await cli(['model', 'card', b, '--out', join(root, 'cards')]);
+  assert.equal(readFileSync(join(root, 'cards', `${b}.model-card.md`), 'utf8') + '\n', md);
+  assert.deepEqual(JSON.parse(readFileSync(join(root, 'cards', `${b}.model-card.json`), 'utf8')), card);
   assert.match(md, /^# Model card: heart-in-jp/m);
   assert.match(md, /## Privacy guarantees[\s\S]*SecAgg\+: none/);
   assert.ok(md.includes(card.audit!.head));
