@@ -103,21 +103,7 @@ test('SecAgg+ with DP-SGD over HTTP: a site killed after masking is recovered, t
     let killedRound = 0;
     let memory: ArrayBufferView[] | undefined;
     let vectorLength = 0;
-    agents = await enrolAll(c, admin, root, () => ({}), (a, line) => {
-      // The first agent to report its masked input sent while others have still to send theirs dies at once.
-      // The stage cannot close before the kill (it is checked and done in one synchronous step of this process,
-      // which runs the coordinator), so the agent is certainly gone before it could answer the unmask stage.
-      const sent = /\.r(\d+)\.[^:]*: SecAgg\+ masked input sent/.exec(line);
-      const sessions = coord.engine.secagg.all();
-      if (!killed && sent && sessions.length === 1 && sessions[0]!.stage === 'masked') {
-        killed = a;
-        killedRound = Number(sent[1]);
-        a.child.kill('SIGKILL');
-        if (process.env['SETU_TEST_LOG']) console.log(Date.now() % 100000, 'killed', a.name, coord.engine.secagg.all().map((s) => s.stage));
-        vectorLength = sessions[0]?.vectorLength ?? 0;
-        memory = typedArrays(sessions);
-      }
-    });
+    agents = await enrolAll(c, admin, root, () => ({}));
     const spec = {
       name: 'secagg dp heart',
       dataset: 'heart',
@@ -132,6 +118,19 @@ test('SecAgg+ with DP-SGD over HTTP: a site killed after masking is recovered, t
     };
     const lead = await studyLeadClient(admin, c.url);
     const { id } = await lead.json<{ id: string }>('POST', '/v1/studies', spec);
+    const bySiteId = new Map((await admin.json<{ id: string; name: string }[]>('GET', '/v1/sites')).map((x) => [x.id, agents.find((a) => a.name === x.name)!]));
+    // The first agent whose masked input the coordinator accepts dies (SIGKILL) inside that same request, before
+    // the answer reaches it: it has sent its masked input and can answer nothing after (this process runs the
+    // coordinator, so the event is seen synchronously).
+    coord.bus.on((e) => {
+      if (killed || e.type !== 'update.accepted' || e.studyId !== id || e.round < 1 || e.round > 4) return;
+      killed = bySiteId.get(e.siteId)!;
+      killedRound = e.round;
+      killed.child.kill('SIGKILL');
+      const sessions = coord.engine.secagg.all();
+      vectorLength = sessions[0]?.vectorLength ?? 0;
+      memory = typedArrays(sessions);
+    });
     await lead.json('POST', `/v1/studies/${id}/start`, {});
     // Once that round has committed, the killed agent comes back (its credential and account are on its disk).
     await waitFor('an agent to be killed after masking', async () => (killed ? true : undefined), 40_000);
