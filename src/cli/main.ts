@@ -9,6 +9,7 @@ import { ApiError } from '../site/http.js';
 const HELP = `setu: federated learning across hospitals; patient data stays at each site.
 
   setu demo [--seed N] [--json] [--data-dir D]     the four-hospital demo federation on real data
+            [--secagg] [--dp-epsilon E [--dp-delta D] [--dp-level sample|client] [--dp-clip C]]   with SecAgg+ / DP
   setu demo --dashboard [--rounds R]                the same, then keeps the coordinator and its dashboard up
   setu coordinator start [--data-dir D] [--db postgres://…] [--host H] [--port P]
   setu site invite --name N [--institution I] [--jurisdiction IN|JP|…]
@@ -26,6 +27,7 @@ const HELP = `setu: federated learning across hospitals; patient data stays at e
   setu institution list | link <institution-id> --site <site>
   setu study propose <id> | approve <id> --site S --terms "…" | decline|withdraw <id> --site S --reason "…"
   setu study governance <id> | policy-check <id>
+  setu study privacy <id> [--entries] [--json]      (ε, δ) spent per site against its budget
   setu model card <study-id> [--json]                the model card of a completed study
 
 Operator commands reach the coordinator at --coordinator (or SETU_COORDINATOR, default
@@ -50,6 +52,7 @@ async function main(argv: string[]): Promise<number> {
       if (sub === 'run-task') return siteRunTask(rest);
       return (await import('./operator.js')).siteCommand(sub, rest);
     case 'study':
+      if (sub === 'privacy') return (await import('./privacy.js')).studyPrivacyCommand(rest);
       if (sub && (await import('./governance.js')).STUDY_GOVERNANCE_COMMANDS.includes(sub)) return (await import('./governance.js')).studyGovernanceCommand(sub, rest);
       return (await import('./operator.js')).studyCommand(sub, rest);
     case 'user':

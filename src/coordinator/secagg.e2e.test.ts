@@ -13,13 +13,15 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, mkdirSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { promisify } from 'node:util';
 import YAML from 'yaml';
 import { startCoordinator, type RunningCoordinator } from './start.js';
 import { adminOf, SETU_MAIN, stopAll, studyLeadClient, waitFor } from '../testing/processes.js';
 import { ApiError, type HttpClient } from '../site/http.js';
 import type { StudyPrivacyReport } from './routes/privacy.js';
 
+const run = promisify(execFile);
 const NAMES = ['cleveland', 'hungarian', 'switzerland', 'va'];
 
 interface Agent { name: string; dir: string; child: ChildProcess; lines: string[] }
@@ -226,6 +228,15 @@ test('a site refuses a DP task its budget cannot afford; the round goes on witho
     assert.equal(rep.dp?.epsilon, 1);
     for (const s of rep.sites) assert.ok(s.spent.epsilon <= 1 && s.releases === 2, `${s.site}: ε=${s.spent.epsilon}, ${s.releases} releases`);
     assert.ok(!existsSync(join(root, 'va', 'state', 'studies', id, 'privacy-budget.json')), 'va spent nothing');
+    // The CLI shows the same ledger (signed with the admin key from the coordinator's data directory).
+    const cli = (...args: string[]) => run(process.execPath, [SETU_MAIN, 'study', 'privacy', id, '--coordinator', c!.url, '--data-dir', join(root, 'coord'), ...args], { timeout: 30_000 });
+    const table = (await cli()).stdout;
+    assert.match(table, /sample-level DP-SGD, target ε=1, δ=0\.001/);
+    for (const s of rep.sites) assert.ok(table.includes(s.site) && table.includes(s.spent.epsilon.toFixed(4)), `the table lists ${s.site}'s spend`);
+    assert.doesNotMatch(table, /\bva\b/);
+    const json = JSON.parse((await cli('--json', '--entries')).stdout) as StudyPrivacyReport;
+    assert.deepEqual(json.sites, rep.sites);
+    assert.equal(json.entries?.length, 6, 'one ledger entry per release');
     // Plain (non-SecAgg) DP rounds store the privatised update itself.
     const rows = await c.store.db.selectFrom('updates').select(['round', 'weights']).where('study_id', '=', id).where('round', '=', 1).execute();
     assert.equal(rows.length, 3);
