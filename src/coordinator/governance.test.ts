@@ -15,7 +15,8 @@ import YAML from 'yaml';
 import { startCoordinator, type RunningCoordinator } from './start.js';
 import { HttpClient, ApiError } from '../site/http.js';
 import { generateSigningKeys } from '../protocol/signing.js';
-import type { InviteResponse, StudySpec, UserInviteResponse } from '../protocol/api.js';
+import { RESULT_META_KEY, type InviteResponse, type StudySpec, type TaskMessage, type UserInviteResponse } from '../protocol/api.js';
+import { decodeSafetensors, encodeSafetensors } from '../protocol/safetensors.js';
 import { SETU_MAIN, adminOf, runSetu, stopAll, waitFor } from '../testing/processes.js';
 import { createTempDatabase, pgSkipReason } from '../testing/pg.js';
 
@@ -98,6 +99,76 @@ for (const backend of ['sqlite', 'postgres'] as const) {
       await admin.json('POST', '/v1/compute/resources', res);
       const list = await admin.json<{ id: string; free: { gpus: number } }[]>('GET', '/v1/compute/resources');
       assert.deepEqual(list.map((r) => [r.id, r.free.gpus]), [['in-hpc', 2]]);
+    });
+
+    it('a placed task: placement in the data\'s jurisdiction, job and usage recorded once, ledger and model card', { timeout: 30_000 }, async (t) => {
+      if (skip) return t.skip(skip);
+      // Its own coordinator, declared to run in India (SETU_JURISDICTION is read when the routes are registered).
+      let db: string | undefined;
+      let dropHere: (() => Promise<void>) | undefined;
+      if (backend === 'postgres') ({ url: db, drop: dropHere } = await createTempDatabase());
+      process.env.SETU_JURISDICTION = 'IN';
+      const c2 = await startCoordinator({ dataDir: mkdtempSync(join(tmpdir(), 'setu-gov-p-')), port: 0, tickMs: 50, ...(db ? { db } : {}) }).finally(() => { delete process.env.SETU_JURISDICTION; });
+      try {
+        const adm0 = adminOf(c2);
+        const signed = (keyId: string, pem: string) => new HttpClient({ baseUrl: c2.url, signer: { keyId, privateKey: pem }, giveUpAfterMs: 5000 });
+        const mkUser = async (name: string, role: string, institution?: string) => {
+          const inv = await adm0.json<UserInviteResponse>('POST', '/v1/users', { name, role, ...(institution ? { institution } : {}) });
+          const k = generateSigningKeys();
+          await new HttpClient({ baseUrl: c2.url }).json('POST', '/v1/users/enrol', { token: inv.token, publicKey: k.publicKeyRaw });
+          return signed(inv.userId, k.privateKeyPem);
+        };
+        await adm0.json('POST', '/v1/institutions', { id: 'kem', name: 'KEM Mumbai', kind: 'hospital', jurisdiction: 'IN' });
+        await adm0.json('POST', '/v1/institutions', { id: 'cdac', name: 'C-DAC', kind: 'compute_centre', jurisdiction: 'IN' });
+        await adm0.json('POST', '/v1/institutions', { id: 'riken', name: 'RIKEN', kind: 'compute_centre', jurisdiction: 'JP' });
+        await adm0.json('POST', '/v1/compute/resources', { id: 'in-pool', name: 'pool', institution: 'cdac', jurisdiction: 'IN', scheduler: 'local', capacity: { cpus: 4, gpus: [], ramGiB: 8 } });
+        await adm0.json('POST', '/v1/compute/resources', { id: 'jp-big', name: 'big', institution: 'riken', jurisdiction: 'JP', scheduler: 'local', capacity: { cpus: 512, gpus: [], ramGiB: 4096 } });
+        const inv = await adm0.json<InviteResponse>('POST', '/v1/invites', { siteName: 's-p', institution: 'kem', jurisdiction: 'IN' });
+        const k = generateSigningKeys();
+        const { siteId } = await new HttpClient({ baseUrl: c2.url }).json<{ siteId: string }>('POST', '/v1/enrol', { token: inv.token, publicKey: k.publicKeyRaw, cohorts: { heart: 150 } });
+        const agent = signed(siteId, k.privateKeyPem);
+        await agent.json('PUT', '/v1/agent/compute', { mode: 'placed', cpus: 2, ramGiB: 2 });
+        const lead = await mkUser('lead', 'study_lead');
+        const adm = await mkUser('adm-kem', 'site_admin', 'kem');
+        const { id } = await lead.json<{ id: string }>('POST', '/v1/studies', { ...spec(['s-p']), rounds: 1 });
+        await lead.json('POST', `/v1/studies/${id}/propose`, {});
+        await adm.json('POST', `/v1/studies/${id}/approve`, { site: 's-p', terms: { purpose: 'research' } });
+        const st = await lead.json<{ placements: Record<string, { resourceId: string }> }>('POST', `/v1/studies/${id}/start`, {});
+        assert.deepEqual(Object.values(st.placements).map((p) => p.resourceId), ['in-pool'], 'in India, although Japan has more free capacity');
+        // The agent's side, by hand: task, placement, job, usage, result; then the evaluation round.
+        const task = await waitFor('a task', async () => { const r = await agent.request('GET', '/v1/agent/task?waitMs=1000'); return r.status === 200 ? r.json<TaskMessage>() : undefined; }, 10_000);
+        const placed = await agent.json<{ placement: { resourceId: string; reason: string } }>('POST', `/v1/agent/tasks/${enc(task.taskId)}/placement`, {});
+        assert.equal(placed.placement.resourceId, 'in-pool');
+        assert.match(placed.placement.reason, /data stays in IN/);
+        assert.equal((await agent.json<{ placement: { placedAt: number } }>('POST', `/v1/agent/tasks/${enc(task.taskId)}/placement`, {})).placement.placedAt, (placed.placement as unknown as { placedAt: number }).placedAt, 'asking again returns the same placement');
+        await agent.json('POST', `/v1/agent/tasks/${enc(task.taskId)}/job`, { jobId: 'local-1', state: 'running' });
+        const queues = await adm0.json<{ resource: string; active: { state: string; jobId: string }[] }[]>('GET', '/v1/compute/queues');
+        assert.deepEqual(queues.find((q) => q.resource === 'in-pool')!.active.map((a) => [a.state, a.jobId]), [['running', 'local-1']]);
+        const usage = { resourceId: 'in-pool', scheduler: 'local', cpuSeconds: 1.5, gpuSeconds: 0, wallSeconds: 2, cpuBasis: 'measured', jobId: 'local-1' };
+        assert.equal((await refused(agent.json('POST', `/v1/agent/tasks/${enc(task.taskId)}/usage`, { ...usage, resourceId: 'jp-big' }))).status, 400, 'a site cannot bill another resource');
+        await agent.json('POST', `/v1/agent/tasks/${enc(task.taskId)}/usage`, usage);
+        assert.equal((await refused(agent.json('POST', `/v1/agent/tasks/${enc(task.taskId)}/usage`, usage))).status, 409, 'usage is recorded once');
+        const global = decodeSafetensors((await agent.request('GET', `/v1/agent/models/${enc(task.modelVersionId)}`)).body).weights;
+        const meta = { taskId: task.taskId, numExamples: 150, trainMetrics: { loss: 0.6 }, evalMetrics: { loss: 0.7, accuracy: 0.6 }, evalExamples: 50 };
+        await agent.request('POST', `/v1/agent/tasks/${enc(task.taskId)}/result`, { type: 'application/octet-stream', data: encodeSafetensors(global, { [RESULT_META_KEY]: JSON.stringify(meta) }) });
+        const ev = await waitFor('the evaluation task', async () => { const r = await agent.request('GET', '/v1/agent/task?waitMs=1000'); return r.status === 200 ? r.json<TaskMessage>() : undefined; }, 10_000);
+        await agent.json('POST', `/v1/agent/tasks/${enc(ev.taskId)}/usage`, { resourceId: 'site:s-p', scheduler: 'in-process', cpuSeconds: 0.25, gpuSeconds: 0, wallSeconds: 0.3, cpuBasis: 'measured' });
+        await agent.json('POST', `/v1/agent/tasks/${enc(ev.taskId)}/result`, { taskId: ev.taskId, numExamples: 150, evalMetrics: { loss: 0.65, accuracy: 0.62 }, evalExamples: 50 });
+        await waitFor('completion', async () => ((await lead.json<{ status: string }>('GET', `/v1/studies/${id}`)).status === 'completed' ? true : undefined), 10_000);
+        const ledger = await adm0.json<{ contribution: { countries: { key: string; contributed: { cpuSeconds: number; tasks: number }; consumed: { cpuSeconds: number } }[]; institutions: { key: string; contributed: { cpuSeconds: number }; consumed: { cpuSeconds: number } }[] } }>('GET', `/v1/compute/ledger?study=${id}`);
+        assert.deepEqual(ledger.contribution.countries.map((x) => [x.key, x.contributed.cpuSeconds, x.consumed.cpuSeconds, x.contributed.tasks]), [['IN', 1.75, 1.75, 2], ['JP', 0, 0, 0]]);
+        assert.deepEqual(ledger.contribution.institutions.map((x) => [x.key, x.contributed.cpuSeconds, x.consumed.cpuSeconds]), [['cdac', 1.5, 0], ['kem', 0.25, 1.75]]);
+        const card = await lead.json<{ sites: { name: string; metrics: Record<string, number> }[]; performance: { gap: number }; compute: { byCountry: { country: string; consumedCpuSeconds: number }[] }; audit: { seq: number } }>('GET', `/v1/studies/${id}/model-card`);
+        assert.deepEqual(card.sites.map((x) => [x.name, x.metrics.accuracy]), [['s-p', 0.62]]);
+        assert.equal(card.performance.gap, 0);
+        assert.deepEqual(card.compute.byCountry, [{ country: 'IN', contributedCpuSeconds: 1.75, contributedGpuSeconds: 0, consumedCpuSeconds: 1.75, consumedGpuSeconds: 0 }]);
+        // Written once: asking again returns the same card, sealed by the same head.
+        assert.equal((await lead.json<{ audit: { seq: number } }>('GET', `/v1/studies/${id}/model-card`)).audit.seq, card.audit.seq);
+        assert.match(new TextDecoder().decode((await lead.request('GET', `/v1/studies/${id}/model-card?format=markdown`)).body), /^# Model card: gov/);
+      } finally {
+        await c2.close();
+        await dropHere?.();
+      }
     });
 
     it('only approved sites take part; approvals are scoped; withdrawal and stop are audited', async (t) => {

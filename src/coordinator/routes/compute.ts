@@ -62,6 +62,7 @@ export async function withPlacedLoad(resources: ComputeResource[], active: Place
 }
 
 export function computeRoutes(app: FastifyInstance, ctx: RouteContext, cfg: GovernanceConfig = governanceConfig()): void {
+  // Registered after governanceRoutes in server.ts; both read the environment once, at registration.
   const { store, now, auth } = ctx;
   const db = () => gov(store.db);
 

@@ -84,7 +84,12 @@ async function siteForAdmin(ctx: RouteContext, user: { role: string; institution
   return site;
 }
 
+/** The configuration each coordinator's routes were registered with, so start/stop (studies.ts) use the same. */
+const configs = new WeakMap<RouteContext, GovernanceConfig>();
+const configOf = (ctx: RouteContext) => configs.get(ctx) ?? governanceConfig();
+
 export function governanceRoutes(app: FastifyInstance, ctx: RouteContext, cfg: GovernanceConfig = governanceConfig()): void {
+  configs.set(ctx, cfg);
   const { store, now, auth } = ctx;
   const deps = () => ({ store, audit: ctx.audit.key });
 
@@ -218,7 +223,7 @@ function view(l: lc.LifecycleStudy, members: SiteMembership[]) {
  * policy check for every one of them (409 listing every rule broken), then the study, its participants, its
  * initial model, its lifecycle and the audit entries, in one transaction.
  */
-export async function governedStart(ctx: RouteContext, principal: Principal, studyId: string, reply: FastifyReply, cfg: GovernanceConfig = governanceConfig()) {
+export async function governedStart(ctx: RouteContext, principal: Principal, studyId: string, reply: FastifyReply, cfg: GovernanceConfig = configOf(ctx)) {
   return startInner(ctx, principal, studyId, reply, cfg).catch(asHttp);
 }
 
