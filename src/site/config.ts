@@ -107,6 +107,8 @@ export function parseSiteConfig(text: string, file: string): SiteConfig {
   const problems = checkValue(SiteConfigSchema, raw);
   if (problems.length) throw new ConfigError(`${file}: ${problems.join('; ')}`);
   const cfg = raw as Static<typeof SiteConfigSchema>;
+  // Placed compute runs the built-in trainer as a job (setu site run-task); an external trainer runs here.
+  if (cfg.compute?.mode === 'placed' && cfg.trainer?.kind === 'external') throw new ConfigError(`${file}: /compute: placed compute runs the built-in trainer; it cannot be combined with an external trainer`);
   const configDir = dirname(resolve(file));
   return { ...cfg, configDir, stateDirAbs: resolve(configDir, cfg.stateDir ?? 'state') };
 }

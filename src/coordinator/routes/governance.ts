@@ -134,7 +134,8 @@ export function governanceRoutes(app: FastifyInstance, ctx: RouteContext, cfg: G
     requireUser(req.principal!, 'study.view');
     const s = await studyOr404(ctx, req.params.id);
     const l = await loadLifecycle(gov(store.db), s.id);
-    return { ...(l ? view(l, await listMemberships(gov(store.db))) : { id: s.id, state: 'draft', approvals: [] }),
+    // `status` is the study's own (it can be `failed`, which the lifecycle does not model); `state` the lifecycle's.
+    return { status: s.status, ...(l ? view(l, await listMemberships(gov(store.db))) : { id: s.id, state: 'draft', approvals: [], eligible: [] }),
       events: (await listEvents(gov(store.db), s.id)).map((e) => ({ kind: e.kind, actor: e.actor, data: e.data, at: e.at })) };
   });
 
