@@ -1,7 +1,8 @@
 // The done criterion of issue 6, with real processes: a coordinator (in JP) and four site agents, each its own
 // OS process. The four Fed-Heart-Disease hospitals stand in for a consortium of two Indian hospitals (cleveland,
 // hungarian) and two Japanese hospitals (switzerland, va). A study is proposed, approved site by site, refused
-// with the rules it breaks named, and once the rules are met it runs, with the Indian sites' training placed on
+// with the rules it breaks named (shipped IN/JP policies), and once the rules are met (SecAgg+ for updates leaving
+// India, enough examples behind each update, Indian compute registered) it runs, with the Indian sites' training placed on
 // the REAL local Slurm cluster registered as Indian compute, one Japanese site's on Japanese compute (a local
 // process executor), the other on its own machine. A site withdraws mid-study and gets no task afterwards.
 // Its ledger and its model card are checked against the store's own records and against sacct.
@@ -145,11 +146,8 @@ test('a two-country consortium: approvals, a policy refusal naming the rules, pl
   // Indian compute: the real local Slurm cluster, registered as C-DAC's (in India).
   const node = (await runCommand('sinfo', ['-h', '-o', '%c %m'])).stdout.trim().split(/\s+/).map(Number);
   await admin.json('POST', '/v1/compute/resources', { id: 'in-cdac-slurm', name: 'C-DAC cluster (Slurm)', institution: 'cdac', jurisdiction: 'IN', scheduler: 'slurm', capacity: { cpus: node[0]!, gpus: [], ramGiB: Math.floor(node[1]! / 1024) } });
-  // The pilot's Indian counsel accepts plain FedAvg updates across the border (SecAgg+/DP are not yet recorded in
-  // study specs): the consortium edits its own copy of the IN policy, which the coordinator re-reads at each check.
-  const inFile = join(policiesDir, 'IN.yaml');
-  writeFileSync(inFile, readFileSync(inFile, 'utf8').replace('crossBorder: secagg-or-dp', 'crossBorder: none'));
-  const { id: b } = await lead.json<{ id: string }>('POST', '/v1/studies', spec('heart-in-jp', 100, 3));
+  // Updates leaving India are masked: the study runs under SecAgg+ (the IN rule is secagg-or-dp), 100 local steps.
+  const { id: b } = await lead.json<{ id: string }>('POST', '/v1/studies', { ...spec('heart-in-jp', 100, 3), privacy: { secagg: { stageTimeoutSeconds: 5 } } });
   await lead.json('POST', `/v1/studies/${b}/propose`, {});
   for (const s of SITES) await siteAdmin[s.name]!.json('POST', `/v1/studies/${b}/approve`, { site: s.name, terms: { purpose: 'heart-disease risk research' } });
   const started = await lead.json<{ status: string; participants: number; placements: Record<string, { resourceId: string; jurisdiction: string }> }>('POST', `/v1/studies/${b}/start`, {});
@@ -171,6 +169,7 @@ test('a two-country consortium: approvals, a policy refusal naming the rules, pl
   const detail = await lead.json<{ metrics: { round: number; site: string | null; phase: string; name: string; value: number }[] }>('GET', `/v1/studies/${b}`);
   for (let r = fromRound; r <= 4; r++) assert.ok(!detail.metrics.some((m) => m.site === 'va' && m.round >= fromRound && m.phase === 'fit'), `va trained in round ≥ ${fromRound}`);
   assert.ok(detail.metrics.some((m) => m.site === 'va' && m.round === 1 && m.phase === 'fit'), 'va trained in round 1');
+  assert.ok(detail.metrics.some((m) => m.phase === 'secagg'), 'the fit rounds ran under SecAgg+');
 
   // ---- the ledger ----
   const usage = await admin.json<{ records: { taskId: string; siteId: string; resourceId: string; scheduler: string; country: string; siteCountry: string; institution: string; cpuSeconds: number; gpuSeconds: number; jobId: string | null }[] }>('GET', `/v1/compute/usage?study=${b}`);
@@ -206,9 +205,9 @@ test('a two-country consortium: approvals, a policy refusal naming the rules, pl
   assert.deepEqual(card.institutions.map((i) => i.id).sort(), ['aiims-delhi', 'cmc-vellore', 'keio-uh', 'osaka-uh']);
   assert.equal(card.training.rounds, 3);
   assert.equal(card.training.strategy, 'FedAvg');
-  assert.equal(card.privacy.secagg, false);
+  assert.equal(card.privacy.secagg, true);
   assert.equal(card.privacy.dp, null);
-  assert.match(card.privacy.summary, /^none/);
+  assert.match(card.privacy.summary, /^SecAgg\+/);
   const finalAcc = (site: string | null) => detail.metrics.find((m) => m.round === 3 && m.site === site && m.phase === 'evaluate' && m.name === 'accuracy')?.value;
   for (const s of ['cleveland', 'hungarian', 'switzerland']) {
     const c = card.sites.find((x) => x.name === s)!;
@@ -259,7 +258,7 @@ test('a two-country consortium: approvals, a policy refusal naming the rules, pl
   assert.equal(readFileSync(join(root, 'cards', `${b}.model-card.md`), 'utf8') + '\n', md);
   assert.deepEqual(JSON.parse(readFileSync(join(root, 'cards', `${b}.model-card.json`), 'utf8')), card);
   assert.match(md, /^# Model card: heart-in-jp/m);
-  assert.match(md, /## Privacy guarantees[\s\S]*SecAgg\+: none/);
+  assert.match(md, /## Privacy guarantees[\s\S]*SecAgg\+: yes[\s\S]*Differential privacy: none/);
   assert.ok(md.includes(card.audit!.head));
   assert.match(await cli(['compute', 'list']), /in-cdac-slurm\s+cdac\s+IN\s+slurm/);
   const queues = JSON.parse(await cli(['compute', 'queues', '--json'])) as { resource: string; active: unknown[]; finished: number }[];

@@ -202,7 +202,8 @@ export class SiteAgent {
       // take this site past its budget for the study is refused, with the numbers.
       if (task.privacy) {
         let why: string | undefined;
-        if (this.cfg.trainer?.kind === 'external' || placed) why = 'privacy: DP-SGD, DP-FedAvg clipping and SecAgg+ masking run only in the built-in trainer on the site\'s own machine';
+        // SecAgg+ masking happens here, after a placed job returns, so it works with placed training; DP does not (yet).
+        if (this.cfg.trainer?.kind === 'external' || (placed && task.privacy.dp)) why = 'privacy: DP-SGD and DP-FedAvg clipping run only in the built-in trainer on the site\'s own machine';
         dp = dpPlanOf(task, data.train.n);
         if (!why && dp) {
           budget = loadBudget(this.state, this.cfg, task);
