@@ -67,10 +67,14 @@ test('a model card states purpose, institutions, jurisdictions, examples, strate
 });
 
 test('privacy comes from what the study recorded: SecAgg+ and (ε, δ)', () => {
-  const c = modelCard(input({ spec: { ...spec, privacy: { secagg: { enabled: true }, dp: { epsilon: 2, delta: 1e-5 } } } as unknown as StudySpec }));
+  const c = modelCard(input({ spec: { ...spec, privacy: { secagg: {}, dp: { level: 'sample', epsilon: 2, delta: 1e-5, clipNorm: 1 } } } as StudySpec,
+    spent: [{ siteId: 'a', epsilon: 1.8764, delta: 1e-5, mechanism: 'dp-sgd' }] }));
   assert.equal(c.privacy.secagg, true);
   assert.deepEqual(c.privacy.dp, { epsilon: 2, delta: 1e-5 });
-  assert.match(modelCardMarkdown(c), /\(ε, δ\) = \(2, 0\.00001\)/);
+  assert.deepEqual(c.privacy.spent, [{ site: 'cleveland', epsilon: 1.8764, delta: 1e-5, mechanism: 'dp-sgd' }]);
+  const md = modelCardMarkdown(c);
+  assert.match(md, /\(ε, δ\) = \(2, 0\.00001\)/);
+  assert.match(md, /spent by cleveland \(privacy ledger\): ε = 1\.876 at δ = 0\.00001 \(dp-sgd\)/);
 });
 
 test('a survival study reports the gap on the C-index; with no metrics there is no gap and no seal claimed', () => {

@@ -13,6 +13,7 @@ import { summarize } from '../compute/ledger.js';
 import type { UsageRecord } from '../compute/types.js';
 import type { DataUseTerms, LifecycleStudy } from './lifecycle.js';
 import { loadLifecycle, privacyOf } from './study-governance.js';
+import { priv, studySpend } from '../store/privacy.js';
 
 export interface CardSite {
   name: string;
@@ -34,7 +35,14 @@ export interface ModelCard {
   jurisdictions: string[];
   sites: CardSite[];
   training: { strategy: string; strategyParams: Record<string, unknown>; rounds: number; model: StudySpec['model']; fit: StudySpec['fit']; seed: number | null };
-  privacy: { secagg: boolean; dp: { epsilon: number; delta: number } | null; summary: string };
+  privacy: {
+    secagg: boolean;
+    /** The study's (ε, δ) target, as its spec records it. */
+    dp: { epsilon: number; delta: number } | null;
+    /** What each site's privacy ledger recorded as spent (ε at δ), when the study used DP. */
+    spent: { site: string; epsilon: number; delta: number; mechanism: string }[];
+    summary: string;
+  };
   performance: {
     metric: string | null;
     pooled: Record<string, number>;
@@ -61,6 +69,8 @@ export interface CardInput {
   institutions: { id: string; name: string; kind: string; jurisdiction: string }[];
   pooled: Record<string, number>;
   usage: UsageRecord[];
+  /** The privacy ledger's latest total per site (site ids), if any. */
+  spent?: { siteId: string; epsilon: number; delta: number; mechanism: string }[];
   audit: { seq: number; head: string } | null;
 }
 
@@ -103,7 +113,7 @@ export function modelCard(i: CardInput): ModelCard {
     jurisdictions,
     sites,
     training: { strategy: i.spec.strategy.name, strategyParams: i.spec.strategy.params ?? {}, rounds: i.spec.rounds, model: i.spec.model, fit: i.spec.fit, seed: i.spec.seed ?? null },
-    privacy: { secagg, dp, summary: privacySummary },
+    privacy: { secagg, dp, spent: (i.spent ?? []).map((x) => ({ site: i.sites.find((s) => s.id === x.siteId)?.name ?? x.siteId, epsilon: x.epsilon, delta: x.delta, mechanism: x.mechanism })), summary: privacySummary },
     performance: { metric, pooled: i.pooled, perSite, best, worst, gap: best && worst ? Math.abs(best.value - worst.value) : null },
     compute: {
       total: summary.total,
@@ -131,7 +141,9 @@ export function modelCardMarkdown(c: ModelCard): string {
   }
   L.push('', `Jurisdictions: ${c.jurisdictions.join(', ') || 'none declared'}.`, '');
   L.push('## Training', '', `Strategy ${c.training.strategy}${Object.keys(c.training.strategyParams).length ? ` ${JSON.stringify(c.training.strategyParams)}` : ''}, ${c.training.rounds} rounds, model ${JSON.stringify(c.training.model)}, local training ${JSON.stringify(c.training.fit)}, seed ${c.training.seed ?? '–'}.`, '');
-  L.push('## Privacy guarantees', '', `- SecAgg+: ${c.privacy.secagg ? 'yes' : 'none'}`, `- Differential privacy: ${c.privacy.dp ? `(ε, δ) = (${c.privacy.dp.epsilon}, ${c.privacy.dp.delta})` : 'none'}`, '', c.privacy.summary, '');
+  L.push('## Privacy guarantees', '', `- SecAgg+: ${c.privacy.secagg ? 'yes' : 'none'}`, `- Differential privacy: ${c.privacy.dp ? `(ε, δ) = (${c.privacy.dp.epsilon}, ${c.privacy.dp.delta})` : 'none'}`);
+  for (const x of c.privacy.spent) L.push(`  - spent by ${x.site} (privacy ledger): ε = ${x.epsilon.toFixed(3)} at δ = ${x.delta} (${x.mechanism})`);
+  L.push('', c.privacy.summary, '');
   L.push('## Performance', '', `Measured by each site on its own test split in the final evaluation round; pooled = example-weighted over sites.`, '');
   const names = [...new Set([...Object.keys(c.performance.pooled), ...c.sites.flatMap((s) => Object.keys(s.metrics))])].sort();
   L.push(`| site | ${names.join(' | ')} |`, `|---|${names.map(() => '---:').join('|')}|`);
@@ -174,9 +186,10 @@ export async function gatherModelCard(store: Store, studyId: string): Promise<Mo
   const pooled = Object.fromEntries(metrics.filter((x) => x.site_id === null).map((x) => [x.name, x.value]));
   const mv = await store.latestModelVersion(studyId);
   const head = await auditHead(db, store.dialect);
+  const spent = await studySpend(priv(store.db), studyId).catch(() => []); // no privacy ledger in this store: nothing spent
   return modelCard({
     studyId, name: study.name, spec, completedAt: study.updated_at, finalModel: mv ? { id: mv.id, digest: mv.digest } : null, lifecycle, sites,
-    institutions: await listInstitutions(db), pooled, usage: await listUsage(db, studyId), audit: head ? { seq: head.seq, head: head.hash } : null,
+    institutions: await listInstitutions(db), pooled, usage: await listUsage(db, studyId), spent, audit: head ? { seq: head.seq, head: head.hash } : null,
   });
 }
 
