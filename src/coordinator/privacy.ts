@@ -102,8 +102,8 @@ export function spendProblem(spec: StudySpec, spend: PrivacySpend | undefined): 
 
 /** Ledger row and 'privacy.spent' audit entry, inside the transaction that accepts the update. */
 export async function recordSpendInTx(tx: Transaction<any>, audit: AuditKey | undefined, e: { taskId: string; studyId: string; siteId: string; round: number; spend: PrivacySpend; at: number }): Promise<void> {
-  await recordSpend(priv(tx), e);
-  if (audit) {
+  const fresh = await recordSpend(priv(tx), e);
+  if (audit && fresh) {
     await appendAudit(tx as never, audit, {
       ts: e.at, actor: e.siteId, kind: 'privacy.spent', subject: e.taskId,
       data: { study: e.studyId, round: e.round, mechanism: e.spend.mechanism, steps: e.spend.steps, sampleRate: e.spend.sampleRate, noiseMultiplier: e.spend.noiseMultiplier, epsilon: e.spend.epsilon, delta: e.spend.delta, budget: { epsilon: e.spend.budgetEpsilon, delta: e.spend.budgetDelta } },

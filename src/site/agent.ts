@@ -86,6 +86,7 @@ export class SiteAgent {
   private readonly http: HttpClient;
   private readonly log: (m: string) => void;
   private readonly data = new Map<string, SiteData>();
+  private readonly privacyRefused = new Set<string>();
   /** The site's own policy (site.yaml `policy:`); it wins over the jurisdiction's, as in FLARE. */
   private readonly policy: SiteLocalPolicy | undefined;
   readonly cred: Credential;
@@ -131,7 +132,10 @@ export class SiteAgent {
         }
         await this.flushPending();
         const task = await this.poll();
-        if (task) await this.handle(task);
+        // A task this agent refused for its privacy budget stays open at the coordinator until the round closes: do
+        // not refuse (and record) it again on every poll.
+        if (task && this.privacyRefused.has(task.taskId)) await new Promise((r) => setTimeout(r, 1000));
+        else if (task) await this.handle(task);
       } catch (e) {
         if (this.opts.signal?.aborted) break;
         if (e instanceof ApiError && e.status === 401) throw new Error(`the coordinator refused this site's credential: ${e.message}`);
@@ -212,6 +216,7 @@ export class SiteAgent {
         if (why) {
           this.log(`task ${task.taskId}: refused: ${why}`);
           await this.http.json('POST', `/v1/agent/tasks/${encodeURIComponent(task.taskId)}/refuse`, { reason: why });
+          this.privacyRefused.add(task.taskId);
           return;
         }
       }

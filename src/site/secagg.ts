@@ -73,8 +73,10 @@ export async function uploadSecAgg(http: HttpClient, p: PendingResult, log: (m: 
         log(`task ${p.taskId}: SecAgg+ session replaced; starting again`);
         continue;
       }
-      if (e.code === 'secagg_no_session' && noSession++ < (opts.noSessionRetries ?? 5)) {
-        // A restarted coordinator opens a new session for the round within a tick; this update re-joins it.
+      if (e.code === 'secagg_no_session' && noSession++ < (opts.noSessionRetries ?? Infinity)) {
+        // The round is open but has no session: a restarted coordinator opens a new one once its engine holds the
+        // study again (its lease may take a while to expire); this update re-joins it. If the round closes first,
+        // the answer becomes secagg_round_closed.
         await new Promise((r) => setTimeout(r, 1000));
         continue;
       }

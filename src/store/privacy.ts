@@ -62,19 +62,20 @@ export function privacyMigration(dialect: Dialect): Migration {
 }
 
 /**
- * Records one release. A task releases once: a repeat (a masked input resent to a restarted SecAgg+ session)
- * keeps the first row.
+ * Records one release; returns false for a repeat. A task releases once: a repeat (the same masked update resent
+ * to a restarted SecAgg+ session) keeps the first row.
  */
-export async function recordSpend(db: PrivacyDb, e: { taskId: string; studyId: string; siteId: string; round: number; spend: PrivacySpend; at: number }): Promise<void> {
+export async function recordSpend(db: PrivacyDb, e: { taskId: string; studyId: string; siteId: string; round: number; spend: PrivacySpend; at: number }): Promise<boolean> {
   const s = e.spend;
-  await db
+  const r = await db
     .insertInto('privacy_ledger')
     .values({
       task_id: e.taskId, study_id: e.studyId, site_id: e.siteId, round: e.round, mechanism: s.mechanism, sample_rate: s.sampleRate,
       noise_multiplier: s.noiseMultiplier, steps: s.steps, epsilon: s.epsilon, delta: s.delta, budget_epsilon: s.budgetEpsilon, budget_delta: s.budgetDelta, at: e.at,
     })
     .onConflict((oc) => oc.column('task_id').doNothing())
-    .execute();
+    .executeTakeFirst();
+  return Number(r.numInsertedOrUpdatedRows ?? 0) > 0;
 }
 
 export interface SiteSpend {
