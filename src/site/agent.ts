@@ -306,6 +306,9 @@ export class SiteAgent {
         await this.http.request('POST', `/v1/agent/tasks/${encodeURIComponent(p.taskId)}/result`, { type: p.contentType, data: p.body });
       } catch (e) {
         if (!(e instanceof ApiError)) throw e;
+        // 401: the request, not the result, was refused (revoked key, clock off by over 5 minutes): keep the
+        // result for when that is fixed, and stop.
+        if (e.status === 401) throw e;
         // 409: the coordinator already has this result (we crashed after sending) or the round closed
         // without it; either way the state must move on. Other 4xx: the result was refused (logged there).
         this.log(`task ${p.taskId}: coordinator answered ${e.status} ${e.code}: ${e.message}`);
