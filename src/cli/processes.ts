@@ -52,7 +52,7 @@ export async function siteProcessCommand(sub: string, argv: string[]): Promise<n
   if (sub === 'enrol') {
     if (!values.token) throw new UsageError('setu site enrol --config site.yaml --token <invite>');
     const c = await enrol(cfg, values.token, log);
-    process.stdout.write(`enrolled as ${c.siteName} (${c.siteId}); credential saved in ${cfg.stateDirAbs}\n`);
+    process.stdout.write(`enrolled as ${c.siteName} (${c.siteId}); its private signing key is ${cfg.stateDirAbs}/site.key (mode 600, never sent)\n`);
     return 0;
   }
   if (values.token) await enrol(cfg, values.token, log);
