@@ -23,7 +23,7 @@ import { combineSums, statsFromSums } from '../learning/federated-stats.js';
 import { hostStrategy, type FitResultIn } from './strategy-host.js';
 import { gov } from '../store/governance.js';
 import { commitTransitions, eligibleParticipants, loadLifecycle } from '../governance/study-governance.js';
-import { complete as lifecycleComplete } from '../governance/lifecycle.js';
+import { complete as lifecycleComplete, stop as lifecycleStop } from '../governance/lifecycle.js';
 import { ensureModelCard } from '../governance/model-card.js';
 import { appendAudit, type AuditKey } from '../governance/audit-store.js';
 import { SecAggSessions, aggregateOf, newSession, restartRound, type SecAggSession } from './secagg.js';
@@ -133,7 +133,13 @@ export class RoundEngine {
 
   private async fail(study: StudyRow, message: string): Promise<void> {
     try {
-      await this.store.transitionStudy(study.id, ['running'], 'failed', this.now(), { error: message });
+      const now = this.now();
+      await this.store.transaction(async (tx) => {
+        await this.store.transitionStudy(study.id, ['running'], 'failed', now, { error: message }, tx);
+        // The lifecycle ends too (stopped, with the failure as its reason), audited like any other transition.
+        const cur = await loadLifecycle(gov(tx), study.id);
+        if (cur?.state === 'running') await commitTransitions(tx, { store: this.store, audit: this.opts.audit }, cur, [lifecycleStop(cur, `failed: ${message}`, { by: 'coordinator', at: now })]);
+      });
       this.bus.emit({ type: 'study.status', studyId: study.id, status: 'failed', error: message });
     } catch {
       /* already moved */

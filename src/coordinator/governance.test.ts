@@ -238,7 +238,7 @@ describe('a site refuses a task under its own local policy', () => {
     const k = generateSigningKeys();
     await new HttpClient({ baseUrl: c.url }).json('POST', '/v1/users/enrol', { token: leadInv.token, publicKey: k.publicKeyRaw });
     const lead = new HttpClient({ baseUrl: c.url, signer: { keyId: leadInv.userId, privateKey: k.privateKey } });
-    const { id } = await lead.json<{ id: string }>('POST', '/v1/studies', spec(['strict']));
+    const { id } = await lead.json<{ id: string }>('POST', '/v1/studies', { ...spec(['strict']), roundTimeoutSeconds: 3 });
     // A site outside the consortium (no institution): the study starts directly, approved on its behalf.
     await lead.json('POST', `/v1/studies/${id}/start`, {});
     const r = await waitFor('the refusal', async () => {
@@ -248,7 +248,17 @@ describe('a site refuses a task under its own local policy', () => {
     assert.equal(r[0]!.site, 'strict');
     assert.match(r[0]!.reason, /refused task .* under its local policy: min-examples: the update would rest on 199 examples; this site's policy requires at least 1000/);
     assert.equal((await lead.json<{ openRound: { received: number } }>('GET', `/v1/studies/${id}`)).openRound.received, 0);
-    await lead.json('POST', `/v1/studies/${id}/stop`, {});
+    // With no result the round's deadline passes and the study fails; its lifecycle stops with that reason, audited.
+    const g = await waitFor('the failure', async () => {
+      const x = await lead.json<{ status: string; state: string; events: { kind: string; data: { reason?: string } }[] }>('GET', `/v1/studies/${id}/governance`);
+      return x.status === 'failed' ? x : undefined;
+    }, 20_000, 200);
+    assert.equal(g.state, 'stopped');
+    assert.match(g.events.find((x) => x.kind === 'study.stopped')!.data.reason!, /^failed: round 1: 0 of 1 sites reported/);
+    // The refused task was closed: the agent refused it once, not on every poll.
+    assert.equal(g.events.filter((x) => x.kind === 'task.refused').length, 1);
+    const audit = await admin.json<{ entries: { kind: string; subject: string }[] }>('GET', '/v1/audit');
+    assert.equal(audit.entries.filter((x) => x.subject === id).at(-1)!.kind, 'study.stopped');
   });
 });
 
