@@ -4,6 +4,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { startCoordinator } from '../coordinator/start.js';
+import { CoordinatorKeyError } from '../coordinator/auth.js';
 import { loadSiteConfig } from '../site/config.js';
 import { SiteAgent, enrol } from '../site/agent.js';
 import { DEFAULT_DATA_DIR, UsageError, intFlag, parse } from './args.js';
@@ -24,15 +25,21 @@ export async function coordinatorCommand(sub: string | undefined, argv: string[]
   });
   if (!!values['tls-cert'] !== !!values['tls-key']) throw new UsageError('--tls-cert and --tls-key go together');
   const log = logTo('coordinator');
-  const c = await startCoordinator({
-    dataDir: values['data-dir'] ?? DEFAULT_DATA_DIR,
-    ...(values.db ? { db: values.db } : {}),
-    host: values.host ?? '127.0.0.1',
-    port: intFlag(values.port, 'port', 7070),
-    ...(values['body-limit'] ? { bodyLimit: intFlag(values['body-limit'], 'body-limit', 0) } : {}),
-    ...(values['tls-cert'] ? { https: { cert: readFileSync(values['tls-cert']), key: readFileSync(values['tls-key']!) } } : {}),
-    log,
-  });
+  let c;
+  try {
+    c = await startCoordinator({
+      dataDir: values['data-dir'] ?? DEFAULT_DATA_DIR,
+      ...(values.db ? { db: values.db } : {}),
+      host: values.host ?? '127.0.0.1',
+      port: intFlag(values.port, 'port', 7070),
+      ...(values['body-limit'] ? { bodyLimit: intFlag(values['body-limit'], 'body-limit', 0) } : {}),
+      ...(values['tls-cert'] ? { https: { cert: readFileSync(values['tls-cert']), key: readFileSync(values['tls-key']!) } } : {}),
+      log,
+    });
+  } catch (e) {
+    if (e instanceof CoordinatorKeyError) throw new UsageError(e.message);
+    throw e;
+  }
   log(`listening on ${c.url} (store: ${values.db ? 'postgresql' : 'sqlite'}; audit key ${values['data-dir'] ?? DEFAULT_DATA_DIR}/coordinator.key; ${c.adminKey ? `admin key in ${values['data-dir'] ?? DEFAULT_DATA_DIR}/admin.key` : 'no admin.key in this data directory'})`);
   process.stdout.write(JSON.stringify({ event: 'listening', url: c.url }) + '\n');
   await new Promise<void>((resolve) => {

@@ -68,6 +68,9 @@ export function readKeyFile(file: string): KeyFile {
 }
 
 export const COORDINATOR_KEY_FILE = 'coordinator.key';
+
+/** The coordinator's key file does not belong to the store it was started on (an operator's mistake to fix). */
+export class CoordinatorKeyError extends Error {}
 export const ADMIN_KEY_FILE = 'admin.key';
 export const ADMIN_USER_ID = 'user-admin';
 
@@ -78,18 +81,21 @@ export const ADMIN_USER_ID = 'user-admin';
  */
 export async function ensureCoordinatorKey(store: Store, dataDir: string): Promise<AuditKey> {
   const file = join(dataDir, COORDINATOR_KEY_FILE);
+  const pinned = await store.getKv('coordinator_public_key');
   let pem: string;
   if (existsSync(file)) pem = readFileSync(file, 'utf8');
-  else {
+  else if (pinned) {
+    // A second coordinator on a shared store must sign with the same key; making a new one would fork trust.
+    throw new CoordinatorKeyError(`${file} is missing, and this store's audit chain is signed by ${pinned}: copy coordinator.key from the coordinator that made it`);
+  } else {
     pem = generateSigningKeys().privateKeyPem;
     writeFileSync(file, pem, { mode: 0o600, flag: 'wx' });
   }
   const privateKey = importPrivateKey(pem);
   const publicKeyRaw = publicKeyToRaw(createPublicKey(privateKey));
-  const pinned = await store.getKv('coordinator_public_key');
   if (!pinned) await store.setKv('coordinator_public_key', publicKeyRaw);
   else if (pinned !== publicKeyRaw) {
-    throw new Error(`${file} holds public key ${publicKeyRaw}, but this store's audit chain is signed by ${pinned}: copy the coordinator.key that belongs to this store`);
+    throw new CoordinatorKeyError(`${file} holds public key ${publicKeyRaw}, but this store's audit chain is signed by ${pinned}: copy the coordinator.key that belongs to this store`);
   }
   return { privateKey, publicKeyRaw };
 }
