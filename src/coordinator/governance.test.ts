@@ -246,7 +246,7 @@ describe('a site refuses a task under its own local policy', () => {
       return s.refusals.length ? s.refusals : undefined;
     }, 30_000, 100);
     assert.equal(r[0]!.site, 'strict');
-    assert.match(r[0]!.reason, /refused task .* under its local policy: min-examples: the update would rest on 199 examples; this site's policy requires at least 1000/);
+    assert.match(r[0]!.reason, /refused task .*: local policy: min-examples: the update would rest on 199 examples; this site's policy requires at least 1000/);
     assert.equal((await lead.json<{ openRound: { received: number } }>('GET', `/v1/studies/${id}`)).openRound.received, 0);
     // With no result the round's deadline passes and the study fails; its lifecycle stops with that reason, audited.
     const g = await waitFor('the failure', async () => {

@@ -199,7 +199,7 @@ export class SiteAgent {
         ...(placed ? { computeJurisdiction: placed.resource.jurisdiction } : this.cfg.jurisdiction ? { computeJurisdiction: this.cfg.jurisdiction } : {}) });
       if (refusal) {
         this.log(`task ${task.taskId}: refused under this site's local policy: ${refusal}`);
-        await this.http.json('POST', `/v1/agent/tasks/${encodeURIComponent(task.taskId)}/refuse`, { reason: refusal });
+        await this.http.json('POST', `/v1/agent/tasks/${encodeURIComponent(task.taskId)}/refuse`, { reason: `local policy: ${refusal}` });
         return;
       }
       // Differential privacy and SecAgg+ run in the built-in trainer on this machine only; a DP task that would
@@ -248,8 +248,19 @@ export class SiteAgent {
       let streamState: BatchStreamState;
       if (placed) {
         const c = this.cfg.compute?.mode === 'placed' ? this.cfg.compute : {};
-        const run = await runPlacedFit(this.cfg, placed.resource, { task, siteName: this.cred.siteName, global, stream: saved, clientState, ...c },
-          async (jobId, state) => void (await this.http.json('POST', `/v1/agent/tasks/${encodeURIComponent(task.taskId)}/job`, { jobId, state })), this.log);
+        let run;
+        try {
+          run = await runPlacedFit(this.cfg, placed.resource, { task, siteName: this.cred.siteName, global, stream: saved, clientState, ...c },
+            async (jobId, state) => void (await this.http.json('POST', `/v1/agent/tasks/${encodeURIComponent(task.taskId)}/job`, { jobId, state })), this.log);
+        } catch (e) {
+          if (e instanceof ApiError) throw e;
+          // The job could not run (scheduler refused it, it failed, no kubectl…): say why and close the task rather
+          // than retrying it on every poll until the round's deadline.
+          const why = `placed training on ${placed.resource.id} (${placed.resource.scheduler}) failed: ${(e as Error).message}`.slice(0, 3900);
+          this.log(`task ${task.taskId}: ${why}`);
+          await this.http.json('POST', `/v1/agent/tasks/${encodeURIComponent(task.taskId)}/refuse`, { reason: why });
+          return;
+        }
         out = run.out;
         streamState = run.out.stream;
         usage = run.usage;

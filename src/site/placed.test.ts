@@ -66,3 +66,22 @@ test('a placed task run as a real job (setu site run-task under the local execut
   assert.equal(run.usage.cpuBasis, 'measured');
   assert.ok(run.usage.cpuSeconds > 0 && run.usage.wallSeconds > 0);
 });
+
+test('a placed job that cannot run is an error naming the resource and the cause, and reports no job', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'setu-placed-k8s-'));
+  const cfg = parseSiteConfig(`coordinator: http://127.0.0.1:1\nstateDir: state\ndatasets: { heart: { format: fed-heart-disease, center: 0 } }\n`, join(dir, 'site.yaml'));
+  const t = task();
+  const global = initialWeights({ name: 'x', dataset: 'heart', model: t.model, strategy: { name: 'FedAvg' }, rounds: 1, fit: t.fit!, seed: t.seed });
+  // A Kubernetes resource whose kubectl does not exist here: the executor cannot apply the Job.
+  const resource: ComputeResource = { id: 'in-k8s', name: 'k8s', institution: 'iisc', jurisdiction: 'IN', scheduler: 'kubernetes', capacity: { cpus: 4, gpus: [], ramGiB: 8 },
+    schedulerConfig: { kubeContext: 'nowhere', image: 'ghcr.io/setu/trainer:1' } };
+  const jobs: string[] = [];
+  const prev = process.env.PATH;
+  process.env.PATH = dir; // no kubectl on this PATH
+  try {
+    await assert.rejects(runPlacedFit(cfg, resource, { task: t, siteName: 'cleveland', global, stream: undefined, clientState: undefined }, async (id) => { jobs.push(id); }, () => {}), /kubectl/);
+  } finally {
+    process.env.PATH = prev;
+  }
+  assert.deepEqual(jobs, []);
+});

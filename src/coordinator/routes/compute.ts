@@ -226,13 +226,13 @@ export function computeRoutes(app: FastifyInstance, ctx: RouteContext, cfg: Gove
     const task = await siteTask(site.id, req.params.id);
     if (task.status !== 'issued' && task.status !== 'delivered') throw new HttpError(409, 'conflict', `task ${task.id} is ${task.status}`);
     const t = now();
-    const reason = `site ${site.name} refused task ${task.id} under its local policy: ${req.body.reason}`;
+    const reason = `site ${site.name} refused task ${task.id}: ${req.body.reason}`;
     await store.recordRefusal({ study_id: task.study_id, round: task.round, site_id: site.id, task_id: task.id, reason, at: t });
     await store.transaction(async (tx) => {
       // A refused task is closed: it is not delivered again (the agent would refuse it on every poll) and takes no result.
       await tx.updateTable('tasks').set({ status: 'refused', done_at: t }).where('id', '=', task.id).where('status', 'in', ['issued', 'delivered']).execute();
       await addEvent(gov(tx), { studyId: task.study_id, kind: 'task.refused', actor: site.id, data: { task: task.id, reason: req.body.reason }, at: t });
-      await appendAudit(tx, ctx.audit.key, { ts: t, actor: site.id, kind: 'update.refused', subject: task.id, data: { study: task.study_id, round: task.round, site: site.name, by: 'site-local policy', reason: req.body.reason } });
+      await appendAudit(tx, ctx.audit.key, { ts: t, actor: site.id, kind: 'update.refused', subject: task.id, data: { study: task.study_id, round: task.round, site: site.name, by: 'site', reason: req.body.reason } });
     });
     const p = await getPlacement(db(), task.id);
     if (p) await updatePlacement(db(), task.id, { state: 'refused' });
