@@ -160,10 +160,12 @@ for (const b of backends) {
       assert.equal(await store.claimStudy('s1', 'i2', now + 5000, 1000), true);
     });
 
-    it('moves study status only from the expected state', { skip }, async () => {
+    it('moves study status only from the expected state, and a stopped study issues nothing more', { skip }, async () => {
       await assert.rejects(store.transitionStudy('s1', ['created'], 'running', now), StoreConflict);
+      assert.deepEqual((await store.pendingTasks('a')).map((t) => t.id), ['t2-a'], 'round 2 is still open for site a');
       await store.transitionStudy('s1', ['running'], 'stopped', now);
       assert.equal((await store.getStudy('s1'))?.status, 'stopped');
+      assert.deepEqual(await store.pendingTasks('a'), [], 'stopping expired the open task');
     });
 
     it('survives reopening: migrations are idempotent and data persists', { skip }, async () => {

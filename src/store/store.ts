@@ -235,6 +235,10 @@ export class Store {
       const s = await this.getStudy(id, db);
       throw new StoreConflict(s ? `study ${id} is ${s.status}; expected ${from.join(' or ')}` : `no study ${id}`);
     }
+    // A study that stops for any reason takes its open tasks with it, so no site keeps receiving them.
+    if (to !== 'running') {
+      await db.updateTable('tasks').set({ status: 'expired' }).where('study_id', '=', id).where('status', 'in', ['issued', 'delivered']).execute();
+    }
   }
 
   /**
