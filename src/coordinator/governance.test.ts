@@ -322,5 +322,28 @@ describe('the governance CLI against a coordinator', () => {
     assert.match(r.out, /IN\s+aiims-heart\s+update-protection/);
     r = await cli(leadKey, ['study', 'governance', id, '--json']);
     assert.deepEqual((JSON.parse(r.out) as { events: { kind: string }[] }).events.map((e) => e.kind), ['study.proposed', 'study.approved']);
+    // Compute: register from a YAML file (a bad one changes nothing), list, queues, usage, ledger.
+    await cli(adminKey, ['institution', 'add', '--id', 'cdac', '--name', 'C-DAC', '--kind', 'compute_centre', '--jurisdiction', 'IN']);
+    const good = join(dir, 'resources.yaml');
+    writeFileSync(good, YAML.stringify({ resources: [
+      { id: 'in-param', name: 'PARAM (share)', institution: 'cdac', jurisdiction: 'IN', scheduler: 'slurm', capacity: { cpus: 128, gpus: [{ model: 'A100', memoryGiB: 40, count: 8 }], ramGiB: 1024 }, availability: { now: { cpus: 64, gpus: 2, ramGiB: 512 } }, schedulerConfig: { partition: 'gpu' } },
+    ] }));
+    const badFile = join(dir, 'bad.yaml');
+    writeFileSync(badFile, YAML.stringify([{ id: 'in-x', name: 'x', institution: 'cdac', jurisdiction: 'India', scheduler: 'slurm', capacity: { cpus: 1, gpus: [], ramGiB: 1 } }]));
+    r = await cli(adminKey, ['compute', 'add', '--file', badFile]);
+    assert.equal(r.code, 1);
+    assert.match(r.err, /jurisdiction/);
+    r = await cli(adminKey, ['compute', 'add', '--file', good]);
+    assert.equal(r.code, 0, r.err);
+    assert.match(r.out, /resource in-param created/);
+    r = await cli(leadKey, ['compute', 'list']);
+    assert.match(r.out, /in-param\s+cdac\s+IN\s+slurm\s+128\s+8×A100 40G\s+1024\s+64\/2\/512\s+0/);
+    r = await cli(leadKey, ['compute', 'queues', '--json']);
+    assert.deepEqual(JSON.parse(r.out), [{ resource: 'in-param', scheduler: 'slurm', jurisdiction: 'IN', active: [], finished: 0 }]);
+    r = await cli(leadKey, ['compute', 'usage', '--json']);
+    assert.deepEqual(JSON.parse(r.out).records, []);
+    r = await cli(leadKey, ['compute', 'ledger']);
+    assert.equal(r.code, 0, r.err);
+    assert.match(r.out, /^Country contribution/);
   });
 });
