@@ -18,7 +18,8 @@ import { promisify } from 'node:util';
 import YAML from 'yaml';
 import { startCoordinator, type RunningCoordinator } from './start.js';
 import { adminOf, SETU_MAIN, stopAll, studyLeadClient, waitFor } from '../testing/processes.js';
-import { ApiError, type HttpClient } from '../site/http.js';
+import { ApiError, HttpClient } from '../site/http.js';
+import { SiteState } from '../site/state.js';
 import type { StudyPrivacyReport } from './routes/privacy.js';
 
 const run = promisify(execFile);
@@ -333,6 +334,70 @@ test('a coordinator that dies mid SecAgg+ round restarts the round cleanly; agen
   } finally {
     await stopAll(agents.map((a) => a.child));
     await c?.close().catch(() => {});
+    rmSync(root, { recursive: true, force: true });
+  }
+});
+
+test('bad SecAgg+ messages from a site are refused and change nothing', { timeout: 90_000 }, async () => {
+  const root = mkdtempSync(join(tmpdir(), 'setu-secagg-bad-'));
+  let c: RunningCoordinator | undefined;
+  let agents: Agent[] = [];
+  try {
+    c = await startCoordinator({ dataDir: join(root, 'coord'), port: 0, tickMs: 50 });
+    const coord = c;
+    const admin = adminOf(c);
+    agents = await enrolAll(c, admin, root, () => ({}));
+    // va's agent is frozen, so the round's keys stage stays open while this test speaks with va's own key.
+    const va = agents.find((a) => a.name === 'va')!;
+    const st = new SiteState(join(va.dir, 'state'));
+    const cred = await waitFor('va to save its credential', async () => st.credential(), 10_000);
+    va.child.kill('SIGSTOP');
+    const asVa = new HttpClient({ baseUrl: c.url, signer: { keyId: cred.siteId, privateKey: st.privateKeyPem()! }, giveUpAfterMs: 5000 });
+    const lead = await studyLeadClient(admin, c.url);
+    const { id } = await lead.json<{ id: string }>('POST', '/v1/studies', {
+      name: 'secagg bad input', dataset: 'heart', model: { kind: 'logistic', inputDim: 13 }, strategy: { name: 'FedAvg' }, rounds: 1,
+      fit: { localSteps: 10, batchSize: 4, optimizer: { kind: 'sgd', lr: 0.01 } }, roundTimeoutSeconds: 60, seed: 3, privacy: { secagg: { stageTimeoutSeconds: 2 } },
+    });
+    await lead.json('POST', `/v1/studies/${id}/start`, {});
+    const task = `${id}.r1.${cred.siteId}`;
+    // The three running agents have sent their keys; the session waits for va.
+    const session = await waitFor('three keys', async () => {
+      const s = coord.engine.secagg.get(id, 1);
+      return s && (s.server as unknown as { keys: Map<number, unknown> }).keys.size === 3 ? s : undefined;
+    }, 30_000);
+    const setup = await asVa.json<{ session: string; setup: { clientId: number } }>('GET', `/v1/agent/secagg/${encodeURIComponent(task)}/setup`);
+    const me = setup.setup.clientId;
+    const counts = async () => Object.fromEntries(Object.entries(await coord.store.snapshotCounts()).filter(([k]) => !/nonce/.test(k)));
+    const before = await counts();
+    const keysHeld = () => (session.server as unknown as { keys: Map<number, unknown> }).keys.size;
+    const refused = async (path: string, body: unknown, status: number, code: RegExp) => {
+      const e = await asVa.json('POST', path, body).then(() => undefined, (x: unknown) => x);
+      assert.ok(e instanceof ApiError, `${path} refused`);
+      assert.equal(e.status, status, `${path}: ${e.message}`);
+      assert.match(e.code, code);
+    };
+    const base = `/v1/agent/secagg/${encodeURIComponent(task)}`;
+    const key = Buffer.alloc(32, 7).toString('base64');
+    await refused(`${base}/keys`, { session: setup.session, msg: { stage: 'keys', clientId: me, cPk: 'AAAA', sPk: key } }, 400, /malformed_secagg/);
+    await refused(`${base}/keys`, { session: setup.session, msg: 'not an object' }, 400, /malformed_secagg/);
+    await refused(`${base}/keys`, { session: setup.session, msg: { stage: 'keys', clientId: (me + 1) % 4, cPk: key, sPk: key } }, 403, /forbidden/);
+    await refused(`${base}/keys`, { session: 'someone-elses-session', msg: { stage: 'keys', clientId: me, cPk: key, sPk: key } }, 409, /secagg_session/);
+    await refused(`${base}/masked`, { session: setup.session, msg: { stage: 'masked-input', clientId: me, masked: Buffer.alloc(16).toString('base64') }, meta: { taskId: task, numExamples: 1 } }, 400, /malformed_secagg/);
+    await refused(`${base}/masked`, { session: setup.session, msg: { stage: 'masked-input', clientId: me, masked: Buffer.alloc(15 * 4).toString('base64') }, meta: { taskId: task, numExamples: 1 } }, 409, /secagg_stage/);
+    const other = `${id}.r1.${[...session.clientOf.keys()].find((s) => s !== cred.siteId)}`;
+    await refused(`/v1/agent/secagg/${encodeURIComponent(other)}/keys`, { session: setup.session, msg: { stage: 'keys', clientId: me, cPk: key, sPk: key } }, 403, /forbidden/);
+    assert.equal(session.stage, 'keys');
+    assert.equal(keysHeld(), 3, 'no key was taken from a refused message');
+    assert.deepEqual(await counts(), before, 'no row changed');
+    // Thawed, va's agent joins and the round commits with all four.
+    va.child.kill('SIGCONT');
+    const done = await finished(lead, id);
+    assert.equal(done.status, 'completed', done.error ?? '');
+    assert.equal(done.metrics.find((x) => x.round === 1 && x.site === null && x.phase === 'secagg' && x.name === 'survivors')?.value, 4);
+  } finally {
+    for (const a of agents) a.child.kill('SIGCONT');
+    await stopAll(agents.map((a) => a.child));
+    await c?.close();
     rmSync(root, { recursive: true, force: true });
   }
 });
