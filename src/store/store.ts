@@ -94,7 +94,11 @@ export class Store {
       const pg = (await import('pg')).default;
       // int8 (COUNT, bigint ms timestamps) arrives as string by default; every value we keep fits a double.
       pg.types.setTypeParser(20, (v: string) => Number(v));
-      db = new Kysely<Schema>({ dialect: new PostgresDialect({ pool: new pg.Pool({ connectionString: url, max: 8 }) }) });
+      const pool = new pg.Pool({ connectionString: url, max: 8 });
+      // An idle connection the server drops (restart, failover) must not crash the coordinator: the pool
+      // discards it and the next query opens a fresh one.
+      pool.on('error', (e) => process.stderr.write(`setu store: PostgreSQL connection lost (${e.message}); reconnecting on next use\n`));
+      db = new Kysely<Schema>({ dialect: new PostgresDialect({ pool }) });
       dialect = 'postgres';
     } else {
       const path = url.replace(/^sqlite:/, '');

@@ -48,7 +48,8 @@ test('a job runs on Slurm and sacct accounts its CPU time', async (t) => {
   assert.equal(r.usage.cpuBasis, 'measured');
   // The job burns 0.5 s of its own CPU time: sacct's TotalCPU must see it all, and no more than wall time allows.
   assert.ok(r.usage.cpuSeconds >= 0.49, `TotalCPU ${r.usage.cpuSeconds}`);
-  assert.ok(r.usage.wallSeconds >= 1 && r.usage.cpuSeconds <= r.usage.wallSeconds + 1, JSON.stringify(r.usage));
+  // ElapsedRaw is whole seconds, so a job of about half a second may be accounted as 0 or 1 s of wall time.
+  assert.ok(r.usage.wallSeconds >= 0 && r.usage.wallSeconds <= 30 && r.usage.cpuSeconds <= r.usage.wallSeconds + 1, JSON.stringify(r.usage));
   assert.equal(r.usage.gpuSeconds, 0);
 });
 
