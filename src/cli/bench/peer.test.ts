@@ -1,5 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { fileURLToPath } from 'node:url';
 import { INSTALL_HINT, main } from './peer.js';
 
 async function capture(argv: string[]): Promise<{ code: number; out: string; err: string }> {
@@ -16,7 +17,8 @@ async function capture(argv: string[]): Promise<{ code: number; out: string; err
 }
 
 test('without torch it prints the install command and skips', async () => {
-  const r = await capture(['--python', '/bin/false']);
+  // Any existing file stands in for the peer script: the torch probe comes first and fails with /bin/false.
+  const r = await capture(['--python', '/bin/false', '--peer', fileURLToPath(import.meta.url)]);
   assert.equal(r.code, 0);
   assert.ok(r.out.includes(INSTALL_HINT));
   assert.match(r.out, /Skipped/);
