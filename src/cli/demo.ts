@@ -233,7 +233,7 @@ export async function main(argv: string[]): Promise<number> {
             Object.entries(ordered).map(([k, r]) => [k, pct(r.pooledTest), ...r.perSite.map(pct)]),
           ) +
           `\n\nAccuracy on each hospital's test split and on the pooled test split (254 patients), seed ${seed}.\n` +
-          `FedAvg trained over HTTP by 4 separate site processes in ${seconds.toFixed(1)} s; Pooled and Local are the centralised and single-hospital baselines.\n` +
+          `FedAvg was trained over HTTP by 4 separate site processes (demo wall time ${seconds.toFixed(1)} s); Pooled and Local are the centralised and single-hospital baselines.\n` +
           privacyText(output.privacy) +
           `Data: UCI Heart Disease (Janosi, Steinbrunn, Pfisterer, Detrano, 1988), CC BY 4.0, preprocessed as FLamby's Fed-Heart-Disease.\n`,
       );
