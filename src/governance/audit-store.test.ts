@@ -5,26 +5,13 @@
  */
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { createPublicKey } from 'node:crypto';
 import { Store } from '../store/store.js';
-import { createTempDatabase, pgSkipReason } from '../testing/pg.js';
+import { STORE_BACKENDS } from '../testing/backends.js';
 import { generateSigningKeys, publicKeyToRaw } from '../protocol/signing.js';
 import { AuditLog, appendAudit, type AuditKey } from './audit-store.js';
 
-const backends = [
-  {
-    name: 'sqlite',
-    skip: async () => false as const,
-    open: async () => {
-      const dir = mkdtempSync(join(tmpdir(), 'setu-audit-store-'));
-      return { url: join(dir, 'setu.db'), cleanup: async () => rmSync(dir, { recursive: true, force: true }) };
-    },
-  },
-  { name: 'postgres', skip: pgSkipReason, open: async () => { const t = await createTempDatabase(); return { url: t.url, cleanup: t.drop }; } },
-];
+const backends = STORE_BACKENDS;
 
 for (const be of backends) {
   describe(`audit store (${be.name})`, async () => {

@@ -5,25 +5,12 @@
  */
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { Store } from './store.js';
 import { ledgerRows, priv, recordSpend, studySpend } from './privacy.js';
-import { createTempDatabase, pgSkipReason } from '../testing/pg.js';
+import { STORE_BACKENDS } from '../testing/backends.js';
 import type { PrivacySpend } from '../protocol/api.js';
 
-const backends = [
-  {
-    name: 'sqlite',
-    skip: async () => false as const,
-    open: async () => {
-      const dir = mkdtempSync(join(tmpdir(), 'setu-privacy-store-'));
-      return { url: join(dir, 'setu.db'), cleanup: async () => rmSync(dir, { recursive: true, force: true }) };
-    },
-  },
-  { name: 'postgres', skip: pgSkipReason, open: async () => { const t = await createTempDatabase(); return { url: t.url, cleanup: t.drop }; } },
-];
+const backends = STORE_BACKENDS;
 
 const spend = (epsilon: number): PrivacySpend => ({ mechanism: 'dp-sgd', sampleRate: 0.0201005, noiseMultiplier: 2.403717, steps: 100, epsilon, delta: 1e-3, budgetEpsilon: 1, budgetDelta: 1e-3 });
 

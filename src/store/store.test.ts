@@ -4,36 +4,10 @@
  */
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { Store, StoreConflict } from './store.js';
-import { createTempDatabase, pgSkipReason } from '../testing/pg.js';
+import { STORE_BACKENDS } from '../testing/backends.js';
 
-interface Backend {
-  name: string;
-  skip: () => Promise<string | false>;
-  open: () => Promise<{ url: string; cleanup: () => Promise<void> }>;
-}
-
-const backends: Backend[] = [
-  {
-    name: 'sqlite',
-    skip: async () => false,
-    open: async () => {
-      const dir = mkdtempSync(join(tmpdir(), 'setu-store-'));
-      return { url: join(dir, 'setu.db'), cleanup: async () => rmSync(dir, { recursive: true, force: true }) };
-    },
-  },
-  {
-    name: 'postgres',
-    skip: pgSkipReason,
-    open: async () => {
-      const t = await createTempDatabase();
-      return { url: t.url, cleanup: t.drop };
-    },
-  },
-];
+const backends = STORE_BACKENDS;
 
 const now = 1_700_000_000_000;
 

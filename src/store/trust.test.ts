@@ -4,24 +4,11 @@
  */
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { Store } from './store.js';
 import { cohortSize, declareCohorts, pruneNonces, rememberNonce } from './trust.js';
-import { createTempDatabase, pgSkipReason } from '../testing/pg.js';
+import { STORE_BACKENDS } from '../testing/backends.js';
 
-const backends = [
-  {
-    name: 'sqlite',
-    skip: async () => false as const,
-    open: async () => {
-      const dir = mkdtempSync(join(tmpdir(), 'setu-trust-store-'));
-      return { url: join(dir, 'setu.db'), cleanup: async () => rmSync(dir, { recursive: true, force: true }) };
-    },
-  },
-  { name: 'postgres', skip: pgSkipReason, open: async () => { const t = await createTempDatabase(); return { url: t.url, cleanup: t.drop }; } },
-];
+const backends = STORE_BACKENDS;
 
 for (const be of backends) {
   describe(`trust store (${be.name})`, async () => {

@@ -1,0 +1,34 @@
+/**
+ * The SQL backends every store-level suite runs against: SQLite in a temporary file and PostgreSQL in
+ * a throw-away database (required under CI, see pg.ts). One list, so a new backend reaches every suite.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createTempDatabase, pgSkipReason } from './pg.js';
+
+export interface StoreBackend {
+  name: 'sqlite' | 'postgres';
+  /** A reason to skip (PostgreSQL absent outside CI), or false. */
+  skip: () => Promise<string | false>;
+  open: () => Promise<{ url: string; cleanup: () => Promise<void> }>;
+}
+
+export const STORE_BACKENDS: StoreBackend[] = [
+  {
+    name: 'sqlite',
+    skip: async () => false,
+    open: async () => {
+      const dir = mkdtempSync(join(tmpdir(), 'setu-store-'));
+      return { url: join(dir, 'setu.db'), cleanup: async () => rmSync(dir, { recursive: true, force: true }) };
+    },
+  },
+  {
+    name: 'postgres',
+    skip: pgSkipReason,
+    open: async () => {
+      const t = await createTempDatabase();
+      return { url: t.url, cleanup: t.drop };
+    },
+  },
+];
