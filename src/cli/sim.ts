@@ -22,7 +22,6 @@
  */
 import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { Weights } from '../protocol/tensors.js';
 import { BatchStream } from '../learning/batches.js';
 import { runFederation, type LocalSite } from '../learning/federation.js';
 import { LogisticRegression } from '../learning/models/logistic.js';

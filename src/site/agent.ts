@@ -42,19 +42,12 @@ export function cohortsOf(cfg: SiteConfig, log: (m: string) => void = () => {}):
   const out: Cohorts = {};
   for (const key of Object.keys(cfg.datasets)) {
     try {
-      const src = cfg.datasets[key]!;
-      // A CSV's split depends on the study's data schema, so its declared cohort is its row count, an upper bound.
-      out[key] = src.format === 'csv' ? csvRows(resolve(cfg.configDir, src.path)) : loadSiteDataset(cfg, { dataset: key }).train.n;
+      out[key] = declaredCohort(cfg, key);
     } catch (e) {
       log(`dataset ${key}: not declared (${(e as Error).message})`);
     }
   }
   return out;
-}
-
-function csvRows(file: string): number {
-  const lines = readFileSync(file, 'utf8').split(/\r?\n/).filter((l) => l.trim() !== '');
-  return Math.max(1, lines.length - 1);
 }
 
 /**

@@ -67,5 +67,6 @@ export function prepareReport(cfg: SiteConfig, task: Pick<TaskMessage, 'dataset'
 export function declaredCohort(cfg: SiteConfig, key: string): number {
   const src = source(cfg, key);
   if (src.format === 'fed-heart-disease') return loadSiteDataset(cfg, { dataset: key }).train.n;
-  return readCsv(resolve(cfg.configDir, src.path)).rows.length;
+  // At least 1: a cohort is declared as a positive count; an empty file trains nothing anyway.
+  return Math.max(1, readCsv(resolve(cfg.configDir, src.path)).rows.length);
 }

@@ -8,7 +8,6 @@ import { createWriteStream, mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import YAML from 'yaml';
-import { readFileSync } from 'node:fs';
 import { readKeyFile } from '../coordinator/auth.js';
 import { randomBytes } from 'node:crypto';
 import { generateSigningKeys } from '../protocol/signing.js';

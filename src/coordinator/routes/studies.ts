@@ -4,9 +4,8 @@ import type { RouteContext } from './context.js';
 import { randomBytes } from 'node:crypto';
 import { StudySpecSchema, type StudySpec } from '../../protocol/api.js';
 import { StudyDetailSchema, StudySummarySchema } from '../../protocol/views.js';
-import { encodeSafetensors } from '../../protocol/safetensors.js';
 import { HttpError, requireUser } from '../auth.js';
-import { digestHex, initialWeights } from '../engine.js';
+import { initialWeights } from '../engine.js';
 import { hostStrategy } from '../strategy-host.js';
 import { governedStart, governedStop } from './governance.js';
 import { privacyProblems } from '../privacy.js';
@@ -17,7 +16,7 @@ function checkOwnStudy(user: { id: string; scope: string }, study: { id: string;
 }
 
 export function studyRoutes(app: FastifyInstance, ctx: RouteContext): void {
-  const { store, bus, engine, now, auth } = ctx;
+  const { store, now, auth } = ctx;
   // ---- studies ----
   app.post<{ Body: StudySpec }>('/v1/studies', { schema: { body: StudySpecSchema }, preValidation: auth }, async (req) => {
     const user = requireUser(req.principal!, 'study.create');
