@@ -5,7 +5,7 @@
  * so a crash leaves the store at the last committed step.
  */
 import { Kysely, Migrator, PostgresDialect, SqliteDialect, sql, type Transaction } from 'kysely';
-import type { Database as Schema, SitesTable, StudiesTable, TasksTable, RoundsTable, InvitesTable } from './schema.js';
+import type { Database as Schema, SitesTable, StudiesTable, TasksTable, RoundsTable, InvitesTable, UpdatesTable, ModelVersionsTable, MetricsTable, RefusalsTable, StrategyStateTable } from './schema.js';
 import { migrationProvider, type Dialect } from './migrations.js';
 
 export type SiteRow = SitesTable;
@@ -14,51 +14,12 @@ export type TaskRow = TasksTable;
 export type RoundRow = RoundsTable;
 export type InviteRow = InvitesTable;
 
-export interface UpdateRow {
-  task_id: string;
-  study_id: string;
-  round: number;
-  site_id: string;
-  weights: Uint8Array | null;
-  digest: string | null;
-  num_examples: number;
-  metrics: string;
-  received_at: number;
-}
-
-export interface ModelVersionRow {
-  id: string;
-  study_id: string;
-  round: number;
-  weights: Uint8Array;
-  digest: string;
-  created_at: number;
-}
-
-export interface MetricRow {
-  study_id: string;
-  round: number;
-  site_id: string | null;
-  phase: string;
-  name: string;
-  value: number;
-}
-
-export interface RefusalRow {
-  study_id: string | null;
-  round: number | null;
-  site_id: string | null;
-  task_id: string | null;
-  reason: string;
-  at: number;
-}
-
-export interface StrategyStateRow {
-  study_id: string;
-  round: number;
-  json: string;
-  tensors: Uint8Array | null;
-}
+// Rows as the store hands them out: the table shapes of schema.ts, without generated ids.
+export type UpdateRow = UpdatesTable;
+export type ModelVersionRow = ModelVersionsTable;
+export type MetricRow = Omit<MetricsTable, 'id'>;
+export type RefusalRow = Omit<RefusalsTable, 'id'>;
+export type StrategyStateRow = StrategyStateTable;
 
 /** Thrown when a state change is refused because the row is not in the state the caller expected. */
 export class StoreConflict extends Error {}
