@@ -16,12 +16,12 @@ import { copyFileSync, createWriteStream, mkdirSync, mkdtempSync, readFileSync, 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import YAML from 'yaml';
-import { HttpClient, ApiError } from '../site/http.js';
+import { HttpClient } from '../site/http.js';
 import { generateSigningKeys } from '../protocol/signing.js';
 import { defaultPolicyDir } from '../governance/policy.js';
 import { slurmAvailable } from '../compute/executors/slurm.js';
 import { runCommand } from '../compute/executors/executor.js';
-import { SETU_MAIN, adminClient, freePort, runSetu, stopAll, waitFor } from '../testing/processes.js';
+import { SETU_MAIN, adminClient, freePort, runSetu, stopAll, waitFor, refused } from '../testing/processes.js';
 import type { InviteResponse, StudySpec, UserInviteResponse } from '../protocol/api.js';
 import type { ModelCard } from '../governance/model-card.js';
 
@@ -74,15 +74,6 @@ async function user(name: string, role: string, institution?: string): Promise<H
   return new HttpClient({ baseUrl: url, signer: { keyId: inv.userId, privateKey: keys.privateKey }, giveUpAfterMs: 20_000 });
 }
 
-async function refused(p: Promise<unknown>): Promise<ApiError> {
-  try {
-    await p;
-  } catch (e) {
-    if (e instanceof ApiError) return e;
-    throw e;
-  }
-  throw new Error('expected the coordinator to refuse');
-}
 
 function spec(name: string, localSteps: number, rounds: number): StudySpec {
   return {

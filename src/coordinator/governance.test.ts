@@ -13,22 +13,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import YAML from 'yaml';
 import { startCoordinator, type RunningCoordinator } from './start.js';
-import { HttpClient, ApiError } from '../site/http.js';
+import { HttpClient } from '../site/http.js';
 import { generateSigningKeys } from '../protocol/signing.js';
 import { RESULT_META_KEY, type InviteResponse, type StudySpec, type TaskMessage, type UserInviteResponse } from '../protocol/api.js';
 import { decodeSafetensors, encodeSafetensors } from '../protocol/safetensors.js';
-import { SETU_MAIN, adminOf, runSetu, stopAll, waitFor } from '../testing/processes.js';
+import { SETU_MAIN, adminOf, runSetu, stopAll, waitFor, refused } from '../testing/processes.js';
 import { createTempDatabase, pgSkipReason } from '../testing/pg.js';
 
-async function refused(p: Promise<unknown>): Promise<ApiError> {
-  try {
-    await p;
-  } catch (e) {
-    if (e instanceof ApiError) return e;
-    throw e;
-  }
-  throw new Error('expected a refusal');
-}
 
 const spec = (sites: string[]): StudySpec => ({
   name: 'gov', dataset: 'heart', model: { kind: 'logistic', inputDim: 13 }, strategy: { name: 'FedAvg' }, rounds: 2,

@@ -1,18 +1,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { binaryData } from './testing.js';
 import { gradCheck } from './gradcheck.js';
 import { createRng } from './rng.js';
 import { LogisticRegression } from './models/logistic.js';
 import type { Dataset, Model, Rng } from './types.js';
 import type { Weights } from '../protocol/tensors.js';
 
-function binaryData(n: number, d: number, seed: number): Dataset {
-  const rng = createRng(seed);
-  const x = new Float32Array(n * d), y = new Float32Array(n);
-  for (let i = 0; i < n * d; i++) x[i] = rng.normal();
-  for (let i = 0; i < n; i++) y[i] = rng.next() < 0.5 ? 1 : 0;
-  return { x, n, d, y };
-}
 
 test('logistic regression: analytic gradient equals central differences', () => {
   const model = new LogisticRegression(5);

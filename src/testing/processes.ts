@@ -11,7 +11,7 @@ import YAML from 'yaml';
 import { readKeyFile } from '../coordinator/auth.js';
 import { randomBytes } from 'node:crypto';
 import { generateSigningKeys } from '../protocol/signing.js';
-import { HttpClient } from '../site/http.js';
+import { ApiError, HttpClient } from '../site/http.js';
 
 export const SETU_MAIN = resolve(dirname(fileURLToPath(import.meta.url)), '..', 'cli', 'main.js');
 
@@ -106,4 +106,15 @@ export async function studyLeadClient(admin: HttpClient, url: string, name = `le
 export function adminOf(c: { url: string; adminKey: { keyId: string; privateKey: string } | undefined }): HttpClient {
   if (!c.adminKey) throw new Error('this coordinator has no bootstrap admin key');
   return new HttpClient({ baseUrl: c.url, signer: { keyId: c.adminKey.keyId, privateKey: c.adminKey.privateKey }, giveUpAfterMs: 20_000 });
+}
+
+/** Awaits a call that the coordinator must refuse, and returns the refusal (status, code, message). */
+export async function refused(p: Promise<unknown>): Promise<ApiError> {
+  try {
+    await p;
+  } catch (e) {
+    if (e instanceof ApiError) return e;
+    throw e;
+  }
+  throw new Error('expected the coordinator to refuse');
 }

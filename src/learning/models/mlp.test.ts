@@ -1,18 +1,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { binaryData } from '../testing.js';
 import { zerosLike, layoutOf } from '../../protocol/tensors.js';
 import { gradCheck } from '../gradcheck.js';
 import { createRng } from '../rng.js';
 import type { Dataset } from '../types.js';
 import { Mlp } from './mlp.js';
 
-function binaryData(n: number, d: number, seed: number): Dataset {
-  const rng = createRng(seed);
-  const x = new Float32Array(n * d), y = new Float32Array(n);
-  for (let i = 0; i < n * d; i++) x[i] = rng.normal();
-  for (let i = 0; i < n; i++) y[i] = rng.next() < 0.5 ? 1 : 0;
-  return { x, n, d, y };
-}
 const all = (n: number): number[] => Array.from({ length: n }, (_, i) => i);
 
 test('init: nn.Linear layout and U(±1/√fan_in) bounds, deterministic per seed', () => {

@@ -167,7 +167,7 @@ export class MeanAggregator implements RoundAggregator {
   private done = false;
 
   constructor(
-    private readonly global: Weights,
+    global: Weights,
     private readonly weighting: Weighting,
     private readonly finishMean: (meanY: Weights) => Weights,
   ) {
