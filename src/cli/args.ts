@@ -12,15 +12,25 @@ export function parse<O extends NonNullable<ParseArgsConfig['options']>>(argv: s
   try {
     return parseArgs({ args: argv, options, allowPositionals, strict: true });
   } catch (e) {
-    throw new UsageError((e as Error).message);
+    // node's messages carry advice meant for its own examples; say the short thing every subcommand says.
+    const err = e as NodeJS.ErrnoException;
+    const flag = /'(-[^']*)'/.exec(err.message)?.[1];
+    if (err.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' && flag) throw new UsageError(`unknown option "${flag}"`);
+    if (err.code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE' && flag && /argument missing/.test(err.message)) throw new UsageError(`${flag.split(' ')[0]} needs a value`);
+    throw new UsageError(err.message);
   }
 }
 
-export function intFlag(v: string | undefined, name: string, dflt: number): number {
-  if (v === undefined) return dflt;
+/** A number flag: undefined when absent, else a finite number (an integer when `integer`), or a UsageError naming the flag. */
+export function numFlag(v: string | undefined, name: string, integer = false): number | undefined {
+  if (v === undefined) return undefined;
   const n = Number(v);
-  if (!Number.isInteger(n)) throw new UsageError(`--${name} must be an integer, got "${v}"`);
+  if (!Number.isFinite(n) || (integer && !Number.isInteger(n))) throw new UsageError(`--${name} must be ${integer ? 'an integer' : 'a number'}, got "${v}"`);
   return n;
+}
+
+export function intFlag(v: string | undefined, name: string, dflt: number): number {
+  return numFlag(v, name, true) ?? dflt;
 }
 
 export const DEFAULT_DATA_DIR = '.setu';

@@ -21,6 +21,7 @@
  *    without replacement from a seed derived from i. Evaluated on FLamby's pooled test set.
  */
 import { resolve } from 'node:path';
+import { numFlag, parse } from './args.js';
 import { fileURLToPath } from 'node:url';
 import { BatchStream } from '../learning/batches.js';
 import { runFederation, type LocalSite } from '../learning/federation.js';
@@ -217,39 +218,25 @@ export function parseSimArgs(argv: string[]): SimOptions & { json: boolean } {
     sites: 10000, sample: 100, rounds: 20, partition: 'synthetic-noniid', strategy: 'FedAvg',
     lr: 0.05, localSteps: 10, batchSize: 8, features: 20, seed: 42, json: false,
   };
-  for (let i = 0; i < argv.length; i++) {
-    const k = argv[i]!;
-    const val = () => {
-      const v = argv[++i];
-      if (v === undefined) throw new Error(`${k} needs a value`);
-      return v;
-    };
-    const num = (int: boolean) => {
-      const s = val(), v = Number(s);
-      if (!Number.isFinite(v) || (int && !Number.isInteger(v))) throw new Error(`${k} must be ${int ? 'an integer' : 'a number'}, got "${s}"`);
-      return v;
-    };
-    switch (k) {
-      case '--sites': o.sites = num(true); break;
-      case '--sample': o.sample = num(true); break;
-      case '--rounds': o.rounds = num(true); break;
-      case '--local-steps': o.localSteps = num(true); break;
-      case '--batch-size': o.batchSize = num(true); break;
-      case '--features': o.features = num(true); break;
-      case '--seed': o.seed = num(true); break;
-      case '--lr': o.lr = num(false); break;
-      case '--strategy': o.strategy = val(); break;
-      case '--data-dir': o.dataDir = resolve(val()); break;
-      case '--json': o.json = true; break;
-      case '--partition': {
-        const p = val();
-        if (p !== 'synthetic-noniid' && p !== 'heart') throw new Error(`--partition must be "synthetic-noniid" or "heart", got "${p}"`);
-        o.partition = p;
-        break;
-      }
-      default:
-        throw new Error(`unknown option "${k}"`);
-    }
+  const { values: v } = parse(argv, {
+    sites: { type: 'string' }, sample: { type: 'string' }, rounds: { type: 'string' }, 'local-steps': { type: 'string' },
+    'batch-size': { type: 'string' }, features: { type: 'string' }, seed: { type: 'string' }, lr: { type: 'string' },
+    strategy: { type: 'string' }, 'data-dir': { type: 'string' }, partition: { type: 'string' }, json: { type: 'boolean' },
+  });
+  o.sites = numFlag(v.sites, 'sites', true) ?? o.sites;
+  o.sample = numFlag(v.sample, 'sample', true) ?? o.sample;
+  o.rounds = numFlag(v.rounds, 'rounds', true) ?? o.rounds;
+  o.localSteps = numFlag(v['local-steps'], 'local-steps', true) ?? o.localSteps;
+  o.batchSize = numFlag(v['batch-size'], 'batch-size', true) ?? o.batchSize;
+  o.features = numFlag(v.features, 'features', true) ?? o.features;
+  o.seed = numFlag(v.seed, 'seed', true) ?? o.seed;
+  o.lr = numFlag(v.lr, 'lr') ?? o.lr;
+  if (v.strategy !== undefined) o.strategy = v.strategy;
+  if (v['data-dir'] !== undefined) o.dataDir = resolve(v['data-dir']);
+  o.json = !!v.json;
+  if (v.partition !== undefined) {
+    if (v.partition !== 'synthetic-noniid' && v.partition !== 'heart') throw new Error(`--partition must be "synthetic-noniid" or "heart", got "${v.partition}"`);
+    o.partition = v.partition;
   }
   return o;
 }

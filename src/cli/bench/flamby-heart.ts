@@ -30,6 +30,7 @@ import { createStrategy } from '../../learning/strategies/registry.js';
 import { torchLinearInit } from '../../learning/torch-init.js';
 import type { Dataset } from '../../learning/types.js';
 import { defaultHeartDir, loadHeartPooled, type HeartPooledData } from '../../site/data/heart.js';
+import { parse } from '../args.js';
 
 export const HEART_FED_METHODS = ['FedAvg', 'FedProx', 'FedAdam', 'FedYogi', 'FedAdagrad', 'Scaffold', 'Cyclic', 'CyclicFLamby'] as const;
 export const HEART_ALL_METHODS = ['Pooled', 'Local0', 'Local1', 'Local2', 'Local3', ...HEART_FED_METHODS];
@@ -339,28 +340,20 @@ interface Args {
 }
 
 function parseArgs(argv: string[]): Args {
-  const a: Args = { seeds: [42, 43, 44], methods: HEART_ALL_METHODS, json: false, out: 'setu-bench-out', init: 'torch' };
-  for (let i = 0; i < argv.length; i++) {
-    const k = argv[i]!;
-    const val = () => {
-      const v = argv[++i];
-      if (v === undefined) throw new Error(`${k} needs a value`);
-      return v;
-    };
-    if (k === '--seeds') a.seeds = parseSeeds(val());
-    else if (k === '--methods') a.methods = parseMethods(val());
-    else if (k === '--json') a.json = true;
-    else if (k === '--out') a.out = val();
-    else if (k === '--data-dir') a.dataDir = val();
-    else if (k === '--init') {
-      const v = val();
-      if (v !== 'torch' && v !== 'setu') throw new Error(`--init must be "torch" or "setu", got "${v}"`);
-      a.init = v;
-    }
-    else if (k === '--help' || k === '-h') throw new HelpRequested();
-    else throw new Error(`unknown option "${k}"`);
-  }
-  return a;
+  const { values: v } = parse(argv, {
+    seeds: { type: 'string' }, methods: { type: 'string' }, json: { type: 'boolean' }, out: { type: 'string' },
+    'data-dir': { type: 'string' }, init: { type: 'string' }, help: { type: 'boolean', short: 'h' },
+  });
+  if (v.help) throw new HelpRequested();
+  if (v.init !== undefined && v.init !== 'torch' && v.init !== 'setu') throw new Error(`--init must be "torch" or "setu", got "${v.init}"`);
+  return {
+    seeds: v.seeds !== undefined ? parseSeeds(v.seeds) : [42, 43, 44],
+    methods: v.methods !== undefined ? parseMethods(v.methods) : HEART_ALL_METHODS,
+    json: !!v.json,
+    out: v.out ?? 'setu-bench-out',
+    init: (v.init as HeartInit | undefined) ?? 'torch',
+    ...(v['data-dir'] !== undefined ? { dataDir: v['data-dir'] } : {}),
+  };
 }
 
 class HelpRequested extends Error {}

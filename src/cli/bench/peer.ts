@@ -13,12 +13,12 @@
  * Without torch/sklearn/pandas it prints how to install them and skips (exit 0).
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
-import { mkdtempSync } from 'node:fs';
+import { existsSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseSeeds, runHeartBenchmark, summarize } from './flamby-heart.js';
+import { parse } from '../args.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 /** Repository root from src/cli/bench or dist/cli/bench. */
@@ -42,19 +42,11 @@ export interface PeerBenchResult {
 export async function main(argv: string[]): Promise<number> {
   let seeds = [42, 43, 44], peer = resolve(ROOT, '..', 'shared', 'peer', 'run_peer.py'), python = '/usr/bin/python3', json = false;
   try {
-    for (let i = 0; i < argv.length; i++) {
-      const k = argv[i]!;
-      const val = () => {
-        const v = argv[++i];
-        if (v === undefined) throw new Error(`${k} needs a value`);
-        return v;
-      };
-      if (k === '--seeds') seeds = parseSeeds(val());
-      else if (k === '--peer') peer = resolve(val());
-      else if (k === '--python') python = val();
-      else if (k === '--json') json = true;
-      else throw new Error(`unknown option "${k}"`);
-    }
+    const { values: v } = parse(argv, { seeds: { type: 'string' }, peer: { type: 'string' }, python: { type: 'string' }, json: { type: 'boolean' } });
+    if (v.seeds !== undefined) seeds = parseSeeds(v.seeds);
+    if (v.peer !== undefined) peer = resolve(v.peer);
+    if (v.python !== undefined) python = v.python;
+    json = !!v.json;
   } catch (e) {
     process.stderr.write(`setu bench peer: ${(e as Error).message}\nusage: setu bench peer [--seeds 42,43,44] [--peer PATH] [--python PATH] [--json]\n`);
     return 2;
