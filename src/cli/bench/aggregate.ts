@@ -11,6 +11,7 @@
  */
 import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { numFlag, parse } from '../args.js';
 import type { Weights } from '../../protocol/tensors.js';
 import { createRng } from '../../learning/rng.js';
 import { createStrategy } from '../../learning/strategies/registry.js';
@@ -78,23 +79,20 @@ export function runAggregateBench(opts: { floats: number; updates: number; repea
 
 export async function main(argv: string[]): Promise<number> {
   let floats = 10_000_000, updates = 8, repeats = 7, json = false;
-  for (let i = 0; i < argv.length; i++) {
-    const k = argv[i]!;
-    const int = (min: number) => {
-      const v = Number(argv[++i]);
-      if (!Number.isInteger(v) || v < min) throw new Error(`${k} needs an integer >= ${min}`);
-      return v;
+  try {
+    const { values: v } = parse(argv, { floats: { type: 'string' }, updates: { type: 'string' }, repeats: { type: 'string' }, json: { type: 'boolean' } });
+    const positive = (x: string | undefined, name: string, dflt: number) => {
+      const n = numFlag(x, name, true) ?? dflt;
+      if (n < 1) throw new Error(`--${name} needs an integer >= 1`);
+      return n;
     };
-    try {
-      if (k === '--floats') floats = int(1);
-      else if (k === '--updates') updates = int(1);
-      else if (k === '--repeats') repeats = int(1);
-      else if (k === '--json') json = true;
-      else throw new Error(`unknown option "${k}"`);
-    } catch (e) {
-      process.stderr.write(`setu bench aggregate: ${(e as Error).message}\nusage: setu bench aggregate [--floats N] [--updates K] [--repeats R] [--json]\n`);
-      return 2;
-    }
+    floats = positive(v.floats, 'floats', floats);
+    updates = positive(v.updates, 'updates', updates);
+    repeats = positive(v.repeats, 'repeats', repeats);
+    json = !!v.json;
+  } catch (e) {
+    process.stderr.write(`setu bench aggregate: ${(e as Error).message}\nusage: setu bench aggregate [--floats N] [--updates K] [--repeats R] [--json]\n`);
+    return 2;
   }
   process.stderr.write(`FedAvg of ${updates} updates × ${floats.toLocaleString('en')} floats vs copying the same bytes; ${repeats} repeats (+1 warm-up)\n`);
   const r = runAggregateBench({
