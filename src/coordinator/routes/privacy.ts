@@ -8,7 +8,7 @@ import type { FastifyInstance } from 'fastify';
 import type { RouteContext } from './context.js';
 import type { StudySpec } from '../../protocol/api.js';
 import { authorize, HttpError } from '../auth.js';
-import { ledgerRows, priv, studySpend } from '../../store/privacy.js';
+import { ledgerRows, priv, studySpend, type SiteSpend } from '../../store/privacy.js';
 
 export interface StudyPrivacyReport {
   studyId: string;
@@ -17,20 +17,8 @@ export interface StudyPrivacyReport {
   dp: NonNullable<StudySpec['privacy']>['dp'] | null;
   /** The study's SecAgg+ settings (null: updates travel unmasked). */
   secagg: NonNullable<StudySpec['privacy']>['secagg'] | null;
-  sites: {
-    site: string;
-    siteId: string;
-    spent: { epsilon: number; delta: number };
-    budget: { epsilon: number; delta: number };
-    remaining: number;
-    releases: number;
-    steps: number;
-    mechanism: string;
-    noiseMultiplier: number;
-    sampleRate: number;
-    lastRound: number;
-    updatedAt: number;
-  }[];
+  /** The ledger's per-site totals (store/privacy.ts), with the site's name and ε left under its budget. */
+  sites: (Omit<SiteSpend, 'epsilon' | 'delta'> & { site: string; spent: { epsilon: number; delta: number }; remaining: number })[];
   entries?: { round: number; site: string; taskId: string; mechanism: string; steps: number; epsilon: number; delta: number; at: number }[];
 }
 
