@@ -197,7 +197,14 @@ const MetricsSchema = Type.Record(Type.String({ maxLength: 64 }), Type.Number(),
 /** A site's report of one DP release (the mechanism of this task) and its total for the study afterwards. */
 export const PrivacySpendSchema = Type.Object(
   {
-    mechanism: Type.Union([Type.Literal('dp-sgd'), Type.Literal('dp-fedavg')]),
+    mechanism: Type.Union([
+      Type.Literal('dp-sgd'),
+      Type.Literal('dp-fedavg'),
+      /** Analytics queries (src/analytics/dp.ts): `steps` Laplace releases of scale `noiseMultiplier` per unit sensitivity, sampleRate 1. */
+      Type.Literal('laplace'),
+      /** Analytics queries: `steps` Gaussian releases of noise multiplier `noiseMultiplier`, sampleRate 1. */
+      Type.Literal('gaussian'),
+    ]),
     sampleRate: Type.Number({ exclusiveMinimum: 0, maximum: 1 }),
     noiseMultiplier: Type.Number({ minimum: 0, maximum: 1e6 }),
     steps: Type.Integer({ minimum: 0, maximum: 1e9 }),
