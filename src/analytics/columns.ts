@@ -56,7 +56,7 @@ export class SiteTable {
 
   type(name: string, want?: 'numeric' | 'categorical', role = 'column'): ColumnType {
     const c = this.columns.get(name);
-    if (!c) throw new QueryRefused('unknown-column', `unknown ${role} "${name}": the study's data schema declares ${listOf(this.columns, want)}`);
+    if (!c) throw new QueryRefused('unknown-column', `unknown ${role} "${name}": the study's data schema has no such column (its ${want ? `${want} ` : ''}columns: ${listOf(this.columns, want)})`);
     if (want && c.type !== want) throw new QueryRefused('type', `${role} "${name}" is ${c.type}, this query needs a ${want} column (${want} columns: ${listOf(this.columns, want)})`);
     return c;
   }

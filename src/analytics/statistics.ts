@@ -296,7 +296,10 @@ export interface QuantileEstimate {
   prob: number;
   /** Read off the pooled histogram by linear interpolation within the bin holding rank p·N. */
   estimate: number;
-  /** The pooled sample quantile certainly lies in [lower, upper] (bin edges; ±Infinity outside the range). */
+  /**
+   * Bin edges (±Infinity outside the range) holding the order statistics of ranks ⌊pN⌋ to ⌊pN⌋ + 2, so every usual
+   * sample quantile of the pooled rows (R's types 1–9, numpy's methods) lies in [lower, upper], whatever was suppressed.
+   */
   lower: number;
   upper: number;
 }
@@ -353,8 +356,10 @@ export function combineQuantiles(answers: Record<string, HistogramAnswer>, probs
   const edgeAt = (i: number, side: 'left' | 'right') => (i === 0 ? (side === 'left' ? -Infinity : hist.edges[0]!) : i === k + 1 ? (side === 'left' ? hist.edges[k]! : Infinity) : hist.edges[side === 'left' ? i - 1 : i]!);
   const quantiles = probs.map((p): QuantileEstimate => {
     const r = p * n;
-    const lowerCell = cumHi.findIndex((c) => c >= r);
-    const upperCell = cumLo.findIndex((c) => c >= r);
+    // Sample quantiles interpolate between order statistics of ranks ⌊pN⌋ … ⌊pN⌋ + 2 (R's types 1–9, numpy's methods).
+    const lowRank = Math.max(1, Math.floor(r)), highRank = Math.min(n, Math.floor(r) + 2);
+    const lowerCell = cumHi.findIndex((c) => c >= lowRank);
+    const upperCell = cumLo.findIndex((c) => c >= highRank);
     let cum = 0, estimate = NaN;
     for (let i = 0; i < k + 2; i++) {
       const c = guess[i]!;

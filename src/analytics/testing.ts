@@ -1,4 +1,5 @@
 /** Helpers shared by this folder's tests (not part of the analytics API). */
+import { readFileSync } from 'node:fs';
 import { parseCsv, type CsvTable } from '../site/data/csv.js';
 import type { DataSchema } from '../protocol/data-schema.js';
 import { runR } from '../testing/oracles.js';
@@ -59,4 +60,36 @@ export function relClose(a: number, b: number, tol: number, floor = 1e-300): boo
   if (Number.isNaN(b)) return Number.isNaN(a);
   if (!Number.isFinite(b)) return a === b;
   return Math.abs(a - b) <= tol * Math.max(Math.abs(b), floor);
+}
+
+/** The UCI column names of the bundled Fed-Heart-Disease files (which have no header row). */
+export const HEART_COLUMNS = ['age', 'sex', 'cp', 'trestbps', 'chol', 'fbs', 'restecg', 'thalach', 'exang', 'oldpeak', 'slope', 'ca', 'thal', 'num'];
+
+/** Every column as the UCI documentation describes it; `?` is missing. */
+export const HEART_STATS_SCHEMA: DataSchema = {
+  features: [
+    { name: 'age', type: 'numeric' },
+    { name: 'sex', type: 'categorical', levels: ['0', '1'] },
+    { name: 'cp', type: 'categorical', levels: ['1', '2', '3', '4'] },
+    { name: 'trestbps', type: 'numeric' },
+    { name: 'chol', type: 'numeric' },
+    { name: 'fbs', type: 'categorical', levels: ['0', '1'] },
+    { name: 'restecg', type: 'categorical', levels: ['0', '1', '2'] },
+    { name: 'thalach', type: 'numeric' },
+    { name: 'exang', type: 'categorical', levels: ['0', '1'] },
+    { name: 'oldpeak', type: 'numeric' },
+    { name: 'slope', type: 'categorical', levels: ['1', '2', '3'] },
+    { name: 'ca', type: 'numeric' },
+    { name: 'thal', type: 'categorical', levels: ['3', '6', '7'] },
+  ],
+  task: { kind: 'binary', label: 'num', positive: { above: 0 } },
+  split: { kind: 'stratified', trainFraction: 0.66, seed: 43 },
+};
+
+/** Each hospital's file with the UCI header in front, read by the project's CSV reader. */
+export function heartTables(dir: string): Record<string, CsvTable> {
+  return Object.fromEntries(['cleveland', 'hungarian', 'switzerland', 'va'].map((c) => {
+    const file = `${dir}/processed.${c}.data`;
+    return [c, parseCsv(`${HEART_COLUMNS.join(',')}\n${readFileSync(file, 'utf8')}`, file)];
+  }));
 }
