@@ -26,6 +26,8 @@ export const ModelSpecSchema = Type.Union([
       hidden: Type.Optional(Type.Array(Dim, { maxItems: 16 })),
       activation: Type.Optional(Activation),
       ties: Type.Optional(Type.Union([Type.Literal('none'), Type.Literal('breslow')])),
+      /** What the partial log-likelihood of a batch is divided by: its observed events (default; pycox, DeepSurv) or its rows (FLamby's Fed-TCGA-BRCA loss). */
+      normalise: Type.Optional(Type.Union([Type.Literal('events'), Type.Literal('batch')])),
     },
     strict,
   ),
