@@ -104,8 +104,8 @@ export function statisticsCountProblems(a: CountAnswer | SummaryAnswer | Histogr
     case 'count':
       return checkReleased(a.counts, a.minCellCount, 'counts', opts);
     case 'summary':
-      // A group's n is released like a cell; n = 0 groups are not sent (null).
-      return checkReleased(a.groups.map((g) => g?.n ?? null), a.minCellCount, 'groups.n', { ...opts, zerosAllowed: false });
+      // A group's n is released like a cell.
+      return checkReleased(a.groups.map((g) => g?.n ?? null), a.minCellCount, 'groups.n', opts);
     case 'histogram':
       return [...checkReleased(a.counts, a.minCellCount, 'counts', opts), ...checkReleased([a.total], a.minCellCount, 'total', opts)];
     case 'missingness':

@@ -146,7 +146,8 @@ export function siteSummary(q: SummaryQuery, input: SiteInput): Answered<Summary
   const [lo, hi] = input.policy.minMaxNoise ?? [0.1, 0.3];
   const groups = values.map((v, i): SummaryGroup | null => {
     const n = released[i];
-    if (n === null || n === undefined || v.length === 0) return null;
+    if (n === null || n === undefined) return null;
+    if (v.length === 0) return { n, mean: 0, m2: 0 }; // an empty group (released as a count of 0)
     const mean = v.reduce((a, b) => a + b, 0) / v.length;
     const m2 = v.reduce((a, b) => a + (b - mean) ** 2, 0);
     const out: SummaryGroup = { n, mean, m2 };
@@ -201,6 +202,7 @@ export function combineSummary(answers: Record<string, SummaryAnswer>): SummaryR
       let n = 0, mean = 0, m2 = 0;
       for (const p of have) {
         const g = p.g as Extract<SummaryGroup, { mean: number }>;
+        if (g.n === 0) continue;
         const nn = n + g.n, delta = g.mean - mean;
         mean += (delta * g.n) / nn;
         m2 += g.m2 + (delta * delta * n * g.n) / nn;
@@ -234,7 +236,7 @@ export function combineSummary(answers: Record<string, SummaryAnswer>): SummaryR
   const sites = Object.fromEntries(ids.map((id) => [id, answers[id]!.groups.map((g, i) => {
     if (g === null) return null;
     const level = first.levels[i]!;
-    if (isExact(g)) return { level, n: g.n, mean: g.mean, sd: g.n > 1 ? Math.sqrt(g.m2 / (g.n - 1)) : NaN };
+    if (isExact(g)) return { level, n: g.n, mean: g.n > 0 ? g.mean : NaN, sd: g.n > 1 ? Math.sqrt(g.m2 / (g.n - 1)) : NaN };
     return { level, n: g.n, mean: g.sum / g.n, sd: g.sumSq === undefined ? NaN : Math.sqrt(Math.max(0, (g.sumSq - (g.sum * g.sum) / g.n) / (g.n - 1))) };
   })]));
   return { kind: 'summary', column: first.column, by: first.by, groups, sites };

@@ -19,7 +19,9 @@ const HELP = `setu: federated learning across hospitals; patient data stays at e
   setu user add --name N --role R [--institution I] | enrol --token <invite> [--key-file F] | list | revoke <id> | whoami
   setu audit verify [--file export.jsonl] | export --out file.jsonl | list
   setu study create --file study.yaml | list | start <id> | status <id> [--watch] | stop <id>
-  setu bench <flamby-heart|aggregate|peer|secagg|dp-heart> [options]
+  setu bench <flamby-heart|aggregate|peer|secagg|dp-heart|csv> [options]
+  setu analytics <count|summary|histogram|quantiles|missingness|km|logrank|cox|run> --study S --data F|--site N=F …
+                                                    federated statistics and survival analysis run locally on CSV files
   setu sim [--sites N] [--sample K] [--rounds R]
   setu compute list | add --file r.yaml | queues | usage | ledger [--json]   the shared compute federation
   setu compute <slurm-check|resources|place|k8s-manifest> …               offline compute tools
@@ -63,6 +65,8 @@ async function main(argv: string[]): Promise<number> {
       return (await import('./bench/index.js')).main(argv.slice(1));
     case 'sim':
       return (await import('./sim.js')).main(argv.slice(1));
+    case 'analytics':
+      return (await import('./analytics.js')).analyticsCommand(argv.slice(1));
     case 'institution':
       return (await import('./governance.js')).institutionCommand(sub, rest);
     case 'model':

@@ -326,6 +326,7 @@ export function combineCox(answers: Record<string, CoxAnswer>, ties: Ties, beta:
 }
 
 export interface CoxResult {
+  kind: 'cox';
   names: string[];
   coef: number[];
   se: number[];
@@ -433,7 +434,7 @@ export class CoxNewton {
     const wald = quadForm(sums.information, p, beta);
     const score = quadForm(inverseSpd(s0.information, p), p, s0.gradient);
     return {
-      names, coef: [...beta], se, z, p: z.map(twoSidedP), hazardRatio: beta.map(Math.exp),
+      kind: 'cox', names, coef: [...beta], se, z, p: z.map(twoSidedP), hazardRatio: beta.map(Math.exp),
       lower: beta.map((b, j) => Math.exp(b - zq * se[j]!)), upper: beta.map((b, j) => Math.exp(b + zq * se[j]!)), confLevel, variance,
       loglik: [s0.loglik, sums.loglik],
       likelihoodRatio: { statistic: lr, df: p, p: chiSquareSf(lr, p) },
