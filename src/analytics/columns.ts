@@ -7,7 +7,7 @@
  * label is categorical "0"/"1" after the schema's positive rule) and a split column (its two labels).
  */
 import type { CsvTable } from '../site/data/csv.js';
-import { checkSchema, levelIndex, parseNumber, type DataSchema } from '../site/data/schema.js';
+import { checkSchema, levelIndex, parseNumber, splitLabels, type DataSchema } from '../site/data/schema.js';
 
 export type ColumnType = { type: 'numeric' } | { type: 'categorical'; levels: string[] };
 
@@ -22,7 +22,7 @@ export class QueryRefused extends Error {
   }
 }
 
-export function declaredColumns(schema: DataSchema): Map<string, ColumnType> {
+export function declaredColumns(schema: DataSchema, site?: string): Map<string, ColumnType> {
   const out = new Map<string, ColumnType>();
   for (const f of schema.features) out.set(f.name, f.type === 'numeric' ? { type: 'numeric' } : { type: 'categorical', levels: [...f.levels] });
   const t = schema.task;
@@ -31,7 +31,10 @@ export function declaredColumns(schema: DataSchema): Map<string, ColumnType> {
     out.set(t.event, { type: 'categorical', levels: ['0', '1'] });
   } else out.set(t.label, { type: 'categorical', levels: ['0', '1'] });
   const s = schema.split;
-  if (s.kind === 'column') out.set(s.column, { type: 'categorical', levels: [s.train ?? 'train', s.test ?? 'test'] });
+  if (s.kind === 'column') {
+    const l = splitLabels(schema, site);
+    out.set(s.column, { type: 'categorical', levels: [l.train, l.test] });
+  }
   return out;
 }
 
@@ -46,11 +49,12 @@ export class SiteTable {
   readonly columns: Map<string, ColumnType>;
   private readonly index: Map<string, number>;
 
-  constructor(readonly table: CsvTable, readonly schema: DataSchema) {
-    const problems = checkSchema(table, schema);
+  /** `site`: this site's name, for per-site split labels. */
+  constructor(readonly table: CsvTable, readonly schema: DataSchema, site?: string) {
+    const problems = checkSchema(table, schema, site);
     if (problems.length) throw new QueryRefused('schema', `the data does not match the study's schema: ${problems.map((p) => p.message).join('; ')}`);
     this.n = table.rows.length;
-    this.columns = declaredColumns(schema);
+    this.columns = declaredColumns(schema, site);
     this.index = new Map(table.header.map((h, i) => [h, i]));
   }
 

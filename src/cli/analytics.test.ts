@@ -15,7 +15,7 @@ import { LUNG_EXPORT, lungCsvText } from '../analytics/testing.js';
 
 const setu = (args: string[], cwd: string) => spawnSync(process.execPath, [SETU_MAIN, 'analytics', ...args], { cwd, encoding: 'utf8', timeout: 120_000 });
 
-const STUDY = `data:
+const STUDY = `dataSchema:
   features:
     - { name: age, type: numeric }
     - { name: sex, type: categorical, levels: ["1", "2"] }

@@ -36,7 +36,7 @@ queries (columns as the study's data schema names them):
   cox --covariates a,b,… [--ties efron|breslow] [--strata site|none] [--conf-level 0.95]
   run                                                   every query of the study file's analytics: block
 
-  --study FILE        a study file with a data: block (or a bare data schema); its time/event columns drive survival queries
+  --study FILE        a study file with a dataSchema: block (or a bare data schema); its time/event columns drive survival queries
   --data FILE         one pooled CSV file; --split-by COLUMN makes one site per value of that column
   --site NAME=FILE    one site's CSV file (repeat for a federation)
   --min-cell N        each site's minimum cell count (default 1: nothing suppressed)
@@ -67,9 +67,10 @@ function readYaml(file: string, what: string): unknown {
   }
 }
 
+/** A study file's `dataSchema` (and `analytics` queries), or a file that is a bare data schema. */
 function readStudy(file: string): { schema: DataSchema; analytics?: unknown } {
-  const doc = readYaml(file, 'study file') as { data?: unknown; analytics?: unknown; features?: unknown } | null;
-  const raw = doc && typeof doc === 'object' && 'data' in doc ? doc.data : doc;
+  const doc = readYaml(file, 'study file') as { dataSchema?: unknown; analytics?: unknown } | null;
+  const raw = doc && typeof doc === 'object' && 'dataSchema' in doc ? doc.dataSchema : doc;
   try {
     return { schema: parseDataSchema(raw), ...(doc && typeof doc === 'object' && 'analytics' in doc ? { analytics: doc.analytics } : {}) };
   } catch (e) {

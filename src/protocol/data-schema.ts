@@ -60,6 +60,8 @@ export const Preprocessing = Type.Object(
   { additionalProperties: false },
 );
 
+const SiteLabels = Type.Record(Type.String({ minLength: 1 }), Type.Object({ train: Type.String(), test: Type.String() }, { additionalProperties: false }), { maxProperties: 10_000 });
+
 export const Split = Type.Union([
   Type.Object(
     {
@@ -76,6 +78,25 @@ export const Split = Type.Union([
       column: Name,
       train: Type.Optional(Type.String()),
       test: Type.Optional(Type.String()),
+      /** Sites that label the column differently, by site name: their own train/test values (the others use train/test above). */
+      labels: Type.Optional(SiteLabels),
+    },
+    { additionalProperties: false },
+  ),
+  /**
+   * Each site's split comes from its own split file (named by the site, not the study), joined on an id column
+   * that both files hold: `column` of the split file says train or test for each id.
+   */
+  Type.Object(
+    {
+      kind: Type.Literal('file'),
+      /** The id column, in the site's data and in its split file. */
+      id: Name,
+      /** The split file's column holding the train/test label (default "split"). */
+      column: Type.Optional(Name),
+      train: Type.Optional(Type.String()),
+      test: Type.Optional(Type.String()),
+      labels: Type.Optional(SiteLabels),
     },
     { additionalProperties: false },
   ),
