@@ -83,7 +83,8 @@ export function report(name: string, r: QueryResult): Report {
       };
     case 'missingness':
       return {
-        text: table(['column', 'missing', 'present', 'missing %'], r.columns.map((c) => [c.column, cell(c.missing), cell(c.present), Number.isFinite(c.fraction) ? (100 * c.fraction).toFixed(1) : 'NA'])),
+        text: table(['column', 'missing', 'present', 'missing %'], r.columns.map((c) => [c.column, cell(c.missing), cell(c.present), `${Number.isFinite(c.fraction) ? (100 * c.fraction).toFixed(1) : 'NA'}${c.missing.suppressedAt.length ? '*' : ''}`])) +
+          (r.columns.some((c) => c.missing.suppressedAt.length) ? '\n* over the sites that released both counts' : ''),
         csv: { [`${name}.csv`]: csvOf(['column', 'missing', 'present', 'fraction', 'suppressed_at'], r.columns.map((c) => [c.column, c.missing.count, c.present.count, c.fraction, [...new Set([...c.missing.suppressedAt, ...c.present.suppressedAt])].join(' ')])) },
         svg: {},
       };
