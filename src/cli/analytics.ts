@@ -4,9 +4,8 @@
  * site and coordinator code a federation runs (src/analytics), so a biostatistician can check a
  * federated result against the pooled one and see what each site would release.
  */
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import YAML from 'yaml';
 import { SiteTable } from '../analytics/columns.js';
 import { QueryFailed, runQuery } from '../analytics/query.js';
 import { parseAnalyticsSpec, parsePolicy, parseQuery, type AnalyticsPolicy, type QuerySpec } from '../analytics/spec.js';
@@ -17,6 +16,7 @@ import { readCsv, type CsvTable } from '../site/data/csv.js';
 import { parseDataSchema, type DataSchema } from '../site/data/schema.js';
 import { numFlag, parse, UsageError } from './args.js';
 import { report } from './analytics-report.js';
+import { readYamlFile } from './yaml-file.js';
 
 const KINDS: Record<string, QuerySpec['kind']> = {
   count: 'count', summary: 'summary', histogram: 'histogram', quantiles: 'quantiles', missingness: 'missingness',
@@ -53,23 +53,10 @@ function pair(v: string | undefined, flag: string): [number, number] | undefined
   return [xs[0]!, xs[1]!];
 }
 
-function readYaml(file: string, what: string): unknown {
-  let text: string;
-  try {
-    text = readFileSync(file, 'utf8');
-  } catch (e) {
-    throw new UsageError(`cannot read ${what} ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
-  }
-  try {
-    return YAML.parse(text);
-  } catch (e) {
-    throw new UsageError(`${file}: not valid YAML/JSON: ${(e as Error).message}`);
-  }
-}
 
 /** A study file's `dataSchema` (and `analytics` queries), or a file that is a bare data schema. */
 function readStudy(file: string): { schema: DataSchema; analytics?: unknown } {
-  const doc = readYaml(file, 'study file') as { dataSchema?: unknown; analytics?: unknown } | null;
+  const doc = readYamlFile(file, 'study file') as { dataSchema?: unknown; analytics?: unknown } | null;
   const raw = doc && typeof doc === 'object' && 'dataSchema' in doc ? doc.dataSchema : doc;
   try {
     return { schema: parseDataSchema(raw), ...(doc && typeof doc === 'object' && 'analytics' in doc ? { analytics: doc.analytics } : {}) };
@@ -205,7 +192,7 @@ export async function analyticsCommand(argv: string[]): Promise<number> {
   let policy: AnalyticsPolicy = { minCellCount: numFlag(v['min-cell'], 'min-cell', true) ?? 1, allowRiskSetSums: true };
   if (v.policy) {
     try {
-      policy = parsePolicy(readYaml(v.policy, 'policy file'));
+      policy = parsePolicy(readYamlFile(v.policy, 'policy file'));
     } catch (e) {
       throw new UsageError(`${v.policy}: ${(e as Error).message}`);
     }

@@ -20,8 +20,6 @@
  *     FedAvg: { strategy: FedAvg, params: { lr: 0.001 } }
  */
 import { dirname, resolve } from 'node:path';
-import { readFileSync } from 'node:fs';
-import YAML from 'yaml';
 import { checkValue, StudySpecSchema, type StudySpec } from '../../protocol/api.js';
 import type { Dataset, OptimizerSpec } from '../../learning/types.js';
 import { readCsv, type CsvTable } from '../../site/data/csv.js';
@@ -29,6 +27,7 @@ import { combineSums, localSums, statsFromSums, type NormStats } from '../../sit
 import { parseDataSchema, type DataSchema } from '../../site/data/schema.js';
 import { loadTabular, normaliseTabular, type TabularData } from '../../site/data/tabular.js';
 import { UsageError } from '../args.js';
+import { readYamlFile } from '../yaml-file.js';
 
 export interface SiteFiles {
   name: string;
@@ -64,23 +63,10 @@ export interface BenchData {
   pooledTest: Dataset;
 }
 
-function readYaml(file: string, what: string): unknown {
-  let text: string;
-  try {
-    text = readFileSync(file, 'utf8');
-  } catch (e) {
-    throw new UsageError(`cannot read ${what} ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
-  }
-  try {
-    return YAML.parse(text);
-  } catch (e) {
-    throw new UsageError(`${file}: not valid YAML/JSON: ${(e as Error).message}`);
-  }
-}
 
 /** A study file, validated as `setu study create` would, that declares a data schema. */
 export function readBenchStudy(file: string): { study: StudySpec; schema: DataSchema } {
-  const spec = readYaml(file, 'study file');
+  const spec = readYamlFile(file, 'study file');
   const problems = checkValue(StudySpecSchema, spec);
   if (problems.length) throw new UsageError(`${file}: ${problems.join('; ')}`);
   const study = spec as StudySpec;
@@ -95,7 +81,7 @@ export function readBenchStudy(file: string): { study: StudySpec; schema: DataSc
 const FED_KEYS = ['study', 'sites', 'pooledOrder', 'central', 'methods'];
 
 export function readFederation(file: string): FederationSpec {
-  const doc = readYaml(file, 'federation file') as Record<string, unknown> | null;
+  const doc = readYamlFile(file, 'federation file') as Record<string, unknown> | null;
   if (!doc || typeof doc !== 'object') throw new UsageError(`${file}: expected a mapping with study and sites`);
   const unknown = Object.keys(doc).filter((k) => !FED_KEYS.includes(k));
   if (unknown.length) throw new UsageError(`${file}: unknown field ${unknown.join(', ')} (allowed: ${FED_KEYS.join(', ')})`);
