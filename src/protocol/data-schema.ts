@@ -56,6 +56,11 @@ export const Preprocessing = Type.Object(
     epsilon: Type.Optional(Type.Number({ minimum: 0 })),
     /** Rows with a missing value in a used column: dropped (default) or an error. */
     missing: Type.Optional(Type.Union([Type.Literal('drop'), Type.Literal('error')])),
+    /**
+     * 'float32': statistics rounded to float32 and every step of x' = (x − mean) / (std + ε) rounded to float32, as a
+     * PyTorch float32 pipeline computes it (FLamby's heart loader); 'float64' (default): computed in float64, stored as float32.
+     */
+    arithmetic: Type.Optional(Type.Union([Type.Literal('float64'), Type.Literal('float32')])),
   },
   { additionalProperties: false },
 );

@@ -11,7 +11,7 @@
  *       - { name: age, type: numeric }
  *       - { name: cp, type: categorical, levels: ["1", "2", "3", "4"], dropFirst: true }
  *     task: { kind: binary, label: num, positive: { above: 0 } }   # or { kind: survival, time: T, event: E }
- *     preprocessing: { normalise: site, scope: numeric, missing: drop }   # normalise: site | global | none
+ *     preprocessing: { normalise: site, scope: numeric, missing: drop }   # normalise: site | global | none; arithmetic: float64 | float32
  *     split: { kind: stratified, trainFraction: 0.66, seed: 43 }   # or { kind: column, column: set }
  *
  * `checkSchema` checks one site's CSV against it and lists every problem by column, so a study

@@ -144,6 +144,6 @@ export function normaliseTabular(data: TabularData, schema: DataSchema, stats?: 
   if (p.normalise === 'site') st = stats ?? statsFromSums(localSums(data.train, 0));
   else if (!stats) throw new Error('global normalisation needs the federated statistics (combineSums of every site\'s localSums)');
   else st = stats;
-  const eps = p.epsilon ?? 1e-9;
-  return { train: applyStats(data.train, st, data.normaliseMask, eps), test: applyStats(data.test, st, data.normaliseMask, eps), stats: st };
+  const eps = p.epsilon ?? 1e-9, arith = p.arithmetic ?? 'float64';
+  return { train: applyStats(data.train, st, data.normaliseMask, eps, arith), test: applyStats(data.test, st, data.normaliseMask, eps, arith), stats: st };
 }
