@@ -1,8 +1,9 @@
 #!/usr/bin/env node
 /**
  * `node dist/tools/heart-convert.js <form> --out DIR`: the bundled Fed-Heart-Disease hospitals written
- * as a hospital would hold them. Forms: csv (one CSV per hospital and the study file). Each form's
- * output is what `examples/heart-<form>/` holds; the tests regenerate it and compare.
+ * as a hospital would hold them. Forms: csv (one CSV per hospital and the study file, committed under
+ * examples/heart-csv/ and compared by the tests), fhir-nrces / fhir-jpcore (a Bulk Data NDJSON export per
+ * hospital), fhir-bundles (ABDM document Bundles per hospital); omop and ss-mix2 follow.
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
@@ -11,6 +12,7 @@ import YAML from 'yaml';
 import { heartStudySpec } from '../cli/demo.js';
 import { HEART_CENTERS, type HeartCenter } from '../site/data/heart.js';
 import { HEART_DATA_SCHEMA, heartCsv } from './heart-csv.js';
+import { heartBundles, heartNdjson } from './heart-fhir.js';
 import { parse, UsageError } from '../cli/args.js';
 
 /** The heart study over a CSV-shaped dataset: the demo's FLamby protocol plus the data schema. */
@@ -35,7 +37,21 @@ export function writeFiles(dir: string, files: Record<string, string | Uint8Arra
   }
 }
 
-const FORMS: Record<string, () => Record<string, string>> = { csv: heartCsvFiles };
+/** Every hospital's files of one per-hospital form, under <hospital>/. */
+function perHospital(f: (c: HeartCenter) => Record<string, string>): Record<string, string> {
+  const out: Record<string, string> = {};
+  HEART_CENTERS.forEach((name, c) => {
+    for (const [rel, body] of Object.entries(f(c as HeartCenter))) out[`${name}/${rel}`] = body;
+  });
+  return out;
+}
+
+export const FORMS: Record<string, () => Record<string, string>> = {
+  csv: heartCsvFiles,
+  'fhir-nrces': () => perHospital((c) => heartNdjson(c, 'nrces')),
+  'fhir-jpcore': () => perHospital((c) => heartNdjson(c, 'jpcore')),
+  'fhir-bundles': () => perHospital((c) => heartBundles(c, 'nrces')),
+};
 
 const HELP = `node dist/tools/heart-convert.js <${Object.keys(FORMS).join('|')}> --out DIR
 

@@ -48,6 +48,11 @@ export function targetColumns(s: DataSchema): string[] {
   return s.split.kind === 'column' ? [...t, s.split.column] : t;
 }
 
+/** Every column a site's table must have a value in for a row to be used: features, then task and split columns. */
+export function usedColumns(s: DataSchema): string[] {
+  return [...s.features.map((f) => f.name), ...targetColumns(s)];
+}
+
 /** Names of the encoded feature columns, in order: numeric as is, categorical as `name_level`. */
 export function encodedFeatureNames(s: DataSchema): string[] {
   const out: string[] = [];
