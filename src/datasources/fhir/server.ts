@@ -39,7 +39,7 @@ const b64url = (b: Buffer | string) => Buffer.from(b).toString('base64url');
 /** A signed client assertion, as SMART Backend Services (RFC 7523) asks. */
 export function clientAssertion(a: SmartAuth, key: KeyObject, tokenUrl: string, now = Date.now()): string {
   const header = { alg: a.alg, typ: 'JWT', ...(a.kid ? { kid: a.kid } : {}) };
-  const claims = { iss: a.clientId, sub: a.clientId, aud: tokenUrl, exp: Math.floor(now / 1000) + 300, jti: randomUUID() };
+  const claims = { iss: a.clientId, sub: a.clientId, aud: tokenUrl, iat: Math.floor(now / 1000), exp: Math.floor(now / 1000) + 300, jti: randomUUID() };
   const input = `${b64url(JSON.stringify(header))}.${b64url(JSON.stringify(claims))}`;
   const sig = sign('sha384', Buffer.from(input), a.alg === 'ES384' ? { key, dsaEncoding: 'ieee-p1363' } : key);
   return `${input}.${b64url(sig)}`;
