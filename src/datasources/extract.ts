@@ -12,6 +12,7 @@ import { checkLicences, loadMapping, type Mapping } from './mapping.js';
 import { fhirBlock, FhirFacts, resourceTypes } from './fhir/facts.js';
 import { readBundleDir, readNdjsonDir } from './fhir/files.js';
 import { FhirClient } from './fhir/server.js';
+import { readOmop } from './omop/read.js';
 
 export interface Extraction {
   table: ExtractedTable;
@@ -54,6 +55,9 @@ export async function extract(ds: ExtractedDataset, opts: ExtractOptions): Promi
       got = out;
       break;
     }
+    case 'omop':
+      got = await readOmop('sqlite' in ds.database ? { sqlite: at(ds.database.sqlite) } : ds.database, m, issues, log);
+      break;
     default:
       throw new Error(`dataset format ${ds.format} is not readable yet`);
   }

@@ -17,6 +17,8 @@ import { HEART_CENTERS, type HeartCenter } from '../site/data/heart.js';
 import { heartBundles, heartNdjson } from '../tools/heart-fhir.js';
 import { heartStudySpec } from '../cli/demo.js';
 import { decodeSafetensors } from '../protocol/safetensors.js';
+import Database from 'libsql';
+import { heartOmopEnrolment, heartOmopSql } from '../tools/heart-omop.js';
 
 const EXAMPLE = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', 'examples', 'heart-csv');
 const ROUNDS = 3;
@@ -68,7 +70,7 @@ async function federation(root: string, label: string, setup: SiteSetup, withSch
   }
 }
 
-test('the heart federation trains bit-identically from the bundled loader, CSV files and FHIR (NDJSON NRCeS, JP Core, document Bundles)', { timeout: 600_000 }, async () => {
+test('the heart federation trains bit-identically from the bundled loader, CSV files, FHIR (NDJSON NRCeS, JP Core, document Bundles) and OMOP', { timeout: 600_000 }, async () => {
   const root = mkdtempSync(join(tmpdir(), 'setu-heart-sources-'));
   try {
     const bundled = await federation(root, 'bundled', (_d, c) => ({ format: 'fed-heart-disease', center: c }), false);
@@ -87,6 +89,16 @@ test('the heart federation trains bit-identically from the bundled loader, CSV f
     }, true);
     assert.ok(fhir.model.equals(csv.model), 'FHIR sources = the CSV run, bit for bit');
     assert.deepEqual(fhir.metrics, csv.metrics);
+    // OMOP CDM databases (SQLite files) with the study's enrolment lists.
+    const omop = await federation(root, 'omop', (d, c) => {
+      const db = new Database(join(d, 'omop.db'));
+      db.exec(heartOmopSql(c));
+      db.close();
+      writeFileSync(join(d, 'enrolment.csv'), heartOmopEnrolment(c));
+      return { format: 'omop', database: { sqlite: 'omop.db' }, mapping: 'setu:heart-omop', licences: ['snomed-ct'], enrolment: { file: 'enrolment.csv', patient: 'person_id' } };
+    }, true);
+    assert.ok(omop.model.equals(csv.model), 'OMOP sources = the CSV run, bit for bit');
+    assert.deepEqual(omop.metrics, csv.metrics);
     // Each hospital's prepare report counts its table: every UCI row, the complete ones kept, the rest by column.
     const kept = (p: unknown) => (p as { extraction: { kept: number } }).extraction.kept;
     assert.deepEqual(fhir.prepare!.map(kept).sort((a, b) => a - b), [46, 130, 261, 303]);

@@ -3,7 +3,8 @@
  * `node dist/tools/heart-convert.js <form> --out DIR`: the bundled Fed-Heart-Disease hospitals written
  * as a hospital would hold them. Forms: csv (one CSV per hospital and the study file, committed under
  * examples/heart-csv/ and compared by the tests), fhir-nrces / fhir-jpcore (a Bulk Data NDJSON export per
- * hospital), fhir-bundles (ABDM document Bundles per hospital); omop and ss-mix2 follow.
+ * hospital), fhir-bundles (ABDM document Bundles per hospital), omop (a CDM v5.4 SQL script and the
+ * enrolment list per hospital).
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
@@ -13,6 +14,7 @@ import { heartStudySpec } from '../cli/demo.js';
 import { HEART_CENTERS, type HeartCenter } from '../site/data/heart.js';
 import { HEART_DATA_SCHEMA, heartCsv } from './heart-csv.js';
 import { heartBundles, heartNdjson } from './heart-fhir.js';
+import { heartOmopEnrolment, heartOmopSql } from './heart-omop.js';
 import { parse, UsageError } from '../cli/args.js';
 
 /** The heart study over a CSV-shaped dataset: the demo's FLamby protocol plus the data schema. */
@@ -51,6 +53,8 @@ export const FORMS: Record<string, () => Record<string, string>> = {
   'fhir-nrces': () => perHospital((c) => heartNdjson(c, 'nrces')),
   'fhir-jpcore': () => perHospital((c) => heartNdjson(c, 'jpcore')),
   'fhir-bundles': () => perHospital((c) => heartBundles(c, 'nrces')),
+  // Run omop.sql with sqlite3 or psql to make the hospital's CDM database.
+  omop: () => perHospital((c) => ({ 'omop.sql': heartOmopSql(c), 'enrolment.csv': heartOmopEnrolment(c) })),
 };
 
 const HELP = `node dist/tools/heart-convert.js <${Object.keys(FORMS).join('|')}> --out DIR
