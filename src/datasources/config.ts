@@ -11,10 +11,6 @@
  *     database: { sqlite: omop.db }                  # or { postgres: postgres://…, schema: cdm }
  *     mapping: setu:heart-omop
  *     enrolment: { file: enrolment.csv, patient: person_id }
- *   heart:
- *     format: ss-mix2
- *     root: /ssmix2/standard
- *     mapping: setu:heart-ss-mix2
  */
 import { Type, type Static } from '@sinclair/typebox';
 
@@ -74,11 +70,8 @@ export const OmopDatasetSchema = Type.Object(
   },
   strict,
 );
-export const SsMix2DatasetSchema = Type.Object({ format: Type.Literal('ss-mix2'), root: Path, ...Common }, strict);
-
-export const ExtractedDatasetSchemas = [FhirDatasetSchema, OmopDatasetSchema, SsMix2DatasetSchema] as const;
+export const ExtractedDatasetSchemas = [FhirDatasetSchema, OmopDatasetSchema] as const;
 export type FhirDataset = Static<typeof FhirDatasetSchema>;
 export type OmopDataset = Static<typeof OmopDatasetSchema>;
-export type SsMix2Dataset = Static<typeof SsMix2DatasetSchema>;
-export type ExtractedDataset = FhirDataset | OmopDataset | SsMix2Dataset;
-export const EXTRACTED_FORMATS: ReadonlyArray<ExtractedDataset['format']> = ['fhir', 'omop', 'ss-mix2'];
+export type ExtractedDataset = FhirDataset | OmopDataset;
+export const EXTRACTED_FORMATS: ReadonlyArray<ExtractedDataset['format']> = ['fhir', 'omop'];

@@ -58,8 +58,6 @@ export async function extract(ds: ExtractedDataset, opts: ExtractOptions): Promi
     case 'omop':
       got = await readOmop('sqlite' in ds.database ? { sqlite: at(ds.database.sqlite) } : ds.database, m, issues, log);
       break;
-    default:
-      throw new Error(`dataset format ${ds.format} is not readable yet`);
   }
   const facts = ds.enrolment ? [...got.facts, ...enrolmentFacts(at(ds.enrolment.file), ds.enrolment.patient)] : got.facts;
   const table = factsToTable(facts, m, issues);

@@ -7,7 +7,7 @@
 export interface Fact {
   /** The source's own patient key (site-local; never sent). */
   patient: string;
-  /** Which kind of record: a FHIR view's name, an OMOP domain, an SS-MIX2 record kind ('patient' holds demographics). */
+  /** Which kind of record: a FHIR view's name, an OMOP domain ('patient' holds demographics). */
   kind: string;
   /** Code system URI of `code` (LOINC, ICD-10, SNOMED CT, JLAC10, a hospital's local system…). */
   system?: string;

@@ -2,7 +2,7 @@
  * A mapping: how one kind of source becomes the study's columns. It is declarative and versioned
  * (`mapping` + `version`), so two sites with different systems produce the same columns from files
  * anyone can read. The shared part below turns facts into columns; each source adds its own block
- * (`fhir`: SQL-on-FHIR ViewDefinitions; `omop`: vocabularies; `ss-mix2`: HL7 coding systems).
+ * (`fhir`: SQL-on-FHIR ViewDefinitions; `omop`: vocabularies).
  *
  *   mapping: heart-fhir-nrces
  *   version: 1
@@ -39,7 +39,7 @@ const Pick = Type.Union([Type.Literal('latest'), Type.Literal('earliest'), Type.
 
 export const FactColumnSchema = Type.Object(
   {
-    /** Facts of this kind (a FHIR view's name, an OMOP domain, an SS-MIX2 record kind, or `patient`). */
+    /** Facts of this kind (a FHIR view's name, an OMOP domain, or `patient`). */
     kind: Name,
     /** Only facts with one of these codes (absent: every fact of the kind). */
     codes: Type.Optional(Type.Array(CodeSchema, { minItems: 1 })),
@@ -82,7 +82,7 @@ export const CohortSchema = Type.Object(
 );
 export type Cohort = Static<typeof CohortSchema>;
 
-export const SOURCE_FAMILIES = ['fhir', 'omop', 'ss-mix2'] as const;
+export const SOURCE_FAMILIES = ['fhir', 'omop'] as const;
 export type SourceFamily = (typeof SOURCE_FAMILIES)[number];
 
 /** The shared part of every mapping; each source family validates its own block with `sourceBlock`. */
@@ -99,7 +99,6 @@ export const MappingBaseSchema = Type.Object(
     unitAliases: Type.Optional(Type.Record(Name, Name)),
     fhir: Type.Optional(Type.Unknown()),
     omop: Type.Optional(Type.Unknown()),
-    'ss-mix2': Type.Optional(Type.Unknown()),
   },
   strict,
 );

@@ -30,7 +30,7 @@ export const DatasetSourceSchema = Type.Union([
     },
     strict,
   ),
-  // FHIR, OMOP and SS-MIX2 sources with a mapping to the study's columns (src/datasources).
+  // FHIR and OMOP sources with a mapping to the study's columns (src/datasources).
   ...ExtractedDatasetSchemas,
 ]);
 export type DatasetSource = Static<typeof DatasetSourceSchema>;

@@ -3,7 +3,7 @@
  * train/test split. Nothing here ever leaves the site; a prepare task reports only the schema check,
  * column sums and counts of what was left out.
  *
- * Sources: the bundled heart files, a CSV file, or an extracted source (FHIR, OMOP, SS-MIX2 through a
+ * Sources: the bundled heart files, a CSV file, or an extracted source (FHIR, OMOP through a
  * mapping, src/datasources). An extracted source is read at the study's prepare round and its table
  * written down in the site's state directory (`tables/<study>/<key>.csv`, mode 600), so training reads
  * exactly the table the prepare round checked, an external trainer reads it as a CSV file, and a

@@ -22,7 +22,7 @@ export function heartCsvStudy(seed = 42, rounds = 15) {
   return { ...heartStudySpec(seed, rounds), name: 'Fed-Heart-Disease FedAvg from site tables (FLamby protocol)', dataSchema: HEART_DATA_SCHEMA };
 }
 
-export const STUDY_HEADER = '# The Fed-Heart-Disease study over site tables (CSV, FHIR, OMOP, SS-MIX2): FLamby\'s protocol; written by\n# node dist/tools/heart-convert.js. `setu study create --file study.yaml` submits it.\n';
+export const STUDY_HEADER = '# The Fed-Heart-Disease study over site tables (CSV, FHIR, OMOP): FLamby\'s protocol; written by\n# node dist/tools/heart-convert.js. `setu study create --file study.yaml` submits it.\n';
 
 /** Files of one form, by path relative to the output directory. */
 export function heartCsvFiles(): Record<string, string> {
