@@ -11,7 +11,7 @@
  *       - { name: age, type: numeric }
  *       - { name: cp, type: categorical, levels: ["1", "2", "3", "4"], dropFirst: true }
  *     task: { kind: binary, label: num, positive: { above: 0 } }   # or { kind: survival, time: T, event: E }
- *     preprocessing: { normalise: site, scope: numeric, missing: drop }   # normalise: site | global | none
+ *     preprocessing: { normalise: site, scope: numeric, missing: drop }   # normalise: site | global | none; arithmetic: float64 | float32
  *     split: { kind: stratified, trainFraction: 0.66, seed: 43 }   # or { kind: column, column: set }
  *
  * `checkSchema` checks one site's CSV against it and lists every problem by column, so a study
@@ -53,6 +53,11 @@ export function splitLabels(s: DataSchema, site?: string): { train: string; test
   if (s.split.kind === 'stratified') throw new Error('a stratified split has no labels');
   const own = site !== undefined ? s.split.labels?.[site] : undefined;
   return own ?? { train: s.split.train ?? 'train', test: s.split.test ?? 'test' };
+}
+
+/** Every column a site's table must have a value in for a row to be used: features, then task and split columns. */
+export function usedColumns(s: DataSchema): string[] {
+  return [...s.features.map((f) => f.name), ...targetColumns(s)];
 }
 
 /** Names of the encoded feature columns, in order: numeric as is, categorical as `name_level`. */
