@@ -1,8 +1,8 @@
 /**
  * `setu bench csv` on federations of CSV files:
- * - the four heart hospitals written as plain CSV files (the raw UCI rows with a row id) and FLamby's split
- *   as one split file per hospital, joined on that id: the table equals `setu bench flamby-heart`'s, run by
- *   run, seed by seed (pooled test and every hospital's own test);
+ * - the four heart hospitals as plain CSV files — examples/heart-csv with its study file, and the raw UCI rows
+ *   with a row id plus FLamby's split as one split file per hospital joined on that id: the table equals
+ *   `setu bench flamby-heart`'s, run by run, seed by seed (pooled test and every hospital's own test);
  * - a synthetic federation whose sites label their split column differently, under global normalisation;
  * - a Cox study on lung split by institution (C-index on the pooled test set);
  * - the command itself: table, CSV, SVG, JSON, and one-line errors.
@@ -21,7 +21,7 @@ import { SETU_MAIN } from '../../testing/processes.js';
 import { rSkipReason } from '../../testing/oracles.js';
 import { lungCsvText } from '../../analytics/testing.js';
 import { HEART_PROTOCOL, HEART_STRATEGIES, runHeartBenchmark } from './flamby-heart.js';
-import { loadBenchData, type FederationSpec } from './csv-federation.js';
+import { loadBenchData, readFederation, type FederationSpec } from './csv-federation.js';
 import { runCsvBenchmark } from './csv.js';
 
 const tmp = () => mkdtempSync(join(tmpdir(), 'setu-bench-csv-'));
@@ -70,6 +70,21 @@ test('the heart hospitals as CSV files with split files reproduce bench flamby-h
     assert.equal(r.error, undefined);
     assert.equal(r.metric['Pooled Test'], h.accuracy['Pooled Test'], `seed ${r.seed} ${r.method} vs ${h.method}: pooled test`);
     HEART_CENTERS.forEach((c, k) => assert.equal(r.metric[c], h.accuracy[`client_test_${k}`], `seed ${r.seed} ${r.method}: ${c} test`));
+  });
+});
+
+test('examples/heart-csv (the heart hospitals as plain CSV files) with examples/analytics/heart-bench.yaml reproduces bench flamby-heart', () => {
+  const root = join(defaultHeartDir(), '..', '..');
+  const f = readFederation(join(root, 'examples', 'analytics', 'heart-bench.yaml'));
+  // The federation file's methods are bench flamby-heart's, verbatim.
+  assert.deepEqual(f.methods, Object.fromEntries(Object.entries(HEART_STRATEGIES).map(([m, s]) => [m, { strategy: s.strategy, params: s.params }])));
+  const seeds = [42, 44];
+  const csvNames = ['Pooled', ...HEART_CENTERS.map((c) => `Local-${c}`), ...Object.keys(HEART_STRATEGIES)];
+  const { runs } = runCsvBenchmark(f, { seeds, methods: csvNames });
+  const want = runHeartBenchmark({ seeds, methods: ['Pooled', 'Local0', 'Local1', 'Local2', 'Local3', ...Object.keys(HEART_STRATEGIES)] });
+  runs.forEach((r, i) => {
+    assert.equal(r.metric['Pooled Test'], want[i]!.accuracy['Pooled Test'], `seed ${r.seed} ${r.method}`);
+    HEART_CENTERS.forEach((c, k) => assert.equal(r.metric[c], want[i]!.accuracy[`client_test_${k}`], `seed ${r.seed} ${r.method}: ${c}`));
   });
 });
 
