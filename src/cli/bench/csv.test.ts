@@ -178,10 +178,16 @@ dataSchema:
 `);
   const run = spawnSync(process.execPath, [SETU_MAIN, 'bench', 'csv', '--study', 'study.yaml', ...big.flatMap((k) => ['--site', `inst${k}=inst${k}.csv`]), '--methods', 'pooled,local,FedAvg', '--seeds', '1,2', '--json', '--out', 'out'], { cwd: dir, encoding: 'utf8', timeout: 120_000 });
   assert.equal(run.status, 0, run.stderr);
-  const j = JSON.parse(run.stdout) as { metric: string; methods: Array<{ method: string; mean: number }> };
+  const j = JSON.parse(run.stdout) as { metric: string; methods: Array<{ method: string; mean: number; survival: { unoC: number; meanAuc: number; ibs: number } }> };
   assert.equal(j.metric, 'cIndex');
-  const byName = Object.fromEntries(j.methods.map((m) => [m.method, m.mean]));
-  assert.ok(byName['Pooled']! > 0.55 && byName['FedAvg']! > 0.55, JSON.stringify(byName));
+  const byName = Object.fromEntries(j.methods.map((m) => [m.method, m]));
+  assert.ok(byName['Pooled']!.mean > 0.55 && byName['FedAvg']!.mean > 0.55, JSON.stringify(byName));
+  // Uno's C, AUC(t) and the integrated Brier score sit beside Harrell's C (a useful model: AUC above ½, IBS below ¼).
+  for (const m of ['Pooled', 'FedAvg']) {
+    const s = byName[m]!.survival;
+    assert.ok(s.unoC > 0.5 && s.meanAuc > 0.5 && s.ibs > 0 && s.ibs < 0.25, `${m}: ${JSON.stringify(s)}`);
+  }
+  assert.match(readFileSync(join(dir, 'out', 'csv-bench-runs.csv'), 'utf8'), /\nPooled,1,Pooled Test ibs,0\.\d+/);
 });
 
 test('setu bench csv: mistakes are one readable line', (t) => {

@@ -13,6 +13,9 @@
  * server are derived from the seed exactly as `setu bench flamby-heart` derives them, so a federation
  * holding the bundled heart data as CSV files reproduces that table.
  *
+ * Cox studies report Harrell's C on every test set and, on the pooled test set, Uno's C, the mean time-dependent
+ * AUC and the integrated Brier score (see `CsvRun.survival`).
+ *
  * Defaults: Pooled and Local-<site> train with the study's optimizer and batch size for as many epochs as
  * process the rows the whole federation processes (rounds × steps × batch × sites ÷ pooled training rows);
  * every strategy uses the study's fit block (plus the study's own strategy params for its strategy).
@@ -25,6 +28,8 @@ import { BatchStream } from '../../learning/batches.js';
 import { trainCentral } from '../../learning/client.js';
 import { runFederation, type LocalSite } from '../../learning/federation.js';
 import { createModel } from '../../learning/models/registry.js';
+import { breslowBaseline, survivalMatrix } from '../../learning/models/cox-baseline.js';
+import { brierScores, integratedBrierScore, timeDependentAuc, unoC } from '../../learning/survival-metrics.js';
 import { createRng, deriveSeed } from '../../learning/rng.js';
 import { createStrategy, STRATEGY_NAMES } from '../../learning/strategies/registry.js';
 import type { Dataset, EvalMetrics, Model } from '../../learning/types.js';
@@ -42,8 +47,32 @@ export interface CsvRun {
   /** 'Pooled Test' and one entry per site's own test set → the study's metric. */
   metric: Record<string, number>;
   seconds: number;
+  /**
+   * Cox studies: survival metrics beside Harrell's C on the pooled test set — Uno's C, the mean time-dependent AUC
+   * and the integrated Brier score over the pooled test's event-time quartiles (survival curves from the Breslow
+   * baseline of the pooled training rows; censoring weights from them too).
+   */
+  survival?: { unoC: number; meanAuc: number; ibs: number };
   /** Why the method could not run (e.g. Krum with too few sites); its metric is then empty. */
   error?: string;
+}
+
+/** The pooled test's event-time quartiles (25 %, 50 %, 75 %): where AUC(t) and the Brier score are read. */
+export function evaluationTimes(test: Dataset): number[] {
+  const t = Array.from(test.time!).filter((_, i) => test.event![i]! > 0.5).sort((a, b) => a - b);
+  return [...new Set([0.25, 0.5, 0.75].map((q) => t[Math.min(t.length - 1, Math.floor(q * t.length))]!))];
+}
+
+function survivalMetrics(model: Model, w: Weights, data: BenchData): NonNullable<CsvRun['survival']> {
+  const train = data.pooledTrain, test = data.pooledTest;
+  const censoring = { time: train.time!, event: train.event! };
+  const times = evaluationTimes(test);
+  const risk = model.predict(w, test);
+  const base = breslowBaseline(model.predict(w, train), train.time!, train.event!);
+  const d = { time: test.time!, event: test.event! };
+  const auc = timeDependentAuc(risk, d, times, { censoring }).filter(Number.isFinite);
+  const bs = brierScores(survivalMatrix(base, risk, times), d, times, { censoring });
+  return { unoC: unoC(risk, d, { censoring, tau: Math.max(...Array.from(train.time!)) }), meanAuc: auc.reduce((a, b) => a + b, 0) / auc.length, ibs: times.length > 1 ? integratedBrierScore(times, bs) : bs[0]! };
 }
 
 /** accuracy for binary models, Harrell's C for Cox models. */
@@ -113,7 +142,7 @@ export function runCsvMethod(f: FederationSpec, data: BenchData, method: string,
   }
   const metric: Record<string, number> = { 'Pooled Test': metricOf(model, w, data.pooledTest, name) };
   for (const s of data.sites) metric[s.name] = metricOf(model, w, s.test, name);
-  return { method, seed, metric, seconds: (performance.now() - t0) / 1000 };
+  return { method, seed, metric, seconds: (performance.now() - t0) / 1000, ...(f.study.model.kind === 'cox' ? { survival: survivalMetrics(model, w, data) } : {}) };
 }
 
 export function initialModel(study: StudySpec, seed: number, init: 'torch' | 'setu'): Weights {
@@ -143,6 +172,8 @@ export interface CsvSummary {
   n: number;
   /** Mean over seeds on each site's own test set. */
   perSite: Record<string, number>;
+  /** Cox studies: the survival metrics' means over seeds. */
+  survival?: { unoC: number; meanAuc: number; ibs: number };
   seconds: number;
   error?: string;
 }
@@ -153,20 +184,30 @@ export function summarizeCsv(runs: CsvRun[], sites: string[]): CsvSummary[] {
     const ok = rs.filter((r) => !r.error);
     const { mean, sd } = ok.length ? meanSd(ok.map((r) => r.metric['Pooled Test']!)) : { mean: NaN, sd: NaN };
     const perSite = Object.fromEntries(sites.map((s) => [s, ok.length ? meanSd(ok.map((r) => r.metric[s]!)).mean : NaN]));
-    return { method, mean, sd, n: ok.length, perSite, seconds: rs.reduce((a, r) => a + r.seconds, 0) / rs.length, ...(ok.length < rs.length ? { error: rs.find((r) => r.error)!.error! } : {}) };
+    const surv = ok.filter((r) => r.survival).map((r) => r.survival!);
+    const survival = surv.length ? { unoC: meanSd(surv.map((x) => x.unoC)).mean, meanAuc: meanSd(surv.map((x) => x.meanAuc)).mean, ibs: meanSd(surv.map((x) => x.ibs)).mean } : undefined;
+    return { method, mean, sd, n: ok.length, perSite, ...(survival ? { survival } : {}), seconds: rs.reduce((a, r) => a + r.seconds, 0) / rs.length, ...(ok.length < rs.length ? { error: rs.find((r) => r.error)!.error! } : {}) };
   });
 }
 
 export function formatCsvTable(summary: CsvSummary[], sites: string[], metric: string): string {
-  const rows = summary.map((s) => [s.method, s.error && s.n === 0 ? `not run: ${s.error}` : `${s.mean.toFixed(4)} ± ${s.sd.toFixed(4)} (${s.n})`, sites.map((n) => (Number.isFinite(s.perSite[n]!) ? s.perSite[n]!.toFixed(3) : '–')).join(' / '), s.seconds.toFixed(3)]);
-  return table(['method', `pooled-test ${metric} mean ± sd (seeds)`, `per-site test (${sites.join(' / ')})`, 's/run'], rows, ['l', 'r', 'l', 'r']);
+  const surv = summary.some((s) => s.survival);
+  const f3 = (v: number | undefined) => (v !== undefined && Number.isFinite(v) ? v.toFixed(3) : '–');
+  const rows = summary.map((s) => [
+    s.method, s.error && s.n === 0 ? `not run: ${s.error}` : `${s.mean.toFixed(4)} ± ${s.sd.toFixed(4)} (${s.n})`, sites.map((n) => f3(s.perSite[n])).join(' / '),
+    ...(surv ? [f3(s.survival?.unoC), f3(s.survival?.meanAuc), f3(s.survival?.ibs)] : []), s.seconds.toFixed(3),
+  ]);
+  return table(['method', `pooled-test ${metric} mean ± sd (seeds)`, `per-site test (${sites.join(' / ')})`, ...(surv ? ["Uno's C", 'mean AUC(t)', 'IBS'] : []), 's/run'], rows, ['l', 'r', 'l', ...(surv ? ['r' as const, 'r' as const, 'r' as const] : []), 'r']);
 }
 
 export function runsCsvText(runs: CsvRun[], sites: string[]): string {
   const lines = ['method,seed,test,metric,seconds,error'];
   for (const r of runs) {
     if (r.error) lines.push(`${r.method},${r.seed},,,${r.seconds.toFixed(6)},"${r.error.replace(/"/g, '""')}"`);
-    else for (const t of ['Pooled Test', ...sites]) lines.push(`${r.method},${r.seed},${t},${r.metric[t]},${r.seconds.toFixed(6)},`);
+    else {
+      for (const t of ['Pooled Test', ...sites]) lines.push(`${r.method},${r.seed},${t},${r.metric[t]},${r.seconds.toFixed(6)},`);
+      if (r.survival) for (const [k, v] of Object.entries(r.survival)) lines.push(`${r.method},${r.seed},Pooled Test ${k},${v},${r.seconds.toFixed(6)},`);
+    }
   }
   return lines.join('\n') + '\n';
 }
