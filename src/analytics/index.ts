@@ -9,5 +9,5 @@ export { answerQuery, answerProblems, answerKindOf, combineAnswers, runQuery, Qu
 export { kaplanMeier, survMedian, type KmCurve } from './survival/km.js';
 export { logRank, type LogRankResult } from './survival/logrank.js';
 export { guardedRiskTable, poolTables, siteRiskTables, RiskTablesAnswerSchema, type RiskTable, type RiskTablesAnswer, type PooledTable } from './survival/risk-table.js';
-export { CoxNewton, combineCox, coxDesign, coxTerms, siteCox, timeSums, CoxStratumAnswerSchema, CoxRiskSetsAnswerSchema, type CoxAnswer, type CoxResult, type CoxSums, type Ties } from './survival/cox.js';
+export { CoxNewton, type CoxNewtonState, combineCox, coxDesign, coxTerms, siteCox, timeSums, CoxStratumAnswerSchema, CoxRiskSetsAnswerSchema, type CoxAnswer, type CoxResult, type CoxSums, type Ties } from './survival/cox.js';
 export { normalQuantile, normalSf, twoSidedP, chiSquareSf } from './distributions.js';

@@ -355,6 +355,19 @@ export interface CoxResult {
   truncatedSites: string[];
 }
 
+export interface CoxNewtonState {
+  p: number;
+  tolerance: number;
+  maxIterations: number;
+  current: number[];
+  best: { beta: number[]; sums: CoxSums } | null;
+  initial: CoxSums | null;
+  halvings: number;
+  iterations: number;
+  done: boolean;
+  converged: boolean;
+}
+
 /**
  * The coordinator's Newton–Raphson, one request at a time: `beta()` is what to send the sites,
  * `observe(sums)` takes their combined sums at it, until `done`. Wave 2's engine drives one round per
@@ -379,6 +392,26 @@ export class CoxNewton {
 
   beta(): number[] {
     return [...this.current];
+  }
+
+  /** Everything the coordinator must keep between rounds (plain JSON), so a restarted coordinator resumes the fit. */
+  state(): CoxNewtonState {
+    return JSON.parse(JSON.stringify({
+      p: this.p, tolerance: this.tolerance, maxIterations: this.maxIterations, current: this.current, best: this.best ?? null,
+      initial: this.initial ?? null, halvings: this.halvings, iterations: this.iterations, done: this.done, converged: this.converged,
+    })) as CoxNewtonState;
+  }
+
+  static restore(s: CoxNewtonState): CoxNewton {
+    const n = new CoxNewton(s.p, { tolerance: s.tolerance, maxIterations: s.maxIterations });
+    n.current = [...s.current];
+    if (s.best) n.best = { beta: [...s.best.beta], sums: s.best.sums };
+    if (s.initial) n.initial = s.initial;
+    n.halvings = s.halvings;
+    n.iterations = s.iterations;
+    n.done = s.done;
+    n.converged = s.converged;
+    return n;
   }
 
   observe(s: CoxSums): void {
