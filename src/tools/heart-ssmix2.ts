@@ -56,7 +56,7 @@ export function heartSsmix2(center: HeartCenter): Record<string, Uint8Array | st
     const control = (k: number) => `${id}${k}`;
     put(`ssmix2/${storagePath(id, '-', 'ADT-00', '-', sent('08'), '-')}`, message('ADT^A08^ADT_A01', center, ts('08'), control(0), [['EVN', '', ts('08')], pid(id, r, iso, ts('08')), ['PV1', '0001', 'O']]));
     put(`ssmix2/${storagePath(id, day, 'ADT-12', '-', sent('09'), '01')}`, message('ADT^A04^ADT_A01', center, ts('09'), control(1), [['EVN', '', ts('09')], pid(id, r, iso), ['PV1', '0001', 'O', '01^^^^^C', ...Array(40).fill(''), ts('09')]]));
-    const order = `${day}${String(r.line).padStart(7, '0')}`;
+    const order = `${day}${String(r.line).padStart(6, '0')}`; // + one digit: the 15-digit order number
     const labs: string[][] = [];
     if (c.chol !== null) labs.push(obx(labs.length + 1, 'NM', '3F050000002327101^総コレステロール^JC10', c.chol, 'mg/dL^mg/dL^ISO+', ts('10')));
     if (c.fbs !== null) labs.push(obx(labs.length + 1, 'CWE', `fbs^${escapeHl7('空腹時血糖>120mg/dL')}^99UCI`, yesNo(c.fbs), '', ts('10')));
