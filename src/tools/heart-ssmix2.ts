@@ -52,7 +52,7 @@ export function heartSsmix2(center: HeartCenter): Record<string, Uint8Array | st
   for (const r of heartRecords(center)) {
     const id = ssmix2PatientId(center, r.line), iso = visitDate(r.line), day = iso.replace(/-/g, ''), c = r.cells;
     const sent = (hh: string) => `${day}${hh}0000000`;
-    const ts = (hh: string) => `${day}${hh}00`;
+    const ts = (hh: string) => `${day}${hh}0000`; // to the second, as MSH-7 must be
     const control = (k: number) => `${id}${k}`;
     put(`ssmix2/${storagePath(id, '-', 'ADT-00', '-', sent('08'), '-')}`, message('ADT^A08^ADT_A01', center, ts('08'), control(0), [['EVN', '', ts('08')], pid(id, r, iso, ts('08')), ['PV1', '0001', 'O']]));
     put(`ssmix2/${storagePath(id, day, 'ADT-12', '-', sent('09'), '01')}`, message('ADT^A04^ADT_A01', center, ts('09'), control(1), [['EVN', '', ts('09')], pid(id, r, iso), ['PV1', '0001', 'O', '01^^^^^C', ...Array(40).fill(''), ts('09')]]));
