@@ -11,13 +11,13 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import YAML from 'yaml';
-import { HEART_CENTERS, loadHeartCenter, type HeartCenter } from '../../site/data/heart.js';
-import { loadTabular, normaliseTabular } from '../../site/data/tabular.js';
+import type { HeartCenter } from '../../site/data/heart.js';
+import { assertHeartIdentical as assertHeart } from '../../tools/heart-check.js';
 import { parseSiteConfig, ConfigError } from '../../site/config.js';
-import { HEART_DATA_SCHEMA, heartRecords } from '../../tools/heart-csv.js';
+import { heartRecords } from '../../tools/heart-csv.js';
 import { writeFiles } from '../../tools/heart-convert.js';
 import { heartSsmix2, ssmix2PatientId } from '../../tools/heart-ssmix2.js';
-import { asCsvTable, extract, type Extraction } from '../extract.js';
+import { extract } from '../extract.js';
 import { Ssmix2DatasetSchema, type Ssmix2Dataset } from '../config.js';
 import { checkValue } from '../../protocol/api.js';
 import { loadMapping, mappingPath, MappingError, parseMapping } from '../mapping.js';
@@ -26,16 +26,6 @@ import { ssmix2Block, ssmix2Explain } from './facts.js';
 import { storagePath } from './storage.js';
 
 const dataset = (mapping = 'setu:heart-ssmix2'): Ssmix2Dataset => ({ format: 'ss-mix2', storage: { root: 'ssmix2' }, mapping, enrolment: { file: 'enrolment.csv', patient: 'patient_id' } });
-
-function assertHeart(ex: Extraction, c: HeartCenter): void {
-  const want = loadHeartCenter(undefined, c);
-  const got = normaliseTabular(loadTabular(asCsvTable(ex.table, 'x'), HEART_DATA_SCHEMA), HEART_DATA_SCHEMA);
-  for (const part of ['train', 'test'] as const) {
-    assert.equal(got[part].n, want[part].n, `${HEART_CENTERS[c]} ${part} rows`);
-    assert.deepEqual(Array.from(got[part].x), Array.from(want[part].x), `${HEART_CENTERS[c]} ${part} features`);
-    assert.deepEqual(Array.from(got[part].y), Array.from(want[part].y), `${HEART_CENTERS[c]} ${part} labels`);
-  }
-}
 
 test('SS-MIX2 storage of every heart hospital gives the heart loader\'s numbers bit for bit', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'setu-ssmix2-'));
