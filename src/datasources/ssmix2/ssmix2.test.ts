@@ -172,6 +172,24 @@ test('prescriptions (OMP-01, RDE^O11) become facts: a mapping column can ask who
   }
 });
 
+test('a gateway that writes UTF-8 is read when the config says so, and refused by the default ISO-2022-JP', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'setu-ssmix2-utf8-'));
+  try {
+    const { files } = patients(4);
+    writeFiles(join(dir, 'jis'), files);
+    const utf8: Files = Object.fromEntries(Object.entries(files).map(([p, b]) => [p, p.endsWith('.csv') ? b : Buffer.from(text(b), 'utf8')]));
+    writeFiles(join(dir, 'utf8'), utf8);
+    const jis = await extract(dataset(), { configDir: join(dir, 'jis') });
+    const asUtf8 = await extract({ ...dataset(), storage: { root: 'ssmix2', encoding: 'utf-8' } }, { configDir: join(dir, 'utf8') });
+    assert.deepEqual(asUtf8.issues.list, []);
+    assert.deepEqual(asUtf8.table.rows, jis.table.rows);
+    const wrong = await extract(dataset(), { configDir: join(dir, 'utf8') });
+    assert.ok(wrong.issues.list.length > 0 && wrong.issues.list.every((i) => i.reason === 'malformed-record' && i.field === 'encoding' || i.reason === 'no-patient'), JSON.stringify(wrong.issues.counts()));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test('the site config names the storage with its fields; a bad mapping block names the field', () => {
   const cfg = (ds: string) => parseSiteConfig(`coordinator: https://c.example\ndatasets:\n  heart: ${ds}\n`, '/etc/setu/site.yaml');
   const ok = cfg('{ format: ss-mix2, storage: { root: /mnt/ss2, encoding: shift_jis }, mapping: setu:heart-ssmix2, enrolment: { file: e.csv, patient: patient_id } }');
