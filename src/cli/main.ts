@@ -16,6 +16,7 @@ const HELP = `setu: federated learning across hospitals; patient data stays at e
   setu site enrol --config site.yaml --token <invite>
   setu site start --config site.yaml [--token <invite>]
   setu site list | revoke <id or name>
+  setu site dataset check|preview|explain --config site.yaml --dataset KEY   read a site's source as the agent will
   setu user add --name N --role R [--institution I] | enrol --token <invite> [--key-file F] | list | revoke <id> | whoami
   setu audit verify [--file export.jsonl] | export --out file.jsonl | list
   setu study create --file study.yaml | list | start <id> | status <id> [--watch] | stop <id>
@@ -52,6 +53,7 @@ async function main(argv: string[]): Promise<number> {
     case 'site':
       if (sub === 'start' || sub === 'enrol') return (await import('./processes.js')).siteProcessCommand(sub, rest);
       if (sub === 'run-task') return siteRunTask(rest);
+      if (sub === 'dataset') return (await import('./dataset.js')).siteDatasetCommand(rest);
       return (await import('./operator.js')).siteCommand(sub, rest);
     case 'study':
       if (sub === 'privacy') return (await import('./privacy.js')).studyPrivacyCommand(rest);

@@ -11,8 +11,14 @@
  *     database: { sqlite: omop.db }                  # or { postgres: postgres://…, schema: cdm }
  *     mapping: setu:heart-omop
  *     enrolment: { file: enrolment.csv, patient: person_id }
+ *   heart:
+ *     format: ss-mix2
+ *     storage: { root: /mnt/ssmix2/standard }       # the standard storage root; encoding: iso-2022-jp (default) | shift_jis | utf-8
+ *     mapping: setu:heart-ssmix2
+ *     enrolment: { file: enrolment.csv, patient: patient_id }
  */
 import { Type, type Static } from '@sinclair/typebox';
+import { ENCODINGS } from './ssmix2/charset.js';
 
 const strict = { additionalProperties: false } as const;
 const Path = Type.String({ minLength: 1 });
@@ -70,8 +76,18 @@ export const OmopDatasetSchema = Type.Object(
   },
   strict,
 );
-export const ExtractedDatasetSchemas = [FhirDatasetSchema, OmopDatasetSchema] as const;
+export const Ssmix2DatasetSchema = Type.Object(
+  {
+    format: Type.Literal('ss-mix2'),
+    /** The SS-MIX2 standard storage: its root folder and the encoding its files are written in (the specification's ISO-2022-JP unless the gateway writes another). */
+    storage: Type.Object({ root: Path, encoding: Type.Optional(Type.Union(ENCODINGS.map((e) => Type.Literal(e)))) }, strict),
+    ...Common,
+  },
+  strict,
+);
+export const ExtractedDatasetSchemas = [FhirDatasetSchema, OmopDatasetSchema, Ssmix2DatasetSchema] as const;
 export type FhirDataset = Static<typeof FhirDatasetSchema>;
 export type OmopDataset = Static<typeof OmopDatasetSchema>;
-export type ExtractedDataset = FhirDataset | OmopDataset;
-export const EXTRACTED_FORMATS: ReadonlyArray<ExtractedDataset['format']> = ['fhir', 'omop'];
+export type Ssmix2Dataset = Static<typeof Ssmix2DatasetSchema>;
+export type ExtractedDataset = FhirDataset | OmopDataset | Ssmix2Dataset;
+export const EXTRACTED_FORMATS: ReadonlyArray<ExtractedDataset['format']> = ['fhir', 'omop', 'ss-mix2'];

@@ -13,6 +13,7 @@ import { fhirBlock, FhirFacts, resourceTypes } from './fhir/facts.js';
 import { readBundleDir, readNdjsonDir } from './fhir/files.js';
 import { FhirClient } from './fhir/server.js';
 import { readOmop } from './omop/read.js';
+import { readSsmix2 } from './ssmix2/facts.js';
 
 export interface Extraction {
   table: ExtractedTable;
@@ -57,6 +58,9 @@ export async function extract(ds: ExtractedDataset, opts: ExtractOptions): Promi
     }
     case 'omop':
       got = await readOmop('sqlite' in ds.database ? { sqlite: at(ds.database.sqlite) } : ds.database, m, issues, log);
+      break;
+    case 'ss-mix2':
+      got = readSsmix2({ ...ds.storage, root: at(ds.storage.root) }, m, issues, log);
       break;
   }
   const facts = ds.enrolment ? [...got.facts, ...enrolmentFacts(at(ds.enrolment.file), ds.enrolment.patient)] : got.facts;

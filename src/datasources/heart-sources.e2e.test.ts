@@ -19,6 +19,8 @@ import { heartStudySpec } from '../cli/demo.js';
 import { decodeSafetensors } from '../protocol/safetensors.js';
 import Database from 'libsql';
 import { heartOmopEnrolment, heartOmopSql } from '../tools/heart-omop.js';
+import { heartSsmix2 } from '../tools/heart-ssmix2.js';
+import { writeFiles } from '../tools/heart-convert.js';
 
 const EXAMPLE = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', 'examples', 'heart-csv');
 const ROUNDS = 3;
@@ -70,10 +72,11 @@ async function federation(root: string, label: string, setup: SiteSetup, withSch
   }
 }
 
-test('the heart federation trains bit-identically from the bundled loader, CSV files, FHIR (NDJSON NRCeS, JP Core, document Bundles) and OMOP', { timeout: 600_000 }, async () => {
+test('the heart federation trains bit-identically from the bundled loader, CSV files, FHIR (NDJSON NRCeS, JP Core, document Bundles), OMOP and SS-MIX2', { timeout: 600_000 }, async () => {
   const root = mkdtempSync(join(tmpdir(), 'setu-heart-sources-'));
   try {
     const bundled = await federation(root, 'bundled', (_d, c) => ({ format: 'fed-heart-disease', center: c }), false);
+    const counts = (ps: unknown[]) => ps.map((p) => { const e = (p as { extraction: { rows: number; kept: number; dropped: unknown[] } }).extraction; return { rows: e.rows, kept: e.kept, dropped: e.dropped }; }).sort((a, b) => a.rows - b.rows);
     const csv = await federation(root, 'csv', (_d, c) => ({ format: 'csv', path: join(EXAMPLE, `${HEART_CENTERS[c]}.csv`) }), true);
     assert.ok(csv.model.length === 14 * 4 && csv.model.equals(bundled.model), 'CSV files + the study schema = the bundled loader, bit for bit');
     assert.deepEqual(csv.metrics, bundled.metrics);
@@ -99,11 +102,18 @@ test('the heart federation trains bit-identically from the bundled loader, CSV f
     }, true);
     assert.ok(omop.model.equals(csv.model), 'OMOP sources = the CSV run, bit for bit');
     assert.deepEqual(omop.metrics, csv.metrics);
+    // SS-MIX2 standard storage trees (ISO-2022-JP HL7 v2.5) with the study's enrolment lists, as Japanese hospitals keep them.
+    const ssmix2 = await federation(root, 'ssmix2', (d, c) => {
+      writeFiles(d, heartSsmix2(c));
+      return { format: 'ss-mix2', storage: { root: 'ssmix2' }, mapping: 'setu:heart-ssmix2', enrolment: { file: 'enrolment.csv', patient: 'patient_id' } };
+    }, true);
+    assert.ok(ssmix2.model.equals(csv.model), 'SS-MIX2 sources = the CSV run, bit for bit');
+    assert.deepEqual(ssmix2.metrics, csv.metrics);
+    assert.deepEqual(counts(ssmix2.prepare!), counts(csv.prepare!), 'the same rows left out for the same reasons as the CSV files');
     // Each hospital's prepare report counts its table: every UCI row, the complete ones kept, the rest by column.
     const kept = (p: unknown) => (p as { extraction: { kept: number } }).extraction.kept;
     assert.deepEqual(fhir.prepare!.map(kept).sort((a, b) => a - b), [46, 130, 261, 303]);
     // The same rows are left out for the same reasons whether the hospital holds CSV or FHIR.
-    const counts = (ps: unknown[]) => ps.map((p) => { const e = (p as { extraction: { rows: number; kept: number; dropped: unknown[] } }).extraction; return { rows: e.rows, kept: e.kept, dropped: e.dropped }; }).sort((a, b) => a.rows - b.rows);
     assert.deepEqual(counts(fhir.prepare!), counts(csv.prepare!));
   } finally {
     rmSync(root, { recursive: true, force: true });

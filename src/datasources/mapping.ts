@@ -2,7 +2,7 @@
  * A mapping: how one kind of source becomes the study's columns. It is declarative and versioned
  * (`mapping` + `version`), so two sites with different systems produce the same columns from files
  * anyone can read. The shared part below turns facts into columns; each source adds its own block
- * (`fhir`: SQL-on-FHIR ViewDefinitions; `omop`: vocabularies).
+ * (`fhir`: SQL-on-FHIR ViewDefinitions; `omop`: vocabularies; `ss-mix2`: views over HL7 v2.5 segments).
  *
  *   mapping: heart-fhir-nrces
  *   version: 1
@@ -82,7 +82,7 @@ export const CohortSchema = Type.Object(
 );
 export type Cohort = Static<typeof CohortSchema>;
 
-export const SOURCE_FAMILIES = ['fhir', 'omop'] as const;
+export const SOURCE_FAMILIES = ['fhir', 'omop', 'ss-mix2'] as const;
 export type SourceFamily = (typeof SOURCE_FAMILIES)[number];
 
 /** The shared part of every mapping; each source family validates its own block with `sourceBlock`. */
@@ -99,6 +99,7 @@ export const MappingBaseSchema = Type.Object(
     unitAliases: Type.Optional(Type.Record(Name, Name)),
     fhir: Type.Optional(Type.Unknown()),
     omop: Type.Optional(Type.Unknown()),
+    'ss-mix2': Type.Optional(Type.Unknown()),
   },
   strict,
 );

@@ -4,7 +4,7 @@
  * as a hospital would hold them. Forms: csv (one CSV per hospital and the study file, committed under
  * examples/heart-csv/ and compared by the tests), fhir-nrces / fhir-jpcore (a Bulk Data NDJSON export per
  * hospital), fhir-bundles (ABDM document Bundles per hospital), omop (a CDM v5.4 SQL script and the
- * enrolment list per hospital).
+ * enrolment list per hospital), ssmix2 (an SS-MIX2 standard storage tree and the enrolment list per hospital).
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
@@ -15,6 +15,7 @@ import { HEART_CENTERS, type HeartCenter } from '../site/data/heart.js';
 import { HEART_DATA_SCHEMA, heartCsv } from './heart-csv.js';
 import { heartBundles, heartNdjson } from './heart-fhir.js';
 import { heartOmopEnrolment, heartOmopSql } from './heart-omop.js';
+import { heartSsmix2 } from './heart-ssmix2.js';
 import { parse, UsageError } from '../cli/args.js';
 
 /** The heart study over a CSV-shaped dataset: the demo's FLamby protocol plus the data schema. */
@@ -40,21 +41,23 @@ export function writeFiles(dir: string, files: Record<string, string | Uint8Arra
 }
 
 /** Every hospital's files of one per-hospital form, under <hospital>/. */
-function perHospital(f: (c: HeartCenter) => Record<string, string>): Record<string, string> {
-  const out: Record<string, string> = {};
+function perHospital(f: (c: HeartCenter) => Record<string, string | Uint8Array>): Record<string, string | Uint8Array> {
+  const out: Record<string, string | Uint8Array> = {};
   HEART_CENTERS.forEach((name, c) => {
     for (const [rel, body] of Object.entries(f(c as HeartCenter))) out[`${name}/${rel}`] = body;
   });
   return out;
 }
 
-export const FORMS: Record<string, () => Record<string, string>> = {
+export const FORMS: Record<string, () => Record<string, string | Uint8Array>> = {
   csv: heartCsvFiles,
   'fhir-nrces': () => perHospital((c) => heartNdjson(c, 'nrces')),
   'fhir-jpcore': () => perHospital((c) => heartNdjson(c, 'jpcore')),
   'fhir-bundles': () => perHospital((c) => heartBundles(c, 'nrces')),
   // Run omop.sql with sqlite3 or psql to make the hospital's CDM database.
   omop: () => perHospital((c) => ({ 'omop.sql': heartOmopSql(c), 'enrolment.csv': heartOmopEnrolment(c) })),
+  // ssmix2/ is the standard storage root (ISO-2022-JP HL7 v2.5 files), enrolment.csv the study's list.
+  ssmix2: () => perHospital(heartSsmix2),
 };
 
 const HELP = `node dist/tools/heart-convert.js <${Object.keys(FORMS).join('|')}> --out DIR

@@ -3,11 +3,10 @@ import assert from 'node:assert/strict';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { HEART_CENTERS, loadHeartCenter, type HeartCenter } from '../../site/data/heart.js';
-import { loadTabular, normaliseTabular } from '../../site/data/tabular.js';
-import { HEART_DATA_SCHEMA } from '../../tools/heart-csv.js';
+import type { HeartCenter } from '../../site/data/heart.js';
+import { assertHeartIdentical } from '../../tools/heart-check.js';
 import { heartBundles, heartNdjson, type HeartProfile } from '../../tools/heart-fhir.js';
-import { asCsvTable, extract, type Extraction } from '../extract.js';
+import { extract } from '../extract.js';
 import type { FhirDataset } from '../config.js';
 import { MappingError } from '../mapping.js';
 
@@ -15,17 +14,6 @@ function writeAll(dir: string, files: Record<string, string>): string {
   mkdirSync(dir, { recursive: true });
   for (const [f, t] of Object.entries(files)) writeFileSync(join(dir, f), t);
   return dir;
-}
-
-/** The extracted table through the CSV path's loader, against the bundled heart loader. */
-function assertHeartIdentical(ex: Extraction, c: HeartCenter): void {
-  const want = loadHeartCenter(undefined, c);
-  const got = normaliseTabular(loadTabular(asCsvTable(ex.table, 'x'), HEART_DATA_SCHEMA), HEART_DATA_SCHEMA);
-  for (const part of ['train', 'test'] as const) {
-    assert.equal(got[part].n, want[part].n, `${HEART_CENTERS[c]} ${part} rows`);
-    assert.deepEqual(Array.from(got[part].x), Array.from(want[part].x), `${HEART_CENTERS[c]} ${part} features`);
-    assert.deepEqual(Array.from(got[part].y), Array.from(want[part].y), `${HEART_CENTERS[c]} ${part} labels`);
-  }
 }
 
 const ds = (source: FhirDataset['source'], profile: HeartProfile, licences = profile === 'nrces'): FhirDataset => ({ format: 'fhir', source, mapping: `setu:heart-fhir-${profile}`, ...(licences ? { licences: ['snomed-ct'] } : {}) });

@@ -10,24 +10,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'libsql';
 import pg from 'pg';
-import { HEART_CENTERS, loadHeartCenter, type HeartCenter } from '../../site/data/heart.js';
-import { loadTabular, normaliseTabular } from '../../site/data/tabular.js';
-import { HEART_DATA_SCHEMA } from '../../tools/heart-csv.js';
+import type { HeartCenter } from '../../site/data/heart.js';
+import { assertHeartIdentical as assertHeart } from '../../tools/heart-check.js';
 import { heartOmopEnrolment, heartOmopSql } from '../../tools/heart-omop.js';
-import { asCsvTable, extract } from '../extract.js';
+import { extract } from '../extract.js';
 import { loadMapping } from '../mapping.js';
 import { omopQueries } from './sql.js';
 import { createTempDatabase, pgSkipReason } from '../../testing/pg.js';
 import type { OmopDataset } from '../config.js';
-
-function assertHeart(ex: Awaited<ReturnType<typeof extract>>, c: HeartCenter): void {
-  const want = loadHeartCenter(undefined, c);
-  const got = normaliseTabular(loadTabular(asCsvTable(ex.table, 'x'), HEART_DATA_SCHEMA), HEART_DATA_SCHEMA);
-  for (const part of ['train', 'test'] as const) {
-    assert.deepEqual(Array.from(got[part].x), Array.from(want[part].x), `${HEART_CENTERS[c]} ${part}`);
-    assert.deepEqual(Array.from(got[part].y), Array.from(want[part].y));
-  }
-}
 
 function sqliteDb(file: string, sql: string): void {
   const db = new Database(file);
