@@ -46,6 +46,13 @@ export function loadSiteDataset(cfg: SiteConfig, task: Pick<TaskMessage, 'datase
   }
 }
 
+/** The file behind a dataset key, for a trainer that reads it itself (an external trainer); nothing is loaded here. */
+export function datasetFile(cfg: SiteConfig, key: string): string {
+  const src = source(cfg, key);
+  if (src.format === 'csv') return resolve(cfg.configDir, src.path);
+  return loadSiteDataset(cfg, { dataset: key }).file;
+}
+
 /** The prepare task: check this site's file against the study's schema and, for global normalisation, sum its columns. */
 export function prepareReport(cfg: SiteConfig, task: Pick<TaskMessage, 'dataset' | 'dataSchema'>): { report: PrepareReport; examples: number } {
   const src = source(cfg, task.dataset);
