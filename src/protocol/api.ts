@@ -188,7 +188,7 @@ export const TaskProgressSchema = Type.Object(
   {
     step: Type.Optional(Type.Integer({ minimum: 0, maximum: 1e12 })),
     of: Type.Optional(Type.Integer({ minimum: 0, maximum: 1e12 })),
-    metrics: Type.Optional(Type.Record(Type.String({ minLength: 1, maxLength: 64, pattern: '^[A-Za-z][A-Za-z0-9_.-]*$' }), Type.Number(), { maxProperties: 16 })),
+    metrics: Type.Optional(Type.Record(Type.String({ minLength: 1, maxLength: 64, pattern: '^[A-Za-z][A-Za-z0-9_.-]*$' }), Type.Number(), { maxProperties: 16, additionalProperties: false })),
     message: Type.Optional(Type.String({ maxLength: 500 })),
   },
   strict,
