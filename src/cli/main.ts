@@ -18,7 +18,7 @@ const HELP = `setu: federated learning across hospitals; patient data stays at e
   setu site list | revoke <id or name>
   setu user add --name N --role R [--institution I] | enrol --token <invite> [--key-file F] | list | revoke <id> | whoami
   setu audit verify [--file export.jsonl] | export --out file.jsonl | list
-  setu study create --file study.yaml | list | start <id> | status <id> [--watch] | stop <id>
+  setu study create --file study.yaml [--weights init.safetensors] | list | start <id> | status <id> [--watch] | stop <id>
   setu bench <flamby-heart|aggregate|peer|secagg|dp-heart> [options]
   setu sim [--sites N] [--sample K] [--rounds R]
   setu compute list | add --file r.yaml | queues | usage | ledger [--json]   the shared compute federation

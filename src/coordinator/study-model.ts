@@ -102,11 +102,3 @@ export function mergeAggregate(previous: Weights, aggregated: Weights, rules: Re
   if (bad) throw new Error(`aggregated model: ${bad} after rounding to its dtype`);
   return next;
 }
-
-/** What the API and the model card say about a model: each tensor's name, dtype, shape and rule. */
-export function describeModel(layout: WeightsLayout, rules: ResolvedRules): { tensors: { name: string; dtype: string; shape: number[]; rule: string }[]; parameters: number } {
-  const ruleOf = new Map<string, string>();
-  for (const kind of ['aggregate', 'local', 'skip'] as const) for (const k of rules[kind]) ruleOf.set(k, kind);
-  const tensors = Object.keys(layout).map((name) => ({ name, dtype: layout[name]!.dtype, shape: [...layout[name]!.shape], rule: ruleOf.get(name) ?? 'aggregate' }));
-  return { tensors, parameters: tensors.reduce((a, t) => a + t.shape.reduce((x, y) => x * y, 1), 0) };
-}

@@ -279,3 +279,11 @@ export function resolveTensorRules(names: readonly string[], rules: readonly Ten
   if (out.aggregate.length === 0) throw new Error('/tensorRules: every tensor is local or skipped; at least one must be aggregated');
   return out;
 }
+
+/** What the API and the model card say about a model: each tensor's name, dtype, shape and rule, and the parameter count. */
+export function describeTensors(layout: WeightsLayout, rules: ResolvedRules): { tensors: { name: string; dtype: DType; shape: number[]; rule: TensorRuleKind }[]; parameters: number } {
+  const ruleOf = new Map<string, TensorRuleKind>();
+  for (const kind of ['aggregate', 'local', 'skip'] as const) for (const k of rules[kind]) ruleOf.set(k, kind);
+  const tensors = Object.keys(layout).map((name) => ({ name, dtype: layout[name]!.dtype, shape: [...layout[name]!.shape], rule: ruleOf.get(name) ?? 'aggregate' }));
+  return { tensors, parameters: tensors.reduce((a, t) => a + t.shape.reduce((x, y) => x * y, 1), 0) };
+}

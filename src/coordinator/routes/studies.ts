@@ -4,12 +4,12 @@ import type { RouteContext } from './context.js';
 import { randomBytes } from 'node:crypto';
 import { InitialWeightsResponseSchema, StudySpecSchema, type InitialWeightsResponse, type StudySpec } from '../../protocol/api.js';
 import { encodeSafetensors, headerLayout, readSafetensorsHeader } from '../../protocol/safetensors.js';
-import { weightCount } from '../../protocol/tensors.js';
+import { describeTensors, weightCount } from '../../protocol/tensors.js';
 import { appendAudit } from '../../governance/audit-store.js';
 import { StudyDetailSchema, StudySummarySchema } from '../../protocol/views.js';
 import { HttpError, requireUser } from '../auth.js';
 import { digestHex, initialWeights } from '../engine.js';
-import { ModelProblem, checkInitialWeights, describeModel, modelSpecProblems, rulesOf } from '../study-model.js';
+import { ModelProblem, checkInitialWeights, modelSpecProblems, rulesOf } from '../study-model.js';
 import { progressOfRound } from './trainer.js';
 import { hostStrategy } from '../strategy-host.js';
 import { governedStart, governedStop } from './governance.js';
@@ -99,7 +99,7 @@ export function studyRoutes(app: FastifyInstance, ctx: RouteContext): void {
     // The model's tensors, from the header of its latest version (no value is decoded).
     const mv = await store.latestModelVersion(s.id);
     const h = mv ? readSafetensorsHeader(mv.weights) : undefined;
-    const model = h ? { version: mv!.id, digest: mv!.digest, ...describeModel(headerLayout(h), rulesOf(spec, h.tensors.map((t) => t.name))) } : null;
+    const model = h ? { version: mv!.id, digest: mv!.digest, ...describeTensors(headerLayout(h), rulesOf(spec, h.tensors.map((t) => t.name))) } : null;
     return {
       id: s.id,
       name: s.name,
