@@ -35,9 +35,9 @@ export async function siteCommand(sub: string | undefined, argv: string[]): Prom
   }
   if (sub === 'list') {
     const { values } = parse(argv, operatorFlags);
-    const sites = await client(values).json<{ id: string; name: string; institution: string | null; jurisdiction: string | null; status: string; online: boolean; lastSeenAt: number | null }[]>('GET', '/v1/sites');
+    const sites = await client(values).json<{ id: string; name: string; institution: string | null; jurisdiction: string | null; status: string; online: boolean; lastSeenAt: number | null; trainer?: { kind: string } | null }[]>('GET', '/v1/sites');
     if (values.json) out(JSON.stringify(sites));
-    else out(table(['site', 'id', 'institution', 'country', 'status', 'online', 'last seen'], sites.map((s) => [s.name, s.id, s.institution ?? '', s.jurisdiction ?? '', s.status, s.online ? 'yes' : 'no', s.lastSeenAt ? new Date(s.lastSeenAt).toISOString() : 'never']), ['l', 'l', 'l', 'l', 'l', 'l', 'l']));
+    else out(table(['site', 'id', 'institution', 'country', 'status', 'online', 'trainer', 'last seen'], sites.map((s) => [s.name, s.id, s.institution ?? '', s.jurisdiction ?? '', s.status, s.online ? 'yes' : 'no', s.trainer?.kind ?? 'undeclared', s.lastSeenAt ? new Date(s.lastSeenAt).toISOString() : 'never']), ['l', 'l', 'l', 'l', 'l', 'l', 'l', 'l']));
     return 0;
   }
   if (sub === 'revoke') {

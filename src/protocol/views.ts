@@ -23,6 +23,8 @@ export const SiteViewSchema = Type.Object(
     createdAt: Type.Number(),
     lastSeenAt: NullableNumber,
     online: Type.Boolean(),
+    /** What its agent declared about its trainer (PUT /v1/agent/trainer); null before its agent first ran. */
+    trainer: Type.Optional(Type.Union([Type.Object({ kind: Type.String(), description: Type.String(), models: Type.Array(Type.String()), features: Type.Array(Type.String()) }, open), Type.Null()])),
   },
   open,
 );
