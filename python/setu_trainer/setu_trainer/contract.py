@@ -120,10 +120,6 @@ class Trainer:
         raise NotImplementedError
 
 
-def _formats():
-    return {"raw": _Raw(), "numpy": _lazy("numpy"), "torch": _lazy("torch")}
-
-
 class _Raw:
     def to_user(self, tensors, task):
         return dict(tensors)
@@ -132,14 +128,21 @@ class _Raw:
         return dict(weights)
 
 
-def _lazy(name):
+def _format(name):
+    """The converter for `format`; NumPy and PyTorch are imported only when asked for (the core needs neither)."""
+    if not isinstance(name, str):
+        return name
+    if name == "raw":
+        return _Raw()
     if name == "numpy":
         from .numpy import NumpyFormat
 
         return NumpyFormat()
-    from .torch import TorchFormat
+    if name == "torch":
+        from .torch import TorchFormat
 
-    return TorchFormat()
+        return TorchFormat()
+    raise ValueError(f"format must be 'torch', 'numpy' or 'raw', got {name!r}")
 
 
 def _check_output(out, like):
@@ -185,7 +188,7 @@ def run_task(trainer, work_dir, format="raw"):
     """Runs one task in `work_dir` (what `run` does, without the exit handling). Returns the result document."""
     with open(os.path.join(work_dir, "task.json"), encoding="utf-8") as f:
         task = Task(json.load(f), work_dir)
-    conv = _formats()[format] if isinstance(format, str) else format
+    conv = _format(format)
     given, _ = read_safetensors(task.paths["weights"])
     result = {}
     has_eval = type(trainer).evaluate is not Trainer.evaluate if isinstance(trainer, Trainer) else hasattr(trainer, "evaluate")

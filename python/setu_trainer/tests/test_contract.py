@@ -131,6 +131,19 @@ class ContractTest(unittest.TestCase):
         self.assertEqual(q.returncode, 2)
         self.assertIn("SETU_WORKDIR is not set", q.stderr)
 
+    def test_the_core_needs_neither_numpy_nor_torch(self):
+        program = "import sys\n" \
+            "sys.modules['numpy'] = sys.modules['torch'] = None  # any import of them fails\n" \
+            "import setu_trainer as s\n" \
+            "class T(s.Trainer):\n" \
+            "    def fit(self, w, c):\n" \
+            "        return w, 1, {}\n" \
+            "s.run(T())\n"
+        work, paths = make_task(weights())
+        p = subprocess.run([sys.executable, "-c", program], env={**os.environ, "SETU_WORKDIR": work, "PYTHONPATH": SDK}, capture_output=True, text=True)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(read_result(paths), {"fit": {"numExamples": 1, "metrics": {}}})
+
     def test_refuses_a_task_of_another_contract_version(self):
         work, _ = make_task(weights())
         with open(os.path.join(work, "task.json")) as f:
