@@ -19,7 +19,7 @@ const HELP = `setu: federated learning across hospitals; patient data stays at e
   setu user add --name N --role R [--institution I] | enrol --token <invite> [--key-file F] | list | revoke <id> | whoami
   setu audit verify [--file export.jsonl] | export --out file.jsonl | list
   setu study create --file study.yaml [--weights init.safetensors] | list | start <id> | status <id> [--watch] | stop <id>
-  setu bench <flamby-heart|aggregate|peer|secagg|dp-heart> [options]
+  setu bench <flamby-heart|aggregate|peer|secagg|dp-heart|sdk> [options]
   setu sim [--sites N] [--sample K] [--rounds R]
   setu compute list | add --file r.yaml | queues | usage | ledger [--json]   the shared compute federation
   setu compute <slurm-check|resources|place|k8s-manifest> …               offline compute tools

@@ -168,12 +168,14 @@ def _measured(value, what):
 
 
 def _metrics(m, what):
+    """Metrics as floats; an undefined one (NaN, say an AUC on one class) is left out, with a note on stderr."""
     out = {}
     for k, v in (m or {}).items():
         v = float(v)
-        if not math.isfinite(v):
-            raise ValueError(f"{what}: metric {k!r} is {v}")
-        out[str(k)] = v
+        if math.isfinite(v):
+            out[str(k)] = v
+        else:
+            print(f"setu_trainer: {what} metric {k!r} is {v}; not reported", file=sys.stderr)
     return out
 
 

@@ -7,6 +7,7 @@ const BENCHES: Record<string, () => Promise<{ main(argv: string[]): Promise<numb
   peer: () => import('./peer.js'),
   secagg: () => import('./secagg.js'),
   'dp-heart': () => import('./dp-heart.js'),
+  sdk: () => import('./sdk.js'),
 };
 
 export async function main(argv: string[]): Promise<number> {
