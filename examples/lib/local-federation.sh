@@ -33,7 +33,7 @@ start_coordinator() {
   setu coordinator start --data-dir "$WORK/coordinator" --port "$port" >"$WORK/coordinator.log" 2>&1 &
   PIDS+=($!)
   export SETU_COORDINATOR="http://127.0.0.1:$port"
-  until_true 30 "the coordinator at $SETU_COORDINATOR" curl -sf "$SETU_COORDINATOR/v1/health"
+  until_true 30 "the coordinator at $SETU_COORDINATOR" "$PY" -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1])' "$SETU_COORDINATOR/v1/health"
   ADMIN=(--key-file "$WORK/coordinator/admin.key")
 }
 

@@ -6,7 +6,7 @@
  */
 import { spawnSync } from 'node:child_process';
 
-export const PYTHON_PACKAGES = 'python3-torch python3-torchvision python3-sklearn python3-numpy python3-pip python3-venv';
+export const PYTHON_PACKAGES = 'python3-torch python3-torchvision python3-sklearn python3-numpy python3-pip python3-venv python3-setuptools python3-yaml';
 
 let found: { python: string } | { skip: string } | undefined;
 

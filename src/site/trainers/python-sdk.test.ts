@@ -30,14 +30,16 @@ test('the SDK\'s own test suite passes with real PyTorch', { skip, timeout: 300_
 test('the SDK installs offline from the checkout with the installed setuptools, and imports from the install', { skip, timeout: 300_000 }, () => {
   const dir = mkdtempSync(join(tmpdir(), 'setu-sdk-pip-'));
   try {
-    // A copy of the checkout's directory, so the build leaves nothing behind in the repository.
-    const src = join(dir, 'setu_trainer');
-    cpSync(SDK_DIR, src, { recursive: true });
+    // The command docs/python-sdk.md shows, verbatim, run where ./python/setu_trainer is a copy of the checkout's
+    // (so the build leaves nothing behind in the repository), with the pip of a venv that sees Debian's packages.
+    const line = readFileSync(join(SDK_DIR, '..', '..', 'docs', 'python-sdk.md'), 'utf8').split('\n').find((l) => l.startsWith('pip install '));
+    assert.equal(line, 'pip install --no-build-isolation --no-index ./python/setu_trainer');
+    cpSync(SDK_DIR, join(dir, 'python', 'setu_trainer'), { recursive: true });
     const venv = join(dir, 'venv');
     let r = spawnSync(python(), ['-m', 'venv', '--system-site-packages', venv], { encoding: 'utf8' });
     assert.equal(r.status, 0, r.stderr);
-    const env = { ...process.env, PIP_NO_INDEX: '1', PIP_DISABLE_PIP_VERSION_CHECK: '1' };
-    r = spawnSync(join(venv, 'bin', 'python'), ['-m', 'pip', 'install', '--no-index', '--no-build-isolation', src], { encoding: 'utf8', env, cwd: dir });
+    const env = { ...process.env, PATH: `${join(venv, 'bin')}:${process.env.PATH}`, PIP_DISABLE_PIP_VERSION_CHECK: '1' };
+    r = spawnSync('sh', ['-c', line!], { encoding: 'utf8', env, cwd: dir });
     assert.equal(r.status, 0, `${r.stdout}\n${r.stderr}`);
     r = spawnSync(join(venv, 'bin', 'python'), ['-c', 'import setu_trainer, setu_trainer.torch, setu_trainer.numpy; print(setu_trainer.__file__, setu_trainer.__version__)'], { encoding: 'utf8', cwd: dir });
     assert.equal(r.status, 0, r.stderr);
