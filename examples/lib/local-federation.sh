@@ -58,3 +58,35 @@ wait_for_trainers() {
   until_true 60 "$1 sites with a declared $2 trainer" sh -c \
     "node '$SETU_ROOT/dist/cli/main.js' site list --json --key-file '$WORK/coordinator/admin.key' | '$PY' -c 'import json, sys; s = json.load(sys.stdin); sys.exit(0 if sum(1 for x in s if x[\"online\"] and (x.get(\"trainer\") or {}).get(\"kind\") == \"$2\") >= $1 else 1)'"
 }
+
+# start_external_sites PREFIX N DATASET TRAINER: N sites PREFIX-1 … PREFIX-N, site k with $WORK/data/PREFIX-k.csv as
+# DATASET and the external trainer TRAINER (a Python file run with $PY, the SDK on its PYTHONPATH); waits until every
+# agent is polling with its trainer declared.
+start_external_sites() {
+  local prefix=$1 n=$2 dataset=$3 trainer=$4 k
+  for ((k = 1; k <= n; k++)); do
+    mkdir -p "$WORK/$prefix-$k"
+    cat >"$WORK/$prefix-$k/site.yaml" <<YAML
+coordinator: $SETU_COORDINATOR
+datasets:
+  $dataset: { format: csv, path: $WORK/data/$prefix-$k.csv }
+trainer:
+  kind: external
+  command: [$PY, $trainer]
+  env: { PYTHONPATH: $SETU_ROOT/python/setu_trainer }
+  timeoutSeconds: 600
+YAML
+    start_site "$prefix-$k" "$WORK/$prefix-$k/site.yaml"
+  done
+  wait_for_trainers "$n" external
+}
+
+# run_study FILE WEIGHTS: creates the study with its initial weights, starts it and watches it to the end (the last
+# lines of `setu study status`); leaves its id in $STUDY and $WORK/study-id, its final status in $WORK/study.json.
+run_study() {
+  STUDY=$(setu study create --file "$1" --weights "$2" --json "${LEAD[@]}" | json_get id)
+  setu study start "$STUDY" "${LEAD[@]}"
+  setu study status "$STUDY" --watch "${LEAD[@]}" | tail -n 14
+  setu study status "$STUDY" --json "${LEAD[@]}" >"$WORK/study.json"
+  echo "$STUDY" >"$WORK/study-id"
+}

@@ -21,28 +21,10 @@ start_coordinator
 add_study_lead
 
 # 3. Three hospitals, each running its own trainer.py through the Python SDK.
-for k in 1 2 3; do
-  mkdir -p "$WORK/hospital-$k"
-  cat >"$WORK/hospital-$k/site.yaml" <<YAML
-coordinator: $SETU_COORDINATOR
-datasets:
-  wdbc: { format: csv, path: $WORK/data/hospital-$k.csv }
-trainer:
-  kind: external
-  command: [$PY, $HERE/trainer.py]
-  env: { PYTHONPATH: $SETU_ROOT/python/setu_trainer }
-  timeoutSeconds: 600
-YAML
-  start_site "hospital-$k" "$WORK/hospital-$k/site.yaml"
-done
-wait_for_trainers 3 external
+start_external_sites hospital 3 wdbc "$HERE/trainer.py"
 
 # 4. The study, created with its initial weights, started, and watched to the end.
-STUDY=$(setu study create --file "$STUDY_FILE" --weights "$WORK/init.safetensors" --json "${LEAD[@]}" | json_get id)
-setu study start "$STUDY" "${LEAD[@]}"
-setu study status "$STUDY" --watch "${LEAD[@]}" | tail -n 14
-setu study status "$STUDY" --json "${LEAD[@]}" >"$WORK/study.json"
-echo "$STUDY" >"$WORK/study-id"
+run_study "$STUDY_FILE" "$WORK/init.safetensors"
 
 # 5. The same federation in plain PyTorch, and the comparison.
 "$PY" "$HERE/reference.py" --study "$STUDY_FILE" --data "$WORK/data" --init "$WORK/init.safetensors" --save "$WORK/reference.safetensors" >"$WORK/reference.json"

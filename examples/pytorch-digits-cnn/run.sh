@@ -14,27 +14,8 @@ source "$SETU_ROOT/examples/lib/local-federation.sh"
 "$PY" "$HERE/make_init.py" --out "$WORK/init.safetensors"
 start_coordinator
 add_study_lead
-for k in 1 2 3; do
-  mkdir -p "$WORK/site-$k"
-  cat >"$WORK/site-$k/site.yaml" <<YAML
-coordinator: $SETU_COORDINATOR
-datasets:
-  digits: { format: csv, path: $WORK/data/site-$k.csv }
-trainer:
-  kind: external
-  command: [$PY, $HERE/trainer.py]
-  env: { PYTHONPATH: $SETU_ROOT/python/setu_trainer }
-  timeoutSeconds: 600
-YAML
-  start_site "site-$k" "$WORK/site-$k/site.yaml"
-done
-wait_for_trainers 3 external
-
-STUDY=$(setu study create --file "$HERE/study.yaml" --weights "$WORK/init.safetensors" --json "${LEAD[@]}" | json_get id)
-setu study start "$STUDY" "${LEAD[@]}"
-setu study status "$STUDY" --watch "${LEAD[@]}" | tail -n 10
-setu study status "$STUDY" --json "${LEAD[@]}" >"$WORK/study.json"
-echo "$STUDY" >"$WORK/study-id"
+start_external_sites site 3 digits "$HERE/trainer.py"
+run_study "$HERE/study.yaml" "$WORK/init.safetensors"
 "$PY" - "$WORK/study.json" <<'PY'
 import json, sys
 s = json.load(open(sys.argv[1]))

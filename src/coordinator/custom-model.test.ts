@@ -9,18 +9,13 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { KeyObject } from 'node:crypto';
 import { startCoordinator, type RunningCoordinator } from './start.js';
-import { generateSigningKeys, signRequest } from '../protocol/signing.js';
+import { generateSigningKeys } from '../protocol/signing.js';
+import { ApiError, HttpClient, type Signer } from '../site/http.js';
 import { decodeSafetensors, encodeSafetensors } from '../protocol/safetensors.js';
 import { RESULT_META_KEY, type TaskMessage, type TrainerDeclaration } from '../protocol/api.js';
 import { waitFor } from '../testing/processes.js';
 import { halfToFloat, floatToHalfBits, mapWeights, tensor, type Weights } from '../protocol/tensors.js';
-
-interface Signer {
-  keyId: string;
-  privateKey: KeyObject | string;
-}
 
 const EXTERNAL: TrainerDeclaration = { kind: 'external', description: 'external (python3 train.py)', models: ['custom'], features: ['evaluate', 'tensor-rules'] };
 const BUILTIN: TrainerDeclaration = { kind: 'builtin', description: 'built-in', models: ['logistic', 'mlp', 'cox'], features: ['evaluate', 'fedprox', 'scaffold', 'dp-sgd', 'dp-client', 'secagg', 'tensor-rules'] };
@@ -45,26 +40,23 @@ describe('custom models: initial weights, tensor rules, dtypes and prototype-key
   const sites: { id: string; key: Signer }[] = [];
   let leadKey: Signer, otherLead: Signer;
 
+  /** A request through Setu's own client (signed when `key` is given); a refusal comes back as its status and message. */
   const call = async (method: string, path: string, key: Signer | undefined, opts: { json?: unknown; body?: Uint8Array } = {}) => {
-    const headers: Record<string, string> = {};
-    let body: string | Uint8Array | undefined;
-    if (opts.json !== undefined) {
-      headers['content-type'] = 'application/json';
-      body = JSON.stringify(opts.json);
-    } else if (opts.body) {
-      headers['content-type'] = 'application/octet-stream';
-      body = opts.body;
-    }
-    if (key) Object.assign(headers, signRequest({ method, path, body, keyId: key.keyId, privateKey: key.privateKey }));
-    const r = await fetch(c.url + path, { method, headers, body: body as RequestInit['body'] });
-    const buf = new Uint8Array(await r.arrayBuffer());
-    let json: any;
+    const http = new HttpClient({ baseUrl: c.url, ...(key ? { signer: key } : {}), giveUpAfterMs: 20_000 });
+    const body = opts.json !== undefined ? { type: 'application/json', data: JSON.stringify(opts.json) } : opts.body ? { type: 'application/octet-stream', data: opts.body } : undefined;
     try {
-      json = JSON.parse(new TextDecoder().decode(buf));
-    } catch {
-      json = undefined;
+      const r = await http.request(method, path, body);
+      let json: any;
+      try {
+        json = r.json();
+      } catch {
+        json = undefined;
+      }
+      return { status: r.status, json, buf: r.body };
+    } catch (e) {
+      if (e instanceof ApiError) return { status: e.status, json: { error: e.code, message: e.message } as any, buf: new Uint8Array() };
+      throw e;
     }
-    return { status: r.status, json, buf };
   };
   const admin = (method: string, path: string, json?: unknown) => call(method, path, { keyId: c.adminKey!.keyId, privateKey: c.adminKey!.privateKey }, json === undefined ? {} : { json });
   const lead = (method: string, path: string, json?: unknown) => call(method, path, leadKey, json === undefined ? {} : { json });

@@ -35,7 +35,7 @@ async function finalModel(work: string, studyId: string) {
 }
 
 test('breast cancer: a PyTorch model across three real site agents through the SDK equals plain-PyTorch FedAvg', { skip, timeout: 900_000 }, async () => {
-  walkthroughIsScript(readFileSync(join(EXAMPLE, 'README.md'), 'utf8'), readFileSync(join(EXAMPLE, 'run.sh'), 'utf8'));
+  walkthroughIsScript(readFileSync(join(EXAMPLE, 'README.md'), 'utf8'), readFileSync(join(EXAMPLE, 'run.sh'), 'utf8') + readFileSync(join(EXAMPLE, '..', 'lib', 'local-federation.sh'), 'utf8'));
   const work = mkdtempSync(join(tmpdir(), 'setu-wdbc-'));
   try {
     const r = await runExample(join(EXAMPLE, 'run.sh'), work);

@@ -20,7 +20,7 @@ import { LOCAL_TENSORS_FILE } from './tensor-rules.js';
 const EXAMPLE = join(resolve(dirname(fileURLToPath(import.meta.url)), '..', '..'), 'examples', 'pytorch-digits-cnn');
 
 test('digits CNN: images across three site agents, BatchNorm kept at each site', { skip: skipWithoutTorch(), timeout: 900_000 }, async () => {
-  walkthroughIsScript(readFileSync(join(EXAMPLE, 'README.md'), 'utf8'), readFileSync(join(EXAMPLE, 'run.sh'), 'utf8'));
+  walkthroughIsScript(readFileSync(join(EXAMPLE, 'README.md'), 'utf8'), readFileSync(join(EXAMPLE, 'run.sh'), 'utf8') + readFileSync(join(EXAMPLE, '..', 'lib', 'local-federation.sh'), 'utf8'));
   const work = mkdtempSync(join(tmpdir(), 'setu-digits-'));
   try {
     const r = await runExample(join(EXAMPLE, 'run.sh'), work);

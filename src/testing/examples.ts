@@ -17,7 +17,7 @@ export function runExample(script: string, work: string, env: Record<string, str
   });
 }
 
-/** Every command line in the README's sh blocks appears in the script it documents. */
+/** Every command line in the README's sh blocks appears in the script it documents (with the library it sources). */
 export function walkthroughIsScript(readme: string, script: string): void {
   const blocks = [...readme.matchAll(/```sh\n([\s\S]*?)```/g)].map((m) => m[1]!);
   assert.ok(blocks.length > 0, 'the README shows its walkthrough');
