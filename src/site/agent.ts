@@ -18,7 +18,8 @@ import { trainerDeclaration } from './trainers/declaration.js';
 import { LOCAL_TENSORS_FILE, releaseOf, startingWeights } from './tensor-rules.js';
 import { pickWeights } from '../protocol/tensors.js';
 import type { TaskProgress } from '../protocol/api.js';
-import { declaredCohort, loadSiteDataset, prepareReport, type SiteData } from './datasets.js';
+import { datasetFile, declaredCohort, isExtracted, loadSiteDataset, prepareReport, type SiteData } from './datasets.js';
+import { readCsv } from './data/csv.js';
 import { createModel } from '../learning/models/registry.js';
 import { fit } from '../learning/client.js';
 import { BatchStream, type BatchStreamState } from '../learning/batches.js';
@@ -42,11 +43,11 @@ export function caOf(cfg: SiteConfig): Buffer | undefined {
 }
 
 /** Training examples per configured dataset: what the site declares, so the coordinator can refuse implausible counts. */
-export function cohortsOf(cfg: SiteConfig, log: (m: string) => void = () => {}): Cohorts {
+export async function cohortsOf(cfg: SiteConfig, log: (m: string) => void = () => {}): Promise<Cohorts> {
   const out: Cohorts = {};
   for (const key of Object.keys(cfg.datasets)) {
     try {
-      out[key] = declaredCohort(cfg, key);
+      out[key] = await declaredCohort(cfg, key, log);
     } catch (e) {
       log(`dataset ${key}: not declared (${(e as Error).message})`);
     }
@@ -71,7 +72,7 @@ export async function enrol(cfg: SiteConfig, token: string, log: (m: string) => 
   const publicKey = publicKeyToRaw(createPublicKey(importPrivateKey(pem)));
   const ca = caOf(cfg);
   const http = new HttpClient({ baseUrl: cfg.coordinator, ...(ca ? { ca } : {}), onRetry: (n, d, why) => log(`enrol: coordinator unreachable (${why}); retry ${n} in ${Math.round(d)} ms`) });
-  const r = await http.json<EnrolResponse>('POST', '/v1/enrol', { token, publicKey, cohorts: cohortsOf(cfg, log) });
+  const r = await http.json<EnrolResponse>('POST', '/v1/enrol', { token, publicKey, cohorts: await cohortsOf(cfg, log) });
   const cred: Credential = { coordinator: cfg.coordinator, siteId: r.siteId, siteName: r.siteName };
   state.saveCredential(cred);
   log(`enrolled as ${r.siteName} (${r.siteId})`);
@@ -125,7 +126,7 @@ export class SiteAgent {
       try {
         if (!declared) {
           // The config may have changed since enrolment: declare the cohorts this site holds now.
-          await this.http.json('PUT', '/v1/agent/cohorts', { cohorts: cohortsOf(this.cfg, this.log) });
+          await this.http.json('PUT', '/v1/agent/cohorts', { cohorts: await cohortsOf(this.cfg, this.log) });
           // Whether this site trains on its own machine or needs compute placed by the coordinator.
           await this.http.json('PUT', '/v1/agent/compute', this.cfg.compute ?? { mode: 'own' });
           // What its trainer can do, so a study it cannot serve is refused at start rather than at task time.
@@ -172,7 +173,7 @@ export class SiteAgent {
     if (this.state.pending().some((p) => p.taskId === task.taskId)) return this.flushPending();
     if (task.kind === 'prepare') {
       // Only the verdict on the file and, for global normalisation, column sums leave the site.
-      const { report, examples } = prepareReport(this.cfg, task);
+      const { report, examples } = await prepareReport(this.cfg, task, this.log);
       const meta: ResultMeta = { taskId: task.taskId, numExamples: examples, prepare: report, durationMs: Date.now() - started };
       this.state.savePending({ taskId: task.taskId, studyId: task.studyId, contentType: 'application/json', body: new TextEncoder().encode(JSON.stringify(meta)), commit: [] });
       this.log(`task ${task.taskId}: schema check ${report.problems.length ? `found ${report.problems.length} problem(s)` : 'passed'}; uploading`);
@@ -307,7 +308,11 @@ export class SiteAgent {
   private async handleExternal(task: TaskMessage, started: number, cpu0: NodeJS.CpuUsage): Promise<void> {
     const trainer = this.external!;
     if (task.kind === 'fit') {
-      const refusal = localPolicyRefusal(this.policy, task, { trainExamples: declaredCohort(this.cfg, task.dataset), ...(this.cfg.jurisdiction ? { siteJurisdiction: this.cfg.jurisdiction, computeJurisdiction: this.cfg.jurisdiction } : {}) });
+      // The trainer reads its file itself; the policy's example floor is checked against the rows that file holds
+      // (an extracted source's table as the prepare round wrote it: the hospital's systems are not queried again).
+      const src = this.cfg.datasets[task.dataset];
+      const trainExamples = src && isExtracted(src) ? readCsv(datasetFile(this.cfg, task.dataset, task.studyId)).rows.length : await declaredCohort(this.cfg, task.dataset, this.log);
+      const refusal = localPolicyRefusal(this.policy, task, { trainExamples, ...(this.cfg.jurisdiction ? { siteJurisdiction: this.cfg.jurisdiction, computeJurisdiction: this.cfg.jurisdiction } : {}) });
       if (refusal) return this.refuse(task, `local policy: ${refusal}`);
       // Not declared to the coordinator (trainers/declaration.ts), so a study asking for it never starts here.
       if (task.privacy) return this.refuse(task, 'privacy: DP and SecAgg+ around an external trainer are not available at this agent');

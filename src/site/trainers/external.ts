@@ -450,7 +450,7 @@ export function externalTrainerOf(site: SiteConfig): ExternalTrainer {
     ...(t.keepWorkDir ? { keepWorkDir: true } : {}),
   };
   return new ExternalTrainer(cfg, (task) => ({
-    file: datasetFile(site, task.dataset),
+    file: datasetFile(site, task.dataset, task.studyId),
     ...(task.dataSchema || task.normStats ? { data: { ...(task.dataSchema ? { schema: task.dataSchema } : {}), ...(task.normStats ? { stats: task.normStats } : {}) } } : {}),
   }));
 }
