@@ -1,13 +1,15 @@
 #!/usr/bin/env python3
 """A Setu external trainer in plain Python (standard library only): logistic regression.
 
-It shows the whole contract of docs/external-trainer.md in one file:
+It shows the whole contract of docs/external-trainer.md (version 2) in one file, without the Python SDK
+(python/setu_trainer), which does steps 1, 2, 5 and 6 for you:
   1. read task.json (path in $SETU_TASK, or <$SETU_WORKDIR>/task.json),
-  2. read the global weights from weights.safetensors,
+  2. read the weights to start from in weights.safetensors,
   3. read the site's CSV named in the task and encode it with the study's data schema,
-  4. make the local optimisation steps the task asks for,
-  5. write output.safetensors (same tensor names and shapes) and result.json.
-Progress goes to stdout, errors to stderr with a non-zero exit status.
+  4. evaluate the incoming weights on the test rows; for a fit task, make the local optimisation steps it asks for,
+  5. print progress lines ("setu:progress {json}") on stdout,
+  6. write output.safetensors (fit: same tensor names, shapes and dtypes) and result.json.
+Errors go to stderr with a non-zero exit status.
 
 Supported: model kind "logistic"; SGD (optional momentum) and the FedProx term; a data schema
 with numeric and categorical features, a binary task, a split column, and normalisation
@@ -87,7 +89,7 @@ def level_index(levels, v):
     return -1
 
 
-def load_training_rows(data):
+def load_rows(data, which):
     schema = data.get("schema")
     if not schema:
         fail("task.data.schema is required (the study's data schema)")
@@ -114,7 +116,7 @@ def load_training_rows(data):
             cells = [c.strip() for c in row]
             if any(cells[col[c]] in MISSING for c in used):
                 continue
-            if cells[col[split["column"]]] != split.get("train", "train"):
+            if cells[col[split["column"]]] != split.get(which, which):
                 continue
             x = []
             for feat in schema["features"]:
@@ -142,16 +144,17 @@ def load_training_rows(data):
                 fail(f'{data["path"]}, line {line}: label {v!r} is not binary')
             xs.append(x)
             ys.append(y)
-    if len(xs) < 2:
+    if which == "train" and len(xs) < 2:
         fail("fewer than two complete training rows")
     return schema, xs, ys
 
 
-def normalise(schema, data, xs):
+def normaliser(schema, data, xs):
+    """The study's normalisation, fitted on the training rows; applied alike to the test rows."""
     pre = schema.get("preprocessing") or {"normalise": "none"}
     mode = pre["normalise"]
     if mode == "none":
-        return xs
+        return lambda rows: rows
     d = len(xs[0])
     if mode == "global":
         stats = data.get("stats")
@@ -167,7 +170,7 @@ def normalise(schema, data, xs):
         width = 1 if feat["type"] == "numeric" else len(feat["levels"]) - (1 if feat.get("dropFirst") else 0)
         mask.extend([feat["type"] == "numeric" or pre.get("scope") == "all"] * width)
     eps = pre.get("epsilon", 1e-9)
-    return [[(r[j] - mean[j]) / (std[j] + eps) if mask[j] else r[j] for j in range(d)] for r in xs]
+    return lambda rows: [[(r[j] - mean[j]) / (std[j] + eps) if mask[j] else r[j] for j in range(d)] for r in rows]
 
 
 # ---- the model ----
@@ -187,22 +190,43 @@ def mean_loss(w, b, xs, ys):
     return sum(bce(b + sum(wi * xi for wi, xi in zip(w, x)), y) for x, y in zip(xs, ys)) / len(xs)
 
 
+def metrics_of(w, b, xs, ys):
+    acc = sum((sigmoid(b + sum(wi * xi for wi, xi in zip(w, x))) > 0.5) == (y == 1.0) for x, y in zip(xs, ys)) / len(xs)
+    return {"loss": mean_loss(w, b, xs, ys), "accuracy": acc}
+
+
+def write_result(path, result):
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(result, f)
+    os.replace(tmp, path)
+
+
 def main():
     workdir = os.environ.get("SETU_WORKDIR") or fail("SETU_WORKDIR is not set")
     with open(os.environ.get("SETU_TASK") or os.path.join(workdir, "task.json"), encoding="utf-8") as f:
         task = json.load(f)
-    if task.get("setu") != 1:
-        fail(f"unknown task format version {task.get('setu')!r}")
+    if task.get("setu") != 2:
+        fail(f"unknown task format version {task.get('setu')!r} (this trainer speaks version 2)")
     if task["model"]["kind"] != "logistic":
         fail(f"this trainer trains logistic regression, not {task['model']['kind']!r}")
     tensors = read_safetensors(task["paths"]["weights"])
     (wshape, w), (bshape, b) = tensors["weight"], tensors["bias"]
     w0, b0 = list(w), b[0]
 
-    schema, xs, ys = load_training_rows(task["data"])
-    xs = normalise(schema, task["data"], xs)
+    schema, xs, ys = load_rows(task["data"], "train")
+    norm = normaliser(schema, task["data"], xs)
+    xs = norm(xs)
     if len(xs[0]) != len(w):
         fail(f"the schema gives {len(xs[0])} features but the model has {len(w)}")
+    _, xt, yt = load_rows(task["data"], "test")
+    xt = norm(xt) if xt else xt
+    evaluation = {"evaluate": {"numExamples": len(xt), "metrics": metrics_of(w, b0, xt, yt)}} if xt else {}
+    if task["kind"] == "evaluate":
+        if not xt:
+            fail("no complete test rows to evaluate on")
+        write_result(task["paths"]["result"], evaluation)
+        return
 
     fit = task["fit"]
     opt = fit["optimizer"]
@@ -236,17 +260,14 @@ def main():
         w = [wj - lr * v for wj, v in zip(w, vel_w)]
         bias -= lr * vel_b
         if (step + 1) % max(1, steps // 5) == 0:
-            print(f"step {step + 1}/{steps} train loss {mean_loss(w, bias, xs, ys):.4f}", flush=True)
-    loss_after = mean_loss(w, bias, xs, ys)
-    acc = sum((sigmoid(bias + sum(wi * xi for wi, xi in zip(w, x))) > 0.5) == (y == 1.0) for x, y in zip(xs, ys)) / n
+            progress = {"step": step + 1, "of": steps, "metrics": {"loss": mean_loss(w, bias, xs, ys)}}
+            print("setu:progress " + json.dumps(progress), flush=True)
+    after = metrics_of(w, bias, xs, ys)
 
     write_safetensors(task["paths"]["output"], {"weight": (wshape, w), "bias": (bshape, [bias])})
-    result = {"numExamples": n, "metrics": {"loss": loss_after, "lossBefore": loss_before, "accuracy": acc, "steps": steps}}
-    tmp = task["paths"]["result"] + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(result, f)
-    os.replace(tmp, task["paths"]["result"])
-    print(f"done: {steps} steps on {n} rows, loss {loss_before:.4f} -> {loss_after:.4f}", flush=True)
+    fit_metrics = {"loss": after["loss"], "lossBefore": loss_before, "accuracy": after["accuracy"], "steps": steps}
+    write_result(task["paths"]["result"], {"fit": {"numExamples": n, "metrics": fit_metrics}, **evaluation})
+    print(f"done: {steps} steps on {n} rows, loss {loss_before:.4f} -> {after['loss']:.4f}", flush=True)
 
 
 if __name__ == "__main__":

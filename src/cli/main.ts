@@ -19,8 +19,8 @@ const HELP = `setu: federated learning across hospitals; patient data stays at e
   setu site dataset check|preview|explain --config site.yaml --dataset KEY   read a site's source as the agent will
   setu user add --name N --role R [--institution I] | enrol --token <invite> [--key-file F] | list | revoke <id> | whoami
   setu audit verify [--file export.jsonl] | export --out file.jsonl | list
-  setu study create --file study.yaml | list | start <id> | status <id> [--watch] | stop <id>
-  setu bench <flamby-heart|aggregate|peer|secagg|dp-heart|csv> [options]
+  setu study create --file study.yaml [--weights init.safetensors] | list | start <id> | status <id> [--watch] | stop <id>
+  setu bench <flamby-heart|aggregate|peer|secagg|dp-heart|csv|sdk> [options]
   setu analytics <count|summary|histogram|quantiles|missingness|km|logrank|cox|run> --study S --data F|--site N=F …
                                                     federated statistics and survival analysis run locally on CSV files
   setu sim [--sites N] [--sample K] [--rounds R]

@@ -2,12 +2,14 @@
  * Operator commands: clients of the coordinator's public API, like the dashboard.
  *   setu site invite --name N [--institution I] [--jurisdiction IN]
  *   setu site list | revoke <id>
- *   setu study create --file study.yaml | start <id> | status <id> [--watch] | stop <id> | list
+ *   setu study create --file study.yaml [--weights init.safetensors] | start <id> | status <id> [--watch] | stop <id> | list
  */
 import { readFileSync } from 'node:fs';
 import YAML from 'yaml';
 import { HttpClient } from '../site/http.js';
-import { StudySpecSchema, checkValue, type InviteResponse } from '../protocol/api.js';
+import { StudySpecSchema, checkValue, type InitialWeightsResponse, type InviteResponse, type StudySpec } from '../protocol/api.js';
+import { ModelProblem, checkInitialWeights } from '../coordinator/study-model.js';
+import { initialWeights } from '../coordinator/engine.js';
 import { UsageError, operatorClient, operatorFlags, parse } from './args.js';
 import { f4, pct, table } from './table.js';
 
@@ -33,9 +35,9 @@ export async function siteCommand(sub: string | undefined, argv: string[]): Prom
   }
   if (sub === 'list') {
     const { values } = parse(argv, operatorFlags);
-    const sites = await client(values).json<{ id: string; name: string; institution: string | null; jurisdiction: string | null; status: string; online: boolean; lastSeenAt: number | null }[]>('GET', '/v1/sites');
+    const sites = await client(values).json<{ id: string; name: string; institution: string | null; jurisdiction: string | null; status: string; online: boolean; lastSeenAt: number | null; trainer?: { kind: string } | null }[]>('GET', '/v1/sites');
     if (values.json) out(JSON.stringify(sites));
-    else out(table(['site', 'id', 'institution', 'country', 'status', 'online', 'last seen'], sites.map((s) => [s.name, s.id, s.institution ?? '', s.jurisdiction ?? '', s.status, s.online ? 'yes' : 'no', s.lastSeenAt ? new Date(s.lastSeenAt).toISOString() : 'never']), ['l', 'l', 'l', 'l', 'l', 'l', 'l']));
+    else out(table(['site', 'id', 'institution', 'country', 'status', 'online', 'trainer', 'last seen'], sites.map((s) => [s.name, s.id, s.institution ?? '', s.jurisdiction ?? '', s.status, s.online ? 'yes' : 'no', s.trainer?.kind ?? 'undeclared', s.lastSeenAt ? new Date(s.lastSeenAt).toISOString() : 'never']), ['l', 'l', 'l', 'l', 'l', 'l', 'l', 'l']));
     return 0;
   }
   if (sub === 'revoke') {
@@ -66,6 +68,23 @@ export function readStudyFile(file: string): unknown {
   return spec;
 }
 
+/** Reads a study's initial weights and checks them as the coordinator will (a UsageError saying what is wrong). */
+function readWeightsFile(file: string, spec: StudySpec): Uint8Array {
+  let bytes: Uint8Array;
+  try {
+    bytes = new Uint8Array(readFileSync(file));
+  } catch (e) {
+    throw new UsageError(`cannot read the initial weights ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+  }
+  try {
+    checkInitialWeights(spec, bytes, spec.model.kind === 'custom' ? undefined : initialWeights(spec));
+  } catch (e) {
+    if (e instanceof ModelProblem) throw new UsageError(`${file}: ${e.message}`);
+    throw e;
+  }
+  return bytes;
+}
+
 interface StudyDetail {
   id: string;
   name: string;
@@ -74,7 +93,7 @@ interface StudyDetail {
   round: number;
   spec: { rounds: number; strategy: { name: string } };
   participants: { id: string; name: string }[];
-  openRound: { round: number; kind: string; received: number; expected: number } | null;
+  openRound: { round: number; kind: string; received: number; expected: number; progress?: { site: string; step?: number; of?: number; metrics?: Record<string, number>; message?: string }[] } | null;
   metrics: { round: number; site: string | null; phase: string; name: string; value: number }[];
   refusals: { round: number | null; site: string | null; reason: string }[];
 }
@@ -83,22 +102,42 @@ export function renderStudy(s: StudyDetail): string {
   const lines = [`${s.name} (${s.id}) · ${s.status} · ${s.spec.strategy.name} · round ${s.round}/${s.spec.rounds} · ${s.participants.length} sites`];
   if (s.error) lines.push(`error: ${s.error}`);
   if (s.openRound) lines.push(`open: round ${s.openRound.round} (${s.openRound.kind}), ${s.openRound.received}/${s.openRound.expected} sites reported`);
+  // What each site's trainer last said (its progress lines, forwarded by the agent).
+  for (const p of s.openRound?.progress ?? []) {
+    const parts = [p.step !== undefined ? `step ${p.step}${p.of !== undefined ? `/${p.of}` : ''}` : '', ...Object.entries(p.metrics ?? {}).map(([k, v]) => `${k} ${f4(v)}`), p.message ?? ''];
+    lines.push(`  ${p.site}: ${parts.filter(Boolean).join(' · ')}`);
+  }
   const rounds = [...new Set(s.metrics.map((m) => m.round))].sort((a, b) => a - b);
   const get = (r: number, phase: string, name: string) => s.metrics.find((m) => m.round === r && m.site === null && m.phase === phase && m.name === name)?.value;
-  const rows = rounds.map((r) => [r, f4(get(r, 'fit', 'loss')), f4(get(r, 'evaluate', 'loss')), pct(get(r, 'evaluate', 'accuracy')), f4(get(r, 'evaluate', 'auc')), get(r, 'fit', 'sites') ?? '–']);
-  if (rows.length) lines.push('', 'model version r: train loss of round r; test metrics of the model after round r (weighted over sites)', table(['round', 'train loss', 'test loss', 'test acc', 'test AUC', 'sites'], rows));
+  // Any other metric a site's own trainer reports (evaluation by the trainer) gets a column too.
+  const own = [...new Set(s.metrics.filter((m) => m.site === null && m.phase === 'evaluate' && !['loss', 'accuracy', 'auc'].includes(m.name)).map((m) => m.name))].sort();
+  const rows = rounds.map((r) => [r, f4(get(r, 'fit', 'loss')), f4(get(r, 'evaluate', 'loss')), pct(get(r, 'evaluate', 'accuracy')), f4(get(r, 'evaluate', 'auc')), ...own.map((n) => f4(get(r, 'evaluate', n))), get(r, 'fit', 'sites') ?? '–']);
+  if (rows.length) lines.push('', 'model version r: train loss of round r; test metrics of the model after round r (weighted over sites)', table(['round', 'train loss', 'test loss', 'test acc', 'test AUC', ...own.map((n) => `test ${n}`), 'sites'], rows));
   if (s.refusals.length) lines.push('', 'refused updates:', ...s.refusals.map((r) => `  round ${r.round ?? '–'} ${r.site ?? '?'}: ${r.reason}`));
   return lines.join('\n');
 }
 
 export async function studyCommand(sub: string | undefined, argv: string[]): Promise<number> {
-  const { values, positionals } = parse(argv, { ...operatorFlags, file: { type: 'string' }, watch: { type: 'boolean' } }, true);
+  const { values, positionals } = parse(argv, { ...operatorFlags, file: { type: 'string' }, weights: { type: 'string' }, watch: { type: 'boolean' } }, true);
   const api = () => client(values);
   if (sub === 'create') {
-    if (!values.file) throw new UsageError('setu study create --file study.yaml');
-    const spec = readStudyFile(values.file);
+    if (!values.file) throw new UsageError('setu study create --file study.yaml [--weights init.safetensors]');
+    const spec = readStudyFile(values.file) as StudySpec;
+    // The initial weights are checked here with the coordinator's own checks, so a bad file is refused before the
+    // draft study exists (the upload itself is PUT /v1/studies/:id/initial-weights).
+    const weights = values.weights ? readWeightsFile(values.weights, spec) : undefined;
+    if (!weights && spec.model.kind === 'custom') throw new UsageError(`${values.file}: a custom model is defined by its initial weights: add --weights init.safetensors`);
     const r = await api().json<{ id: string }>('POST', '/v1/studies', spec);
-    out(values.json ? JSON.stringify(r) : `created study ${r.id}; start it with: setu study start ${r.id}`);
+    let w: InitialWeightsResponse | undefined;
+    if (weights) {
+      try {
+        w = (await api().request('PUT', `/v1/studies/${encodeURIComponent(r.id)}/initial-weights`, { type: 'application/octet-stream', data: weights })).json<InitialWeightsResponse>();
+      } catch (e) {
+        throw new UsageError(`created study ${r.id}, but the coordinator refused its initial weights: ${(e as Error).message}`);
+      }
+    }
+    out(values.json ? JSON.stringify({ ...r, ...(w ? { initialWeights: w } : {}) })
+      : `created study ${r.id}${w ? ` with initial weights of ${w.tensors} tensors, ${w.parameters} parameters (sha256 ${w.digest.slice(0, 12)}…)` : ''}; start it with: setu study start ${r.id}`);
     return 0;
   }
   if (sub === 'list') {

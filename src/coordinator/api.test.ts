@@ -12,7 +12,7 @@ import type { KeyObject } from 'node:crypto';
 import { generateSigningKeys, signRequest } from '../protocol/signing.js';
 import { encodeSafetensors, decodeSafetensors } from '../protocol/safetensors.js';
 import { RESULT_META_KEY, type TaskMessage } from '../protocol/api.js';
-import type { Weights } from '../protocol/tensors.js';
+import { mapWeights, tensor, type Weights } from '../protocol/tensors.js';
 
 interface Signer {
   keyId: string;
@@ -122,6 +122,13 @@ describe('coordinator API refuses bad input and changes nothing', () => {
     await refused(400, /shape \[1,12\], expected \[1,13\]/, () => call('POST', `/v1/agent/tasks/${taskA.taskId}/result`, { token: a.credential, body: update(w, { taskId: taskA.taskId, numExamples: 10 }) }));
     const extra: Weights = { ...global, extra: { shape: [1], data: new Float32Array(1) } };
     await refused(400, /unexpected tensor "extra"/, () => call('POST', `/v1/agent/tasks/${taskA.taskId}/result`, { token: a.credential, body: update(extra, { taskId: taskA.taskId, numExamples: 10 }) }));
+    // Names that are Object.prototype keys are ordinary (unexpected) names: a 400 naming them, never a 500.
+    for (const name of ['constructor', '__proto__', 'toString', 'hasOwnProperty']) {
+      const proto = mapWeights([...Object.keys(global), name], (k) => global[k] ?? tensor([1]));
+      await refused(400, new RegExp(`unexpected tensor "${name}"`), () => call('POST', `/v1/agent/tasks/${taskA.taskId}/result`, { token: a.credential, body: update(proto, { taskId: taskA.taskId, numExamples: 10 }) }));
+      const swapped = mapWeights(['weight', name], (k) => global[k] ?? global['bias']!);
+      await refused(400, /missing tensor "bias"/, () => call('POST', `/v1/agent/tasks/${taskA.taskId}/result`, { token: a.credential, body: update(swapped, { taskId: taskA.taskId, numExamples: 10 }) }));
+    }
   });
 
   it('refuses NaN and infinity', async () => {

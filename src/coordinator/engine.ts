@@ -31,6 +31,7 @@ import { SecAggSessions, aggregateOf, newSession, restartRound, type SecAggSessi
 import { aggregateClientLevel, aggregateClientLevelSum } from './privacy.js';
 import { updateDelta } from '../privacy/dpfedavg.js';
 import type { RoundRow } from '../store/store.js';
+import { aggregatePart, mergeAggregate, rulesOf } from './study-model.js';
 
 export interface EngineOptions {
   instanceId?: string;
@@ -56,15 +57,22 @@ export function digestHex(b: Uint8Array): string {
 }
 
 /**
- * Initial global model of a study, deterministic in its seed. A logistic or linear Cox model starts exactly where
- * PyTorch's `torch.manual_seed(seed); nn.Linear(d, 1)` starts (see learning/torch-init.ts), so a study
- * can be compared seed by seed with a PyTorch reference such as FLamby's.
+ * Initial global model of a study over a built-in family, deterministic in its seed. A logistic or linear Cox model
+ * starts exactly where PyTorch's `torch.manual_seed(seed); nn.Linear(d, 1)` starts (see learning/torch-init.ts), so
+ * a study can be compared seed by seed with a PyTorch reference such as FLamby's. (A custom model has no built-in
+ * initialisation: its study lead uploads its initial weights.)
  */
 export function initialWeights(spec: StudySpec): Weights {
   const seed = studySeed(spec);
   if (spec.model.kind === 'logistic') return torchLinearInit(seed, spec.model.inputDim);
   if (spec.model.kind === 'cox' && !spec.model.hidden?.length) return linearCoxTorchInit(seed, spec.model.inputDim);
   return createModel(spec.model).init(createRng(seed, 'init'));
+}
+
+/** The tensors of a model version that the study aggregates (what SecAgg+ masks and sums). */
+function aggregatedTensors(spec: StudySpec, bytes: Uint8Array): Weights {
+  const model = decodeSafetensors(bytes).weights;
+  return aggregatePart(model, rulesOf(spec, Object.keys(model)));
 }
 
 export class RoundEngine {
@@ -221,7 +229,7 @@ export class RoundEngine {
     );
     if (kind === 'fit' && spec.privacy?.secagg) {
       const row: RoundRow = { study_id: study.id, round, status: 'open', kind, opened_at: now, deadline_at: deadline, committed_at: null, model_version_id: null };
-      this.secagg.put(await newSession(this.store, spec, row, tasks, decodeSafetensors(global.weights).weights, now));
+      this.secagg.put(await newSession(this.store, spec, row, tasks, aggregatedTensors(spec, global.weights), now));
     }
     this.log(`study ${study.id}: round ${round} (${kind}) opened for ${tasks.length} sites`);
     this.bus.emit({ type: 'round.opened', studyId: study.id, round, kind, sites: tasks.length });
@@ -242,7 +250,7 @@ export class RoundEngine {
     if (!globalRow) throw new Error('no global model');
     let session = this.secagg.get(study.id, open.round);
     if (!session) {
-      session = await restartRound(this.store, spec, open, decodeSafetensors(globalRow.weights).weights, this.now());
+      session = await restartRound(this.store, spec, open, aggregatedTensors(spec, globalRow.weights), this.now());
       this.secagg.put(session);
       this.log(`study ${study.id}: round ${open.round} had no SecAgg+ session in this process (coordinator restarted); restarted it as ${session.id}`);
       this.bus.emit({ type: 'tasks', siteIds: tasks.map((t) => t.site_id) });
@@ -274,7 +282,10 @@ export class RoundEngine {
     const now = this.now();
     const globalRow = await this.store.latestModelVersion(study.id);
     if (!globalRow) throw new Error('no global model');
-    const global = decodeSafetensors(globalRow.weights).weights;
+    // The strategy sees the aggregated tensors only; local and skipped ones carry over unchanged (study-model.ts).
+    const model = decodeSafetensors(globalRow.weights).weights;
+    const rules = rulesOf(spec, Object.keys(model));
+    const global = aggregatePart(model, rules);
     const host = await this.strategyFor(study, spec);
     // Under SecAgg+ no individual update exists here: results carry only the sites' metadata (for metrics).
     const results: FitResultIn[] = updates.map((u) => ({
@@ -285,17 +296,18 @@ export class RoundEngine {
     }));
     const clientDp = spec.privacy?.dp?.level === 'client';
     const asked = clientDp ? (await this.store.listTasks(study.id, round)).length : 0;
-    let next: Weights;
+    let aggregated: Weights;
     if (secagg) {
       const agg = aggregateOf(secagg, global);
-      next = clientDp
+      aggregated = clientDp
         ? aggregateClientLevelSum(spec, global, agg.sum, asked)
         : host.aggregateFit(round, global, [{ siteId: 'secagg+', weights: agg.mean, numExamples: results.reduce((a, r) => a + r.numExamples, 0), meta: { taskId: `${study.id}.r${round}.secagg`, numExamples: 0 } }]);
     } else if (clientDp) {
-      next = aggregateClientLevel(spec, global, results.map((r) => updateDelta(r.weights, global)), asked);
+      aggregated = aggregateClientLevel(spec, global, results.map((r) => updateDelta(r.weights, global)), asked);
     } else {
-      next = host.aggregateFit(round, global, results);
+      aggregated = host.aggregateFit(round, global, results);
     }
+    const next = mergeAggregate(model, aggregated, rules);
     const bytes = encodeSafetensors(next, { study: study.id, round: String(round) });
     const state = host.getState();
     const metrics = fitMetrics(study.id, round, results);

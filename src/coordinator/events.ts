@@ -4,6 +4,7 @@
  * (they also poll the store on a timer).
  */
 import { EventEmitter } from 'node:events';
+import type { TaskProgress } from '../protocol/api.js';
 
 export type CoordinatorEvent =
   | { type: 'tasks'; siteIds: string[] }
@@ -11,7 +12,8 @@ export type CoordinatorEvent =
   | { type: 'update.accepted'; studyId: string; round: number; siteId: string; received: number; expected: number }
   | { type: 'update.refused'; studyId: string | null; round: number | null; siteId: string | null; reason: string }
   | { type: 'round.committed'; studyId: string; round: number; kind: string; metrics: Record<string, number> }
-  | { type: 'study.status'; studyId: string; status: string; error?: string | null };
+  | { type: 'study.status'; studyId: string; status: string; error?: string | null }
+  | { type: 'task.progress'; studyId: string; round: number; siteId: string; taskId: string; progress: TaskProgress };
 
 export class EventBus {
   private readonly ee = new EventEmitter();

@@ -23,6 +23,7 @@ import { computeRoutes } from './routes/compute.js';
 import { modelCardRoutes } from './routes/model-cards.js';
 import { privacyRoutes } from './routes/privacy.js';
 import { secaggRoutes } from './routes/secagg.js';
+import { trainerRoutes } from './routes/trainer.js';
 
 export interface ServerOptions {
   store: Store;
@@ -102,6 +103,7 @@ export function buildServer(opts: ServerOptions): FastifyInstance {
     modelCardRoutes(api, ctx);
     privacyRoutes(api, ctx);
     secaggRoutes(api, ctx);
+    trainerRoutes(api, ctx);
     await webRoutes(api);
   });
   return app;

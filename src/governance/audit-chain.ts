@@ -24,6 +24,7 @@ export const AUDIT_KINDS = [
   'site.revoked',
   'user.revoked',
   'study.proposed',
+  'study.initial_weights', // the study lead set the model's initial weights (digest, tensors)
   'study.refused', // a policy check refused to start it; data lists the violations
   'study.approved',
   'study.declined',

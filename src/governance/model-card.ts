@@ -7,6 +7,8 @@
  * completion entry: an auditor holding the card can prove the chain they are shown has not been cut short.
  */
 import type { StudySpec } from '../protocol/api.js';
+import { headerLayout, readSafetensorsHeader } from '../protocol/safetensors.js';
+import { describeTensors, resolveTensorRules } from '../protocol/tensors.js';
 import type { Store } from '../store/store.js';
 import { auditHead, getModelCard, gov, listInstitutions, listMemberships, listUsage, putModelCard, type ModelCardRow } from '../store/governance.js';
 import { summarize } from '../compute/ledger.js';
@@ -35,6 +37,8 @@ export interface ModelCard {
   jurisdictions: string[];
   sites: CardSite[];
   training: { strategy: string; strategyParams: Record<string, unknown>; rounds: number; model: StudySpec['model']; fit: StudySpec['fit']; seed: number | null };
+  /** The final model's tensors (name, dtype, shape, and the study's rule for each) and its parameter count. */
+  tensors: ReturnType<typeof describeTensors> | null;
   privacy: {
     secagg: boolean;
     /** The study's (ε, δ) target, as its spec records it. */
@@ -64,6 +68,8 @@ export interface CardInput {
   spec: StudySpec;
   completedAt: number;
   finalModel: { id: string; digest: string } | null;
+  /** The final model's tensors, from its header. */
+  tensors?: ReturnType<typeof describeTensors> | null;
   lifecycle: LifecycleStudy | undefined;
   sites: { id: string; name: string; institutionId: string | null; institution: string | null; jurisdiction: string | null; trainExamples: number | null; testExamples: number | null; metrics: Record<string, number> }[];
   institutions: { id: string; name: string; kind: string; jurisdiction: string }[];
@@ -113,6 +119,7 @@ export function modelCard(i: CardInput): ModelCard {
     jurisdictions,
     sites,
     training: { strategy: i.spec.strategy.name, strategyParams: i.spec.strategy.params ?? {}, rounds: i.spec.rounds, model: i.spec.model, fit: i.spec.fit, seed: i.spec.seed ?? null },
+    tensors: i.tensors ?? null,
     privacy: { secagg, dp, spent: (i.spent ?? []).map((x) => ({ site: i.sites.find((s) => s.id === x.siteId)?.name ?? x.siteId, epsilon: x.epsilon, delta: x.delta, mechanism: x.mechanism })), summary: privacySummary },
     performance: { metric, pooled: i.pooled, perSite, best, worst, gap: best && worst ? Math.abs(best.value - worst.value) : null },
     compute: {
@@ -141,6 +148,12 @@ export function modelCardMarkdown(c: ModelCard): string {
   }
   L.push('', `Jurisdictions: ${c.jurisdictions.join(', ') || 'none declared'}.`, '');
   L.push('## Training', '', `Strategy ${c.training.strategy}${Object.keys(c.training.strategyParams).length ? ` ${JSON.stringify(c.training.strategyParams)}` : ''}, ${c.training.rounds} rounds, model ${JSON.stringify(c.training.model)}, local training ${JSON.stringify(c.training.fit)}, seed ${c.training.seed ?? '–'}.`, '');
+  if (c.tensors) {
+    L.push(`The model has ${c.tensors.tensors.length} tensors, ${c.tensors.parameters} parameters (\`setu model download\` writes them as safetensors):`, '');
+    L.push('| tensor | dtype | shape | rule |', '|---|---|---|---|');
+    for (const t of c.tensors.tensors) L.push(`| \`${cell(t.name)}\` | ${t.dtype} | [${t.shape.join(', ')}] | ${t.rule === 'aggregate' ? 'aggregated' : t.rule === 'local' ? 'kept at each site' : 'frozen'} |`);
+    L.push('');
+  }
   L.push('## Privacy guarantees', '', `- SecAgg+: ${c.privacy.secagg ? 'yes' : 'none'}`, `- Differential privacy: ${c.privacy.dp ? `(ε, δ) = (${c.privacy.dp.epsilon}, ${c.privacy.dp.delta})` : 'none'}`);
   for (const x of c.privacy.spent) L.push(`  - spent by ${x.site} (privacy ledger): ε = ${x.epsilon.toFixed(3)} at δ = ${x.delta} (${x.mechanism})`);
   L.push('', c.privacy.summary, '');
@@ -185,10 +198,12 @@ export async function gatherModelCard(store: Store, studyId: string): Promise<Mo
   });
   const pooled = Object.fromEntries(metrics.filter((x) => x.site_id === null).map((x) => [x.name, x.value]));
   const mv = await store.latestModelVersion(studyId);
+  const h = mv ? readSafetensorsHeader(mv.weights) : undefined;
+  const tensors = h ? describeTensors(headerLayout(h), resolveTensorRules(h.tensors.map((t) => t.name), spec.tensorRules)) : null;
   const head = await auditHead(db, store.dialect);
   const spent = await studySpend(priv(store.db), studyId).catch(() => []); // no privacy ledger in this store: nothing spent
   return modelCard({
-    studyId, name: study.name, spec, completedAt: study.updated_at, finalModel: mv ? { id: mv.id, digest: mv.digest } : null, lifecycle, sites,
+    studyId, name: study.name, spec, completedAt: study.updated_at, finalModel: mv ? { id: mv.id, digest: mv.digest } : null, tensors, lifecycle, sites,
     institutions: await listInstitutions(db), pooled, usage: await listUsage(db, studyId), spent, audit: head ? { seq: head.seq, head: head.hash } : null,
   });
 }

@@ -38,10 +38,10 @@ function manualSgd(steps: number, seed: number, extraGrad?: (w: typeof w0, g: ty
 test('fit makes k SGD steps on the stream and does not touch the global weights', () => {
   const before = cloneWeights(w0);
   const out = fit({ model, weights: w0, data: ds, config: sgd, stream: BatchStream.create(ds.n, 4, 5) });
-  assert.deepEqual(w0, before);
+  assert.deepEqual({ ...w0 }, { ...before });
   assert.equal(out.numExamples, 23);
   assert.equal(out.steps, 7);
-  assert.deepEqual(out.weights, manualSgd(7, 5));
+  assert.deepEqual({ ...out.weights }, { ...manualSgd(7, 5) });
 });
 
 test('the stream carries over: two rounds of 7 equal one run of 14 from the same weights path', () => {

@@ -7,7 +7,7 @@
  * (FLamby's variant, whose state lives entirely on the client). Client state is plain
  * Weights so a site agent can persist it with the safetensors codec.
  */
-import type { Weights } from '../protocol/tensors.js';
+import { emptyWeights, setTensor, type Weights } from '../protocol/tensors.js';
 import { BatchStream } from './batches.js';
 import { createOptimizer } from './optim.js';
 import { createRng, deriveSeed } from './rng.js';
@@ -131,19 +131,19 @@ export function fit(input: FitInput): FitOutput {
 }
 
 function joinState(control: Weights, prevLocal: Weights): ClientState {
-  const out: ClientState = {};
-  for (const [k, t] of Object.entries(control)) out[`control.${k}`] = { shape: [...t.shape], data: new Float32Array(t.data) };
-  for (const [k, t] of Object.entries(prevLocal)) out[`prevLocal.${k}`] = { shape: [...t.shape], data: new Float32Array(t.data) };
+  const out: ClientState = emptyWeights();
+  for (const [k, t] of Object.entries(control)) setTensor(out, `control.${k}`, { shape: [...t.shape], data: new Float32Array(t.data) });
+  for (const [k, t] of Object.entries(prevLocal)) setTensor(out, `prevLocal.${k}`, { shape: [...t.shape], data: new Float32Array(t.data) });
   return out;
 }
 
 function splitState(st: ClientState, like: Weights): { control: Weights; prevLocal: Weights } {
-  const control: Weights = {}, prevLocal: Weights = {};
+  const control = emptyWeights(), prevLocal = emptyWeights();
   for (const k of Object.keys(like)) {
     const c = st[`control.${k}`], p = st[`prevLocal.${k}`];
     if (!c || !p) throw new Error(`scaffold: client state lacks "control.${k}" or "prevLocal.${k}"`);
-    control[k] = { shape: [...c.shape], data: new Float32Array(c.data) };
-    prevLocal[k] = p;
+    setTensor(control, k, { shape: [...c.shape], data: new Float32Array(c.data) });
+    setTensor(prevLocal, k, p);
   }
   assertSameLayout(like, control, 'scaffold control');
   assertSameLayout(like, prevLocal, 'scaffold prevLocal');

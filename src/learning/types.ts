@@ -22,7 +22,9 @@ export interface Dataset {
 export type ModelSpec =
   | { kind: 'logistic'; inputDim: number }
   | { kind: 'mlp'; inputDim: number; hidden: number[]; activation: 'relu' | 'tanh'; dropout?: number }
-  | { kind: 'cox'; inputDim: number; hidden?: number[]; activation?: 'relu' | 'tanh'; ties?: 'none' | 'breslow'; normalise?: 'events' | 'batch' };
+  | { kind: 'cox'; inputDim: number; hidden?: number[]; activation?: 'relu' | 'tanh'; ties?: 'none' | 'breslow'; normalise?: 'events' | 'batch' }
+  /** Defined by its initial weights and trained by the site's own code (external trainer); no built-in implementation. */
+  | { kind: 'custom'; name: string; description?: string };
 
 export interface OptimizerSpec {
   kind: 'sgd' | 'adam';

@@ -2,7 +2,7 @@
  * Weights ↔ one flat vector, for secure aggregation (which works on vectors). The order is the tensor names
  * sorted, so both ends agree regardless of record insertion order (safetensors sorts names on the wire too).
  */
-import type { Weights } from '../protocol/tensors.js';
+import { hasTensor, mapWeights, tensorLike, type Weights } from '../protocol/tensors.js';
 
 export function flatLength(w: Weights): number {
   let n = 0;
@@ -16,7 +16,7 @@ export function flatten(a: Weights, minus?: Weights): Float32Array {
   let off = 0;
   for (const k of Object.keys(a).sort()) {
     const d = a[k]!.data;
-    const m = minus?.[k]?.data;
+    const m = minus && hasTensor(minus, k) ? minus[k]!.data : undefined;
     if (minus && (!m || m.length !== d.length)) throw new Error(`flatten: tensor "${k}" is missing or misshaped in the reference`);
     if (m) for (let i = 0; i < d.length; i++) out[off + i] = d[i]! - m[i]!;
     else out.set(d, off);
@@ -27,14 +27,13 @@ export function flatten(a: Weights, minus?: Weights): Float32Array {
 
 /** Builds Weights with `like`'s layout from `flat` (+ `plus` element-wise if given). */
 export function unflatten(flat: ArrayLike<number>, like: Weights, plus?: Weights): Weights {
-  const out: Weights = {};
   let off = 0;
-  for (const k of Object.keys(like).sort()) {
-    const t = like[k]!, n = t.data.length, d = new Float32Array(n), p = plus?.[k]?.data;
+  const out = mapWeights(Object.keys(like).sort(), (k) => {
+    const t = like[k]!, n = t.data.length, d = new Float32Array(n), p = plus && hasTensor(plus, k) ? plus[k]!.data : undefined;
     for (let i = 0; i < n; i++) d[i] = flat[off + i]! + (p ? p[i]! : 0);
-    out[k] = { shape: [...t.shape], data: d };
     off += n;
-  }
+    return tensorLike(t, d);
+  });
   if (off !== flat.length) throw new Error(`unflatten: ${flat.length} values for a layout of ${off}`);
   return out;
 }

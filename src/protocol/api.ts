@@ -31,7 +31,22 @@ export const ModelSpecSchema = Type.Union([
     },
     strict,
   ),
+  /**
+   * A model defined by its initial weights (any tensor names, shapes and dtypes), trained by each site's own code
+   * through the external-trainer contract (docs/external-trainer.md). The study lead uploads the weights to the
+   * draft study (PUT /v1/studies/:id/initial-weights) before it starts.
+   */
+  Type.Object(
+    {
+      kind: Type.Literal('custom'),
+      /** What the sites' trainers build, e.g. "wdbc-mlp" or "resnet18"; shown in the model card. */
+      name: Type.String({ minLength: 1, maxLength: 200 }),
+      description: Type.Optional(Type.String({ maxLength: 10_000 })),
+    },
+    strict,
+  ),
 ]);
+export type StudyModelSpec = Static<typeof ModelSpecSchema>;
 
 export const OptimizerSchema = Type.Object(
   {
@@ -53,6 +68,17 @@ export const FitConfigSchema = Type.Object(
     proximalMu: Type.Optional(Type.Number({ minimum: 0 })),
     extra: Type.Optional(Type.Record(Type.String(), Type.Union([Type.Number(), Type.String(), Type.Boolean()]))),
   },
+  strict,
+);
+
+/**
+ * A per-tensor rule of a study: `aggregate` (the default: the strategy combines it), `local` (never leaves the
+ * site; each site keeps its own copy across rounds, FedBN-style personalised layers) or `skip` (frozen at its
+ * initial value). `match` is a tensor name or a pattern in which `*` matches any run of characters; the first
+ * rule that matches a tensor decides, and every rule must match at least one tensor of the model.
+ */
+export const TensorRuleSchema = Type.Object(
+  { match: Type.String({ minLength: 1, maxLength: 500 }), rule: Type.Union([Type.Literal('aggregate'), Type.Literal('local'), Type.Literal('skip')]) },
   strict,
 );
 
@@ -118,10 +144,58 @@ export const StudySpecSchema = Type.Object(
     maxUpdateNorm: Type.Optional(Type.Number({ exclusiveMinimum: 0 })),
     /** Differential privacy and secure aggregation (validated further at creation: see coordinator/privacy.ts). */
     privacy: Type.Optional(StudyPrivacySchema),
+    /** Per-tensor rules (aggregate, local, skip), checked against the model's tensors when its weights are known. */
+    tensorRules: Type.Optional(Type.Array(TensorRuleSchema, { maxItems: 1000 })),
   },
   strict,
 );
 export type StudySpec = Static<typeof StudySpecSchema>;
+
+/** Answer of PUT /v1/studies/:id/initial-weights: what the study's model now is. */
+export const InitialWeightsResponseSchema = Type.Object({
+  id: Type.String(),
+  modelVersionId: Type.String(),
+  digest: Type.String({ description: 'sha256 hex of the safetensors file as stored' }),
+  tensors: Type.Integer(),
+  parameters: Type.Integer(),
+  bytes: Type.Integer(),
+});
+export type InitialWeightsResponse = Static<typeof InitialWeightsResponseSchema>;
+
+/**
+ * What a site's trainer can do, declared by its agent (PUT /v1/agent/trainer) like its cohorts and compute, so a
+ * study it cannot serve is refused when it starts, with the reason, never at task time.
+ * `models`: the model kinds it trains (`custom` = a model defined by its initial weights). `features`: `evaluate`
+ * (reports metrics of given weights), `fedprox` (applies the proximal term), `scaffold` (SCAFFOLD's control
+ * variates), `dp-sgd` (sample-level DP-SGD by the agent's plan), `dp-client` (the agent clips and noises the
+ * update for client-level DP), `secagg` (the agent masks the update for SecAgg+), `tensor-rules` (the agent keeps
+ * `local` tensors at the site and leaves `local` and `skip` tensors out of the upload).
+ */
+export const TRAINER_FEATURES = ['evaluate', 'fedprox', 'scaffold', 'dp-sgd', 'dp-client', 'secagg', 'tensor-rules'] as const;
+export type TrainerFeature = (typeof TRAINER_FEATURES)[number];
+export const TrainerDeclarationSchema = Type.Object(
+  {
+    kind: Type.Union([Type.Literal('builtin'), Type.Literal('external'), Type.Literal('placed')]),
+    /** For people: "external (python3 train.py)". */
+    description: Type.String({ maxLength: 500 }),
+    models: Type.Array(Type.Union([Type.Literal('logistic'), Type.Literal('mlp'), Type.Literal('cox'), Type.Literal('custom')]), { uniqueItems: true, maxItems: 16 }),
+    features: Type.Array(Type.Union(TRAINER_FEATURES.map((f) => Type.Literal(f))), { uniqueItems: true, maxItems: 32 }),
+  },
+  strict,
+);
+export type TrainerDeclaration = Static<typeof TrainerDeclarationSchema>;
+
+/** A progress line a site's trainer printed, forwarded by its agent (POST /v1/agent/tasks/:id/progress). */
+export const TaskProgressSchema = Type.Object(
+  {
+    step: Type.Optional(Type.Integer({ minimum: 0, maximum: 1e12 })),
+    of: Type.Optional(Type.Integer({ minimum: 0, maximum: 1e12 })),
+    metrics: Type.Optional(Type.Record(Type.String({ minLength: 1, maxLength: 64, pattern: '^[A-Za-z][A-Za-z0-9_.-]*$' }), Type.Number(), { maxProperties: 16, additionalProperties: false })),
+    message: Type.Optional(Type.String({ maxLength: 500 })),
+  },
+  strict,
+);
+export type TaskProgress = Static<typeof TaskProgressSchema>;
 
 export const InviteRequestSchema = Type.Object(
   {
@@ -186,6 +260,8 @@ export const TaskSchema = Type.Object({
   dataset: Type.String(),
   model: ModelSpecSchema,
   fit: Type.Optional(FitConfigSchema),
+  /** The study's tensor rules resolved to names: `local` tensors stay at the site, `skip` tensors are frozen; both are left out of the upload. */
+  tensorRules: Type.Optional(Type.Object({ local: Type.Array(Type.String()), skip: Type.Array(Type.String()) })),
   strategy: Type.String(),
   seed: Type.Integer(),
   deadlineAt: Type.Number(),

@@ -1,8 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
-import { decodeSafetensors, encodeSafetensors, SafetensorsError, halfToFloat, bf16ToFloat } from './safetensors.js';
-import type { Weights } from './tensors.js';
+import { decodeSafetensors, encodeSafetensors, headerLayout, readSafetensorsHeader, SafetensorsError, halfToFloat, bf16ToFloat } from './safetensors.js';
+import { floatToBf16Bits, floatToHalfBits, layoutMismatch, layoutOf, mapWeights, roundToDtype, tensor, type DType, type Weights } from './tensors.js';
 
 /** Assemble a file by hand from a raw header string and buffer bytes, exactly as the spec lays it out. */
 function rawFile(header: string, buffer: number[] | Uint8Array = [], declaredLen?: number): Uint8Array {
@@ -36,7 +36,7 @@ test('round trip keeps names, shapes, values and metadata', () => {
   };
   const bytes = encodeSafetensors(w, { format: 'pt', round: '3' });
   const { weights, metadata } = decodeSafetensors(bytes);
-  assert.deepEqual(metadata, { format: 'pt', round: '3' });
+  assert.deepEqual({ ...metadata }, { format: 'pt', round: '3' });
   assert.deepEqual(Object.keys(weights).sort(), Object.keys(w).sort());
   for (const [k, t] of Object.entries(w)) {
     assert.deepEqual(weights[k]!.shape, t.shape);
@@ -142,7 +142,7 @@ test('decodes a file written by the reference implementation, from a pooled Node
   const buf = Buffer.from(REFERENCE_HEX, 'hex'); // small Buffers share one pooled ArrayBuffer at an offset
   assert.notEqual(buf.byteOffset, 0);
   const { weights, metadata } = decodeSafetensors(buf);
-  assert.deepEqual(metadata, { who: 'python' });
+  assert.deepEqual({ ...metadata }, { who: 'python' });
   const got = Object.fromEntries(Object.entries(weights).map(([k, t]) => [k, { shape: t.shape, data: [...t.data] }]));
   assert.deepEqual(got, {
     d: { shape: [1], data: [2.25] },
@@ -225,7 +225,7 @@ test('maxBytes limits the whole file', () => {
 test('"__proto__" is an ordinary tensor name, not a prototype change', () => {
   const bytes = rawFile('{"__proto__":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}', twoFloats);
   const { weights } = decodeSafetensors(bytes);
-  assert.equal(Object.getPrototypeOf(weights), Object.prototype);
+  assert.equal(Object.getPrototypeOf(weights), null);
   assert.deepEqual(Object.keys(weights), ['__proto__']);
   assert.deepEqual([...Object.getOwnPropertyDescriptor(weights, '__proto__')!.value.data], [1, 2]);
 });
@@ -303,4 +303,83 @@ test('property: mutations of a valid file give a result or a SafetensorsError', 
     }),
     { numRuns: 2000 },
   );
+});
+
+// ---- dtypes: every one round-trips in its own dtype; floats are rounded as numpy and torch round them ----
+
+test('every dtype round-trips in its own dtype, values exact', () => {
+  const w = mapWeights(['f32', 'f16', 'bf16', 'i64', 'i32', 'i16', 'i8', 'u8', 'bool'], (k) => {
+    const dtype = k.toUpperCase() as DType;
+    const vals: Record<DType, number[]> = { F64: [2.25, 1], F32: [0.1, -3], F16: [0.5, -65504], BF16: [1.5, -2], I64: [-16777216, 16777216], I32: [-7, 123456], I16: [-32768, 32767], I8: [-128, 127], U8: [0, 255], BOOL: [1, 0] };
+    return tensor([2], new Float32Array(vals[dtype]), dtype);
+  });
+  const back = decodeSafetensors(encodeSafetensors(w)).weights;
+  for (const k of Object.keys(w)) {
+    assert.equal(back[k]!.dtype ?? 'F32', w[k]!.dtype ?? 'F32', k);
+    assert.deepEqual([...back[k]!.data], [...w[k]!.data], k);
+  }
+  const h = readSafetensorsHeader(encodeSafetensors(w));
+  assert.deepEqual(Object.fromEntries(h.tensors.map((e) => [e.name, e.end - e.begin])), { bf16: 4, bool: 2, f16: 4, f32: 8, i16: 4, i32: 8, i64: 16, i8: 2, u8: 2 });
+});
+
+// numpy: np.array(v, np.float32).astype(np.float16).view(np.uint16); torch: tensor(v).to(torch.bfloat16).view(torch.int16)
+const ROUNDING = [
+  { v: 0.1, f16: 0x2e66, bf16: 0x3dcd },
+  { v: 1 / 3, f16: 0x3555, bf16: 0x3eab },
+  { v: -2.5e-6, f16: 0x802a, bf16: 0xb628 },
+  { v: 65519, f16: 0x7bff, bf16: 0x4780 },
+  { v: 65520, f16: 0x7c00, bf16: 0x4780 }, // F16 overflows to infinity, as numpy's cast does
+  { v: 1e-8, f16: 0x0000, bf16: 0x322c },
+  { v: 3.0000002, f16: 0x4200, bf16: 0x4040 },
+  { v: 5.9604645e-8, f16: 0x0001, bf16: 0x3380 }, // smallest F16 subnormal
+  { v: 2.9802322e-8, f16: 0x0000, bf16: 0x3300 }, // half of it: a tie, rounds to even (zero)
+  { v: 8.940697e-8, f16: 0x0002, bf16: 0x33c0 }, // 1.5 subnormals: a tie, rounds to even (two)
+  { v: 1.01171875, f16: 0x3c0c, bf16: 0x3f82 }, // a BF16 tie, to even
+];
+
+test('F16 and BF16 encoding rounds to nearest even, bit for bit as numpy and torch', () => {
+  for (const r of ROUNDING) {
+    assert.equal(floatToHalfBits(r.v), r.f16, `f16(${r.v})`);
+    assert.equal(floatToBf16Bits(r.v), r.bf16, `bf16(${r.v})`);
+  }
+  // Every finite half survives half → float → half exactly.
+  for (let h = 0; h < 0x10000; h++) {
+    if ((h & 0x7c00) === 0x7c00 && (h & 0x3ff)) continue; // NaN payloads
+    assert.equal(floatToHalfBits(halfToFloat(h)), h);
+  }
+  const t = roundToDtype(tensor([3], new Float32Array([0.1, 2.5, 3.5]), 'F16'));
+  assert.deepEqual([...t.data], [halfToFloat(0x2e66), 2.5, 3.5]);
+  const i = roundToDtype(tensor([4], new Float32Array([2.5, 3.5, -0.5, 99.7]), 'I64'));
+  assert.deepEqual([...i.data], [2, 4, -0, 100]);
+  const b = roundToDtype(tensor([3], new Float32Array([0.4, 0.6, 7]), 'BOOL'));
+  assert.deepEqual([...b.data], [0, 1, 1]);
+});
+
+test('an integer tensor that float32 cannot hold exactly is refused, never rounded', () => {
+  const buf = new Uint8Array(16);
+  new DataView(buf.buffer).setBigInt64(0, 5n, true);
+  new DataView(buf.buffer).setBigInt64(8, 2n ** 40n, true);
+  const bytes = rawFile(JSON.stringify({ num_batches_tracked: { dtype: 'I64', shape: [2], data_offsets: [0, 16] } }), buf);
+  // The header alone is valid: the layout can be checked before any value is decoded.
+  const h = readSafetensorsHeader(bytes);
+  assert.deepEqual({ ...headerLayout(h) }, { num_batches_tracked: { shape: [2], dtype: 'I64' } });
+  rejects(bytes, /tensor "num_batches_tracked" \(I64\) holds 1099511627776 at index 1; Setu holds integer tensors exactly within ±16777216/);
+  assert.throws(() => encodeSafetensors({ n: tensor([1], new Float32Array([300]), 'U8') }), /value 300 at index 0 does not fit U8/);
+  const neg = new Uint8Array(8);
+  new DataView(neg.buffer).setBigInt64(0, -3n, true);
+  assert.deepEqual([...decodeSafetensors(rawFile(JSON.stringify({ n: { dtype: 'I64', shape: [1], data_offsets: [0, 8] } }), neg)).weights.n!.data], [-3]);
+});
+
+test('tensor names that are Object.prototype keys are ordinary names, in and out', () => {
+  const names = ['__proto__', 'constructor', 'toString', 'hasOwnProperty', 'valueOf'];
+  const w = mapWeights(names, (k) => tensor([1], new Float32Array([k.length])));
+  const bytes = encodeSafetensors(w);
+  const back = decodeSafetensors(bytes).weights;
+  assert.equal(Object.getPrototypeOf(back), null);
+  assert.deepEqual(Object.keys(back).sort(), [...names].sort());
+  for (const k of names) assert.deepEqual([...back[k]!.data], [k.length]);
+  assert.equal(({} as Record<string, unknown>).constructor, Object, 'Object.prototype is untouched');
+  // A layout lookup never finds Object.prototype's members.
+  assert.equal(layoutMismatch(back, layoutOf(mapWeights(['constructor'], () => tensor([1])))), 'unexpected tensor "__proto__"');
+  assert.equal(layoutMismatch(mapWeights(['x'], () => tensor([1])), layoutOf(back)), 'missing tensor "__proto__"');
 });

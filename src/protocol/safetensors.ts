@@ -6,18 +6,23 @@
  * with offsets relative to the start of the byte buffer. No maintained package exists for Node, and the
  * decoder faces uploads from sites, so it is strict: every malformed input becomes a SafetensorsError
  * with a message that says what is wrong, and nothing else is ever thrown.
+ *
+ * Reading is two steps so that a caller can check an upload's layout (names, shapes, dtypes, sizes) before any
+ * value is decoded: `readSafetensorsHeader` parses and validates the header alone, `decodeTensors` decodes the
+ * values it describes; `decodeSafetensors` does both. Every dtype decodes to float32 values (see tensors.ts) and
+ * is written back in its own dtype, rounded to nearest even.
  */
 import { CanonicalJsonError, parseJsonStrict, type JsonValue } from './canonical-json.js';
-import type { Weights } from './tensors.js';
+import {
+  DTYPES, DTYPE_BYTES, MAX_EXACT_INT, bf16ToFloat, dtypeOf, emptyWeights, floatToBf16Bits, floatToHalfBits, halfToFloat, intRange, isDType, roundHalfEven,
+  setTensor, type DType, type Weights, type WeightsLayout,
+} from './tensors.js';
+
+export { bf16ToFloat, halfToFloat };
 
 export class SafetensorsError extends Error {
   override name = 'SafetensorsError';
 }
-
-/** Bytes per element of each dtype we can read. Everything is converted to float32 on decode. */
-const DTYPE_SIZE: Record<string, number> = {
-  F64: 8, F32: 4, F16: 2, BF16: 2, I32: 4, I16: 2, I8: 1, U8: 1, BOOL: 1,
-};
 
 /** The reference implementation refuses headers over 100 MB; so do we, before decoding any text. */
 const MAX_HEADER_BYTES = 100_000_000;
@@ -32,6 +37,24 @@ export interface DecodeOptions {
 export interface Decoded {
   weights: Weights;
   metadata: Record<string, string>;
+}
+
+/** One tensor as the header describes it; offsets are relative to the byte buffer. */
+export interface TensorEntry {
+  name: string;
+  dtype: DType;
+  shape: number[];
+  begin: number;
+  end: number;
+}
+
+export interface SafetensorsHeader {
+  /** In the header's own order. */
+  tensors: TensorEntry[];
+  /** Null prototype: keys are ordinary names. */
+  metadata: Record<string, string>;
+  /** Offset of the byte buffer in the file. */
+  dataStart: number;
 }
 
 function checkShape(shape: unknown, where: string): number[] {
@@ -55,14 +78,16 @@ function elementCount(shape: number[], where: string): number {
 }
 
 /**
- * Encode weights as safetensors: tensors sorted by name, F32 little-endian, the header padded with spaces
- * so the byte buffer starts on an 8-byte boundary. Throws SafetensorsError on inconsistent input.
+ * Encode weights as safetensors: tensors sorted by name, each in its dtype (F32 when absent), little-endian, the
+ * header padded with spaces so the byte buffer starts on an 8-byte boundary. Floating values are rounded to
+ * nearest even for F16/BF16; integer dtypes must hold integers in range (a non-integer is rounded half to even).
+ * Throws SafetensorsError on inconsistent input.
  */
 export function encodeSafetensors(weights: Weights, metadata?: Record<string, string>): Uint8Array {
   const names = Object.keys(weights).sort();
-  const header: Record<string, unknown> = {};
+  const header = Object.create(null) as Record<string, unknown>;
   if (metadata !== undefined && Object.keys(metadata).length > 0) {
-    const meta: Record<string, string> = {};
+    const meta = Object.create(null) as Record<string, string>;
     for (const [k, v] of Object.entries(metadata).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
       if (typeof v !== 'string') throw new SafetensorsError(`__metadata__.${k}: value must be a string`);
       Object.defineProperty(meta, k, { value: v, enumerable: true, writable: true, configurable: true });
@@ -78,9 +103,12 @@ export function encodeSafetensors(weights: Weights, metadata?: Record<string, st
     const n = elementCount(shape, where);
     if (!(t.data instanceof Float32Array)) throw new SafetensorsError(`${where}: data must be a Float32Array`);
     if (t.data.length !== n) throw new SafetensorsError(`${where}: data length ${t.data.length} does not match shape [${shape}]`);
-    const info = { dtype: 'F32', shape: [...shape], data_offsets: [offset, offset + 4 * n] };
+    const dtype = dtypeOf(t);
+    if (!isDType(dtype)) throw new SafetensorsError(`${where}: unsupported dtype ${JSON.stringify(dtype)} (supported: ${DTYPES.join(', ')})`);
+    const size = DTYPE_BYTES[dtype] * n;
+    const info = { dtype, shape: [...shape], data_offsets: [offset, offset + size] };
     Object.defineProperty(header, name, { value: info, enumerable: true, writable: true, configurable: true });
-    offset += 4 * n;
+    offset += size;
   }
   let json = JSON.stringify(header);
   let headerBytes = new TextEncoder().encode(json);
@@ -94,28 +122,56 @@ export function encodeSafetensors(weights: Weights, metadata?: Record<string, st
   out.set(headerBytes, 8);
   let at = 8 + headerBytes.length;
   for (const name of names) {
-    const d = weights[name]!.data;
-    if (HOST_LITTLE_ENDIAN) {
-      out.set(new Uint8Array(d.buffer, d.byteOffset, d.byteLength), at);
-    } else {
-      const dv = new DataView(out.buffer, at, d.byteLength);
-      for (let i = 0; i < d.length; i++) dv.setFloat32(4 * i, d[i]!, true);
-    }
-    at += d.byteLength;
+    const t = weights[name]!;
+    at += writeValues(out, at, t.data, dtypeOf(t), `tensor "${name}"`);
   }
   return out;
 }
 
-interface Entry {
-  name: string;
-  dtype: string;
-  shape: number[];
-  begin: number;
-  end: number;
+/** Writes `d` as `dtype` at `out[at…]`; returns the bytes written. */
+function writeValues(out: Uint8Array, at: number, d: Float32Array, dtype: DType, where: string): number {
+  const size = DTYPE_BYTES[dtype];
+  if (dtype === 'F32' && HOST_LITTLE_ENDIAN) {
+    out.set(new Uint8Array(d.buffer, d.byteOffset, d.byteLength), at);
+    return d.byteLength;
+  }
+  const dv = new DataView(out.buffer, out.byteOffset + at, d.length * size);
+  switch (dtype) {
+    case 'F32':
+      for (let i = 0; i < d.length; i++) dv.setFloat32(4 * i, d[i]!, true);
+      break;
+    case 'F64':
+      for (let i = 0; i < d.length; i++) dv.setFloat64(8 * i, d[i]!, true);
+      break;
+    case 'F16':
+      for (let i = 0; i < d.length; i++) dv.setUint16(2 * i, floatToHalfBits(d[i]!), true);
+      break;
+    case 'BF16':
+      for (let i = 0; i < d.length; i++) dv.setUint16(2 * i, floatToBf16Bits(d[i]!), true);
+      break;
+    default: {
+      const [lo, hi] = intRange(dtype);
+      for (let i = 0; i < d.length; i++) {
+        const v = roundHalfEven(d[i]!);
+        if (!(v >= lo && v <= hi)) throw new SafetensorsError(`${where}: value ${d[i]} at index ${i} does not fit ${dtype} (Setu holds ${lo}..${hi} exactly)`);
+        if (dtype === 'I64') {
+          dv.setInt32(8 * i, v, true);
+          dv.setInt32(8 * i + 4, v < 0 ? -1 : 0, true);
+        } else if (dtype === 'I32') dv.setInt32(4 * i, v, true);
+        else if (dtype === 'I16') dv.setInt16(2 * i, v, true);
+        else if (dtype === 'I8') dv.setInt8(i, v);
+        else dv.setUint8(i, v);
+      }
+    }
+  }
+  return d.length * size;
 }
 
-/** Decode and validate a safetensors file. Throws SafetensorsError (only) on malformed input. */
-export function decodeSafetensors(bytes: Uint8Array, opts: DecodeOptions = {}): Decoded {
+/**
+ * Parses and validates the header (every tensor's dtype, shape and offsets; the tensors tile the buffer exactly)
+ * without decoding any value. Throws SafetensorsError (only) on malformed input.
+ */
+export function readSafetensorsHeader(bytes: Uint8Array, opts: DecodeOptions = {}): SafetensorsHeader {
   if (!(bytes instanceof Uint8Array)) throw new SafetensorsError('input must be a Uint8Array');
   if (opts.maxBytes !== undefined && bytes.length > opts.maxBytes) {
     throw new SafetensorsError(`file is ${bytes.length} bytes, over the limit of ${opts.maxBytes}`);
@@ -139,7 +195,8 @@ export function decodeSafetensors(bytes: Uint8Array, opts: DecodeOptions = {}): 
   }
   let header: JsonValue;
   try {
-    // Trailing spaces are the alignment padding the spec allows; the strict parser skips them.
+    // Trailing spaces are the alignment padding the spec allows; the strict parser skips them. Its objects
+    // hold every key (even "__proto__") as an own data property.
     header = parseJsonStrict(text, { maxDepth: 8 });
   } catch (e) {
     if (e instanceof CanonicalJsonError) throw new SafetensorsError(`header is not valid JSON (${e.message})`);
@@ -149,24 +206,42 @@ export function decodeSafetensors(bytes: Uint8Array, opts: DecodeOptions = {}): 
     throw new SafetensorsError('header must be a JSON object');
   }
   const bufferLen = bytes.length - 8 - n;
-  const metadata = readMetadata(header.__metadata__);
-  const entries: Entry[] = [];
+  const metadata = readMetadata(Object.hasOwn(header, '__metadata__') ? header.__metadata__ : undefined);
+  const tensors: TensorEntry[] = [];
   for (const [name, info] of Object.entries(header)) {
     if (name === '__metadata__') continue;
-    entries.push(readEntry(name, info, bufferLen));
+    tensors.push(readEntry(name, info, bufferLen));
   }
-  checkTiling(entries, bufferLen);
-  const data = bytes.subarray(8 + n);
-  const weights: Weights = {};
-  for (const e of entries) {
-    const tensor = { shape: e.shape, data: toFloat32(data.subarray(e.begin, e.end), e.dtype) };
-    Object.defineProperty(weights, e.name, { value: tensor, enumerable: true, writable: true, configurable: true });
+  checkTiling(tensors, bufferLen);
+  return { tensors, metadata, dataStart: 8 + n };
+}
+
+/** The layout a header describes (null prototype), to compare with what a study expects before decoding. */
+export function headerLayout(h: SafetensorsHeader): WeightsLayout {
+  const out = Object.create(null) as WeightsLayout;
+  for (const e of h.tensors) Object.defineProperty(out, e.name, { value: { shape: [...e.shape], dtype: e.dtype }, enumerable: true });
+  return out;
+}
+
+/** Decodes the values of the tensors `h` describes (from `readSafetensorsHeader` of the same bytes). */
+export function decodeTensors(bytes: Uint8Array, h: SafetensorsHeader): Weights {
+  const data = bytes.subarray(h.dataStart);
+  const weights = emptyWeights();
+  for (const e of h.tensors) {
+    const values = toFloat32(data.subarray(e.begin, e.end), e.dtype, e.name);
+    setTensor(weights, e.name, { shape: e.shape, data: values, ...(e.dtype !== 'F32' ? { dtype: e.dtype } : {}) });
   }
-  return { weights, metadata };
+  return weights;
+}
+
+/** Decode and validate a safetensors file. Throws SafetensorsError (only) on malformed input. */
+export function decodeSafetensors(bytes: Uint8Array, opts: DecodeOptions = {}): Decoded {
+  const h = readSafetensorsHeader(bytes, opts);
+  return { weights: decodeTensors(bytes, h), metadata: h.metadata };
 }
 
 function readMetadata(meta: JsonValue | undefined): Record<string, string> {
-  const out: Record<string, string> = {};
+  const out = Object.create(null) as Record<string, string>;
   if (meta === undefined) return out;
   if (meta === null || typeof meta !== 'object' || Array.isArray(meta)) {
     throw new SafetensorsError('__metadata__ must be an object of strings');
@@ -178,21 +253,19 @@ function readMetadata(meta: JsonValue | undefined): Record<string, string> {
   return out;
 }
 
-function readEntry(name: string, info: JsonValue, bufferLen: number): Entry {
+function readEntry(name: string, info: JsonValue, bufferLen: number): TensorEntry {
   const where = `tensor "${name}"`;
   if (name === '') throw new SafetensorsError('tensor name must not be empty');
   if (info === null || typeof info !== 'object' || Array.isArray(info)) throw new SafetensorsError(`${where}: entry must be an object`);
   for (const k of Object.keys(info)) {
     if (k !== 'dtype' && k !== 'shape' && k !== 'data_offsets') throw new SafetensorsError(`${where}: unexpected field "${k}"`);
   }
-  const dtype = info.dtype;
+  const own = (k: string): JsonValue | undefined => (Object.hasOwn(info, k) ? info[k] : undefined);
+  const dtype = own('dtype');
   if (typeof dtype !== 'string') throw new SafetensorsError(`${where}: dtype must be a string`);
-  const size = DTYPE_SIZE[dtype];
-  if (!Object.prototype.hasOwnProperty.call(DTYPE_SIZE, dtype) || size === undefined) {
-    throw new SafetensorsError(`${where}: unsupported dtype ${JSON.stringify(dtype)} (supported: ${Object.keys(DTYPE_SIZE).join(', ')})`);
-  }
-  const shape = checkShape(info.shape, where);
-  const offs = info.data_offsets;
+  if (!isDType(dtype)) throw new SafetensorsError(`${where}: unsupported dtype ${JSON.stringify(dtype)} (supported: ${DTYPES.join(', ')})`);
+  const shape = checkShape(own('shape'), where);
+  const offs = own('data_offsets');
   if (!Array.isArray(offs) || offs.length !== 2) throw new SafetensorsError(`${where}: data_offsets must be [begin, end]`);
   const [begin, end] = offs;
   if (typeof begin !== 'number' || typeof end !== 'number' || !Number.isSafeInteger(begin) || !Number.isSafeInteger(end) || begin < 0 || end < 0) {
@@ -201,6 +274,7 @@ function readEntry(name: string, info: JsonValue, bufferLen: number): Entry {
   if (begin > end) throw new SafetensorsError(`${where}: data_offsets [${begin}, ${end}] has begin after end`);
   if (end > bufferLen) throw new SafetensorsError(`${where}: data_offsets [${begin}, ${end}] out of range (buffer is ${bufferLen} bytes)`);
   const count = elementCount(shape, where);
+  const size = DTYPE_BYTES[dtype];
   if (count * size !== end - begin) {
     throw new SafetensorsError(`${where}: shape [${shape}] of ${dtype} needs ${count * size} bytes but data_offsets span ${end - begin}`);
   }
@@ -208,10 +282,10 @@ function readEntry(name: string, info: JsonValue, bufferLen: number): Entry {
 }
 
 /** The tensors must tile the byte buffer exactly: no overlap, no gap, nothing left over. */
-function checkTiling(entries: Entry[], bufferLen: number): void {
+function checkTiling(entries: TensorEntry[], bufferLen: number): void {
   const sorted = [...entries].sort((a, b) => a.begin - b.begin || a.end - b.end);
   let at = 0;
-  let prev: Entry | null = null;
+  let prev: TensorEntry | null = null;
   for (const e of sorted) {
     if (e.begin < at) throw new SafetensorsError(`tensor "${e.name}" overlaps tensor "${prev!.name}" (bytes ${e.begin}..${at})`);
     if (e.begin > at) throw new SafetensorsError(`bytes ${at}..${e.begin} of the buffer belong to no tensor`);
@@ -221,27 +295,45 @@ function checkTiling(entries: Entry[], bufferLen: number): void {
   if (at !== bufferLen) throw new SafetensorsError(`bytes ${at}..${bufferLen} of the buffer belong to no tensor`);
 }
 
-function toFloat32(src: Uint8Array, dtype: string): Float32Array {
+/** Every half as float32: F16 decoding is one table lookup per value. */
+let halfTable: Float32Array | undefined;
+function halves(): Float32Array {
+  if (!halfTable) {
+    halfTable = new Float32Array(65536);
+    for (let h = 0; h < 65536; h++) halfTable[h] = halfToFloat(h);
+  }
+  return halfTable;
+}
+
+function toFloat32(src: Uint8Array, dtype: DType, name: string): Float32Array {
   // Copy into a fresh, aligned buffer: the source offset need not be a multiple of the element size.
   // `new Uint8Array(src)` always copies; `src.slice()` would not when src is a Node Buffer (Buffer#slice
   // shares memory), and `copy.buffer` would then be the whole pooled allocation.
   const copy = new Uint8Array(src);
-  const dv = new DataView(copy.buffer);
-  if (dtype === 'F32') {
-    if (HOST_LITTLE_ENDIAN) return new Float32Array(copy.buffer, 0, copy.length / 4);
-    const out = new Float32Array(copy.length / 4);
-    for (let i = 0; i < out.length; i++) out[i] = dv.getFloat32(4 * i, true);
+  const size = DTYPE_BYTES[dtype];
+  const count = copy.length / size;
+  if (dtype === 'F32' && HOST_LITTLE_ENDIAN) return new Float32Array(copy.buffer, 0, count);
+  const out = new Float32Array(count);
+  if (HOST_LITTLE_ENDIAN && dtype === 'F16') {
+    const u16 = new Uint16Array(copy.buffer, 0, count), t = halves();
+    for (let i = 0; i < count; i++) out[i] = t[u16[i]!]!;
     return out;
   }
-  const size = DTYPE_SIZE[dtype]!;
-  const out = new Float32Array(copy.length / size);
-  for (let i = 0; i < out.length; i++) {
+  if (HOST_LITTLE_ENDIAN && dtype === 'BF16') {
+    const u16 = new Uint16Array(copy.buffer, 0, count), bits = new Uint32Array(out.buffer);
+    for (let i = 0; i < count; i++) bits[i] = u16[i]! << 16;
+    return out;
+  }
+  const dv = new DataView(copy.buffer);
+  for (let i = 0; i < count; i++) {
     const o = i * size;
     switch (dtype) {
+      case 'F32': out[i] = dv.getFloat32(o, true); break;
       case 'F64': out[i] = dv.getFloat64(o, true); break;
       case 'F16': out[i] = halfToFloat(dv.getUint16(o, true)); break;
       case 'BF16': out[i] = bf16ToFloat(dv.getUint16(o, true)); break;
-      case 'I32': out[i] = dv.getInt32(o, true); break;
+      case 'I64': out[i] = exactInt(dv.getInt32(o + 4, true) * 2 ** 32 + dv.getUint32(o, true), name, dtype, i); break;
+      case 'I32': out[i] = exactInt(dv.getInt32(o, true), name, dtype, i); break;
       case 'I16': out[i] = dv.getInt16(o, true); break;
       case 'I8': out[i] = dv.getInt8(o); break;
       case 'U8': out[i] = dv.getUint8(o); break;
@@ -251,19 +343,10 @@ function toFloat32(src: Uint8Array, dtype: string): Float32Array {
   return out;
 }
 
-/** IEEE 754 binary16 to number (exact: every half is representable in float32). */
-export function halfToFloat(h: number): number {
-  const sign = h & 0x8000 ? -1 : 1;
-  const exp = (h >> 10) & 0x1f;
-  const frac = h & 0x3ff;
-  if (exp === 0) return sign * frac * 2 ** -24; // subnormal or zero
-  if (exp === 0x1f) return frac === 0 ? sign * Infinity : NaN;
-  return sign * (1 + frac / 1024) * 2 ** (exp - 15);
-}
-
-const bfScratch = new DataView(new ArrayBuffer(4));
-/** bfloat16 is the top half of a float32. */
-export function bf16ToFloat(b: number): number {
-  bfScratch.setUint32(0, b << 16 >>> 0);
-  return bfScratch.getFloat32(0);
+/** An I64/I32 value float32 cannot hold exactly is refused, never rounded. */
+function exactInt(v: number, name: string, dtype: DType, i: number): number {
+  if (v > MAX_EXACT_INT || v < -MAX_EXACT_INT) {
+    throw new SafetensorsError(`tensor "${name}" (${dtype}) holds ${v} at index ${i}; Setu holds integer tensors exactly within ±${MAX_EXACT_INT} (2^24) only`);
+  }
+  return v;
 }

@@ -7,7 +7,7 @@
  * would otherwise silently drop a field a route adds before its schema here is updated.
  */
 import { Type, type Static } from '@sinclair/typebox';
-import { StudySpecSchema } from './api.js';
+import { StudySpecSchema, type TaskProgress } from './api.js';
 
 const open = { additionalProperties: true } as const;
 const Nullable = <T extends ReturnType<typeof Type.String>>(t: T) => Type.Union([t, Type.Null()]);
@@ -23,6 +23,8 @@ export const SiteViewSchema = Type.Object(
     createdAt: Type.Number(),
     lastSeenAt: NullableNumber,
     online: Type.Boolean(),
+    /** What its agent declared about its trainer (PUT /v1/agent/trainer); null before its agent first ran. */
+    trainer: Type.Optional(Type.Union([Type.Object({ kind: Type.String(), description: Type.String(), models: Type.Array(Type.String()), features: Type.Array(Type.String()) }, open), Type.Null()])),
   },
   open,
 );
@@ -66,9 +68,31 @@ export const StudyDetailSchema = Type.Object(
     round: Type.Integer(),
     participants: Type.Array(Type.Object({ id: Type.String(), name: Type.String() }, open)),
     openRound: Type.Union([
-      Type.Object({ round: Type.Integer(), kind: Type.String(), deadlineAt: NullableNumber, received: Type.Integer(), expected: Type.Integer() }, open),
+      Type.Object(
+        {
+          round: Type.Integer(),
+          kind: Type.String(),
+          deadlineAt: NullableNumber,
+          received: Type.Integer(),
+          expected: Type.Integer(),
+          /** The latest progress line of each running task (site names), as its trainer printed it. */
+          progress: Type.Optional(Type.Array(Type.Object({ site: Type.String(), taskId: Type.String(), at: Type.Number(), step: Type.Optional(Type.Integer()), of: Type.Optional(Type.Integer()),
+            metrics: Type.Optional(Type.Record(Type.String(), Type.Number())), message: Type.Optional(Type.String()) }, open))),
+        },
+        open,
+      ),
       Type.Null(),
     ]),
+    /** The model's tensors (name, dtype, shape, rule) from its latest version; null before a custom model's initial weights arrive. */
+    model: Type.Optional(Type.Union([
+      Type.Object({
+        version: Type.String(),
+        digest: Type.String(),
+        parameters: Type.Integer(),
+        tensors: Type.Array(Type.Object({ name: Type.String(), dtype: Type.String(), shape: Type.Array(Type.Integer()), rule: Type.String() }, open)),
+      }, open),
+      Type.Null(),
+    ])),
     rounds: Type.Array(
       Type.Object(
         { round: Type.Integer(), kind: Type.String(), status: Type.String(), openedAt: NullableNumber, committedAt: NullableNumber, modelVersionId: Nullable(Type.String()) },
@@ -90,5 +114,7 @@ export type StreamEvent =
   | { type: 'update.refused'; studyId: string | null; round: number | null; siteId: string | null; reason: string }
   | { type: 'round.committed'; studyId: string; round: number; kind: string; metrics: Record<string, number> }
   | { type: 'study.status'; studyId: string; status: string; error?: string | null }
+  /** A progress line of a site's trainer (step of steps, running metrics, a message), forwarded by its agent. */
+  | { type: 'task.progress'; studyId: string; round: number; siteId: string; taskId: string; progress: TaskProgress }
   | { type: 'expired'; at: number };
-export const STREAM_EVENT_TYPES = ['ready', 'round.opened', 'update.accepted', 'update.refused', 'round.committed', 'study.status', 'expired'] as const;
+export const STREAM_EVENT_TYPES = ['ready', 'round.opened', 'update.accepted', 'update.refused', 'round.committed', 'study.status', 'task.progress', 'expired'] as const;

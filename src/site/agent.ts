@@ -13,8 +13,13 @@ import { generateSigningKeys, importPrivateKey, publicKeyToRaw } from '../protoc
 import { createPublicKey } from 'node:crypto';
 import { RESULT_META_KEY } from '../protocol/api.js';
 import { decodeSafetensors, encodeSafetensors } from '../protocol/safetensors.js';
-import { runExternalTrainer } from './trainers/external.js';
-import { declaredCohort, loadSiteDataset, prepareReport, type SiteData } from './datasets.js';
+import { ExternalTrainer, ExternalTrainerError, externalTrainerOf } from './trainers/external.js';
+import { trainerDeclaration } from './trainers/declaration.js';
+import { LOCAL_TENSORS_FILE, releaseOf, startingWeights } from './tensor-rules.js';
+import { pickWeights } from '../protocol/tensors.js';
+import type { TaskProgress } from '../protocol/api.js';
+import { datasetFile, declaredCohort, isExtracted, loadSiteDataset, prepareReport, type SiteData } from './datasets.js';
+import { readCsv } from './data/csv.js';
 import { createModel } from '../learning/models/registry.js';
 import { fit } from '../learning/client.js';
 import { BatchStream, type BatchStreamState } from '../learning/batches.js';
@@ -82,6 +87,8 @@ export class SiteAgent {
   private readonly privacyRefused = new Set<string>();
   /** The site's own policy (site.yaml `policy:`); it wins over the jurisdiction's, as in FLARE. */
   private readonly policy: SiteLocalPolicy | undefined;
+  /** The site's own program, when site.yaml names one (trainer.kind: external). */
+  private readonly external: ExternalTrainer | undefined;
   readonly cred: Credential;
 
   constructor(
@@ -96,6 +103,7 @@ export class SiteAgent {
     if (!pem) throw new Error(`site ${cred.siteName} has no signing key (${this.state.keyFile}); enrol again with a new invite`);
     this.log = opts.log ?? (() => {});
     this.policy = loadLocalPolicy(cfg);
+    this.external = cfg.trainer?.kind === 'external' ? externalTrainerOf(cfg) : undefined;
     let lastRetryLog = 0;
     const ca = caOf(cfg);
     this.http = new HttpClient({
@@ -121,6 +129,8 @@ export class SiteAgent {
           await this.http.json('PUT', '/v1/agent/cohorts', { cohorts: await cohortsOf(this.cfg, this.log) });
           // Whether this site trains on its own machine or needs compute placed by the coordinator.
           await this.http.json('PUT', '/v1/agent/compute', this.cfg.compute ?? { mode: 'own' });
+          // What its trainer can do, so a study it cannot serve is refused at start rather than at task time.
+          await this.http.json('PUT', '/v1/agent/trainer', trainerDeclaration(this.cfg));
           declared = true;
         }
         await this.flushPending();
@@ -169,9 +179,16 @@ export class SiteAgent {
       this.log(`task ${task.taskId}: schema check ${report.problems.length ? `found ${report.problems.length} problem(s)` : 'passed'}; uploading`);
       return this.flushPending();
     }
+    if (this.external) return this.handleExternal(task, started, cpu0);
+    if (task.model.kind === 'custom') {
+      // The coordinator refuses such a study at start (this site declared its trainer); a task is refused all the same.
+      return this.refuse(task, `model ${task.model.name} is a custom model; this site trains with the built-in trainer only (site.yaml trainer.kind: external trains it)`);
+    }
     const model = createModel(task.model);
     const data = this.dataset(task);
-    const global = decodeSafetensors((await this.http.request('GET', `/v1/agent/models/${encodeURIComponent(task.modelVersionId)}`)).body).weights;
+    const decoded = decodeSafetensors((await this.http.request('GET', `/v1/agent/models/${encodeURIComponent(task.modelVersionId)}`)).body).weights;
+    // This site's own copy of the study's local tensors replaces the global values (tensor-rules.ts).
+    const global = startingWeights(decoded, task.tensorRules, this.state.readBytes(task.studyId, LOCAL_TENSORS_FILE));
     const ev = model.evaluate(global, data.test);
     const evalMetrics = metricsOf(ev);
     let placed: { placement: { resourceId: string }; resource: ComputeResource } | undefined;
@@ -218,17 +235,6 @@ export class SiteAgent {
     if (task.kind === 'evaluate') {
       const meta: ResultMeta = { taskId: task.taskId, numExamples: data.train.n, evalMetrics, evalExamples: data.test.n, durationMs: Date.now() - started };
       pending = { taskId: task.taskId, studyId: task.studyId, contentType: 'application/json', body: new TextEncoder().encode(JSON.stringify(meta)), commit: [] };
-    } else if (this.cfg.trainer?.kind === 'external') {
-      // Any program trains (PyTorch at a GPU site, R, …): it gets the global weights and the task in a
-      // work directory and reads this site's file itself; Setu validates what it returns.
-      const t = this.cfg.trainer;
-      const out = await runExternalTrainer(
-        { command: t.command, ...(t.timeoutSeconds ? { timeoutMs: t.timeoutSeconds * 1000 } : {}) },
-        { round: task.round, model: task.model, fit: task.fit!, seed: task.seed, dataFile: data.file, data: { ...(task.dataSchema ? { schema: task.dataSchema } : {}), ...(task.normStats ? { stats: task.normStats } : {}) }, weights: global },
-        this.opts.signal,
-      );
-      const meta: ResultMeta = { taskId: task.taskId, numExamples: out.numExamples, trainMetrics: out.metrics, evalMetrics, evalExamples: data.test.n, durationMs: Date.now() - started };
-      pending = { taskId: task.taskId, studyId: task.studyId, contentType: 'application/octet-stream', body: encodeSafetensors(out.weights, { [RESULT_META_KEY]: JSON.stringify(meta) }), commit: [] };
     } else {
       const cfg = task.fit!;
       // The shuffle stream carries over across rounds and across agent restarts; it is seeded from the
@@ -273,8 +279,10 @@ export class SiteAgent {
       };
       // The release is counted before the result is queued (see privacy.ts: never under-count).
       if (dp && budget) meta.privacy = spendAndPersist(this.state, task.studyId, budget, dp, `${task.taskId}`);
-      const body = task.privacy?.secagg ? secaggBody(out.weights, global, meta) : encodeSafetensors(out.weights, { [RESULT_META_KEY]: JSON.stringify(meta) });
-      const commit: PendingResult['commit'] = [{ name: 'stream.json', data: JSON.stringify(streamState), encoding: 'utf8' }];
+      // Only the aggregated tensors leave the site; local ones are kept once the coordinator holds the result.
+      const release = releaseOf(out.weights, global, task.tensorRules);
+      const body = task.privacy?.secagg ? secaggBody(release.upload, pickWeights(global, Object.keys(release.upload)), meta) : encodeSafetensors(release.upload, { [RESULT_META_KEY]: JSON.stringify(meta) });
+      const commit: PendingResult['commit'] = [{ name: 'stream.json', data: JSON.stringify(streamState), encoding: 'utf8' }, ...release.commit];
       if (out.clientState) commit.push({ name: 'client-state.safetensors', data: Buffer.from(encodeSafetensors(out.clientState)).toString('base64'), encoding: 'base64' });
       pending = { taskId: task.taskId, studyId: task.studyId, contentType: 'application/octet-stream', body, commit };
     }
@@ -284,6 +292,80 @@ export class SiteAgent {
     // completion) holds every task's compute.
     await this.reportUsage(task, usage ?? inProcessUsage(this.cred.siteName, cpu0, started));
     await this.flushPending();
+  }
+
+  /** Closes a task this site cannot or will not run, with the reason the study lead sees. */
+  private async refuse(task: TaskMessage, reason: string): Promise<void> {
+    this.log(`task ${task.taskId}: refused: ${reason}`);
+    await this.http.json('POST', `/v1/agent/tasks/${encodeURIComponent(task.taskId)}/refuse`, { reason: reason.slice(0, 3900) });
+  }
+
+  /**
+   * A task for the site's own program (external-trainer contract v2): any tensor set, the trainer's own evaluation,
+   * its progress lines forwarded to the coordinator. A trainer that crashes, hangs past its timeout, writes NaN or the
+   * wrong tensors closes the task with that reason: nothing leaves the site and the round goes on without it.
+   */
+  private async handleExternal(task: TaskMessage, started: number, cpu0: NodeJS.CpuUsage): Promise<void> {
+    const trainer = this.external!;
+    if (task.kind === 'fit') {
+      // The trainer reads its file itself; the policy's example floor is checked against the rows that file holds
+      // (an extracted source's table as the prepare round wrote it: the hospital's systems are not queried again).
+      const src = this.cfg.datasets[task.dataset];
+      const trainExamples = src && isExtracted(src) ? readCsv(datasetFile(this.cfg, task.dataset, task.studyId)).rows.length : await declaredCohort(this.cfg, task.dataset, this.log);
+      const refusal = localPolicyRefusal(this.policy, task, { trainExamples, ...(this.cfg.jurisdiction ? { siteJurisdiction: this.cfg.jurisdiction, computeJurisdiction: this.cfg.jurisdiction } : {}) });
+      if (refusal) return this.refuse(task, `local policy: ${refusal}`);
+      // Not declared to the coordinator (trainers/declaration.ts), so a study asking for it never starts here.
+      if (task.privacy) return this.refuse(task, 'privacy: DP and SecAgg+ around an external trainer are not available at this agent');
+    }
+    const decoded = decodeSafetensors((await this.http.request('GET', `/v1/agent/models/${encodeURIComponent(task.modelVersionId)}`)).body).weights;
+    const global = startingWeights(decoded, task.tensorRules, this.state.readBytes(task.studyId, LOCAL_TENSORS_FILE));
+    const progress = this.progressSender(task);
+    const input = { task, global, siteName: this.cred.siteName, ...(this.opts.signal ? { signal: this.opts.signal } : {}), progress: progress.report };
+    let pending: PendingResult;
+    try {
+      if (task.kind === 'evaluate') {
+        const ev = await trainer.evaluate(input);
+        const meta: ResultMeta = { taskId: task.taskId, numExamples: ev.examples, evalMetrics: ev.metrics, evalExamples: ev.examples, durationMs: Date.now() - started };
+        pending = { taskId: task.taskId, studyId: task.studyId, contentType: 'application/json', body: new TextEncoder().encode(JSON.stringify(meta)), commit: [] };
+      } else {
+        const out = await trainer.fit(input);
+        const meta: ResultMeta = { taskId: task.taskId, numExamples: out.numExamples, trainMetrics: out.trainMetrics, ...(out.evalMetrics ? { evalMetrics: out.evalMetrics, evalExamples: out.evalExamples! } : {}), durationMs: Date.now() - started };
+        pending = { taskId: task.taskId, studyId: task.studyId, contentType: 'application/octet-stream', body: encodeSafetensors(out.weights, { [RESULT_META_KEY]: JSON.stringify(meta) }), commit: out.commit };
+      }
+    } catch (e) {
+      if (!(e instanceof ExternalTrainerError) || e.kind === 'aborted') throw e;
+      return this.refuse(task, `${trainer.description} failed (${e.kind}): ${e.message}`);
+    } finally {
+      progress.close();
+    }
+    this.state.savePending(pending);
+    this.log(`task ${task.taskId}: ${task.kind} done by ${trainer.description} in ${Date.now() - started} ms; uploading`);
+    await this.reportUsage(task, inProcessUsage(this.cred.siteName, cpu0, started));
+    await this.flushPending();
+  }
+
+  /**
+   * Forwards a trainer's progress lines: every one to the agent's log, the latest to the coordinator at most once a
+   * second (the study lead sees it in `setu study status` and on the event stream). A lost report is not retried.
+   */
+  private progressSender(task: TaskMessage): { report: (p: TaskProgress) => void; close: () => void } {
+    let last = 0, timer: NodeJS.Timeout | undefined, latest: TaskProgress | undefined;
+    const send = (): void => {
+      timer = undefined;
+      last = Date.now();
+      this.http.json('POST', `/v1/agent/tasks/${encodeURIComponent(task.taskId)}/progress`, latest).catch((e) => this.log(`task ${task.taskId}: progress not forwarded: ${(e as Error).message}`));
+    };
+    return {
+      report: (p) => {
+        this.log(`task ${task.taskId}: progress ${JSON.stringify(p)}`);
+        latest = p;
+        if (timer) return;
+        timer = setTimeout(send, Math.max(0, 1000 - (Date.now() - last)));
+        timer.unref();
+      },
+      // The task is over: its result (or refusal) says the rest.
+      close: () => clearTimeout(timer),
+    };
   }
 
   /** The task's CPU/GPU-seconds for the coordinator's ledger; a duplicate report (409) is already recorded. */

@@ -47,7 +47,24 @@ export const SiteConfigSchema = Type.Object(
       Type.Union([
         Type.Object({ kind: Type.Literal('builtin') }, strict),
         Type.Object(
-          { kind: Type.Literal('external'), command: Type.Array(Type.String(), { minItems: 1 }), timeoutSeconds: Type.Optional(Type.Number({ exclusiveMinimum: 0 })) },
+          {
+            kind: Type.Literal('external'),
+            /** argv, run without a shell in the task's work directory; an argument starting with ./ or ../ is a path relative to this file. */
+            command: Type.Array(Type.String({ minLength: 1 }), { minItems: 1 }),
+            /** Wall-clock limit per task (default 1800). */
+            timeoutSeconds: Type.Optional(Type.Number({ exclusiveMinimum: 0 })),
+            /** Between SIGTERM and SIGKILL when a task is stopped (default 5). */
+            killGraceSeconds: Type.Optional(Type.Number({ minimum: 0, maximum: 3600 })),
+            /** Extra environment for the trainer (it inherits none of the agent's but PATH, HOME, locale, TMPDIR, CUDA_VISIBLE_DEVICES). */
+            env: Type.Optional(Type.Record(Type.String({ pattern: '^[A-Za-z_][A-Za-z0-9_]*$' }), Type.String())),
+            /** Parent of the per-task work directories (default the OS temp dir), relative to this file. */
+            workDir: Type.Optional(Type.String({ minLength: 1 })),
+            keepWorkDir: Type.Optional(Type.Boolean()),
+            /** Model kinds the trainer trains (default: custom, a model defined by its initial weights). */
+            models: Type.Optional(Type.Array(Type.Union([Type.Literal('logistic'), Type.Literal('mlp'), Type.Literal('cox'), Type.Literal('custom')]), { minItems: 1, uniqueItems: true })),
+            /** What the trainer itself applies when a task asks: FedProx's proximal term, sample-level DP-SGD by the agent's plan. */
+            features: Type.Optional(Type.Array(Type.Union([Type.Literal('fedprox'), Type.Literal('dp-sgd')]), { uniqueItems: true })),
+          },
           strict,
         ),
       ]),

@@ -91,6 +91,19 @@ function tableOf(cfg: SiteConfig, key: string, studyId: string | undefined): { t
   return { table: readCsv(file), file };
 }
 
+/**
+ * The file behind a dataset key, for a trainer that reads it itself (an external trainer): the site's CSV, the
+ * table the study's prepare round extracted, or the bundled heart file. Nothing is loaded here.
+ */
+export function datasetFile(cfg: SiteConfig, key: string, studyId?: string): string {
+  const src = source(cfg, key);
+  if (src.format === 'fed-heart-disease') return loadSiteDataset(cfg, { dataset: key }).file;
+  if (src.format === 'csv') return resolve(cfg.configDir, src.path);
+  const file = tableFile(cfg, key, studyId);
+  if (!existsSync(file)) throw new Error(`dataset "${key}" is a ${src.format} source; its table is extracted by the study's prepare round and is not there yet (${file})`);
+  return file;
+}
+
 export function loadSiteDataset(cfg: SiteConfig, task: TaskRef): SiteData {
   const src = source(cfg, task.dataset);
   if (src.format === 'fed-heart-disease') {

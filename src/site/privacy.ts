@@ -8,7 +8,7 @@
  * the site may over-count a release it never sent (a crash in between) but never under-count one it did.
  */
 import type { DpSpec, PrivacySpend, TaskMessage } from '../protocol/api.js';
-import type { Weights } from '../protocol/tensors.js';
+import { mapWeights, tensorLike, type Weights } from '../protocol/tensors.js';
 import type { Dataset, Model } from '../learning/types.js';
 import type { SiteConfig } from './config.js';
 import type { SiteState } from './state.js';
@@ -109,11 +109,10 @@ export function trainPrivately(input: {
   const out = input.ordinary();
   const delta = updateDelta(out.weights, input.global);
   privatiseUpdate(delta, { clipNorm: plan.dp.clipNorm, noiseMultiplier: plan.plan.noiseMultiplier, mode: plan.dp.mode ?? 'central', clientsPerRound: plan.clientsPerRound }, new CryptoNormal());
-  const weights: Weights = {};
-  for (const [k, t] of Object.entries(input.global)) {
-    const d = new Float32Array(t.data.length);
+  const weights = mapWeights(Object.keys(input.global), (k) => {
+    const t = input.global[k]!, d = new Float32Array(t.data.length);
     for (let i = 0; i < d.length; i++) d[i] = t.data[i]! + delta[k]!.data[i]!;
-    weights[k] = { shape: [...t.shape], data: d };
-  }
+    return tensorLike(t, d);
+  });
   return { weights, numExamples: out.numExamples, loss: out.loss };
 }

@@ -89,7 +89,7 @@ test('tabular studies: schema mismatch refused by site and column; global normal
           coordinator: c.url,
           pollWaitMs: 5000,
           datasets: { cohort: { format: 'csv', path: 'cohort.csv' } },
-          ...(external ? { trainer: { kind: 'external', command: ['python3', TRAINER], timeoutSeconds: 60 } } : {}),
+          ...(external ? { trainer: { kind: 'external', command: ['python3', TRAINER], timeoutSeconds: 60, models: ['logistic'] } } : {}),
         }),
       );
       const inv = await admin<{ token: string }>('POST', '/v1/invites', { siteName: name });

@@ -8,6 +8,7 @@ const BENCHES: Record<string, () => Promise<{ main(argv: string[]): Promise<numb
   secagg: () => import('./secagg.js'),
   'dp-heart': () => import('./dp-heart.js'),
   csv: () => import('./csv.js'),
+  sdk: () => import('./sdk.js'),
 };
 
 export async function main(argv: string[]): Promise<number> {

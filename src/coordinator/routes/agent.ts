@@ -2,8 +2,9 @@
 import type { FastifyInstance } from 'fastify';
 import type { RouteContext } from './context.js';
 import { RESULT_META_KEY, ResultMetaSchema, checkValue, type ResultMeta, type StudySpec, type TaskMessage } from '../../protocol/api.js';
-import { SafetensorsError, decodeSafetensors } from '../../protocol/safetensors.js';
-import { firstNonFinite, layoutMismatch, layoutOf, type Weights, type WeightsLayout } from '../../protocol/tensors.js';
+import { SafetensorsError, decodeSafetensors, decodeTensors, headerLayout, readSafetensorsHeader } from '../../protocol/safetensors.js';
+import { firstNonFinite, layoutDifference, layoutOf, type ResolvedRules, type Weights, type WeightsLayout } from '../../protocol/tensors.js';
+import { rulesOf, updateLayout } from '../study-model.js';
 import { appendAudit } from '../../governance/audit-store.js';
 import { cohortSize } from '../../store/trust.js';
 import { StoreConflict, type TaskRow } from '../../store/store.js';
@@ -45,6 +46,7 @@ export function agentRoutes(app: FastifyInstance, ctx: RouteContext): void {
     const config = JSON.parse(task.config) as TaskMessage['fit'];
     const normStats = spec.dataSchema?.preprocessing?.normalise === 'global' ? await store.getKv(normStatsKey(task.study_id)) : undefined;
     const privacy = task.kind === 'fit' ? taskPrivacy(spec, (await store.listTasks(task.study_id, task.round)).length) : undefined;
+    const rules = spec.tensorRules?.length ? (await version(task.model_version_id, spec)).rules : undefined;
     return {
       taskId: task.id,
       studyId: task.study_id,
@@ -56,6 +58,7 @@ export function agentRoutes(app: FastifyInstance, ctx: RouteContext): void {
       dataset: spec.dataset,
       model: spec.model,
       ...(task.kind === 'fit' ? { fit: config } : {}),
+      ...(rules ? { tensorRules: { local: rules.local, skip: rules.skip } } : {}),
       strategy: spec.strategy.name,
       seed: studySeed(spec),
       deadlineAt: task.deadline_at,
@@ -71,22 +74,23 @@ export function agentRoutes(app: FastifyInstance, ctx: RouteContext): void {
     return reply.type('application/octet-stream').header('x-setu-digest', mv.digest).send(Buffer.from(mv.weights));
   });
 
-  // The global model each update started from: its layout checks the shape, its values the update's norm.
-  // Versions are immutable, so a small cache saves decoding one per upload.
-  const versions = new Map<string, { layout: WeightsLayout; weights: Weights }>();
-  async function version(id: string): Promise<{ layout: WeightsLayout; weights: Weights }> {
+  // The global model each update started from: its layout (the study's tensors that are aggregated) checks the
+  // update's names, shapes and dtypes, its values the update's norm. Versions are immutable, so a small cache saves
+  // decoding one per upload.
+  const versions = new Map<string, { layout: WeightsLayout; weights: Weights; rules: ResolvedRules }>();
+  async function version(id: string, spec: StudySpec): Promise<{ layout: WeightsLayout; weights: Weights; rules: ResolvedRules }> {
     let v = versions.get(id);
     if (!v) {
       const mv = await store.getModelVersion(id);
       if (!mv) throw new Error(`model version ${id} is missing`);
       const weights = decodeSafetensors(mv.weights).weights;
-      v = { layout: layoutOf(weights), weights };
+      const rules = rulesOf(spec, Object.keys(weights));
+      v = { layout: updateLayout(layoutOf(weights), rules), weights, rules };
       if (versions.size > 64) versions.delete(versions.keys().next().value!);
       versions.set(id, v);
     }
     return v;
   }
-  const layoutOfVersion = async (id: string) => (await version(id)).layout;
 
   app.post<{ Params: { id: string } }>('/v1/agent/tasks/:id/result', { preValidation: auth }, async (req) => {
     const site = requireSite(req.principal!, 'update.submit');
@@ -113,14 +117,25 @@ export function agentRoutes(app: FastifyInstance, ctx: RouteContext): void {
     if (task.kind === 'fit') {
       if (!Buffer.isBuffer(req.body)) return refuse(415, 'unsupported_media_type', 'a fit result must be a safetensors body (application/octet-stream)');
       weightsBytes = new Uint8Array(req.body);
-      let decoded;
+      // The header first: the update's tensors are checked against the study's (names, shapes, dtypes) before any
+      // value is decoded, so a wrong or oversized layout costs no decoding.
+      let header, weights: Weights;
       try {
-        decoded = decodeSafetensors(weightsBytes);
+        header = readSafetensorsHeader(weightsBytes);
       } catch (e) {
         if (e instanceof SafetensorsError) return refuse(400, 'malformed_update', `malformed safetensors: ${e.message}`);
         throw e;
       }
-      const rawMeta = decoded.metadata[RESULT_META_KEY];
+      const mismatch = layoutDifference(headerLayout(header), (await version(task.model_version_id, spec)).layout);
+      if (mismatch) return refuse(400, 'wrong_shape', `update does not match the study's model: ${mismatch}`);
+      try {
+        weights = decodeTensors(weightsBytes, header);
+      } catch (e) {
+        if (e instanceof SafetensorsError) return refuse(400, 'malformed_update', `malformed safetensors: ${e.message}`);
+        throw e;
+      }
+      const decoded = { weights, metadata: header.metadata };
+      const rawMeta = Object.hasOwn(decoded.metadata, RESULT_META_KEY) ? decoded.metadata[RESULT_META_KEY] : undefined;
       if (rawMeta === undefined) return refuse(400, 'malformed_update', `safetensors metadata lacks "${RESULT_META_KEY}"`);
       let parsed: unknown;
       try {
@@ -131,13 +146,11 @@ export function agentRoutes(app: FastifyInstance, ctx: RouteContext): void {
       const problems = checkValue(ResultMetaSchema, parsed);
       if (problems.length) return refuse(400, 'malformed_update', `result metadata: ${problems.join('; ')}`);
       meta = parsed as ResultMeta;
-      const mismatch = layoutMismatch(decoded.weights, await layoutOfVersion(task.model_version_id));
-      if (mismatch) return refuse(400, 'wrong_shape', `update does not match the study's model: ${mismatch}`);
       const nonFinite = firstNonFinite(decoded.weights);
       if (nonFinite) return refuse(400, 'non_finite', `update refused: ${nonFinite}`);
       if (meta.numExamples < 1) return refuse(400, 'implausible_update', 'a fit result must come from at least one training example');
       if (spec.maxUpdateNorm !== undefined) {
-        const norm = updateNorm(decoded.weights, (await version(task.model_version_id)).weights);
+        const norm = updateNorm(decoded.weights, (await version(task.model_version_id, spec)).weights);
         if (!(norm <= spec.maxUpdateNorm)) return refuse(400, 'update_norm', `update L2 norm ${norm.toPrecision(6)} exceeds the study's bound ${spec.maxUpdateNorm}`);
       }
     } else {

@@ -20,6 +20,8 @@ import { HttpError, requireUser } from '../auth.js';
 import type { StudySpec } from '../../protocol/api.js';
 import { encodeSafetensors } from '../../protocol/safetensors.js';
 import { digestHex, initialWeights } from '../engine.js';
+import { trainerProblems } from '../trainer-capabilities.js';
+import { declaredTrainer } from './trainer.js';
 import { addEvent, gov, listEvents, listInstitutions, listMemberships, type SiteMembership } from '../../store/governance.js';
 import { appendAudit } from '../../governance/audit-store.js';
 import { cohortSize } from '../../store/trust.js';
@@ -235,6 +237,11 @@ async function startInner(ctx: RouteContext, principal: Principal, studyId: stri
   checkOwnStudy(user, s);
   if (s.status !== 'created') throw new HttpError(409, 'conflict', `study ${s.id} is ${s.status}`);
   const spec = JSON.parse(s.spec) as StudySpec;
+  // The model version 0: the study lead's initial weights (a custom model must have them), else the family's own.
+  const uploaded = await store.getModelVersion(`${s.id}.v0`);
+  if (!uploaded && spec.model.kind === 'custom') {
+    throw new HttpError(409, 'no_initial_weights', `study ${s.id} has a custom model and no initial weights yet: upload them (PUT /v1/studies/${s.id}/initial-weights, or setu study create --weights FILE)`);
+  }
   const t = now();
   const who = { by: user.id, at: t };
   const before = await loadLifecycle(gov(store.db), s.id);
@@ -262,6 +269,10 @@ async function startInner(ctx: RouteContext, principal: Principal, studyId: stri
   }
   const started = step(() => lc.start(cur!, who, spec.minSites ?? 1));
   const participants = lc.eligibleSites(cur, t);
+  // Every participant's trainer must be able to serve the study (its declaration, PUT /v1/agent/trainer).
+  const members = new Map((await listMemberships(gov(store.db))).map((m) => [m.id, m.name]));
+  const unfit = trainerProblems(spec, await Promise.all(participants.map(async (id) => ({ name: members.get(id) ?? id, trainer: await declaredTrainer(store, id) }))));
+  if (unfit.length) throw new HttpError(409, 'trainer_unfit', `study ${s.id} cannot start: ${unfit.join('; ')}`);
   const pol = policies(cfg);
   const { violations, inputs } = await checkStudyPolicy(store, spec, s.id, participants, cfg.coordinatorJurisdiction, pol, (id, d) => cohortSize(store.db, id, d));
   if (violations.length) {
@@ -269,11 +280,11 @@ async function startInner(ctx: RouteContext, principal: Principal, studyId: stri
     return reply.status(409).send({ error: 'policy_refused', message: `study ${s.id} breaks ${violations.length} jurisdiction rule(s): ${describeViolations(violations)}`, violations });
   }
   steps.push(started);
-  const bytes = encodeSafetensors(initialWeights(spec), { study: s.id, round: '0' });
+  const bytes = uploaded ? undefined : encodeSafetensors(initialWeights(spec), { study: s.id, round: '0' });
   await store.transaction(async (tx) => {
     await store.transitionStudy(s.id, ['created'], 'running', t, {}, tx);
     await tx.updateTable('studies').set({ participants: JSON.stringify(participants) }).where('id', '=', s.id).execute();
-    await store.putModelVersion({ id: `${s.id}.v0`, study_id: s.id, round: 0, weights: bytes, digest: digestHex(bytes), created_at: t }, tx);
+    if (bytes) await store.putModelVersion({ id: `${s.id}.v0`, study_id: s.id, round: 0, weights: bytes, digest: digestHex(bytes), created_at: t }, tx);
     await commitTransitions(tx, { store, audit: ctx.audit.key }, before, steps);
   });
   ctx.bus.emit({ type: 'study.status', studyId: s.id, status: 'running' });

@@ -12,6 +12,7 @@ import { SiteViewSchema } from '../../protocol/views.js';
 import { HttpError, newSecret, requireSite, requireUser, sha256hex } from '../auth.js';
 import { appendAudit } from '../../governance/audit-store.js';
 import { declareCohorts, listCohorts, revokeSite } from '../../store/trust.js';
+import { declaredTrainer } from './trainer.js';
 
 export function siteRoutes(app: FastifyInstance, ctx: RouteContext): void {
   const { store, now, auth, audit } = ctx;
@@ -91,7 +92,9 @@ export function siteRoutes(app: FastifyInstance, ctx: RouteContext): void {
   app.get('/v1/sites', { preValidation: auth, schema: { response: { 200: { type: 'array', items: SiteViewSchema } } } }, async (req) => {
     requireUser(req.principal!, 'consortium.view');
     const window = ctx.onlineWindowMs ?? 60_000;
-    return (await store.listSites()).map((s) => ({
+    const sites = await store.listSites();
+    const trainers = await Promise.all(sites.map((s) => declaredTrainer(store, s.id)));
+    return sites.map((s, i) => ({
       id: s.id,
       name: s.name,
       institution: s.institution,
@@ -100,6 +103,7 @@ export function siteRoutes(app: FastifyInstance, ctx: RouteContext): void {
       createdAt: s.created_at,
       lastSeenAt: s.last_seen_at,
       online: s.status === 'active' && s.last_seen_at !== null && now() - s.last_seen_at < window,
+      trainer: trainers[i] ?? null,
     }));
   });
 

@@ -2,10 +2,15 @@
 import type { FastifyInstance } from 'fastify';
 import type { RouteContext } from './context.js';
 import { randomBytes } from 'node:crypto';
-import { StudySpecSchema, type StudySpec } from '../../protocol/api.js';
+import { InitialWeightsResponseSchema, StudySpecSchema, type InitialWeightsResponse, type StudySpec } from '../../protocol/api.js';
+import { encodeSafetensors, headerLayout, readSafetensorsHeader } from '../../protocol/safetensors.js';
+import { describeTensors, weightCount } from '../../protocol/tensors.js';
+import { appendAudit } from '../../governance/audit-store.js';
 import { StudyDetailSchema, StudySummarySchema } from '../../protocol/views.js';
 import { HttpError, requireUser } from '../auth.js';
-import { initialWeights } from '../engine.js';
+import { digestHex, initialWeights } from '../engine.js';
+import { ModelProblem, checkInitialWeights, modelSpecProblems, rulesOf } from '../study-model.js';
+import { progressOfRound } from './trainer.js';
 import { hostStrategy } from '../strategy-host.js';
 import { governedStart, governedStop } from './governance.js';
 import { privacyProblems } from '../privacy.js';
@@ -23,17 +28,55 @@ export function studyRoutes(app: FastifyInstance, ctx: RouteContext): void {
     const spec = req.body;
     try {
       hostStrategy(spec); // refuses an unknown strategy or bad parameters now, not at round 1
-      initialWeights(spec);
+      // A built-in family's tensors are known now, so its tensor rules are checked now; a custom model's when its
+      // initial weights arrive.
+      if (spec.model.kind !== 'custom') rulesOf(spec, Object.keys(initialWeights(spec)));
     } catch (e) {
       throw new HttpError(400, 'invalid_study', (e as Error).message);
     }
+    const model = modelSpecProblems(spec);
+    if (model.length) throw new HttpError(400, 'invalid_study', model.join('; '));
     if (spec.fit.localSteps === undefined && spec.fit.epochs === undefined) throw new HttpError(400, 'invalid_study', '/fit: give localSteps or epochs');
     const privacy = privacyProblems(spec);
     if (privacy.length) throw new HttpError(400, 'invalid_study', privacy.join('; '));
     const id = `${spec.name.toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/^-|-$/g, '').slice(0, 40) || 'study'}-${randomBytes(3).toString('hex')}`;
     const t = now();
     await store.createStudy({ id, name: spec.name, spec: JSON.stringify(spec), status: 'created', current_round: 0, participants: null, created_by: user.id, created_at: t, updated_at: t, claimed_by: null, claimed_until: null, error: null });
-    return { id, status: 'created' };
+    return { id, status: 'created', ...(spec.model.kind === 'custom' ? { next: `PUT /v1/studies/${id}/initial-weights` } : {}) };
+  });
+
+  /**
+   * The study's initial weights (a safetensors file), uploaded by its lead while the study is a draft: any tensor
+   * names, shapes and dtypes for a custom model, the family's own layout for a built-in one. They become model
+   * version 0, which the study starts from. One upload per study: a version, once written, never changes.
+   * (Wave 2 moves model versions to a blob store with chunked, resumable uploads behind the same route.)
+   */
+  app.put<{ Params: { id: string } }>('/v1/studies/:id/initial-weights', { preValidation: auth, schema: { response: { 200: InitialWeightsResponseSchema } } }, async (req): Promise<InitialWeightsResponse> => {
+    const user = requireUser(req.principal!, 'study.create');
+    const s = await store.getStudy(req.params.id);
+    if (!s) throw new HttpError(404, 'not_found', `no study ${req.params.id}`);
+    if (s.created_by !== user.id) throw new HttpError(403, 'forbidden', `study ${s.id} is led by someone else`);
+    if (s.status !== 'created') throw new HttpError(409, 'conflict', `study ${s.id} is ${s.status}; its initial weights are fixed once it starts`);
+    if (!Buffer.isBuffer(req.body)) throw new HttpError(415, 'unsupported_media_type', 'send the initial weights as a safetensors file (Content-Type: application/octet-stream)');
+    const versionId = `${s.id}.v0`;
+    const existing = await store.getModelVersion(versionId);
+    if (existing) throw new HttpError(409, 'conflict', `study ${s.id} already has its initial weights (sha256 ${existing.digest}); create a new study to start from others`);
+    const spec = JSON.parse(s.spec) as StudySpec;
+    let weights;
+    try {
+      weights = checkInitialWeights(spec, new Uint8Array(req.body), spec.model.kind === 'custom' ? undefined : initialWeights(spec));
+    } catch (e) {
+      if (e instanceof ModelProblem) throw new HttpError(400, 'invalid_weights', e.message);
+      throw e;
+    }
+    const bytes = encodeSafetensors(weights, { study: s.id, round: '0' });
+    const digest = digestHex(bytes);
+    const t = now();
+    await store.transaction(async (tx) => {
+      await store.putModelVersion({ id: versionId, study_id: s.id, round: 0, weights: bytes, digest, created_at: t }, tx);
+      await appendAudit(tx, ctx.audit.key, { ts: t, actor: user.id, kind: 'study.initial_weights', subject: s.id, data: { modelVersion: versionId, digest, tensors: Object.keys(weights).length, parameters: weightCount(weights), uploadDigest: digestHex(req.body as Buffer) } });
+    });
+    return { id: s.id, modelVersionId: versionId, digest, tensors: Object.keys(weights).length, parameters: weightCount(weights), bytes: bytes.length };
   });
 
   app.get('/v1/studies', { preValidation: auth, schema: { response: { 200: { type: 'array', items: StudySummarySchema } } } }, async (req) => {
@@ -53,6 +96,10 @@ export function studyRoutes(app: FastifyInstance, ctx: RouteContext): void {
     const open = rounds.find((r) => r.status === 'open');
     const sites = await store.listSites();
     const nameOf = new Map(sites.map((x) => [x.id, x.name]));
+    // The model's tensors, from the header of its latest version (no value is decoded).
+    const mv = await store.latestModelVersion(s.id);
+    const h = mv ? readSafetensorsHeader(mv.weights) : undefined;
+    const model = h ? { version: mv!.id, digest: mv!.digest, ...describeTensors(headerLayout(h), rulesOf(spec, h.tensors.map((t) => t.name))) } : null;
     return {
       id: s.id,
       name: s.name,
@@ -61,7 +108,9 @@ export function studyRoutes(app: FastifyInstance, ctx: RouteContext): void {
       spec,
       round: s.current_round,
       participants: (JSON.parse(s.participants ?? '[]') as string[]).map((id) => ({ id, name: nameOf.get(id) ?? id })),
-      openRound: open ? { round: open.round, kind: open.kind, deadlineAt: open.deadline_at, received: await store.countUpdates(s.id, open.round), expected: (await store.listTasks(s.id, open.round)).length } : null,
+      openRound: open ? { round: open.round, kind: open.kind, deadlineAt: open.deadline_at, received: await store.countUpdates(s.id, open.round), expected: (await store.listTasks(s.id, open.round)).length,
+        progress: (await progressOfRound(store, s.id, open.round)).map((p) => ({ ...p, site: nameOf.get(p.site) ?? p.site })) } : null,
+      model,
       rounds: rounds.map((r) => ({ round: r.round, kind: r.kind, status: r.status, openedAt: r.opened_at, committedAt: r.committed_at, modelVersionId: r.model_version_id })),
       metrics: (await store.listMetrics(s.id)).map((m) => ({ round: m.round, site: m.site_id ? nameOf.get(m.site_id) ?? m.site_id : null, phase: m.phase, name: m.name, value: m.value })),
       refusals: (await store.listRefusals(s.id)).map((r) => ({ round: r.round, site: r.site_id ? nameOf.get(r.site_id) ?? r.site_id : null, reason: r.reason, at: r.at })),

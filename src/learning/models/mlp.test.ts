@@ -12,7 +12,8 @@ const all = (n: number): number[] => Array.from({ length: n }, (_, i) => i);
 test('init: nn.Linear layout and U(±1/√fan_in) bounds, deterministic per seed', () => {
   const m = new Mlp({ kind: 'mlp', inputDim: 6, hidden: [8, 4], activation: 'relu' });
   const w = m.init(createRng(1));
-  assert.deepEqual(layoutOf(w), {
+  const shapes = Object.fromEntries(Object.entries(layoutOf(w)).map(([k, t]) => [k, t.shape]));
+  assert.deepEqual(shapes, {
     'layers.0.weight': [8, 6], 'layers.0.bias': [8],
     'layers.1.weight': [4, 8], 'layers.1.bias': [4],
     'layers.2.weight': [1, 4], 'layers.2.bias': [1],

@@ -12,6 +12,8 @@ export function createModel(spec: ModelSpec): Model {
       return new Mlp(spec);
     case 'cox':
       return new Cox(spec);
+    case 'custom':
+      throw new Error(`model "${spec.name}" is a custom model, defined by its initial weights: only a site's own trainer (the external-trainer contract) trains it`);
     default:
       throw new Error(`unknown model kind "${(spec as { kind: string }).kind}"`);
   }

@@ -7,7 +7,7 @@
  * The site of round r depends on (seed, cycle, the set of sites), so as long as the set of
  * sites is stable no state needs saving; the cycle's order is recomputed from its seed.
  */
-import type { Weights } from '../../protocol/tensors.js';
+import { cloneWeights, type Weights } from '../../protocol/tensors.js';
 import { createRng, permutation } from '../rng.js';
 import { compareIds } from '../sampling.js';
 import { NotEnoughSitesError, type AggregateOutput, type FitResult, type FitTask, type RoundAggregator } from '../strategy.js';
@@ -53,9 +53,7 @@ export class Cyclic extends BaseStrategy {
     return new BufferingAggregator(global, (sorted: FitResult[]): AggregateOutput => {
       if (sorted.length !== 1) throw new Error(`Cyclic: round ${round} expects exactly one result, got ${sorted.length}`);
       const r = sorted[0]!;
-      const weights: Weights = {};
-      for (const [k, t] of Object.entries(r.weights)) weights[k] = { shape: [...t.shape], data: new Float32Array(t.data) };
-      return { weights, metrics: { sites: 1, examples: r.numExamples, ...(r.loss !== undefined ? { trainLoss: r.loss } : {}) } };
+      return { weights: cloneWeights(r.weights), metrics: { sites: 1, examples: r.numExamples, ...(r.loss !== undefined ? { trainLoss: r.loss } : {}) } };
     });
   }
 }

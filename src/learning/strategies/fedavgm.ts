@@ -2,7 +2,7 @@
  * FedAvgM (Hsu et al. 2019): server momentum on the pseudo-gradient g = x − mean(y):
  * v = β v + g;  x ← x − η v. With β = 0 and η = 1 it is FedAvg. (Flower's formula.)
  */
-import { zerosLike, type Weights } from '../../protocol/tensors.js';
+import { emptyWeights, setTensor, tensorLike, zerosLike, type Weights } from '../../protocol/tensors.js';
 import type { RoundAggregator, StrategyState } from '../strategy.js';
 import { BaseStrategy, MeanAggregator, checkRound, checkStateName, readCommon, type CommonOptions } from './base.js';
 import { Params } from './params.js';
@@ -42,8 +42,8 @@ export class FedAvgM extends BaseStrategy {
   }
 
   override getState(): StrategyState {
-    const tensors: Weights = {};
-    if (this.v) for (const [k, t] of Object.entries(this.v)) tensors[`v.${k}`] = { shape: [...t.shape], data: new Float32Array(t.data) };
+    const tensors = emptyWeights();
+    if (this.v) for (const [k, t] of Object.entries(this.v)) setTensor(tensors, `v.${k}`, tensorLike(t, new Float32Array(t.data)));
     return { json: { strategy: this.name, started: this.v !== null }, tensors };
   }
 
@@ -53,10 +53,10 @@ export class FedAvgM extends BaseStrategy {
       this.v = null;
       return;
     }
-    const v: Weights = {};
+    const v = emptyWeights();
     for (const [name, t] of Object.entries(state.tensors)) {
       if (!name.startsWith('v.')) throw new Error(`setState: unexpected tensor "${name}" for FedAvgM`);
-      v[name.slice(2)] = { shape: [...t.shape], data: new Float32Array(t.data) };
+      setTensor(v, name.slice(2), tensorLike(t, new Float32Array(t.data)));
     }
     if (Object.keys(v).length === 0) throw new Error('setState: FedAvgM momentum is missing');
     this.v = v;

@@ -11,7 +11,7 @@ import type { Weights } from '../../protocol/tensors.js';
 import type { RoundAggregator, StrategyState } from '../strategy.js';
 import { BaseStrategy, MeanAggregator, checkRound, checkStateName, readCommon, type CommonOptions } from './base.js';
 import { Params } from './params.js';
-import { layoutMismatch, layoutOf, zerosLike } from '../../protocol/tensors.js';
+import { emptyWeights, layoutMismatch, layoutOf, setTensor, tensorLike, zerosLike } from '../../protocol/tensors.js';
 
 export type FedOptRule = 'adam' | 'yogi' | 'adagrad';
 
@@ -56,7 +56,7 @@ export abstract class FedOpt extends BaseStrategy {
     this.m ??= zerosLike(x);
     this.v ??= zerosLike(x);
     const { serverLr: eta, beta1: b1, beta2: b2, tau } = this.opt;
-    const out: Weights = {};
+    const out = emptyWeights();
     for (const k of Object.keys(x)) {
       const xd = x[k]!.data, yd = meanY[k]!.data, m = this.m[k]!.data, v = this.v[k]!.data;
       const o = new Float32Array(xd.length);
@@ -71,16 +71,16 @@ export abstract class FedOpt extends BaseStrategy {
         v[i] = vi;
         o[i] = f(xd[i]! + f(f(eta * m[i]!) / f(f(Math.sqrt(vi)) + f(tau))));
       }
-      out[k] = { shape: [...x[k]!.shape], data: o };
+      setTensor(out, k, tensorLike(x[k]!, o));
     }
     return out;
   }
 
   override getState(): StrategyState {
-    const tensors: Weights = {};
+    const tensors = emptyWeights();
     if (this.m && this.v) {
-      for (const [k, t] of Object.entries(this.m)) tensors[`m.${k}`] = { shape: [...t.shape], data: new Float32Array(t.data) };
-      for (const [k, t] of Object.entries(this.v)) tensors[`v.${k}`] = { shape: [...t.shape], data: new Float32Array(t.data) };
+      for (const [k, t] of Object.entries(this.m)) setTensor(tensors, `m.${k}`, tensorLike(t, new Float32Array(t.data)));
+      for (const [k, t] of Object.entries(this.v)) setTensor(tensors, `v.${k}`, tensorLike(t, new Float32Array(t.data)));
     }
     return { json: { strategy: this.name, started: this.m !== null }, tensors };
   }
@@ -91,13 +91,13 @@ export abstract class FedOpt extends BaseStrategy {
       this.m = this.v = null;
       return;
     }
-    const m: Weights = {}, v: Weights = {};
+    const m = emptyWeights(), v = emptyWeights();
     for (const [name, t] of Object.entries(state.tensors)) {
       const dot = name.indexOf('.');
       const kind = name.slice(0, dot), key = name.slice(dot + 1);
-      const copy = { shape: [...t.shape], data: new Float32Array(t.data) };
-      if (kind === 'm') m[key] = copy;
-      else if (kind === 'v') v[key] = copy;
+      const copy = tensorLike(t, new Float32Array(t.data));
+      if (kind === 'm') setTensor(m, key, copy);
+      else if (kind === 'v') setTensor(v, key, copy);
       else throw new Error(`setState: unexpected tensor "${name}" for ${this.name}`);
     }
     const msg = layoutMismatch(v, layoutOf(m));

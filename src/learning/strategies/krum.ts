@@ -4,7 +4,7 @@
  * the update with the lowest score becomes the new model. Needs k ≥ 2f + 3.
  * Ties in score go to the smaller site id, so the choice does not depend on arrival order.
  */
-import type { Weights } from '../../protocol/tensors.js';
+import { cloneWeights, type Weights } from '../../protocol/tensors.js';
 import type { FitResult, RoundAggregator } from '../strategy.js';
 import { BaseStrategy, BufferingAggregator, checkRound, readCommon, type CommonOptions } from './base.js';
 import { Params } from './params.js';
@@ -27,12 +27,6 @@ export function selectLowest(scores: number[], m: number): number[] {
   return scores.map((s, i) => [s, i] as const).sort((a, b) => a[0] - b[0] || a[1] - b[1]).slice(0, m).map(([, i]) => i);
 }
 
-export function copyWeights(w: Weights): Weights {
-  const out: Weights = {};
-  for (const [k, t] of Object.entries(w)) out[k] = { shape: [...t.shape], data: new Float32Array(t.data) };
-  return out;
-}
-
 export class Krum extends BaseStrategy {
   readonly name: string = 'Krum';
   constructor(common: CommonOptions, readonly byzantine: number) {
@@ -53,7 +47,7 @@ export class Krum extends BaseStrategy {
     return new BufferingAggregator(global, (sorted) => {
       const [best] = selectLowest(krumScores(sorted, this.byzantine), 1);
       const chosen = sorted[best!]!;
-      return { weights: copyWeights(chosen.weights), metrics: { sites: sorted.length, examples: chosen.numExamples, selected: 1 } };
+      return { weights: cloneWeights(chosen.weights), metrics: { sites: sorted.length, examples: chosen.numExamples, selected: 1 } };
     });
   }
 }

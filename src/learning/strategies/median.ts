@@ -3,16 +3,16 @@
  * of the sites' values (mean of the two middle ones for an even count). Robust to a minority
  * of faulty or hostile sites; ignores example counts by design. Buffers the round's updates.
  */
-import type { Weights } from '../../protocol/tensors.js';
+import { mapWeights, tensorLike, type Weights } from '../../protocol/tensors.js';
 import type { FitResult, RoundAggregator } from '../strategy.js';
 import { BaseStrategy, BufferingAggregator, checkRound, readCommon, type CommonOptions } from './base.js';
 import { Params } from './params.js';
 
 /** Per coordinate: gathers the k values, sorts them, and calls `reduce` on the sorted column. */
 export function coordinateWise(results: readonly FitResult[], global: Weights, reduce: (sorted: Float64Array) => number): Weights {
-  const out: Weights = {};
   const col = new Float64Array(results.length);
-  for (const [k, t] of Object.entries(global)) {
+  return mapWeights(Object.keys(global), (k) => {
+    const t = global[k]!;
     const o = new Float32Array(t.data.length);
     const datas = results.map((r) => r.weights[k]!.data);
     for (let i = 0; i < o.length; i++) {
@@ -20,9 +20,8 @@ export function coordinateWise(results: readonly FitResult[], global: Weights, r
       col.sort();
       o[i] = reduce(col);
     }
-    out[k] = { shape: [...t.shape], data: o };
-  }
-  return out;
+    return tensorLike(t, o);
+  });
 }
 
 export function medianOfSorted(s: Float64Array): number {

@@ -34,8 +34,23 @@ const FACTORIES: Record<string, (p: Record<string, unknown>) => Strategy> = {
 /** Canonical strategy names. */
 export const STRATEGY_NAMES = Object.keys(FACTORIES);
 
-export function createStrategy(name: string, params: Record<string, unknown> = {}): Strategy {
+/**
+ * What a strategy asks of each site's training loop beyond training from the global weights: FedProx's proximal
+ * term, SCAFFOLD's control variates. Every other strategy works on any tensor set with any trainer, because it
+ * needs only the weights the sites return.
+ */
+const NEEDS: Record<string, readonly ('fedprox' | 'scaffold')[]> = { FedProx: ['fedprox'], SCAFFOLD: ['scaffold'] };
+
+export function strategyNeeds(name: string): ('fedprox' | 'scaffold')[] {
+  return [...(NEEDS[canonicalName(name)] ?? [])];
+}
+
+function canonicalName(name: string): string {
   const canonical = STRATEGY_NAMES.find((n) => n.toLowerCase() === String(name).toLowerCase());
   if (!canonical) throw new Error(`unknown strategy "${name}" (known: ${STRATEGY_NAMES.join(', ')})`);
-  return FACTORIES[canonical]!(params ?? {});
+  return canonical;
+}
+
+export function createStrategy(name: string, params: Record<string, unknown> = {}): Strategy {
+  return FACTORIES[canonicalName(name)]!(params ?? {});
 }

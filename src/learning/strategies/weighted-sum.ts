@@ -10,7 +10,7 @@
  *    up to four updates in registers (unrolled) and writes float32 output directly, so the
  *    float64 buffer is never touched. That pass is memory-bound, close to copying the inputs.
  */
-import { layoutMismatch, layoutOf, type Weights, type WeightsLayout } from '../../protocol/tensors.js';
+import { emptyWeights, layoutMismatch, layoutOf, setTensor, type Weights, type WeightsLayout } from '../../protocol/tensors.js';
 
 /** Elements per block when more than four updates need a float64 carry between groups. */
 const BLOCK = 8192;
@@ -52,7 +52,7 @@ export class WeightedSum {
 
   private accumulate(y: Weights, w: number): void {
     const first = this.acc === null;
-    this.acc ??= this.keys.map((k) => new Float64Array(this.layout[k]!.reduce((a, b) => a * b, 1)));
+    this.acc ??= this.keys.map((k) => new Float64Array(this.layout[k]!.shape.reduce((a, b) => a * b, 1)));
     for (let t = 0; t < this.keys.length; t++) {
       const a = this.acc[t]!, d = y[this.keys[t]!]!.data;
       if (first) for (let i = 0; i < a.length; i++) a[i] = w * d[i]!;
@@ -91,18 +91,19 @@ export class WeightedSum {
    */
   mean(): Weights {
     if (this.n === 0) throw new Error('aggregation: no updates to aggregate');
-    const out: Weights = {};
+    const out = emptyWeights();
     // Both paths scale by the same reciprocal, so they stay bit-identical to each other.
     const inv = 1 / this.total;
     for (let t = 0; t < this.keys.length; t++) {
       const key = this.keys[t]!;
-      const o = new Float32Array(this.layout[key]!.reduce((a, b) => a * b, 1));
+      const info = this.layout[key]!;
+      const o = new Float32Array(info.shape.reduce((a, b) => a * b, 1));
       const flag = this.acc ? scale(this.acc[t]!, inv, o) : onePass(this.pending.map((it) => it.weights[key]!.data), this.pending.map((it) => it.w), inv, o);
       if (!(flag <= FLT_MAX)) {
         const i = o.findIndex((v) => !Number.isFinite(v));
         if (i >= 0) throw new Error(`aggregated model: tensor "${key}" is not finite at index ${i}`);
       }
-      out[key] = { shape: [...this.layout[key]!], data: o };
+      setTensor(out, key, { shape: [...info.shape], data: o, ...(info.dtype !== 'F32' ? { dtype: info.dtype } : {}) });
     }
     return out;
   }
