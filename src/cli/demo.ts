@@ -104,6 +104,7 @@ export async function main(argv: string[]): Promise<number> {
   });
   const privacy = demoPrivacy(values);
   const seed = intFlag(values.seed, 'seed', 42);
+  if (seed < 0 || seed > 2 ** 31 - 1) throw new UsageError(`--seed must be an integer from 0 to ${2 ** 31 - 1}, got ${seed}`);
   const rounds = intFlag(values.rounds, 'rounds', 15);
   if (rounds < 1) throw new UsageError('--rounds must be at least 1');
   const json = !!values.json;

@@ -156,7 +156,9 @@ export async function computeOnlineCommand(sub: string, argv: string[]): Promise
 
 /** `setu compute ledger` without --file: the coordinator's ledger, contributed against consumed, IN against JP. */
 export async function computeLedgerCommand(argv: string[]): Promise<number> {
-  const { values: v } = parse(argv, { ...operatorFlags, study: { type: 'string' }, countries: { type: 'string' } });
+  const { values: v } = parse(argv, { ...operatorFlags, study: { type: 'string' }, countries: { type: 'string' }, file: { type: 'string' } });
+  // Offline: the ledger from usage records in a file (compute.ts), no coordinator needed.
+  if (v.file) return (await import('./compute.js')).main(['ledger', ...argv]);
   const qs = [v.study ? `study=${enc(v.study)}` : '', v.countries ? `countries=${enc(v.countries)}` : ''].filter(Boolean).join('&');
   const r = await operatorClient(v).json<{ summary: LedgerSummary; contribution: ContributionReport }>('GET', `/v1/compute/ledger${qs ? `?${qs}` : ''}`);
   if (v.json) out(JSON.stringify(r));

@@ -8,7 +8,7 @@ import { readFileSync } from 'node:fs';
 import YAML from 'yaml';
 import { HttpClient } from '../site/http.js';
 import { StudySpecSchema, checkValue, type InviteResponse } from '../protocol/api.js';
-import { UsageError, operatorClient, operatorFlags, parse } from './args.js';
+import { UsageError, numFlag, operatorClient, operatorFlags, parse } from './args.js';
 import { f4, pct, table } from './table.js';
 
 function client(v: Parameters<typeof operatorClient>[0]): HttpClient {
@@ -83,44 +83,109 @@ export function renderStudy(s: StudyDetail): string {
   const lines = [`${s.name} (${s.id}) · ${s.status} · ${s.spec.strategy.name} · round ${s.round}/${s.spec.rounds} · ${s.participants.length} sites`];
   if (s.error) lines.push(`error: ${s.error}`);
   if (s.openRound) lines.push(`open: round ${s.openRound.round} (${s.openRound.kind}), ${s.openRound.received}/${s.openRound.expected} sites reported`);
-  const rounds = [...new Set(s.metrics.map((m) => m.round))].sort((a, b) => a - b);
-  const get = (r: number, phase: string, name: string) => s.metrics.find((m) => m.round === r && m.site === null && m.phase === phase && m.name === name)?.value;
-  const rows = rounds.map((r) => [r, f4(get(r, 'fit', 'loss')), f4(get(r, 'evaluate', 'loss')), pct(get(r, 'evaluate', 'accuracy')), f4(get(r, 'evaluate', 'auc')), get(r, 'fit', 'sites') ?? '–']);
-  if (rows.length) lines.push('', 'model version r: train loss of round r; test metrics of the model after round r (weighted over sites)', table(['round', 'train loss', 'test loss', 'test acc', 'test AUC', 'sites'], rows));
+  const rounds = [...new Set(s.metrics.filter((m) => m.phase === 'fit' || m.phase === 'evaluate').map((m) => m.round))].sort((a, b) => a - b);
+  const get = (r: number, site: string | null, phase: string, name: string) => s.metrics.find((m) => m.round === r && m.site === site && m.phase === phase && m.name === name)?.value;
+  const rows = rounds.map((r) => [r, f4(get(r, null, 'fit', 'loss')), f4(get(r, null, 'evaluate', 'loss')), pct(get(r, null, 'evaluate', 'accuracy')), f4(get(r, null, 'evaluate', 'auc')), get(r, null, 'fit', 'sites') ?? '–']);
+  if (rows.length) {
+    lines.push('', 'Per round, all sites together (example-weighted means of what each site measured on its own split):',
+      'train loss = local training in round r; test = the global model after round r (round 0: the initial model)',
+      table(['round', 'train loss', 'test loss', 'test acc', 'test AUC', 'sites'], rows));
+    // Per site, the latest model every site has measured: where the federation helps and where it does not.
+    const last = [...rounds].reverse().find((r) => s.metrics.some((m) => m.round === r && m.site !== null && m.phase === 'evaluate'));
+    if (last !== undefined) {
+      const sites = [...new Set(s.metrics.filter((m) => m.site !== null).map((m) => m.site!))].sort();
+      lines.push('', `Per site, the model after round ${last} on each site's own test split:`,
+        table(['site', 'test loss', 'test acc', 'test AUC', `train loss (round ${last})`], sites.map((n) => [n, f4(get(last, n, 'evaluate', 'loss')), pct(get(last, n, 'evaluate', 'accuracy')), f4(get(last, n, 'evaluate', 'auc')), f4(get(last, n, 'fit', 'loss'))]), ['l']));
+    }
+  }
   if (s.refusals.length) lines.push('', 'refused updates:', ...s.refusals.map((r) => `  round ${r.round ?? '–'} ${r.site ?? '?'}: ${r.reason}`));
   return lines.join('\n');
 }
 
 export async function studyCommand(sub: string | undefined, argv: string[]): Promise<number> {
-  const { values, positionals } = parse(argv, { ...operatorFlags, file: { type: 'string' }, watch: { type: 'boolean' } }, true);
-  const api = () => client(values);
   if (sub === 'create') {
+    const { values } = parse(argv, { ...operatorFlags, file: { type: 'string' } });
     if (!values.file) throw new UsageError('setu study create --file study.yaml');
     const spec = readStudyFile(values.file);
-    const r = await api().json<{ id: string }>('POST', '/v1/studies', spec);
-    out(values.json ? JSON.stringify(r) : `created study ${r.id}; start it with: setu study start ${r.id}`);
+    const r = await client(values).json<{ id: string }>('POST', '/v1/studies', spec);
+    out(values.json ? JSON.stringify(r) : `created study ${r.id} (a draft); next: setu study propose ${r.id} (consortium sites), or setu study start ${r.id}`);
     return 0;
   }
   if (sub === 'list') {
-    const rows = await api().json<{ id: string; name: string; status: string; round: number; rounds: number; strategy: string }[]>('GET', '/v1/studies');
+    const { values } = parse(argv, operatorFlags);
+    const rows = await client(values).json<{ id: string; name: string; status: string; round: number; rounds: number; strategy: string }[]>('GET', '/v1/studies');
     out(values.json ? JSON.stringify(rows) : table(['id', 'name', 'status', 'strategy', 'round'], rows.map((r) => [r.id, r.name, r.status, r.strategy, `${r.round}/${r.rounds}`]), ['l', 'l', 'l', 'l', 'r']));
     return 0;
   }
-  const id = positionals[0];
-  if (!id) throw new UsageError(`setu study ${sub ?? '<create|list|start|status|stop>'} <study-id>`);
-  if (sub === 'start' || sub === 'stop') {
-    const r = await api().json<Record<string, unknown>>('POST', `/v1/studies/${encodeURIComponent(id)}/${sub}`, {});
-    out(values.json ? JSON.stringify(r) : `study ${id}: ${r['status']}`);
+  if (sub === 'start') {
+    const { values, positionals } = parse(argv, operatorFlags, true);
+    const id = positionals[0];
+    if (!id) throw new UsageError('setu study start <study-id>');
+    const r = await client(values).json<{ status: string; participants: number; unchecked?: string[] }>('POST', `/v1/studies/${encodeURIComponent(id)}/start`, {});
+    out(values.json ? JSON.stringify(r) : `study ${id}: ${r.status} with ${r.participants} site(s); watch it with: setu study status ${id} --watch`);
+    return 0;
+  }
+  if (sub === 'stop') {
+    const { values, positionals } = parse(argv, { ...operatorFlags, reason: { type: 'string' } }, true);
+    const id = positionals[0];
+    if (!id) throw new UsageError('setu study stop <study-id> [--reason "…"]');
+    const r = await client(values).json<{ status: string }>('POST', `/v1/studies/${encodeURIComponent(id)}/stop`, values.reason ? { reason: values.reason } : {});
+    out(values.json ? JSON.stringify(r) : `study ${id}: ${r.status}`);
     return 0;
   }
   if (sub === 'status') {
+    const { values, positionals } = parse(argv, { ...operatorFlags, watch: { type: 'boolean' }, interval: { type: 'string' } }, true);
+    const id = positionals[0];
+    if (!id) throw new UsageError('setu study status <study-id> [--watch]');
+    const every = numFlag(values.interval, 'interval') ?? 2;
+    if (!(every >= 0.1 && every <= 3600)) throw new UsageError(`--interval must be between 0.1 and 3600 seconds, got ${every}`);
+    const api = client(values);
+    const view = new StatusView(process.stdout, !values.json && !!values.watch && !!process.stdout.isTTY);
     for (;;) {
-      const s = await api().json<StudyDetail>('GET', `/v1/studies/${encodeURIComponent(id)}`);
+      const s = await api.json<StudyDetail>('GET', `/v1/studies/${encodeURIComponent(id)}`);
+      const ended = ['completed', 'stopped', 'failed'].includes(s.status);
       if (values.json) out(JSON.stringify(s));
-      else out(renderStudy(s) + '\n');
-      if (!values.watch || ['completed', 'stopped', 'failed'].includes(s.status)) return s.status === 'failed' ? 1 : 0;
-      await new Promise((r) => setTimeout(r, 2000));
+      else if (!values.watch || ended) view.show(renderStudy(s));
+      else view.progress(renderStudy(s), progressLine(s));
+      if (!values.watch || ended) return s.status === 'failed' ? 1 : 0;
+      await new Promise((r) => setTimeout(r, every * 1000));
     }
   }
-  throw new UsageError(`unknown: setu study ${sub}`);
+  throw new UsageError(`unknown: setu study ${sub ?? ''}`);
+}
+
+/** One line for a log: where the study is now. */
+export function progressLine(s: StudyDetail): string {
+  const open = s.openRound ? ` · round ${s.openRound.round} (${s.openRound.kind}) open, ${s.openRound.received}/${s.openRound.expected} sites reported` : '';
+  return `${s.id} · ${s.status} · round ${s.round}/${s.spec.rounds}${open}${s.refusals.length ? ` · ${s.refusals.length} refused update(s)` : ''}`;
+}
+
+/**
+ * `study status --watch`: on a terminal the whole status is redrawn in place (the previous drawing is erased, as
+ * `watch` does); into a file or a pipe it prints one line each time the progress changes, then the final status.
+ */
+export class StatusView {
+  private drawn = 0;
+  private last = '';
+  constructor(private readonly w: NodeJS.WritableStream & { rows?: number }, private readonly tty: boolean) {}
+
+  progress(full: string, line: string): void {
+    if (this.tty) return this.redraw(full);
+    if (line !== this.last) this.w.write(line + '\n');
+    this.last = line;
+  }
+
+  show(full: string): void {
+    if (this.tty && this.drawn) return this.redraw(full);
+    this.w.write(full + '\n');
+  }
+
+  private redraw(full: string): void {
+    const stamp = `${full}\n\n(updated ${new Date().toLocaleTimeString()}; Ctrl-C stops watching, not the study)`;
+    // Up to the first line drawn last time, and erase from there down; a drawing taller than the screen cannot be
+    // reached by moving up, so then the screen is cleared instead.
+    const erase = this.drawn === 0 ? '' : this.w.rows !== undefined && this.drawn >= this.w.rows ? '\x1b[H\x1b[2J' : `\x1b[${this.drawn}F\x1b[J`;
+    this.w.write(erase + stamp + '\n');
+    this.drawn = stamp.split('\n').length;
+  }
 }

@@ -2,6 +2,7 @@
 import type { FastifyInstance } from 'fastify';
 import type { RouteContext } from './context.js';
 import { randomBytes } from 'node:crypto';
+import { Type } from '@sinclair/typebox';
 import { StudySpecSchema, type StudySpec } from '../../protocol/api.js';
 import { StudyDetailSchema, StudySummarySchema } from '../../protocol/views.js';
 import { HttpError, requireUser } from '../auth.js';
@@ -75,12 +76,24 @@ export function studyRoutes(app: FastifyInstance, ctx: RouteContext): void {
   app.post<{ Params: { id: string }; Body: { reason?: string } | undefined }>('/v1/studies/:id/stop', { preValidation: auth }, async (req) =>
     governedStop(ctx, req.principal!, req.params.id, typeof req.body?.reason === 'string' ? req.body.reason : undefined));
 
-  app.get<{ Params: { id: string } }>('/v1/studies/:id/model', { preValidation: auth }, async (req, reply) => {
+  // The latest global model, or with ?round=R the model after fit round R (0: the initial model).
+  app.get<{ Params: { id: string }; Querystring: { round?: string } }>('/v1/studies/:id/model', {
+    preValidation: auth,
+    schema: { querystring: Type.Object({ round: Type.Optional(Type.String({ pattern: '^[0-9]{1,6}$' })) }, { additionalProperties: false }) },
+  }, async (req, reply) => {
     const user = requireUser(req.principal!, 'model.download');
     const s = await store.getStudy(req.params.id);
     if (!s) throw new HttpError(404, 'not_found', `no study ${req.params.id}`);
     checkOwnStudy(user, s);
-    const mv = await store.latestModelVersion(req.params.id);
+    const round = req.query.round === undefined ? undefined : Number(req.query.round);
+    let mv;
+    if (round === undefined) mv = await store.latestModelVersion(req.params.id);
+    else {
+      const versions = await store.listModelVersions(req.params.id);
+      const v = versions.find((x) => x.round === round);
+      if (!v) throw new HttpError(404, 'not_found', `study ${req.params.id} has no model after round ${round} (it has rounds ${versions.map((x) => x.round).join(', ') || 'none yet'})`);
+      mv = await store.getModelVersion(v.id);
+    }
     if (!mv) throw new HttpError(404, 'not_found', `study ${req.params.id} has no model`);
     return reply.type('application/octet-stream').header('x-setu-model-version', mv.id).header('x-setu-digest', mv.digest).send(Buffer.from(mv.weights));
   });
