@@ -113,7 +113,7 @@ export function readCaFile(file: string, setting: string): Buffer {
 
 export function operatorClient(v: Parameters<typeof operatorTarget>[0]): HttpClient {
   const t = operatorTarget(v);
-  return new HttpClient({ baseUrl: t.url, signer: t.signer, ...(t.ca ? { ca: t.ca } : {}), giveUpAfterMs: 10_000 });
+  return new HttpClient({ baseUrl: t.url, signer: t.signer, ...(t.ca ? { ca: t.ca } : {}), giveUpAfterMs: 10_000, finalServerErrors: true });
 }
 
 export const operatorFlags = {
