@@ -13,7 +13,6 @@ import YAML from 'yaml';
 import { UsageError, operatorClient, operatorFlags, parse } from './args.js';
 import { table } from './table.js';
 import { hours, renderContribution, renderSummary, type ContributionReport, type LedgerSummary } from '../compute/ledger.js';
-import { ApiError } from '../site/http.js';
 
 const out = (s: string) => process.stdout.write(s + '\n');
 const enc = encodeURIComponent;
@@ -84,10 +83,8 @@ export async function studyGovernanceCommand(sub: string, argv: string[]): Promi
       g = await api.json('GET', `/v1/studies/${enc(id)}/governance`);
       break;
     case 'policy-check': {
-      const r = await api.json<{ ok: boolean; violations: { jurisdiction: string; site: string | null; rule: string; source: string; message: string }[] }>('GET', `/v1/studies/${enc(id)}/policy-check`);
-      if (v.json) out(JSON.stringify(r));
-      else if (r.ok) out(`study ${id} meets the policy of every participating jurisdiction`);
-      else out(`study ${id} breaks ${r.violations.length} rule(s):\n` + table(['jurisdiction', 'site', 'rule', 'from', 'why'], r.violations.map((x) => [x.jurisdiction, x.site ?? '', x.rule, x.source, x.message]), ['l', 'l', 'l', 'l', 'l']));
+      const r = await api.json<PolicyCheck>('GET', `/v1/studies/${enc(id)}/policy-check`);
+      out(v.json ? JSON.stringify(r) : renderPolicyCheck(id, r));
       return r.ok ? 0 : 1;
     }
     default:
@@ -98,10 +95,23 @@ export async function studyGovernanceCommand(sub: string, argv: string[]): Promi
   return 0;
 }
 
-/** `setu study start` refused by policy: print every rule broken, one per line. */
-export function describePolicyRefusal(e: unknown): string | undefined {
-  if (!(e instanceof ApiError) || e.code !== 'policy_refused') return undefined;
-  return e.message;
+interface PolicyCheck {
+  ok: boolean;
+  violations: { jurisdiction: string; site: string | null; rule: string; source: string; message: string }[];
+  remaining: { site: string | null; what: string }[];
+  approvals: { site: string; status: string }[];
+  unchecked?: string[];
+}
+
+/** What stands between a study and its start: the rules it breaks, then what is still to be done. */
+export function renderPolicyCheck(id: string, r: PolicyCheck): string {
+  const lines: string[] = [];
+  if (r.violations.length) lines.push(`study ${id} breaks ${r.violations.length} jurisdiction rule(s):`, table(['jurisdiction', 'site', 'rule', 'from', 'why'], r.violations.map((x) => [x.jurisdiction, x.site ?? '', x.rule, x.source, x.message]), ['l', 'l', 'l', 'l', 'l']));
+  else lines.push(`study ${id} meets the jurisdiction policy of every site that may take part (${r.approvals.map((a) => a.site).join(', ') || 'none'})`);
+  if (r.unchecked?.length) lines.push(`no jurisdiction, so no policy applies: ${r.unchecked.join(', ')}`);
+  if (r.remaining.length) lines.push('', 'still to do before it can start:', ...r.remaining.map((x) => `  - ${x.what}`));
+  else if (!r.violations.length) lines.push(`nothing remains: setu study start ${id}`);
+  return lines.join('\n');
 }
 
 // ---------------------------------------------------------------- compute (online)

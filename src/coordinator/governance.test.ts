@@ -309,7 +309,7 @@ describe('the governance CLI against a coordinator', () => {
     assert.match(r.out, /aiims-heart\s+approved\s+user-\w+\s+heart-disease research; no commercial use/);
     r = await cli(leadKey, ['study', 'policy-check', id]);
     assert.equal(r.code, 1);
-    assert.match(r.out, /breaks 1 rule\(s\)/);
+    assert.match(r.out, /breaks 1 jurisdiction rule\(s\)/);
     assert.match(r.out, /IN\s+aiims-heart\s+update-protection/);
     r = await cli(leadKey, ['study', 'governance', id, '--json']);
     assert.deepEqual((JSON.parse(r.out) as { events: { kind: string }[] }).events.map((e) => e.kind), ['study.proposed', 'study.approved']);

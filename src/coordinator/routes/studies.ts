@@ -10,6 +10,7 @@ import { initialWeights } from '../engine.js';
 import { hostStrategy } from '../strategy-host.js';
 import { governedStart, governedStop } from './governance.js';
 import { privacyProblems } from '../privacy.js';
+import { createProblems, siteDeclarations } from '../study-checks.js';
 
 /** A study lead acts on the studies they created only ('own-study' scope in governance/roles.ts). */
 function checkOwnStudy(user: { id: string; scope: string }, study: { id: string; created_by: string }): void {
@@ -28,9 +29,10 @@ export function studyRoutes(app: FastifyInstance, ctx: RouteContext): void {
     } catch (e) {
       throw new HttpError(400, 'invalid_study', (e as Error).message);
     }
-    if (spec.fit.localSteps === undefined && spec.fit.epochs === undefined) throw new HttpError(400, 'invalid_study', '/fit: give localSteps or epochs');
-    const privacy = privacyProblems(spec);
-    if (privacy.length) throw new HttpError(400, 'invalid_study', privacy.join('; '));
+    // Everything that would fail later at a site (the model against the data, unknown sites or datasets, privacy a
+    // site cannot apply) is refused now, each problem named (study-checks.ts).
+    const problems = [...createProblems(spec, await siteDeclarations(store)), ...privacyProblems(spec)];
+    if (problems.length) throw new HttpError(400, 'invalid_study', problems.join('; '));
     const id = `${spec.name.toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/^-|-$/g, '').slice(0, 40) || 'study'}-${randomBytes(3).toString('hex')}`;
     const t = now();
     await store.createStudy({ id, name: spec.name, spec: JSON.stringify(spec), status: 'created', current_round: 0, participants: null, created_by: user.id, created_at: t, updated_at: t, claimed_by: null, claimed_until: null, error: null });
