@@ -1,8 +1,8 @@
 /** Small helpers over node:util parseArgs so every subcommand reports bad flags the same way. */
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { readKeyFile } from '../coordinator/auth.js';
 import { HttpClient, type Signer } from '../site/http.js';
 import { renderCommandHelp } from './help.js';
@@ -123,3 +123,45 @@ export const operatorFlags = {
   'data-dir': { type: 'string' },
   json: { type: 'boolean' },
 } as const;
+
+/**
+ * An invite token given as --token, or read from --token-file (what `setu site invite --out` / `setu user add --out`
+ * wrote: a token in a file stays out of shell history and can travel by whatever channel the consortium trusts).
+ */
+export function tokenFrom(v: { token?: string | undefined; 'token-file'?: string | undefined }): string | undefined {
+  if (v.token !== undefined && v['token-file'] !== undefined) throw new UsageError('give --token or --token-file, not both');
+  if (v['token-file'] === undefined) return v.token;
+  let text: string;
+  try {
+    text = readFileSync(v['token-file'], 'utf8');
+  } catch (e) {
+    throw new UsageError(`--token-file ${v['token-file']}: cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+  }
+  const token = text.trim();
+  if (!token || /\s/.test(token)) throw new UsageError(`--token-file ${v['token-file']}: expected one invite token`);
+  return token;
+}
+
+/** Writes an invite token to `file` (mode 600, made fresh: an existing file is not overwritten). */
+export function writeTokenFile(file: string, token: string): void {
+  mkdirSync(dirname(resolve(file)), { recursive: true });
+  try {
+    writeFileSync(file, token + '\n', { mode: 0o600, flag: 'wx' });
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'EEXIST') throw new UsageError(`--out ${file} exists; an invite is written to a new file`);
+    throw new UsageError(`--out ${file}: cannot write (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+  }
+}
+
+/**
+ * The study a command names: its id, or its name when exactly one study has that name (ids carry a random suffix,
+ * so people and scripts can say `setu study start heart-in-jp`).
+ */
+export async function studyId(api: HttpClient, ref: string): Promise<string> {
+  const list = await api.json<{ id: string; name: string }[]>('GET', '/v1/studies');
+  if (list.some((s) => s.id === ref)) return ref;
+  const named = list.filter((s) => s.name === ref);
+  if (named.length === 1) return named[0]!.id;
+  if (named.length > 1) throw new UsageError(`${named.length} studies are named "${ref}" (${named.map((s) => s.id).join(', ')}): give the id`);
+  throw new UsageError(`no study has the id or name "${ref}"${list.length ? ` (studies: ${list.slice(-8).map((s) => s.id).join(', ')})` : ' (there are no studies yet)'}`);
+}

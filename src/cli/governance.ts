@@ -10,7 +10,7 @@
  */
 import { readFileSync } from 'node:fs';
 import YAML from 'yaml';
-import { UsageError, operatorClient, operatorFlags, parse } from './args.js';
+import { UsageError, operatorClient, operatorFlags, parse, studyId } from './args.js';
 import { table } from './table.js';
 import { hours, renderContribution, renderSummary, type ContributionReport, type LedgerSummary } from '../compute/ledger.js';
 
@@ -56,9 +56,10 @@ export const STUDY_GOVERNANCE_COMMANDS = ['propose', 'approve', 'decline', 'with
 
 export async function studyGovernanceCommand(sub: string, argv: string[]): Promise<number> {
   const { values: v, positionals } = parse(argv, { ...operatorFlags, site: { type: 'string' }, terms: { type: 'string' }, condition: { type: 'string', multiple: true }, expires: { type: 'string' }, reason: { type: 'string' } }, true);
-  const id = positionals[0];
-  if (!id) throw new UsageError(`setu study ${sub} <study-id>`);
+  const ref = positionals[0];
+  if (!ref) throw new UsageError(`setu study ${sub} <study-id or name>`);
   const api = operatorClient(v);
+  const id = await studyId(api, ref);
   let g: GovernanceView;
   switch (sub) {
     case 'propose':

@@ -8,7 +8,7 @@ import { readFileSync } from 'node:fs';
 import YAML from 'yaml';
 import { HttpClient } from '../site/http.js';
 import { StudySpecSchema, checkValue, type InviteResponse } from '../protocol/api.js';
-import { UsageError, numFlag, operatorClient, operatorFlags, parse } from './args.js';
+import { UsageError, numFlag, operatorClient, operatorFlags, parse, studyId, writeTokenFile } from './args.js';
 import { f4, pct, table } from './table.js';
 
 function client(v: Parameters<typeof operatorClient>[0]): HttpClient {
@@ -19,7 +19,7 @@ const out = (s: string) => process.stdout.write(s + '\n');
 
 export async function siteCommand(sub: string | undefined, argv: string[]): Promise<number> {
   if (sub === 'invite') {
-    const { values } = parse(argv, { ...operatorFlags, name: { type: 'string' }, institution: { type: 'string' }, jurisdiction: { type: 'string' }, 'ttl-hours': { type: 'string' } });
+    const { values } = parse(argv, { ...operatorFlags, name: { type: 'string' }, institution: { type: 'string' }, jurisdiction: { type: 'string' }, 'ttl-hours': { type: 'string' }, out: { type: 'string' } });
     if (!values.name) throw new UsageError('setu site invite needs --name <site-name>');
     const r = await client(values).json<InviteResponse>('POST', '/v1/invites', {
       siteName: values.name,
@@ -27,7 +27,9 @@ export async function siteCommand(sub: string | undefined, argv: string[]): Prom
       ...(values.jurisdiction ? { jurisdiction: values.jurisdiction } : {}),
       ...(values['ttl-hours'] ? { ttlHours: Number(values['ttl-hours']) } : {}),
     });
-    if (values.json) out(JSON.stringify(r));
+    if (values.out) writeTokenFile(values.out, r.token);
+    if (values.json) out(JSON.stringify(values.out ? { ...r, token: undefined, tokenFile: values.out } : r));
+    else if (values.out) out(`invite for ${r.siteName} (one use, expires ${new Date(r.expiresAt).toISOString()}) written to ${values.out} (mode 600); at the site: setu site enrol --config site.yaml --token-file <that file>`);
     else out(`invite for ${r.siteName} (one use, expires ${new Date(r.expiresAt).toISOString()}):\n${r.token}\n\nat the site: setu site enrol --config site.yaml --token ${r.token}`);
     return 0;
   }
@@ -121,16 +123,20 @@ export async function studyCommand(sub: string | undefined, argv: string[]): Pro
     const { values, positionals } = parse(argv, operatorFlags, true);
     const id = positionals[0];
     if (!id) throw new UsageError('setu study start <study-id>');
-    const r = await client(values).json<{ status: string; participants: number; unchecked?: string[] }>('POST', `/v1/studies/${encodeURIComponent(id)}/start`, {});
-    out(values.json ? JSON.stringify(r) : `study ${id}: ${r.status} with ${r.participants} site(s); watch it with: setu study status ${id} --watch`);
+    const api = client(values);
+    const sid = await studyId(api, id);
+    const r = await api.json<{ status: string; participants: number; unchecked?: string[] }>('POST', `/v1/studies/${encodeURIComponent(sid)}/start`, {});
+    out(values.json ? JSON.stringify(r) : `study ${sid}: ${r.status} with ${r.participants} site(s); watch it with: setu study status ${id} --watch`);
     return 0;
   }
   if (sub === 'stop') {
     const { values, positionals } = parse(argv, { ...operatorFlags, reason: { type: 'string' } }, true);
     const id = positionals[0];
     if (!id) throw new UsageError('setu study stop <study-id> [--reason "…"]');
-    const r = await client(values).json<{ status: string }>('POST', `/v1/studies/${encodeURIComponent(id)}/stop`, values.reason ? { reason: values.reason } : {});
-    out(values.json ? JSON.stringify(r) : `study ${id}: ${r.status}`);
+    const api = client(values);
+    const sid = await studyId(api, id);
+    const r = await api.json<{ status: string }>('POST', `/v1/studies/${encodeURIComponent(sid)}/stop`, values.reason ? { reason: values.reason } : {});
+    out(values.json ? JSON.stringify(r) : `study ${sid}: ${r.status}`);
     return 0;
   }
   if (sub === 'status') {
@@ -140,9 +146,10 @@ export async function studyCommand(sub: string | undefined, argv: string[]): Pro
     const every = numFlag(values.interval, 'interval') ?? 2;
     if (!(every >= 0.1 && every <= 3600)) throw new UsageError(`--interval must be between 0.1 and 3600 seconds, got ${every}`);
     const api = client(values);
+    const sid = await studyId(api, id);
     const view = new StatusView(process.stdout, !values.json && !!values.watch && !!process.stdout.isTTY);
     for (;;) {
-      const s = await api.json<StudyDetail>('GET', `/v1/studies/${encodeURIComponent(id)}`);
+      const s = await api.json<StudyDetail>('GET', `/v1/studies/${encodeURIComponent(sid)}`);
       const ended = ['completed', 'stopped', 'failed'].includes(s.status);
       if (values.json) out(JSON.stringify(s));
       else if (!values.watch || ended) view.show(renderStudy(s));

@@ -11,7 +11,7 @@ import { SiteAgent, caOf, enrol } from '../site/agent.js';
 import { SiteState } from '../site/state.js';
 import { ApiError, HttpClient } from '../site/http.js';
 import { importPrivateKey } from '../protocol/signing.js';
-import { DEFAULT_DATA_DIR, UsageError, intFlag, parse } from './args.js';
+import { DEFAULT_DATA_DIR, UsageError, intFlag, parse, tokenFrom } from './args.js';
 import { OperatorError } from './failures.js';
 
 const stamp = () => new Date().toISOString().slice(11, 19);
@@ -71,19 +71,20 @@ function readFlagFile(file: string, flag: string): Buffer {
 }
 
 export async function siteProcessCommand(sub: string, argv: string[]): Promise<number> {
-  const { values } = parse(argv, { config: { type: 'string' }, token: { type: 'string' } });
+  const { values } = parse(argv, { config: { type: 'string' }, token: { type: 'string' }, 'token-file': { type: 'string' } });
   if (!values.config) throw new UsageError(`setu site ${sub} --config site.yaml${sub === 'enrol' ? ' --token <invite>' : ''}`);
+  const token = tokenFrom(values);
   const cfg = loadSiteConfig(values.config);
   // A caFile that is not there is a mistake in site.yaml, not a TLS failure: say so before dialling.
   if (cfg.caFile && !existsSync(resolve(cfg.configDir, cfg.caFile))) throw new ConfigError(`${values.config}: /caFile: ${resolve(cfg.configDir, cfg.caFile)} does not exist`);
   const log = logTo(`site`);
   if (sub === 'enrol') {
-    if (!values.token) throw new UsageError('setu site enrol --config site.yaml --token <invite>');
-    const c = await enrol(cfg, values.token, log);
+    if (!token) throw new UsageError('setu site enrol --config site.yaml --token <invite> (or --token-file F)');
+    const c = await enrol(cfg, token, log);
     process.stdout.write(`enrolled as ${c.siteName} (${c.siteId}); its private signing key is ${cfg.stateDirAbs}/site.key (mode 600, never sent)\n`);
     return 0;
   }
-  if (values.token) await enrol(cfg, values.token, log);
+  if (token) await enrol(cfg, token, log);
   const ac = new AbortController();
   process.once('SIGINT', () => ac.abort());
   process.once('SIGTERM', () => ac.abort());

@@ -9,7 +9,7 @@ import { createHash } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { decodeSafetensors } from '../protocol/safetensors.js';
 import type { StudyDetail } from '../protocol/views.js';
-import { UsageError, numFlag, operatorClient, operatorFlags, parse } from './args.js';
+import { UsageError, numFlag, operatorClient, operatorFlags, parse, studyId } from './args.js';
 import { table } from './table.js';
 
 const out = (s: string) => process.stdout.write(s + '\n');
@@ -84,7 +84,8 @@ export async function studyExportCommand(argv: string[]): Promise<number> {
   if (!id) throw new UsageError('setu study export <study-id> [--format csv|json] [--out FILE]');
   const format = v.format ?? (v.json ? 'json' : 'csv');
   if (format !== 'csv' && format !== 'json') throw new UsageError(`--format must be csv or json, got "${format}"`);
-  const d = await operatorClient(v).json<StudyDetail>('GET', `/v1/studies/${enc(id)}`);
+  const api = operatorClient(v);
+  const d = await api.json<StudyDetail>('GET', `/v1/studies/${enc(await studyId(api, id))}`);
   const e = studyExport(d);
   const text = format === 'json' ? JSON.stringify(e, null, 2) + '\n' : exportCsv(e);
   if (v.out) {
@@ -115,7 +116,8 @@ export async function modelResultsCommand(sub: string | undefined, argv: string[
     if (!id || !v.out) throw new UsageError('setu model download <study-id> [--round R] --out model.safetensors');
     const round = numFlag(v.round, 'round', true);
     if (round !== undefined && round < 0) throw new UsageError(`--round must be 0 or more, got ${round}`);
-    const r = await operatorClient(v).request('GET', `/v1/studies/${enc(id)}/model${round !== undefined ? `?round=${round}` : ''}`);
+    const api = operatorClient(v);
+    const r = await api.request('GET', `/v1/studies/${enc(await studyId(api, id))}/model${round !== undefined ? `?round=${round}` : ''}`);
     const digest = createHash('sha256').update(r.body).digest('hex');
     const claimed = r.headers.get('x-setu-digest');
     if (claimed && claimed !== digest) throw new Error(`the model arrived damaged: sha256 ${digest}, the coordinator says ${claimed}; nothing was written`);
@@ -132,7 +134,8 @@ export async function modelResultsCommand(sub: string | undefined, argv: string[
     const { values: v, positionals } = parse(argv, { ...operatorFlags, site: { type: 'string' } }, true);
     const id = positionals[0];
     if (!id) throw new UsageError('setu model signoff <study-id> [--site S]');
-    const r = await operatorClient(v).json<{ signoff: ReleaseState['signoffs'][number]; missing: ReleaseState['missing'] }>('POST', `/v1/studies/${enc(id)}/signoff`, v.site ? { site: v.site } : {});
+    const api = operatorClient(v);
+    const r = await api.json<{ signoff: ReleaseState['signoffs'][number]; missing: ReleaseState['missing'] }>('POST', `/v1/studies/${enc(await studyId(api, id))}/signoff`, v.site ? { site: v.site } : {});
     if (v.json) out(JSON.stringify(r));
     else out(`signed off the model of study ${id} as ${r.signoff.role}${r.signoff.site ? ` for site ${r.signoff.site}` : ' for the consortium'}; ${r.missing.length ? `still needed: ${r.missing.map((m) => m.message).join('; ')}` : `every sign-off is in: setu model release ${id}`}`);
     return 0;
@@ -142,12 +145,13 @@ export async function modelResultsCommand(sub: string | undefined, argv: string[
     const id = positionals[0];
     if (!id) throw new UsageError('setu model release <study-id> [--status]');
     const api = operatorClient(v);
+    const sid = await studyId(api, id);
     if (v.status) {
-      const r = await api.json<ReleaseState>('GET', `/v1/studies/${enc(id)}/release`);
+      const r = await api.json<ReleaseState>('GET', `/v1/studies/${enc(sid)}/release`);
       out(v.json ? JSON.stringify(r) : describeRelease(id, r));
       return r.released ? 0 : 1;
     }
-    const r = await api.json<{ released: boolean; model: string | null; digest: string | null }>('POST', `/v1/studies/${enc(id)}/release`, {});
+    const r = await api.json<{ released: boolean; model: string | null; digest: string | null }>('POST', `/v1/studies/${enc(sid)}/release`, {});
     out(v.json ? JSON.stringify(r) : `released model ${r.model} of study ${id} (sha256 ${r.digest}); the release and its sign-offs are in the audit log`);
     return 0;
   }

@@ -12,6 +12,7 @@ import { SiteViewSchema } from '../../protocol/views.js';
 import { HttpError, newSecret, requireSite, requireUser, sha256hex } from '../auth.js';
 import { appendAudit } from '../../governance/audit-store.js';
 import { declareCohorts, listCohorts, revokeSite } from '../../store/trust.js';
+import { gov, listMemberships } from '../../store/governance.js';
 
 export function siteRoutes(app: FastifyInstance, ctx: RouteContext): void {
   const { store, now, auth, audit } = ctx;
@@ -91,11 +92,13 @@ export function siteRoutes(app: FastifyInstance, ctx: RouteContext): void {
   app.get('/v1/sites', { preValidation: auth, schema: { response: { 200: { type: 'array', items: SiteViewSchema } } } }, async (req) => {
     requireUser(req.principal!, 'consortium.view');
     const window = ctx.onlineWindowMs ?? 60_000;
+    // A site belonging to an institution answers for its institution's name and jurisdiction (governance).
+    const member = new Map((await listMemberships(gov(store.db))).map((m) => [m.id, m]));
     return (await store.listSites()).map((s) => ({
       id: s.id,
       name: s.name,
-      institution: s.institution,
-      jurisdiction: s.jurisdiction,
+      institution: member.get(s.id)?.institution ?? s.institution,
+      jurisdiction: member.get(s.id)?.jurisdiction ?? s.jurisdiction,
       status: s.status,
       createdAt: s.created_at,
       lastSeenAt: s.last_seen_at,
