@@ -4,7 +4,8 @@ import type { RouteContext } from './context.js';
 import { randomBytes } from 'node:crypto';
 import { Type } from '@sinclair/typebox';
 import { StudySpecSchema, type StudySpec } from '../../protocol/api.js';
-import { StudyDetailSchema, StudySummarySchema } from '../../protocol/views.js';
+import { StudyDetailSchema, StudySummarySchema, type StudyDetail } from '../../protocol/views.js';
+import { exportCsv, studyExport } from '../study-export.js';
 import { HttpError, requireUser } from '../auth.js';
 import { initialWeights } from '../engine.js';
 import { hostStrategy } from '../strategy-host.js';
@@ -49,26 +50,20 @@ export function studyRoutes(app: FastifyInstance, ctx: RouteContext): void {
 
   app.get<{ Params: { id: string } }>('/v1/studies/:id', { preValidation: auth, schema: { response: { 200: StudyDetailSchema } } }, async (req) => {
     requireUser(req.principal!, 'study.view');
-    const s = await store.getStudy(req.params.id);
-    if (!s) throw new HttpError(404, 'not_found', `no study ${req.params.id}`);
-    const spec = JSON.parse(s.spec) as StudySpec;
-    const rounds = await store.listRounds(s.id);
-    const open = rounds.find((r) => r.status === 'open');
-    const sites = await store.listSites();
-    const nameOf = new Map(sites.map((x) => [x.id, x.name]));
-    return {
-      id: s.id,
-      name: s.name,
-      status: s.status,
-      error: s.error,
-      spec,
-      round: s.current_round,
-      participants: (JSON.parse(s.participants ?? '[]') as string[]).map((id) => ({ id, name: nameOf.get(id) ?? id })),
-      openRound: open ? { round: open.round, kind: open.kind, deadlineAt: open.deadline_at, received: await store.countUpdates(s.id, open.round), expected: (await store.listTasks(s.id, open.round)).length } : null,
-      rounds: rounds.map((r) => ({ round: r.round, kind: r.kind, status: r.status, openedAt: r.opened_at, committedAt: r.committed_at, modelVersionId: r.model_version_id })),
-      metrics: (await store.listMetrics(s.id)).map((m) => ({ round: m.round, site: m.site_id ? nameOf.get(m.site_id) ?? m.site_id : null, phase: m.phase, name: m.name, value: m.value })),
-      refusals: (await store.listRefusals(s.id)).map((r) => ({ round: r.round, site: r.site_id ? nameOf.get(r.site_id) ?? r.site_id : null, reason: r.reason, at: r.at })),
-    };
+    return studyDetail(ctx, req.params.id);
+  });
+
+  // Metrics per round and per site as a file (study-export.ts): CSV by default, or JSON with what each column means.
+  app.get<{ Params: { id: string }; Querystring: { format?: string } }>('/v1/studies/:id/export', {
+    preValidation: auth,
+    schema: { querystring: { type: 'object', properties: { format: { type: 'string', enum: ['csv', 'json'] } }, additionalProperties: false } },
+  }, async (req, reply) => {
+    requireUser(req.principal!, 'study.view');
+    const e = studyExport(await studyDetail(ctx, req.params.id));
+    const name = `${e.study.id.replace(/[^A-Za-z0-9._-]/g, '_')}.metrics`;
+    reply.header('x-setu-study', e.study.id);
+    if (req.query.format === 'json') return reply.header('content-disposition', `attachment; filename="${name}.json"`).send(e);
+    return reply.type('text/csv; charset=utf-8').header('content-disposition', `attachment; filename="${name}.csv"`).send(exportCsv(e));
   });
 
   // Start and stop go through the study lifecycle (routes/governance.ts): approvals, the jurisdiction policy
@@ -100,4 +95,29 @@ export function studyRoutes(app: FastifyInstance, ctx: RouteContext): void {
     return reply.type('application/octet-stream').header('x-setu-model-version', mv.id).header('x-setu-digest', mv.digest).send(Buffer.from(mv.weights));
   });
 
+}
+
+/** A study as GET /v1/studies/:id answers it: spec, participants, rounds, metrics per site and refusals. */
+export async function studyDetail(ctx: RouteContext, id: string): Promise<StudyDetail> {
+  const { store } = ctx;
+  const s = await store.getStudy(id);
+  if (!s) throw new HttpError(404, 'not_found', `no study ${id}`);
+  const spec = JSON.parse(s.spec) as StudySpec;
+  const rounds = await store.listRounds(s.id);
+  const open = rounds.find((r) => r.status === 'open');
+  const sites = await store.listSites();
+  const nameOf = new Map(sites.map((x) => [x.id, x.name]));
+  return {
+    id: s.id,
+    name: s.name,
+    status: s.status,
+    error: s.error,
+    spec,
+    round: s.current_round,
+    participants: (JSON.parse(s.participants ?? '[]') as string[]).map((id) => ({ id, name: nameOf.get(id) ?? id })),
+    openRound: open ? { round: open.round, kind: open.kind, deadlineAt: open.deadline_at, received: await store.countUpdates(s.id, open.round), expected: (await store.listTasks(s.id, open.round)).length } : null,
+    rounds: rounds.map((r) => ({ round: r.round, kind: r.kind, status: r.status, openedAt: r.opened_at, committedAt: r.committed_at, modelVersionId: r.model_version_id })),
+    metrics: (await store.listMetrics(s.id)).map((m) => ({ round: m.round, site: m.site_id ? nameOf.get(m.site_id) ?? m.site_id : null, phase: m.phase, name: m.name, value: m.value })),
+    refusals: (await store.listRefusals(s.id)).map((r) => ({ round: r.round, site: r.site_id ? nameOf.get(r.site_id) ?? r.site_id : null, reason: r.reason, at: r.at })),
+  };
 }
