@@ -62,6 +62,7 @@ test('a model card states purpose, institutions, jurisdictions, examples, strate
   for (const h of ['# Model card: heart', '## Purpose', '## Institutions and jurisdictions', '## Training', '## Privacy guarantees', '## Performance', '## Compute used', '## Seal']) assert.ok(md.includes(h), h);
   assert.match(md, /\| cleveland \| AIIMS \| hospital \| IN \| approved \| research; no commercial use \| 199 \| 104 \|/);
   assert.match(md, /gap 0\.1600/);
+  assert.match(md, /Strategy FedAvg, 3 rounds; a logistic regression on 13 inputs; each round 100 local steps of batch 4, SGD at learning rate 0\.001; seed 7\./);
   assert.match(md, /\| IN \| 2\.5 s \| 0\.0 s \| 2\.5 s \| 0\.0 s \|/);
   // "Pooled" means data in one place; a federation's figure over its sites is named for what it is.
   assert.match(md, /\| \*\*all sites\*\* \| 0\.7500 \| 0\.5500 \|/);

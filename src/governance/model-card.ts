@@ -141,6 +141,23 @@ export function duration(seconds: number): string {
 }
 const cell = (s: string) => s.replace(/\|/g, '\\|').replace(/\n/g, ' ');
 
+/** The model in words: "a logistic regression on 13 inputs". */
+function describeModel(m: ModelCard['training']['model']): string {
+  const x = m as { kind: string; inputDim?: number; hidden?: number[]; activation?: string };
+  if (x.kind === 'logistic') return `a logistic regression on ${x.inputDim} inputs`;
+  if (x.kind === 'mlp') return `a multilayer perceptron ${[x.inputDim, ...(x.hidden ?? []), 1].join(' → ')} (${x.activation})`;
+  if (x.kind === 'cox') return `a Cox proportional-hazards model on ${x.inputDim} inputs${x.hidden?.length ? ` with hidden layers ${x.hidden.join(', ')}` : ''}`;
+  return `model ${JSON.stringify(m)}`;
+}
+
+/** Local training in words: "100 local steps of batch 4, SGD at learning rate 0.001". */
+function describeFit(f: ModelCard['training']['fit']): string {
+  const o = f.optimizer;
+  const steps = f.localSteps !== undefined ? `${f.localSteps} local steps` : `${f.epochs} local epoch${f.epochs === 1 ? '' : 's'}`;
+  const opt = `${o.kind === 'sgd' ? 'SGD' : 'Adam'} at learning rate ${o.lr}${o.momentum ? `, momentum ${o.momentum}` : ''}`;
+  return `${steps} of batch ${f.batchSize}, ${opt}${f.proximalMu ? `, proximal term μ = ${f.proximalMu}` : ''}`;
+}
+
 export function modelCardMarkdown(c: ModelCard): string {
   const L: string[] = [];
   L.push(`# Model card: ${c.study.name}`, '');
@@ -153,7 +170,7 @@ export function modelCardMarkdown(c: ModelCard): string {
     L.push(`| ${cell(s.name)} | ${cell(s.institution ?? '–')} | ${s.institutionKind ?? '–'} | ${s.jurisdiction ?? '–'} | ${cell(s.participation)} | ${cell(terms)} | ${s.trainExamples ?? '–'} | ${s.testExamples ?? '–'} |`);
   }
   L.push('', `Jurisdictions: ${c.jurisdictions.join(', ') || 'none declared'}.`, '');
-  L.push('## Training', '', `Strategy ${c.training.strategy}${Object.keys(c.training.strategyParams).length ? ` ${JSON.stringify(c.training.strategyParams)}` : ''}, ${c.training.rounds} rounds, model ${JSON.stringify(c.training.model)}, local training ${JSON.stringify(c.training.fit)}, seed ${c.training.seed ?? '–'}.`, '');
+  L.push('## Training', '', `Strategy ${c.training.strategy}${Object.keys(c.training.strategyParams).length ? ` (${Object.entries(c.training.strategyParams).map(([k, v]) => `${k} ${String(v)}`).join(', ')})` : ''}, ${c.training.rounds} rounds; ${describeModel(c.training.model)}; each round ${describeFit(c.training.fit)}; seed ${c.training.seed ?? '–'}.`, '');
   L.push('## Privacy guarantees', '', `- SecAgg+: ${c.privacy.secagg ? 'yes' : 'none'}`, `- Differential privacy: ${c.privacy.dp ? `(ε, δ) = (${c.privacy.dp.epsilon}, ${c.privacy.dp.delta})` : 'none'}`);
   for (const x of c.privacy.spent) L.push(`  - spent by ${x.site} (privacy ledger): ε = ${x.epsilon.toFixed(3)} at δ = ${x.delta} (${x.mechanism})`);
   L.push('', c.privacy.summary, '');

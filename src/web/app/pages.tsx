@@ -52,7 +52,8 @@ export function Overview({ api }: { api: Api }) {
                 {t('overview.summary', { sites: list.length, online, institutions: instCount })}
               </p>
               <div class="countries">
-                {[...groups].map(([country, items]) => (
+                {/* India and Japan always; other countries only when some site is there. */}
+                {[...groups].filter(([country, items]) => country !== 'other' || items.length > 0).map(([country, items]) => (
                   <div class="country card" data-country={country}>
                     <h2>
                       {t(`country.${country}` as Key)} <span class="muted">({items.reduce((n, i) => n + i.sites.length, 0)})</span>

@@ -9,7 +9,7 @@ import { fmtDuration, fmtNum, fmtTime, t } from './i18n.js';
 import { GroupedBarChart } from './charts.js';
 import { Loaded, useApi, type Load } from './common.js';
 import { Markdown } from './markdown.js';
-import { describeData, eventLabel } from './study.js';
+import { describeData, eventLabel, useNames } from './study.js';
 
 // ---------------------------------------------------------------- model cards
 
@@ -109,16 +109,17 @@ export function Compute({ api }: { api: Api }) {
           const c = data.contribution;
           const countries = [...c.countries, ...c.otherCountries];
           const total = data.summary.total;
-          // Minutes unless there are hours of it: bars of 0.00 hours say nothing.
-          const inHours = Math.max(0, ...countries.map((r) => Math.max(r.contributed.cpuSeconds, r.consumed.cpuSeconds))) >= 3600;
-          const unit = (s: number) => (inHours ? s / 3600 : s / 60);
+          // The bars in the unit that suits the largest: 0.00 hours says nothing, 7200 seconds little more.
+          const peak = Math.max(0, ...countries.map((r) => Math.max(r.contributed.cpuSeconds, r.consumed.cpuSeconds)));
+          const [div, unitLabel] = peak >= 3600 ? [3600, t('compute.cpuHours')] : peak >= 120 ? [60, t('compute.cpuMinutes')] : [1, t('compute.cpuSeconds')];
+          const unit = (s: number) => s / div;
           const chart = (id: string, title: string, rows: PartyRow[], label: (k: string) => string) =>
             rows.length > 0 && (
               <GroupedBarChart
                 id={id}
                 title={title}
                 labels={rows.map((r) => label(r.key))}
-                yTitle={inHours ? t('compute.cpuHours') : t('compute.cpuMinutes')}
+                yTitle={unitLabel}
                 datasets={[
                   { label: t('compute.contributed'), data: rows.map((r) => unit(r.contributed.cpuSeconds)), color: '#2a9d8f' },
                   { label: t('compute.consumed'), data: rows.map((r) => unit(r.consumed.cpuSeconds)), color: '#e76f51' },
@@ -234,7 +235,8 @@ interface AuditPage {
 }
 
 const PAGE = 50;
-const KINDS = ['study.proposed', 'study.approved', 'study.declined', 'study.withdrawn', 'study.started', 'study.refused', 'study.completed', 'study.stopped', 'task.issued', 'update.accepted', 'update.refused', 'round.committed', 'privacy.spent', 'model.released', 'invite.issued', 'site.enrolled', 'site.revoked', 'user.enrolled', 'user.revoked', 'compute.registered'];
+/** The kinds the audit chain records (governance/audit-chain.ts AUDIT_KINDS). */
+const KINDS = ['invite.issued', 'site.enrolled', 'user.enrolled', 'key.changed', 'site.revoked', 'user.revoked', 'study.proposed', 'study.refused', 'study.approved', 'study.declined', 'study.withdrawn', 'study.started', 'study.completed', 'study.stopped', 'task.issued', 'update.accepted', 'update.refused', 'aggregate.committed', 'privacy.spent', 'compute.registered', 'model.released'];
 
 export function Audit({ api }: { api: Api }) {
   const [filters, setFilters] = useState({ kind: '', actor: '', study: '' });
@@ -248,8 +250,8 @@ export function Audit({ api }: { api: Api }) {
   const start = after ?? (filtered || count === undefined ? 0 : Math.max(0, count - PAGE));
   const q = new URLSearchParams({ after: String(start), limit: String(PAGE), ...Object.fromEntries(Object.entries(filters).filter(([, v]) => v)) });
   const page = useApi<AuditPage>(api, count === undefined && !filtered ? null : `/v1/audit?${q}`, 0, 15_000);
-  const users = useApi<{ id: string; name: string }[]>(api, '/v1/users');
-  const who = (id: string) => (users.state === 'ok' ? users.data.find((u) => u.id === id)?.name : undefined) ?? id;
+  const names = useNames(api);
+  const who = (id: string) => names.get(id) ?? id;
   const apply = (e: Event) => {
     e.preventDefault();
     setFilters(draft);
@@ -326,8 +328,8 @@ export function Audit({ api }: { api: Api }) {
                         <td class="nowrap">{fmtTime(e.ts)}</td>
                         <td title={e.actor}>{who(e.actor)}</td>
                         <td>{eventLabel(e.kind)}</td>
-                        <td>{e.subject}</td>
-                        <td class="small">{describeData(e.data)}</td>
+                        <td title={e.subject}>{who(e.subject)}</td>
+                        <td class="small">{describeData(e.data, names)}</td>
                       </tr>
                     ))}
                   </tbody>

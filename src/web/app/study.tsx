@@ -6,7 +6,7 @@
 import { useEffect, useMemo, useState } from 'preact/hooks';
 import type { StudyDetail, StreamEvent } from '../../protocol/views.js';
 import type { Api } from './api.js';
-import { fmtNum, fmtTime, t, type Key } from './i18n.js';
+import { fmtNum, fmtPct, fmtTime, t, type Key } from './i18n.js';
 import { BarChart, GLOBAL_COLOR, LineChart, siteColor, type Series } from './charts.js';
 import { ActionButton, Dot, Loaded, Progress, Status, saveFile, useApi } from './common.js';
 
@@ -148,8 +148,6 @@ function StudyView({ d, live, events, openCounts }: { d: StudyDetail; live: bool
   );
 }
 
-const pct = (v: number | undefined) => (v === undefined ? '–' : `${fmtNum(v * 100, 1)}%`);
-
 /** The latest model every site has measured, site by site and for all sites together: two accuracies, each named. */
 function PerSite({ d, sites }: { d: StudyDetail; sites: string[] }) {
   const evaluated = [...new Set(d.metrics.filter((m) => m.phase === 'evaluate' && m.site !== null).map((m) => m.round))].sort((a, b) => b - a);
@@ -159,7 +157,7 @@ function PerSite({ d, sites }: { d: StudyDetail; sites: string[] }) {
   const row = (label: string, site: string | null) => (
     <tr data-site={site ?? 'all'} class={site === null ? 'total' : ''}>
       <td>{label}</td>
-      <td>{pct(get(site, 'evaluate', 'accuracy'))}</td>
+      <td>{fmtPct(get(site, 'evaluate', 'accuracy'))}</td>
       <td>{fmtNum(get(site, 'evaluate', 'auc'), 3)}</td>
       <td>{fmtNum(get(site, 'evaluate', 'loss'), 4)}</td>
       <td>{fmtNum(get(site, 'fit', 'loss', Math.max(1, last)), 4)}</td>
@@ -223,8 +221,8 @@ function Governance({ api, id, version }: { api: Api; id: string; version: numbe
   // Sign-offs come after the study has ended, when no round event arrives any more: these are polled too.
   const gov = useApi<GovernanceView>(api, `/v1/studies/${enc}/governance`, version, 10_000);
   const release = useApi<ReleaseView>(api, `/v1/studies/${enc}/release`, version, 10_000);
-  const users = useApi<{ id: string; name: string; role: string }[]>(api, '/v1/users');
-  const who = (uid: string | undefined) => (uid ? (users.state === 'ok' ? users.data.find((u) => u.id === uid)?.name : undefined) ?? uid : '–');
+  const names = useNames(api);
+  const who = (uid: string | undefined) => (uid ? names.get(uid) ?? uid : '–');
   return (
     <section class="governance" data-testid="governance">
       <h2>{t('gov.title')}</h2>
@@ -309,12 +307,12 @@ function Governance({ api, id, version }: { api: Api; id: string; version: numbe
             <h3>{t('gov.history')}</h3>
             <table class="wide" data-testid="history">
               <tbody>
-                {g.events.filter((e) => e.kind !== 'task.refused').map((e) => (
+                {g.events.map((e) => (
                   <tr>
                     <td class="nowrap">{fmtTime(e.at)}</td>
                     <td>{eventLabel(e.kind)}</td>
                     <td>{who(e.actor)}</td>
-                    <td class="small">{describeData(e.data)}</td>
+                    <td class="small">{describeData(e.data, names)}</td>
                   </tr>
                 ))}
               </tbody>
@@ -333,18 +331,29 @@ export function eventLabel(kind: string): string {
   return s === key ? kind : s;
 }
 
-/** A record's data as "key: value" phrases, short values only: no raw JSON in a report. */
-export function describeData(data: unknown): string {
+/**
+ * A record's data as "key: value" phrases, short values only: no raw JSON in a report. Ids the page knows (sites,
+ * people) are shown by name; a list of records is counted, a digest shortened.
+ */
+export function describeData(data: unknown, names: ReadonlyMap<string, string> = new Map()): string {
   if (data === null || data === undefined) return '';
-  if (typeof data !== 'object') return String(data);
+  const value = (v: unknown): string => (typeof v === 'string' ? names.get(v) ?? v : String(v));
+  if (typeof data !== 'object') return value(data);
   const parts: string[] = [];
   for (const [k, v] of Object.entries(data as Record<string, unknown>)) {
     if (v === null || v === undefined || v === '') continue;
-    if (Array.isArray(v)) parts.push(`${k}: ${v.map((x) => (typeof x === 'object' ? describeData(x) : String(x))).join(', ')}`);
-    else if (typeof v === 'object') parts.push(`${k}: ${describeData(v)}`);
+    if (Array.isArray(v)) parts.push(`${k}: ${v.some((x) => x && typeof x === 'object') ? v.length : v.map(value).join(', ')}`);
+    else if (typeof v === 'object') parts.push(`${k}: ${describeData(v, names)}`);
     else if (typeof v === 'string' && /^[0-9a-f]{64}$/.test(v)) parts.push(`${k}: ${v.slice(0, 12)}…`);
     else if (typeof v === 'number' && v > 1e12 && /at$|At$/.test(k)) parts.push(`${k}: ${fmtTime(v)}`);
-    else parts.push(`${k}: ${typeof v === 'number' ? fmtNum(v, 4) : String(v)}`);
+    else parts.push(`${k}: ${typeof v === 'number' ? fmtNum(v, 4) : value(v)}`);
   }
   return parts.join('; ');
+}
+
+/** Names of the sites and people the caller may list, by id, for reports that record ids. */
+export function useNames(api: Api): ReadonlyMap<string, string> {
+  const sites = useApi<{ id: string; name: string }[]>(api, '/v1/sites');
+  const users = useApi<{ id: string; name: string }[]>(api, '/v1/users');
+  return useMemo(() => new Map([...(sites.state === 'ok' ? sites.data : []), ...(users.state === 'ok' ? users.data : [])].map((x) => [x.id, x.name])), [sites, users]);
 }
