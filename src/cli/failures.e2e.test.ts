@@ -57,6 +57,13 @@ describe('operator mistakes are one readable line', () => {
     const r = await setu(['site', 'list', '--coordinator', `http://127.0.0.1:${port}`, '--key-file', adminKey]);
     assert.equal(r.code, 1);
     oneLine(r, new RegExp(`coordinator unreachable at http://127\\.0\\.0\\.1:${port}: connection refused.*; is it running`));
+    // At a hospital's terminal too: enrolling against a coordinator that is not there says so, and stops.
+    const d = join(dir, 'enrol-nowhere');
+    mkdirSync(d, { recursive: true });
+    writeFileSync(join(d, 'site.yaml'), YAML.stringify({ coordinator: `http://127.0.0.1:${port}`, datasets: { heart: { format: 'fed-heart-disease', center: 0 } } }));
+    const e = await setu(['site', 'enrol', '--config', join(d, 'site.yaml'), '--token', 'inv_whatever_long_enough']);
+    assert.equal(e.code, 1);
+    oneLine(e, /coordinator unreachable at .*connection refused/);
   });
 
   it('an untrusted certificate, and a CA file that is not there', async () => {

@@ -12,6 +12,7 @@ import { readFileSync } from 'node:fs';
 import YAML from 'yaml';
 import { UsageError, operatorClient, operatorFlags, parse, studyId } from './args.js';
 import { table } from './table.js';
+import { INSTITUTION_KINDS } from '../store/governance.js';
 import { hours, renderContribution, renderSummary, type ContributionReport, type LedgerSummary } from '../compute/ledger.js';
 
 const out = (s: string) => process.stdout.write(s + '\n');
@@ -21,6 +22,8 @@ export async function institutionCommand(sub: string | undefined, argv: string[]
   if (sub === 'add') {
     const { values: v } = parse(argv, { ...operatorFlags, id: { type: 'string' }, name: { type: 'string' }, kind: { type: 'string' }, jurisdiction: { type: 'string' } });
     for (const k of ['id', 'name', 'kind', 'jurisdiction'] as const) if (!v[k]) throw new UsageError(`setu institution add needs --${k}`);
+    if (!(INSTITUTION_KINDS as readonly string[]).includes(v.kind!)) throw new UsageError(`--kind must be one of ${INSTITUTION_KINDS.join(', ')}, got "${v.kind}"`);
+    if (!/^[A-Z]{2}$/.test(v.jurisdiction!)) throw new UsageError(`--jurisdiction must be a two-letter country code such as IN or JP, got "${v.jurisdiction}"`);
     const r = await operatorClient(v).json<Record<string, unknown>>('POST', '/v1/institutions', { id: v.id, name: v.name, kind: v.kind, jurisdiction: v.jurisdiction });
     out(v.json ? JSON.stringify(r) : `institution ${v.id} (${v.name}, ${v.kind}, ${v.jurisdiction}) registered`);
     return 0;

@@ -80,6 +80,10 @@ export async function siteProcessCommand(sub: string, argv: string[]): Promise<n
   const log = logTo(`site`);
   if (sub === 'enrol') {
     if (!token) throw new UsageError('setu site enrol --config site.yaml --token <invite> (or --token-file F)');
+    // Someone is at the terminal: a coordinator that cannot be reached (or trusted) is said within seconds, in one
+    // line, rather than retried for ever as the agent itself does.
+    const ca = caOf(cfg);
+    await new HttpClient({ baseUrl: cfg.coordinator, giveUpAfterMs: 10_000, finalServerErrors: true, ...(ca ? { ca } : {}) }).json('GET', '/v1/health');
     const c = await enrol(cfg, token, log);
     process.stdout.write(`enrolled as ${c.siteName} (${c.siteId}); its private signing key is ${cfg.stateDirAbs}/site.key (mode 600, never sent)\n`);
     return 0;

@@ -13,13 +13,18 @@ import { writeKeyFile } from '../coordinator/auth.js';
 import type { UserEnrolResponse, UserInviteResponse } from '../protocol/api.js';
 import { UsageError, operatorClient, operatorFlags, parse, readCaFile, tokenFrom, userKeyFile, writeTokenFile } from './args.js';
 import { table } from './table.js';
+import { ROLES } from '../governance/roles.js';
+
+/** The roles a person can have (`site` is a site agent's). */
+const PEOPLE_ROLES = ROLES.filter((r) => r !== 'site');
 
 const out = (s: string) => process.stdout.write(s + '\n');
 
 export async function userCommand(sub: string | undefined, argv: string[]): Promise<number> {
   if (sub === 'add') {
     const { values } = parse(argv, { ...operatorFlags, name: { type: 'string' }, role: { type: 'string' }, institution: { type: 'string' }, 'ttl-hours': { type: 'string' }, out: { type: 'string' } });
-    if (!values.name || !values.role) throw new UsageError('setu user add --name N --role consortium_admin|study_lead|site_admin|auditor [--institution I]');
+    if (!values.name || !values.role) throw new UsageError(`setu user add --name N --role ${PEOPLE_ROLES.join('|')} [--institution I]`);
+    if (!(PEOPLE_ROLES as readonly string[]).includes(values.role)) throw new UsageError(`--role must be one of ${PEOPLE_ROLES.join(', ')}, got "${values.role}"`);
     const ttl = values['ttl-hours'] === undefined ? undefined : Number(values['ttl-hours']);
     if (ttl !== undefined && !(ttl > 0)) throw new UsageError('--ttl-hours must be a positive number');
     const r = await operatorClient(values).json<UserInviteResponse>('POST', '/v1/users', {
