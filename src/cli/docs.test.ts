@@ -21,6 +21,8 @@ import { createProblems } from '../coordinator/study-checks.js';
 import { parseCsv } from '../site/data/csv.js';
 import { checkSchema, parseDataSchema } from '../site/data/schema.js';
 import { loadTabular } from '../site/data/tabular.js';
+import { readFederation } from './bench/csv-federation.js';
+import { parseAnalyticsSpec } from '../analytics/spec.js';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 
@@ -34,7 +36,7 @@ function filesUnder(dir: string, match: (f: string) => boolean): string[] {
   return out;
 }
 
-interface Example { where: string; text: string }
+interface Example { where: string; text: string; file?: string }
 
 function examples(): Example[] {
   const md = [join(ROOT, 'README.md'), ...filesUnder(join(ROOT, 'docs'), (f) => f.endsWith('.md')), ...filesUnder(join(ROOT, 'examples'), (f) => f.endsWith('.md'))];
@@ -43,7 +45,7 @@ function examples(): Example[] {
     const text = readFileSync(f, 'utf8');
     for (const m of text.matchAll(/```ya?ml\n([\s\S]*?)```/g)) out.push({ where: `${relative(ROOT, f)}:${text.slice(0, m.index).split('\n').length}`, text: m[1]! });
   }
-  for (const f of filesUnder(join(ROOT, 'examples'), (x) => /\.ya?ml$/.test(x))) out.push({ where: relative(ROOT, f), text: readFileSync(f, 'utf8') });
+  for (const f of filesUnder(join(ROOT, 'examples'), (x) => /\.ya?ml$/.test(x))) out.push({ where: relative(ROOT, f), text: readFileSync(f, 'utf8'), file: f });
   return out;
 }
 
@@ -51,13 +53,20 @@ const SITE_KEYS = ['coordinator', 'stateDir', 'datasets', 'trainer', 'pollWaitMs
 const BASE_SITE = { coordinator: 'https://setu.example.org:7070', datasets: { heart: { format: 'fed-heart-disease', center: 0 } } };
 
 /** Loads one example with the code that reads its kind; returns the kind, or throws what that code would say. */
-function load(doc: unknown, where: string): string {
+function load(doc: unknown, where: string, file?: string): string {
   if (Array.isArray(doc) || (doc && typeof doc === 'object' && 'resources' in doc) || (doc && typeof doc === 'object' && 'scheduler' in doc)) {
     const list = Array.isArray(doc) ? doc : 'resources' in (doc as object) ? (doc as { resources: unknown[] }).resources : [doc];
     list.forEach((r) => parseResource(r));
     return 'compute resources';
   }
   const o = doc as Record<string, unknown>;
+  // A bench federation names its study and sites' files relative to itself: read from its own file.
+  if ('study' in o && 'sites' in o && file) return (readFederation(file), 'bench federation');
+  if ('analytics' in o && 'dataSchema' in o && !('model' in o)) {
+    parseDataSchema(o.dataSchema);
+    parseAnalyticsSpec(o.analytics);
+    return 'analytics study';
+  }
   if ('model' in o && 'strategy' in o) {
     const problems = checkValue(StudySpecSchema, o);
     if (problems.length) throw new Error(problems.join('; '));
@@ -87,7 +96,7 @@ test('every configuration example in docs/, examples/ and the README is accepted
   const refused: string[] = [];
   for (const ex of all) {
     try {
-      const kind = load(YAML.parse(ex.text), ex.where);
+      const kind = load(YAML.parse(ex.text), ex.where, ex.file);
       kinds.set(kind, (kinds.get(kind) ?? 0) + 1);
     } catch (e) {
       refused.push(`${ex.where}: ${(e as Error).message}`);

@@ -11,9 +11,32 @@ export interface CommandHelp {
   /** Positional arguments and the flags that matter most, as the usage line shows them. */
   args: string;
   summary: string;
-  /** Descriptions of this command's flags where the shared ones below would mislead. */
-  flags?: Record<string, string>;
+  /** Descriptions of this command's flags where the shared ones below would mislead (with its own value name, if any). */
+  flags?: Record<string, string | { value: string; text: string }>;
 }
+
+/** `setu analytics` queries: the federated statistics and survival analysis, run locally on CSV files (analytics.ts). */
+const ANALYTICS: [string, string, string][] = [
+  ['count', '[--by a,b]', 'counts overall, by category, or cross-tabulated'],
+  ['summary', '--column C [--by G] [--stats mean,sd,…]', 'mean, variance, standard deviation, minimum and maximum of a column'],
+  ['histogram', '--column C --range LO,HI --bins K', 'a histogram of a column'],
+  ['quantiles', '--column C --probs 0.25,0.5 --range LO,HI --bins K', 'quantiles of a column (from a fine histogram)'],
+  ['missingness', '[--columns a,b]', 'missing values per column and site'],
+  ['km', '[--by G] [--conf-level 0.95]', 'Kaplan–Meier curves with Greenwood confidence intervals and medians'],
+  ['logrank', '--group G [--strata none|site]', 'the log-rank test between groups'],
+  ['cox', '--covariates a,b [--ties efron|breslow]', 'a Cox proportional-hazards model'],
+  ['run', '', "every query of the study file's analytics: block"],
+];
+const ANALYTICS_FLAGS: CommandHelp['flags'] = {
+  study: { value: 'FILE', text: 'a study file with a dataSchema: block (or a bare data schema); its time and event columns drive survival queries' },
+  data: { value: 'FILE', text: 'one pooled CSV file' }, 'split-by': { value: 'COLUMN', text: 'make one site per value of this column of --data' }, site: { value: 'NAME=FILE', text: "one site's CSV file (repeatable)" },
+  policy: { value: 'FILE', text: 'a site policy file (YAML) for every site' }, out: { value: 'DIR', text: 'write each result as CSV (and SVG) into this directory' },
+  'min-cell': "each site's minimum cell count (default 1: nothing suppressed)", by: 'group by these columns', column: 'the column', columns: 'these columns',
+  stats: 'statistics: mean, variance, sd, min, max', bounds: 'LO,HI bounds of the column', range: 'LO,HI range of the histogram', bins: 'number of bins',
+  probs: 'probabilities, e.g. 0.25,0.5,0.75', 'conf-level': 'confidence level (default 0.95)', 'conf-type': 'log, log-log or plain',
+  group: 'the grouping column', strata: 'none or site', covariates: 'the covariate columns', ties: 'efron or breslow',
+  'time-resolution': 'round times up to multiples of this before survival queries',
+};
 
 export const COMMANDS: CommandHelp[] = [
   { path: 'demo', args: '[--seed N] [--rounds R] [--data-dir D] [--json] [--secagg] [--dp-epsilon E …] [--dashboard]', summary: 'the four-hospital India–Japan demo consortium on real data, on this machine',
@@ -58,7 +81,7 @@ export const COMMANDS: CommandHelp[] = [
   { path: 'study export', args: '<study> [--format csv|json] [--out F]', summary: 'metrics per round and per site, for a spreadsheet or a script',
     flags: { out: 'write to FILE instead of stdout', format: 'csv (one row per round, site and metric; default) or json' } },
 
-  { path: 'model card', args: '<study> [--json] [--out DIR]', summary: 'the model card of a completed study (Markdown)', flags: { out: 'also write <study>.model-card.md and .json into DIR' } },
+  { path: 'model card', args: '<study> [--json] [--out DIR]', summary: 'the model card of a completed study (Markdown)', flags: { out: { value: 'DIR', text: 'also write <study>.model-card.md and .json into DIR' } } },
   { path: 'model download', args: '<study> [--round R] --out model.safetensors', summary: 'the global model (safetensors) after the last round, or after round R',
     flags: { out: 'the file to write (safetensors)', round: 'the model after this fit round (default: the latest)' } },
   { path: 'model signoff', args: '<study> [--site S]', summary: 'sign off the release of a completed study\'s model (a site admin for their site; the lead or an admin for the consortium)',
@@ -85,11 +108,14 @@ export const COMMANDS: CommandHelp[] = [
   { path: 'compute k8s-manifest', args: '--file job.yaml --image IMAGE', summary: 'the Kubernetes Job a training job becomes', flags: { file: 'the training job (YAML or JSON)' } },
 
   { path: 'bench flamby-heart', args: '[--seeds 42,43,44] [--methods …]', summary: "FLamby's Fed-Heart-Disease table, every method, against the PyTorch figures",
-    flags: { out: 'directory for the result files (default setu-bench-out)', 'data-dir': 'the Fed-Heart-Disease data (default: the copy bundled in data/)' } },
+    flags: { out: { value: 'DIR', text: 'directory for the result files' }, 'data-dir': 'the Fed-Heart-Disease data (default: the copy bundled in data/)' } },
   { path: 'bench aggregate', args: '[--floats N] [--updates K]', summary: 'aggregation throughput against a plain-loop baseline' },
   { path: 'bench peer', args: '[--seeds …]', summary: 'Setu against the independent PyTorch reference of FLamby, seed by seed' },
   { path: 'bench secagg', args: '[--sites 10,100] [--params …]', summary: 'a round with and without SecAgg+' },
-  { path: 'bench dp-heart', args: '[--eps inf,10,3,1]', summary: 'accuracy against ε on the heart data', flags: { out: 'directory for the result files', 'data-dir': 'the Fed-Heart-Disease data (default: the copy bundled in data/)' } },
+  { path: 'bench dp-heart', args: '[--eps inf,10,3,1]', summary: 'accuracy against ε on the heart data', flags: { out: { value: 'DIR', text: 'directory for the result files' }, 'data-dir': 'the Fed-Heart-Disease data (default: the copy bundled in data/)' } },
+  { path: 'bench csv', args: '--federation bench.yaml | --study study.yaml --site NAME=FILE …', summary: "FLamby's protocol on any CSV federation: every method, many seeds, pooled-test evaluation",
+    flags: { federation: { value: 'FILE', text: "a federation file: the study and each site's CSV file" }, study: { value: 'FILE', text: 'a study file with a dataSchema' }, site: { value: 'NAME=FILE', text: "a site's CSV file (repeatable)" }, out: { value: 'DIR', text: 'directory for the result files (table, CSV, SVG)' } } },
+  ...ANALYTICS.map(([sub, args, summary]) => ({ path: `analytics ${sub}`, args: `${args} --study study.yaml (--data F [--split-by C] | --site NAME=FILE …)`, summary, flags: ANALYTICS_FLAGS })),
   { path: 'sim', args: '[--sites N] [--sample K] [--rounds R]', summary: 'a simulated federation of many virtual sites in one process',
     flags: { partition: 'how the data is split over the virtual sites: synthetic-noniid (default) or heart', 'data-dir': 'the Fed-Heart-Disease data (default: the copy bundled in data/)' } },
 ];
@@ -224,9 +250,10 @@ export function renderCommandHelp(path: string, options: Record<string, OptionSp
   const c = commandHelp(path);
   const flags = Object.entries(options).filter(([k]) => k !== 'help');
   const rows = flags.map(([k, o]) => {
-    const d = FLAGS[k];
-    const text = c?.flags?.[k] ?? d?.text ?? UNDOCUMENTED;
-    const value = o.type === 'string' ? ` ${d?.value ?? 'VALUE'}` : '';
+    const own = c?.flags?.[k];
+    const d = typeof own === 'object' ? own : { value: FLAGS[k]?.value, text: own ?? FLAGS[k]?.text };
+    const text = d.text ?? UNDOCUMENTED;
+    const value = o.type === 'string' ? ` ${d.value ?? 'VALUE'}` : '';
     const dflt = o.default !== undefined && o.default !== false ? ` (default ${String(o.default)})` : '';
     return [`--${k}${value}${o.multiple ? ' …' : ''}`, `${text}${dflt}`] as const;
   });

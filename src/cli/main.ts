@@ -28,6 +28,10 @@ async function main(argv: string[]): Promise<number> {
   const wantsHelp = argv.includes('--help') || argv.includes('-h');
   // A group of subcommands (study, site, …) without one: list them.
   const single = commandHelp(cmd) !== undefined;
+  // `setu analytics` has an overview of its own (every query with its flags) and names its queries itself (with
+  // aliases such as kaplan-meier): it answers for the whole group.
+  const ownsGroup = cmd === 'analytics';
+  if (ownsGroup && (sub === undefined || sub === '--help' || sub === '-h')) return dispatch(cmd, sub, rest, argv);
   if (!single && (sub === undefined || sub.startsWith('-'))) {
     if (wantsHelp || sub === undefined) {
       process[wantsHelp ? 'stdout' : 'stderr'].write(groupHelp(cmd) + '\n');
@@ -36,7 +40,7 @@ async function main(argv: string[]): Promise<number> {
     throw new UsageError(`setu ${cmd} needs a command first: ${groupCommands(cmd).map((c) => c.path.split(' ')[1]).join(', ')}`);
   }
   const path = single ? cmd : `${cmd} ${sub}`;
-  if (!commandHelp(path)) throw new UsageError(`unknown command "setu ${path}" (setu ${cmd}: ${groupCommands(cmd).map((c) => c.path.split(' ')[1]).join(', ')})`);
+  if (!commandHelp(path) && !ownsGroup) throw new UsageError(`unknown command "setu ${path}" (setu ${cmd}: ${groupCommands(cmd).map((c) => c.path.split(' ')[1]).join(', ')})`);
   if (wantsHelp) requestHelp(path);
   return dispatch(cmd, sub, rest, argv);
 }
@@ -64,6 +68,8 @@ async function dispatch(cmd: string, sub: string | undefined, rest: string[], ar
       return (await import('./bench/index.js')).main(argv.slice(1));
     case 'sim':
       return (await import('./sim.js')).main(argv.slice(1));
+    case 'analytics':
+      return (await import('./analytics.js')).analyticsCommand(argv.slice(1));
     case 'institution':
       return (await import('./governance.js')).institutionCommand(sub, rest);
     case 'model':

@@ -19,6 +19,7 @@ import type { Weights } from '../protocol/tensors.js';
 import { createModel } from '../learning/models/registry.js';
 import { createRng } from '../learning/rng.js';
 import { torchLinearInit } from '../learning/torch-init.js';
+import { linearCoxTorchInit } from '../learning/models/cox.js';
 import { combineSums, statsFromSums } from '../learning/federated-stats.js';
 import { hostStrategy, type FitResultIn } from './strategy-host.js';
 import { gov } from '../store/governance.js';
@@ -55,13 +56,14 @@ export function digestHex(b: Uint8Array): string {
 }
 
 /**
- * Initial global model of a study, deterministic in its seed. A logistic model starts exactly where
+ * Initial global model of a study, deterministic in its seed. A logistic or linear Cox model starts exactly where
  * PyTorch's `torch.manual_seed(seed); nn.Linear(d, 1)` starts (see learning/torch-init.ts), so a study
  * can be compared seed by seed with a PyTorch reference such as FLamby's.
  */
 export function initialWeights(spec: StudySpec): Weights {
   const seed = studySeed(spec);
   if (spec.model.kind === 'logistic') return torchLinearInit(seed, spec.model.inputDim);
+  if (spec.model.kind === 'cox' && !spec.model.hidden?.length) return linearCoxTorchInit(seed, spec.model.inputDim);
   return createModel(spec.model).init(createRng(seed, 'init'));
 }
 

@@ -31,6 +31,8 @@ export { MultiKrum } from './strategies/multi-krum.js';
 // Models and metrics written beside this core (MLP, Cox, C-index, gradient checker).
 export { createModel } from './models/registry.js';
 export { Mlp } from './models/mlp.js';
-export { Cox, coxLoss } from './models/cox.js';
+export { Cox, coxLoss, linearCoxTorchInit, coxHazardRatios, type CoxNormalise } from './models/cox.js';
+export { breslowBaseline, cumulativeHazardAt, survivalMatrix, type BaselineHazard } from './models/cox-baseline.js';
+export { unoC, timeDependentAuc, brierScores, integratedBrierScore, censoringKm, censoringAt, type SurvivalData } from './survival-metrics.js';
 export { cIndex, concordance } from './metrics/cindex.js';
 export { gradCheck } from './gradcheck.js';

@@ -22,7 +22,7 @@ export interface Dataset {
 export type ModelSpec =
   | { kind: 'logistic'; inputDim: number }
   | { kind: 'mlp'; inputDim: number; hidden: number[]; activation: 'relu' | 'tanh'; dropout?: number }
-  | { kind: 'cox'; inputDim: number; hidden?: number[]; activation?: 'relu' | 'tanh'; ties?: 'none' | 'breslow' };
+  | { kind: 'cox'; inputDim: number; hidden?: number[]; activation?: 'relu' | 'tanh'; ties?: 'none' | 'breslow'; normalise?: 'events' | 'batch' };
 
 export interface OptimizerSpec {
   kind: 'sgd' | 'adam';

@@ -6,11 +6,15 @@
  */
 import { RdpAccountant } from './rdp.js';
 
-/** One release of the subsampled Gaussian mechanism, repeated `steps` times. */
+/**
+ * One release of the subsampled Gaussian mechanism, repeated `steps` times; with `kind: 'laplace'`, `steps`
+ * releases of the Laplace mechanism whose scale per unit of sensitivity is `noiseMultiplier` (sampleRate 1).
+ */
 export interface MechanismPlan {
   sampleRate: number;
   noiseMultiplier: number;
   steps: number;
+  kind?: 'gaussian' | 'laplace';
 }
 
 export interface SpendRecord extends MechanismPlan {
@@ -48,7 +52,11 @@ export class PrivacyBudget {
 
   /** ε the account would show after running `plan`. */
   epsilonAfter(plan: MechanismPlan): number {
-    return this.acc.peek(plan.sampleRate, plan.noiseMultiplier, plan.steps).epsilon(this.delta).eps;
+    return this.after(plan).epsilon(this.delta).eps;
+  }
+
+  private after(plan: MechanismPlan): RdpAccountant {
+    return plan.kind === 'laplace' ? this.acc.peekLaplace(plan.noiseMultiplier, plan.steps) : this.acc.peek(plan.sampleRate, plan.noiseMultiplier, plan.steps);
   }
 
   wouldExceed(plan: MechanismPlan): boolean {
@@ -61,7 +69,7 @@ export class PrivacyBudget {
     if (after > this.epsilon) {
       throw new Error(`privacy budget exceeded: would reach ε=${after.toFixed(4)} of ε=${this.epsilon} (δ=${this.delta})`);
     }
-    this.acc = this.acc.peek(plan.sampleRate, plan.noiseMultiplier, plan.steps);
+    this.acc = this.after(plan);
     const rec: SpendRecord = { ...plan, label, epsilonAfter: after };
     this.history.push(rec);
     return { ...rec };

@@ -105,6 +105,20 @@ export function computeRdp(q: number, sigma: number, steps: number, orders: read
   return orders.map((a) => steps === 0 ? 0 : rdpSampledGaussian(q, sigma, a) * steps);
 }
 
+/**
+ * RDP at order α of the Laplace mechanism with scale λ per unit of L1 sensitivity (Mironov 2017, Prop. 6):
+ * ε(α) = log( α/(2α−1)·e^{(α−1)/λ} + (α−1)/(2α−1)·e^{−α/λ} ) / (α − 1), summed in log space so large α/λ
+ * cannot overflow. It tends to the pure-DP ε = 1/λ as α → ∞.
+ */
+export function rdpLaplace(scale: number, alpha: number): number {
+  if (!(scale >= 0)) throw new Error(`Laplace scale must be ≥ 0, got ${scale}`);
+  if (!(alpha > 1)) throw new Error(`RDP order must be > 1, got ${alpha}`);
+  if (scale === 0) return Infinity;
+  const a = Math.log(alpha / (2 * alpha - 1)) + (alpha - 1) / scale;
+  const b = Math.log((alpha - 1) / (2 * alpha - 1)) - alpha / scale;
+  return logAdd(a, b) / (alpha - 1);
+}
+
 export interface EpsResult { eps: number; order: number }
 
 function checkInputs(orders: readonly number[], rdp: readonly number[], delta: number): void {
@@ -194,6 +208,17 @@ export class RdpAccountant {
   /** The account as it would be after composing these steps, without changing this one. */
   peek(q: number, sigma: number, steps: number): RdpAccountant {
     return new RdpAccountant(this.orders, this.rdp).compose(q, sigma, steps);
+  }
+
+  /** Adds `steps` releases of the Laplace mechanism with scale λ per unit sensitivity (analytics queries). */
+  composeLaplace(scale: number, steps: number): this {
+    if (!(Number.isInteger(steps) && steps >= 0)) throw new Error(`steps must be a non-negative integer, got ${steps}`);
+    this.rdp = this.rdp.map((r, k) => r + (steps === 0 ? 0 : rdpLaplace(scale, this.orders[k]!) * steps));
+    return this;
+  }
+
+  peekLaplace(scale: number, steps: number): RdpAccountant {
+    return new RdpAccountant(this.orders, this.rdp).composeLaplace(scale, steps);
   }
 
   epsilon(delta: number): EpsResult {

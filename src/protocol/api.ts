@@ -26,6 +26,8 @@ export const ModelSpecSchema = Type.Union([
       hidden: Type.Optional(Type.Array(Dim, { maxItems: 16 })),
       activation: Type.Optional(Activation),
       ties: Type.Optional(Type.Union([Type.Literal('none'), Type.Literal('breslow')])),
+      /** What the partial log-likelihood of a batch is divided by: its observed events (default; pycox, DeepSurv) or its rows (FLamby's Fed-TCGA-BRCA loss). */
+      normalise: Type.Optional(Type.Union([Type.Literal('events'), Type.Literal('batch')])),
     },
     strict,
   ),
@@ -197,7 +199,14 @@ const MetricsSchema = Type.Record(Type.String({ maxLength: 64 }), Type.Number(),
 /** A site's report of one DP release (the mechanism of this task) and its total for the study afterwards. */
 export const PrivacySpendSchema = Type.Object(
   {
-    mechanism: Type.Union([Type.Literal('dp-sgd'), Type.Literal('dp-fedavg')]),
+    mechanism: Type.Union([
+      Type.Literal('dp-sgd'),
+      Type.Literal('dp-fedavg'),
+      /** Analytics queries (src/analytics/dp.ts): `steps` Laplace releases of scale `noiseMultiplier` per unit sensitivity, sampleRate 1. */
+      Type.Literal('laplace'),
+      /** Analytics queries: `steps` Gaussian releases of noise multiplier `noiseMultiplier`, sampleRate 1. */
+      Type.Literal('gaussian'),
+    ]),
     sampleRate: Type.Number({ exclusiveMinimum: 0, maximum: 1 }),
     noiseMultiplier: Type.Number({ minimum: 0, maximum: 1e6 }),
     steps: Type.Integer({ minimum: 0, maximum: 1e9 }),

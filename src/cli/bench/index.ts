@@ -7,6 +7,7 @@ export const BENCHES: Record<string, () => Promise<{ main(argv: string[]): Promi
   peer: () => import('./peer.js'),
   secagg: () => import('./secagg.js'),
   'dp-heart': () => import('./dp-heart.js'),
+  csv: () => import('./csv.js'),
 };
 
 export async function main(argv: string[]): Promise<number> {

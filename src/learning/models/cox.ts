@@ -1,9 +1,11 @@
 /**
  * Cox proportional hazards with a linear or MLP log-risk score f(x).
  *
- * Loss: the negative partial log-likelihood of the batch, averaged over its observed events,
+ * Loss: the negative partial log-likelihood of the batch, divided by its observed events E
+ * (`normalise: 'events'`, the default, as pycox and DeepSurv) or by its rows m (`'batch'`, as FLamby's
+ * Fed-TCGA-BRCA `BaselineLoss`),
  *
- *     L = (1/E) Σ_{i: event} [ log Σ_{j ∈ R(i)} exp f(x_j) − f(x_i) ],
+ *     L = (1/E or 1/m) Σ_{i: event} [ log Σ_{j ∈ R(i)} exp f(x_j) − f(x_i) ],
  *
  * with the log-sum-exp taken by a running maximum, so it is finite for any finite scores:
  * huge scores, a single row, or an all-censored batch (E = 0: loss 0, gradient 0).
@@ -12,9 +14,8 @@
  * - 'none' (default, FLamby's `BaselineLoss` of Fed-TCGA-BRCA): rows are stably sorted by
  *   time, latest first, and R(i) is every row at or before i in that order. Rows with equal
  *   times are therefore not grouped: among tied rows, the one earlier in the batch does not
- *   see the later ones in its risk set. FLamby divides by the batch size rather than by E;
- *   that only rescales the loss and gradient by E/m, and the mean over events is the quantity
- *   that does not drift with the censoring rate.
+ *   see the later ones in its risk set. Dividing by m instead of E rescales loss and gradient
+ *   by E/m; the mean over events is the quantity that does not drift with the censoring rate.
  * - 'breslow': R(i) = every row with t_j ≥ t_i, ties included (Breslow's approximation).
  *
  * The output layer keeps PyTorch's bias so the layout equals `nn.Linear` stacks; the partial
@@ -23,10 +24,12 @@
 import type { Weights } from '../../protocol/tensors.js';
 import type { Dataset, EvalMetrics, Model, ModelSpec, Rng } from '../types.js';
 import { concordance } from '../metrics/cindex.js';
-import { DenseNet } from './mlp.js';
+import { DenseNet, layerName } from './mlp.js';
+import { torchLinearInit } from '../torch-init.js';
 
 export type CoxSpec = Extract<ModelSpec, { kind: 'cox' }>;
 export type CoxTies = 'none' | 'breslow';
+export type CoxNormalise = 'events' | 'batch';
 
 /**
  * Cox loss of batch-local `score`, `time`, `event` (event > 0.5 = observed). When `dScore` is
@@ -38,12 +41,14 @@ export function coxLoss(
   event: ArrayLike<number>,
   ties: CoxTies = 'none',
   dScore?: Float64Array,
+  normalise: CoxNormalise = 'events',
 ): number {
   const m = score.length;
   if (time.length !== m || event.length !== m) throw new Error(`cox: ${m} scores, ${time.length} times, ${event.length} events`);
   let events = 0;
   for (let i = 0; i < m; i++) if (event[i]! > 0.5) events++;
   if (events === 0) return 0;
+  const denom = normalise === 'batch' ? m : events;
   // Stable sort (ECMAScript guarantees it): ties keep batch order, as Python's sorted does.
   const order = Array.from({ length: m }, (_, i) => i).sort((a, b) => time[b]! - time[a]!);
   // riskEnd[p]: last position (in `order`) belonging to the risk set of the row at position p.
@@ -71,7 +76,7 @@ export function coxLoss(
     if (event[i]! > 0.5) loss += prefix[riskEnd[p]!]! - score[i]!;
   }
   if (dScore) {
-    // ∂L/∂s_j = (1/E) [ Σ_{events i: j ∈ R(i)} exp(s_j − lse_i) − e_j ]. j ∈ R(i) iff
+    // ∂L/∂s_j = (1/denom) [ Σ_{events i: j ∈ R(i)} exp(s_j − lse_i) − e_j ]. j ∈ R(i) iff
     // pos(j) ≤ riskEnd(pos(i)), so walk positions backwards, adding each event when the walk
     // reaches its riskEnd, and keep acc = log Σ exp(−lse_i) over those events. Every term
     // exp(s_j + acc) is a sum of ratios ≤ 1, so it cannot overflow.
@@ -88,16 +93,17 @@ export function coxLoss(
       }
       const j = order[p]!;
       const inRisk = accSum > 0 ? Math.exp(score[j]! + accMax + Math.log(accSum)) : 0;
-      dScore[j]! += (inRisk - (event[j]! > 0.5 ? 1 : 0)) / events;
+      dScore[j]! += (inRisk - (event[j]! > 0.5 ? 1 : 0)) / denom;
     }
   }
-  return loss / events;
+  return loss / denom;
 }
 
 export class Cox implements Model {
   readonly spec: CoxSpec;
   readonly net: DenseNet;
   readonly ties: CoxTies;
+  readonly normalise: CoxNormalise;
 
   constructor(spec: CoxSpec) {
     if (!(Number.isInteger(spec.inputDim) && spec.inputDim > 0)) throw new Error(`cox: inputDim must be a positive integer, got ${spec.inputDim}`);
@@ -106,6 +112,9 @@ export class Cox implements Model {
     const ties = spec.ties ?? 'none';
     if (ties !== 'none' && ties !== 'breslow') throw new Error(`cox: ties must be "none" or "breslow", got ${String(ties)}`);
     this.ties = ties;
+    const normalise = spec.normalise ?? 'events';
+    if (normalise !== 'events' && normalise !== 'batch') throw new Error(`cox: normalise must be "events" or "batch", got ${String(normalise)}`);
+    this.normalise = normalise;
     this.spec = { ...spec, hidden: [...hidden] };
     this.net = new DenseNet([spec.inputDim, ...hidden, 1], spec.activation ?? 'relu', 0, 'cox');
   }
@@ -132,7 +141,7 @@ export class Cox implements Model {
       e[k] = event[idx[k]!]!;
     }
     const dOut = new Float64Array(m);
-    const loss = coxLoss(pass.out, t, e, this.ties, dOut);
+    const loss = coxLoss(pass.out, t, e, this.ties, dOut, this.normalise);
     this.net.backward(w, pass, dOut, grad);
     return loss;
   }
@@ -143,12 +152,29 @@ export class Cox implements Model {
     return Float32Array.from(this.net.scores(w, data.x, data.n));
   }
 
-  /** Whole-dataset partial likelihood (mean over events) and Harrell's C (absent without comparable pairs). */
+  /** Whole-dataset partial likelihood (normalised as in training) and Harrell's C (absent without comparable pairs). */
   evaluate(w: Weights, data: Dataset): EvalMetrics {
     const { time, event } = this.survival(data);
     const s = this.net.scores(w, data.x, data.n);
-    const loss = coxLoss(s, time, event, this.ties);
+    const loss = coxLoss(s, time, event, this.ties, undefined, this.normalise);
     const c = concordance(s, time, event);
     return Number.isNaN(c.cIndex) ? { n: data.n, loss } : { n: data.n, loss, cIndex: c.cIndex };
   }
+}
+
+/**
+ * A linear Cox model's weights as `torch.manual_seed(seed); nn.Linear(d, 1)` draws them, under the
+ * model's layer names, so a Setu Cox study starts where a PyTorch reference does (the bias is drawn,
+ * and kept, but the partial likelihood ignores it).
+ */
+export function linearCoxTorchInit(seed: number, inputDim: number): Weights {
+  const { weight, bias } = torchLinearInit(seed, inputDim, 1);
+  return { [layerName(0, 'weight')]: weight!, [layerName(0, 'bias')]: bias! };
+}
+
+/** Hazard ratio exp(β_j) per feature of a linear Cox model: the change in hazard per unit of feature j (as encoded and normalised). */
+export function coxHazardRatios(w: Weights, featureNames?: readonly string[]): Array<{ feature: string; coef: number; hazardRatio: number }> {
+  const W = w[layerName(0, 'weight')];
+  if (!W || W.shape[0] !== 1 || w[layerName(1, 'weight')]) throw new Error('cox: hazard ratios need a linear Cox model (no hidden layers)');
+  return Array.from(W.data, (b, j) => ({ feature: featureNames?.[j] ?? `x${j}`, coef: b, hazardRatio: Math.exp(b) }));
 }

@@ -11,7 +11,7 @@
  *       - { name: age, type: numeric }
  *       - { name: cp, type: categorical, levels: ["1", "2", "3", "4"], dropFirst: true }
  *     task: { kind: binary, label: num, positive: { above: 0 } }   # or { kind: survival, time: T, event: E }
- *     preprocessing: { normalise: site, scope: numeric, missing: drop }   # normalise: site | global | none
+ *     preprocessing: { normalise: site, scope: numeric, missing: drop }   # normalise: site | global | none; arithmetic: float64 | float32
  *     split: { kind: stratified, trainFraction: 0.66, seed: 43 }   # or { kind: column, column: set }
  *
  * `checkSchema` checks one site's CSV against it and lists every problem by column, so a study
@@ -44,10 +44,22 @@ export function parseDataSchema(input: unknown): DataSchema {
   return s;
 }
 
-/** Task (and split) columns that every site file must have. */
+/** Task (and split or id) columns that every site file must have. */
 export function targetColumns(s: DataSchema): string[] {
   const t = s.task.kind === 'binary' ? [s.task.label] : [s.task.time, s.task.event];
-  return s.split.kind === 'column' ? [...t, s.split.column] : t;
+  return s.split.kind === 'column' ? [...t, s.split.column] : s.split.kind === 'file' ? [...t, s.split.id] : t;
+}
+
+/** The train/test labels a site's split column (or split file) uses: its own entry in `labels`, else the schema's. */
+export function splitLabels(s: DataSchema, site?: string): { train: string; test: string } {
+  if (s.split.kind === 'stratified') throw new Error('a stratified split has no labels');
+  const own = site !== undefined ? s.split.labels?.[site] : undefined;
+  return own ?? { train: s.split.train ?? 'train', test: s.split.test ?? 'test' };
+}
+
+/** Every column a site's table must have a value in for a row to be used: features, then task and split columns. */
+export function usedColumns(s: DataSchema): string[] {
+  return [...s.features.map((f) => f.name), ...targetColumns(s)];
 }
 
 export interface SchemaProblem {
@@ -73,8 +85,8 @@ export function levelIndex(levels: readonly string[], v: string): number {
   return x === null ? -1 : levels.findIndex((l) => parseNumber(l) === x);
 }
 
-/** Every mismatch between a site's CSV and the schema, one entry per column at fault. */
-export function checkSchema(table: CsvTable, schema: DataSchema): SchemaProblem[] {
+/** Every mismatch between a site's CSV and the schema, one entry per column at fault. `site`: its name, for per-site split labels. */
+export function checkSchema(table: CsvTable, schema: DataSchema, site?: string): SchemaProblem[] {
   const problems: SchemaProblem[] = [];
   const col = new Map(table.header.map((h, i) => [h, i]));
   const scan = (name: string, bad: (v: string) => string | null): void => {
@@ -115,9 +127,9 @@ export function checkSchema(table: CsvTable, schema: DataSchema): SchemaProblem[
     scan(t.event, (v) => (parseNumber(v) === 0 || parseNumber(v) === 1 ? null : `event must be 0 or 1, found ${JSON.stringify(v)}`));
   }
   if (schema.split.kind === 'column') {
-    const tr = schema.split.train ?? 'train', te = schema.split.test ?? 'test';
+    const { train: tr, test: te } = splitLabels(schema, site);
     scan(schema.split.column, (v) => (v === tr || v === te ? null : `split value ${JSON.stringify(v)} is neither "${tr}" nor "${te}"`));
-  }
+  } else if (schema.split.kind === 'file') scan(schema.split.id, () => null);
   if (table.rows.length === 0) problems.push({ column: '*', message: `${table.file} has a header but no rows` });
   return problems;
 }

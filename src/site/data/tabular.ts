@@ -13,7 +13,7 @@ import { createRng, permutation } from '../../learning/rng.js';
 import type { Dataset } from '../../learning/types.js';
 import type { CsvTable } from './csv.js';
 import { applyStats, localSums, statsFromSums, type NormStats } from './global-stats.js';
-import { checkSchema, encodedFeatureNames, levelIndex, parseNumber, targetColumns, type DataSchema } from './schema.js';
+import { checkSchema, encodedFeatureNames, levelIndex, parseNumber, splitLabels, usedColumns, type DataSchema } from './schema.js';
 
 export interface TabularData {
   train: Dataset;
@@ -32,11 +32,15 @@ export class SchemaMismatchError extends Error {
   }
 }
 
-export function loadTabular(table: CsvTable, schema: DataSchema): TabularData {
-  const problems = checkSchema(table, schema);
+/**
+ * `site`: this site's name (for per-site split labels); `splitFile`: its split file, when the schema's split is
+ * `kind: file` (joined on the schema's id column).
+ */
+export function loadTabular(table: CsvTable, schema: DataSchema, opts: { site?: string; splitFile?: CsvTable } = {}): TabularData {
+  const problems = checkSchema(table, schema, opts.site);
   if (problems.length) throw new SchemaMismatchError(problems);
   const col = new Map(table.header.map((h, i) => [h, i]));
-  const used = [...schema.features.map((f) => f.name), ...targetColumns(schema)].map((c) => col.get(c)!);
+  const used = usedColumns(schema).map((c) => col.get(c)!);
   const featureNames = encodedFeatureNames(schema);
   const d = featureNames.length;
   const keep: number[] = [], droppedLines: number[] = [];
@@ -81,8 +85,16 @@ export function loadTabular(table: CsvTable, schema: DataSchema): TabularData {
   const s = schema.split;
   let isTrain: boolean[];
   if (s.kind === 'column') {
-    const tr = s.train ?? 'train';
+    const tr = splitLabels(schema, opts.site).train;
     isTrain = keep.map((k) => table.rows[k]![col.get(s.column)!] === tr);
+  } else if (s.kind === 'file') {
+    const byId = splitFileLabels(opts.splitFile, s.column ?? 'split', s.id, splitLabels(schema, opts.site));
+    isTrain = keep.map((k) => {
+      const id = table.rows[k]![col.get(s.id)!]!;
+      const t = byId.get(id);
+      if (t === undefined) throw new Error(`${table.file}, line ${table.lines[k]}: id ${JSON.stringify(id)} is not in the split file ${opts.splitFile!.file}`);
+      return t;
+    });
   } else isTrain = stratifiedSplit(y, s.trainFraction, s.seed);
 
   const numericMask = schema.features.flatMap((f) => (f.type === 'numeric' ? [true] : new Array<boolean>(f.levels.length - (f.dropFirst ? 1 : 0)).fill(false)));
@@ -94,6 +106,22 @@ export function loadTabular(table: CsvTable, schema: DataSchema): TabularData {
     normaliseMask: schema.preprocessing?.scope === 'all' ? numericMask.map(() => true) : numericMask,
     droppedLines,
   };
+}
+
+/** id → is-train from a site's split file; a missing file, column, duplicate id or unknown label is an error naming it. */
+function splitFileLabels(file: CsvTable | undefined, column: string, id: string, labels: { train: string; test: string }): Map<string, boolean> {
+  if (!file) throw new Error(`the study's split comes from a split file joined on "${id}", and this site names no split file`);
+  const ci = file.header.indexOf(column), ii = file.header.indexOf(id);
+  if (ii < 0 || ci < 0) throw new Error(`split file ${file.file} needs columns "${id}" and "${column}" (it has: ${file.header.join(', ')})`);
+  const out = new Map<string, boolean>();
+  file.rows.forEach((r, k) => {
+    const key = r[ii], v = r[ci];
+    if (key === null || key === undefined) throw new Error(`${file.file}, line ${file.lines[k]}: missing id`);
+    if (v !== labels.train && v !== labels.test) throw new Error(`${file.file}, line ${file.lines[k]}, column ${column}: ${JSON.stringify(v)} is neither "${labels.train}" nor "${labels.test}"`);
+    if (out.has(key)) throw new Error(`${file.file}, line ${file.lines[k]}: id ${JSON.stringify(key)} appears twice`);
+    out.set(key, v === labels.train);
+  });
+  return out;
 }
 
 /**
@@ -144,6 +172,6 @@ export function normaliseTabular(data: TabularData, schema: DataSchema, stats?: 
   if (p.normalise === 'site') st = stats ?? statsFromSums(localSums(data.train, 0));
   else if (!stats) throw new Error('global normalisation needs the federated statistics (combineSums of every site\'s localSums)');
   else st = stats;
-  const eps = p.epsilon ?? 1e-9;
-  return { train: applyStats(data.train, st, data.normaliseMask, eps), test: applyStats(data.test, st, data.normaliseMask, eps), stats: st };
+  const eps = p.epsilon ?? 1e-9, arith = p.arithmetic ?? 'float64';
+  return { train: applyStats(data.train, st, data.normaliseMask, eps, arith), test: applyStats(data.test, st, data.normaliseMask, eps, arith), stats: st };
 }
