@@ -43,7 +43,7 @@ function examples(): Example[] {
   const out: Example[] = [];
   for (const f of md) {
     const text = readFileSync(f, 'utf8');
-    for (const m of text.matchAll(/```ya?ml\n([\s\S]*?)```/g)) out.push({ where: `${relative(ROOT, f)}:${text.slice(0, m.index).split('\n').length}`, text: m[1]! });
+    for (const m of text.matchAll(/```ya?ml[^\n]*\n([\s\S]*?)```/g)) out.push({ where: `${relative(ROOT, f)}:${text.slice(0, m.index).split('\n').length}`, text: m[1]! });
   }
   for (const f of filesUnder(join(ROOT, 'examples'), (x) => /\.ya?ml$/.test(x))) out.push({ where: relative(ROOT, f), text: readFileSync(f, 'utf8'), file: f });
   return out;
