@@ -11,6 +11,7 @@ import { decodeSafetensors } from '../protocol/safetensors.js';
 import type { StudyExport } from '../coordinator/study-export.js';
 import { UsageError, numFlag, operatorClient, operatorFlags, parse, studyId } from './args.js';
 import { table } from './table.js';
+import { OperatorError } from './failures.js';
 
 const out = (s: string) => process.stdout.write(s + '\n');
 const enc = encodeURIComponent;
@@ -57,9 +58,14 @@ export async function modelResultsCommand(sub: string | undefined, argv: string[
     const r = await api.request('GET', `/v1/studies/${enc(await studyId(api, id))}/model${round !== undefined ? `?round=${round}` : ''}`);
     const digest = createHash('sha256').update(r.body).digest('hex');
     const claimed = r.headers.get('x-setu-digest');
-    if (claimed && claimed !== digest) throw new Error(`the model arrived damaged: sha256 ${digest}, the coordinator says ${claimed}; nothing was written`);
+    if (claimed && claimed !== digest) throw new OperatorError(`the model arrived damaged: sha256 ${digest}, the coordinator says ${claimed}; nothing was written`);
     // Refuse to write what is not a model: the file must decode as the safetensors the study trains.
-    const tensors = decodeSafetensors(r.body).weights;
+    let tensors;
+    try {
+      tensors = decodeSafetensors(r.body).weights;
+    } catch (e) {
+      throw new OperatorError(`the coordinator sent no readable model (${(e as Error).message}); nothing was written`, { cause: e });
+    }
     writeFileSync(v.out, r.body);
     const version = r.headers.get('x-setu-model-version') ?? '?';
     const shapes = Object.entries(tensors).map(([name, t]) => `${name} [${t.shape.join(', ')}]`).join(', ');
