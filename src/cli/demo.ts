@@ -14,8 +14,7 @@ import YAML from 'yaml';
 import { startCoordinator, type RunningCoordinator } from '../coordinator/start.js';
 import { initialWeights } from '../coordinator/engine.js';
 import { HttpClient } from '../site/http.js';
-import type { InviteResponse, StudySpec, UserInviteResponse } from '../protocol/api.js';
-import { generateSigningKeys } from '../protocol/signing.js';
+import type { StudySpec } from '../protocol/api.js';
 import { decodeSafetensors } from '../protocol/safetensors.js';
 import type { Weights } from '../protocol/tensors.js';
 import { HEART_CENTERS, defaultHeartDir, loadHeartPooled, type HeartPooledData } from '../site/data/heart.js';
@@ -24,6 +23,7 @@ import { trainCentral } from '../learning/client.js';
 import { deriveSeed } from '../learning/rng.js';
 import type { Model } from '../learning/types.js';
 import { UsageError, intFlag, parse } from './args.js';
+import { DEMO_INSTITUTIONS, approveStudy, prepareDataDir, releaseModel, setUpConsortium } from './demo-consortium.js';
 import { pct, table } from './table.js';
 
 export interface DemoResult {
@@ -35,8 +35,8 @@ export interface DemoOutput {
   seed: number;
   results: Record<string, DemoResult>;
   federation: { studyId: string; rounds: number; sites: string[]; seconds: number; dataDir: string | null };
-  /** Only with --secagg or --dp-epsilon: what protected the updates and the (ε, δ) each site spent. */
-  privacy?: DemoPrivacy;
+  /** What protected the updates (SecAgg+ always: the IN and JP policies ask for it) and, with DP, what each site spent. */
+  privacy: DemoPrivacy;
 }
 
 export interface DemoPrivacy {
@@ -44,8 +44,12 @@ export interface DemoPrivacy {
   dp: { level: 'sample' | 'client'; epsilon: number; delta: number; clipNorm: number; lr: number; spent: Record<string, number> } | null;
 }
 
-/** The demo's privacy flags, checked; undefined when none is given (the plain demo). */
-export function demoPrivacy(v: { secagg?: boolean | undefined; 'dp-epsilon'?: string | undefined; 'dp-delta'?: string | undefined; 'dp-level'?: string | undefined; 'dp-clip'?: string | undefined }): StudySpec['privacy'] | undefined {
+/**
+ * The demo study's privacy: SecAgg+ always (the demo's hospitals are Indian and Japanese, and both countries'
+ * policies ask for updates leaving them to be masked; it changes no accuracy of the demo, only what the coordinator
+ * can read), and DP when --dp-epsilon asks for it. The flags are checked before anything starts.
+ */
+export function demoPrivacy(v: { secagg?: boolean | undefined; 'dp-epsilon'?: string | undefined; 'dp-delta'?: string | undefined; 'dp-level'?: string | undefined; 'dp-clip'?: string | undefined }): NonNullable<StudySpec['privacy']> {
   const num = (x: string | undefined, name: string, dflt: number, ok: (n: number) => boolean, what: string): number => {
     if (x === undefined) return dflt;
     const n = Number(x);
@@ -54,8 +58,7 @@ export function demoPrivacy(v: { secagg?: boolean | undefined; 'dp-epsilon'?: st
   };
   const dpAsked = v['dp-epsilon'] !== undefined;
   if (!dpAsked && (v['dp-delta'] !== undefined || v['dp-level'] !== undefined || v['dp-clip'] !== undefined)) throw new UsageError('--dp-delta, --dp-level and --dp-clip need --dp-epsilon');
-  if (!dpAsked && !v.secagg) return undefined;
-  const out: NonNullable<StudySpec['privacy']> = {};
+  const out: NonNullable<StudySpec['privacy']> = { secagg: {} };
   if (dpAsked) {
     const level = v['dp-level'] ?? 'sample';
     if (level !== 'sample' && level !== 'client') throw new UsageError(`--dp-level must be sample or client, got ${level}`);
@@ -64,10 +67,10 @@ export function demoPrivacy(v: { secagg?: boolean | undefined; 'dp-epsilon'?: st
       epsilon: num(v['dp-epsilon'], 'dp-epsilon', 1, (n) => n > 0 && n <= 1000, 'a number in (0, 1000]'),
       delta: num(v['dp-delta'], 'dp-delta', 1e-3, (n) => n > 0 && n < 1, 'a number in (0, 1)'),
       clipNorm: num(v['dp-clip'], 'dp-clip', level === 'sample' ? 1 : 0.1, (n) => n > 0, 'a positive number'),
-      ...(level === 'client' ? { mode: v.secagg ? 'distributed' : 'central' } : {}),
+      // Under SecAgg+ the coordinator sees only the sum, so client-level noise is the sites' (distributed).
+      ...(level === 'client' ? { mode: 'distributed' } : {}),
     } as NonNullable<StudySpec['privacy']>['dp'];
   }
-  if (v.secagg) out.secagg = {};
   return out;
 }
 
@@ -104,15 +107,16 @@ export async function main(argv: string[]): Promise<number> {
   });
   const privacy = demoPrivacy(values);
   const seed = intFlag(values.seed, 'seed', 42);
+  if (seed < 0 || seed > 2 ** 31 - 1) throw new UsageError(`--seed must be an integer from 0 to ${2 ** 31 - 1}, got ${seed}`);
   const rounds = intFlag(values.rounds, 'rounds', 15);
   if (rounds < 1) throw new UsageError('--rounds must be at least 1');
   const json = !!values.json;
   const say = (s: string) => process.stderr.write(s + '\n');
   const started = Date.now();
   const dataDir = values['data-dir'] ? resolve(values['data-dir']) : mkdtempSync(join(tmpdir(), 'setu-demo-'));
-  mkdirSync(dataDir, { recursive: true });
+  prepareDataDir(dataDir);
   const logDir = join(dataDir, 'logs');
-  mkdirSync(logDir, { recursive: true });
+  mkdirSync(logDir, { recursive: true, mode: 0o700 });
   const children: ChildProcess[] = [];
   let coord: RunningCoordinator | undefined;
   const cleanup = async () => {
@@ -126,39 +130,39 @@ export async function main(argv: string[]): Promise<number> {
   // Agents are child processes: a SIGTERM must stop them too, not leave them polling a dead coordinator.
   process.once('SIGTERM', onSignal);
   try {
+    // The coordinator's directory holds its keys and database: only this user may enter it.
+    mkdirSync(join(dataDir, 'coordinator'), { mode: 0o700 });
     coord = await startCoordinator({ dataDir: join(dataDir, 'coordinator'), port: 0, tickMs: 200, maxWaitMs: 10_000, log: values.verbose ? (m) => say(`coordinator: ${m}`) : undefined });
     say(`coordinator on ${coord.url} (SQLite in ${join(dataDir, 'coordinator')})`);
-    if (values.dashboard) say(`dashboard: ${coord.url}/ (log in with the admin key file in ${join(dataDir, 'coordinator')})`);
+    if (values.dashboard) say(`dashboard: ${coord.url}/ (log in with a key file: ${join(dataDir, 'coordinator', 'admin.key')} is the consortium admin, ${join(dataDir, 'people')} holds the study lead's and each site admin's)`);
     if (!coord.adminKey) throw new Error('the demo coordinator wrote no admin.key');
-    // Every request below is signed: the admin's key from admin.key, a study lead's key made here.
+    // Every request below is signed: the admin's key from admin.key, the people's keys made here.
     const admin = new HttpClient({ baseUrl: coord.url, signer: { keyId: coord.adminKey.keyId, privateKey: coord.adminKey.privateKey }, giveUpAfterMs: 10_000 });
-    const leadInvite = await admin.json<UserInviteResponse>('POST', '/v1/users', { name: 'demo-lead', role: 'study_lead', ttlHours: 1 });
-    const leadKeys = generateSigningKeys();
-    await new HttpClient({ baseUrl: coord.url, giveUpAfterMs: 10_000 }).json('POST', '/v1/users/enrol', { token: leadInvite.token, publicKey: leadKeys.publicKeyRaw });
-    const lead = new HttpClient({ baseUrl: coord.url, signer: { keyId: leadInvite.userId, privateKey: leadKeys.privateKey }, giveUpAfterMs: 10_000 });
+    const people = await setUpConsortium(admin, coord.url, dataDir);
+    const lead = people.lead;
     const heartDir = defaultHeartDir();
     const siteNames = HEART_CENTERS.map((n) => `${n}`);
     for (let c = 0; c < 4; c++) {
       const name = siteNames[c]!;
-      const invite = await admin.json<InviteResponse>('POST', '/v1/invites', { siteName: name, ttlHours: 1 });
       const siteDir = join(dataDir, 'sites', name);
-      mkdirSync(siteDir, { recursive: true });
+      mkdirSync(siteDir, { recursive: true, mode: 0o700 });
       const cfgFile = join(siteDir, 'site.yaml');
       // With DP, each hospital caps its spend on the study at the study's own (ε, δ).
-      const siteBudget = privacy?.dp ? { privacy: { budget: { epsilon: privacy.dp.epsilon, delta: privacy.dp.delta } } } : {};
-      writeFileSync(cfgFile, YAML.stringify({ coordinator: coord.url, stateDir: 'state', pollWaitMs: 10_000, datasets: { heart: { format: 'fed-heart-disease', dir: heartDir, center: c } }, ...siteBudget }));
-      const log = createWriteStream(join(logDir, `${name}.log`));
-      const child = spawn(process.execPath, [MAIN_JS, 'site', 'start', '--config', cfgFile, '--token', invite.token], { stdio: ['ignore', 'pipe', 'pipe'] });
+      const siteBudget = privacy.dp ? { privacy: { budget: { epsilon: privacy.dp.epsilon, delta: privacy.dp.delta } } } : {};
+      const jurisdiction = DEMO_INSTITUTIONS[c]!.jurisdiction;
+      writeFileSync(cfgFile, YAML.stringify({ coordinator: coord.url, stateDir: 'state', pollWaitMs: 10_000, jurisdiction, datasets: { heart: { format: 'fed-heart-disease', dir: heartDir, center: c } }, ...siteBudget }), { mode: 0o600 });
+      const log = createWriteStream(join(logDir, `${name}.log`), { mode: 0o600 });
+      const child = spawn(process.execPath, [MAIN_JS, 'site', 'start', '--config', cfgFile, '--token', people.invites.get(name)!], { stdio: ['ignore', 'pipe', 'pipe'] });
       child.stdout!.pipe(log);
       child.stderr!.pipe(log);
       if (values.verbose) child.stderr!.on('data', (d: Buffer) => process.stderr.write(d));
       children.push(child);
     }
-    say(`4 site agents started (separate processes; logs in ${values['data-dir'] ? logDir : 'the temporary directory'})`);
+    say(`4 site agents started (separate processes; logs in ${values['data-dir'] ? logDir : 'the temporary directory'}): ${DEMO_INSTITUTIONS.map((i) => `${i.site} at ${i.name} (${i.jurisdiction})`).join(', ')}`);
 
     const spec = heartStudySpec(seed, rounds);
-    if (privacy) spec.privacy = privacy;
-    if (privacy?.dp?.level === 'sample') spec.fit.optimizer.lr = DP_SGD_LR;
+    spec.privacy = privacy;
+    if (privacy.dp?.level === 'sample') spec.fit.optimizer.lr = DP_SGD_LR;
     // Wait until every agent has enrolled, then start the study with all four.
     for (let i = 0; ; i++) {
       const sites = await admin.json<{ name: string }[]>('GET', '/v1/sites');
@@ -169,6 +173,8 @@ export async function main(argv: string[]): Promise<number> {
       await new Promise((r) => setTimeout(r, 100));
     }
     const { id: studyId } = await lead.json<{ id: string }>('POST', '/v1/studies', spec);
+    // Consortium sites take part only with their own site admin's approval; the start checks the IN and JP policies.
+    await approveStudy(people, studyId);
     const done = new Promise<string>((resolveDone) => {
       coord!.bus.on((e) => {
         if (e.type === 'study.status' && e.studyId === studyId && ['completed', 'failed', 'stopped'].includes(e.status)) resolveDone(e.status + (e.error ? `: ${e.error}` : ''));
@@ -189,7 +195,7 @@ export async function main(argv: string[]): Promise<number> {
       lastLine = line;
     }
     await lead.json('POST', `/v1/studies/${studyId}/start`, {});
-    const privLine = privacy ? ` · ${[privacy.secagg ? 'SecAgg+' : '', privacy.dp ? `${privacy.dp.level === 'sample' ? 'DP-SGD' : 'DP-FedAvg'} at ε=${privacy.dp.epsilon}, δ=${privacy.dp.delta}` : ''].filter(Boolean).join(', ')}` : '';
+    const privLine = ` · ${['SecAgg+', privacy.dp ? `${privacy.dp.level === 'sample' ? 'DP-SGD' : 'DP-FedAvg'} at ε=${privacy.dp.epsilon}, δ=${privacy.dp.delta}` : ''].filter(Boolean).join(', ')}`;
     say(`study ${studyId} started: FedAvg, ${rounds} rounds × 100 local SGD steps, lr ${spec.fit.optimizer.lr}, batch 4, seed ${seed}${privLine}`);
 
     // Baselines in this process while the federation trains (they need all data in one place).
@@ -217,13 +223,17 @@ export async function main(argv: string[]): Promise<number> {
     results['FedAvg'] = fed;
     const seconds = (Date.now() - started) / 1000;
     const ordered: Record<string, DemoResult> = { FedAvg: results['FedAvg']!, Pooled: results['Pooled']!, Local0: results['Local0']!, Local1: results['Local1']!, Local2: results['Local2']!, Local3: results['Local3']! };
-    const output: DemoOutput = { seed, results: ordered, federation: { studyId, rounds, sites: siteNames, seconds, dataDir: values['data-dir'] ? dataDir : null } };
-    if (privacy) {
+    let dp: DemoPrivacy['dp'] = null;
+    if (privacy.dp) {
       // The spend as the coordinator's privacy ledger holds it (what each site's accountant reported).
       const report = await lead.json<{ sites: { site: string; spent: { epsilon: number } }[] }>('GET', `/v1/studies/${studyId}/privacy`);
       const spent = Object.fromEntries(siteNames.map((n) => [n, report.sites.find((x) => x.site === n)?.spent.epsilon ?? 0]));
-      output.privacy = { secagg: !!privacy.secagg, dp: privacy.dp ? { level: privacy.dp.level, epsilon: privacy.dp.epsilon, delta: privacy.dp.delta, clipNorm: privacy.dp.clipNorm, lr: spec.fit.optimizer.lr, spent } : null };
+      dp = { level: privacy.dp.level, epsilon: privacy.dp.epsilon, delta: privacy.dp.delta, clipNorm: privacy.dp.clipNorm, lr: spec.fit.optimizer.lr, spent };
     }
+    const output: DemoOutput = { seed, results: ordered, federation: { studyId, rounds, sites: siteNames, seconds, dataDir: values['data-dir'] ? dataDir : null }, privacy: { secagg: true, dp } };
+    // The sign-offs the IN and JP policies ask for, then the release: the model card and the governance view show both.
+    await releaseModel(people, admin, studyId);
+    say(`model released, signed off by the site admins of ${[...people.siteAdmins.keys()].join(', ')} and the consortium admin`);
     if (json) process.stdout.write(JSON.stringify(output) + '\n');
     else {
       process.stdout.write(
@@ -232,8 +242,8 @@ export async function main(argv: string[]): Promise<number> {
             ['method', 'pooled test', ...siteNames.map((n, i) => `${i}:${n}`)],
             Object.entries(ordered).map(([k, r]) => [k, pct(r.pooledTest), ...r.perSite.map(pct)]),
           ) +
-          `\n\nAccuracy on each hospital's test split and on the pooled test split (254 patients), seed ${seed}.\n` +
-          `FedAvg was trained over HTTP by 4 separate site processes (demo wall time ${seconds.toFixed(1)} s); Pooled and Local are the centralised and single-hospital baselines.\n` +
+          `\n\nAccuracy on each hospital's test split, and on the pooled test split (the 254 test patients of all four in one place, as FLamby evaluates), seed ${seed}.\n` +
+          `FedAvg was trained over HTTP by 4 separate site processes (demo wall time ${seconds.toFixed(1)} s); Pooled is the baseline trained on all the data in one place, Local0–3 each hospital alone.\n` +
           privacyText(output.privacy) +
           `Data: UCI Heart Disease (Janosi, Steinbrunn, Pfisterer, Detrano, 1988), CC BY 4.0, preprocessed as FLamby's Fed-Heart-Disease.\n`,
       );
@@ -251,8 +261,7 @@ export async function main(argv: string[]): Promise<number> {
   }
 }
 
-function privacyText(p: DemoPrivacy | undefined): string {
-  if (!p) return '';
+function privacyText(p: DemoPrivacy): string {
   const lines: string[] = [];
   if (p.secagg) lines.push('Updates were aggregated under SecAgg+: the coordinator only ever held masked vectors and their sum.');
   if (p.dp) {

@@ -10,10 +10,10 @@
  */
 import { readFileSync } from 'node:fs';
 import YAML from 'yaml';
-import { UsageError, operatorClient, operatorFlags, parse } from './args.js';
+import { UsageError, operatorClient, operatorFlags, parse, studyId } from './args.js';
 import { table } from './table.js';
+import { INSTITUTION_KINDS } from '../store/governance.js';
 import { hours, renderContribution, renderSummary, type ContributionReport, type LedgerSummary } from '../compute/ledger.js';
-import { ApiError } from '../site/http.js';
 
 const out = (s: string) => process.stdout.write(s + '\n');
 const enc = encodeURIComponent;
@@ -22,6 +22,8 @@ export async function institutionCommand(sub: string | undefined, argv: string[]
   if (sub === 'add') {
     const { values: v } = parse(argv, { ...operatorFlags, id: { type: 'string' }, name: { type: 'string' }, kind: { type: 'string' }, jurisdiction: { type: 'string' } });
     for (const k of ['id', 'name', 'kind', 'jurisdiction'] as const) if (!v[k]) throw new UsageError(`setu institution add needs --${k}`);
+    if (!(INSTITUTION_KINDS as readonly string[]).includes(v.kind!)) throw new UsageError(`--kind must be one of ${INSTITUTION_KINDS.join(', ')}, got "${v.kind}"`);
+    if (!/^[A-Z]{2}$/.test(v.jurisdiction!)) throw new UsageError(`--jurisdiction must be a two-letter country code such as IN or JP, got "${v.jurisdiction}"`);
     const r = await operatorClient(v).json<Record<string, unknown>>('POST', '/v1/institutions', { id: v.id, name: v.name, kind: v.kind, jurisdiction: v.jurisdiction });
     out(v.json ? JSON.stringify(r) : `institution ${v.id} (${v.name}, ${v.kind}, ${v.jurisdiction}) registered`);
     return 0;
@@ -57,9 +59,10 @@ export const STUDY_GOVERNANCE_COMMANDS = ['propose', 'approve', 'decline', 'with
 
 export async function studyGovernanceCommand(sub: string, argv: string[]): Promise<number> {
   const { values: v, positionals } = parse(argv, { ...operatorFlags, site: { type: 'string' }, terms: { type: 'string' }, condition: { type: 'string', multiple: true }, expires: { type: 'string' }, reason: { type: 'string' } }, true);
-  const id = positionals[0];
-  if (!id) throw new UsageError(`setu study ${sub} <study-id>`);
+  const ref = positionals[0];
+  if (!ref) throw new UsageError(`setu study ${sub} <study-id or name>`);
   const api = operatorClient(v);
+  const id = await studyId(api, ref);
   let g: GovernanceView;
   switch (sub) {
     case 'propose':
@@ -84,10 +87,8 @@ export async function studyGovernanceCommand(sub: string, argv: string[]): Promi
       g = await api.json('GET', `/v1/studies/${enc(id)}/governance`);
       break;
     case 'policy-check': {
-      const r = await api.json<{ ok: boolean; violations: { jurisdiction: string; site: string | null; rule: string; source: string; message: string }[] }>('GET', `/v1/studies/${enc(id)}/policy-check`);
-      if (v.json) out(JSON.stringify(r));
-      else if (r.ok) out(`study ${id} meets the policy of every participating jurisdiction`);
-      else out(`study ${id} breaks ${r.violations.length} rule(s):\n` + table(['jurisdiction', 'site', 'rule', 'from', 'why'], r.violations.map((x) => [x.jurisdiction, x.site ?? '', x.rule, x.source, x.message]), ['l', 'l', 'l', 'l', 'l']));
+      const r = await api.json<PolicyCheck>('GET', `/v1/studies/${enc(id)}/policy-check`);
+      out(v.json ? JSON.stringify(r) : renderPolicyCheck(id, r));
       return r.ok ? 0 : 1;
     }
     default:
@@ -98,10 +99,23 @@ export async function studyGovernanceCommand(sub: string, argv: string[]): Promi
   return 0;
 }
 
-/** `setu study start` refused by policy: print every rule broken, one per line. */
-export function describePolicyRefusal(e: unknown): string | undefined {
-  if (!(e instanceof ApiError) || e.code !== 'policy_refused') return undefined;
-  return e.message;
+interface PolicyCheck {
+  ok: boolean;
+  violations: { jurisdiction: string; site: string | null; rule: string; source: string; message: string }[];
+  remaining: { site: string | null; what: string }[];
+  approvals: { site: string; status: string }[];
+  unchecked?: string[];
+}
+
+/** What stands between a study and its start: the rules it breaks, then what is still to be done. */
+export function renderPolicyCheck(id: string, r: PolicyCheck): string {
+  const lines: string[] = [];
+  if (r.violations.length) lines.push(`study ${id} breaks ${r.violations.length} jurisdiction rule(s):`, table(['jurisdiction', 'site', 'rule', 'from', 'why'], r.violations.map((x) => [x.jurisdiction, x.site ?? '', x.rule, x.source, x.message]), ['l', 'l', 'l', 'l', 'l']));
+  else lines.push(`study ${id} meets the jurisdiction policy of every site that may take part (${r.approvals.map((a) => a.site).join(', ') || 'none'})`);
+  if (r.unchecked?.length) lines.push(`no jurisdiction, so no policy applies: ${r.unchecked.join(', ')}`);
+  if (r.remaining.length) lines.push('', 'still to do before it can start:', ...r.remaining.map((x) => `  - ${x.what}`));
+  else if (!r.violations.length) lines.push(`nothing remains: setu study start ${id}`);
+  return lines.join('\n');
 }
 
 // ---------------------------------------------------------------- compute (online)
@@ -156,7 +170,9 @@ export async function computeOnlineCommand(sub: string, argv: string[]): Promise
 
 /** `setu compute ledger` without --file: the coordinator's ledger, contributed against consumed, IN against JP. */
 export async function computeLedgerCommand(argv: string[]): Promise<number> {
-  const { values: v } = parse(argv, { ...operatorFlags, study: { type: 'string' }, countries: { type: 'string' } });
+  const { values: v } = parse(argv, { ...operatorFlags, study: { type: 'string' }, countries: { type: 'string' }, file: { type: 'string' } });
+  // Offline: the ledger from usage records in a file (compute.ts), no coordinator needed.
+  if (v.file) return (await import('./compute.js')).main(['ledger', ...argv]);
   const qs = [v.study ? `study=${enc(v.study)}` : '', v.countries ? `countries=${enc(v.countries)}` : ''].filter(Boolean).join('&');
   const r = await operatorClient(v).json<{ summary: LedgerSummary; contribution: ContributionReport }>('GET', `/v1/compute/ledger${qs ? `?${qs}` : ''}`);
   if (v.json) out(JSON.stringify(r));

@@ -1,62 +1,66 @@
 #!/usr/bin/env node
 /**
  * `setu`: one command for every role. Subcommands map to modules; each returns an exit code.
+ * `--help` anywhere prints the help of the command it follows (help.ts, rendered from the command's own flags);
+ * an operator's mistake (a bad flag, an unreachable or untrusted coordinator, a refused key) is one line on stderr.
  */
-import { UsageError } from './args.js';
-import { ConfigError } from '../site/config.js';
-import { ApiError } from '../site/http.js';
+import { readFileSync } from 'node:fs';
+import { UsageError, requestHelp } from './args.js';
+import { GROUPS, commandHelp, groupCommands, groupHelp, topHelp } from './help.js';
+import { OperatorError, describeFailure } from './failures.js';
 
-const HELP = `setu: federated learning across hospitals; patient data stays at each site.
-
-  setu demo [--seed N] [--json] [--data-dir D]     the four-hospital demo federation on real data
-            [--secagg] [--dp-epsilon E [--dp-delta D] [--dp-level sample|client] [--dp-clip C]]   with SecAgg+ / DP
-  setu demo --dashboard [--rounds R]                the same, then keeps the coordinator and its dashboard up
-  setu coordinator start [--data-dir D] [--db postgres://…] [--host H] [--port P]
-  setu site invite --name N [--institution I] [--jurisdiction IN|JP|…]
-  setu site enrol --config site.yaml --token <invite>
-  setu site start --config site.yaml [--token <invite>]
-  setu site list | revoke <id or name>
-  setu site dataset check|preview|explain --config site.yaml --dataset KEY   read a site's source as the agent will
-  setu user add --name N --role R [--institution I] | enrol --token <invite> [--key-file F] | list | revoke <id> | whoami
-  setu audit verify [--file export.jsonl] | export --out file.jsonl | list
-  setu study create --file study.yaml [--weights init.safetensors] | list | start <id> | status <id> [--watch] | stop <id>
-  setu bench <flamby-heart|aggregate|peer|secagg|dp-heart|csv|sdk> [options]
-  setu analytics <count|summary|histogram|quantiles|missingness|km|logrank|cox|run> --study S --data F|--site N=F …
-                                                    federated statistics and survival analysis run locally on CSV files
-  setu sim [--sites N] [--sample K] [--rounds R]
-  setu compute list | add --file r.yaml | queues | usage | ledger [--json]   the shared compute federation
-  setu compute <slurm-check|resources|place|k8s-manifest> …               offline compute tools
-  setu institution add --id I --name N --kind hospital|university|compute_centre|company --jurisdiction IN
-  setu institution list | link <institution-id> --site <site>
-  setu study propose <id> | approve <id> --site S --terms "…" | decline|withdraw <id> --site S --reason "…"
-  setu study governance <id> | policy-check <id>
-  setu study privacy <id> [--entries] [--json]      (ε, δ) spent per site against its budget
-  setu model card <study-id> [--json]                the model card of a completed study
-
-Operator commands reach the coordinator at --coordinator (or SETU_COORDINATOR, default
-http://127.0.0.1:7070) and sign every request with the key in --key-file (or SETU_KEY_FILE,
-<data-dir>/admin.key, ~/.setu/key.json, ./.setu/admin.key); --ca-file trusts a private CA.`;
+function version(): string {
+  const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+  return pkg.version;
+}
 
 async function main(argv: string[]): Promise<number> {
   const [cmd, sub, ...rest] = argv;
+  if (cmd === '--version' || cmd === '-V' || cmd === 'version') {
+    process.stdout.write(`setu ${version()}\n`);
+    return 0;
+  }
+  if (cmd === undefined || cmd === 'help' || cmd === '--help' || cmd === '-h') {
+    process.stdout.write(topHelp(version()) + '\n');
+    return 0;
+  }
+  if (!GROUPS.includes(cmd)) throw new UsageError(`unknown command "${cmd}" (commands: ${GROUPS.join(', ')}); run setu --help`);
+  const wantsHelp = argv.includes('--help') || argv.includes('-h');
+  // A group of subcommands (study, site, …) without one: list them.
+  const single = commandHelp(cmd) !== undefined;
+  // `setu analytics` has an overview of its own (every query with its flags) and names its queries itself (with
+  // aliases such as kaplan-meier): it answers for the whole group.
+  const ownsGroup = cmd === 'analytics';
+  // `setu site dataset` likewise answers --help for each of its own subcommands (check, preview, explain).
+  const ownsHelp = ownsGroup || (cmd === 'site' && sub === 'dataset');
+  if (ownsGroup && (sub === undefined || sub === '--help' || sub === '-h')) return dispatch(cmd, sub, rest, argv);
+  if (!single && (sub === undefined || sub.startsWith('-'))) {
+    if (wantsHelp || sub === undefined) {
+      process[wantsHelp ? 'stdout' : 'stderr'].write(groupHelp(cmd) + '\n');
+      return wantsHelp ? 0 : 2;
+    }
+    throw new UsageError(`setu ${cmd} needs a command first: ${groupCommands(cmd).map((c) => c.path.split(' ')[1]).join(', ')}`);
+  }
+  const path = single ? cmd : `${cmd} ${sub}`;
+  if (!commandHelp(path) && !ownsGroup) throw new UsageError(`unknown command "setu ${path}" (setu ${cmd}: ${groupCommands(cmd).map((c) => c.path.split(' ')[1]).join(', ')})`);
+  if (wantsHelp && !ownsHelp) requestHelp(path);
+  return dispatch(cmd, sub, rest, argv);
+}
+
+async function dispatch(cmd: string, sub: string | undefined, rest: string[], argv: string[]): Promise<number> {
   switch (cmd) {
-    case undefined:
-    case 'help':
-    case '--help':
-    case '-h':
-      process.stdout.write(HELP + '\n');
-      return 0;
     case 'demo':
       return (await import('./demo.js')).main(argv.slice(1));
     case 'coordinator':
       return (await import('./processes.js')).coordinatorCommand(sub, rest);
     case 'site':
       if (sub === 'start' || sub === 'enrol') return (await import('./processes.js')).siteProcessCommand(sub, rest);
-      if (sub === 'run-task') return siteRunTask(rest);
+      if (sub === 'run-task') return (await import('./processes.js')).siteRunTask(rest);
       if (sub === 'dataset') return (await import('./dataset.js')).siteDatasetCommand(rest);
       return (await import('./operator.js')).siteCommand(sub, rest);
     case 'study':
       if (sub === 'privacy') return (await import('./privacy.js')).studyPrivacyCommand(rest);
+      if (sub === 'export') return (await import('./results.js')).studyExportCommand(rest);
       if (sub && (await import('./governance.js')).STUDY_GOVERNANCE_COMMANDS.includes(sub)) return (await import('./governance.js')).studyGovernanceCommand(sub, rest);
       return (await import('./operator.js')).studyCommand(sub, rest);
     case 'user':
@@ -72,11 +76,12 @@ async function main(argv: string[]): Promise<number> {
     case 'institution':
       return (await import('./governance.js')).institutionCommand(sub, rest);
     case 'model':
-      return (await import('./model.js')).modelCommand(sub, rest);
+      if (sub === 'card') return (await import('./model.js')).modelCommand(sub, rest);
+      return (await import('./results.js')).modelResultsCommand(sub, rest);
     case 'compute':
       // The coordinator's registry, queues and ledger; `ledger --file` and the other subcommands work offline.
       if (sub && (await import('./governance.js')).COMPUTE_ONLINE.includes(sub)) return (await import('./governance.js')).computeOnlineCommand(sub, rest);
-      if (sub === 'ledger' && !rest.includes('--file')) return (await import('./governance.js')).computeLedgerCommand(rest);
+      if (sub === 'ledger') return (await import('./governance.js')).computeLedgerCommand(rest);
       return (await import('./compute.js')).main(argv.slice(1));
     default:
       throw new UsageError(`unknown command "${cmd}"; run setu --help`);
@@ -88,17 +93,9 @@ main(process.argv.slice(2)).then(
     process.exitCode = code;
   },
   (e: unknown) => {
-    if (e instanceof UsageError || e instanceof ConfigError) process.stderr.write(`setu: ${e.message}\n`);
-    else if (e instanceof ApiError) process.stderr.write(`setu: the coordinator refused: ${e.message} (HTTP ${e.status} ${e.code})\n`);
-    else process.stderr.write(`setu: ${(e as Error).stack ?? e}\n`);
-    process.exitCode = e instanceof UsageError || e instanceof ConfigError ? 2 : 1;
+    const f = describeFailure(e);
+    process.stderr.write(`setu: ${f.message}\n`);
+    if (process.env.SETU_DEBUG && e instanceof OperatorError && e.cause instanceof Error) process.stderr.write(`${e.cause.stack}\n`);
+    process.exitCode = f.exitCode;
   },
 );
-
-/** `setu site run-task --workdir DIR`: the training step a placed job runs (on a Slurm node, say). */
-async function siteRunTask(argv: string[]): Promise<number> {
-  const { parse } = await import('./args.js');
-  const { values } = parse(argv, { workdir: { type: 'string' } });
-  if (!values.workdir) throw new UsageError('setu site run-task --workdir <dir written by the site agent>');
-  return (await import('../site/placed.js')).runTaskCommand(values.workdir);
-}

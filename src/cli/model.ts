@@ -4,7 +4,7 @@
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { UsageError, operatorClient, operatorFlags, parse } from './args.js';
+import { UsageError, operatorClient, operatorFlags, parse, studyId } from './args.js';
 
 const out = (s: string) => process.stdout.write(s + '\n');
 const enc = encodeURIComponent;
@@ -12,9 +12,10 @@ const enc = encodeURIComponent;
 export async function modelCommand(sub: string | undefined, argv: string[]): Promise<number> {
   if (sub !== 'card') throw new UsageError(`unknown: setu model ${sub ?? ''} (card)`);
   const { values: v, positionals } = parse(argv, { ...operatorFlags, out: { type: 'string' } }, true);
-  const id = positionals[0];
-  if (!id) throw new UsageError('setu model card <study-id> [--json] [--out DIR]');
+  const ref = positionals[0];
+  if (!ref) throw new UsageError('setu model card <study-id> [--json] [--out DIR]');
   const api = operatorClient(v);
+  const id = await studyId(api, ref);
   const json = await api.json<unknown>('GET', `/v1/studies/${enc(id)}/model-card`);
   const md = new TextDecoder().decode((await api.request('GET', `/v1/studies/${enc(id)}/model-card?format=markdown`)).body);
   if (v.out) {

@@ -2,7 +2,7 @@
  * `setu study privacy <id> [--entries] [--json]`: the (ε, δ) each site has spent on a study against its budget,
  * from the coordinator's privacy ledger (GET /v1/studies/:id/privacy).
  */
-import { UsageError, operatorClient, operatorFlags, parse } from './args.js';
+import { UsageError, operatorClient, operatorFlags, parse, studyId } from './args.js';
 import { table } from './table.js';
 import type { StudyPrivacyReport } from '../coordinator/routes/privacy.js';
 
@@ -34,7 +34,8 @@ export async function studyPrivacyCommand(argv: string[]): Promise<number> {
   const { values, positionals } = parse(argv, { ...operatorFlags, entries: { type: 'boolean' } }, true);
   const id = positionals[0];
   if (!id) throw new UsageError('setu study privacy <study-id> [--entries] [--json]');
-  const r = await operatorClient(values).json<StudyPrivacyReport>('GET', `/v1/studies/${encodeURIComponent(id)}/privacy${values.entries ? '?entries=1' : ''}`);
+  const api = operatorClient(values);
+  const r = await api.json<StudyPrivacyReport>('GET', `/v1/studies/${encodeURIComponent(await studyId(api, id))}/privacy${values.entries ? '?entries=1' : ''}`);
   process.stdout.write((values.json ? JSON.stringify(r) : renderPrivacy(r)) + '\n');
   return 0;
 }

@@ -2,12 +2,17 @@
  * Long-running commands: `setu coordinator start` and `setu site start|enrol`.
  * Both stop cleanly on SIGINT/SIGTERM.
  */
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
 import { startCoordinator } from '../coordinator/start.js';
 import { CoordinatorKeyError } from '../coordinator/auth.js';
-import { loadSiteConfig } from '../site/config.js';
-import { SiteAgent, enrol } from '../site/agent.js';
-import { DEFAULT_DATA_DIR, UsageError, intFlag, parse } from './args.js';
+import { ConfigError, loadSiteConfig, type SiteConfig } from '../site/config.js';
+import { SiteAgent, caOf, enrol } from '../site/agent.js';
+import { SiteState } from '../site/state.js';
+import { ApiError, HttpClient } from '../site/http.js';
+import { importPrivateKey } from '../protocol/signing.js';
+import { DEFAULT_DATA_DIR, UsageError, intFlag, parse, tokenFrom } from './args.js';
+import { OperatorError } from './failures.js';
 
 const stamp = () => new Date().toISOString().slice(11, 19);
 const logTo = (prefix: string) => (m: string) => process.stderr.write(`${stamp()} ${prefix} ${m}\n`);
@@ -24,6 +29,10 @@ export async function coordinatorCommand(sub: string | undefined, argv: string[]
     'tls-key': { type: 'string' },
   });
   if (!!values['tls-cert'] !== !!values['tls-key']) throw new UsageError('--tls-cert and --tls-key go together');
+  if (values.port !== undefined) {
+    const p = intFlag(values.port, 'port', 7070);
+    if (p < 0 || p > 65535) throw new UsageError(`--port must be between 0 and 65535, got ${p}`);
+  }
   const log = logTo('coordinator');
   let c;
   try {
@@ -33,11 +42,13 @@ export async function coordinatorCommand(sub: string | undefined, argv: string[]
       host: values.host ?? '127.0.0.1',
       port: intFlag(values.port, 'port', 7070),
       ...(values['body-limit'] ? { bodyLimit: intFlag(values['body-limit'], 'body-limit', 0) } : {}),
-      ...(values['tls-cert'] ? { https: { cert: readFileSync(values['tls-cert']), key: readFileSync(values['tls-key']!) } } : {}),
+      ...(values['tls-cert'] ? { https: { cert: readFlagFile(values['tls-cert'], '--tls-cert'), key: readFlagFile(values['tls-key']!, '--tls-key') } } : {}),
       log,
     });
   } catch (e) {
     if (e instanceof CoordinatorKeyError) throw new UsageError(e.message);
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'EADDRINUSE' || code === 'EACCES' || code === 'EADDRNOTAVAIL') throw new OperatorError(`cannot listen on ${values.host ?? '127.0.0.1'}:${values.port ?? 7070}: ${(e as Error).message}`, { cause: e });
     throw e;
   }
   log(`listening on ${c.url} (store: ${values.db ? 'postgresql' : 'sqlite'}; audit key ${values['data-dir'] ?? DEFAULT_DATA_DIR}/coordinator.key; ${c.adminKey ? `admin key in ${values['data-dir'] ?? DEFAULT_DATA_DIR}/admin.key` : 'no admin.key in this data directory'})`);
@@ -51,33 +62,87 @@ export async function coordinatorCommand(sub: string | undefined, argv: string[]
   return 0;
 }
 
+function readFlagFile(file: string, flag: string): Buffer {
+  try {
+    return readFileSync(file);
+  } catch (e) {
+    throw new UsageError(`${flag} ${file}: cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+  }
+}
+
 export async function siteProcessCommand(sub: string, argv: string[]): Promise<number> {
-  const { values } = parse(argv, { config: { type: 'string' }, token: { type: 'string' } });
+  const { values } = parse(argv, { config: { type: 'string' }, token: { type: 'string' }, 'token-file': { type: 'string' } });
   if (!values.config) throw new UsageError(`setu site ${sub} --config site.yaml${sub === 'enrol' ? ' --token <invite>' : ''}`);
+  const token = tokenFrom(values);
   const cfg = loadSiteConfig(values.config);
+  // A caFile that is not there is a mistake in site.yaml, not a TLS failure: say so before dialling.
+  if (cfg.caFile && !existsSync(resolve(cfg.configDir, cfg.caFile))) throw new ConfigError(`${values.config}: /caFile: ${resolve(cfg.configDir, cfg.caFile)} does not exist`);
   const log = logTo(`site`);
   if (sub === 'enrol') {
-    if (!values.token) throw new UsageError('setu site enrol --config site.yaml --token <invite>');
-    const c = await enrol(cfg, values.token, log);
+    if (!token) throw new UsageError('setu site enrol --config site.yaml --token <invite> (or --token-file F)');
+    // Someone is at the terminal: a coordinator that cannot be reached (or trusted) is said within seconds, in one
+    // line, rather than retried for ever as the agent itself does.
+    const ca = caOf(cfg);
+    await new HttpClient({ baseUrl: cfg.coordinator, giveUpAfterMs: 10_000, finalServerErrors: true, ...(ca ? { ca } : {}) }).json('GET', '/v1/health');
+    const c = await enrol(cfg, token, log);
     process.stdout.write(`enrolled as ${c.siteName} (${c.siteId}); its private signing key is ${cfg.stateDirAbs}/site.key (mode 600, never sent)\n`);
     return 0;
   }
-  if (values.token) await enrol(cfg, values.token, log);
+  if (token) await enrol(cfg, token, log);
   const ac = new AbortController();
   process.once('SIGINT', () => ac.abort());
   process.once('SIGTERM', () => ac.abort());
-  const agent = new SiteAgent(cfg, { log: logTo(`site ${new SiteAgentName(cfg).name}`), signal: ac.signal });
-  await agent.run();
+  let agent: SiteAgent;
+  try {
+    agent = new SiteAgent(cfg, { log: logTo(`site ${siteName(cfg)}`), signal: ac.signal });
+  } catch (e) {
+    throw new OperatorError((e as Error).message, { cause: e });
+  }
+  await checkIdentity(cfg, ac.signal);
+  try {
+    await agent.run();
+  } catch (e) {
+    // run() returns on a signal and throws only when the agent must stop (its key refused): one line, not a trace.
+    throw new OperatorError((e as Error).message, { cause: e });
+  }
   return 0;
 }
 
-class SiteAgentName {
-  readonly name: string;
-  constructor(cfg: ReturnType<typeof loadSiteConfig>) {
-    try {
-      this.name = (JSON.parse(readFileSync(`${cfg.stateDirAbs}/credential.json`, 'utf8')) as { siteName: string }).siteName;
-    } catch {
-      this.name = '?';
+/**
+ * Before polling: one signed request that proves the coordinator is trusted and knows this site's key. An untrusted
+ * certificate or a revoked or unknown key fails now, in one line; an unreachable coordinator is waited for, as the
+ * agent would (sites reconnect by themselves).
+ */
+async function checkIdentity(cfg: SiteConfig, signal: AbortSignal): Promise<void> {
+  const state = new SiteState(cfg.stateDirAbs);
+  const cred = state.credential()!;
+  const pem = state.privateKeyPem()!;
+  const ca = caOf(cfg);
+  const log = logTo(`site ${cred.siteName}`);
+  let lastLog = 0;
+  const http = new HttpClient({ baseUrl: cfg.coordinator, signer: { keyId: cred.siteId, privateKey: importPrivateKey(pem) }, signal, ...(ca ? { ca } : {}),
+    onRetry: (_n, d, why) => {
+      if (Date.now() - lastLog > 5000) log(`coordinator unreachable (${why}); retrying in ${Math.round(d)} ms`);
+      lastLog = Date.now();
+    } });
+  try {
+    await http.json('GET', '/v1/whoami');
+  } catch (e) {
+    if (signal.aborted) return;
+    if (e instanceof ApiError && e.status === 401) {
+      throw new OperatorError(`site ${cred.siteName}: the coordinator refused this site's key: ${e.message}; ${e.code === 'revoked' ? 'the site was revoked: enrol it again with a new invite (setu site invite), in a fresh stateDir' : 'is this state directory enrolled with this coordinator?'}`);
     }
+    throw e;
   }
+}
+
+function siteName(cfg: SiteConfig): string {
+  return new SiteState(cfg.stateDirAbs).credential()?.siteName ?? '?';
+}
+
+/** `setu site run-task --workdir DIR`: the training step a placed job runs (on a Slurm node, say). */
+export async function siteRunTask(argv: string[]): Promise<number> {
+  const { values } = parse(argv, { workdir: { type: 'string' } });
+  if (!values.workdir) throw new UsageError('setu site run-task --workdir <dir written by the site agent>');
+  return (await import('../site/placed.js')).runTaskCommand(values.workdir);
 }

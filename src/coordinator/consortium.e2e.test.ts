@@ -206,7 +206,7 @@ test('a two-country consortium: approvals, a policy refusal naming the rules, pl
     assert.ok(c.trainExamples! > 0 && c.testExamples! > 0);
   }
   assert.match(card.sites.find((x) => x.name === 'va')!.participation, /^withdrawn from round \d: ethics board review/);
-  assert.equal(card.performance.pooled.accuracy, finalAcc(null));
+  assert.equal(card.performance.acrossSites.accuracy, finalAcc(null));
   const vals = card.performance.perSite.map((p) => p.value).filter((v): v is number => v !== null);
   assert.ok(Math.abs(card.performance.gap! - (Math.max(...vals) - Math.min(...vals))) < 1e-12);
   assert.deepEqual(card.compute.byCountry.map((c) => c.country), ['IN', 'JP']);

@@ -359,7 +359,8 @@ export class RoundEngine {
       updates.map(async (u) => ({ site: (await this.store.getSite(u.site_id))?.name ?? u.site_id, report: (JSON.parse(u.metrics) as ResultMeta).prepare })),
     );
     const problems = reports.flatMap(({ site, report }) =>
-      report ? report.problems.map((p) => `site ${site}: column "${p.column}": ${p.message}`) : [`site ${site}: sent no schema check`],
+      // Each problem's message names its column already.
+      report ? report.problems.map((p) => `site ${site}: ${p.message}`) : [`site ${site}: sent no schema check`],
     );
     if (problems.length) {
       await this.store.commitRound({ studyId: study.id, round: 0, now, metrics: [] });

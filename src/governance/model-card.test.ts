@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { modelCard, modelCardMarkdown, type CardInput } from './model-card.js';
+import { duration, modelCard, modelCardMarkdown, type CardInput } from './model-card.js';
 import { newStudy, propose, approve, withdraw, start } from './lifecycle.js';
 import type { StudySpec } from '../protocol/api.js';
 
@@ -23,7 +23,7 @@ function input(over: Partial<CardInput> = {}): CardInput {
       { id: 'c', name: 'va', institutionId: 'keio', institution: 'Keio UH', jurisdiction: 'JP', trainExamples: null, testExamples: null, metrics: {} },
     ],
     institutions: [{ id: 'aiims', name: 'AIIMS', kind: 'hospital', jurisdiction: 'IN' }, { id: 'osaka', name: 'Osaka UH', kind: 'hospital', jurisdiction: 'JP' }, { id: 'keio', name: 'Keio UH', kind: 'hospital', jurisdiction: 'JP' }],
-    pooled: { accuracy: 0.75, loss: 0.55 },
+    acrossSites: { accuracy: 0.75, loss: 0.55 },
     usage: [
       { taskId: 't1', studyId: 's1', siteId: 'a', siteInstitution: 'aiims', siteCountry: 'IN', resourceId: 'in-slurm', institution: 'cdac', country: 'IN', cpuSeconds: 2.5, gpuSeconds: 0, wallSeconds: 3 },
       { taskId: 't2', studyId: 's1', siteId: 'b', siteInstitution: 'osaka', siteCountry: 'JP', resourceId: 'jp-local', institution: 'riken', country: 'JP', cpuSeconds: 1.25, gpuSeconds: 4, wallSeconds: 2 },
@@ -62,8 +62,16 @@ test('a model card states purpose, institutions, jurisdictions, examples, strate
   for (const h of ['# Model card: heart', '## Purpose', '## Institutions and jurisdictions', '## Training', '## Privacy guarantees', '## Performance', '## Compute used', '## Seal']) assert.ok(md.includes(h), h);
   assert.match(md, /\| cleveland \| AIIMS \| hospital \| IN \| approved \| research; no commercial use \| 199 \| 104 \|/);
   assert.match(md, /gap 0\.1600/);
-  assert.match(md, /\| IN \| 2\.5 \| 0\.0 \| 2\.5 \| 0\.0 \|/);
+  assert.match(md, /Strategy FedAvg, 3 rounds; a logistic regression on 13 inputs; each round 100 local steps of batch 4, SGD at learning rate 0\.001; seed 7\./);
+  assert.match(md, /\| IN \| 2\.5 s \| 0\.0 s \| 2\.5 s \| 0\.0 s \|/);
+  // "Pooled" means data in one place; a federation's figure over its sites is named for what it is.
+  assert.match(md, /\| \*\*all sites\*\* \| 0\.7500 \| 0\.5500 \|/);
+  assert.doesNotMatch(md, /\bpooled\b(?! test set| in one place|: the rows)/i);
   assert.ok(md.includes('f'.repeat(64)));
+});
+
+test('compute time reads in seconds, minutes or hours', () => {
+  assert.deepEqual([0.25, 12.4, 200, 7500].map(duration), ['0.3 s', '12 s', '3 min 20 s', '2 h 05 min']);
 });
 
 test('privacy comes from what the study recorded: SecAgg+ and (ε, δ)', () => {

@@ -49,7 +49,11 @@ export interface ModelCard {
   };
   performance: {
     metric: string | null;
-    pooled: Record<string, number>;
+    /**
+     * Every site together: the mean of the sites' own test metrics weighted by their test examples (what the
+     * federation measured; not a pooled test set, which would need the rows in one place).
+     */
+    acrossSites: Record<string, number>;
     perSite: { site: string; value: number | null }[];
     best: { site: string; value: number } | null;
     worst: { site: string; value: number } | null;
@@ -73,7 +77,8 @@ export interface CardInput {
   lifecycle: LifecycleStudy | undefined;
   sites: { id: string; name: string; institutionId: string | null; institution: string | null; jurisdiction: string | null; trainExamples: number | null; testExamples: number | null; metrics: Record<string, number> }[];
   institutions: { id: string; name: string; kind: string; jurisdiction: string }[];
-  pooled: Record<string, number>;
+  /** The example-weighted metrics over every site (the round's metrics without a site). */
+  acrossSites: Record<string, number>;
   usage: UsageRecord[];
   /** The privacy ledger's latest total per site (site ids), if any. */
   spent?: { siteId: string; epsilon: number; delta: number; mechanism: string }[];
@@ -121,7 +126,7 @@ export function modelCard(i: CardInput): ModelCard {
     training: { strategy: i.spec.strategy.name, strategyParams: i.spec.strategy.params ?? {}, rounds: i.spec.rounds, model: i.spec.model, fit: i.spec.fit, seed: i.spec.seed ?? null },
     tensors: i.tensors ?? null,
     privacy: { secagg, dp, spent: (i.spent ?? []).map((x) => ({ site: i.sites.find((s) => s.id === x.siteId)?.name ?? x.siteId, epsilon: x.epsilon, delta: x.delta, mechanism: x.mechanism })), summary: privacySummary },
-    performance: { metric, pooled: i.pooled, perSite, best, worst, gap: best && worst ? Math.abs(best.value - worst.value) : null },
+    performance: { metric, acrossSites: i.acrossSites, perSite, best, worst, gap: best && worst ? Math.abs(best.value - worst.value) : null },
     compute: {
       total: summary.total,
       byCountry: summary.byCountry.map((c) => ({ country: c.key, contributedCpuSeconds: c.contributed.cpuSeconds, contributedGpuSeconds: c.contributed.gpuSeconds,
@@ -132,8 +137,34 @@ export function modelCard(i: CardInput): ModelCard {
 }
 
 const f4 = (x: number | null | undefined) => (x === null || x === undefined || !Number.isFinite(x) ? '–' : x.toFixed(4));
-const secs = (x: number) => x.toFixed(1);
+/** Seconds as people read them: 0.4 s, 12 s, 3 min 20 s, 2 h 05 min. */
+export function duration(seconds: number): string {
+  if (!(seconds >= 0)) return '–';
+  if (seconds < 10) return `${seconds.toFixed(1)} s`;
+  if (seconds < 60) return `${Math.round(seconds)} s`;
+  const m = Math.round(seconds / 60);
+  if (seconds < 3600) return `${Math.floor(seconds / 60)} min ${String(Math.round(seconds % 60)).padStart(2, '0')} s`;
+  return `${Math.floor(m / 60)} h ${String(m % 60).padStart(2, '0')} min`;
+}
 const cell = (s: string) => s.replace(/\|/g, '\\|').replace(/\n/g, ' ');
+
+/** The model in words: "a logistic regression on 13 inputs". */
+function describeModel(m: ModelCard['training']['model']): string {
+  const x = m as { kind: string; inputDim?: number; hidden?: number[]; activation?: string; name?: string; description?: string };
+  if (x.kind === 'custom') return `the site-trained model "${x.name}"${x.description ? ` (${x.description})` : ''}, defined by its initial weights`;
+  if (x.kind === 'logistic') return `a logistic regression on ${x.inputDim} inputs`;
+  if (x.kind === 'mlp') return `a multilayer perceptron ${[x.inputDim, ...(x.hidden ?? []), 1].join(' → ')} (${x.activation})`;
+  if (x.kind === 'cox') return `a Cox proportional-hazards model on ${x.inputDim} inputs${x.hidden?.length ? ` with hidden layers ${x.hidden.join(', ')}` : ''}`;
+  return `model ${JSON.stringify(m)}`;
+}
+
+/** Local training in words: "100 local steps of batch 4, SGD at learning rate 0.001". */
+function describeFit(f: ModelCard['training']['fit']): string {
+  const o = f.optimizer;
+  const steps = f.localSteps !== undefined ? `${f.localSteps} local steps` : f.epochs !== undefined ? `${f.epochs} local epoch${f.epochs === 1 ? '' : 's'}` : '100 local steps';
+  const opt = `${o.kind === 'sgd' ? 'SGD' : 'Adam'} at learning rate ${o.lr}${o.momentum ? `, momentum ${o.momentum}` : ''}`;
+  return `${steps} of batch ${f.batchSize}, ${opt}${f.proximalMu ? `, proximal term μ = ${f.proximalMu}` : ''}`;
+}
 
 export function modelCardMarkdown(c: ModelCard): string {
   const L: string[] = [];
@@ -147,7 +178,7 @@ export function modelCardMarkdown(c: ModelCard): string {
     L.push(`| ${cell(s.name)} | ${cell(s.institution ?? '–')} | ${s.institutionKind ?? '–'} | ${s.jurisdiction ?? '–'} | ${cell(s.participation)} | ${cell(terms)} | ${s.trainExamples ?? '–'} | ${s.testExamples ?? '–'} |`);
   }
   L.push('', `Jurisdictions: ${c.jurisdictions.join(', ') || 'none declared'}.`, '');
-  L.push('## Training', '', `Strategy ${c.training.strategy}${Object.keys(c.training.strategyParams).length ? ` ${JSON.stringify(c.training.strategyParams)}` : ''}, ${c.training.rounds} rounds, model ${JSON.stringify(c.training.model)}, local training ${JSON.stringify(c.training.fit)}, seed ${c.training.seed ?? '–'}.`, '');
+  L.push('## Training', '', `Strategy ${c.training.strategy}${Object.keys(c.training.strategyParams).length ? ` (${Object.entries(c.training.strategyParams).map(([k, v]) => `${k} ${String(v)}`).join(', ')})` : ''}, ${c.training.rounds} rounds; ${describeModel(c.training.model)}; each round ${describeFit(c.training.fit)}; seed ${c.training.seed ?? '–'}.`, '');
   if (c.tensors) {
     L.push(`The model has ${c.tensors.tensors.length} tensors, ${c.tensors.parameters} parameters (\`setu model download\` writes them as safetensors):`, '');
     L.push('| tensor | dtype | shape | rule |', '|---|---|---|---|');
@@ -157,17 +188,17 @@ export function modelCardMarkdown(c: ModelCard): string {
   L.push('## Privacy guarantees', '', `- SecAgg+: ${c.privacy.secagg ? 'yes' : 'none'}`, `- Differential privacy: ${c.privacy.dp ? `(ε, δ) = (${c.privacy.dp.epsilon}, ${c.privacy.dp.delta})` : 'none'}`);
   for (const x of c.privacy.spent) L.push(`  - spent by ${x.site} (privacy ledger): ε = ${x.epsilon.toFixed(3)} at δ = ${x.delta} (${x.mechanism})`);
   L.push('', c.privacy.summary, '');
-  L.push('## Performance', '', `Measured by each site on its own test split in the final evaluation round; pooled = example-weighted over sites.`, '');
-  const names = [...new Set([...Object.keys(c.performance.pooled), ...c.sites.flatMap((s) => Object.keys(s.metrics))])].sort();
+  L.push('## Performance', '', 'Measured by each site on its own test split in the final evaluation round. **All sites** is the mean of the sites\' figures weighted by their test examples (no test set was pooled: the rows stayed at the sites).', '');
+  const names = [...new Set([...Object.keys(c.performance.acrossSites), ...c.sites.flatMap((s) => Object.keys(s.metrics))])].sort();
   L.push(`| site | ${names.join(' | ')} |`, `|---|${names.map(() => '---:').join('|')}|`);
   for (const s of c.sites) L.push(`| ${cell(s.name)} | ${names.map((n) => f4(s.metrics[n])).join(' | ')} |`);
-  L.push(`| **pooled** | ${names.map((n) => f4(c.performance.pooled[n])).join(' | ')} |`, '');
+  L.push(`| **all sites** | ${names.map((n) => f4(c.performance.acrossSites[n])).join(' | ')} |`, '');
   if (c.performance.metric && c.performance.best && c.performance.worst) {
     L.push(`Best site on ${c.performance.metric}: ${c.performance.best.site} (${f4(c.performance.best.value)}); worst: ${c.performance.worst.site} (${f4(c.performance.worst.value)}); gap ${f4(c.performance.gap)}.`, '');
   }
-  L.push('## Compute used', '', `${c.compute.total.tasks} tasks, ${secs(c.compute.total.cpuSeconds)} CPU-seconds, ${secs(c.compute.total.gpuSeconds)} GPU-seconds.`, '');
-  L.push('| country | contributed CPU-s | contributed GPU-s | consumed CPU-s | consumed GPU-s |', '|---|---:|---:|---:|---:|');
-  for (const r of c.compute.byCountry) L.push(`| ${r.country} | ${secs(r.contributedCpuSeconds)} | ${secs(r.contributedGpuSeconds)} | ${secs(r.consumedCpuSeconds)} | ${secs(r.consumedGpuSeconds)} |`);
+  L.push('## Compute used', '', `${c.compute.total.tasks} tasks, ${duration(c.compute.total.cpuSeconds)} of CPU time, ${duration(c.compute.total.gpuSeconds)} of GPU time.`, '');
+  L.push('| country | CPU time contributed | GPU time contributed | CPU time consumed | GPU time consumed |', '|---|---:|---:|---:|---:|');
+  for (const r of c.compute.byCountry) L.push(`| ${r.country} | ${duration(r.contributedCpuSeconds)} | ${duration(r.contributedGpuSeconds)} | ${duration(r.consumedCpuSeconds)} | ${duration(r.consumedGpuSeconds)} |`);
   L.push('', '## Seal', '', c.audit ? `Audit chain head at writing: entry ${c.audit.seq}, hash \`${c.audit.head}\`. Verify with \`setu audit verify\`; a chain shorter than this, or with a different hash at entry ${c.audit.seq}, has been tampered with.` : 'No audit chain was available when this card was written.', '');
   return L.join('\n');
 }
@@ -196,7 +227,7 @@ export async function gatherModelCard(store: Store, studyId: string): Promise<Mo
       metrics: Object.fromEntries(metrics.filter((x) => x.site_id === id).map((x) => [x.name, x.value])),
     };
   });
-  const pooled = Object.fromEntries(metrics.filter((x) => x.site_id === null).map((x) => [x.name, x.value]));
+  const acrossSites = Object.fromEntries(metrics.filter((x) => x.site_id === null).map((x) => [x.name, x.value]));
   const mv = await store.latestModelVersion(studyId);
   const h = mv ? readSafetensorsHeader(mv.weights) : undefined;
   const tensors = h ? describeTensors(headerLayout(h), resolveTensorRules(h.tensors.map((t) => t.name), spec.tensorRules)) : null;
@@ -204,7 +235,7 @@ export async function gatherModelCard(store: Store, studyId: string): Promise<Mo
   const spent = await studySpend(priv(store.db), studyId).catch(() => []); // no privacy ledger in this store: nothing spent
   return modelCard({
     studyId, name: study.name, spec, completedAt: study.updated_at, finalModel: mv ? { id: mv.id, digest: mv.digest } : null, tensors, lifecycle, sites,
-    institutions: await listInstitutions(db), pooled, usage: await listUsage(db, studyId), spent, audit: head ? { seq: head.seq, head: head.hash } : null,
+    institutions: await listInstitutions(db), acrossSites, usage: await listUsage(db, studyId), spent, audit: head ? { seq: head.seq, head: head.hash } : null,
   });
 }
 

@@ -4,7 +4,7 @@
  * TypeScript types (Static<>). Every object schema refuses unknown properties.
  */
 import { Type, type Static, type TSchema } from '@sinclair/typebox';
-import { Value } from '@sinclair/typebox/value';
+import { Value, ValueErrorType } from '@sinclair/typebox/value';
 import { DataSchemaT, NormStatsSchema, PrepareReportSchema } from './data-schema.js';
 
 const strict = { additionalProperties: false } as const;
@@ -323,14 +323,70 @@ export const RESULT_META_KEY = 'setu.result';
 
 export const ErrorSchema = Type.Object({ error: Type.String(), message: Type.String() });
 
-/** Validates `value` against `schema`; returns readable problems naming each field (`/fit/lr: …`). */
+/**
+ * Validates `value` against `schema`; returns readable problems naming each field (`/fit/lr: …`). A union says what
+ * it allows: the literals (`must be one of sgd, adam, got "sgdd"`), or, for objects told apart by a field such as
+ * `kind`, that field's allowed values or the problems of the variant the value names. An unknown field lists the
+ * fields its object takes.
+ */
 export function checkValue(schema: TSchema, value: unknown): string[] {
   if (Value.Check(schema, value)) return [];
   const out: string[] = [];
+  const required = new Set<string>();
   for (const e of Value.Errors(schema, value)) {
     const field = e.path || '/';
-    out.push(`${field}: ${e.message}`);
+    // A missing field is reported once, as missing, not also as being of the wrong type.
+    if (required.has(field)) continue;
+    if (e.type === ValueErrorType.ObjectRequiredProperty) {
+      required.add(field);
+      out.push(`${field}: is required`);
+    } else if (e.type === ValueErrorType.Union) out.push(...explainUnion(e.schema, e.value, field));
+    else if (e.type === ValueErrorType.ObjectAdditionalProperties) {
+      const parent = parentSchema(schema, e.path);
+      const allowed = parent?.properties ? Object.keys(parent.properties as object) : [];
+      out.push(`${field}: unknown field${allowed.length ? ` (allowed here: ${allowed.join(', ')})` : ''}`);
+    } else out.push(`${field}: ${e.message}`);
     if (out.length >= 10) break;
   }
   return [...new Set(out)];
+}
+
+const literalOf = (s: TSchema): unknown => (s as { const?: unknown }).const;
+const show = (v: unknown) => (v === undefined ? 'nothing' : JSON.stringify(v));
+
+function explainUnion(u: TSchema, value: unknown, field: string): string[] {
+  const members = ((u as { anyOf?: TSchema[] }).anyOf ?? []) as TSchema[];
+  const literals = members.map(literalOf);
+  if (members.length && literals.every((l) => l !== undefined)) return [`${field}: must be one of ${literals.map(String).join(', ')}, got ${show(value)}`];
+  // Objects told apart by a literal field (model.kind, dataset format, split kind, …).
+  const objects = members.filter((m) => (m as { type?: string }).type === 'object');
+  const props = objects.length === members.length ? Object.keys((objects[0] as { properties?: object }).properties ?? {}) : [];
+  const propOf = (m: TSchema, k: string): TSchema | undefined => (m as unknown as { properties: Record<string, TSchema> }).properties[k];
+  const tag = props.find((k) => objects.every((m) => { const p = propOf(m, k); return p !== undefined && literalOf(p) !== undefined; }));
+  if (tag && value && typeof value === 'object' && !Array.isArray(value)) {
+    const got = (value as Record<string, unknown>)[tag];
+    const options = objects.map((m) => literalOf(propOf(m, tag)!));
+    const chosen = objects.find((m, i) => options[i] === got);
+    if (!chosen) return [`${field}/${tag}: must be one of ${options.map(String).join(', ')}, got ${show(got)}`];
+    return checkValue(chosen, value).map((p) => (p.startsWith('/') && p !== '/' ? `${field === '/' ? '' : field}${p}` : `${field}: ${p}`));
+  }
+  if (members.length && literals.some((l) => l !== undefined)) return [`${field}: must be one of ${literals.filter((l) => l !== undefined).map(String).join(', ')} or another allowed shape, got ${show(value)}`];
+  return [`${field}: does not match any allowed form (got ${show(value)})`];
+}
+
+/** The object schema holding the field at `path` (for listing its fields). */
+function parentSchema(root: TSchema, path: string): TSchema | undefined {
+  const parts = path.split('/').slice(1, -1);
+  let s: TSchema | undefined = root;
+  for (const p of parts) {
+    if (!s) return undefined;
+    const cur: TSchema = s;
+    const props = (cur as { properties?: Record<string, TSchema> }).properties;
+    const items = (cur as { items?: TSchema }).items;
+    const additional = (cur as { additionalProperties?: TSchema | boolean }).additionalProperties;
+    const patterns = (cur as { patternProperties?: Record<string, TSchema> }).patternProperties;
+    s = props?.[p] ?? (items && /^\d+$/.test(p) ? items : undefined) ?? (typeof additional === 'object' ? additional : undefined) ?? (patterns ? Object.values(patterns)[0] : undefined);
+    if (s && (s as { anyOf?: TSchema[] }).anyOf) return undefined; // inside a union: its own message says more
+  }
+  return s;
 }

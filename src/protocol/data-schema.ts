@@ -120,6 +120,16 @@ export const DataSchemaT = Type.Object(
 export type DataSchema = Static<typeof DataSchemaT>;
 export type FeatureColumnSpec = Static<typeof FeatureColumn>;
 
+/** Names of the encoded feature columns, in order: numeric as is, categorical as `name_level` (one-hot). */
+export function encodedFeatureNames(s: DataSchema): string[] {
+  const out: string[] = [];
+  for (const f of s.features) {
+    if (f.type === 'numeric') out.push(f.name);
+    else f.levels.slice(f.dropFirst ? 1 : 0).forEach((l) => out.push(`${f.name}_${l}`));
+  }
+  return out;
+}
+
 
 /** One site's column sums for federated normalisation (never rows). */
 export const ColumnSumsSchema = Type.Object(

@@ -20,6 +20,31 @@ export class ApiError extends Error {
   }
 }
 
+/** The coordinator's TLS certificate is not trusted by this client: retrying will not fix it. */
+export class TlsTrustError extends Error {
+  constructor(
+    readonly url: string,
+    readonly code: string,
+    detail: string,
+  ) {
+    super(`TLS: ${detail} (${code}): the certificate of ${url} is not trusted; trust its CA with caFile in site.yaml (agents), --ca-file or SETU_CA_FILE (commands), or NODE_EXTRA_CA_CERTS`);
+  }
+}
+
+/**
+ * The client gave up (giveUpAfterMs): the coordinator could not be reached, or kept answering 5xx. `status` is the
+ * last HTTP status when it answered; `message` then carries its own words (and request id, if it sent one).
+ */
+export class CoordinatorUnavailable extends Error {
+  constructor(
+    readonly url: string,
+    readonly reason: string,
+    readonly status?: number,
+  ) {
+    super(status ? `the coordinator at ${url} failed: ${reason}` : `coordinator unreachable at ${url}: ${reason}`);
+  }
+}
+
 export interface Signer {
   keyId: string;
   privateKey: KeyObject | string;
@@ -36,6 +61,11 @@ export interface HttpClientOptions {
   maxDelayMs?: number;
   /** Give up after this long without success (default: never). */
   giveUpAfterMs?: number;
+  /**
+   * Treat 500 and 501 as final, like a 4xx (operator commands: a coordinator bug will not heal in seconds, and the
+   * person at the terminal should read its message now). 502–504 (a proxy, an overload) are still retried.
+   */
+  finalServerErrors?: boolean;
   signal?: AbortSignal;
 }
 
@@ -65,6 +95,17 @@ function send(url: URL, method: string, headers: Record<string, string>, body: U
   });
 }
 
+/** The coordinator's own words in a 5xx answer (its JSON message and request id), for the person reading the error. */
+function serverMessage(r: Resp): string {
+  try {
+    const j = r.json<{ error?: string; message?: string; requestId?: string }>();
+    const id = j.requestId ?? r.headers.get('x-request-id');
+    return j.message ? `: ${j.message}${id ? ` (request id ${id})` : ''}` : '';
+  } catch {
+    return '';
+  }
+}
+
 export class HttpClient {
   constructor(private readonly o: HttpClientOptions) {}
 
@@ -76,6 +117,7 @@ export class HttpClient {
     const started = Date.now();
     const url = new URL(path, this.o.baseUrl);
     const data = body === undefined ? undefined : typeof body.data === 'string' ? new TextEncoder().encode(body.data) : body.data;
+    let lastStatus: number | undefined;
     for (let attempt = 0; ; attempt++) {
       if (this.o.signal?.aborted) throw new Error('aborted');
       let reason: string;
@@ -104,16 +146,19 @@ export class HttpClient {
           }
           return resp;
         }
-        reason = `HTTP ${res.status}`;
+        reason = `HTTP ${res.status}${serverMessage(resp)}`;
+        lastStatus = res.status;
+        if (this.o.finalServerErrors && res.status <= 501) throw new CoordinatorUnavailable(this.o.baseUrl, reason, res.status);
       } catch (e) {
-        if (e instanceof ApiError) throw e;
+        if (e instanceof ApiError || e instanceof CoordinatorUnavailable) throw e;
         if (this.o.signal?.aborted) throw e;
         const err = e as NodeJS.ErrnoException;
         // A certificate the client does not trust will not fix itself: fail now, naming the cause.
-        if (typeof err.code === 'string' && /CERT|SELF_SIGNED|UNABLE_TO_VERIFY|ERR_TLS/.test(err.code)) throw new Error(`TLS: ${err.message} (${err.code}); set caFile in the site config (or NODE_EXTRA_CA_CERTS) to the coordinator's CA`);
-        reason = err.cause ? String((err.cause as Error).message ?? err.cause) : err.message;
+        if (typeof err.code === 'string' && /CERT|SELF_SIGNED|UNABLE_TO_VERIFY|ERR_TLS/.test(err.code)) throw new TlsTrustError(this.o.baseUrl, err.code, err.message);
+        reason = err.cause ? String((err.cause as Error).message ?? err.cause) : err.code === 'ECONNREFUSED' ? `connection refused (${err.message})` : err.message;
+        lastStatus = undefined;
       }
-      if (this.o.giveUpAfterMs !== undefined && Date.now() - started > this.o.giveUpAfterMs) throw new Error(`coordinator unreachable: ${reason}`);
+      if (this.o.giveUpAfterMs !== undefined && Date.now() - started > this.o.giveUpAfterMs) throw new CoordinatorUnavailable(this.o.baseUrl, reason, lastStatus);
       const delay = Math.min(this.o.maxDelayMs ?? 15_000, 250 * 2 ** Math.min(attempt, 10)) * (0.5 + Math.random() / 2);
       this.o.onRetry?.(attempt + 1, delay, reason);
       await new Promise((r) => setTimeout(r, delay));

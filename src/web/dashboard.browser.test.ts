@@ -1,9 +1,15 @@
 /**
  * The dashboard in a real browser: Debian's Chromium driven by playwright-core (never a downloaded
- * browser). Runs `setu demo --dashboard --dp-epsilon 8` as a child process (the four-hospital federation
- * over real HTTP), logs in with the admin's key file, watches the study's rounds advance over the live
- * stream and its charts draw, switches to Japanese, sees every site's privacy spend within budget, saves
- * screenshots, and checks that a study lead gets 403 from the audit API and that the audit page says so.
+ * browser). Runs `setu demo --dashboard --dp-epsilon 8` as a child process (the India–Japan demo consortium over
+ * real HTTP) and checks, as the people of the consortium:
+ *  - the consortium admin: the study's rounds advance over the live stream and its charts draw; once it has ended
+ *    it is not "live"; its governance (approvals, terms, sign-offs, release) and per-site table read as a report;
+ *    the model and the metrics download; the model card is the Markdown document; compute reads in hours and
+ *    minutes without raw JSON; the audit log pages;
+ *  - every page in English, Japanese and Hindi, with no text drawn as missing glyphs, and a screenshot of each in
+ *    test-artifacts/;
+ *  - the study lead: no Audit tab, and the page says the role does not cover it; another lead: the privacy of a study
+ *    they do not lead is refused for ownership, and the page says so; a site admin: no model download.
  *
  * Without /usr/bin/chromium the test is skipped, except under CI=true, where it fails.
  */
@@ -16,6 +22,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
 import { generateSigningKeys, signRequest } from '../protocol/signing.js';
+import { decodeSafetensors } from '../protocol/safetensors.js';
 
 const CHROMIUM = process.env['SETU_CHROMIUM'] ?? '/usr/bin/chromium';
 const MAIN_JS = resolve(dirname(fileURLToPath(import.meta.url)), '..', 'cli', 'main.js');
@@ -44,7 +51,7 @@ function startDemo(dataDir: string): { child: ChildProcess; ready: Promise<{ url
   const child = spawn(process.execPath, [MAIN_JS, 'demo', '--dashboard', '--rounds', String(ROUNDS), '--seed', '42', '--dp-epsilon', '8', '--data-dir', dataDir], { stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   const ready = new Promise<{ url: string; studyId: string }>((res, rej) => {
-    const timer = setTimeout(() => rej(new Error(`the demo did not start its study within 60 s:\n${out}`)), 60_000);
+    const timer = setTimeout(() => rej(new Error(`the demo did not start its study within 90 s:\n${out}`)), 90_000);
     const onData = (d: Buffer) => {
       out += d.toString();
       const url = /dashboard: (https?:\/\/\S+?)\/?\s/.exec(out)?.[1];
@@ -91,32 +98,95 @@ function pixelsNear(page: Page, selector: string, rgb: [number, number, number])
   );
 }
 
-test('dashboard: live study charts, languages, role-dependent audit (Chromium)', { skip, timeout: 240_000 }, async (t) => {
+/**
+ * Characters of the page's text that the browser draws as a missing glyph: each distinct letter of a script outside
+ * Latin (Devanagari, CJK, kana) is drawn on a canvas in its element's own font and compared with the drawing of a
+ * code point no font has (U+10FFFD); a letter drawn the same way, or not at all, has no font here. `probe` adds
+ * characters to test (the self-check below gives it that code point, which must be reported).
+ */
+function missingGlyphs(page: Page, probe = ''): Promise<string[]> {
+  return page.evaluate((extra) => {
+    const canvas = document.createElement('canvas');
+    canvas.width = 48;
+    canvas.height = 48;
+    const ctx = canvas.getContext('2d', { willReadFrequently: true })!;
+    const draw = (ch: string, font: string) => {
+      ctx.clearRect(0, 0, 48, 48);
+      ctx.font = font;
+      ctx.fillStyle = '#000';
+      ctx.textBaseline = 'middle';
+      ctx.fillText(ch, 4, 24);
+      return Array.from(ctx.getImageData(0, 0, 48, 48).data.filter((_, i) => i % 4 === 3)).join(',');
+    };
+    const wanted = /[\u0900-\u097F\u3040-\u30FF\u4E00-\u9FFF\uFF00-\uFFEF]|[\u{10FFFD}]/u;
+    const byFont = new Map<string, Set<string>>();
+    const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+    for (let n = walker.nextNode(); n; n = walker.nextNode()) {
+      const el = n.parentElement;
+      if (!el || !el.offsetParent) continue;
+      const s = getComputedStyle(el);
+      const font = `${s.fontStyle} ${s.fontWeight} 24px ${s.fontFamily}`;
+      for (const ch of n.textContent ?? '') if (wanted.test(ch)) (byFont.get(font) ?? byFont.set(font, new Set()).get(font)!).add(ch);
+    }
+    const body = getComputedStyle(document.body);
+    for (const ch of extra) (byFont.get(`normal 400 24px ${body.fontFamily}`) ?? byFont.set(`normal 400 24px ${body.fontFamily}`, new Set()).get(`normal 400 24px ${body.fontFamily}`)!).add(ch);
+    const missing: string[] = [];
+    for (const [font, chars] of byFont) {
+      const tofu = draw('\u{10FFFD}', font);
+      const blank = draw(' ', font);
+      for (const ch of chars) {
+        const d = draw(ch, font);
+        if (d === tofu || d === blank) missing.push(ch);
+      }
+    }
+    return missing;
+  }, probe);
+}
+
+const LANGS = ['en', 'ja', 'hi'] as const;
+/** Every page, and what shows that it has rendered its data. */
+const PAGES: { name: string; hash: (study: string) => string; ready: string }[] = [
+  { name: 'overview', hash: () => '#/overview', ready: '[data-testid=site-summary]' },
+  { name: 'studies', hash: () => '#/studies', ready: '[data-testid=studies-table]' },
+  { name: 'study', hash: (s) => `#/studies/${s}`, ready: '[data-testid=release]' },
+  { name: 'privacy', hash: () => '#/privacy', ready: '[data-testid=privacy-table]' },
+  { name: 'compute', hash: () => '#/compute', ready: '[data-testid=compute-countries]' },
+  { name: 'audit', hash: () => '#/audit', ready: '[data-testid=audit-table]' },
+  { name: 'models', hash: () => '#/models', ready: '[data-testid=model-card]' },
+];
+
+test('dashboard: live study, reports, every page in three languages, roles (Chromium)', { skip, timeout: 600_000 }, async (t) => {
   assert.ok(existsSync(CHROMIUM), `Chromium is required in CI: no ${CHROMIUM} (apt-get install -y chromium; never a downloaded browser)`);
   const dataDir = mkdtempSync(join(tmpdir(), 'setu-dash-'));
   const profile = mkdtempSync(join(tmpdir(), 'setu-chromium-'));
   mkdirSync(ARTIFACTS, { recursive: true });
   const demo = startDemo(dataDir);
   let ctx: BrowserContext | undefined;
+  const shot = async (page: Page, name: string) => {
+    const file = join(ARTIFACTS, `dashboard-${name}.png`);
+    await page.screenshot({ path: file, fullPage: true });
+    t.diagnostic(`screenshot: ${file}`);
+  };
   try {
     const { url, studyId } = await demo.ready;
-    const adminKeyText = readFileSync(join(dataDir, 'coordinator', 'admin.key'), 'utf8');
-    const adminKey = JSON.parse(adminKeyText) as KeyFile;
+    const keyText = (f: string) => readFileSync(join(dataDir, f), 'utf8');
+    const adminKey = JSON.parse(keyText('coordinator/admin.key')) as KeyFile;
 
     // The API side of the dashboard: it is described at /openapi.json, including the live stream.
     const openapi = (await (await fetch(`${url}/openapi.json`)).json()) as { paths: Record<string, unknown> };
-    for (const p of ['/v1/studies/{id}', '/v1/sites', '/v1/events', '/v1/events/token']) assert.ok(openapi.paths[p], `openapi.json lacks ${p}`);
+    for (const p of ['/v1/studies/{id}', '/v1/sites', '/v1/events', '/v1/events/token', '/v1/studies/{id}/export']) assert.ok(openapi.paths[p], `openapi.json lacks ${p}`);
 
     ctx = await chromium.launchPersistentContext(profile, {
       executablePath: CHROMIUM,
       headless: true,
+      acceptDownloads: true,
       args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
       viewport: { width: 1400, height: 1000 },
     });
     const errors: string[] = [];
     const page = await ctx.newPage();
     page.on('pageerror', (e) => errors.push(e.message));
-    await login(page, url, `#/studies/${studyId}`, adminKeyText);
+    await login(page, url, `#/studies/${studyId}`, keyText('coordinator/admin.key'));
     assert.match(await page.locator('[data-testid=role]').innerText(), /consortium admin/);
 
     // Live: the stream connects and the round counter moves while the page is neither reloaded nor polled.
@@ -129,84 +199,117 @@ test('dashboard: live study charts, languages, role-dependent audit (Chromium)',
     const later = await roundShown(page);
     assert.ok(later >= first + 3, `rounds advanced live: ${first} → ${later}`);
     assert.equal(await page.evaluate(() => (window as unknown as { __sameDocument?: boolean }).__sameDocument), true, 'the page was not reloaded');
-    assert.ok(later < ROUNDS || first < ROUNDS, 'the study was still running while watched');
 
-    // Charts: the data points are there and Chart.js drew the first site's line (#1f77b4) and the global one (#111).
+    // Charts: the data points are there and Chart.js drew the first site's line (#1f77b4) and all sites' (#111).
     const points = Number(await page.locator('#chart-loss').getAttribute('data-points'));
-    assert.ok(points >= 5 * later - 5, `loss chart has ${points} points after ${later} rounds (4 sites + global)`);
+    assert.ok(points >= 5 * later - 5, `loss chart has ${points} points after ${later} rounds (4 sites + all sites)`);
     for (const chart of ['#chart-loss canvas', '#chart-accuracy canvas']) {
       const [site, global] = [await pixelsNear(page, chart, [31, 119, 180]), await pixelsNear(page, chart, [17, 17, 17])];
-      t.diagnostic(`${chart}: ${site} pixels of the first site's colour, ${global} of the global model's`);
+      t.diagnostic(`${chart}: ${site} pixels of the first site's colour, ${global} of all sites'`);
       assert.ok(site > 40, `${chart}: the first site's line is drawn (${site} pixels)`);
-      assert.ok(global > 80, `${chart}: the global model's line is drawn (${global} pixels)`);
+      assert.ok(global > 80, `${chart}: the all-sites line is drawn (${global} pixels)`);
     }
     assert.ok((await pixelsNear(page, '#chart-participation canvas', [42, 157, 143])) > 200, 'participation bars are drawn');
-    const shotEn = join(ARTIFACTS, 'dashboard-study-en.png');
-    await page.screenshot({ path: shotEn, fullPage: true });
-    t.diagnostic(`screenshot: ${shotEn}`);
-    console.log(`dashboard screenshot: ${shotEn}`);
+    await shot(page, 'study-live-en');
 
-    // Languages: the switcher turns every catalogue text Japanese.
-    await page.locator('[data-testid=lang]').selectOption('ja');
-    assert.equal(await page.evaluate(() => document.documentElement.lang), 'ja');
-    assert.equal(await page.locator('[data-nav=studies]').innerText(), '研究');
-    assert.match(await page.locator('[data-testid=round-progress]').innerText(), /ラウンド \d+ \/ 60/);
-    assert.match(await page.locator('#chart-loss figcaption').innerText(), /学習損失/);
-    const shotJa = join(ARTIFACTS, 'dashboard-study-ja.png');
-    await page.screenshot({ path: shotJa, fullPage: true });
-    console.log(`dashboard screenshot: ${shotJa}`);
+    // The glyph check can fail: a code point no font has is reported.
+    assert.deepEqual(await missingGlyphs(page, '\u{10FFFD}'), ['\u{10FFFD}'], 'the missing-glyph check sees a missing glyph');
 
-    // Overview: the four hospitals are listed with their state; compute and privacy pages render or say why not.
-    await page.goto(`${url}/#/overview`);
-    await page.locator('[data-testid=site-summary]').waitFor({ timeout: 15_000 });
-    assert.equal(await page.locator('tr[data-site]').count(), 4);
-    for (const name of ['cleveland', 'hungarian', 'switzerland', 'va']) assert.match(await page.locator(`tr[data-site=${name}]`).innerText(), /オンライン/);
-    const shotOverview = join(ARTIFACTS, 'dashboard-overview-ja.png');
-    await page.screenshot({ path: shotOverview, fullPage: true });
-    console.log(`dashboard screenshot: ${shotOverview}`);
+    // Ended: once completed (and released by the demo), the study is no longer "live".
+    await page.locator('[data-testid=live][data-live=ended]').waitFor({ timeout: 180_000 });
+    await page.locator('[data-testid=release][data-released=yes]').waitFor({ timeout: 30_000 });
+    assert.equal(await page.locator('[data-testid=approvals] tbody tr').count(), 4, 'one approval per site');
+    assert.match(await page.locator('[data-testid=approvals] tr[data-site=cleveland]').innerText(), /approved[\s\S]*arjun[\s\S]*heart-disease risk research[\s\S]*no commercial use/);
+    assert.equal(await page.locator('[data-testid=signoffs] tbody tr').count(), 5, 'four site admins and the consortium admin signed off');
+    // Two accuracies side by side, each saying what it is.
+    assert.match(await page.locator('[data-testid=per-site] thead').innerText(), /test accuracy/);
+    assert.match(await page.locator('[data-testid=per-site] tr[data-site=all]').innerText(), /all sites \(weighted\)/);
 
-    // Privacy: the demo trains with DP-SGD (--dp-epsilon 8); every site's spend so far is shown within its budget.
-    await page.goto(`${url}/#/privacy`);
-    await page.locator('[data-testid=privacy-table] tr[data-site]').first().waitFor({ timeout: 15_000 });
-    const meters = await page.locator('[data-testid=privacy-table] meter').evaluateAll((ms) => ms.map((m) => [(m as HTMLMeterElement).value, (m as HTMLMeterElement).max]));
-    assert.equal(meters.length, 4, 'one privacy row per site');
-    for (const [spent, budget] of meters) assert.ok(spent! > 0 && spent! <= budget! && budget === 8, `ε spent ${spent} within budget ${budget}`);
+    // Results out: the model (safetensors) and the metrics (CSV), as signed downloads.
+    const [model] = await Promise.all([page.waitForEvent('download'), page.locator('[data-testid=download-model]').click()]);
+    const weights = decodeSafetensors(new Uint8Array(readFileSync((await model.path())!))).weights;
+    assert.deepEqual(weights['weight']!.shape, [1, 13]);
+    assert.match(model.suggestedFilename(), /\.safetensors$/);
+    const [csv] = await Promise.all([page.waitForEvent('download'), page.locator('[data-testid=export-csv]').click()]);
+    const lines = readFileSync((await csv.path())!, 'utf8').trim().split('\n');
+    assert.match(lines[0]!, /^round,site,train_loss,test_loss,test_accuracy/);
+    assert.equal(lines.length, 1 + (ROUNDS + 1) * 5, 'a row per round (0..R) for each site and for all sites');
 
-    // The admin's role covers the audit: the page shows the chain and that it verifies.
+    // Every page, in every language: rendered, nothing drawn as a missing glyph, a screenshot of each.
+    for (const lang of LANGS) {
+      await page.locator('[data-testid=lang]').selectOption(lang);
+      for (const p of PAGES) {
+        await page.goto(`${url}/${p.hash(studyId)}`);
+        await page.locator(p.ready).first().waitFor({ timeout: 20_000 });
+        assert.equal(await page.evaluate(() => document.documentElement.lang), lang);
+        assert.deepEqual(await missingGlyphs(page), [], `${p.name} in ${lang}: every character has a font`);
+        await shot(page, `${p.name}-${lang}`);
+      }
+    }
+    await page.locator('[data-testid=lang]').selectOption('en');
+
+    // The model card is the Markdown document: its headings, tables and the all-sites row, no JSON.
+    await page.goto(`${url}/#/models`);
+    const card = page.locator('[data-testid=model-card]').first();
+    await card.waitFor();
+    const cardText = await card.innerText();
+    for (const h of ['Model card:', 'Purpose', 'Institutions and jurisdictions', 'Privacy guarantees', 'Performance', 'Compute used', 'Seal']) assert.ok(cardText.includes(h), `the card shows "${h}"`);
+    assert.ok((await card.locator('table').count()) >= 3, 'the card has its tables');
+    assert.match(cardText, /all sites/);
+    assert.match(cardText, /AIIMS New Delhi/);
+    // Compute: readable units, countries and institutions, no raw JSON.
+    await page.goto(`${url}/#/compute`);
+    await page.locator('[data-testid=compute-countries]').waitFor();
+    const compute = await page.locator('main').innerText();
+    assert.doesNotMatch(compute, /[{}]"|":/, 'no raw JSON on the compute page');
+    assert.match(await page.locator('[data-testid=compute-countries] tr[data-key=IN]').innerText(), /India\s+\d[\d.]* (s|min)/);
+    assert.match(await page.locator('[data-testid=compute-institutions]').innerText(), /AIIMS New Delhi \(IN\)/);
+    // Audit: pages, entries in words, and filters (or a plain notice where the coordinator cannot filter yet).
     await page.goto(`${url}/#/audit`);
-    await page.locator('[data-testid=audit-verify]').waitFor({ timeout: 15_000 });
-    assert.match(await page.locator('[data-testid=audit-verify]').getAttribute('class').then(String), /good/);
-    assert.ok((await page.locator('[data-testid=audit-table] tbody tr').count()) > 0);
+    await page.locator('[data-testid=audit-verify].good').waitFor();
+    const pager = page.locator('[data-testid=audit-pager]');
+    await pager.waitFor();
+    const latestFrom = Number(await pager.getAttribute('data-from'));
+    assert.ok(latestFrom > 1, 'the latest page comes first');
+    await page.locator('[data-testid=audit-older]').click();
+    await page.waitForFunction((f) => Number(document.querySelector('[data-testid=audit-pager]')?.getAttribute('data-from')) < f, latestFrom);
+    assert.doesNotMatch(await page.locator('[data-testid=audit-table]').innerText(), /\{"/, 'entries read as words, not JSON');
+    await page.locator('[data-testid=audit-kind]').selectOption('model.released');
+    await page.locator('[data-testid=audit-apply]').click();
+    await page.waitForFunction(() => !!document.querySelector('[data-testid=audit-unfiltered]') || Array.from(document.querySelectorAll('[data-testid=audit-table] tr[data-kind]')).every((r) => r.getAttribute('data-kind') === 'model.released'));
+    await shot(page, 'audit-filtered-en');
 
-    // A study lead: created and enrolled through the API like any user, with a key made here.
-    const invite = await signedCall(url, adminKey, 'POST', '/v1/users', { name: 'lead-browser-test', role: 'study_lead' });
+    // The study lead: no Audit tab, and the page itself says the role does not cover it.
+    const lead = await ctx.newPage();
+    lead.on('pageerror', (e) => errors.push(e.message));
+    await login(lead, url, '#/audit', keyText('people/priya.key'));
+    assert.match(await lead.locator('[data-testid=role]').innerText(), /study lead/);
+    assert.equal(await lead.locator('[data-nav=audit]').count(), 0, 'no Audit tab for a study lead');
+    assert.equal(await lead.locator('[data-nav=studies]').count(), 1);
+    await lead.locator('[data-testid=forbidden][data-reason=role]').waitFor();
+    assert.match(await lead.locator('[data-testid=forbidden]').innerText(), /Your role does not cover the Audit page/);
+    const audit = await signedCall(url, JSON.parse(keyText('people/priya.key')) as KeyFile, 'GET', '/v1/audit');
+    assert.equal(audit.status, 403, 'the API refuses a study lead the audit log too');
+    await shot(lead, 'audit-study-lead-en');
+
+    // Another study lead: the privacy of a study someone else leads is refused for ownership, and said so.
+    const invite = await signedCall(url, adminKey, 'POST', '/v1/users', { name: 'lead-two', role: 'study_lead' });
     assert.equal(invite.status, 200, JSON.stringify(invite.json));
     const keys = generateSigningKeys();
     const enrolled = await fetch(`${url}/v1/users/enrol`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ token: invite.json.token, publicKey: keys.publicKeyRaw }) });
     assert.equal(enrolled.status, 200, await enrolled.text());
-    const leadKey: KeyFile = { keyId: invite.json.userId as string, privateKey: keys.privateKeyPem };
-    const audit = await signedCall(url, leadKey, 'GET', '/v1/audit');
-    assert.equal(audit.status, 403, `a study lead reading /v1/audit: ${JSON.stringify(audit.json)}`);
-    assert.equal((await signedCall(url, leadKey, 'GET', '/v1/audit/verify')).status, 403);
+    const other = await ctx.newPage();
+    await login(other, url, '#/privacy', JSON.stringify({ keyId: invite.json.userId as string, privateKey: keys.privateKeyPem }));
+    await other.locator('[data-testid=forbidden][data-reason=ownership]').first().waitFor();
+    assert.match(await other.locator('[data-testid=forbidden]').first().innerText(), /not yours to open[\s\S]*led by someone else/i);
+    await shot(other, 'privacy-other-lead-en');
 
-    // In the browser (a new tab: the credential is per tab), the audit page says the role does not cover it.
-    const lead = await ctx.newPage();
-    lead.on('pageerror', (e) => errors.push(e.message));
-    await login(lead, url, '#/audit', JSON.stringify(leadKey));
-    assert.match(await lead.locator('[data-testid=role]').innerText(), /研究責任者/); // the language choice persisted
-    await lead.locator('[data-testid=forbidden]').waitFor({ timeout: 15_000 });
-    assert.match(await lead.locator('[data-testid=forbidden]').innerText(), /ロールでは監査ページを閲覧できません/);
-    await lead.locator('[data-testid=lang]').selectOption('en');
-    assert.match(await lead.locator('[data-testid=forbidden]').innerText(), /Your role does not cover the Audit page/);
-    assert.equal(await lead.locator('[data-testid=audit-table]').count(), 0, 'no audit entries are shown to a study lead');
-    // The same lead still watches studies.
-    await lead.goto(`${url}/#/studies/${studyId}`);
-    await lead.locator('#chart-loss').waitFor({ timeout: 15_000 });
-    const shotLead = join(ARTIFACTS, 'dashboard-audit-study-lead.png');
-    await lead.goto(`${url}/#/audit`);
-    await lead.locator('[data-testid=forbidden]').waitFor({ timeout: 15_000 });
-    await lead.screenshot({ path: shotLead });
-    console.log(`dashboard screenshot: ${shotLead}`);
+    // A site admin sees the study and its governance, but the model itself is not theirs to download.
+    const siteAdmin = await ctx.newPage();
+    await login(siteAdmin, url, `#/studies/${studyId}`, keyText('people/arjun.key'));
+    await siteAdmin.locator('[data-testid=results]').waitFor();
+    assert.equal(await siteAdmin.locator('[data-testid=download-model]').count(), 0);
+    assert.equal(await siteAdmin.locator('[data-testid=export-csv]').count(), 1);
 
     assert.deepEqual(errors, [], 'no script errors in the page');
   } catch (e) {

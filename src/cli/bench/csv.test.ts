@@ -209,5 +209,5 @@ test('setu bench csv: mistakes are one readable line', (t) => {
   }
   const help = spawnSync(process.execPath, [SETU_MAIN, 'bench', 'csv', '--help'], { encoding: 'utf8' });
   assert.equal(help.status, 0);
-  assert.match(help.stdout, /usage: setu bench csv --federation bench.yaml/);
+  assert.match(help.stdout, /^Usage: setu bench csv --federation bench.yaml/);
 });

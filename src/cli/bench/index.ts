@@ -1,7 +1,7 @@
 /** `setu bench <name>`: every benchmark reports a ratio against a baseline measured in the same run. */
 import { UsageError } from '../args.js';
 
-const BENCHES: Record<string, () => Promise<{ main(argv: string[]): Promise<number> }>> = {
+export const BENCHES: Record<string, () => Promise<{ main(argv: string[]): Promise<number> }>> = {
   'flamby-heart': () => import('./flamby-heart.js'),
   aggregate: () => import('./aggregate.js'),
   peer: () => import('./peer.js'),

@@ -25,6 +25,7 @@ import { declaredTrainer } from './trainer.js';
 import { addEvent, gov, listEvents, listInstitutions, listMemberships, type SiteMembership } from '../../store/governance.js';
 import { appendAudit } from '../../governance/audit-store.js';
 import { cohortSize } from '../../store/trust.js';
+import { startProblems } from '../study-checks.js';
 import * as lc from '../../governance/lifecycle.js';
 import { checkRelease, defaultPolicyDir, loadPolicies, type JurisdictionPolicy, type Signoff, type Violation } from '../../governance/policy.js';
 import {
@@ -199,15 +200,38 @@ export function governanceRoutes(app: FastifyInstance, ctx: RouteContext, cfg: G
     return { dir: cfg.policiesDir, coordinatorJurisdiction: cfg.coordinatorJurisdiction ?? null, policies: Object.values(policies(cfg)) };
   });
 
-  /** Dry run of the check `start` makes, for the sites approved so far (or every invited site of a draft). */
+  /**
+   * Dry run of what `start` checks: the jurisdiction rules for every site that would take part (approved, or still
+   * awaiting its decision), and what else remains before the study may start: approvals still pending, too few
+   * sites for minSites or SecAgg+. `ok` is true only when `start` would succeed now.
+   */
   app.get<{ Params: { id: string } }>('/v1/studies/:id/policy-check', { preValidation: auth }, async (req) => {
     requireUser(req.principal!, 'policy.view');
     const s = await studyOr404(ctx, req.params.id);
     const spec = JSON.parse(s.spec) as StudySpec;
     const l = await loadLifecycle(gov(store.db), s.id);
-    const ids = l ? lc.eligibleSites(l, now()) : (await invitedSites(store, spec).catch(asHttp)).map((x) => x.id);
-    const { violations, inputs } = await checkStudyPolicy(store, spec, s.id, ids, cfg.coordinatorJurisdiction, policies(cfg), (id, d) => cohortSize(store.db, id, d));
-    return { ok: violations.length === 0, violations, plan: inputs.plan, sites: inputs.sites, placements: inputs.placements };
+    const t = now();
+    const members = await listMemberships(gov(store.db));
+    const nameOf = (id: string) => members.find((m) => m.id === id)?.name ?? id;
+    const invited = l ? l.sites : (await invitedSites(store, spec).catch(asHttp)).map((x) => x.id);
+    const approved = l ? lc.eligibleSites(l, t) : [];
+    const statusOf = (id: string) => (l ? l.approvals[id]?.status ?? 'pending' : 'pending');
+    const waiting = invited.filter((id) => statusOf(id) === 'pending');
+    // The rules are checked for every site that may still take part, so a lead learns of a rule before the approvals.
+    const { violations, inputs } = await checkStudyPolicy(store, spec, s.id, [...approved, ...waiting], cfg.coordinatorJurisdiction, policies(cfg), (id, d) => cohortSize(store.db, id, d));
+    const inst = (id: string) => members.find((m) => m.id === id)?.institution ?? null;
+    const remaining: { site: string | null; what: string }[] = [];
+    if (s.status !== 'created') remaining.push({ site: null, what: `the study is ${s.status}; only a study not yet started can start` });
+    else if (!l && invited.some((id) => members.find((m) => m.id === id && (m.institutionId || m.jurisdiction)))) remaining.push({ site: null, what: `propose the study (setu study propose ${s.id}) so the site admins can approve it` });
+    for (const id of l ? waiting : []) remaining.push({ site: nameOf(id), what: `approval by a site admin of ${inst(id) ?? 'its institution'} (setu study approve ${s.id} --site ${nameOf(id)} --terms "…")` });
+    const need = Math.max(1, spec.minSites ?? 1);
+    if (l && approved.length < need) remaining.push({ site: null, what: `${need} approved site(s) needed to start (minSites), ${approved.length} so far` });
+    for (const p of startProblems(spec, (l ? approved : invited).map(nameOf))) remaining.push({ site: null, what: p });
+    return {
+      ok: violations.length === 0 && remaining.length === 0, violations, remaining,
+      approvals: invited.map((id) => ({ site: nameOf(id), status: l ? statusOf(id) : 'draft' })),
+      plan: inputs.plan, sites: inputs.sites, placements: inputs.placements, unchecked: inputs.unchecked,
+    };
   });
 }
 
@@ -269,8 +293,10 @@ async function startInner(ctx: RouteContext, principal: Principal, studyId: stri
   }
   const started = step(() => lc.start(cur!, who, spec.minSites ?? 1));
   const participants = lc.eligibleSites(cur, t);
-  // Every participant's trainer must be able to serve the study (its declaration, PUT /v1/agent/trainer).
   const members = new Map((await listMemberships(gov(store.db))).map((m) => [m.id, m.name]));
+  const problems = startProblems(spec, participants.map((id) => members.get(id) ?? id));
+  if (problems.length) throw new HttpError(409, 'cannot_start', `study ${s.id} cannot start: ${problems.join('; ')}`);
+  // Every participant's trainer must be able to serve the study (its declaration, PUT /v1/agent/trainer).
   const unfit = trainerProblems(spec, await Promise.all(participants.map(async (id) => ({ name: members.get(id) ?? id, trainer: await declaredTrainer(store, id) }))));
   if (unfit.length) throw new HttpError(409, 'trainer_unfit', `study ${s.id} cannot start: ${unfit.join('; ')}`);
   const pol = policies(cfg);

@@ -13,6 +13,7 @@ import { HttpError, newSecret, requireSite, requireUser, sha256hex } from '../au
 import { appendAudit } from '../../governance/audit-store.js';
 import { declareCohorts, listCohorts, revokeSite } from '../../store/trust.js';
 import { declaredTrainer } from './trainer.js';
+import { gov, listMemberships } from '../../store/governance.js';
 
 export function siteRoutes(app: FastifyInstance, ctx: RouteContext): void {
   const { store, now, auth, audit } = ctx;
@@ -94,11 +95,13 @@ export function siteRoutes(app: FastifyInstance, ctx: RouteContext): void {
     const window = ctx.onlineWindowMs ?? 60_000;
     const sites = await store.listSites();
     const trainers = await Promise.all(sites.map((s) => declaredTrainer(store, s.id)));
+    // A site belonging to an institution answers for its institution's name and jurisdiction (governance).
+    const member = new Map((await listMemberships(gov(store.db))).map((m) => [m.id, m]));
     return sites.map((s, i) => ({
       id: s.id,
       name: s.name,
-      institution: s.institution,
-      jurisdiction: s.jurisdiction,
+      institution: member.get(s.id)?.institution ?? s.institution,
+      jurisdiction: member.get(s.id)?.jurisdiction ?? s.jurisdiction,
       status: s.status,
       createdAt: s.created_at,
       lastSeenAt: s.last_seen_at,

@@ -2,11 +2,13 @@
 import type { FastifyInstance } from 'fastify';
 import type { RouteContext } from './context.js';
 import { randomBytes } from 'node:crypto';
+import { Type } from '@sinclair/typebox';
 import { InitialWeightsResponseSchema, StudySpecSchema, type InitialWeightsResponse, type StudySpec } from '../../protocol/api.js';
 import { encodeSafetensors, headerLayout, readSafetensorsHeader } from '../../protocol/safetensors.js';
 import { describeTensors, weightCount } from '../../protocol/tensors.js';
 import { appendAudit } from '../../governance/audit-store.js';
-import { StudyDetailSchema, StudySummarySchema } from '../../protocol/views.js';
+import { StudyDetailSchema, StudySummarySchema, type StudyDetail } from '../../protocol/views.js';
+import { exportCsv, studyExport } from '../study-export.js';
 import { HttpError, requireUser } from '../auth.js';
 import { digestHex, initialWeights } from '../engine.js';
 import { ModelProblem, checkInitialWeights, modelSpecProblems, rulesOf } from '../study-model.js';
@@ -14,6 +16,7 @@ import { progressOfRound } from './trainer.js';
 import { hostStrategy } from '../strategy-host.js';
 import { governedStart, governedStop } from './governance.js';
 import { privacyProblems } from '../privacy.js';
+import { createProblems, siteDeclarations } from '../study-checks.js';
 
 /** A study lead acts on the studies they created only ('own-study' scope in governance/roles.ts). */
 function checkOwnStudy(user: { id: string; scope: string }, study: { id: string; created_by: string }): void {
@@ -34,11 +37,10 @@ export function studyRoutes(app: FastifyInstance, ctx: RouteContext): void {
     } catch (e) {
       throw new HttpError(400, 'invalid_study', (e as Error).message);
     }
-    const model = modelSpecProblems(spec);
-    if (model.length) throw new HttpError(400, 'invalid_study', model.join('; '));
-    if (spec.fit.localSteps === undefined && spec.fit.epochs === undefined) throw new HttpError(400, 'invalid_study', '/fit: give localSteps or epochs');
-    const privacy = privacyProblems(spec);
-    if (privacy.length) throw new HttpError(400, 'invalid_study', privacy.join('; '));
+    // Everything that would fail later at a site (the model against the data, unknown sites or datasets, privacy a
+    // site cannot apply) is refused now, each problem named (study-checks.ts; study-model.ts for custom models).
+    const problems = [...modelSpecProblems(spec), ...createProblems(spec, await siteDeclarations(store)), ...privacyProblems(spec)];
+    if (problems.length) throw new HttpError(400, 'invalid_study', problems.join('; '));
     const id = `${spec.name.toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/^-|-$/g, '').slice(0, 40) || 'study'}-${randomBytes(3).toString('hex')}`;
     const t = now();
     await store.createStudy({ id, name: spec.name, spec: JSON.stringify(spec), status: 'created', current_round: 0, participants: null, created_by: user.id, created_at: t, updated_at: t, claimed_by: null, claimed_until: null, error: null });
@@ -89,32 +91,20 @@ export function studyRoutes(app: FastifyInstance, ctx: RouteContext): void {
 
   app.get<{ Params: { id: string } }>('/v1/studies/:id', { preValidation: auth, schema: { response: { 200: StudyDetailSchema } } }, async (req) => {
     requireUser(req.principal!, 'study.view');
-    const s = await store.getStudy(req.params.id);
-    if (!s) throw new HttpError(404, 'not_found', `no study ${req.params.id}`);
-    const spec = JSON.parse(s.spec) as StudySpec;
-    const rounds = await store.listRounds(s.id);
-    const open = rounds.find((r) => r.status === 'open');
-    const sites = await store.listSites();
-    const nameOf = new Map(sites.map((x) => [x.id, x.name]));
-    // The model's tensors, from the header of its latest version (no value is decoded).
-    const mv = await store.latestModelVersion(s.id);
-    const h = mv ? readSafetensorsHeader(mv.weights) : undefined;
-    const model = h ? { version: mv!.id, digest: mv!.digest, ...describeTensors(headerLayout(h), rulesOf(spec, h.tensors.map((t) => t.name))) } : null;
-    return {
-      id: s.id,
-      name: s.name,
-      status: s.status,
-      error: s.error,
-      spec,
-      round: s.current_round,
-      participants: (JSON.parse(s.participants ?? '[]') as string[]).map((id) => ({ id, name: nameOf.get(id) ?? id })),
-      openRound: open ? { round: open.round, kind: open.kind, deadlineAt: open.deadline_at, received: await store.countUpdates(s.id, open.round), expected: (await store.listTasks(s.id, open.round)).length,
-        progress: (await progressOfRound(store, s.id, open.round)).map((p) => ({ ...p, site: nameOf.get(p.site) ?? p.site })) } : null,
-      model,
-      rounds: rounds.map((r) => ({ round: r.round, kind: r.kind, status: r.status, openedAt: r.opened_at, committedAt: r.committed_at, modelVersionId: r.model_version_id })),
-      metrics: (await store.listMetrics(s.id)).map((m) => ({ round: m.round, site: m.site_id ? nameOf.get(m.site_id) ?? m.site_id : null, phase: m.phase, name: m.name, value: m.value })),
-      refusals: (await store.listRefusals(s.id)).map((r) => ({ round: r.round, site: r.site_id ? nameOf.get(r.site_id) ?? r.site_id : null, reason: r.reason, at: r.at })),
-    };
+    return studyDetail(ctx, req.params.id);
+  });
+
+  // Metrics per round and per site as a file (study-export.ts): CSV by default, or JSON with what each column means.
+  app.get<{ Params: { id: string }; Querystring: { format?: string } }>('/v1/studies/:id/export', {
+    preValidation: auth,
+    schema: { querystring: { type: 'object', properties: { format: { type: 'string', enum: ['csv', 'json'] } }, additionalProperties: false } },
+  }, async (req, reply) => {
+    requireUser(req.principal!, 'study.view');
+    const e = studyExport(await studyDetail(ctx, req.params.id));
+    const name = `${e.study.id.replace(/[^A-Za-z0-9._-]/g, '_')}.metrics`;
+    reply.header('x-setu-study', e.study.id);
+    if (req.query.format === 'json') return reply.header('content-disposition', `attachment; filename="${name}.json"`).send(e);
+    return reply.type('text/csv; charset=utf-8').header('content-disposition', `attachment; filename="${name}.csv"`).send(exportCsv(e));
   });
 
   // Start and stop go through the study lifecycle (routes/governance.ts): approvals, the jurisdiction policy
@@ -124,14 +114,57 @@ export function studyRoutes(app: FastifyInstance, ctx: RouteContext): void {
   app.post<{ Params: { id: string }; Body: { reason?: string } | undefined }>('/v1/studies/:id/stop', { preValidation: auth }, async (req) =>
     governedStop(ctx, req.principal!, req.params.id, typeof req.body?.reason === 'string' ? req.body.reason : undefined));
 
-  app.get<{ Params: { id: string } }>('/v1/studies/:id/model', { preValidation: auth }, async (req, reply) => {
+  // The latest global model, or with ?round=R the model after fit round R (0: the initial model).
+  app.get<{ Params: { id: string }; Querystring: { round?: string } }>('/v1/studies/:id/model', {
+    preValidation: auth,
+    schema: { querystring: Type.Object({ round: Type.Optional(Type.String({ pattern: '^[0-9]{1,6}$' })) }, { additionalProperties: false }) },
+  }, async (req, reply) => {
     const user = requireUser(req.principal!, 'model.download');
     const s = await store.getStudy(req.params.id);
     if (!s) throw new HttpError(404, 'not_found', `no study ${req.params.id}`);
     checkOwnStudy(user, s);
-    const mv = await store.latestModelVersion(req.params.id);
+    const round = req.query.round === undefined ? undefined : Number(req.query.round);
+    let mv;
+    if (round === undefined) mv = await store.latestModelVersion(req.params.id);
+    else {
+      const versions = await store.listModelVersions(req.params.id);
+      const v = versions.find((x) => x.round === round);
+      if (!v) throw new HttpError(404, 'not_found', `study ${req.params.id} has no model after round ${round} (it has rounds ${versions.map((x) => x.round).join(', ') || 'none yet'})`);
+      mv = await store.getModelVersion(v.id);
+    }
     if (!mv) throw new HttpError(404, 'not_found', `study ${req.params.id} has no model`);
     return reply.type('application/octet-stream').header('x-setu-model-version', mv.id).header('x-setu-digest', mv.digest).send(Buffer.from(mv.weights));
   });
 
+}
+
+/** A study as GET /v1/studies/:id answers it: spec, participants, rounds, metrics per site and refusals. */
+export async function studyDetail(ctx: RouteContext, id: string): Promise<StudyDetail> {
+  const { store } = ctx;
+  const s = await store.getStudy(id);
+  if (!s) throw new HttpError(404, 'not_found', `no study ${id}`);
+  const spec = JSON.parse(s.spec) as StudySpec;
+  const rounds = await store.listRounds(s.id);
+  const open = rounds.find((r) => r.status === 'open');
+  const sites = await store.listSites();
+  const nameOf = new Map(sites.map((x) => [x.id, x.name]));
+  // The model's tensors, from the header of its latest version (no value is decoded).
+  const mv = await store.latestModelVersion(s.id);
+  const h = mv ? readSafetensorsHeader(mv.weights) : undefined;
+  const model = h ? { version: mv!.id, digest: mv!.digest, ...describeTensors(headerLayout(h), rulesOf(spec, h.tensors.map((t) => t.name))) } : null;
+  return {
+    id: s.id,
+    name: s.name,
+    status: s.status,
+    error: s.error,
+    spec,
+    round: s.current_round,
+    participants: (JSON.parse(s.participants ?? '[]') as string[]).map((id) => ({ id, name: nameOf.get(id) ?? id })),
+    openRound: open ? { round: open.round, kind: open.kind, deadlineAt: open.deadline_at, received: await store.countUpdates(s.id, open.round), expected: (await store.listTasks(s.id, open.round)).length,
+      progress: (await progressOfRound(store, s.id, open.round)).map((p) => ({ ...p, site: nameOf.get(p.site) ?? p.site })) } : null,
+    model,
+    rounds: rounds.map((r) => ({ round: r.round, kind: r.kind, status: r.status, openedAt: r.opened_at, committedAt: r.committed_at, modelVersionId: r.model_version_id })),
+    metrics: (await store.listMetrics(s.id)).map((m) => ({ round: m.round, site: m.site_id ? nameOf.get(m.site_id) ?? m.site_id : null, phase: m.phase, name: m.name, value: m.value })),
+    refusals: (await store.listRefusals(s.id)).map((r) => ({ round: r.round, site: r.site_id ? nameOf.get(r.site_id) ?? r.site_id : null, reason: r.reason, at: r.at })),
+  };
 }

@@ -13,6 +13,7 @@ import { UserEnrolRequestSchema, UserInviteRequestSchema, type UserEnrolRequest,
 import { importPublicKey } from '../../protocol/signing.js';
 import { HttpError, authorize, newSecret, requireUser, sha256hex } from '../auth.js';
 import { appendAudit } from '../../governance/audit-store.js';
+import { ACTIONS, can, type Action } from '../../governance/roles.js';
 import { activateUser, consumeUserInvite, createUser, createUserInvite, getUser, getUserByName, listUsers, revokeUser, setSitePublicKey } from '../../store/trust.js';
 
 const RotateSchema = Type.Object({ publicKey: Type.String({ pattern: '^[A-Za-z0-9_-]{43}$' }) }, { additionalProperties: false });
@@ -66,7 +67,9 @@ export function userRoutes(app: FastifyInstance, ctx: RouteContext): void {
 
   app.get('/v1/whoami', { preValidation: auth }, async (req) => {
     const p = req.principal!;
-    return p.kind === 'site' ? { kind: 'site', id: p.id, name: p.site.name, role: 'site' } : { kind: 'user', id: p.id, name: p.name, role: p.role, institution: p.institution };
+    // `actions`: what this role may do (governance/roles.ts), so a client shows only what it may open.
+    const actions = (Object.keys(ACTIONS) as Action[]).filter((a) => can(p.kind === 'site' ? 'site' : p.role, a));
+    return p.kind === 'site' ? { kind: 'site', id: p.id, name: p.site.name, role: 'site', actions } : { kind: 'user', id: p.id, name: p.name, role: p.role, institution: p.institution, actions };
   });
 
   app.post<{ Params: { id: string } }>('/v1/users/:id/revoke', { preValidation: auth }, async (req) => {

@@ -23,6 +23,8 @@ import type { CsvTable } from './csv.js';
 export { NumericColumn, CategoricalColumn, FeatureColumn, BinaryTask, SurvivalTask, Preprocessing, Split, DataSchemaT } from '../../protocol/data-schema.js';
 export type { DataSchema, FeatureColumnSpec } from '../../protocol/data-schema.js';
 import { DataSchemaT, type DataSchema } from '../../protocol/data-schema.js';
+// The coordinator checks a study's model against the encoded width too, so the encoding rule lives in protocol.
+export { encodedFeatureNames } from '../../protocol/data-schema.js';
 
 /** Validates an untrusted schema object; the error names every bad field by its path. */
 export function parseDataSchema(input: unknown): DataSchema {
@@ -58,16 +60,6 @@ export function splitLabels(s: DataSchema, site?: string): { train: string; test
 /** Every column a site's table must have a value in for a row to be used: features, then task and split columns. */
 export function usedColumns(s: DataSchema): string[] {
   return [...s.features.map((f) => f.name), ...targetColumns(s)];
-}
-
-/** Names of the encoded feature columns, in order: numeric as is, categorical as `name_level`. */
-export function encodedFeatureNames(s: DataSchema): string[] {
-  const out: string[] = [];
-  for (const f of s.features) {
-    if (f.type === 'numeric') out.push(f.name);
-    else f.levels.slice(f.dropFirst ? 1 : 0).forEach((l) => out.push(`${f.name}_${l}`));
-  }
-  return out;
 }
 
 export interface SchemaProblem {

@@ -115,6 +115,17 @@ export class Api {
     return this.request<T>('GET', path);
   }
 
+  /** A signed GET of a file (a model, an export, a Markdown card): its bytes, type and suggested name. */
+  async fetchFile(path: string): Promise<{ blob: Blob; type: string; filename: string | null }> {
+    const res = await fetch(path, { headers: await this.authHeaders('GET', path, undefined) });
+    if (!res.ok) {
+      const j = (await res.json().catch(() => ({}))) as { error?: string; message?: string };
+      throw new ApiError(res.status, j.error ?? 'error', j.message ?? `HTTP ${res.status}`);
+    }
+    const disposition = /filename="([^"]+)"/.exec(res.headers.get('content-disposition') ?? '')?.[1] ?? null;
+    return { blob: await res.blob(), type: res.headers.get('content-type') ?? '', filename: disposition };
+  }
+
   /** A stream token: also how login learns the caller's role (the call fails for a bad credential). */
   streamToken(): Promise<{ token: string; expiresAt: number; role: string }> {
     return this.request('POST', '/v1/events/token', {});

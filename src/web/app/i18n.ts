@@ -34,9 +34,9 @@ export function setLang(l: Lang): void {
   }
 }
 
-/** `t('studies.roundOf', { n: 3, of: 15 })` fills the `{n}` and `{of}` placeholders. */
+/** `t('studies.roundOf', { n: 3, of: 15 })` fills the `{n}` and `{of}` placeholders; an unknown key comes back as itself. */
 export function t(key: Key, params?: Record<string, string | number>): string {
-  const s = catalogues[lang.value][key] ?? en[key];
+  const s = catalogues[lang.value][key] ?? en[key] ?? key;
   return params ? s.replace(/\{(\w+)\}/g, (_, k: string) => String(params[k] ?? `{${k}}`)) : s;
 }
 
@@ -54,7 +54,25 @@ export function fmtAgo(ms: number | null | undefined, now = Date.now()): string 
   return fmtTime(ms);
 }
 
+/** Seconds of compute as people read them, in the page's language: 0.4 s, 12 s, 3 min 20 s, 2 h 05 min. */
+export function fmtDuration(seconds: number | null | undefined): string {
+  if (seconds === null || seconds === undefined || !(seconds >= 0)) return '–';
+  if (seconds < 10) return t('unit.s', { n: seconds.toLocaleString(locale(), { minimumFractionDigits: seconds === 0 ? 0 : 1, maximumFractionDigits: 1 }) });
+  if (seconds < 60) return t('unit.s', { n: Math.round(seconds) });
+  if (seconds < 3600) return `${t('unit.min', { n: Math.floor(seconds / 60) })} ${t('unit.s', { n: String(Math.round(seconds % 60)).padStart(2, '0') })}`;
+  const m = Math.round(seconds / 60);
+  return `${t('unit.h', { n: Math.floor(m / 60) })} ${t('unit.min', { n: String(m % 60).padStart(2, '0') })}`;
+}
+
+const locale = () => (lang.value === 'ja' ? 'ja-JP' : lang.value === 'hi' ? 'hi-IN' : 'en-US');
+
+/** A share as a percentage with one decimal (76.0%), in the page's language. */
+export function fmtPct(v: number | null | undefined): string {
+  if (v === null || v === undefined || !Number.isFinite(v)) return '–';
+  return `${(v * 100).toLocaleString(locale(), { minimumFractionDigits: 1, maximumFractionDigits: 1 })}%`;
+}
+
 export function fmtNum(v: number | null | undefined, digits = 3): string {
   if (v === null || v === undefined || !Number.isFinite(v)) return '–';
-  return v.toLocaleString(lang.value === 'ja' ? 'ja-JP' : 'en-US', { maximumFractionDigits: digits });
+  return v.toLocaleString(locale(), { maximumFractionDigits: digits });
 }

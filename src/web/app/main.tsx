@@ -6,13 +6,14 @@ import { LANGS, lang, setLang, t, type Key, type Lang } from './i18n.js';
 import { Audit, Compute, ModelCards, Overview, Privacy, StudyPage, Studies } from './pages.js';
 import './style.css';
 
-const PAGES: { path: string; key: Key }[] = [
-  { path: 'overview', key: 'nav.overview' },
-  { path: 'studies', key: 'nav.studies' },
-  { path: 'privacy', key: 'nav.privacy' },
-  { path: 'compute', key: 'nav.compute' },
-  { path: 'audit', key: 'nav.audit' },
-  { path: 'models', key: 'nav.models' },
+/** Each page and the action (governance/roles.ts) a role needs to open it: a role without it sees no tab. */
+const PAGES: { path: string; key: Key; action: string }[] = [
+  { path: 'overview', key: 'nav.overview', action: 'consortium.view' },
+  { path: 'studies', key: 'nav.studies', action: 'study.view' },
+  { path: 'privacy', key: 'nav.privacy', action: 'privacy.view' },
+  { path: 'compute', key: 'nav.compute', action: 'compute.view' },
+  { path: 'audit', key: 'nav.audit', action: 'audit.view' },
+  { path: 'models', key: 'nav.models', action: 'model.card.view' },
 ];
 
 function useHash(): string {
@@ -38,7 +39,19 @@ function LangSwitch({ value, onChange }: { value: Lang; onChange: (l: Lang) => v
   );
 }
 
-function Login({ onLogin }: { onLogin: (c: Credential, role: string) => void }) {
+/** Who the credential is and what its role may do (GET /v1/whoami); the call fails for a bad credential. */
+async function identify(c: Credential): Promise<Session> {
+  const me = await new Api(c).get<{ role: string; actions?: string[] }>('/v1/whoami');
+  return { credential: c, role: me.role, actions: me.actions ?? PAGES.map((p) => p.action) };
+}
+
+interface Session {
+  credential: Credential;
+  role: string;
+  actions: string[];
+}
+
+function Login({ onLogin }: { onLogin: (s: Session) => void }) {
   const [text, setText] = useState('');
   const [keyId, setKeyId] = useState('');
   const [error, setError] = useState<string | null>(null);
@@ -55,9 +68,7 @@ function Login({ onLogin }: { onLogin: (c: Credential, role: string) => void }) 
     }
     setBusy(true);
     try {
-      // The stream-token call is authenticated like any other and names the caller's role.
-      const { role } = await new Api(c).streamToken();
-      onLogin(c, role);
+      onLogin(await identify(c));
     } catch (err) {
       setError(err instanceof ApiError ? `${t('login.refused')}: ${err.message}` : (err as Error).message);
     } finally {
@@ -98,7 +109,7 @@ function Login({ onLogin }: { onLogin: (c: Credential, role: string) => void }) 
 
 function App() {
   const [language, setLanguage] = useState<Lang>(lang.value);
-  const [session, setSession] = useState<{ credential: Credential; role: string } | null>(null);
+  const [session, setSession] = useState<Session | null>(null);
   const [checking, setChecking] = useState(true);
   const hash = useHash();
   const api = useMemo(() => (session ? new Api(session.credential) : null), [session]);
@@ -107,12 +118,8 @@ function App() {
     // A reload keeps the tab's credential; it is checked again before anything is shown.
     const c = savedCredential();
     if (!c) return setChecking(false);
-    new Api(c)
-      .streamToken()
-      .then(
-        ({ role }) => setSession({ credential: c, role }),
-        () => saveCredential(undefined),
-      )
+    identify(c)
+      .then(setSession, () => saveCredential(undefined))
       .finally(() => setChecking(false));
   }, []);
 
@@ -120,9 +127,9 @@ function App() {
     setLang(l);
     setLanguage(l);
   };
-  const login = (c: Credential, role: string) => {
-    saveCredential(c);
-    setSession({ credential: c, role });
+  const login = (s: Session) => {
+    saveCredential(s.credential);
+    setSession(s);
   };
   const logout = () => {
     saveCredential(undefined);
@@ -131,9 +138,18 @@ function App() {
 
   const route = hash.replace(/^#\/?/, '').split('/');
   const page = route[0] || 'overview';
+  const allowed = PAGES.filter((p) => session?.actions.includes(p.action));
+  const denied = session && PAGES.find((p) => p.path === page && !session.actions.includes(p.action));
   let body;
   if (!api) body = checking ? <p class="muted">{t('common.loading')}</p> : <Login onLogin={login} />;
-  else if (page === 'studies' && route[1]) body = <StudyPage api={api} id={decodeURIComponent(route[1])} key={route[1]} />;
+  else if (denied)
+    body = (
+      <div class="notice forbidden" data-testid="forbidden" data-reason="role">
+        <strong>{t('error.forbidden', { what: t(denied.key) })}</strong>
+        <p class="muted">{t('error.roleCannot', { role: t(`role.${session.role}` as Key), action: denied.action })}</p>
+      </div>
+    );
+  else if (page === 'studies' && route[1]) body = <StudyPage api={api} id={decodeURIComponent(route[1])} key={route[1]} actions={session!.actions} />;
   else if (page === 'studies') body = <Studies api={api} />;
   else if (page === 'privacy') body = <Privacy api={api} />;
   else if (page === 'compute') body = <Compute api={api} />;
@@ -153,7 +169,7 @@ function App() {
         </a>
         {api && (
           <nav>
-            {PAGES.map((p) => (
+            {allowed.map((p) => (
               <a href={`#/${p.path}`} class={page === p.path ? 'active' : ''} data-nav={p.path}>
                 {t(p.key)}
               </a>
