@@ -119,7 +119,7 @@ test('every command answers --help; mistakes are one line', () => {
   for (const sub of [[], ['check'], ['preview'], ['explain']]) {
     const h = setu(...sub, '--help');
     assert.equal(h.status, 0, sub.join(' '));
-    assert.match(h.stdout, /^setu site dataset /);
+    assert.match(h.stdout, /^Usage: setu site dataset /);
     if (sub.length) assert.match(h.stdout, /--config FILE\s+the site config/);
   }
   const oneLine = (r: { status: number; stderr: string }, status: number, re: RegExp) => {

@@ -45,11 +45,11 @@ const SUBCOMMANDS: Record<string, { summary: string; flags: Array<keyof typeof F
 
 function help(sub?: string): string {
   if (!sub || !SUBCOMMANDS[sub]) {
-    return ['setu site dataset <check|preview|explain> --config site.yaml --dataset KEY', '', ...Object.entries(SUBCOMMANDS).map(([k, v]) => `  ${k.padEnd(8)} ${v.summary}`), '', 'Runs at the site, read-only: nothing is written or sent. setu site dataset <command> --help lists its options.'].join('\n');
+    return ['Usage: setu site dataset <check|preview|explain> [options]', '', ...Object.entries(SUBCOMMANDS).map(([k, v]) => `  ${k.padEnd(8)} ${v.summary}`), '', 'Runs at the site, read-only: nothing is written or sent. setu site dataset <command> --help lists its options.'].join('\n');
   }
   const s = SUBCOMMANDS[sub]!;
   const flag = (f: keyof typeof FLAGS) => { const x = FLAGS[f]; return `--${f}${'value' in x ? ' ' + x.value : ''}`; };
-  return [`setu site dataset ${sub} ${s.flags.map((f) => (f === 'config' || f === 'dataset' ? flag(f) : `[${flag(f)}]`)).join(' ')}`, '', s.summary, '', ...[...s.flags, 'help' as const].map((f) => `  ${flag(f).padEnd(20)} ${FLAGS[f].text}`)].join('\n');
+  return [`Usage: setu site dataset ${sub} ${s.flags.map((f) => (f === 'config' || f === 'dataset' ? flag(f) : `[${flag(f)}]`)).join(' ')}`, '', s.summary, '', ...[...s.flags, 'help' as const].map((f) => `  ${flag(f).padEnd(20)} ${FLAGS[f].text}`)].join('\n');
 }
 
 const out = (s: string) => process.stdout.write(s + '\n');

@@ -5,6 +5,7 @@
  * these is an error too, so a new kind of example gets a loader here. The tabular-data guide's worked example is
  * checked to encode as it says.
  */
+import { Ss2ViewSchema } from '../datasources/ssmix2/facts.js';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readdirSync, readFileSync, statSync } from 'node:fs';
@@ -54,6 +55,14 @@ const BASE_SITE = { coordinator: 'https://setu.example.org:7070', datasets: { he
 
 /** Loads one example with the code that reads its kind; returns the kind, or throws what that code would say. */
 function load(doc: unknown, where: string, file?: string): string {
+  // An excerpt of an SS-MIX2 mapping: a list of views over HL7 segments.
+  if (Array.isArray(doc) && doc.length && doc.every((v) => v && typeof v === 'object' && 'segment' in v && 'facts' in v)) {
+    for (const v of doc) {
+      const problems = checkValue(Ss2ViewSchema, v);
+      if (problems.length) throw new Error(problems.join('; '));
+    }
+    return 'SS-MIX2 mapping views';
+  }
   if (Array.isArray(doc) || (doc && typeof doc === 'object' && 'resources' in doc) || (doc && typeof doc === 'object' && 'scheduler' in doc)) {
     const list = Array.isArray(doc) ? doc : 'resources' in (doc as object) ? (doc as { resources: unknown[] }).resources : [doc];
     list.forEach((r) => parseResource(r));

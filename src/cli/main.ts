@@ -32,7 +32,7 @@ async function main(argv: string[]): Promise<number> {
   // aliases such as kaplan-meier): it answers for the whole group.
   const ownsGroup = cmd === 'analytics';
   // `setu site dataset` likewise answers --help for each of its own subcommands (check, preview, explain).
-  const ownsHelp = ownsGroup || (cmd === 'site' && sub === 'dataset');
+  const ownsHelp = cmd === 'site' && sub === 'dataset';
   if (ownsGroup && (sub === undefined || sub === '--help' || sub === '-h')) return dispatch(cmd, sub, rest, argv);
   if (!single && (sub === undefined || sub.startsWith('-'))) {
     if (wantsHelp || sub === undefined) {

@@ -12,7 +12,7 @@ test('a literal union lists its values and what was given', () => {
 });
 
 test('objects told apart by kind: an unknown kind lists the kinds, a known one reports its own fields', () => {
-  assert.deepEqual(check({ model: { kind: 'linear', inputDim: 13 } }), ['/model/kind: must be one of logistic, mlp, cox, got "linear"']);
+  assert.deepEqual(check({ model: { kind: 'linear', inputDim: 13 } }), ['/model/kind: must be one of logistic, mlp, cox, custom, got "linear"']);
   assert.deepEqual(check({ model: { kind: 'mlp', inputDim: 13, hidden: [8] } }), ['/model/activation: is required']);
   assert.deepEqual(check({ model: { kind: 'mlp', inputDim: 13, hidden: [8], activation: 'relu', drop: 0.1 } }), ['/model/drop: unknown field (allowed here: kind, inputDim, hidden, activation, dropout)']);
 });

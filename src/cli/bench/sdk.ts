@@ -50,10 +50,6 @@ function run(cmd: string, args: string[], env: Record<string, string>): Promise<
 const USAGE = 'usage: setu bench sdk [--epochs 2,40] [--rounds 3] [--python PATH] [--keep DIR] [--json]';
 
 export async function main(argv: string[]): Promise<number> {
-  if (argv.includes('--help') || argv.includes('-h')) {
-    process.stdout.write(`${USAGE}\nA round of examples/pytorch-breast-cancer through Setu against the same training in a plain PyTorch loop.\n`);
-    return 0;
-  }
   let v;
   try {
     v = parse(argv, { epochs: { type: 'string' }, rounds: { type: 'string' }, python: { type: 'string' }, keep: { type: 'string' }, json: { type: 'boolean' } }).values;
