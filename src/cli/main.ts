@@ -11,7 +11,7 @@ const HELP = `setu: federated learning across hospitals; patient data stays at e
   setu demo [--seed N] [--json] [--data-dir D]     the four-hospital demo federation on real data
             [--secagg] [--dp-epsilon E [--dp-delta D] [--dp-level sample|client] [--dp-clip C]]   with SecAgg+ / DP
   setu demo --dashboard [--rounds R]                the same, then keeps the coordinator and its dashboard up
-  setu coordinator start [--data-dir D] [--db postgres://…] [--host H] [--port P]
+  setu coordinator start [--data-dir D] [--db postgres://…] [--host H] [--port P] [--log-level info|debug|…]
   setu site invite --name N [--institution I] [--jurisdiction IN|JP|…]
   setu site enrol --config site.yaml --token <invite>
   setu site start --config site.yaml [--token <invite>]

@@ -5,6 +5,7 @@
 import { readFileSync } from 'node:fs';
 import { startCoordinator } from '../coordinator/start.js';
 import { CoordinatorKeyError } from '../coordinator/auth.js';
+import { createLogger, parseLogLevel, type Logger } from '../observability/logger.js';
 import { loadSiteConfig } from '../site/config.js';
 import { SiteAgent, enrol } from '../site/agent.js';
 import { DEFAULT_DATA_DIR, UsageError, intFlag, parse } from './args.js';
@@ -13,7 +14,7 @@ const stamp = () => new Date().toISOString().slice(11, 19);
 const logTo = (prefix: string) => (m: string) => process.stderr.write(`${stamp()} ${prefix} ${m}\n`);
 
 export async function coordinatorCommand(sub: string | undefined, argv: string[]): Promise<number> {
-  if (sub !== 'start') throw new UsageError('setu coordinator start [--data-dir D] [--db postgres://…] [--host H] [--port P]');
+  if (sub !== 'start') throw new UsageError('setu coordinator start [--data-dir D] [--db postgres://…] [--host H] [--port P] [--log-level L]');
   const { values } = parse(argv, {
     'data-dir': { type: 'string' },
     db: { type: 'string' },
@@ -22,9 +23,10 @@ export async function coordinatorCommand(sub: string | undefined, argv: string[]
     'body-limit': { type: 'string' },
     'tls-cert': { type: 'string' },
     'tls-key': { type: 'string' },
+    'log-level': { type: 'string' },
   });
   if (!!values['tls-cert'] !== !!values['tls-key']) throw new UsageError('--tls-cert and --tls-key go together');
-  const log = logTo('coordinator');
+  const logger = coordinatorLogger(values['log-level']);
   let c;
   try {
     c = await startCoordinator({
@@ -34,14 +36,13 @@ export async function coordinatorCommand(sub: string | undefined, argv: string[]
       port: intFlag(values.port, 'port', 7070),
       ...(values['body-limit'] ? { bodyLimit: intFlag(values['body-limit'], 'body-limit', 0) } : {}),
       ...(values['tls-cert'] ? { https: { cert: readFileSync(values['tls-cert']), key: readFileSync(values['tls-key']!) } } : {}),
-      log,
+      logger,
     });
   } catch (e) {
     if (e instanceof CoordinatorKeyError) throw new UsageError(e.message);
     throw e;
   }
-  log(`listening on ${c.url} (store: ${values.db ? 'postgresql' : 'sqlite'}; audit key ${values['data-dir'] ?? DEFAULT_DATA_DIR}/coordinator.key; ${c.adminKey ? `admin key in ${values['data-dir'] ?? DEFAULT_DATA_DIR}/admin.key` : 'no admin.key in this data directory'})`);
-  process.stdout.write(JSON.stringify({ event: 'listening', url: c.url }) + '\n');
+  logger.info({ event: 'listening', url: c.url }, `listening on ${c.url} (store: ${values.db ? 'postgresql' : 'sqlite'}; audit key ${values['data-dir'] ?? DEFAULT_DATA_DIR}/coordinator.key; ${c.adminKey ? `admin key in ${values['data-dir'] ?? DEFAULT_DATA_DIR}/admin.key` : 'no admin.key in this data directory'})`);
   await new Promise<void>((resolve) => {
     const stop = () => resolve();
     process.once('SIGINT', stop);
@@ -49,6 +50,15 @@ export async function coordinatorCommand(sub: string | undefined, argv: string[]
   });
   await c.close();
   return 0;
+}
+
+/** Structured lines on stdout, one JSON object each, at --log-level, else SETU_LOG_LEVEL, else info. */
+function coordinatorLogger(flag: string | undefined): Logger {
+  try {
+    return createLogger({ name: 'coordinator', ...(flag !== undefined ? { level: parseLogLevel(flag, '--log-level') } : {}) });
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
 }
 
 export async function siteProcessCommand(sub: string, argv: string[]): Promise<number> {

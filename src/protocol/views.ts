@@ -90,5 +90,7 @@ export type StreamEvent =
   | { type: 'update.refused'; studyId: string | null; round: number | null; siteId: string | null; reason: string }
   | { type: 'round.committed'; studyId: string; round: number; kind: string; metrics: Record<string, number> }
   | { type: 'study.status'; studyId: string; status: string; error?: string | null }
-  | { type: 'expired'; at: number };
-export const STREAM_EVENT_TYPES = ['ready', 'round.opened', 'update.accepted', 'update.refused', 'round.committed', 'study.status', 'expired'] as const;
+  | { type: 'expired'; at: number }
+  /** The token's holder was revoked, its key rotated or its role changed: the stream ends; do not reconnect with the same key. */
+  | { type: 'revoked'; reason: string };
+export const STREAM_EVENT_TYPES = ['ready', 'round.opened', 'update.accepted', 'update.refused', 'round.committed', 'study.status', 'expired', 'revoked'] as const;

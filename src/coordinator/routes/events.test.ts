@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startCoordinator, type RunningCoordinator } from '../start.js';
 import { generateSigningKeys, signRequest } from '../../protocol/signing.js';
-import { visibleTo } from './events.js';
+import { streamTokenKey, visibleTo } from './events.js';
 
 interface Id {
   keyId: string;
@@ -68,8 +68,8 @@ describe('GET /v1/events (SSE) and stream tokens', () => {
     const forgedPayload = Buffer.from(JSON.stringify({ ...claims, role: 'consortium_admin' })).toString('base64url');
     assert.equal((await get(`token=sst_${forgedPayload}.${mac}`)).status, 401);
     assert.equal((await get(`token=sst_${payload}.${'A'.repeat(43)}`)).status, 401);
-    // A correctly MACed token whose time is up (made with the store's key, as the coordinator would).
-    const key = Buffer.from((await c.store.getKv('events_stream_key'))!, 'base64url');
+    // A correctly MACed token whose time is up (made with the key derived from coordinator.key, as the coordinator would).
+    const key = streamTokenKey(c.audit.key);
     const oldPayload = Buffer.from(JSON.stringify({ ...claims, exp: Date.now() - 1000 })).toString('base64url');
     const oldMac = createHmac('sha256', key).update(`setu-stream\n${oldPayload}`).digest('base64url');
     const expired = await get(`token=sst_${oldPayload}.${oldMac}`);

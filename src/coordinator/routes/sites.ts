@@ -14,7 +14,7 @@ import { appendAudit } from '../../governance/audit-store.js';
 import { declareCohorts, listCohorts, revokeSite } from '../../store/trust.js';
 
 export function siteRoutes(app: FastifyInstance, ctx: RouteContext): void {
-  const { store, now, auth, audit } = ctx;
+  const { store, bus, now, auth, audit } = ctx;
 
   app.post<{ Body: InviteRequest }>('/v1/invites', { schema: { body: InviteRequestSchema }, preValidation: auth }, async (req) => {
     const user = requireUser(req.principal!, 'invite.create');
@@ -117,6 +117,7 @@ export function siteRoutes(app: FastifyInstance, ctx: RouteContext): void {
       return true;
     });
     if (!done) throw new HttpError(409, 'conflict', `site ${site.name} is already revoked`);
+    bus.emit({ type: 'identity.changed', id: site.id });
     return { id: site.id, name: site.name, status: 'revoked' };
   });
 }

@@ -26,7 +26,7 @@ function checkKey(k: string): void {
 }
 
 export function userRoutes(app: FastifyInstance, ctx: RouteContext): void {
-  const { store, now, auth, audit } = ctx;
+  const { store, bus, now, auth, audit } = ctx;
 
   app.post<{ Body: UserInviteRequest }>('/v1/users', { schema: { body: UserInviteRequestSchema }, preValidation: auth }, async (req) => {
     const admin = requireUser(req.principal!, 'user.create');
@@ -80,6 +80,7 @@ export function userRoutes(app: FastifyInstance, ctx: RouteContext): void {
       return true;
     });
     if (!done) throw new HttpError(409, 'conflict', `user ${u.name} is already revoked`);
+    bus.emit({ type: 'identity.changed', id: u.id });
     return { id: u.id, name: u.name, status: 'revoked' };
   });
 
@@ -94,6 +95,7 @@ export function userRoutes(app: FastifyInstance, ctx: RouteContext): void {
       else await tx.updateTable('users').set({ public_key: req.body.publicKey }).where('id', '=', p.id).where('status', '=', 'active').execute();
       await appendAudit(tx, audit.key, { ts: t, actor: p.id, kind: 'key.changed', subject: p.id, data: { publicKey: req.body.publicKey } });
     });
+    bus.emit({ type: 'identity.changed', id: p.id });
     return { id: p.id, publicKey: req.body.publicKey };
   });
 }

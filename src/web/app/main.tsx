@@ -1,7 +1,7 @@
 /** The dashboard shell: login, navigation (hash routes), language switcher. */
 import { render } from 'preact';
 import { useEffect, useMemo, useState } from 'preact/hooks';
-import { Api, ApiError, parseCredential, saveCredential, savedCredential, type Credential } from './api.js';
+import { Api, ApiError, importCredential, saveCredential, savedCredential, type Credential } from './api.js';
 import { LANGS, lang, setLang, t, type Key, type Lang } from './i18n.js';
 import { Audit, Compute, ModelCards, Overview, Privacy, StudyPage, Studies } from './pages.js';
 import './style.css';
@@ -38,7 +38,7 @@ function LangSwitch({ value, onChange }: { value: Lang; onChange: (l: Lang) => v
   );
 }
 
-function Login({ onLogin }: { onLogin: (c: Credential, role: string) => void }) {
+function Login({ onLogin }: { onLogin: (c: Credential, role: string) => Promise<void> }) {
   const [text, setText] = useState('');
   const [keyId, setKeyId] = useState('');
   const [error, setError] = useState<string | null>(null);
@@ -48,7 +48,7 @@ function Login({ onLogin }: { onLogin: (c: Credential, role: string) => void }) 
     setError(null);
     let c: Credential;
     try {
-      c = parseCredential(text, keyId.trim() || undefined);
+      c = await importCredential(text, keyId.trim() || undefined);
     } catch (err) {
       setError((err as Error).message);
       return;
@@ -57,7 +57,7 @@ function Login({ onLogin }: { onLogin: (c: Credential, role: string) => void }) 
     try {
       // The stream-token call is authenticated like any other and names the caller's role.
       const { role } = await new Api(c).streamToken();
-      onLogin(c, role);
+      await onLogin(c, role);
     } catch (err) {
       setError(err instanceof ApiError ? `${t('login.refused')}: ${err.message}` : (err as Error).message);
     } finally {
@@ -104,29 +104,32 @@ function App() {
   const api = useMemo(() => (session ? new Api(session.credential) : null), [session]);
 
   useEffect(() => {
-    // A reload keeps the tab's credential; it is checked again before anything is shown.
-    const c = savedCredential();
-    if (!c) return setChecking(false);
-    new Api(c)
-      .streamToken()
-      .then(
-        ({ role }) => setSession({ credential: c, role }),
-        () => saveCredential(undefined),
-      )
-      .finally(() => setChecking(false));
+    // A reload keeps the tab's key; it is checked again before anything is shown.
+    void (async () => {
+      const c = await savedCredential();
+      if (c) {
+        try {
+          const { role } = await new Api(c).streamToken();
+          setSession({ credential: c, role });
+        } catch {
+          await saveCredential(undefined);
+        }
+      }
+      setChecking(false);
+    })();
   }, []);
 
   const changeLang = (l: Lang) => {
     setLang(l);
     setLanguage(l);
   };
-  const login = (c: Credential, role: string) => {
-    saveCredential(c);
+  const login = async (c: Credential, role: string) => {
+    await saveCredential(c);
     setSession({ credential: c, role });
   };
   const logout = () => {
-    saveCredential(undefined);
     setSession(null);
+    void saveCredential(undefined);
   };
 
   const route = hash.replace(/^#\/?/, '').split('/');
