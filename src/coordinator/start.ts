@@ -13,7 +13,7 @@ import type { FastifyInstance } from 'fastify';
 import { Store } from '../store/store.js';
 import { EventBus } from './events.js';
 import { RoundEngine } from './engine.js';
-import { buildServer } from './server.js';
+import { buildServer, type ServerOptions } from './server.js';
 import { ADMIN_KEY_FILE, ensureBootstrapAdmin, ensureCoordinatorKey, type KeyFile } from './auth.js';
 import { AuditLog } from '../governance/audit-store.js';
 import { createLogger, type LogLevel, type Logger } from '../observability/logger.js';
@@ -35,6 +35,8 @@ export interface CoordinatorOptions {
   logger?: Logger;
   /** Level of the default logger (default: SETU_LOG_LEVEL, else info). */
   logLevel?: LogLevel;
+  /** HTTP-layer settings passed to buildServer (pre-auth body limit, failed-auth limits, free-space floor). */
+  server?: Pick<ServerOptions, 'preAuthBodyLimit' | 'authLimits' | 'minFreeBytes'>;
 }
 
 export const COORDINATOR_LOG_FILE = 'coordinator.log';
@@ -78,6 +80,7 @@ export async function startCoordinator(o: CoordinatorOptions): Promise<RunningCo
     audit,
     logger,
     dataDir,
+    ...(o.server ?? {}),
     ...(o.bodyLimit ? { bodyLimit: o.bodyLimit } : {}),
     ...(o.maxWaitMs ? { maxWaitMs: o.maxWaitMs } : {}),
     ...(o.https ? { https: o.https } : {}),

@@ -24,17 +24,13 @@ const CENSOR = '[redacted]';
 /** Field names whose value is a secret wherever they appear (compared case-insensitively for query strings). */
 const SECRET_FIELDS = ['token', 'privateKey', 'privateKeyPem', 'secret', 'password', 'authorization', 'cookie', 'x-setu-signature', 'set-cookie'];
 
-/** pino redaction paths: each secret field at the top level and two levels down, plus request/response headers. */
+/** pino redaction paths: each secret field at the top level and two levels down (`headers.authorization`, `body.token`, …). */
 const REDACT_PATHS = [
   ...SECRET_FIELDS.flatMap((f) => {
     const k = /^[A-Za-z_$][\w$]*$/.test(f) ? f : `["${f}"]`;
     const dot = k.startsWith('[') ? '' : '.';
     return [k, `*${dot}${k}`, `*.*${dot}${k}`];
   }),
-  'req.headers["x-setu-signature"]',
-  'req.headers.authorization',
-  'req.headers.cookie',
-  'res.headers["set-cookie"]',
 ];
 
 const SECRET_QUERY = /^(token|secret|password|signature|key|invite|credential)$/i;
