@@ -59,6 +59,13 @@ export interface ServerOptions {
   https?: { key: string | Buffer; cert: string | Buffer };
 }
 
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** Every route as declared (method, URL pattern), documented or not: what the fuzzing test walks. */
+    routeTable: { method: string; url: string }[];
+  }
+}
+
 /** A plugin whose hooks and handlers apply to the instance that registers it (what fastify-plugin does). */
 function rootPlugin<T>(fn: (app: FastifyInstance, o: T) => void | Promise<void>): FastifyPluginAsync<T & Record<never, never>> {
   const plugin = async (app: FastifyInstance, o: T) => fn(app, o);
@@ -86,6 +93,12 @@ export function buildServer(opts: ServerOptions): FastifyInstance {
     ajv: { customOptions: { allErrors: false, coerceTypes: false, removeAdditional: false } },
     ...(opts.https ? { https: opts.https } : {}),
   } as never) as unknown as FastifyInstance;
+
+  const routeTable: { method: string; url: string }[] = [];
+  app.decorate('routeTable', routeTable);
+  app.addHook('onRoute', (r) => {
+    for (const method of [r.method].flat()) if (method !== 'HEAD') routeTable.push({ method, url: r.url });
+  });
 
   const authenticator = new Authenticator(store, now);
   // Authentication itself happens before the body is read (plugins/signed-requests.ts); routes name this

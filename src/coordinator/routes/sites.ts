@@ -27,7 +27,8 @@ export function siteRoutes(app: FastifyInstance, ctx: RouteContext): void {
     if (await store.getSiteByName(b.siteName)) throw new HttpError(409, 'conflict', `a site named ${b.siteName} is already enrolled`);
     const token = `inv_${newSecret()}`;
     const t = now();
-    const expiresAt = t + (b.ttlHours ?? 72) * 3600_000;
+    // Whole milliseconds: a fractional ttlHours must not reach an integer column (PostgreSQL refuses it).
+    const expiresAt = t + Math.round((b.ttlHours ?? 72) * 3600_000);
     await store.transaction(async (tx) => {
       await tx
         .insertInto('invites')

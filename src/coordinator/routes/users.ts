@@ -35,7 +35,8 @@ export function userRoutes(app: FastifyInstance, ctx: RouteContext): void {
     const id = `user-${randomBytes(6).toString('hex')}`;
     const token = `uinv_${newSecret()}`;
     const t = now();
-    const expiresAt = t + (b.ttlHours ?? 72) * 3600_000;
+    // Whole milliseconds: a fractional ttlHours must not reach an integer column (PostgreSQL refuses it).
+    const expiresAt = t + Math.round((b.ttlHours ?? 72) * 3600_000);
     await store.transaction(async (tx) => {
       await createUser(tx, { id, name: b.name, role: b.role, institution: b.institution ?? null, public_key: null, status: 'invited', created_by: admin.id, created_at: t });
       await createUserInvite(tx, { token_hash: sha256hex(token), user_id: id, created_at: t, expires_at: expiresAt });
