@@ -18,27 +18,15 @@ import fc from 'fast-check';
 import { startCoordinator, type RunningCoordinator } from './start.js';
 import { createLogger } from '../observability/logger.js';
 import { STORE_BACKENDS } from '../testing/backends.js';
-import { enrolSite, enrolUser, inject, type Identity } from '../testing/inject.js';
+import { enrolSite, enrolUser, heartStudy, inject, type Identity } from '../testing/inject.js';
 import { fuzzRequests, fuzzRoutes, type FuzzPools, type FuzzRequest, type FuzzRoute } from '../testing/fuzz.js';
 import { waitFor } from '../testing/processes.js';
-import type { StudySpec } from '../protocol/api.js';
 
 const REQUESTS = Number(process.env['SETU_FUZZ_REQUESTS'] ?? 1500);
 const SEED = Number(process.env['SETU_FUZZ_SEED'] ?? Date.now() % 2 ** 31);
 const BATCH = 250;
 /** The API: what /openapi.json must describe (not the document itself, nor the dashboard's files, which are fuzzed too). */
 const isApi = (r: FuzzRoute) => /^\/(v1\/|healthz$|readyz$|metrics$)/.test(r.url);
-
-const spec = (name: string, sites: string[]): StudySpec => ({
-  name,
-  dataset: 'heart',
-  model: { kind: 'logistic', inputDim: 13 },
-  strategy: { name: 'FedAvg' },
-  rounds: 3,
-  fit: { localSteps: 1, batchSize: 4, optimizer: { kind: 'sgd', lr: 0.1 } },
-  sites,
-  roundTimeoutSeconds: 3600,
-});
 
 /** A coordinator with something of everything, and the ids and identities the generator uses. */
 async function populate(c: RunningCoordinator): Promise<FuzzPools> {
@@ -54,8 +42,8 @@ async function populate(c: RunningCoordinator): Promise<FuzzPools> {
   const siteAdminInv = await must('site admin', inject(c.app, 'POST', '/v1/users', { as: admin, json: { name: 'fuzz-site-admin', role: 'site_admin', institution: 'inst-fuzz' } }));
   const a = await enrolSite(c.app, admin, 'fuzz-a');
   const b = await enrolSite(c.app, admin, 'fuzz-b');
-  const study = await must('study', inject(c.app, 'POST', '/v1/studies', { as: lead, json: spec('fuzz', ['fuzz-a', 'fuzz-b']) }));
-  const draft = await must('draft study', inject(c.app, 'POST', '/v1/studies', { as: lead, json: spec('fuzz-draft', ['fuzz-a']) }));
+  const study = await must('study', inject(c.app, 'POST', '/v1/studies', { as: lead, json: heartStudy('fuzz', ['fuzz-a', 'fuzz-b'], 3) }));
+  const draft = await must('draft study', inject(c.app, 'POST', '/v1/studies', { as: lead, json: heartStudy('fuzz-draft', ['fuzz-a']) }));
   await must('start', inject(c.app, 'POST', `/v1/studies/${study.id}/start`, { as: lead }));
   const task = await waitFor('a task for site a', async () => {
     const r = await inject(c.app, 'GET', '/v1/agent/task?waitMs=0', { as: a });
@@ -114,7 +102,7 @@ for (const backend of STORE_BACKENDS) {
       }
       const lead = await enrolUser(c.app, admin, 'frac-lead', 'study_lead');
       await enrolSite(c.app, admin, 'frac-site');
-      const s = await inject(c.app, 'POST', '/v1/studies', { as: lead, json: { ...spec('frac', ['frac-site']), roundTimeoutSeconds: 3600.0005 } });
+      const s = await inject(c.app, 'POST', '/v1/studies', { as: lead, json: { ...heartStudy('frac', ['frac-site']), roundTimeoutSeconds: 3600.0005 } });
       assert.equal(s.status, 200, s.body);
       assert.equal((await inject(c.app, 'POST', `/v1/studies/${s.json.id}/start`, { as: lead })).status, 200);
       const d = await waitFor('round 1 to open', async () => {

@@ -5,6 +5,7 @@
  */
 import type { FastifyInstance } from 'fastify';
 import { generateSigningKeys, signRequest } from '../protocol/signing.js';
+import type { StudySpec } from '../protocol/api.js';
 
 export interface Identity {
   keyId: string;
@@ -67,4 +68,18 @@ export async function enrolSite(app: FastifyInstance, admin: Identity, name: str
   const e = await inject(app, 'POST', '/v1/enrol', { json: { token: inv.json.token, publicKey: keys.publicKeyRaw, cohorts: { heart: cohort } } });
   if (e.status !== 200) throw new Error(`enrol site ${name}: ${e.status} ${e.body}`);
   return { keyId: e.json.siteId as string, privateKey: keys.privateKeyPem, inviteToken: inv.json.token as string };
+}
+
+/** A small logistic study on the heart data over the named sites: one local step per round, long deadlines. */
+export function heartStudy(name: string, sites: string[], rounds = 1): StudySpec {
+  return {
+    name,
+    dataset: 'heart',
+    model: { kind: 'logistic', inputDim: 13 },
+    strategy: { name: 'FedAvg' },
+    rounds,
+    fit: { localSteps: 1, batchSize: 4, optimizer: { kind: 'sgd', lr: 0.1 } },
+    sites,
+    roundTimeoutSeconds: 3600,
+  };
 }

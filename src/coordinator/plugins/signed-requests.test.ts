@@ -15,10 +15,9 @@ import { join } from 'node:path';
 import { startCoordinator, type RunningCoordinator } from '../start.js';
 import { createLogger } from '../../observability/logger.js';
 import { bodySha256Hex, generateSigningKeys, signRequest } from '../../protocol/signing.js';
-import { enrolSite, enrolUser, inject, type Identity } from '../../testing/inject.js';
+import { enrolSite, enrolUser, heartStudy, inject, type Identity } from '../../testing/inject.js';
 import { SETU_MAIN, freePort, waitFor } from '../../testing/processes.js';
 import type { Store } from '../../store/store.js';
-import type { StudySpec } from '../../protocol/api.js';
 
 /**
  * Every row of every table: what "changes nothing" is checked against. Except the nonce table: a request
@@ -43,17 +42,7 @@ describe('signatures before bodies (inject)', () => {
     admin = { keyId: c.adminKey!.keyId, privateKey: c.adminKey!.privateKey };
     lead = await enrolUser(c.app, admin, 'lead-sig', 'study_lead');
     site = await enrolSite(c.app, admin, 'site-sig');
-    const spec: StudySpec = {
-      name: 'sig',
-      dataset: 'heart',
-      model: { kind: 'logistic', inputDim: 13 },
-      strategy: { name: 'FedAvg' },
-      rounds: 1,
-      fit: { localSteps: 1, batchSize: 4, optimizer: { kind: 'sgd', lr: 0.1 } },
-      sites: ['site-sig'],
-      roundTimeoutSeconds: 3600,
-    };
-    const s = await inject(c.app, 'POST', '/v1/studies', { as: lead, json: spec });
+    const s = await inject(c.app, 'POST', '/v1/studies', { as: lead, json: heartStudy('sig', ['site-sig']) });
     assert.equal(s.status, 200, s.body);
     studyId = s.json.id;
   });
