@@ -56,6 +56,11 @@ export const Preprocessing = Type.Object(
     epsilon: Type.Optional(Type.Number({ minimum: 0 })),
     /** Rows with a missing value in a used column: dropped (default) or an error. */
     missing: Type.Optional(Type.Union([Type.Literal('drop'), Type.Literal('error')])),
+    /**
+     * 'float32': statistics rounded to float32 and every step of x' = (x − mean) / (std + ε) rounded to float32, as a
+     * PyTorch float32 pipeline computes it (FLamby's heart loader); 'float64' (default): computed in float64, stored as float32.
+     */
+    arithmetic: Type.Optional(Type.Union([Type.Literal('float64'), Type.Literal('float32')])),
   },
   { additionalProperties: false },
 );
@@ -103,11 +108,50 @@ export const ColumnSumsSchema = Type.Object(
 
 export const NormStatsSchema = Type.Object({ mean: Type.Array(Type.Number()), std: Type.Array(Type.Number({ minimum: 0 })) }, { additionalProperties: false });
 
+/**
+ * Why a site left a row, a value or a source record out of its table. Fixed words, no free text: the counts tell the
+ * study lead how much each site lost and why, and nothing else about the site's source (details stay in its own log).
+ */
+export const DROP_REASONS = [
+  'missing-value', // no value for a column the schema uses
+  'unmapped-code', // a coded value outside the mapping
+  'unit-not-convertible', // a unit that cannot be converted to the column's unit
+  'conflicting-values', // two different values where the mapping wants one
+  'invalid-value', // a value that is not what the column needs (a date that is not a date, …)
+  'malformed-record', // a line or record that does not parse (NDJSON line, HL7 message, database row)
+  'not-a-document', // a Bundle in a document folder whose type is not 'document'
+  'unknown-profile', // a resource claiming no profile the mapping accepts
+  'broken-segment', // an HL7 segment that does not parse
+  'missing-table', // an OMOP table the mapping needs is absent
+  'no-patient', // a record whose patient the source does not hold
+] as const;
+export type DropReason = (typeof DROP_REASONS)[number];
+const Reason = Type.Union(DROP_REASONS.map((r) => Type.Literal(r)));
+const Count = Type.Integer({ minimum: 0 });
+
+/** A site's counts of what its table holds and what was left out, by reason (src/datasources; CSV files too). */
+export const ExtractionReportSchema = Type.Object(
+  {
+    /** Rows of the site's table (one per patient in the cohort for an extracted source). */
+    rows: Count,
+    /** Rows with a value in every column the schema uses (training and test). */
+    kept: Count,
+    /** Rows left out, by the reason for their first missing used column. */
+    dropped: Type.Array(Type.Object({ reason: Reason, column: Type.String({ maxLength: 200 }), count: Count }, { additionalProperties: false }), { maxItems: 200 }),
+    /** Source records and values the extraction left out, by reason (each one is in the site's log with file/line/resource id). */
+    skipped: Type.Array(Type.Object({ reason: Reason, count: Count }, { additionalProperties: false }), { maxItems: DROP_REASONS.length }),
+  },
+  { additionalProperties: false },
+);
+export type ExtractionReport = Static<typeof ExtractionReportSchema>;
+
 /** A site's answer to a prepare task: every mismatch between its file and the schema, and its sums. */
 export const PrepareReportSchema = Type.Object(
   {
     problems: Type.Array(Type.Object({ column: Type.String({ maxLength: 200 }), message: Type.String({ maxLength: 2000 }) }, { additionalProperties: false }), { maxItems: 200 }),
     sums: Type.Optional(ColumnSumsSchema),
+    /** What the site's table holds and what was left out (counts by reason only). */
+    extraction: Type.Optional(ExtractionReportSchema),
   },
   { additionalProperties: false },
 );

@@ -38,11 +38,11 @@ export function caOf(cfg: SiteConfig): Buffer | undefined {
 }
 
 /** Training examples per configured dataset: what the site declares, so the coordinator can refuse implausible counts. */
-export function cohortsOf(cfg: SiteConfig, log: (m: string) => void = () => {}): Cohorts {
+export async function cohortsOf(cfg: SiteConfig, log: (m: string) => void = () => {}): Promise<Cohorts> {
   const out: Cohorts = {};
   for (const key of Object.keys(cfg.datasets)) {
     try {
-      out[key] = declaredCohort(cfg, key);
+      out[key] = await declaredCohort(cfg, key, log);
     } catch (e) {
       log(`dataset ${key}: not declared (${(e as Error).message})`);
     }
@@ -67,7 +67,7 @@ export async function enrol(cfg: SiteConfig, token: string, log: (m: string) => 
   const publicKey = publicKeyToRaw(createPublicKey(importPrivateKey(pem)));
   const ca = caOf(cfg);
   const http = new HttpClient({ baseUrl: cfg.coordinator, ...(ca ? { ca } : {}), onRetry: (n, d, why) => log(`enrol: coordinator unreachable (${why}); retry ${n} in ${Math.round(d)} ms`) });
-  const r = await http.json<EnrolResponse>('POST', '/v1/enrol', { token, publicKey, cohorts: cohortsOf(cfg, log) });
+  const r = await http.json<EnrolResponse>('POST', '/v1/enrol', { token, publicKey, cohorts: await cohortsOf(cfg, log) });
   const cred: Credential = { coordinator: cfg.coordinator, siteId: r.siteId, siteName: r.siteName };
   state.saveCredential(cred);
   log(`enrolled as ${r.siteName} (${r.siteId})`);
@@ -118,7 +118,7 @@ export class SiteAgent {
       try {
         if (!declared) {
           // The config may have changed since enrolment: declare the cohorts this site holds now.
-          await this.http.json('PUT', '/v1/agent/cohorts', { cohorts: cohortsOf(this.cfg, this.log) });
+          await this.http.json('PUT', '/v1/agent/cohorts', { cohorts: await cohortsOf(this.cfg, this.log) });
           // Whether this site trains on its own machine or needs compute placed by the coordinator.
           await this.http.json('PUT', '/v1/agent/compute', this.cfg.compute ?? { mode: 'own' });
           declared = true;
@@ -163,7 +163,7 @@ export class SiteAgent {
     if (this.state.pending().some((p) => p.taskId === task.taskId)) return this.flushPending();
     if (task.kind === 'prepare') {
       // Only the verdict on the file and, for global normalisation, column sums leave the site.
-      const { report, examples } = prepareReport(this.cfg, task);
+      const { report, examples } = await prepareReport(this.cfg, task, this.log);
       const meta: ResultMeta = { taskId: task.taskId, numExamples: examples, prepare: report, durationMs: Date.now() - started };
       this.state.savePending({ taskId: task.taskId, studyId: task.studyId, contentType: 'application/json', body: new TextEncoder().encode(JSON.stringify(meta)), commit: [] });
       this.log(`task ${task.taskId}: schema check ${report.problems.length ? `found ${report.problems.length} problem(s)` : 'passed'}; uploading`);

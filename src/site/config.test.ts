@@ -16,6 +16,8 @@ test('a malformed site config is refused with the file and the field named', () 
     ['coordinator: http://x\ndatasets: { heart: { format: fed-heart-disease, center: 0 } }\npollWaitMs: fast', /\/pollWaitMs/],
     ['coordinator: http://x\ndatasets: { heart: { format: fed-heart-disease, center: 0 } }\ncolour: blue', /colour|\//],
     ['coordinator: [unclosed', /not valid YAML/],
+    ['coordinator: http://x\ndatasets: { heart: { format: fhir, source: { kind: ftp, dir: x }, mapping: m.yaml } }', /\/datasets\/heart/],
+    ['coordinator: http://x\ndatasets: { heart: { format: omop, database: { sqlite: a.db }, mapping: m.yaml, licences: [icd-11] } }', /\/datasets\/heart/],
   ];
   for (const [text, re] of cases) {
     assert.throws(() => parseSiteConfig(text, 'site.yaml'), (e: unknown) => e instanceof ConfigError && re.test((e as Error).message) && (e as Error).message.startsWith('site.yaml'), text);

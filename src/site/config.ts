@@ -8,6 +8,7 @@ import { dirname, resolve } from 'node:path';
 import { Type, type Static } from '@sinclair/typebox';
 import YAML from 'yaml';
 import { checkValue } from '../protocol/api.js';
+import { ExtractedDatasetSchemas } from '../datasources/config.js';
 
 const strict = { additionalProperties: false } as const;
 
@@ -29,6 +30,8 @@ export const DatasetSourceSchema = Type.Union([
     },
     strict,
   ),
+  // FHIR and OMOP sources with a mapping to the study's columns (src/datasources).
+  ...ExtractedDatasetSchemas,
 ]);
 export type DatasetSource = Static<typeof DatasetSourceSchema>;
 

@@ -35,16 +35,18 @@ export function localSums(ds: Dataset, minRows = 3): ColumnSums {
 
 /**
  * A copy of `ds` with x' = (x − mean) / (std + epsilon) on the columns where `mask` is true
- * (all columns when absent). Computed in float64, stored as float32.
+ * (all columns when absent). Computed in float64, stored as float32; with `arithmetic` 'float32'
+ * the statistics and each step are rounded to float32, as PyTorch float32 tensors compute it.
  */
-export function applyStats(ds: Dataset, stats: NormStats, mask?: readonly boolean[], epsilon = 1e-9): Dataset {
+export function applyStats(ds: Dataset, stats: NormStats, mask?: readonly boolean[], epsilon = 1e-9, arithmetic: 'float64' | 'float32' = 'float64'): Dataset {
   const { n, d } = ds;
   if (stats.mean.length !== d || stats.std.length !== d) throw new Error(`applyStats: statistics cover ${stats.mean.length} columns, data has ${d}`);
   const x = new Float32Array(ds.x);
+  const f = arithmetic === 'float32' ? Math.fround : (v: number) => v;
   for (let j = 0; j < d; j++) {
     if (mask && !mask[j]) continue;
-    const m = stats.mean[j]!, s = stats.std[j]! + epsilon;
-    for (let r = 0; r < n; r++) x[r * d + j] = (ds.x[r * d + j]! - m) / s;
+    const m = f(stats.mean[j]!), s = f(f(stats.std[j]!) + epsilon);
+    for (let r = 0; r < n; r++) x[r * d + j] = f(ds.x[r * d + j]! - m) / s;
   }
   return { ...ds, x };
 }

@@ -11,7 +11,7 @@
  *       - { name: age, type: numeric }
  *       - { name: cp, type: categorical, levels: ["1", "2", "3", "4"], dropFirst: true }
  *     task: { kind: binary, label: num, positive: { above: 0 } }   # or { kind: survival, time: T, event: E }
- *     preprocessing: { normalise: site, scope: numeric, missing: drop }   # normalise: site | global | none
+ *     preprocessing: { normalise: site, scope: numeric, missing: drop }   # normalise: site | global | none; arithmetic: float64 | float32
  *     split: { kind: stratified, trainFraction: 0.66, seed: 43 }   # or { kind: column, column: set }
  *
  * `checkSchema` checks one site's CSV against it and lists every problem by column, so a study
@@ -46,6 +46,11 @@ export function parseDataSchema(input: unknown): DataSchema {
 export function targetColumns(s: DataSchema): string[] {
   const t = s.task.kind === 'binary' ? [s.task.label] : [s.task.time, s.task.event];
   return s.split.kind === 'column' ? [...t, s.split.column] : t;
+}
+
+/** Every column a site's table must have a value in for a row to be used: features, then task and split columns. */
+export function usedColumns(s: DataSchema): string[] {
+  return [...s.features.map((f) => f.name), ...targetColumns(s)];
 }
 
 /** Names of the encoded feature columns, in order: numeric as is, categorical as `name_level`. */

@@ -13,7 +13,7 @@ import { createRng, permutation } from '../../learning/rng.js';
 import type { Dataset } from '../../learning/types.js';
 import type { CsvTable } from './csv.js';
 import { applyStats, localSums, statsFromSums, type NormStats } from './global-stats.js';
-import { checkSchema, encodedFeatureNames, levelIndex, parseNumber, targetColumns, type DataSchema } from './schema.js';
+import { checkSchema, encodedFeatureNames, levelIndex, parseNumber, usedColumns, type DataSchema } from './schema.js';
 
 export interface TabularData {
   train: Dataset;
@@ -36,7 +36,7 @@ export function loadTabular(table: CsvTable, schema: DataSchema): TabularData {
   const problems = checkSchema(table, schema);
   if (problems.length) throw new SchemaMismatchError(problems);
   const col = new Map(table.header.map((h, i) => [h, i]));
-  const used = [...schema.features.map((f) => f.name), ...targetColumns(schema)].map((c) => col.get(c)!);
+  const used = usedColumns(schema).map((c) => col.get(c)!);
   const featureNames = encodedFeatureNames(schema);
   const d = featureNames.length;
   const keep: number[] = [], droppedLines: number[] = [];
@@ -144,6 +144,6 @@ export function normaliseTabular(data: TabularData, schema: DataSchema, stats?: 
   if (p.normalise === 'site') st = stats ?? statsFromSums(localSums(data.train, 0));
   else if (!stats) throw new Error('global normalisation needs the federated statistics (combineSums of every site\'s localSums)');
   else st = stats;
-  const eps = p.epsilon ?? 1e-9;
-  return { train: applyStats(data.train, st, data.normaliseMask, eps), test: applyStats(data.test, st, data.normaliseMask, eps), stats: st };
+  const eps = p.epsilon ?? 1e-9, arith = p.arithmetic ?? 'float64';
+  return { train: applyStats(data.train, st, data.normaliseMask, eps, arith), test: applyStats(data.test, st, data.normaliseMask, eps, arith), stats: st };
 }
