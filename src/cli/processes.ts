@@ -42,7 +42,9 @@ export async function coordinatorCommand(sub: string | undefined, argv: string[]
     if (e instanceof CoordinatorKeyError) throw new UsageError(e.message);
     throw e;
   }
-  logger.info({ event: 'listening', url: c.url }, `listening on ${c.url} (store: ${values.db ? 'postgresql' : 'sqlite'}; audit key ${values['data-dir'] ?? DEFAULT_DATA_DIR}/coordinator.key; ${c.adminKey ? `admin key in ${values['data-dir'] ?? DEFAULT_DATA_DIR}/admin.key` : 'no admin.key in this data directory'})`);
+  logger.info({ url: c.url }, `listening on ${c.url} (store: ${values.db ? 'postgresql' : 'sqlite'}; audit key ${values['data-dir'] ?? DEFAULT_DATA_DIR}/coordinator.key; ${c.adminKey ? `admin key in ${values['data-dir'] ?? DEFAULT_DATA_DIR}/admin.key` : 'no admin.key in this data directory'})`);
+  // For scripts and tests, whatever the log level: the one line that says the coordinator serves now.
+  process.stdout.write(JSON.stringify({ event: 'listening', url: c.url }) + '\n');
   await new Promise<void>((resolve) => {
     const stop = () => resolve();
     process.once('SIGINT', stop);
