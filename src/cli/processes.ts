@@ -6,6 +6,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { startCoordinator } from '../coordinator/start.js';
 import { CoordinatorKeyError } from '../coordinator/auth.js';
+import { createLogger, parseLogLevel, type Logger } from '../observability/logger.js';
 import { ConfigError, loadSiteConfig, type SiteConfig } from '../site/config.js';
 import { SiteAgent, caOf, enrol } from '../site/agent.js';
 import { SiteState } from '../site/state.js';
@@ -18,7 +19,7 @@ const stamp = () => new Date().toISOString().slice(11, 19);
 const logTo = (prefix: string) => (m: string) => process.stderr.write(`${stamp()} ${prefix} ${m}\n`);
 
 export async function coordinatorCommand(sub: string | undefined, argv: string[]): Promise<number> {
-  if (sub !== 'start') throw new UsageError('setu coordinator start [--data-dir D] [--db postgres://…] [--host H] [--port P]');
+  if (sub !== 'start') throw new UsageError('setu coordinator start [--data-dir D] [--db postgres://…] [--host H] [--port P] [--log-level L]');
   const { values } = parse(argv, {
     'data-dir': { type: 'string' },
     db: { type: 'string' },
@@ -27,13 +28,14 @@ export async function coordinatorCommand(sub: string | undefined, argv: string[]
     'body-limit': { type: 'string' },
     'tls-cert': { type: 'string' },
     'tls-key': { type: 'string' },
+    'log-level': { type: 'string' },
   });
   if (!!values['tls-cert'] !== !!values['tls-key']) throw new UsageError('--tls-cert and --tls-key go together');
   if (values.port !== undefined) {
     const p = intFlag(values.port, 'port', 7070);
     if (p < 0 || p > 65535) throw new UsageError(`--port must be between 0 and 65535, got ${p}`);
   }
-  const log = logTo('coordinator');
+  const logger = coordinatorLogger(values['log-level']);
   let c;
   try {
     c = await startCoordinator({
@@ -43,7 +45,7 @@ export async function coordinatorCommand(sub: string | undefined, argv: string[]
       port: intFlag(values.port, 'port', 7070),
       ...(values['body-limit'] ? { bodyLimit: intFlag(values['body-limit'], 'body-limit', 0) } : {}),
       ...(values['tls-cert'] ? { https: { cert: readFlagFile(values['tls-cert'], '--tls-cert'), key: readFlagFile(values['tls-key']!, '--tls-key') } } : {}),
-      log,
+      logger,
     });
   } catch (e) {
     if (e instanceof CoordinatorKeyError) throw new UsageError(e.message);
@@ -51,7 +53,8 @@ export async function coordinatorCommand(sub: string | undefined, argv: string[]
     if (code === 'EADDRINUSE' || code === 'EACCES' || code === 'EADDRNOTAVAIL') throw new OperatorError(`cannot listen on ${values.host ?? '127.0.0.1'}:${values.port ?? 7070}: ${(e as Error).message}`, { cause: e });
     throw e;
   }
-  log(`listening on ${c.url} (store: ${values.db ? 'postgresql' : 'sqlite'}; audit key ${values['data-dir'] ?? DEFAULT_DATA_DIR}/coordinator.key; ${c.adminKey ? `admin key in ${values['data-dir'] ?? DEFAULT_DATA_DIR}/admin.key` : 'no admin.key in this data directory'})`);
+  logger.info({ url: c.url }, `listening on ${c.url} (store: ${values.db ? 'postgresql' : 'sqlite'}; audit key ${values['data-dir'] ?? DEFAULT_DATA_DIR}/coordinator.key; ${c.adminKey ? `admin key in ${values['data-dir'] ?? DEFAULT_DATA_DIR}/admin.key` : 'no admin.key in this data directory'})`);
+  // For scripts and tests, whatever the log level: the one line that says the coordinator serves now.
   process.stdout.write(JSON.stringify({ event: 'listening', url: c.url }) + '\n');
   await new Promise<void>((resolve) => {
     const stop = () => resolve();
@@ -67,6 +70,15 @@ function readFlagFile(file: string, flag: string): Buffer {
     return readFileSync(file);
   } catch (e) {
     throw new UsageError(`${flag} ${file}: cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+  }
+}
+
+/** Structured lines on stdout, one JSON object each, at --log-level, else SETU_LOG_LEVEL, else info. */
+function coordinatorLogger(flag: string | undefined): Logger {
+  try {
+    return createLogger({ name: 'coordinator', ...(flag !== undefined ? { level: parseLogLevel(flag, '--log-level') } : {}) });
+  } catch (e) {
+    throw new UsageError((e as Error).message);
   }
 }
 

@@ -38,6 +38,17 @@ export class HttpError extends Error {
   }
 }
 
+/** A failed authentication; `identity` is set when the request named a registered key (for per-key rate limits). */
+export class AuthError extends HttpError {
+  constructor(
+    code: 'unauthenticated' | 'revoked',
+    message: string,
+    readonly identity?: string,
+  ) {
+    super(401, code, message);
+  }
+}
+
 // ---------------------------------------------------------------- key files
 
 /** A signing identity on disk: JSON with the key id, the PKCS#8 PEM private key and the raw public key. */
@@ -129,11 +140,22 @@ export async function ensureBootstrapAdmin(store: Store, dataDir: string, audit:
 
 declare module 'fastify' {
   interface FastifyRequest {
-    /** The exact body bytes as received, for the signature's body digest. */
+    /** The exact body bytes as received (JSON bodies; binary bodies are the Buffer in `body`). */
     rawBody?: Buffer;
   }
 }
 
+export interface Authenticated {
+  principal: Principal;
+  /** The body digest the signature covers: the bytes read later must hash to it. */
+  bodySha256: string;
+}
+
+/**
+ * Checks a request's signature from its headers alone (method, path with query, the declared body digest,
+ * timestamp, nonce), so it runs before a byte of the body is read; the caller then checks the body bytes
+ * against `bodySha256`.
+ */
 export class Authenticator {
   private lastPrune = 0;
   constructor(
@@ -142,15 +164,14 @@ export class Authenticator {
     readonly maxSkewMs = DEFAULT_MAX_SKEW_MS,
   ) {}
 
-  async authenticate(req: FastifyRequest): Promise<Principal> {
+  async authenticate(req: FastifyRequest): Promise<Authenticated> {
     let principal: Principal | undefined;
     let revoked: string | undefined;
+    let identity: string | undefined;
     const now = this.now();
-    const body = req.rawBody ?? (Buffer.isBuffer(req.body) ? req.body : undefined);
     const v = await verifyRequest({
       method: req.method,
       path: req.url,
-      body,
       headers: req.headers,
       now,
       maxSkewMs: this.maxSkewMs,
@@ -158,6 +179,7 @@ export class Authenticator {
         if (keyId.startsWith('site-')) {
           const site = await this.store.getSite(keyId);
           if (!site || !site.public_key) return null;
+          identity = site.id;
           if (site.status !== 'active') {
             revoked = `site ${site.name} is ${site.status}`;
             return null;
@@ -167,6 +189,7 @@ export class Authenticator {
         }
         const user = await getUser(this.store.db, keyId);
         if (!user || !user.public_key) return null;
+        identity = user.id;
         if (user.status !== 'active') {
           revoked = `user ${user.name} is ${user.status}`;
           return null;
@@ -184,10 +207,10 @@ export class Authenticator {
       },
     });
     if (!v.ok) {
-      if (revoked) throw new HttpError(401, 'revoked', revoked);
-      throw new HttpError(401, 'unauthenticated', `${v.reason}; every request must be signed (x-setu-key-id, x-setu-timestamp, x-setu-nonce, x-setu-signature)`);
+      if (revoked) throw new AuthError('revoked', revoked, identity);
+      throw new AuthError('unauthenticated', `${v.reason}; every request must be signed (x-setu-key-id, x-setu-timestamp, x-setu-nonce, x-setu-signature, and x-setu-content-sha256 when it has a body)`, identity);
     }
-    return principal!;
+    return { principal: principal!, bodySha256: v.bodySha256 };
   }
 }
 

@@ -193,7 +193,8 @@ export class RoundEngine {
     // task: a site that withdrew is dropped from the next round on.
     const sites = await eligibleParticipants(gov(this.store.db), study.id, this.participants(study), now);
     if (sites.length === 0) throw new Error(`round ${round}: no participating site is still eligible (every site withdrew or its approval lapsed)`);
-    const deadline = now + (spec.roundTimeoutSeconds ?? DEFAULT_ROUND_TIMEOUT_S) * 1000;
+    // Whole milliseconds (roundTimeoutSeconds may be fractional; deadline_at is an integer column).
+    const deadline = now + Math.round((spec.roundTimeoutSeconds ?? DEFAULT_ROUND_TIMEOUT_S) * 1000);
     let plan: { siteId: string; config: unknown }[];
     if (kind === 'fit') {
       const host = await this.strategyFor(study, spec);

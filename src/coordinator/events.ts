@@ -8,6 +8,8 @@ import type { TaskProgress } from '../protocol/api.js';
 
 export type CoordinatorEvent =
   | { type: 'tasks'; siteIds: string[] }
+  // A user's or site's identity changed (revoked, key rotated): its open event streams re-check it at once.
+  | { type: 'identity.changed'; id: string }
   | { type: 'round.opened'; studyId: string; round: number; kind: string; sites: number }
   | { type: 'update.accepted'; studyId: string; round: number; siteId: string; received: number; expected: number }
   | { type: 'update.refused'; studyId: string | null; round: number | null; siteId: string | null; reason: string }

@@ -3,6 +3,9 @@
  * (`<dataDir>/coordinator.key`, signs the audit chain), creates the bootstrap consortium admin on first
  * start (`<dataDir>/admin.key`, mode 600), and serves the API with the round engine running. Used by `setu coordinator start` and embedded
  * by `setu demo` and the tests.
+ *
+ * Logging is always on: to the logger given (`setu coordinator start` logs to stdout), else to
+ * `<dataDir>/coordinator.log` (mode 600), at `logLevel`, else `SETU_LOG_LEVEL`, else info.
  */
 import { mkdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
@@ -10,9 +13,10 @@ import type { FastifyInstance } from 'fastify';
 import { Store } from '../store/store.js';
 import { EventBus } from './events.js';
 import { RoundEngine } from './engine.js';
-import { buildServer } from './server.js';
+import { buildServer, type ServerOptions } from './server.js';
 import { ADMIN_KEY_FILE, ensureBootstrapAdmin, ensureCoordinatorKey, type KeyFile } from './auth.js';
 import { AuditLog } from '../governance/audit-store.js';
+import { createLogger, type LogLevel, type Logger } from '../observability/logger.js';
 
 export interface CoordinatorOptions {
   /** Directory for the SQLite file, coordinator.key and admin.key (created if missing). */
@@ -25,8 +29,17 @@ export interface CoordinatorOptions {
   maxWaitMs?: number;
   tickMs?: number;
   https?: { key: string | Buffer; cert: string | Buffer };
+  /** The round engine's progress lines (default: the logger, at info). */
   log?: (msg: string) => void;
+  /** Where the coordinator logs (default: `<dataDir>/coordinator.log`). */
+  logger?: Logger;
+  /** Level of the default logger (default: SETU_LOG_LEVEL, else info). */
+  logLevel?: LogLevel;
+  /** HTTP-layer settings passed to buildServer (pre-auth body limit, failed-auth limits, free-space floor). */
+  server?: Pick<ServerOptions, 'preAuthBodyLimit' | 'authLimits' | 'minFreeBytes'>;
 }
+
+export const COORDINATOR_LOG_FILE = 'coordinator.log';
 
 export interface RunningCoordinator {
   url: string;
@@ -37,6 +50,7 @@ export interface RunningCoordinator {
   bus: EventBus;
   engine: RoundEngine;
   app: FastifyInstance;
+  logger: Logger;
   close(): Promise<void>;
 }
 
@@ -54,10 +68,23 @@ export async function startCoordinator(o: CoordinatorOptions): Promise<RunningCo
     await store.close();
     throw e;
   }
+  const logger = o.logger ?? createLogger({ name: 'coordinator', destination: join(dataDir, COORDINATOR_LOG_FILE), ...(o.logLevel ? { level: o.logLevel } : {}) });
   const audit = new AuditLog(store, auditKey);
   const bus = new EventBus();
-  const engine = new RoundEngine(store, bus, { audit: auditKey, ...(o.tickMs ? { tickMs: o.tickMs } : {}), ...(o.log ? { log: o.log } : {}) });
-  const app = buildServer({ store, bus, engine, audit, ...(o.bodyLimit ? { bodyLimit: o.bodyLimit } : {}), ...(o.maxWaitMs ? { maxWaitMs: o.maxWaitMs } : {}), ...(o.https ? { https: o.https } : {}) });
+  const engineLog = logger.child({ component: 'engine' });
+  const engine = new RoundEngine(store, bus, { audit: auditKey, ...(o.tickMs ? { tickMs: o.tickMs } : {}), log: o.log ?? ((m) => engineLog.info(m)) });
+  const app = buildServer({
+    store,
+    bus,
+    engine,
+    audit,
+    logger,
+    dataDir,
+    ...(o.server ?? {}),
+    ...(o.bodyLimit ? { bodyLimit: o.bodyLimit } : {}),
+    ...(o.maxWaitMs ? { maxWaitMs: o.maxWaitMs } : {}),
+    ...(o.https ? { https: o.https } : {}),
+  });
   const host = o.host ?? '127.0.0.1';
   await app.listen({ host, port: o.port ?? 7070 });
   const addr = app.server.address();
@@ -72,6 +99,7 @@ export async function startCoordinator(o: CoordinatorOptions): Promise<RunningCo
     bus,
     engine,
     app,
+    logger,
     async close() {
       await engine.stop();
       await app.close();

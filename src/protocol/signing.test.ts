@@ -63,7 +63,7 @@ test('a correctly signed request is accepted once; its replay is refused', async
   const h = signed();
   const inp = input(h);
   const r = await verifyRequest(inp);
-  assert.deepEqual(r, { ok: true, keyId: 'site-a', nonce: h['x-setu-nonce'], timestampMs: NOW });
+  assert.deepEqual(r, { ok: true, keyId: 'site-a', nonce: h['x-setu-nonce'], timestampMs: NOW, bodySha256: h['x-setu-content-sha256'] });
   await refusedWith(verifyRequest(inp), /replayed nonce/);
 });
 
@@ -81,7 +81,7 @@ test('keys export and import as PEM and raw base64url', async () => {
 
 test('refuses missing, duplicated and malformed headers', async () => {
   const h = signed();
-  for (const name of Object.keys(h)) {
+  for (const name of ['x-setu-key-id', 'x-setu-timestamp', 'x-setu-nonce', 'x-setu-signature']) {
     const copy: HeaderBag = { ...h };
     delete copy[name];
     await refusedWith(verifyRequest(input(copy)), new RegExp(`missing ${name}`));
@@ -91,6 +91,24 @@ test('refuses missing, duplicated and malformed headers', async () => {
   await refusedWith(verifyRequest(input({ ...h, 'x-setu-nonce': 'short' })), /malformed x-setu-nonce/);
   await refusedWith(verifyRequest(input({ ...h, 'x-setu-signature': 'abc' })), /malformed x-setu-signature/);
   await refusedWith(verifyRequest(input({ ...h, 'x-setu-key-id': 'a b' })), /malformed x-setu-key-id/);
+});
+
+test('the signature is checked from the headers alone, against the declared body digest, before any body is read', async () => {
+  const h = signed();
+  const digest = createHash('sha256').update('{"examples":12}').digest('hex');
+  assert.equal(h['x-setu-content-sha256'], digest);
+  const r = await verifyRequest(input(h, { body: undefined }));
+  assert.equal(r.ok, true);
+  assert.equal(r.ok && r.bodySha256, digest, 'the verifier says which digest the bytes must match');
+  // With the body at hand, it must be the body the header declares.
+  await refusedWith(verifyRequest(input(signed(), { body: '{"examples":13}' })), /body does not match its x-setu-content-sha256/);
+  await refusedWith(verifyRequest(input({ ...signed(), 'x-setu-content-sha256': digest.toUpperCase() }, { body: undefined })), /malformed x-setu-content-sha256/);
+  // A request without the header declares an empty body: a signature over a real body no longer verifies.
+  const noHeader: HeaderBag = { ...signed() };
+  delete noHeader['x-setu-content-sha256'];
+  await refusedWith(verifyRequest(input(noHeader, { body: undefined })), /bad signature/);
+  const r2 = await verifyRequest(input(noHeader));
+  assert.equal(r2.ok, true, 'an older client without the header still verifies when the body is given');
 });
 
 test('a signature has one spelling: spare bits in the last base64url character are refused', async () => {
@@ -119,7 +137,9 @@ test('refuses a signature by another key, and any change to method, path, query 
   await refusedWith(verifyRequest(input(h, { method: 'PUT' })), /bad signature/);
   await refusedWith(verifyRequest(input(h, { path: '/v1/updates?task=8' })), /bad signature/);
   await refusedWith(verifyRequest(input(h, { path: '/v1/updates' })), /bad signature/);
-  await refusedWith(verifyRequest(input(h, { body: '{"examples":13}' })), /bad signature/);
+  await refusedWith(verifyRequest(input(h, { body: '{"examples":13}' })), /body does not match/);
+  // A changed body with the digest header changed to match it: the signature no longer covers it.
+  await refusedWith(verifyRequest(input({ ...h, 'x-setu-content-sha256': createHash('sha256').update('{"examples":13}').digest('hex') }, { body: '{"examples":13}' })), /bad signature/);
   await refusedWith(verifyRequest(input({ ...h, 'x-setu-timestamp': String(NOW + 1) })), /bad signature/);
   await refusedWith(verifyRequest(input({ ...h, 'x-setu-nonce': 'B'.repeat(24) })), /bad signature/);
 });

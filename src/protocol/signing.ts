@@ -4,7 +4,10 @@
  *
  *   SETU-ED25519\n<METHOD>\n<path with query>\n<sha256 hex of body>\n<timestamp ms>\n<nonce>
  *
- * Headers: x-setu-key-id, x-setu-timestamp, x-setu-nonce, x-setu-signature (base64url, 64 bytes).
+ * Headers: x-setu-key-id, x-setu-timestamp, x-setu-nonce, x-setu-signature (base64url, 64 bytes), and
+ * x-setu-content-sha256 (the body digest of the canonical string, hex). The digest header lets a receiver check the
+ * signature from the headers alone, before it reads a byte of the body, and then check the bytes it receives
+ * against the digest; a request without it declares an empty body.
  * The verifier never throws on anything a client controls: it answers {ok:false, status:401, reason}.
  */
 import {
@@ -16,6 +19,7 @@ export const HEADER_KEY_ID = 'x-setu-key-id';
 export const HEADER_TIMESTAMP = 'x-setu-timestamp';
 export const HEADER_NONCE = 'x-setu-nonce';
 export const HEADER_SIGNATURE = 'x-setu-signature';
+export const HEADER_CONTENT_SHA256 = 'x-setu-content-sha256';
 export const DEFAULT_MAX_SKEW_MS = 5 * 60 * 1000;
 
 export interface SigningKeys {
@@ -68,6 +72,9 @@ export function importPrivateKey(pem: string): KeyObject {
 
 export type Body = Uint8Array | string | null | undefined;
 
+/** The SHA-256 of an empty body: what a signed request without x-setu-content-sha256 declares. */
+export const EMPTY_BODY_SHA256 = 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855';
+
 export function bodySha256Hex(body: Body): string {
   const h = createHash('sha256');
   if (typeof body === 'string') h.update(body, 'utf8');
@@ -85,6 +92,7 @@ export type SignedHeaders = {
   'x-setu-timestamp': string;
   'x-setu-nonce': string;
   'x-setu-signature': string;
+  'x-setu-content-sha256': string;
 };
 
 export interface SignRequestInput {
@@ -102,6 +110,7 @@ const KEY_ID_RE = /^[\x21-\x7e]{1,256}$/;
 const NONCE_RE = /^[A-Za-z0-9_-]{16,128}$/;
 const TIMESTAMP_RE = /^[0-9]{1,16}$/;
 const SIGNATURE_RE = /^[A-Za-z0-9_-]{86}$/; // 64 bytes, unpadded base64url
+const DIGEST_RE = /^[0-9a-f]{64}$/;
 
 export function newNonce(): string {
   return randomBytes(18).toString('base64url');
@@ -116,12 +125,14 @@ export function signRequest(input: SignRequestInput): SignedHeaders {
   if (!Number.isSafeInteger(ts) || ts < 0) throw new Error('timestamp must be a non-negative integer of milliseconds');
   if (/[\r\n]/.test(input.path) || !input.path.startsWith('/')) throw new Error('path must start with "/" and hold no line breaks');
   const key = typeof input.privateKey === 'string' ? importPrivateKey(input.privateKey) : input.privateKey;
-  const msg = canonicalRequestString(input.method, input.path, bodySha256Hex(input.body), ts, nonce);
+  const digest = bodySha256Hex(input.body);
+  const msg = canonicalRequestString(input.method, input.path, digest, ts, nonce);
   return {
     'x-setu-key-id': input.keyId,
     'x-setu-timestamp': String(ts),
     'x-setu-nonce': nonce,
     'x-setu-signature': sign(null, Buffer.from(msg, 'utf8'), key).toString('base64url'),
+    'x-setu-content-sha256': digest,
   };
 }
 
@@ -131,6 +142,10 @@ type Awaitable<T> = T | Promise<T>;
 export interface VerifyRequestInput {
   method: string;
   path: string;
+  /**
+   * The body, when it has been read. Without it the signature is checked against the digest the request
+   * declares (x-setu-content-sha256, or an empty body), and the caller must check the bytes it then reads.
+   */
   body?: Body;
   headers: HeaderBag;
   /** The registered, unrevoked public key for keyId, or null/undefined when unknown. */
@@ -146,7 +161,7 @@ export interface VerifyRequestInput {
 }
 
 export type VerifyResult =
-  | { ok: true; keyId: string; nonce: string; timestampMs: number }
+  | { ok: true; keyId: string; nonce: string; timestampMs: number; /** The body digest the signature covers. */ bodySha256: string }
   | { ok: false; status: 401; reason: string };
 
 const refuse = (reason: string): VerifyResult => ({ ok: false, status: 401, reason });
@@ -161,6 +176,12 @@ function header(headers: HeaderBag, name: string): string | { error: string } {
   if (Array.isArray(v)) return { error: `${name} header given more than once` };
   if (typeof v !== 'string') return { error: `${name} header is not a string` };
   return v;
+}
+
+function optionalHeader(headers: HeaderBag, name: string): string | undefined | { error: string } {
+  const v = header(headers, name);
+  if (typeof v === 'string') return v;
+  return v.error.startsWith('missing') ? undefined : v;
 }
 
 /**
@@ -184,6 +205,15 @@ export async function verifyRequest(input: VerifyRequestInput): Promise<VerifyRe
   // a signature has exactly one accepted form.
   const sig = Buffer.from(sigText, 'base64url');
   if (sig.length !== 64 || sig.toString('base64url') !== sigText) return refuse('malformed x-setu-signature header: not canonical base64url');
+  const declared = optionalHeader(input.headers, HEADER_CONTENT_SHA256);
+  if (typeof declared === 'object') return refuse(declared.error);
+  if (declared !== undefined && !DIGEST_RE.test(declared)) return refuse(`malformed ${HEADER_CONTENT_SHA256} header: expected the body's SHA-256 in lower-case hex`);
+  let digest = declared ?? EMPTY_BODY_SHA256;
+  if (input.body !== undefined && input.body !== null) {
+    const actual = bodySha256Hex(input.body);
+    if (declared !== undefined && actual !== declared) return refuse(`the body does not match its ${HEADER_CONTENT_SHA256} header`);
+    digest = actual;
+  }
   const ts = Number(tsText);
   if (Math.abs(input.now - ts) > maxSkew) {
     return refuse(`timestamp is ${Math.round((input.now - ts) / 1000)} s off the server clock (limit ${maxSkew / 1000} s)`);
@@ -194,7 +224,7 @@ export async function verifyRequest(input: VerifyRequestInput): Promise<VerifyRe
   let ok: boolean;
   try {
     const key = typeof stored === 'string' ? importPublicKey(stored) : stored;
-    const msg = canonicalRequestString(input.method, input.path, bodySha256Hex(input.body), ts, nonce);
+    const msg = canonicalRequestString(input.method, input.path, digest, ts, nonce);
     ok = verify(null, Buffer.from(msg, 'utf8'), key, sig);
   } catch {
     // A stored key that is not Ed25519 cannot have signed this; refuse rather than 500.
@@ -202,5 +232,5 @@ export async function verifyRequest(input: VerifyRequestInput): Promise<VerifyRe
   }
   if (!ok) return refuse('bad signature');
   if (await input.nonceSeen(keyId, nonce, ts)) return refuse('replayed nonce');
-  return { ok: true, keyId, nonce, timestampMs: ts };
+  return { ok: true, keyId, nonce, timestampMs: ts, bodySha256: digest };
 }

@@ -116,5 +116,7 @@ export type StreamEvent =
   | { type: 'study.status'; studyId: string; status: string; error?: string | null }
   /** A progress line of a site's trainer (step of steps, running metrics, a message), forwarded by its agent. */
   | { type: 'task.progress'; studyId: string; round: number; siteId: string; taskId: string; progress: TaskProgress }
-  | { type: 'expired'; at: number };
-export const STREAM_EVENT_TYPES = ['ready', 'round.opened', 'update.accepted', 'update.refused', 'round.committed', 'study.status', 'task.progress', 'expired'] as const;
+  | { type: 'expired'; at: number }
+  /** The token's holder was revoked, its key rotated or its role changed: the stream ends; do not reconnect with the same key. */
+  | { type: 'revoked'; reason: string };
+export const STREAM_EVENT_TYPES = ['ready', 'round.opened', 'update.accepted', 'update.refused', 'round.committed', 'study.status', 'task.progress', 'expired', 'revoked'] as const;

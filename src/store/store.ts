@@ -24,6 +24,9 @@ export type StrategyStateRow = StrategyStateTable;
 /** Thrown when a state change is refused because the row is not in the state the caller expected. */
 export class StoreConflict extends Error {}
 
+/** The store cannot answer now (connection lost, timeout, disk full): transient; the API answers 503 with Retry-After. */
+export class StoreUnavailable extends Error {}
+
 type Db = Kysely<Schema> | Transaction<Schema>;
 
 /** Drivers hand blobs back as Buffer (pg) or ArrayBuffer (libsql); the rest of Setu sees Uint8Array. */

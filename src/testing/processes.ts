@@ -36,21 +36,35 @@ export function runSetu(args: string[], logFile: string): ChildProcess {
   return child;
 }
 
-/** Starts `setu coordinator start` and resolves once it answers /v1/health. */
+/**
+ * Starts `setu coordinator start` and resolves once it says it is listening (its `{"event":"listening"}` line),
+ * rejects if it exits first. A coordinator that neither listens nor exits within a minute is killed, so it
+ * cannot keep the test process alive.
+ */
 export async function startCoordinatorProcess(dataDir: string, port: number, logFile: string): Promise<ChildProcess> {
   const child = runSetu(['coordinator', 'start', '--data-dir', dataDir, '--port', String(port)], logFile);
-  const url = `http://127.0.0.1:${port}/v1/health`;
-  for (let i = 0; i < 200; i++) {
-    if (child.exitCode !== null) throw new Error(`coordinator exited with ${child.exitCode}; see ${logFile}`);
-    try {
-      const r = await fetch(url);
-      if (r.ok) return child;
-    } catch {
-      /* not up yet */
-    }
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error('coordinator did not come up within 10 s');
+  await new Promise<void>((resolve, reject) => {
+    let out = '';
+    const done = (e?: Error) => {
+      clearTimeout(timer);
+      child.stdout!.off('data', onData);
+      child.off('exit', onExit);
+      if (e) reject(e);
+      else resolve();
+    };
+    const onData = (d: Buffer) => {
+      out += d.toString();
+      if (out.includes('"event":"listening"')) done();
+    };
+    const onExit = (code: number | null) => done(new Error(`coordinator exited with ${code}; see ${logFile}`));
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      done(new Error(`coordinator did not listen within 60 s; see ${logFile}`));
+    }, 60_000);
+    child.stdout!.on('data', onData);
+    child.once('exit', onExit);
+  });
+  return child;
 }
 
 /** Writes a heart site config for `center` and starts its agent with an invite token. */

@@ -10,6 +10,9 @@
  *    test-artifacts/;
  *  - the study lead: no Audit tab, and the page says the role does not cover it; another lead: the privacy of a study
  *    they do not lead is refused for ownership, and the page says so; a site admin: no model download.
+ * Security: the page works under the coordinator's Content-Security-Policy with no violation reported, the
+ * answers carry the security headers, and after login the tab holds only a non-extractable CryptoKey (in
+ * IndexedDB; no PEM in any storage), which survives a reload.
  *
  * Without /usr/bin/chromium the test is skipped, except under CI=true, where it fails.
  */
@@ -183,11 +186,56 @@ test('dashboard: live study, reports, every page in three languages, roles (Chro
       args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
       viewport: { width: 1400, height: 1000 },
     });
+    // Security headers on the dashboard and on API answers.
+    const home = await fetch(`${url}/`);
+    const csp = home.headers.get('content-security-policy') ?? '';
+    for (const d of ["default-src 'none'", "script-src 'self'", "style-src 'self'", "connect-src 'self'", "frame-ancestors 'none'", "object-src 'none'"]) assert.ok(csp.includes(d), `CSP has ${d}: ${csp}`);
+    assert.equal(home.headers.get('x-content-type-options'), 'nosniff');
+    assert.equal(home.headers.get('x-frame-options'), 'DENY');
+    assert.equal(home.headers.get('referrer-policy'), 'no-referrer');
+    const sites = await fetch(`${url}/v1/sites`, { headers: signRequest({ method: 'GET', path: '/v1/sites', keyId: adminKey.keyId, privateKey: adminKey.privateKey }) });
+    assert.equal(sites.status, 200);
+    assert.equal(sites.headers.get('cache-control'), 'no-store', 'API answers are not cached');
+
+    // Every CSP violation the browser reports, in any document of any tab, fails the test.
     const errors: string[] = [];
+    await ctx.exposeFunction('__cspViolation', (v: string) => errors.push(`CSP violation: ${v}`));
+    await ctx.addInitScript(() => {
+      const report = (window as unknown as { __cspViolation: (v: string) => void }).__cspViolation;
+      document.addEventListener('securitypolicyviolation', (e) => report(`${e.violatedDirective} blocked ${e.blockedURI || '(inline)'}`));
+    });
     const page = await ctx.newPage();
     page.on('pageerror', (e) => errors.push(e.message));
+    page.on('console', (m) => {
+      if (/Content Security Policy/i.test(m.text())) errors.push(m.text());
+    });
     await login(page, url, `#/studies/${studyId}`, keyText('coordinator/admin.key'));
     assert.match(await page.locator('[data-testid=role]').innerText(), /consortium admin/);
+
+    // After login the tab keeps a non-extractable CryptoKey and nothing of the key file's text.
+    const pemBody = adminKey.privateKey.replace(/-----[^-]+-----|\s/g, '');
+    const held = await page.evaluate(async () => {
+      const storage = JSON.stringify({ ...sessionStorage }) + JSON.stringify({ ...localStorage }) + document.cookie;
+      const records = await new Promise<unknown[]>((resolve, reject) => {
+        const open = indexedDB.open('setu');
+        open.onerror = () => reject(open.error);
+        open.onsuccess = () => {
+          const all = open.result.transaction('sessions').objectStore('sessions').getAll();
+          all.onsuccess = () => resolve(all.result as unknown[]);
+          all.onerror = () => reject(all.error);
+        };
+      });
+      const keys = records.map((r) => (r as { key: CryptoKey }).key);
+      const exports = await Promise.all(keys.map((k) => crypto.subtle.exportKey('pkcs8', k).then(() => 'exported', (e: Error) => e.name)));
+      return { storage, records: JSON.stringify(records), kinds: keys.map((k) => [k instanceof CryptoKey, k.type, k.extractable, k.algorithm.name]), exports };
+    });
+    assert.ok(!held.storage.includes('PRIVATE KEY') && !held.storage.includes(pemBody.slice(0, 40)), `no PEM in web storage: ${held.storage}`);
+    assert.ok(!held.records.includes(pemBody.slice(0, 40)), 'no PEM in IndexedDB');
+    assert.deepEqual(held.kinds, [[true, 'private', false, 'Ed25519']], 'one non-extractable Ed25519 CryptoKey');
+    assert.deepEqual(held.exports, ['InvalidAccessError'], 'the key cannot be exported');
+    // A reload keeps the login (the CryptoKey survives in IndexedDB).
+    await page.reload();
+    await page.locator('[data-testid=role]').waitFor({ timeout: 15_000 });
 
     // Live: the stream connects and the round counter moves while the page is neither reloaded nor polled.
     await page.locator('[data-testid=live][data-live=connected]').waitFor({ timeout: 15_000 });
@@ -311,7 +359,7 @@ test('dashboard: live study, reports, every page in three languages, roles (Chro
     assert.equal(await siteAdmin.locator('[data-testid=download-model]').count(), 0);
     assert.equal(await siteAdmin.locator('[data-testid=export-csv]').count(), 1);
 
-    assert.deepEqual(errors, [], 'no script errors in the page');
+    assert.deepEqual(errors, [], 'no script errors and no CSP violation');
   } catch (e) {
     (e as Error).message += `\n--- demo output ---\n${demo.log().slice(-4000)}`;
     throw e;

@@ -15,7 +15,10 @@ export interface RouteContext {
   /** The audit chain: `audit.append(fields)`, or `appendAudit(tx, audit.key, fields)` inside a transaction. */
   audit: AuditLog;
   now: () => number;
-  /** preHandler that authenticates the caller into `req.principal`. */
+  /**
+   * Name it as a route's `preValidation` to require a signed request: the signature is checked before the body
+   * is read (../plugins/signed-requests.ts) and the caller is in `req.principal`; this hook only guards that.
+   */
   auth: (req: FastifyRequest) => Promise<void>;
   maxWaitMs: number;
   onlineWindowMs: number;

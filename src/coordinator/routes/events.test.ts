@@ -1,7 +1,9 @@
 /**
  * The live event stream over real HTTP: stream tokens only for signed-in users, refused when forged,
  * tampered or expired; the stream carries the bus events the role may see (never the internal 'tasks'
- * wake-ups) and the coordinator closes open streams when it stops.
+ * wake-ups) and the coordinator closes open streams when it stops. Tokens are bound to a live identity:
+ * revoking the user or rotating its key ends its open stream at once and voids its tokens; the MAC key is
+ * derived from coordinator.key (nothing in the store), so a restarted coordinator still accepts a token.
  */
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -11,7 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startCoordinator, type RunningCoordinator } from '../start.js';
 import { generateSigningKeys, signRequest } from '../../protocol/signing.js';
-import { visibleTo } from './events.js';
+import { streamTokenKey, visibleTo } from './events.js';
 
 interface Id {
   keyId: string;
@@ -68,8 +70,8 @@ describe('GET /v1/events (SSE) and stream tokens', () => {
     const forgedPayload = Buffer.from(JSON.stringify({ ...claims, role: 'consortium_admin' })).toString('base64url');
     assert.equal((await get(`token=sst_${forgedPayload}.${mac}`)).status, 401);
     assert.equal((await get(`token=sst_${payload}.${'A'.repeat(43)}`)).status, 401);
-    // A correctly MACed token whose time is up (made with the store's key, as the coordinator would).
-    const key = Buffer.from((await c.store.getKv('events_stream_key'))!, 'base64url');
+    // A correctly MACed token whose time is up (made with the key derived from coordinator.key, as the coordinator would).
+    const key = streamTokenKey(c.audit.key);
     const oldPayload = Buffer.from(JSON.stringify({ ...claims, exp: Date.now() - 1000 })).toString('base64url');
     const oldMac = createHmac('sha256', key).update(`setu-stream\n${oldPayload}`).digest('base64url');
     const expired = await get(`token=sst_${oldPayload}.${oldMac}`);
@@ -115,6 +117,81 @@ describe('GET /v1/events (SSE) and stream tokens', () => {
       ['ready', 'round.opened', 'update.accepted', 'round.committed'],
     );
     assert.equal(seen[3]!.data.metrics['fit.loss'], 0.5);
+    ac.abort();
+  });
+
+  /** Reads Server-Sent Events frames from a fetch response. */
+  function events(res: Response): { next: () => Promise<{ event: string; data: any } | undefined> } {
+    const reader = res.body!.getReader();
+    let buf = '';
+    return {
+      async next() {
+        for (;;) {
+          const i = buf.indexOf('\n\n');
+          if (i >= 0) {
+            const frame = buf.slice(0, i);
+            buf = buf.slice(i + 2);
+            const event = /^event: (.+)$/m.exec(frame)?.[1];
+            const data = /^data: (.+)$/m.exec(frame)?.[1];
+            if (event && data) return { event, data: JSON.parse(data) };
+            continue;
+          }
+          const { value, done } = await reader.read();
+          if (done) return undefined;
+          buf += new TextDecoder().decode(value);
+        }
+      },
+    };
+  }
+
+  async function userWith(role: string, name: string): Promise<Id> {
+    const inv = await call('POST', '/v1/users', admin, { name, role });
+    const keys = generateSigningKeys();
+    assert.equal((await call('POST', '/v1/users/enrol', undefined, { token: inv.json.token, publicKey: keys.publicKeyRaw })).status, 200);
+    return { keyId: inv.json.userId, privateKey: keys.privateKeyPem };
+  }
+
+  it('ends a revoked user’s open stream at once, and voids its tokens', async () => {
+    const auditor = await userWith('auditor', 'auditor-revoked');
+    const { json } = await call('POST', '/v1/events/token', auditor, {});
+    const spare = (await call('POST', '/v1/events/token', auditor, {})).json.token as string;
+    const res = await fetch(`${c.url}/v1/events?token=${encodeURIComponent(json.token)}`);
+    const s = events(res);
+    assert.equal((await s.next())?.event, 'ready');
+    const revokedAt = Date.now();
+    assert.equal((await call('POST', `/v1/users/${auditor.keyId}/revoke`, admin)).status, 200);
+    const ev = await s.next();
+    assert.equal(ev?.event, 'revoked');
+    assert.match(ev!.data.reason, /is revoked/);
+    assert.equal(await s.next(), undefined, 'the stream has ended');
+    // At once: well before the 15 s heartbeat that also re-checks the holder.
+    assert.ok(Date.now() - revokedAt < 5000, `ended ${Date.now() - revokedAt} ms after the revocation`);
+    const again = await fetch(`${c.url}/v1/events?token=${encodeURIComponent(spare)}`);
+    assert.equal(again.status, 401, 'a token issued before the revocation no longer opens a stream');
+    assert.match(await again.text(), /revoked/);
+  });
+
+  it('ends the stream when the holder rotates its key (a stolen key is rotated away)', async () => {
+    const auditor = await userWith('auditor', 'auditor-rotating');
+    const { json } = await call('POST', '/v1/events/token', auditor, {});
+    const s = events(await fetch(`${c.url}/v1/events?token=${encodeURIComponent(json.token)}`));
+    assert.equal((await s.next())?.event, 'ready');
+    assert.equal((await call('POST', '/v1/keys/rotate', auditor, { publicKey: generateSigningKeys().publicKeyRaw })).status, 200);
+    const ev = await s.next();
+    assert.equal(ev?.event, 'revoked');
+    assert.match(ev!.data.reason, /key of user .* has changed/);
+    assert.equal((await fetch(`${c.url}/v1/events?token=${encodeURIComponent(json.token)}`)).status, 401);
+  });
+
+  it('keeps no MAC key in the store: a restarted coordinator derives the same one from coordinator.key', async () => {
+    assert.equal(await c.store.getKv('events_stream_key'), undefined);
+    const { json } = await call('POST', '/v1/events/token', lead, {});
+    await c.close();
+    c = await startCoordinator({ dataDir: dir, port: 0 });
+    const ac = new AbortController();
+    const res = await fetch(`${c.url}/v1/events?token=${encodeURIComponent(json.token)}`, { signal: ac.signal });
+    assert.equal(res.status, 200);
+    assert.equal((await events(res).next())?.event, 'ready');
     ac.abort();
   });
 

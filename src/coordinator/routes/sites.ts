@@ -16,7 +16,7 @@ import { declaredTrainer } from './trainer.js';
 import { gov, listMemberships } from '../../store/governance.js';
 
 export function siteRoutes(app: FastifyInstance, ctx: RouteContext): void {
-  const { store, now, auth, audit } = ctx;
+  const { store, bus, now, auth, audit } = ctx;
 
   app.post<{ Body: InviteRequest }>('/v1/invites', { schema: { body: InviteRequestSchema }, preValidation: auth }, async (req) => {
     const user = requireUser(req.principal!, 'invite.create');
@@ -29,7 +29,8 @@ export function siteRoutes(app: FastifyInstance, ctx: RouteContext): void {
     if (await store.getSiteByName(b.siteName)) throw new HttpError(409, 'conflict', `a site named ${b.siteName} is already enrolled`);
     const token = `inv_${newSecret()}`;
     const t = now();
-    const expiresAt = t + (b.ttlHours ?? 72) * 3600_000;
+    // Whole milliseconds: a fractional ttlHours must not reach an integer column (PostgreSQL refuses it).
+    const expiresAt = t + Math.round((b.ttlHours ?? 72) * 3600_000);
     await store.transaction(async (tx) => {
       await tx
         .insertInto('invites')
@@ -124,6 +125,7 @@ export function siteRoutes(app: FastifyInstance, ctx: RouteContext): void {
       return true;
     });
     if (!done) throw new HttpError(409, 'conflict', `site ${site.name} is already revoked`);
+    bus.emit({ type: 'identity.changed', id: site.id });
     return { id: site.id, name: site.name, status: 'revoked' };
   });
 }

@@ -27,7 +27,7 @@ function checkKey(k: string): void {
 }
 
 export function userRoutes(app: FastifyInstance, ctx: RouteContext): void {
-  const { store, now, auth, audit } = ctx;
+  const { store, bus, now, auth, audit } = ctx;
 
   app.post<{ Body: UserInviteRequest }>('/v1/users', { schema: { body: UserInviteRequestSchema }, preValidation: auth }, async (req) => {
     const admin = requireUser(req.principal!, 'user.create');
@@ -36,7 +36,8 @@ export function userRoutes(app: FastifyInstance, ctx: RouteContext): void {
     const id = `user-${randomBytes(6).toString('hex')}`;
     const token = `uinv_${newSecret()}`;
     const t = now();
-    const expiresAt = t + (b.ttlHours ?? 72) * 3600_000;
+    // Whole milliseconds: a fractional ttlHours must not reach an integer column (PostgreSQL refuses it).
+    const expiresAt = t + Math.round((b.ttlHours ?? 72) * 3600_000);
     await store.transaction(async (tx) => {
       await createUser(tx, { id, name: b.name, role: b.role, institution: b.institution ?? null, public_key: null, status: 'invited', created_by: admin.id, created_at: t });
       await createUserInvite(tx, { token_hash: sha256hex(token), user_id: id, created_at: t, expires_at: expiresAt });
@@ -83,6 +84,7 @@ export function userRoutes(app: FastifyInstance, ctx: RouteContext): void {
       return true;
     });
     if (!done) throw new HttpError(409, 'conflict', `user ${u.name} is already revoked`);
+    bus.emit({ type: 'identity.changed', id: u.id });
     return { id: u.id, name: u.name, status: 'revoked' };
   });
 
@@ -97,6 +99,7 @@ export function userRoutes(app: FastifyInstance, ctx: RouteContext): void {
       else await tx.updateTable('users').set({ public_key: req.body.publicKey }).where('id', '=', p.id).where('status', '=', 'active').execute();
       await appendAudit(tx, audit.key, { ts: t, actor: p.id, kind: 'key.changed', subject: p.id, data: { publicKey: req.body.publicKey } });
     });
+    bus.emit({ type: 'identity.changed', id: p.id });
     return { id: p.id, publicKey: req.body.publicKey };
   });
 }

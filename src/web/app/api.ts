@@ -1,15 +1,19 @@
 /**
- * The dashboard's only way to the coordinator: the public API, same origin. A user logs in with the
- * credential the CLI uses: an operator token (sent as a bearer token) or a user key file (an Ed25519
- * private key; every request is then signed in the browser with WebCrypto, in the format of
- * src/protocol/signing.ts, and the key never leaves the page). The live stream uses a short-lived stream
- * token from POST /v1/events/token because EventSource cannot send credentials.
+ * The dashboard's only way to the coordinator: the public API, same origin. A user logs in with the key
+ * file the CLI uses (an Ed25519 private key). The page imports it once as a non-extractable WebCrypto key
+ * and forgets the file's text: every request is signed in the browser, in the format of
+ * src/protocol/signing.ts, and neither the key nor the PEM is ever sent or stored. What survives a reload is
+ * the CryptoKey object itself, kept in IndexedDB (which stores CryptoKeys as such: a script on the page can
+ * sign with it, never read it). The live stream uses a short-lived stream token from POST
+ * /v1/events/token because EventSource cannot send signed headers.
  */
 import type { StreamEvent } from '../../protocol/views.js';
 
-export type Credential =
-  | { kind: 'token'; token: string }
-  | { kind: 'key'; keyId: string; privateKeyPem: string };
+/** A signed-in user: the key id and a non-extractable Ed25519 signing key. */
+export interface Credential {
+  keyId: string;
+  key: CryptoKey;
+}
 
 export class ApiError extends Error {
   constructor(
@@ -39,13 +43,14 @@ function pemToDer(pem: string): Uint8Array<ArrayBuffer> {
 }
 
 /**
- * Reads what a user pastes or uploads: an operator token (`adm_…` or any bearer token), or a key file.
- * Key files are JSON naming the key id (keyId, userId or id) and a PKCS#8 PEM (privateKeyPem or
- * privateKey); a bare PEM needs the key id typed beside it.
+ * Reads what a user pastes or uploads: a key file, JSON `{keyId, privateKey}` as `setu` writes it, or a
+ * bare PKCS#8 PEM with the key id typed beside it; imports the key as non-extractable.
  */
-export function parseCredential(text: string, keyIdHint?: string): Credential {
+export async function importCredential(text: string, keyIdHint?: string): Promise<Credential> {
   const s = text.trim();
-  if (!s) throw new Error('empty credential');
+  if (!s) throw new Error('empty key file');
+  let keyId: string | undefined = keyIdHint;
+  let pem: string;
   if (s.startsWith('{')) {
     let j: Record<string, unknown>;
     try {
@@ -53,43 +58,31 @@ export function parseCredential(text: string, keyIdHint?: string): Credential {
     } catch {
       throw new Error('the key file is not valid JSON');
     }
-    const keyId = [j['keyId'], j['userId'], j['id']].find((v) => typeof v === 'string') as string | undefined;
-    const pem = [j['privateKeyPem'], j['privateKey']].find((v) => typeof v === 'string' && v.includes('PRIVATE KEY')) as string | undefined;
-    if (pem && (keyId || keyIdHint)) return { kind: 'key', keyId: (keyId ?? keyIdHint)!, privateKeyPem: pem };
-    const token = [j['token'], j['credential']].find((v) => typeof v === 'string') as string | undefined;
-    if (token) return { kind: 'token', token };
-    throw new Error('the key file names no key id and private key (keyId/userId + privateKeyPem)');
+    if (typeof j['keyId'] === 'string') keyId = j['keyId'];
+    if (typeof j['privateKey'] !== 'string') throw new Error('the key file has no privateKey (a PKCS#8 PEM)');
+    pem = j['privateKey'];
+  } else {
+    pem = s;
   }
-  if (s.includes('PRIVATE KEY')) {
-    if (!keyIdHint) throw new Error('a bare private key needs its key id (user id)');
-    return { kind: 'key', keyId: keyIdHint, privateKeyPem: s };
-  }
-  if (/\s/.test(s)) throw new Error('a token holds no spaces');
-  return { kind: 'token', token: s };
+  if (!keyId) throw new Error('a bare private key needs its key id (user id)');
+  // Non-extractable: page scripts can sign with it but never read it back.
+  const key = await crypto.subtle.importKey('pkcs8', pemToDer(pem), { name: 'Ed25519' }, false, ['sign']);
+  return { keyId, key };
 }
 
 export class Api {
-  private keyPromise: Promise<CryptoKey> | undefined;
-
   constructor(readonly credential: Credential) {}
-
-  private signingKey(): Promise<CryptoKey> {
-    if (this.credential.kind !== 'key') throw new Error('no key');
-    const pem = this.credential.privateKeyPem;
-    // Non-extractable: once imported, page scripts can sign with it but not read it back.
-    return (this.keyPromise ??= crypto.subtle.importKey('pkcs8', pemToDer(pem), { name: 'Ed25519' }, false, ['sign']));
-  }
 
   private async authHeaders(method: string, path: string, body: string | undefined): Promise<Record<string, string>> {
     const c = this.credential;
-    if (c.kind === 'token') return { authorization: `Bearer ${c.token}` };
     // SETU-ED25519\n<METHOD>\n<path with query>\n<sha256 hex of body>\n<timestamp ms>\n<nonce> (src/protocol/signing.ts)
     const ts = Date.now();
     const nonce = b64url(crypto.getRandomValues(new Uint8Array(18)));
     const bodyHash = hex(await crypto.subtle.digest('SHA-256', new TextEncoder().encode(body ?? '')));
     const msg = ['SETU-ED25519', method.toUpperCase(), path, bodyHash, String(ts), nonce].join('\n');
-    const sig = await crypto.subtle.sign({ name: 'Ed25519' }, await this.signingKey(), new TextEncoder().encode(msg));
-    return { 'x-setu-key-id': c.keyId, 'x-setu-timestamp': String(ts), 'x-setu-nonce': nonce, 'x-setu-signature': b64url(sig) };
+    const sig = await crypto.subtle.sign({ name: 'Ed25519' }, c.key, new TextEncoder().encode(msg));
+    // The digest header lets the coordinator check the signature before it reads the body.
+    return { 'x-setu-key-id': c.keyId, 'x-setu-timestamp': String(ts), 'x-setu-nonce': nonce, 'x-setu-signature': b64url(sig), 'x-setu-content-sha256': bodyHash };
   }
 
   async request<T>(method: string, path: string, body?: unknown): Promise<T> {
@@ -139,7 +132,7 @@ export class Api {
     let stopped = false;
     let es: EventSource | undefined;
     let retry: ReturnType<typeof setTimeout> | undefined;
-    const types = ['ready', 'round.opened', 'update.accepted', 'update.refused', 'round.committed', 'study.status', 'expired'];
+    const types = ['ready', 'round.opened', 'update.accepted', 'update.refused', 'round.committed', 'study.status', 'expired', 'revoked'];
     const open = async () => {
       if (stopped) return;
       try {
@@ -157,6 +150,12 @@ export class Api {
         };
         es.addEventListener('expired', restart);
         es.addEventListener('error', restart);
+        // Revoked (or the key rotated): a new token would be refused too, so stop here.
+        es.addEventListener('revoked', () => {
+          stopped = true;
+          es?.close();
+          onState(false);
+        });
       } catch {
         onState(false);
         if (!stopped) retry = setTimeout(() => void open(), 5000);
@@ -171,18 +170,73 @@ export class Api {
   }
 }
 
-const STORE_KEY = 'setu.credential';
+// The session: the CryptoKey in IndexedDB under a random id that this tab keeps in sessionStorage, so a
+// reload keeps the login and a new tab does not. The id is not a secret (it only names the record). Records
+// of tabs closed without logging out are deleted after SESSION_MAX_AGE_MS, at the next login.
+const TAB_KEY = 'setu.session';
+const DB_NAME = 'setu';
+const SESSIONS = 'sessions';
+const SESSION_MAX_AGE_MS = 12 * 3600_000;
 
-/** The credential lives in sessionStorage: it survives a reload but not the closing of the tab. */
-export function savedCredential(): Credential | undefined {
+interface SessionRecord {
+  id: string;
+  keyId: string;
+  key: CryptoKey;
+  savedAt: number;
+}
+
+function sessions<T>(mode: IDBTransactionMode, fn: (s: IDBObjectStore) => IDBRequest<T> | void): Promise<T | undefined> {
+  return new Promise((resolve, reject) => {
+    const open = indexedDB.open(DB_NAME, 1);
+    open.onupgradeneeded = () => open.result.createObjectStore(SESSIONS, { keyPath: 'id' });
+    open.onerror = () => reject(open.error);
+    open.onsuccess = () => {
+      const db = open.result;
+      const tx = db.transaction(SESSIONS, mode);
+      const req = fn(tx.objectStore(SESSIONS));
+      tx.oncomplete = () => {
+        db.close();
+        resolve(req ? req.result : undefined);
+      };
+      tx.onerror = () => {
+        db.close();
+        reject(tx.error);
+      };
+    };
+  });
+}
+
+/** This tab's signed-in user, if it logged in before a reload. */
+export async function savedCredential(): Promise<Credential | undefined> {
+  // Earlier versions kept the key file's text here; it must not outlive the upgrade.
+  sessionStorage.removeItem('setu.credential');
+  const id = sessionStorage.getItem(TAB_KEY);
+  if (!id) return undefined;
   try {
-    const s = sessionStorage.getItem(STORE_KEY);
-    return s ? (JSON.parse(s) as Credential) : undefined;
+    const r = (await sessions<SessionRecord>('readonly', (s) => s.get(id))) as SessionRecord | undefined;
+    return r ? { keyId: r.keyId, key: r.key } : undefined;
   } catch {
     return undefined;
   }
 }
-export function saveCredential(c: Credential | undefined): void {
-  if (c) sessionStorage.setItem(STORE_KEY, JSON.stringify(c));
-  else sessionStorage.removeItem(STORE_KEY);
+
+/** Keeps (or, with undefined, forgets) this tab's signed-in user. */
+export async function saveCredential(c: Credential | undefined): Promise<void> {
+  const old = sessionStorage.getItem(TAB_KEY);
+  if (old) await sessions('readwrite', (s) => void s.delete(old));
+  sessionStorage.removeItem(TAB_KEY);
+  if (!c) return;
+  const id = b64url(crypto.getRandomValues(new Uint8Array(16)));
+  const now = Date.now();
+  await sessions('readwrite', (s) => {
+    s.put({ id, keyId: c.keyId, key: c.key, savedAt: now } satisfies SessionRecord);
+    const all = s.openCursor();
+    all.onsuccess = () => {
+      const cur = all.result;
+      if (!cur) return;
+      if ((cur.value as SessionRecord).savedAt < now - SESSION_MAX_AGE_MS) cur.delete();
+      cur.continue();
+    };
+  });
+  sessionStorage.setItem(TAB_KEY, id);
 }

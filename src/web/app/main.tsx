@@ -1,7 +1,7 @@
 /** The dashboard shell: login, navigation (hash routes), language switcher. */
 import { render } from 'preact';
 import { useEffect, useMemo, useState } from 'preact/hooks';
-import { Api, ApiError, parseCredential, saveCredential, savedCredential, type Credential } from './api.js';
+import { Api, ApiError, importCredential, saveCredential, savedCredential, type Credential } from './api.js';
 import { LANGS, lang, setLang, t, type Key, type Lang } from './i18n.js';
 import { Audit, Compute, ModelCards, Overview, Privacy, StudyPage, Studies } from './pages.js';
 import './style.css';
@@ -51,7 +51,7 @@ interface Session {
   actions: string[];
 }
 
-function Login({ onLogin }: { onLogin: (s: Session) => void }) {
+function Login({ onLogin }: { onLogin: (s: Session) => Promise<void> }) {
   const [text, setText] = useState('');
   const [keyId, setKeyId] = useState('');
   const [error, setError] = useState<string | null>(null);
@@ -61,14 +61,14 @@ function Login({ onLogin }: { onLogin: (s: Session) => void }) {
     setError(null);
     let c: Credential;
     try {
-      c = parseCredential(text, keyId.trim() || undefined);
+      c = await importCredential(text, keyId.trim() || undefined);
     } catch (err) {
       setError((err as Error).message);
       return;
     }
     setBusy(true);
     try {
-      onLogin(await identify(c));
+      await onLogin(await identify(c));
     } catch (err) {
       setError(err instanceof ApiError ? `${t('login.refused')}: ${err.message}` : (err as Error).message);
     } finally {
@@ -115,25 +115,31 @@ function App() {
   const api = useMemo(() => (session ? new Api(session.credential) : null), [session]);
 
   useEffect(() => {
-    // A reload keeps the tab's credential; it is checked again before anything is shown.
-    const c = savedCredential();
-    if (!c) return setChecking(false);
-    identify(c)
-      .then(setSession, () => saveCredential(undefined))
-      .finally(() => setChecking(false));
+    // A reload keeps the tab's key (a non-extractable CryptoKey in IndexedDB); it is checked again before anything is shown.
+    void (async () => {
+      const c = await savedCredential();
+      if (c) {
+        try {
+          setSession(await identify(c));
+        } catch {
+          await saveCredential(undefined);
+        }
+      }
+      setChecking(false);
+    })();
   }, []);
 
   const changeLang = (l: Lang) => {
     setLang(l);
     setLanguage(l);
   };
-  const login = (s: Session) => {
-    saveCredential(s.credential);
+  const login = async (s: Session) => {
+    await saveCredential(s.credential);
     setSession(s);
   };
   const logout = () => {
-    saveCredential(undefined);
     setSession(null);
+    void saveCredential(undefined);
   };
 
   const route = hash.replace(/^#\/?/, '').split('/');
