@@ -30,6 +30,7 @@ import type { ComputeResource } from '../compute/types.js';
 import { inProcessUsage, loadLocalPolicy, localPolicyRefusal, runPlacedFit, type UsageReport } from './placed.js';
 import { budgetRefusal, dpPlanOf, loadBudget, spendAndPersist, trainPrivately, type DpTaskPlan } from './privacy.js';
 import { isSecAggPending, secaggBody, uploadSecAgg } from './secagg.js';
+import { keepRelease, releasedFor, taskNoiseSeed } from './release.js';
 import type { PrivacyBudget } from '../privacy/budget.js';
 
 export interface AgentOptions {
@@ -171,6 +172,7 @@ export class SiteAgent {
     // A task issued again (a coordinator restarted a SecAgg+ round) whose result is still queued here: send that
     // result, do not train (and spend privacy) twice.
     if (this.state.pending().some((p) => p.taskId === task.taskId)) return this.flushPending();
+    if (await this.resubmitted(task)) return;
     if (task.kind === 'prepare') {
       // Only the verdict on the file and, for global normalisation, column sums leave the site.
       const { report, examples } = await prepareReport(this.cfg, task, this.log);
@@ -221,7 +223,7 @@ export class SiteAgent {
         dp = dpPlanOf(task, data.train.n);
         if (!why && dp) {
           budget = loadBudget(this.state, this.cfg, task);
-          why = budgetRefusal(budget, dp);
+          why = budgetRefusal(budget, dp, task.taskId);
         }
         if (why) {
           this.log(`task ${task.taskId}: refused: ${why}`);
@@ -264,8 +266,9 @@ export class SiteAgent {
         streamState = run.out.stream;
         usage = run.usage;
       } else {
+        this.log(`task ${task.taskId}: training (${dp ? dp.mechanism : 'fit'}, round ${task.round})`);
         const ordinary = () => fit({ model, weights: global, data: data.train, config: cfg, stream, ...(clientState ? { clientState } : {}), rng: createRng(task.seed, 'dropout', this.cred.siteName, task.round) });
-        out = dp ? trainPrivately({ model, global, data: data.train, task, plan: dp, ordinary }) : ordinary();
+        out = dp ? trainPrivately({ model, global, data: data.train, task, plan: dp, seed: taskNoiseSeed(this.state, task.studyId, task.taskId), ordinary }) : ordinary();
         streamState = stream.state();
       }
       const meta: ResultMeta = {
@@ -286,12 +289,32 @@ export class SiteAgent {
       if (out.clientState) commit.push({ name: 'client-state.safetensors', data: Buffer.from(encodeSafetensors(out.clientState)).toString('base64'), encoding: 'base64' });
       pending = { taskId: task.taskId, studyId: task.studyId, contentType: 'application/octet-stream', body, commit };
     }
-    this.state.savePending(pending);
     this.log(`task ${task.taskId}: ${task.kind} done in ${Date.now() - started} ms; uploading`);
-    // Usage first: the round cannot commit before this result arrives, so the ledger (and a model card written at
-    // completion) holds every task's compute.
-    await this.reportUsage(task, usage ?? inProcessUsage(this.cred.siteName, cpu0, started));
+    await this.queue(task, pending, usage ?? inProcessUsage(this.cred.siteName, cpu0, started));
+  }
+
+  /**
+   * Queues a finished task's result with its usage (both on disk before anything is sent) and uploads it. A fit
+   * result is also kept as its round's release (release.ts), for a coordinator that asks for the round again.
+   */
+  private async queue(task: TaskMessage, pending: PendingResult, usage: UsageReport): Promise<void> {
+    if (task.kind === 'fit' && pending.contentType === 'application/octet-stream') keepRelease(this.state, task, pending);
+    this.state.savePending({ ...pending, usage });
     await this.flushPending();
+  }
+
+  /**
+   * A fit task for a round this site already answered from the same global model (a coordinator restarted the
+   * round, as it does for SecAgg+ after a restart): the kept release goes again, re-masked under SecAgg+. Training
+   * again from the batch stream that has moved on would change the model and, under DP, spend twice.
+   */
+  private async resubmitted(task: TaskMessage): Promise<boolean> {
+    const again = releasedFor(this.state, task);
+    if (!again) return false;
+    this.log(`task ${task.taskId}: round ${task.round} was answered already; sending the same update again (no training, no privacy spend)`);
+    this.state.savePending(again);
+    await this.flushPending();
+    return true;
   }
 
   /** Closes a task this site cannot or will not run, with the reason the study lead sees. */
@@ -338,10 +361,8 @@ export class SiteAgent {
     } finally {
       progress.close();
     }
-    this.state.savePending(pending);
     this.log(`task ${task.taskId}: ${task.kind} done by ${trainer.description} in ${Date.now() - started} ms; uploading`);
-    await this.reportUsage(task, inProcessUsage(this.cred.siteName, cpu0, started));
-    await this.flushPending();
+    await this.queue(task, pending, inProcessUsage(this.cred.siteName, cpu0, started));
   }
 
   /**
@@ -368,19 +389,28 @@ export class SiteAgent {
     };
   }
 
-  /** The task's CPU/GPU-seconds for the coordinator's ledger; a duplicate report (409) is already recorded. */
-  private async reportUsage(task: TaskMessage, usage: UsageReport): Promise<void> {
+  /**
+   * The task's CPU/GPU-seconds for the coordinator's ledger, from the pending queue, before its result: the round
+   * cannot commit before the result arrives, so the ledger (and a model card written at completion) holds every
+   * task's compute. A duplicate report (409) is already recorded; once answered, the usage leaves the queue.
+   */
+  private async reportUsage(p: PendingResult): Promise<void> {
+    if (!p.usage) return;
     try {
-      await this.http.json('POST', `/v1/agent/tasks/${encodeURIComponent(task.taskId)}/usage`, usage);
+      await this.http.json('POST', `/v1/agent/tasks/${encodeURIComponent(p.taskId)}/usage`, p.usage);
     } catch (e) {
       if (!(e instanceof ApiError)) throw e;
-      if (e.status !== 409) this.log(`task ${task.taskId}: usage not recorded: ${e.message}`);
+      if (e.status === 401) throw e;
+      if (e.status !== 409) this.log(`task ${p.taskId}: usage not recorded: ${e.message}`);
     }
+    const { usage: _sent, ...rest } = p;
+    this.state.savePendingMeta(rest);
   }
 
   /** Uploads every saved result; commits its local state once the coordinator has answered. */
   private async flushPending(): Promise<void> {
     for (const p of this.state.pending()) {
+      await this.reportUsage(p);
       if (isSecAggPending(p)) {
         // Masked through the SecAgg+ stages; 'gone' (the round went on without it) still moves the state on.
         await uploadSecAgg(this.http, p, this.log);
