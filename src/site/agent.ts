@@ -6,7 +6,7 @@
 import type { SiteConfig } from './config.js';
 import { SiteState, type Credential, type PendingResult } from './state.js';
 import { ApiError, HttpClient } from './http.js';
-import type { Cohorts, EnrolResponse, TaskMessage, ResultMeta } from '../protocol/api.js';
+import type { Cohorts, EnrolResponse, PrivacySpend, TaskMessage, ResultMeta } from '../protocol/api.js';
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { generateSigningKeys, importPrivateKey, publicKeyToRaw } from '../protocol/signing.js';
@@ -30,7 +30,7 @@ import type { ComputeResource } from '../compute/types.js';
 import { inProcessUsage, loadLocalPolicy, localPolicyRefusal, runPlacedFit, type UsageReport } from './placed.js';
 import { budgetRefusal, dpPlanOf, loadBudget, spendAndPersist, trainPrivately, type DpTaskPlan } from './privacy.js';
 import { isSecAggPending, secaggBody, uploadSecAgg } from './secagg.js';
-import { keepRelease, releasedFor, taskNoiseSeed } from './release.js';
+import { keepRelease, noiseSecret, releasedFor, taskNoiseSeed } from './release.js';
 import type { PrivacyBudget } from '../privacy/budget.js';
 
 export interface AgentOptions {
@@ -75,6 +75,8 @@ export async function enrol(cfg: SiteConfig, token: string, log: (m: string) => 
   const http = new HttpClient({ baseUrl: cfg.coordinator, ...(ca ? { ca } : {}), onRetry: (n, d, why) => log(`enrol: coordinator unreachable (${why}); retry ${n} in ${Math.round(d)} ms`) });
   const r = await http.json<EnrolResponse>('POST', '/v1/enrol', { token, publicKey, cohorts: await cohortsOf(cfg, log) });
   const cred: Credential = { coordinator: cfg.coordinator, siteId: r.siteId, siteName: r.siteName };
+  // The site's noise secret is made with its identity (release.ts): every DP task's noise derives from it.
+  noiseSecret(state);
   state.saveCredential(cred);
   log(`enrolled as ${r.siteName} (${r.siteId})`);
   return cred;
@@ -197,6 +199,7 @@ export class SiteAgent {
     let dp: DpTaskPlan | undefined;
     let budget: PrivacyBudget | undefined;
     let usage: UsageReport | undefined;
+    let spend: PrivacySpend | undefined;
     if (task.kind === 'fit') {
       if (this.cfg.compute?.mode === 'placed') {
         // No compute of its own: the coordinator places the training in the data's jurisdiction (or refuses, saying why).
@@ -231,6 +234,9 @@ export class SiteAgent {
           this.privacyRefused.add(task.taskId);
           return;
         }
+        // Charged before training, once per task id (privacy.ts): an attempt killed from here on and run again
+        // after a restart releases the same output (its noise seed is the task's) and costs nothing more.
+        if (dp && budget) spend = spendAndPersist(this.state, task.studyId, budget, dp, task.taskId);
       }
     }
     let pending: PendingResult;
@@ -280,8 +286,7 @@ export class SiteAgent {
         evalExamples: data.test.n,
         durationMs: Date.now() - started,
       };
-      // The release is counted before the result is queued (see privacy.ts: never under-count).
-      if (dp && budget) meta.privacy = spendAndPersist(this.state, task.studyId, budget, dp, `${task.taskId}`);
+      if (spend) meta.privacy = spend;
       // Only the aggregated tensors leave the site; local ones are kept once the coordinator holds the result.
       const release = releaseOf(out.weights, global, task.tensorRules);
       const body = task.privacy?.secagg ? secaggBody(release.upload, pickWeights(global, Object.keys(release.upload)), meta) : encodeSafetensors(release.upload, { [RESULT_META_KEY]: JSON.stringify(meta) });

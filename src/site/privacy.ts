@@ -3,9 +3,9 @@
  * it, the private training itself (src/privacy's DP-SGD, or clipping/noising the update for DP-FedAvg), and the
  * account kept in the state directory.
  *
- * The account is written (atomically) before the result is queued for upload, not after the upload is
- * acknowledged: a result that leaves the site has been released whether or not the coordinator accepts it, so
- * the site may over-count a release it never sent (a crash in between) but never under-count one it did.
+ * The account is written (atomically, fsynced) before the task trains, not after the upload is acknowledged: a
+ * result that leaves the site has been released whether or not the coordinator accepts it, so the site may
+ * over-count a release it never sent (a task that then fails, or never comes back) but never under-count one it did.
  *
  * Each task is charged once: the charge is labelled with the task id, and a task whose id the account already
  * holds (an attempt killed after its charge was written, run again after a restart) is neither refused nor charged
