@@ -9,15 +9,13 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { cpSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { spawn, type ChildProcess } from 'node:child_process';
-import YAML from 'yaml';
 import { startCoordinator, type RunningCoordinator } from '../coordinator/start.js';
-import { SETU_MAIN, adminOf, freePort, waitFor } from '../testing/processes.js';
+import { freePort, waitFor } from '../testing/processes.js';
+import { exited, setUpFederation, startAgent, stopAgents, type Agent, type StudyDetail as Detail } from '../testing/agents.js';
 import { HttpClient } from './http.js';
-import { generateSigningKeys } from '../protocol/signing.js';
 import { SiteState } from './state.js';
 import { BUDGET_FILE } from './privacy.js';
 import { releaseLog, tensorDigest } from './release.js';
@@ -27,88 +25,20 @@ const SITES = 3;
 const ROUNDS = 8;
 const KILLS = 12;
 
-interface Agent {
-  name: string;
-  dir: string;
-  child: ChildProcess;
-  lines: string[];
-}
-
-function startAgent(name: string, dir: string, lines: string[] = []): Agent {
-  const child = spawn(process.execPath, [SETU_MAIN, 'site', 'start', '--config', join(dir, 'site.yaml')], { stdio: ['ignore', 'pipe', 'pipe'] });
-  const a: Agent = { name, dir, child, lines };
-  let buf = '';
-  const feed = (d: Buffer) => {
-    buf += d.toString();
-    let i;
-    while ((i = buf.indexOf('\n')) >= 0) {
-      lines.push(buf.slice(0, i));
-      buf = buf.slice(i + 1);
-    }
-  };
-  child.stdout!.on('data', feed);
-  child.stderr!.on('data', feed);
-  return a;
-}
-
-const exited = (c: ChildProcess) => (c.exitCode !== null || c.signalCode !== null ? Promise.resolve() : new Promise<void>((r) => c.once('exit', () => r())));
-
-async function stop(agents: Agent[]): Promise<void> {
-  await Promise.all(agents.map(async (a) => {
-    if (a.child.exitCode === null && a.child.signalCode === null) a.child.kill('SIGTERM');
-    await exited(a.child);
-  }));
-}
-
-function run(args: string[]): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const c = spawn(process.execPath, [SETU_MAIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    c.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    c.stderr.on('data', (d: Buffer) => (out += d.toString()));
-    c.once('exit', (code) => (code === 0 ? resolve(out) : reject(new Error(`setu ${args.join(' ')} exited ${code}: ${out}`))));
-  });
-}
-
-type Detail = { status: string; error: string | null; round: number; refusals: { round: number; site: string | null; reason: string }[] };
-
-/** The federation, enrolled and with its study created but not started; everything on disk under `root`. */
-async function setUp(root: string, port: number): Promise<{ studyId: string; leadKey: { keyId: string; privateKey: string } }> {
-  const c = await startCoordinator({ dataDir: join(root, 'coord'), port, tickMs: 50 });
-  try {
-    const admin = adminOf(c);
-    for (let k = 0; k < SITES; k++) {
-      const dir = join(root, `site-${k}`);
-      mkdirSync(dir, { recursive: true });
-      writeFileSync(join(dir, 'site.yaml'), YAML.stringify({ coordinator: c.url, stateDir: 'state', pollWaitMs: 2000, datasets: { heart: { format: 'fed-heart-disease', center: k } } }));
-      const inv = await admin.json<{ token: string }>('POST', '/v1/invites', { siteName: `hospital-${k}` });
-      await run(['site', 'enrol', '--config', join(dir, 'site.yaml'), '--token', inv.token]);
-    }
-    // The lead's key is made here, so both runs can sign as the same lead.
-    const inv = await admin.json<{ token: string; userId: string }>('POST', '/v1/users', { name: 'lead', role: 'study_lead', ttlHours: 1 });
-    const keys = generateSigningKeys();
-    await new HttpClient({ baseUrl: c.url, giveUpAfterMs: 20_000 }).json('POST', '/v1/users/enrol', { token: inv.token, publicKey: keys.publicKeyRaw });
-    const leadKey = { keyId: inv.userId, privateKey: keys.privateKeyPem };
-    const lead = new HttpClient({ baseUrl: c.url, signer: leadKey, giveUpAfterMs: 20_000 });
-    const { id } = await lead.json<{ id: string }>('POST', '/v1/studies', {
-      name: 'crash dp',
-      dataset: 'heart',
-      model: { kind: 'logistic', inputDim: 13 },
-      strategy: { name: 'FedAvg' },
-      rounds: ROUNDS,
-      // Long enough local training that a random kill often lands inside it.
-      fit: { localSteps: 4000, batchSize: 8, optimizer: { kind: 'sgd', lr: 0.05 } },
-      minSites: SITES,
-      // A killed agent is back within seconds; the round waits for it (a deadline would change the model).
-      roundTimeoutSeconds: 600,
-      seed: 11,
-      privacy: { dp: { level: 'sample', epsilon: 1, delta: 1e-3, clipNorm: 1 } },
-    });
-    return { studyId: id, leadKey };
-  } finally {
-    await c.close();
-  }
-}
+const SPEC = {
+  name: 'crash dp',
+  dataset: 'heart',
+  model: { kind: 'logistic', inputDim: 13 },
+  strategy: { name: 'FedAvg' },
+  rounds: ROUNDS,
+  // Long enough local training that a random kill often lands inside it.
+  fit: { localSteps: 4000, batchSize: 8, optimizer: { kind: 'sgd', lr: 0.05 } },
+  minSites: SITES,
+  // A killed agent is back within seconds; the round waits for it (a deadline would change the model).
+  roundTimeoutSeconds: 600,
+  seed: 11,
+  privacy: { dp: { level: 'sample', epsilon: 1, delta: 1e-3, clipNorm: 1 } },
+};
 
 interface Outcome {
   detail: Detail;
@@ -165,7 +95,7 @@ async function runWorld(root: string, port: number, studyId: string, leadKey: { 
     const models = new Map<number, string>();
     for (let r = 0; r <= ROUNDS; r++) models.set(r, tensorDigest((await lead.request('GET', `/v1/studies/${studyId}/model?round=${r}`)).body));
     const coordinatorLedger = await lead.json<unknown>('GET', `/v1/studies/${studyId}/privacy?entries=1`);
-    await stop(agents);
+    await stopAgents(agents);
     const releases = new Map<string, string>();
     const charges: string[][] = [];
     let retrained = 0;
@@ -187,16 +117,16 @@ async function runWorld(root: string, port: number, studyId: string, leadKey: { 
     }
     return { detail, models, releases, charges, coordinatorLedger, kills, midTraining, retrained };
   } finally {
-    await stop(agents);
+    await stopAgents(agents);
     await c?.close();
   }
 }
 
-test('agents SIGKILLed at random moments: each DP task charged once, releases and models identical to an uninterrupted run', { timeout: 900_000 }, async () => {
+test('agents SIGKILLed at random moments: each DP task charged once, releases and models identical to an uninterrupted run', { timeout: 900_000 }, async (t) => {
   const root = mkdtempSync(join(tmpdir(), 'setu-crash-dp-'));
   try {
     const port = await freePort();
-    const { studyId, leadKey } = await setUp(join(root, 'a'), port);
+    const { studyId, leadKey } = await setUpFederation(join(root, 'a'), port, [0, 1, 2], SPEC);
     // The same federation twice: the coordinator's store, the sites' keys, credentials and noise secrets.
     cpSync(join(root, 'a'), join(root, 'b'), { recursive: true });
     const clean = await runWorld(join(root, 'a'), port, studyId, leadKey, false);
@@ -217,7 +147,7 @@ test('agents SIGKILLed at random moments: each DP task charged once, releases an
     assert.deepEqual([...crashed.releases.entries()].sort(), [...clean.releases.entries()].sort(), 'every release identical to the uninterrupted run');
     assert.deepEqual([...crashed.models.entries()], [...clean.models.entries()], 'every round\'s model identical to the uninterrupted run');
     assert.deepEqual(stripTimes(crashed.coordinatorLedger), stripTimes(clean.coordinatorLedger), "the coordinator's privacy ledger says the same");
-    process.stderr.write(`crash-privacy: ${crashed.kills} kills, ${crashed.midTraining} mid-training, ${crashed.retrained} tasks retrained\n`);
+    t.diagnostic(`${crashed.kills} kills, ${crashed.midTraining} mid-training, ${crashed.retrained} tasks trained again after a kill`);
   } finally {
     rmSync(root, { recursive: true, force: true });
   }
