@@ -22,8 +22,10 @@ import type { PrivacyBudgetJSON } from '../privacy/budget.js';
 const ROUNDS = 2;
 const SPEC = {
   name: 'secagg resubmit', dataset: 'heart', model: { kind: 'logistic', inputDim: 13 }, strategy: { name: 'FedAvg' }, rounds: ROUNDS,
-  fit: { localSteps: 20, batchSize: 4, optimizer: { kind: 'sgd', lr: 0.01 } }, minSites: 4, roundTimeoutSeconds: 120, seed: 13,
-  privacy: { dp: { level: 'sample', epsilon: 2, delta: 1e-3, clipNorm: 1 }, secagg: { stageTimeoutSeconds: 10 } },
+  fit: { localSteps: 20, batchSize: 4, optimizer: { kind: 'sgd', lr: 0.05 } }, minSites: 4, roundTimeoutSeconds: 120, seed: 13,
+  // Client-level DP-FedAvg with distributed noise: each site trains on its batch stream (which moves on once the
+  // round is answered), then clips and noises its update.
+  privacy: { dp: { level: 'client', epsilon: 8, delta: 1e-3, clipNorm: 0.5, mode: 'distributed' }, secagg: { stageTimeoutSeconds: 10 } },
 };
 
 interface Outcome { models: string[]; releases: Map<string, string>; charges: string[][]; resent: number; detail: StudyDetail }
@@ -72,7 +74,7 @@ async function runWorld(root: string, port: number, f: Federation, crash: boolea
     for (const a of agents) {
       const state = new SiteState(join(a.dir, 'state'));
       for (const r of releaseLog(state, f.studyId)) {
-        assert.ok(!releases.has(r.taskId) || releases.get(r.taskId) === r.digest, `task ${r.taskId} released two different updates`);
+        assert.ok(!releases.has(r.taskId) || releases.get(r.taskId) === r.digest, `task ${r.taskId} released two different updates (${crash ? 'restarted' : 'uninterrupted'} run):\n${a.lines.join('\n')}`);
         releases.set(r.taskId, r.digest);
       }
       charges.push(state.readJson<PrivacyBudgetJSON>(f.studyId, BUDGET_FILE)!.history.map((h) => h.label));
