@@ -10,6 +10,7 @@ import { createLogger, parseLogLevel, type Logger } from '../observability/logge
 import { ConfigError, loadSiteConfig, type SiteConfig } from '../site/config.js';
 import { SiteAgent, caOf, enrol } from '../site/agent.js';
 import { SiteState } from '../site/state.js';
+import { StateLockedError, acquireStateLock, type StateLock } from '../site/lock.js';
 import { ApiError, HttpClient } from '../site/http.js';
 import { importPrivateKey } from '../protocol/signing.js';
 import { DEFAULT_DATA_DIR, UsageError, intFlag, parse, tokenFrom } from './args.js';
@@ -100,6 +101,9 @@ export async function siteProcessCommand(sub: string, argv: string[]): Promise<n
     process.stdout.write(`enrolled as ${c.siteName} (${c.siteId}); its private signing key is ${cfg.stateDirAbs}/site.key (mode 600, never sent)\n`);
     return 0;
   }
+  // One agent per state directory (site/lock.ts): a second one is refused at once, naming the PID that holds it.
+  const lock = lockStateDir(cfg.stateDirAbs);
+  process.once('exit', () => lock.release());
   if (token) await enrol(cfg, token, log);
   const ac = new AbortController();
   process.once('SIGINT', () => ac.abort());
@@ -116,8 +120,19 @@ export async function siteProcessCommand(sub: string, argv: string[]): Promise<n
   } catch (e) {
     // run() returns on a signal and throws only when the agent must stop (its key refused): one line, not a trace.
     throw new OperatorError((e as Error).message, { cause: e });
+  } finally {
+    lock.release();
   }
   return 0;
+}
+
+function lockStateDir(dir: string): StateLock {
+  try {
+    return acquireStateLock(dir);
+  } catch (e) {
+    if (e instanceof StateLockedError) throw new OperatorError(e.message, { cause: e });
+    throw e;
+  }
 }
 
 /**
