@@ -63,6 +63,8 @@ export function agentRoutes(app: FastifyInstance, ctx: RouteContext): void {
       seed: studySeed(spec),
       deadlineAt: task.deadline_at,
       ...(privacy ? { privacy } : {}),
+      // Every site becomes a witness of the audit head: a later rollback of the log contradicts what it holds.
+      auditCheckpoint: await audit.checkpoint(now()),
     };
   }
 
