@@ -20,6 +20,7 @@ import { checkpointProblem, signCheckpoint, type AuditCheckpoint } from '../prot
 export const AUDIT_KINDS = [
   'invite.issued',
   'site.enrolled',
+  'site.cohorts_declared', // a site changed the cohort sizes it declares (data: before and after)
   'user.enrolled',
   'key.changed',
   'site.revoked',
@@ -36,6 +37,7 @@ export const AUDIT_KINDS = [
   'task.issued',
   'update.accepted',
   'update.refused',
+  'placement.refused', // no compute in the data's jurisdiction could take a placed task (data: reason, count)
   'aggregate.committed',
   'privacy.spent',
   'compute.registered',
