@@ -62,13 +62,13 @@ export async function studyCohortSize(db: unknown, studyId: string, siteId: stri
 export interface CountedRefusal { study_id: string; round: number; site_id: string; task_id: string; code: string; reason: string; at: number }
 
 /**
- * Records a refusal of a task for `code`: the first makes the row (count 1), each later one increments it and keeps
- * the latest reason and time. One statement, so concurrent refusals of one task count exactly. Returns the count.
+ * Records a refusal of a task for `code`: the first makes the row (count 1, its reason and time), each later one
+ * increments it and sets last_at (the audit entries at 1, 2, 4… keep the later reasons). One statement, so concurrent refusals of one task count exactly. Returns the count.
  */
 export async function countRefusal(tx: unknown, r: CountedRefusal): Promise<number> {
   const row = await bounds(tx).insertInto('refusals')
     .values({ study_id: r.study_id, round: r.round, site_id: r.site_id, task_id: r.task_id, code: r.code, reason: r.reason, at: r.at, count: 1, last_at: r.at })
-    .onConflict((oc) => oc.columns(['task_id', 'code']).doUpdateSet((eb) => ({ count: eb('refusals.count', '+', 1), reason: r.reason, last_at: r.at })))
+    .onConflict((oc) => oc.columns(['task_id', 'code']).doUpdateSet((eb) => ({ count: eb('refusals.count', '+', 1), last_at: r.at })))
     .returning('count')
     .executeTakeFirstOrThrow();
   return num(row.count);
