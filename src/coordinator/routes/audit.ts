@@ -10,17 +10,31 @@
  */
 import type { FastifyInstance } from 'fastify';
 import type { RouteContext } from './context.js';
+import { Type } from '@sinclair/typebox';
 import { HttpError, requireUser } from '../auth.js';
+import { AuditCheckpointSchema } from '../../protocol/audit-checkpoint.js';
 
 /** Pages of the log: an unasked-for request never returns the whole of a long chain. */
 export const AUDIT_PAGE_DEFAULT = 1000;
 export const AUDIT_PAGE_MAX = 10_000;
 
+const Hex64 = Type.String({ pattern: '^[0-9a-f]{64}$' });
+const AuditEntrySchema = Type.Object({
+  seq: Type.Integer(), ts: Type.Integer(), actor: Type.String(), kind: Type.String(), subject: Type.String(),
+  data: Type.Unknown(), prevHash: Type.String(), hash: Type.String(), sig: Type.String(),
+});
+const AuditPageSchema = Type.Object({
+  publicKey: Type.String(), count: Type.Integer(), head: Hex64, checkpoint: AuditCheckpointSchema,
+  entries: Type.Array(AuditEntrySchema),
+  /** The `after` of the next page; null when this page ends the log. */
+  next: Type.Union([Type.Integer(), Type.Null()]),
+});
+
 export function auditRoutes(app: FastifyInstance, ctx: RouteContext): void {
   const { audit, auth } = ctx;
   const q = { type: 'object', properties: { after: { type: 'string', pattern: '^[0-9]{1,15}$' }, limit: { type: 'string', pattern: '^[0-9]{1,7}$' } }, additionalProperties: false } as const;
 
-  app.get<{ Querystring: { after?: string; limit?: string } }>('/v1/audit', { schema: { querystring: q }, preValidation: auth }, async (req) => {
+  app.get<{ Querystring: { after?: string; limit?: string } }>('/v1/audit', { schema: { querystring: q, response: { 200: AuditPageSchema } }, preValidation: auth }, async (req) => {
     requireUser(req.principal!, 'audit.view');
     const limit = req.query.limit === undefined ? AUDIT_PAGE_DEFAULT : Number(req.query.limit);
     if (limit < 1 || limit > AUDIT_PAGE_MAX) throw new HttpError(400, 'invalid_query', `limit must be between 1 and ${AUDIT_PAGE_MAX}, not ${req.query.limit}`);
@@ -33,7 +47,7 @@ export function auditRoutes(app: FastifyInstance, ctx: RouteContext): void {
     return { publicKey: audit.key.publicKeyRaw, count: checkpoint.count, head: checkpoint.head, checkpoint, entries, next };
   });
 
-  app.get('/v1/audit/checkpoint', { preValidation: auth }, async (req) => {
+  app.get('/v1/audit/checkpoint', { schema: { response: { 200: AuditCheckpointSchema } }, preValidation: auth }, async (req) => {
     requireUser(req.principal!, 'audit.view');
     return audit.checkpoint(ctx.now());
   });
