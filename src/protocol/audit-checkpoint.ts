@@ -134,7 +134,9 @@ export function parseWitness(text: string, fallbackHolder: string): WitnessFile 
   if (v === null || typeof v !== 'object' || Array.isArray(v)) throw new Error('not a JSON object');
   const o = v as Record<string, unknown>;
   if (o.format === WITNESS_FORMAT) {
-    const conflicts = Array.isArray(o.conflicts) ? (o.conflicts as WitnessFile['conflicts']) : [];
+    const p = checkpointProblem(o.checkpoint);
+    if (p) throw new Error(`the witness holds no valid checkpoint: ${p}`);
+    const conflicts = Array.isArray(o.conflicts) ? (o.conflicts as unknown[]).filter((c): c is WitnessFile['conflicts'][number] => !!c && typeof c === 'object' && 'checkpoint' in c && typeof (c as { reason?: unknown }).reason === 'string') : [];
     return { format: WITNESS_FORMAT, holder: typeof o.holder === 'string' && o.holder ? o.holder : fallbackHolder, checkpoint: o.checkpoint as AuditCheckpoint, updatedAt: Number(o.updatedAt) || 0, conflicts };
   }
   if (typeof o.format === 'string' && o.format.startsWith('setu-audit-v')) {

@@ -33,6 +33,15 @@ export class AuditWitness {
   /** The checkpoint handed with a task (absent from an older coordinator: nothing to witness). */
   see(checkpoint: unknown, now = Date.now()): void {
     if (checkpoint === undefined) return;
+    // Witnessing must never stop the site from working: a failure here (a full disk) is logged, not thrown.
+    try {
+      this.keep(checkpoint, now);
+    } catch (e) {
+      this.log(`error: could not keep the coordinator's audit checkpoint in ${this.file}: ${(e as Error).message}`);
+    }
+  }
+
+  private keep(checkpoint: unknown, now: number): void {
     const r = witnessSee(this.kept, checkpoint, this.holder, now);
     if (r.outcome === 'invalid') return this.log(`error: the coordinator's audit checkpoint is not valid (${r.reason}); not kept`);
     if (r.outcome === 'conflict') this.log(`error: the coordinator's audit log contradicts what this site witnessed: ${r.reason}; both signed checkpoints are kept in ${this.file}`);
