@@ -6,6 +6,8 @@
  *    witness that saw the deleted entries disagrees, and is named;
  *  - the whole log is deleted and the head row reset: likewise;
  *  - an export is cut and its header rewritten to the new count and head: verify --file fails on the signature.
+ * The auditor's machine keeps a witness of each verify on its own (SETU_HOME/audit-witnesses), so a plain verify
+ * after the rollback fails as well.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -45,7 +47,7 @@ test('audit witnesses catch a deleted tail, a deleted log and a rewritten export
     await stopAll(children);
 
     const setu = (...args: string[]) => {
-      const r = spawnSync(process.execPath, [SETU_MAIN, 'audit', ...args, '--coordinator', url, '--data-dir', dataDir], { encoding: 'utf8', timeout: 60_000 });
+      const r = spawnSync(process.execPath, [SETU_MAIN, 'audit', ...args, '--coordinator', url, '--data-dir', dataDir], { encoding: 'utf8', timeout: 60_000, env: { ...process.env, SETU_HOME: join(dir, 'home') } });
       return { code: r.status, out: r.stdout + r.stderr };
     };
     const witnesses = [0, 1, 2].map((c) => join(dir, `site-${c}`, 'state', 'audit-witness.json'));
@@ -77,8 +79,12 @@ test('audit witnesses catch a deleted tail, a deleted log and a rewritten export
       assert.ok(keep > 0);
       db.prepare('delete from audit_log where seq > ?').run(keep);
       db.prepare('update audit_head set seq = ?, hash = ? where id = 1').run(keep, rows[keep - 1]!.hash);
-      const chainOnly = setu('verify');
+      const chainOnly = setu('verify', '--ephemeral');
       assert.equal(chainOnly.code, 0, `without witnesses a rewound log still looks intact: ${chainOnly.out}`);
+      // The auditor's machine kept a witness of its own earlier verify, so a plain verify catches it too.
+      const plain = setu('verify');
+      assert.equal(plain.code, 1, plain.out);
+      assert.match(plain.out, /\(this machine's earlier verify\): DISAGREES: .*tail was deleted/);
       const cut = setu('verify', ...withAll);
       assert.equal(cut.code, 1, cut.out);
       for (const w of all) assert.match(cut.out, new RegExp(`witness ${w.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} \\(.*\\): DISAGREES: .*tail was deleted`));
@@ -88,7 +94,7 @@ test('audit witnesses catch a deleted tail, a deleted log and a rewritten export
       // 2. The whole log is deleted and the head row reset to the genesis.
       db.exec('delete from audit_log');
       db.prepare("update audit_head set seq = 0, hash = ? where id = 1").run('0'.repeat(64));
-      assert.equal(setu('verify').code, 0, 'an empty log verifies on its own');
+      assert.equal(setu('verify', '--ephemeral').code, 0, 'an empty log verifies on its own');
       const gone = setu('verify', '--witness', witnesses[1]!);
       assert.equal(gone.code, 1, gone.out);
       assert.match(gone.out, /\(hospital-1\): DISAGREES: the log is empty, but the coordinator signed \d+ entries .*whole log was deleted/);

@@ -8,12 +8,17 @@
  *                                        rewound head disagrees with a witness, which is named
  *   … --save-witness FILE                after an intact verify, keep the verified checkpoint in FILE (a witness of
  *                                        your own for the next verify; it never goes back)
+ *   An online verify also keeps a witness of its own in $SETU_HOME/audit-witnesses/<key>.json (default ~/.setu), and
+ *   checks the log against it the next time: the auditor's machine witnesses every verify (--ephemeral: not this one).
  *   setu audit export --out log.jsonl    write the log (JSON Lines, signed header) for an external auditor
  *   setu audit list [--json]             the entries as a table (every page)
  * --public-key RAW pins the coordinator's key (else the key the coordinator or the export names is used).
  * Exit status: 0 intact, 1 tampered (or refused), 2 usage.
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { homedir } from 'node:os';
+import { dirname, join } from 'node:path';
 import { AuditError, parseExport, verifyChain, verifyExport, type AuditEntry, type ChainVerdict } from '../governance/audit-chain.js';
 import { checkpointAgainstLog, checkpointProblem, parseWitness, witnessSee, type AuditCheckpoint, type WitnessFile } from '../protocol/audit-checkpoint.js';
 import { writeAtomic } from '../site/state.js';
@@ -76,8 +81,15 @@ function reportWitnesses(vs: WitnessVerdict[], json: boolean | undefined): numbe
   return vs.every((v) => v.ok) ? 0 : 1;
 }
 
+/** Where this machine keeps its own witness of the coordinator signing with `publicKey`. */
+export function ownWitnessFile(publicKey: string): string {
+  const home = process.env.SETU_HOME ?? join(homedir(), '.setu');
+  return join(home, 'audit-witnesses', `${createHash('sha256').update(publicKey).digest('hex').slice(0, 16)}.json`);
+}
+
 /** Keeps the verified checkpoint in `file` by the witness's own rule (never back; a contradiction is refused). */
-function saveWitness(file: string, cp: AuditCheckpoint): number {
+function saveWitness(file: string, cp: AuditCheckpoint, holder = 'auditor'): number {
+  mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
   let kept: WitnessFile | undefined;
   if (existsSync(file)) {
     try {
@@ -86,7 +98,7 @@ function saveWitness(file: string, cp: AuditCheckpoint): number {
       throw new UsageError(`--save-witness ${file}: not a witness file (${(e as Error).message}); choose another file`);
     }
   }
-  const r = witnessSee(kept, cp, kept?.holder ?? 'auditor', Date.now());
+  const r = witnessSee(kept, cp, kept?.holder ?? holder, Date.now());
   if (r.outcome === 'conflict' || r.outcome === 'invalid') {
     if (r.file && r.file !== kept) writeAtomic(file, JSON.stringify(r.file, null, 2) + '\n');
     out(`witness ${file}: DISAGREES: ${r.reason}`);
@@ -99,9 +111,10 @@ function saveWitness(file: string, cp: AuditCheckpoint): number {
 export async function auditCommand(sub: string | undefined, argv: string[]): Promise<number> {
   const { values } = parse(argv, {
     ...operatorFlags, file: { type: 'string' }, out: { type: 'string' }, 'public-key': { type: 'string' },
-    witness: { type: 'string', multiple: true }, 'save-witness': { type: 'string' },
+    witness: { type: 'string', multiple: true }, 'save-witness': { type: 'string' }, ephemeral: { type: 'boolean' },
   });
-  const witnesses = values.witness ?? [];
+  const witnesses = [...(values.witness ?? [])];
+  let own: string | undefined;
   if (sub === 'verify') {
     let verdict: ChainVerdict;
     let entries: AuditEntry[];
@@ -135,6 +148,8 @@ export async function auditCommand(sub: string | undefined, argv: string[]): Pro
         return 1;
       }
       key = values['public-key'] ?? first.publicKey;
+      own = values.ephemeral ? undefined : ownWitnessFile(key);
+      if (own && existsSync(own) && !witnesses.includes(own)) witnesses.push(own);
       entries = all;
       checkpoint = first.checkpoint;
       what = 'audit log';
@@ -146,6 +161,7 @@ export async function auditCommand(sub: string | undefined, argv: string[]): Pro
     let code = report(verdict, what, values.json);
     if (witnesses.length) code = Math.max(code, reportWitnesses(checkWitnesses(witnesses, entries, key), values.json));
     if (code === 0 && values['save-witness']) code = saveWitness(values['save-witness'], checkpoint);
+    if (code === 0 && own && own !== values['save-witness']) code = saveWitness(own, checkpoint, "this machine's earlier verify");
     return code;
   }
   if (sub === 'export') {
