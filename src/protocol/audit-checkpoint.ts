@@ -67,6 +67,9 @@ export function checkpointProblem(cp: unknown, pinnedKey?: string): string | nul
  * one (signed no later than the kept one, delivered late) and ignored; `conflict` means both cannot be true:
  * the log was rolled back or forked, or someone else signed. Without the entries between them a witness
  * cannot check that the newer one extends the older (the auditor's verify does that against the log).
+ * "Signed later" compares the coordinators' clocks: coordinators sharing one store should keep them in step (NTP), or
+ * a stale checkpoint from one whose clock runs ahead, delivered after a newer one, reads as a rollback. An agent
+ * polls one task at a time, so it sees checkpoints in the order they were signed.
  */
 export type CheckpointOrder = { order: 'newer' | 'same' | 'older' } | { order: 'conflict'; reason: string };
 
