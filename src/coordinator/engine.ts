@@ -32,13 +32,31 @@ import { aggregateClientLevel, aggregateClientLevelSum } from './privacy.js';
 import { updateDelta } from '../privacy/dpfedavg.js';
 import type { RoundRow } from '../store/store.js';
 import { aggregatePart, mergeAggregate, rulesOf } from './study-model.js';
+import { backoffMs, classifyFault, type BackoffOptions } from './faults.js';
+import { createLogger, type Logger } from '../observability/logger.js';
+import { engineRetries } from '../observability/metrics.js';
 
 export interface EngineOptions {
+  /**
+   * This coordinator's stable identity (start.ts keeps it in the data directory): a coordinator restarted on
+   * the same data directory holds its predecessor's leases at once instead of waiting them out.
+   */
   instanceId?: string;
   tickMs?: number;
   leaseMs?: number;
+  /**
+   * A study nobody drove for longer than this (the coordinator was down, the store was unreachable, the
+   * process was stopped) has its open round's deadline moved out by the time it lost (default: 4 ticks, at
+   * least 3 s): the sites are not blamed for the coordinator's downtime.
+   */
+  gapMs?: number;
+  /** Backoff of retries after transient faults (faults.ts). */
+  retry?: BackoffOptions;
   now?: () => number;
+  /** The engine's progress lines (round opened, committed, …). */
   log?: (msg: string) => void;
+  /** Structured log of faults and retries (default: silent). Lines carry `study` and `attempt`. */
+  logger?: Logger;
   /** Signs the audit entries of issued tasks and committed aggregates (written in the same transaction). */
   audit?: AuditKey;
 }
@@ -47,6 +65,8 @@ export const DEFAULT_ROUND_TIMEOUT_S = 600;
 
 /** Where a study's federated normalisation statistics are kept. */
 export const normStatsKey = (studyId: string) => `study:${studyId}:normstats`;
+/** When a study was last driven by any coordinator (ms): what downtime is measured from. */
+export const drivenAtKey = (studyId: string) => `study:${studyId}:driven_at`;
 
 export function studySeed(spec: StudySpec): number {
   return spec.seed ?? 42;
@@ -75,6 +95,16 @@ function aggregatedTensors(spec: StudySpec, bytes: Uint8Array): Weights {
   return aggregatePart(model, rulesOf(spec, Object.keys(model)));
 }
 
+/** What this process knows about driving one study: when it last did, and its retries after transient faults. */
+interface Driving {
+  /** When this process last drove the study (absent: not since it claimed it; read the store's record). */
+  lastDrivenAt?: number;
+  /** When the store's record of the last drive was written by this process. */
+  persistedAt?: number;
+  attempts: number;
+  notBefore: number;
+}
+
 export class RoundEngine {
   readonly instanceId: string;
   /** SecAgg+ sessions of the open rounds of studies with privacy.secagg (in memory: see secagg.ts). */
@@ -85,6 +115,9 @@ export class RoundEngine {
   private stopped = false;
   private readonly now: () => number;
   private readonly log: (msg: string) => void;
+  private readonly logger: Logger;
+  private readonly driving = new Map<string, Driving>();
+  private tickFaults = 0;
 
   constructor(
     private readonly store: Store,
@@ -94,11 +127,20 @@ export class RoundEngine {
     this.instanceId = opts.instanceId ?? `coord-${randomBytes(4).toString('hex')}`;
     this.now = opts.now ?? Date.now;
     this.log = opts.log ?? (() => {});
+    this.logger = (opts.logger ?? createLogger({ level: 'silent' })).child({ instance: this.instanceId });
+  }
+
+  private get tickMs(): number {
+    return this.opts.tickMs ?? 500;
+  }
+
+  private get gapMs(): number {
+    return this.opts.gapMs ?? Math.max(4 * this.tickMs, 3000);
   }
 
   start(): void {
     this.stopped = false;
-    this.timer = setInterval(() => this.kick(), this.opts.tickMs ?? 500);
+    this.timer = setInterval(() => this.kick(), this.tickMs);
     this.kick();
   }
 
@@ -117,7 +159,7 @@ export class RoundEngine {
     }
     this.running = true;
     void this.tick()
-      .catch((e) => this.log(`engine tick failed: ${(e as Error).stack ?? e}`))
+      .catch((e) => this.tickFailed(e))
       .finally(() => {
         this.running = false;
         if (this.again && !this.stopped) {
@@ -127,33 +169,124 @@ export class RoundEngine {
       });
   }
 
-  async tick(): Promise<void> {
-    for (const study of await this.store.listStudiesByStatus('running')) {
-      if (this.stopped) return;
-      if (!(await this.store.claimStudy(study.id, this.instanceId, this.now(), this.opts.leaseMs ?? 10_000))) continue;
-      try {
-        await this.drive(study);
-      } catch (e) {
-        if (e instanceof StoreConflict) continue; // another instance moved first; re-read next tick
-        this.log(`study ${study.id}: ${(e as Error).stack ?? e}`);
-        await this.fail(study, (e as Error).message);
-      }
+  /** A tick that could not even list the running studies: the next tick tries again (the interval is the backoff). */
+  private tickFailed(e: unknown): void {
+    const f = classifyFault(e);
+    if (f.transient) {
+      this.tickFaults++;
+      engineRetries.inc({ reason: f.reason });
+      this.logger.warn({ err: e, reason: f.reason, attempt: this.tickFaults }, 'engine tick: the store is unavailable; retrying on the next tick');
+    } else {
+      this.logger.error({ err: e }, 'engine tick failed');
+      this.log(`engine tick failed: ${(e as Error).stack ?? e}`);
     }
   }
 
+  async tick(): Promise<void> {
+    const studies = await this.store.listStudiesByStatus('running');
+    this.tickFaults = 0;
+    for (const study of studies) {
+      if (this.stopped) return;
+      const d = this.driving.get(study.id) ?? { attempts: 0, notBefore: 0 };
+      this.driving.set(study.id, d);
+      if (this.now() < d.notBefore) continue;
+      try {
+        if (!(await this.store.claimStudy(study.id, this.instanceId, this.now(), this.opts.leaseMs ?? 10_000))) {
+          // Another coordinator drives it; if this one claims it later, it measures downtime from the store's record.
+          this.driving.delete(study.id);
+          continue;
+        }
+        await this.catchUp(study, d);
+        await this.drive(study);
+        if (d.attempts > 0) this.logger.info({ study: study.id, attempts: d.attempts }, 'study driven again after transient faults');
+        d.attempts = 0;
+      } catch (e) {
+        if (e instanceof StoreConflict) continue; // another instance moved first; re-read next tick
+        const f = classifyFault(e);
+        if (f.transient) {
+          this.retryLater(study.id, d, f.reason, e);
+          continue;
+        }
+        this.logger.error({ study: study.id, err: e }, 'study failed');
+        this.log(`study ${study.id}: ${(e as Error).stack ?? e}`);
+        try {
+          await this.fail(study, f.reason);
+        } catch (e2) {
+          // The failure itself could not be written: the next tick meets the same fault and tries again.
+          const f2 = classifyFault(e2);
+          if (f2.transient) this.retryLater(study.id, d, f2.reason, e2);
+          else this.logger.error({ study: study.id, err: e2 }, 'could not record the study\'s failure');
+        }
+      }
+    }
+    // Studies that stopped running need no retry state.
+    const running = new Set(studies.map((s) => s.id));
+    for (const id of this.driving.keys()) if (!running.has(id)) this.driving.delete(id);
+  }
+
+  /** A transient fault: wait (capped exponential backoff with jitter), count it, say so; the study stays running. */
+  private retryLater(studyId: string, d: Driving, reason: string, e: unknown): void {
+    d.attempts++;
+    const wait = backoffMs(d.attempts, this.opts.retry);
+    d.notBefore = this.now() + wait;
+    engineRetries.inc({ reason });
+    this.logger.warn({ study: studyId, attempt: d.attempts, reason, retryInMs: wait, err: e }, 'transient fault while driving a study; retrying');
+  }
+
+  /**
+   * Downtime is not the sites' fault. When nobody drove the study for longer than gapMs (this coordinator was
+   * down, the store was unreachable, the lease passed from a dead coordinator to this one), the open round's
+   * deadline moves out by the time lost; the record of the last drive is written with it, in one transaction.
+   */
+  private async catchUp(study: StudyRow, d: Driving): Promise<void> {
+    const now = this.now();
+    let last = d.lastDrivenAt;
+    if (last === undefined) {
+      const saved = Number(await this.store.getKv(drivenAtKey(study.id)));
+      if (Number.isFinite(saved) && saved > 0) last = saved;
+    }
+    d.lastDrivenAt = now;
+    const gap = last === undefined ? 0 : now - last;
+    let extended = false;
+    if (gap > this.gapMs) {
+      const open = await this.store.openRoundOf(study.id);
+      // Only the part of the gap after the round opened was lost to it.
+      const lost = open ? now - Math.max(last!, open.opened_at) : 0;
+      if (open && lost > 0) {
+        await this.store.transaction(async (tx) => {
+          await this.store.extendOpenRound(study.id, open.round, lost, tx);
+          await this.store.setKv(drivenAtKey(study.id), String(now), tx);
+        });
+        this.secagg.get(study.id, open.round)?.extend(lost);
+        extended = true;
+        this.logger.warn({ study: study.id, round: open.round, lostMs: lost }, 'nobody drove this study for a while; its round deadline moves out by the time lost');
+        this.log(`study ${study.id}: not driven for ${Math.round(lost / 1000)} s; round ${open.round}'s deadline moves out by that much`);
+      }
+    }
+    // The record of the last drive is refreshed about once a second (not every tick): a later gap is then
+    // measured at most that much long, in the sites' favour.
+    if (!extended && (d.persistedAt === undefined || now - d.persistedAt >= Math.min(1000, this.gapMs / 2))) {
+      await this.store.setKv(drivenAtKey(study.id), String(now));
+      d.persistedAt = now;
+    } else if (extended) d.persistedAt = now;
+  }
+
   private async fail(study: StudyRow, message: string): Promise<void> {
+    const now = this.now();
     try {
-      const now = this.now();
       await this.store.transaction(async (tx) => {
         await this.store.transitionStudy(study.id, ['running'], 'failed', now, { error: message }, tx);
         // The lifecycle ends too (stopped, with the failure as its reason), audited like any other transition.
         const cur = await loadLifecycle(gov(tx), study.id);
         if (cur?.state === 'running') await commitTransitions(tx, { store: this.store, audit: this.opts.audit }, cur, [lifecycleStop(cur, `failed: ${message}`, { by: 'coordinator', at: now })]);
+        else if (this.opts.audit) await appendAudit(tx, this.opts.audit, { ts: now, actor: 'coordinator', kind: 'study.stopped', subject: study.id, data: { reason: `failed: ${message}`, from: 'running' } });
       });
-      this.bus.emit({ type: 'study.status', studyId: study.id, status: 'failed', error: message });
-    } catch {
-      /* already moved */
+    } catch (e) {
+      if (e instanceof StoreConflict) return; // already moved (stopped, completed, or failed by another coordinator)
+      throw e;
     }
+    this.logger.warn({ study: study.id, reason: message }, 'study failed');
+    this.bus.emit({ type: 'study.status', studyId: study.id, status: 'failed', error: message });
   }
 
   private async drive(study: StudyRow): Promise<void> {
@@ -257,7 +390,9 @@ export class RoundEngine {
       this.bus.emit({ type: 'tasks', siteIds: tasks.map((t) => t.site_id) });
       return;
     }
+    // Sites out of the round: those that refused, and those whose task closed without a result (expired, refused).
     const refused = (await this.store.listRefusals(study.id)).filter((r) => r.round === open.round && r.site_id).map((r) => r.site_id!);
+    for (const t of tasks) if (t.status === 'expired' || t.status === 'refused') refused.push(t.site_id);
     session.noteRefused(refused, this.now());
     if (session.stage === 'aborted') {
       this.secagg.drop(study.id, open.round);

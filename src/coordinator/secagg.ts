@@ -73,7 +73,7 @@ export class SecAggSession {
     readonly spec: StudySpec,
     readonly vectorLength: number,
     readonly weightScale: number,
-    private readonly roundDeadline: number,
+    private roundDeadline: number,
     now: number,
   ) {
     const sorted = [...tasks].sort((a, b) => (a.site_id < b.site_id ? -1 : 1));
@@ -104,6 +104,12 @@ export class SecAggSession {
 
   get stageTimeoutMs(): number {
     return (this.spec.privacy?.secagg?.stageTimeoutSeconds ?? DEFAULT_STAGE_TIMEOUT_S) * 1000;
+  }
+
+  /** Gives back `ms` the coordinator lost (engine.ts catchUp): the round's deadline and the open stage's clock move out. */
+  extend(ms: number): void {
+    this.roundDeadline += ms;
+    this.stageOpenedAt += ms;
   }
 
   setup(clientId: number): SetupMsg {
@@ -252,7 +258,8 @@ export async function newSession(store: Store, spec: StudySpec, round: RoundRow,
 export async function restartRound(store: Store, spec: StudySpec, round: RoundRow, global: Weights, now: number): Promise<SecAggSession> {
   await store.transaction(async (tx: Transaction<any>) => {
     await tx.deleteFrom('updates').where('study_id', '=', round.study_id).where('round', '=', round.round).execute();
-    await tx.updateTable('tasks').set({ status: 'issued', delivered_at: null, done_at: null }).where('study_id', '=', round.study_id).where('round', '=', round.round).execute();
+    // Only tasks that were live go out again: a site that refused its task, or whose task expired, stays out.
+    await tx.updateTable('tasks').set({ status: 'issued', delivered_at: null, done_at: null }).where('study_id', '=', round.study_id).where('round', '=', round.round).where('status', 'in', ['issued', 'delivered', 'done']).execute();
   });
   const tasks = await store.listTasks(round.study_id, round.round);
   return newSession(store, spec, round, tasks, global, now);
