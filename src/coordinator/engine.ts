@@ -21,15 +21,14 @@ import { createRng } from '../learning/rng.js';
 import { torchLinearInit } from '../learning/torch-init.js';
 import { linearCoxTorchInit } from '../learning/models/cox.js';
 import { combineSums, statsFromSums } from '../learning/federated-stats.js';
-import { hostStrategy, type FitResultIn } from './strategy-host.js';
+import { hostStrategy, type FitResultIn, type HostedStrategy } from './strategy-host.js';
 import { gov } from '../store/governance.js';
 import { commitTransitions, eligibleParticipants, loadLifecycle } from '../governance/study-governance.js';
 import { complete as lifecycleComplete, stop as lifecycleStop } from '../governance/lifecycle.js';
 import { ensureModelCard } from '../governance/model-card.js';
 import { appendAudit, type AuditKey } from '../governance/audit-store.js';
-import { SecAggSessions, aggregateOf, newSession, restartRound, type SecAggSession } from './secagg.js';
-import { aggregateClientLevel, aggregateClientLevelSum } from './privacy.js';
-import { updateDelta } from '../privacy/dpfedavg.js';
+import { SecAggSessions, newSession, restartRound, secAggPlus } from './secagg.js';
+import { clientLevelDp } from './privacy.js';
 import type { RoundRow } from '../store/store.js';
 import { aggregatePart, mergeAggregate, rulesOf } from './study-model.js';
 import { backoffMs, classifyFault, type BackoffOptions } from './faults.js';
@@ -370,14 +369,24 @@ export class RoundEngine {
     this.bus.emit({ type: 'tasks', siteIds: tasks.map((t) => t.site_id) });
   }
 
-  private async strategyFor(study: StudyRow, spec: StudySpec) {
+  /**
+   * The study's strategy as the round engine runs it: the hosted strategy with its saved state, wrapped in
+   * client-level DP-FedAvg and SecAgg+ when the study asks for them (privacy.ts, secagg.ts), so that opening
+   * and committing a round are the same code for every study.
+   */
+  private async strategyFor(study: StudyRow, spec: StudySpec): Promise<HostedStrategy> {
     const state = await this.store.latestStrategyState(study.id);
-    return hostStrategy(spec, state ? { json: JSON.parse(state.json), tensors: state.tensors ? decodeSafetensors(state.tensors).weights : {} } : undefined);
+    let host = hostStrategy(spec, state ? { json: JSON.parse(state.json), tensors: state.tensors ? decodeSafetensors(state.tensors).weights : {} } : undefined);
+    if (spec.privacy?.dp?.level === 'client') host = clientLevelDp(host, spec);
+    if (spec.privacy?.secagg) host = secAggPlus(host, (round) => this.secagg.get(study.id, round));
+    return host;
   }
 
   /**
    * A fit round under SecAgg+: the session (secagg.ts) moves through its stages on the agents' requests; this
    * feeds it the refusals, restarts a round this process has no session for, and commits the unmasked sum.
+   * The session is dropped only once its outcome is written, so a transient fault while committing is retried
+   * from the same finished session instead of restarting the round.
    */
   private async driveSecAgg(study: StudyRow, spec: StudySpec, open: RoundRow, tasks: TaskRow[], updates: UpdateRow[]): Promise<void> {
     const globalRow = await this.store.latestModelVersion(study.id);
@@ -395,26 +404,28 @@ export class RoundEngine {
     for (const t of tasks) if (t.status === 'expired' || t.status === 'refused') refused.push(t.site_id);
     session.noteRefused(refused, this.now());
     if (session.stage === 'aborted') {
+      await this.fail(study, `round ${open.round}: ${session.error}`);
       this.secagg.drop(study.id, open.round);
-      return this.fail(study, `round ${open.round}: ${session.error}`);
+      return;
     }
     if (session.stage === 'done') {
       const minResults = Math.min(spec.minSites ?? tasks.length, tasks.length);
       const survivors = new Set(session.result!.survivors.map((i) => session!.siteOf[i]!));
       // Only sites whose masked input is in the sum count (an accepted row whose input missed the stage does not).
       const used = updates.filter((u) => survivors.has(u.site_id));
-      this.secagg.drop(study.id, open.round);
       this.log(`study ${study.id}: round ${open.round}: SecAgg+ summed ${survivors.size} sites (dropped after sharing: ${session.result!.dropped.length}; recovered after masking: ${session.recoveredAfterMasking.length})`);
-      if (used.length < minResults) return this.fail(study, `round ${open.round}: SecAgg+ summed ${used.length} of ${tasks.length} sites; at least ${minResults} needed`);
-      return this.commitFit(study, spec, open.round, used, session);
+      if (used.length < minResults) await this.fail(study, `round ${open.round}: SecAgg+ summed ${used.length} of ${tasks.length} sites; at least ${minResults} needed`);
+      else await this.commitFit(study, spec, open.round, used);
+      this.secagg.drop(study.id, open.round);
+      return;
     }
     if (this.now() > open.deadline_at) {
-      this.secagg.drop(study.id, open.round);
       await this.fail(study, `round ${open.round}: the SecAgg+ ${session.stage} stage had not completed by the deadline`);
+      this.secagg.drop(study.id, open.round);
     }
   }
 
-  private async commitFit(study: StudyRow, spec: StudySpec, round: number, updates: UpdateRow[], secagg?: SecAggSession): Promise<void> {
+  private async commitFit(study: StudyRow, spec: StudySpec, round: number, updates: UpdateRow[]): Promise<void> {
     const now = this.now();
     const globalRow = await this.store.latestModelVersion(study.id);
     if (!globalRow) throw new Error('no global model');
@@ -423,37 +434,20 @@ export class RoundEngine {
     const rules = rulesOf(spec, Object.keys(model));
     const global = aggregatePart(model, rules);
     const host = await this.strategyFor(study, spec);
-    // Under SecAgg+ no individual update exists here: results carry only the sites' metadata (for metrics).
+    // A masked update (SecAgg+) has no weights row: its result carries only the site's metadata (for metrics).
     const results: FitResultIn[] = updates.map((u) => ({
       siteId: u.site_id,
-      weights: secagg ? {} : decodeSafetensors(u.weights!).weights,
+      weights: u.weights ? decodeSafetensors(u.weights).weights : {},
       numExamples: u.num_examples,
       meta: JSON.parse(u.metrics) as ResultMeta,
     }));
-    const clientDp = spec.privacy?.dp?.level === 'client';
-    const asked = clientDp ? (await this.store.listTasks(study.id, round)).length : 0;
-    let aggregated: Weights;
-    if (secagg) {
-      const agg = aggregateOf(secagg, global);
-      aggregated = clientDp
-        ? aggregateClientLevelSum(spec, global, agg.sum, asked)
-        : host.aggregateFit(round, global, [{ siteId: 'secagg+', weights: agg.mean, numExamples: results.reduce((a, r) => a + r.numExamples, 0), meta: { taskId: `${study.id}.r${round}.secagg`, numExamples: 0 } }]);
-    } else if (clientDp) {
-      aggregated = aggregateClientLevel(spec, global, results.map((r) => updateDelta(r.weights, global)), asked);
-    } else {
-      aggregated = host.aggregateFit(round, global, results);
-    }
+    const asked = (await this.store.listTasks(study.id, round)).length;
+    const aggregated = host.aggregateFit(round, global, { results, asked });
     const next = mergeAggregate(model, aggregated, rules);
     const bytes = encodeSafetensors(next, { study: study.id, round: String(round) });
     const state = host.getState();
     const metrics = fitMetrics(study.id, round, results);
-    if (secagg) {
-      // How the SecAgg+ round went: sites in the sum, dropped after sharing, recovered after masking.
-      const r = secagg.result!;
-      for (const [name, value] of [['survivors', r.survivors.length], ['dropped', r.dropped.length], ['recovered', secagg.recoveredAfterMasking.length]] as const) {
-        metrics.push({ study_id: study.id, round, site_id: null, phase: 'secagg', name, value });
-      }
-    }
+    for (const m of host.roundMetrics?.(round) ?? []) metrics.push({ study_id: study.id, round, site_id: null, ...m });
     const isLast = round >= spec.rounds;
     const digest = digestHex(bytes);
     const audit = this.opts.audit;
