@@ -22,6 +22,8 @@ import { heartStudy } from '../testing/inject.js';
 import { engineRetries } from '../observability/metrics.js';
 import { generateSigningKeys, importPrivateKey } from '../protocol/signing.js';
 import { classifyFault, backoffMs } from './faults.js';
+import { servedElsewhere } from './secagg.js';
+import { createLogger } from '../observability/logger.js';
 
 const T0 = 1_700_000_000_000;
 
@@ -213,10 +215,13 @@ test('transient faults are retried with backoff, counted and never fail the stud
     f.inject('commitRound', pgDeadlock, 1);
     f.inject('latestStrategyState', dropped, 1);
     f.inject('claimStudy', busy, 1);
+    const lines: Record<string, unknown>[] = [];
+    const logger = createLogger({ level: 'info', destination: { write: (l: string) => void lines.push(JSON.parse(l)) } });
+    const e2 = f.engine({ logger });
     const waits: number[] = [];
     for (let i = 0; i < 400 && (await status(f)).current_round < 1; i++) {
       const calls = f.calls.get('claimStudy') ?? 0;
-      await e.tick();
+      await e2.tick();
       if ((f.calls.get('claimStudy') ?? 0) === calls) waits.push(i); // backing off: the study was not touched
       f.clock.t += 100;
       assert.equal((await status(f)).status, 'running');
@@ -229,6 +234,16 @@ test('transient faults are retried with backoff, counted and never fail the stud
     assert.equal(count('connection_lost', after) - count('connection_lost'), 1);
     assert.equal(count('sqlite_busy', after) - count('sqlite_busy'), 1);
     assert.equal((await f.store.listModelVersions(f.studyId)).length, 2, 'committed exactly once');
+    // Each retry is a warning naming the study, the attempt and the reason.
+    const retries = lines.filter((l) => l['msg'] === 'transient fault while driving a study; retrying');
+    assert.equal(retries.length, 5);
+    assert.deepEqual(retries.map((l) => [l['study'], l['attempt'], l['reason']]), [
+      [f.studyId, 1, 'sqlite_busy'],
+      [f.studyId, 2, 'store_unavailable'],
+      [f.studyId, 3, 'store_unavailable'],
+      [f.studyId, 4, 'connection_lost'],
+      [f.studyId, 5, 'pg_40p01'],
+    ]);
   } finally {
     await f.cleanup();
   }
@@ -306,6 +321,11 @@ test('a restarted coordinator re-claims its own lease at once; a different coord
     const st = await status(f);
     assert.equal(st.claimed_by, 'coord-b', 'once the lease lapsed, another coordinator takes the study');
     assert.equal((await f.store.openRoundOf(f.studyId))?.round, 2);
+    // SecAgg+ stages: only the lease holder holds the session; another coordinator says who does.
+    const task = (await f.store.listTasks(f.studyId, 2))[0]!;
+    assert.equal(await servedElsewhere(f.store, task, 'coord-b', f.clock.t), undefined);
+    assert.match((await servedElsewhere(f.store, task, 'coord-a', f.clock.t)) ?? '', /served by coordinator coord-b, which drives the study; this coordinator \(coord-a\) holds no session/);
+    assert.equal(await servedElsewhere(f.store, task, 'coord-a', f.clock.t + 10_001), undefined, 'a lapsed lease explains nothing');
   } finally {
     await f.cleanup();
   }
