@@ -62,6 +62,9 @@ export interface EngineOptions {
 
 export const DEFAULT_ROUND_TIMEOUT_S = 600;
 
+/** Task states that may still bring a result (a restarted SecAgg+ round issues these again). */
+const LIVE_TASK = ['issued', 'delivered', 'done'];
+
 /** Where a study's federated normalisation statistics are kept. */
 export const normStatsKey = (studyId: string) => `study:${studyId}:normstats`;
 /** When a study was last driven by any coordinator (ms): what downtime is measured from. */
@@ -399,9 +402,10 @@ export class RoundEngine {
       this.bus.emit({ type: 'tasks', siteIds: tasks.map((t) => t.site_id) });
       return;
     }
-    // Sites out of the round: those that refused, and those whose task closed without a result (expired, refused).
+    // Sites out of the round: those that refused, and those whose task closed without a result (refused,
+    // expired, failed: anything but issued, delivered or done).
     const refused = (await this.store.listRefusals(study.id)).filter((r) => r.round === open.round && r.site_id).map((r) => r.site_id!);
-    for (const t of tasks) if (t.status === 'expired' || t.status === 'refused') refused.push(t.site_id);
+    for (const t of tasks) if (!LIVE_TASK.includes(t.status)) refused.push(t.site_id);
     session.noteRefused(refused, this.now());
     if (session.stage === 'aborted') {
       await this.fail(study, `round ${open.round}: ${session.error}`);
