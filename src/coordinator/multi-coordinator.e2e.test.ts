@@ -3,6 +3,9 @@
  * connections over both (and skips one that refuses them). The study is driven by whichever holds its lease;
  * that one is SIGKILLed mid-study, the other takes the lease over and finishes the study, and the final model
  * is bit-for-bit the one of an uninterrupted run on the same two coordinators.
+ *
+ * SecAgg+ sessions live in the memory of the coordinator driving the study: the other one answers the stages
+ * 503 `secagg_elsewhere`, naming the one that serves them (never a silent 409 or a second session).
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -17,6 +20,10 @@ import { decodeSafetensors } from '../protocol/safetensors.js';
 import { createTempDatabase, pgSkipReason } from '../testing/pg.js';
 import { adminClient, freePort, runSetu, startHeartSite, stopAll, studyLeadClient, waitFor } from '../testing/processes.js';
 import { INSTANCE_ID_FILE } from './instance.js';
+import { startCoordinator, type RunningCoordinator } from './start.js';
+import { HttpClient, type Signer } from '../site/http.js';
+import { generateSigningKeys, signRequest } from '../protocol/signing.js';
+import type { TaskMessage, TrainerDeclaration } from '../protocol/api.js';
 
 const ROUNDS = 8;
 
@@ -182,4 +189,66 @@ test('two coordinators on one PostgreSQL: the one driving a study is SIGKILLed, 
   assert.ok(crashed.finishedBy && crashed.finishedBy !== crashed.killed, `the survivor (${crashed.finishedBy}) took the study over from ${crashed.killed}`);
   const clean = await federation(false);
   assert.deepEqual([...crashed.digests.entries()], [...clean.digests.entries()], 'the interrupted run ends with exactly the model of an uninterrupted one');
+});
+
+test('SecAgg+ with two coordinators: the one driving the study serves the stages, the other answers 503 naming it', { timeout: 120_000 }, async (t) => {
+  const skip = await pgSkipReason();
+  if (skip) return t.skip(skip);
+  const dir = mkdtempSync(join(tmpdir(), 'setu-multi-secagg-'));
+  const pg = await createTempDatabase();
+  const coords: RunningCoordinator[] = [];
+  try {
+    const a = await startCoordinator({ dataDir: join(dir, 'a'), db: pg.url, port: 0, tickMs: 50 });
+    coords.push(a);
+    mkdirSync(join(dir, 'b'), { recursive: true });
+    copyFileSync(join(dir, 'a', 'coordinator.key'), join(dir, 'b', 'coordinator.key'));
+    // B's engine does not run: the study is A's (its lease), whatever the timing.
+    const b = await startCoordinator({ dataDir: join(dir, 'b'), db: pg.url, port: 0, tickMs: 50 });
+    coords.push(b);
+    await b.engine.stop();
+    const call = (url: string, key: Signer | undefined, method: string, path: string, json?: unknown) =>
+      new HttpClient({ baseUrl: url, ...(key ? { signer: key } : {}), giveUpAfterMs: 1 }).json<any>(method, path, json);
+    const admin: Signer = { keyId: a.adminKey!.keyId, privateKey: a.adminKey!.privateKey };
+    const builtin: TrainerDeclaration = { kind: 'builtin', description: 'built-in', models: ['logistic', 'mlp', 'cox'], features: ['evaluate', 'fedprox', 'scaffold', 'dp-sgd', 'dp-client', 'secagg', 'tensor-rules'] };
+    const sites: Signer[] = [];
+    for (const name of ['h0', 'h1', 'h2']) {
+      const inv = await call(a.url, admin, 'POST', '/v1/invites', { siteName: name });
+      const k = generateSigningKeys();
+      const e = await call(a.url, undefined, 'POST', '/v1/enrol', { token: inv.token, publicKey: k.publicKeyRaw, cohorts: { heart: 100 } });
+      const key = { keyId: e.siteId as string, privateKey: k.privateKeyPem };
+      await call(a.url, key, 'PUT', '/v1/agent/trainer', builtin);
+      sites.push(key);
+    }
+    const inv = await call(a.url, admin, 'POST', '/v1/users', { name: 'lead', role: 'study_lead' });
+    const lk = generateSigningKeys();
+    await call(a.url, undefined, 'POST', '/v1/users/enrol', { token: inv.token, publicKey: lk.publicKeyRaw });
+    const lead: Signer = { keyId: inv.userId, privateKey: lk.privateKeyPem };
+    const { id } = await call(a.url, lead, 'POST', '/v1/studies', {
+      name: 'secagg-two', dataset: 'heart', model: { kind: 'logistic', inputDim: 13 }, strategy: { name: 'FedAvg' }, rounds: 1,
+      fit: { localSteps: 5, batchSize: 4, optimizer: { kind: 'sgd', lr: 0.01 } }, privacy: { secagg: {} }, roundTimeoutSeconds: 600,
+    });
+    await call(a.url, lead, 'POST', `/v1/studies/${id}/start`, {});
+    const task = await waitFor('a SecAgg+ task', async () => {
+      try {
+        const m = await call(b.url, sites[0], 'GET', '/v1/agent/task?waitMs=1000');
+        return m && (m as TaskMessage).taskId ? (m as TaskMessage) : undefined;
+      } catch {
+        return undefined;
+      }
+    }, 30_000);
+    // Tasks come from either coordinator (they are rows in the store); the session only from A.
+    const setup = await call(a.url, sites[0], 'GET', `/v1/agent/secagg/${task.taskId}/setup`);
+    assert.ok(setup.session, 'the driving coordinator serves the setup');
+    // Raw, so the 503 is seen as it is (Setu's client would retry it, as an agent does).
+    const path = `/v1/agent/secagg/${task.taskId}/setup`;
+    const r = await fetch(b.url + path, { headers: signRequest({ method: 'GET', path, keyId: sites[0]!.keyId, privateKey: sites[0]!.privateKey }) });
+    const refusal = (await r.json()) as { error: string; message: string };
+    assert.equal(r.status, 503);
+    assert.equal(refusal.error, 'secagg_elsewhere');
+    assert.match(refusal.message, new RegExp(`served by coordinator ${a.engine.instanceId}`));
+  } finally {
+    for (const c of coords.reverse()) await c.close().catch(() => {});
+    await pg.drop().catch(() => {});
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
