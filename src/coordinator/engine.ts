@@ -99,7 +99,7 @@ function aggregatedTensors(spec: StudySpec, bytes: Uint8Array): Weights {
 
 /** What this process knows about driving one study: when it last did, and its retries after transient faults. */
 interface Driving {
-  /** When this process last drove the study (absent: not since it claimed it; read the store's record). */
+  /** When a drive of the study by this process last completed (absent: not since it claimed it; read the store's record). */
   lastDrivenAt?: number;
   /** When the store's record of the last drive was written by this process. */
   persistedAt?: number;
@@ -200,6 +200,7 @@ export class RoundEngine {
         }
         await this.catchUp(study, d);
         await this.drive(study);
+        await this.driven(study, d);
         if (d.attempts > 0) this.logger.info({ study: study.id, attempts: d.attempts }, 'study driven again after transient faults');
         d.attempts = 0;
       } catch (e) {
@@ -236,9 +237,10 @@ export class RoundEngine {
   }
 
   /**
-   * Downtime is not the sites' fault. When nobody drove the study for longer than gapMs (this coordinator was
-   * down, the store was unreachable, the lease passed from a dead coordinator to this one), the open round's
-   * deadline moves out by the time lost; the record of the last drive is written with it, in one transaction.
+   * Downtime is not the sites' fault. When no drive of the study completed for longer than gapMs (this
+   * coordinator was down, the store was unreachable, the lease passed from a dead coordinator to this one), the
+   * open round's deadline moves out by the time lost, and the record of the last drive with it, in one
+   * transaction (so the same time is never given back twice).
    */
   private async catchUp(study: StudyRow, d: Driving): Promise<void> {
     const now = this.now();
@@ -247,30 +249,31 @@ export class RoundEngine {
       const saved = Number(await this.store.getKv(drivenAtKey(study.id)));
       if (Number.isFinite(saved) && saved > 0) last = saved;
     }
+    if (last === undefined || now - last <= this.gapMs) return;
+    const open = await this.store.openRoundOf(study.id);
+    // Only the part of the gap after the round opened was lost to it.
+    const lost = open ? now - Math.max(last, open.opened_at) : 0;
+    if (!open || lost <= 0) return;
+    await this.store.transaction(async (tx) => {
+      await this.store.extendOpenRound(study.id, open.round, lost, tx);
+      await this.store.setKv(drivenAtKey(study.id), String(now), tx);
+    });
+    d.lastDrivenAt = d.persistedAt = now;
+    this.secagg.get(study.id, open.round)?.extend(lost);
+    this.logger.warn({ study: study.id, round: open.round, lostMs: lost }, 'nobody drove this study for a while; its round deadline moves out by the time lost');
+    this.log(`study ${study.id}: not driven for ${Math.round(lost / 1000)} s; round ${open.round}'s deadline moves out by that much`);
+  }
+
+  /**
+   * Notes a completed drive. The store's record is refreshed about once a second, not every tick: a later gap
+   * is then measured at most that much too long, in the sites' favour.
+   */
+  private async driven(study: StudyRow, d: Driving): Promise<void> {
+    const now = this.now();
     d.lastDrivenAt = now;
-    const gap = last === undefined ? 0 : now - last;
-    let extended = false;
-    if (gap > this.gapMs) {
-      const open = await this.store.openRoundOf(study.id);
-      // Only the part of the gap after the round opened was lost to it.
-      const lost = open ? now - Math.max(last!, open.opened_at) : 0;
-      if (open && lost > 0) {
-        await this.store.transaction(async (tx) => {
-          await this.store.extendOpenRound(study.id, open.round, lost, tx);
-          await this.store.setKv(drivenAtKey(study.id), String(now), tx);
-        });
-        this.secagg.get(study.id, open.round)?.extend(lost);
-        extended = true;
-        this.logger.warn({ study: study.id, round: open.round, lostMs: lost }, 'nobody drove this study for a while; its round deadline moves out by the time lost');
-        this.log(`study ${study.id}: not driven for ${Math.round(lost / 1000)} s; round ${open.round}'s deadline moves out by that much`);
-      }
-    }
-    // The record of the last drive is refreshed about once a second (not every tick): a later gap is then
-    // measured at most that much long, in the sites' favour.
-    if (!extended && (d.persistedAt === undefined || now - d.persistedAt >= Math.min(1000, this.gapMs / 2))) {
-      await this.store.setKv(drivenAtKey(study.id), String(now));
-      d.persistedAt = now;
-    } else if (extended) d.persistedAt = now;
+    if (d.persistedAt !== undefined && now - d.persistedAt < Math.min(1000, this.gapMs / 2)) return;
+    await this.store.setKv(drivenAtKey(study.id), String(now));
+    d.persistedAt = now;
   }
 
   private async fail(study: StudyRow, message: string): Promise<void> {
