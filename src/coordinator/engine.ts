@@ -421,8 +421,14 @@ export class RoundEngine {
       // Only sites whose masked input is in the sum count (an accepted row whose input missed the stage does not).
       const used = updates.filter((u) => survivors.has(u.site_id));
       this.log(`study ${study.id}: round ${open.round}: SecAgg+ summed ${survivors.size} sites (dropped after sharing: ${session.result!.dropped.length}; recovered after masking: ${session.recoveredAfterMasking.length})`);
-      if (used.length < minResults) await this.fail(study, `round ${open.round}: SecAgg+ summed ${used.length} of ${tasks.length} sites; at least ${minResults} needed`);
-      else await this.commitFit(study, spec, open.round, used);
+      try {
+        if (used.length < minResults) await this.fail(study, `round ${open.round}: SecAgg+ summed ${used.length} of ${tasks.length} sites; at least ${minResults} needed`);
+        else await this.commitFit(study, spec, open.round, used);
+      } catch (e) {
+        // Another coordinator closed the round first: this session has nothing left to do.
+        if (e instanceof StoreConflict) this.secagg.drop(study.id, open.round);
+        throw e;
+      }
       this.secagg.drop(study.id, open.round);
       return;
     }
