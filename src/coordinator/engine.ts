@@ -12,6 +12,9 @@
 import { createHash, randomBytes } from 'node:crypto';
 import type { Store, StudyRow, TaskRow, UpdateRow } from '../store/store.js';
 import { StoreConflict } from '../store/store.js';
+import { backoffMs, classifyFault, type BackoffOptions } from './faults.js';
+import { createLogger, type Logger } from '../observability/logger.js';
+import { engineRetries } from '../observability/metrics.js';
 import type { EventBus } from './events.js';
 import type { StudySpec, ResultMeta } from '../protocol/api.js';
 import { decodeSafetensors, encodeSafetensors } from '../protocol/safetensors.js';
@@ -31,9 +34,6 @@ import { SecAggSessions, newSession, restartRound, secAggPlus } from './secagg.j
 import { clientLevelDp } from './privacy.js';
 import type { RoundRow } from '../store/store.js';
 import { aggregatePart, mergeAggregate, rulesOf } from './study-model.js';
-import { backoffMs, classifyFault, type BackoffOptions } from './faults.js';
-import { createLogger, type Logger } from '../observability/logger.js';
-import { engineRetries } from '../observability/metrics.js';
 
 export interface EngineOptions {
   /**
