@@ -18,7 +18,7 @@ import { StoreConflict, StoreUnavailable } from '../store/store.js';
 export type FaultClass = { transient: true; reason: string } | { transient: false; reason: string };
 
 /** PostgreSQL SQLSTATE classes and codes that mean "try again", not "this is wrong". */
-const PG_TRANSIENT_CLASSES = ['08', '53', '57', '58']; // connection exception, insufficient resources, operator intervention, system error
+const PG_TRANSIENT_CLASSES = ['08', '53', '58']; // connection exception, insufficient resources (disk full, too many connections), system error (I/O)
 const PG_TRANSIENT_CODES = new Set(['40001', '40P01', '55P03', '55006', '25P03', '57014']); // serialisation, deadlock, lock not available, object in use, idle-in-tx timeout, query cancelled
 /** 57 is "operator intervention"; within it only these codes are a server going away, not a query's own fault. */
 const PG_57_TRANSIENT = new Set(['57000', '57014', '57P01', '57P02', '57P03', '57P04', '57P05']);
