@@ -7,7 +7,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { RouteContext } from './context.js';
 import { HttpError, requireSite } from '../auth.js';
-import type { SecAggSession, SessionStage } from '../secagg.js';
+import { servedElsewhere, type SecAggSession, type SessionStage } from '../secagg.js';
 import { decodeKeys, decodeMaskedInput, decodeShares, decodeUnmaskResponse } from '../../privacy/secagg/wire.js';
 import { ResultMetaSchema, checkValue, type ResultMeta, type StudySpec } from '../../protocol/api.js';
 import { appendAudit } from '../../governance/audit-store.js';
@@ -28,6 +28,8 @@ export function secaggRoutes(app: FastifyInstance, ctx: RouteContext): void {
     if (!task || task.site_id !== site.id) throw new HttpError(403, 'forbidden', `task ${req.params.taskId} was not given to this site`);
     const session = engine.secagg.byTask(task);
     if (!session && (await store.getRound(task.study_id, task.round))?.status !== 'open') throw new HttpError(409, 'secagg_round_closed', `round ${task.round} of ${task.study_id} has closed`);
+    const elsewhere = session ? undefined : await servedElsewhere(store, task, engine.instanceId, now());
+    if (elsewhere) throw new HttpError(503, 'secagg_elsewhere', elsewhere);
     if (!session) throw new HttpError(409, 'secagg_no_session', `no SecAgg+ session is open for task ${task.id} (the round has closed, or the coordinator restarted it and will issue the task again)`);
     if (sessionId !== undefined && sessionId !== session.id) throw new HttpError(409, 'secagg_session', `SecAgg+ session ${String(sessionId)} has ended; session ${session.id} replaced it: start again from setup`);
     if (session.stage === 'aborted') throw new HttpError(409, 'secagg_aborted', `the SecAgg+ round was aborted: ${session.error}`);
