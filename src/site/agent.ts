@@ -32,6 +32,7 @@ import { budgetRefusal, dpPlanOf, loadBudget, spendAndPersist, trainPrivately, t
 import { AuditWitness } from './audit-witness.js';
 import { isSecAggPending, secaggBody, uploadSecAgg } from './secagg.js';
 import { keepRelease, noiseSecret, releasedFor, taskNoiseSeed } from './release.js';
+import { AgentStatus } from './status.js';
 import type { PrivacyBudget } from '../privacy/budget.js';
 
 export interface AgentOptions {
@@ -94,6 +95,8 @@ export class SiteAgent {
   /** The site's own program, when site.yaml names one (trainer.kind: external). */
   private readonly external: ExternalTrainer | undefined;
   readonly cred: Credential;
+  /** status.json in the state directory (status.ts): what `setu site status` shows. */
+  readonly status: AgentStatus;
   /** The newest signed checkpoint of the coordinator's audit head this site was handed (site/audit-witness.ts). */
   readonly witness: AuditWitness;
 
@@ -110,6 +113,7 @@ export class SiteAgent {
     this.log = opts.log ?? (() => {});
     this.policy = loadLocalPolicy(cfg);
     this.witness = new AuditWitness(cfg.stateDirAbs, cred.siteName, this.log);
+    this.status = new AgentStatus(this.state, { siteId: cred.siteId, siteName: cred.siteName, coordinator: cfg.coordinator });
     this.external = cfg.trainer?.kind === 'external' ? externalTrainerOf(cfg) : undefined;
     let lastRetryLog = 0;
     const ca = caOf(cfg);
@@ -119,14 +123,25 @@ export class SiteAgent {
       ...(ca ? { ca } : {}),
       ...(opts.signal ? { signal: opts.signal } : {}),
       onRetry: (n, d, why) => {
-        if (Date.now() - lastRetryLog > 5000) this.log(`coordinator unreachable (${why}); retrying (attempt ${n}, next in ${Math.round(d)} ms)`);
+        if (Date.now() - lastRetryLog > 5000) {
+          this.log(`coordinator unreachable (${why}); retrying (attempt ${n}, next in ${Math.round(d)} ms)`);
+          this.status.error(`coordinator unreachable (${why})`);
+        }
         lastRetryLog = Date.now();
       },
     });
   }
 
-  /** Runs until the signal aborts. */
+  /** Runs until the signal aborts; status.json says `stopped` after. */
   async run(): Promise<void> {
+    try {
+      await this.loop();
+    } finally {
+      this.status.stopped();
+    }
+  }
+
+  private async loop(): Promise<void> {
     this.log(`polling ${this.cfg.coordinator} for tasks`);
     let declared = false;
     while (!this.opts.signal?.aborted) {
@@ -150,6 +165,7 @@ export class SiteAgent {
       } catch (e) {
         if (this.opts.signal?.aborted) break;
         if (e instanceof ApiError && e.status === 401) throw new Error(`the coordinator refused this site's credential: ${e.message}`);
+        this.status.error((e as Error).message);
         this.log(`error: ${(e as Error).message}`);
         await new Promise((r) => setTimeout(r, 1000));
       }
@@ -159,6 +175,7 @@ export class SiteAgent {
   private async poll(): Promise<TaskMessage | undefined> {
     const wait = this.cfg.pollWaitMs ?? 20_000;
     const r = await this.http.request('GET', `/v1/agent/task?waitMs=${wait}`, undefined, wait + 30_000);
+    this.status.contact();
     return r.status === 204 ? undefined : r.json<TaskMessage>();
   }
 
@@ -173,7 +190,19 @@ export class SiteAgent {
     return d;
   }
 
+  /** Runs one task; status.json shows it while it runs and how it ended. */
   async handle(task: TaskMessage): Promise<void> {
+    this.status.taskStarted(task);
+    try {
+      await this.runTask(task);
+      this.status.taskEnded(task.taskId, 'sent');
+    } catch (e) {
+      this.status.taskEnded(task.taskId, 'failed', (e as Error).message);
+      throw e;
+    }
+  }
+
+  private async runTask(task: TaskMessage): Promise<void> {
     const started = Date.now();
     const cpu0 = process.cpuUsage();
     // A task issued again (a coordinator restarted a SecAgg+ round) whose result is still queued here: send that
@@ -220,6 +249,7 @@ export class SiteAgent {
       if (refusal) {
         this.log(`task ${task.taskId}: refused under this site's local policy: ${refusal}`);
         await this.http.json('POST', `/v1/agent/tasks/${encodeURIComponent(task.taskId)}/refuse`, { reason: `local policy: ${refusal}` });
+        this.status.taskEnded(task.taskId, 'refused', `local policy: ${refusal}`);
         return;
       }
       // Differential privacy and SecAgg+ run in the built-in trainer on this machine only; a DP task that would
@@ -236,6 +266,7 @@ export class SiteAgent {
         if (why) {
           this.log(`task ${task.taskId}: refused: ${why}`);
           await this.http.json('POST', `/v1/agent/tasks/${encodeURIComponent(task.taskId)}/refuse`, { reason: why });
+          this.status.taskEnded(task.taskId, 'refused', why);
           this.privacyRefused.add(task.taskId);
           return;
         }
@@ -271,6 +302,7 @@ export class SiteAgent {
           const why = `placed training on ${placed.resource.id} (${placed.resource.scheduler}) failed: ${(e as Error).message}`.slice(0, 3900);
           this.log(`task ${task.taskId}: ${why}`);
           await this.http.json('POST', `/v1/agent/tasks/${encodeURIComponent(task.taskId)}/refuse`, { reason: why });
+          this.status.taskEnded(task.taskId, 'refused', why);
           return;
         }
         out = run.out;
@@ -331,6 +363,7 @@ export class SiteAgent {
   private async refuse(task: TaskMessage, reason: string): Promise<void> {
     this.log(`task ${task.taskId}: refused: ${reason}`);
     await this.http.json('POST', `/v1/agent/tasks/${encodeURIComponent(task.taskId)}/refuse`, { reason: reason.slice(0, 3900) });
+    this.status.taskEnded(task.taskId, 'refused', reason);
   }
 
   /**
