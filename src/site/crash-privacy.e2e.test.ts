@@ -60,6 +60,8 @@ async function runWorld(root: string, port: number, studyId: string, leadKey: { 
     c = await startCoordinator({ dataDir: join(root, 'coord'), port, tickMs: 50 });
     const lead = new HttpClient({ baseUrl: c.url, signer: leadKey, giveUpAfterMs: 20_000 });
     for (let k = 0; k < SITES; k++) agents.push(startAgent(`hospital-${k}`, join(root, `site-${k}`), lines[k]));
+    // Where each agent process's own lines begin (the array is shared across its restarts).
+    const since = agents.map(() => 0);
     await lead.json('POST', `/v1/studies/${studyId}/start`, {});
     const status = () => lead.json<Detail>('GET', `/v1/studies/${studyId}`);
     // A site refusing a task (its budget spent by a double charge) ends the wait too: the round would wait out its deadline.
@@ -81,10 +83,13 @@ async function runWorld(root: string, port: number, studyId: string, leadKey: { 
         }
         a.child.kill('SIGKILL');
         await exited(a.child);
+        // Every line it wrote before it died has been read.
+        await Promise.all([a.child.stdout!, a.child.stderr!].map((st) => (st.closed ? undefined : new Promise((r) => st.once('close', r)))));
         kills++;
         // Killed inside training: its last task line is "training" with no "done" after it.
-        const taskLines = a.lines.filter((l) => /task \S+: /.test(l));
+        const taskLines = a.lines.slice(since[k]).filter((l) => /task \S+: /.test(l));
         if (/: training \(/.test(taskLines[taskLines.length - 1] ?? '')) midTraining++;
+        since[k] = a.lines.length;
         agents[k] = startAgent(a.name, a.dir, a.lines);
       }
     }
