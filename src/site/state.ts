@@ -148,6 +148,11 @@ export class SiteState {
     writeAtomic(join(this.pendingDir, `${safe(p.taskId)}.json`), JSON.stringify({ ...p, body: undefined }));
   }
 
+  /** How many results wait to be sent (without reading their bodies). */
+  pendingCount(): number {
+    return readdirSync(this.pendingDir).filter((f) => f.endsWith('.json')).length;
+  }
+
   pending(): PendingResult[] {
     const d = this.pendingDir;
     const out: PendingResult[] = [];

@@ -97,7 +97,7 @@ export class AgentStatus {
 
   write(): void {
     this.s.updatedAt = new Date().toISOString();
-    this.s.pendingResults = this.state.pending().length;
+    this.s.pendingResults = this.state.pendingCount();
     this.s.budgets = budgetsOf(this.state.dir);
     this.lastWrite = Date.now();
     try {
