@@ -32,6 +32,7 @@ import { aggregateClientLevel, aggregateClientLevelSum } from './privacy.js';
 import { updateDelta } from '../privacy/dpfedavg.js';
 import type { RoundRow } from '../store/store.js';
 import { aggregatePart, mergeAggregate, rulesOf } from './study-model.js';
+import { closedWithoutResult, decideRound, secaggShortfall, stopStudy } from './round-close.js';
 
 export interface EngineOptions {
   instanceId?: string;
@@ -170,14 +171,14 @@ export class RoundEngine {
     const tasks = await this.store.listTasks(study.id, open.round);
     const updates = await this.store.listUpdates(study.id, open.round);
     if (open.kind === 'fit' && spec.privacy?.secagg) return this.driveSecAgg(study, spec, open, tasks, updates);
-    const minResults = open.kind === 'prepare' ? tasks.length : Math.min(spec.minSites ?? tasks.length, tasks.length);
-    const late = this.now() > open.deadline_at;
-    if (updates.length === tasks.length || (late && updates.length >= minResults)) {
+    // Closes as soon as every site has answered (result, refusal or task error), honouring minSites (round-close.ts).
+    const decision = await decideRound(this.store, spec, open, tasks, updates, this.now());
+    if (decision.action === 'commit') {
       if (open.kind === 'fit') await this.commitFit(study, spec, open.round, updates);
       else if (open.kind === 'prepare') await this.commitPrepare(study, spec, updates);
       else await this.commitEvaluate(study, spec, open.round, updates);
-    } else if (late) {
-      await this.fail(study, `round ${open.round}: ${updates.length} of ${tasks.length} sites reported before the deadline; at least ${minResults} needed`);
+    } else if (decision.action === 'fail') {
+      await this.fail(study, decision.reason);
     }
   }
 
@@ -193,6 +194,9 @@ export class RoundEngine {
     // task: a site that withdrew is dropped from the next round on.
     const sites = await eligibleParticipants(gov(this.store.db), study.id, this.participants(study), now);
     if (sites.length === 0) throw new Error(`round ${round}: no participating site is still eligible (every site withdrew or its approval lapsed)`);
+    // SecAgg+ with fewer than three would reveal updates: stop with a reason that says who left (round-close.ts).
+    const short = kind === 'fit' ? await secaggShortfall(this.store, study, spec, sites, round) : null;
+    if (short) return stopStudy({ store: this.store, bus: this.bus, ...(this.opts.audit ? { audit: this.opts.audit } : {}) }, study, short, now);
     // Whole milliseconds (roundTimeoutSeconds may be fractional; deadline_at is an integer column).
     const deadline = now + Math.round((spec.roundTimeoutSeconds ?? DEFAULT_ROUND_TIMEOUT_S) * 1000);
     let plan: { siteId: string; config: unknown }[];
@@ -257,7 +261,8 @@ export class RoundEngine {
       this.bus.emit({ type: 'tasks', siteIds: tasks.map((t) => t.site_id) });
       return;
     }
-    const refused = (await this.store.listRefusals(study.id)).filter((r) => r.round === open.round && r.site_id).map((r) => r.site_id!);
+    // A site that refused its task or could not run it (a task error) takes no further part in this round.
+    const refused = [...(await this.store.listRefusals(study.id)).filter((r) => r.round === open.round && r.site_id).map((r) => r.site_id!), ...closedWithoutResult(tasks)];
     session.noteRefused(refused, this.now());
     if (session.stage === 'aborted') {
       this.secagg.drop(study.id, open.round);

@@ -35,6 +35,7 @@ export const AUDIT_KINDS = [
   'task.issued',
   'update.accepted',
   'update.refused',
+  'task.failed', // a site could not run its task; data has its reason code and message
   'aggregate.committed',
   'privacy.spent',
   'compute.registered',

@@ -237,6 +237,8 @@ export function computeRoutes(app: FastifyInstance, ctx: RouteContext, cfg: Gove
     const p = await getPlacement(db(), task.id);
     if (p) await updatePlacement(db(), task.id, { state: 'refused' });
     ctx.bus.emit({ type: 'update.refused', studyId: task.study_id, round: task.round, siteId: site.id, reason });
+    // A refusal is the site's answer: a round whose every site has answered closes now (round-close.ts).
+    ctx.engine.kick();
     return { recorded: true };
   });
 }
