@@ -66,7 +66,7 @@ async function enrolAll(c: RunningCoordinator, admin: HttpClient, root: string, 
   return agents;
 }
 
-type Detail = { status: string; error: string | null; metrics: { round: number; site: string | null; phase: string; name: string; value: number }[]; refusals: { round: number; site: string | null; reason: string }[] };
+type Detail = { status: string; error: string | null; metrics: { round: number; site: string | null; phase: string; name: string; value: number }[]; refusals: { round: number; site: string | null; reason: string }[]; taskErrors?: { round: number; site: string; code: string; message: string }[] };
 const finished = (admin: HttpClient, id: string, ms = 80_000) =>
   waitFor(`study ${id} to end`, async () => {
     const s = await admin.json<Detail>('GET', `/v1/studies/${id}`);
@@ -221,9 +221,11 @@ test('a site refuses a DP task its budget cannot afford; the round goes on witho
     await lead.json('POST', `/v1/studies/${id}/start`, {});
     const done = await finished(lead, id);
     assert.equal(done.status, 'completed', done.error ?? '');
-    const vaRefusals = done.refusals.filter((r) => r.site === 'va');
-    assert.equal(vaRefusals.length, 2, 'va refused each fit round once (not again on every poll)');
-    assert.match(vaRefusals[0]!.reason, /privacy budget: .* would bring the study's ε to [0-9.]+, over this site's budget ε=0\.2/);
+    // An exhausted budget is a task error (budget_exhausted), reported once per fit round, not again on every poll.
+    const vaErrors = (done.taskErrors ?? []).filter((r) => r.site === 'va');
+    assert.deepEqual(vaErrors.map((e) => [e.round, e.code]), [[1, 'budget_exhausted'], [2, 'budget_exhausted']], 'va reported each fit round once');
+    assert.match(vaErrors[0]!.message, /privacy budget: .* would bring the study's ε to [0-9.]+, over this site's budget ε=0\.2/);
+    assert.equal(done.refusals.filter((r) => r.site === 'va').length, 0, 'an error, not a refusal');
     const rep = await lead.json<StudyPrivacyReport>('GET', `/v1/studies/${id}/privacy`);
     assert.deepEqual(rep.sites.map((s) => s.site).sort(), ['cleveland', 'hungarian', 'switzerland'], 'nothing is charged to the site that refused');
     assert.equal(rep.dp?.epsilon, 1);
