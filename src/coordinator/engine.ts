@@ -32,7 +32,7 @@ import { aggregateClientLevel, aggregateClientLevelSum } from './privacy.js';
 import { updateDelta } from '../privacy/dpfedavg.js';
 import type { RoundRow } from '../store/store.js';
 import { aggregatePart, mergeAggregate, rulesOf } from './study-model.js';
-import { closedWithoutResult, decideRound, secaggShortfall, stopStudy } from './round-close.js';
+import { closedWithoutResult, decideRound, secaggShortfall, stopStudy, type RoundCloseDeps } from './round-close.js';
 
 export interface EngineOptions {
   instanceId?: string;
@@ -172,7 +172,7 @@ export class RoundEngine {
     const updates = await this.store.listUpdates(study.id, open.round);
     if (open.kind === 'fit' && spec.privacy?.secagg) return this.driveSecAgg(study, spec, open, tasks, updates);
     // Closes as soon as every site has answered (result, refusal or task error), honouring minSites (round-close.ts).
-    const decision = await decideRound(this.store, spec, open, tasks, updates, this.now());
+    const decision = await decideRound(this.closeDeps(), spec, open, tasks, updates, this.now());
     if (decision.action === 'commit') {
       if (open.kind === 'fit') await this.commitFit(study, spec, open.round, updates);
       else if (open.kind === 'prepare') await this.commitPrepare(study, spec, updates);
@@ -180,6 +180,10 @@ export class RoundEngine {
     } else if (decision.action === 'fail') {
       await this.fail(study, decision.reason);
     }
+  }
+
+  private closeDeps(): RoundCloseDeps {
+    return { store: this.store, bus: this.bus, ...(this.opts.audit ? { audit: this.opts.audit } : {}) };
   }
 
   private participants(study: StudyRow): string[] {
@@ -196,7 +200,7 @@ export class RoundEngine {
     if (sites.length === 0) throw new Error(`round ${round}: no participating site is still eligible (every site withdrew or its approval lapsed)`);
     // SecAgg+ with fewer than three would reveal updates: stop with a reason that says who left (round-close.ts).
     const short = kind === 'fit' ? await secaggShortfall(this.store, study, spec, sites, round) : null;
-    if (short) return stopStudy({ store: this.store, bus: this.bus, ...(this.opts.audit ? { audit: this.opts.audit } : {}) }, study, short, now);
+    if (short) return stopStudy(this.closeDeps(), study, short, now);
     // Whole milliseconds (roundTimeoutSeconds may be fractional; deadline_at is an integer column).
     const deadline = now + Math.round((spec.roundTimeoutSeconds ?? DEFAULT_ROUND_TIMEOUT_S) * 1000);
     let plan: { siteId: string; config: unknown }[];

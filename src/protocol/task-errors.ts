@@ -10,8 +10,11 @@
  */
 import { Type, type Static } from '@sinclair/typebox';
 
-/** Why a site could not run a task. `other` is anything the agent could not classify (its message says what). */
-export const TASK_ERROR_CODES = ['bad_data', 'model_mismatch', 'trainer_failed', 'budget_exhausted', 'placement_failed', 'other'] as const;
+/**
+ * Why a site could not run a task. `other` is anything the agent could not classify (its message says what);
+ * `result_refused` is the coordinator's own: it closes a task whose result it refused MAX_REFUSED_RESULTS times.
+ */
+export const TASK_ERROR_CODES = ['bad_data', 'model_mismatch', 'trainer_failed', 'budget_exhausted', 'placement_failed', 'result_refused', 'other'] as const;
 export type TaskErrorCode = (typeof TASK_ERROR_CODES)[number];
 
 /** What each code means, for help texts and the dashboard's tooltips. */
@@ -21,12 +24,14 @@ export const TASK_ERROR_MEANING: Record<TaskErrorCode, string> = {
   trainer_failed: "the site's trainer crashed, hung past its timeout or produced unusable weights",
   budget_exhausted: "the task would take the site past its privacy budget for the study",
   placement_failed: 'the compute job placed for the task could not run',
+  result_refused: "the coordinator refused the site's result for the task several times (set by the coordinator, not the site)",
   other: 'an error the agent could not classify (the message says what)',
 };
 
 export const TaskErrorRequestSchema = Type.Object(
   {
-    code: Type.Union(TASK_ERROR_CODES.map((c) => Type.Literal(c)), { description: `one of ${TASK_ERROR_CODES.join(', ')}` }),
+    // A string enum (not a union of literals), so a refusal says "must be one of the allowed values" and lists them.
+    code: Type.Unsafe<TaskErrorCode>({ type: 'string', enum: [...TASK_ERROR_CODES], description: `one of ${TASK_ERROR_CODES.join(', ')}` }),
     message: Type.String({ minLength: 1, maxLength: 2000, description: 'what went wrong, for the study lead (no patient data)' }),
   },
   { additionalProperties: false },

@@ -50,6 +50,10 @@ export function classifyTaskError(e: unknown): { code: TaskErrorCode; message: s
     code = 'bad_data';
     const path = (e as NodeJS.ErrnoException).path;
     if (path) message = message.split(path).join(basename(path));
+  } else if (/^cannot read data file /.test(message)) {
+    // readCsv's own wording (datasources/csv.ts) for a file that is not there or not readable.
+    code = 'bad_data';
+    message = message.replace(/^cannot read data file (\S+?):/, (_, p: string) => `cannot read data file ${basename(p)}:`).replace(/'\/[^']*\/([^'/]+)'/g, "'$1'");
   } else code = 'other';
   if (!(TASK_ERROR_CODES as readonly string[]).includes(code)) code = 'other';
   return { code, message: (message.trim() || e.name).slice(0, 2000) };
