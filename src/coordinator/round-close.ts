@@ -7,20 +7,17 @@
  * `minSites` (a prepare round needs every site), and otherwise the study fails at once with a reason that names
  * each site's answer, instead of the lead waiting out the deadline to read "0 of 3 sites reported".
  *
- * A task whose result the coordinator keeps refusing (three times) is closed as failed, so neither the site nor
- * the round goes round in circles until the deadline.
- *
  * SecAgg+ needs three participants: with two, the sum reveals each site's update to the other. Start refuses
  * fewer (study-checks.ts); a withdrawal (or lapsed terms) that leaves fewer stops the study before its next
  * fit round, with an audited reason that says who left and what remains.
  */
 import type { StudySpec } from '../protocol/api.js';
 import type { RoundRow, Store, StudyRow, TaskRow, UpdateRow } from '../store/store.js';
-import { failTask, listTaskErrors, taskErrorsDb } from '../store/task-errors.js';
-import { addEvent, gov } from '../store/governance.js';
+import { listTaskErrors, taskErrorsDb } from '../store/task-errors.js';
+import { gov } from '../store/governance.js';
 import { commitTransitions, loadLifecycle } from '../governance/study-governance.js';
 import { stop as lifecycleStop } from '../governance/lifecycle.js';
-import { appendAudit, type AuditKey } from '../governance/audit-store.js';
+import type { AuditKey } from '../governance/audit-store.js';
 import type { EventBus } from './events.js';
 
 /** The status a task closes with when its site answered without a result. */
@@ -44,7 +41,6 @@ export function closedWithoutResult(tasks: TaskRow[]): string[] {
  */
 export async function decideRound(deps: RoundCloseDeps, spec: StudySpec, open: RoundRow, tasks: TaskRow[], updates: UpdateRow[], now: number): Promise<CloseDecision> {
   const { store } = deps;
-  tasks = await closeRepeatedlyRefused(deps, open, tasks, now);
   const minResults = minResultsOf(spec, open.kind, tasks.length);
   const reported = new Set(updates.map((u) => u.site_id));
   const closed = closedWithoutResult(tasks).filter((s) => !reported.has(s));
@@ -67,42 +63,6 @@ export interface RoundCloseDeps {
   store: Store;
   bus: EventBus;
   audit?: AuditKey;
-}
-
-/** A task whose result the coordinator refused this many times is closed (`result_refused`) rather than redone forever. */
-export const MAX_REFUSED_RESULTS = 3;
-
-/**
- * Closes the open tasks whose results were refused MAX_REFUSED_RESULTS times (a result that cannot pass: more
- * examples than the site declared, the wrong tensors…) as failed, with the last reason, audited: the site would
- * otherwise redo the task until the deadline. Returns the tasks as they are now.
- */
-async function closeRepeatedlyRefused(deps: RoundCloseDeps, open: RoundRow, tasks: TaskRow[], now: number): Promise<TaskRow[]> {
-  const pending = new Map(tasks.filter((t) => t.status === 'issued' || t.status === 'delivered').map((t) => [t.id, t]));
-  if (pending.size === 0) return tasks;
-  const refused = new Map<string, { n: number; last: string }>();
-  for (const r of await deps.store.listRefusals(open.study_id)) {
-    if (!r.task_id || !pending.has(r.task_id)) continue;
-    const c = refused.get(r.task_id) ?? { n: 0, last: '' };
-    refused.set(r.task_id, { n: c.n + 1, last: r.reason });
-  }
-  const closed = new Set<string>();
-  for (const [taskId, c] of refused) {
-    if (c.n < MAX_REFUSED_RESULTS) continue;
-    const t = pending.get(taskId)!;
-    const message = `the coordinator refused this site's result ${c.n} times; the last time: ${c.last}`.slice(0, 2000);
-    const ok = await deps.store.transaction(async (tx) => {
-      if (!(await failTask(taskErrorsDb(tx), { task_id: t.id, study_id: t.study_id, round: t.round, site_id: t.site_id, code: 'result_refused', message, at: now }))) return false;
-      await addEvent(gov(tx), { studyId: t.study_id, kind: 'task.failed', actor: 'coordinator', data: { task: t.id, code: 'result_refused', message }, at: now });
-      if (deps.audit) await appendAudit(tx, deps.audit, { ts: now, actor: 'coordinator', kind: 'task.failed', subject: t.id, data: { study: t.study_id, round: t.round, site: t.site_id, code: 'result_refused', message } });
-      return true;
-    });
-    if (!ok) continue;
-    closed.add(t.id);
-    const site = (await deps.store.getSite(t.site_id))?.name ?? t.site_id;
-    deps.bus.emit({ type: 'task.failed', studyId: t.study_id, round: t.round, siteId: t.site_id, site, taskId: t.id, code: 'result_refused', message });
-  }
-  return closed.size ? tasks.map((t) => (closed.has(t.id) ? { ...t, status: 'failed' } : t)) : tasks;
 }
 
 /** One phrase per site that gave no result: its refusal or its error, or that it never answered. */

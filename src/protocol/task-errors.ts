@@ -12,7 +12,7 @@ import { Type, type Static } from '@sinclair/typebox';
 
 /**
  * Why a site could not run a task. `other` is anything the agent could not classify (its message says what);
- * `result_refused` is the coordinator's own: it closes a task whose result it refused MAX_REFUSED_RESULTS times.
+ * `result_refused`: the coordinator refused the site's result for the task three times, so the site gave up on it.
  */
 export const TASK_ERROR_CODES = ['bad_data', 'model_mismatch', 'trainer_failed', 'budget_exhausted', 'placement_failed', 'result_refused', 'other'] as const;
 export type TaskErrorCode = (typeof TASK_ERROR_CODES)[number];
@@ -24,7 +24,7 @@ export const TASK_ERROR_MEANING: Record<TaskErrorCode, string> = {
   trainer_failed: "the site's trainer crashed, hung past its timeout or produced unusable weights",
   budget_exhausted: "the task would take the site past its privacy budget for the study",
   placement_failed: 'the compute job placed for the task could not run',
-  result_refused: "the coordinator refused the site's result for the task several times (set by the coordinator, not the site)",
+  result_refused: "the coordinator refused the site's result for the task three times; the site stopped redoing it",
   other: 'an error the agent could not classify (the message says what)',
 };
 

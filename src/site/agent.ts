@@ -31,7 +31,7 @@ import { inProcessUsage, loadLocalPolicy, localPolicyRefusal, runPlacedFit, type
 import { budgetRefusal, dpPlanOf, loadBudget, spendAndPersist, trainPrivately, type DpTaskPlan } from './privacy.js';
 import { isSecAggPending, secaggBody, uploadSecAgg } from './secagg.js';
 import type { PrivacyBudget } from '../privacy/budget.js';
-import { Backoff, TaskFailure, checkModelFits, pause, reportTaskError } from './task-errors.js';
+import { Backoff, RefusedResults, TaskFailure, checkModelFits, pause, reportTaskError } from './task-errors.js';
 
 export interface AgentOptions {
   log?: (msg: string) => void;
@@ -88,6 +88,8 @@ export class SiteAgent {
   private readonly privacyRefused = new Set<string>();
   /** How long to wait after a failure in a row (task-errors.ts); reset by a poll that went through. */
   private readonly backoff = new Backoff();
+  /** Results the coordinator refused, per task: a task refused three times is given up (task-errors.ts). */
+  private readonly refusedResults = new RefusedResults();
   /** The site's own policy (site.yaml `policy:`); it wins over the jurisdiction's, as in FLARE. */
   private readonly policy: SiteLocalPolicy | undefined;
   /** The site's own program, when site.yaml names one (trainer.kind: external). */
@@ -141,11 +143,13 @@ export class SiteAgent {
         const task = await this.poll();
         // A task this agent refused for its privacy budget stays open at the coordinator until the round closes: do
         // not refuse (and record) it again on every poll.
+        const giveUp = task && this.refusedResults.giveUp(task.taskId);
         // The task just handled is back (its result was refused, it could not be placed): wait longer each time.
-        if (task && task.taskId === lastHandled) await pause(this.backoff.failed(), this.opts.signal);
+        if (task && task.taskId === lastHandled && !giveUp) await pause(this.backoff.failed(), this.opts.signal);
         else this.backoff.reset();
         lastHandled = task?.taskId;
-        if (task && this.privacyRefused.has(task.taskId)) await new Promise((r) => setTimeout(r, 1000));
+        if (task && giveUp) await reportTaskError(this.http, task, giveUp, this.log);
+        else if (task && this.privacyRefused.has(task.taskId)) await new Promise((r) => setTimeout(r, 1000));
         // A task this site cannot run is reported once, with its reason (task-errors.ts), and is not retried here.
         else if (task) await this.handle(task).catch((e) => reportTaskError(this.http, task, e, this.log));
       } catch (e) {
@@ -408,6 +412,7 @@ export class SiteAgent {
         // without it; either way the state must move on. Other 4xx: the result was refused (logged there).
         this.log(`task ${p.taskId}: coordinator answered ${e.status} ${e.code}: ${e.message}`);
         if (e.status !== 409) {
+          this.refusedResults.note(p.taskId, e.message);
           this.state.clearPending(p.taskId);
           continue;
         }

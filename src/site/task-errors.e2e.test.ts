@@ -6,7 +6,7 @@
  *     and the study completes with that site's task errors listed per round.
  *  3. Every site refuses under its own policy: the round closes at once and the study fails, naming each site.
  *  4. A site whose result the coordinator keeps refusing (more examples than it declared) is not re-run in a
- *     tight loop: the agent backs off (1 s, 2 s, …) and after three refusals the coordinator closes the task.
+ *     tight loop: the agent backs off (1 s, 2 s, …) and after three refusals gives the task up (result_refused).
  * The times are printed (`# …` lines) so the closing note can quote them.
  */
 import { test } from 'node:test';
@@ -151,13 +151,13 @@ test('task errors reach the study lead at once; rounds close when every site ans
     const failedD = await ended(d.id);
     const refusals = (await c.store.listRefusals(d.id)).filter((r) => r.round === 0);
     const gaps = refusals.slice(1).map((r, i) => r.at - refusals[i]!.at);
-    console.log(`# refused results: gamma redid its task ${refusals.length} times, ${gaps.join(' ms, ')} ms apart, then the coordinator closed it`);
+    console.log(`# refused results: gamma redid its task ${refusals.length} times, ${gaps.join(' ms, ')} ms apart, then gave it up`);
     assert.equal(refusals.length, 3, 'three tries, not one per poll');
     assert.ok(gaps[0]! >= 900 && gaps[1]! >= 1900, `the agent backed off (${gaps.join(', ')} ms)`);
     assert.match(refusals[0]!.reason, /numExamples \d+ exceeds the 30 examples site gamma declared/);
     assert.deepEqual(failedD.taskErrors!.map((e) => [e.site, e.code]), [['gamma', 'result_refused']]);
     assert.equal(failedD.status, 'failed');
-    assert.match(failedD.error!, /gamma could not run its task \(result_refused\): the coordinator refused this site's result 3 times/);
+    assert.match(failedD.error!, /gamma could not run its task \(result_refused\): the coordinator refused this site's result 3 times; the last time: numExamples \d+ exceeds/);
   } finally {
     await stopAll(children);
     await c?.close();

@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Backoff, TaskFailure, checkModelFits, classifyTaskError, pause } from './task-errors.js';
+import { Backoff, MAX_REFUSED_RESULTS, RefusedResults, TaskFailure, checkModelFits, classifyTaskError, pause } from './task-errors.js';
 import { readCsv } from './data/csv.js';
 import { ApiError, CoordinatorUnavailable } from './http.js';
 import { ExternalTrainerError } from './trainers/external.js';
@@ -62,4 +62,19 @@ test('backoff doubles from 1 s to a 60 s cap and starts over after a success; a 
   setTimeout(() => ac.abort(), 20);
   await pause(60_000, ac.signal);
   assert.ok(Date.now() - t0 < 5000, 'the pause ended with the abort');
+});
+
+test('a task whose result the coordinator refused three times is given up with the last reason', () => {
+  const r = new RefusedResults();
+  for (let k = 1; k < MAX_REFUSED_RESULTS; k++) {
+    r.note('t1', `refusal ${k}`);
+    assert.equal(r.giveUp('t1'), undefined, `after ${k} refusal(s) the task is redone`);
+  }
+  r.note('t1', 'numExamples 200 exceeds the 30 examples site gamma declared');
+  r.note('t2', 'other task');
+  const f = r.giveUp('t1')!;
+  assert.equal(f.code, 'result_refused');
+  assert.equal(f.message, "the coordinator refused this site's result 3 times; the last time: numExamples 200 exceeds the 30 examples site gamma declared");
+  assert.equal(r.giveUp('t1'), undefined, 'reported once');
+  assert.equal(r.giveUp('t2'), undefined);
 });

@@ -4,7 +4,8 @@
  * on without this site, instead of the agent retrying the task in its own log every second until the deadline.
  *
  * And when the agent itself keeps failing (the coordinator refuses it, the same task keeps coming back), it waits
- * longer each time (exponential, capped, reset on success) rather than polling in a tight loop.
+ * longer each time (exponential, capped, reset on success) rather than polling in a tight loop; a task whose result
+ * the coordinator refused three times is given up with a task error (result_refused).
  */
 import { basename } from 'node:path';
 import type { StudyModelSpec, TaskMessage } from '../protocol/api.js';
@@ -79,6 +80,31 @@ export async function reportTaskError(http: HttpClient, task: Pick<TaskMessage, 
 export function checkModelFits(model: StudyModelSpec, columns: number): void {
   if (!('inputDim' in model) || model.inputDim === columns) return;
   throw new TaskFailure('model_mismatch', `the study's ${model.kind} model takes ${model.inputDim} inputs; this site's data encodes to ${columns} columns under the study's schema`);
+}
+
+/** How many times the coordinator may refuse a task's result before the site gives the task up (result_refused). */
+export const MAX_REFUSED_RESULTS = 3;
+
+/**
+ * The results the coordinator refused, per task. A refused result is redone (the next poll hands the task back),
+ * but a result that cannot pass (more examples than the site declared, the wrong tensors…) would be redone until
+ * the deadline: after MAX_REFUSED_RESULTS refusals the site reports a task error instead, with the last reason.
+ */
+export class RefusedResults {
+  private readonly byTask = new Map<string, { n: number; last: string }>();
+  note(taskId: string, reason: string): void {
+    const c = this.byTask.get(taskId);
+    this.byTask.set(taskId, { n: (c?.n ?? 0) + 1, last: reason });
+    // Bounded: only the latest few tasks matter.
+    if (this.byTask.size > 64) this.byTask.delete(this.byTask.keys().next().value!);
+  }
+  /** The task error to report instead of running the task again, or undefined while it may still pass. */
+  giveUp(taskId: string): TaskFailure | undefined {
+    const c = this.byTask.get(taskId);
+    if (!c || c.n < MAX_REFUSED_RESULTS) return undefined;
+    this.byTask.delete(taskId);
+    return new TaskFailure('result_refused', `the coordinator refused this site's result ${c.n} times; the last time: ${c.last}`);
+  }
 }
 
 /**
