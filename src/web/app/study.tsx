@@ -113,7 +113,8 @@ function StudyView({ d, live, events, openCounts }: { d: StudyDetail; live: bool
         {open && !ended && (
           <p class="muted" data-testid="open-round">
             {t('study.openRound', { round: open.round, kind: open.kind, received: open.received, expected: open.expected })}
-            {(d.openRound?.failed || d.openRound?.refused) ? ` ${t('study.answeredWithout', { failed: d.openRound.failed ?? 0, refused: d.openRound.refused ?? 0 })}` : ''}
+            {d.openRound?.failed ? ` ${t('study.failedCount', { n: d.openRound.failed })}` : ''}
+            {d.openRound?.refused ? ` ${t('study.refusedCount', { n: d.openRound.refused })}` : ''}
           </p>
         )}
       </div>
