@@ -1,6 +1,6 @@
 /**
  * Failures are visible at once, on an in-process coordinator over HTTP (Fastify inject, signed like the agent):
- *  - POST /v1/agent/tasks/:id/error closes the task once, audited, on the event stream and in the study detail;
+ *  - POST /v1/agent/tasks/:id/error closes the task once, audited, on the live stream (SSE) and in the study detail;
  *    a bad code is refused listing the allowed ones, a second error is 409, another site's task is 403.
  *  - A round whose every site answered (an error, refusals) closes at once, honouring minSites, although its
  *    deadline is 600 s away: the study fails with a reason naming each site's answer (measured).
@@ -66,7 +66,27 @@ describe('task errors and rounds that close when every site has answered', () =>
     assert.equal((await post('b', ta.taskId, { code: 'bad_data', message: 'not mine' })).status, 403, "another site's task");
     assert.equal((await detail(id)).taskErrors?.length ?? 0, 0, 'refused requests changed nothing');
 
+    // The study lead's live stream (what the dashboard follows) carries the error as it happens.
+    const tok = await inject(c.app, 'POST', '/v1/events/token', { as: lead, json: {} });
+    const ac = new AbortController();
+    const stream = await fetch(`${c.url}/v1/events?token=${encodeURIComponent(tok.json.token)}&study=${encodeURIComponent(id)}`, { signal: ac.signal });
+    const reader = stream.body!.getReader();
+    let sse = '';
+    const streamed = (async () => {
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) return undefined;
+        sse += new TextDecoder().decode(value);
+        const m = /event: task\.failed\ndata: (.*)\n/.exec(sse);
+        if (m) return JSON.parse(m[1]!) as { site: string; code: string; message: string; round: number };
+      }
+    })();
+    await waitFor('the stream to open', async () => (sse.includes('event: ready') ? true : undefined), 5000, 10);
     const ok = await post('a', ta.taskId, { code: 'bad_data', message: 'cohort.csv: line 7, column 2: unterminated quoted field' });
+    const ev = await streamed;
+    await reader.cancel().catch(() => {});
+    ac.abort();
+    assert.deepEqual(ev && [ev.site, ev.code, ev.round, ev.message], ['a', 'bad_data', 1, 'cohort.csv: line 7, column 2: unterminated quoted field'], 'task.failed on the event stream');
     assert.equal(ok.status, 200, ok.body);
     assert.deepEqual(ok.json, { recorded: true, taskId: ta.taskId, status: 'failed' });
     const again = await post('a', ta.taskId, { code: 'other', message: 'again' });
