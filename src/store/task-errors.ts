@@ -1,5 +1,5 @@
 /**
- * Task errors (migration 0006_task_errors): one row per task that a site could not run, with the site's reason
+ * Task errors (migration 0007_task_errors): one row per task that a site could not run, with the site's reason
  * code and message. The primary key on task_id bounds it to one error per task; the row is written in the same
  * transaction that closes the task (status 'failed'), so a task is failed exactly when it has an error row.
  *
