@@ -122,7 +122,7 @@ test('SecAgg+ with DP-SGD over HTTP: a site killed after masking is recovered, t
       minSites: 3,
       roundTimeoutSeconds: 30,
       seed: 7,
-      privacy: { dp: { level: 'sample', epsilon: 2, delta: 1e-3, clipNorm: 1 }, secagg: { stageTimeoutSeconds: 2 } },
+      privacy: { dp: { level: 'sample', epsilon: 2, delta: 1e-3, clipNorm: 1 }, secagg: { stageTimeoutSeconds: 5 } },
     };
     const lead = await studyLeadClient(admin, c.url);
     const { id } = await lead.json<{ id: string }>('POST', '/v1/studies', spec);
