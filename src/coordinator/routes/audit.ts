@@ -5,15 +5,14 @@
  *   GET /v1/audit/export           JSON Lines for an external auditor (audit-chain.ts exportChain)
  * `setu audit verify` does not trust /verify: it fetches the entries and recomputes everything itself.
  */
-import type { FastifyInstance } from 'fastify';
-import type { RouteContext } from './context.js';
+import type { RoutePlugin } from './context.js';
 import { requireUser } from '../auth.js';
 
-export function auditRoutes(app: FastifyInstance, ctx: RouteContext): void {
-  const { audit, auth } = ctx;
+export const auditRoutes: RoutePlugin = async (app, ctx) => {
+  const { audit } = ctx;
   const q = { type: 'object', properties: { after: { type: 'string', pattern: '^[0-9]{1,15}$' }, limit: { type: 'string', pattern: '^[0-9]{1,7}$' } }, additionalProperties: false } as const;
 
-  app.get<{ Querystring: { after?: string; limit?: string } }>('/v1/audit', { schema: { querystring: q }, preValidation: auth }, async (req) => {
+  app.get<{ Querystring: { after?: string; limit?: string } }>('/v1/audit', { schema: { querystring: q } }, async (req) => {
     requireUser(req.principal!, 'audit.view');
     const head = await audit.head();
     const entries = await audit.entries({
@@ -23,12 +22,12 @@ export function auditRoutes(app: FastifyInstance, ctx: RouteContext): void {
     return { publicKey: audit.key.publicKeyRaw, count: head.count, head: head.head, entries };
   });
 
-  app.get('/v1/audit/verify', { preValidation: auth }, async (req) => {
+  app.get('/v1/audit/verify', {}, async (req) => {
     requireUser(req.principal!, 'audit.view');
     return audit.verify();
   });
 
-  app.get('/v1/audit/export', { preValidation: auth }, async (req, reply) => {
+  app.get('/v1/audit/export', {}, async (req, reply) => {
     requireUser(req.principal!, 'audit.export');
     return reply.type('application/x-ndjson').send(await audit.export(ctx.now()));
   });

@@ -9,9 +9,8 @@
  * data's jurisdiction with the most free capacity, or refuses naming why), report the scheduler job
  * (…/job), the task's CPU- and GPU-seconds (…/usage), and a refusal by their local policy (…/refuse).
  */
-import type { FastifyInstance } from 'fastify';
 import { Type, type Static } from '@sinclair/typebox';
-import type { RouteContext } from './context.js';
+import type { RoutePlugin } from './context.js';
 import { HttpError, requireSite, requireUser } from '../auth.js';
 import { appendAudit } from '../../governance/audit-store.js';
 import {
@@ -23,7 +22,7 @@ import { freeAt, place } from '../../compute/placement.js';
 import { contributionReport, summarize } from '../../compute/ledger.js';
 import type { ComputeResource, FreeCapacity } from '../../compute/types.js';
 import { allowedCompute } from '../../governance/study-governance.js';
-import { governanceConfig, policies, type GovernanceConfig } from './governance.js';
+import { policies } from './governance.js';
 
 const ProfileSchema = Type.Object({
   mode: Type.Union([Type.Literal('own'), Type.Literal('placed')]),
@@ -61,13 +60,12 @@ export async function withPlacedLoad(resources: ComputeResource[], active: Place
   });
 }
 
-export function computeRoutes(app: FastifyInstance, ctx: RouteContext, cfg: GovernanceConfig = governanceConfig()): void {
-  // Registered after governanceRoutes in server.ts; both read the environment once, at registration.
-  const { store, now, auth } = ctx;
+export const computeRoutes: RoutePlugin = async (app, ctx) => {
+  const { store, now, governance: cfg } = ctx;
   const db = () => gov(store.db);
 
   // ---- operators ----
-  app.post('/v1/compute/resources', { preValidation: auth }, async (req, reply) => {
+  app.post('/v1/compute/resources', {}, async (req, reply) => {
     const user = requireUser(req.principal!, 'compute.register');
     let r: ComputeResource;
     try {
@@ -94,7 +92,7 @@ export function computeRoutes(app: FastifyInstance, ctx: RouteContext, cfg: Gove
     return reply.status(outcome === 'created' ? 201 : 200).send({ ...r, outcome });
   });
 
-  app.get('/v1/compute/resources', { preValidation: auth }, async (req) => {
+  app.get('/v1/compute/resources', {}, async (req) => {
     requireUser(req.principal!, 'compute.view');
     const active = await listPlacements(db(), { activeOnly: true });
     return (await listResources(db())).map((r) => {
@@ -103,7 +101,7 @@ export function computeRoutes(app: FastifyInstance, ctx: RouteContext, cfg: Gove
     });
   });
 
-  app.get('/v1/compute/queues', { preValidation: auth }, async (req) => {
+  app.get('/v1/compute/queues', {}, async (req) => {
     requireUser(req.principal!, 'compute.view');
     const [resources, placements, members] = await Promise.all([listResources(db()), listPlacements(db()), listMemberships(db())]);
     const name = new Map(members.map((m) => [m.id, m.name]));
@@ -117,13 +115,13 @@ export function computeRoutes(app: FastifyInstance, ctx: RouteContext, cfg: Gove
     });
   });
 
-  app.get<{ Querystring: { study?: string } }>('/v1/compute/usage', { preValidation: auth }, async (req) => {
+  app.get<{ Querystring: { study?: string } }>('/v1/compute/usage', {}, async (req) => {
     requireUser(req.principal!, 'compute.view');
     const records = await listUsage(db(), req.query.study);
     return { records, summary: summarize(records) };
   });
 
-  app.get<{ Querystring: { study?: string; countries?: string } }>('/v1/compute/ledger', { preValidation: auth }, async (req) => {
+  app.get<{ Querystring: { study?: string; countries?: string } }>('/v1/compute/ledger', {}, async (req) => {
     requireUser(req.principal!, 'compute.view');
     const records = await listUsage(db(), req.query.study);
     const countries = req.query.countries ? req.query.countries.split(',').map((c) => c.trim()).filter(Boolean) : ['IN', 'JP'];
@@ -131,7 +129,7 @@ export function computeRoutes(app: FastifyInstance, ctx: RouteContext, cfg: Gove
   });
 
   // ---- site agents ----
-  app.put<{ Body: Static<typeof ProfileSchema> }>('/v1/agent/compute', { schema: { body: ProfileSchema }, preValidation: auth }, async (req) => {
+  app.put<{ Body: Static<typeof ProfileSchema> }>('/v1/agent/compute', { schema: { body: ProfileSchema } }, async (req) => {
     const site = requireSite(req.principal!, 'task.poll');
     const prev = await getSiteProfile(db(), site.id);
     await putSiteProfile(db(), site.id, { compute: req.body, datasets: prev?.datasets ?? {}, updatedAt: now() });
@@ -149,7 +147,7 @@ export function computeRoutes(app: FastifyInstance, ctx: RouteContext, cfg: Gove
     return { cpus: c?.cpus ?? 1, gpus: c?.gpus ?? 0, ramGiB: c?.ramGiB ?? 1, ...(c?.minGpuMemoryGiB !== undefined ? { minGpuMemoryGiB: c.minGpuMemoryGiB } : {}) };
   }
 
-  app.post<{ Params: { id: string } }>('/v1/agent/tasks/:id/placement', { preValidation: auth }, async (req) => {
+  app.post<{ Params: { id: string } }>('/v1/agent/tasks/:id/placement', {}, async (req) => {
     const site = requireSite(req.principal!, 'task.poll');
     const task = await siteTask(site.id, req.params.id);
     const resources = await listResources(db());
@@ -178,7 +176,7 @@ export function computeRoutes(app: FastifyInstance, ctx: RouteContext, cfg: Gove
     return { placement: p, resource: resources.find((x) => x.id === r.resource.id)!.spec };
   });
 
-  app.post<{ Params: { id: string }; Body: Static<typeof JobSchema> }>('/v1/agent/tasks/:id/job', { schema: { body: JobSchema }, preValidation: auth }, async (req) => {
+  app.post<{ Params: { id: string }; Body: Static<typeof JobSchema> }>('/v1/agent/tasks/:id/job', { schema: { body: JobSchema } }, async (req) => {
     const site = requireSite(req.principal!, 'task.poll');
     await siteTask(site.id, req.params.id);
     if (!(await getPlacement(db(), req.params.id))) throw new HttpError(409, 'not_placed', `task ${req.params.id} has no placement`);
@@ -186,7 +184,7 @@ export function computeRoutes(app: FastifyInstance, ctx: RouteContext, cfg: Gove
     return { ok: true };
   });
 
-  app.post<{ Params: { id: string }; Body: Static<typeof UsageSchema> }>('/v1/agent/tasks/:id/usage', { schema: { body: UsageSchema }, preValidation: auth }, async (req, reply) => {
+  app.post<{ Params: { id: string }; Body: Static<typeof UsageSchema> }>('/v1/agent/tasks/:id/usage', { schema: { body: UsageSchema } }, async (req, reply) => {
     const site = requireSite(req.principal!, 'update.submit');
     const task = await siteTask(site.id, req.params.id);
     const u = req.body;
@@ -221,7 +219,7 @@ export function computeRoutes(app: FastifyInstance, ctx: RouteContext, cfg: Gove
     return reply.status(201).send({ recorded: true });
   });
 
-  app.post<{ Params: { id: string }; Body: Static<typeof RefuseSchema> }>('/v1/agent/tasks/:id/refuse', { schema: { body: RefuseSchema }, preValidation: auth }, async (req) => {
+  app.post<{ Params: { id: string }; Body: Static<typeof RefuseSchema> }>('/v1/agent/tasks/:id/refuse', { schema: { body: RefuseSchema } }, async (req) => {
     const site = requireSite(req.principal!, 'update.submit');
     const task = await siteTask(site.id, req.params.id);
     if (task.status !== 'issued' && task.status !== 'delivered') throw new HttpError(409, 'conflict', `task ${task.id} is ${task.status}`);

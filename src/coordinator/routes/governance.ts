@@ -12,9 +12,9 @@
  * its own site admin approved, with data-use terms. The policy check covers every site with a jurisdiction;
  * sites without one are listed as `unchecked` in the start answer.
  */
-import type { FastifyInstance, FastifyReply } from 'fastify';
+import type { FastifyReply } from 'fastify';
 import { Type, type Static } from '@sinclair/typebox';
-import type { RouteContext } from './context.js';
+import type { RouteContext, RoutePlugin } from './context.js';
 import type { Principal } from '../auth.js';
 import { HttpError, requireUser } from '../auth.js';
 import type { StudySpec } from '../../protocol/api.js';
@@ -87,16 +87,11 @@ async function siteForAdmin(ctx: RouteContext, user: { role: string; institution
   return site;
 }
 
-/** The configuration each coordinator's routes were registered with, so start/stop (studies.ts) use the same. */
-const configs = new WeakMap<RouteContext, GovernanceConfig>();
-const configOf = (ctx: RouteContext) => configs.get(ctx) ?? governanceConfig();
-
-export function governanceRoutes(app: FastifyInstance, ctx: RouteContext, cfg: GovernanceConfig = governanceConfig()): void {
-  configs.set(ctx, cfg);
-  const { store, now, auth } = ctx;
+export const governanceRoutes: RoutePlugin = async (app, ctx) => {
+  const { store, now, governance: cfg } = ctx;
   const deps = () => ({ store, audit: ctx.audit.key });
 
-  app.post<{ Params: { id: string } }>('/v1/studies/:id/propose', { preValidation: auth }, async (req) => {
+  app.post<{ Params: { id: string } }>('/v1/studies/:id/propose', {}, async (req) => {
     const user = requireUser(req.principal!, 'study.propose');
     const s = await studyOr404(ctx, req.params.id);
     checkOwnStudy(user, s);
@@ -105,7 +100,7 @@ export function governanceRoutes(app: FastifyInstance, ctx: RouteContext, cfg: G
     return view(l, await listMemberships(gov(store.db)));
   });
 
-  app.post<{ Params: { id: string }; Body: Static<typeof ApproveSchema> }>('/v1/studies/:id/approve', { schema: { body: ApproveSchema }, preValidation: auth }, async (req) => {
+  app.post<{ Params: { id: string }; Body: Static<typeof ApproveSchema> }>('/v1/studies/:id/approve', { schema: { body: ApproveSchema } }, async (req) => {
     const user = requireUser(req.principal!, 'study.approve');
     await studyOr404(ctx, req.params.id);
     const site = await siteForAdmin(ctx, user, req.body.site);
@@ -113,7 +108,7 @@ export function governanceRoutes(app: FastifyInstance, ctx: RouteContext, cfg: G
     return view(l, await listMemberships(gov(store.db)));
   });
 
-  app.post<{ Params: { id: string }; Body: Static<typeof ReasonSchema> }>('/v1/studies/:id/decline', { schema: { body: ReasonSchema }, preValidation: auth }, async (req) => {
+  app.post<{ Params: { id: string }; Body: Static<typeof ReasonSchema> }>('/v1/studies/:id/decline', { schema: { body: ReasonSchema } }, async (req) => {
     const user = requireUser(req.principal!, 'study.decline');
     await studyOr404(ctx, req.params.id);
     const site = await siteForAdmin(ctx, user, req.body.site);
@@ -121,7 +116,7 @@ export function governanceRoutes(app: FastifyInstance, ctx: RouteContext, cfg: G
     return view(l, await listMemberships(gov(store.db)));
   });
 
-  app.post<{ Params: { id: string }; Body: Static<typeof ReasonSchema> }>('/v1/studies/:id/withdraw', { schema: { body: ReasonSchema }, preValidation: auth }, async (req) => {
+  app.post<{ Params: { id: string }; Body: Static<typeof ReasonSchema> }>('/v1/studies/:id/withdraw', { schema: { body: ReasonSchema } }, async (req) => {
     const user = requireUser(req.principal!, 'study.withdraw');
     const s = await studyOr404(ctx, req.params.id);
     const site = await siteForAdmin(ctx, user, req.body.site);
@@ -133,7 +128,7 @@ export function governanceRoutes(app: FastifyInstance, ctx: RouteContext, cfg: G
     return view(l, await listMemberships(gov(store.db)));
   });
 
-  app.get<{ Params: { id: string } }>('/v1/studies/:id/governance', { preValidation: auth }, async (req) => {
+  app.get<{ Params: { id: string } }>('/v1/studies/:id/governance', {}, async (req) => {
     requireUser(req.principal!, 'study.view');
     const s = await studyOr404(ctx, req.params.id);
     const l = await loadLifecycle(gov(store.db), s.id);
@@ -154,7 +149,7 @@ export function governanceRoutes(app: FastifyInstance, ctx: RouteContext, cfg: G
     return { s, sites, signoffs, released: events.some((e) => e.kind === 'model.released'), missing: checkRelease(signoffs, sites, policies(cfg)) };
   }
 
-  app.post<{ Params: { id: string }; Body: Static<typeof SignoffSchema> }>('/v1/studies/:id/signoff', { schema: { body: SignoffSchema }, preValidation: auth }, async (req) => {
+  app.post<{ Params: { id: string }; Body: Static<typeof SignoffSchema> }>('/v1/studies/:id/signoff', { schema: { body: SignoffSchema } }, async (req) => {
     const user = requireUser(req.principal!, 'model.signoff');
     const { s } = await releaseState(req.params.id);
     checkOwnStudy(user, s);
@@ -171,13 +166,13 @@ export function governanceRoutes(app: FastifyInstance, ctx: RouteContext, cfg: G
     return { signoff, missing: st.missing };
   });
 
-  app.get<{ Params: { id: string } }>('/v1/studies/:id/release', { preValidation: auth }, async (req) => {
+  app.get<{ Params: { id: string } }>('/v1/studies/:id/release', {}, async (req) => {
     requireUser(req.principal!, 'study.view');
     const st = await releaseState(req.params.id);
     return { released: st.released, signoffs: st.signoffs, missing: st.missing };
   });
 
-  app.post<{ Params: { id: string } }>('/v1/studies/:id/release', { preValidation: auth }, async (req, reply) => {
+  app.post<{ Params: { id: string } }>('/v1/studies/:id/release', {}, async (req, reply) => {
     const user = requireUser(req.principal!, 'model.release');
     const st = await releaseState(req.params.id);
     checkOwnStudy(user, st.s);
@@ -195,7 +190,7 @@ export function governanceRoutes(app: FastifyInstance, ctx: RouteContext, cfg: G
     return { released: true, model: mv?.id ?? null, digest: mv?.digest ?? null };
   });
 
-  app.get('/v1/policies', { preValidation: auth }, async (req) => {
+  app.get('/v1/policies', {}, async (req) => {
     requireUser(req.principal!, 'policy.view');
     return { dir: cfg.policiesDir, coordinatorJurisdiction: cfg.coordinatorJurisdiction ?? null, policies: Object.values(policies(cfg)) };
   });
@@ -205,7 +200,7 @@ export function governanceRoutes(app: FastifyInstance, ctx: RouteContext, cfg: G
    * awaiting its decision), and what else remains before the study may start: approvals still pending, too few
    * sites for minSites or SecAgg+. `ok` is true only when `start` would succeed now.
    */
-  app.get<{ Params: { id: string } }>('/v1/studies/:id/policy-check', { preValidation: auth }, async (req) => {
+  app.get<{ Params: { id: string } }>('/v1/studies/:id/policy-check', {}, async (req) => {
     requireUser(req.principal!, 'policy.view');
     const s = await studyOr404(ctx, req.params.id);
     const spec = JSON.parse(s.spec) as StudySpec;
@@ -250,8 +245,8 @@ function view(l: lc.LifecycleStudy, members: SiteMembership[]) {
  * policy check for every one of them (409 listing every rule broken), then the study, its participants, its
  * initial model, its lifecycle and the audit entries, in one transaction.
  */
-export async function governedStart(ctx: RouteContext, principal: Principal, studyId: string, reply: FastifyReply, cfg: GovernanceConfig = configOf(ctx)) {
-  return startInner(ctx, principal, studyId, reply, cfg).catch(asHttp);
+export async function governedStart(ctx: RouteContext, principal: Principal, studyId: string, reply: FastifyReply) {
+  return startInner(ctx, principal, studyId, reply, ctx.governance).catch(asHttp);
 }
 
 async function startInner(ctx: RouteContext, principal: Principal, studyId: string, reply: FastifyReply, cfg: GovernanceConfig) {

@@ -4,8 +4,7 @@
  * store/privacy.ts). Readable by admins and auditors, a study lead for their own study, a site admin for the
  * sites of their institution, and a site for itself (governance/roles.ts: privacy.view).
  */
-import type { FastifyInstance } from 'fastify';
-import type { RouteContext } from './context.js';
+import type { RoutePlugin } from './context.js';
 import type { StudySpec } from '../../protocol/api.js';
 import { authorize, HttpError } from '../auth.js';
 import { ledgerRows, priv, studySpend, type SiteSpend } from '../../store/privacy.js';
@@ -22,11 +21,11 @@ export interface StudyPrivacyReport {
   entries?: { round: number; site: string; taskId: string; mechanism: string; steps: number; epsilon: number; delta: number; at: number }[];
 }
 
-export function privacyRoutes(app: FastifyInstance, ctx: RouteContext): void {
-  const { store, auth } = ctx;
+export const privacyRoutes: RoutePlugin = async (app, ctx) => {
+  const { store } = ctx;
   app.get<{ Params: { id: string }; Querystring: { entries?: string } }>(
     '/v1/studies/:id/privacy',
-    { schema: { querystring: { type: 'object', properties: { entries: { type: 'string', enum: ['0', '1', 'true', 'false'] } }, additionalProperties: false } }, preValidation: auth },
+    { schema: { querystring: { type: 'object', properties: { entries: { type: 'string', enum: ['0', '1', 'true', 'false'] } }, additionalProperties: false } } },
     async (req): Promise<StudyPrivacyReport> => {
       const p = req.principal!;
       const scope = authorize(p, 'privacy.view');

@@ -4,8 +4,8 @@
  * of its own task. Bodies are untrusted JSON decoded by src/privacy/secagg/wire.ts; a malformed or out-of-order
  * message is refused (400/409) and changes nothing.
  */
-import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import type { RouteContext } from './context.js';
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import type { RoutePlugin } from './context.js';
 import { HttpError, requireSite } from '../auth.js';
 import type { SecAggSession, SessionStage } from '../secagg.js';
 import { decodeKeys, decodeMaskedInput, decodeShares, decodeUnmaskResponse } from '../../privacy/secagg/wire.js';
@@ -18,8 +18,8 @@ import { recordSpendInTx, spendProblem } from '../privacy.js';
 
 type Body = { session?: unknown; msg?: unknown; meta?: unknown };
 
-export function secaggRoutes(app: FastifyInstance, ctx: RouteContext): void {
-  const { store, engine, now, auth, bus, audit } = ctx;
+export const secaggRoutes: RoutePlugin = async (app, ctx) => {
+  const { store, engine, now, bus, audit } = ctx;
 
   async function open(req: FastifyRequest<{ Params: { taskId: string } }>, sessionId?: unknown) {
     const site = requireSite(req.principal!, 'update.submit');
@@ -81,13 +81,13 @@ export function secaggRoutes(app: FastifyInstance, ctx: RouteContext): void {
     return req.body;
   };
 
-  app.get<P>('/v1/agent/secagg/:taskId/setup', { preValidation: auth }, async (req) => {
+  app.get<P>('/v1/agent/secagg/:taskId/setup', {}, async (req) => {
     const { session, clientId } = await open(req);
     if (session.stage !== 'keys') throw new HttpError(409, 'secagg_late', `the SecAgg+ keys stage has closed; this site is not in round ${session.round}`);
     return { session: session.id, setup: session.setup(clientId) };
   });
 
-  app.post<B>('/v1/agent/secagg/:taskId/keys', { preValidation: auth }, async (req) => {
+  app.post<B>('/v1/agent/secagg/:taskId/keys', {}, async (req) => {
     const b = body(req);
     const { session, clientId } = await open(req, b.session);
     const m = decode(() => decodeKeys(b.msg));
@@ -96,10 +96,10 @@ export function secaggRoutes(app: FastifyInstance, ctx: RouteContext): void {
     return { ok: true };
   });
 
-  app.get<P>('/v1/agent/secagg/:taskId/neighbour-keys', { schema: poll, preValidation: auth }, (req, reply) =>
+  app.get<P>('/v1/agent/secagg/:taskId/neighbour-keys', { schema: poll }, (req, reply) =>
     after(req, reply, 'keys', (s, id) => s.neighbourKeys?.get(id), 'no keys from it arrived'));
 
-  app.post<B>('/v1/agent/secagg/:taskId/shares', { preValidation: auth }, async (req) => {
+  app.post<B>('/v1/agent/secagg/:taskId/shares', {}, async (req) => {
     const b = body(req);
     const { session, clientId } = await open(req, b.session);
     const m = decode(() => decodeShares(b.msg));
@@ -108,12 +108,12 @@ export function secaggRoutes(app: FastifyInstance, ctx: RouteContext): void {
     return { ok: true };
   });
 
-  app.get<P>('/v1/agent/secagg/:taskId/mask-request', { schema: poll, preValidation: auth }, (req, reply) =>
+  app.get<P>('/v1/agent/secagg/:taskId/mask-request', { schema: poll }, (req, reply) =>
     after(req, reply, 'shares', (s, id) => s.maskRequests?.get(id), 'no shares from it arrived'));
 
   // The masked input and the result's metadata arrive together: the accepted row holds the metadata and the
   // digest of the masked vector, never a vector; the vector only joins the server's running masked sum.
-  app.post<B>('/v1/agent/secagg/:taskId/masked', { preValidation: auth }, async (req) => {
+  app.post<B>('/v1/agent/secagg/:taskId/masked', {}, async (req) => {
     const b = body(req);
     const { site, task, session, clientId } = await open(req, b.session);
     const words = session.vectorLength + (session.weightScale > 0 ? 1 : 0);
@@ -145,10 +145,10 @@ export function secaggRoutes(app: FastifyInstance, ctx: RouteContext): void {
     return { accepted: true, taskId: task.id, received, expected };
   });
 
-  app.get<P>('/v1/agent/secagg/:taskId/unmask-request', { schema: poll, preValidation: auth }, (req, reply) =>
+  app.get<P>('/v1/agent/secagg/:taskId/unmask-request', { schema: poll }, (req, reply) =>
     after(req, reply, 'masked', (s, id) => (s.unmaskRequest?.survivors.includes(id) ? s.unmaskRequest : undefined), 'its masked input did not arrive in time'));
 
-  app.post<B>('/v1/agent/secagg/:taskId/unmask', { preValidation: auth }, async (req) => {
+  app.post<B>('/v1/agent/secagg/:taskId/unmask', {}, async (req) => {
     const b = body(req);
     const { session, clientId } = await open(req, b.session);
     const m = decode(() => decodeUnmaskResponse(b.msg));
