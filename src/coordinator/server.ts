@@ -5,7 +5,7 @@
  * parts are plugins in ./plugins/: security headers, observability (logs, metrics, probes), the input rule
  * for text, signatures checked before bodies are read, errors and failed-authentication limits.
  */
-import Fastify, { LogController, type FastifyInstance, type FastifyPluginAsync } from 'fastify';
+import Fastify, { LogController, type FastifyInstance, type FastifyPluginAsync, type FastifySchema } from 'fastify';
 import type { Store } from '../store/store.js';
 import { Authenticator, signatureHook } from './auth.js';
 import type { AuditLog } from '../governance/audit-store.js';
@@ -32,6 +32,7 @@ import { AuthFailureLimiter, type AuthLimitOptions } from './plugins/auth-limit.
 import { errorHandling, frameworkErrors } from './plugins/errors.js';
 import { inputRules } from './plugins/input-rules.js';
 import { observability, requestId } from './plugins/observability.js';
+import { replySerialization } from './plugins/replies.js';
 import { securityHeaders } from './plugins/security.js';
 import { signedRequests } from './plugins/signed-requests.js';
 
@@ -61,12 +62,25 @@ export interface ServerOptions {
   /** The coordinator's logger (src/observability/logger.ts); default: one that writes nothing. */
   logger?: Logger;
   https?: { key: string | Buffer; cert: string | Buffer };
+  /**
+   * A reply that does not match its route's response schema answers 500 instead of being logged (plugins/replies.ts).
+   * Default: on under `node --test` (NODE_TEST_CONTEXT, which reaches the coordinators the tests spawn too), so every
+   * test that reaches a route also checks what the route documents.
+   */
+  strictReplies?: boolean;
+}
+
+/** A route as declared: method, URL pattern and the schemas it gave (what the fuzzing and schema tests walk). */
+export interface RouteEntry {
+  method: string;
+  url: string;
+  schema?: FastifySchema;
 }
 
 declare module 'fastify' {
   interface FastifyInstance {
     /** Every route as declared (method, URL pattern), documented or not: what the fuzzing test walks. */
-    routeTable: { method: string; url: string }[];
+    routeTable: RouteEntry[];
   }
 }
 
@@ -107,10 +121,10 @@ export function buildServer(opts: ServerOptions): FastifyInstance {
     ...(opts.https ? { https: opts.https } : {}),
   } as never) as unknown as FastifyInstance;
 
-  const routeTable: { method: string; url: string }[] = [];
+  const routeTable: RouteEntry[] = [];
   app.decorate('routeTable', routeTable);
   app.addHook('onRoute', (r) => {
-    for (const method of [r.method].flat()) if (method !== 'HEAD') routeTable.push({ method, url: r.url });
+    for (const method of [r.method].flat()) if (method !== 'HEAD') routeTable.push({ method, url: r.url, ...(r.schema ? { schema: r.schema } : {}) });
   });
 
   const limiter = new AuthFailureLimiter({ ...(opts.authLimits ?? {}), now });
@@ -119,6 +133,7 @@ export function buildServer(opts: ServerOptions): FastifyInstance {
   // @fastify/swagger collects routes through an onRoute hook, so it loads before any route is declared
   // (the probes in plugins/observability.ts included).
   void app.register(registerOpenApi);
+  void app.register(rootPlugin((a) => replySerialization(a, { strict: opts.strictReplies ?? process.env.NODE_TEST_CONTEXT !== undefined })));
   void app.register(rootPlugin(securityHeaders));
   void app.register(
     rootPlugin((a) => observability(a, { store, bus, now, instanceId: engine.instanceId, ...(opts.dataDir ? { dataDir: opts.dataDir } : {}), ...(opts.minFreeBytes !== undefined ? { minFreeBytes: opts.minFreeBytes } : {}) })),

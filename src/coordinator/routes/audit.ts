@@ -7,12 +7,12 @@
  */
 import type { RoutePlugin } from './context.js';
 import { requireUser } from '../auth.js';
+import { AuditPageSchema, AuditQuery, ChainVerdictSchema, NoQuery, TextReply } from '../../protocol/replies.js';
 
 export const auditRoutes: RoutePlugin = async (app, ctx) => {
   const { audit } = ctx;
-  const q = { type: 'object', properties: { after: { type: 'string', pattern: '^[0-9]{1,15}$' }, limit: { type: 'string', pattern: '^[0-9]{1,7}$' } }, additionalProperties: false } as const;
 
-  app.get<{ Querystring: { after?: string; limit?: string } }>('/v1/audit', { schema: { querystring: q } }, async (req) => {
+  app.get<{ Querystring: { after?: string; limit?: string } }>('/v1/audit', { schema: { querystring: AuditQuery, response: { 200: AuditPageSchema } } }, async (req) => {
     requireUser(req.principal!, 'audit.view');
     const head = await audit.head();
     const entries = await audit.entries({
@@ -22,12 +22,12 @@ export const auditRoutes: RoutePlugin = async (app, ctx) => {
     return { publicKey: audit.key.publicKeyRaw, count: head.count, head: head.head, entries };
   });
 
-  app.get('/v1/audit/verify', {}, async (req) => {
+  app.get('/v1/audit/verify', { schema: { querystring: NoQuery, response: { 200: ChainVerdictSchema } } }, async (req) => {
     requireUser(req.principal!, 'audit.view');
     return audit.verify();
   });
 
-  app.get('/v1/audit/export', {}, async (req, reply) => {
+  app.get('/v1/audit/export', { schema: { querystring: NoQuery, response: { 200: { content: { 'application/x-ndjson': { schema: TextReply('JSON Lines: a header, then every entry (governance/audit-chain.ts exportChain)') } } } } } }, async (req, reply) => {
     requireUser(req.principal!, 'audit.export');
     return reply.type('application/x-ndjson').send(await audit.export(ctx.now()));
   });

@@ -8,7 +8,8 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { RoutePlugin } from './context.js';
-import { EnrolRequestSchema, UserEnrolRequestSchema, type EnrolRequest, type UserEnrolRequest } from '../../protocol/api.js';
+import { EnrolRequestSchema, EnrolResponseSchema, UserEnrolRequestSchema, UserEnrolResponseSchema, type EnrolRequest, type UserEnrolRequest } from '../../protocol/api.js';
+import { NoQuery } from '../../protocol/replies.js';
 import { importPublicKey } from '../../protocol/signing.js';
 import { HttpError, sha256hex } from '../auth.js';
 import { appendAudit } from '../../governance/audit-store.js';
@@ -26,7 +27,7 @@ export function checkPublicKey(k: string): void {
 export const enrolRoutes: RoutePlugin = async (app, ctx) => {
   const { store, now, audit } = ctx;
 
-  app.post<{ Body: EnrolRequest }>('/v1/enrol', { schema: { body: EnrolRequestSchema } }, async (req) => {
+  app.post<{ Body: EnrolRequest }>('/v1/enrol', { schema: { querystring: NoQuery, body: EnrolRequestSchema, response: { 200: EnrolResponseSchema } } }, async (req) => {
     checkPublicKey(req.body.publicKey);
     const siteId = `site-${randomBytes(6).toString('hex')}`;
     const tokenHash = sha256hex(req.body.token);
@@ -65,7 +66,7 @@ export const enrolRoutes: RoutePlugin = async (app, ctx) => {
   });
 
 
-  app.post<{ Body: UserEnrolRequest }>('/v1/users/enrol', { schema: { body: UserEnrolRequestSchema } }, async (req) => {
+  app.post<{ Body: UserEnrolRequest }>('/v1/users/enrol', { schema: { querystring: NoQuery, body: UserEnrolRequestSchema, response: { 200: UserEnrolResponseSchema } } }, async (req) => {
     checkPublicKey(req.body.publicKey);
     const t = now();
     const user = await store.transaction(async (tx) => {

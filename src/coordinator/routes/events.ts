@@ -20,6 +20,7 @@ import { createHmac, hkdfSync, timingSafeEqual } from 'node:crypto';
 import { Type, type Static } from '@sinclair/typebox';
 import type { RouteContext, RoutePlugin } from './context.js';
 import { HttpError, sha256hex } from '../auth.js';
+import { NoBody, NoQuery, TextReply } from '../../protocol/replies.js';
 import type { CoordinatorEvent } from '../events.js';
 import { scopeOf } from '../../governance/roles.js';
 import type { StreamEvent } from '../../protocol/views.js';
@@ -130,6 +131,8 @@ export const eventTokenRoutes: RoutePlugin = async (app, ctx) => {
     {
       schema: {
         summary: 'Get a short-lived token for the live event stream (EventSource cannot send credentials)',
+        querystring: NoQuery,
+        body: NoBody,
         response: { 200: StreamTokenSchema },
       },
     },
@@ -162,6 +165,7 @@ export const eventStreamRoutes: RoutePlugin = async (app, ctx) => {
       schema: {
         summary: 'Live coordinator events as Server-Sent Events (text/event-stream), filtered by the token holder’s role and optionally by study',
         querystring: EventsQuerySchema,
+        response: { 200: { content: { 'text/event-stream': { schema: TextReply('Server-Sent Events; each event\'s name is its type (protocol/views.ts StreamEvent)') } } } },
       },
     },
     async (req, reply) => {

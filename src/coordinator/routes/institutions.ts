@@ -2,6 +2,7 @@
 import { Type, type Static } from '@sinclair/typebox';
 import type { RoutePlugin } from './context.js';
 import { HttpError, requireUser } from '../auth.js';
+import { IdParams, InstitutionViewSchema, LinkSiteBody, NoQuery, SiteLinkedReply } from '../../protocol/replies.js';
 import { INSTITUTION_KINDS, addEvent, createInstitution, getInstitution, gov, linkSite, listInstitutions, listMemberships, listResources } from '../../store/governance.js';
 
 export const InstitutionSchema = Type.Object({
@@ -12,13 +13,11 @@ export const InstitutionSchema = Type.Object({
 }, { additionalProperties: false });
 export type InstitutionBody = Static<typeof InstitutionSchema>;
 
-const LinkSchema = Type.Object({ site: Type.String({ minLength: 1, maxLength: 100 }) }, { additionalProperties: false });
-
 export const institutionRoutes: RoutePlugin = async (app, ctx) => {
   const { store, now } = ctx;
   const db = () => gov(store.db);
 
-  app.post<{ Body: InstitutionBody }>('/v1/institutions', { schema: { body: InstitutionSchema } }, async (req, reply) => {
+  app.post<{ Body: InstitutionBody }>('/v1/institutions', { schema: { querystring: NoQuery, body: InstitutionSchema, response: { 201: InstitutionViewSchema } } }, async (req, reply) => {
     const user = requireUser(req.principal!, 'institution.create');
     const b = req.body;
     if (await getInstitution(db(), b.id)) throw new HttpError(409, 'conflict', `institution ${b.id} already exists`);
@@ -30,7 +29,7 @@ export const institutionRoutes: RoutePlugin = async (app, ctx) => {
     return reply.status(201).send({ ...b, createdAt: t });
   });
 
-  app.get('/v1/institutions', {}, async (req) => {
+  app.get('/v1/institutions', { schema: { querystring: NoQuery, response: { 200: Type.Array(InstitutionViewSchema) } } }, async (req) => {
     requireUser(req.principal!, 'consortium.view');
     const [insts, members, resources] = await Promise.all([listInstitutions(db()), listMemberships(db()), listResources(db())]);
     return insts.map((i) => ({
@@ -41,7 +40,7 @@ export const institutionRoutes: RoutePlugin = async (app, ctx) => {
   });
 
   /** Links an enrolled site to its institution; the site's data is then held in the institution's jurisdiction. */
-  app.post<{ Params: { id: string }; Body: Static<typeof LinkSchema> }>('/v1/institutions/:id/sites', { schema: { body: LinkSchema } }, async (req) => {
+  app.post<{ Params: { id: string }; Body: Static<typeof LinkSiteBody> }>('/v1/institutions/:id/sites', { schema: { params: IdParams, querystring: NoQuery, body: LinkSiteBody, response: { 200: SiteLinkedReply } } }, async (req) => {
     const user = requireUser(req.principal!, 'institution.create');
     const inst = await getInstitution(db(), req.params.id);
     if (!inst) throw new HttpError(404, 'not_found', `no institution ${req.params.id}`);

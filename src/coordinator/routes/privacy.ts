@@ -7,6 +7,7 @@
 import type { RoutePlugin } from './context.js';
 import type { StudySpec } from '../../protocol/api.js';
 import { authorize, HttpError } from '../auth.js';
+import { IdParams, PrivacyQuery, StudyPrivacySchema } from '../../protocol/replies.js';
 import { ledgerRows, priv, studySpend, type SiteSpend } from '../../store/privacy.js';
 
 export interface StudyPrivacyReport {
@@ -25,7 +26,7 @@ export const privacyRoutes: RoutePlugin = async (app, ctx) => {
   const { store } = ctx;
   app.get<{ Params: { id: string }; Querystring: { entries?: string } }>(
     '/v1/studies/:id/privacy',
-    { schema: { querystring: { type: 'object', properties: { entries: { type: 'string', enum: ['0', '1', 'true', 'false'] } }, additionalProperties: false } } },
+    { schema: { params: IdParams, querystring: PrivacyQuery, response: { 200: StudyPrivacySchema } } },
     async (req): Promise<StudyPrivacyReport> => {
       const p = req.principal!;
       const scope = authorize(p, 'privacy.view');

@@ -7,6 +7,7 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { RoutePlugin } from './context.js';
 import { HttpError, requireSite } from '../auth.js';
+import { NoContent, NoQuery, OkReply, ResultAcceptedReply, SecAggBody, SecAggPollQuery, SecAggSetupReply, SecAggStageReply, TaskIdParams, type SecAggRequest } from '../../protocol/replies.js';
 import type { SecAggSession, SessionStage } from '../secagg.js';
 import { decodeKeys, decodeMaskedInput, decodeShares, decodeUnmaskResponse } from '../../privacy/secagg/wire.js';
 import { ResultMetaSchema, checkValue, type ResultMeta, type StudySpec } from '../../protocol/api.js';
@@ -15,8 +16,6 @@ import { cohortSize } from '../../store/trust.js';
 import { StoreConflict, type TaskRow } from '../../store/store.js';
 import { digestHex } from '../engine.js';
 import { recordSpendInTx, spendProblem } from '../privacy.js';
-
-type Body = { session?: unknown; msg?: unknown; meta?: unknown };
 
 export const secaggRoutes: RoutePlugin = async (app, ctx) => {
   const { store, engine, now, bus, audit } = ctx;
@@ -73,22 +72,20 @@ export const secaggRoutes: RoutePlugin = async (app, ctx) => {
     }
   }
 
-  const poll = { querystring: { type: 'object', properties: { session: { type: 'string', maxLength: 256 }, waitMs: { type: 'string', pattern: '^[0-9]{1,5}$' } }, additionalProperties: false } };
+  // The long-polls answer their stage's message, or 204 when the wait ended first; the posts answer ok.
+  const poll = { params: TaskIdParams, querystring: SecAggPollQuery, response: { 200: SecAggStageReply, 204: NoContent } };
+  const post = { schema: { params: TaskIdParams, querystring: NoQuery, body: SecAggBody, response: { 200: OkReply } } };
   type P = { Params: { taskId: string }; Querystring: { session?: string; waitMs?: string } };
-  type B = { Params: { taskId: string }; Body: Body };
-  const body = (req: FastifyRequest<B>): Body => {
-    if (typeof req.body !== 'object' || req.body === null || Array.isArray(req.body)) throw new HttpError(400, 'malformed_secagg', 'body must be a JSON object { session, msg }');
-    return req.body;
-  };
+  type B = { Params: { taskId: string }; Body: SecAggRequest };
 
-  app.get<P>('/v1/agent/secagg/:taskId/setup', {}, async (req) => {
+  app.get<P>('/v1/agent/secagg/:taskId/setup', { schema: { params: TaskIdParams, querystring: NoQuery, response: { 200: SecAggSetupReply } } }, async (req) => {
     const { session, clientId } = await open(req);
     if (session.stage !== 'keys') throw new HttpError(409, 'secagg_late', `the SecAgg+ keys stage has closed; this site is not in round ${session.round}`);
     return { session: session.id, setup: session.setup(clientId) };
   });
 
-  app.post<B>('/v1/agent/secagg/:taskId/keys', {}, async (req) => {
-    const b = body(req);
+  app.post<B>('/v1/agent/secagg/:taskId/keys', post, async (req) => {
+    const b = req.body;
     const { session, clientId } = await open(req, b.session);
     const m = decode(() => decodeKeys(b.msg));
     if (m.clientId !== clientId) throw new HttpError(403, 'forbidden', `this site is client ${clientId}, not ${m.clientId}`);
@@ -99,8 +96,8 @@ export const secaggRoutes: RoutePlugin = async (app, ctx) => {
   app.get<P>('/v1/agent/secagg/:taskId/neighbour-keys', { schema: poll }, (req, reply) =>
     after(req, reply, 'keys', (s, id) => s.neighbourKeys?.get(id), 'no keys from it arrived'));
 
-  app.post<B>('/v1/agent/secagg/:taskId/shares', {}, async (req) => {
-    const b = body(req);
+  app.post<B>('/v1/agent/secagg/:taskId/shares', post, async (req) => {
+    const b = req.body;
     const { session, clientId } = await open(req, b.session);
     const m = decode(() => decodeShares(b.msg));
     if (m.clientId !== clientId) throw new HttpError(403, 'forbidden', `this site is client ${clientId}, not ${m.clientId}`);
@@ -113,8 +110,8 @@ export const secaggRoutes: RoutePlugin = async (app, ctx) => {
 
   // The masked input and the result's metadata arrive together: the accepted row holds the metadata and the
   // digest of the masked vector, never a vector; the vector only joins the server's running masked sum.
-  app.post<B>('/v1/agent/secagg/:taskId/masked', {}, async (req) => {
-    const b = body(req);
+  app.post<B>('/v1/agent/secagg/:taskId/masked', { schema: { ...post.schema, response: { 200: ResultAcceptedReply } } }, async (req) => {
+    const b = req.body;
     const { site, task, session, clientId } = await open(req, b.session);
     const words = session.vectorLength + (session.weightScale > 0 ? 1 : 0);
     const m = decode(() => decodeMaskedInput(b.msg, words));
@@ -148,8 +145,8 @@ export const secaggRoutes: RoutePlugin = async (app, ctx) => {
   app.get<P>('/v1/agent/secagg/:taskId/unmask-request', { schema: poll }, (req, reply) =>
     after(req, reply, 'masked', (s, id) => (s.unmaskRequest?.survivors.includes(id) ? s.unmaskRequest : undefined), 'its masked input did not arrive in time'));
 
-  app.post<B>('/v1/agent/secagg/:taskId/unmask', {}, async (req) => {
-    const b = body(req);
+  app.post<B>('/v1/agent/secagg/:taskId/unmask', post, async (req) => {
+    const b = req.body;
     const { session, clientId } = await open(req, b.session);
     const m = decode(() => decodeUnmaskResponse(b.msg));
     if (m.clientId !== clientId) throw new HttpError(403, 'forbidden', `this site is client ${clientId}, not ${m.clientId}`);

@@ -4,7 +4,9 @@
  * later request with that key under key id = its site id. Each step is audited in its own transaction.
  */
 import type { RoutePlugin } from './context.js';
-import { CohortsRequestSchema, InviteRequestSchema, type CohortsRequest, type InviteRequest } from '../../protocol/api.js';
+import { CohortsRequestSchema, InviteRequestSchema, InviteResponseSchema, type CohortsRequest, type InviteRequest } from '../../protocol/api.js';
+import { CohortsReply, IdParams, NoBody, NoQuery, RevokedReply } from '../../protocol/replies.js';
+import { Type } from '@sinclair/typebox';
 import { SiteViewSchema } from '../../protocol/views.js';
 import { HttpError, newSecret, requireSite, requireUser, sha256hex } from '../auth.js';
 import { appendAudit } from '../../governance/audit-store.js';
@@ -15,7 +17,7 @@ import { gov, listMemberships } from '../../store/governance.js';
 export const siteRoutes: RoutePlugin = async (app, ctx) => {
   const { store, bus, now, audit } = ctx;
 
-  app.post<{ Body: InviteRequest }>('/v1/invites', { schema: { body: InviteRequestSchema } }, async (req) => {
+  app.post<{ Body: InviteRequest }>('/v1/invites', { schema: { querystring: NoQuery, body: InviteRequestSchema, response: { 200: InviteResponseSchema } } }, async (req) => {
     const user = requireUser(req.principal!, 'invite.create');
     const b = req.body;
     // A site admin invites sites of their own institution only.
@@ -40,13 +42,13 @@ export const siteRoutes: RoutePlugin = async (app, ctx) => {
 
   // A site declares (or updates) how many training examples it holds per dataset; results claiming more are refused.
   // It is part of the site submitting plausible updates, hence the update.submit action.
-  app.put<{ Body: CohortsRequest }>('/v1/agent/cohorts', { schema: { body: CohortsRequestSchema } }, async (req) => {
+  app.put<{ Body: CohortsRequest }>('/v1/agent/cohorts', { schema: { querystring: NoQuery, body: CohortsRequestSchema, response: { 200: CohortsReply } } }, async (req) => {
     const site = requireSite(req.principal!, 'update.submit');
     await store.transaction((tx) => declareCohorts(tx, site.id, req.body.cohorts, now()));
     return { siteId: site.id, cohorts: await listCohorts(store.db, site.id) };
   });
 
-  app.get('/v1/sites', { schema: { response: { 200: { type: 'array', items: SiteViewSchema } } } }, async (req) => {
+  app.get('/v1/sites', { schema: { querystring: NoQuery, response: { 200: Type.Array(SiteViewSchema) } } }, async (req) => {
     requireUser(req.principal!, 'consortium.view');
     const window = ctx.onlineWindowMs ?? 60_000;
     const sites = await store.listSites();
@@ -66,7 +68,7 @@ export const siteRoutes: RoutePlugin = async (app, ctx) => {
     }));
   });
 
-  app.post<{ Params: { id: string } }>('/v1/sites/:id/revoke', {}, async (req) => {
+  app.post<{ Params: { id: string } }>('/v1/sites/:id/revoke', { schema: { params: IdParams, querystring: NoQuery, body: NoBody, response: { 200: RevokedReply } } }, async (req) => {
     const user = requireUser(req.principal!, 'site.revoke');
     const site = (await store.getSite(req.params.id)) ?? (await store.getSiteByName(req.params.id));
     if (!site) throw new HttpError(404, 'not_found', `no site ${req.params.id}`);

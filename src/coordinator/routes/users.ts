@@ -7,20 +7,19 @@
  */
 import type { RoutePlugin } from './context.js';
 import { randomBytes } from 'node:crypto';
-import { Type, type Static } from '@sinclair/typebox';
-import { UserInviteRequestSchema, type UserInviteRequest } from '../../protocol/api.js';
+import { Type } from '@sinclair/typebox';
+import { UserInviteRequestSchema, UserInviteResponseSchema, type UserInviteRequest } from '../../protocol/api.js';
+import { IdParams, KeyRotatedReply, NoBody, RotateKeyBody, type RotateKeyRequest, NoQuery, RevokedReply, UserViewSchema, WhoAmISchema } from '../../protocol/replies.js';
 import { checkPublicKey } from './enrol.js';
 import { HttpError, authorize, newSecret, requireUser, sha256hex } from '../auth.js';
 import { appendAudit } from '../../governance/audit-store.js';
 import { ACTIONS, can, type Action } from '../../governance/roles.js';
 import { createUser, createUserInvite, getUser, getUserByName, listUsers, revokeUser, setSitePublicKey } from '../../store/trust.js';
 
-const RotateSchema = Type.Object({ publicKey: Type.String({ pattern: '^[A-Za-z0-9_-]{43}$' }) }, { additionalProperties: false });
-
 export const userRoutes: RoutePlugin = async (app, ctx) => {
   const { store, bus, now, audit } = ctx;
 
-  app.post<{ Body: UserInviteRequest }>('/v1/users', { schema: { body: UserInviteRequestSchema } }, async (req) => {
+  app.post<{ Body: UserInviteRequest }>('/v1/users', { schema: { querystring: NoQuery, body: UserInviteRequestSchema, response: { 200: UserInviteResponseSchema } } }, async (req) => {
     const admin = requireUser(req.principal!, 'user.create');
     const b = req.body;
     if (await getUserByName(store.db, b.name)) throw new HttpError(409, 'conflict', `a user named ${b.name} already exists`);
@@ -37,19 +36,19 @@ export const userRoutes: RoutePlugin = async (app, ctx) => {
     return { token, userId: id, name: b.name, role: b.role, expiresAt };
   });
 
-  app.get('/v1/users', {}, async (req) => {
+  app.get('/v1/users', { schema: { querystring: NoQuery, response: { 200: Type.Array(UserViewSchema) } } }, async (req) => {
     requireUser(req.principal!, 'consortium.view');
     return (await listUsers(store.db)).map((u) => ({ id: u.id, name: u.name, role: u.role, institution: u.institution, status: u.status, createdAt: u.created_at }));
   });
 
-  app.get('/v1/whoami', {}, async (req) => {
+  app.get('/v1/whoami', { schema: { querystring: NoQuery, response: { 200: WhoAmISchema } } }, async (req) => {
     const p = req.principal!;
     // `actions`: what this role may do (governance/roles.ts), so a client shows only what it may open.
     const actions = (Object.keys(ACTIONS) as Action[]).filter((a) => can(p.kind === 'site' ? 'site' : p.role, a));
     return p.kind === 'site' ? { kind: 'site', id: p.id, name: p.site.name, role: 'site', actions } : { kind: 'user', id: p.id, name: p.name, role: p.role, institution: p.institution, actions };
   });
 
-  app.post<{ Params: { id: string } }>('/v1/users/:id/revoke', {}, async (req) => {
+  app.post<{ Params: { id: string } }>('/v1/users/:id/revoke', { schema: { params: IdParams, querystring: NoQuery, body: NoBody, response: { 200: RevokedReply } } }, async (req) => {
     const admin = requireUser(req.principal!, 'user.revoke');
     const u = (await getUser(store.db, req.params.id)) ?? (await getUserByName(store.db, req.params.id));
     if (!u) throw new HttpError(404, 'not_found', `no user ${req.params.id}`);
@@ -65,7 +64,7 @@ export const userRoutes: RoutePlugin = async (app, ctx) => {
   });
 
   // Key rotation: the request is signed with the old key, so only its holder can replace it.
-  app.post<{ Body: Static<typeof RotateSchema> }>('/v1/keys/rotate', { schema: { body: RotateSchema } }, async (req) => {
+  app.post<{ Body: RotateKeyRequest }>('/v1/keys/rotate', { schema: { querystring: NoQuery, body: RotateKeyBody, response: { 200: KeyRotatedReply } } }, async (req) => {
     const p = req.principal!;
     authorize(p, 'key.rotate');
     checkPublicKey(req.body.publicKey);
