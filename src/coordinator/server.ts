@@ -91,6 +91,30 @@ function rootPlugin<T>(fn: (app: FastifyInstance, o: T) => void | Promise<void>)
   return plugin as never;
 }
 
+/** A site's last-seen time is written at most this often per coordinator (it counts as online for 60 s). */
+export const SITE_TOUCH_EVERY_MS = 5_000;
+
+/**
+ * Records that a site was seen, at most once per SITE_TOUCH_EVERY_MS per site. Every signed request of a site used
+ * to UPDATE its row: a burst of polls from one site then queued on that row's lock, each commit waiting for the one
+ * before, and held the pool's connections while they waited (the PostgreSQL stall under load).
+ */
+export function siteTouches(store: Store, now: () => number): (siteId: string) => Promise<void> {
+  const last = new Map<string, number>();
+  return async (siteId) => {
+    const t = now();
+    const prev = last.get(siteId);
+    if (prev !== undefined && t - prev < SITE_TOUCH_EVERY_MS && t >= prev) return;
+    last.set(siteId, t);
+    try {
+      await store.touchSite(siteId, t);
+    } catch (e) {
+      last.delete(siteId);
+      throw e;
+    }
+  };
+}
+
 /** Every route that needs a signed request: registered inside the one authenticated scope. */
 const SIGNED_ROUTES: RoutePlugin[] = [
   siteRoutes, agentRoutes, studyRoutes, userRoutes, auditRoutes, eventTokenRoutes, institutionRoutes, governanceRoutes,
@@ -147,9 +171,10 @@ export function buildServer(opts: ServerOptions): FastifyInstance {
   };
   for (const routes of PUBLIC_ROUTES) void app.register(routes, ctx);
   const authenticator = new Authenticator(store, now);
+  const touch = siteTouches(store, now);
   void app.register(async (signed) => {
     signed.addHook('onRequest', signatureHook(authenticator, async (p) => {
-      if (p.kind === 'site') await store.touchSite(p.site.id, now());
+      if (p.kind === 'site') await touch(p.site.id);
     }));
     for (const routes of SIGNED_ROUTES) await signed.register(routes, ctx);
   });

@@ -2,13 +2,14 @@
  * `setu bench reads`: many concurrent signed reads at a coordinator on SQLite and at one on PostgreSQL, measured
  * in the same run, so the PostgreSQL figure is a ratio against SQLite's on the same machine and moment.
  *
- *   setu bench reads [--requests 1000] [--runs 5] [--path /v1/studies] [--pg postgres://…] [--timeout-ms 60000] [--json]
+ *   setu bench reads [--requests 1000] [--runs 5] [--path /v1/studies] [--as lead|site] [--pg postgres://…] [--timeout-ms 60000] [--json]
  *
  * Each backend gets its own coordinator process (`setu coordinator start`, log level warn), a study lead and a
  * site enrolled over the API, and a few studies. Each run signs `requests` GETs of `path` as the study lead
  * (every one its own nonce, signed before the clock starts, so signing is not measured) and sends them all at
- * once over real HTTP, one connection each; the runs alternate between the backends. Per run it prints p50, p99
- * and max latency (request sent → body received), and the requests that failed (any answer but 200) or hung
+ * once over real HTTP, one connection each (`--as site` signs them as the site instead, e.g. for its task poll
+ * `--path '/v1/agent/task?waitMs=0'`); the runs alternate between the backends. Per run it prints p50, p99
+ * and max latency (request sent → body received), and the requests that failed (any answer but 2xx) or hung
  * (no answer within --timeout-ms). PostgreSQL runs in a database made for the run and dropped after it.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -31,7 +32,7 @@ export const DEFAULT_PG = process.env.SETU_TEST_PG ?? 'postgres://postgres@127.0
 export interface ReadRun {
   requests: number;
   ok: number;
-  /** Answered, but not 200: status → count. */
+  /** Answered, but not 2xx: status → count. */
   failed: Record<string, number>;
   /** No answer within the timeout (or the connection broke). */
   hung: number;
@@ -63,7 +64,7 @@ export async function concurrentReads(base: string, path: string, signer: Signer
       const req = http.request(url, { method: 'GET', headers: h, agent, timeout: timeoutMs }, (res) => {
         res.resume();
         res.on('end', () => {
-          if (res.statusCode === 200) times.push(performance.now() - t0);
+          if (res.statusCode !== undefined && res.statusCode >= 200 && res.statusCode < 300) times.push(performance.now() - t0);
           else failed[String(res.statusCode)] = (failed[String(res.statusCode)] ?? 0) + 1;
           done();
         });
@@ -106,10 +107,10 @@ export interface BenchCoordinator {
 }
 
 /** A `setu coordinator start` process on `db` (a PostgreSQL URL, or undefined for SQLite in its data directory). */
-export async function startBenchCoordinator(db: string | undefined): Promise<BenchCoordinator> {
+export async function startBenchCoordinator(db: string | undefined, env: NodeJS.ProcessEnv = {}): Promise<BenchCoordinator> {
   const dataDir = mkdtempSync(join(tmpdir(), 'setu-bench-reads-'));
   const port = await freePort();
-  const child = spawn(process.execPath, [MAIN, 'coordinator', 'start', '--data-dir', dataDir, '--port', String(port), '--log-level', 'warn', ...(db ? ['--db', db] : [])], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [MAIN, 'coordinator', 'start', '--data-dir', dataDir, '--port', String(port), '--log-level', 'warn', ...(db ? ['--db', db] : [])], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
   let out = '';
   await new Promise<void>((ok, fail) => {
     const timer = setTimeout(() => fail(new Error(`the coordinator did not listen within 60 s:\n${out}`)), 60_000);
@@ -145,7 +146,7 @@ export async function startBenchCoordinator(db: string | undefined): Promise<Ben
 }
 
 /** A study lead and a site enrolled over the API, and `studies` studies, so the reads have rows to read. */
-export async function populate(c: BenchCoordinator, studies = 5): Promise<Signer> {
+export async function populate(c: BenchCoordinator, studies = 5): Promise<{ lead: Signer; site: Signer }> {
   const k = readKeyFile(join(c.dataDir, 'admin.key'));
   const admin = new HttpClient({ baseUrl: c.url, signer: { keyId: k.keyId, privateKey: k.privateKey }, giveUpAfterMs: 20_000 });
   const anon = new HttpClient({ baseUrl: c.url, giveUpAfterMs: 20_000 });
@@ -154,7 +155,8 @@ export async function populate(c: BenchCoordinator, studies = 5): Promise<Signer
   await anon.json('POST', '/v1/users/enrol', { token: inv.token, publicKey: keys.publicKeyRaw });
   const lead = { keyId: inv.userId, privateKey: keys.privateKeyPem };
   const siteInv = await admin.json<{ token: string }>('POST', '/v1/invites', { siteName: 'bench-site', ttlHours: 1 });
-  await anon.json('POST', '/v1/enrol', { token: siteInv.token, publicKey: generateSigningKeys().publicKeyRaw, cohorts: { heart: 100 } });
+  const siteKeys = generateSigningKeys();
+  const enrolled = await anon.json<{ siteId: string }>('POST', '/v1/enrol', { token: siteInv.token, publicKey: siteKeys.publicKeyRaw, cohorts: { heart: 100 } });
   const client = new HttpClient({ baseUrl: c.url, signer: lead, giveUpAfterMs: 20_000 });
   for (let i = 0; i < studies; i++) {
     await client.json('POST', '/v1/studies', {
@@ -162,7 +164,7 @@ export async function populate(c: BenchCoordinator, studies = 5): Promise<Signer
       fit: { localSteps: 1, batchSize: 4, optimizer: { kind: 'sgd', lr: 0.1 } }, sites: ['bench-site'], roundTimeoutSeconds: 3600,
     });
   }
-  return lead;
+  return { lead, site: { keyId: enrolled.siteId, privateKey: siteKeys.privateKeyPem } };
 }
 
 /** A database of its own on the PostgreSQL server of `base`, dropped by `drop`. */
@@ -199,7 +201,7 @@ const median = (xs: number[]) => {
   return s.length ? (s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2) : NaN;
 };
 
-export async function runReadsBench(o: { requests: number; runs: number; path: string; pg: string; timeoutMs: number; log?: (s: string) => void }): Promise<ReadsBench> {
+export async function runReadsBench(o: { requests: number; runs: number; path: string; as?: 'lead' | 'site'; pg: string; timeoutMs: number; log?: (s: string) => void }): Promise<ReadsBench> {
   const log = o.log ?? (() => {});
   const pgDb = await benchDatabase(o.pg);
   const coordinators: BenchCoordinator[] = [];
@@ -212,7 +214,7 @@ export async function runReadsBench(o: { requests: number; runs: number; path: s
     const out: ReadsBench = { requests: o.requests, path: o.path, sqlite: [], postgres: [], ratio: { p50: NaN, p99: NaN } };
     for (let i = 0; i < o.runs; i++) {
       for (const [name, c] of [['sqlite', sqlite], ['postgres', postgres]] as const) {
-        const r = await concurrentReads(c.url, o.path, signers[name], o.requests, o.timeoutMs);
+        const r = await concurrentReads(c.url, o.path, signers[name][o.as ?? 'lead'], o.requests, o.timeoutMs);
         out[name].push(r);
         log(`run ${i + 1} ${name.padEnd(8)} ${show(r)}`);
       }
@@ -234,9 +236,9 @@ function show(r: ReadRun): string {
 }
 
 export async function main(argv: string[]): Promise<number> {
-  let requests = 1000, runs = 5, path = '/v1/studies', pgUrl = DEFAULT_PG, timeoutMs = 60_000, json = false;
+  let requests = 1000, runs = 5, path = '/v1/studies', as: 'lead' | 'site' = 'lead', pgUrl = DEFAULT_PG, timeoutMs = 60_000, json = false;
   try {
-    const { values: v } = parse(argv, { requests: { type: 'string' }, runs: { type: 'string' }, path: { type: 'string' }, pg: { type: 'string' }, 'timeout-ms': { type: 'string' }, json: { type: 'boolean' } });
+    const { values: v } = parse(argv, { requests: { type: 'string' }, runs: { type: 'string' }, path: { type: 'string' }, as: { type: 'string' }, pg: { type: 'string' }, 'timeout-ms': { type: 'string' }, json: { type: 'boolean' } });
     const int = (s: string | undefined, name: string, d: number) => {
       if (s === undefined) return d;
       if (!/^[1-9][0-9]{0,6}$/.test(s)) throw new Error(`--${name} must be a positive integer, got "${s}"`);
@@ -249,16 +251,20 @@ export async function main(argv: string[]): Promise<number> {
       if (!v.path.startsWith('/v1/')) throw new Error(`--path must be an API path such as /v1/studies, got "${v.path}"`);
       path = v.path;
     }
+    if (v.as !== undefined) {
+      if (v.as !== 'lead' && v.as !== 'site') throw new Error(`--as must be lead or site, got "${v.as}"`);
+      as = v.as;
+    }
     if (v.pg !== undefined) pgUrl = v.pg;
     json = !!v.json;
   } catch (e) {
-    process.stderr.write(`setu bench reads: ${(e as Error).message}\nusage: setu bench reads [--requests 1000] [--runs 5] [--path /v1/studies] [--pg URL] [--timeout-ms 60000] [--json]\n`);
+    process.stderr.write(`setu bench reads: ${(e as Error).message}\nusage: setu bench reads [--requests 1000] [--runs 5] [--path /v1/studies] [--as lead|site] [--pg URL] [--timeout-ms 60000] [--json]\n`);
     return 2;
   }
-  process.stderr.write(`${requests} concurrent signed GET ${path}, ${runs} runs per backend, SQLite and PostgreSQL (${pgUrl.replace(/\/\/[^@/]*@/, '//…@')}) alternating\n`);
+  process.stderr.write(`${requests} concurrent GET ${path} signed as the ${as === 'lead' ? 'study lead' : 'site'}, ${runs} runs per backend, SQLite and PostgreSQL (${pgUrl.replace(/\/\/[^@/]*@/, '//…@')}) alternating\n`);
   let r: ReadsBench;
   try {
-    r = await runReadsBench({ requests, runs, path, pg: pgUrl, timeoutMs, log: (s) => process.stderr.write(s + '\n') });
+    r = await runReadsBench({ requests, runs, path, as, pg: pgUrl, timeoutMs, log: (s) => process.stderr.write(s + '\n') });
   } catch (e) {
     process.stderr.write(`setu bench reads: ${(e as Error).message}\n`);
     return 1;
