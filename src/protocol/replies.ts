@@ -80,14 +80,6 @@ export const AuditQuery = Type.Object(
   { after: Type.Optional(Type.String({ pattern: '^[0-9]{1,15}$', description: 'entries after this seq' })), limit: Type.Optional(Type.String({ pattern: '^[0-9]{1,7}$' })) },
   strict,
 );
-export const AuditEntrySchema = Type.Object(
-  { seq: Type.Integer(), ts: Ms(), actor: Type.String(), kind: Type.String(), subject: Type.String(), data: Type.Unknown(), prevHash: Type.String(), hash: Type.String(), sig: Type.String() },
-  open,
-);
-export const AuditPageSchema = Type.Object(
-  { publicKey: Type.String({ description: "the coordinator's Ed25519 public key (raw, base64url)" }), count: Type.Integer(), head: Type.String(), entries: Type.Array(AuditEntrySchema) },
-  open,
-);
 export const ChainVerdictSchema = Type.Union([
   Type.Object({ ok: Type.Literal(true), head: Type.String(), count: Type.Integer() }, open),
   Type.Object({ ok: Type.Literal(false), firstBad: Type.Object({ index: Type.Integer(), seq: Nullable(Type.Integer()) }, open), reason: Type.String() }, open),
