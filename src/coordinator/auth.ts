@@ -11,7 +11,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { FastifyReply, FastifyRequest, onRequestAsyncHookHandler } from 'fastify';
+import type { FastifyRequest, onRequestAsyncHookHandler } from 'fastify';
 import type { Store, SiteRow } from '../store/store.js';
 import { DEFAULT_MAX_SKEW_MS, HEADER_CONTENT_SHA256, HEADER_KEY_ID, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP, generateSigningKeys, importPrivateKey, publicKeyToRaw, verifyRequest } from '../protocol/signing.js';
 import { createPublicKey } from 'node:crypto';
@@ -264,5 +264,8 @@ export function requireUser(p: Principal, action: Action): Extract<Principal, { 
   return { ...p, scope: authorize(p, action) };
 }
 
-export type AuthedRequest = FastifyRequest & { principal: Principal };
-export type Reply = FastifyReply;
+/** A study lead acts on the studies they lead only ('own-study' scope in governance/roles.ts). */
+export function checkOwnStudy(caller: { id: string; scope: Scope }, study: { id: string; created_by: string }): void {
+  if (caller.scope === 'own-study' && study.created_by !== caller.id) throw new HttpError(403, 'forbidden', `study ${study.id} is led by someone else`);
+}
+

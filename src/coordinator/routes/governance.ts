@@ -15,7 +15,7 @@
 import type { FastifyReply } from 'fastify';
 import type { RouteContext, RoutePlugin } from './context.js';
 import type { Principal } from '../auth.js';
-import { HttpError, requireUser } from '../auth.js';
+import { HttpError, checkOwnStudy, requireUser } from '../auth.js';
 import {
   ApproveBody, GovernanceViewSchema, IdParams, LifecycleViewSchema, NoBody, NoQuery, PoliciesSchema, PolicyCheckSchema, ReasonBody, ReleaseStateSchema, ReleasedReply, SignoffBody, SignoffReply,
   type ApproveRequest, type ReasonRequest, type SignoffRequest,
@@ -65,10 +65,6 @@ async function studyOr404(ctx: RouteContext, id: string) {
   const s = await ctx.store.getStudy(id);
   if (!s) throw new HttpError(404, 'not_found', `no study ${id}`);
   return s;
-}
-
-function checkOwnStudy(user: { id: string; scope: string }, study: { id: string; created_by: string }): void {
-  if (user.scope === 'own-study' && study.created_by !== user.id) throw new HttpError(403, 'forbidden', `study ${study.id} is led by someone else`);
 }
 
 /** A site admin acts only for sites of their own institution (matched by institution id or name). */

@@ -6,7 +6,7 @@
  */
 import type { RoutePlugin } from './context.js';
 import type { StudySpec } from '../../protocol/api.js';
-import { authorize, HttpError } from '../auth.js';
+import { authorize, checkOwnStudy, HttpError } from '../auth.js';
 import { IdParams, PrivacyQuery, StudyPrivacySchema } from '../../protocol/replies.js';
 import { ledgerRows, priv, studySpend, type SiteSpend } from '../../store/privacy.js';
 
@@ -32,7 +32,7 @@ export const privacyRoutes: RoutePlugin = async (app, ctx) => {
       const scope = authorize(p, 'privacy.view');
       const s = await store.getStudy(req.params.id);
       if (!s) throw new HttpError(404, 'not_found', `no study ${req.params.id}`);
-      if (scope === 'own-study' && p.kind === 'user' && s.created_by !== p.id) throw new HttpError(403, 'forbidden', `study ${s.id} is led by someone else`);
+      checkOwnStudy({ id: p.id, scope }, s);
       const spec = JSON.parse(s.spec) as StudySpec;
       const sites = await store.listSites();
       const byId = new Map(sites.map((x) => [x.id, x]));

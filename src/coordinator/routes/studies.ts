@@ -8,7 +8,7 @@ import { describeTensors, weightCount } from '../../protocol/tensors.js';
 import { appendAudit } from '../../governance/audit-store.js';
 import { StudyDetailSchema, StudySummarySchema, type StudyDetail } from '../../protocol/views.js';
 import { exportCsv, studyExport } from '../study-export.js';
-import { HttpError, requireUser } from '../auth.js';
+import { HttpError, checkOwnStudy, requireUser } from '../auth.js';
 import { BinaryReply, ExportQuery, IdParams, ModelQuery, NoBody, NoQuery, StartedReply, StopBody, StudyCreatedReply, StudyExportSchema, StudyStatusReply, TextReply, binaryBody, optionalJsonBody, type StopRequest } from '../../protocol/replies.js';
 import { digestHex, initialWeights } from '../engine.js';
 import { ModelProblem, checkInitialWeights, modelSpecProblems, rulesOf } from '../study-model.js';
@@ -17,11 +17,6 @@ import { hostStrategy } from '../strategy-host.js';
 import { governedStart, governedStop } from './governance.js';
 import { privacyProblems } from '../privacy.js';
 import { createProblems, siteDeclarations } from '../study-checks.js';
-
-/** A study lead acts on the studies they created only ('own-study' scope in governance/roles.ts). */
-function checkOwnStudy(user: { id: string; scope: string }, study: { id: string; created_by: string }): void {
-  if (user.scope === 'own-study' && study.created_by !== user.id) throw new HttpError(403, 'forbidden', `study ${study.id} is led by someone else`);
-}
 
 export const studyRoutes: RoutePlugin = async (app, ctx) => {
   const { store, now } = ctx;
