@@ -7,6 +7,7 @@
 import { Kysely, Migrator, PostgresDialect, SqliteDialect, sql, type Transaction } from 'kysely';
 import type { Database as Schema, SitesTable, StudiesTable, TasksTable, RoundsTable, InvitesTable, UpdatesTable, ModelVersionsTable, MetricsTable, RefusalsTable, StrategyStateTable } from './schema.js';
 import { migrationProvider, type Dialect } from './migrations.js';
+import { pgPoolMax } from './pg-pool.js';
 
 export type SiteRow = SitesTable;
 export type StudyRow = StudiesTable;
@@ -28,14 +29,6 @@ export class StoreConflict extends Error {}
 export class StoreUnavailable extends Error {}
 
 type Db = Kysely<Schema> | Transaction<Schema>;
-
-/** The PostgreSQL pool size: SETU_PG_POOL_MAX when set (1–500), else 20. */
-export function pgPoolMax(env: NodeJS.ProcessEnv = process.env): number {
-  const v = env.SETU_PG_POOL_MAX?.trim();
-  if (!v) return 20;
-  if (!/^[1-9][0-9]{0,2}$/.test(v) || Number(v) > 500) throw new Error(`SETU_PG_POOL_MAX must be a whole number from 1 to 500, got "${v}"`);
-  return Number(v);
-}
 
 /** Drivers hand blobs back as Buffer (pg) or ArrayBuffer (libsql); the rest of Setu sees Uint8Array. */
 function bytes(v: unknown): Uint8Array {
@@ -66,9 +59,7 @@ export class Store {
       const pg = (await import('pg')).default;
       // int8 (COUNT, bigint ms timestamps) arrives as string by default; every value we keep fits a double.
       pg.types.setTypeParser(20, (v: string) => Number(v));
-      // Connections per coordinator (SETU_PG_POOL_MAX, default 20). Eight were too few: a burst of signed requests,
-      // each three short statements (key lookup, nonce, the read), queued behind one another for seconds while
-      // PostgreSQL sat idle (bench reads: 1,000 concurrent reads). Several coordinators share max_connections.
+      // Connections per coordinator: see pg-pool.ts.
       const pool = new pg.Pool({ connectionString: url, max: pgPoolMax() });
       // An idle connection the server drops (restart, failover) must not crash the coordinator: the pool
       // discards it and the next query opens a fresh one.
