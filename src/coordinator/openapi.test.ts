@@ -17,9 +17,9 @@ import { startCoordinator, type RunningCoordinator } from './start.js';
 import { createLogger } from '../observability/logger.js';
 import { enrolUser, inject, type Identity } from '../testing/inject.js';
 import { replySerialization } from './plugins/replies.js';
+import { API_PATH } from '../testing/fuzz.js';
 
-/** The API: what must be described (not the document itself, nor the dashboard's files). */
-const isApi = (url: string) => /^\/(v1\/|healthz$|readyz$|metrics$)/.test(url);
+const isApi = (url: string) => API_PATH.test(url);
 
 type Schema = { properties?: Record<string, unknown>; content?: Record<string, unknown> };
 
