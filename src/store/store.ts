@@ -7,6 +7,7 @@
 import { Kysely, Migrator, PostgresDialect, SqliteDialect, sql, type Transaction } from 'kysely';
 import type { Database as Schema, SitesTable, StudiesTable, TasksTable, RoundsTable, InvitesTable, UpdatesTable, ModelVersionsTable, MetricsTable, RefusalsTable, StrategyStateTable } from './schema.js';
 import { migrationProvider, type Dialect } from './migrations.js';
+import { pgPoolMax } from './pg-pool.js';
 
 export type SiteRow = SitesTable;
 export type StudyRow = StudiesTable;
@@ -58,7 +59,8 @@ export class Store {
       const pg = (await import('pg')).default;
       // int8 (COUNT, bigint ms timestamps) arrives as string by default; every value we keep fits a double.
       pg.types.setTypeParser(20, (v: string) => Number(v));
-      const pool = new pg.Pool({ connectionString: url, max: 8 });
+      // Connections per coordinator: see pg-pool.ts.
+      const pool = new pg.Pool({ connectionString: url, max: pgPoolMax() });
       // An idle connection the server drops (restart, failover) must not crash the coordinator: the pool
       // discards it and the next query opens a fresh one.
       pool.on('error', (e) => process.stderr.write(`setu store: PostgreSQL connection lost (${e.message}); reconnecting on next use\n`));

@@ -5,26 +5,26 @@
  * of it at once (`task.failed` on the event stream) and the engine is woken, so a round whose every site has
  * answered closes now rather than at its deadline (round-close.ts).
  */
-import type { FastifyInstance } from 'fastify';
-import type { RouteContext } from './context.js';
+import type { RoutePlugin } from './context.js';
+import { IdParams, NoQuery } from '../../protocol/replies.js';
 import { TaskErrorRequestSchema, TaskErrorResponseSchema, type TaskErrorRequest, type TaskErrorResponse } from '../../protocol/task-errors.js';
 import { failTask, taskErrorsDb } from '../../store/task-errors.js';
 import { appendAudit } from '../../governance/audit-store.js';
 import { addEvent, gov, getPlacement, updatePlacement } from '../../store/governance.js';
 import { HttpError, requireSite } from '../auth.js';
 
-export function taskErrorRoutes(app: FastifyInstance, ctx: RouteContext): void {
-  const { store, bus, now, auth } = ctx;
+export const taskErrorRoutes: RoutePlugin = async (app, ctx) => {
+  const { store, bus, now } = ctx;
 
   app.post<{ Params: { id: string }; Body: TaskErrorRequest; Reply: TaskErrorResponse }>(
     '/v1/agent/tasks/:id/error',
     {
       schema: {
-        params: { type: 'object', properties: { id: { type: 'string', minLength: 1, maxLength: 300 } }, required: ['id'] },
+        params: IdParams,
+        querystring: NoQuery,
         body: TaskErrorRequestSchema,
         response: { 200: TaskErrorResponseSchema },
       },
-      preValidation: auth,
     },
     async (req) => {
       // Reporting on its own task is part of a site taking part in a study, like a result or a refusal.
@@ -49,4 +49,4 @@ export function taskErrorRoutes(app: FastifyInstance, ctx: RouteContext): void {
       return { recorded: true, taskId: task.id, status: 'failed' as const };
     },
   );
-}
+};
