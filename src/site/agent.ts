@@ -32,6 +32,7 @@ import { budgetRefusal, dpPlanOf, loadBudget, spendAndPersist, trainPrivately, t
 import { AuditWitness } from './audit-witness.js';
 import { isSecAggPending, secaggBody, uploadSecAgg } from './secagg.js';
 import type { PrivacyBudget } from '../privacy/budget.js';
+import { answerAnalyticsTask } from './analytics-task.js';
 
 export interface AgentOptions {
   log?: (msg: string) => void;
@@ -176,6 +177,14 @@ export class SiteAgent {
     // A task issued again (a coordinator restarted a SecAgg+ round) whose result is still queued here: send that
     // result, do not train (and spend privacy) twice.
     if (this.state.pending().some((p) => p.taskId === task.taskId)) return this.flushPending();
+    if (task.kind === 'analytics') {
+      // The query answered under this site's own analytics policy (analytics-task.ts); only the answer leaves.
+      const out = answerAnalyticsTask(this.cfg, this.state, task, this.cred.siteName, started);
+      if ('refusal' in out) return this.refuse(task, out.refusal);
+      this.state.savePending({ taskId: task.taskId, studyId: task.studyId, contentType: 'application/json', body: new TextEncoder().encode(JSON.stringify(out.meta)), commit: [] });
+      this.log(`task ${task.taskId}: ${task.analytics!.query.kind} query answered; uploading`);
+      return this.flushPending();
+    }
     if (task.kind === 'prepare') {
       // Only the verdict on the file and, for global normalisation, column sums leave the site.
       const { report, examples } = await prepareReport(this.cfg, task, this.log);
