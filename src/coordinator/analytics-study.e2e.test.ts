@@ -68,6 +68,8 @@ test('an analytics study through governance and three real agents equals runQuer
   const children: ChildProcess[] = [];
   let c: RunningCoordinator | undefined;
   try {
+    // The coordinator runs in India with the hospitals (IN's policy: domestic answers need no SecAgg+ or DP).
+    process.env.SETU_JURISDICTION = 'IN';
     c = await startCoordinator({ dataDir: join(dir, 'coord'), port: 0, tickMs: 50 });
     const admin = adminOf(c);
     const url = c.url;
