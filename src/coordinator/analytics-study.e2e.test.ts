@@ -9,13 +9,15 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { ChildProcess } from 'node:child_process';
 import YAML from 'yaml';
 import { startCoordinator, type RunningCoordinator } from './start.js';
-import { adminOf, runSetu, stopAll, waitFor } from '../testing/processes.js';
+import { SETU_MAIN, adminOf, runSetu, stopAll, waitFor } from '../testing/processes.js';
 import { rSkipReason } from '../testing/oracles.js';
 import { HttpClient } from '../site/http.js';
 import { generateSigningKeys } from '../protocol/signing.js';
@@ -28,6 +30,7 @@ import type { ResultMeta, StudySpec } from '../protocol/api.js';
 import { CryptoNormal } from '../privacy/noise.js';
 import { listAudit } from '../governance/audit-store.js';
 
+const exec = promisify(execFile);
 const SITES = ['north', 'south', 'west'] as const;
 const POLICY: Record<string, AnalyticsPolicy> = {
   north: { minCellCount: 10, suppressZeros: true },
@@ -111,6 +114,16 @@ test('an analytics study through governance and three real agents equals runQuer
     }, 180_000, 200);
     assert.equal(done.status, 'completed', done.error ?? '');
     const results = await lead.json<StudyResults>('GET', `/v1/studies/${id}/results`);
+
+    // The CLI shows the same results: text, JSON, one query's CSV, and the Cox fit's forest plot.
+    const cli = async (...args: string[]) => (await exec(process.execPath, [SETU_MAIN, 'study', 'results', id, '--coordinator', url, '--data-dir', join(dir, 'coord'), ...args], { timeout: 30_000 })).stdout;
+    assert.deepEqual(JSON.parse(await cli('--json')), results);
+    const text = await cli();
+    assert.match(text, /cox \(cox\) · done · rounds \d+–\d+/);
+    assert.match(text, /site west did not answer: .*does not allow histogram/);
+    assert.match(await cli('--csv', '--query', '1'), /^sex,count,noise_sd,suppressed_at\n/);
+    await cli('--query', 'cox', '--plot', join(dir, 'cox.svg'));
+    assert.match(readFileSync(join(dir, 'cox.svg'), 'utf8'), /^<svg[^>]*>[\s\S]*ph\.ecog/);
 
     // The same queries in one process, over the same tables under the same policies.
     const inputs = Object.fromEntries(SITES.map((s) => [s, { table: new SiteTable(parseCsv(csv[s]!, `${s}.csv`), LUNG_SCHEMA, s), policy: POLICY[s]!, noise: new CryptoNormal() }]));
