@@ -163,6 +163,24 @@ test('analytics rounds: an answer under the stated minimum is refused and audite
       assert.equal(results.queries[i]!.rounds.length, run.rounds.length, `${name}: as many rounds as runQuery`);
     });
     assert.ok(results.queries[1]!.rounds.length >= 3, 'the Cox fit went on after the restart');
+
+    // A second study, now with beta adding Laplace noise under a budget: its spend is in the study's privacy ledger,
+    // as beta's own account on disk says, and audited.
+    sites[1]!.cfg = parseSiteConfig(YAML.stringify({ coordinator: url, datasets: { d: { format: 'csv', path: 'd.csv' } }, analytics: { minCellCount: 6, dp: { mechanism: 'laplace', epsilon: 0.5 } }, privacy: { budget: { epsilon: 2, delta: 1e-5 } } }), join(dir, 'beta', 'site.yaml'));
+    const noisy = await lead.json<{ id: string }>('POST', '/v1/studies', { ...spec, name: 'noisy count', analytics: { queries: [{ kind: 'count', by: ['sex'] }] } });
+    await lead.json('POST', `/v1/studies/${noisy.id}/start`, {});
+    const done2 = await waitFor('the noisy study to end', async () => {
+      const s = await lead.json<{ status: string; error: string | null }>('GET', `/v1/studies/${noisy.id}`);
+      return ['completed', 'failed', 'stopped'].includes(s.status) ? s : undefined;
+    }, 60_000, 50);
+    assert.equal(done2.status, 'completed', done2.error ?? '');
+    const ledger = await lead.json<{ sites: Array<{ site: string; spent: { epsilon: number } }> }>('GET', `/v1/studies/${noisy.id}/privacy`);
+    const account = sites[1]!.state.readJson<{ history: unknown[] }>(noisy.id, 'privacy-budget.json')!;
+    const betaSpent = ledger.sites.find((x) => x.site === 'beta')?.spent.epsilon;
+    assert.ok(betaSpent !== undefined && betaSpent > 0 && betaSpent <= 2, `beta's spend is in the ledger (${betaSpent})`);
+    assert.equal(account.history.length, 1, "beta's own account holds the one release");
+    assert.equal(ledger.sites.find((x) => x.site === 'alpha')?.spent.epsilon ?? 0, 0, 'alpha added no noise and spent nothing');
+    assert.ok((await listAudit(c.store.db, { limit: 10_000 })).some((e) => e.kind === 'privacy.spent' && (e.data as { study?: string }).study === noisy.id), 'the spend is audited');
   } finally {
     stop = true;
     // A site's own assertion (an unexpected refusal, an accepted tampered answer) fails the test here.
