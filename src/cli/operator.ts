@@ -4,6 +4,7 @@
  *   setu site list | revoke <id>
  *   setu study create --file study.yaml [--weights init.safetensors] | start <id> | status <id> [--watch] | stop <id> | list
  */
+import { analyticsStudyDefaults } from '../protocol/analytics.js';
 import { readFileSync } from 'node:fs';
 import YAML from 'yaml';
 import { HttpClient } from '../site/http.js';
@@ -65,6 +66,8 @@ export function readStudyFile(file: string): unknown {
   } catch (e) {
     throw new UsageError(`${file}: not valid YAML/JSON: ${(e as Error).message}`);
   }
+  // An analytics study file (the one `setu analytics run` reads) needs no training fields.
+  spec = analyticsStudyDefaults(spec);
   const problems = checkValue(StudySpecSchema, spec);
   if (problems.length) throw new UsageError(`${file}: ${problems.join('; ')}`);
   return spec;

@@ -119,7 +119,8 @@ test('analytics rounds: an answer under the stated minimum is refused and audite
           }
           await s.client!.json('POST', `/v1/agent/tasks/${encodeURIComponent(task.taskId)}/result`, meta);
         } catch (e) {
-          if (e instanceof assert.AssertionError) throw e;
+          // A refusal by the coordinator is a failure of the test; a connection error is the restart.
+          if (e instanceof assert.AssertionError || (e instanceof ApiError && e.status >= 400 && e.status < 500)) throw e;
           await new Promise((r) => setTimeout(r, 100)); // the coordinator is restarting
         }
       }
@@ -167,7 +168,14 @@ test('analytics rounds: an answer under the stated minimum is refused and audite
     // A second study, now with beta adding Laplace noise under a budget: its spend is in the study's privacy ledger,
     // as beta's own account on disk says, and audited.
     sites[1]!.cfg = parseSiteConfig(YAML.stringify({ coordinator: url, datasets: { d: { format: 'csv', path: 'd.csv' } }, analytics: { minCellCount: 6, dp: { mechanism: 'laplace', epsilon: 0.5 } }, privacy: { budget: { epsilon: 2, delta: 1e-5 } } }), join(dir, 'beta', 'site.yaml'));
-    const noisy = await lead.json<{ id: string }>('POST', '/v1/studies', { ...spec, name: 'noisy count', analytics: { queries: [{ kind: 'count', by: ['sex'] }] } });
+    // An analytics study needs no training fields (the file `setu analytics run` reads); a query over a column the
+    // schema lacks, or of the wrong type, is refused at creation, naming the query and the field.
+    const bare = { name: 'noisy count', dataset: 'd', dataSchema: SCHEMA, sites: ['alpha', 'beta'], roundTimeoutSeconds: 60 };
+    const bad = await lead.json('POST', '/v1/studies', { ...bare, analytics: { queries: [{ kind: 'count', by: ['smoker'] }, { kind: 'summary', column: 'sex' }] } }).then(() => undefined, (e: unknown) => e as ApiError);
+    assert.equal(bad?.status, 400);
+    assert.match(bad!.message, /\/analytics\/queries\/0\/by\/0: the data schema has no column "smoker" \(its categorical columns: sex, status\)/);
+    assert.match(bad!.message, /\/analytics\/queries\/1\/column: column "sex" is categorical; a summary query needs a numeric column here \(age, time\)/);
+    const noisy = await lead.json<{ id: string }>('POST', '/v1/studies', { ...bare, analytics: { queries: [{ kind: 'count', by: ['sex'] }] } });
     await lead.json('POST', `/v1/studies/${noisy.id}/start`, {});
     const done2 = await waitFor('the noisy study to end', async () => {
       const s = await lead.json<{ status: string; error: string | null }>('GET', `/v1/studies/${noisy.id}`);

@@ -15,9 +15,10 @@
  */
 import type { EventBus } from './events.js';
 import type { Store, StudyRow, RoundRow, TaskRow } from '../store/store.js';
-import type { QueryResultEntry, QuerySpec, StudyResults, AnalyticsTask } from '../protocol/analytics.js';
+import type { AnalyticsSpec, QueryResultEntry, QuerySpec, StudyResults, AnalyticsTask } from '../protocol/analytics.js';
 import type { ResultMeta, StudySpec } from '../protocol/api.js';
 import { answerProblems, combineAnswers, type SiteAnswer } from '../analytics/query.js';
+import { declaredColumns } from '../analytics/columns.js';
 import { CoxNewton, combineCox, type CoxAnswer, type CoxNewtonState } from '../analytics/survival/cox.js';
 import { appendAudit, type AuditKey } from '../governance/audit-store.js';
 import { gov } from '../store/governance.js';
@@ -218,4 +219,39 @@ export function analyticsAnswerProblem(task: TaskRow, meta: ResultMeta): string 
   if (!meta.analytics) return `an analytics result must carry its answer (analytics.answer) for the ${config.query.kind} query`;
   const problems = answerProblems(config.query, meta.analytics.answer);
   return problems.length ? `the answer to the ${config.query.kind} query is refused: ${problems.join('; ')}` : undefined;
+}
+
+/**
+ * An analytics study's problems known at creation, each naming the query and the field: it needs a data schema, and
+ * every column a query names must be one the schema declares, of the type the query needs (sites would otherwise each
+ * refuse it at task time).
+ */
+export function analyticsSpecProblems(spec: StudySpec): string[] {
+  if (!spec.analytics) return [];
+  if (!spec.dataSchema) return ["/dataSchema: an analytics study reads each site's table through its data schema; add one"];
+  const cols = declaredColumns(spec.dataSchema);
+  const out: string[] = [];
+  const names = (want?: 'numeric' | 'categorical') => [...cols].filter(([, c]) => !want || c.type === want).map(([n]) => n).join(', ') || '(none)';
+  (spec.analytics.queries as AnalyticsSpec['queries']).forEach((q, i) => {
+    const at = `/analytics/queries/${i}`;
+    const need = (field: string, col: string | undefined, want?: 'numeric' | 'categorical') => {
+      if (col === undefined) return;
+      const c = cols.get(col);
+      if (!c) out.push(`${at}/${field}: the data schema has no column "${col}" (its ${want ? `${want} ` : ''}columns: ${names(want)})`);
+      else if (want && c.type !== want) out.push(`${at}/${field}: column "${col}" is ${c.type}; a ${q.kind} query needs a ${want} column here (${names(want)})`);
+    };
+    switch (q.kind) {
+      case 'count': (q.by ?? []).forEach((c, j) => need(`by/${j}`, c, 'categorical')); break;
+      case 'summary': need('column', q.column, 'numeric'); need('by', q.by, 'categorical'); break;
+      case 'histogram': case 'quantiles': need('column', q.column, 'numeric'); break;
+      case 'missingness': (q.columns ?? []).forEach((c, j) => need(`columns/${j}`, c)); break;
+      case 'kaplan-meier': need('by', q.by, 'categorical'); break;
+      case 'log-rank': need('group', q.group, 'categorical'); break;
+      case 'cox': q.covariates.forEach((c, j) => need(`covariates/${j}`, c)); break;
+    }
+    if ((q.kind === 'kaplan-meier' || q.kind === 'log-rank' || q.kind === 'cox') && spec.dataSchema!.task.kind !== 'survival') {
+      out.push(`${at}/kind: a ${q.kind} query needs a survival task in the data schema (its task is ${spec.dataSchema!.task.kind})`);
+    }
+  });
+  return out;
 }

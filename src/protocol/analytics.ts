@@ -20,6 +20,7 @@
  */
 import { Type, type Static } from '@sinclair/typebox';
 import { Value } from '@sinclair/typebox/value';
+import { encodedFeatureNames, type DataSchema } from './data-schema.js';
 
 const strict = { additionalProperties: false } as const;
 const Column = Type.String({ minLength: 1, maxLength: 200 });
@@ -304,3 +305,30 @@ export const StudyResultsSchema = Type.Object(
   { additionalProperties: false },
 );
 export type StudyResults = Static<typeof StudyResultsSchema>;
+
+/**
+ * An analytics study needs no model: a study file with `analytics:` and a `dataSchema` but without `model`, `strategy`,
+ * `rounds` and `fit` (the same file `setu analytics run` reads) gets the training fields filled with values nothing
+ * uses, so it is one StudySpec to the rest of the system: a model of the schema's width (what the study checks compare
+ * against the data), one round, and one epoch (an answer covers the site's whole table, which is what the
+ * jurisdiction policy's examples-per-update rule then sees). Anything else is returned as it is.
+ */
+export function analyticsStudyDefaults(body: unknown): unknown {
+  if (!body || typeof body !== 'object' || Array.isArray(body)) return body;
+  const o = body as Record<string, unknown>;
+  if (!('analytics' in o) || ['model', 'strategy', 'rounds', 'fit'].some((k) => k in o)) return body;
+  const schema = o.dataSchema as DataSchema | undefined;
+  let width: number;
+  try {
+    width = encodedFeatureNames(schema!).length;
+  } catch {
+    return body; // no or no valid data schema: validation names the fields
+  }
+  return {
+    ...o,
+    model: schema!.task.kind === 'survival' ? { kind: 'cox', inputDim: Math.max(1, width) } : { kind: 'logistic', inputDim: Math.max(1, width) },
+    strategy: { name: 'FedAvg' },
+    rounds: 1,
+    fit: { epochs: 1, batchSize: 32, optimizer: { kind: 'sgd', lr: 0.01 } },
+  };
+}

@@ -19,7 +19,7 @@ import { BUDGET_FILE } from './privacy.js';
 import { answerAnalyticsTask, DEFAULT_ANALYTICS_POLICY } from './analytics-task.js';
 import { parseCsv } from './data/csv.js';
 import { SiteTable } from '../analytics/columns.js';
-import { answerQuery } from '../analytics/query.js';
+import { answerProblems, answerQuery } from '../analytics/query.js';
 import { CryptoNormal } from '../privacy/noise.js';
 
 const SCHEMA: DataSchema = {
@@ -114,6 +114,22 @@ test('DP noise is charged to the same account file as DP training, before the an
     assert.match(refusal ?? '', /analytics \(budget\): site alpha .*privacy budget: .*over this site's budget ε=1/);
     const after = JSON.parse(readFileSync(join(cfg.stateDirAbs, 'studies', 's', BUDGET_FILE), 'utf8')) as { history: unknown[] };
     assert.equal(after.history.length, spent.length, 'the refused query spent nothing');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('noisy answers always pass the coordinator\'s check: a small cell that noise pushes below 0 is suppressed, never sent', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'setu-atask-'));
+  try {
+    const { cfg, state } = site(dir, { analytics: { minCellCount: 6, dp: { mechanism: 'laplace', epsilon: 0.5 } }, privacy: { budget: { epsilon: 1000, delta: 1e-5 } } });
+    // sex has no missing value: the (missing) cell is 0 + noise, below 0 about half the time.
+    const q: QuerySpec = { kind: 'count', by: ['sex'] };
+    for (let i = 1; i <= 40; i++) {
+      const out = answerAnalyticsTask(cfg, state, task(q, i), 'alpha');
+      assert.ok('meta' in out, 'refusal' in out ? out.refusal : '');
+      assert.deepEqual(answerProblems(q, out.meta.analytics!.answer), [], JSON.stringify(out.meta.analytics!.answer));
+    }
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -4,6 +4,7 @@ import type { RouteContext } from './context.js';
 import { randomBytes } from 'node:crypto';
 import { Type } from '@sinclair/typebox';
 import { InitialWeightsResponseSchema, StudySpecSchema, type InitialWeightsResponse, type StudySpec } from '../../protocol/api.js';
+import { analyticsStudyDefaults } from '../../protocol/analytics.js';
 import { encodeSafetensors, headerLayout, readSafetensorsHeader } from '../../protocol/safetensors.js';
 import { describeTensors, weightCount } from '../../protocol/tensors.js';
 import { appendAudit } from '../../governance/audit-store.js';
@@ -26,7 +27,9 @@ function checkOwnStudy(user: { id: string; scope: string }, study: { id: string;
 export function studyRoutes(app: FastifyInstance, ctx: RouteContext): void {
   const { store, now, auth } = ctx;
   // ---- studies ----
-  app.post<{ Body: StudySpec }>('/v1/studies', { schema: { body: StudySpecSchema }, preValidation: auth }, async (req) => {
+  // An analytics study may leave out the training fields; they are filled before the body is validated (protocol/analytics.ts).
+  const analyticsDefaults = async (req: { body: unknown }) => void (req.body = analyticsStudyDefaults(req.body));
+  app.post<{ Body: StudySpec }>('/v1/studies', { schema: { body: StudySpecSchema }, preValidation: [auth, analyticsDefaults] }, async (req) => {
     const user = requireUser(req.principal!, 'study.create');
     const spec = req.body;
     try {
