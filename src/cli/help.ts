@@ -74,7 +74,7 @@ export const COMMANDS: CommandHelp[] = [
   { path: 'study withdraw', args: '<study> --site S --reason "…"', summary: "a site admin withdraws their site's data from the next round on" },
   { path: 'study policy-check', args: '<study>', summary: 'what still stands between the study and its start: approvals and jurisdiction rules' },
   { path: 'study start', args: '<study>', summary: 'start a study (approved sites become its participants)' },
-  { path: 'study status', args: '<study> [--watch]', summary: 'rounds, metrics per round and per site, refused updates',
+  { path: 'study status', args: '<study> [--watch]', summary: 'rounds, metrics per round and per site, refused updates, and each site that cannot run its task (task errors)',
     flags: { watch: 'keep showing the status until the study ends (redrawn in place on a terminal)', interval: 'seconds between refreshes with --watch (default 2)' } },
   { path: 'study stop', args: '<study> [--reason "…"]', summary: 'stop a study for good (audited)' },
   { path: 'study governance', args: '<study>', summary: 'approvals, terms, sign-offs and the history of transitions' },

@@ -22,6 +22,7 @@ import { declaredColumns } from '../analytics/columns.js';
 import { CoxNewton, combineCox, type CoxAnswer, type CoxNewtonState } from '../analytics/survival/cox.js';
 import { appendAudit, type AuditKey } from '../governance/audit-store.js';
 import { gov } from '../store/governance.js';
+import { listTaskErrors, taskErrorsDb } from '../store/task-errors.js';
 import { commitTransitions, eligibleParticipants, loadLifecycle } from '../governance/study-governance.js';
 import { complete as lifecycleComplete } from '../governance/lifecycle.js';
 import { createHash } from 'node:crypto';
@@ -134,6 +135,8 @@ export async function driveAnalyticsRound(ctx: AnalyticsRoundsContext, study: St
   // Who refused, and why (the site's own reason, or the coordinator's refusal of what it sent).
   const reasons = new Map<string, string>();
   for (const r of await store.listRefusals(study.id)) if (r.round === open.round && r.site_id && !reasons.has(r.site_id)) reasons.set(r.site_id, r.reason);
+  // A site that could not run its task reports it as a task error (site/task-errors.ts).
+  for (const e of await listTaskErrors(taskErrorsDb(store.db), study.id, open.round)) if (!reasons.has(e.site_id)) reasons.set(e.site_id, `task error (${e.code}): ${e.message}`);
   for (const t of pending) if (!reasons.has(t.site_id)) reasons.set(t.site_id, `no answer before the round's deadline`);
   for (const t of tasks) if (!LIVE_TASK.includes(t.status) && !reasons.has(t.site_id)) reasons.set(t.site_id, `task ${t.status}`);
   // The answers, checked again (the route refused any with problems), in site-name order.

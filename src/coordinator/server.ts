@@ -27,6 +27,7 @@ import { privacyRoutes } from './routes/privacy.js';
 import { secaggRoutes } from './routes/secagg.js';
 import { trainerRoutes } from './routes/trainer.js';
 import { analyticsRoutes } from './routes/analytics.js';
+import { taskErrorRoutes } from './routes/task-errors.js';
 import { createLogger, type Logger } from '../observability/logger.js';
 import { AuthFailureLimiter, type AuthLimitOptions } from './plugins/auth-limit.js';
 import { errorHandling, frameworkErrors } from './plugins/errors.js';
@@ -149,6 +150,7 @@ export function buildServer(opts: ServerOptions): FastifyInstance {
     secaggRoutes(api, ctx);
     trainerRoutes(api, ctx);
     analyticsRoutes(api, ctx);
+    taskErrorRoutes(api, ctx);
     await webRoutes(api);
   });
   return app;
