@@ -2,8 +2,8 @@
  * An analytics study end to end: a real coordinator and three real agent processes, each holding the rows of R's
  * `lung` (NCCTG lung cancer trial) of its institutions, under its own analytics policy in site.yaml. The study is
  * proposed, approved by each site's admin and checked against the jurisdiction policy like a training study; its
- * queries (a count by sex, a summary of age by sex, a histogram one site's policy forbids, a Cox fit stratified by
- * site) run as rounds (the Cox fit one round per Newton step). The committed results equal `runQuery` on the same
+ * queries (a count by sex, a summary of age by sex, a histogram one site's policy forbids, Kaplan–Meier curves by sex,
+ * a stratified log-rank test, a Cox fit stratified by site) run as rounds (the Cox fit one round per Newton step). The committed results equal `runQuery` on the same
  * tables and policies exactly; what the coordinator received holds no count under any site's minimum; every
  * analytics round has its audit entry.
  */
@@ -42,6 +42,8 @@ const QUERIES: Array<QuerySpec & { name: string }> = [
   { name: 'patients by sex', kind: 'count', by: ['sex'] },
   { name: 'age by sex', kind: 'summary', column: 'age', by: 'sex', statistics: ['mean', 'variance', 'sd'] },
   { name: 'age histogram', kind: 'histogram', column: 'age', range: [30, 90], bins: 12 },
+  { name: 'survival by sex', kind: 'kaplan-meier', by: 'sex' },
+  { name: 'logrank sex', kind: 'log-rank', group: 'sex', strata: 'site' },
   { name: 'cox', kind: 'cox', covariates: ['age', 'sex', 'ph.ecog'], ties: 'efron', strata: 'site' },
 ];
 
@@ -56,11 +58,18 @@ function lungSites(): Record<string, string> {
   return Object.fromEntries(Object.entries(out).map(([s, l]) => [s, `${l.join('\n')}\n`]));
 }
 
-/** Every count an answer releases (fields named counts, n, total, missing, present, and risk-set cells). */
+/** Every count an answer releases under the minimum rule (counts, n, total, missing, present; survival risk sets). */
 function releasedCounts(v: unknown, key = ''): Array<number | null> {
   if (Array.isArray(v)) return v.flatMap((x) => releasedCounts(x, key));
   if (v && typeof v === 'object') return Object.entries(v).flatMap(([k, x]) => releasedCounts(x, k));
-  return ['counts', 'n', 'total', 'missing', 'present'].includes(key) && (v === null || typeof v === 'number') ? [v as number | null] : [];
+  return ['counts', 'n', 'total', 'missing', 'present', 'atRisk'].includes(key) && (v === null || typeof v === 'number') ? [v as number | null] : [];
+}
+
+/** Risk tables that stop early because their risk set fell under the site's minimum. */
+function truncatedTables(v: unknown): number {
+  if (Array.isArray(v)) return v.reduce((a: number, x) => a + truncatedTables(x), 0);
+  if (v && typeof v === 'object') return ((v as { truncated?: unknown }).truncated === true ? 1 : 0) + Object.values(v).reduce((a: number, x) => a + truncatedTables(x), 0);
+  return 0;
 }
 
 const skip = rSkipReason();
@@ -122,6 +131,8 @@ test('an analytics study through governance and three real agents equals runQuer
     assert.match(text, /site west did not answer: .*does not allow histogram/);
     assert.match(await cli('--csv', '--query', '1'), /^sex,count,noise_sd,suppressed_at\n/);
     await cli('--query', 'cox', '--plot', join(dir, 'cox.svg'));
+    await cli('--query', 'survival by sex', '--plot', join(dir, 'km.svg'));
+    assert.match(readFileSync(join(dir, 'km.svg'), 'utf8'), /^<svg[^>]*>[\s\S]*sex=2/);
     assert.match(readFileSync(join(dir, 'cox.svg'), 'utf8'), /^<svg[^>]*>[\s\S]*ph\.ecog/);
 
     // The same queries in one process, over the same tables under the same policies.
@@ -135,12 +146,12 @@ test('an analytics study through governance and three real agents equals runQuer
       assert.equal(entry.rounds.length, run.rounds.length, `${name}: one round per runQuery round`);
     });
     assert.match(results.queries[2]!.refusals.west!, /site west refuses the histogram query "age histogram".*does not allow histogram/);
-    assert.ok(results.queries[3]!.rounds.length >= 3, 'the Cox fit took a round per Newton step');
+    assert.ok(results.queries[5]!.rounds.length >= 3, 'the Cox fit took a round per Newton step');
 
     // What the coordinator received: every answer passes the count rule at the minimum of the site that sent it,
     // and no released count is under that minimum (small cells arrived as null, never as a number).
     const sites = new Map((await store.listSites()).map((s) => [s.id, s.name]));
-    let suppressed = 0, released = 0;
+    let suppressed = 0, released = 0, truncated = 0;
     const rounds = (await store.listRounds(id)).filter((r) => r.kind === 'analytics');
     assert.equal(rounds.length, results.queries.reduce((a, e) => a + e.rounds.length, 0));
     for (const r of rounds) {
@@ -150,6 +161,7 @@ test('an analytics study through governance and three real agents equals runQuer
         const task = (await store.getTask(u.task_id))!;
         assert.deepEqual(answerProblems((JSON.parse(task.config) as { query: QuerySpec }).query, answer), []);
         if (answer.minCellCount !== undefined) assert.equal(answer.minCellCount, POLICY[site]!.minCellCount, `${site} states its own minimum`);
+        truncated += truncatedTables(answer);
         for (const n of releasedCounts(answer)) {
           if (n === null) suppressed++;
           else {
@@ -160,6 +172,7 @@ test('an analytics study through governance and three real agents equals runQuer
       }
     }
     assert.ok(suppressed > 0 && released > 0, `small cells were suppressed (${suppressed}) and others released (${released})`);
+    assert.ok(truncated > 0, 'survival risk tables stop where the risk set falls under the minimum');
 
     // Audited: one analytics.committed entry per analytics round, with the result's digest when it completed a query.
     const audit = (await listAudit(store.db, { limit: 10_000 })).filter((e) => e.kind === 'analytics.committed');
