@@ -126,6 +126,8 @@ test('an analytics study through governance and three real agents equals runQuer
     // The CLI shows the same results: text, JSON, one query's CSV, and the Cox fit's forest plot.
     const cli = async (...args: string[]) => (await exec(process.execPath, [SETU_MAIN, 'study', 'results', id, '--coordinator', url, '--data-dir', join(dir, 'coord'), ...args], { timeout: 30_000 })).stdout;
     assert.deepEqual(JSON.parse(await cli('--json')), results);
+    const status = (await exec(process.execPath, [SETU_MAIN, 'study', 'status', id, '--coordinator', url, '--data-dir', join(dir, 'coord')], { timeout: 30_000 })).stdout;
+    assert.match(status, /completed · analytics: 6 queries · round \d+ · 3 sites\n.*setu study results/);
     const text = await cli();
     assert.match(text, /cox \(cox\) · done · rounds \d+–\d+/);
     assert.match(text, /site west did not answer: .*does not allow histogram/);
