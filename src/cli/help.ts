@@ -81,6 +81,8 @@ export const COMMANDS: CommandHelp[] = [
   { path: 'study stop', args: '<study> [--reason "…"]', summary: 'stop a study for good (audited)' },
   { path: 'study governance', args: '<study>', summary: 'approvals, terms, sign-offs and the history of transitions' },
   { path: 'study privacy', args: '<study> [--entries]', summary: '(ε, δ) spent per site against its budget' },
+  { path: 'study results', args: '<study> [--json | --csv] [--query NAME|N] [--plot FILE.svg] [--out DIR]', summary: "an analytics study's combined results: a table per query, the sites that refused it and why, CSV and plots",
+    flags: { csv: 'print the CSV of the chosen query (--query) on stdout', query: { value: 'NAME|N', text: 'only this query (its name, or its position from 1)' }, plot: { value: 'FILE', text: 'write the plot of the chosen query as SVG (Kaplan–Meier curves, forest plot, histogram)' }, out: { value: 'DIR', text: "write every chosen query's CSV and SVG files into DIR" } } },
   { path: 'study export', args: '<study> [--format csv|json] [--out F]', summary: 'metrics per round and per site, for a spreadsheet or a script',
     flags: { out: 'write to FILE instead of stdout', format: 'csv (one row per round, site and metric; default) or json' } },
 

@@ -62,6 +62,7 @@ async function dispatch(cmd: string, sub: string | undefined, rest: string[], ar
     case 'study':
       if (sub === 'privacy') return (await import('./privacy.js')).studyPrivacyCommand(rest);
       if (sub === 'export') return (await import('./results.js')).studyExportCommand(rest);
+      if (sub === 'results') return (await import('./study-results.js')).studyResultsCommand(rest);
       if (sub && (await import('./governance.js')).STUDY_GOVERNANCE_COMMANDS.includes(sub)) return (await import('./governance.js')).studyGovernanceCommand(sub, rest);
       return (await import('./operator.js')).studyCommand(sub, rest);
     case 'user':

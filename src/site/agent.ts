@@ -34,6 +34,7 @@ import { isSecAggPending, secaggBody, uploadSecAgg } from './secagg.js';
 import { keepRelease, noiseSecret, releasedFor, taskNoiseSeed } from './release.js';
 import { AgentStatus } from './status.js';
 import type { PrivacyBudget } from '../privacy/budget.js';
+import { answerAnalyticsTask } from './analytics-task.js';
 import { Backoff, RefusedResults, TaskFailure, checkModelFits, pause, reportTaskError } from './task-errors.js';
 
 export interface AgentOptions {
@@ -223,6 +224,14 @@ export class SiteAgent {
     // result, do not train (and spend privacy) twice.
     if (this.state.pending().some((p) => p.taskId === task.taskId)) return this.flushPending();
     if (await this.resubmitted(task)) return;
+    if (task.kind === 'analytics') {
+      // The query answered under this site's own analytics policy (analytics-task.ts); only the answer leaves.
+      const out = answerAnalyticsTask(this.cfg, this.state, task, this.cred.siteName, started);
+      if ('refusal' in out) return this.refuse(task, out.refusal);
+      this.state.savePending({ taskId: task.taskId, studyId: task.studyId, contentType: 'application/json', body: new TextEncoder().encode(JSON.stringify(out.meta)), commit: [] });
+      this.log(`task ${task.taskId}: ${task.analytics!.query.kind} query answered; uploading`);
+      return this.flushPending();
+    }
     if (task.kind === 'prepare') {
       // Only the verdict on the file and, for global normalisation, column sums leave the site.
       const { report, examples } = await prepareReport(this.cfg, task, this.log);
