@@ -72,7 +72,8 @@ export function renderReport(r: ChaosReport): string {
       s.wallSeconds.toFixed(1), s.status, c('digest') === null ? 'n/a' : c('digest') ? 'equal' : 'DIFFERS', mark(c('updates'), 'ok'), mark(c('privacy'), 'ok'), mark(c('usage'), 'ok'), s.ok ? 'pass' : 'FAIL'];
   });
   const out = [
-    `chaos run: seed ${r.seed}, ${r.quick ? 'quick' : 'full'}, store ${r.store}` + (r.baseline ? `; baseline ${r.baseline.rounds} rounds uninterrupted in ${r.baseline.wallSeconds.toFixed(1)} s, final model ${r.baseline.finalDigest?.slice(0, 12)}` : ''),
+    `chaos run: seed ${r.seed}, ${r.quick ? 'quick' : 'full'}, store ${r.store}`,
+    ...r.baselines.map((b) => `baseline ${b.kind}: ${b.rounds} rounds uninterrupted in ${b.wallSeconds.toFixed(1)} s, final model ${b.finalDigest?.slice(0, 12)}`),
     '',
     table(['scenario', 'kills c/a/net', 'restarts', 'down past deadline s', 'wall s', 'status', 'digest', 'updates', 'privacy', 'usage', 'result'], rows),
     '',

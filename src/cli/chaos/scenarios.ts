@@ -1,15 +1,18 @@
 /**
  * The chaos scenarios: each runs one real study (four heart hospitals, FedAvg, the demo's FLamby protocol) while
  * doing one kind of damage at moments drawn from a seeded RNG, then checks the store against an uninterrupted run
- * made in the same invocation. A moment is "the N-th such event, then a random few milliseconds": the harness
- * waits on the coordinator's and the agents' own log lines (round opened, task delivered, update accepted, round
- * committed, result queued), so the damage lands at varied points of a round and ordering never rests on a sleep.
+ * of the same spec made in the same invocation. A moment is "the next such event, then a random few milliseconds":
+ * the harness waits on the coordinator's and the agents' own log lines (round opened, task delivered, update
+ * accepted, SecAgg+ stage answered, round committed, result queued), so the damage lands at varied points of a
+ * round and ordering never rests on a sleep.
  *
- *   coordinator-kills   SIGKILL the coordinator again and again (≥ 20 in the full run), restart it on the same store
- *   agent-kills         SIGKILL site agents (mid-training, after queuing a result, at random), restart each
- *   agent-kills-dp      the same in a DP-SGD study at ε = 1 over all rounds: a task charged twice exhausts the budget
- *   coordinator-down    SIGKILL the coordinator while a round is open and keep it down past that round's deadline
- *   network             the chaos proxy between agents and coordinator resets connections, refuses them, stalls them
+ *   coordinator-kills         SIGKILL the coordinator again and again (≥ 20 in the full run), restart it on the same store
+ *   coordinator-kills-secagg  the same under SecAgg+ (kills after masked inputs and unmask answers too)
+ *   agent-kills               SIGKILL site agents (after delivery: training; after "uploading": result queued; at random)
+ *   agent-kills-dp            the same in a DP-SGD study at ε = 1 over all rounds: a task charged twice exhausts the budget
+ *   agent-kills-dp-secagg     DP-SGD under SecAgg+, as `setu demo --dp-epsilon 1` runs it
+ *   coordinator-down          SIGKILL the coordinator while a round is open and keep it down past that round's deadline
+ *   network                   the chaos proxy between agents and coordinator resets connections, refuses them, stalls them
  */
 import type { StudySpec } from '../../protocol/api.js';
 import { createRng, type Xoshiro128 } from '../../learning/rng.js';
@@ -18,13 +21,15 @@ import { Federation, SITES } from './federation.js';
 import { isRequest, type Line } from './lines.js';
 import { checkCompleted, checkDigests, checkPrivacy, checkUpdates, checkUsage, openRoundDeadline, readStudy, type Check, type StudyRecord } from './checks.js';
 
-export const SCENARIOS = ['coordinator-kills', 'agent-kills', 'agent-kills-dp', 'coordinator-down', 'network'] as const;
+export const SCENARIOS = ['coordinator-kills', 'coordinator-kills-secagg', 'agent-kills', 'agent-kills-dp', 'agent-kills-dp-secagg', 'coordinator-down', 'network'] as const;
 export type ScenarioName = (typeof SCENARIOS)[number];
 
 export const DESCRIPTIONS: Record<ScenarioName, string> = {
   'coordinator-kills': 'SIGKILL the coordinator at random moments, restart it on the same store',
+  'coordinator-kills-secagg': 'the same in a SecAgg+ study (also after masked inputs and unmask answers)',
   'agent-kills': 'SIGKILL site agents at random moments (training, result queued), restart them',
   'agent-kills-dp': 'SIGKILL site agents in a DP-SGD study (ε = 1 over all rounds)',
+  'agent-kills-dp-secagg': 'SIGKILL site agents in a DP-SGD study under SecAgg+ (the demo\'s privacy)',
   'coordinator-down': 'keep the coordinator down past an open round\'s deadline',
   network: 'TCP proxy between agents and coordinator: reset, refuse, stall connections',
 };
@@ -55,11 +60,18 @@ export interface ScenarioResult {
   dir?: string;
 }
 
+export interface BaselineSummary {
+  kind: BaselineKind;
+  rounds: number;
+  wallSeconds: number;
+  finalDigest: string | null;
+}
+
 export interface ChaosReport {
   seed: number;
   quick: boolean;
   store: 'sqlite' | 'postgres';
-  baseline: { rounds: number; wallSeconds: number; finalDigest: string | null; status: string } | null;
+  baselines: BaselineSummary[];
   scenarios: ScenarioResult[];
   ok: boolean;
 }
@@ -68,6 +80,7 @@ export interface ChaosReport {
 export interface Sizes {
   rounds: number;
   coordinatorKills: number;
+  secaggCoordinatorKills: number;
   agentKills: number;
   dpRounds: number;
   dpAgentKills: number;
@@ -78,8 +91,8 @@ export interface Sizes {
   studyTimeoutMs: number;
 }
 
-export const FULL: Sizes = { rounds: 30, coordinatorKills: 24, agentKills: 12, dpRounds: 30, dpAgentKills: 12, outages: 2, roundTimeoutSeconds: 10, networkFaults: 30, studyTimeoutMs: 20 * 60_000 };
-export const QUICK: Sizes = { rounds: 6, coordinatorKills: 3, agentKills: 3, dpRounds: 6, dpAgentKills: 3, outages: 1, roundTimeoutSeconds: 8, networkFaults: 6, studyTimeoutMs: 4 * 60_000 };
+export const FULL: Sizes = { rounds: 30, coordinatorKills: 24, secaggCoordinatorKills: 10, agentKills: 12, dpRounds: 30, dpAgentKills: 12, outages: 2, roundTimeoutSeconds: 10, networkFaults: 30, studyTimeoutMs: 20 * 60_000 };
+export const QUICK: Sizes = { rounds: 6, coordinatorKills: 3, secaggCoordinatorKills: 2, agentKills: 3, dpRounds: 6, dpAgentKills: 3, outages: 1, roundTimeoutSeconds: 8, networkFaults: 6, studyTimeoutMs: 4 * 60_000 };
 /** The issue's bar: at least 20 coordinator kills in one study in the full run. */
 export const MIN_FULL_COORDINATOR_KILLS = 20;
 
@@ -88,13 +101,19 @@ export function plainSpec(seed: number, rounds: number, roundTimeoutSeconds = 12
   return { ...heartStudySpec(seed, rounds), name: 'chaos', roundTimeoutSeconds };
 }
 
+/** The plain study under SecAgg+ (its sum is quantised, so its model is its own: it has its own baseline). */
+export function secaggSpec(seed: number, rounds: number): StudySpec {
+  return { ...plainSpec(seed, rounds), privacy: { secagg: {} } };
+}
+
 /** Sample-level DP-SGD at ε = 1, δ = 1e-3 over the whole study (σ planned so that all rounds just fit). */
-export function dpSpec(seed: number, rounds: number): StudySpec {
+export function dpSpec(seed: number, rounds: number, secagg = false): StudySpec {
   const s = plainSpec(seed, rounds);
-  s.privacy = { dp: { level: 'sample', epsilon: 1, delta: 1e-3, clipNorm: 1 } } as StudySpec['privacy'];
+  s.privacy = { dp: { level: 'sample', epsilon: 1, delta: 1e-3, clipNorm: 1 }, ...(secagg ? { secagg: {} } : {}) } as StudySpec['privacy'];
   s.fit = { ...s.fit, optimizer: { ...s.fit.optimizer, lr: DP_SGD_LR } };
   return s;
 }
+/** Each site caps its spend on the study at the study's own target, as the demo's hospitals do. */
 const DP_SITE_BUDGET = { privacy: { budget: { epsilon: 1, delta: 1e-3 } } };
 
 // ---- moments ----------------------------------------------------------------------------------------------------
@@ -104,6 +123,9 @@ const roundCommitted = (l: Line) => /round \d+ committed/.test(l.msg);
 const taskDelivered = (site?: string) => (l: Line) => isRequest(l, '/v1/agent/task', 200, site);
 const updateAccepted = (l: Line) => isRequest(l, '/v1/agent/tasks/:id/result', 200);
 const resultQueued = (l: Line) => /: fit done in \d+ ms; uploading/.test(l.msg);
+const maskedAccepted = (l: Line) => isRequest(l, '/v1/agent/secagg/:taskId/masked', 200);
+const unmaskAccepted = (l: Line) => isRequest(l, '/v1/agent/secagg/:taskId/unmask', 200);
+const maskedSent = (l: Line) => /SecAgg\+ masked input sent/.test(l.msg);
 
 const pick = <T>(rng: Xoshiro128, xs: readonly T[]): T => xs[rng.nextInt(xs.length)]!;
 
@@ -120,10 +142,11 @@ interface Damage {
 const EVENT_TIMEOUT = { timeoutMs: 120_000 };
 
 /** Kills the coordinator on a random event of the running study, `n` times, restarting it each time. */
-async function coordinatorKills(f: Federation, d: Damage, rng: Xoshiro128, n: number, say: (m: string) => void): Promise<void> {
-  const moments = { opened: roundOpened, delivered: taskDelivered(), accepted: updateAccepted, committed: roundCommitted } as const;
+async function coordinatorKills(f: Federation, d: Damage, rng: Xoshiro128, n: number, secagg: boolean, say: (m: string) => void): Promise<void> {
+  const moments = { opened: roundOpened, delivered: taskDelivered(), accepted: updateAccepted, committed: roundCommitted, masked: maskedAccepted, unmasked: unmaskAccepted } as const;
+  const kinds = ['opened', 'delivered', secagg ? 'masked' : 'accepted', ...(secagg ? ['unmasked' as const] : []), 'committed', 'any'] as const;
   while (d.coordinatorKills < n && !f.done.aborted) {
-    const kind = pick(rng, ['opened', 'delivered', 'accepted', 'committed', 'any'] as const);
+    const kind = pick(rng, kinds);
     if (kind === 'any') await jitter(rng, 3000);
     else if (!(await f.coordinatorLines.next(moments[kind], { ...EVENT_TIMEOUT, signal: f.done }))) break;
     await jitter(rng, 250);
@@ -136,15 +159,16 @@ async function coordinatorKills(f: Federation, d: Damage, rng: Xoshiro128, n: nu
 }
 
 /** Kills a random agent on one of its own events (task delivered, result queued) or at random, `n` times. */
-async function agentKills(f: Federation, d: Damage, rng: Xoshiro128, n: number, say: (m: string) => void): Promise<void> {
+async function agentKills(f: Federation, d: Damage, rng: Xoshiro128, n: number, secagg: boolean, say: (m: string) => void): Promise<void> {
+  const kinds = ['delivered', 'queued', ...(secagg ? ['masked' as const] : []), 'any'] as const;
   while (d.agentKills < n && !f.done.aborted) {
     const victim = rng.nextInt(SITES);
-    const kind = pick(rng, ['delivered', 'queued', 'any'] as const);
+    const kind = pick(rng, kinds);
     if (kind === 'any') await jitter(rng, 2000);
     else {
       const l = kind === 'delivered'
         ? await f.coordinatorLines.next(taskDelivered(f.siteIds[victim]), { ...EVENT_TIMEOUT, signal: f.done })
-        : await f.siteLines[victim]!.next(resultQueued, { ...EVENT_TIMEOUT, signal: f.done });
+        : await f.siteLines[victim]!.next(kind === 'queued' ? resultQueued : maskedSent, { ...EVENT_TIMEOUT, signal: f.done });
       if (!l) break;
     }
     // Right after delivery the agent is training; right after "uploading" its result is queued but maybe not sent.
@@ -152,7 +176,7 @@ async function agentKills(f: Federation, d: Damage, rng: Xoshiro128, n: number, 
     if (f.done.aborted) break;
     await f.killSite(victim);
     d.agentKills++;
-    say(`agent hospital-${victim} SIGKILL ${d.agentKills}/${n} (${kind === 'any' ? 'at a random time' : kind === 'delivered' ? 'after its task was delivered' : 'after it queued its result'})`);
+    say(`agent hospital-${victim} SIGKILL ${d.agentKills}/${n} (${{ any: 'at a random time', delivered: 'after its task was delivered', queued: 'after it queued its result', masked: 'after it sent its masked input' }[kind]})`);
     await f.restartSite(victim);
   }
 }
@@ -219,16 +243,21 @@ async function networkFaults(f: Federation, d: Damage, rng: Xoshiro128, n: numbe
 // ---- running ----------------------------------------------------------------------------------------------------
 
 interface Run {
-  record: StudyRecord | undefined;
+  record: StudyRecord;
   wallSeconds: number;
   damage: Damage;
   restarts: number;
+  /** Why the study did not end (stuck, or a process that did not come back). */
   stuck: string | undefined;
   dir: string;
 }
 
-async function runStudy(o: ChaosOptions, spec: StudySpec, setup: { proxy?: boolean; siteExtra?: Record<string, unknown> }, timeoutMs: number,
-  drive: (f: Federation, d: Damage) => Promise<void>): Promise<Run> {
+interface Setup {
+  proxy?: boolean;
+  siteExtra?: Record<string, unknown>;
+}
+
+async function runStudy(o: ChaosOptions, spec: StudySpec, setup: Setup, timeoutMs: number, drive: (f: Federation, d: Damage) => Promise<void>): Promise<Run> {
   const f = await Federation.create({ ...(o.pgBase ? { pgBase: o.pgBase } : {}), ...(o.keep ? { keep: true } : {}), ...setup });
   const started = Date.now();
   const damage: Damage = { coordinatorKills: 0, agentKills: 0, networkFaults: 0, downPastDeadlineMs: 0 };
@@ -246,75 +275,133 @@ async function runStudy(o: ChaosOptions, spec: StudySpec, setup: { proxy?: boole
     await f.stop();
     const names = new Map(Array.from({ length: SITES }, (_, i) => [`hospital-${i}`, f.siteStateDir(i)]));
     const record = await readStudy(f.storeUrl, f.studyId, names);
-    return { record, wallSeconds, damage, restarts: f.coordinatorRestarts + f.siteRestarts, stuck: broke ?? (final ? undefined : `the study did not end within ${Math.round(timeoutMs / 1000)} s (at round ${record.round}); see ${f.dir}`), dir: f.dir };
+    const stuck = broke ?? (final ? undefined : `the study did not end within ${Math.round(timeoutMs / 1000)} s (at round ${record.round})`);
+    return { record, wallSeconds, damage, restarts: f.coordinatorRestarts + f.siteRestarts, stuck, dir: f.dir };
   } finally {
     await f.close();
   }
 }
 
-export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
+export type BaselineKind = 'plain' | 'secagg';
+export interface Baseline {
+  summary: BaselineSummary;
+  record: StudyRecord;
+}
+
+/** An uninterrupted run of the study the scenarios of `kind` damage. */
+export async function runBaseline(o: ChaosOptions, kind: BaselineKind): Promise<Baseline> {
   const sizes = o.quick ? QUICK : FULL;
+  const spec = kind === 'plain' ? plainSpec(o.seed, sizes.rounds) : secaggSpec(o.seed, sizes.rounds);
+  const run = await runStudy(o, spec, {}, sizes.studyTimeoutMs, async () => {});
+  const r = run.record;
+  if (r.status !== 'completed') throw new Error(`the uninterrupted ${kind} baseline did not complete (${r.status}${r.error ? `: ${r.error}` : ''}${run.stuck ? `; ${run.stuck}` : ''}): nothing to compare with`);
+  return { record: r, summary: { kind, rounds: sizes.rounds, wallSeconds: run.wallSeconds, finalDigest: r.versions.get(sizes.rounds) ?? null } };
+}
+
+interface ScenarioDef {
+  /** The uninterrupted run whose model this one must end with (none: DP noise is fresh randomness). */
+  baseline: BaselineKind | undefined;
+  dp: boolean;
+  rounds: (z: Sizes) => number;
+  spec: (seed: number, z: Sizes) => StudySpec;
+  setup?: Setup;
+  /** The least damage that makes the run count, and how much was done. */
+  planned: (z: Sizes, quick: boolean) => { what: string; min: number; got: (d: Damage) => number };
+  drive: (f: Federation, d: Damage, rng: Xoshiro128, z: Sizes, say: (m: string) => void) => Promise<void>;
+}
+
+const kills = (what: string, min: number, got: (d: Damage) => number) => ({ what, min, got });
+
+export const DEFS: Record<ScenarioName, ScenarioDef> = {
+  'coordinator-kills': {
+    baseline: 'plain', dp: false, rounds: (z) => z.rounds, spec: (s, z) => plainSpec(s, z.rounds),
+    planned: (z, quick) => kills('coordinator kills', quick ? z.coordinatorKills : MIN_FULL_COORDINATOR_KILLS, (d) => d.coordinatorKills),
+    drive: (f, d, rng, z, say) => coordinatorKills(f, d, rng, z.coordinatorKills, false, say),
+  },
+  'coordinator-kills-secagg': {
+    baseline: 'secagg', dp: false, rounds: (z) => z.rounds, spec: (s, z) => secaggSpec(s, z.rounds),
+    planned: (z) => kills('coordinator kills', z.secaggCoordinatorKills, (d) => d.coordinatorKills),
+    drive: (f, d, rng, z, say) => coordinatorKills(f, d, rng, z.secaggCoordinatorKills, true, say),
+  },
+  'agent-kills': {
+    baseline: 'plain', dp: false, rounds: (z) => z.rounds, spec: (s, z) => plainSpec(s, z.rounds),
+    planned: (z) => kills('agent kills', z.agentKills, (d) => d.agentKills),
+    drive: (f, d, rng, z, say) => agentKills(f, d, rng, z.agentKills, false, say),
+  },
+  'agent-kills-dp': {
+    baseline: undefined, dp: true, rounds: (z) => z.dpRounds, spec: (s, z) => dpSpec(s, z.dpRounds), setup: { siteExtra: DP_SITE_BUDGET },
+    planned: (z) => kills('agent kills', z.dpAgentKills, (d) => d.agentKills),
+    drive: (f, d, rng, z, say) => agentKills(f, d, rng, z.dpAgentKills, false, say),
+  },
+  'agent-kills-dp-secagg': {
+    baseline: undefined, dp: true, rounds: (z) => z.dpRounds, spec: (s, z) => dpSpec(s, z.dpRounds, true), setup: { siteExtra: DP_SITE_BUDGET },
+    planned: (z) => kills('agent kills', z.dpAgentKills, (d) => d.agentKills),
+    drive: (f, d, rng, z, say) => agentKills(f, d, rng, z.dpAgentKills, true, say),
+  },
+  'coordinator-down': {
+    baseline: 'plain', dp: false, rounds: (z) => z.rounds, spec: (s, z) => plainSpec(s, z.rounds, z.roundTimeoutSeconds),
+    planned: (z) => kills('outages past a deadline', z.outages, (d) => (d.downPastDeadlineMs > 0 ? d.coordinatorKills : 0)),
+    drive: (f, d, rng, z, say) => coordinatorDown(f, d, rng, z.outages, z.rounds, say),
+  },
+  network: {
+    baseline: 'plain', dp: false, rounds: (z) => z.rounds, spec: (s, z) => plainSpec(s, z.rounds), setup: { proxy: true },
+    planned: (z) => kills('network faults', z.networkFaults, (d) => d.networkFaults),
+    drive: (f, d, rng, z, say) => networkFaults(f, d, rng, z.networkFaults, say),
+  },
+};
+
+/** Runs one scenario's study under its damage and checks it (against `baseline`, which must be DEFS[name].baseline's). */
+export async function runScenario(o: ChaosOptions, name: ScenarioName, baseline: Baseline | undefined): Promise<ScenarioResult> {
+  const z = o.quick ? QUICK : FULL;
+  const def = DEFS[name];
+  if (def.baseline && baseline?.summary.kind !== def.baseline) throw new Error(`scenario ${name} needs the ${def.baseline} baseline`);
+  const say = (m: string) => o.progress?.(`${name}: ${m}`);
+  const rng = createRng(o.seed, 'chaos', name);
+  const rounds = def.rounds(z);
+  const planned = def.planned(z, o.quick);
+  const run = await runStudy(o, def.spec(o.seed, z), def.setup ?? {}, z.studyTimeoutMs, (f, d) => def.drive(f, d, rng, z, say));
+  const r = run.record;
+  const got = planned.got(run.damage);
+  const checks: Check[] = [
+    run.stuck ? { name: 'completed', ok: false, detail: run.stuck } : checkCompleted(r, rounds),
+    got >= planned.min
+      ? { name: 'chaos', ok: true, detail: `${got} ${planned.what} (at least ${planned.min} planned)` }
+      : { name: 'chaos', ok: false, detail: `only ${got} ${planned.what} before the study ended; at least ${planned.min} were needed` },
+    checkDigests(r, baseline?.record, 'n/a: DP-SGD noise is fresh randomness, so no two runs share a model'),
+    checkUpdates(r, baseline?.record),
+    checkPrivacy(r, def.dp),
+    checkUsage(r),
+  ];
+  return {
+    scenario: name, description: DESCRIPTIONS[name],
+    kills: { coordinator: run.damage.coordinatorKills, agents: run.damage.agentKills, network: run.damage.networkFaults },
+    restarts: run.restarts, downPastDeadlineSeconds: run.damage.downPastDeadlineMs / 1000, wallSeconds: run.wallSeconds, rounds,
+    status: r.status, checks, ok: checks.every((c) => c.ok !== false), ...(o.keep ? { dir: run.dir } : {}),
+  };
+}
+
+/** Every chosen scenario, each baseline it needs run once first. */
+export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
   const say = o.progress ?? (() => {});
   const chosen = o.scenarios ?? [...SCENARIOS];
-  let baseline: Run | undefined;
-  if (chosen.some((s) => s !== 'agent-kills-dp')) {
-    say(`baseline: an uninterrupted run of ${sizes.rounds} rounds`);
-    baseline = await runStudy(o, plainSpec(o.seed, sizes.rounds), {}, sizes.studyTimeoutMs, async () => {});
-    const b = baseline.record;
-    if (!b || b.status !== 'completed') throw new Error(`the uninterrupted baseline did not complete (${b?.status ?? 'no record'}${b?.error ? `: ${b.error}` : ''}${baseline.stuck ? `; ${baseline.stuck}` : ''}): nothing to compare with`);
-    say(`baseline: completed in ${baseline.wallSeconds.toFixed(1)} s`);
+  const baselines = new Map<BaselineKind, Baseline>();
+  for (const kind of ['plain', 'secagg'] as const) {
+    if (!chosen.some((s) => DEFS[s].baseline === kind)) continue;
+    say(`baseline ${kind}: an uninterrupted run`);
+    const b = await runBaseline(o, kind);
+    baselines.set(kind, b);
+    say(`baseline ${kind}: completed ${b.summary.rounds} rounds in ${b.summary.wallSeconds.toFixed(1)} s, final model ${b.summary.finalDigest?.slice(0, 12)}`);
   }
   const results: ScenarioResult[] = [];
   for (const name of chosen) {
-    const rng = createRng(o.seed, 'chaos', name);
-    const log = (m: string) => say(`${name}: ${m}`);
     say(`${name}: ${DESCRIPTIONS[name]}`);
-    let run: Run;
-    let rounds = sizes.rounds;
-    let planned: { what: string; min: number; got: (d: Damage) => number };
-    if (name === 'coordinator-kills') {
-      const min = o.quick ? sizes.coordinatorKills : MIN_FULL_COORDINATOR_KILLS;
-      planned = { what: 'coordinator kills', min, got: (d) => d.coordinatorKills };
-      run = await runStudy(o, plainSpec(o.seed, rounds), {}, sizes.studyTimeoutMs, (f, d) => coordinatorKills(f, d, rng, sizes.coordinatorKills, log));
-    } else if (name === 'agent-kills') {
-      planned = { what: 'agent kills', min: sizes.agentKills, got: (d) => d.agentKills };
-      run = await runStudy(o, plainSpec(o.seed, rounds), {}, sizes.studyTimeoutMs, (f, d) => agentKills(f, d, rng, sizes.agentKills, log));
-    } else if (name === 'agent-kills-dp') {
-      rounds = sizes.dpRounds;
-      planned = { what: 'agent kills', min: sizes.dpAgentKills, got: (d) => d.agentKills };
-      run = await runStudy(o, dpSpec(o.seed, rounds), { siteExtra: DP_SITE_BUDGET }, sizes.studyTimeoutMs, (f, d) => agentKills(f, d, rng, sizes.dpAgentKills, log));
-    } else if (name === 'coordinator-down') {
-      planned = { what: 'outages past a deadline', min: sizes.outages, got: (d) => (d.downPastDeadlineMs > 0 ? d.coordinatorKills : 0) };
-      run = await runStudy(o, plainSpec(o.seed, rounds, sizes.roundTimeoutSeconds), {}, sizes.studyTimeoutMs, (f, d) => coordinatorDown(f, d, rng, sizes.outages, rounds, log));
-    } else {
-      planned = { what: 'network faults', min: sizes.networkFaults, got: (d) => d.networkFaults };
-      run = await runStudy(o, plainSpec(o.seed, rounds), { proxy: true }, sizes.studyTimeoutMs, (f, d) => networkFaults(f, d, rng, sizes.networkFaults, log));
-    }
-    const r = run.record!;
-    const dp = name === 'agent-kills-dp';
-    const base = dp ? undefined : baseline!.record;
-    const checks: Check[] = [
-      run.stuck ? { name: 'completed', ok: false, detail: run.stuck } : checkCompleted(r, rounds),
-      planned.got(run.damage) >= planned.min
-        ? { name: 'chaos', ok: true, detail: `${planned.got(run.damage)} ${planned.what} (at least ${planned.min} planned)` }
-        : { name: 'chaos', ok: false, detail: `only ${planned.got(run.damage)} ${planned.what} before the study ended; at least ${planned.min} were needed` },
-      checkDigests(r, base, 'n/a: DP-SGD noise is fresh randomness, so no two runs share a model'),
-      checkUpdates(r, base),
-      checkPrivacy(r, dp),
-      checkUsage(r),
-    ];
-    const res: ScenarioResult = {
-      scenario: name, description: DESCRIPTIONS[name],
-      kills: { coordinator: run.damage.coordinatorKills, agents: run.damage.agentKills, network: run.damage.networkFaults },
-      restarts: run.restarts, downPastDeadlineSeconds: run.damage.downPastDeadlineMs / 1000, wallSeconds: run.wallSeconds, rounds,
-      status: r.status, checks, ok: checks.every((c) => c.ok !== false), ...(o.keep ? { dir: run.dir } : {}),
-    };
-    say(`${name}: ${res.ok ? 'ok' : `FAILED: ${checks.filter((c) => c.ok === false).map((c) => `${c.name}: ${c.detail}`).join('; ')}`}`);
+    const def = DEFS[name];
+    const res = await runScenario(o, name, def.baseline ? baselines.get(def.baseline) : undefined);
+    say(`${name}: ${res.ok ? 'ok' : `FAILED: ${res.checks.filter((c) => c.ok === false).map((c) => `${c.name}: ${c.detail}`).join('; ')}`}`);
     results.push(res);
   }
   return {
     seed: o.seed, quick: o.quick, store: o.pgBase ? 'postgres' : 'sqlite',
-    baseline: baseline ? { rounds: sizes.rounds, wallSeconds: baseline.wallSeconds, finalDigest: baseline.record!.versions.get(sizes.rounds) ?? null, status: baseline.record!.status } : null,
-    scenarios: results, ok: results.every((x) => x.ok),
+    baselines: [...baselines.values()].map((b) => b.summary), scenarios: results, ok: results.every((x) => x.ok),
   };
 }
