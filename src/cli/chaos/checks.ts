@@ -213,7 +213,7 @@ export function checkPrivacy(r: StudyRecord, dp: boolean): Check {
     if (dup.length) problems.push(`site ${site}: its own account charged task ${dup[0]} ${acct.labels.filter((x) => x === dup[0]).length} times`);
     const ledgerTasks = new Set(rows.map((x) => x.task));
     const unknown = acct.labels.filter((x) => !ledgerTasks.has(x));
-    if (unknown.length) problems.push(`site ${site}: its own account charged ${unknown.length} release(s) the coordinator's ledger does not hold (${unknown.slice(0, 2).join(', ')})`);
+    if (unknown.length) problems.push(`site ${site}: its own account charged ${unknown.length} release(s) the coordinator's ledger does not hold (of task${new Set(unknown).size > 1 ? 's' : ''} ${[...new Set(unknown)].slice(0, 2).join(', ')})`);
     const lost = [...ledgerTasks].filter((x) => !acct.labels.includes(x));
     if (lost.length) problems.push(`site ${site}: the ledger holds ${lost.length} release(s) the site's own account lacks`);
     const last = rows.at(-1);
