@@ -26,6 +26,7 @@ import { modelCardRoutes } from './routes/model-cards.js';
 import { privacyRoutes } from './routes/privacy.js';
 import { secaggRoutes } from './routes/secagg.js';
 import { trainerRoutes } from './routes/trainer.js';
+import { taskErrorRoutes } from './routes/task-errors.js';
 import { createLogger, type Logger } from '../observability/logger.js';
 import { AuthFailureLimiter, type AuthLimitOptions } from './plugins/auth-limit.js';
 import { errorHandling, frameworkErrors } from './plugins/errors.js';
@@ -147,6 +148,7 @@ export function buildServer(opts: ServerOptions): FastifyInstance {
     privacyRoutes(api, ctx);
     secaggRoutes(api, ctx);
     trainerRoutes(api, ctx);
+    taskErrorRoutes(api, ctx);
     await webRoutes(api);
   });
   return app;

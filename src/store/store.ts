@@ -293,6 +293,28 @@ export class Store {
     });
   }
 
+  /**
+   * Moves an open round's deadline, and its open tasks' deadlines, `byMs` later (the round engine gives back
+   * time the coordinator was down). A round that is no longer open is left alone.
+   */
+  async extendOpenRound(studyId: string, round: number, byMs: number, db: Db = this.db): Promise<void> {
+    const ms = Math.round(byMs);
+    await db
+      .updateTable('rounds')
+      .set((eb) => ({ deadline_at: eb('deadline_at', '+', ms) }))
+      .where('study_id', '=', studyId)
+      .where('round', '=', round)
+      .where('status', '=', 'open')
+      .execute();
+    await db
+      .updateTable('tasks')
+      .set((eb) => ({ deadline_at: eb('deadline_at', '+', ms) }))
+      .where('study_id', '=', studyId)
+      .where('round', '=', round)
+      .where('status', 'in', ['issued', 'delivered'])
+      .execute();
+  }
+
   async getRound(studyId: string, round: number): Promise<RoundRow | undefined> {
     const r = await this.db.selectFrom('rounds').selectAll().where('study_id', '=', studyId).where('round', '=', round).executeTakeFirst();
     return r && this.normRound(r);

@@ -109,7 +109,7 @@ export function observability(app: FastifyInstance, o: ObservabilityOptions): vo
     else if (e.type === 'update.refused') {
       tasks.inc({ outcome: 'refused' });
       refusals.inc();
-    }
+    } else if (e.type === 'task.failed') tasks.inc({ outcome: 'failed' });
   });
 
   const ready = async (req: FastifyRequest) => {

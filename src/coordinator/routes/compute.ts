@@ -14,6 +14,7 @@ import { Type, type Static } from '@sinclair/typebox';
 import type { RouteContext } from './context.js';
 import { HttpError, requireSite, requireUser } from '../auth.js';
 import { appendAudit } from '../../governance/audit-store.js';
+import { auditsRefusal, closeRefusedTask, countRefusal } from '../../store/audit-bounds.js';
 import {
   addEvent, addUsage, getInstitution, getPlacement, getSiteProfile, gov, listMemberships, listPlacements, listResources, listUsage,
   putPlacement, putResource, putSiteProfile, updatePlacement, type Placement,
@@ -166,8 +167,14 @@ export function computeRoutes(app: FastifyInstance, ctx: RouteContext, cfg: Gove
       ...(d.minGpuMemoryGiB !== undefined ? { minGpuMemoryGiB: d.minGpuMemoryGiB } : {}), allowedJurisdictions: allowed }, live);
     const t = now();
     if (!r.ok) {
-      await store.recordRefusal({ study_id: task.study_id, round: task.round, site_id: site.id, task_id: task.id, reason: r.reason, at: t });
-      await addEvent(db(), { studyId: task.study_id, kind: 'placement.refused', actor: 'coordinator', data: { task: task.id, site: site.name, reason: r.reason, rejected: r.rejected }, at: t });
+      // One transaction: the refusal (counted per task, store/audit-bounds.ts), its event and its audit entry (on the
+      // 1st, 2nd, 4th… refusal of the task, so an agent retrying placement cannot grow the log without end).
+      await store.transaction(async (tx) => {
+        const count = await countRefusal(tx, { study_id: task.study_id, round: task.round, site_id: site.id, task_id: task.id, code: 'no_placement', reason: r.reason, at: t });
+        if (!auditsRefusal(count)) return;
+        await addEvent(gov(tx), { studyId: task.study_id, kind: 'placement.refused', actor: 'coordinator', data: { task: task.id, site: site.name, reason: r.reason, rejected: r.rejected, count }, at: t });
+        await appendAudit(tx, ctx.audit.key, { ts: t, actor: 'coordinator', kind: 'placement.refused', subject: task.id, data: JSON.parse(JSON.stringify({ study: task.study_id, round: task.round, site: site.name, reason: r.reason, rejected: r.rejected, count })) });
+      });
       throw new HttpError(409, 'no_placement', r.reason);
     }
     const p: Placement = { taskId: task.id, studyId: task.study_id, siteId: site.id, resourceId: r.resource.id, reason: r.reason, placedAt: t, jobId: null, state: 'placed' };
@@ -205,19 +212,16 @@ export function computeRoutes(app: FastifyInstance, ctx: RouteContext, cfg: Gove
       contributor = { institution: me?.institutionId ?? me?.institution ?? site.name, country: me?.jurisdiction ?? '??', resourceId: u.resourceId };
     }
     const t = now();
-    try {
-      await store.transaction(async (tx) => {
-        await addUsage(gov(tx), {
+    const recorded = await store.transaction(async (tx) => {
+      if (!(await addUsage(gov(tx), {
           taskId: task.id, studyId: task.study_id, siteId: site.id, siteInstitution: me?.institutionId ?? me?.institution ?? site.name, siteCountry: me?.jurisdiction ?? '??',
           resourceId: contributor.resourceId, institution: contributor.institution, country: contributor.country, scheduler: u.scheduler,
           cpuSeconds: u.cpuSeconds, gpuSeconds: u.gpuSeconds, wallSeconds: u.wallSeconds, cpuBasis: u.cpuBasis, jobId: u.jobId ?? null, recordedAt: t,
-        });
-        if (placement) await updatePlacement(gov(tx), task.id, { state: 'done', ...(u.jobId ? { jobId: u.jobId } : {}) });
-      });
-    } catch (e) {
-      if (/unique|duplicate|constraint/i.test((e as Error).message)) throw new HttpError(409, 'conflict', `usage of task ${task.id} is already recorded`);
-      throw e;
-    }
+      }))) return false;
+      if (placement) await updatePlacement(gov(tx), task.id, { state: 'done', ...(u.jobId ? { jobId: u.jobId } : {}) });
+      return true;
+    });
+    if (!recorded) throw new HttpError(409, 'conflict', `usage of task ${task.id} is already recorded`);
     return reply.status(201).send({ recorded: true });
   });
 
@@ -227,16 +231,21 @@ export function computeRoutes(app: FastifyInstance, ctx: RouteContext, cfg: Gove
     if (task.status !== 'issued' && task.status !== 'delivered') throw new HttpError(409, 'conflict', `task ${task.id} is ${task.status}`);
     const t = now();
     const reason = `site ${site.name} refused task ${task.id}: ${req.body.reason}`;
-    await store.recordRefusal({ study_id: task.study_id, round: task.round, site_id: site.id, task_id: task.id, reason, at: t });
-    await store.transaction(async (tx) => {
+    // One transaction, closing the task first: of two refusals (or a refusal and the deadline) one wins, and the
+    // refusal row, the event, the audit entry and the placement's state are written with the close or not at all.
+    const closed = await store.transaction(async (tx) => {
       // A refused task is closed: it is not delivered again (the agent would refuse it on every poll) and takes no result.
-      await tx.updateTable('tasks').set({ status: 'refused', done_at: t }).where('id', '=', task.id).where('status', 'in', ['issued', 'delivered']).execute();
+      if (!(await closeRefusedTask(tx, task.id, t))) return false;
+      await countRefusal(tx, { study_id: task.study_id, round: task.round, site_id: site.id, task_id: task.id, code: 'site_refused', reason, at: t });
       await addEvent(gov(tx), { studyId: task.study_id, kind: 'task.refused', actor: site.id, data: { task: task.id, reason: req.body.reason }, at: t });
       await appendAudit(tx, ctx.audit.key, { ts: t, actor: site.id, kind: 'update.refused', subject: task.id, data: { study: task.study_id, round: task.round, site: site.name, by: 'site', reason: req.body.reason } });
+      if (await getPlacement(gov(tx), task.id)) await updatePlacement(gov(tx), task.id, { state: 'refused' });
+      return true;
     });
-    const p = await getPlacement(db(), task.id);
-    if (p) await updatePlacement(db(), task.id, { state: 'refused' });
+    if (!closed) throw new HttpError(409, 'conflict', `task ${task.id} is no longer open; it takes no refusal`);
     ctx.bus.emit({ type: 'update.refused', studyId: task.study_id, round: task.round, siteId: site.id, reason });
+    // A refusal is the site's answer: a round whose every site has answered closes now (round-close.ts).
+    ctx.engine.kick();
     return { recorded: true };
   });
 }

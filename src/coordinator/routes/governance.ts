@@ -25,6 +25,7 @@ import { declaredTrainer } from './trainer.js';
 import { addEvent, gov, listEvents, listInstitutions, listMemberships, type SiteMembership } from '../../store/governance.js';
 import { appendAudit } from '../../governance/audit-store.js';
 import { cohortSize } from '../../store/trust.js';
+import { snapshotStudyCohorts } from '../../store/audit-bounds.js';
 import { startProblems } from '../study-checks.js';
 import * as lc from '../../governance/lifecycle.js';
 import { checkRelease, defaultPolicyDir, loadPolicies, type JurisdictionPolicy, type Signoff, type Violation } from '../../governance/policy.js';
@@ -310,6 +311,8 @@ async function startInner(ctx: RouteContext, principal: Principal, studyId: stri
   await store.transaction(async (tx) => {
     await store.transitionStudy(s.id, ['created'], 'running', t, {}, tx);
     await tx.updateTable('studies').set({ participants: JSON.stringify(participants) }).where('id', '=', s.id).execute();
+    // What each participant declared for the dataset now bounds its example counts (FedAvg weights) in this study.
+    await snapshotStudyCohorts(tx, s.id, spec.dataset, participants, t);
     if (bytes) await store.putModelVersion({ id: `${s.id}.v0`, study_id: s.id, round: 0, weights: bytes, digest: digestHex(bytes), created_at: t }, tx);
     await commitTransitions(tx, { store, audit: ctx.audit.key }, before, steps);
   });

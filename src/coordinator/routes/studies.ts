@@ -17,6 +17,7 @@ import { hostStrategy } from '../strategy-host.js';
 import { governedStart, governedStop } from './governance.js';
 import { privacyProblems } from '../privacy.js';
 import { createProblems, siteDeclarations } from '../study-checks.js';
+import { listTaskErrors, taskErrorsDb } from '../../store/task-errors.js';
 
 /** A study lead acts on the studies they created only ('own-study' scope in governance/roles.ts). */
 function checkOwnStudy(user: { id: string; scope: string }, study: { id: string; created_by: string }): void {
@@ -146,6 +147,7 @@ export async function studyDetail(ctx: RouteContext, id: string): Promise<StudyD
   const spec = JSON.parse(s.spec) as StudySpec;
   const rounds = await store.listRounds(s.id);
   const open = rounds.find((r) => r.status === 'open');
+  const openTasks = open ? await store.listTasks(s.id, open.round) : [];
   const sites = await store.listSites();
   const nameOf = new Map(sites.map((x) => [x.id, x.name]));
   // The model's tensors, from the header of its latest version (no value is decoded).
@@ -160,11 +162,13 @@ export async function studyDetail(ctx: RouteContext, id: string): Promise<StudyD
     spec,
     round: s.current_round,
     participants: (JSON.parse(s.participants ?? '[]') as string[]).map((id) => ({ id, name: nameOf.get(id) ?? id })),
-    openRound: open ? { round: open.round, kind: open.kind, deadlineAt: open.deadline_at, received: await store.countUpdates(s.id, open.round), expected: (await store.listTasks(s.id, open.round)).length,
+    openRound: open ? { round: open.round, kind: open.kind, deadlineAt: open.deadline_at, received: await store.countUpdates(s.id, open.round), expected: openTasks.length,
+      refused: openTasks.filter((t) => t.status === 'refused').length, failed: openTasks.filter((t) => t.status === 'failed').length,
       progress: (await progressOfRound(store, s.id, open.round)).map((p) => ({ ...p, site: nameOf.get(p.site) ?? p.site })) } : null,
     model,
     rounds: rounds.map((r) => ({ round: r.round, kind: r.kind, status: r.status, openedAt: r.opened_at, committedAt: r.committed_at, modelVersionId: r.model_version_id })),
     metrics: (await store.listMetrics(s.id)).map((m) => ({ round: m.round, site: m.site_id ? nameOf.get(m.site_id) ?? m.site_id : null, phase: m.phase, name: m.name, value: m.value })),
     refusals: (await store.listRefusals(s.id)).map((r) => ({ round: r.round, site: r.site_id ? nameOf.get(r.site_id) ?? r.site_id : null, reason: r.reason, at: r.at })),
+    taskErrors: (await listTaskErrors(taskErrorsDb(store.db), s.id)).map((e) => ({ round: e.round, site: nameOf.get(e.site_id) ?? e.site_id, taskId: e.task_id, code: e.code, message: e.message, at: e.at })),
   };
 }
