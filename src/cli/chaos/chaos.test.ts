@@ -16,8 +16,6 @@ const O: ChaosOptions = { seed: 1, quick: true };
 const USAGE_LOST = 'usage: an agent SIGKILLed after queuing its result (site/agent.ts handle: savePending, then reportUsage, then ' +
   'flushPending) sends the queued result after its restart but never the usage: the round commits with that task\'s compute ' +
   'missing from the ledger (#10 "compute usage of a task whose agent was killed after queuing its result is lost")';
-const DEADLINE = 'the engine counts its own downtime against the sites: restarted past the open round\'s deadline, it fails the study ' +
-  '"round N: 0 of 4 sites reported before the deadline" (engine.ts, `late` at the first tick; #10, engine fix pending)';
 const SECAGG_RESTART = 'a restarted coordinator has no SecAgg+ session (in memory only) and restarts the open round with fresh keys; a site ' +
   'that had answered every stage has already committed its batch stream and cleared its result, so it trains again from the ' +
   'advanced stream and the round\'s model differs from the uninterrupted run\'s (#10 "a restarted SecAgg+ round is not the same round")';
@@ -36,7 +34,6 @@ const KNOWN: Partial<Record<ScenarioName, Partial<Record<Check['name'], string>>
     chaos: `${DP_SECAGG}; the study ends early, before every planned kill`,
     usage: USAGE_LOST,
   },
-  'coordinator-down': { completed: DEADLINE, digest: `${DEADLINE}; the rounds after it have no model` },
 };
 
 test('chaos --quick: every scenario on a real federation', { timeout: 15 * 60_000 }, async (t) => {
