@@ -16,6 +16,10 @@ const O: ChaosOptions = { seed: 1, quick: true };
 const USAGE_LOST = 'usage: an agent SIGKILLed after queuing its result (site/agent.ts handle: savePending, then reportUsage, then ' +
   'flushPending) sends the queued result after its restart but never the usage: the round commits with that task\'s compute ' +
   'missing from the ledger (#10 "compute usage of a task whose agent was killed after queuing its result is lost")';
+const BACKOFF = 'the engine now gives a restarted round back its downtime, but only the time it had left (about one deadline when ' +
+  'killed just after opening), while each agent\'s reconnect backoff has grown during the outage (site/http.ts: 250 ms · 2^attempt, ' +
+  'capped at 15 s, × 0.5–1): after a 13 s outage a site may first retry up to 15 s after the restart, past the round\'s ' +
+  '12 s, and the study fails "round N: 3 of 4 sites reported before the deadline; hospital-k did not answer" (seen in a full run)';
 const SECAGG_RESTART = 'a restarted coordinator has no SecAgg+ session (in memory only) and restarts the open round with fresh keys; a site ' +
   'that had answered every stage has already committed its batch stream and cleared its result, so it trains again from the ' +
   'advanced stream and the round\'s model differs from the uninterrupted run\'s (#10 "a restarted SecAgg+ round is not the same round")';
@@ -27,6 +31,7 @@ const KNOWN: Partial<Record<ScenarioName, Partial<Record<Check['name'], string>>
   'coordinator-kills-secagg': { digest: SECAGG_RESTART },
   'agent-kills': { usage: USAGE_LOST },
   'agent-kills-dp': { usage: USAGE_LOST },
+  'coordinator-down': { completed: BACKOFF, digest: `${BACKOFF}; the rounds after it have no model` },
   'agent-kills-dp-secagg': {
     completed: DP_SECAGG,
     privacy: DP_SECAGG,
