@@ -17,6 +17,7 @@ import { createLogger, type Logger } from '../observability/logger.js';
 import { engineRetries } from '../observability/metrics.js';
 import type { EventBus } from './events.js';
 import type { StudySpec, ResultMeta } from '../protocol/api.js';
+import { AGENT_MAX_RETRY_DELAY_MS } from '../protocol/api.js';
 import { decodeSafetensors, encodeSafetensors } from '../protocol/safetensors.js';
 import type { Weights } from '../protocol/tensors.js';
 import { createModel } from '../learning/models/registry.js';
@@ -51,6 +52,11 @@ export interface EngineOptions {
    * least 3 s): the sites are not blamed for the coordinator's downtime.
    */
   gapMs?: number;
+  /**
+   * Given to an open round on top of the time it lost (default: the agents' longest retry delay): the sites
+   * learn that the coordinator is back only at their next try.
+   */
+  reconnectGraceMs?: number;
   /** Backoff of retries after transient faults (faults.ts). */
   retry?: BackoffOptions;
   now?: () => number;
@@ -256,14 +262,15 @@ export class RoundEngine {
     // Only the part of the gap after the round opened was lost to it.
     const lost = open ? now - Math.max(last, open.opened_at) : 0;
     if (!open || lost <= 0) return;
+    const given = lost + (this.opts.reconnectGraceMs ?? AGENT_MAX_RETRY_DELAY_MS);
     await this.store.transaction(async (tx) => {
-      await this.store.extendOpenRound(study.id, open.round, lost, tx);
+      await this.store.extendOpenRound(study.id, open.round, given, tx);
       await this.store.setKv(drivenAtKey(study.id), String(now), tx);
     });
     d.lastDrivenAt = d.persistedAt = now;
-    this.secagg.get(study.id, open.round)?.extend(lost);
-    this.logger.warn({ study: study.id, round: open.round, lostMs: lost }, 'nobody drove this study for a while; its round deadline moves out by the time lost');
-    this.log(`study ${study.id}: not driven for ${Math.round(lost / 1000)} s; round ${open.round}'s deadline moves out by that much`);
+    this.secagg.get(study.id, open.round)?.extend(given);
+    this.logger.warn({ study: study.id, round: open.round, lostMs: lost, givenMs: given }, 'nobody drove this study for a while; its round deadline moves out by the time lost and the sites\' reconnect grace');
+    this.log(`study ${study.id}: not driven for ${Math.round(lost / 1000)} s; round ${open.round}'s deadline moves out by ${Math.round(given / 1000)} s (with the sites' reconnect grace)`);
   }
 
   /**

@@ -15,6 +15,13 @@ const Name = Type.String({ minLength: 1, maxLength: 200 });
 const Activation = Type.Union([Type.Literal('relu'), Type.Literal('tanh')]);
 const Dim = Type.Integer({ minimum: 1, maximum: 1_000_000 });
 
+/**
+ * The longest an agent waits between tries to reach the coordinator (site/http.ts). After an outage a site may
+ * first call again up to this long after the coordinator is back, so the engine gives an open round this much on
+ * top of the time it lost (coordinator/engine.ts catchUp).
+ */
+export const AGENT_MAX_RETRY_DELAY_MS = 15_000;
+
 export const ModelSpecSchema = Type.Union([
   Type.Object({ kind: Type.Literal('logistic'), inputDim: Dim }, strict),
   Type.Object(

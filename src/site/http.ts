@@ -9,6 +9,7 @@ import http from 'node:http';
 import https from 'node:https';
 import type { KeyObject } from 'node:crypto';
 import { signRequest } from '../protocol/signing.js';
+import { AGENT_MAX_RETRY_DELAY_MS } from '../protocol/api.js';
 
 export class ApiError extends Error {
   constructor(
@@ -159,7 +160,7 @@ export class HttpClient {
         lastStatus = undefined;
       }
       if (this.o.giveUpAfterMs !== undefined && Date.now() - started > this.o.giveUpAfterMs) throw new CoordinatorUnavailable(this.o.baseUrl, reason, lastStatus);
-      const delay = Math.min(this.o.maxDelayMs ?? 15_000, 250 * 2 ** Math.min(attempt, 10)) * (0.5 + Math.random() / 2);
+      const delay = Math.min(this.o.maxDelayMs ?? AGENT_MAX_RETRY_DELAY_MS, 250 * 2 ** Math.min(attempt, 10)) * (0.5 + Math.random() / 2);
       this.o.onRetry?.(attempt + 1, delay, reason);
       await new Promise((r) => setTimeout(r, delay));
     }
