@@ -121,7 +121,8 @@ export class SiteAgent {
       ...(ca ? { ca } : {}),
       ...(opts.signal ? { signal: opts.signal } : {}),
       onRetry: (n, d, why) => {
-        if (Date.now() - lastRetryLog > 5000) this.log(`coordinator unreachable (${why}); retrying (attempt ${n}, next in ${Math.round(d)} ms)`);
+        // A 429/503 is the coordinator at one of its bounds (its message names the limit), not an outage.
+        if (Date.now() - lastRetryLog > 5000) this.log(`coordinator ${/^HTTP (429|503)\b/.test(why) ? 'busy' : 'unreachable'} (${why}); retrying (attempt ${n}, next in ${Math.round(d)} ms)`);
         lastRetryLog = Date.now();
       },
     });

@@ -1,0 +1,182 @@
+/**
+ * Bounds on what one caller, or all of them together, may hold open on this coordinator at once: long-polls per
+ * site, uploads in flight (coordinator-wide and per site) and live event streams per identity. Past a bound the
+ * next request is refused at once with 429 (one caller holds too much: it should wait for its own requests) or
+ * 503 (the coordinator as a whole is full: anyone may retry shortly), always with Retry-After and a message that
+ * names the limit and its value, instead of every caller slowing down together.
+ *
+ * The long-poll and upload slots are taken in an `onRequest` hook that runs inside the signed scope right after
+ * the authentication hook (server.ts), so the caller is known and not a byte of an upload's body has been read:
+ * a burst of large uploads is refused before any of it is buffered. A slot is given back when the response
+ * closes, which happens on every exit path (answered, timed out, failed, client gone). Event streams take
+ * theirs in the route once the stream token names the holder (routes/events.ts).
+ *
+ * Which routes are long-polls and uploads is the table below (a test checks that each one exists), so the
+ * route files need no hook of their own.
+ */
+import type { FastifyReply, FastifyRequest, onRequestAsyncHookHandler } from 'fastify';
+import { limitRefusals, openLongPolls, openUploads } from '../../observability/metrics.js';
+
+export interface LimitOptions {
+  /** Long-polls (task and SecAgg+ stage polls) one site may hold open at once (default 2). */
+  longPollsPerSite?: number;
+  /** Uploads (fit results, masked SecAgg+ inputs) in flight on this coordinator at once (default 64). */
+  uploads?: number;
+  /** Uploads one site may have in flight at once (default 2). */
+  uploadsPerSite?: number;
+  /** Live event streams (GET /v1/events) one user may hold open at once (default 4). */
+  streamsPerIdentity?: number;
+}
+
+export const LIMIT_DEFAULTS: Required<LimitOptions> = { longPollsPerSite: 2, uploads: 64, uploadsPerSite: 2, streamsPerIdentity: 4 };
+
+/** The names of the limits, as the metric label `limit` and the error codes carry them. */
+export type LimitName = 'longpolls_per_site' | 'uploads' | 'uploads_per_site' | 'streams_per_identity';
+
+/** Seconds a refused caller is asked to wait: about the time a slot takes to come free. */
+export const RETRY_AFTER_S: Record<LimitName, number> = { longpolls_per_site: 5, uploads: 2, uploads_per_site: 2, streams_per_identity: 10 };
+
+/** The routes whose requests hold a long-poll slot: GET, by route pattern. */
+export const LONG_POLL_ROUTES = [
+  '/v1/agent/task',
+  '/v1/agent/secagg/:taskId/neighbour-keys',
+  '/v1/agent/secagg/:taskId/mask-request',
+  '/v1/agent/secagg/:taskId/unmask-request',
+] as const;
+/** The routes whose requests hold an upload slot: POST, by route pattern (the bodies that carry a model). */
+export const UPLOAD_ROUTES = ['/v1/agent/tasks/:id/result', '/v1/agent/secagg/:taskId/masked'] as const;
+
+/** A refusal: the status, the limit crossed, and what the caller reads. */
+export interface Refusal {
+  status: 429 | 503;
+  limit: LimitName;
+  retryAfterS: number;
+  message: string;
+}
+
+/** Counts of what is open, per key; a key's entry goes away when its count drops to zero, so the map stays small. */
+class Counter {
+  private readonly counts = new Map<string, number>();
+  /** The sum over every key. */
+  total = 0;
+  get(key: string): number {
+    return this.counts.get(key) ?? 0;
+  }
+  add(key: string, d: number): void {
+    const n = this.get(key) + d;
+    this.total += d;
+    if (n <= 0) this.counts.delete(key);
+    else this.counts.set(key, n);
+  }
+}
+
+/** The counters, and the rule for each limit. Every `take*` returns a release function (idempotent) or a Refusal. */
+export class Limits {
+  readonly o: Required<LimitOptions>;
+  private readonly polls = new Counter();
+  private readonly uploadsBySite = new Counter();
+  private uploadsOpen = 0;
+  private readonly streams = new Counter();
+
+  constructor(o: LimitOptions = {}) {
+    this.o = { ...LIMIT_DEFAULTS, ...Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) };
+    for (const [k, v] of Object.entries(this.o)) {
+      if (!Number.isInteger(v) || v < 1) throw new Error(`limit ${k} must be a whole number of at least 1, got ${String(v)}`);
+    }
+  }
+
+  /** What is open now (for tests and the status of a refusal). */
+  get open(): { longPolls: number; uploads: number; streams: number } {
+    return { longPolls: this.polls.total, uploads: this.uploadsOpen, streams: this.streams.total };
+  }
+
+  takeLongPoll(siteId: string): (() => void) | Refusal {
+    const n = this.polls.get(siteId);
+    if (n >= this.o.longPollsPerSite) {
+      return refusal(429, 'longpolls_per_site', `site ${siteId} already has ${n} long-polls open, the most one site may hold (longPollsPerSite ${this.o.longPollsPerSite}); let one end before opening another`);
+    }
+    this.polls.add(siteId, 1);
+    openLongPolls.inc();
+    return once(() => {
+      this.polls.add(siteId, -1);
+      openLongPolls.dec();
+    });
+  }
+
+  takeUpload(siteId: string): (() => void) | Refusal {
+    const mine = this.uploadsBySite.get(siteId);
+    if (mine >= this.o.uploadsPerSite) {
+      return refusal(429, 'uploads_per_site', `site ${siteId} already has ${mine} uploads in flight, the most one site may send at once (uploadsPerSite ${this.o.uploadsPerSite}); send the next when one has been answered`);
+    }
+    if (this.uploadsOpen >= this.o.uploads) {
+      return refusal(503, 'uploads', `the coordinator is receiving ${this.uploadsOpen} uploads, its limit (uploads ${this.o.uploads}); retry shortly`);
+    }
+    this.uploadsBySite.add(siteId, 1);
+    this.uploadsOpen++;
+    openUploads.inc();
+    return once(() => {
+      this.uploadsBySite.add(siteId, -1);
+      this.uploadsOpen--;
+      openUploads.dec();
+    });
+  }
+
+  takeStream(identity: string): (() => void) | Refusal {
+    const n = this.streams.get(identity);
+    if (n >= this.o.streamsPerIdentity) {
+      return refusal(429, 'streams_per_identity', `${identity} already has ${n} event streams open, the most one identity may hold (streamsPerIdentity ${this.o.streamsPerIdentity}); close one (a dashboard tab) first`);
+    }
+    this.streams.add(identity, 1);
+    return once(() => this.streams.add(identity, -1));
+  }
+}
+
+function refusal(status: 429 | 503, limit: LimitName, message: string): Refusal {
+  return { status, limit, retryAfterS: RETRY_AFTER_S[limit], message: `${message} (retry after ${RETRY_AFTER_S[limit]} s)` };
+}
+
+function once(f: () => void): () => void {
+  let done = false;
+  return () => {
+    if (done) return;
+    done = true;
+    f();
+  };
+}
+
+export const isRefusal = (r: (() => void) | Refusal): r is Refusal => typeof r !== 'function';
+
+/**
+ * Answers a refusal: the status, Retry-After, `{error: 'limit_<name>', message}`, one log line, and the refusal
+ * counted under its limit. Returns the reply (an onRequest hook that returns it ends the request there).
+ */
+export function refuse(req: FastifyRequest, reply: FastifyReply, r: Refusal): FastifyReply {
+  limitRefusals.inc({ limit: r.limit });
+  req.log.warn({ status: r.status, limit: r.limit, retryAfterS: r.retryAfterS }, `refused ${req.method} ${req.routeOptions.url ?? req.url}: ${r.message}`);
+  return reply.status(r.status).header('retry-after', String(r.retryAfterS)).send({ error: `limit_${r.limit}`, message: r.message });
+}
+
+/** Gives the slot back when the response closes: answered, failed, or the client went away first. */
+export function releaseOnClose(reply: FastifyReply, release: () => void): void {
+  if (reply.raw.closed || reply.raw.destroyed) release();
+  else reply.raw.once('close', release);
+}
+
+const LONG_POLLS = new Set<string>(LONG_POLL_ROUTES);
+const UPLOADS = new Set<string>(UPLOAD_ROUTES);
+
+/**
+ * The hook of the signed scope, added after the authentication hook: a site's long-poll or upload takes its slot
+ * or is refused. Requests of other routes, and of users, pass untouched.
+ */
+export function limitHook(limits: Limits): onRequestAsyncHookHandler {
+  return async (req, reply) => {
+    const p = req.principal;
+    if (p?.kind !== 'site') return;
+    const url = req.routeOptions.url ?? '';
+    const take = req.method === 'GET' && LONG_POLLS.has(url) ? limits.takeLongPoll(p.id) : req.method === 'POST' && UPLOADS.has(url) ? limits.takeUpload(p.id) : undefined;
+    if (take === undefined) return;
+    if (isRefusal(take)) return refuse(req, reply, take);
+    releaseOnClose(reply, take);
+  };
+}
