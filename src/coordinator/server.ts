@@ -174,6 +174,7 @@ export function buildServer(opts: ServerOptions): FastifyInstance {
     maxWaitMs: opts.maxWaitMs ?? 25_000, onlineWindowMs: opts.onlineWindowMs ?? 60_000, bodyLimit,
     limits: new Limits(opts.limits),
   };
+  app.decorate('limits', ctx.limits);
   for (const routes of PUBLIC_ROUTES) void app.register(routes, ctx);
   const authenticator = new Authenticator(store, now);
   const touch = siteTouches(store, now);

@@ -17,6 +17,13 @@
 import type { FastifyReply, FastifyRequest, onRequestAsyncHookHandler } from 'fastify';
 import { limitRefusals, openLongPolls, openUploads } from '../../observability/metrics.js';
 
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** This coordinator's bounds and what is open against them (server.ts). */
+    limits: Limits;
+  }
+}
+
 export interface LimitOptions {
   /** Long-polls (task and SecAgg+ stage polls) one site may hold open at once (default 2). */
   longPollsPerSite?: number;
