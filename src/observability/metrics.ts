@@ -98,7 +98,7 @@ export const agentLastSeen = new Gauge({
 
 export const limitRefusals = new Counter({
   name: 'setu_limit_refusals_total',
-  help: 'Requests refused at a bound (coordinator/plugins/limits.ts), by limit: longpolls_per_site, uploads, uploads_per_site, streams_per_identity',
+  help: 'Requests refused at a bound (coordinator/plugins/limits.ts), by limit: longpolls_per_site, uploads, upload_bytes, uploads_per_site, streams_per_identity',
   labelNames: ['limit'] as const,
   registers,
 });
@@ -112,5 +112,11 @@ export const openLongPolls = new Gauge({
 export const openUploads = new Gauge({
   name: 'setu_uploads_in_flight',
   help: 'Uploads (fit results, masked SecAgg+ inputs) being received or checked on this coordinator',
+  registers,
+});
+
+export const openUploadBytes = new Gauge({
+  name: 'setu_upload_bytes_in_flight',
+  help: 'Bytes the uploads in flight on this coordinator declared (content-length)',
   registers,
 });

@@ -22,13 +22,13 @@ const refusalsOf = async (limit: string) => (await limitRefusals.get()).values.f
 
 describe('the counters', () => {
   it('refuse past each bound, per key, and give a slot back exactly once', () => {
-    const raw = new Limits({ longPollsPerSite: 1, uploads: 2, uploadsPerSite: 1, streamsPerIdentity: 1 });
+    const raw = new Limits({ longPollsPerSite: 1, uploads: 2, uploadBytes: 100, uploadsPerSite: 1, streamsPerIdentity: 1 });
     // Every slot taken here is given back at the end (the gauges are the process's).
     const held: (() => void)[] = [];
     const keep = <T,>(r: T): T => (typeof r === 'function' && held.push(r as () => void), r);
     const l = {
       takeLongPoll: (s: string) => keep(raw.takeLongPoll(s)),
-      takeUpload: (s: string) => keep(raw.takeUpload(s)),
+      takeUpload: (s: string, bytes = 10) => keep(raw.takeUpload(s, bytes)),
       takeStream: (s: string) => keep(raw.takeStream(s)),
       get open() {
         return raw.open;
@@ -52,13 +52,19 @@ describe('the counters', () => {
     const full = l.takeUpload('s3');
     assert.ok(isRefusal(full) && full.status === 503 && full.limit === 'uploads' && full.retryAfterS > 0);
     u1();
-    assert.ok(!isRefusal(l.takeUpload('s3')), 'a slot came free');
+    const big = l.takeUpload('s3', 91);
+    assert.ok(isRefusal(big) && big.status === 503 && big.limit === 'upload_bytes' && /10 bytes of uploads and this one declares 91.*uploadBytes 100/.test(big.message));
+    assert.ok(!isRefusal(l.takeUpload('s3', 90)), 'a slot came free, and 90 more bytes fit');
+    assert.equal(raw.open.uploadBytes, 100);
 
     assert.ok(!isRefusal(l.takeStream('user-1')));
     assert.ok(isRefusal(l.takeStream('user-1')));
     assert.ok(!isRefusal(l.takeStream('user-2')));
     for (const release of held) release();
-    assert.deepEqual(raw.open, { longPolls: 0, uploads: 0, streams: 0 });
+    assert.deepEqual(raw.open, { longPolls: 0, uploads: 0, uploadBytes: 0, streams: 0 });
+    const alone = new Limits({ uploadBytes: 100 }).takeUpload('s1', 1000);
+    assert.ok(!isRefusal(alone), 'one upload is admitted when none is in flight, however large');
+    alone();
     assert.throws(() => new Limits({ uploads: 0 }), /uploads must be a whole number of at least 1, got 0/);
   });
 });
@@ -201,6 +207,7 @@ describe('bounds on open requests over HTTP', () => {
     assert.match(m.body, /setu_limit_refusals_total\{limit="uploads"\} [1-9]/);
     assert.match(m.body, /setu_open_longpolls 0/);
     assert.match(m.body, /setu_uploads_in_flight 0/);
+    assert.match(m.body, /setu_upload_bytes_in_flight 0/);
   });
 });
 

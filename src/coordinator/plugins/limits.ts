@@ -15,7 +15,7 @@
  * route files need no hook of their own.
  */
 import type { FastifyReply, FastifyRequest, onRequestAsyncHookHandler } from 'fastify';
-import { limitRefusals, openLongPolls, openUploads } from '../../observability/metrics.js';
+import { limitRefusals, openLongPolls, openUploadBytes, openUploads } from '../../observability/metrics.js';
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -27,21 +27,28 @@ declare module 'fastify' {
 export interface LimitOptions {
   /** Long-polls (task and SecAgg+ stage polls) one site may hold open at once (default 2). */
   longPollsPerSite?: number;
-  /** Uploads (fit results, masked SecAgg+ inputs) in flight on this coordinator at once (default 64). */
+  /** Uploads (fit results, masked SecAgg+ inputs) in flight on this coordinator at once (default 1024). */
   uploads?: number;
+  /**
+   * Bytes those uploads may declare (content-length) in total, so that what is buffered at once is bounded whatever
+   * the model's size (default 1 GiB). One upload is always admitted when none is in flight, however large.
+   */
+  uploadBytes?: number;
   /** Uploads one site may have in flight at once (default 2). */
   uploadsPerSite?: number;
   /** Live event streams (GET /v1/events) one user may hold open at once (default 4). */
   streamsPerIdentity?: number;
 }
 
-export const LIMIT_DEFAULTS: Required<LimitOptions> = { longPollsPerSite: 2, uploads: 64, uploadsPerSite: 2, streamsPerIdentity: 4 };
+// A thousand sites sending tiny updates at once pass (the count); a hundred 4 MB updates pass, three hundred wait
+// their turn (the bytes): memory held for uploads stays bounded whatever the number of sites.
+export const LIMIT_DEFAULTS: Required<LimitOptions> = { longPollsPerSite: 2, uploads: 1024, uploadBytes: 1 << 30, uploadsPerSite: 2, streamsPerIdentity: 4 };
 
 /** The names of the limits, as the metric label `limit` and the error codes carry them. */
-export type LimitName = 'longpolls_per_site' | 'uploads' | 'uploads_per_site' | 'streams_per_identity';
+export type LimitName = 'longpolls_per_site' | 'uploads' | 'upload_bytes' | 'uploads_per_site' | 'streams_per_identity';
 
 /** Seconds a refused caller is asked to wait: about the time a slot takes to come free. */
-export const RETRY_AFTER_S: Record<LimitName, number> = { longpolls_per_site: 5, uploads: 2, uploads_per_site: 2, streams_per_identity: 10 };
+export const RETRY_AFTER_S: Record<LimitName, number> = { longpolls_per_site: 5, uploads: 2, upload_bytes: 2, uploads_per_site: 2, streams_per_identity: 10 };
 
 /** The routes whose requests hold a long-poll slot: GET, by route pattern. */
 export const LONG_POLL_ROUTES = [
@@ -83,6 +90,7 @@ export class Limits {
   private readonly polls = new Counter();
   private readonly uploadsBySite = new Counter();
   private uploadsOpen = 0;
+  private uploadBytesOpen = 0;
   private readonly streams = new Counter();
 
   constructor(o: LimitOptions = {}) {
@@ -93,8 +101,8 @@ export class Limits {
   }
 
   /** What is open now (for tests and the status of a refusal). */
-  get open(): { longPolls: number; uploads: number; streams: number } {
-    return { longPolls: this.polls.total, uploads: this.uploadsOpen, streams: this.streams.total };
+  get open(): { longPolls: number; uploads: number; uploadBytes: number; streams: number } {
+    return { longPolls: this.polls.total, uploads: this.uploadsOpen, uploadBytes: this.uploadBytesOpen, streams: this.streams.total };
   }
 
   takeLongPoll(siteId: string): (() => void) | Refusal {
@@ -110,7 +118,8 @@ export class Limits {
     });
   }
 
-  takeUpload(siteId: string): (() => void) | Refusal {
+  /** `bytes`: the upload's declared length (a body of unknown length is charged the largest one allowed). */
+  takeUpload(siteId: string, bytes: number): (() => void) | Refusal {
     const mine = this.uploadsBySite.get(siteId);
     if (mine >= this.o.uploadsPerSite) {
       return refusal(429, 'uploads_per_site', `site ${siteId} already has ${mine} uploads in flight, the most one site may send at once (uploadsPerSite ${this.o.uploadsPerSite}); send the next when one has been answered`);
@@ -118,13 +127,20 @@ export class Limits {
     if (this.uploadsOpen >= this.o.uploads) {
       return refusal(503, 'uploads', `the coordinator is receiving ${this.uploadsOpen} uploads, its limit (uploads ${this.o.uploads}); retry shortly`);
     }
+    if (this.uploadsOpen > 0 && this.uploadBytesOpen + bytes > this.o.uploadBytes) {
+      return refusal(503, 'upload_bytes', `the coordinator is receiving ${this.uploadBytesOpen} bytes of uploads and this one declares ${bytes}, over its limit (uploadBytes ${this.o.uploadBytes}); retry shortly`);
+    }
     this.uploadsBySite.add(siteId, 1);
     this.uploadsOpen++;
+    this.uploadBytesOpen += bytes;
     openUploads.inc();
+    openUploadBytes.inc(bytes);
     return once(() => {
       this.uploadsBySite.add(siteId, -1);
       this.uploadsOpen--;
+      this.uploadBytesOpen -= bytes;
       openUploads.dec();
+      openUploadBytes.dec(bytes);
     });
   }
 
@@ -176,12 +192,14 @@ const UPLOADS = new Set<string>(UPLOAD_ROUTES);
  * The hook of the signed scope, added after the authentication hook: a site's long-poll or upload takes its slot
  * or is refused. Requests of other routes, and of users, pass untouched.
  */
-export function limitHook(limits: Limits): onRequestAsyncHookHandler {
+export function limitHook(limits: Limits, bodyLimit: number): onRequestAsyncHookHandler {
   return async (req, reply) => {
     const p = req.principal;
     if (p?.kind !== 'site') return;
     const url = req.routeOptions.url ?? '';
-    const take = req.method === 'GET' && LONG_POLLS.has(url) ? limits.takeLongPoll(p.id) : req.method === 'POST' && UPLOADS.has(url) ? limits.takeUpload(p.id) : undefined;
+    const declared = Number(req.headers['content-length']);
+    const bytes = Number.isFinite(declared) && declared >= 0 ? Math.min(declared, bodyLimit) : bodyLimit;
+    const take = req.method === 'GET' && LONG_POLLS.has(url) ? limits.takeLongPoll(p.id) : req.method === 'POST' && UPLOADS.has(url) ? limits.takeUpload(p.id, bytes) : undefined;
     if (take === undefined) return;
     if (isRefusal(take)) return refuse(req, reply, take);
     releaseOnClose(reply, take);
