@@ -155,6 +155,7 @@ export const FLAGS: Record<string, { value?: string; text: string }> = {
   'max-uploads': { value: 'N', text: 'uploads (fit results, masked SecAgg+ inputs) received at once by this coordinator; the next is answered 503 with Retry-After before its body is read (default 1024)' },
   'max-upload-bytes': { value: 'BYTES', text: 'bytes the uploads received at once may declare in total; the next is answered 503 with Retry-After before its body is read (default 1 GiB; one upload is always admitted)' },
   'max-uploads-per-site': { value: 'N', text: 'uploads one site may send at once; the next is answered 429 with Retry-After (default 2)' },
+  'max-round-bytes': { value: 'BYTES', text: 'bytes of accepted updates one open round may hold until it is aggregated; the next update is answered 503 with Retry-After (default 2 GiB)' },
   'max-streams-per-user': { value: 'N', text: 'live event streams (dashboards) one user may hold open at once; the next is answered 429 (default 4)' },
   // sites and users
   name: { value: 'N', text: 'the name (letters, digits, . _ -)' },

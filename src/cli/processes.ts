@@ -76,6 +76,7 @@ const LIMIT_FLAGS: Record<string, keyof LimitOptions> = {
   'max-upload-bytes': 'uploadBytes',
   'max-uploads-per-site': 'uploadsPerSite',
   'max-streams-per-user': 'streamsPerIdentity',
+  'max-round-bytes': 'roundBytes',
 };
 
 function limitFlags(values: Record<string, unknown>): LimitOptions {

@@ -183,7 +183,7 @@ export function buildServer(opts: ServerOptions): FastifyInstance {
       if (p.kind === 'site') await touch(p.site.id);
     }));
     // After authentication, before any body is read: long-polls and uploads take their slot or are refused.
-    signed.addHook('onRequest', limitHook(ctx.limits, bodyLimit));
+    signed.addHook('onRequest', limitHook(ctx.limits, { bodyLimit, store, bus }));
     for (const routes of SIGNED_ROUTES) await signed.register(routes, ctx);
   });
   void app.register(async (web) => webRoutes(web));

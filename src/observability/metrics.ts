@@ -98,7 +98,7 @@ export const agentLastSeen = new Gauge({
 
 export const limitRefusals = new Counter({
   name: 'setu_limit_refusals_total',
-  help: 'Requests refused at a bound (coordinator/plugins/limits.ts), by limit: longpolls_per_site, uploads, upload_bytes, uploads_per_site, streams_per_identity',
+  help: 'Requests refused at a bound (coordinator/plugins/limits.ts), by limit: longpolls_per_site, uploads, upload_bytes, uploads_per_site, streams_per_identity, round_bytes',
   labelNames: ['limit'] as const,
   registers,
 });
@@ -118,5 +118,11 @@ export const openUploads = new Gauge({
 export const openUploadBytes = new Gauge({
   name: 'setu_upload_bytes_in_flight',
   help: 'Bytes the uploads in flight on this coordinator declared (content-length)',
+  registers,
+});
+
+export const roundUpdateBytes = new Gauge({
+  name: 'setu_round_update_bytes',
+  help: 'Bytes of accepted updates the open rounds hold on this coordinator until they are aggregated',
   registers,
 });

@@ -69,6 +69,35 @@ describe('the counters', () => {
   });
 });
 
+describe('the bytes an open round holds', () => {
+  it('reserves, keeps what was accepted, gives back what was not, and frees a round when it closes', () => {
+    const l = new Limits({ roundBytes: 100 });
+    const a = l.takeRoundBytes('st', 1, 60);
+    assert.ok(!isRefusal(a));
+    const b = l.takeRoundBytes('st', 1, 50);
+    assert.ok(isRefusal(b) && b.status === 503 && b.limit === 'round_bytes' && /round 1 of study st already holds 60 bytes.*roundBytes 100/.test(b.message), 'reserved bytes count while the upload is received');
+    a.accepted();
+    a.release();
+    assert.equal(l.roundHeld('st', 1), 60, 'kept once, the later release changes nothing');
+    const c = l.takeRoundBytes('st', 1, 40);
+    assert.ok(!isRefusal(c));
+    c.release();
+    assert.equal(l.roundHeld('st', 1), 60, 'a refused upload holds nothing');
+    assert.ok(!isRefusal(l.takeRoundBytes('other', 1, 100)), 'another study has its own bound');
+    l.roundClosed('st', 1);
+    assert.equal(l.roundHeld('st', 1), 0);
+    const d = l.takeRoundBytes('st', 2, 500);
+    assert.ok(!isRefusal(d), 'the first update of a round is admitted, however large');
+    d.accepted();
+    const e = l.takeRoundBytes('st', 3, 10);
+    assert.ok(!isRefusal(e), 'a later round of the study frees the earlier one this process never saw close');
+    assert.equal(l.roundHeld('st', 2), 0);
+    e.accepted();
+    l.roundClosed('st');
+    assert.equal(l.roundHeld('st', 3), 0, 'the study ended');
+  });
+});
+
 describe('bounds on open requests over HTTP', () => {
   let c: RunningCoordinator;
   let dir: string;

@@ -13,9 +13,16 @@
  *
  * Which routes are long-polls and uploads is the table below (a test checks that each one exists), so the
  * route files need no hook of their own.
+ *
+ * The same hook bounds the bytes of accepted updates an open round holds until it is aggregated (what its
+ * aggregation reads at once): an upload reserves its declared length against its task's round, keeps it when it
+ * is answered 200, and the round's bytes are freed by the bus events that close it. Every count is this process's
+ * own: behind a load balancer each coordinator bounds what it holds.
  */
 import type { FastifyReply, FastifyRequest, onRequestAsyncHookHandler } from 'fastify';
-import { limitRefusals, openLongPolls, openUploadBytes, openUploads } from '../../observability/metrics.js';
+import { limitRefusals, openLongPolls, openUploadBytes, openUploads, roundUpdateBytes } from '../../observability/metrics.js';
+import type { Store } from '../../store/store.js';
+import type { EventBus } from '../events.js';
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -38,17 +45,23 @@ export interface LimitOptions {
   uploadsPerSite?: number;
   /** Live event streams (GET /v1/events) one user may hold open at once (default 4). */
   streamsPerIdentity?: number;
+  /**
+   * Bytes of accepted updates one open round may hold before it is aggregated (default 2 GiB): what the round's
+   * aggregation will read at once. An update that would pass it is answered 503 until the round commits (the round
+   * then closes on what it holds, at its deadline or minSites). The first update of a round is always admitted.
+   */
+  roundBytes?: number;
 }
 
 // A thousand sites sending tiny updates at once pass (the count); a hundred 4 MB updates pass, three hundred wait
 // their turn (the bytes): memory held for uploads stays bounded whatever the number of sites.
-export const LIMIT_DEFAULTS: Required<LimitOptions> = { longPollsPerSite: 2, uploads: 1024, uploadBytes: 1 << 30, uploadsPerSite: 2, streamsPerIdentity: 4 };
+export const LIMIT_DEFAULTS: Required<LimitOptions> = { longPollsPerSite: 2, uploads: 1024, uploadBytes: 1024 ** 3, uploadsPerSite: 2, streamsPerIdentity: 4, roundBytes: 2 * 1024 ** 3 };
 
 /** The names of the limits, as the metric label `limit` and the error codes carry them. */
-export type LimitName = 'longpolls_per_site' | 'uploads' | 'upload_bytes' | 'uploads_per_site' | 'streams_per_identity';
+export type LimitName = 'longpolls_per_site' | 'uploads' | 'upload_bytes' | 'uploads_per_site' | 'streams_per_identity' | 'round_bytes';
 
 /** Seconds a refused caller is asked to wait: about the time a slot takes to come free. */
-export const RETRY_AFTER_S: Record<LimitName, number> = { longpolls_per_site: 5, uploads: 2, upload_bytes: 2, uploads_per_site: 2, streams_per_identity: 10 };
+export const RETRY_AFTER_S: Record<LimitName, number> = { longpolls_per_site: 5, uploads: 2, upload_bytes: 2, uploads_per_site: 2, streams_per_identity: 10, round_bytes: 10 };
 
 /** The routes whose requests hold a long-poll slot: GET, by route pattern. */
 export const LONG_POLL_ROUTES = [
@@ -92,6 +105,8 @@ export class Limits {
   private uploadsOpen = 0;
   private uploadBytesOpen = 0;
   private readonly streams = new Counter();
+  /** Per open round (`study\u0000round`): bytes accepted (held) and being received for it (reserved). */
+  private readonly rounds = new Map<string, { study: string; round: number; held: number; reserved: number }>();
 
   constructor(o: LimitOptions = {}) {
     this.o = { ...LIMIT_DEFAULTS, ...Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) };
@@ -144,6 +159,61 @@ export class Limits {
     });
   }
 
+  /**
+   * Reserves an upload's bytes against its round. `accepted()` keeps them held until the round closes
+   * (`roundClosed`); `release()` gives them back (the upload was refused or never finished). Either, once.
+   */
+  takeRoundBytes(study: string, round: number, bytes: number): { accepted(): void; release(): void } | Refusal {
+    const key = `${study}\u0000${round}`;
+    let r = this.rounds.get(key);
+    if (!r) {
+      // An earlier round of this study that this process never saw close (another coordinator committed it) holds
+      // nothing any more: a study's rounds close in order.
+      for (const [k, o] of this.rounds) if (o.study === study && o.round < round) this.drop(k);
+      r = { study, round, held: 0, reserved: 0 };
+      this.rounds.set(key, r);
+    }
+    const used = r.held + r.reserved;
+    if (used > 0 && used + bytes > this.o.roundBytes) {
+      return refusal(503, 'round_bytes', `round ${round} of study ${study} already holds ${used} bytes of updates and this one declares ${bytes}, over its limit (roundBytes ${this.o.roundBytes}); it is accepted again once the round has been aggregated`);
+    }
+    r.reserved += bytes;
+    const entry = r;
+    let done = false;
+    return {
+      accepted: () => {
+        if (done) return;
+        done = true;
+        entry.reserved -= bytes;
+        if (this.rounds.get(key) !== entry) return; // the round closed meanwhile
+        entry.held += bytes;
+        roundUpdateBytes.inc(bytes);
+      },
+      release: () => {
+        if (done) return;
+        done = true;
+        entry.reserved -= bytes;
+      },
+    };
+  }
+
+  /** A round was aggregated, reset or its study ended (no `round`: every round of the study): its bytes are free. */
+  roundClosed(study: string, round?: number): void {
+    for (const [k, o] of this.rounds) if (o.study === study && (round === undefined || o.round === round)) this.drop(k);
+  }
+
+  private drop(key: string): void {
+    const r = this.rounds.get(key);
+    if (!r) return;
+    roundUpdateBytes.dec(r.held);
+    this.rounds.delete(key);
+  }
+
+  /** Bytes held by one round (tests). */
+  roundHeld(study: string, round: number): number {
+    return this.rounds.get(`${study}\u0000${round}`)?.held ?? 0;
+  }
+
   takeStream(identity: string): (() => void) | Refusal {
     const n = this.streams.get(identity);
     if (n >= this.o.streamsPerIdentity) {
@@ -167,7 +237,7 @@ function once(f: () => void): () => void {
   };
 }
 
-export const isRefusal = (r: (() => void) | Refusal): r is Refusal => typeof r !== 'function';
+export const isRefusal = (r: unknown): r is Refusal => typeof r === 'object' && r !== null && 'limit' in r && 'retryAfterS' in r;
 
 /**
  * Answers a refusal: the status, Retry-After, `{error: 'limit_<name>', message}`, one log line, and the refusal
@@ -192,16 +262,29 @@ const UPLOADS = new Set<string>(UPLOAD_ROUTES);
  * The hook of the signed scope, added after the authentication hook: a site's long-poll or upload takes its slot
  * or is refused. Requests of other routes, and of users, pass untouched.
  */
-export function limitHook(limits: Limits, bodyLimit: number): onRequestAsyncHookHandler {
+export function limitHook(limits: Limits, o: { bodyLimit: number; store: Store; bus: EventBus }): onRequestAsyncHookHandler {
+  // A round's held bytes are free once it is aggregated, reopened (a reset discards its updates) or its study ends.
+  o.bus.on((e) => {
+    if (e.type === 'round.committed' || e.type === 'round.opened') limits.roundClosed(e.studyId, e.round);
+    else if (e.type === 'study.status' && e.status !== 'running') limits.roundClosed(e.studyId);
+  });
   return async (req, reply) => {
     const p = req.principal;
     if (p?.kind !== 'site') return;
     const url = req.routeOptions.url ?? '';
     const declared = Number(req.headers['content-length']);
-    const bytes = Number.isFinite(declared) && declared >= 0 ? Math.min(declared, bodyLimit) : bodyLimit;
+    const bytes = Number.isFinite(declared) && declared >= 0 ? Math.min(declared, o.bodyLimit) : o.bodyLimit;
     const take = req.method === 'GET' && LONG_POLLS.has(url) ? limits.takeLongPoll(p.id) : req.method === 'POST' && UPLOADS.has(url) ? limits.takeUpload(p.id, bytes) : undefined;
     if (take === undefined) return;
     if (isRefusal(take)) return refuse(req, reply, take);
     releaseOnClose(reply, take);
+    if (!UPLOADS.has(url)) return;
+    // The round the upload is for: a task the site does not hold passes here and is refused by its route.
+    const params = req.params as { id?: string; taskId?: string };
+    const task = await o.store.getTask(params.id ?? params.taskId ?? '');
+    if (!task || task.site_id !== p.id || task.kind !== 'fit') return;
+    const round = limits.takeRoundBytes(task.study_id, task.round, bytes);
+    if (isRefusal(round)) return refuse(req, reply, round);
+    releaseOnClose(reply, () => (reply.raw.statusCode === 200 ? round.accepted() : round.release()));
   };
 }
