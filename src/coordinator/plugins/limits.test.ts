@@ -13,7 +13,9 @@ import { join } from 'node:path';
 import { startCoordinator, type RunningCoordinator } from '../start.js';
 import { createLogger } from '../../observability/logger.js';
 import { signRequest } from '../../protocol/signing.js';
-import { enrolSite, enrolUser, inject, type Identity } from '../../testing/inject.js';
+import { enrolSite, enrolUser, heartStudy, inject, type Identity } from '../../testing/inject.js';
+import { decodeSafetensors, encodeSafetensors } from '../../protocol/safetensors.js';
+import { RESULT_META_KEY } from '../../protocol/api.js';
 import { waitFor } from '../../testing/processes.js';
 import { LONG_POLL_ROUTES, Limits, UPLOAD_ROUTES, isRefusal } from './limits.js';
 import { limitRefusals } from '../../observability/metrics.js';
@@ -240,3 +242,56 @@ describe('bounds on open requests over HTTP', () => {
   });
 });
 
+
+describe('the bytes of an open round over HTTP', () => {
+  let c: RunningCoordinator;
+  let dir: string;
+
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'setu-limits-round-'));
+    // A logistic update on the heart data is about 300 bytes: the round holds two and refuses the third.
+    c = await startCoordinator({ dataDir: dir, port: 0, tickMs: 50, logger: createLogger({ level: 'silent' }), server: { limits: { roundBytes: 700 } } });
+  });
+  after(async () => {
+    await c?.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('answers 503 with Retry-After to an update past the round\'s bytes, changing nothing; the round commits on what it holds and frees them', async () => {
+    const admin = { keyId: c.adminKey!.keyId, privateKey: c.adminKey!.privateKey };
+    const names = ['round-a', 'round-b', 'round-c'];
+    const sites = await Promise.all(names.map((n) => enrolSite(c.app, admin, n)));
+    const lead = await enrolUser(c.app, admin, 'lead-round', 'study_lead');
+    // Two sites suffice: the round closes at its 2 s deadline on the two updates it holds.
+    const s = await inject(c.app, 'POST', '/v1/studies', { as: lead, json: { ...heartStudy('round bytes', names, 2), minSites: 2, roundTimeoutSeconds: 2 } });
+    assert.equal(s.status, 200, s.body);
+    assert.equal((await inject(c.app, 'POST', `/v1/studies/${s.json.id}/start`, { as: lead, json: {} })).status, 200);
+    const upload = async (site: Identity) => {
+      const t = await inject(c.app, 'GET', '/v1/agent/task?waitMs=10000', { as: site });
+      assert.equal(t.status, 200, t.body);
+      const path = `/v1/agent/models/${t.json.modelVersionId}`;
+      const m = await c.app.inject({ method: 'GET', url: path, headers: signRequest({ method: 'GET', path, keyId: site.keyId, privateKey: site.privateKey }) });
+      const w = decodeSafetensors(new Uint8Array(m.rawPayload)).weights;
+      const body = Buffer.from(encodeSafetensors(w, { [RESULT_META_KEY]: JSON.stringify({ taskId: t.json.taskId, numExamples: 10 }) }));
+      assert.ok(body.length > 240 && body.length <= 350, `an update of ${body.length} bytes`);
+      return { task: t.json.taskId as string, round: t.json.round as number, send: () => inject(c.app, 'POST', `/v1/agent/tasks/${t.json.taskId}/result`, { as: site, raw: body }) };
+    };
+    const [a, b, third] = [await upload(sites[0]!), await upload(sites[1]!), await upload(sites[2]!)];
+    assert.equal((await a.send()).status, 200);
+    assert.equal((await b.send()).status, 200);
+    const before = await c.store.snapshotCounts();
+    const r = await third.send();
+    assert.equal(r.status, 503, r.body);
+    assert.equal(r.headers['retry-after'], '10');
+    assert.equal(r.json.error, 'limit_round_bytes');
+    assert.match(r.json.message, /round 1 of study .* already holds \d+ bytes of updates.*roundBytes 700/);
+    assert.deepEqual(await c.store.snapshotCounts(), before, 'the refused update changed nothing');
+    assert.ok(c.app.limits.roundHeld(s.json.id, 1) > 480);
+    // The round commits on the two updates it holds; its bytes are free, and the next round takes the third site.
+    await waitFor('round 1 committed', async () => ((await c.store.getRound(s.json.id, 1))?.status === 'committed' ? true : undefined), 20_000, 50);
+    await waitFor('its bytes freed', async () => (c.app.limits.roundHeld(s.json.id, 1) === 0 ? true : undefined), 5_000, 20);
+    const next = await upload(sites[2]!);
+    assert.equal(next.round, 2);
+    assert.equal((await next.send()).status, 200);
+  });
+});
