@@ -34,6 +34,7 @@ import { SecAggSessions, newSession, restartRound, secAggPlus } from './secagg.j
 import { clientLevelDp } from './privacy.js';
 import type { RoundRow } from '../store/store.js';
 import { aggregatePart, mergeAggregate, rulesOf } from './study-model.js';
+import { driveAnalyticsRound, openAnalyticsRound, type AnalyticsRoundsContext } from './analytics-rounds.js';
 import { decideRound, secaggShortfall, stopStudy, type RoundCloseDeps } from './round-close.js';
 
 export interface EngineOptions {
@@ -301,11 +302,13 @@ export class RoundEngine {
     if (!open) {
       // A study over CSV data first checks every site's file against its schema (round 0).
       if (spec.dataSchema && !(await this.store.getRound(study.id, 0))) return this.openRound(study, spec, 0, 'prepare');
+      if (spec.analytics) return openAnalyticsRound(this.analyticsContext(), study, spec);
       const next = study.current_round + 1;
       if (next <= spec.rounds) await this.openRound(study, spec, next, 'fit');
       else await this.openRound(study, spec, spec.rounds + 1, 'evaluate');
       return;
     }
+    if (open.kind === 'analytics') return driveAnalyticsRound(this.analyticsContext(), study, spec, open);
     const tasks = await this.store.listTasks(study.id, open.round);
     const updates = await this.store.listUpdates(study.id, open.round);
     if (open.kind === 'fit' && spec.privacy?.secagg) return this.driveSecAgg(study, spec, open, tasks, updates);
@@ -318,6 +321,11 @@ export class RoundEngine {
     } else if (decision.action === 'fail') {
       await this.fail(study, decision.reason);
     }
+  }
+
+  /** What an analytics study's rounds need from the engine (analytics-rounds.ts). */
+  private analyticsContext(): AnalyticsRoundsContext {
+    return { store: this.store, bus: this.bus, now: this.now, log: this.log, defaultTimeoutS: DEFAULT_ROUND_TIMEOUT_S, ...(this.opts.audit ? { audit: this.opts.audit } : {}) };
   }
 
   private closeDeps(): RoundCloseDeps {

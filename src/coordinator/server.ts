@@ -27,6 +27,7 @@ import { modelCardRoutes } from './routes/model-cards.js';
 import { privacyRoutes } from './routes/privacy.js';
 import { secaggRoutes } from './routes/secagg.js';
 import { trainerRoutes } from './routes/trainer.js';
+import { analyticsRoutes } from './routes/analytics.js';
 import { taskErrorRoutes } from './routes/task-errors.js';
 import { createLogger, type Logger } from '../observability/logger.js';
 import { AuthFailureLimiter, type AuthLimitOptions } from './plugins/auth-limit.js';
@@ -122,7 +123,7 @@ export function siteTouches(store: Store, now: () => number): (siteId: string) =
 /** Every route that needs a signed request: registered inside the one authenticated scope. */
 const SIGNED_ROUTES: RoutePlugin[] = [
   siteRoutes, agentRoutes, studyRoutes, userRoutes, auditRoutes, eventTokenRoutes, institutionRoutes, governanceRoutes,
-  computeRoutes, modelCardRoutes, privacyRoutes, secaggRoutes, trainerRoutes, taskErrorRoutes,
+  computeRoutes, modelCardRoutes, privacyRoutes, secaggRoutes, trainerRoutes, taskErrorRoutes, analyticsRoutes,
 ];
 /** The routes anyone may call: enrolment (the caller has no key yet) and the event stream (its token is the credential). */
 const PUBLIC_ROUTES: RoutePlugin[] = [enrolRoutes, eventStreamRoutes];
