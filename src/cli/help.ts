@@ -41,7 +41,7 @@ const ANALYTICS_FLAGS: CommandHelp['flags'] = {
 export const COMMANDS: CommandHelp[] = [
   { path: 'demo', args: '[--seed N] [--rounds R] [--data-dir D] [--json] [--secagg] [--dp-epsilon E …] [--dashboard]', summary: 'the four-hospital India–Japan demo consortium on real data, on this machine',
     flags: { 'data-dir': 'keep the coordinator, site configs and logs in DIR (run again on the same DIR to start afresh there)', rounds: 'FedAvg rounds (default 15)', seed: 'seed of the study and the baselines (a non-negative integer, default 42)', verbose: 'show agent and coordinator logs', json: 'print one JSON object with the results on stdout' } },
-  { path: 'coordinator start', args: '[--data-dir D] [--db postgres://…] [--host H] [--port P] [--tls-cert F --tls-key F] [--log-level L]', summary: 'run the coordinator (API, round engine, dashboard)',
+  { path: 'coordinator start', args: '[--data-dir D] [--db postgres://…] [--host H] [--port P] [--tls-cert F --tls-key F] [--log-level L] [--max-uploads N …]', summary: 'run the coordinator (API, round engine, dashboard)',
     flags: { 'data-dir': 'where the coordinator keeps coordinator.key, admin.key and its SQLite file (default .setu)' } },
 
   { path: 'site invite', args: '--name N [--institution I] [--jurisdiction IN|JP|…] [--ttl-hours H] [--out FILE]', summary: 'a one-time token with which a hospital enrols its site agent',
@@ -155,6 +155,12 @@ export const FLAGS: Record<string, { value?: string; text: string }> = {
   'tls-cert': { value: 'FILE', text: 'serve HTTPS with this certificate (PEM), with --tls-key' },
   'tls-key': { value: 'FILE', text: 'the private key (PEM) of --tls-cert' },
   'log-level': { value: 'LEVEL', text: 'log level: fatal, error, warn, info (default), debug, trace or silent (default: SETU_LOG_LEVEL)' },
+  'max-longpolls-per-site': { value: 'N', text: 'long-polls one site may hold open at once; the next is answered 429 with Retry-After (default 2)' },
+  'max-uploads': { value: 'N', text: 'uploads (fit results, masked SecAgg+ inputs) received at once by this coordinator; the next is answered 503 with Retry-After before its body is read (default 1024)' },
+  'max-upload-bytes': { value: 'BYTES', text: 'bytes the uploads received at once may declare in total; the next is answered 503 with Retry-After before its body is read (default 1 GiB; one upload is always admitted)' },
+  'max-uploads-per-site': { value: 'N', text: 'uploads one site may send at once; the next is answered 429 with Retry-After (default 2)' },
+  'max-round-bytes': { value: 'BYTES', text: 'bytes of accepted updates one open round may hold until it is aggregated; the next update is answered 503 with Retry-After (default 2 GiB)' },
+  'max-streams-per-user': { value: 'N', text: 'live event streams (dashboards) one user may hold open at once; the next is answered 429 (default 4)' },
   // sites and users
   name: { value: 'N', text: 'the name (letters, digits, . _ -)' },
   institution: { value: 'I', text: 'the institution (id or name) it belongs to' },

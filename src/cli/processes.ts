@@ -15,6 +15,7 @@ import { ApiError, HttpClient } from '../site/http.js';
 import { importPrivateKey } from '../protocol/signing.js';
 import { DEFAULT_DATA_DIR, UsageError, intFlag, parse, tokenFrom } from './args.js';
 import { OperatorError } from './failures.js';
+import type { LimitOptions } from '../coordinator/plugins/limits.js';
 
 const stamp = () => new Date().toISOString().slice(11, 19);
 const logTo = (prefix: string) => (m: string) => process.stderr.write(`${stamp()} ${prefix} ${m}\n`);
@@ -30,7 +31,9 @@ export async function coordinatorCommand(sub: string | undefined, argv: string[]
     'tls-cert': { type: 'string' },
     'tls-key': { type: 'string' },
     'log-level': { type: 'string' },
+    ...Object.fromEntries(Object.keys(LIMIT_FLAGS).map((f) => [f, { type: 'string' as const }])),
   });
+  const limits = limitFlags(values);
   if (!!values['tls-cert'] !== !!values['tls-key']) throw new UsageError('--tls-cert and --tls-key go together');
   if (values.port !== undefined) {
     const p = intFlag(values.port, 'port', 7070);
@@ -45,6 +48,7 @@ export async function coordinatorCommand(sub: string | undefined, argv: string[]
       host: values.host ?? '127.0.0.1',
       port: intFlag(values.port, 'port', 7070),
       ...(values['body-limit'] ? { bodyLimit: intFlag(values['body-limit'], 'body-limit', 0) } : {}),
+      ...(Object.keys(limits).length ? { server: { limits } } : {}),
       ...(values['tls-cert'] ? { https: { cert: readFlagFile(values['tls-cert'], '--tls-cert'), key: readFlagFile(values['tls-key']!, '--tls-key') } } : {}),
       logger,
     });
@@ -64,6 +68,28 @@ export async function coordinatorCommand(sub: string | undefined, argv: string[]
   });
   await c.close();
   return 0;
+}
+
+/** The `setu coordinator start` flags of the bounds on open requests (coordinator/plugins/limits.ts). */
+const LIMIT_FLAGS: Record<string, keyof LimitOptions> = {
+  'max-longpolls-per-site': 'longPollsPerSite',
+  'max-uploads': 'uploads',
+  'max-upload-bytes': 'uploadBytes',
+  'max-uploads-per-site': 'uploadsPerSite',
+  'max-streams-per-user': 'streamsPerIdentity',
+  'max-round-bytes': 'roundBytes',
+};
+
+function limitFlags(values: Record<string, unknown>): LimitOptions {
+  const o: LimitOptions = {};
+  for (const [flag, key] of Object.entries(LIMIT_FLAGS)) {
+    const v = values[flag];
+    if (typeof v !== 'string') continue;
+    const n = intFlag(v, flag, 0);
+    if (n < 1) throw new UsageError(`--${flag} must be a whole number of at least 1, got ${v}`);
+    o[key] = n;
+  }
+  return o;
 }
 
 function readFlagFile(file: string, flag: string): Buffer {

@@ -130,8 +130,10 @@ export class SiteAgent {
       ...(opts.signal ? { signal: opts.signal } : {}),
       onRetry: (n, d, why) => {
         if (Date.now() - lastRetryLog > 5000) {
-          this.log(`coordinator unreachable (${why}); retrying (attempt ${n}, next in ${Math.round(d)} ms)`);
-          this.status.error(`coordinator unreachable (${why})`);
+          // A 429/503 is the coordinator at one of its bounds (its message names the limit), not an outage.
+          const what = `coordinator ${/^HTTP (429|503)\b/.test(why) ? 'busy' : 'unreachable'} (${why})`;
+          this.log(`${what}; retrying (attempt ${n}, next in ${Math.round(d)} ms)`);
+          this.status.error(what);
         }
         lastRetryLog = Date.now();
       },
