@@ -311,7 +311,10 @@ test('dashboard: live study, reports, every page in three languages, roles (Chro
     const compute = await page.locator('main').innerText();
     assert.doesNotMatch(compute, /[{}]"|":/, 'no raw JSON on the compute page');
     assert.match(await page.locator('[data-testid=compute-countries] tr[data-key=IN]').innerText(), /India\s+\d[\d.]* (s|min)/);
-    assert.match(await page.locator('[data-testid=compute-institutions]').innerText(), /AIIMS New Delhi \(IN\)/);
+    // Institution names arrive by their own request after the usage table: wait for them, then read.
+    const institutionsTable = page.locator('[data-testid=compute-institutions]');
+    await institutionsTable.filter({ hasText: /AIIMS New Delhi \(IN\)/ }).waitFor({ timeout: 20_000 });
+    assert.match(await institutionsTable.innerText(), /AIIMS New Delhi \(IN\)/);
     // Audit: pages, entries in words, and filters (or a plain notice where the coordinator cannot filter yet).
     await page.goto(`${url}/#/audit`);
     await page.locator('[data-testid=audit-verify].good').waitFor();
