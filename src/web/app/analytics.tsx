@@ -22,7 +22,7 @@ const cell = (c: PooledCell) =>
 
 function Table({ head, rows, testId }: { head: string[]; rows: Array<Array<ComponentChildren>>; testId?: string }) {
   return (
-    <table class="wide data analytics-table" data-testid={testId}>
+    <table class="data analytics-table" data-testid={testId}>
       <thead>
         <tr>{head.map((h) => <th>{h}</th>)}</tr>
       </thead>
@@ -125,10 +125,17 @@ function Query({ e, study }: { e: QueryResultEntry; study: StudyResults }) {
         </div>
       ))}
       {e.error && <div class="notice error">{e.error}</div>}
-      {r && <ResultTable r={r} />}
-      {svg.map(([file, doc]) => (
-        <img class="plot" data-testid="analytics-plot" data-file={file} alt={`${e.name ?? e.kind}: ${t('analytics.plot')}`} src={`data:image/svg+xml;charset=utf-8,${encodeURIComponent(doc)}`} />
-      ))}
+      {/* The table and its plot side by side where the page is wide enough, one above the other where not. */}
+      <div class="analytics-body">
+        {r && (
+          <div class="analytics-tables">
+            <ResultTable r={r} />
+          </div>
+        )}
+        {svg.map(([file, doc]) => (
+          <img class="plot" data-testid="analytics-plot" data-file={file} alt={`${e.name ?? e.kind}: ${t('analytics.plot')}`} src={`data:image/svg+xml;charset=utf-8,${encodeURIComponent(doc)}`} />
+        ))}
+      </div>
       {r && (
         <p>
           <button data-testid="analytics-json" onClick={() => download(`${name}.json`, JSON.stringify({ ...study, queries: [e] }, null, 1) + '\n', 'application/json')}>

@@ -56,7 +56,8 @@ export function StudyPage({ api, id, actions }: { api: Api; id: string; actions:
           <>
             <StudyView d={d} live={live} events={events} openCounts={openCounts} />
             <AnalyticsResults api={api} id={d.id} version={version} />
-            <Results api={api} d={d} actions={actions} />
+            {/* The metrics export and the model are a training's; an analytics study's downloads are per query above. */}
+            {!d.spec.analytics && <Results api={api} d={d} actions={actions} />}
             <Governance api={api} id={d.id} version={version} />
           </>
         )}
@@ -110,7 +111,8 @@ function StudyView({ d, live, events, openCounts }: { d: StudyDetail; live: bool
       ))}
       <div class="card progress-card">
         <div data-testid="round-progress" data-round={d.round} data-rounds={rounds}>
-          <Progress value={d.round} max={rounds} />
+          {/* An analytics study has no fixed number of rounds (a Cox fit takes one per Newton step): its progress is its queries'. */}
+          {d.spec.analytics ? <span>{t('analytics.roundNow', { n: d.round })}</span> : <Progress value={d.round} max={rounds} />}
         </div>
         {open && !ended && (
           <p class="muted" data-testid="open-round">
