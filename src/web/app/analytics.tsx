@@ -13,7 +13,7 @@ import type { PooledCell, QueryResult } from '../../analytics/results.js';
 import { countRows, histogramLabels, kmCurves, levelName, pval, queryFileName, resultCsv, resultSvg } from '../../analytics/export.js';
 import type { Api } from './api.js';
 import { fmtNum, t } from './i18n.js';
-import { Loaded, Status, saveBlob, useApi } from './common.js';
+import { Loaded, saveBlob, useApi } from './common.js';
 
 type N = number | null | undefined;
 const num = (v: N, digits = 3) => fmtNum(v ?? null, digits);
@@ -103,6 +103,12 @@ function download(name: string, body: string, type: string) {
   saveBlob(new Blob([body], { type }), name);
 }
 
+/** The coordinator's record of a refusal starts "site S refused task T: "; the card names the site itself. */
+function reasonOnly(site: string, why: string): string {
+  const prefix = `site ${site} refused task `;
+  return why.startsWith(prefix) && why.indexOf(': ', prefix.length) > 0 ? why.slice(why.indexOf(': ', prefix.length) + 2) : why;
+}
+
 function rounds(e: QueryResultEntry): string {
   if (!e.rounds.length) return '';
   const [a, b] = [e.rounds[0]!, e.rounds[e.rounds.length - 1]!];
@@ -117,11 +123,11 @@ function Query({ e, study }: { e: QueryResultEntry; study: StudyResults }) {
   return (
     <div class="card analytics-query" data-testid="analytics-query" data-kind={e.kind} data-status={e.status}>
       <h3>
-        {e.index + 1}. {e.name ?? e.kind} <span class="muted small">({e.kind})</span> <Status status={e.status} /> <span class="muted small">{rounds(e)}</span>
+        {e.index + 1}. {e.name ?? e.kind} <span class="muted small">({e.kind})</span> <span class={`status status-${e.status}`} data-testid="query-status">{t(`analytics.status.${e.status}`)}</span> <span class="muted small">{rounds(e)}</span>
       </h3>
       {Object.entries(e.refusals).map(([site, why]) => (
         <div class="notice" data-testid="analytics-refusal" data-site={site}>
-          {t('analytics.refused', { site, reason: why })}
+          {t('analytics.refused', { site, reason: reasonOnly(site, why) })}
         </div>
       ))}
       {e.error && <div class="notice error">{e.error}</div>}
