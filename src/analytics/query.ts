@@ -19,6 +19,8 @@ import { combineCox, coxAnswerProblems, CoxNewton, CoxRiskSetsAnswerSchema, CoxS
 import { kaplanMeier, type KmCurve } from './survival/km.js';
 import { logRank, type LogRankResult } from './survival/logrank.js';
 import { poolTables, riskTableProblems, RiskTablesAnswerSchema, siteRiskTables, type RiskTablesAnswer } from './survival/risk-table.js';
+import type { KmResult, LogRankQueryResult, QueryResult } from './results.js';
+export type { KmResult, LogRankQueryResult, QueryResult } from './results.js';
 
 export type SiteAnswer = CountAnswer | SummaryAnswer | HistogramAnswer | MissingnessAnswer | RiskTablesAnswer | CoxAnswer;
 
@@ -84,25 +86,8 @@ export function answerProblems(q: QuerySpec, answer: unknown): string[] {
   return statisticsCountProblems(a);
 }
 
-export interface KmResult {
-  kind: 'kaplan-meier';
-  by: string | null;
-  levels: string[];
-  /** All subjects (of every level when `by` is set). */
-  overall: KmCurve;
-  /** One pooled curve per level (empty without `by`). */
-  groups: KmCurve[];
-  /** Each site's own curves: overall, then per level (null where it released no table). */
-  sites: Record<string, { overall: KmCurve | null; groups: Array<KmCurve | null> }>;
-}
 
-export interface LogRankQueryResult extends LogRankResult {
-  kind: 'log-rank';
-  group: string;
-  strata: 'none' | 'site';
-}
 
-export type QueryResult = CountResult | SummaryResult | HistogramResult | QuantilesResult | MissingnessResult | KmResult | LogRankQueryResult | CoxResult;
 
 function combineKm(q: KaplanMeierQuery, answers: Record<string, RiskTablesAnswer>): KmResult {
   const ids = Object.keys(answers).sort();

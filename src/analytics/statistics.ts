@@ -14,6 +14,8 @@ import { DpRelease, type DpContext, type NoiseSource } from './dp.js';
 import { releaseCount, suppressTable, type ReleasedCount } from './release.js';
 import type { AnalyticsPolicy, CountQuery, HistogramQuery, MissingnessQuery, QuantilesQuery, SummaryQuery } from './spec.js';
 import type { PrivacySpend } from '../protocol/api.js';
+import type { PooledCell, CountResult, PooledSummary, SummaryResult, HistogramResult, QuantileEstimate, QuantilesResult, MissingnessResult } from './results.js';
+export type { PooledCell, CountResult, PooledSummary, SummaryResult, HistogramResult, QuantileEstimate, QuantilesResult, MissingnessResult } from './results.js';
 
 export interface SiteInput {
   table: SiteTable;
@@ -60,24 +62,7 @@ export function siteCount(q: CountQuery, input: SiteInput): Answered<CountAnswer
   };
 }
 
-export interface PooledCell {
-  /** Sum of the released counts (a lower bound when `suppressedAt` is not empty; noisy under DP). */
-  count: number;
-  /** Sites that suppressed this cell. */
-  suppressedAt: string[];
-  /** Standard deviation of the DP noise in `count` (0 when exact). */
-  noiseSd: number;
-}
 
-export interface CountResult {
-  kind: 'count';
-  by: string[];
-  levels: Array<Array<string | null>>;
-  /** Row-major over the levels, as the answers. */
-  cells: PooledCell[];
-  /** Each site's released table (null = suppressed). */
-  sites: Record<string, Array<number | null>>;
-}
 
 function sameLevels(a: Array<Array<string | null>>, b: Array<Array<string | null>>): boolean {
   return JSON.stringify(a) === JSON.stringify(b);
@@ -159,27 +144,7 @@ export function siteSummary(q: SummaryQuery, input: SiteInput): Answered<Summary
   return { answer: { ...base, groups, ...(stats.includes('min') || stats.includes('max') ? { minMaxNoise: [lo, hi] as [number, number] } : {}) } };
 }
 
-export interface PooledSummary {
-  level: string | null;
-  n: number;
-  mean: number;
-  variance: number;
-  sd: number;
-  /** Pooled min/max of the sites' outward-moved bounds: min ≤ the true minimum, max ≥ the true maximum. */
-  min?: number;
-  max?: number;
-  suppressedAt: string[];
-  /** With DP: sd of the noise in n, and an approximate sd of the noise in the mean (delta method). */
-  noise?: { n: number; mean: number };
-}
 
-export interface SummaryResult {
-  kind: 'summary';
-  column: string;
-  by: string | null;
-  groups: PooledSummary[];
-  sites: Record<string, Array<{ level: string | null; n: number; mean: number; sd: number } | null>>;
-}
 
 function isExact(g: SummaryGroup): g is Extract<SummaryGroup, { mean: number }> {
   return 'mean' in g;
@@ -276,14 +241,6 @@ export function siteHistogram(q: HistogramQuery | QuantilesQuery, input: SiteInp
   };
 }
 
-export interface HistogramResult {
-  kind: 'histogram';
-  column: string;
-  edges: number[];
-  /** below, each bin, above, missing. */
-  cells: PooledCell[];
-  sites: Record<string, Array<number | null>>;
-}
 
 export function combineHistogram(answers: Record<string, HistogramAnswer>): HistogramResult {
   const ids = Object.keys(answers).sort();
@@ -294,27 +251,7 @@ export function combineHistogram(answers: Record<string, HistogramAnswer>): Hist
   return { kind: 'histogram', column: first.column, edges: first.edges, cells, sites: Object.fromEntries(ids.map((id) => [id, [...answers[id]!.counts]])) };
 }
 
-export interface QuantileEstimate {
-  prob: number;
-  /** Read off the pooled histogram by linear interpolation within the bin holding rank p·N. */
-  estimate: number;
-  /**
-   * Bin edges (±Infinity outside the range) holding the order statistics of ranks ⌊pN⌋ to ⌊pN⌋ + 2, so every usual
-   * sample quantile of the pooled rows (R's types 1–9, numpy's methods) lies in [lower, upper], whatever was suppressed.
-   */
-  lower: number;
-  upper: number;
-}
 
-export interface QuantilesResult {
-  kind: 'quantiles';
-  column: string;
-  /** Non-missing rows over all sites that released their total. */
-  n: number;
-  quantiles: QuantileEstimate[];
-  /** Sites whose histogram had suppressed cells (their mass is spread over those cells, widening the bounds). */
-  incompleteAt: string[];
-}
 
 /**
  * Quantiles from the sites' histograms. Each site's suppressed mass (its total minus what it released,
@@ -403,10 +340,6 @@ export function siteMissingness(q: MissingnessQuery, input: SiteInput): Answered
   return { answer: { kind: 'missingness', ...guard(input.policy), columns: out, ...(dp ? { noise: dp.info() } : {}) }, ...(spend ? { spend } : {}) };
 }
 
-export interface MissingnessResult {
-  kind: 'missingness';
-  columns: Array<{ column: string; missing: PooledCell; present: PooledCell; /** missing / (missing + present) over the sites that released both. */ fraction: number }>;
-}
 
 export function combineMissingness(answers: Record<string, MissingnessAnswer>): MissingnessResult {
   const ids = Object.keys(answers).sort();

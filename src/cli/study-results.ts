@@ -10,13 +10,11 @@ import type { QueryResultEntry, StudyResults } from '../protocol/analytics.js';
 import type { QueryResult } from '../analytics/query.js';
 import { UsageError, operatorClient, operatorFlags, parse, studyId } from './args.js';
 import { report } from './analytics-report.js';
+import { queryFileName } from '../analytics/export.js';
+
 
 const out = (s: string) => process.stdout.write(s + '\n');
 
-/** A file-safe name for a query: its name, or kind-N. */
-export function queryFileName(e: Pick<QueryResultEntry, 'name' | 'kind' | 'index'>): string {
-  return (e.name ?? `${e.kind}-${e.index + 1}`).replace(/[^A-Za-z0-9._-]/g, '_');
-}
 
 /** The text of one query's entry: a header line, its refusals, and its table when done. */
 export function renderEntry(e: QueryResultEntry): string {

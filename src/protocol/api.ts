@@ -3,7 +3,7 @@
  * (Fastify), validate files (study specs, via `checkValue`), document the API (OpenAPI) and give the
  * TypeScript types (Static<>). Every object schema refuses unknown properties.
  */
-import { AuditCheckpointSchema } from './audit-checkpoint.js';
+import { AuditCheckpointSchema } from './audit-checkpoint-schema.js';
 import { Type, type Static, type TSchema } from '@sinclair/typebox';
 import { Value, ValueErrorType } from '@sinclair/typebox/value';
 import { DataSchemaT, NormStatsSchema, PrepareReportSchema } from './data-schema.js';

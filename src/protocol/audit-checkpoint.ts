@@ -14,28 +14,14 @@
  * it fetched. Signing is here too (pure crypto); the coordinator is the only holder of the private key.
  */
 import { sign, verify, type KeyObject } from 'node:crypto';
-import { Type, type Static } from '@sinclair/typebox';
 import { canonicalJson } from './canonical-json.js';
 import { importPublicKey } from './signing.js';
 
 const CHECKPOINT_PREFIX = 'SETU-AUDIT-CHECKPOINT-V1\n';
 export const GENESIS_HEAD = '0'.repeat(64);
 
-export const AuditCheckpointSchema = Type.Object(
-  {
-    /** Entries in the log (the seq of the newest); 0 for an empty log. */
-    count: Type.Integer({ minimum: 0 }),
-    /** Hash of entry `count` (64 zeros for an empty log). */
-    head: Type.String({ pattern: '^[0-9a-f]{64}$' }),
-    /** When the coordinator signed it, ms since the epoch. */
-    ts: Type.Integer({ minimum: 0 }),
-    /** The coordinator's raw Ed25519 public key, base64url. */
-    publicKey: Type.String({ minLength: 1, maxLength: 200 }),
-    sig: Type.String({ pattern: '^[A-Za-z0-9_-]{86}$' }),
-  },
-  { additionalProperties: false },
-);
-export type AuditCheckpoint = Static<typeof AuditCheckpointSchema>;
+import { AuditCheckpointSchema, type AuditCheckpoint } from './audit-checkpoint-schema.js';
+export { AuditCheckpointSchema, type AuditCheckpoint };
 
 const message = (c: { count: number; head: string; ts: number }) => Buffer.from(CHECKPOINT_PREFIX + canonicalJson({ count: c.count, head: c.head, ts: c.ts }), 'utf8');
 

@@ -26,6 +26,7 @@ import { fileURLToPath } from 'node:url';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
 import { generateSigningKeys, signRequest } from '../protocol/signing.js';
 import { decodeSafetensors } from '../protocol/safetensors.js';
+import { missingGlyphs } from './browser-checks.js';
 
 const CHROMIUM = process.env['SETU_CHROMIUM'] ?? '/usr/bin/chromium';
 const MAIN_JS = resolve(dirname(fileURLToPath(import.meta.url)), '..', 'cli', 'main.js');
@@ -99,51 +100,6 @@ function pixelsNear(page: Page, selector: string, rgb: [number, number, number])
     },
     [selector, rgb] as const,
   );
-}
-
-/**
- * Characters of the page's text that the browser draws as a missing glyph: each distinct letter of a script outside
- * Latin (Devanagari, CJK, kana) is drawn on a canvas in its element's own font and compared with the drawing of a
- * code point no font has (U+10FFFD); a letter drawn the same way, or not at all, has no font here. `probe` adds
- * characters to test (the self-check below gives it that code point, which must be reported).
- */
-function missingGlyphs(page: Page, probe = ''): Promise<string[]> {
-  return page.evaluate((extra) => {
-    const canvas = document.createElement('canvas');
-    canvas.width = 48;
-    canvas.height = 48;
-    const ctx = canvas.getContext('2d', { willReadFrequently: true })!;
-    const draw = (ch: string, font: string) => {
-      ctx.clearRect(0, 0, 48, 48);
-      ctx.font = font;
-      ctx.fillStyle = '#000';
-      ctx.textBaseline = 'middle';
-      ctx.fillText(ch, 4, 24);
-      return Array.from(ctx.getImageData(0, 0, 48, 48).data.filter((_, i) => i % 4 === 3)).join(',');
-    };
-    const wanted = /[\u0900-\u097F\u3040-\u30FF\u4E00-\u9FFF\uFF00-\uFFEF]|[\u{10FFFD}]/u;
-    const byFont = new Map<string, Set<string>>();
-    const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
-    for (let n = walker.nextNode(); n; n = walker.nextNode()) {
-      const el = n.parentElement;
-      if (!el || !el.offsetParent) continue;
-      const s = getComputedStyle(el);
-      const font = `${s.fontStyle} ${s.fontWeight} 24px ${s.fontFamily}`;
-      for (const ch of n.textContent ?? '') if (wanted.test(ch)) (byFont.get(font) ?? byFont.set(font, new Set()).get(font)!).add(ch);
-    }
-    const body = getComputedStyle(document.body);
-    for (const ch of extra) (byFont.get(`normal 400 24px ${body.fontFamily}`) ?? byFont.set(`normal 400 24px ${body.fontFamily}`, new Set()).get(`normal 400 24px ${body.fontFamily}`)!).add(ch);
-    const missing: string[] = [];
-    for (const [font, chars] of byFont) {
-      const tofu = draw('\u{10FFFD}', font);
-      const blank = draw(' ', font);
-      for (const ch of chars) {
-        const d = draw(ch, font);
-        if (d === tofu || d === blank) missing.push(ch);
-      }
-    }
-    return missing;
-  }, probe);
 }
 
 const LANGS = ['en', 'ja', 'hi'] as const;

@@ -25,8 +25,9 @@ import { cholesky, choleskySolve, inverseSpd, quadForm } from '../linalg.js';
 import { QueryRefused, type SiteTable } from '../columns.js';
 import { checkReleased, releaseCount, releaseRiskSet, type ReleasedCount } from '../release.js';
 import type { AnalyticsPolicy, CoxQuery } from '../spec.js';
+import type { Ties, CoxResult } from '../results.js';
+export type { Ties, CoxResult } from '../results.js';
 
-export type Ties = 'breslow' | 'efron';
 
 /** Complete rows of the covariates, encoded (categorical: indicators of every level but the first). */
 export interface CoxDesign {
@@ -325,35 +326,6 @@ export function combineCox(answers: Record<string, CoxAnswer>, ties: Ties, beta:
   return { ...coxTerms(entries, deathX, beta, ties), n, events, excluded, truncated };
 }
 
-export interface CoxResult {
-  kind: 'cox';
-  names: string[];
-  coef: number[];
-  se: number[];
-  z: number[];
-  p: number[];
-  hazardRatio: number[];
-  lower: number[];
-  upper: number[];
-  confLevel: number;
-  /** p × p covariance of the coefficients, row-major. */
-  variance: number[];
-  /** ℓ(0) and ℓ(β̂). */
-  loglik: [number, number];
-  likelihoodRatio: { statistic: number; df: number; p: number };
-  wald: { statistic: number; df: number; p: number };
-  score: { statistic: number; df: number; p: number };
-  n: number;
-  events: number;
-  iterations: number;
-  converged: boolean;
-  ties: Ties;
-  strata: 'site' | 'none';
-  /** Sites that sat the fit out (fewer complete rows than their minimum). */
-  excludedSites: string[];
-  /** Sites whose risk sets stopped at their minimum (strata none): their last subjects count as censored there. */
-  truncatedSites: string[];
-}
 
 export interface CoxNewtonState {
   p: number;

@@ -7,27 +7,9 @@
  */
 import { normalQuantile } from '../distributions.js';
 import type { PooledTable } from './risk-table.js';
+import type { KmCurve } from '../results.js';
+export type { KmCurve } from '../results.js';
 
-export interface KmCurve {
-  time: number[];
-  nRisk: number[];
-  nEvent: number[];
-  nCensor: number[];
-  surv: number[];
-  /** Greenwood standard error of log S(t) (NaN/Infinity where S reaches 0, as in R). */
-  stdErr: number[];
-  /** NaN where R gives NA. */
-  lower: number[];
-  upper: number[];
-  /** Subjects at the start. */
-  n: number;
-  events: number;
-  median: { estimate: number; lower: number; upper: number };
-  confLevel: number;
-  confType: 'log' | 'log-log' | 'plain';
-  /** The curve is the pooled curve of the sites' data up to here (Infinity: everywhere). */
-  exactUntil: number;
-}
 
 export function kaplanMeier(t: PooledTable, confLevel = 0.95, confType: KmCurve['confType'] = 'log'): KmCurve {
   const z = normalQuantile(1 - (1 - confLevel) / 2);

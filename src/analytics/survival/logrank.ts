@@ -7,21 +7,9 @@
 import { chiSquareSf } from '../distributions.js';
 import { choleskySolve, cholesky } from '../linalg.js';
 import type { PooledTable } from './risk-table.js';
+import type { LogRankResult } from '../results.js';
+export type { LogRankResult } from '../results.js';
 
-export interface LogRankResult {
-  levels: string[];
-  /** Subjects per group. */
-  n: number[];
-  observed: number[];
-  expected: number[];
-  /** G × G, row-major. */
-  variance: number[];
-  chisq: number;
-  df: number;
-  p: number;
-  /** Time up to which every stratum's tables are exact (Infinity: everywhere). */
-  exactUntil: number;
-}
 
 /** `strata[s][g]`: the pooled risk table of group g in stratum s (poolTables of the sites' tables in it). */
 export function logRank(levels: string[], strata: ReadonlyArray<ReadonlyArray<PooledTable>>): LogRankResult {

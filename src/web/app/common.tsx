@@ -85,10 +85,15 @@ export function Progress({ value, max }: { value: number; max: number }) {
 /** Saves what a signed GET returns (a model, an export) as a file, under the name the coordinator suggests. */
 export async function saveFile(api: Api, path: string, fallbackName: string): Promise<void> {
   const f = await api.fetchFile(path);
-  const url = URL.createObjectURL(f.blob);
+  saveBlob(f.blob, f.filename ?? fallbackName);
+}
+
+/** Saves a blob made in the page (an analytics result as CSV or JSON) as a file. */
+export function saveBlob(blob: Blob, name: string): void {
+  const url = URL.createObjectURL(blob);
   const a = document.createElement('a');
   a.href = url;
-  a.download = f.filename ?? fallbackName;
+  a.download = name;
   document.body.appendChild(a);
   a.click();
   a.remove();

@@ -9,6 +9,7 @@ import type { Api } from './api.js';
 import { fmtNum, fmtPct, fmtTime, t, type Key } from './i18n.js';
 import { BarChart, GLOBAL_COLOR, LineChart, siteColor, type Series } from './charts.js';
 import { ActionButton, Dot, Loaded, Progress, Status, saveFile, useApi } from './common.js';
+import { AnalyticsResults } from './analytics.js';
 
 const ENDED = ['completed', 'stopped', 'failed'];
 
@@ -54,7 +55,9 @@ export function StudyPage({ api, id, actions }: { api: Api; id: string; actions:
         {(d) => (
           <>
             <StudyView d={d} live={live} events={events} openCounts={openCounts} />
-            <Results api={api} d={d} actions={actions} />
+            <AnalyticsResults api={api} id={d.id} version={version} />
+            {/* The metrics export and the model are a training's; an analytics study's downloads are per query above. */}
+            {!d.spec.analytics && <Results api={api} d={d} actions={actions} />}
             <Governance api={api} id={d.id} version={version} />
           </>
         )}
@@ -93,7 +96,7 @@ function StudyView({ d, live, events, openCounts }: { d: StudyDetail; live: bool
           </span>
         )}
         <span class="muted small">
-          {d.spec.strategy.name} · {d.spec.model.kind} · {t('study.sitesCount', { n: d.participants.length })}
+          {d.spec.analytics ? t('analytics.queriesCount', { n: d.spec.analytics.queries.length }) : `${d.spec.strategy.name} · ${d.spec.model.kind}`} · {t('study.sitesCount', { n: d.participants.length })}
           {!ended && ` · ${t('study.events', { n: events })}`}
           {d.spec.privacy?.secagg && ` · SecAgg+`}
           {d.spec.privacy?.dp && ` · DP ε ${d.spec.privacy.dp.epsilon}`}
@@ -108,7 +111,8 @@ function StudyView({ d, live, events, openCounts }: { d: StudyDetail; live: bool
       ))}
       <div class="card progress-card">
         <div data-testid="round-progress" data-round={d.round} data-rounds={rounds}>
-          <Progress value={d.round} max={rounds} />
+          {/* An analytics study has no fixed number of rounds (a Cox fit takes one per Newton step): its progress is its queries'. */}
+          {d.spec.analytics ? <span>{t('analytics.roundNow', { n: d.round })}</span> : <Progress value={d.round} max={rounds} />}
         </div>
         {open && !ended && (
           <p class="muted" data-testid="open-round">
@@ -118,6 +122,8 @@ function StudyView({ d, live, events, openCounts }: { d: StudyDetail; live: bool
           </p>
         )}
       </div>
+      {/* An analytics study trains nothing: its queries (AnalyticsResults) take the place of the training charts. */}
+      {!d.spec.analytics && <>
       <div class="charts">
         <LineChart id="chart-loss" title={t('study.lossChart')} labels={fitLabels} series={series('fit', 'loss', 1)} xTitle={t('study.round')} yTitle={t('study.loss')} />
         <LineChart id="chart-accuracy" title={t('study.accuracyChart')} labels={evalLabels} series={series('evaluate', 'accuracy', 0)} xTitle={t('study.modelAfterRound')} yTitle={t('study.accuracy')} yMin={0} yMax={1} />
@@ -125,6 +131,7 @@ function StudyView({ d, live, events, openCounts }: { d: StudyDetail; live: bool
       </div>
       <p class="muted small">{t('study.allSitesNote')}</p>
       <PerSite d={d} sites={sites} />
+      </>}
       <h2>{t('study.refusals')}</h2>
       {d.refusals.length === 0 ? (
         <p class="muted" data-testid="no-refusals">
