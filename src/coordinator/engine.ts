@@ -31,7 +31,7 @@ import { commitTransitions, eligibleParticipants, loadLifecycle } from '../gover
 import { complete as lifecycleComplete, stop as lifecycleStop } from '../governance/lifecycle.js';
 import { ensureModelCard } from '../governance/model-card.js';
 import { appendAudit, type AuditKey } from '../governance/audit-store.js';
-import { SecAggSessions, newSession, restartRound, secAggPlus } from './secagg.js';
+import { DEFAULT_STAGE_TIMEOUT_S, SecAggSessions, newSession, restartRound, secAggPlus } from './secagg.js';
 import { clientLevelDp } from './privacy.js';
 import type { RoundRow } from '../store/store.js';
 import { aggregatePart, mergeAggregate, rulesOf } from './study-model.js';
@@ -434,6 +434,7 @@ export class RoundEngine {
     for (const t of tasks) if (!LIVE_TASK.includes(t.status)) refused.push(t.site_id);
     session.noteRefused(refused, this.now());
     if (session.stage === 'aborted') {
+      if (await this.againBeforeDeadline(study, spec, open, tasks, globalRow.weights, session.error ?? 'aborted')) return;
       await this.fail(study, `round ${open.round}: ${session.error}`);
       this.secagg.drop(study.id, open.round);
       return;
@@ -445,7 +446,10 @@ export class RoundEngine {
       const used = updates.filter((u) => survivors.has(u.site_id));
       this.log(`study ${study.id}: round ${open.round}: SecAgg+ summed ${survivors.size} sites (dropped after sharing: ${session.result!.dropped.length}; recovered after masking: ${session.recoveredAfterMasking.length})`);
       try {
-        if (used.length < minResults) await this.fail(study, `round ${open.round}: SecAgg+ summed ${used.length} of ${tasks.length} sites; at least ${minResults} needed`);
+        if (used.length < minResults) {
+          if (await this.againBeforeDeadline(study, spec, open, tasks, globalRow.weights, `summed ${used.length} of ${tasks.length} sites; at least ${minResults} needed`)) return;
+          await this.fail(study, `round ${open.round}: SecAgg+ summed ${used.length} of ${tasks.length} sites; at least ${minResults} needed`);
+        }
         else await this.commitFit(study, spec, open.round, used);
       } catch (e) {
         // Another coordinator closed the round first: this session has nothing left to do.
@@ -459,6 +463,24 @@ export class RoundEngine {
       await this.fail(study, `round ${open.round}: the SecAgg+ ${session.stage} stage had not completed by the deadline`);
       this.secagg.drop(study.id, open.round);
     }
+  }
+
+  /**
+   * A SecAgg+ session that lost too many sites between its stages (an agent restarted, a connection cut) is a
+   * passing fault while the round has time left: the round starts again as a new session, and the sites that had
+   * trained send the update they kept for it (site/release.ts), so nothing is trained or spent twice. Only at the
+   * round's deadline does the shortfall fail the study.
+   */
+  private async againBeforeDeadline(study: StudyRow, spec: StudySpec, open: RoundRow, tasks: TaskRow[], globalWeights: Uint8Array, why: string): Promise<boolean> {
+    const stageMs = (spec.privacy?.secagg?.stageTimeoutSeconds ?? DEFAULT_STAGE_TIMEOUT_S) * 1000;
+    if (this.now() + stageMs >= open.deadline_at) return false;
+    this.secagg.drop(study.id, open.round);
+    const session = await restartRound(this.store, spec, open, aggregatedTensors(spec, globalWeights), this.now());
+    this.secagg.put(session);
+    this.logger.warn({ study: study.id, round: open.round, reason: why, session: session.id }, 'SecAgg+ round lost sites between stages; starting it again before its deadline');
+    this.log(`study ${study.id}: round ${open.round}: SecAgg+ ${why}; starting the round again as ${session.id} (deadline not reached)`);
+    this.bus.emit({ type: 'tasks', siteIds: tasks.map((t) => t.site_id) });
+    return true;
   }
 
   private async commitFit(study: StudyRow, spec: StudySpec, round: number, updates: UpdateRow[]): Promise<void> {

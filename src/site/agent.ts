@@ -364,7 +364,7 @@ export class SiteAgent {
    * result is also kept as its round's release (release.ts), for a coordinator that asks for the round again.
    */
   private async queue(task: TaskMessage, pending: PendingResult, usage: UsageReport): Promise<void> {
-    if (task.kind === 'fit' && pending.contentType === 'application/octet-stream') keepRelease(this.state, task, pending);
+    if (task.kind === 'fit' && pending.contentType === 'application/octet-stream') keepRelease(this.state, task, { ...pending, usage });
     this.state.savePending({ ...pending, usage });
     await this.flushPending();
   }

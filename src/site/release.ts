@@ -70,6 +70,9 @@ interface ReleaseRecord {
   commit: PendingResult['commit'];
   digest: string;
   at: string;
+  /** The compute the release cost, so a resent release still reports it (an agent killed between keeping the
+   * release and queuing its result would otherwise lose that task's usage; the coordinator dedupes by task). */
+  usage?: PendingResult['usage'];
 }
 
 function releasesDir(state: SiteState, studyId: string): string {
@@ -84,7 +87,7 @@ export function keepRelease(state: SiteState, task: TaskMessage, p: PendingResul
   const dir = releasesDir(state, task.studyId);
   const digest = tensorDigest(p.body);
   writeAtomic(join(dir, `r${task.round}.body`), p.body);
-  const rec: ReleaseRecord = { taskId: task.taskId, round: task.round, modelVersionId: task.modelVersionId, contentType: p.contentType, commit: p.commit, digest, at: new Date().toISOString() };
+  const rec: ReleaseRecord = { taskId: task.taskId, round: task.round, modelVersionId: task.modelVersionId, contentType: p.contentType, commit: p.commit, digest, at: new Date().toISOString(), ...(p.usage ? { usage: p.usage } : {}) };
   writeAtomic(join(dir, `r${task.round}.json`), JSON.stringify(rec));
   appendDurably(join(state.studyPath(task.studyId), RELEASE_LOG), JSON.stringify({ taskId: task.taskId, round: task.round, digest, at: rec.at }) + '\n');
   for (const f of readdirSync(dir)) {
@@ -107,7 +110,7 @@ export function releasedFor(state: SiteState, task: TaskMessage): PendingResult 
   let body: Uint8Array = new Uint8Array(readFileSync(bf));
   if (tensorDigest(body) !== rec.digest) throw new Error(`${bf}: the kept release of round ${task.round} does not match its digest; the state directory is damaged`);
   if (rec.taskId !== task.taskId) body = retitled(body, task.taskId);
-  return { taskId: task.taskId, studyId: task.studyId, contentType: rec.contentType, body, commit: rec.commit };
+  return { taskId: task.taskId, studyId: task.studyId, contentType: rec.contentType, body, commit: rec.commit, ...(rec.usage ? { usage: rec.usage } : {}) };
 }
 
 /** The same tensors under another task id (the result's metadata names its task). */
