@@ -10,7 +10,7 @@
 import { mkdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { FastifyInstance } from 'fastify';
-import { Store } from '../store/store.js';
+import { openStore, type Store } from '../store/store.js';
 import { EventBus } from './events.js';
 import { RoundEngine } from './engine.js';
 import { buildServer, type ServerOptions } from './server.js';
@@ -58,8 +58,8 @@ export { ADMIN_KEY_FILE };
 
 export async function startCoordinator(o: CoordinatorOptions): Promise<RunningCoordinator> {
   const dataDir = resolve(o.dataDir);
-  mkdirSync(dataDir, { recursive: true });
-  const store = await Store.open(o.db ?? join(dataDir, 'setu.db'));
+  mkdirSync(dataDir, { recursive: true, mode: 0o700 }); // the store, keys and logs are the owner's only
+  const store = await openStore(o.db ?? join(dataDir, 'setu.db'));
   let auditKey, adminKey;
   try {
     auditKey = await ensureCoordinatorKey(store, dataDir);

@@ -4,7 +4,7 @@
  * integer vs bigint for millisecond timestamps).
  */
 import { Kysely, sql, type Migration, type MigrationProvider } from 'kysely';
-import { governanceMigration } from './governance.js';
+import { governanceMigration, lifecycleVersionMigration } from './governance.js';
 import { privacyMigration } from './privacy.js';
 
 export type Dialect = 'sqlite' | 'postgres';
@@ -220,7 +220,8 @@ function trust(dialect: Dialect): Migration {
 export function migrationProvider(dialect: Dialect): MigrationProvider {
   return {
     async getMigrations() {
-      return { '0001_initial': initial(dialect), '0002_trust': trust(dialect), '0003_governance': governanceMigration(dialect), '0005_privacy': privacyMigration(dialect) };
+      return { '0001_initial': initial(dialect), '0002_trust': trust(dialect), '0003_governance': governanceMigration(dialect), '0005_privacy': privacyMigration(dialect),
+        '0006_lifecycle_version': lifecycleVersionMigration };
     },
   };
 }

@@ -6,7 +6,6 @@ import { SafetensorsError, decodeSafetensors, decodeTensors, headerLayout, readS
 import { firstNonFinite, layoutDifference, layoutOf, type ResolvedRules, type Weights, type WeightsLayout } from '../../protocol/tensors.js';
 import { rulesOf, updateLayout } from '../study-model.js';
 import { appendAudit } from '../../governance/audit-store.js';
-import { cohortSize } from '../../store/trust.js';
 import { StoreConflict, type TaskRow } from '../../store/store.js';
 import { HttpError, requireSite } from '../auth.js';
 import { digestHex, normStatsKey, studySeed } from '../engine.js';
@@ -101,7 +100,7 @@ export function agentRoutes(app: FastifyInstance, ctx: RouteContext): void {
     const refuse = async (status: number, code: string, reason: string): Promise<never> => {
       const t = now();
       await store.transaction(async (tx) => {
-        await tx.insertInto('refusals').values({ study_id: task.study_id, round: task.round, site_id: site.id, task_id: task.id, reason, at: t }).execute();
+        await tx.recordRefusal({ study_id: task.study_id, round: task.round, site_id: site.id, task_id: task.id, reason, at: t });
         await appendAudit(tx, audit.key, { ts: t, actor: site.id, kind: 'update.refused', subject: task.id, data: { study: task.study_id, round: task.round, code, reason, digest: bodyDigest } });
       });
       bus.emit({ type: 'update.refused', studyId: task.study_id, round: task.round, siteId: site.id, reason });
@@ -166,7 +165,7 @@ export function agentRoutes(app: FastifyInstance, ctx: RouteContext): void {
       if (sp) return refuse(400, 'privacy_report', sp);
     }
     // The example count must be plausible: no more than the cohort the site declared for this dataset.
-    const cohort = await cohortSize(store.db, site.id, spec.dataset);
+    const cohort = await store.cohortSize(site.id, spec.dataset);
     if (cohort === undefined) return refuse(400, 'no_cohort', `site ${site.name} has declared no cohort size for dataset "${spec.dataset}" (PUT /v1/agent/cohorts)`);
     if (meta.numExamples > cohort) return refuse(400, 'implausible_update', `numExamples ${meta.numExamples} exceeds the ${cohort} examples site ${site.name} declared for "${spec.dataset}"`);
     for (const [k, v] of Object.entries({ ...meta.trainMetrics, ...meta.evalMetrics })) {

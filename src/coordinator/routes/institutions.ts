@@ -3,7 +3,7 @@ import type { FastifyInstance } from 'fastify';
 import { Type, type Static } from '@sinclair/typebox';
 import type { RouteContext } from './context.js';
 import { HttpError, requireUser } from '../auth.js';
-import { INSTITUTION_KINDS, addEvent, createInstitution, getInstitution, gov, linkSite, listInstitutions, listMemberships, listResources } from '../../store/governance.js';
+import { INSTITUTION_KINDS } from '../../store/governance.js';
 
 export const InstitutionSchema = Type.Object({
   id: Type.String({ pattern: '^[a-z0-9][a-z0-9._-]{0,62}$' }),
@@ -17,23 +17,22 @@ const LinkSchema = Type.Object({ site: Type.String({ minLength: 1, maxLength: 10
 
 export function institutionRoutes(app: FastifyInstance, ctx: RouteContext): void {
   const { store, now, auth } = ctx;
-  const db = () => gov(store.db);
 
   app.post<{ Body: InstitutionBody }>('/v1/institutions', { schema: { body: InstitutionSchema }, preValidation: auth }, async (req, reply) => {
     const user = requireUser(req.principal!, 'institution.create');
     const b = req.body;
-    if (await getInstitution(db(), b.id)) throw new HttpError(409, 'conflict', `institution ${b.id} already exists`);
+    if (await store.getInstitution(b.id)) throw new HttpError(409, 'conflict', `institution ${b.id} already exists`);
     const t = now();
     await store.transaction(async (tx) => {
-      await createInstitution(gov(tx), { ...b, createdAt: t });
-      await addEvent(gov(tx), { studyId: null, kind: 'institution.registered', actor: user.id, data: b, at: t });
+      await tx.createInstitution({ ...b, createdAt: t });
+      await tx.addEvent({ studyId: null, kind: 'institution.registered', actor: user.id, data: b, at: t });
     });
     return reply.status(201).send({ ...b, createdAt: t });
   });
 
   app.get('/v1/institutions', { preValidation: auth }, async (req) => {
     requireUser(req.principal!, 'consortium.view');
-    const [insts, members, resources] = await Promise.all([listInstitutions(db()), listMemberships(db()), listResources(db())]);
+    const [insts, members, resources] = await Promise.all([store.listInstitutions(), store.listMemberships(), store.listResources()]);
     return insts.map((i) => ({
       ...i,
       sites: members.filter((m) => m.institutionId === i.id).map((m) => m.name),
@@ -44,14 +43,14 @@ export function institutionRoutes(app: FastifyInstance, ctx: RouteContext): void
   /** Links an enrolled site to its institution; the site's data is then held in the institution's jurisdiction. */
   app.post<{ Params: { id: string }; Body: Static<typeof LinkSchema> }>('/v1/institutions/:id/sites', { schema: { body: LinkSchema }, preValidation: auth }, async (req) => {
     const user = requireUser(req.principal!, 'institution.create');
-    const inst = await getInstitution(db(), req.params.id);
+    const inst = await store.getInstitution(req.params.id);
     if (!inst) throw new HttpError(404, 'not_found', `no institution ${req.params.id}`);
     const site = await store.getSiteByName(req.body.site);
     if (!site) throw new HttpError(404, 'not_found', `no site named ${req.body.site}`);
     const t = now();
     await store.transaction(async (tx) => {
-      await linkSite(gov(tx), site.id, inst);
-      await addEvent(gov(tx), { studyId: null, kind: 'site.linked', actor: user.id, data: { site: site.name, institution: inst.id, jurisdiction: inst.jurisdiction }, at: t });
+      await tx.linkSite(site.id, inst);
+      await tx.addEvent({ studyId: null, kind: 'site.linked', actor: user.id, data: { site: site.name, institution: inst.id, jurisdiction: inst.jurisdiction }, at: t });
     });
     return { site: site.name, institution: inst.id, jurisdiction: inst.jurisdiction };
   });

@@ -11,9 +11,7 @@ import { importPublicKey } from '../../protocol/signing.js';
 import { SiteViewSchema } from '../../protocol/views.js';
 import { HttpError, newSecret, requireSite, requireUser, sha256hex } from '../auth.js';
 import { appendAudit } from '../../governance/audit-store.js';
-import { declareCohorts, listCohorts, revokeSite } from '../../store/trust.js';
 import { declaredTrainer } from './trainer.js';
-import { gov, listMemberships } from '../../store/governance.js';
 
 export function siteRoutes(app: FastifyInstance, ctx: RouteContext): void {
   const { store, bus, now, auth, audit } = ctx;
@@ -32,10 +30,7 @@ export function siteRoutes(app: FastifyInstance, ctx: RouteContext): void {
     // Whole milliseconds: a fractional ttlHours must not reach an integer column (PostgreSQL refuses it).
     const expiresAt = t + Math.round((b.ttlHours ?? 72) * 3600_000);
     await store.transaction(async (tx) => {
-      await tx
-        .insertInto('invites')
-        .values({ token_hash: sha256hex(token), site_name: b.siteName, institution, jurisdiction: b.jurisdiction ?? null, created_by: user.id, created_at: t, expires_at: expiresAt, used_at: null, site_id: null })
-        .execute();
+      await tx.createInvite({ token_hash: sha256hex(token), site_name: b.siteName, institution, jurisdiction: b.jurisdiction ?? null, created_by: user.id, created_at: t, expires_at: expiresAt, used_at: null, site_id: null });
       await appendAudit(tx, audit.key, { ts: t, actor: user.id, kind: 'invite.issued', subject: b.siteName, data: { for: 'site', institution, jurisdiction: b.jurisdiction ?? null, expiresAt } });
     });
     return { token, siteName: b.siteName, expiresAt };
@@ -51,9 +46,9 @@ export function siteRoutes(app: FastifyInstance, ctx: RouteContext): void {
     const tokenHash = sha256hex(req.body.token);
     const t = now();
     const invite = await store.transaction(async (tx) => {
-      const inv = await store.consumeInvite(tokenHash, t, tx);
+      const inv = await tx.consumeInvite(tokenHash, t);
       if (!inv) return undefined;
-      await store.createSite(
+      await tx.createSite(
         {
           id: siteId,
           name: inv.site_name,
@@ -66,10 +61,9 @@ export function siteRoutes(app: FastifyInstance, ctx: RouteContext): void {
           created_at: t,
           last_seen_at: t,
         },
-        tx,
       );
-      await store.attachInviteToSite(tokenHash, siteId, tx);
-      if (req.body.cohorts) await declareCohorts(tx, siteId, req.body.cohorts, t);
+      await tx.attachInviteToSite(tokenHash, siteId);
+      if (req.body.cohorts) await tx.declareCohorts(siteId, req.body.cohorts, t);
       await appendAudit(tx, audit.key, {
         ts: t,
         actor: siteId,
@@ -87,8 +81,8 @@ export function siteRoutes(app: FastifyInstance, ctx: RouteContext): void {
   // It is part of the site submitting plausible updates, hence the update.submit action.
   app.put<{ Body: CohortsRequest }>('/v1/agent/cohorts', { schema: { body: CohortsRequestSchema }, preValidation: auth }, async (req) => {
     const site = requireSite(req.principal!, 'update.submit');
-    await store.transaction((tx) => declareCohorts(tx, site.id, req.body.cohorts, now()));
-    return { siteId: site.id, cohorts: await listCohorts(store.db, site.id) };
+    await store.declareCohorts(site.id, req.body.cohorts, now());
+    return { siteId: site.id, cohorts: await store.listCohorts(site.id) };
   });
 
   app.get('/v1/sites', { preValidation: auth, schema: { response: { 200: { type: 'array', items: SiteViewSchema } } } }, async (req) => {
@@ -97,7 +91,7 @@ export function siteRoutes(app: FastifyInstance, ctx: RouteContext): void {
     const sites = await store.listSites();
     const trainers = await Promise.all(sites.map((s) => declaredTrainer(store, s.id)));
     // A site belonging to an institution answers for its institution's name and jurisdiction (governance).
-    const member = new Map((await listMemberships(gov(store.db))).map((m) => [m.id, m]));
+    const member = new Map((await store.listMemberships()).map((m) => [m.id, m]));
     return sites.map((s, i) => ({
       id: s.id,
       name: s.name,
@@ -120,7 +114,7 @@ export function siteRoutes(app: FastifyInstance, ctx: RouteContext): void {
     }
     const t = now();
     const done = await store.transaction(async (tx) => {
-      if (!(await revokeSite(tx, site.id))) return false;
+      if (!(await tx.revokeSite(site.id))) return false;
       await appendAudit(tx, audit.key, { ts: t, actor: user.id, kind: 'site.revoked', subject: site.id, data: { name: site.name } });
       return true;
     });

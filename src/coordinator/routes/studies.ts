@@ -75,7 +75,7 @@ export function studyRoutes(app: FastifyInstance, ctx: RouteContext): void {
     const digest = digestHex(bytes);
     const t = now();
     await store.transaction(async (tx) => {
-      await store.putModelVersion({ id: versionId, study_id: s.id, round: 0, weights: bytes, digest, created_at: t }, tx);
+      await tx.putModelVersion({ id: versionId, study_id: s.id, round: 0, weights: bytes, digest, created_at: t });
       await appendAudit(tx, ctx.audit.key, { ts: t, actor: user.id, kind: 'study.initial_weights', subject: s.id, data: { modelVersion: versionId, digest, tensors: Object.keys(weights).length, parameters: weightCount(weights), uploadDigest: digestHex(req.body as Buffer) } });
     });
     return { id: s.id, modelVersionId: versionId, digest, tensors: Object.keys(weights).length, parameters: weightCount(weights), bytes: bytes.length };
