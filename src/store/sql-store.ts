@@ -15,7 +15,7 @@ import * as g from './governance.js';
 import * as audit from './audit.js';
 import * as p from './privacy.js';
 import {
-  StoreConflict, type AuditRow, type CommitRoundArgs, type InviteRow, type MetricRow, type ModelVersionRow, type RefusalRow, type RoundRow,
+  StoreConflict, StoreUnavailable, type AuditRow, type CommitRoundArgs, type InviteRow, type MetricRow, type ModelVersionRow, type RefusalRow, type RoundRow,
   type SiteRow, type Store, type StrategyStateRow, type StudyRow, type TaskRow, type UpdateRow, type UserRow,
 } from './store.js';
 
@@ -148,6 +148,7 @@ export class SqlStore implements Store {
   async migrate(): Promise<void> {
     const migrator = new Migrator({ db: this.db as Kysely<AllTables>, provider: migrationProvider(this.dialect) });
     const { error, results } = await migrator.migrateToLatest();
+    if (error instanceof StoreUnavailable) throw error; // the database is not there: say so, not "migration failed"
     if (error) {
       const failed = results?.find((r) => r.status === 'Error');
       throw new Error(`store migration ${failed?.migrationName ?? ''} failed: ${(error as Error).message ?? error}`);
