@@ -45,16 +45,6 @@ function toEntry(r: AuditRow): AuditEntry {
   return { seq: r.seq, ts: r.ts, actor: r.actor, kind: r.kind, subject: r.subject, data, prevHash: r.prev_hash, hash: r.hash, sig: r.sig };
 }
 
-/** Entries in seq order (optionally from seq > after, at most limit). */
-export async function listAudit(store: Store, opts: { after?: number; limit?: number } = {}): Promise<AuditEntry[]> {
-  return (await store.listAuditRows(opts)).map(toEntry);
-}
-
-export async function auditHead(store: Store): Promise<{ count: number; head: string }> {
-  const h = await store.auditHead();
-  return h.seq === 0 ? { count: 0, head: GENESIS_HASH } : { count: h.seq, head: h.hash };
-}
-
 /** The coordinator's view of its audit log: append outside a transaction, read, verify, export. */
 export class AuditLog {
   constructor(
@@ -67,12 +57,14 @@ export class AuditLog {
     return this.store.transaction((tx) => appendAudit(tx, this.key, fields));
   }
 
-  entries(opts: { after?: number; limit?: number } = {}): Promise<AuditEntry[]> {
-    return listAudit(this.store, opts);
+  /** Entries in seq order (optionally from seq > after, at most limit). */
+  async entries(opts: { after?: number; limit?: number } = {}): Promise<AuditEntry[]> {
+    return (await this.store.listAuditRows(opts)).map(toEntry);
   }
 
-  head(): Promise<{ count: number; head: string }> {
-    return auditHead(this.store);
+  async head(): Promise<{ count: number; head: string }> {
+    const h = await this.store.auditHead();
+    return h.seq === 0 ? { count: 0, head: GENESIS_HASH } : { count: h.seq, head: h.hash };
   }
 
   /** Every hash, signature and link, and the stored head (which catches a deleted tail). */

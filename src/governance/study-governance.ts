@@ -48,11 +48,6 @@ export async function loadLifecycle(store: Store, studyId: string): Promise<lc.L
   return study;
 }
 
-/** Lifecycle state as the API reports it: a study without a lifecycle row is still a draft. */
-export async function lifecycleState(store: Store, studyId: string): Promise<lc.StudyState> {
-  return (await loadLifecycle(store, studyId))?.state ?? 'draft';
-}
-
 const CONFLICT = 'conflict';
 
 /** Writes one transition (and any further ones) with their events and audit entries inside `tx`. */
