@@ -36,6 +36,9 @@ export async function storeDigest(store: Store, opts: DigestOptions = {}): Promi
   return out;
 }
 
+/** Columns a running coordinator changes by itself: a site's last-seen time, the round engine's lease on a study. */
+export const LIVE_COLUMNS: Record<string, string[]> = { sites: ['last_seen_at'], studies: ['claimed_by', 'claimed_until'] };
+
 /**
  * For "a refused request changed nothing" against a running coordinator: what a refusal still writes by design
  * (the nonce its signature spent, so it cannot be replayed; the refusal row and its audit entry, so it is on
@@ -44,5 +47,5 @@ export async function storeDigest(store: Store, opts: DigestOptions = {}): Promi
  */
 export const REFUSAL_TRAIL: DigestOptions = {
   except: ['request_nonces', 'refusals', 'audit_log', 'audit_head'],
-  ignoreColumns: { sites: ['last_seen_at'], studies: ['claimed_by', 'claimed_until'] },
+  ignoreColumns: LIVE_COLUMNS,
 };
