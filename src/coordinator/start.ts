@@ -59,7 +59,11 @@ export { ADMIN_KEY_FILE };
 export async function startCoordinator(o: CoordinatorOptions): Promise<RunningCoordinator> {
   const dataDir = resolve(o.dataDir);
   mkdirSync(dataDir, { recursive: true, mode: 0o700 }); // the store, keys and logs are the owner's only
-  const store = await openStore(o.db ?? join(dataDir, 'setu.db'));
+  const logger = o.logger ?? createLogger({ name: 'coordinator', destination: join(dataDir, COORDINATOR_LOG_FILE), ...(o.logLevel ? { level: o.logLevel } : {}) });
+  const storeLog = logger.child({ component: 'store' });
+  const store = await openStore(o.db ?? join(dataDir, 'setu.db'), {
+    onConnectionError: (err) => storeLog.warn({ err }, 'PostgreSQL dropped a connection; the store reconnects on next use'),
+  });
   let auditKey, adminKey;
   try {
     auditKey = await ensureCoordinatorKey(store, dataDir);
@@ -68,7 +72,6 @@ export async function startCoordinator(o: CoordinatorOptions): Promise<RunningCo
     await store.close();
     throw e;
   }
-  const logger = o.logger ?? createLogger({ name: 'coordinator', destination: join(dataDir, COORDINATOR_LOG_FILE), ...(o.logLevel ? { level: o.logLevel } : {}) });
   const audit = new AuditLog(store, auditKey);
   const bus = new EventBus();
   const engineLog = logger.child({ component: 'engine' });
