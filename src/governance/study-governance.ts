@@ -1,8 +1,9 @@
 /**
  * The study lifecycle (lifecycle.ts) and the jurisdiction policy (policy.ts) applied to studies in the store.
- * Every transition reads the study's lifecycle, applies the pure transition, writes it back with a
- * compare-and-set, records the governance event and appends the signed audit entry, in ONE transaction: a
- * transition is never recorded without its audit entry, nor audited without having happened.
+ * Every transition reads the study's lifecycle (row-locked on PostgreSQL, so concurrent decisions queue), applies
+ * the pure transition, writes it back with a compare-and-set on the version it read, records the governance
+ * event and appends the signed audit entry, in ONE transaction: a transition is never recorded without its audit
+ * entry, nor audited without having happened, and a decision never overwrites one it did not see.
  *
  * The coordinator calls these from its routes (propose, approve, decline, withdraw, start, stop) and its round
  * engine (eligible sites per round, completion).
