@@ -19,7 +19,8 @@ describe('setu audit verify / export', () => {
   let db: InstanceType<typeof Database>;
 
   const setu = (...args: string[]) => {
-    const r = spawnSync(process.execPath, [SETU_MAIN, ...args, '--coordinator', url, '--data-dir', join(dir, 'coord')], { encoding: 'utf8', timeout: 30_000 });
+    // SETU_HOME: the auditor's own witnesses (audit-witnesses/) stay in this test's directory.
+    const r = spawnSync(process.execPath, [SETU_MAIN, ...args, '--coordinator', url, '--data-dir', join(dir, 'coord')], { encoding: 'utf8', timeout: 30_000, env: { ...process.env, SETU_HOME: join(dir, 'home') } });
     return { code: r.status, out: r.stdout + r.stderr };
   };
   const run = (sqlText: string) => db.prepare(sqlText).run();

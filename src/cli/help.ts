@@ -90,11 +90,12 @@ export const COMMANDS: CommandHelp[] = [
   { path: 'model release', args: '<study> [--status]', summary: 'release the model once every sign-off the policies ask for is in',
     flags: { status: 'only show the sign-offs so far and what is missing' } },
 
-  { path: 'audit verify', args: '[--file export.jsonl] [--public-key KEY]', summary: 'recompute every hash, signature and link of the audit log here (or of an export, offline)',
-    flags: { file: "verify this export offline instead of the coordinator's log", out: '(used by audit export)', 'public-key': "pin the coordinator's audit key (base64url)" } },
-  { path: 'audit export', args: '--out audit.jsonl', summary: 'the audit log as JSON Lines, for an external auditor',
-    flags: { out: 'the file to write', file: '(used by audit verify)', 'public-key': '(used by audit verify)' } },
-  { path: 'audit list', args: '', summary: 'audit entries as a table', flags: { file: '(used by audit verify)', out: '(used by audit export)', 'public-key': '(used by audit verify)' } },
+  { path: 'audit verify', args: '[--file export.jsonl] [--public-key KEY] [--witness FILE]… [--save-witness FILE] [--ephemeral]', summary: 'recompute every hash, signature and link of the audit log here (or of an export, offline), and check it against witnesses',
+    flags: { file: "verify this export offline instead of the coordinator's log", out: '(used by audit export)', 'public-key': "pin the coordinator's audit key (base64url)",
+      witness: "a witness to check the log against: a site's audit-witness.json, a saved checkpoint or an earlier export (repeatable); a disagreeing one is named", 'save-witness': 'after an intact verify, keep its signed checkpoint in FILE as your own witness', ephemeral: 'keep no witness of this verify in $SETU_HOME/audit-witnesses (kept and checked by default)' } },
+  { path: 'audit export', args: '--out audit.jsonl', summary: 'the audit log as JSON Lines with a signed header, for an external auditor',
+    flags: { out: 'the file to write', file: '(used by audit verify)', 'public-key': '(used by audit verify)', witness: '(used by audit verify)', 'save-witness': '(used by audit verify)', ephemeral: '(used by audit verify)' } },
+  { path: 'audit list', args: '', summary: 'audit entries as a table', flags: { file: '(used by audit verify)', out: '(used by audit export)', 'public-key': '(used by audit verify)', witness: '(used by audit verify)', 'save-witness': '(used by audit verify)', ephemeral: '(used by audit verify)' } },
 
   { path: 'compute list', args: '', summary: "the consortium's compute resources, capacity and what is free now" },
   { path: 'compute add', args: '--file resources.yaml', summary: 'register or update compute resources (docs/resources.md)', flags: { file: 'a resource, a list of them, or {resources: [...]} (YAML or JSON)' } },
@@ -176,6 +177,9 @@ export const FLAGS: Record<string, { value?: string; text: string }> = {
   status: { text: 'show the state only' },
   // audit
   'public-key': { value: 'KEY', text: "the coordinator's audit public key (base64url) to pin" },
+  witness: { value: 'FILE', text: 'a witness of the audit log (repeatable)' },
+  'save-witness': { value: 'FILE', text: 'keep the verified checkpoint here' },
+  ephemeral: { text: 'keep no witness of this verify' },
   // compute
   study: { value: 'ID', text: 'only this study' },
   countries: { value: 'CC,CC', text: 'countries to set against each other (default IN,JP)' },

@@ -12,6 +12,9 @@
 import { createHash, randomBytes } from 'node:crypto';
 import type { Store, StudyRow, TaskRow, UpdateRow } from '../store/store.js';
 import { StoreConflict } from '../store/store.js';
+import { backoffMs, classifyFault, type BackoffOptions } from './faults.js';
+import { createLogger, type Logger } from '../observability/logger.js';
+import { engineRetries } from '../observability/metrics.js';
 import type { EventBus } from './events.js';
 import type { StudySpec, ResultMeta } from '../protocol/api.js';
 import { decodeSafetensors, encodeSafetensors } from '../protocol/safetensors.js';
@@ -21,31 +24,50 @@ import { createRng } from '../learning/rng.js';
 import { torchLinearInit } from '../learning/torch-init.js';
 import { linearCoxTorchInit } from '../learning/models/cox.js';
 import { combineSums, statsFromSums } from '../learning/federated-stats.js';
-import { hostStrategy, type FitResultIn } from './strategy-host.js';
+import { hostStrategy, type FitResultIn, type HostedStrategy } from './strategy-host.js';
 import { commitTransitions, eligibleParticipants, loadLifecycle } from '../governance/study-governance.js';
 import { complete as lifecycleComplete, stop as lifecycleStop } from '../governance/lifecycle.js';
 import { ensureModelCard } from '../governance/model-card.js';
 import { appendAudit, type AuditKey } from '../governance/audit-store.js';
-import { SecAggSessions, aggregateOf, newSession, restartRound, type SecAggSession } from './secagg.js';
-import { aggregateClientLevel, aggregateClientLevelSum } from './privacy.js';
-import { updateDelta } from '../privacy/dpfedavg.js';
+import { SecAggSessions, newSession, restartRound, secAggPlus } from './secagg.js';
+import { clientLevelDp } from './privacy.js';
 import type { RoundRow } from '../store/store.js';
 import { aggregatePart, mergeAggregate, rulesOf } from './study-model.js';
 
 export interface EngineOptions {
+  /**
+   * This coordinator's stable identity (start.ts keeps it in the data directory): a coordinator restarted on
+   * the same data directory holds its predecessor's leases at once instead of waiting them out.
+   */
   instanceId?: string;
   tickMs?: number;
   leaseMs?: number;
+  /**
+   * A study nobody drove for longer than this (the coordinator was down, the store was unreachable, the
+   * process was stopped) has its open round's deadline moved out by the time it lost (default: 4 ticks, at
+   * least 3 s): the sites are not blamed for the coordinator's downtime.
+   */
+  gapMs?: number;
+  /** Backoff of retries after transient faults (faults.ts). */
+  retry?: BackoffOptions;
   now?: () => number;
+  /** The engine's progress lines (round opened, committed, …). */
   log?: (msg: string) => void;
+  /** Structured log of faults and retries (default: silent). Lines carry `study` and `attempt`. */
+  logger?: Logger;
   /** Signs the audit entries of issued tasks and committed aggregates (written in the same transaction). */
   audit?: AuditKey;
 }
 
 export const DEFAULT_ROUND_TIMEOUT_S = 600;
 
+/** Task states that may still bring a result (a restarted SecAgg+ round issues these again). */
+const LIVE_TASK = ['issued', 'delivered', 'done'];
+
 /** Where a study's federated normalisation statistics are kept. */
 export const normStatsKey = (studyId: string) => `study:${studyId}:normstats`;
+/** When a study was last driven by any coordinator (ms): what downtime is measured from. */
+export const drivenAtKey = (studyId: string) => `study:${studyId}:driven_at`;
 
 export function studySeed(spec: StudySpec): number {
   return spec.seed ?? 42;
@@ -74,6 +96,16 @@ function aggregatedTensors(spec: StudySpec, bytes: Uint8Array): Weights {
   return aggregatePart(model, rulesOf(spec, Object.keys(model)));
 }
 
+/** What this process knows about driving one study: when it last did, and its retries after transient faults. */
+interface Driving {
+  /** When a drive of the study by this process last completed (absent: not since it claimed it; read the store's record). */
+  lastDrivenAt?: number;
+  /** When the store's record of the last drive was written by this process. */
+  persistedAt?: number;
+  attempts: number;
+  notBefore: number;
+}
+
 export class RoundEngine {
   readonly instanceId: string;
   /** SecAgg+ sessions of the open rounds of studies with privacy.secagg (in memory: see secagg.ts). */
@@ -84,6 +116,9 @@ export class RoundEngine {
   private stopped = false;
   private readonly now: () => number;
   private readonly log: (msg: string) => void;
+  private readonly logger: Logger;
+  private readonly driving = new Map<string, Driving>();
+  private tickFaults = 0;
 
   constructor(
     private readonly store: Store,
@@ -93,11 +128,20 @@ export class RoundEngine {
     this.instanceId = opts.instanceId ?? `coord-${randomBytes(4).toString('hex')}`;
     this.now = opts.now ?? Date.now;
     this.log = opts.log ?? (() => {});
+    this.logger = (opts.logger ?? createLogger({ level: 'silent' })).child({ instance: this.instanceId });
+  }
+
+  private get tickMs(): number {
+    return this.opts.tickMs ?? 500;
+  }
+
+  private get gapMs(): number {
+    return this.opts.gapMs ?? Math.max(4 * this.tickMs, 3000);
   }
 
   start(): void {
     this.stopped = false;
-    this.timer = setInterval(() => this.kick(), this.opts.tickMs ?? 500);
+    this.timer = setInterval(() => this.kick(), this.tickMs);
     this.kick();
   }
 
@@ -116,7 +160,7 @@ export class RoundEngine {
     }
     this.running = true;
     void this.tick()
-      .catch((e) => this.log(`engine tick failed: ${(e as Error).stack ?? e}`))
+      .catch((e) => this.tickFailed(e))
       .finally(() => {
         this.running = false;
         if (this.again && !this.stopped) {
@@ -126,33 +170,127 @@ export class RoundEngine {
       });
   }
 
-  async tick(): Promise<void> {
-    for (const study of await this.store.listStudiesByStatus('running')) {
-      if (this.stopped) return;
-      if (!(await this.store.claimStudy(study.id, this.instanceId, this.now(), this.opts.leaseMs ?? 10_000))) continue;
-      try {
-        await this.drive(study);
-      } catch (e) {
-        if (e instanceof StoreConflict) continue; // another instance moved first; re-read next tick
-        this.log(`study ${study.id}: ${(e as Error).stack ?? e}`);
-        await this.fail(study, (e as Error).message);
-      }
+  /** A tick that could not even list the running studies: the next tick tries again (the interval is the backoff). */
+  private tickFailed(e: unknown): void {
+    const f = classifyFault(e);
+    if (f.transient) {
+      this.tickFaults++;
+      engineRetries.inc({ reason: f.reason });
+      this.logger.warn({ err: e, reason: f.reason, attempt: this.tickFaults }, 'engine tick: the store is unavailable; retrying on the next tick');
+    } else {
+      this.logger.error({ err: e }, 'engine tick failed');
+      this.log(`engine tick failed: ${(e as Error).stack ?? e}`);
     }
   }
 
+  async tick(): Promise<void> {
+    const studies = await this.store.listStudiesByStatus('running');
+    this.tickFaults = 0;
+    for (const study of studies) {
+      if (this.stopped) return;
+      const d = this.driving.get(study.id) ?? { attempts: 0, notBefore: 0 };
+      this.driving.set(study.id, d);
+      if (this.now() < d.notBefore) continue;
+      try {
+        if (!(await this.store.claimStudy(study.id, this.instanceId, this.now(), this.opts.leaseMs ?? 10_000))) {
+          // Another coordinator drives it; if this one claims it later, it measures downtime from the store's record.
+          this.driving.delete(study.id);
+          continue;
+        }
+        await this.catchUp(study, d);
+        await this.drive(study);
+        await this.driven(study, d);
+        if (d.attempts > 0) this.logger.info({ study: study.id, attempts: d.attempts }, 'study driven again after transient faults');
+        d.attempts = 0;
+      } catch (e) {
+        if (e instanceof StoreConflict) continue; // another instance moved first; re-read next tick
+        const f = classifyFault(e);
+        if (f.transient) {
+          this.retryLater(study.id, d, f.reason, e);
+          continue;
+        }
+        this.logger.error({ study: study.id, err: e }, 'study failed');
+        this.log(`study ${study.id}: ${(e as Error).stack ?? e}`);
+        try {
+          await this.fail(study, f.reason);
+        } catch (e2) {
+          // The failure itself could not be written: the next tick meets the same fault and tries again.
+          const f2 = classifyFault(e2);
+          if (f2.transient) this.retryLater(study.id, d, f2.reason, e2);
+          else this.logger.error({ study: study.id, err: e2 }, 'could not record the study\'s failure');
+        }
+      }
+    }
+    // Studies that stopped running need no retry state.
+    const running = new Set(studies.map((s) => s.id));
+    for (const id of this.driving.keys()) if (!running.has(id)) this.driving.delete(id);
+  }
+
+  /** A transient fault: wait (capped exponential backoff with jitter), count it, say so; the study stays running. */
+  private retryLater(studyId: string, d: Driving, reason: string, e: unknown): void {
+    d.attempts++;
+    const wait = backoffMs(d.attempts, this.opts.retry);
+    d.notBefore = this.now() + wait;
+    engineRetries.inc({ reason });
+    this.logger.warn({ study: studyId, attempt: d.attempts, reason, retryInMs: wait, err: e }, 'transient fault while driving a study; retrying');
+  }
+
+  /**
+   * Downtime is not the sites' fault. When no drive of the study completed for longer than gapMs (this
+   * coordinator was down, the store was unreachable, the lease passed from a dead coordinator to this one), the
+   * open round's deadline moves out by the time lost, and the record of the last drive with it, in one
+   * transaction (so the same time is never given back twice).
+   */
+  private async catchUp(study: StudyRow, d: Driving): Promise<void> {
+    const now = this.now();
+    let last = d.lastDrivenAt;
+    if (last === undefined) {
+      const saved = Number(await this.store.getKv(drivenAtKey(study.id)));
+      if (Number.isFinite(saved) && saved > 0) last = saved;
+    }
+    if (last === undefined || now - last <= this.gapMs) return;
+    const open = await this.store.openRoundOf(study.id);
+    // Only the part of the gap after the round opened was lost to it.
+    const lost = open ? now - Math.max(last, open.opened_at) : 0;
+    if (!open || lost <= 0) return;
+    await this.store.transaction(async (tx) => {
+      await tx.extendOpenRound(study.id, open.round, lost);
+      await tx.setKv(drivenAtKey(study.id), String(now));
+    });
+    d.lastDrivenAt = d.persistedAt = now;
+    this.secagg.get(study.id, open.round)?.extend(lost);
+    this.logger.warn({ study: study.id, round: open.round, lostMs: lost }, 'nobody drove this study for a while; its round deadline moves out by the time lost');
+    this.log(`study ${study.id}: not driven for ${Math.round(lost / 1000)} s; round ${open.round}'s deadline moves out by that much`);
+  }
+
+  /**
+   * Notes a completed drive. The store's record is refreshed about once a second, not every tick: a later gap
+   * is then measured at most that much too long, in the sites' favour.
+   */
+  private async driven(study: StudyRow, d: Driving): Promise<void> {
+    const now = this.now();
+    d.lastDrivenAt = now;
+    if (d.persistedAt !== undefined && now - d.persistedAt < Math.min(1000, this.gapMs / 2)) return;
+    await this.store.setKv(drivenAtKey(study.id), String(now));
+    d.persistedAt = now;
+  }
+
   private async fail(study: StudyRow, message: string): Promise<void> {
+    const now = this.now();
     try {
-      const now = this.now();
       await this.store.transaction(async (tx) => {
         await tx.transitionStudy(study.id, ['running'], 'failed', now, { error: message });
         // The lifecycle ends too (stopped, with the failure as its reason), audited like any other transition.
         const cur = await loadLifecycle(tx, study.id);
         if (cur?.state === 'running') await commitTransitions(tx, { store: this.store, audit: this.opts.audit }, cur, [lifecycleStop(cur, `failed: ${message}`, { by: 'coordinator', at: now })]);
+        else if (this.opts.audit) await appendAudit(tx, this.opts.audit, { ts: now, actor: 'coordinator', kind: 'study.stopped', subject: study.id, data: { reason: `failed: ${message}`, from: 'running' } });
       });
-      this.bus.emit({ type: 'study.status', studyId: study.id, status: 'failed', error: message });
-    } catch {
-      /* already moved */
+    } catch (e) {
+      if (e instanceof StoreConflict) return; // already moved (stopped, completed, or failed by another coordinator)
+      throw e;
     }
+    this.logger.warn({ study: study.id, reason: message }, 'study failed');
+    this.bus.emit({ type: 'study.status', studyId: study.id, status: 'failed', error: message });
   }
 
   private async drive(study: StudyRow): Promise<void> {
@@ -236,14 +374,24 @@ export class RoundEngine {
     this.bus.emit({ type: 'tasks', siteIds: tasks.map((t) => t.site_id) });
   }
 
-  private async strategyFor(study: StudyRow, spec: StudySpec) {
+  /**
+   * The study's strategy as the round engine runs it: the hosted strategy with its saved state, wrapped in
+   * client-level DP-FedAvg and SecAgg+ when the study asks for them (privacy.ts, secagg.ts), so that opening
+   * and committing a round are the same code for every study.
+   */
+  private async strategyFor(study: StudyRow, spec: StudySpec): Promise<HostedStrategy> {
     const state = await this.store.latestStrategyState(study.id);
-    return hostStrategy(spec, state ? { json: JSON.parse(state.json), tensors: state.tensors ? decodeSafetensors(state.tensors).weights : {} } : undefined);
+    let host = hostStrategy(spec, state ? { json: JSON.parse(state.json), tensors: state.tensors ? decodeSafetensors(state.tensors).weights : {} } : undefined);
+    if (spec.privacy?.dp?.level === 'client') host = clientLevelDp(host, spec);
+    if (spec.privacy?.secagg) host = secAggPlus(host, (round) => this.secagg.get(study.id, round));
+    return host;
   }
 
   /**
    * A fit round under SecAgg+: the session (secagg.ts) moves through its stages on the agents' requests; this
    * feeds it the refusals, restarts a round this process has no session for, and commits the unmasked sum.
+   * The session is dropped only once its outcome is written, so a transient fault while committing is retried
+   * from the same finished session instead of restarting the round.
    */
   private async driveSecAgg(study: StudyRow, spec: StudySpec, open: RoundRow, tasks: TaskRow[], updates: UpdateRow[]): Promise<void> {
     const globalRow = await this.store.latestModelVersion(study.id);
@@ -256,29 +404,40 @@ export class RoundEngine {
       this.bus.emit({ type: 'tasks', siteIds: tasks.map((t) => t.site_id) });
       return;
     }
+    // Sites out of the round: those that refused, and those whose task closed without a result (refused,
+    // expired, failed: anything but issued, delivered or done).
     const refused = (await this.store.listRefusals(study.id)).filter((r) => r.round === open.round && r.site_id).map((r) => r.site_id!);
+    for (const t of tasks) if (!LIVE_TASK.includes(t.status)) refused.push(t.site_id);
     session.noteRefused(refused, this.now());
     if (session.stage === 'aborted') {
+      await this.fail(study, `round ${open.round}: ${session.error}`);
       this.secagg.drop(study.id, open.round);
-      return this.fail(study, `round ${open.round}: ${session.error}`);
+      return;
     }
     if (session.stage === 'done') {
       const minResults = Math.min(spec.minSites ?? tasks.length, tasks.length);
       const survivors = new Set(session.result!.survivors.map((i) => session!.siteOf[i]!));
       // Only sites whose masked input is in the sum count (an accepted row whose input missed the stage does not).
       const used = updates.filter((u) => survivors.has(u.site_id));
-      this.secagg.drop(study.id, open.round);
       this.log(`study ${study.id}: round ${open.round}: SecAgg+ summed ${survivors.size} sites (dropped after sharing: ${session.result!.dropped.length}; recovered after masking: ${session.recoveredAfterMasking.length})`);
-      if (used.length < minResults) return this.fail(study, `round ${open.round}: SecAgg+ summed ${used.length} of ${tasks.length} sites; at least ${minResults} needed`);
-      return this.commitFit(study, spec, open.round, used, session);
+      try {
+        if (used.length < minResults) await this.fail(study, `round ${open.round}: SecAgg+ summed ${used.length} of ${tasks.length} sites; at least ${minResults} needed`);
+        else await this.commitFit(study, spec, open.round, used);
+      } catch (e) {
+        // Another coordinator closed the round first: this session has nothing left to do.
+        if (e instanceof StoreConflict) this.secagg.drop(study.id, open.round);
+        throw e;
+      }
+      this.secagg.drop(study.id, open.round);
+      return;
     }
     if (this.now() > open.deadline_at) {
-      this.secagg.drop(study.id, open.round);
       await this.fail(study, `round ${open.round}: the SecAgg+ ${session.stage} stage had not completed by the deadline`);
+      this.secagg.drop(study.id, open.round);
     }
   }
 
-  private async commitFit(study: StudyRow, spec: StudySpec, round: number, updates: UpdateRow[], secagg?: SecAggSession): Promise<void> {
+  private async commitFit(study: StudyRow, spec: StudySpec, round: number, updates: UpdateRow[]): Promise<void> {
     const now = this.now();
     const globalRow = await this.store.latestModelVersion(study.id);
     if (!globalRow) throw new Error('no global model');
@@ -287,37 +446,20 @@ export class RoundEngine {
     const rules = rulesOf(spec, Object.keys(model));
     const global = aggregatePart(model, rules);
     const host = await this.strategyFor(study, spec);
-    // Under SecAgg+ no individual update exists here: results carry only the sites' metadata (for metrics).
+    // A masked update (SecAgg+) has no weights row: its result carries only the site's metadata (for metrics).
     const results: FitResultIn[] = updates.map((u) => ({
       siteId: u.site_id,
-      weights: secagg ? {} : decodeSafetensors(u.weights!).weights,
+      weights: u.weights ? decodeSafetensors(u.weights).weights : {},
       numExamples: u.num_examples,
       meta: JSON.parse(u.metrics) as ResultMeta,
     }));
-    const clientDp = spec.privacy?.dp?.level === 'client';
-    const asked = clientDp ? (await this.store.listTasks(study.id, round)).length : 0;
-    let aggregated: Weights;
-    if (secagg) {
-      const agg = aggregateOf(secagg, global);
-      aggregated = clientDp
-        ? aggregateClientLevelSum(spec, global, agg.sum, asked)
-        : host.aggregateFit(round, global, [{ siteId: 'secagg+', weights: agg.mean, numExamples: results.reduce((a, r) => a + r.numExamples, 0), meta: { taskId: `${study.id}.r${round}.secagg`, numExamples: 0 } }]);
-    } else if (clientDp) {
-      aggregated = aggregateClientLevel(spec, global, results.map((r) => updateDelta(r.weights, global)), asked);
-    } else {
-      aggregated = host.aggregateFit(round, global, results);
-    }
+    const asked = (await this.store.listTasks(study.id, round)).length;
+    const aggregated = host.aggregateFit(round, global, { results, asked });
     const next = mergeAggregate(model, aggregated, rules);
     const bytes = encodeSafetensors(next, { study: study.id, round: String(round) });
     const state = host.getState();
     const metrics = fitMetrics(study.id, round, results);
-    if (secagg) {
-      // How the SecAgg+ round went: sites in the sum, dropped after sharing, recovered after masking.
-      const r = secagg.result!;
-      for (const [name, value] of [['survivors', r.survivors.length], ['dropped', r.dropped.length], ['recovered', secagg.recoveredAfterMasking.length]] as const) {
-        metrics.push({ study_id: study.id, round, site_id: null, phase: 'secagg', name, value });
-      }
-    }
+    for (const m of host.roundMetrics?.(round) ?? []) metrics.push({ study_id: study.id, round, site_id: null, ...m });
     const isLast = round >= spec.rounds;
     const digest = digestHex(bytes);
     const audit = this.opts.audit;

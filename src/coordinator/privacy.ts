@@ -10,6 +10,8 @@ import { dpFedAvgAggregate } from '../privacy/dpfedavg.js';
 import { CryptoNormal, addGaussianNoise } from '../privacy/noise.js';
 import { appendAudit, type AuditKey } from '../governance/audit-store.js';
 import type { SpendEntry, Store } from '../store/store.js';
+import { updateDelta } from '../privacy/dpfedavg.js';
+import type { HostedStrategy } from './strategy-host.js';
 
 /**
  * Strategies whose aggregate is a function of the example-weighted mean of the updates alone, so they can take
@@ -86,6 +88,23 @@ export function aggregateClientLevelSum(spec: StudySpec, global: Weights, sum: W
   const sigma = clientNoiseMultiplier(spec);
   if ((dp.mode ?? 'central') === 'central') addGaussianNoise(sum, sigma * dp.clipNorm, new CryptoNormal());
   return dpFedAvgAggregate(global, [sum], { clipNorm: dp.clipNorm, noiseMultiplier: sigma, mode: 'distributed', clientsPerRound }, new CryptoNormal());
+}
+
+/**
+ * Client-level DP-FedAvg as a layer around the study's strategy (Flower's server-side fixed-clipping wrapper):
+ * the new global model is the DP aggregate of the sites' deltas, or of their sum when the layer outside holds
+ * only that (SecAgg+). The inner strategy still chooses the sites and configures their tasks; privacyProblems
+ * admits only FedAvg here, whose aggregate this replaces.
+ */
+export function clientLevelDp(inner: HostedStrategy, spec: StudySpec): HostedStrategy {
+  return {
+    strategy: inner.strategy,
+    configureFit: (round, sites) => inner.configureFit(round, sites),
+    getState: () => inner.getState(),
+    ...(inner.roundMetrics ? { roundMetrics: (round: number) => inner.roundMetrics!(round) } : {}),
+    aggregateFit: (_round, global, input) => aggregateClientLevel(spec, global, input.results.map((r) => updateDelta(r.weights, global)), input.asked),
+    aggregateSum: (_round, global, sum, input) => aggregateClientLevelSum(spec, global, sum, input.asked),
+  };
 }
 
 /** The reported spend must be there for a DP study's fit result, and must describe the study's mechanism. */

@@ -17,7 +17,7 @@ import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { promisify } from 'node:util';
 import YAML from 'yaml';
 import { startCoordinator, type RunningCoordinator } from './start.js';
-import { LIVE_COLUMNS, storeDigest } from '../store/digest.js';
+import { LIVE, storeDigest } from '../store/digest.js';
 import { adminOf, SETU_MAIN, stopAll, studyLeadClient, waitFor } from '../testing/processes.js';
 import { ApiError, HttpClient } from '../site/http.js';
 import { SiteState } from '../site/state.js';
@@ -367,7 +367,7 @@ test('bad SecAgg+ messages from a site are refused and change nothing', { timeou
     }, 30_000);
     const setup = await asVa.json<{ session: string; setup: { clientId: number } }>('GET', `/v1/agent/secagg/${encodeURIComponent(task)}/setup`);
     const me = setup.setup.clientId;
-    const counts = () => storeDigest(coord.store, { except: ['request_nonces'], ignoreColumns: LIVE_COLUMNS });
+    const counts = () => storeDigest(coord.store, { except: ['request_nonces'], ...LIVE });
     const before = await counts();
     const keysHeld = () => (session.server as unknown as { keys: Map<number, unknown> }).keys.size;
     const refused = async (path: string, body: unknown, status: number, code: RegExp) => {

@@ -26,7 +26,10 @@
  * SecAgg+ round without a session and restarts that round cleanly: a new session (new round id, new keys, so no
  * mask is ever reused), the round's meta-only update rows dropped and its tasks issued again. Agents holding an
  * unfinished upload re-mask the same trained update (no new privacy spend); agents that had finished train again
- * (their accountant counts it: conservative). SecAgg+ studies need one coordinator process (sessions are not shared).
+ * (their accountant counts it: conservative). Sessions are not shared between coordinator processes: with
+ * several coordinators on one PostgreSQL, the one driving the study (its lease holder) serves the stages and
+ * any other answers 503 `secagg_elsewhere` naming it (`servedElsewhere`); when the holder dies, the coordinator
+ * that takes the lease over restarts the round as above.
  */
 import { randomBytes } from 'node:crypto';
 import { SecAggServer, makeConfig, type SecAggResult } from '../privacy/secagg/server.js';
@@ -36,6 +39,7 @@ import type { ResultMeta, StudySpec } from '../protocol/api.js';
 import type { Weights } from '../protocol/tensors.js';
 import { flatLength, unflatten } from '../privacy/flat.js';
 import type { RoundRow, Store, TaskRow, UpdateRow } from '../store/store.js';
+import type { HostedStrategy } from './strategy-host.js';
 
 export type SessionStage = 'keys' | 'shares' | 'masked' | 'unmask' | 'done' | 'aborted';
 const ORDER: SessionStage[] = ['keys', 'shares', 'masked', 'unmask', 'done'];
@@ -71,7 +75,7 @@ export class SecAggSession {
     readonly spec: StudySpec,
     readonly vectorLength: number,
     readonly weightScale: number,
-    private readonly roundDeadline: number,
+    private roundDeadline: number,
     now: number,
   ) {
     const sorted = [...tasks].sort((a, b) => (a.site_id < b.site_id ? -1 : 1));
@@ -102,6 +106,12 @@ export class SecAggSession {
 
   get stageTimeoutMs(): number {
     return (this.spec.privacy?.secagg?.stageTimeoutSeconds ?? DEFAULT_STAGE_TIMEOUT_S) * 1000;
+  }
+
+  /** Gives back `ms` the coordinator lost (engine.ts catchUp): the round's deadline and the open stage's clock move out. */
+  extend(ms: number): void {
+    this.roundDeadline += ms;
+    this.stageOpenedAt += ms;
   }
 
   setup(clientId: number): SetupMsg {
@@ -231,6 +241,18 @@ export class SecAggSessions {
   }
 }
 
+/**
+ * Several coordinators on one PostgreSQL: a SecAgg+ session lives in the memory of the coordinator driving the
+ * study (its lease holder), so only that one can serve the round's stages. Another coordinator asked for them
+ * answers 503 with this reason (the agent retries, and a load balancer sends it on); undefined when no live
+ * lease of another coordinator explains the missing session.
+ */
+export async function servedElsewhere(store: Store, task: TaskRow, instanceId: string, now: number): Promise<string | undefined> {
+  const study = await store.getStudy(task.study_id);
+  if (!study?.claimed_by || study.claimed_by === instanceId || (study.claimed_until ?? 0) < now) return undefined;
+  return `the SecAgg+ round ${task.round} of study ${task.study_id} is served by coordinator ${study.claimed_by}, which drives the study; this coordinator (${instanceId}) holds no session for it (SecAgg+ sessions are not shared between coordinators): retry, or reach that coordinator`;
+}
+
 /** Weighted (FedAvg) rounds scale by examples / weightScale; client-level DP is an unweighted sum. */
 async function weightScaleOf(store: Store, spec: StudySpec, tasks: TaskRow[]): Promise<number> {
   if (spec.privacy?.dp?.level === 'client') return 0;
@@ -248,6 +270,7 @@ export async function newSession(store: Store, spec: StudySpec, round: RoundRow,
  * meta-only update rows go, its tasks are issued again. Returns the new session.
  */
 export async function restartRound(store: Store, spec: StudySpec, round: RoundRow, global: Weights, now: number): Promise<SecAggSession> {
+  // Only tasks that were live go out again: a site that refused its task, or whose task expired, stays out.
   await store.resetRound(round.study_id, round.round);
   const tasks = await store.listTasks(round.study_id, round.round);
   return newSession(store, spec, round, tasks, global, now);
@@ -257,6 +280,43 @@ export async function restartRound(store: Store, spec: StudySpec, round: RoundRo
 export function aggregateOf(session: SecAggSession, global: Weights): { mean: Weights; sum: Weights; weightSum: number } {
   const r = session.result!;
   return { mean: unflatten(r.mean, global, global), sum: unflatten(r.sum, global), weightSum: r.weightSum };
+}
+
+/**
+ * SecAgg+ as the outermost layer of a study's strategy: at commit no individual update exists, only the
+ * unmasked sum of the round's finished session. A layer that aggregates from a sum (client-level DP) gets the
+ * sum; any other gets one result, the example-weighted mean, standing for all the sites (the strategies
+ * privacyProblems admits under SecAgg+ depend on the mean alone). It adds how the round went to its metrics.
+ */
+export function secAggPlus(inner: HostedStrategy, sessionOf: (round: number) => SecAggSession | undefined): HostedStrategy {
+  const finished = (round: number): SecAggSession => {
+    const s = sessionOf(round);
+    if (!s?.result) throw new Error(`round ${round}: no finished SecAgg+ session to aggregate`);
+    return s;
+  };
+  return {
+    strategy: inner.strategy,
+    configureFit: (round, sites) => inner.configureFit(round, sites),
+    getState: () => inner.getState(),
+    aggregateFit(round, global, input) {
+      const session = finished(round);
+      const agg = aggregateOf(session, global);
+      if (inner.aggregateSum) return inner.aggregateSum(round, global, agg.sum, input);
+      const numExamples = input.results.reduce((a, r) => a + r.numExamples, 0);
+      return inner.aggregateFit(round, global, { ...input, results: [{ siteId: 'secagg+', weights: agg.mean, numExamples, meta: { taskId: `${session.studyId}.r${round}.secagg`, numExamples: 0 } }] });
+    },
+    roundMetrics(round) {
+      // How the SecAgg+ round went: sites in the sum, dropped after sharing, recovered after masking.
+      const session = finished(round);
+      const r = session.result!;
+      return [
+        ...(inner.roundMetrics?.(round) ?? []),
+        { phase: 'secagg', name: 'survivors', value: r.survivors.length },
+        { phase: 'secagg', name: 'dropped', value: r.dropped.length },
+        { phase: 'secagg', name: 'recovered', value: session.recoveredAfterMasking.length },
+      ];
+    },
+  };
 }
 
 export type { UpdateRow };

@@ -13,6 +13,7 @@ import type { FastifyInstance } from 'fastify';
 import { openStore, type Store } from '../store/store.js';
 import { EventBus } from './events.js';
 import { RoundEngine } from './engine.js';
+import { ensureInstanceId } from './instance.js';
 import { buildServer, type ServerOptions } from './server.js';
 import { ADMIN_KEY_FILE, ensureBootstrapAdmin, ensureCoordinatorKey, type KeyFile } from './auth.js';
 import { AuditLog } from '../governance/audit-store.js';
@@ -28,6 +29,8 @@ export interface CoordinatorOptions {
   bodyLimit?: number;
   maxWaitMs?: number;
   tickMs?: number;
+  /** How long the round engine's claim on a study lasts without renewal (default 10 s). */
+  leaseMs?: number;
   https?: { key: string | Buffer; cert: string | Buffer };
   /** The round engine's progress lines (default: the logger, at info). */
   log?: (msg: string) => void;
@@ -64,8 +67,9 @@ export async function startCoordinator(o: CoordinatorOptions): Promise<RunningCo
   const store = await openStore(o.db ?? join(dataDir, 'setu.db'), {
     onConnectionError: (err) => storeLog.warn({ err }, 'PostgreSQL dropped a connection; the store reconnects on next use'),
   });
-  let auditKey, adminKey;
+  let auditKey, adminKey, instanceId;
   try {
+    instanceId = ensureInstanceId(dataDir);
     auditKey = await ensureCoordinatorKey(store, dataDir);
     adminKey = await ensureBootstrapAdmin(store, dataDir, auditKey, Date.now());
   } catch (e) {
@@ -75,7 +79,15 @@ export async function startCoordinator(o: CoordinatorOptions): Promise<RunningCo
   const audit = new AuditLog(store, auditKey);
   const bus = new EventBus();
   const engineLog = logger.child({ component: 'engine' });
-  const engine = new RoundEngine(store, bus, { audit: auditKey, ...(o.tickMs ? { tickMs: o.tickMs } : {}), log: o.log ?? ((m) => engineLog.info(m)) });
+  // The same data directory is the same instance: a restart holds its own leases at once (instance.ts).
+  const engine = new RoundEngine(store, bus, {
+    audit: auditKey,
+    instanceId,
+    logger: engineLog,
+    ...(o.tickMs ? { tickMs: o.tickMs } : {}),
+    ...(o.leaseMs ? { leaseMs: o.leaseMs } : {}),
+    log: o.log ?? ((m) => engineLog.info(m)),
+  });
   const app = buildServer({
     store,
     bus,

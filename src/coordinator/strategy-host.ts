@@ -2,6 +2,12 @@
  * Puts a study's strategy to work for the round engine: builds it from the study spec (the study's
  * `fit` block supplies the client settings every strategy reads), restores its saved state, and
  * adapts results arriving from the wire to the strategy's contract.
+ *
+ * Privacy is composed around it, not branched inside the engine (the shape of Flower's
+ * DifferentialPrivacyServerSideFixedClipping wrapper and SecAgg+ workflow): when a study is loaded the engine
+ * wraps the hosted strategy in client-level DP-FedAvg (coordinator/privacy.ts `clientLevelDp`) and, outermost,
+ * SecAgg+ (coordinator/secagg.ts `secAggPlus`), which turns the round's unmasked sum into what the layer inside
+ * takes. Every layer is a `HostedStrategy`, so the engine's commit is the same for every study.
  */
 import type { StudySpec, ResultMeta } from '../protocol/api.js';
 import type { Weights } from '../protocol/tensors.js';
@@ -16,10 +22,32 @@ export interface FitResultIn {
   meta: ResultMeta;
 }
 
+/** What a fit round hands its strategy: each site's result and how many sites were asked. */
+export interface FitInput {
+  /** Per site; `weights` is empty when the updates arrived masked (SecAgg+: only their sum exists). */
+  results: FitResultIn[];
+  /** Sites asked this round (its tasks): client-level DP divides by this fixed number. */
+  asked: number;
+}
+
+/** A global metric of the round that a layer adds (how a SecAgg+ round went). */
+export interface RoundMetric {
+  phase: string;
+  name: string;
+  value: number;
+}
+
 export interface HostedStrategy {
   strategy: Strategy;
   configureFit(round: number, sites: string[]): { siteId: string; config: FitConfig }[];
-  aggregateFit(round: number, global: Weights, results: FitResultIn[]): Weights;
+  aggregateFit(round: number, global: Weights, input: FitInput): Weights;
+  /**
+   * Present on layers that aggregate from the sum of the sites' deltas alone (client-level DP-FedAvg); a
+   * layer holding only such a sum (SecAgg+) calls it instead of `aggregateFit`.
+   */
+  aggregateSum?(round: number, global: Weights, sum: Weights, input: FitInput): Weights;
+  /** Global metrics of the round this layer adds, read after aggregation. */
+  roundMetrics?(round: number): RoundMetric[];
   getState(): StrategyState;
 }
 
@@ -50,7 +78,9 @@ export function hostStrategy(spec: StudySpec, state?: StrategyState): HostedStra
         config: { ...spec.fit, ...t.config, optimizer: { ...spec.fit.optimizer, ...t.config.optimizer } },
       }));
     },
-    aggregateFit(round, global, results) {
+    aggregateFit(round, global, { results }) {
+      const bare = results.find((r) => Object.keys(r.weights).length === 0);
+      if (bare) throw new Error(`round ${round}: the result of site ${bare.siteId} carries no weights for ${spec.strategy.name} to aggregate`);
       return strategy.aggregateFit(
         round,
         global,

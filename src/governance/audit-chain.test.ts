@@ -4,7 +4,7 @@ import { createHash } from 'node:crypto';
 import fc from 'fast-check';
 import { generateSigningKeys } from '../protocol/signing.js';
 import { canonicalJson } from '../protocol/canonical-json.js';
-import { appendEntry, verifyChain, entryHash, exportChain, parseExport, GENESIS_HASH, AuditError, type AuditEntry, type AuditKind } from './audit-chain.js';
+import { appendEntry, verifyChain, entryHash, exportChain, parseExport, verifyExport, GENESIS_HASH, AuditError, type AuditEntry, type AuditKind } from './audit-chain.js';
 
 const coord = generateSigningKeys();
 const attacker = generateSigningKeys();
@@ -184,8 +184,9 @@ test('property: any single-entry mutation, deletion, duplication or swap is dete
 });
 
 test('export and parse: an auditor re-verifies with only the export, and a truncated export is caught', () => {
-  const text = exportChain(good, coord.publicKeyRaw, 42);
+  const text = exportChain(good, coord, 42);
   const p = parseExport(text);
+  assert.deepEqual(verifyExport(p), { ok: true, head: p.head, count: N });
   assert.equal(p.count, N);
   assert.equal(p.head, good[N - 1]!.hash);
   assert.deepEqual(p.entries, good);
@@ -195,6 +196,27 @@ test('export and parse: an auditor re-verifies with only the export, and a trunc
   const v = verifyChain(q.entries, q.publicKey, { expected: { count: q.count, head: q.head } });
   assert.ok(!v.ok && /truncated/.test(v.reason));
   assert.throws(() => parseExport(''), /empty/);
-  assert.throws(() => parseExport('{"format":"other"}\n'), /format must be setu-audit-v1/);
+  assert.throws(() => parseExport('{"format":"other"}\n'), /format must be setu-audit-v2/);
   assert.throws(() => parseExport(text.replace('"seq":3', '"seq":3,"seq":4')), /line 4: .*duplicate key "seq"/);
+});
+
+test('an export header is signed: cutting entries and rewriting count and head to match fails, as does another key', () => {
+  const text = exportChain(good, coord, 42);
+  const lines = text.trimEnd().split('\n');
+  const header = JSON.parse(lines[0]!);
+  // The attacker drops the last two entries and rewrites the header to the new count and head.
+  const cut = [JSON.stringify({ ...header, count: N - 2, head: good[N - 3]!.hash }), ...lines.slice(1, -2)].join('\n') + '\n';
+  const v = verifyExport(parseExport(cut));
+  assert.ok(!v.ok && /export header: checkpoint signature does not verify.*rewritten/.test(v.reason), JSON.stringify(v));
+  // The chain alone would have passed: the header's signature is what catches it.
+  const q = parseExport(cut);
+  assert.equal(verifyChain(q.entries, q.publicKey, { expected: { count: q.count, head: q.head } }).ok, true);
+  // Re-signing with another key and naming that key fails against the pinned key.
+  const forged = exportChain(good.slice(0, N - 2), attacker, 43);
+  const f = verifyExport(parseExport(forged), coord.publicKeyRaw);
+  assert.ok(!f.ok && /signed by key/.test(f.reason));
+  // An old unsigned header is refused outright.
+  assert.throws(() => parseExport(text.replace('setu-audit-v2', 'setu-audit-v1')), /unsigned header/);
+  // Removing the signature is caught.
+  assert.throws(() => parseExport(JSON.stringify({ ...header, sig: undefined }) + '\n'), /needs publicKey, count, head, exportedAt and sig/);
 });

@@ -14,11 +14,13 @@
 import { createHash, createPrivateKey, sign, verify, type KeyObject } from 'node:crypto';
 import { canonicalJson, parseJsonStrict, type JsonValue } from '../protocol/canonical-json.js';
 import { importPublicKey } from '../protocol/signing.js';
+import { checkpointProblem, signCheckpoint, type AuditCheckpoint } from '../protocol/audit-checkpoint.js';
 
 /** Events that matter to an auditor. Strings, not an enum, so they read the same in SQL and in exports. */
 export const AUDIT_KINDS = [
   'invite.issued',
   'site.enrolled',
+  'site.cohorts_declared', // a site changed the cohort sizes it declares (data: before and after)
   'user.enrolled',
   'key.changed',
   'site.revoked',
@@ -35,6 +37,7 @@ export const AUDIT_KINDS = [
   'task.issued',
   'update.accepted',
   'update.refused',
+  'placement.refused', // no compute in the data's jurisdiction could take a placed task (data: reason, count)
   'aggregate.committed',
   'privacy.spent',
   'compute.registered',
@@ -202,16 +205,20 @@ export function verifyChain(entries: readonly AuditEntry[], publicKey: KeyObject
 
 // ---------------------------------------------------------------- export for external auditors
 
-export const EXPORT_FORMAT = 'setu-audit-v1';
+export const EXPORT_FORMAT = 'setu-audit-v2';
 
 /**
- * JSON Lines: a first line naming the format, the coordinator's public key (raw base64url), the count and the
- * head, then one canonical-JSON entry per line. An auditor needs nothing else to re-run verifyChain, and the
- * head written here is what later detects a truncated tail.
+ * JSON Lines: a first line naming the format, the coordinator's public key (raw base64url), the count, the head,
+ * the time and the coordinator's signature over (count, head, exportedAt) (a signed checkpoint,
+ * protocol/audit-checkpoint.ts), then one canonical-JSON entry per line. An auditor needs nothing else to re-run
+ * verifyChain. Because the header is signed, cutting entries and rewriting the header's count and head to match
+ * fails verification; the header is itself a witness for later logs and exports (`setu audit verify --witness`).
+ * (v1 headers were unsigned: a cut export with a rewritten header verified as intact.)
  */
-export function exportChain(entries: readonly AuditEntry[], publicKeyRaw: string, exportedAt = Date.now()): string {
+export function exportChain(entries: readonly AuditEntry[], signer: { privateKey: KeyObject; publicKeyRaw: string }, exportedAt = Date.now()): string {
   const head = entries.length ? entries[entries.length - 1]!.hash : GENESIS_HASH;
-  const lines = [canonicalJson({ format: EXPORT_FORMAT, publicKey: publicKeyRaw, count: entries.length, head, exportedAt })];
+  const cp = signCheckpoint({ count: entries.length, head }, exportedAt, signer.privateKey, signer.publicKeyRaw);
+  const lines = [canonicalJson({ format: EXPORT_FORMAT, publicKey: signer.publicKeyRaw, count: entries.length, head, exportedAt, sig: cp.sig })];
   for (const e of entries) lines.push(canonicalJson(e));
   return lines.join('\n') + '\n';
 }
@@ -221,10 +228,12 @@ export interface ParsedExport {
   count: number;
   head: string;
   exportedAt: number;
+  /** The header as a checkpoint: verify it (checkpointProblem) before trusting count and head. */
+  checkpoint: AuditCheckpoint;
   entries: AuditEntry[];
 }
 
-/** Parse an export (strictly: duplicate keys refused). Entries are returned as found; verifyChain judges them. */
+/** Parse an export (strictly: duplicate keys refused). Entries are returned as found; verifyExport judges them. */
 export function parseExport(text: string): ParsedExport {
   const lines = text.split('\n').filter((l, i, a) => !(l === '' && i === a.length - 1));
   if (lines.length === 0) throw new AuditError('empty audit export');
@@ -239,10 +248,22 @@ export function parseExport(text: string): ParsedExport {
     return v;
   };
   const h = parse(lines[0]!, 1);
+  if (h.format === 'setu-audit-v1') throw new AuditError('audit export line 1: format setu-audit-v1 has an unsigned header that cannot be trusted; export again (setu audit export)');
   if (h.format !== EXPORT_FORMAT) throw new AuditError(`audit export line 1: format must be ${EXPORT_FORMAT}`);
-  if (typeof h.publicKey !== 'string' || !Number.isSafeInteger(h.count) || typeof h.head !== 'string' || !Number.isSafeInteger(h.exportedAt)) {
-    throw new AuditError('audit export line 1: needs publicKey, count, head and exportedAt');
+  if (typeof h.publicKey !== 'string' || !Number.isSafeInteger(h.count) || typeof h.head !== 'string' || !Number.isSafeInteger(h.exportedAt) || typeof h.sig !== 'string') {
+    throw new AuditError('audit export line 1: needs publicKey, count, head, exportedAt and sig');
   }
   const entries = lines.slice(1).map((l, i) => parse(l, i + 2) as unknown as AuditEntry);
-  return { publicKey: h.publicKey, count: h.count as number, head: h.head, exportedAt: h.exportedAt as number, entries };
+  const checkpoint: AuditCheckpoint = { count: h.count as number, head: h.head, ts: h.exportedAt as number, publicKey: h.publicKey, sig: h.sig };
+  return { publicKey: h.publicKey, count: h.count as number, head: h.head, exportedAt: h.exportedAt as number, checkpoint, entries };
+}
+
+/**
+ * An export's verdict: its header's signature first (a rewritten count or head fails here), then the chain
+ * against the signed count and head (a cut tail fails there).
+ */
+export function verifyExport(p: ParsedExport, publicKey: string = p.publicKey): ChainVerdict {
+  const problem = checkpointProblem(p.checkpoint, publicKey);
+  if (problem) return { ok: false, firstBad: { index: 0, seq: null }, reason: `export header: ${problem}: its count or head was rewritten, or it was not signed by this coordinator` };
+  return verifyChain(p.entries, publicKey, { expected: { count: p.count, head: p.head } });
 }

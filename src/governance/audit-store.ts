@@ -14,6 +14,7 @@
  */
 import type { KeyObject } from 'node:crypto';
 import type { AuditRow, Store } from '../store/store.js';
+import { signCheckpoint, type AuditCheckpoint } from '../protocol/audit-checkpoint.js';
 import { canonicalJson, parseJsonStrict, type JsonValue } from '../protocol/canonical-json.js';
 import { GENESIS_HASH, appendEntry, exportChain, verifyChain, type AppendFields, type AuditEntry, type ChainVerdict } from './audit-chain.js';
 
@@ -73,7 +74,13 @@ export class AuditLog {
     return verifyChain(entries, this.key.publicKeyRaw, { expected: { count: head.count, head: head.head } });
   }
 
+  /** The head as a signed checkpoint (protocol/audit-checkpoint.ts): handed to sites with each task, kept as witnesses. */
+  async checkpoint(now = Date.now()): Promise<AuditCheckpoint> {
+    const h = await this.head();
+    return signCheckpoint({ count: h.count, head: h.head }, now, this.key.privateKey, this.key.publicKeyRaw);
+  }
+
   async export(now = Date.now()): Promise<string> {
-    return exportChain(await this.entries(), this.key.publicKeyRaw, now);
+    return exportChain(await this.entries(), this.key, now);
   }
 }

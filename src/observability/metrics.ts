@@ -7,7 +7,8 @@
  *  - HTTP requests and latencies, open event streams, failed authentications, agent last-seen and the
  *    store-readiness gauge: the coordinator's HTTP layer (src/coordinator/plugins/).
  *  - Rounds, tasks and refusals: the coordinator counts the round engine's bus events; the engine itself
- *    increments them directly once it is wired to this module (wave 2), as it does `retries`.
+ *    increments them directly once it is wired to this module (wave 2). The engine counts its retries after
+ *    transient faults itself (`engineRetries`, coordinator/faults.ts says what is transient).
  *  - Store query timings: the store's `onQuery` hook observes `storeQueryDuration`.
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
@@ -67,10 +68,10 @@ export const refusals = new Counter({
   registers,
 });
 
-export const retries = new Counter({
-  name: 'setu_retries_total',
-  help: 'Operations retried after a transient fault, by operation',
-  labelNames: ['operation'] as const,
+export const engineRetries = new Counter({
+  name: 'setu_engine_retries_total',
+  help: 'Round-engine steps retried after a transient fault (store unavailable, connection lost, lock timeout, …), by reason',
+  labelNames: ['reason'] as const,
   registers,
 });
 

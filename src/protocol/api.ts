@@ -3,6 +3,7 @@
  * (Fastify), validate files (study specs, via `checkValue`), document the API (OpenAPI) and give the
  * TypeScript types (Static<>). Every object schema refuses unknown properties.
  */
+import { AuditCheckpointSchema } from './audit-checkpoint.js';
 import { Type, type Static, type TSchema } from '@sinclair/typebox';
 import { Value, ValueErrorType } from '@sinclair/typebox/value';
 import { DataSchemaT, NormStatsSchema, PrepareReportSchema } from './data-schema.js';
@@ -267,6 +268,8 @@ export const TaskSchema = Type.Object({
   deadlineAt: Type.Number(),
   /** Fit tasks of a private study: the DP settings and the study's round count (the site plans its spend), and whether the result goes through SecAgg+. */
   privacy: Type.Optional(Type.Object({ dp: Type.Optional(DpSpecSchema), rounds: Type.Integer(), clientsPerRound: Type.Integer(), secagg: Type.Boolean() })),
+  /** The coordinator's signed checkpoint of its audit head when it handed out this task; the agent keeps the newest as a witness. */
+  auditCheckpoint: Type.Optional(AuditCheckpointSchema),
 });
 export type TaskMessage = Static<typeof TaskSchema>;
 

@@ -29,6 +29,7 @@ import type { SiteLocalPolicy } from '../governance/policy.js';
 import type { ComputeResource } from '../compute/types.js';
 import { inProcessUsage, loadLocalPolicy, localPolicyRefusal, runPlacedFit, type UsageReport } from './placed.js';
 import { budgetRefusal, dpPlanOf, loadBudget, spendAndPersist, trainPrivately, type DpTaskPlan } from './privacy.js';
+import { AuditWitness } from './audit-witness.js';
 import { isSecAggPending, secaggBody, uploadSecAgg } from './secagg.js';
 import type { PrivacyBudget } from '../privacy/budget.js';
 
@@ -90,6 +91,8 @@ export class SiteAgent {
   /** The site's own program, when site.yaml names one (trainer.kind: external). */
   private readonly external: ExternalTrainer | undefined;
   readonly cred: Credential;
+  /** The newest signed checkpoint of the coordinator's audit head this site was handed (site/audit-witness.ts). */
+  readonly witness: AuditWitness;
 
   constructor(
     private readonly cfg: SiteConfig,
@@ -103,6 +106,7 @@ export class SiteAgent {
     if (!pem) throw new Error(`site ${cred.siteName} has no signing key (${this.state.keyFile}); enrol again with a new invite`);
     this.log = opts.log ?? (() => {});
     this.policy = loadLocalPolicy(cfg);
+    this.witness = new AuditWitness(cfg.stateDirAbs, cred.siteName, this.log);
     this.external = cfg.trainer?.kind === 'external' ? externalTrainerOf(cfg) : undefined;
     let lastRetryLog = 0;
     const ca = caOf(cfg);
@@ -135,6 +139,7 @@ export class SiteAgent {
         }
         await this.flushPending();
         const task = await this.poll();
+        if (task) this.witness.see(task.auditCheckpoint);
         // A task this agent refused for its privacy budget stays open at the coordinator until the round closes: do
         // not refuse (and record) it again on every poll.
         if (task && this.privacyRefused.has(task.taskId)) await new Promise((r) => setTimeout(r, 1000));

@@ -21,6 +21,8 @@ export interface DigestOptions {
   except?: string[];
   /** Columns left out, per table. */
   ignoreColumns?: Record<string, string[]>;
+  /** Rows left out, per table. */
+  ignoreRows?: Record<string, (row: Record<string, unknown>) => boolean>;
 }
 
 /** Table name → `<rows>:<sha256 of the sorted rows>` (the count first, so a failing comparison reads well). */
@@ -30,14 +32,21 @@ export async function storeDigest(store: Store, opts: DigestOptions = {}): Promi
   for (const name of Object.keys(tables).sort()) {
     if (opts.except?.includes(name)) continue;
     const drop = opts.ignoreColumns?.[name] ?? [];
-    const rows = tables[name]!.map((r) => JSON.stringify(canonical(Object.fromEntries(Object.entries(r).filter(([k]) => !drop.includes(k)))))).sort();
+    const skipRow = opts.ignoreRows?.[name] ?? (() => false);
+    const rows = tables[name]!.filter((r) => !skipRow(r)).map((r) => JSON.stringify(canonical(Object.fromEntries(Object.entries(r).filter(([k]) => !drop.includes(k)))))).sort();
     out[name] = `${rows.length}:${createHash('sha256').update(rows.join('\n')).digest('hex')}`;
   }
   return out;
 }
 
-/** Columns a running coordinator changes by itself: a site's last-seen time, the round engine's lease on a study. */
-export const LIVE_COLUMNS: Record<string, string[]> = { sites: ['last_seen_at'], studies: ['claimed_by', 'claimed_until'] };
+/**
+ * What a running coordinator changes by itself, whatever the requests: a site's last-seen time, the round
+ * engine's lease on a study and its last-drive time, the readiness probe's write.
+ */
+export const LIVE: Pick<DigestOptions, 'ignoreColumns' | 'ignoreRows'> = {
+  ignoreColumns: { sites: ['last_seen_at'], studies: ['claimed_by', 'claimed_until'] },
+  ignoreRows: { kv: (r) => r.key === 'readiness_probe' || /^study:.*:driven_at$/.test(String(r.key)) },
+};
 
 /**
  * For "a refused request changed nothing" against a running coordinator: what a refusal still writes by design
@@ -47,5 +56,5 @@ export const LIVE_COLUMNS: Record<string, string[]> = { sites: ['last_seen_at'],
  */
 export const REFUSAL_TRAIL: DigestOptions = {
   except: ['request_nonces', 'refusals', 'audit_log', 'audit_head'],
-  ignoreColumns: LIVE_COLUMNS,
+  ...LIVE,
 };

@@ -141,7 +141,7 @@ export function governanceMigration(dialect: Dialect): Migration {
 }
 
 /**
- * 0006_lifecycle_version: a version on each study's lifecycle row, advanced by every write, so a decision is a
+ * 0007_lifecycle_version: a version on each study's lifecycle row, advanced by every write, so a decision is a
  * compare-and-set on the row as the decision read it (a state compare let an approval overwrite a withdrawal).
  */
 export const lifecycleVersionMigration: Migration = {
@@ -311,13 +311,17 @@ export interface UsageRow {
   cpuBasis: string; jobId: string | null; recordedAt: number;
 }
 
-/** Records a task's usage once; a second report for the same task is refused by the primary key. */
-export async function addUsage(db: GovDb, u: UsageRow): Promise<void> {
-  await db.insertInto('compute_usage').values({
+/**
+ * Records a task's usage once: false when the task's usage was already recorded. The primary key decides (one
+ * INSERT … ON CONFLICT DO NOTHING), not the driver's error text, so two concurrent reports cannot both count.
+ */
+export async function addUsage(db: GovDb, u: UsageRow): Promise<boolean> {
+  const r = await db.insertInto('compute_usage').values({
     task_id: u.taskId, study_id: u.studyId, site_id: u.siteId, site_institution: u.siteInstitution, site_country: u.siteCountry,
     resource_id: u.resourceId, institution: u.institution, country: u.country, scheduler: u.scheduler, cpu_seconds: u.cpuSeconds,
     gpu_seconds: u.gpuSeconds, wall_seconds: u.wallSeconds, cpu_basis: u.cpuBasis, job_id: u.jobId, recorded_at: u.recordedAt,
-  }).execute();
+  }).onConflict((oc) => oc.column('task_id').doNothing()).executeTakeFirst();
+  return Number(r.numInsertedOrUpdatedRows ?? 0n) === 1;
 }
 
 export async function listUsage(db: GovDb, studyId?: string): Promise<UsageRow[]> {

@@ -10,6 +10,7 @@
 import type { Institution, LifecycleRow, ModelCardRow, Placement, ResourceRow, SiteMembership, SiteProfile, UsageRow, GovernanceEvent } from './governance.js';
 import { memberships, toEvent, toInstitution, toPlacement } from './governance.js';
 import { spendOf, type PrivacyLedgerTable, type SiteSpend, type SpendEntry } from './privacy.js';
+import type { CountedRefusal } from './audit-bounds.js';
 import {
   StoreConflict, type AuditRow, type CommitRoundArgs, type InviteRow, type MetricRow, type ModelVersionRow, type RefusalRow, type RoundRow,
   type SiteRow, type Store, type StrategyStateRow, type StudyRow, type TaskRow, type UpdateRow, type UserRow,
@@ -19,7 +20,7 @@ type Row = Record<string, unknown>;
 const TABLES = [
   'kv', 'invites', 'sites', 'studies', 'rounds', 'tasks', 'model_versions', 'updates', 'metrics', 'refusals', 'strategy_state',
   'users', 'user_invites', 'request_nonces', 'site_cohorts', 'audit_log', 'audit_head', 'institutions', 'study_governance',
-  'governance_events', 'site_profiles', 'compute_resources', 'task_placements', 'compute_usage', 'model_cards', 'privacy_ledger',
+  'governance_events', 'site_profiles', 'compute_resources', 'task_placements', 'compute_usage', 'model_cards', 'privacy_ledger', 'study_cohorts',
 ] as const;
 type Table = (typeof TABLES)[number];
 
@@ -29,7 +30,7 @@ const PK: Record<Table, string[]> = {
   updates: ['task_id'], metrics: ['id'], refusals: ['id'], strategy_state: ['study_id', 'round'], users: ['id'], user_invites: ['token_hash'],
   request_nonces: ['key_id', 'nonce'], site_cohorts: ['site_id', 'dataset'], audit_log: ['seq'], audit_head: ['id'], institutions: ['id'],
   study_governance: ['study_id'], governance_events: ['id'], site_profiles: ['site_id'], compute_resources: ['id'], task_placements: ['task_id'],
-  compute_usage: ['task_id'], model_cards: ['study_id'], privacy_ledger: ['task_id'],
+  compute_usage: ['task_id'], model_cards: ['study_id'], privacy_ledger: ['task_id'], study_cohorts: ['study_id', 'site_id'],
 };
 const GENERATED = new Set<Table>(['metrics', 'refusals', 'governance_events']);
 /** Unique columns besides the primary key (the SQL schema's UNIQUE constraints). */
@@ -270,6 +271,13 @@ export class MemoryStore implements Store {
   openRoundOf(studyId: string): Promise<RoundRow | undefined> {
     return this.op(() => this.rows<RoundRow>('rounds').find((r) => r.study_id === studyId && r.status === 'open'));
   }
+  extendOpenRound(studyId: string, round: number, byMs: number): Promise<void> {
+    const ms = Math.round(byMs);
+    return this.op(() => {
+      if (this.update<RoundRow>('rounds', (r) => r.study_id === studyId && r.round === round && r.status === 'open', (r) => ({ deadline_at: r.deadline_at + ms })) === 0) return;
+      this.update<TaskRow>('tasks', (r) => r.study_id === studyId && r.round === round && (r.status === 'issued' || r.status === 'delivered'), (r) => ({ deadline_at: r.deadline_at + ms }));
+    });
+  }
   listRounds(studyId: string): Promise<RoundRow[]> {
     return this.op(() => this.rows<RoundRow>('rounds').filter((r) => r.study_id === studyId).sort(by((r) => r.round)));
   }
@@ -294,7 +302,8 @@ export class MemoryStore implements Store {
   resetRound(studyId: string, round: number): Promise<void> {
     return this.op(() => {
       this.delete<UpdateRow>('updates', (r) => r.study_id === studyId && r.round === round);
-      this.update<TaskRow>('tasks', (r) => r.study_id === studyId && r.round === round, () => ({ status: 'issued', delivered_at: null, done_at: null }));
+      this.update<TaskRow>('tasks', (r) => r.study_id === studyId && r.round === round && ['issued', 'delivered', 'done'].includes(r.status),
+        () => ({ status: 'issued', delivered_at: null, done_at: null }));
     });
   }
   acceptUpdate(update: UpdateRow, inTx?: (tx: Store) => Promise<void>): Promise<void> {
@@ -339,8 +348,16 @@ export class MemoryStore implements Store {
     return this.op(() => this.rows<MetricRow & { id: number }>('metrics').filter((r) => r.study_id === studyId).sort(by((r) => r.round, (r) => r.id))
       .map(({ id: _id, ...m }) => m));
   }
-  recordRefusal(row: RefusalRow): Promise<void> {
-    return this.op(() => this.insert('refusals', row));
+  countRefusal(r: CountedRefusal): Promise<number> {
+    return this.op(() => {
+      const same = this.rows<RefusalRow & { id: number }>('refusals').find((x) => x.task_id === r.task_id && x.code === r.code);
+      if (!same) {
+        this.insert('refusals', { ...r, count: 1, last_at: r.at });
+        return 1;
+      }
+      this.update<RefusalRow & { id: number }>('refusals', (x) => x.id === same.id, (x) => ({ count: x.count + 1, last_at: r.at }));
+      return same.count + 1;
+    });
   }
   listRefusals(studyId?: string): Promise<RefusalRow[]> {
     return this.op(() => this.rows<RefusalRow & { id: number }>('refusals').filter((r) => !studyId || r.study_id === studyId).sort(by((r) => r.id))
@@ -396,6 +413,17 @@ export class MemoryStore implements Store {
   }
   cohortSize(siteId: string, dataset: string): Promise<number | undefined> {
     return this.op(() => this.get<{ size: number }>('site_cohorts', siteId, dataset)?.size);
+  }
+  snapshotStudyCohorts(studyId: string, dataset: string, siteIds: readonly string[], at: number): Promise<void> {
+    return this.op(() => {
+      for (const siteId of siteIds) {
+        const c = this.get<{ size: number }>('site_cohorts', siteId, dataset);
+        if (c && !this.get('study_cohorts', studyId, siteId)) this.insert('study_cohorts', { study_id: studyId, site_id: siteId, dataset, size: c.size, declared_at: at });
+      }
+    });
+  }
+  studyCohortSize(studyId: string, siteId: string): Promise<number | undefined> {
+    return this.op(() => this.get<{ size: number }>('study_cohorts', studyId, siteId)?.size);
   }
   listCohorts(siteId: string): Promise<Record<string, number>> {
     type C = { site_id: string; dataset: string; size: number };
@@ -487,12 +515,16 @@ export class MemoryStore implements Store {
     type P = Parameters<typeof toPlacement>[0];
     return this.op(() => this.rows<P>('task_placements').filter((r) => !opts.activeOnly || ['placed', 'submitted', 'running'].includes(r.state)).sort(by((r) => r.placed_at)).map(toPlacement));
   }
-  addUsage(u: UsageRow): Promise<void> {
-    return this.op(() => this.insert('compute_usage', {
+  addUsage(u: UsageRow): Promise<boolean> {
+    return this.op(() => {
+      if (this.get('compute_usage', u.taskId)) return false;
+      this.insert('compute_usage', {
       task_id: u.taskId, study_id: u.studyId, site_id: u.siteId, site_institution: u.siteInstitution, site_country: u.siteCountry, resource_id: u.resourceId,
       institution: u.institution, country: u.country, scheduler: u.scheduler, cpu_seconds: u.cpuSeconds, gpu_seconds: u.gpuSeconds, wall_seconds: u.wallSeconds,
       cpu_basis: u.cpuBasis, job_id: u.jobId, recorded_at: u.recordedAt,
-    }));
+      });
+      return true;
+    });
   }
   listUsage(studyId?: string): Promise<UsageRow[]> {
     return this.op(() => this.rows<Row>('compute_usage').filter((r) => !studyId || r.study_id === studyId).sort(by((r) => r.recorded_at as number, (r) => r.task_id as string)).map((r) => ({

@@ -6,6 +6,7 @@
 import { Kysely, sql, type Migration, type MigrationProvider } from 'kysely';
 import { governanceMigration, lifecycleVersionMigration } from './governance.js';
 import { privacyMigration } from './privacy.js';
+import { auditBoundsMigration } from './audit-bounds.js';
 
 export type Dialect = 'sqlite' | 'postgres';
 
@@ -220,8 +221,10 @@ function trust(dialect: Dialect): Migration {
 export function migrationProvider(dialect: Dialect): MigrationProvider {
   return {
     async getMigrations() {
-      return { '0001_initial': initial(dialect), '0002_trust': trust(dialect), '0003_governance': governanceMigration(dialect), '0005_privacy': privacyMigration(dialect),
-        '0006_lifecycle_version': lifecycleVersionMigration };
+      return {
+        '0001_initial': initial(dialect), '0002_trust': trust(dialect), '0003_governance': governanceMigration(dialect), '0005_privacy': privacyMigration(dialect),
+        '0006_audit_bounds': auditBoundsMigration(dialect), '0007_lifecycle_version': lifecycleVersionMigration,
+      };
     },
   };
 }

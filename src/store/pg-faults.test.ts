@@ -88,7 +88,10 @@ describe('PostgreSQL faults (private cluster)', { skip }, () => {
   it('rides out a SIGKILLed postmaster and a 10 s outage, answering StoreUnavailable meanwhile, then resumes', async () => {
     const held = heldTransactions(2, 'pm');
     await until('two transactions holding their connections', async () => ((await store.listSites()) && (await countHeld()) >= 2 ? true : undefined));
+    const reported = lost.length;
     process.kill(cluster.postmasterPid(), 'SIGKILL');
+    // Its backends notice the postmaster's death and close their connections: both held ones report it.
+    await until('the held connections to drop', async () => (lost.length >= reported + 2 ? true : undefined));
     held.release();
     assertUnavailable(await held.done, 2);
     const downSince = Date.now();

@@ -14,6 +14,7 @@ import * as trust from './trust.js';
 import * as g from './governance.js';
 import * as audit from './audit.js';
 import * as p from './privacy.js';
+import * as bounds from './audit-bounds.js';
 import {
   StoreConflict, StoreUnavailable, type AuditRow, type CommitRoundArgs, type InviteRow, type MetricRow, type ModelVersionRow, type RefusalRow, type RoundRow,
   type SiteRow, type Store, type StrategyStateRow, type StudyRow, type TaskRow, type UpdateRow, type UserRow,
@@ -304,6 +305,16 @@ export class SqlStore implements Store {
   async listRounds(studyId: string): Promise<RoundRow[]> {
     return (await this.db.selectFrom('rounds').selectAll().where('study_id', '=', studyId).orderBy('round').execute()).map(normRound);
   }
+  async extendOpenRound(studyId: string, round: number, byMs: number): Promise<void> {
+    const ms = Math.round(byMs);
+    await this.transaction(async (tx) => {
+      const db = (tx as SqlStore).db;
+      await db.updateTable('rounds').set((eb) => ({ deadline_at: eb('deadline_at', '+', ms) }))
+        .where('study_id', '=', studyId).where('round', '=', round).where('status', '=', 'open').execute();
+      await db.updateTable('tasks').set((eb) => ({ deadline_at: eb('deadline_at', '+', ms) }))
+        .where('study_id', '=', studyId).where('round', '=', round).where('status', 'in', ['issued', 'delivered']).execute();
+    });
+  }
   async pendingTasks(siteId: string): Promise<TaskRow[]> {
     const rows = await this.db.selectFrom('tasks').selectAll().where('site_id', '=', siteId).where('status', 'in', ['issued', 'delivered']).orderBy('created_at').execute();
     return rows.map(normTask);
@@ -330,7 +341,8 @@ export class SqlStore implements Store {
     await this.transaction(async (tx) => {
       const db = (tx as SqlStore).db;
       await db.deleteFrom('updates').where('study_id', '=', studyId).where('round', '=', round).execute();
-      await db.updateTable('tasks').set({ status: 'issued', delivered_at: null, done_at: null }).where('study_id', '=', studyId).where('round', '=', round).execute();
+      await db.updateTable('tasks').set({ status: 'issued', delivered_at: null, done_at: null })
+        .where('study_id', '=', studyId).where('round', '=', round).where('status', 'in', ['issued', 'delivered', 'done']).execute();
     });
   }
   async acceptUpdate(update: UpdateRow, inTx?: (tx: Store) => Promise<void>): Promise<void> {
@@ -383,13 +395,13 @@ export class SqlStore implements Store {
     const rows = await this.db.selectFrom('metrics').select(['study_id', 'round', 'site_id', 'phase', 'name', 'value']).where('study_id', '=', studyId).orderBy('round').orderBy('id').execute();
     return rows.map((r) => ({ ...r, round: num(r.round), value: num(r.value) }));
   }
-  async recordRefusal(row: RefusalRow): Promise<void> {
-    await this.db.insertInto('refusals').values(row).execute();
+  countRefusal(r: bounds.CountedRefusal): Promise<number> {
+    return bounds.countRefusal(this.db, r);
   }
   async listRefusals(studyId?: string): Promise<RefusalRow[]> {
-    let q = this.db.selectFrom('refusals').select(['study_id', 'round', 'site_id', 'task_id', 'reason', 'at']).orderBy('id');
+    let q = this.db.selectFrom('refusals').select(['study_id', 'round', 'site_id', 'task_id', 'reason', 'at', 'code', 'count', 'last_at']).orderBy('id');
     if (studyId) q = q.where('study_id', '=', studyId);
-    return (await q.execute()).map((r) => ({ ...r, round: maybeNum(r.round), at: num(r.at) }));
+    return (await q.execute()).map((r) => ({ ...r, round: maybeNum(r.round), at: num(r.at), count: num(r.count), last_at: maybeNum(r.last_at) }));
   }
 
   // ---- trust layer ----
@@ -434,6 +446,12 @@ export class SqlStore implements Store {
   }
   listCohorts(siteId: string): Promise<Record<string, number>> {
     return trust.listCohorts(this.cdb, siteId);
+  }
+  snapshotStudyCohorts(studyId: string, dataset: string, siteIds: readonly string[], at: number): Promise<void> {
+    return this.transaction((tx) => bounds.snapshotStudyCohorts((tx as SqlStore).db, studyId, dataset, siteIds, at));
+  }
+  studyCohortSize(studyId: string, siteId: string): Promise<number | undefined> {
+    return bounds.studyCohortSize(this.db, studyId, siteId);
   }
 
   // ---- governance ----
@@ -489,7 +507,7 @@ export class SqlStore implements Store {
   listPlacements(opts: { activeOnly?: boolean } = {}): Promise<g.Placement[]> {
     return g.listPlacements(this.gdb, opts);
   }
-  addUsage(u: g.UsageRow): Promise<void> {
+  addUsage(u: g.UsageRow): Promise<boolean> {
     return g.addUsage(this.gdb, u);
   }
   listUsage(studyId?: string): Promise<g.UsageRow[]> {

@@ -165,13 +165,22 @@ export function storeSuite(b: StoreBackend): void {
         assert.equal(await store.getKv('half-done'), undefined);
       });
 
-      it('refuses an open task once, and a restarted round issues its tasks again', { skip }, async () => {
+      it('refuses an open task once; a restarted round issues its live tasks again and keeps the refused one closed', { skip }, async () => {
         assert.equal(await store.refuseTask('t2-b', now), true);
         assert.equal(await store.refuseTask('t2-b', now), false);
         await store.acceptUpdate(update('t2-a', 'a', 2));
         await store.resetRound('s1', 2);
         assert.equal(await store.countUpdates('s1', 2), 0);
-        assert.deepEqual((await store.listTasks('s1', 2)).map((t) => [t.id, t.status, t.done_at]), [['t2-a', 'issued', null], ['t2-b', 'issued', null]]);
+        assert.deepEqual((await store.listTasks('s1', 2)).map((t) => [t.id, t.status, t.done_at]), [['t2-a', 'issued', null], ['t2-b', 'refused', now]]);
+      });
+
+      it('moves an open round\'s deadline and its open tasks\' later, and leaves a committed round alone', { skip }, async () => {
+        await store.extendOpenRound('s1', 2, 500.4);
+        assert.equal((await store.getRound('s1', 2))?.deadline_at, now + 1000 + 500);
+        assert.deepEqual((await store.listTasks('s1', 2)).map((t) => t.deadline_at), [now + 1000 + 500, now + 1000], 'the refused task keeps its deadline');
+        const before = await storeDigest(store);
+        await store.extendOpenRound('s1', 1, 500);
+        assert.deepEqual(await storeDigest(store), before);
       });
 
       it('lets exactly one coordinator instance hold a study lease', { skip }, async () => {
@@ -202,11 +211,25 @@ export function storeSuite(b: StoreBackend): void {
         assert.deepEqual((await store.listStudies()).map((s) => s.id), ['s1', 's2']);
       });
 
-      it('records refusals with reasons', { skip }, async () => {
-        await store.recordRefusal({ study_id: 's1', round: 2, site_id: 'a', task_id: 't2-a', reason: 'NaN in weight', at: now });
-        await store.recordRefusal({ study_id: null, round: null, site_id: 'a', task_id: null, reason: 'unsigned', at: now });
-        assert.deepEqual((await store.listRefusals('s1')).map((r) => r.reason), ['NaN in weight']);
-        assert.deepEqual((await store.listRefusals()).map((r) => [r.reason, r.round]), [['NaN in weight', 2], ['unsigned', null]]);
+      it('counts refusals of a task per code in one row, exactly under concurrency', { skip }, async () => {
+        const r = { study_id: 's1', round: 2, site_id: 'a', task_id: 't2-a', code: 'non_finite', reason: 'NaN in weight', at: now };
+        assert.equal(await store.countRefusal(r), 1);
+        const counts = await Promise.all(Array.from({ length: 6 }, (_, i) => (i % 2 ? store : other).countRefusal({ ...r, reason: 'later', at: now + 1 })));
+        assert.deepEqual(counts.sort((x, y) => x - y), [2, 3, 4, 5, 6, 7]);
+        assert.equal(await store.countRefusal({ ...r, code: 'no_cohort', reason: 'no cohort' }), 1);
+        assert.deepEqual((await store.listRefusals('s1')).map((x) => [x.code, x.count, x.reason, x.last_at]), [['non_finite', 7, 'NaN in weight', now + 1], ['no_cohort', 1, 'no cohort', now]],
+          'the first reason stays');
+        assert.equal((await store.listRefusals()).length, 2);
+        assert.deepEqual(await store.listRefusals('other'), []);
+      });
+
+      it('freezes the cohorts declared at a study\'s start', { skip }, async () => {
+        await store.declareCohorts('a', { heart: 100 }, now);
+        await store.snapshotStudyCohorts('s1', 'heart', ['a', 'b'], now);
+        await store.declareCohorts('a', { heart: 1_000_000_000 }, now + 1);
+        await store.snapshotStudyCohorts('s1', 'heart', ['a'], now + 1);
+        assert.equal(await store.studyCohortSize('s1', 'a'), 100, 'a later declaration does not move the frozen size');
+        assert.equal(await store.studyCohortSize('s1', 'b'), undefined, 'b declared nothing then');
       });
 
       it('keeps key/value pairs, replaced on write', { skip }, async () => {
@@ -360,8 +383,8 @@ export function storeSuite(b: StoreBackend): void {
         assert.equal((await store.listPlacements({ activeOnly: true })).length, 0);
         const usage = { taskId: 't-a', studyId: 's1', siteId: 'a', siteInstitution: 'aiims', siteCountry: 'IN', resourceId: 'hpc', institution: 'aiims', country: 'IN',
           scheduler: 'slurm', cpuSeconds: 1.5, gpuSeconds: 0, wallSeconds: 2, cpuBasis: 'cgroup', jobId: 'j1', recordedAt: now };
-        await store.addUsage(usage);
-        await assert.rejects(store.addUsage(usage), StoreConflict, 'a second report for one task');
+        assert.equal(await store.addUsage(usage), true);
+        assert.equal(await store.addUsage({ ...usage, cpuSeconds: 7 }), false, 'a second report for one task is not recorded');
         assert.deepEqual(await store.listUsage('s1'), [usage]);
         await store.putModelCard({ studyId: 's1', json: { a: 1 }, markdown: '# card', auditHead: 'h', createdAt: now });
         await store.putModelCard({ studyId: 's1', json: { a: 2 }, markdown: '# later', auditHead: 'h2', createdAt: now + 1 });
@@ -410,7 +433,7 @@ export function storeSuite(b: StoreBackend): void {
     describe('storeDigest', () => {
       it('covers every table, audit chain and ledger included, and sees an UPDATE that keeps the row count', { skip }, async () => {
         const d = await storeDigest(store);
-        for (const t of ['sites', 'studies', 'tasks', 'audit_log', 'audit_head', 'privacy_ledger', 'request_nonces', 'study_governance', 'governance_events', 'compute_usage', 'kv']) {
+        for (const t of ['sites', 'studies', 'tasks', 'refusals', 'audit_log', 'audit_head', 'privacy_ledger', 'request_nonces', 'study_governance', 'governance_events', 'compute_usage', 'study_cohorts', 'kv']) {
           assert.ok(d[t], `table ${t} is in the digest`);
         }
         await store.touchSite('a', now + 99);

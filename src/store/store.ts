@@ -20,6 +20,7 @@ import type {
   GovernanceEvent, Institution, LifecycleRow, ModelCardRow, Placement, ResourceRow, SiteMembership, SiteProfile, UsageRow,
 } from './governance.js';
 import type { PrivacyLedgerTable, SiteSpend, SpendEntry } from './privacy.js';
+import type { CountedRefusal } from './audit-bounds.js';
 
 export type SiteRow = SitesTable;
 export type StudyRow = StudiesTable;
@@ -36,6 +37,7 @@ export type StrategyStateRow = StrategyStateTable;
 export type AuditRow = AuditLogTable;
 export type { GovernanceEvent, Institution, LifecycleRow, ModelCardRow, Placement, ResourceRow, SiteMembership, SiteProfile, UsageRow, SiteSpend, SpendEntry };
 export type LedgerRow = PrivacyLedgerTable;
+export type { CountedRefusal };
 
 /** Thrown when a state change is refused because the row is not in the state the caller expected, or a unique key is taken. */
 export class StoreConflict extends Error {
@@ -114,6 +116,8 @@ export interface Store {
   openRound(round: RoundRow, tasks: TaskRow[], inTx?: (tx: Store) => Promise<void>): Promise<void>;
   getRound(studyId: string, round: number): Promise<RoundRow | undefined>;
   openRoundOf(studyId: string): Promise<RoundRow | undefined>;
+  /** Moves an open round's deadline, and its open tasks' deadlines, `byMs` later (the coordinator's downtime given back); a closed round is left alone. */
+  extendOpenRound(studyId: string, round: number, byMs: number): Promise<void>;
   listRounds(studyId: string): Promise<RoundRow[]>;
   /** Tasks waiting for a site (issued or delivered), oldest first. */
   pendingTasks(siteId: string): Promise<TaskRow[]>;
@@ -124,7 +128,7 @@ export interface Store {
   refuseTask(taskId: string, now: number): Promise<boolean>;
   /** True when `siteId` holds (or held) a task that references model version `versionId`. */
   siteMayReadModel(siteId: string, versionId: string): Promise<boolean>;
-  /** A restarted SecAgg+ round: its update rows go and its tasks are issued again. */
+  /** A restarted SecAgg+ round: its update rows go and its live tasks (issued, delivered, done) are issued again; refused and expired ones stay closed. */
   resetRound(studyId: string, round: number): Promise<void>;
   /** Records a result and closes its task together; StoreConflict when the task or its round is no longer open. */
   acceptUpdate(update: UpdateRow, inTx?: (tx: Store) => Promise<void>): Promise<void>;
@@ -134,7 +138,12 @@ export interface Store {
   commitRound(args: CommitRoundArgs): Promise<void>;
   latestStrategyState(studyId: string): Promise<StrategyStateRow | undefined>;
   listMetrics(studyId: string): Promise<MetricRow[]>;
-  recordRefusal(row: RefusalRow): Promise<void>;
+  /**
+   * Records a refusal of a task for `code`: the first makes the row (count 1), each later one increments it and
+   * sets last_at; one statement, so concurrent refusals of one task count exactly. Returns the count.
+   */
+  countRefusal(r: CountedRefusal): Promise<number>;
+  /** Refusals (of a study), oldest first, with their codes and counts. */
   listRefusals(studyId?: string): Promise<RefusalRow[]>;
 
   // ---- users, user invites, request nonces, declared cohorts ----
@@ -158,6 +167,10 @@ export interface Store {
   declareCohorts(siteId: string, sizes: Record<string, number>, now: number): Promise<void>;
   cohortSize(siteId: string, dataset: string): Promise<number | undefined>;
   listCohorts(siteId: string): Promise<Record<string, number>>;
+  /** Freezes, inside the start transaction, what each participant had declared for `dataset` (bounds its example counts in the study). */
+  snapshotStudyCohorts(studyId: string, dataset: string, siteIds: readonly string[], at: number): Promise<void>;
+  /** The cohort a site had declared when the study started (undefined: none then, or the study predates this). */
+  studyCohortSize(studyId: string, siteId: string): Promise<number | undefined>;
 
   // ---- consortium: institutions, memberships ----
   /** StoreConflict when the id is taken. */
@@ -191,8 +204,8 @@ export interface Store {
   putPlacement(p: Placement): Promise<void>;
   updatePlacement(taskId: string, set: { jobId?: string | null; state?: string }): Promise<void>;
   listPlacements(opts?: { activeOnly?: boolean }): Promise<Placement[]>;
-  /** Records a task's usage once; a second report for the same task is a StoreConflict. */
-  addUsage(u: UsageRow): Promise<void>;
+  /** Records a task's usage once: false when its usage is already recorded (the primary key decides). */
+  addUsage(u: UsageRow): Promise<boolean>;
   listUsage(studyId?: string): Promise<UsageRow[]>;
   /** Keeps the first card of a study. */
   putModelCard(c: ModelCardRow): Promise<void>;

@@ -96,7 +96,7 @@ describe('probes, request ids and metrics', () => {
     assert.equal(sample(t, 'setu_rounds_total', { event: 'opened', kind: 'fit' }), before + 1, 'rounds counted from the bus');
     assert.ok(sample(t, 'setu_refusals_total')! >= 1);
     assert.equal(sample(t, 'setu_event_streams_open'), 1, 'one open stream');
-    for (const name of ['setu_retries_total', 'setu_tasks_total', 'setu_store_query_duration_seconds', 'setu_store_ready', 'process_resident_memory_bytes']) assert.match(t, new RegExp(`^# TYPE ${name} `, 'm'), `${name} is exposed`);
+    for (const name of ['setu_engine_retries_total', 'setu_tasks_total', 'setu_store_query_duration_seconds', 'setu_store_ready', 'process_resident_memory_bytes']) assert.match(t, new RegExp(`^# TYPE ${name} `, 'm'), `${name} is exposed`);
     ac.abort();
     await waitFor('the stream to close', async () => (sample((await inject(c.app, 'GET', '/metrics')).body, 'setu_event_streams_open') === 0 ? true : undefined), 10_000, 20);
   });

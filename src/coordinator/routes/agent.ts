@@ -6,6 +6,7 @@ import { SafetensorsError, decodeSafetensors, decodeTensors, headerLayout, readS
 import { firstNonFinite, layoutDifference, layoutOf, type ResolvedRules, type Weights, type WeightsLayout } from '../../protocol/tensors.js';
 import { rulesOf, updateLayout } from '../study-model.js';
 import { appendAudit } from '../../governance/audit-store.js';
+import { auditsRefusal } from '../../store/audit-bounds.js';
 import { StoreConflict, type TaskRow } from '../../store/store.js';
 import { HttpError, requireSite } from '../auth.js';
 import { digestHex, normStatsKey, studySeed } from '../engine.js';
@@ -62,6 +63,8 @@ export function agentRoutes(app: FastifyInstance, ctx: RouteContext): void {
       seed: studySeed(spec),
       deadlineAt: task.deadline_at,
       ...(privacy ? { privacy } : {}),
+      // Every site becomes a witness of the audit head: a later rollback of the log contradicts what it holds.
+      auditCheckpoint: await audit.checkpoint(now()),
     };
   }
 
@@ -97,11 +100,13 @@ export function agentRoutes(app: FastifyInstance, ctx: RouteContext): void {
     if (!task || task.site_id !== site.id) throw new HttpError(403, 'forbidden', `task ${req.params.id} was not given to this site`);
     const bodyDigest = Buffer.isBuffer(req.body) ? digestHex(req.body) : req.rawBody ? digestHex(req.rawBody) : null;
     // A refusal is logged and audited (with the digest of what was sent) in one transaction; nothing else changes.
+    // Bounded: one refusal row per (task, code) that counts the attempts, and an audit entry for the 1st, 2nd, 4th,
+    // 8th… of them (store/audit-bounds.ts), so a site that uploads garbage in a loop cannot grow either without end.
     const refuse = async (status: number, code: string, reason: string): Promise<never> => {
       const t = now();
       await store.transaction(async (tx) => {
-        await tx.recordRefusal({ study_id: task.study_id, round: task.round, site_id: site.id, task_id: task.id, reason, at: t });
-        await appendAudit(tx, audit.key, { ts: t, actor: site.id, kind: 'update.refused', subject: task.id, data: { study: task.study_id, round: task.round, code, reason, digest: bodyDigest } });
+        const count = await tx.countRefusal({ study_id: task.study_id, round: task.round, site_id: site.id, task_id: task.id, code, reason, at: t });
+        if (auditsRefusal(count)) await appendAudit(tx, audit.key, { ts: t, actor: site.id, kind: 'update.refused', subject: task.id, data: { study: task.study_id, round: task.round, code, reason, digest: bodyDigest, count } });
       });
       bus.emit({ type: 'update.refused', studyId: task.study_id, round: task.round, siteId: site.id, reason });
       throw new HttpError(status, code, reason);
@@ -165,9 +170,15 @@ export function agentRoutes(app: FastifyInstance, ctx: RouteContext): void {
       if (sp) return refuse(400, 'privacy_report', sp);
     }
     // The example count must be plausible: no more than the cohort the site declared for this dataset.
+    // And never more than it had declared when the study started: a cohort raised mid-study (audited, routes/sites.ts)
+    // cannot buy a larger FedAvg weight in a running study.
     const cohort = await store.cohortSize(site.id, spec.dataset);
     if (cohort === undefined) return refuse(400, 'no_cohort', `site ${site.name} has declared no cohort size for dataset "${spec.dataset}" (PUT /v1/agent/cohorts)`);
     if (meta.numExamples > cohort) return refuse(400, 'implausible_update', `numExamples ${meta.numExamples} exceeds the ${cohort} examples site ${site.name} declared for "${spec.dataset}"`);
+    const atStart = await store.studyCohortSize(task.study_id, site.id);
+    if (atStart !== undefined && meta.numExamples > atStart) {
+      return refuse(400, 'implausible_update', `numExamples ${meta.numExamples} exceeds the ${atStart} examples site ${site.name} declared for "${spec.dataset}" when study ${spec.name} started`);
+    }
     for (const [k, v] of Object.entries({ ...meta.trainMetrics, ...meta.evalMetrics })) {
       if (!Number.isFinite(v)) return refuse(400, 'non_finite', `metric ${k} is not finite`);
     }

@@ -14,6 +14,7 @@ import { Type, type Static } from '@sinclair/typebox';
 import type { RouteContext } from './context.js';
 import { HttpError, requireSite, requireUser } from '../auth.js';
 import { appendAudit } from '../../governance/audit-store.js';
+import { auditsRefusal } from '../../store/audit-bounds.js';
 import type { Placement } from '../../store/governance.js';
 import { ComputeValidationError, parseResource } from '../../compute/validate.js';
 import { freeAt, place } from '../../compute/placement.js';
@@ -162,8 +163,14 @@ export function computeRoutes(app: FastifyInstance, ctx: RouteContext, cfg: Gove
       ...(d.minGpuMemoryGiB !== undefined ? { minGpuMemoryGiB: d.minGpuMemoryGiB } : {}), allowedJurisdictions: allowed }, live);
     const t = now();
     if (!r.ok) {
-      await store.recordRefusal({ study_id: task.study_id, round: task.round, site_id: site.id, task_id: task.id, reason: r.reason, at: t });
-      await store.addEvent({ studyId: task.study_id, kind: 'placement.refused', actor: 'coordinator', data: { task: task.id, site: site.name, reason: r.reason, rejected: r.rejected }, at: t });
+      // One transaction: the refusal (counted per task, store/audit-bounds.ts), its event and its audit entry (on the
+      // 1st, 2nd, 4th… refusal of the task, so an agent retrying placement cannot grow the log without end).
+      await store.transaction(async (tx) => {
+        const count = await tx.countRefusal({ study_id: task.study_id, round: task.round, site_id: site.id, task_id: task.id, code: 'no_placement', reason: r.reason, at: t });
+        if (!auditsRefusal(count)) return;
+        await tx.addEvent({ studyId: task.study_id, kind: 'placement.refused', actor: 'coordinator', data: { task: task.id, site: site.name, reason: r.reason, rejected: r.rejected, count }, at: t });
+        await appendAudit(tx, ctx.audit.key, { ts: t, actor: 'coordinator', kind: 'placement.refused', subject: task.id, data: JSON.parse(JSON.stringify({ study: task.study_id, round: task.round, site: site.name, reason: r.reason, rejected: r.rejected, count })) });
+      });
       throw new HttpError(409, 'no_placement', r.reason);
     }
     const p: Placement = { taskId: task.id, studyId: task.study_id, siteId: site.id, resourceId: r.resource.id, reason: r.reason, placedAt: t, jobId: null, state: 'placed' };
@@ -201,19 +208,16 @@ export function computeRoutes(app: FastifyInstance, ctx: RouteContext, cfg: Gove
       contributor = { institution: me?.institutionId ?? me?.institution ?? site.name, country: me?.jurisdiction ?? '??', resourceId: u.resourceId };
     }
     const t = now();
-    try {
-      await store.transaction(async (tx) => {
-        await tx.addUsage({
+    const recorded = await store.transaction(async (tx) => {
+      if (!(await tx.addUsage({
           taskId: task.id, studyId: task.study_id, siteId: site.id, siteInstitution: me?.institutionId ?? me?.institution ?? site.name, siteCountry: me?.jurisdiction ?? '??',
           resourceId: contributor.resourceId, institution: contributor.institution, country: contributor.country, scheduler: u.scheduler,
           cpuSeconds: u.cpuSeconds, gpuSeconds: u.gpuSeconds, wallSeconds: u.wallSeconds, cpuBasis: u.cpuBasis, jobId: u.jobId ?? null, recordedAt: t,
-        });
-        if (placement) await tx.updatePlacement(task.id, { state: 'done', ...(u.jobId ? { jobId: u.jobId } : {}) });
-      });
-    } catch (e) {
-      if (/unique|duplicate|constraint/i.test((e as Error).message)) throw new HttpError(409, 'conflict', `usage of task ${task.id} is already recorded`);
-      throw e;
-    }
+      }))) return false;
+      if (placement) await tx.updatePlacement(task.id, { state: 'done', ...(u.jobId ? { jobId: u.jobId } : {}) });
+      return true;
+    });
+    if (!recorded) throw new HttpError(409, 'conflict', `usage of task ${task.id} is already recorded`);
     return reply.status(201).send({ recorded: true });
   });
 
@@ -223,15 +227,18 @@ export function computeRoutes(app: FastifyInstance, ctx: RouteContext, cfg: Gove
     if (task.status !== 'issued' && task.status !== 'delivered') throw new HttpError(409, 'conflict', `task ${task.id} is ${task.status}`);
     const t = now();
     const reason = `site ${site.name} refused task ${task.id}: ${req.body.reason}`;
-    await store.recordRefusal({ study_id: task.study_id, round: task.round, site_id: site.id, task_id: task.id, reason, at: t });
-    await store.transaction(async (tx) => {
+    // One transaction, closing the task first: of two refusals (or a refusal and the deadline) one wins, and the
+    // refusal row, the event, the audit entry and the placement's state are written with the close or not at all.
+    const closed = await store.transaction(async (tx) => {
       // A refused task is closed: it is not delivered again (the agent would refuse it on every poll) and takes no result.
-      await tx.refuseTask(task.id, t);
+      if (!(await tx.refuseTask(task.id, t))) return false;
+      await tx.countRefusal({ study_id: task.study_id, round: task.round, site_id: site.id, task_id: task.id, code: 'site_refused', reason, at: t });
       await tx.addEvent({ studyId: task.study_id, kind: 'task.refused', actor: site.id, data: { task: task.id, reason: req.body.reason }, at: t });
       await appendAudit(tx, ctx.audit.key, { ts: t, actor: site.id, kind: 'update.refused', subject: task.id, data: { study: task.study_id, round: task.round, site: site.name, by: 'site', reason: req.body.reason } });
+      if (await tx.getPlacement(task.id)) await tx.updatePlacement(task.id, { state: 'refused' });
+      return true;
     });
-    const p = await store.getPlacement(task.id);
-    if (p) await store.updatePlacement(task.id, { state: 'refused' });
+    if (!closed) throw new HttpError(409, 'conflict', `task ${task.id} is no longer open; it takes no refusal`);
     ctx.bus.emit({ type: 'update.refused', studyId: task.study_id, round: task.round, siteId: site.id, reason });
     return { recorded: true };
   });

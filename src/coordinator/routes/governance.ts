@@ -308,6 +308,8 @@ async function startInner(ctx: RouteContext, principal: Principal, studyId: stri
   const bytes = uploaded ? undefined : encodeSafetensors(initialWeights(spec), { study: s.id, round: '0' });
   await store.transaction(async (tx) => {
     await tx.startStudy(s.id, participants, bytes && { id: `${s.id}.v0`, study_id: s.id, round: 0, weights: bytes, digest: digestHex(bytes), created_at: t }, t);
+    // What each participant declared for the dataset now bounds its example counts (FedAvg weights) in this study.
+    await tx.snapshotStudyCohorts(s.id, spec.dataset, participants, t);
     await commitTransitions(tx, { store, audit: ctx.audit.key }, before, steps);
   });
   ctx.bus.emit({ type: 'study.status', studyId: s.id, status: 'running' });

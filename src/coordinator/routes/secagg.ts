@@ -7,7 +7,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { RouteContext } from './context.js';
 import { HttpError, requireSite } from '../auth.js';
-import type { SecAggSession, SessionStage } from '../secagg.js';
+import { servedElsewhere, type SecAggSession, type SessionStage } from '../secagg.js';
 import { decodeKeys, decodeMaskedInput, decodeShares, decodeUnmaskResponse } from '../../privacy/secagg/wire.js';
 import { ResultMetaSchema, checkValue, type ResultMeta, type StudySpec } from '../../protocol/api.js';
 import { appendAudit } from '../../governance/audit-store.js';
@@ -26,6 +26,8 @@ export function secaggRoutes(app: FastifyInstance, ctx: RouteContext): void {
     if (!task || task.site_id !== site.id) throw new HttpError(403, 'forbidden', `task ${req.params.taskId} was not given to this site`);
     const session = engine.secagg.byTask(task);
     if (!session && (await store.getRound(task.study_id, task.round))?.status !== 'open') throw new HttpError(409, 'secagg_round_closed', `round ${task.round} of ${task.study_id} has closed`);
+    const elsewhere = session ? undefined : await servedElsewhere(store, task, engine.instanceId, now());
+    if (elsewhere) throw new HttpError(503, 'secagg_elsewhere', elsewhere);
     if (!session) throw new HttpError(409, 'secagg_no_session', `no SecAgg+ session is open for task ${task.id} (the round has closed, or the coordinator restarted it and will issue the task again)`);
     if (sessionId !== undefined && sessionId !== session.id) throw new HttpError(409, 'secagg_session', `SecAgg+ session ${String(sessionId)} has ended; session ${session.id} replaced it: start again from setup`);
     if (session.stage === 'aborted') throw new HttpError(409, 'secagg_aborted', `the SecAgg+ round was aborted: ${session.error}`);
@@ -168,6 +170,8 @@ export function secaggRoutes(app: FastifyInstance, ctx: RouteContext): void {
     const cohort = await store.cohortSize(siteId, spec.dataset);
     if (cohort === undefined) throw new HttpError(400, 'no_cohort', `site ${siteName} has declared no cohort size for dataset "${spec.dataset}"`);
     if (meta.numExamples > cohort) throw new HttpError(400, 'implausible_update', `numExamples ${meta.numExamples} exceeds the ${cohort} examples site ${siteName} declared`);
+    const atStart = await store.studyCohortSize(task.study_id, siteId);
+    if (atStart !== undefined && meta.numExamples > atStart) throw new HttpError(400, 'implausible_update', `numExamples ${meta.numExamples} exceeds the ${atStart} examples site ${siteName} declared when the study started`);
     for (const [k, v] of Object.entries({ ...meta.trainMetrics, ...meta.evalMetrics })) if (!Number.isFinite(v)) throw new HttpError(400, 'non_finite', `metric ${k} is not finite`);
     const sp = spendProblem(spec, meta.privacy);
     if (sp) throw new HttpError(400, 'privacy_report', sp);

@@ -81,7 +81,19 @@ export function siteRoutes(app: FastifyInstance, ctx: RouteContext): void {
   // It is part of the site submitting plausible updates, hence the update.submit action.
   app.put<{ Body: CohortsRequest }>('/v1/agent/cohorts', { schema: { body: CohortsRequestSchema }, preValidation: auth }, async (req) => {
     const site = requireSite(req.principal!, 'update.submit');
-    await store.declareCohorts(site.id, req.body.cohorts, now());
+    // A change is audited in the same transaction (an agent re-declaring the same sizes at each start adds nothing). A
+    // raise counts only for studies that start later: running studies keep the sizes frozen at their start.
+    await store.transaction(async (tx) => {
+      const t = now();
+      const before = new Map(Object.entries(await tx.listCohorts(site.id))); // dataset names come from outside: a Map
+      const changed = Object.entries(req.body.cohorts).filter(([d, n]) => before.get(d) !== n);
+      if (changed.length === 0) return;
+      await tx.declareCohorts(site.id, req.body.cohorts, t);
+      await appendAudit(tx, audit.key, {
+        ts: t, actor: site.id, kind: 'site.cohorts_declared', subject: site.id,
+        data: { name: site.name, changes: changed.map(([dataset, size]) => ({ dataset, before: before.get(dataset) ?? null, after: size })) },
+      });
+    });
     return { siteId: site.id, cohorts: await store.listCohorts(site.id) };
   });
 
@@ -109,8 +121,14 @@ export function siteRoutes(app: FastifyInstance, ctx: RouteContext): void {
     const user = requireUser(req.principal!, 'site.revoke');
     const site = (await store.getSite(req.params.id)) ?? (await store.getSiteByName(req.params.id));
     if (!site) throw new HttpError(404, 'not_found', `no site ${req.params.id}`);
-    if (user.scope === 'own-institution' && (user.institution === null || site.institution !== user.institution)) {
-      throw new HttpError(403, 'forbidden', `a site admin may revoke sites of their own institution (${user.institution ?? 'none'}) only`);
+    if (user.scope === 'own-institution') {
+      // A linked site's row holds its institution's name and id; a site admin's invite names either. Compare both
+      // (comparing the name with the id refused a site admin their own institution's linked sites).
+      const m = (await store.listMemberships()).find((x) => x.id === site.id);
+      const theirs = [m?.institutionId, m?.institution, site.institution].filter((x): x is string => !!x);
+      if (user.institution === null || !theirs.includes(user.institution)) {
+        throw new HttpError(403, 'forbidden', `a site admin may revoke sites of their own institution (${user.institution ?? 'none'}) only; site ${site.name} belongs to ${theirs[0] ?? 'no institution'}`);
+      }
     }
     const t = now();
     const done = await store.transaction(async (tx) => {

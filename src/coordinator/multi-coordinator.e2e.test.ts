@@ -1,0 +1,254 @@
+/**
+ * Two coordinator processes on one PostgreSQL, behind a small TCP load balancer that spreads the agents'
+ * connections over both (and skips one that refuses them). The study is driven by whichever holds its lease;
+ * that one is SIGKILLed mid-study, the other takes the lease over and finishes the study, and the final model
+ * is bit-for-bit the one of an uninterrupted run on the same two coordinators.
+ *
+ * SecAgg+ sessions live in the memory of the coordinator driving the study: the other one answers the stages
+ * 503 `secagg_elsewhere`, naming the one that serves them (never a silent 409 or a second session).
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { createServer, connect, type Server, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createHash } from 'node:crypto';
+import type { ChildProcess } from 'node:child_process';
+import { openStore } from '../store/store.js';
+import { decodeSafetensors } from '../protocol/safetensors.js';
+import { createTempDatabase, pgSkipReason } from '../testing/pg.js';
+import { adminClient, freePort, runSetu, startHeartSite, stopAll, studyLeadClient, waitFor } from '../testing/processes.js';
+import { INSTANCE_ID_FILE } from './instance.js';
+import { startCoordinator, type RunningCoordinator } from './start.js';
+import { HttpClient, type Signer } from '../site/http.js';
+import { generateSigningKeys, signRequest } from '../protocol/signing.js';
+import type { TaskMessage, TrainerDeclaration } from '../protocol/api.js';
+
+const ROUNDS = 8;
+
+/** `setu coordinator start` on PostgreSQL; resolves once it listens. */
+async function coordinator(dataDir: string, db: string, port: number, logFile: string): Promise<ChildProcess> {
+  const child = runSetu(['coordinator', 'start', '--data-dir', dataDir, '--db', db, '--port', String(port)], logFile);
+  await new Promise<void>((resolve, reject) => {
+    let out = '';
+    const timer = setTimeout(() => reject(new Error(`coordinator did not listen within 60 s; see ${logFile}`)), 60_000);
+    child.stdout!.on('data', (d: Buffer) => {
+      out += d.toString();
+      if (out.includes('"event":"listening"')) {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`coordinator exited with ${code}; see ${logFile}`));
+    });
+  });
+  return child;
+}
+
+/** A round-robin TCP balancer over local ports: each new connection goes to the next backend that accepts it. */
+function balancer(ports: number[]): Promise<{ port: number; close: () => Promise<void> }> {
+  let next = 0;
+  const open = new Set<Socket>();
+  const server: Server = createServer((client) => {
+    open.add(client);
+    client.on('close', () => open.delete(client));
+    client.on('error', () => {});
+    const start = next++;
+    const attempt = (k: number) => {
+      if (k >= ports.length || client.destroyed) return client.destroy();
+      const up = connect(ports[(start + k) % ports.length]!, '127.0.0.1');
+      let connected = false;
+      up.once('connect', () => {
+        connected = true;
+        open.add(up);
+        client.pipe(up);
+        up.pipe(client);
+      });
+      up.on('error', () => (connected ? client.destroy() : attempt(k + 1)));
+      up.on('close', () => {
+        open.delete(up);
+        if (connected) client.destroy();
+      });
+      client.on('close', () => up.destroy());
+    };
+    attempt(0);
+  });
+  return new Promise((resolve) =>
+    server.listen(0, '127.0.0.1', () => {
+      const a = server.address();
+      resolve({
+        port: typeof a === 'object' && a ? a.port : 0,
+        close: () => new Promise<void>((r) => {
+          for (const s of open) s.destroy();
+          server.close(() => r());
+        }),
+      });
+    }),
+  );
+}
+
+async function weightDigests(db: string, studyId: string): Promise<Map<number, string>> {
+  const store = await openStore(db);
+  try {
+    const out = new Map<number, string>();
+    for (const v of await store.listModelVersions(studyId)) {
+      const w = decodeSafetensors((await store.getModelVersion(v.id))!.weights).weights;
+      const h = createHash('sha256');
+      for (const k of Object.keys(w).sort()) h.update(k).update(new Uint8Array(w[k]!.data.buffer, w[k]!.data.byteOffset, w[k]!.data.byteLength));
+      out.set(v.round, h.digest('hex'));
+    }
+    return out;
+  } finally {
+    await store.close();
+  }
+}
+
+async function federation(kill: boolean): Promise<{ digests: Map<number, string>; killed?: string; finishedBy?: string | null }> {
+  const dir = mkdtempSync(join(tmpdir(), 'setu-multi-'));
+  const pg = await createTempDatabase();
+  const children: ChildProcess[] = [];
+  let lb: Awaited<ReturnType<typeof balancer>> | undefined;
+  try {
+    const [pa, pb] = [await freePort(), await freePort()];
+    const dirs = [join(dir, 'coord-a'), join(dir, 'coord-b')];
+    const a = await coordinator(dirs[0]!, pg.url, pa, join(dir, 'coord-a.log'));
+    // The second coordinator signs the same audit chain: it gets the first one's coordinator.key (and nothing else).
+    mkdirSync(dirs[1]!, { recursive: true });
+    copyFileSync(join(dirs[0]!, 'coordinator.key'), join(dirs[1]!, 'coordinator.key'));
+    const b = await coordinator(dirs[1]!, pg.url, pb, join(dir, 'coord-b.log'));
+    const coords = [a, b];
+    children.push(a, b);
+    const ids = dirs.map((d) => readFileSync(join(d, INSTANCE_ID_FILE), 'utf8').trim());
+    assert.notEqual(ids[0], ids[1], 'two data directories, two instances');
+    lb = await balancer([pa, pb]);
+    const url = `http://127.0.0.1:${lb.port}`;
+    const admin = adminClient(dirs[0]!, url);
+    for (let c = 0; c < 4; c++) {
+      const inv = await admin.json<{ token: string }>('POST', '/v1/invites', { siteName: `hospital-${c}` });
+      children.push(startHeartSite(join(dir, `site-${c}`), url, c, inv.token));
+    }
+    await waitFor('4 enrolled sites', async () => ((await admin.json<unknown[]>('GET', '/v1/sites')).length === 4 ? true : undefined), 30_000);
+    const lead = await studyLeadClient(admin, url);
+    const { id } = await lead.json<{ id: string }>('POST', '/v1/studies', {
+      name: 'two-coordinators',
+      dataset: 'heart',
+      model: { kind: 'logistic', inputDim: 13 },
+      strategy: { name: 'FedAvg' },
+      rounds: ROUNDS,
+      fit: { localSteps: 100, batchSize: 4, optimizer: { kind: 'sgd', lr: 0.001 } },
+      seed: 7,
+    });
+    await lead.json('POST', `/v1/studies/${id}/start`, {});
+    const status = () => admin.json<{ status: string; round: number; error: string | null }>('GET', `/v1/studies/${id}`);
+    const holder = async () => {
+      const store = await openStore(pg.url);
+      try {
+        return (await store.getStudy(id))?.claimed_by ?? null;
+      } finally {
+        await store.close();
+      }
+    };
+    let killed: string | undefined;
+    if (kill) {
+      await waitFor('two committed rounds', async () => ((await status()).round >= 2 ? true : undefined), 90_000, 50);
+      killed = (await holder())!;
+      const k = ids.indexOf(killed);
+      assert.ok(k >= 0, `the study is driven by one of the two coordinators (${killed})`);
+      coords[k]!.kill('SIGKILL');
+      await new Promise((r) => coords[k]!.once('exit', r));
+    }
+    const final = await waitFor('the study to finish', async () => {
+      const s = await status();
+      return ['completed', 'failed', 'stopped'].includes(s.status) ? s : undefined;
+    }, 180_000, 200);
+    assert.equal(final.status, 'completed', final.error ?? '');
+    const finishedBy = await holder();
+    await stopAll(children);
+    const store = await openStore(pg.url);
+    const versions = await store.listModelVersions(id);
+    const rounds = await store.listRounds(id);
+    await store.close();
+    assert.deepEqual(versions.map((v) => v.round), Array.from({ length: ROUNDS + 1 }, (_, i) => i), 'one model version per round, none lost, none duplicated');
+    assert.equal(rounds.filter((r) => r.status === 'committed').length, ROUNDS + 1);
+    return { digests: await weightDigests(pg.url, id), ...(killed ? { killed, finishedBy } : {}) };
+  } finally {
+    await stopAll(children);
+    await lb?.close();
+    await pg.drop().catch(() => {});
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+test('two coordinators on one PostgreSQL: the one driving a study is SIGKILLed, the other finishes it with the same model', { timeout: 420_000 }, async (t) => {
+  const skip = await pgSkipReason();
+  if (skip) return t.skip(skip);
+  const crashed = await federation(true);
+  assert.ok(crashed.finishedBy && crashed.finishedBy !== crashed.killed, `the survivor (${crashed.finishedBy}) took the study over from ${crashed.killed}`);
+  const clean = await federation(false);
+  assert.deepEqual([...crashed.digests.entries()], [...clean.digests.entries()], 'the interrupted run ends with exactly the model of an uninterrupted one');
+});
+
+test('SecAgg+ with two coordinators: the one driving the study serves the stages, the other answers 503 naming it', { timeout: 120_000 }, async (t) => {
+  const skip = await pgSkipReason();
+  if (skip) return t.skip(skip);
+  const dir = mkdtempSync(join(tmpdir(), 'setu-multi-secagg-'));
+  const pg = await createTempDatabase();
+  const coords: RunningCoordinator[] = [];
+  try {
+    const a = await startCoordinator({ dataDir: join(dir, 'a'), db: pg.url, port: 0, tickMs: 50 });
+    coords.push(a);
+    mkdirSync(join(dir, 'b'), { recursive: true });
+    copyFileSync(join(dir, 'a', 'coordinator.key'), join(dir, 'b', 'coordinator.key'));
+    // B's engine does not run: the study is A's (its lease), whatever the timing.
+    const b = await startCoordinator({ dataDir: join(dir, 'b'), db: pg.url, port: 0, tickMs: 50 });
+    coords.push(b);
+    await b.engine.stop();
+    const call = (url: string, key: Signer | undefined, method: string, path: string, json?: unknown) =>
+      new HttpClient({ baseUrl: url, ...(key ? { signer: key } : {}), giveUpAfterMs: 1 }).json<any>(method, path, json);
+    const admin: Signer = { keyId: a.adminKey!.keyId, privateKey: a.adminKey!.privateKey };
+    const builtin: TrainerDeclaration = { kind: 'builtin', description: 'built-in', models: ['logistic', 'mlp', 'cox'], features: ['evaluate', 'fedprox', 'scaffold', 'dp-sgd', 'dp-client', 'secagg', 'tensor-rules'] };
+    const sites: Signer[] = [];
+    for (const name of ['h0', 'h1', 'h2']) {
+      const inv = await call(a.url, admin, 'POST', '/v1/invites', { siteName: name });
+      const k = generateSigningKeys();
+      const e = await call(a.url, undefined, 'POST', '/v1/enrol', { token: inv.token, publicKey: k.publicKeyRaw, cohorts: { heart: 100 } });
+      const key = { keyId: e.siteId as string, privateKey: k.privateKeyPem };
+      await call(a.url, key, 'PUT', '/v1/agent/trainer', builtin);
+      sites.push(key);
+    }
+    const inv = await call(a.url, admin, 'POST', '/v1/users', { name: 'lead', role: 'study_lead' });
+    const lk = generateSigningKeys();
+    await call(a.url, undefined, 'POST', '/v1/users/enrol', { token: inv.token, publicKey: lk.publicKeyRaw });
+    const lead: Signer = { keyId: inv.userId, privateKey: lk.privateKeyPem };
+    const { id } = await call(a.url, lead, 'POST', '/v1/studies', {
+      name: 'secagg-two', dataset: 'heart', model: { kind: 'logistic', inputDim: 13 }, strategy: { name: 'FedAvg' }, rounds: 1,
+      fit: { localSteps: 5, batchSize: 4, optimizer: { kind: 'sgd', lr: 0.01 } }, privacy: { secagg: {} }, roundTimeoutSeconds: 600,
+    });
+    await call(a.url, lead, 'POST', `/v1/studies/${id}/start`, {});
+    const task = await waitFor('a SecAgg+ task', async () => {
+      try {
+        const m = await call(b.url, sites[0], 'GET', '/v1/agent/task?waitMs=1000');
+        return m && (m as TaskMessage).taskId ? (m as TaskMessage) : undefined;
+      } catch {
+        return undefined;
+      }
+    }, 30_000);
+    // Tasks come from either coordinator (they are rows in the store); the session only from A.
+    const setup = await call(a.url, sites[0], 'GET', `/v1/agent/secagg/${task.taskId}/setup`);
+    assert.ok(setup.session, 'the driving coordinator serves the setup');
+    // Raw, so the 503 is seen as it is (Setu's client would retry it, as an agent does).
+    const path = `/v1/agent/secagg/${task.taskId}/setup`;
+    const r = await fetch(b.url + path, { headers: signRequest({ method: 'GET', path, keyId: sites[0]!.keyId, privateKey: sites[0]!.privateKey }) });
+    const refusal = (await r.json()) as { error: string; message: string };
+    assert.equal(r.status, 503);
+    assert.equal(refusal.error, 'secagg_elsewhere');
+    assert.match(refusal.message, new RegExp(`served by coordinator ${a.engine.instanceId}`));
+  } finally {
+    for (const c of coords.reverse()) await c.close().catch(() => {});
+    await pg.drop().catch(() => {});
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
