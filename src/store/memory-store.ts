@@ -12,7 +12,7 @@ import { memberships, toEvent, toInstitution, toPlacement } from './governance.j
 import { spendOf, type PrivacyLedgerTable, type SiteSpend, type SpendEntry } from './privacy.js';
 import type { CountedRefusal } from './audit-bounds.js';
 import {
-  StoreConflict, type AuditRow, type CommitRoundArgs, type InviteRow, type MetricRow, type ModelVersionRow, type RefusalRow, type RoundRow,
+  StoreConflict, refuseFromInside, runInside, type AuditRow, type CommitRoundArgs, type InviteRow, type MetricRow, type ModelVersionRow, type RefusalRow, type RoundRow,
   type SiteRow, type Store, type StrategyStateRow, type StudyRow, type TaskRow, type UpdateRow, type UserRow,
 } from './store.js';
 
@@ -97,6 +97,7 @@ export class MemoryStore implements Store {
   private async op<T>(f: () => T): Promise<T> {
     if (this.closed) throw new Error(this.inTx ? 'this transaction has ended' : 'the store is closed');
     if (this.inTx) return copyOut(f());
+    refuseFromInside(this.s);
     const release = await this.lock.acquire();
     try {
       return copyOut(f());
@@ -108,11 +109,12 @@ export class MemoryStore implements Store {
   async transaction<T>(fn: (tx: Store) => Promise<T>): Promise<T> {
     if (this.closed) throw new Error(this.inTx ? 'this transaction has ended' : 'the store is closed');
     if (this.inTx) return fn(this);
+    refuseFromInside(this.s);
     const release = await this.lock.acquire();
     const snap = this.s.snapshot();
     const tx = new MemoryStore(this.s, this.lock, true);
     try {
-      return await fn(tx);
+      return await runInside(this.s, () => fn(tx));
     } catch (e) {
       this.s.restore(snap);
       throw e;

@@ -16,7 +16,7 @@ import * as audit from './audit.js';
 import * as p from './privacy.js';
 import * as bounds from './audit-bounds.js';
 import {
-  StoreConflict, StoreUnavailable, type AuditRow, type CommitRoundArgs, type InviteRow, type MetricRow, type ModelVersionRow, type RefusalRow, type RoundRow,
+  StoreConflict, StoreUnavailable, refuseFromInside, runInside, type AuditRow, type CommitRoundArgs, type InviteRow, type MetricRow, type ModelVersionRow, type RefusalRow, type RoundRow,
   type SiteRow, type Store, type StrategyStateRow, type StudyRow, type TaskRow, type UpdateRow, type UserRow,
 } from './store.js';
 
@@ -128,11 +128,17 @@ export class SqlStore implements Store {
   readonly backend: 'sqlite' | 'postgres';
 
   constructor(
-    private readonly db: Db,
+    private readonly handle: Db,
     private readonly dialect: Dialect,
     private readonly inTx: boolean,
   ) {
     this.backend = dialect;
+  }
+
+  /** The connection every statement goes through; from inside this store's own transaction, refused (runInside). */
+  private get db(): Db {
+    if (!this.inTx) refuseFromInside(this);
+    return this.handle;
   }
 
   /** The same handle, typed for the core schema the trust and audit functions are written against. */
@@ -157,12 +163,12 @@ export class SqlStore implements Store {
   }
 
   async close(): Promise<void> {
-    if (!this.inTx) await (this.db as Kysely<AllTables>).destroy();
+    if (!this.inTx) await (this.handle as Kysely<AllTables>).destroy();
   }
 
   transaction<T>(fn: (tx: Store) => Promise<T>): Promise<T> {
     if (this.inTx) return fn(this);
-    return (this.db as Kysely<AllTables>).transaction().execute((trx) => fn(new SqlStore(trx, this.dialect, true)));
+    return (this.db as Kysely<AllTables>).transaction().execute((trx) => runInside(this, () => fn(new SqlStore(trx, this.dialect, true))));
   }
 
   async dumpTables(): Promise<Record<string, Record<string, unknown>[]>> {

@@ -260,6 +260,14 @@ export function storeSuite(b: StoreBackend): void {
         assert.equal(await store.transaction(async (tx) => (await tx.getSite('a'))?.name), 'a', 'returns its result');
       });
 
+      it('refuses a call on the store itself from inside its own transaction (it would wait for itself)', { skip }, async () => {
+        await assert.rejects(store.transaction(async () => store.getKv('k')), /through the transaction handle \(tx\)/);
+        await assert.rejects(store.transaction(async () => store.transaction(async (tx) => tx.getKv('k'))), /through the transaction handle/);
+        assert.equal(await store.transaction(async (tx) => tx.getKv('k')), 'v2', 'the handle works');
+        await store.transaction(async (tx) => tx.setKv('while', 'inside'));
+        assert.equal(await store.getKv('while'), 'inside', 'after it, the store is itself again');
+      });
+
       it('does not let one transaction see or lose another\'s writes', { skip }, async () => {
         await store.setKv('counter', '0');
         // Read-modify-write of one value, 10 at a time: serialised transactions lose none (PostgreSQL: the row lock of the

@@ -12,6 +12,7 @@
  * taken: 409), `StoreUnavailable` (connection lost, timeout, disk full: transient, 503 with Retry-After).
  * The SQL implementation classifies driver errors by their codes (sql-errors.ts).
  */
+import { AsyncLocalStorage } from 'node:async_hooks';
 import type {
   AuditLogTable, InvitesTable, MetricsTable, ModelVersionsTable, RefusalsTable, RoundsTable, SitesTable, StrategyStateTable, StudiesTable,
   TasksTable, UpdatesTable, UsersTable,
@@ -50,6 +51,26 @@ export class StoreUnavailable extends Error {
 }
 
 export type Backend = 'memory' | 'sqlite' | 'postgres';
+
+/**
+ * Which store's transaction callback the current async context runs in. A call on that store itself (not on
+ * its `tx`) from inside the callback is refused: on SQLite and in memory it would wait for the transaction it
+ * runs in, forever; on PostgreSQL it would run outside the transaction on a second connection, and enough of
+ * them at once starve the pool.
+ */
+const insideTransactionOf = new AsyncLocalStorage<object>();
+
+/** Runs a transaction callback marked as inside `root`'s transaction. */
+export function runInside<T>(root: object, fn: () => Promise<T>): Promise<T> {
+  return insideTransactionOf.run(root, fn);
+}
+
+/** Throws when called from inside `root`'s own transaction callback (see insideTransactionOf). */
+export function refuseFromInside(root: object): void {
+  if (insideTransactionOf.getStore() === root) {
+    throw new Error('a store call from inside one of its transactions must go through the transaction handle (tx), not the store: it would wait for the transaction it runs in');
+  }
+}
 
 /** What commitRound writes together. */
 export interface CommitRoundArgs {
