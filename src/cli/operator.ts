@@ -95,15 +95,24 @@ interface StudyDetail {
   round: number;
   spec: { rounds: number; strategy: { name: string } };
   participants: { id: string; name: string }[];
-  openRound: { round: number; kind: string; received: number; expected: number; progress?: { site: string; step?: number; of?: number; metrics?: Record<string, number>; message?: string }[] } | null;
+  openRound: { round: number; kind: string; received: number; expected: number; refused?: number; failed?: number; progress?: { site: string; step?: number; of?: number; metrics?: Record<string, number>; message?: string }[] } | null;
   metrics: { round: number; site: string | null; phase: string; name: string; value: number }[];
   refusals: { round: number | null; site: string | null; reason: string }[];
+  /** Tasks a site could not run (protocol/task-errors.ts); absent from coordinators before task errors. */
+  taskErrors?: { round: number; site: string; code: string; message: string }[];
+}
+
+/** ", 1 failed, 2 refused" for an open round whose sites answered without a result. */
+function answeredWithout(o: NonNullable<StudyDetail['openRound']>): string {
+  return `${o.failed ? `, ${o.failed} failed` : ''}${o.refused ? `, ${o.refused} refused` : ''}`;
 }
 
 export function renderStudy(s: StudyDetail): string {
   const lines = [`${s.name} (${s.id}) · ${s.status} · ${s.spec.strategy.name} · round ${s.round}/${s.spec.rounds} · ${s.participants.length} sites`];
   if (s.error) lines.push(`error: ${s.error}`);
-  if (s.openRound) lines.push(`open: round ${s.openRound.round} (${s.openRound.kind}), ${s.openRound.received}/${s.openRound.expected} sites reported`);
+  if (s.openRound) lines.push(`open: round ${s.openRound.round} (${s.openRound.kind}), ${s.openRound.received}/${s.openRound.expected} sites reported${answeredWithout(s.openRound)}`);
+  // A site that cannot run its task says why at once: the open round's errors come first, by site.
+  for (const e of (s.taskErrors ?? []).filter((x) => x.round === s.openRound?.round)) lines.push(`  ${e.site}: cannot run its task (${e.code}): ${e.message}`);
   // What each site's trainer last said (its progress lines, forwarded by the agent).
   for (const p of s.openRound?.progress ?? []) {
     const parts = [p.step !== undefined ? `step ${p.step}${p.of !== undefined ? `/${p.of}` : ''}` : '', ...Object.entries(p.metrics ?? {}).map(([k, v]) => `${k} ${f4(v)}`), p.message ?? ''];
@@ -127,6 +136,7 @@ export function renderStudy(s: StudyDetail): string {
     }
   }
   if (s.refusals.length) lines.push('', 'refused updates:', ...s.refusals.map((r) => `  round ${r.round ?? '–'} ${r.site ?? '?'}: ${r.reason}`));
+  if (s.taskErrors?.length) lines.push('', 'task errors (the site could not run its task):', ...s.taskErrors.map((e) => `  round ${e.round} ${e.site} (${e.code}): ${e.message}`));
   return lines.join('\n');
 }
 
@@ -203,8 +213,9 @@ export async function studyCommand(sub: string | undefined, argv: string[]): Pro
 
 /** One line for a log: where the study is now. */
 export function progressLine(s: StudyDetail): string {
-  const open = s.openRound ? ` · round ${s.openRound.round} (${s.openRound.kind}) open, ${s.openRound.received}/${s.openRound.expected} sites reported` : '';
-  return `${s.id} · ${s.status} · round ${s.round}/${s.spec.rounds}${open}${s.refusals.length ? ` · ${s.refusals.length} refused update(s)` : ''}`;
+  const open = s.openRound ? ` · round ${s.openRound.round} (${s.openRound.kind}) open, ${s.openRound.received}/${s.openRound.expected} sites reported${answeredWithout(s.openRound)}` : '';
+  const errors = s.taskErrors?.length ? ` · ${s.taskErrors.length} task error(s), latest ${s.taskErrors.at(-1)!.site}: ${s.taskErrors.at(-1)!.code}` : '';
+  return `${s.id} · ${s.status} · round ${s.round}/${s.spec.rounds}${open}${s.refusals.length ? ` · ${s.refusals.length} refused update(s)` : ''}${errors}`;
 }
 
 /**

@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { Writable } from 'node:stream';
 import type { StudyDetail } from '../protocol/views.js';
 import { exportCsv, studyExport } from '../coordinator/study-export.js';
-import { StatusView, progressLine } from './operator.js';
+import { StatusView, progressLine, renderStudy } from './operator.js';
 
 const detail = (over: Partial<StudyDetail> = {}): StudyDetail => ({
   id: 's-1', name: 'heart', status: 'running', error: null, round: 1,
@@ -66,4 +66,18 @@ test('status --watch redraws in place on a terminal, and prints a line per chang
     'the final status',
   ]);
   assert.doesNotMatch(file.text, /\x1b/, 'no terminal codes in a file');
+});
+
+test('status names each site that cannot run its task, with its code and message, in the open round and in the history', () => {
+  const s = detail({
+    openRound: { round: 2, kind: 'fit', deadlineAt: null, received: 1, expected: 2, failed: 1, refused: 0 },
+    taskErrors: [{ round: 2, site: 'osaka', taskId: 's-1.r2.b', code: 'bad_data', message: 'cohort.csv: line 7, column 2: unterminated quoted field', at: 1 }],
+  });
+  const text = renderStudy(s);
+  assert.match(text, /^open: round 2 \(fit\), 1\/2 sites reported, 1 failed$/m);
+  assert.match(text, /^  osaka: cannot run its task \(bad_data\): cohort\.csv: line 7, column 2: unterminated quoted field$/m);
+  assert.match(text, /^task errors \(the site could not run its task\):\n  round 2 osaka \(bad_data\): cohort\.csv/m);
+  assert.equal(progressLine(s), 's-1 · running · round 1/2 · round 2 (fit) open, 1/2 sites reported, 1 failed · 1 task error(s), latest osaka: bad_data');
+  // Without errors nothing changes (and a coordinator that predates task errors is read the same).
+  assert.doesNotMatch(renderStudy(detail()), /task error|cannot run|failed/);
 });

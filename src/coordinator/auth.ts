@@ -11,9 +11,9 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { FastifyReply, FastifyRequest } from 'fastify';
+import type { FastifyRequest, onRequestAsyncHookHandler } from 'fastify';
 import type { Store, SiteRow } from '../store/store.js';
-import { DEFAULT_MAX_SKEW_MS, generateSigningKeys, importPrivateKey, publicKeyToRaw, verifyRequest } from '../protocol/signing.js';
+import { DEFAULT_MAX_SKEW_MS, HEADER_CONTENT_SHA256, HEADER_KEY_ID, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP, generateSigningKeys, importPrivateKey, publicKeyToRaw, verifyRequest } from '../protocol/signing.js';
 import { createPublicKey } from 'node:crypto';
 import { rolesFor, scopeOf, type Action, type Role, type Scope } from '../governance/roles.js';
 import { appendAudit, type AuditKey } from '../governance/audit-store.js';
@@ -141,6 +141,10 @@ declare module 'fastify' {
   interface FastifyRequest {
     /** The exact body bytes as received (JSON bodies; binary bodies are the Buffer in `body`). */
     rawBody?: Buffer;
+    /** The verified caller: set by `signatureHook` on every request in the authenticated scope. */
+    principal?: Principal;
+    /** The body digest the verified signature covers (plugins/signed-requests.ts checks the bytes against it). */
+    signedBodySha256?: string;
   }
 }
 
@@ -213,6 +217,32 @@ export class Authenticator {
   }
 }
 
+/** Whether a request's framing announces a body (chunked, or a non-zero content-length). */
+export function framesBody(req: FastifyRequest): boolean {
+  const len = req.headers['content-length'];
+  return req.headers['transfer-encoding'] !== undefined || (len !== undefined && len !== '0');
+}
+
+/**
+ * The one authentication hook: server.ts adds it (`onRequest`) to the scope that holds every signed route, so
+ * no route can forget it. It runs from the headers alone, before a byte of the body is read (the body limit
+ * and the digest check that follow are plugins/signed-requests.ts); an unsigned request is refused at once.
+ */
+export function signatureHook(authenticator: Authenticator, onAuthenticated?: (p: Principal) => Promise<void>): onRequestAsyncHookHandler {
+  return async (req) => {
+    if (req.headers[HEADER_KEY_ID] === undefined && req.headers[HEADER_SIGNATURE] === undefined) {
+      throw new AuthError('unauthenticated', `missing request signature: every request to this route must be signed (headers ${HEADER_KEY_ID}, ${HEADER_TIMESTAMP}, ${HEADER_NONCE}, ${HEADER_SIGNATURE}, and ${HEADER_CONTENT_SHA256} with a body; see src/protocol/signing.ts)`);
+    }
+    if (framesBody(req) && req.headers[HEADER_CONTENT_SHA256] === undefined) {
+      throw new AuthError('unauthenticated', `a signed request with a body must declare the body's SHA-256 (hex) in ${HEADER_CONTENT_SHA256}`);
+    }
+    const a = await authenticator.authenticate(req);
+    req.principal = a.principal;
+    req.signedBodySha256 = a.bodySha256;
+    await onAuthenticated?.(a.principal);
+  };
+}
+
 // ---------------------------------------------------------------- authorisation
 
 /** Refuses (403) unless the caller's role may perform `action`; returns the scope the route must still check. */
@@ -233,5 +263,8 @@ export function requireUser(p: Principal, action: Action): Extract<Principal, { 
   return { ...p, scope: authorize(p, action) };
 }
 
-export type AuthedRequest = FastifyRequest & { principal: Principal };
-export type Reply = FastifyReply;
+/** A study lead acts on the studies they lead only ('own-study' scope in governance/roles.ts). */
+export function checkOwnStudy(caller: { id: string; scope: Scope }, study: { id: string; created_by: string }): void {
+  if (caller.scope === 'own-study' && study.created_by !== caller.id) throw new HttpError(403, 'forbidden', `study ${study.id} is led by someone else`);
+}
+

@@ -33,6 +33,7 @@ import { SecAggSessions, newSession, restartRound, secAggPlus } from './secagg.j
 import { clientLevelDp } from './privacy.js';
 import type { RoundRow } from '../store/store.js';
 import { aggregatePart, mergeAggregate, rulesOf } from './study-model.js';
+import { decideRound, secaggShortfall, stopStudy, type RoundCloseDeps } from './round-close.js';
 
 export interface EngineOptions {
   /**
@@ -307,15 +308,19 @@ export class RoundEngine {
     const tasks = await this.store.listTasks(study.id, open.round);
     const updates = await this.store.listUpdates(study.id, open.round);
     if (open.kind === 'fit' && spec.privacy?.secagg) return this.driveSecAgg(study, spec, open, tasks, updates);
-    const minResults = open.kind === 'prepare' ? tasks.length : Math.min(spec.minSites ?? tasks.length, tasks.length);
-    const late = this.now() > open.deadline_at;
-    if (updates.length === tasks.length || (late && updates.length >= minResults)) {
+    // Closes as soon as every site has answered (result, refusal or task error), honouring minSites (round-close.ts).
+    const decision = await decideRound(this.closeDeps(), spec, open, tasks, updates, this.now());
+    if (decision.action === 'commit') {
       if (open.kind === 'fit') await this.commitFit(study, spec, open.round, updates);
       else if (open.kind === 'prepare') await this.commitPrepare(study, spec, updates);
       else await this.commitEvaluate(study, spec, open.round, updates);
-    } else if (late) {
-      await this.fail(study, `round ${open.round}: ${updates.length} of ${tasks.length} sites reported before the deadline; at least ${minResults} needed`);
+    } else if (decision.action === 'fail') {
+      await this.fail(study, decision.reason);
     }
+  }
+
+  private closeDeps(): RoundCloseDeps {
+    return { store: this.store, bus: this.bus, ...(this.opts.audit ? { audit: this.opts.audit } : {}) };
   }
 
   private participants(study: StudyRow): string[] {
@@ -330,6 +335,9 @@ export class RoundEngine {
     // task: a site that withdrew is dropped from the next round on.
     const sites = await eligibleParticipants(this.store, study.id, this.participants(study), now);
     if (sites.length === 0) throw new Error(`round ${round}: no participating site is still eligible (every site withdrew or its approval lapsed)`);
+    // SecAgg+ with fewer than three would reveal updates: stop with a reason that says who left (round-close.ts).
+    const short = kind === 'fit' ? await secaggShortfall(this.store, study, spec, sites, round) : null;
+    if (short) return stopStudy(this.closeDeps(), study, short, now);
     // Whole milliseconds (roundTimeoutSeconds may be fractional; deadline_at is an integer column).
     const deadline = now + Math.round((spec.roundTimeoutSeconds ?? DEFAULT_ROUND_TIMEOUT_S) * 1000);
     let plan: { siteId: string; config: unknown }[];

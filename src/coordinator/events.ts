@@ -15,7 +15,9 @@ export type CoordinatorEvent =
   | { type: 'update.refused'; studyId: string | null; round: number | null; siteId: string | null; reason: string }
   | { type: 'round.committed'; studyId: string; round: number; kind: string; metrics: Record<string, number> }
   | { type: 'study.status'; studyId: string; status: string; error?: string | null }
-  | { type: 'task.progress'; studyId: string; round: number; siteId: string; taskId: string; progress: TaskProgress };
+  | { type: 'task.progress'; studyId: string; round: number; siteId: string; taskId: string; progress: TaskProgress }
+  // A site could not run its task (routes/task-errors.ts); `site` is its name, `code` one of TASK_ERROR_CODES.
+  | { type: 'task.failed'; studyId: string; round: number; siteId: string; site: string; taskId: string; code: string; message: string };
 
 export class EventBus {
   private readonly ee = new EventEmitter();

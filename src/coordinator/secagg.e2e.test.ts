@@ -5,8 +5,10 @@
  *     round 1: the round still commits, its input recovered from its neighbours' shares; restarted, the agent
  *     rejoins. While the round runs, the coordinator's memory holds no float vector (only the masked sum), and
  *     afterwards no `updates` row holds weights. Every site's spend is in the ledger, audited, and served.
- *  2. A site whose budget cannot afford the study refuses its task with the numbers; the round goes on with
- *     minSites, nothing is charged to that site; and bad privacy settings are refused at study creation.
+ *  2. A site whose budget cannot afford the study reports a task error (budget_exhausted) with the numbers; the
+ *     round goes on with minSites, nothing is charged to that site; and bad privacy settings are refused at creation.
+ *  3. A withdrawal that leaves a SecAgg+ study with two participants stops it with an audited, human reason (not
+ *     "degree must be an integer in [2, 1]"); the rounds committed before it stand.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -22,6 +24,9 @@ import { adminOf, SETU_MAIN, stopAll, studyLeadClient, waitFor } from '../testin
 import { ApiError, HttpClient } from '../site/http.js';
 import { SiteState } from '../site/state.js';
 import type { StudyPrivacyReport } from './routes/privacy.js';
+import { generateSigningKeys } from '../protocol/signing.js';
+import { listAudit } from '../governance/audit-store.js';
+import type { UserInviteResponse } from '../protocol/api.js';
 
 const run = promisify(execFile);
 const NAMES = ['cleveland', 'hungarian', 'switzerland', 'va'];
@@ -67,7 +72,7 @@ async function enrolAll(c: RunningCoordinator, admin: HttpClient, root: string, 
   return agents;
 }
 
-type Detail = { status: string; error: string | null; metrics: { round: number; site: string | null; phase: string; name: string; value: number }[]; refusals: { round: number; site: string | null; reason: string }[] };
+type Detail = { status: string; error: string | null; metrics: { round: number; site: string | null; phase: string; name: string; value: number }[]; refusals: { round: number; site: string | null; reason: string }[]; taskErrors?: { round: number; site: string; code: string; message: string }[] };
 const finished = (admin: HttpClient, id: string, ms = 80_000) =>
   waitFor(`study ${id} to end`, async () => {
     const s = await admin.json<Detail>('GET', `/v1/studies/${id}`);
@@ -118,7 +123,7 @@ test('SecAgg+ with DP-SGD over HTTP: a site killed after masking is recovered, t
       minSites: 3,
       roundTimeoutSeconds: 30,
       seed: 7,
-      privacy: { dp: { level: 'sample', epsilon: 2, delta: 1e-3, clipNorm: 1 }, secagg: { stageTimeoutSeconds: 2 } },
+      privacy: { dp: { level: 'sample', epsilon: 2, delta: 1e-3, clipNorm: 1 }, secagg: { stageTimeoutSeconds: 5 } },
     };
     const lead = await studyLeadClient(admin, c.url);
     const { id } = await lead.json<{ id: string }>('POST', '/v1/studies', spec);
@@ -221,9 +226,11 @@ test('a site refuses a DP task its budget cannot afford; the round goes on witho
     await lead.json('POST', `/v1/studies/${id}/start`, {});
     const done = await finished(lead, id);
     assert.equal(done.status, 'completed', done.error ?? '');
-    const vaRefusals = done.refusals.filter((r) => r.site === 'va');
-    assert.equal(vaRefusals.length, 2, 'va refused each fit round once (not again on every poll)');
-    assert.match(vaRefusals[0]!.reason, /privacy budget: .* would bring the study's ε to [0-9.]+, over this site's budget ε=0\.2/);
+    // An exhausted budget is a task error (budget_exhausted), reported once per fit round, not again on every poll.
+    const vaErrors = (done.taskErrors ?? []).filter((r) => r.site === 'va');
+    assert.deepEqual(vaErrors.map((e) => [e.round, e.code]), [[1, 'budget_exhausted'], [2, 'budget_exhausted']], 'va reported each fit round once');
+    assert.match(vaErrors[0]!.message, /privacy budget: .* would bring the study's ε to [0-9.]+, over this site's budget ε=0\.2/);
+    assert.equal(done.refusals.filter((r) => r.site === 'va').length, 0, 'an error, not a refusal');
     const rep = await lead.json<StudyPrivacyReport>('GET', `/v1/studies/${id}/privacy`);
     assert.deepEqual(rep.sites.map((s) => s.site).sort(), ['cleveland', 'hungarian', 'switzerland'], 'nothing is charged to the site that refused');
     assert.equal(rep.dp?.epsilon, 1);
@@ -396,6 +403,58 @@ test('bad SecAgg+ messages from a site are refused and change nothing', { timeou
     assert.equal(done.metrics.find((x) => x.round === 1 && x.site === null && x.phase === 'secagg' && x.name === 'survivors')?.value, 4);
   } finally {
     for (const a of agents) a.child.kill('SIGCONT');
+    await stopAll(agents.map((a) => a.child));
+    await c?.close();
+    rmSync(root, { recursive: true, force: true });
+  }
+});
+
+test('a withdrawal that leaves a SecAgg+ study with two participants stops it, saying who left and why; earlier rounds stand', { timeout: 120_000 }, async () => {
+  const root = mkdtempSync(join(tmpdir(), 'setu-secagg-withdraw-'));
+  let c: RunningCoordinator | undefined;
+  const agents: Agent[] = [];
+  try {
+    c = await startCoordinator({ dataDir: join(root, 'coord'), port: 0, tickMs: 50 });
+    const admin = adminOf(c);
+    await admin.json('POST', '/v1/institutions', { id: 'osaka', name: 'Osaka UH', kind: 'hospital', jurisdiction: 'JP' });
+    const names = NAMES.slice(0, 3);
+    for (const [k, name] of names.entries()) {
+      const inv = await admin.json<{ token: string }>('POST', '/v1/invites', { siteName: name, institution: 'osaka', jurisdiction: 'JP' });
+      const dir = join(root, name);
+      siteConfig(dir, c.url, k, { jurisdiction: 'JP' });
+      agents.push(startAgent(name, dir, ['--token', inv.token]));
+    }
+    await waitFor('3 declared sites', async () => ((await admin.json<{ trainer?: unknown }[]>('GET', '/v1/sites')).filter((x) => x.trainer).length === 3 ? true : undefined), 30_000);
+    const lead = await studyLeadClient(admin, c.url);
+    const inv = await admin.json<UserInviteResponse>('POST', '/v1/users', { name: 'adm-osaka', role: 'site_admin', institution: 'osaka' });
+    const k = generateSigningKeys();
+    await new HttpClient({ baseUrl: c.url }).json('POST', '/v1/users/enrol', { token: inv.token, publicKey: k.publicKeyRaw });
+    const siteAdmin = new HttpClient({ baseUrl: c.url, signer: { keyId: inv.userId, privateKey: k.privateKeyPem }, giveUpAfterMs: 5000 });
+    const { id } = await lead.json<{ id: string }>('POST', '/v1/studies', {
+      name: 'secagg three', dataset: 'heart', model: { kind: 'logistic', inputDim: 13 }, strategy: { name: 'FedAvg' }, rounds: 5,
+      fit: { localSteps: 10, batchSize: 4, optimizer: { kind: 'sgd', lr: 0.01 } }, roundTimeoutSeconds: 60, seed: 3, privacy: { secagg: { stageTimeoutSeconds: 2 } },
+    });
+    await lead.json('POST', `/v1/studies/${id}/propose`, {});
+    for (const n of names) await siteAdmin.json('POST', `/v1/studies/${id}/approve`, { site: n, terms: { purpose: 'heart-disease risk research' } });
+    await lead.json('POST', `/v1/studies/${id}/start`, {});
+    await waitFor('round 1 committed', async () => ((await lead.json<{ round: number }>('GET', `/v1/studies/${id}`)).round >= 1 ? true : undefined), 60_000, 50);
+    await siteAdmin.json('POST', `/v1/studies/${id}/withdraw`, { site: 'switzerland', reason: 'our ethics board withdrew consent' });
+    const done = await finished(lead, id);
+    assert.equal(done.status, 'stopped', done.error ?? '');
+    const m = /^SecAgg\+ needs at least 3 participants: switzerland withdrew \("our ethics board withdrew consent"\), and 2 remain \(cleveland, hungarian\)\. With fewer than three the masked sum would reveal each site's update to the others, so the study stopped before round (\d); the model after round (\d) is kept$/.exec(done.error ?? '');
+    assert.ok(m, done.error ?? '');
+    const [before, kept] = [Number(m[1]), Number(m[2])];
+    assert.equal(kept, before - 1);
+    assert.ok(before >= 2, 'round 1 ran with all three');
+    // The round open when switzerland withdrew finished with it (its data was in that round); none opened after.
+    const rounds = await c.store.listRounds(id);
+    assert.deepEqual(rounds.map((r) => r.round), Array.from({ length: before - 1 }, (_, i) => i + 1));
+    assert.ok(rounds.every((r) => r.status === 'committed'), JSON.stringify(rounds.map((r) => r.status)));
+    assert.equal((await c.store.latestModelVersion(id))!.round, kept);
+    const stopped = (await listAudit(c.store)).filter((e) => e.kind === 'study.stopped' && e.subject === id);
+    assert.equal(stopped.length, 1);
+    assert.equal((stopped[0]!.data as { reason: string }).reason, done.error);
+  } finally {
     await stopAll(agents.map((a) => a.child));
     await c?.close();
     rmSync(root, { recursive: true, force: true });

@@ -5,32 +5,35 @@
  * parts are plugins in ./plugins/: security headers, observability (logs, metrics, probes), the input rule
  * for text, signatures checked before bodies are read, errors and failed-authentication limits.
  */
-import Fastify, { LogController, type FastifyInstance, type FastifyPluginAsync, type FastifyRequest } from 'fastify';
+import Fastify, { LogController, type FastifyInstance, type FastifyPluginAsync, type FastifySchema } from 'fastify';
 import type { Store } from '../store/store.js';
-import { AuthError, Authenticator } from './auth.js';
+import { Authenticator, signatureHook } from './auth.js';
 import type { AuditLog } from '../governance/audit-store.js';
 import { userRoutes } from './routes/users.js';
 import { auditRoutes } from './routes/audit.js';
 import { EventBus } from './events.js';
 import { RoundEngine } from './engine.js';
-import type { RouteContext } from './routes/context.js';
+import type { RouteContext, RoutePlugin } from './routes/context.js';
 import { siteRoutes } from './routes/sites.js';
 import { agentRoutes } from './routes/agent.js';
 import { studyRoutes } from './routes/studies.js';
-import { eventRoutes } from './routes/events.js';
+import { eventStreamRoutes, eventTokenRoutes } from './routes/events.js';
+import { enrolRoutes } from './routes/enrol.js';
 import { registerOpenApi, webRoutes } from './routes/web.js';
 import { institutionRoutes } from './routes/institutions.js';
-import { governanceRoutes } from './routes/governance.js';
+import { governanceConfig, governanceRoutes, type GovernanceConfig } from './routes/governance.js';
 import { computeRoutes } from './routes/compute.js';
 import { modelCardRoutes } from './routes/model-cards.js';
 import { privacyRoutes } from './routes/privacy.js';
 import { secaggRoutes } from './routes/secagg.js';
 import { trainerRoutes } from './routes/trainer.js';
+import { taskErrorRoutes } from './routes/task-errors.js';
 import { createLogger, type Logger } from '../observability/logger.js';
 import { AuthFailureLimiter, type AuthLimitOptions } from './plugins/auth-limit.js';
 import { errorHandling, frameworkErrors } from './plugins/errors.js';
 import { inputRules } from './plugins/input-rules.js';
 import { observability, requestId } from './plugins/observability.js';
+import { replySerialization } from './plugins/replies.js';
 import { securityHeaders } from './plugins/security.js';
 import { signedRequests } from './plugins/signed-requests.js';
 
@@ -55,15 +58,30 @@ export interface ServerOptions {
   /** A site counts as online when seen within this many ms (default 60 s). */
   onlineWindowMs?: number;
   now?: () => number;
+  /** Jurisdiction policies and this coordinator's jurisdiction (default: from SETU_POLICIES and SETU_JURISDICTION). */
+  governance?: GovernanceConfig;
   /** The coordinator's logger (src/observability/logger.ts); default: one that writes nothing. */
   logger?: Logger;
   https?: { key: string | Buffer; cert: string | Buffer };
+  /**
+   * A reply that does not match its route's response schema answers 500 instead of being logged (plugins/replies.ts).
+   * Default: on under `node --test` (NODE_TEST_CONTEXT, which reaches the coordinators the tests spawn too), so every
+   * test that reaches a route also checks what the route documents.
+   */
+  strictReplies?: boolean;
+}
+
+/** A route as declared: method, URL pattern and the schemas it gave (what the fuzzing and schema tests walk). */
+export interface RouteEntry {
+  method: string;
+  url: string;
+  schema?: FastifySchema;
 }
 
 declare module 'fastify' {
   interface FastifyInstance {
     /** Every route as declared (method, URL pattern), documented or not: what the fuzzing test walks. */
-    routeTable: { method: string; url: string }[];
+    routeTable: RouteEntry[];
   }
 }
 
@@ -74,11 +92,44 @@ function rootPlugin<T>(fn: (app: FastifyInstance, o: T) => void | Promise<void>)
   return plugin as never;
 }
 
+/** A site's last-seen time is written at most this often per coordinator (it counts as online for 60 s). */
+export const SITE_TOUCH_EVERY_MS = 5_000;
+
+/**
+ * Records that a site was seen, at most once per SITE_TOUCH_EVERY_MS per site. Every signed request of a site used
+ * to UPDATE its row: a burst of polls from one site then queued on that row's lock, each commit waiting for the one
+ * before, and held the pool's connections while they waited (the PostgreSQL stall under load).
+ */
+export function siteTouches(store: Store, now: () => number): (siteId: string) => Promise<void> {
+  const last = new Map<string, number>();
+  return async (siteId) => {
+    const t = now();
+    const prev = last.get(siteId);
+    if (prev !== undefined && t - prev < SITE_TOUCH_EVERY_MS && t >= prev) return;
+    last.set(siteId, t);
+    try {
+      await store.touchSite(siteId, t);
+    } catch (e) {
+      last.delete(siteId);
+      throw e;
+    }
+  };
+}
+
+/** Every route that needs a signed request: registered inside the one authenticated scope. */
+const SIGNED_ROUTES: RoutePlugin[] = [
+  siteRoutes, agentRoutes, studyRoutes, userRoutes, auditRoutes, eventTokenRoutes, institutionRoutes, governanceRoutes,
+  computeRoutes, modelCardRoutes, privacyRoutes, secaggRoutes, trainerRoutes, taskErrorRoutes,
+];
+/** The routes anyone may call: enrolment (the caller has no key yet) and the event stream (its token is the credential). */
+const PUBLIC_ROUTES: RoutePlugin[] = [enrolRoutes, eventStreamRoutes];
+
 /**
  * The plugins load in this order, which is the order their hooks run: security headers first (every answer
  * carries them, refusals included), then observability (request id, request log, metrics, probes), the
- * input rule for path and query text, and signature checking; the API routes last. Errors from any of them
- * reach one error handler (plugins/errors.ts).
+ * input rule for path and query text, and the body rules of signed requests; then the routes: the public
+ * ones, and the signed ones inside one scope whose `onRequest` hook authenticates every request before its
+ * body is read. Errors from any of them reach one error handler (plugins/errors.ts).
  */
 export function buildServer(opts: ServerOptions): FastifyInstance {
   const { store, bus, engine } = opts;
@@ -95,59 +146,39 @@ export function buildServer(opts: ServerOptions): FastifyInstance {
     ...(opts.https ? { https: opts.https } : {}),
   } as never) as unknown as FastifyInstance;
 
-  const routeTable: { method: string; url: string }[] = [];
+  const routeTable: RouteEntry[] = [];
   app.decorate('routeTable', routeTable);
   app.addHook('onRoute', (r) => {
-    for (const method of [r.method].flat()) if (method !== 'HEAD') routeTable.push({ method, url: r.url });
+    for (const method of [r.method].flat()) if (method !== 'HEAD') routeTable.push({ method, url: r.url, ...(r.schema ? { schema: r.schema } : {}) });
   });
 
-  const authenticator = new Authenticator(store, now);
-  // Authentication itself happens before the body is read (plugins/signed-requests.ts); routes name this
-  // hook to say they need it, and it stays as the last guard that a principal is there.
-  const auth = async (req: FastifyRequest) => {
-    if (!req.principal) throw new AuthError('unauthenticated', 'this route needs a signed request');
-  };
   const limiter = new AuthFailureLimiter({ ...(opts.authLimits ?? {}), now });
   errorHandling(app, { limiter });
 
   // @fastify/swagger collects routes through an onRoute hook, so it loads before any route is declared
   // (the probes in plugins/observability.ts included).
   void app.register(registerOpenApi);
+  void app.register(rootPlugin((a) => replySerialization(a, { strict: opts.strictReplies ?? process.env.NODE_TEST_CONTEXT !== undefined })));
   void app.register(rootPlugin(securityHeaders));
   void app.register(
     rootPlugin((a) => observability(a, { store, bus, now, instanceId: engine.instanceId, ...(opts.dataDir ? { dataDir: opts.dataDir } : {}), ...(opts.minFreeBytes !== undefined ? { minFreeBytes: opts.minFreeBytes } : {}) })),
   );
   void app.register(rootPlugin(inputRules));
-  void app.register(
-    rootPlugin((a) =>
-      signedRequests(a, {
-        authenticator,
-        authHook: auth,
-        bodyLimit,
-        preAuthBodyLimit: opts.preAuthBodyLimit ?? 64 * 1024,
-        onAuthenticated: async (p) => {
-          if (p.kind === 'site') await store.touchSite(p.site.id, now());
-        },
-      }),
-    ),
-  );
+  void app.register(rootPlugin((a) => signedRequests(a, { bodyLimit, preAuthBodyLimit: opts.preAuthBodyLimit ?? 64 * 1024 })));
 
-  const ctx: RouteContext = { store, bus, engine, audit: opts.audit, now, auth, maxWaitMs: opts.maxWaitMs ?? 25_000, onlineWindowMs: opts.onlineWindowMs ?? 60_000, bodyLimit };
-  void app.register(async (api) => {
-    siteRoutes(api, ctx);
-    agentRoutes(api, ctx);
-    studyRoutes(api, ctx);
-    userRoutes(api, ctx);
-    auditRoutes(api, ctx);
-    eventRoutes(api, ctx);
-    institutionRoutes(api, ctx);
-    governanceRoutes(api, ctx);
-    computeRoutes(api, ctx);
-    modelCardRoutes(api, ctx);
-    privacyRoutes(api, ctx);
-    secaggRoutes(api, ctx);
-    trainerRoutes(api, ctx);
-    await webRoutes(api);
+  const ctx: RouteContext = {
+    store, bus, engine, audit: opts.audit, now, governance: opts.governance ?? governanceConfig(),
+    maxWaitMs: opts.maxWaitMs ?? 25_000, onlineWindowMs: opts.onlineWindowMs ?? 60_000, bodyLimit,
+  };
+  for (const routes of PUBLIC_ROUTES) void app.register(routes, ctx);
+  const authenticator = new Authenticator(store, now);
+  const touch = siteTouches(store, now);
+  void app.register(async (signed) => {
+    signed.addHook('onRequest', signatureHook(authenticator, async (p) => {
+      if (p.kind === 'site') await touch(p.site.id);
+    }));
+    for (const routes of SIGNED_ROUTES) await signed.register(routes, ctx);
   });
+  void app.register(async (web) => webRoutes(web));
   return app;
 }

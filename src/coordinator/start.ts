@@ -43,6 +43,8 @@ export interface CoordinatorOptions {
 }
 
 export const COORDINATOR_LOG_FILE = 'coordinator.log';
+/** Connections the kernel may queue before the coordinator accepts them (see the listen call). */
+export const LISTEN_BACKLOG = 4096;
 
 export interface RunningCoordinator {
   url: string;
@@ -101,7 +103,11 @@ export async function startCoordinator(o: CoordinatorOptions): Promise<RunningCo
     ...(o.https ? { https: o.https } : {}),
   });
   const host = o.host ?? '127.0.0.1';
-  await app.listen({ host, port: o.port ?? 7070 });
+  // A deep accept queue: Node's default (511) overflows when a thousand clients connect at once (every site
+  // agent reconnecting after an outage, a load test), and the kernel then drops their SYNs, which clients resend
+  // only after 1, 3, 7, 15, 31 s: that, not the store, is what left requests hanging for a minute. The kernel
+  // caps it at net.core.somaxconn.
+  await app.listen({ host, port: o.port ?? 7070, backlog: LISTEN_BACKLOG });
   const addr = app.server.address();
   const port = typeof addr === 'object' && addr ? addr.port : o.port;
   const url = `${o.https ? 'https' : 'http'}://${host.includes(':') ? `[${host}]` : host}:${port}`;

@@ -37,6 +37,7 @@ export const AUDIT_KINDS = [
   'task.issued',
   'update.accepted',
   'update.refused',
+  'task.failed', // a site could not run its task; data has its reason code and message
   'placement.refused', // no compute in the data's jurisdiction could take a placed task (data: reason, count)
   'aggregate.committed',
   'privacy.spent',

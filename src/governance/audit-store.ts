@@ -46,6 +46,11 @@ function toEntry(r: AuditRow): AuditEntry {
   return { seq: r.seq, ts: r.ts, actor: r.actor, kind: r.kind, subject: r.subject, data, prevHash: r.prev_hash, hash: r.hash, sig: r.sig };
 }
 
+/** Entries in seq order (optionally from seq > after, at most limit), parsed. */
+export async function listAudit(store: Store, opts: { after?: number; limit?: number } = {}): Promise<AuditEntry[]> {
+  return (await store.listAuditRows(opts)).map(toEntry);
+}
+
 /** The coordinator's view of its audit log: append outside a transaction, read, verify, export. */
 export class AuditLog {
   constructor(
@@ -59,8 +64,8 @@ export class AuditLog {
   }
 
   /** Entries in seq order (optionally from seq > after, at most limit). */
-  async entries(opts: { after?: number; limit?: number } = {}): Promise<AuditEntry[]> {
-    return (await this.store.listAuditRows(opts)).map(toEntry);
+  entries(opts: { after?: number; limit?: number } = {}): Promise<AuditEntry[]> {
+    return listAudit(this.store, opts);
   }
 
   async head(): Promise<{ count: number; head: string }> {

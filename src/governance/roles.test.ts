@@ -12,7 +12,7 @@ test('deny by default: unknown roles and actions are refused', () => {
 
 test('site agents can only poll their tasks, submit updates and read their own things', () => {
   const siteActions = (Object.keys(ACTIONS) as Action[]).filter((a) => can('site', a)).sort();
-  assert.deepEqual(siteActions, ['key.rotate', 'model.download', 'privacy.report', 'privacy.view', 'study.view', 'task.poll', 'update.submit']);
+  assert.deepEqual(siteActions, ['key.rotate', 'model.download', 'privacy.view', 'study.view', 'task.poll', 'update.submit']);
   for (const a of siteActions) assert.equal(scopeOf('site', a), 'own-site');
   for (const r of ROLES.filter((r) => r !== 'site')) {
     assert.equal(can(r, 'task.poll'), false, `${r} must not poll tasks`);
@@ -35,7 +35,6 @@ test('approvals belong to site admins of their own institution; studies to their
   assert.equal(scopeOf('study_lead', 'study.start'), 'own-study');
   assert.equal(can('site_admin', 'study.start'), false);
   assert.deepEqual(rolesFor('audit.view'), ['consortium_admin', 'auditor']);
-  assert.deepEqual(rolesFor('policy.edit'), ['consortium_admin']);
 });
 
 test('every action is documented and granted to at least one known role', () => {

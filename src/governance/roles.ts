@@ -48,11 +48,9 @@ export const ACTIONS = {
   'model.release': { doc: 'release a model once every required sign-off is in', grants: { study_lead: 'own-study', consortium_admin: 'any' } },
   'model.card.view': { doc: "read a completed study's model card", grants: { consortium_admin: 'any', study_lead: 'any', site_admin: 'any', auditor: 'any' } },
   'privacy.view': { doc: 'read the privacy ledger: (ε, δ) spent per site and study', grants: { consortium_admin: 'any', study_lead: 'own-study', site_admin: 'own-institution', auditor: 'any', site: 'own-site' } },
-  'privacy.report': { doc: "report the privacy spend of the site's own training", grants: { site: 'own-site' } },
   'compute.register': { doc: 'register or update a compute resource and its capacity', grants: { consortium_admin: 'any', site_admin: 'own-institution' } },
   'compute.view': { doc: 'list compute resources, queues and the usage ledger', grants: { consortium_admin: 'any', study_lead: 'any', site_admin: 'any', auditor: 'any' } },
   'policy.view': { doc: 'read jurisdiction policies and the result of a study check', grants: { consortium_admin: 'any', study_lead: 'any', site_admin: 'any', auditor: 'any' } },
-  'policy.edit': { doc: 'replace a jurisdiction policy file', grants: { consortium_admin: 'any' } },
   'audit.view': { doc: 'read and verify the audit chain', grants: { consortium_admin: 'any', auditor: 'any' } },
   'audit.export': { doc: 'export the audit chain for an external auditor', grants: { consortium_admin: 'any', auditor: 'any' } },
 } as const satisfies Record<string, ActionSpec>;

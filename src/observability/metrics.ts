@@ -57,7 +57,7 @@ export const rounds = new Counter({
 
 export const tasks = new Counter({
   name: 'setu_tasks_total',
-  help: 'Task outcomes: issued, accepted (update stored), refused (update refused), expired',
+  help: 'Task outcomes: issued, accepted (update stored), refused (update refused), failed (the site could not run it), expired',
   labelNames: ['outcome'] as const,
   registers,
 });

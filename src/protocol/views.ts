@@ -8,6 +8,7 @@
  */
 import { Type, type Static } from '@sinclair/typebox';
 import { StudySpecSchema, type TaskProgress } from './api.js';
+import { TaskErrorViewSchema } from './task-errors.js';
 
 const open = { additionalProperties: true } as const;
 const Nullable = <T extends ReturnType<typeof Type.String>>(t: T) => Type.Union([t, Type.Null()]);
@@ -75,6 +76,9 @@ export const StudyDetailSchema = Type.Object(
           deadlineAt: NullableNumber,
           received: Type.Integer(),
           expected: Type.Integer(),
+          /** Tasks of this round its sites refused (policy, budget) or could not run (task errors): answered, without a result. */
+          refused: Type.Optional(Type.Integer()),
+          failed: Type.Optional(Type.Integer()),
           /** The latest progress line of each running task (site names), as its trainer printed it. */
           progress: Type.Optional(Type.Array(Type.Object({ site: Type.String(), taskId: Type.String(), at: Type.Number(), step: Type.Optional(Type.Integer()), of: Type.Optional(Type.Integer()),
             metrics: Type.Optional(Type.Record(Type.String(), Type.Number())), message: Type.Optional(Type.String()) }, open))),
@@ -101,6 +105,8 @@ export const StudyDetailSchema = Type.Object(
     ),
     metrics: Type.Array(MetricViewSchema),
     refusals: Type.Array(Type.Object({ round: Type.Union([Type.Integer(), Type.Null()]), site: Nullable(Type.String()), reason: Type.String(), at: Type.Number() }, open)),
+    /** Tasks a site could not run (reason code and message), oldest first; the latest per site is what it is stuck on. */
+    taskErrors: Type.Optional(Type.Array(TaskErrorViewSchema)),
   },
   open,
 );
@@ -116,7 +122,9 @@ export type StreamEvent =
   | { type: 'study.status'; studyId: string; status: string; error?: string | null }
   /** A progress line of a site's trainer (step of steps, running metrics, a message), forwarded by its agent. */
   | { type: 'task.progress'; studyId: string; round: number; siteId: string; taskId: string; progress: TaskProgress }
+  /** A site could not run its task: its reason code (TASK_ERROR_CODES) and message, at once. */
+  | { type: 'task.failed'; studyId: string; round: number; siteId: string; site: string; taskId: string; code: string; message: string }
   | { type: 'expired'; at: number }
   /** The token's holder was revoked, its key rotated or its role changed: the stream ends; do not reconnect with the same key. */
   | { type: 'revoked'; reason: string };
-export const STREAM_EVENT_TYPES = ['ready', 'round.opened', 'update.accepted', 'update.refused', 'round.committed', 'study.status', 'task.progress', 'expired', 'revoked'] as const;
+export const STREAM_EVENT_TYPES = ['ready', 'round.opened', 'update.accepted', 'update.refused', 'round.committed', 'study.status', 'task.progress', 'task.failed', 'expired', 'revoked'] as const;

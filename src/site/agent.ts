@@ -32,6 +32,7 @@ import { budgetRefusal, dpPlanOf, loadBudget, spendAndPersist, trainPrivately, t
 import { AuditWitness } from './audit-witness.js';
 import { isSecAggPending, secaggBody, uploadSecAgg } from './secagg.js';
 import type { PrivacyBudget } from '../privacy/budget.js';
+import { Backoff, RefusedResults, TaskFailure, checkModelFits, pause, reportTaskError } from './task-errors.js';
 
 export interface AgentOptions {
   log?: (msg: string) => void;
@@ -86,6 +87,10 @@ export class SiteAgent {
   private readonly log: (m: string) => void;
   private readonly data = new Map<string, SiteData>();
   private readonly privacyRefused = new Set<string>();
+  /** How long to wait after a failure in a row (task-errors.ts); reset by a poll that went through. */
+  private readonly backoff = new Backoff();
+  /** Results the coordinator refused, per task: a task refused three times is given up (task-errors.ts). */
+  private readonly refusedResults = new RefusedResults();
   /** The site's own policy (site.yaml `policy:`); it wins over the jurisdiction's, as in FLARE. */
   private readonly policy: SiteLocalPolicy | undefined;
   /** The site's own program, when site.yaml names one (trainer.kind: external). */
@@ -126,6 +131,7 @@ export class SiteAgent {
   async run(): Promise<void> {
     this.log(`polling ${this.cfg.coordinator} for tasks`);
     let declared = false;
+    let lastHandled: string | undefined;
     while (!this.opts.signal?.aborted) {
       try {
         if (!declared) {
@@ -142,13 +148,21 @@ export class SiteAgent {
         if (task) this.witness.see(task.auditCheckpoint);
         // A task this agent refused for its privacy budget stays open at the coordinator until the round closes: do
         // not refuse (and record) it again on every poll.
-        if (task && this.privacyRefused.has(task.taskId)) await new Promise((r) => setTimeout(r, 1000));
-        else if (task) await this.handle(task);
+        const giveUp = task && this.refusedResults.giveUp(task.taskId);
+        // The task just handled is back (its result was refused, it could not be placed): wait longer each time.
+        if (task && task.taskId === lastHandled && !giveUp) await pause(this.backoff.failed(), this.opts.signal);
+        else this.backoff.reset();
+        lastHandled = task?.taskId;
+        if (task && giveUp) await reportTaskError(this.http, task, giveUp, this.log);
+        else if (task && this.privacyRefused.has(task.taskId)) await new Promise((r) => setTimeout(r, 1000));
+        // A task this site cannot run is reported once, with its reason (task-errors.ts), and is not retried here.
+        else if (task) await this.handle(task).catch((e) => reportTaskError(this.http, task, e, this.log));
       } catch (e) {
         if (this.opts.signal?.aborted) break;
         if (e instanceof ApiError && e.status === 401) throw new Error(`the coordinator refused this site's credential: ${e.message}`);
-        this.log(`error: ${(e as Error).message}`);
-        await new Promise((r) => setTimeout(r, 1000));
+        const wait = this.backoff.failed();
+        this.log(`error: ${(e as Error).message}${this.backoff.streak > 1 ? ` (${this.backoff.streak} in a row; next try in ${Math.round(wait / 1000)} s)` : ''}`);
+        await pause(wait, this.opts.signal);
       }
     }
   }
@@ -191,6 +205,7 @@ export class SiteAgent {
     }
     const model = createModel(task.model);
     const data = this.dataset(task);
+    checkModelFits(task.model, data.train.d);
     const decoded = decodeSafetensors((await this.http.request('GET', `/v1/agent/models/${encodeURIComponent(task.modelVersionId)}`)).body).weights;
     // This site's own copy of the study's local tensors replaces the global values (tensor-rules.ts).
     const global = startingWeights(decoded, task.tensorRules, this.state.readBytes(task.studyId, LOCAL_TENSORS_FILE));
@@ -226,7 +241,8 @@ export class SiteAgent {
         dp = dpPlanOf(task, data.train.n);
         if (!why && dp) {
           budget = loadBudget(this.state, this.cfg, task);
-          why = budgetRefusal(budget, dp);
+          const over = budgetRefusal(budget, dp);
+          if (over) throw new TaskFailure('budget_exhausted', over);
         }
         if (why) {
           this.log(`task ${task.taskId}: refused: ${why}`);
@@ -260,10 +276,7 @@ export class SiteAgent {
           if (e instanceof ApiError) throw e;
           // The job could not run (scheduler refused it, it failed, no kubectl…): say why and close the task rather
           // than retrying it on every poll until the round's deadline.
-          const why = `placed training on ${placed.resource.id} (${placed.resource.scheduler}) failed: ${(e as Error).message}`.slice(0, 3900);
-          this.log(`task ${task.taskId}: ${why}`);
-          await this.http.json('POST', `/v1/agent/tasks/${encodeURIComponent(task.taskId)}/refuse`, { reason: why });
-          return;
+          throw new TaskFailure('placement_failed', `placed training on ${placed.resource.id} (${placed.resource.scheduler}) failed: ${(e as Error).message}`);
         }
         out = run.out;
         streamState = run.out.stream;
@@ -339,7 +352,7 @@ export class SiteAgent {
       }
     } catch (e) {
       if (!(e instanceof ExternalTrainerError) || e.kind === 'aborted') throw e;
-      return this.refuse(task, `${trainer.description} failed (${e.kind}): ${e.message}`);
+      throw new TaskFailure('trainer_failed', `${trainer.description} failed (${e.kind}): ${e.message}`);
     } finally {
       progress.close();
     }
@@ -404,6 +417,7 @@ export class SiteAgent {
         // without it; either way the state must move on. Other 4xx: the result was refused (logged there).
         this.log(`task ${p.taskId}: coordinator answered ${e.status} ${e.code}: ${e.message}`);
         if (e.status !== 409) {
+          this.refusedResults.note(p.taskId, e.message);
           this.state.clearPending(p.taskId);
           continue;
         }

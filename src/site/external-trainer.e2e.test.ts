@@ -1,7 +1,8 @@
 /**
  * Broken trainers at real site agents: one crashes, one hangs past its timeout, one writes NaN, one writes the wrong
- * tensors. Each closes its task with a reason the study lead sees at once (the study's refusals and the event
- * stream), nothing is uploaded, and the global model stays at version 0.
+ * tensors. Each closes its task with a task error (trainer_failed) the study lead sees at once (the study's
+ * taskErrors and the event stream's task.failed), nothing is uploaded, the global model stays at version 0, and
+ * once every site has failed the round does not wait for its deadline: the study fails, naming each site.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -53,8 +54,8 @@ test('a crashing, hanging, NaN-writing or wrong-tensor trainer closes its task w
     c = await startCoordinator({ dataDir: join(dir, 'coord'), port: 0, tickMs: 50 });
     const admin = adminOf(c);
     const lead = await studyLeadClient(admin, c.url);
-    const refusals: string[] = [];
-    c.bus.on((e) => void (e.type === 'update.refused' && refusals.push(e.reason)));
+    const failures: string[] = [];
+    c.bus.on((e) => void (e.type === 'task.failed' && failures.push(`${e.site} ${e.code}`)));
     for (const [name, code] of Object.entries(TRAINERS)) {
       const siteDir = join(dir, name);
       mkdirSync(siteDir, { recursive: true });
@@ -76,19 +77,23 @@ test('a crashing, hanging, NaN-writing or wrong-tensor trainer closes its task w
     const init = mapWeights(['body.weight', 'head.bias'], (k) => tensor([2], new Float32Array([1, 2]), k === 'head.bias' ? 'F16' : undefined));
     await lead.request('PUT', `/v1/studies/${s.id}/initial-weights`, { type: 'application/octet-stream', data: encodeSafetensors(init) });
     await lead.json('POST', `/v1/studies/${s.id}/start`, {});
-    const detail = await waitFor('four refusals', async () => {
-      const d = await lead.json<{ refusals: { site: string; reason: string }[]; rounds: { round: number; status: string }[] }>('GET', `/v1/studies/${s.id}`);
-      return d.refusals.length >= 4 ? d : undefined;
+    const detail = await waitFor('four task errors and the study failed', async () => {
+      const d = await lead.json<{ status: string; error: string | null; taskErrors?: { site: string; code: string; message: string }[]; refusals: unknown[] }>('GET', `/v1/studies/${s.id}`);
+      return (d.taskErrors ?? []).length >= 4 && d.status === 'failed' ? d : undefined;
     }, 120_000);
-    const why = Object.fromEntries(detail.refusals.map((r) => [r.site, r.reason]));
+    const why = Object.fromEntries(detail.taskErrors!.map((r) => [r.site, r.message]));
+    assert.deepEqual([...new Set(detail.taskErrors!.map((e) => e.code))], ['trainer_failed']);
+    assert.equal(detail.refusals.length, 0, 'errors, not refusals');
     assert.match(why['crash']!, /external \(python3 .*train\.py\) failed \(exit\): .*exited with status 1[\s\S]*RuntimeError: CUDA out of memory on device 0/);
     assert.match(why['hang']!, /failed \(timeout\): .*was still running after 4000 ms and was killed \(its last progress: step 1 of 100, loss 0\.7\)/);
     assert.match(why['nan']!, /failed \(output\): external trainer output: output\.safetensors: tensor "body\.weight" has a non-finite value \(NaN\) at index 0/);
     assert.match(why['wrong']!, /failed \(output\): external trainer output: output\.safetensors does not match the model: missing tensor "head\.bias"/);
-    assert.equal(refusals.length, 4, 'each refusal went out on the event stream as it happened');
+    assert.deepEqual(failures.sort(), ['crash', 'hang', 'nan', 'wrong'].map((n) => `${n} trainer_failed`), 'each error went out on the event stream as it happened');
+    // Every site answered (with an error), so the round closed without waiting out its 120 s deadline.
+    assert.match(detail.error!, /^round 1: 0 of 4 sites reported a result; at least 4 needed: /);
+    for (const n of ['crash', 'hang', 'nan', 'wrong']) assert.match(detail.error!, new RegExp(`${n} could not run its task \\(trainer_failed\\)`));
     assert.deepEqual((await c.store.listModelVersions(s.id)).map((v) => v.round), [0], 'no new global model');
     assert.equal(await c.store.countUpdates(s.id, 1), 0, 'nothing was uploaded');
-    assert.deepEqual(detail.rounds.map((r) => `${r.round} ${r.status}`), ['1 open']);
   } finally {
     await stopAll(children);
     await c?.close();

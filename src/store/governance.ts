@@ -141,7 +141,7 @@ export function governanceMigration(dialect: Dialect): Migration {
 }
 
 /**
- * 0007_lifecycle_version: a version on each study's lifecycle row, advanced by every write, so a decision is a
+ * 0008_lifecycle_version: a version on each study's lifecycle row, advanced by every write, so a decision is a
  * compare-and-set on the row as the decision read it (a state compare let an approval overwrite a withdrawal).
  */
 export const lifecycleVersionMigration: Migration = {

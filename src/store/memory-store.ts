@@ -11,6 +11,7 @@ import type { Institution, LifecycleRow, ModelCardRow, Placement, ResourceRow, S
 import { memberships, toEvent, toInstitution, toPlacement } from './governance.js';
 import { spendOf, type PrivacyLedgerTable, type SiteSpend, type SpendEntry } from './privacy.js';
 import type { CountedRefusal } from './audit-bounds.js';
+import type { TaskErrorsTable } from './task-errors.js';
 import {
   StoreConflict, refuseFromInside, runInside, type AuditRow, type CommitRoundArgs, type InviteRow, type MetricRow, type ModelVersionRow, type RefusalRow, type RoundRow,
   type SiteRow, type Store, type StrategyStateRow, type StudyRow, type TaskRow, type UpdateRow, type UserRow,
@@ -20,7 +21,7 @@ type Row = Record<string, unknown>;
 const TABLES = [
   'kv', 'invites', 'sites', 'studies', 'rounds', 'tasks', 'model_versions', 'updates', 'metrics', 'refusals', 'strategy_state',
   'users', 'user_invites', 'request_nonces', 'site_cohorts', 'audit_log', 'audit_head', 'institutions', 'study_governance',
-  'governance_events', 'site_profiles', 'compute_resources', 'task_placements', 'compute_usage', 'model_cards', 'privacy_ledger', 'study_cohorts',
+  'governance_events', 'site_profiles', 'compute_resources', 'task_placements', 'compute_usage', 'model_cards', 'privacy_ledger', 'study_cohorts', 'task_errors',
 ] as const;
 type Table = (typeof TABLES)[number];
 
@@ -30,7 +31,7 @@ const PK: Record<Table, string[]> = {
   updates: ['task_id'], metrics: ['id'], refusals: ['id'], strategy_state: ['study_id', 'round'], users: ['id'], user_invites: ['token_hash'],
   request_nonces: ['key_id', 'nonce'], site_cohorts: ['site_id', 'dataset'], audit_log: ['seq'], audit_head: ['id'], institutions: ['id'],
   study_governance: ['study_id'], governance_events: ['id'], site_profiles: ['site_id'], compute_resources: ['id'], task_placements: ['task_id'],
-  compute_usage: ['task_id'], model_cards: ['study_id'], privacy_ledger: ['task_id'], study_cohorts: ['study_id', 'site_id'],
+  compute_usage: ['task_id'], model_cards: ['study_id'], privacy_ledger: ['task_id'], study_cohorts: ['study_id', 'site_id'], task_errors: ['task_id'],
 };
 const GENERATED = new Set<Table>(['metrics', 'refusals', 'governance_events']);
 /** Unique columns besides the primary key (the SQL schema's UNIQUE constraints). */
@@ -297,6 +298,16 @@ export class MemoryStore implements Store {
   }
   refuseTask(taskId: string, now: number): Promise<boolean> {
     return this.op(() => this.update<TaskRow>('tasks', (r) => r.id === taskId && (r.status === 'issued' || r.status === 'delivered'), () => ({ status: 'refused', done_at: now })) === 1);
+  }
+  failTask(row: TaskErrorsTable): Promise<boolean> {
+    return this.op(() => {
+      if (this.update<TaskRow>('tasks', (r) => r.id === row.task_id && (r.status === 'issued' || r.status === 'delivered'), () => ({ status: 'failed', done_at: row.at })) !== 1) return false;
+      this.insert('task_errors', row);
+      return true;
+    });
+  }
+  listTaskErrors(studyId: string, round?: number): Promise<TaskErrorsTable[]> {
+    return this.op(() => this.rows<TaskErrorsTable>('task_errors').filter((r) => r.study_id === studyId && (round === undefined || r.round === round)).sort(by((r) => r.at, (r) => r.task_id)));
   }
   siteMayReadModel(siteId: string, versionId: string): Promise<boolean> {
     return this.op(() => this.rows<TaskRow>('tasks').some((r) => r.site_id === siteId && r.model_version_id === versionId));

@@ -7,6 +7,7 @@ import { Kysely, sql, type Migration, type MigrationProvider } from 'kysely';
 import { governanceMigration, lifecycleVersionMigration } from './governance.js';
 import { privacyMigration } from './privacy.js';
 import { auditBoundsMigration } from './audit-bounds.js';
+import { taskErrorsMigration } from './task-errors.js';
 
 export type Dialect = 'sqlite' | 'postgres';
 
@@ -223,7 +224,7 @@ export function migrationProvider(dialect: Dialect): MigrationProvider {
     async getMigrations() {
       return {
         '0001_initial': initial(dialect), '0002_trust': trust(dialect), '0003_governance': governanceMigration(dialect), '0005_privacy': privacyMigration(dialect),
-        '0006_audit_bounds': auditBoundsMigration(dialect), '0007_lifecycle_version': lifecycleVersionMigration,
+        '0006_audit_bounds': auditBoundsMigration(dialect), '0007_task_errors': taskErrorsMigration(dialect), '0008_lifecycle_version': lifecycleVersionMigration,
       };
     },
   };

@@ -15,6 +15,8 @@ import * as g from './governance.js';
 import * as audit from './audit.js';
 import * as p from './privacy.js';
 import * as bounds from './audit-bounds.js';
+import * as taskErrors from './task-errors.js';
+import { pgPoolMax } from './pg-pool.js';
 import {
   StoreConflict, StoreUnavailable, refuseFromInside, runInside, type AuditRow, type CommitRoundArgs, type InviteRow, type MetricRow, type ModelVersionRow, type RefusalRow, type RoundRow,
   type SiteRow, type Store, type StrategyStateRow, type StudyRow, type TaskRow, type UpdateRow, type UserRow,
@@ -64,7 +66,7 @@ export async function openSqlStore(url: string, o: SqlStoreOptions = {}): Promis
     pg.types.setTypeParser(20, (v: string) => Number(v));
     const pool = new pg.Pool({
       connectionString: url,
-      max: 8,
+      max: pgPoolMax(), // connections per coordinator: see pg-pool.ts
       // Never wait forever: a server that does not answer is StoreUnavailable (503), not a hung request.
       connectionTimeoutMillis: 10_000,
       keepAlive: true,
@@ -338,6 +340,12 @@ export class SqlStore implements Store {
   async refuseTask(taskId: string, now: number): Promise<boolean> {
     const r = await this.db.updateTable('tasks').set({ status: 'refused', done_at: now }).where('id', '=', taskId).where('status', 'in', ['issued', 'delivered']).executeTakeFirst();
     return Number(r.numUpdatedRows) === 1;
+  }
+  failTask(row: taskErrors.TaskErrorsTable): Promise<boolean> {
+    return this.transaction((tx) => taskErrors.failTask(taskErrors.taskErrorsDb((tx as SqlStore).db), row));
+  }
+  listTaskErrors(studyId: string, round?: number): Promise<taskErrors.TaskErrorsTable[]> {
+    return taskErrors.listTaskErrors(taskErrors.taskErrorsDb(this.db), studyId, round);
   }
   async siteMayReadModel(siteId: string, versionId: string): Promise<boolean> {
     const r = await this.db.selectFrom('tasks').select('id').where('site_id', '=', siteId).where('model_version_id', '=', versionId).limit(1).executeTakeFirst();

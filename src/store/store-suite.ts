@@ -174,6 +174,19 @@ export function storeSuite(b: StoreBackend): void {
         assert.deepEqual((await store.listTasks('s1', 2)).map((t) => [t.id, t.status, t.done_at]), [['t2-a', 'issued', null], ['t2-b', 'refused', now]]);
       });
 
+      it('fails an open task once with its error, and never a closed one', { skip }, async () => {
+        await store.openRound(round(3), [task('t3-a', 'a', 3), task('t3-b', 'b', 3)]);
+        const err = { task_id: 't3-a', study_id: 's1', round: 3, site_id: 'a', code: 'data_unreadable', message: 'heart.csv: no such file', at: now };
+        const r = await Promise.all(Array.from({ length: 4 }, (_, i) => (i % 2 ? store : other).failTask(err)));
+        assert.deepEqual(r.filter(Boolean).length, 1, 'of concurrent errors for one task one is kept');
+        assert.equal((await store.getTask('t3-a'))?.status, 'failed');
+        await store.acceptUpdate(update('t3-b', 'b', 3));
+        assert.equal(await store.failTask({ ...err, task_id: 't3-b', site_id: 'b' }), false, 'a task with a result takes no error');
+        assert.deepEqual((await store.listTaskErrors('s1', 3)).map((e) => [e.task_id, e.code, e.at]), [['t3-a', 'data_unreadable', now]]);
+        assert.equal((await store.listTaskErrors('s1')).length, 1);
+        assert.deepEqual(await store.listTaskErrors('s1', 2), []);
+      });
+
       it('moves an open round\'s deadline and its open tasks\' later, and leaves a committed round alone', { skip }, async () => {
         await store.extendOpenRound('s1', 2, 500.4);
         assert.equal((await store.getRound('s1', 2))?.deadline_at, now + 1000 + 500);

@@ -22,6 +22,7 @@ import type {
 } from './governance.js';
 import type { PrivacyLedgerTable, SiteSpend, SpendEntry } from './privacy.js';
 import type { CountedRefusal } from './audit-bounds.js';
+import type { TaskErrorsTable } from './task-errors.js';
 
 export type SiteRow = SitesTable;
 export type StudyRow = StudiesTable;
@@ -39,6 +40,7 @@ export type AuditRow = AuditLogTable;
 export type { GovernanceEvent, Institution, LifecycleRow, ModelCardRow, Placement, ResourceRow, SiteMembership, SiteProfile, UsageRow, SiteSpend, SpendEntry };
 export type LedgerRow = PrivacyLedgerTable;
 export type { CountedRefusal };
+export type TaskErrorRow = TaskErrorsTable;
 
 /** Thrown when a state change is refused because the row is not in the state the caller expected, or a unique key is taken. */
 export class StoreConflict extends Error {
@@ -147,6 +149,13 @@ export interface Store {
   markDelivered(taskId: string, now: number): Promise<void>;
   /** An open task the site refused: true when it was open. */
   refuseTask(taskId: string, now: number): Promise<boolean>;
+  /**
+   * A task its site could not run: closes it as failed and records the error, together, only while it is open
+   * (false, writing nothing, when it already has a result, a refusal or an error, or its round closed).
+   */
+  failTask(row: TaskErrorRow): Promise<boolean>;
+  /** A study's task errors (of one round), oldest first. */
+  listTaskErrors(studyId: string, round?: number): Promise<TaskErrorRow[]>;
   /** True when `siteId` holds (or held) a task that references model version `versionId`. */
   siteMayReadModel(siteId: string, versionId: string): Promise<boolean>;
   /** A restarted SecAgg+ round: its update rows go and its live tasks (issued, delivered, done) are issued again; refused and expired ones stay closed. */

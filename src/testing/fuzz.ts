@@ -34,6 +34,9 @@ export interface JsonSchema {
   nullable?: boolean;
 }
 
+/** The API: what /openapi.json must describe (not the document itself, nor the dashboard's files). */
+export const API_PATH = /^\/(v1\/|healthz$|readyz$|metrics$)/;
+
 export interface FuzzRoute {
   method: string;
   /** Fastify's pattern, e.g. /v1/studies/:id */

@@ -9,6 +9,7 @@ export const BENCHES: Record<string, () => Promise<{ main(argv: string[]): Promi
   'dp-heart': () => import('./dp-heart.js'),
   csv: () => import('./csv.js'),
   sdk: () => import('./sdk.js'),
+  reads: () => import('./reads.js'),
 };
 
 export async function main(argv: string[]): Promise<number> {

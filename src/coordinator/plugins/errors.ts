@@ -71,7 +71,10 @@ export function errorHandling(app: FastifyInstance, o: ErrorOptions): void {
     }
     if (err.validation) {
       const where = err.validationContext ?? 'request';
-      return reply.status(400).send({ error: 'invalid_request', message: `${where}${err.message.replace(/^(body|querystring|params|headers)/, '')}` } satisfies ErrorBody);
+      // An enum's refusal lists what is allowed (AJV only says "one of the allowed values").
+      const allowed = err.validation.map((v) => (v.params as { allowedValues?: unknown[] }).allowedValues).find((a) => Array.isArray(a));
+      const list = allowed ? ` (allowed: ${allowed.map(String).join(', ')})` : '';
+      return reply.status(400).send({ error: 'invalid_request', message: `${where}${err.message.replace(/^(body|querystring|params|headers)/, '')}${list}` } satisfies ErrorBody);
     }
     if (err.code === 'FST_ERR_CTP_BODY_TOO_LARGE') return reply.status(413).send({ error: 'body_too_large', message: err.message } satisfies ErrorBody);
     if (err.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') return reply.status(415).send({ error: 'unsupported_media_type', message: frameworkMessage(err) } satisfies ErrorBody);

@@ -21,6 +21,7 @@ import type { Store } from '../../store/store.js';
 import type { EventBus } from '../events.js';
 import { agentLastSeen, httpDuration, httpRequests, refusals, registry, rounds, storeReady, tasks } from '../../observability/metrics.js';
 import type { ErrorBody } from './errors.js';
+import { NoQuery, TextReply } from '../../protocol/replies.js';
 
 const REQUEST_ID_RE = /^[A-Za-z0-9._:-]{8,128}$/;
 
@@ -109,7 +110,7 @@ export function observability(app: FastifyInstance, o: ObservabilityOptions): vo
     else if (e.type === 'update.refused') {
       tasks.inc({ outcome: 'refused' });
       refusals.inc();
-    }
+    } else if (e.type === 'task.failed') tasks.inc({ outcome: 'failed' });
   });
 
   const ready = async (req: FastifyRequest) => {
@@ -121,7 +122,7 @@ export function observability(app: FastifyInstance, o: ObservabilityOptions): vo
   const Health = Type.Object({ ok: Type.Literal(true), instance: Type.String(), time: Type.Number() });
   const Unavailable = Type.Object({ error: Type.String(), message: Type.String(), requestId: Type.String() });
   const readiness = {
-    schema: { summary: 'Readiness: 200 when the store takes a write and a read and the disk has room, else 503', response: { 200: Health, 503: Unavailable } },
+    schema: { summary: 'Readiness: 200 when the store takes a write and a read and the disk has room, else 503', querystring: NoQuery, response: { 200: Health, 503: Unavailable } },
   };
   const readyHandler = async (req: FastifyRequest, reply: import('fastify').FastifyReply) => {
     const reason = await ready(req);
@@ -133,9 +134,9 @@ export function observability(app: FastifyInstance, o: ObservabilityOptions): vo
   };
   app.get('/v1/health', readiness, readyHandler);
   app.get('/readyz', readiness, readyHandler);
-  app.get('/healthz', { schema: { summary: 'Liveness: the process answers (no store access)', response: { 200: Type.Object({ ok: Type.Literal(true) }) } } }, async () => ({ ok: true as const }));
+  app.get('/healthz', { schema: { summary: 'Liveness: the process answers (no store access)', querystring: NoQuery, response: { 200: Type.Object({ ok: Type.Literal(true) }) } } }, async () => ({ ok: true as const }));
 
-  app.get('/metrics', { schema: { summary: 'Prometheus metrics (text exposition format)', produces: ['text/plain'] } as never }, async (_req, reply) => {
+  app.get('/metrics', { schema: { summary: 'Prometheus metrics (text exposition format)', querystring: NoQuery, response: { 200: { content: { 'text/plain': { schema: TextReply('Prometheus text exposition format') } } } } } }, async (_req, reply) => {
     try {
       agentLastSeen.reset();
       for (const s of await o.store.listSites()) if (s.last_seen_at !== null) agentLastSeen.set({ site: s.id }, s.last_seen_at / 1000);

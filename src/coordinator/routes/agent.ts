@@ -1,7 +1,6 @@
 /** The agent's side: long-poll for tasks, model download, validated result upload. */
-import type { FastifyInstance } from 'fastify';
-import type { RouteContext } from './context.js';
-import { RESULT_META_KEY, ResultMetaSchema, checkValue, type ResultMeta, type StudySpec, type TaskMessage } from '../../protocol/api.js';
+import type { RoutePlugin } from './context.js';
+import { RESULT_META_KEY, ResultMetaSchema, TaskSchema, checkValue, type ResultMeta, type StudySpec, type TaskMessage } from '../../protocol/api.js';
 import { SafetensorsError, decodeSafetensors, decodeTensors, headerLayout, readSafetensorsHeader } from '../../protocol/safetensors.js';
 import { firstNonFinite, layoutDifference, layoutOf, type ResolvedRules, type Weights, type WeightsLayout } from '../../protocol/tensors.js';
 import { rulesOf, updateLayout } from '../study-model.js';
@@ -9,16 +8,17 @@ import { appendAudit } from '../../governance/audit-store.js';
 import { auditsRefusal } from '../../store/audit-bounds.js';
 import { StoreConflict, type TaskRow } from '../../store/store.js';
 import { HttpError, requireSite } from '../auth.js';
+import { BinaryReply, IdParams, NoContent, NoQuery, ResultAcceptedReply, WaitQuery, binaryBody } from '../../protocol/replies.js';
 import { digestHex, normStatsKey, studySeed } from '../engine.js';
 import { recordSpendInTx, spendProblem, taskPrivacy } from '../privacy.js';
 
-export function agentRoutes(app: FastifyInstance, ctx: RouteContext): void {
-  const { store, bus, engine, now, auth, audit } = ctx;
+export const agentRoutes: RoutePlugin = async (app, ctx) => {
+  const { store, bus, engine, now, audit } = ctx;
   // ---- the agent's side: long-poll, model download, result upload ----
   // Query values are strings; bodies are never coerced, so the pattern does the integer check here.
   app.get<{ Querystring: { waitMs?: string } }>(
     '/v1/agent/task',
-    { schema: { querystring: { type: 'object', properties: { waitMs: { type: 'string', pattern: '^[0-9]{1,5}$' } }, additionalProperties: false } }, preValidation: auth },
+    { schema: { querystring: WaitQuery, response: { 200: TaskSchema, 204: NoContent } } },
     async (req, reply) => {
       const site = requireSite(req.principal!, 'task.poll');
       const until = now() + Math.min(Number(req.query.waitMs ?? 0), ctx.maxWaitMs ?? 25_000);
@@ -68,7 +68,7 @@ export function agentRoutes(app: FastifyInstance, ctx: RouteContext): void {
     };
   }
 
-  app.get<{ Params: { id: string } }>('/v1/agent/models/:id', { preValidation: auth }, async (req, reply) => {
+  app.get<{ Params: { id: string } }>('/v1/agent/models/:id', { schema: { params: IdParams, querystring: NoQuery, response: { 200: { content: { 'application/octet-stream': { schema: BinaryReply } } } } } }, async (req, reply) => {
     const site = requireSite(req.principal!, 'model.download');
     if (!(await store.siteMayReadModel(site.id, req.params.id))) throw new HttpError(404, 'not_found', `no model ${req.params.id} for this site`);
     const mv = await store.getModelVersion(req.params.id);
@@ -94,7 +94,9 @@ export function agentRoutes(app: FastifyInstance, ctx: RouteContext): void {
     return v;
   }
 
-  app.post<{ Params: { id: string } }>('/v1/agent/tasks/:id/result', { preValidation: auth }, async (req) => {
+  app.post<{ Params: { id: string } }>('/v1/agent/tasks/:id/result', {
+    schema: { params: IdParams, querystring: NoQuery, body: { content: { ...binaryBody.content, 'application/json': { schema: ResultMetaSchema } } }, response: { 200: ResultAcceptedReply } },
+  }, async (req) => {
     const site = requireSite(req.principal!, 'update.submit');
     const task = await store.getTask(req.params.id);
     if (!task || task.site_id !== site.id) throw new HttpError(403, 'forbidden', `task ${req.params.id} was not given to this site`);

@@ -8,11 +8,11 @@
  *   GET /v1/audit/export           JSON Lines for an external auditor (audit-chain.ts exportChain)
  * `setu audit verify` does not trust /verify: it fetches the entries and recomputes everything itself.
  */
-import type { FastifyInstance } from 'fastify';
-import type { RouteContext } from './context.js';
+import type { RoutePlugin } from './context.js';
 import { Type } from '@sinclair/typebox';
 import { HttpError, requireUser } from '../auth.js';
 import { AuditCheckpointSchema } from '../../protocol/audit-checkpoint.js';
+import { AuditQuery, ChainVerdictSchema, NoQuery, TextReply } from '../../protocol/replies.js';
 
 /** Pages of the log: an unasked-for request never returns the whole of a long chain. */
 export const AUDIT_PAGE_DEFAULT = 1000;
@@ -30,11 +30,10 @@ const AuditPageSchema = Type.Object({
   next: Type.Union([Type.Integer(), Type.Null()]),
 });
 
-export function auditRoutes(app: FastifyInstance, ctx: RouteContext): void {
-  const { audit, auth } = ctx;
-  const q = { type: 'object', properties: { after: { type: 'string', pattern: '^[0-9]{1,15}$' }, limit: { type: 'string', pattern: '^[0-9]{1,7}$' } }, additionalProperties: false } as const;
+export const auditRoutes: RoutePlugin = async (app, ctx) => {
+  const { audit } = ctx;
 
-  app.get<{ Querystring: { after?: string; limit?: string } }>('/v1/audit', { schema: { querystring: q, response: { 200: AuditPageSchema } }, preValidation: auth }, async (req) => {
+  app.get<{ Querystring: { after?: string; limit?: string } }>('/v1/audit', { schema: { querystring: AuditQuery, response: { 200: AuditPageSchema } } }, async (req) => {
     requireUser(req.principal!, 'audit.view');
     const limit = req.query.limit === undefined ? AUDIT_PAGE_DEFAULT : Number(req.query.limit);
     if (limit < 1 || limit > AUDIT_PAGE_MAX) throw new HttpError(400, 'invalid_query', `limit must be between 1 and ${AUDIT_PAGE_MAX}, not ${req.query.limit}`);
@@ -47,17 +46,17 @@ export function auditRoutes(app: FastifyInstance, ctx: RouteContext): void {
     return { publicKey: audit.key.publicKeyRaw, count: checkpoint.count, head: checkpoint.head, checkpoint, entries, next };
   });
 
-  app.get('/v1/audit/checkpoint', { schema: { response: { 200: AuditCheckpointSchema } }, preValidation: auth }, async (req) => {
+  app.get('/v1/audit/checkpoint', { schema: { querystring: NoQuery, response: { 200: AuditCheckpointSchema } } }, async (req) => {
     requireUser(req.principal!, 'audit.view');
     return audit.checkpoint(ctx.now());
   });
 
-  app.get('/v1/audit/verify', { preValidation: auth }, async (req) => {
+  app.get('/v1/audit/verify', { schema: { querystring: NoQuery, response: { 200: ChainVerdictSchema } } }, async (req) => {
     requireUser(req.principal!, 'audit.view');
     return audit.verify();
   });
 
-  app.get('/v1/audit/export', { preValidation: auth }, async (req, reply) => {
+  app.get('/v1/audit/export', { schema: { querystring: NoQuery, response: { 200: { content: { 'application/x-ndjson': { schema: TextReply('JSON Lines: a signed header, then every entry (governance/audit-chain.ts exportChain)') } } } } } }, async (req, reply) => {
     requireUser(req.principal!, 'audit.export');
     return reply.type('application/x-ndjson').send(await audit.export(ctx.now()));
   });

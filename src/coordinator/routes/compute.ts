@@ -9,38 +9,21 @@
  * data's jurisdiction with the most free capacity, or refuses naming why), report the scheduler job
  * (…/job), the task's CPU- and GPU-seconds (…/usage), and a refusal by their local policy (…/refuse).
  */
-import type { FastifyInstance } from 'fastify';
-import { Type, type Static } from '@sinclair/typebox';
-import type { RouteContext } from './context.js';
+import type { RoutePlugin } from './context.js';
 import { HttpError, requireSite, requireUser } from '../auth.js';
+import {
+  ComputeProfileBody, ComputeProfileReply, IdParams, JobBody, LedgerQuery, LedgerReply, NoBody, NoQuery, OkReply, PlacementReply, QueuesSchema, RecordedReply, RefuseBody,
+  ResourceListSchema, ResourceRegisteredReply, UsageBody, UsageQuery, UsageReply, type ComputeProfileRequest, type JobRequest, type RefuseRequest, type UsageRequest,
+} from '../../protocol/replies.js';
 import { appendAudit } from '../../governance/audit-store.js';
 import { auditsRefusal } from '../../store/audit-bounds.js';
 import type { Placement } from '../../store/governance.js';
 import { ComputeValidationError, parseResource } from '../../compute/validate.js';
 import { freeAt, place } from '../../compute/placement.js';
 import { contributionReport, summarize } from '../../compute/ledger.js';
-import type { ComputeResource, FreeCapacity } from '../../compute/types.js';
+import { ComputeResource as ComputeResourceSchema, type ComputeResource, type FreeCapacity } from '../../compute/types.js';
 import { allowedCompute } from '../../governance/study-governance.js';
-import { governanceConfig, policies, type GovernanceConfig } from './governance.js';
-
-const ProfileSchema = Type.Object({
-  mode: Type.Union([Type.Literal('own'), Type.Literal('placed')]),
-  cpus: Type.Optional(Type.Integer({ minimum: 1, maximum: 100_000 })),
-  gpus: Type.Optional(Type.Integer({ minimum: 0, maximum: 1024 })),
-  ramGiB: Type.Optional(Type.Number({ exclusiveMinimum: 0, maximum: 1_000_000 })),
-  minGpuMemoryGiB: Type.Optional(Type.Number({ exclusiveMinimum: 0 })),
-}, { additionalProperties: false });
-const JobSchema = Type.Object({ jobId: Type.String({ minLength: 1, maxLength: 200 }), state: Type.String({ minLength: 1, maxLength: 40 }) }, { additionalProperties: false });
-const UsageSchema = Type.Object({
-  resourceId: Type.String({ minLength: 1, maxLength: 200 }),
-  scheduler: Type.Union([Type.Literal('local'), Type.Literal('slurm'), Type.Literal('kubernetes'), Type.Literal('in-process')]),
-  cpuSeconds: Type.Number({ minimum: 0 }),
-  gpuSeconds: Type.Number({ minimum: 0 }),
-  wallSeconds: Type.Number({ minimum: 0 }),
-  cpuBasis: Type.Union([Type.Literal('measured'), Type.Literal('allocated')]),
-  jobId: Type.Optional(Type.String({ minLength: 1, maxLength: 200 })),
-}, { additionalProperties: false });
-const RefuseSchema = Type.Object({ reason: Type.String({ minLength: 1, maxLength: 4000 }) }, { additionalProperties: false });
+import { policies } from './governance.js';
 
 /** What is free on each resource once the tasks placed on it and not yet finished are subtracted. */
 export async function withPlacedLoad(resources: ComputeResource[], active: Placement[], demand: (p: Placement) => Promise<FreeCapacity>, at = new Date()): Promise<ComputeResource[]> {
@@ -59,12 +42,11 @@ export async function withPlacedLoad(resources: ComputeResource[], active: Place
   });
 }
 
-export function computeRoutes(app: FastifyInstance, ctx: RouteContext, cfg: GovernanceConfig = governanceConfig()): void {
-  // Registered after governanceRoutes in server.ts; both read the environment once, at registration.
-  const { store, now, auth } = ctx;
+export const computeRoutes: RoutePlugin = async (app, ctx) => {
+  const { store, now, governance: cfg } = ctx;
 
   // ---- operators ----
-  app.post('/v1/compute/resources', { preValidation: auth }, async (req, reply) => {
+  app.post('/v1/compute/resources', { schema: { querystring: NoQuery, body: ComputeResourceSchema, response: { 200: ResourceRegisteredReply, 201: ResourceRegisteredReply } } }, async (req, reply) => {
     const user = requireUser(req.principal!, 'compute.register');
     let r: ComputeResource;
     try {
@@ -91,7 +73,7 @@ export function computeRoutes(app: FastifyInstance, ctx: RouteContext, cfg: Gove
     return reply.status(outcome === 'created' ? 201 : 200).send({ ...r, outcome });
   });
 
-  app.get('/v1/compute/resources', { preValidation: auth }, async (req) => {
+  app.get('/v1/compute/resources', { schema: { querystring: NoQuery, response: { 200: ResourceListSchema } } }, async (req) => {
     requireUser(req.principal!, 'compute.view');
     const active = await store.listPlacements({ activeOnly: true });
     return (await store.listResources()).map((r) => {
@@ -100,7 +82,7 @@ export function computeRoutes(app: FastifyInstance, ctx: RouteContext, cfg: Gove
     });
   });
 
-  app.get('/v1/compute/queues', { preValidation: auth }, async (req) => {
+  app.get('/v1/compute/queues', { schema: { querystring: NoQuery, response: { 200: QueuesSchema } } }, async (req) => {
     requireUser(req.principal!, 'compute.view');
     const [resources, placements, members] = await Promise.all([store.listResources(), store.listPlacements(), store.listMemberships()]);
     const name = new Map(members.map((m) => [m.id, m.name]));
@@ -114,13 +96,13 @@ export function computeRoutes(app: FastifyInstance, ctx: RouteContext, cfg: Gove
     });
   });
 
-  app.get<{ Querystring: { study?: string } }>('/v1/compute/usage', { preValidation: auth }, async (req) => {
+  app.get<{ Querystring: { study?: string } }>('/v1/compute/usage', { schema: { querystring: UsageQuery, response: { 200: UsageReply } } }, async (req) => {
     requireUser(req.principal!, 'compute.view');
     const records = await store.listUsage(req.query.study);
     return { records, summary: summarize(records) };
   });
 
-  app.get<{ Querystring: { study?: string; countries?: string } }>('/v1/compute/ledger', { preValidation: auth }, async (req) => {
+  app.get<{ Querystring: { study?: string; countries?: string } }>('/v1/compute/ledger', { schema: { querystring: LedgerQuery, response: { 200: LedgerReply } } }, async (req) => {
     requireUser(req.principal!, 'compute.view');
     const records = await store.listUsage(req.query.study);
     const countries = req.query.countries ? req.query.countries.split(',').map((c) => c.trim()).filter(Boolean) : ['IN', 'JP'];
@@ -128,7 +110,7 @@ export function computeRoutes(app: FastifyInstance, ctx: RouteContext, cfg: Gove
   });
 
   // ---- site agents ----
-  app.put<{ Body: Static<typeof ProfileSchema> }>('/v1/agent/compute', { schema: { body: ProfileSchema }, preValidation: auth }, async (req) => {
+  app.put<{ Body: ComputeProfileRequest }>('/v1/agent/compute', { schema: { querystring: NoQuery, body: ComputeProfileBody, response: { 200: ComputeProfileReply } } }, async (req) => {
     const site = requireSite(req.principal!, 'task.poll');
     const prev = await store.getSiteProfile(site.id);
     await store.putSiteProfile(site.id, { compute: req.body, datasets: prev?.datasets ?? {}, updatedAt: now() });
@@ -146,7 +128,7 @@ export function computeRoutes(app: FastifyInstance, ctx: RouteContext, cfg: Gove
     return { cpus: c?.cpus ?? 1, gpus: c?.gpus ?? 0, ramGiB: c?.ramGiB ?? 1, ...(c?.minGpuMemoryGiB !== undefined ? { minGpuMemoryGiB: c.minGpuMemoryGiB } : {}) };
   }
 
-  app.post<{ Params: { id: string } }>('/v1/agent/tasks/:id/placement', { preValidation: auth }, async (req) => {
+  app.post<{ Params: { id: string } }>('/v1/agent/tasks/:id/placement', { schema: { params: IdParams, querystring: NoQuery, body: NoBody, response: { 200: PlacementReply } } }, async (req) => {
     const site = requireSite(req.principal!, 'task.poll');
     const task = await siteTask(site.id, req.params.id);
     const resources = await store.listResources();
@@ -181,7 +163,7 @@ export function computeRoutes(app: FastifyInstance, ctx: RouteContext, cfg: Gove
     return { placement: p, resource: resources.find((x) => x.id === r.resource.id)!.spec };
   });
 
-  app.post<{ Params: { id: string }; Body: Static<typeof JobSchema> }>('/v1/agent/tasks/:id/job', { schema: { body: JobSchema }, preValidation: auth }, async (req) => {
+  app.post<{ Params: { id: string }; Body: JobRequest }>('/v1/agent/tasks/:id/job', { schema: { params: IdParams, querystring: NoQuery, body: JobBody, response: { 200: OkReply } } }, async (req) => {
     const site = requireSite(req.principal!, 'task.poll');
     await siteTask(site.id, req.params.id);
     if (!(await store.getPlacement(req.params.id))) throw new HttpError(409, 'not_placed', `task ${req.params.id} has no placement`);
@@ -189,7 +171,7 @@ export function computeRoutes(app: FastifyInstance, ctx: RouteContext, cfg: Gove
     return { ok: true };
   });
 
-  app.post<{ Params: { id: string }; Body: Static<typeof UsageSchema> }>('/v1/agent/tasks/:id/usage', { schema: { body: UsageSchema }, preValidation: auth }, async (req, reply) => {
+  app.post<{ Params: { id: string }; Body: UsageRequest }>('/v1/agent/tasks/:id/usage', { schema: { params: IdParams, querystring: NoQuery, body: UsageBody, response: { 201: RecordedReply } } }, async (req, reply) => {
     const site = requireSite(req.principal!, 'update.submit');
     const task = await siteTask(site.id, req.params.id);
     const u = req.body;
@@ -221,7 +203,7 @@ export function computeRoutes(app: FastifyInstance, ctx: RouteContext, cfg: Gove
     return reply.status(201).send({ recorded: true });
   });
 
-  app.post<{ Params: { id: string }; Body: Static<typeof RefuseSchema> }>('/v1/agent/tasks/:id/refuse', { schema: { body: RefuseSchema }, preValidation: auth }, async (req) => {
+  app.post<{ Params: { id: string }; Body: RefuseRequest }>('/v1/agent/tasks/:id/refuse', { schema: { params: IdParams, querystring: NoQuery, body: RefuseBody, response: { 200: RecordedReply } } }, async (req) => {
     const site = requireSite(req.principal!, 'update.submit');
     const task = await siteTask(site.id, req.params.id);
     if (task.status !== 'issued' && task.status !== 'delivered') throw new HttpError(409, 'conflict', `task ${task.id} is ${task.status}`);
@@ -240,6 +222,8 @@ export function computeRoutes(app: FastifyInstance, ctx: RouteContext, cfg: Gove
     });
     if (!closed) throw new HttpError(409, 'conflict', `task ${task.id} is no longer open; it takes no refusal`);
     ctx.bus.emit({ type: 'update.refused', studyId: task.study_id, round: task.round, siteId: site.id, reason });
+    // A refusal is the site's answer: a round whose every site has answered closes now (round-close.ts).
+    ctx.engine.kick();
     return { recorded: true };
   });
 }

@@ -1,12 +1,15 @@
 /**
- * What every route module receives. Route modules are small Fastify registrations, one per area
- * (sites, agent, studies, …); server.ts wires them together with the shared error handling.
+ * What every route plugin receives. Each file in this folder is a Fastify plugin for one area (sites, agent,
+ * studies, …), registered by server.ts with this context as its options: the public ones (enrolment, the event
+ * stream, the dashboard) at the root, the rest inside the one authenticated scope, whose single hook
+ * (../auth.ts `signatureHook`) has put the verified caller in `req.principal` before any handler runs.
  */
-import type { FastifyRequest } from 'fastify';
+import type { FastifyPluginAsync } from 'fastify';
 import type { Store } from '../../store/store.js';
 import type { EventBus } from '../events.js';
 import type { RoundEngine } from '../engine.js';
 import type { AuditLog } from '../../governance/audit-store.js';
+import type { GovernanceConfig } from './governance.js';
 
 export interface RouteContext {
   store: Store;
@@ -15,15 +18,15 @@ export interface RouteContext {
   /** The audit chain: `audit.append(fields)`, or `appendAudit(tx, audit.key, fields)` inside a transaction. */
   audit: AuditLog;
   now: () => number;
-  /**
-   * Name it as a route's `preValidation` to require a signed request: the signature is checked before the body
-   * is read (../plugins/signed-requests.ts) and the caller is in `req.principal`; this hook only guards that.
-   */
-  auth: (req: FastifyRequest) => Promise<void>;
+  /** Where the jurisdiction policies are and where this coordinator stands (read once, at start). */
+  governance: GovernanceConfig;
   maxWaitMs: number;
   onlineWindowMs: number;
   bodyLimit: number;
 }
+
+/** A route module: registered with `app.register(plugin, ctx)`. */
+export type RoutePlugin = FastifyPluginAsync<RouteContext>;
 
 // Who may do what lives in one table, governance/roles.ts; routes call authorize/requireUser/requireSite
 // from ../auth.js with an action name and then check its scope.

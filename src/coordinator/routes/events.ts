@@ -17,10 +17,10 @@
  * database, or a backup of it, cannot mint a token. Site agents cannot get tokens: the stream is for users.
  */
 import { createHmac, hkdfSync, timingSafeEqual } from 'node:crypto';
-import type { FastifyInstance } from 'fastify';
 import { Type, type Static } from '@sinclair/typebox';
-import type { RouteContext } from './context.js';
+import type { RouteContext, RoutePlugin } from './context.js';
 import { HttpError, sha256hex } from '../auth.js';
+import { NoBody, NoQuery, TextReply } from '../../protocol/replies.js';
 import type { CoordinatorEvent } from '../events.js';
 import { scopeOf } from '../../governance/roles.js';
 import type { StreamEvent } from '../../protocol/views.js';
@@ -93,16 +93,10 @@ export function visibleTo(role: string, e: CoordinatorEvent, study?: string): bo
   return true;
 }
 
-export function eventRoutes(app: FastifyInstance, ctx: RouteContext): void {
-  const { store, bus, now, auth } = ctx;
+/** Issues and checks stream tokens: MACed claims, checked against the live identity on every use. */
+function streamTokens(ctx: RouteContext) {
+  const { store, now } = ctx;
   const macKey = streamTokenKey(ctx.audit.key);
-
-  // Open streams never end by themselves; close them when the server closes so app.close() does not hang.
-  const open = new Set<() => void>();
-  app.addHook('preClose', async () => {
-    for (const end of [...open]) end();
-  });
-
   const mac = (payload: string) => createHmac('sha256', macKey).update(`setu-stream\n${payload}`).digest();
 
   function issue(claims: StreamClaims): string {
@@ -123,13 +117,21 @@ export function eventRoutes(app: FastifyInstance, ctx: RouteContext): void {
     if (problem) throw new HttpError(401, 'revoked', `${problem}; the stream token is no longer valid`);
     return claims;
   }
+  return { issue, check };
+}
+
+/** POST /v1/events/token (signed, in the authenticated scope): a stream token for the caller. */
+export const eventTokenRoutes: RoutePlugin = async (app, ctx) => {
+  const { store, now } = ctx;
+  const { issue } = streamTokens(ctx);
 
   app.post(
     '/v1/events/token',
     {
-      preValidation: auth,
       schema: {
         summary: 'Get a short-lived token for the live event stream (EventSource cannot send credentials)',
+        querystring: NoQuery,
+        body: NoBody,
         response: { 200: StreamTokenSchema },
       },
     },
@@ -143,6 +145,18 @@ export function eventRoutes(app: FastifyInstance, ctx: RouteContext): void {
       return { token: issue({ sub: p.id, role: p.role, kid: sha256hex(user.public_key), exp }), expiresAt: exp, role: p.role };
     },
   );
+};
+
+/** GET /v1/events (public: the token is the credential, since an EventSource cannot sign). */
+export const eventStreamRoutes: RoutePlugin = async (app, ctx) => {
+  const { store, bus, now } = ctx;
+  const { check } = streamTokens(ctx);
+
+  // Open streams never end by themselves; close them when the server closes so app.close() does not hang.
+  const open = new Set<() => void>();
+  app.addHook('preClose', async () => {
+    for (const end of [...open]) end();
+  });
 
   app.get<{ Querystring: EventsQuery }>(
     '/v1/events',
@@ -150,6 +164,7 @@ export function eventRoutes(app: FastifyInstance, ctx: RouteContext): void {
       schema: {
         summary: 'Live coordinator events as Server-Sent Events (text/event-stream), filtered by the token holder’s role and optionally by study',
         querystring: EventsQuerySchema,
+        response: { 200: { content: { 'text/event-stream': { schema: TextReply('Server-Sent Events; each event\'s name is its type (protocol/views.ts StreamEvent)') } } } },
       },
     },
     async (req, reply) => {

@@ -12,11 +12,14 @@
  * its own site admin approved, with data-use terms. The policy check covers every site with a jurisdiction;
  * sites without one are listed as `unchecked` in the start answer.
  */
-import type { FastifyInstance, FastifyReply } from 'fastify';
-import { Type, type Static } from '@sinclair/typebox';
-import type { RouteContext } from './context.js';
+import type { FastifyReply } from 'fastify';
+import type { RouteContext, RoutePlugin } from './context.js';
 import type { Principal } from '../auth.js';
-import { HttpError, requireUser } from '../auth.js';
+import { HttpError, checkOwnStudy, requireUser } from '../auth.js';
+import {
+  ApproveBody, GovernanceViewSchema, IdParams, LifecycleViewSchema, NoBody, NoQuery, PoliciesSchema, PolicyCheckSchema, ReasonBody, ReleaseStateSchema, ReleasedReply, SignoffBody, SignoffReply,
+  type ApproveRequest, type ReasonRequest, type SignoffRequest,
+} from '../../protocol/replies.js';
 import type { StudySpec } from '../../protocol/api.js';
 import { encodeSafetensors } from '../../protocol/safetensors.js';
 import { digestHex, initialWeights } from '../engine.js';
@@ -56,23 +59,10 @@ function asHttp(e: unknown): never {
   throw e;
 }
 
-const Terms = Type.Object({
-  purpose: Type.String({ minLength: 1, maxLength: 2000 }),
-  conditions: Type.Optional(Type.Array(Type.String({ minLength: 1, maxLength: 2000 }), { maxItems: 50 })),
-  expiresAt: Type.Optional(Type.Number()),
-}, { additionalProperties: false });
-const ApproveSchema = Type.Object({ site: Type.String({ minLength: 1 }), terms: Terms }, { additionalProperties: false });
-const SignoffSchema = Type.Object({ site: Type.Optional(Type.String({ minLength: 1 })) }, { additionalProperties: false });
-const ReasonSchema = Type.Object({ site: Type.String({ minLength: 1 }), reason: Type.String({ minLength: 1, maxLength: 2000 }) }, { additionalProperties: false });
-
 async function studyOr404(ctx: RouteContext, id: string) {
   const s = await ctx.store.getStudy(id);
   if (!s) throw new HttpError(404, 'not_found', `no study ${id}`);
   return s;
-}
-
-function checkOwnStudy(user: { id: string; scope: string }, study: { id: string; created_by: string }): void {
-  if (user.scope === 'own-study' && study.created_by !== user.id) throw new HttpError(403, 'forbidden', `study ${study.id} is led by someone else`);
 }
 
 /** A site admin acts only for sites of their own institution (matched by institution id or name). */
@@ -86,16 +76,11 @@ async function siteForAdmin(ctx: RouteContext, user: { role: string; institution
   return site;
 }
 
-/** The configuration each coordinator's routes were registered with, so start/stop (studies.ts) use the same. */
-const configs = new WeakMap<RouteContext, GovernanceConfig>();
-const configOf = (ctx: RouteContext) => configs.get(ctx) ?? governanceConfig();
-
-export function governanceRoutes(app: FastifyInstance, ctx: RouteContext, cfg: GovernanceConfig = governanceConfig()): void {
-  configs.set(ctx, cfg);
-  const { store, now, auth } = ctx;
+export const governanceRoutes: RoutePlugin = async (app, ctx) => {
+  const { store, now, governance: cfg } = ctx;
   const deps = () => ({ store, audit: ctx.audit.key });
 
-  app.post<{ Params: { id: string } }>('/v1/studies/:id/propose', { preValidation: auth }, async (req) => {
+  app.post<{ Params: { id: string } }>('/v1/studies/:id/propose', { schema: { params: IdParams, querystring: NoQuery, body: NoBody, response: { 200: LifecycleViewSchema } } }, async (req) => {
     const user = requireUser(req.principal!, 'study.propose');
     const s = await studyOr404(ctx, req.params.id);
     checkOwnStudy(user, s);
@@ -104,7 +89,7 @@ export function governanceRoutes(app: FastifyInstance, ctx: RouteContext, cfg: G
     return view(l, await store.listMemberships());
   });
 
-  app.post<{ Params: { id: string }; Body: Static<typeof ApproveSchema> }>('/v1/studies/:id/approve', { schema: { body: ApproveSchema }, preValidation: auth }, async (req) => {
+  app.post<{ Params: { id: string }; Body: ApproveRequest }>('/v1/studies/:id/approve', { schema: { params: IdParams, querystring: NoQuery, body: ApproveBody, response: { 200: LifecycleViewSchema } } }, async (req) => {
     const user = requireUser(req.principal!, 'study.approve');
     await studyOr404(ctx, req.params.id);
     const site = await siteForAdmin(ctx, user, req.body.site);
@@ -112,7 +97,7 @@ export function governanceRoutes(app: FastifyInstance, ctx: RouteContext, cfg: G
     return view(l, await store.listMemberships());
   });
 
-  app.post<{ Params: { id: string }; Body: Static<typeof ReasonSchema> }>('/v1/studies/:id/decline', { schema: { body: ReasonSchema }, preValidation: auth }, async (req) => {
+  app.post<{ Params: { id: string }; Body: ReasonRequest }>('/v1/studies/:id/decline', { schema: { params: IdParams, querystring: NoQuery, body: ReasonBody, response: { 200: LifecycleViewSchema } } }, async (req) => {
     const user = requireUser(req.principal!, 'study.decline');
     await studyOr404(ctx, req.params.id);
     const site = await siteForAdmin(ctx, user, req.body.site);
@@ -120,7 +105,7 @@ export function governanceRoutes(app: FastifyInstance, ctx: RouteContext, cfg: G
     return view(l, await store.listMemberships());
   });
 
-  app.post<{ Params: { id: string }; Body: Static<typeof ReasonSchema> }>('/v1/studies/:id/withdraw', { schema: { body: ReasonSchema }, preValidation: auth }, async (req) => {
+  app.post<{ Params: { id: string }; Body: ReasonRequest }>('/v1/studies/:id/withdraw', { schema: { params: IdParams, querystring: NoQuery, body: ReasonBody, response: { 200: LifecycleViewSchema } } }, async (req) => {
     const user = requireUser(req.principal!, 'study.withdraw');
     const s = await studyOr404(ctx, req.params.id);
     const site = await siteForAdmin(ctx, user, req.body.site);
@@ -132,7 +117,7 @@ export function governanceRoutes(app: FastifyInstance, ctx: RouteContext, cfg: G
     return view(l, await store.listMemberships());
   });
 
-  app.get<{ Params: { id: string } }>('/v1/studies/:id/governance', { preValidation: auth }, async (req) => {
+  app.get<{ Params: { id: string } }>('/v1/studies/:id/governance', { schema: { params: IdParams, querystring: NoQuery, response: { 200: GovernanceViewSchema } } }, async (req) => {
     requireUser(req.principal!, 'study.view');
     const s = await studyOr404(ctx, req.params.id);
     const l = await loadLifecycle(store, s.id);
@@ -153,7 +138,7 @@ export function governanceRoutes(app: FastifyInstance, ctx: RouteContext, cfg: G
     return { s, sites, signoffs, released: events.some((e) => e.kind === 'model.released'), missing: checkRelease(signoffs, sites, policies(cfg)) };
   }
 
-  app.post<{ Params: { id: string }; Body: Static<typeof SignoffSchema> }>('/v1/studies/:id/signoff', { schema: { body: SignoffSchema }, preValidation: auth }, async (req) => {
+  app.post<{ Params: { id: string }; Body: SignoffRequest }>('/v1/studies/:id/signoff', { schema: { params: IdParams, querystring: NoQuery, body: SignoffBody, response: { 200: SignoffReply } } }, async (req) => {
     const user = requireUser(req.principal!, 'model.signoff');
     const { s } = await releaseState(req.params.id);
     checkOwnStudy(user, s);
@@ -170,13 +155,13 @@ export function governanceRoutes(app: FastifyInstance, ctx: RouteContext, cfg: G
     return { signoff, missing: st.missing };
   });
 
-  app.get<{ Params: { id: string } }>('/v1/studies/:id/release', { preValidation: auth }, async (req) => {
+  app.get<{ Params: { id: string } }>('/v1/studies/:id/release', { schema: { params: IdParams, querystring: NoQuery, response: { 200: ReleaseStateSchema } } }, async (req) => {
     requireUser(req.principal!, 'study.view');
     const st = await releaseState(req.params.id);
     return { released: st.released, signoffs: st.signoffs, missing: st.missing };
   });
 
-  app.post<{ Params: { id: string } }>('/v1/studies/:id/release', { preValidation: auth }, async (req, reply) => {
+  app.post<{ Params: { id: string } }>('/v1/studies/:id/release', { schema: { params: IdParams, querystring: NoQuery, body: NoBody, response: { 200: ReleasedReply } } }, async (req, reply) => {
     const user = requireUser(req.principal!, 'model.release');
     const st = await releaseState(req.params.id);
     checkOwnStudy(user, st.s);
@@ -194,7 +179,7 @@ export function governanceRoutes(app: FastifyInstance, ctx: RouteContext, cfg: G
     return { released: true, model: mv?.id ?? null, digest: mv?.digest ?? null };
   });
 
-  app.get('/v1/policies', { preValidation: auth }, async (req) => {
+  app.get('/v1/policies', { schema: { querystring: NoQuery, response: { 200: PoliciesSchema } } }, async (req) => {
     requireUser(req.principal!, 'policy.view');
     return { dir: cfg.policiesDir, coordinatorJurisdiction: cfg.coordinatorJurisdiction ?? null, policies: Object.values(policies(cfg)) };
   });
@@ -204,7 +189,7 @@ export function governanceRoutes(app: FastifyInstance, ctx: RouteContext, cfg: G
    * awaiting its decision), and what else remains before the study may start: approvals still pending, too few
    * sites for minSites or SecAgg+. `ok` is true only when `start` would succeed now.
    */
-  app.get<{ Params: { id: string } }>('/v1/studies/:id/policy-check', { preValidation: auth }, async (req) => {
+  app.get<{ Params: { id: string } }>('/v1/studies/:id/policy-check', { schema: { params: IdParams, querystring: NoQuery, response: { 200: PolicyCheckSchema } } }, async (req) => {
     requireUser(req.principal!, 'policy.view');
     const s = await studyOr404(ctx, req.params.id);
     const spec = JSON.parse(s.spec) as StudySpec;
@@ -249,8 +234,8 @@ function view(l: lc.LifecycleStudy, members: SiteMembership[]) {
  * policy check for every one of them (409 listing every rule broken), then the study, its participants, its
  * initial model, its lifecycle and the audit entries, in one transaction.
  */
-export async function governedStart(ctx: RouteContext, principal: Principal, studyId: string, reply: FastifyReply, cfg: GovernanceConfig = configOf(ctx)) {
-  return startInner(ctx, principal, studyId, reply, cfg).catch(asHttp);
+export async function governedStart(ctx: RouteContext, principal: Principal, studyId: string, reply: FastifyReply) {
+  return startInner(ctx, principal, studyId, reply, ctx.governance).catch(asHttp);
 }
 
 async function startInner(ctx: RouteContext, principal: Principal, studyId: string, reply: FastifyReply, cfg: GovernanceConfig) {

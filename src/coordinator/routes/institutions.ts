@@ -1,8 +1,8 @@
 /** The consortium: institutions (hospital, university, compute centre, company) with their jurisdiction, and which sites belong to them. */
-import type { FastifyInstance } from 'fastify';
 import { Type, type Static } from '@sinclair/typebox';
-import type { RouteContext } from './context.js';
+import type { RoutePlugin } from './context.js';
 import { HttpError, requireUser } from '../auth.js';
+import { IdParams, InstitutionViewSchema, LinkSiteBody, NoQuery, SiteLinkedReply } from '../../protocol/replies.js';
 import { INSTITUTION_KINDS } from '../../store/governance.js';
 
 export const InstitutionSchema = Type.Object({
@@ -13,12 +13,10 @@ export const InstitutionSchema = Type.Object({
 }, { additionalProperties: false });
 export type InstitutionBody = Static<typeof InstitutionSchema>;
 
-const LinkSchema = Type.Object({ site: Type.String({ minLength: 1, maxLength: 100 }) }, { additionalProperties: false });
+export const institutionRoutes: RoutePlugin = async (app, ctx) => {
+  const { store, now } = ctx;
 
-export function institutionRoutes(app: FastifyInstance, ctx: RouteContext): void {
-  const { store, now, auth } = ctx;
-
-  app.post<{ Body: InstitutionBody }>('/v1/institutions', { schema: { body: InstitutionSchema }, preValidation: auth }, async (req, reply) => {
+  app.post<{ Body: InstitutionBody }>('/v1/institutions', { schema: { querystring: NoQuery, body: InstitutionSchema, response: { 201: InstitutionViewSchema } } }, async (req, reply) => {
     const user = requireUser(req.principal!, 'institution.create');
     const b = req.body;
     if (await store.getInstitution(b.id)) throw new HttpError(409, 'conflict', `institution ${b.id} already exists`);
@@ -30,7 +28,7 @@ export function institutionRoutes(app: FastifyInstance, ctx: RouteContext): void
     return reply.status(201).send({ ...b, createdAt: t });
   });
 
-  app.get('/v1/institutions', { preValidation: auth }, async (req) => {
+  app.get('/v1/institutions', { schema: { querystring: NoQuery, response: { 200: Type.Array(InstitutionViewSchema) } } }, async (req) => {
     requireUser(req.principal!, 'consortium.view');
     const [insts, members, resources] = await Promise.all([store.listInstitutions(), store.listMemberships(), store.listResources()]);
     return insts.map((i) => ({
@@ -41,7 +39,7 @@ export function institutionRoutes(app: FastifyInstance, ctx: RouteContext): void
   });
 
   /** Links an enrolled site to its institution; the site's data is then held in the institution's jurisdiction. */
-  app.post<{ Params: { id: string }; Body: Static<typeof LinkSchema> }>('/v1/institutions/:id/sites', { schema: { body: LinkSchema }, preValidation: auth }, async (req) => {
+  app.post<{ Params: { id: string }; Body: Static<typeof LinkSiteBody> }>('/v1/institutions/:id/sites', { schema: { params: IdParams, querystring: NoQuery, body: LinkSiteBody, response: { 200: SiteLinkedReply } } }, async (req) => {
     const user = requireUser(req.principal!, 'institution.create');
     const inst = await store.getInstitution(req.params.id);
     if (!inst) throw new HttpError(404, 'not_found', `no institution ${req.params.id}`);

@@ -1,14 +1,13 @@
 /** GET /v1/studies/:id/model-card: the transparency report of a completed study (JSON, or Markdown with ?format=markdown). */
-import type { FastifyInstance } from 'fastify';
-import type { RouteContext } from './context.js';
+import type { RoutePlugin } from './context.js';
 import { HttpError, requireUser } from '../auth.js';
+import { IdParams, ModelCardQuery, ModelCardSchema, TextReply } from '../../protocol/replies.js';
 import { ensureModelCard } from '../../governance/model-card.js';
 
-export function modelCardRoutes(app: FastifyInstance, ctx: RouteContext): void {
-  const { store, now, auth } = ctx;
+export const modelCardRoutes: RoutePlugin = async (app, ctx) => {
+  const { store, now } = ctx;
   app.get<{ Params: { id: string }; Querystring: { format?: string } }>('/v1/studies/:id/model-card', {
-    schema: { querystring: { type: 'object', properties: { format: { type: 'string', enum: ['json', 'markdown'] } }, additionalProperties: false } },
-    preValidation: auth,
+    schema: { params: IdParams, querystring: ModelCardQuery, response: { 200: { content: { 'application/json': { schema: ModelCardSchema }, 'text/markdown': { schema: TextReply('the model card as Markdown') } } } } },
   }, async (req, reply) => {
     requireUser(req.principal!, 'model.card.view');
     const s = await store.getStudy(req.params.id);

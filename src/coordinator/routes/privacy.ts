@@ -4,10 +4,10 @@
  * store/privacy.ts). Readable by admins and auditors, a study lead for their own study, a site admin for the
  * sites of their institution, and a site for itself (governance/roles.ts: privacy.view).
  */
-import type { FastifyInstance } from 'fastify';
-import type { RouteContext } from './context.js';
+import type { RoutePlugin } from './context.js';
 import type { StudySpec } from '../../protocol/api.js';
-import { authorize, HttpError } from '../auth.js';
+import { authorize, checkOwnStudy, HttpError } from '../auth.js';
+import { IdParams, PrivacyQuery, StudyPrivacySchema } from '../../protocol/replies.js';
 import type { SiteSpend } from '../../store/privacy.js';
 
 export interface StudyPrivacyReport {
@@ -22,17 +22,17 @@ export interface StudyPrivacyReport {
   entries?: { round: number; site: string; taskId: string; mechanism: string; steps: number; epsilon: number; delta: number; at: number }[];
 }
 
-export function privacyRoutes(app: FastifyInstance, ctx: RouteContext): void {
-  const { store, auth } = ctx;
+export const privacyRoutes: RoutePlugin = async (app, ctx) => {
+  const { store } = ctx;
   app.get<{ Params: { id: string }; Querystring: { entries?: string } }>(
     '/v1/studies/:id/privacy',
-    { schema: { querystring: { type: 'object', properties: { entries: { type: 'string', enum: ['0', '1', 'true', 'false'] } }, additionalProperties: false } }, preValidation: auth },
+    { schema: { params: IdParams, querystring: PrivacyQuery, response: { 200: StudyPrivacySchema } } },
     async (req): Promise<StudyPrivacyReport> => {
       const p = req.principal!;
       const scope = authorize(p, 'privacy.view');
       const s = await store.getStudy(req.params.id);
       if (!s) throw new HttpError(404, 'not_found', `no study ${req.params.id}`);
-      if (scope === 'own-study' && p.kind === 'user' && s.created_by !== p.id) throw new HttpError(403, 'forbidden', `study ${s.id} is led by someone else`);
+      checkOwnStudy({ id: p.id, scope }, s);
       const spec = JSON.parse(s.spec) as StudySpec;
       const sites = await store.listSites();
       const byId = new Map(sites.map((x) => [x.id, x]));

@@ -4,9 +4,10 @@
  * of its own task. Bodies are untrusted JSON decoded by src/privacy/secagg/wire.ts; a malformed or out-of-order
  * message is refused (400/409) and changes nothing.
  */
-import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import type { RouteContext } from './context.js';
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import type { RoutePlugin } from './context.js';
 import { HttpError, requireSite } from '../auth.js';
+import { NoContent, NoQuery, OkReply, ResultAcceptedReply, SecAggBody, SecAggPollQuery, SecAggSetupReply, SecAggStageReply, TaskIdParams, type SecAggRequest } from '../../protocol/replies.js';
 import { servedElsewhere, type SecAggSession, type SessionStage } from '../secagg.js';
 import { decodeKeys, decodeMaskedInput, decodeShares, decodeUnmaskResponse } from '../../privacy/secagg/wire.js';
 import { ResultMetaSchema, checkValue, type ResultMeta, type StudySpec } from '../../protocol/api.js';
@@ -15,10 +16,8 @@ import { StoreConflict, type TaskRow } from '../../store/store.js';
 import { digestHex } from '../engine.js';
 import { recordSpendInTx, spendProblem } from '../privacy.js';
 
-type Body = { session?: unknown; msg?: unknown; meta?: unknown };
-
-export function secaggRoutes(app: FastifyInstance, ctx: RouteContext): void {
-  const { store, engine, now, auth, bus, audit } = ctx;
+export const secaggRoutes: RoutePlugin = async (app, ctx) => {
+  const { store, engine, now, bus, audit } = ctx;
 
   async function open(req: FastifyRequest<{ Params: { taskId: string } }>, sessionId?: unknown) {
     const site = requireSite(req.principal!, 'update.submit');
@@ -74,22 +73,20 @@ export function secaggRoutes(app: FastifyInstance, ctx: RouteContext): void {
     }
   }
 
-  const poll = { querystring: { type: 'object', properties: { session: { type: 'string', maxLength: 256 }, waitMs: { type: 'string', pattern: '^[0-9]{1,5}$' } }, additionalProperties: false } };
+  // The long-polls answer their stage's message, or 204 when the wait ended first; the posts answer ok.
+  const poll = { params: TaskIdParams, querystring: SecAggPollQuery, response: { 200: SecAggStageReply, 204: NoContent } };
+  const post = { schema: { params: TaskIdParams, querystring: NoQuery, body: SecAggBody, response: { 200: OkReply } } };
   type P = { Params: { taskId: string }; Querystring: { session?: string; waitMs?: string } };
-  type B = { Params: { taskId: string }; Body: Body };
-  const body = (req: FastifyRequest<B>): Body => {
-    if (typeof req.body !== 'object' || req.body === null || Array.isArray(req.body)) throw new HttpError(400, 'malformed_secagg', 'body must be a JSON object { session, msg }');
-    return req.body;
-  };
+  type B = { Params: { taskId: string }; Body: SecAggRequest };
 
-  app.get<P>('/v1/agent/secagg/:taskId/setup', { preValidation: auth }, async (req) => {
+  app.get<P>('/v1/agent/secagg/:taskId/setup', { schema: { params: TaskIdParams, querystring: NoQuery, response: { 200: SecAggSetupReply } } }, async (req) => {
     const { session, clientId } = await open(req);
     if (session.stage !== 'keys') throw new HttpError(409, 'secagg_late', `the SecAgg+ keys stage has closed; this site is not in round ${session.round}`);
     return { session: session.id, setup: session.setup(clientId) };
   });
 
-  app.post<B>('/v1/agent/secagg/:taskId/keys', { preValidation: auth }, async (req) => {
-    const b = body(req);
+  app.post<B>('/v1/agent/secagg/:taskId/keys', post, async (req) => {
+    const b = req.body;
     const { session, clientId } = await open(req, b.session);
     const m = decode(() => decodeKeys(b.msg));
     if (m.clientId !== clientId) throw new HttpError(403, 'forbidden', `this site is client ${clientId}, not ${m.clientId}`);
@@ -97,11 +94,11 @@ export function secaggRoutes(app: FastifyInstance, ctx: RouteContext): void {
     return { ok: true };
   });
 
-  app.get<P>('/v1/agent/secagg/:taskId/neighbour-keys', { schema: poll, preValidation: auth }, (req, reply) =>
+  app.get<P>('/v1/agent/secagg/:taskId/neighbour-keys', { schema: poll }, (req, reply) =>
     after(req, reply, 'keys', (s, id) => s.neighbourKeys?.get(id), 'no keys from it arrived'));
 
-  app.post<B>('/v1/agent/secagg/:taskId/shares', { preValidation: auth }, async (req) => {
-    const b = body(req);
+  app.post<B>('/v1/agent/secagg/:taskId/shares', post, async (req) => {
+    const b = req.body;
     const { session, clientId } = await open(req, b.session);
     const m = decode(() => decodeShares(b.msg));
     if (m.clientId !== clientId) throw new HttpError(403, 'forbidden', `this site is client ${clientId}, not ${m.clientId}`);
@@ -109,13 +106,13 @@ export function secaggRoutes(app: FastifyInstance, ctx: RouteContext): void {
     return { ok: true };
   });
 
-  app.get<P>('/v1/agent/secagg/:taskId/mask-request', { schema: poll, preValidation: auth }, (req, reply) =>
+  app.get<P>('/v1/agent/secagg/:taskId/mask-request', { schema: poll }, (req, reply) =>
     after(req, reply, 'shares', (s, id) => s.maskRequests?.get(id), 'no shares from it arrived'));
 
   // The masked input and the result's metadata arrive together: the accepted row holds the metadata and the
   // digest of the masked vector, never a vector; the vector only joins the server's running masked sum.
-  app.post<B>('/v1/agent/secagg/:taskId/masked', { preValidation: auth }, async (req) => {
-    const b = body(req);
+  app.post<B>('/v1/agent/secagg/:taskId/masked', { schema: { ...post.schema, response: { 200: ResultAcceptedReply } } }, async (req) => {
+    const b = req.body;
     const { site, task, session, clientId } = await open(req, b.session);
     const words = session.vectorLength + (session.weightScale > 0 ? 1 : 0);
     const m = decode(() => decodeMaskedInput(b.msg, words));
@@ -146,11 +143,11 @@ export function secaggRoutes(app: FastifyInstance, ctx: RouteContext): void {
     return { accepted: true, taskId: task.id, received, expected };
   });
 
-  app.get<P>('/v1/agent/secagg/:taskId/unmask-request', { schema: poll, preValidation: auth }, (req, reply) =>
+  app.get<P>('/v1/agent/secagg/:taskId/unmask-request', { schema: poll }, (req, reply) =>
     after(req, reply, 'masked', (s, id) => (s.unmaskRequest?.survivors.includes(id) ? s.unmaskRequest : undefined), 'its masked input did not arrive in time'));
 
-  app.post<B>('/v1/agent/secagg/:taskId/unmask', { preValidation: auth }, async (req) => {
-    const b = body(req);
+  app.post<B>('/v1/agent/secagg/:taskId/unmask', post, async (req) => {
+    const b = req.body;
     const { session, clientId } = await open(req, b.session);
     const m = decode(() => decodeUnmaskResponse(b.msg));
     if (m.clientId !== clientId) throw new HttpError(403, 'forbidden', `this site is client ${clientId}, not ${m.clientId}`);

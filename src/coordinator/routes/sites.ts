@@ -3,20 +3,19 @@
  * with the Ed25519 public key it generated (and the cohort size it holds per dataset), and signs every
  * later request with that key under key id = its site id. Each step is audited in its own transaction.
  */
-import type { FastifyInstance } from 'fastify';
-import type { RouteContext } from './context.js';
-import { randomBytes } from 'node:crypto';
-import { CohortsRequestSchema, EnrolRequestSchema, InviteRequestSchema, type CohortsRequest, type EnrolRequest, type InviteRequest } from '../../protocol/api.js';
-import { importPublicKey } from '../../protocol/signing.js';
+import type { RoutePlugin } from './context.js';
+import { CohortsRequestSchema, InviteRequestSchema, InviteResponseSchema, type CohortsRequest, type InviteRequest } from '../../protocol/api.js';
+import { CohortsReply, IdParams, NoBody, NoQuery, RevokedReply } from '../../protocol/replies.js';
+import { Type } from '@sinclair/typebox';
 import { SiteViewSchema } from '../../protocol/views.js';
 import { HttpError, newSecret, requireSite, requireUser, sha256hex } from '../auth.js';
 import { appendAudit } from '../../governance/audit-store.js';
 import { declaredTrainer } from './trainer.js';
 
-export function siteRoutes(app: FastifyInstance, ctx: RouteContext): void {
-  const { store, bus, now, auth, audit } = ctx;
+export const siteRoutes: RoutePlugin = async (app, ctx) => {
+  const { store, bus, now, audit } = ctx;
 
-  app.post<{ Body: InviteRequest }>('/v1/invites', { schema: { body: InviteRequestSchema }, preValidation: auth }, async (req) => {
+  app.post<{ Body: InviteRequest }>('/v1/invites', { schema: { querystring: NoQuery, body: InviteRequestSchema, response: { 200: InviteResponseSchema } } }, async (req) => {
     const user = requireUser(req.principal!, 'invite.create');
     const b = req.body;
     // A site admin invites sites of their own institution only.
@@ -36,50 +35,9 @@ export function siteRoutes(app: FastifyInstance, ctx: RouteContext): void {
     return { token, siteName: b.siteName, expiresAt };
   });
 
-  app.post<{ Body: EnrolRequest }>('/v1/enrol', { schema: { body: EnrolRequestSchema } }, async (req) => {
-    try {
-      importPublicKey(req.body.publicKey);
-    } catch (e) {
-      throw new HttpError(400, 'invalid_key', `publicKey: ${(e as Error).message}`);
-    }
-    const siteId = `site-${randomBytes(6).toString('hex')}`;
-    const tokenHash = sha256hex(req.body.token);
-    const t = now();
-    const invite = await store.transaction(async (tx) => {
-      const inv = await tx.consumeInvite(tokenHash, t);
-      if (!inv) return undefined;
-      await tx.createSite(
-        {
-          id: siteId,
-          name: inv.site_name,
-          institution: inv.institution,
-          jurisdiction: inv.jurisdiction,
-          // Legacy NOT NULL UNIQUE column from the bearer-credential days: sites hold no secret of ours any more.
-          credential_hash: `none:${siteId}`,
-          public_key: req.body.publicKey,
-          status: 'active',
-          created_at: t,
-          last_seen_at: t,
-        },
-      );
-      await tx.attachInviteToSite(tokenHash, siteId);
-      if (req.body.cohorts) await tx.declareCohorts(siteId, req.body.cohorts, t);
-      await appendAudit(tx, audit.key, {
-        ts: t,
-        actor: siteId,
-        kind: 'site.enrolled',
-        subject: siteId,
-        data: { name: inv.site_name, institution: inv.institution, jurisdiction: inv.jurisdiction, publicKey: req.body.publicKey, cohorts: req.body.cohorts ?? {} },
-      });
-      return inv;
-    });
-    if (!invite) throw new HttpError(401, 'invalid_invite', 'the invite token is unknown, already used or expired');
-    return { siteId, siteName: invite.site_name };
-  });
-
   // A site declares (or updates) how many training examples it holds per dataset; results claiming more are refused.
   // It is part of the site submitting plausible updates, hence the update.submit action.
-  app.put<{ Body: CohortsRequest }>('/v1/agent/cohorts', { schema: { body: CohortsRequestSchema }, preValidation: auth }, async (req) => {
+  app.put<{ Body: CohortsRequest }>('/v1/agent/cohorts', { schema: { querystring: NoQuery, body: CohortsRequestSchema, response: { 200: CohortsReply } } }, async (req) => {
     const site = requireSite(req.principal!, 'update.submit');
     // A change is audited in the same transaction (an agent re-declaring the same sizes at each start adds nothing). A
     // raise counts only for studies that start later: running studies keep the sizes frozen at their start.
@@ -97,7 +55,7 @@ export function siteRoutes(app: FastifyInstance, ctx: RouteContext): void {
     return { siteId: site.id, cohorts: await store.listCohorts(site.id) };
   });
 
-  app.get('/v1/sites', { preValidation: auth, schema: { response: { 200: { type: 'array', items: SiteViewSchema } } } }, async (req) => {
+  app.get('/v1/sites', { schema: { querystring: NoQuery, response: { 200: Type.Array(SiteViewSchema) } } }, async (req) => {
     requireUser(req.principal!, 'consortium.view');
     const window = ctx.onlineWindowMs ?? 60_000;
     const sites = await store.listSites();
@@ -117,7 +75,7 @@ export function siteRoutes(app: FastifyInstance, ctx: RouteContext): void {
     }));
   });
 
-  app.post<{ Params: { id: string } }>('/v1/sites/:id/revoke', { preValidation: auth }, async (req) => {
+  app.post<{ Params: { id: string } }>('/v1/sites/:id/revoke', { schema: { params: IdParams, querystring: NoQuery, body: NoBody, response: { 200: RevokedReply } } }, async (req) => {
     const user = requireUser(req.principal!, 'site.revoke');
     const site = (await store.getSite(req.params.id)) ?? (await store.getSiteByName(req.params.id));
     if (!site) throw new HttpError(404, 'not_found', `no site ${req.params.id}`);

@@ -1,6 +1,5 @@
 /** Studies: create from a spec, list, detail with rounds and metrics, start, stop, final model. */
-import type { FastifyInstance } from 'fastify';
-import type { RouteContext } from './context.js';
+import type { RouteContext, RoutePlugin } from './context.js';
 import { randomBytes } from 'node:crypto';
 import { Type } from '@sinclair/typebox';
 import { InitialWeightsResponseSchema, StudySpecSchema, type InitialWeightsResponse, type StudySpec } from '../../protocol/api.js';
@@ -9,7 +8,8 @@ import { describeTensors, weightCount } from '../../protocol/tensors.js';
 import { appendAudit } from '../../governance/audit-store.js';
 import { StudyDetailSchema, StudySummarySchema, type StudyDetail } from '../../protocol/views.js';
 import { exportCsv, studyExport } from '../study-export.js';
-import { HttpError, requireUser } from '../auth.js';
+import { HttpError, checkOwnStudy, requireUser } from '../auth.js';
+import { BinaryReply, ExportQuery, IdParams, ModelQuery, NoBody, NoQuery, StartedReply, StopBody, StudyCreatedReply, StudyExportSchema, StudyStatusReply, TextReply, binaryBody, optionalJsonBody, type StopRequest } from '../../protocol/replies.js';
 import { digestHex, initialWeights } from '../engine.js';
 import { ModelProblem, checkInitialWeights, modelSpecProblems, rulesOf } from '../study-model.js';
 import { progressOfRound } from './trainer.js';
@@ -18,15 +18,10 @@ import { governedStart, governedStop } from './governance.js';
 import { privacyProblems } from '../privacy.js';
 import { createProblems, siteDeclarations } from '../study-checks.js';
 
-/** A study lead acts on the studies they created only ('own-study' scope in governance/roles.ts). */
-function checkOwnStudy(user: { id: string; scope: string }, study: { id: string; created_by: string }): void {
-  if (user.scope === 'own-study' && study.created_by !== user.id) throw new HttpError(403, 'forbidden', `study ${study.id} is led by someone else`);
-}
-
-export function studyRoutes(app: FastifyInstance, ctx: RouteContext): void {
-  const { store, now, auth } = ctx;
+export const studyRoutes: RoutePlugin = async (app, ctx) => {
+  const { store, now } = ctx;
   // ---- studies ----
-  app.post<{ Body: StudySpec }>('/v1/studies', { schema: { body: StudySpecSchema }, preValidation: auth }, async (req) => {
+  app.post<{ Body: StudySpec }>('/v1/studies', { schema: { querystring: NoQuery, body: StudySpecSchema, response: { 200: StudyCreatedReply } } }, async (req) => {
     const user = requireUser(req.principal!, 'study.create');
     const spec = req.body;
     try {
@@ -53,7 +48,7 @@ export function studyRoutes(app: FastifyInstance, ctx: RouteContext): void {
    * version 0, which the study starts from. One upload per study: a version, once written, never changes.
    * (Wave 2 moves model versions to a blob store with chunked, resumable uploads behind the same route.)
    */
-  app.put<{ Params: { id: string } }>('/v1/studies/:id/initial-weights', { preValidation: auth, schema: { response: { 200: InitialWeightsResponseSchema } } }, async (req): Promise<InitialWeightsResponse> => {
+  app.put<{ Params: { id: string } }>('/v1/studies/:id/initial-weights', { schema: { params: IdParams, querystring: NoQuery, body: binaryBody, response: { 200: InitialWeightsResponseSchema } } }, async (req): Promise<InitialWeightsResponse> => {
     const user = requireUser(req.principal!, 'study.create');
     const s = await store.getStudy(req.params.id);
     if (!s) throw new HttpError(404, 'not_found', `no study ${req.params.id}`);
@@ -81,7 +76,7 @@ export function studyRoutes(app: FastifyInstance, ctx: RouteContext): void {
     return { id: s.id, modelVersionId: versionId, digest, tensors: Object.keys(weights).length, parameters: weightCount(weights), bytes: bytes.length };
   });
 
-  app.get('/v1/studies', { preValidation: auth, schema: { response: { 200: { type: 'array', items: StudySummarySchema } } } }, async (req) => {
+  app.get('/v1/studies', { schema: { querystring: NoQuery, response: { 200: Type.Array(StudySummarySchema) } } }, async (req) => {
     requireUser(req.principal!, 'study.view');
     return (await store.listStudies()).map((s) => {
       const spec = JSON.parse(s.spec) as StudySpec;
@@ -89,15 +84,14 @@ export function studyRoutes(app: FastifyInstance, ctx: RouteContext): void {
     });
   });
 
-  app.get<{ Params: { id: string } }>('/v1/studies/:id', { preValidation: auth, schema: { response: { 200: StudyDetailSchema } } }, async (req) => {
+  app.get<{ Params: { id: string } }>('/v1/studies/:id', { schema: { params: IdParams, querystring: NoQuery, response: { 200: StudyDetailSchema } } }, async (req) => {
     requireUser(req.principal!, 'study.view');
     return studyDetail(ctx, req.params.id);
   });
 
   // Metrics per round and per site as a file (study-export.ts): CSV by default, or JSON with what each column means.
   app.get<{ Params: { id: string }; Querystring: { format?: string } }>('/v1/studies/:id/export', {
-    preValidation: auth,
-    schema: { querystring: { type: 'object', properties: { format: { type: 'string', enum: ['csv', 'json'] } }, additionalProperties: false } },
+    schema: { params: IdParams, querystring: ExportQuery, response: { 200: { content: { 'text/csv': { schema: TextReply('one row per round and site') }, 'application/json': { schema: StudyExportSchema } } } } },
   }, async (req, reply) => {
     requireUser(req.principal!, 'study.view');
     const e = studyExport(await studyDetail(ctx, req.params.id));
@@ -109,15 +103,14 @@ export function studyRoutes(app: FastifyInstance, ctx: RouteContext): void {
 
   // Start and stop go through the study lifecycle (routes/governance.ts): approvals, the jurisdiction policy
   // check, and the audit entries, in the same transaction as the change.
-  app.post<{ Params: { id: string } }>('/v1/studies/:id/start', { preValidation: auth }, async (req, reply) => governedStart(ctx, req.principal!, req.params.id, reply));
+  app.post<{ Params: { id: string } }>('/v1/studies/:id/start', { schema: { params: IdParams, querystring: NoQuery, body: NoBody, response: { 200: StartedReply } } }, async (req, reply) => governedStart(ctx, req.principal!, req.params.id, reply));
 
-  app.post<{ Params: { id: string }; Body: { reason?: string } | undefined }>('/v1/studies/:id/stop', { preValidation: auth }, async (req) =>
-    governedStop(ctx, req.principal!, req.params.id, typeof req.body?.reason === 'string' ? req.body.reason : undefined));
+  app.post<{ Params: { id: string }; Body: StopRequest | undefined }>('/v1/studies/:id/stop', { schema: { params: IdParams, querystring: NoQuery, body: optionalJsonBody(StopBody), response: { 200: StudyStatusReply } } }, async (req) =>
+    governedStop(ctx, req.principal!, req.params.id, req.body?.reason));
 
   // The latest global model, or with ?round=R the model after fit round R (0: the initial model).
   app.get<{ Params: { id: string }; Querystring: { round?: string } }>('/v1/studies/:id/model', {
-    preValidation: auth,
-    schema: { querystring: Type.Object({ round: Type.Optional(Type.String({ pattern: '^[0-9]{1,6}$' })) }, { additionalProperties: false }) },
+    schema: { params: IdParams, querystring: ModelQuery, response: { 200: { content: { 'application/octet-stream': { schema: BinaryReply } } } } },
   }, async (req, reply) => {
     const user = requireUser(req.principal!, 'model.download');
     const s = await store.getStudy(req.params.id);
@@ -146,6 +139,7 @@ export async function studyDetail(ctx: RouteContext, id: string): Promise<StudyD
   const spec = JSON.parse(s.spec) as StudySpec;
   const rounds = await store.listRounds(s.id);
   const open = rounds.find((r) => r.status === 'open');
+  const openTasks = open ? await store.listTasks(s.id, open.round) : [];
   const sites = await store.listSites();
   const nameOf = new Map(sites.map((x) => [x.id, x.name]));
   // The model's tensors, from the header of its latest version (no value is decoded).
@@ -160,11 +154,13 @@ export async function studyDetail(ctx: RouteContext, id: string): Promise<StudyD
     spec,
     round: s.current_round,
     participants: (JSON.parse(s.participants ?? '[]') as string[]).map((id) => ({ id, name: nameOf.get(id) ?? id })),
-    openRound: open ? { round: open.round, kind: open.kind, deadlineAt: open.deadline_at, received: await store.countUpdates(s.id, open.round), expected: (await store.listTasks(s.id, open.round)).length,
+    openRound: open ? { round: open.round, kind: open.kind, deadlineAt: open.deadline_at, received: await store.countUpdates(s.id, open.round), expected: openTasks.length,
+      refused: openTasks.filter((t) => t.status === 'refused').length, failed: openTasks.filter((t) => t.status === 'failed').length,
       progress: (await progressOfRound(store, s.id, open.round)).map((p) => ({ ...p, site: nameOf.get(p.site) ?? p.site })) } : null,
     model,
     rounds: rounds.map((r) => ({ round: r.round, kind: r.kind, status: r.status, openedAt: r.opened_at, committedAt: r.committed_at, modelVersionId: r.model_version_id })),
     metrics: (await store.listMetrics(s.id)).map((m) => ({ round: m.round, site: m.site_id ? nameOf.get(m.site_id) ?? m.site_id : null, phase: m.phase, name: m.name, value: m.value })),
     refusals: (await store.listRefusals(s.id)).map((r) => ({ round: r.round, site: r.site_id ? nameOf.get(r.site_id) ?? r.site_id : null, reason: r.reason, at: r.at })),
+    taskErrors: (await store.listTaskErrors(s.id)).map((e) => ({ round: e.round, site: nameOf.get(e.site_id) ?? e.site_id, taskId: e.task_id, code: e.code, message: e.message, at: e.at })),
   };
 }

@@ -5,11 +5,11 @@
  * Both are small documents kept in the store's key-value table: the latest declaration per site, the latest
  * progress per task.
  */
-import type { FastifyInstance } from 'fastify';
-import type { RouteContext } from './context.js';
+import type { RoutePlugin } from './context.js';
 import { TaskProgressSchema, TrainerDeclarationSchema, type TaskProgress, type TrainerDeclaration } from '../../protocol/api.js';
 import type { Store } from '../../store/store.js';
 import { HttpError, requireSite } from '../auth.js';
+import { IdParams, NoQuery, OkReply, TrainerDeclaredReply } from '../../protocol/replies.js';
 
 const trainerKey = (siteId: string) => `site:${siteId}:trainer`;
 const progressKey = (taskId: string) => `task:${taskId}:progress`;
@@ -37,17 +37,17 @@ export async function progressOfRound(store: Store, studyId: string, round: numb
   return out;
 }
 
-export function trainerRoutes(app: FastifyInstance, ctx: RouteContext): void {
-  const { store, bus, now, auth } = ctx;
+export const trainerRoutes: RoutePlugin = async (app, ctx) => {
+  const { store, bus, now } = ctx;
 
   // Declared like its cohorts and compute: part of the site submitting plausible updates (update.submit).
-  app.put<{ Body: TrainerDeclaration }>('/v1/agent/trainer', { schema: { body: TrainerDeclarationSchema }, preValidation: auth }, async (req) => {
+  app.put<{ Body: TrainerDeclaration }>('/v1/agent/trainer', { schema: { querystring: NoQuery, body: TrainerDeclarationSchema, response: { 200: TrainerDeclaredReply } } }, async (req) => {
     const site = requireSite(req.principal!, 'update.submit');
     await store.setKv(trainerKey(site.id), JSON.stringify(req.body));
     return { siteId: site.id, trainer: req.body };
   });
 
-  app.post<{ Params: { id: string }; Body: TaskProgress }>('/v1/agent/tasks/:id/progress', { schema: { body: TaskProgressSchema }, preValidation: auth }, async (req) => {
+  app.post<{ Params: { id: string }; Body: TaskProgress }>('/v1/agent/tasks/:id/progress', { schema: { params: IdParams, querystring: NoQuery, body: TaskProgressSchema, response: { 200: OkReply } } }, async (req) => {
     const site = requireSite(req.principal!, 'update.submit');
     const task = await store.getTask(req.params.id);
     if (!task || task.site_id !== site.id) throw new HttpError(403, 'forbidden', `task ${req.params.id} was not given to this site`);

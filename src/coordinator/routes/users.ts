@@ -5,30 +5,20 @@
  * rotate its own key (signed with the old one); admins revoke users. Every step is audited in the same
  * transaction as the change.
  */
-import type { FastifyInstance } from 'fastify';
-import type { RouteContext } from './context.js';
+import type { RoutePlugin } from './context.js';
 import { randomBytes } from 'node:crypto';
-import { Type, type Static } from '@sinclair/typebox';
-import { UserEnrolRequestSchema, UserInviteRequestSchema, type UserEnrolRequest, type UserInviteRequest } from '../../protocol/api.js';
-import { importPublicKey } from '../../protocol/signing.js';
+import { Type } from '@sinclair/typebox';
+import { UserInviteRequestSchema, UserInviteResponseSchema, type UserInviteRequest } from '../../protocol/api.js';
+import { IdParams, KeyRotatedReply, NoBody, RotateKeyBody, type RotateKeyRequest, NoQuery, RevokedReply, UserViewSchema, WhoAmISchema } from '../../protocol/replies.js';
+import { checkPublicKey } from './enrol.js';
 import { HttpError, authorize, newSecret, requireUser, sha256hex } from '../auth.js';
 import { appendAudit } from '../../governance/audit-store.js';
 import { ACTIONS, can, type Action } from '../../governance/roles.js';
 
-const RotateSchema = Type.Object({ publicKey: Type.String({ pattern: '^[A-Za-z0-9_-]{43}$' }) }, { additionalProperties: false });
+export const userRoutes: RoutePlugin = async (app, ctx) => {
+  const { store, bus, now, audit } = ctx;
 
-function checkKey(k: string): void {
-  try {
-    importPublicKey(k);
-  } catch (e) {
-    throw new HttpError(400, 'invalid_key', `publicKey: ${(e as Error).message}`);
-  }
-}
-
-export function userRoutes(app: FastifyInstance, ctx: RouteContext): void {
-  const { store, bus, now, auth, audit } = ctx;
-
-  app.post<{ Body: UserInviteRequest }>('/v1/users', { schema: { body: UserInviteRequestSchema }, preValidation: auth }, async (req) => {
+  app.post<{ Body: UserInviteRequest }>('/v1/users', { schema: { querystring: NoQuery, body: UserInviteRequestSchema, response: { 200: UserInviteResponseSchema } } }, async (req) => {
     const admin = requireUser(req.principal!, 'user.create');
     const b = req.body;
     if (await store.getUserByName(b.name)) throw new HttpError(409, 'conflict', `a user named ${b.name} already exists`);
@@ -45,34 +35,19 @@ export function userRoutes(app: FastifyInstance, ctx: RouteContext): void {
     return { token, userId: id, name: b.name, role: b.role, expiresAt };
   });
 
-  app.post<{ Body: UserEnrolRequest }>('/v1/users/enrol', { schema: { body: UserEnrolRequestSchema } }, async (req) => {
-    checkKey(req.body.publicKey);
-    const t = now();
-    const user = await store.transaction(async (tx) => {
-      const userId = await tx.consumeUserInvite(sha256hex(req.body.token), t);
-      if (!userId) return undefined;
-      if (!(await tx.activateUser(userId, req.body.publicKey))) return undefined; // revoked before enrolling
-      const u = (await tx.getUser(userId))!;
-      await appendAudit(tx, audit.key, { ts: t, actor: userId, kind: 'user.enrolled', subject: userId, data: { name: u.name, role: u.role, institution: u.institution, publicKey: req.body.publicKey } });
-      return u;
-    });
-    if (!user) throw new HttpError(401, 'invalid_invite', 'the invite token is unknown, already used, expired, or its user was revoked');
-    return { userId: user.id, name: user.name, role: user.role };
-  });
-
-  app.get('/v1/users', { preValidation: auth }, async (req) => {
+  app.get('/v1/users', { schema: { querystring: NoQuery, response: { 200: Type.Array(UserViewSchema) } } }, async (req) => {
     requireUser(req.principal!, 'consortium.view');
     return (await store.listUsers()).map((u) => ({ id: u.id, name: u.name, role: u.role, institution: u.institution, status: u.status, createdAt: u.created_at }));
   });
 
-  app.get('/v1/whoami', { preValidation: auth }, async (req) => {
+  app.get('/v1/whoami', { schema: { querystring: NoQuery, response: { 200: WhoAmISchema } } }, async (req) => {
     const p = req.principal!;
     // `actions`: what this role may do (governance/roles.ts), so a client shows only what it may open.
     const actions = (Object.keys(ACTIONS) as Action[]).filter((a) => can(p.kind === 'site' ? 'site' : p.role, a));
     return p.kind === 'site' ? { kind: 'site', id: p.id, name: p.site.name, role: 'site', actions } : { kind: 'user', id: p.id, name: p.name, role: p.role, institution: p.institution, actions };
   });
 
-  app.post<{ Params: { id: string } }>('/v1/users/:id/revoke', { preValidation: auth }, async (req) => {
+  app.post<{ Params: { id: string } }>('/v1/users/:id/revoke', { schema: { params: IdParams, querystring: NoQuery, body: NoBody, response: { 200: RevokedReply } } }, async (req) => {
     const admin = requireUser(req.principal!, 'user.revoke');
     const u = (await store.getUser(req.params.id)) ?? (await store.getUserByName(req.params.id));
     if (!u) throw new HttpError(404, 'not_found', `no user ${req.params.id}`);
@@ -88,10 +63,10 @@ export function userRoutes(app: FastifyInstance, ctx: RouteContext): void {
   });
 
   // Key rotation: the request is signed with the old key, so only its holder can replace it.
-  app.post<{ Body: Static<typeof RotateSchema> }>('/v1/keys/rotate', { schema: { body: RotateSchema }, preValidation: auth }, async (req) => {
+  app.post<{ Body: RotateKeyRequest }>('/v1/keys/rotate', { schema: { querystring: NoQuery, body: RotateKeyBody, response: { 200: KeyRotatedReply } } }, async (req) => {
     const p = req.principal!;
     authorize(p, 'key.rotate');
-    checkKey(req.body.publicKey);
+    checkPublicKey(req.body.publicKey);
     const t = now();
     await store.transaction(async (tx) => {
       if (p.kind === 'site') await tx.setSitePublicKey(p.id, req.body.publicKey);

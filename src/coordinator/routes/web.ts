@@ -10,6 +10,7 @@ import { fileURLToPath } from 'node:url';
 import type { FastifyInstance } from 'fastify';
 import swagger from '@fastify/swagger';
 import fastifyStatic from '@fastify/static';
+import { OPTIONAL_BODY } from '../../protocol/replies.js';
 
 /** dist/coordinator/routes/web.js → dist/web/app (where `vite build --config src/web/vite.config.ts` writes). */
 export const DASHBOARD_DIR = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', 'web', 'app');
@@ -28,8 +29,29 @@ const openApiOptions = {
   },
 };
 
+type Doc = { paths?: Record<string, Record<string, { requestBody?: { required?: boolean; content?: Record<string, { schema?: Record<string, unknown> }> } }>> };
+
+/**
+ * What Fastify's schemas cannot say by themselves (src/protocol/replies.ts): a raw body, which validates as the
+ * Buffer the parser hands over, is a `string`/`binary` on the wire; a body marked optional is not required.
+ */
+export function documentBodies(doc: Doc): Doc {
+  for (const ops of Object.values(doc.paths ?? {})) {
+    for (const op of Object.values(ops)) {
+      const content = op.requestBody?.content;
+      if (!content) continue;
+      for (const [type, media] of Object.entries(content)) {
+        const { contentMediaType, type: _t, ...rest } = media.schema ?? {};
+        if (contentMediaType === 'application/octet-stream') content[type] = { schema: { ...rest, type: 'string', format: 'binary' } };
+      }
+      if (Object.values(content).some((m) => m.schema?.['$comment'] === OPTIONAL_BODY)) op.requestBody!.required = false;
+    }
+  }
+  return doc;
+}
+
 export async function registerOpenApi(app: FastifyInstance): Promise<void> {
-  await app.register(swagger, openApiOptions);
+  await app.register(swagger, { ...openApiOptions, transformObject: (d) => documentBodies((d as unknown as { openapiObject: Doc }).openapiObject) as never });
 }
 // Registered with app.register(registerOpenApi): skip-override (what fastify-plugin sets) puts swagger's
 // decorator and onRoute hook on the caller's instance instead of a new encapsulated child.

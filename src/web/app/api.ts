@@ -132,7 +132,7 @@ export class Api {
     let stopped = false;
     let es: EventSource | undefined;
     let retry: ReturnType<typeof setTimeout> | undefined;
-    const types = ['ready', 'round.opened', 'update.accepted', 'update.refused', 'round.committed', 'study.status', 'expired', 'revoked'];
+    const types = ['ready', 'round.opened', 'update.accepted', 'update.refused', 'round.committed', 'study.status', 'task.failed', 'expired', 'revoked'];
     const open = async () => {
       if (stopped) return;
       try {

@@ -236,7 +236,7 @@ interface AuditPage {
 
 const PAGE = 50;
 /** The kinds the audit chain records (governance/audit-chain.ts AUDIT_KINDS). */
-const KINDS = ['invite.issued', 'site.enrolled', 'user.enrolled', 'key.changed', 'site.revoked', 'user.revoked', 'study.proposed', 'study.refused', 'study.approved', 'study.declined', 'study.withdrawn', 'study.started', 'study.completed', 'study.stopped', 'task.issued', 'update.accepted', 'update.refused', 'aggregate.committed', 'privacy.spent', 'compute.registered', 'model.released'];
+const KINDS = ['invite.issued', 'site.enrolled', 'user.enrolled', 'key.changed', 'site.revoked', 'user.revoked', 'study.proposed', 'study.refused', 'study.approved', 'study.declined', 'study.withdrawn', 'study.started', 'study.completed', 'study.stopped', 'task.issued', 'update.accepted', 'update.refused', 'task.failed', 'aggregate.committed', 'privacy.spent', 'compute.registered', 'model.released'];
 
 export function Audit({ api }: { api: Api }) {
   const [filters, setFilters] = useState({ kind: '', actor: '', study: '' });

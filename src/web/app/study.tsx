@@ -35,7 +35,7 @@ export function StudyPage({ api, id, actions }: { api: Api; id: string; actions:
         setEvents((n) => n + 1);
         if (e.type === 'update.accepted') setOpenCounts({ round: e.round, received: e.received, expected: e.expected });
         if (e.type === 'round.opened') setOpenCounts({ round: e.round, received: 0, expected: e.sites });
-        if (e.type === 'round.committed' || e.type === 'study.status' || e.type === 'update.refused' || e.type === 'round.opened') refresh();
+        if (e.type === 'round.committed' || e.type === 'study.status' || e.type === 'update.refused' || e.type === 'round.opened' || e.type === 'task.failed') refresh();
       },
       setLive,
     );
@@ -100,6 +100,12 @@ function StudyView({ d, live, events, openCounts }: { d: StudyDetail; live: bool
         </span>
       </div>
       {d.error && <div class="notice error">{d.error}</div>}
+      {/* A site that cannot run its task in the open round says why, at once, above everything else. */}
+      {!ended && (d.taskErrors ?? []).filter((e) => e.round === d.openRound?.round).map((e) => (
+        <div class="notice error" data-testid="task-error-now" data-site={e.site}>
+          {t('study.cannotRun', { site: e.site, code: e.code, message: e.message })}
+        </div>
+      ))}
       <div class="card progress-card">
         <div data-testid="round-progress" data-round={d.round} data-rounds={rounds}>
           <Progress value={d.round} max={rounds} />
@@ -107,6 +113,8 @@ function StudyView({ d, live, events, openCounts }: { d: StudyDetail; live: bool
         {open && !ended && (
           <p class="muted" data-testid="open-round">
             {t('study.openRound', { round: open.round, kind: open.kind, received: open.received, expected: open.expected })}
+            {d.openRound?.failed ? ` ${t('study.failedCount', { n: d.openRound.failed })}` : ''}
+            {d.openRound?.refused ? ` ${t('study.refusedCount', { n: d.openRound.refused })}` : ''}
           </p>
         )}
       </div>
@@ -139,6 +147,47 @@ function StudyView({ d, live, events, openCounts }: { d: StudyDetail; live: bool
                 <td>{r.site ?? '–'}</td>
                 <td>{r.reason}</td>
                 <td>{fmtTime(r.at)}</td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      )}
+      <TaskErrors d={d} />
+    </>
+  );
+}
+
+/** Tasks a site could not run, with its reason code and message (POST /v1/agent/tasks/:id/error). */
+function TaskErrors({ d }: { d: StudyDetail }) {
+  const errors = d.taskErrors ?? [];
+  return (
+    <>
+      <h2>{t('study.taskErrors')}</h2>
+      {errors.length === 0 ? (
+        <p class="muted" data-testid="no-task-errors">
+          {t('study.noTaskErrors')}
+        </p>
+      ) : (
+        <table class="wide" data-testid="task-errors">
+          <thead>
+            <tr>
+              <th>{t('study.round')}</th>
+              <th>{t('sites.name')}</th>
+              <th>{t('study.code')}</th>
+              <th>{t('study.message')}</th>
+              <th>{t('study.at')}</th>
+            </tr>
+          </thead>
+          <tbody>
+            {errors.map((e) => (
+              <tr data-site={e.site}>
+                <td>{e.round}</td>
+                <td>{e.site}</td>
+                <td>
+                  <code>{e.code}</code>
+                </td>
+                <td>{e.message}</td>
+                <td>{fmtTime(e.at)}</td>
               </tr>
             ))}
           </tbody>
