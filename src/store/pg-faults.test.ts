@@ -68,12 +68,16 @@ describe('PostgreSQL faults (private cluster)', { skip }, () => {
       for (let i = 0; i < 10; i++) {
         const held = heldTransactions(4, `t${i}`);
         await until('four transactions holding their connections', async () => ((await idleInTransaction(admin)) >= 4 ? true : undefined));
-        const running = Array.from({ length: 3 }, () => store.listSites()); // queued or running while the backends die
-        await admin.query(`select pg_terminate_backend(pid) from pg_stat_activity where datname = 'postgres' and pid <> pg_backend_pid() and backend_type = 'client backend'`);
+        const running = Promise.allSettled(Array.from({ length: 3 }, () => store.listSites())); // queued or running while the backends die
+        const reported = lost.length;
+        const cut = await admin.query(`select pg_terminate_backend(pid) from pg_stat_activity where datname = 'postgres' and pid <> pg_backend_pid() and backend_type = 'client backend'`);
+        // Every cut connection, idle in the pool or checked out, reports its loss once its backend has gone; until
+        // then a statement sent on an idle one can still meet the FATAL (a 503 the client retries).
+        await until('every cut connection to report its loss', async () => (lost.length >= reported + cut.rowCount! ? true : undefined));
         held.release();
         const results = await held.done;
         assertUnavailable(results, 4);
-        await Promise.allSettled(running).then((rs) => assertUnavailable(rs, 0));
+        assertUnavailable(await running, 0);
         // Nothing of the cut transactions was committed, and the store works at once.
         assert.equal(await store.getKv(`t${i}.0`), undefined);
         await store.setKv(`after.${i}`, String(i));

@@ -1,6 +1,7 @@
 /**
  * Driver errors → StoreConflict / StoreUnavailable by their codes, on errors the real drivers raise: PostgreSQL's
- * unique violation and statement timeout, a refused connection, SQLite's unique violation and a busy database.
+ * unique violation and statement timeout, a refused connection, SQLite's unique violation and a busy database; and the
+ * SQLite store's disk reserve (disk-guard.ts: libsql aborts the process on SQLITE_FULL, so writes stop before it).
  */
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -12,6 +13,7 @@ import Database from 'libsql';
 import { classifySqlError } from './sql-errors.js';
 import { openStore, StoreConflict, StoreUnavailable } from './store.js';
 import { PG_BASE, pgSkipReason } from '../testing/pg.js';
+import { minFreeBytes } from './disk-guard.js';
 
 async function thrown(f: () => unknown): Promise<unknown> {
   try {
@@ -65,6 +67,33 @@ describe('driver errors by code', async () => {
     } finally {
       a.close();
       b.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('SQLite: under its disk reserve the store refuses writes with StoreUnavailable, keeps reading, and writes again when there is room', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'setu-reserve-'));
+    const db = join(dir, 'setu.db');
+    try {
+      const first = await openStore(db);
+      await first.setKv('before', 'yes');
+      await first.close();
+      process.env.SETU_SQLITE_MIN_FREE_MB = String(10 ** 11); // more than any disk has: the real statfs says "under"
+      const full = await openStore(db).finally(() => delete process.env.SETU_SQLITE_MIN_FREE_MB);
+      try {
+        assert.equal(await full.getKv('before'), 'yes', 'reads go on');
+        await assert.rejects(full.setKv('after', 'no'), (e: unknown) => e instanceof StoreUnavailable && /MiB free, under the .* MiB the store keeps in reserve/.test((e as Error).message));
+        await assert.rejects(full.transaction(async (tx) => tx.createUser({ id: 'u', name: 'u', role: 'auditor', institution: null, public_key: null, status: 'invited', created_by: 'a', created_at: 1 })), StoreUnavailable);
+        assert.equal(await full.getUser('u'), undefined);
+      } finally {
+        await full.close();
+      }
+      const roomy = await openStore(db);
+      await roomy.setKv('after', 'yes');
+      assert.equal(await roomy.getKv('after'), 'yes');
+      await roomy.close();
+      assert.throws(() => minFreeBytes({ SETU_SQLITE_MIN_FREE_MB: 'lots' }), /SETU_SQLITE_MIN_FREE_MB must be a whole number of MiB, got "lots"/);
+    } finally {
       rmSync(dir, { recursive: true, force: true });
     }
   });

@@ -87,10 +87,18 @@ async function mapped<T>(backend: Backend, p: () => Promise<T>): Promise<T> {
   }
 }
 
+/** Looked at before each statement (disk-guard.ts); throws to refuse it. */
+export interface StatementGuard {
+  check(queryKind: string): void;
+}
+
 class MappedConnection implements DatabaseConnection {
-  constructor(readonly inner: DatabaseConnection, private readonly backend: Backend) {}
+  constructor(readonly inner: DatabaseConnection, private readonly backend: Backend, private readonly guard?: StatementGuard) {}
   executeQuery<R>(q: Parameters<DatabaseConnection['executeQuery']>[0]): Promise<QueryResult<R>> {
-    return mapped(this.backend, () => this.inner.executeQuery<R>(q));
+    return mapped(this.backend, async () => {
+      this.guard?.check(q.query.kind);
+      return this.inner.executeQuery<R>(q);
+    });
   }
   async *streamQuery<R>(q: Parameters<DatabaseConnection['streamQuery']>[0], chunkSize?: number): AsyncIterableIterator<QueryResult<R>> {
     try {
@@ -104,12 +112,12 @@ class MappedConnection implements DatabaseConnection {
 const un = (c: DatabaseConnection) => (c instanceof MappedConnection ? c.inner : c);
 
 class MappedDriver implements Driver {
-  constructor(private readonly inner: Driver, private readonly backend: Backend) {}
+  constructor(private readonly inner: Driver, private readonly backend: Backend, private readonly guard?: StatementGuard) {}
   init(): Promise<void> {
     return mapped(this.backend, () => this.inner.init());
   }
   async acquireConnection(): Promise<DatabaseConnection> {
-    return new MappedConnection(await mapped(this.backend, () => this.inner.acquireConnection()), this.backend);
+    return new MappedConnection(await mapped(this.backend, () => this.inner.acquireConnection()), this.backend, this.guard);
   }
   beginTransaction(c: DatabaseConnection, s: TransactionSettings): Promise<void> {
     return mapped(this.backend, () => this.inner.beginTransaction(un(c), s));
@@ -128,11 +136,11 @@ class MappedDriver implements Driver {
   }
 }
 
-/** The same dialect, with every driver error classified (see above). */
-export function mappedDialect(inner: KyselyDialect, backend: Backend): KyselyDialect {
+/** The same dialect, with every driver error classified (see above) and each statement shown to `guard` first. */
+export function mappedDialect(inner: KyselyDialect, backend: Backend, guard?: StatementGuard): KyselyDialect {
   return {
     createAdapter: () => inner.createAdapter(),
-    createDriver: () => new MappedDriver(inner.createDriver(), backend),
+    createDriver: () => new MappedDriver(inner.createDriver(), backend, guard),
     createIntrospector: (db) => inner.createIntrospector(db),
     createQueryCompiler: () => inner.createQueryCompiler(),
   };

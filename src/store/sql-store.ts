@@ -10,6 +10,7 @@ import { Kysely, Migrator, PostgresDialect, SqliteDialect, type Transaction } fr
 import type { Database } from './schema.js';
 import { migrationProvider, type Dialect } from './migrations.js';
 import { mappedDialect } from './sql-errors.js';
+import { DiskGuard, minFreeBytes } from './disk-guard.js';
 import * as trust from './trust.js';
 import * as g from './governance.js';
 import * as audit from './audit.js';
@@ -60,6 +61,7 @@ export async function openSqlStore(url: string, o: SqlStoreOptions = {}): Promis
   let db: Kysely<AllTables>;
   let dialect: Dialect;
   let files: string[] = [];
+  let guard: DiskGuard | undefined;
   if (/^postgres(ql)?:\/\//.test(url)) {
     const pg = (await import('pg')).default;
     // int8 (COUNT, bigint ms timestamps) arrives as string by default; every value we keep fits a double.
@@ -85,6 +87,7 @@ export async function openSqlStore(url: string, o: SqlStoreOptions = {}): Promis
   } else {
     const path = resolve(url.replace(/^sqlite:/, ''));
     files = prepareSqliteFiles(path);
+    guard = new DiskGuard(dirname(path), minFreeBytes());
     const Database = (await import('libsql')).default;
     let raw: InstanceType<typeof Database>;
     try {
@@ -96,7 +99,7 @@ export async function openSqlStore(url: string, o: SqlStoreOptions = {}): Promis
       const { classifySqlError } = await import('./sql-errors.js');
       throw classifySqlError(e, 'sqlite');
     }
-    db = new Kysely<AllTables>({ dialect: mappedDialect(new SqliteDialect({ database: raw as never }), 'sqlite') });
+    db = new Kysely<AllTables>({ dialect: mappedDialect(new SqliteDialect({ database: raw as never }), 'sqlite', guard) });
     dialect = 'sqlite';
   }
   const store = new SqlStore(db, dialect, false);
@@ -107,6 +110,7 @@ export async function openSqlStore(url: string, o: SqlStoreOptions = {}): Promis
     throw e;
   }
   restrictFiles(files);
+  if (guard) guard.armed = true;
   return store;
 }
 
