@@ -20,7 +20,8 @@ declare const released: unique symbol;
 export type ReleasedCount = number & { readonly [released]: true };
 
 function isSmall(c: number, policy: Pick<AnalyticsPolicy, 'minCellCount' | 'suppressZeros'>): boolean {
-  return c < policy.minCellCount && (c > 0 || (c <= 0 && !!policy.suppressZeros));
+  // Only an exact 0 may pass (unless zeros are suppressed too); a count below 0 exists only after noise, and it is small.
+  return c < policy.minCellCount && (c !== 0 || !!policy.suppressZeros);
 }
 
 /**

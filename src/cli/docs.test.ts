@@ -50,7 +50,7 @@ function examples(): Example[] {
   return out;
 }
 
-const SITE_KEYS = ['coordinator', 'stateDir', 'datasets', 'trainer', 'pollWaitMs', 'caFile', 'policy', 'privacy', 'jurisdiction', 'compute'];
+const SITE_KEYS = ['coordinator', 'stateDir', 'datasets', 'trainer', 'pollWaitMs', 'caFile', 'policy', 'privacy', 'analytics', 'jurisdiction', 'compute'];
 const BASE_SITE = { coordinator: 'https://setu.example.org:7070', datasets: { heart: { format: 'fed-heart-disease', center: 0 } } };
 
 /** Loads one example with the code that reads its kind; returns the kind, or throws what that code would say. */

@@ -27,7 +27,7 @@ function setu(args: string[], timeoutMs = 40_000): Promise<{ code: number | null
 
 /** One line, `setu: …`, and nothing that looks like a stack trace. */
 function oneLine(r: { stderr: string }, pattern: RegExp): void {
-  const lines = r.stderr.trim().split('\n').filter((l) => !/^\d\d:\d\d:\d\d /.test(l)); // the agent's own timestamped log lines
+  const lines = r.stderr.trim().split('\n').filter((l) => !/^\d\d:\d\d:\d\d |^\{"level":/.test(l)); // the agent's own log lines (pino JSON)
   assert.equal(lines.length, 1, `one line on stderr:\n${r.stderr}`);
   assert.match(lines[0]!, /^setu: /);
   assert.match(lines[0]!, pattern);

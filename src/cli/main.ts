@@ -57,10 +57,12 @@ async function dispatch(cmd: string, sub: string | undefined, rest: string[], ar
       if (sub === 'start' || sub === 'enrol') return (await import('./processes.js')).siteProcessCommand(sub, rest);
       if (sub === 'run-task') return (await import('./processes.js')).siteRunTask(rest);
       if (sub === 'dataset') return (await import('./dataset.js')).siteDatasetCommand(rest);
+      if (sub === 'status') return (await import('./site-status.js')).siteStatusCommand(rest);
       return (await import('./operator.js')).siteCommand(sub, rest);
     case 'study':
       if (sub === 'privacy') return (await import('./privacy.js')).studyPrivacyCommand(rest);
       if (sub === 'export') return (await import('./results.js')).studyExportCommand(rest);
+      if (sub === 'results') return (await import('./study-results.js')).studyResultsCommand(rest);
       if (sub && (await import('./governance.js')).STUDY_GOVERNANCE_COMMANDS.includes(sub)) return (await import('./governance.js')).studyGovernanceCommand(sub, rest);
       return (await import('./operator.js')).studyCommand(sub, rest);
     case 'user':

@@ -4,6 +4,7 @@
  *   setu site list | revoke <id>
  *   setu study create --file study.yaml [--weights init.safetensors] | start <id> | status <id> [--watch] | stop <id> | list
  */
+import { analyticsStudyDefaults } from '../protocol/analytics.js';
 import { readFileSync } from 'node:fs';
 import YAML from 'yaml';
 import { HttpClient } from '../site/http.js';
@@ -65,6 +66,8 @@ export function readStudyFile(file: string): unknown {
   } catch (e) {
     throw new UsageError(`${file}: not valid YAML/JSON: ${(e as Error).message}`);
   }
+  // An analytics study file (the one `setu analytics run` reads) needs no training fields.
+  spec = analyticsStudyDefaults(spec);
   const problems = checkValue(StudySpecSchema, spec);
   if (problems.length) throw new UsageError(`${file}: ${problems.join('; ')}`);
   return spec;
@@ -93,7 +96,7 @@ interface StudyDetail {
   status: string;
   error: string | null;
   round: number;
-  spec: { rounds: number; strategy: { name: string } };
+  spec: { rounds: number; strategy: { name: string }; analytics?: { queries: unknown[] } };
   participants: { id: string; name: string }[];
   openRound: { round: number; kind: string; received: number; expected: number; refused?: number; failed?: number; progress?: { site: string; step?: number; of?: number; metrics?: Record<string, number>; message?: string }[] } | null;
   metrics: { round: number; site: string | null; phase: string; name: string; value: number }[];
@@ -108,8 +111,11 @@ function answeredWithout(o: NonNullable<StudyDetail['openRound']>): string {
 }
 
 export function renderStudy(s: StudyDetail): string {
-  const lines = [`${s.name} (${s.id}) · ${s.status} · ${s.spec.strategy.name} · round ${s.round}/${s.spec.rounds} · ${s.participants.length} sites`];
+  // An analytics study runs queries, not training rounds: say how many, and where its results are.
+  const what = s.spec.analytics ? `analytics: ${s.spec.analytics.queries.length} quer${s.spec.analytics.queries.length === 1 ? 'y' : 'ies'} · round ${s.round}` : `${s.spec.strategy.name} · round ${s.round}/${s.spec.rounds}`;
+  const lines = [`${s.name} (${s.id}) · ${s.status} · ${what} · ${s.participants.length} sites`];
   if (s.error) lines.push(`error: ${s.error}`);
+  if (s.spec.analytics) lines.push(`results (tables, CSV, plots): setu study results ${s.id}`);
   if (s.openRound) lines.push(`open: round ${s.openRound.round} (${s.openRound.kind}), ${s.openRound.received}/${s.openRound.expected} sites reported${answeredWithout(s.openRound)}`);
   // A site that cannot run its task says why at once: the open round's errors come first, by site.
   for (const e of (s.taskErrors ?? []).filter((x) => x.round === s.openRound?.round)) lines.push(`  ${e.site}: cannot run its task (${e.code}): ${e.message}`);

@@ -10,10 +10,12 @@ import { createLogger, parseLogLevel, type Logger } from '../observability/logge
 import { ConfigError, loadSiteConfig, type SiteConfig } from '../site/config.js';
 import { SiteAgent, caOf, enrol } from '../site/agent.js';
 import { SiteState } from '../site/state.js';
+import { StateLockedError, acquireStateLock, type StateLock } from '../site/lock.js';
 import { ApiError, HttpClient } from '../site/http.js';
 import { importPrivateKey } from '../protocol/signing.js';
 import { DEFAULT_DATA_DIR, UsageError, intFlag, parse, tokenFrom } from './args.js';
 import { OperatorError } from './failures.js';
+import type { LimitOptions } from '../coordinator/plugins/limits.js';
 
 const stamp = () => new Date().toISOString().slice(11, 19);
 const logTo = (prefix: string) => (m: string) => process.stderr.write(`${stamp()} ${prefix} ${m}\n`);
@@ -29,7 +31,9 @@ export async function coordinatorCommand(sub: string | undefined, argv: string[]
     'tls-cert': { type: 'string' },
     'tls-key': { type: 'string' },
     'log-level': { type: 'string' },
+    ...Object.fromEntries(Object.keys(LIMIT_FLAGS).map((f) => [f, { type: 'string' as const }])),
   });
+  const limits = limitFlags(values);
   if (!!values['tls-cert'] !== !!values['tls-key']) throw new UsageError('--tls-cert and --tls-key go together');
   if (values.port !== undefined) {
     const p = intFlag(values.port, 'port', 7070);
@@ -44,6 +48,7 @@ export async function coordinatorCommand(sub: string | undefined, argv: string[]
       host: values.host ?? '127.0.0.1',
       port: intFlag(values.port, 'port', 7070),
       ...(values['body-limit'] ? { bodyLimit: intFlag(values['body-limit'], 'body-limit', 0) } : {}),
+      ...(Object.keys(limits).length ? { server: { limits } } : {}),
       ...(values['tls-cert'] ? { https: { cert: readFlagFile(values['tls-cert'], '--tls-cert'), key: readFlagFile(values['tls-key']!, '--tls-key') } } : {}),
       logger,
     });
@@ -65,6 +70,28 @@ export async function coordinatorCommand(sub: string | undefined, argv: string[]
   return 0;
 }
 
+/** The `setu coordinator start` flags of the bounds on open requests (coordinator/plugins/limits.ts). */
+const LIMIT_FLAGS: Record<string, keyof LimitOptions> = {
+  'max-longpolls-per-site': 'longPollsPerSite',
+  'max-uploads': 'uploads',
+  'max-upload-bytes': 'uploadBytes',
+  'max-uploads-per-site': 'uploadsPerSite',
+  'max-streams-per-user': 'streamsPerIdentity',
+  'max-round-bytes': 'roundBytes',
+};
+
+function limitFlags(values: Record<string, unknown>): LimitOptions {
+  const o: LimitOptions = {};
+  for (const [flag, key] of Object.entries(LIMIT_FLAGS)) {
+    const v = values[flag];
+    if (typeof v !== 'string') continue;
+    const n = intFlag(v, flag, 0);
+    if (n < 1) throw new UsageError(`--${flag} must be a whole number of at least 1, got ${v}`);
+    o[key] = n;
+  }
+  return o;
+}
+
 function readFlagFile(file: string, flag: string): Buffer {
   try {
     return readFileSync(file);
@@ -83,14 +110,16 @@ function coordinatorLogger(flag: string | undefined): Logger {
 }
 
 export async function siteProcessCommand(sub: string, argv: string[]): Promise<number> {
-  const { values } = parse(argv, { config: { type: 'string' }, token: { type: 'string' }, 'token-file': { type: 'string' } });
+  const flags = { config: { type: 'string' }, token: { type: 'string' }, 'token-file': { type: 'string' } } as const;
+  // Only the long-running agent logs; enrol prints one line.
+  const { values } = sub === 'start' ? parse(argv, { ...flags, 'log-level': { type: 'string' } }) : parse(argv, flags);
   if (!values.config) throw new UsageError(`setu site ${sub} --config site.yaml${sub === 'enrol' ? ' --token <invite>' : ''}`);
   const token = tokenFrom(values);
   const cfg = loadSiteConfig(values.config);
   // A caFile that is not there is a mistake in site.yaml, not a TLS failure: say so before dialling.
   if (cfg.caFile && !existsSync(resolve(cfg.configDir, cfg.caFile))) throw new ConfigError(`${values.config}: /caFile: ${resolve(cfg.configDir, cfg.caFile)} does not exist`);
-  const log = logTo(`site`);
   if (sub === 'enrol') {
+    const log = logTo(`site`);
     if (!token) throw new UsageError('setu site enrol --config site.yaml --token <invite> (or --token-file F)');
     // Someone is at the terminal: a coordinator that cannot be reached (or trusted) is said within seconds, in one
     // line, rather than retried for ever as the agent itself does.
@@ -100,24 +129,59 @@ export async function siteProcessCommand(sub: string, argv: string[]): Promise<n
     process.stdout.write(`enrolled as ${c.siteName} (${c.siteId}); its private signing key is ${cfg.stateDirAbs}/site.key (mode 600, never sent)\n`);
     return 0;
   }
-  if (token) await enrol(cfg, token, log);
+  const logger = siteLogger('log-level' in values ? (values['log-level'] as string | undefined) : undefined);
+  // One agent per state directory (site/lock.ts): a second one is refused at once, naming the PID that holds it.
+  const lock = lockStateDir(cfg.stateDirAbs);
+  process.once('exit', () => lock.release());
+  if (token) await enrol(cfg, token, agentLog(logger));
   const ac = new AbortController();
   process.once('SIGINT', () => ac.abort());
   process.once('SIGTERM', () => ac.abort());
   let agent: SiteAgent;
   try {
-    agent = new SiteAgent(cfg, { log: logTo(`site ${siteName(cfg)}`), signal: ac.signal });
+    agent = new SiteAgent(cfg, { log: agentLog(logger.child({ site: siteName(cfg) })), signal: ac.signal });
   } catch (e) {
     throw new OperatorError((e as Error).message, { cause: e });
   }
-  await checkIdentity(cfg, ac.signal);
+  await checkIdentity(cfg, ac.signal, agentLog(logger.child({ site: siteName(cfg) })));
   try {
     await agent.run();
   } catch (e) {
     // run() returns on a signal and throws only when the agent must stop (its key refused): one line, not a trace.
     throw new OperatorError((e as Error).message, { cause: e });
+  } finally {
+    lock.release();
   }
   return 0;
+}
+
+/**
+ * The agent's log: pino lines on stderr (stdout stays free for scripts), at --log-level, else SETU_LOG_LEVEL, else
+ * info. Secrets are scrubbed by the logger (observability/logger.ts); the agent never logs its key or credential.
+ */
+function siteLogger(flag: string | undefined): Logger {
+  try {
+    return createLogger({ name: 'site', destination: 2, ...(flag !== undefined ? { level: parseLogLevel(flag, '--log-level') } : {}) });
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+}
+
+/** The agent's free-text messages at their level: failures as warnings, everything else as info. */
+function agentLog(logger: Logger): (m: string) => void {
+  return (m) => {
+    if (/^error: |unreachable|failed|refused|not recorded|not forwarded|damaged|disagree/i.test(m)) logger.warn(m);
+    else logger.info(m);
+  };
+}
+
+function lockStateDir(dir: string): StateLock {
+  try {
+    return acquireStateLock(dir);
+  } catch (e) {
+    if (e instanceof StateLockedError) throw new OperatorError(e.message, { cause: e });
+    throw e;
+  }
 }
 
 /**
@@ -125,12 +189,11 @@ export async function siteProcessCommand(sub: string, argv: string[]): Promise<n
  * certificate or a revoked or unknown key fails now, in one line; an unreachable coordinator is waited for, as the
  * agent would (sites reconnect by themselves).
  */
-async function checkIdentity(cfg: SiteConfig, signal: AbortSignal): Promise<void> {
+async function checkIdentity(cfg: SiteConfig, signal: AbortSignal, log: (m: string) => void): Promise<void> {
   const state = new SiteState(cfg.stateDirAbs);
   const cred = state.credential()!;
   const pem = state.privateKeyPem()!;
   const ca = caOf(cfg);
-  const log = logTo(`site ${cred.siteName}`);
   let lastLog = 0;
   const http = new HttpClient({ baseUrl: cfg.coordinator, signer: { keyId: cred.siteId, privateKey: importPrivateKey(pem) }, signal, ...(ca ? { ca } : {}),
     onRetry: (_n, d, why) => {

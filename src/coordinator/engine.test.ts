@@ -287,19 +287,19 @@ test('downtime is not the sites\' fault: a restarted coordinator, or one that wa
     f.clock.t = T0 + 201_000;
     await b.tick();
     const r = (await f.store.openRoundOf(f.studyId))!;
-    assert.equal(r.deadline_at, T0 + 261_000, 'the deadline moved out by exactly the time nobody drove the study');
-    assert.ok((await f.store.listTasks(f.studyId, 1)).every((t) => t.deadline_at === T0 + 261_000), 'so did the tasks\' deadlines');
+    assert.equal(r.deadline_at, T0 + 276_000, 'the deadline moved out by exactly the time nobody drove the study and the 15 s reconnect grace');
+    assert.ok((await f.store.listTasks(f.studyId, 1)).every((t) => t.deadline_at === T0 + 276_000), 'so did the tasks\' deadlines');
     assert.equal(Number(await f.store.getKv(drivenAtKey(f.studyId))), T0 + 201_000);
     // Ticking normally gives nothing more back.
     for (let s = 1; s <= 5; s++) {
       f.clock.t = T0 + 201_000 + s * 500;
       await b.tick();
     }
-    assert.equal((await f.store.openRoundOf(f.studyId))!.deadline_at, T0 + 261_000);
+    assert.equal((await f.store.openRoundOf(f.studyId))!.deadline_at, T0 + 276_000);
     // A stall inside one process (the store unreachable, the machine suspended) counts the same way.
     f.clock.t += 30_000;
     await b.tick();
-    assert.equal((await f.store.openRoundOf(f.studyId))!.deadline_at, T0 + 291_000);
+    assert.equal((await f.store.openRoundOf(f.studyId))!.deadline_at, T0 + 321_000);
     for (const s of f.sites) await report(f, 1, s);
     await b.tick();
     assert.equal((await status(f)).current_round, 1);

@@ -17,6 +17,7 @@ import { createLogger, type Logger } from '../observability/logger.js';
 import { engineRetries } from '../observability/metrics.js';
 import type { EventBus } from './events.js';
 import type { StudySpec, ResultMeta } from '../protocol/api.js';
+import { AGENT_MAX_RETRY_DELAY_MS } from '../protocol/api.js';
 import { decodeSafetensors, encodeSafetensors } from '../protocol/safetensors.js';
 import type { Weights } from '../protocol/tensors.js';
 import { createModel } from '../learning/models/registry.js';
@@ -33,6 +34,7 @@ import { SecAggSessions, newSession, restartRound, secAggPlus } from './secagg.j
 import { clientLevelDp } from './privacy.js';
 import type { RoundRow } from '../store/store.js';
 import { aggregatePart, mergeAggregate, rulesOf } from './study-model.js';
+import { driveAnalyticsRound, openAnalyticsRound, type AnalyticsRoundsContext } from './analytics-rounds.js';
 import { decideRound, secaggShortfall, stopStudy, type RoundCloseDeps } from './round-close.js';
 
 export interface EngineOptions {
@@ -49,6 +51,11 @@ export interface EngineOptions {
    * least 3 s): the sites are not blamed for the coordinator's downtime.
    */
   gapMs?: number;
+  /**
+   * Given to an open round on top of the time it lost (default: the agents' longest retry delay): the sites
+   * learn that the coordinator is back only at their next try.
+   */
+  reconnectGraceMs?: number;
   /** Backoff of retries after transient faults (faults.ts). */
   retry?: BackoffOptions;
   now?: () => number;
@@ -254,14 +261,15 @@ export class RoundEngine {
     // Only the part of the gap after the round opened was lost to it.
     const lost = open ? now - Math.max(last, open.opened_at) : 0;
     if (!open || lost <= 0) return;
+    const given = lost + (this.opts.reconnectGraceMs ?? AGENT_MAX_RETRY_DELAY_MS);
     await this.store.transaction(async (tx) => {
-      await tx.extendOpenRound(study.id, open.round, lost);
+      await tx.extendOpenRound(study.id, open.round, given);
       await tx.setKv(drivenAtKey(study.id), String(now));
     });
     d.lastDrivenAt = d.persistedAt = now;
-    this.secagg.get(study.id, open.round)?.extend(lost);
-    this.logger.warn({ study: study.id, round: open.round, lostMs: lost }, 'nobody drove this study for a while; its round deadline moves out by the time lost');
-    this.log(`study ${study.id}: not driven for ${Math.round(lost / 1000)} s; round ${open.round}'s deadline moves out by that much`);
+    this.secagg.get(study.id, open.round)?.extend(given);
+    this.logger.warn({ study: study.id, round: open.round, lostMs: lost, givenMs: given }, 'nobody drove this study for a while; its round deadline moves out by the time lost and the sites\' reconnect grace');
+    this.log(`study ${study.id}: not driven for ${Math.round(lost / 1000)} s; round ${open.round}'s deadline moves out by ${Math.round(given / 1000)} s (with the sites' reconnect grace)`);
   }
 
   /**
@@ -300,11 +308,13 @@ export class RoundEngine {
     if (!open) {
       // A study over CSV data first checks every site's file against its schema (round 0).
       if (spec.dataSchema && !(await this.store.getRound(study.id, 0))) return this.openRound(study, spec, 0, 'prepare');
+      if (spec.analytics) return openAnalyticsRound(this.analyticsContext(), study, spec);
       const next = study.current_round + 1;
       if (next <= spec.rounds) await this.openRound(study, spec, next, 'fit');
       else await this.openRound(study, spec, spec.rounds + 1, 'evaluate');
       return;
     }
+    if (open.kind === 'analytics') return driveAnalyticsRound(this.analyticsContext(), study, spec, open);
     const tasks = await this.store.listTasks(study.id, open.round);
     const updates = await this.store.listUpdates(study.id, open.round);
     if (open.kind === 'fit' && spec.privacy?.secagg) return this.driveSecAgg(study, spec, open, tasks, updates);
@@ -317,6 +327,11 @@ export class RoundEngine {
     } else if (decision.action === 'fail') {
       await this.fail(study, decision.reason);
     }
+  }
+
+  /** What an analytics study's rounds need from the engine (analytics-rounds.ts). */
+  private analyticsContext(): AnalyticsRoundsContext {
+    return { store: this.store, bus: this.bus, now: this.now, log: this.log, defaultTimeoutS: DEFAULT_ROUND_TIMEOUT_S, ...(this.opts.audit ? { audit: this.opts.audit } : {}) };
   }
 
   private closeDeps(): RoundCloseDeps {

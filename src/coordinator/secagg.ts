@@ -25,8 +25,8 @@
  * Coordinator restart: sessions live in this process's memory. A coordinator restarted mid-round finds an open
  * SecAgg+ round without a session and restarts that round cleanly: a new session (new round id, new keys, so no
  * mask is ever reused), the round's meta-only update rows dropped and its tasks issued again. Agents holding an
- * unfinished upload re-mask the same trained update (no new privacy spend); agents that had finished train again
- * (their accountant counts it: conservative). Sessions are not shared between coordinator processes: with
+ * unfinished upload re-mask the same trained update (no new privacy spend); agents that had finished send the
+ * update they kept for that round (site/release.ts), so the restarted round sums the same updates. Sessions are not shared between coordinator processes: with
  * several coordinators on one PostgreSQL, the one driving the study (its lease holder) serves the stages and
  * any other answers 503 `secagg_elsewhere` naming it (`servedElsewhere`); when the holder dies, the coordinator
  * that takes the lease over restarts the round as above.

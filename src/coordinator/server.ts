@@ -27,6 +27,7 @@ import { modelCardRoutes } from './routes/model-cards.js';
 import { privacyRoutes } from './routes/privacy.js';
 import { secaggRoutes } from './routes/secagg.js';
 import { trainerRoutes } from './routes/trainer.js';
+import { analyticsRoutes } from './routes/analytics.js';
 import { taskErrorRoutes } from './routes/task-errors.js';
 import { createLogger, type Logger } from '../observability/logger.js';
 import { AuthFailureLimiter, type AuthLimitOptions } from './plugins/auth-limit.js';
@@ -36,6 +37,7 @@ import { observability, requestId } from './plugins/observability.js';
 import { replySerialization } from './plugins/replies.js';
 import { securityHeaders } from './plugins/security.js';
 import { signedRequests } from './plugins/signed-requests.js';
+import { Limits, limitHook, type LimitOptions } from './plugins/limits.js';
 
 export interface ServerOptions {
   store: Store;
@@ -53,6 +55,8 @@ export interface ServerOptions {
   minFreeBytes?: number;
   /** Limits on failed authentication (defaults in plugins/auth-limit.ts). */
   authLimits?: AuthLimitOptions;
+  /** Bounds on open long-polls, uploads in flight and event streams (defaults in plugins/limits.ts). */
+  limits?: LimitOptions;
   /** Longest long-poll, ms (default 25 s). */
   maxWaitMs?: number;
   /** A site counts as online when seen within this many ms (default 60 s). */
@@ -119,7 +123,7 @@ export function siteTouches(store: Store, now: () => number): (siteId: string) =
 /** Every route that needs a signed request: registered inside the one authenticated scope. */
 const SIGNED_ROUTES: RoutePlugin[] = [
   siteRoutes, agentRoutes, studyRoutes, userRoutes, auditRoutes, eventTokenRoutes, institutionRoutes, governanceRoutes,
-  computeRoutes, modelCardRoutes, privacyRoutes, secaggRoutes, trainerRoutes, taskErrorRoutes,
+  computeRoutes, modelCardRoutes, privacyRoutes, secaggRoutes, trainerRoutes, taskErrorRoutes, analyticsRoutes,
 ];
 /** The routes anyone may call: enrolment (the caller has no key yet) and the event stream (its token is the credential). */
 const PUBLIC_ROUTES: RoutePlugin[] = [enrolRoutes, eventStreamRoutes];
@@ -169,7 +173,9 @@ export function buildServer(opts: ServerOptions): FastifyInstance {
   const ctx: RouteContext = {
     store, bus, engine, audit: opts.audit, now, governance: opts.governance ?? governanceConfig(),
     maxWaitMs: opts.maxWaitMs ?? 25_000, onlineWindowMs: opts.onlineWindowMs ?? 60_000, bodyLimit,
+    limits: new Limits(opts.limits),
   };
+  app.decorate('limits', ctx.limits);
   for (const routes of PUBLIC_ROUTES) void app.register(routes, ctx);
   const authenticator = new Authenticator(store, now);
   const touch = siteTouches(store, now);
@@ -177,6 +183,8 @@ export function buildServer(opts: ServerOptions): FastifyInstance {
     signed.addHook('onRequest', signatureHook(authenticator, async (p) => {
       if (p.kind === 'site') await touch(p.site.id);
     }));
+    // After authentication, before any body is read: long-polls and uploads take their slot or are refused.
+    signed.addHook('onRequest', limitHook(ctx.limits, { bodyLimit, store, bus }));
     for (const routes of SIGNED_ROUTES) await signed.register(routes, ctx);
   });
   void app.register(async (web) => webRoutes(web));

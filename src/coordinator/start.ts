@@ -38,8 +38,8 @@ export interface CoordinatorOptions {
   logger?: Logger;
   /** Level of the default logger (default: SETU_LOG_LEVEL, else info). */
   logLevel?: LogLevel;
-  /** HTTP-layer settings passed to buildServer (pre-auth body limit, failed-auth limits, free-space floor). */
-  server?: Pick<ServerOptions, 'preAuthBodyLimit' | 'authLimits' | 'minFreeBytes'>;
+  /** HTTP-layer settings passed to buildServer (pre-auth body limit, failed-auth limits, free-space floor, bounds on open requests). */
+  server?: Pick<ServerOptions, 'preAuthBodyLimit' | 'authLimits' | 'minFreeBytes' | 'limits'>;
 }
 
 export const COORDINATOR_LOG_FILE = 'coordinator.log';

@@ -6,6 +6,7 @@
  * The checks are pure functions over the spec and the sites' declarations (`SiteDeclaration`), gathered from the
  * store in one place (`siteDeclarations`), so they are unit-tested without a coordinator and grow in one file.
  */
+import { analyticsSpecProblems } from './analytics-rounds.js';
 import type { StudySpec } from '../protocol/api.js';
 import { encodedFeatureNames } from '../protocol/data-schema.js';
 import type { Store } from '../store/store.js';
@@ -84,6 +85,7 @@ export function createProblems(spec: StudySpec, sites: SiteDeclaration[]): strin
     out.push(`/dataset: ${lacking.map((s) => `site ${s.name} declares no dataset "${spec.dataset}" (it has: ${Object.keys(s.datasets).join(', ') || 'none'})`).join('; ')}${spec.sites ? '' : '; name the sites that hold it in sites:'}`);
   }
   out.push(...privacyCapabilityProblems(spec, usable));
+  out.push(...analyticsSpecProblems(spec));
   return out;
 }
 

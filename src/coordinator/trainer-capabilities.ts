@@ -31,6 +31,8 @@ export function requiredFeatures(spec: StudySpec): { feature: TrainerFeature; wh
 
 /** Every reason a participating site cannot serve the study; [] when all can. */
 export function trainerProblems(spec: StudySpec, sites: { name: string; trainer: TrainerDeclaration | undefined }[]): string[] {
+  // An analytics study trains nothing: every agent answers its queries (site/analytics-task.ts), whatever its trainer.
+  if (spec.analytics) return [];
   const need = requiredFeatures(spec);
   const out: string[] = [];
   for (const s of sites) {

@@ -40,6 +40,7 @@ export const AUDIT_KINDS = [
   'task.failed', // a site could not run its task; data has its reason code and message
   'placement.refused', // no compute in the data's jurisdiction could take a placed task (data: reason, count)
   'aggregate.committed',
+  'analytics.committed', // an analytics round committed: its query, each site's answer digest, refusals, the result's digest
   'privacy.spent',
   'compute.registered',
   'model.released',

@@ -10,6 +10,7 @@
  *    increments them directly once it is wired to this module (wave 2). The engine counts its retries after
  *    transient faults itself (`engineRetries`, coordinator/faults.ts says what is transient).
  *  - Store query timings: the store's `onQuery` hook observes `storeQueryDuration`.
+ *  - Open long-polls, uploads in flight and refusals at a bound: coordinator/plugins/limits.ts.
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 
@@ -92,5 +93,36 @@ export const agentLastSeen = new Gauge({
   name: 'setu_agent_last_seen_timestamp_seconds',
   help: 'When each site agent last made an authenticated request (seconds since the epoch), read from the store at scrape time',
   labelNames: ['site'] as const,
+  registers,
+});
+
+export const limitRefusals = new Counter({
+  name: 'setu_limit_refusals_total',
+  help: 'Requests refused at a bound (coordinator/plugins/limits.ts), by limit: longpolls_per_site, uploads, upload_bytes, uploads_per_site, streams_per_identity, round_bytes',
+  labelNames: ['limit'] as const,
+  registers,
+});
+
+export const openLongPolls = new Gauge({
+  name: 'setu_open_longpolls',
+  help: 'Site long-polls (task and SecAgg+ stage polls) open on this coordinator',
+  registers,
+});
+
+export const openUploads = new Gauge({
+  name: 'setu_uploads_in_flight',
+  help: 'Uploads (fit results, masked SecAgg+ inputs) being received or checked on this coordinator',
+  registers,
+});
+
+export const openUploadBytes = new Gauge({
+  name: 'setu_upload_bytes_in_flight',
+  help: 'Bytes the uploads in flight on this coordinator declared (content-length)',
+  registers,
+});
+
+export const roundUpdateBytes = new Gauge({
+  name: 'setu_round_update_bytes',
+  help: 'Bytes of accepted updates the open rounds hold on this coordinator until they are aggregated',
   registers,
 });

@@ -7,12 +7,20 @@ import { AuditCheckpointSchema } from './audit-checkpoint.js';
 import { Type, type Static, type TSchema } from '@sinclair/typebox';
 import { Value, ValueErrorType } from '@sinclair/typebox/value';
 import { DataSchemaT, NormStatsSchema, PrepareReportSchema } from './data-schema.js';
+import { AnalyticsResultSchema, AnalyticsSpecSchema, AnalyticsTaskSchema } from './analytics.js';
 
 const strict = { additionalProperties: false } as const;
 const Id = Type.String({ minLength: 1, maxLength: 128, pattern: '^[A-Za-z0-9._:-]+$' });
 const Name = Type.String({ minLength: 1, maxLength: 200 });
 const Activation = Type.Union([Type.Literal('relu'), Type.Literal('tanh')]);
 const Dim = Type.Integer({ minimum: 1, maximum: 1_000_000 });
+
+/**
+ * The longest an agent waits between tries to reach the coordinator (site/http.ts). After an outage a site may
+ * first call again up to this long after the coordinator is back, so the engine gives an open round this much on
+ * top of the time it lost (coordinator/engine.ts catchUp).
+ */
+export const AGENT_MAX_RETRY_DELAY_MS = 15_000;
 
 export const ModelSpecSchema = Type.Union([
   Type.Object({ kind: Type.Literal('logistic'), inputDim: Dim }, strict),
@@ -147,6 +155,11 @@ export const StudySpecSchema = Type.Object(
     privacy: Type.Optional(StudyPrivacySchema),
     /** Per-tensor rules (aggregate, local, skip), checked against the model's tensors when its weights are known. */
     tensorRules: Type.Optional(Type.Array(TensorRuleSchema, { maxItems: 1000 })),
+    /**
+     * An analytics study: its queries run instead of training (protocol/analytics.ts), one round each (a Cox fit: one
+     * round per Newton step), through the same approvals, agents, privacy ledger and audit. Needs a dataSchema.
+     */
+    analytics: Type.Optional(AnalyticsSpecSchema),
   },
   strict,
 );
@@ -253,8 +266,10 @@ export const TaskSchema = Type.Object({
   taskId: Type.String(),
   studyId: Type.String(),
   round: Type.Integer(),
-  kind: Type.Union([Type.Literal('fit'), Type.Literal('evaluate'), Type.Literal('prepare')]),
+  kind: Type.Union([Type.Literal('fit'), Type.Literal('evaluate'), Type.Literal('prepare'), Type.Literal('analytics')]),
   modelVersionId: Type.String(),
+  /** Analytics tasks: the query to answer (and a Cox fit's β). */
+  analytics: Type.Optional(AnalyticsTaskSchema),
   dataSchema: Type.Optional(DataSchemaT),
   /** Federated normalisation statistics, when the schema asks for global normalisation. */
   normStats: Type.Optional(NormStatsSchema),
@@ -318,6 +333,8 @@ export const ResultMetaSchema = Type.Object(
     prepare: Type.Optional(PrepareReportSchema),
     /** DP studies: what releasing this result cost the site, and its account for the study after it. */
     privacy: Type.Optional(PrivacySpendSchema),
+    /** Analytics tasks: the site's answer (checked at the coordinator by analytics/query.ts answerProblems). */
+    analytics: Type.Optional(AnalyticsResultSchema),
   },
   strict,
 );

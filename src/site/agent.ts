@@ -6,7 +6,7 @@
 import type { SiteConfig } from './config.js';
 import { SiteState, type Credential, type PendingResult } from './state.js';
 import { ApiError, HttpClient } from './http.js';
-import type { Cohorts, EnrolResponse, TaskMessage, ResultMeta } from '../protocol/api.js';
+import type { Cohorts, EnrolResponse, PrivacySpend, TaskMessage, ResultMeta } from '../protocol/api.js';
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { generateSigningKeys, importPrivateKey, publicKeyToRaw } from '../protocol/signing.js';
@@ -31,7 +31,10 @@ import { inProcessUsage, loadLocalPolicy, localPolicyRefusal, runPlacedFit, type
 import { budgetRefusal, dpPlanOf, loadBudget, spendAndPersist, trainPrivately, type DpTaskPlan } from './privacy.js';
 import { AuditWitness } from './audit-witness.js';
 import { isSecAggPending, secaggBody, uploadSecAgg } from './secagg.js';
+import { keepRelease, noiseSecret, releasedFor, taskNoiseSeed } from './release.js';
+import { AgentStatus } from './status.js';
 import type { PrivacyBudget } from '../privacy/budget.js';
+import { answerAnalyticsTask } from './analytics-task.js';
 import { Backoff, RefusedResults, TaskFailure, checkModelFits, pause, reportTaskError } from './task-errors.js';
 
 export interface AgentOptions {
@@ -76,6 +79,8 @@ export async function enrol(cfg: SiteConfig, token: string, log: (m: string) => 
   const http = new HttpClient({ baseUrl: cfg.coordinator, ...(ca ? { ca } : {}), onRetry: (n, d, why) => log(`enrol: coordinator unreachable (${why}); retry ${n} in ${Math.round(d)} ms`) });
   const r = await http.json<EnrolResponse>('POST', '/v1/enrol', { token, publicKey, cohorts: await cohortsOf(cfg, log) });
   const cred: Credential = { coordinator: cfg.coordinator, siteId: r.siteId, siteName: r.siteName };
+  // The site's noise secret is made with its identity (release.ts): every DP task's noise derives from it.
+  noiseSecret(state);
   state.saveCredential(cred);
   log(`enrolled as ${r.siteName} (${r.siteId})`);
   return cred;
@@ -96,6 +101,8 @@ export class SiteAgent {
   /** The site's own program, when site.yaml names one (trainer.kind: external). */
   private readonly external: ExternalTrainer | undefined;
   readonly cred: Credential;
+  /** status.json in the state directory (status.ts): what `setu site status` shows. */
+  readonly status: AgentStatus;
   /** The newest signed checkpoint of the coordinator's audit head this site was handed (site/audit-witness.ts). */
   readonly witness: AuditWitness;
 
@@ -112,6 +119,7 @@ export class SiteAgent {
     this.log = opts.log ?? (() => {});
     this.policy = loadLocalPolicy(cfg);
     this.witness = new AuditWitness(cfg.stateDirAbs, cred.siteName, this.log);
+    this.status = new AgentStatus(this.state, { siteId: cred.siteId, siteName: cred.siteName, coordinator: cfg.coordinator });
     this.external = cfg.trainer?.kind === 'external' ? externalTrainerOf(cfg) : undefined;
     let lastRetryLog = 0;
     const ca = caOf(cfg);
@@ -121,14 +129,27 @@ export class SiteAgent {
       ...(ca ? { ca } : {}),
       ...(opts.signal ? { signal: opts.signal } : {}),
       onRetry: (n, d, why) => {
-        if (Date.now() - lastRetryLog > 5000) this.log(`coordinator unreachable (${why}); retrying (attempt ${n}, next in ${Math.round(d)} ms)`);
+        if (Date.now() - lastRetryLog > 5000) {
+          // A 429/503 is the coordinator at one of its bounds (its message names the limit), not an outage.
+          const what = `coordinator ${/^HTTP (429|503)\b/.test(why) ? 'busy' : 'unreachable'} (${why})`;
+          this.log(`${what}; retrying (attempt ${n}, next in ${Math.round(d)} ms)`);
+          this.status.error(what);
+        }
         lastRetryLog = Date.now();
       },
     });
   }
 
-  /** Runs until the signal aborts. */
+  /** Runs until the signal aborts; status.json says `stopped` after. */
   async run(): Promise<void> {
+    try {
+      await this.loop();
+    } finally {
+      this.status.stopped();
+    }
+  }
+
+  private async loop(): Promise<void> {
     this.log(`polling ${this.cfg.coordinator} for tasks`);
     let declared = false;
     let lastHandled: string | undefined;
@@ -160,6 +181,7 @@ export class SiteAgent {
       } catch (e) {
         if (this.opts.signal?.aborted) break;
         if (e instanceof ApiError && e.status === 401) throw new Error(`the coordinator refused this site's credential: ${e.message}`);
+        this.status.error((e as Error).message);
         const wait = this.backoff.failed();
         this.log(`error: ${(e as Error).message}${this.backoff.streak > 1 ? ` (${this.backoff.streak} in a row; next try in ${Math.round(wait / 1000)} s)` : ''}`);
         await pause(wait, this.opts.signal);
@@ -170,6 +192,7 @@ export class SiteAgent {
   private async poll(): Promise<TaskMessage | undefined> {
     const wait = this.cfg.pollWaitMs ?? 20_000;
     const r = await this.http.request('GET', `/v1/agent/task?waitMs=${wait}`, undefined, wait + 30_000);
+    this.status.contact();
     return r.status === 204 ? undefined : r.json<TaskMessage>();
   }
 
@@ -184,12 +207,33 @@ export class SiteAgent {
     return d;
   }
 
+  /** Runs one task; status.json shows it while it runs and how it ended. */
   async handle(task: TaskMessage): Promise<void> {
+    this.status.taskStarted(task);
+    try {
+      await this.runTask(task);
+      this.status.taskEnded(task.taskId, 'sent');
+    } catch (e) {
+      this.status.taskEnded(task.taskId, 'failed', (e as Error).message);
+      throw e;
+    }
+  }
+
+  private async runTask(task: TaskMessage): Promise<void> {
     const started = Date.now();
     const cpu0 = process.cpuUsage();
     // A task issued again (a coordinator restarted a SecAgg+ round) whose result is still queued here: send that
     // result, do not train (and spend privacy) twice.
     if (this.state.pending().some((p) => p.taskId === task.taskId)) return this.flushPending();
+    if (await this.resubmitted(task)) return;
+    if (task.kind === 'analytics') {
+      // The query answered under this site's own analytics policy (analytics-task.ts); only the answer leaves.
+      const out = answerAnalyticsTask(this.cfg, this.state, task, this.cred.siteName, started);
+      if ('refusal' in out) return this.refuse(task, out.refusal);
+      this.state.savePending({ taskId: task.taskId, studyId: task.studyId, contentType: 'application/json', body: new TextEncoder().encode(JSON.stringify(out.meta)), commit: [] });
+      this.log(`task ${task.taskId}: ${task.analytics!.query.kind} query answered; uploading`);
+      return this.flushPending();
+    }
     if (task.kind === 'prepare') {
       // Only the verdict on the file and, for global normalisation, column sums leave the site.
       const { report, examples } = await prepareReport(this.cfg, task, this.log);
@@ -215,6 +259,7 @@ export class SiteAgent {
     let dp: DpTaskPlan | undefined;
     let budget: PrivacyBudget | undefined;
     let usage: UsageReport | undefined;
+    let spend: PrivacySpend | undefined;
     if (task.kind === 'fit') {
       if (this.cfg.compute?.mode === 'placed') {
         // No compute of its own: the coordinator places the training in the data's jurisdiction (or refuses, saying why).
@@ -230,6 +275,7 @@ export class SiteAgent {
       if (refusal) {
         this.log(`task ${task.taskId}: refused under this site's local policy: ${refusal}`);
         await this.http.json('POST', `/v1/agent/tasks/${encodeURIComponent(task.taskId)}/refuse`, { reason: `local policy: ${refusal}` });
+        this.status.taskEnded(task.taskId, 'refused', `local policy: ${refusal}`);
         return;
       }
       // Differential privacy and SecAgg+ run in the built-in trainer on this machine only; a DP task that would
@@ -241,15 +287,20 @@ export class SiteAgent {
         dp = dpPlanOf(task, data.train.n);
         if (!why && dp) {
           budget = loadBudget(this.state, this.cfg, task);
-          const over = budgetRefusal(budget, dp);
+          // A task already charged (an attempt killed after its charge) is not refused: its retry is free.
+          const over = budgetRefusal(budget, dp, task.taskId);
           if (over) throw new TaskFailure('budget_exhausted', over);
         }
         if (why) {
           this.log(`task ${task.taskId}: refused: ${why}`);
           await this.http.json('POST', `/v1/agent/tasks/${encodeURIComponent(task.taskId)}/refuse`, { reason: why });
+          this.status.taskEnded(task.taskId, 'refused', why);
           this.privacyRefused.add(task.taskId);
           return;
         }
+        // Charged before training, once per task id (privacy.ts): an attempt killed from here on and run again
+        // after a restart releases the same output (its noise seed is the task's) and costs nothing more.
+        if (dp && budget) spend = spendAndPersist(this.state, task.studyId, budget, dp, task.taskId);
       }
     }
     let pending: PendingResult;
@@ -282,8 +333,9 @@ export class SiteAgent {
         streamState = run.out.stream;
         usage = run.usage;
       } else {
+        this.log(`task ${task.taskId}: training (${dp ? dp.mechanism : 'fit'}, round ${task.round})`);
         const ordinary = () => fit({ model, weights: global, data: data.train, config: cfg, stream, ...(clientState ? { clientState } : {}), rng: createRng(task.seed, 'dropout', this.cred.siteName, task.round) });
-        out = dp ? trainPrivately({ model, global, data: data.train, task, plan: dp, ordinary }) : ordinary();
+        out = dp ? trainPrivately({ model, global, data: data.train, task, plan: dp, seed: taskNoiseSeed(this.state, task.studyId, task.taskId), ordinary }) : ordinary();
         streamState = stream.state();
       }
       const meta: ResultMeta = {
@@ -295,8 +347,7 @@ export class SiteAgent {
         evalExamples: data.test.n,
         durationMs: Date.now() - started,
       };
-      // The release is counted before the result is queued (see privacy.ts: never under-count).
-      if (dp && budget) meta.privacy = spendAndPersist(this.state, task.studyId, budget, dp, `${task.taskId}`);
+      if (spend) meta.privacy = spend;
       // Only the aggregated tensors leave the site; local ones are kept once the coordinator holds the result.
       const release = releaseOf(out.weights, global, task.tensorRules);
       const body = task.privacy?.secagg ? secaggBody(release.upload, pickWeights(global, Object.keys(release.upload)), meta) : encodeSafetensors(release.upload, { [RESULT_META_KEY]: JSON.stringify(meta) });
@@ -304,18 +355,39 @@ export class SiteAgent {
       if (out.clientState) commit.push({ name: 'client-state.safetensors', data: Buffer.from(encodeSafetensors(out.clientState)).toString('base64'), encoding: 'base64' });
       pending = { taskId: task.taskId, studyId: task.studyId, contentType: 'application/octet-stream', body, commit };
     }
-    this.state.savePending(pending);
     this.log(`task ${task.taskId}: ${task.kind} done in ${Date.now() - started} ms; uploading`);
-    // Usage first: the round cannot commit before this result arrives, so the ledger (and a model card written at
-    // completion) holds every task's compute.
-    await this.reportUsage(task, usage ?? inProcessUsage(this.cred.siteName, cpu0, started));
+    await this.queue(task, pending, usage ?? inProcessUsage(this.cred.siteName, cpu0, started));
+  }
+
+  /**
+   * Queues a finished task's result with its usage (both on disk before anything is sent) and uploads it. A fit
+   * result is also kept as its round's release (release.ts), for a coordinator that asks for the round again.
+   */
+  private async queue(task: TaskMessage, pending: PendingResult, usage: UsageReport): Promise<void> {
+    if (task.kind === 'fit' && pending.contentType === 'application/octet-stream') keepRelease(this.state, task, pending);
+    this.state.savePending({ ...pending, usage });
     await this.flushPending();
+  }
+
+  /**
+   * A fit task for a round this site already answered from the same global model (a coordinator restarted the
+   * round, as it does for SecAgg+ after a restart): the kept release goes again, re-masked under SecAgg+. Training
+   * again from the batch stream that has moved on would change the model and, under DP, spend twice.
+   */
+  private async resubmitted(task: TaskMessage): Promise<boolean> {
+    const again = releasedFor(this.state, task);
+    if (!again) return false;
+    this.log(`task ${task.taskId}: round ${task.round} was answered already; sending the same update again (no training, no privacy spend)`);
+    this.state.savePending(again);
+    await this.flushPending();
+    return true;
   }
 
   /** Closes a task this site cannot or will not run, with the reason the study lead sees. */
   private async refuse(task: TaskMessage, reason: string): Promise<void> {
     this.log(`task ${task.taskId}: refused: ${reason}`);
     await this.http.json('POST', `/v1/agent/tasks/${encodeURIComponent(task.taskId)}/refuse`, { reason: reason.slice(0, 3900) });
+    this.status.taskEnded(task.taskId, 'refused', reason);
   }
 
   /**
@@ -356,10 +428,8 @@ export class SiteAgent {
     } finally {
       progress.close();
     }
-    this.state.savePending(pending);
     this.log(`task ${task.taskId}: ${task.kind} done by ${trainer.description} in ${Date.now() - started} ms; uploading`);
-    await this.reportUsage(task, inProcessUsage(this.cred.siteName, cpu0, started));
-    await this.flushPending();
+    await this.queue(task, pending, inProcessUsage(this.cred.siteName, cpu0, started));
   }
 
   /**
@@ -386,19 +456,28 @@ export class SiteAgent {
     };
   }
 
-  /** The task's CPU/GPU-seconds for the coordinator's ledger; a duplicate report (409) is already recorded. */
-  private async reportUsage(task: TaskMessage, usage: UsageReport): Promise<void> {
+  /**
+   * The task's CPU/GPU-seconds for the coordinator's ledger, from the pending queue, before its result: the round
+   * cannot commit before the result arrives, so the ledger (and a model card written at completion) holds every
+   * task's compute. A duplicate report (409) is already recorded; once answered, the usage leaves the queue.
+   */
+  private async reportUsage(p: PendingResult): Promise<void> {
+    if (!p.usage) return;
     try {
-      await this.http.json('POST', `/v1/agent/tasks/${encodeURIComponent(task.taskId)}/usage`, usage);
+      await this.http.json('POST', `/v1/agent/tasks/${encodeURIComponent(p.taskId)}/usage`, p.usage);
     } catch (e) {
       if (!(e instanceof ApiError)) throw e;
-      if (e.status !== 409) this.log(`task ${task.taskId}: usage not recorded: ${e.message}`);
+      if (e.status === 401) throw e;
+      if (e.status !== 409) this.log(`task ${p.taskId}: usage not recorded: ${e.message}`);
     }
+    const { usage: _sent, ...rest } = p;
+    this.state.savePendingMeta(rest);
   }
 
   /** Uploads every saved result; commits its local state once the coordinator has answered. */
   private async flushPending(): Promise<void> {
     for (const p of this.state.pending()) {
+      await this.reportUsage(p);
       if (isSecAggPending(p)) {
         // Masked through the SecAgg+ stages; 'gone' (the round went on without it) still moves the state on.
         await uploadSecAgg(this.http, p, this.log);

@@ -9,6 +9,7 @@ import { Type, type Static } from '@sinclair/typebox';
 import YAML from 'yaml';
 import { checkValue } from '../protocol/api.js';
 import { ExtractedDatasetSchemas } from '../datasources/config.js';
+import { AnalyticsPolicySchema } from '../protocol/analytics.js';
 
 const strict = { additionalProperties: false } as const;
 
@@ -89,6 +90,12 @@ export const SiteConfigSchema = Type.Object(
         strict,
       ),
     ),
+    /**
+     * This site's analytics policy (protocol/analytics.ts AnalyticsPolicySchema; docs/site-config.md): the minimum cell
+     * count below which nothing leaves, the query kinds it answers, DP noise charged to `privacy` budgets. Default
+     * `{ minCellCount: 5 }` (site/analytics-task.ts).
+     */
+    analytics: Type.Optional(AnalyticsPolicySchema),
     /** Where this site's data is held (ISO country code): "same" in its local policy means this. */
     jurisdiction: Type.Optional(Type.String({ pattern: '^[A-Z]{2}$' })),
     /**

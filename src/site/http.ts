@@ -2,13 +2,15 @@
  * The agent's (and the CLI's) only way out: HTTP(S) requests it initiates to the coordinator. Every request
  * is signed with the caller's Ed25519 key when a signer is given (src/protocol/signing.ts; a fresh timestamp
  * and nonce per attempt, so a retry is never a replay). An HTTPS coordinator with a private CA is trusted
- * through `ca` (the site config's caFile). Network failures and 5xx answers are retried with capped
- * exponential backoff and jitter; 4xx answers are final and surface as ApiError with the coordinator's message.
+ * through `ca` (the site config's caFile). Network failures, 5xx and 429 answers are retried with capped
+ * exponential backoff and jitter, never sooner than the answer's Retry-After; other 4xx answers are final and
+ * surface as ApiError with the coordinator's message.
  */
 import http from 'node:http';
 import https from 'node:https';
 import type { KeyObject } from 'node:crypto';
 import { signRequest } from '../protocol/signing.js';
+import { AGENT_MAX_RETRY_DELAY_MS } from '../protocol/api.js';
 
 export class ApiError extends Error {
   constructor(
@@ -106,6 +108,29 @@ function serverMessage(r: Resp): string {
   }
 }
 
+/** The longest Retry-After honoured, ms: a coordinator asking for more is waited on this long, then asked again. */
+export const MAX_RETRY_AFTER_MS = 5 * 60_000;
+
+/** A Retry-After header in ms (delta-seconds or an HTTP date), or undefined when absent or unreadable. */
+export function retryAfterOf(h: Headers, now = Date.now()): number | undefined {
+  const v = h.get('retry-after')?.trim();
+  if (!v) return undefined;
+  if (/^\d+$/.test(v)) return Math.min(Number(v) * 1000, MAX_RETRY_AFTER_MS);
+  const at = Date.parse(v);
+  return Number.isFinite(at) ? Math.min(Math.max(0, at - now), MAX_RETRY_AFTER_MS) : undefined;
+}
+
+/**
+ * How long to wait before retry `attempt` (0-based): exponential backoff from 250 ms up to `maxDelayMs`, with
+ * jitter so that many agents refused together do not come back together, and never less than the Retry-After
+ * the coordinator sent (jittered upwards, by up to half of it, for the same reason).
+ */
+export function retryDelayMs(attempt: number, maxDelayMs: number, retryAfterMs?: number, random: () => number = Math.random): number {
+  const backoff = Math.min(maxDelayMs, 250 * 2 ** Math.min(attempt, 10)) * (0.5 + random() / 2);
+  if (retryAfterMs === undefined) return backoff;
+  return Math.max(backoff, retryAfterMs * (1 + random() / 2));
+}
+
 export class HttpClient {
   constructor(private readonly o: HttpClientOptions) {}
 
@@ -118,6 +143,7 @@ export class HttpClient {
     const url = new URL(path, this.o.baseUrl);
     const data = body === undefined ? undefined : typeof body.data === 'string' ? new TextEncoder().encode(body.data) : body.data;
     let lastStatus: number | undefined;
+    let retryAfterMs: number | undefined;
     for (let attempt = 0; ; attempt++) {
       if (this.o.signal?.aborted) throw new Error('aborted');
       let reason: string;
@@ -131,7 +157,9 @@ export class HttpClient {
         const res = await send(url, method, headers, data, AbortSignal.any(signals), this.o.ca);
         const buf = res.body;
         const resp: Resp = { status: res.status, headers: res.headers, body: buf, json: <T>() => JSON.parse(new TextDecoder().decode(buf)) as T };
-        if (res.status < 500) {
+        // 429 (this caller holds too much: too many long-polls or uploads open, too many failed authentications) is
+        // retried like a 5xx, after at least the Retry-After the coordinator asked for (retryDelayMs).
+        if (res.status < 500 && res.status !== 429) {
           if (res.status >= 400) {
             let code = 'error',
               message = `HTTP ${res.status}`;
@@ -148,6 +176,7 @@ export class HttpClient {
         }
         reason = `HTTP ${res.status}${serverMessage(resp)}`;
         lastStatus = res.status;
+        retryAfterMs = retryAfterOf(res.headers);
         if (this.o.finalServerErrors && res.status <= 501) throw new CoordinatorUnavailable(this.o.baseUrl, reason, res.status);
       } catch (e) {
         if (e instanceof ApiError || e instanceof CoordinatorUnavailable) throw e;
@@ -157,9 +186,10 @@ export class HttpClient {
         if (typeof err.code === 'string' && /CERT|SELF_SIGNED|UNABLE_TO_VERIFY|ERR_TLS/.test(err.code)) throw new TlsTrustError(this.o.baseUrl, err.code, err.message);
         reason = err.cause ? String((err.cause as Error).message ?? err.cause) : err.code === 'ECONNREFUSED' ? `connection refused (${err.message})` : err.message;
         lastStatus = undefined;
+        retryAfterMs = undefined;
       }
       if (this.o.giveUpAfterMs !== undefined && Date.now() - started > this.o.giveUpAfterMs) throw new CoordinatorUnavailable(this.o.baseUrl, reason, lastStatus);
-      const delay = Math.min(this.o.maxDelayMs ?? 15_000, 250 * 2 ** Math.min(attempt, 10)) * (0.5 + Math.random() / 2);
+      const delay = retryDelayMs(attempt, this.o.maxDelayMs ?? AGENT_MAX_RETRY_DELAY_MS, retryAfterMs);
       this.o.onRetry?.(attempt + 1, delay, reason);
       await new Promise((r) => setTimeout(r, delay));
     }

@@ -3,9 +3,14 @@
  * it, the private training itself (src/privacy's DP-SGD, or clipping/noising the update for DP-FedAvg), and the
  * account kept in the state directory.
  *
- * The account is written (atomically) before the result is queued for upload, not after the upload is
- * acknowledged: a result that leaves the site has been released whether or not the coordinator accepts it, so
- * the site may over-count a release it never sent (a crash in between) but never under-count one it did.
+ * The account is written (atomically, fsynced) before the task trains, not after the upload is acknowledged: a
+ * result that leaves the site has been released whether or not the coordinator accepts it, so the site may
+ * over-count a release it never sent (a task that then fails, or never comes back) but never under-count one it did.
+ *
+ * Each task is charged once: the charge is labelled with the task id, and a task whose id the account already
+ * holds (an attempt killed after its charge was written, run again after a restart) is neither refused nor charged
+ * again. That is sound because the retry releases exactly the same output: its noise comes from the task's own
+ * seed (release.ts), not from a fresh draw.
  */
 import type { DpSpec, PrivacySpend, TaskMessage } from '../protocol/api.js';
 import { mapWeights, tensorLike, type Weights } from '../protocol/tensors.js';
@@ -60,16 +65,27 @@ export function loadBudget(state: SiteState, cfg: SiteConfig, task: TaskMessage)
   return saved ? PrivacyBudget.fromJSON({ ...saved, epsilon: cap.epsilon, delta: cap.delta }) : new PrivacyBudget(cap.epsilon, cap.delta);
 }
 
-/** Why this site refuses the task, or undefined when its budget allows the release. */
-export function budgetRefusal(budget: PrivacyBudget, p: DpTaskPlan): string | undefined {
+/** Why this site refuses the task, or undefined when its budget allows the release (or has paid for it already). */
+export function budgetRefusal(budget: PrivacyBudget, p: DpTaskPlan, taskId?: string): string | undefined {
+  if (taskId !== undefined && alreadyCharged(budget, taskId)) return undefined;
   if (!budget.wouldExceed(p.plan)) return undefined;
   return `privacy budget: this task (${p.mechanism}, σ=${p.plan.noiseMultiplier.toFixed(3)}, q=${p.plan.sampleRate.toFixed(4)}, ${p.plan.steps} steps) would bring the study's ε to ${budget.epsilonAfter(p.plan).toFixed(4)}, over this site's budget ε=${budget.epsilon} (δ=${budget.delta}; spent so far ${budget.spent().toFixed(4)})`;
 }
 
-/** Records the release in the account, persists it, and returns what the result reports to the coordinator. */
+/** Whether the account already holds the charge of this task (its label is the task id). */
+export function alreadyCharged(budget: PrivacyBudget, taskId: string): boolean {
+  return budget.records().some((r) => r.label === taskId);
+}
+
+/**
+ * Records the release in the account once per task id, persists it (fsynced) and returns what the result reports to
+ * the coordinator. A task already charged costs nothing more: its retry releases the same output.
+ */
 export function spendAndPersist(state: SiteState, studyId: string, budget: PrivacyBudget, p: DpTaskPlan, label: string): PrivacySpend {
-  budget.spend(p.plan, label);
-  state.write(studyId, BUDGET_FILE, JSON.stringify(budget.toJSON()));
+  if (!alreadyCharged(budget, label)) {
+    budget.spend(p.plan, label);
+    state.write(studyId, BUDGET_FILE, JSON.stringify(budget.toJSON()));
+  }
   return {
     mechanism: p.mechanism,
     sampleRate: p.plan.sampleRate,
@@ -84,7 +100,7 @@ export function spendAndPersist(state: SiteState, studyId: string, budget: Priva
 
 /**
  * Private local training. Sample level: DP-SGD from the global weights (Poisson batches, per-example clipping,
- * noise from the OS's generator). Client level: the ordinary local training, then the update Δ is clipped to C
+ * noise and sampling from AES-CTR keyed by the task's secret seed). Client level: the ordinary local training, then the update Δ is clipped to C
  * and, in distributed mode, this site's share of the noise is added; the result is global + Δ.
  */
 export function trainPrivately(input: {
@@ -93,6 +109,8 @@ export function trainPrivately(input: {
   data: Dataset;
   task: TaskMessage;
   plan: DpTaskPlan;
+  /** The task's noise seed (release.ts taskNoiseSeed): a retried task draws the same noise and sampling. */
+  seed: Uint8Array;
   ordinary: () => { weights: Weights; numExamples: number; loss: number };
 }): { weights: Weights; numExamples: number; loss: number } {
   const { plan, task } = input;
@@ -102,13 +120,14 @@ export function trainPrivately(input: {
       model: input.model,
       weights: input.global,
       data: input.data,
+      random: new CryptoNormal(input.seed),
       config: { clipNorm: plan.dp.clipNorm, noiseMultiplier: plan.plan.noiseMultiplier, sampleRate: plan.plan.sampleRate, steps: plan.plan.steps, lr: fit.optimizer.lr, ...(fit.optimizer.momentum ? { momentum: fit.optimizer.momentum } : {}) },
     });
     return { weights: out.weights, numExamples: out.numExamples, loss: out.loss };
   }
   const out = input.ordinary();
   const delta = updateDelta(out.weights, input.global);
-  privatiseUpdate(delta, { clipNorm: plan.dp.clipNorm, noiseMultiplier: plan.plan.noiseMultiplier, mode: plan.dp.mode ?? 'central', clientsPerRound: plan.clientsPerRound }, new CryptoNormal());
+  privatiseUpdate(delta, { clipNorm: plan.dp.clipNorm, noiseMultiplier: plan.plan.noiseMultiplier, mode: plan.dp.mode ?? 'central', clientsPerRound: plan.clientsPerRound }, new CryptoNormal(input.seed));
   const weights = mapWeights(Object.keys(input.global), (k) => {
     const t = input.global[k]!, d = new Float32Array(t.data.length);
     for (let i = 0; i < d.length; i++) d[i] = t.data[i]! + delta[k]!.data[i]!;

@@ -56,8 +56,8 @@ test('breast cancer: a PyTorch model across three real site agents through the S
     assert.deepEqual(card.tensors.tensors.map((t) => `${t.name} ${t.dtype}[${t.shape}]`),
       ['0.bias F32[32]', '0.weight F32[32,30]', '3.bias F32[16]', '3.weight F32[16,32]', '5.bias F32[1]', '5.weight F32[1,16]']);
     assert.equal(card.tensors.parameters, 32 * 30 + 32 + 16 * 32 + 16 + 16 + 1);
-    // Each hospital's trainer reported its progress, which the agent logged and forwarded.
-    for (const k of [1, 2, 3]) assert.match(readFileSync(join(work, `hospital-${k}.log`), 'utf8'), /progress \{"step":\d+,"of":\d+,"metrics":\{"loss"/);
+    // Each hospital's trainer reported its progress, which the agent logged (a pino JSON line: its quotes escaped) and forwarded.
+    for (const k of [1, 2, 3]) assert.match(readFileSync(join(work, `hospital-${k}.log`), 'utf8'), /progress \{\\"step\\":\d+,\\"of\\":\d+,\\"metrics\\":\{\\"loss/);
     assert.ok(readdirSync(join(work, 'hospital-1', 'state')).length > 0);
   } finally {
     rmSync(work, { recursive: true, force: true });

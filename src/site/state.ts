@@ -5,9 +5,10 @@
  * (temp file + rename), so a crash never leaves half a file, and a result is saved before it is sent,
  * so a coordinator outage or an agent crash loses nothing.
  */
-import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
+import type { UsageReport } from './placed.js';
 
 /** Who this site is at the coordinator. Its requests are signed with site.key under key id = siteId. */
 export interface Credential {
@@ -16,10 +17,53 @@ export interface Credential {
   siteName: string;
 }
 
+/**
+ * Atomic and durable: the bytes go to a temp file that is fsynced before it is renamed over the target, and the
+ * directory is fsynced after the rename, so the new file (not an empty or old one) is what a power cut leaves.
+ * The privacy account's "never under-count" and the noise secret depend on this, not only on process crashes.
+ */
 export function writeAtomic(file: string, data: string | Uint8Array, mode = 0o600): void {
   const tmp = `${file}.${randomBytes(4).toString('hex')}.tmp`;
-  writeFileSync(tmp, data, { mode });
+  const bytes = typeof data === 'string' ? Buffer.from(data, 'utf8') : data;
+  const fd = openSync(tmp, 'wx', mode);
+  try {
+    for (let off = 0; off < bytes.byteLength; ) off += writeSync(fd, bytes, off, bytes.byteLength - off);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
   renameSync(tmp, file);
+  fsyncDir(dirname(file));
+}
+
+/** Creates a directory (and its parents) durably: each new entry's parent is fsynced. */
+export function ensureDir(d: string): string {
+  if (existsSync(d)) return d;
+  ensureDir(dirname(d));
+  try {
+    mkdirSync(d, { mode: 0o700 });
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+  }
+  fsyncDir(dirname(d));
+  return d;
+}
+
+/** Makes a directory entry change (a rename, a create, an unlink) durable. */
+export function fsyncDir(dir: string): void {
+  const fd = openSync(dir, 'r');
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** Removes a file and makes the removal durable (a cleared pending result must not come back after a power cut). */
+export function removeDurably(file: string): void {
+  if (!existsSync(file)) return;
+  rmSync(file, { force: true });
+  fsyncDir(dirname(file));
 }
 
 const safe = (id: string) => id.replace(/[^A-Za-z0-9._-]/g, '_');
@@ -56,10 +100,13 @@ export class SiteState {
     writeAtomic(this.keyFile, pem, 0o600);
   }
 
+  /** The study's own state folder (created, durably, on first use). */
+  studyPath(studyId: string): string {
+    return this.studyDir(studyId);
+  }
+
   private studyDir(studyId: string): string {
-    const d = join(this.dir, 'studies', safe(studyId));
-    mkdirSync(d, { recursive: true });
-    return d;
+    return ensureDir(join(this.dir, 'studies', safe(studyId)));
   }
 
   readJson<T>(studyId: string, name: string): T | undefined {
@@ -77,20 +124,33 @@ export class SiteState {
   }
 
   remove(studyId: string, name: string): void {
-    rmSync(join(this.studyDir(studyId), name), { force: true });
+    removeDurably(join(this.studyDir(studyId), name));
+  }
+
+  /** A file in the state directory itself (noise.secret, status.json, agent.lock). */
+  file(name: string): string {
+    return join(this.dir, name);
   }
 
   // A pending result: the body to upload plus the state to commit once the coordinator has it.
   private get pendingDir(): string {
-    const d = join(this.dir, 'pending');
-    mkdirSync(d, { recursive: true });
-    return d;
+    return ensureDir(join(this.dir, 'pending'));
   }
 
   savePending(p: PendingResult): void {
     const d = this.pendingDir;
     writeAtomic(join(d, `${safe(p.taskId)}.body`), p.body);
     writeAtomic(join(d, `${safe(p.taskId)}.json`), JSON.stringify({ ...p, body: undefined }));
+  }
+
+  /** Rewrites only a pending result's metadata (its usage was acknowledged, say); the body is unchanged. */
+  savePendingMeta(p: PendingResult): void {
+    writeAtomic(join(this.pendingDir, `${safe(p.taskId)}.json`), JSON.stringify({ ...p, body: undefined }));
+  }
+
+  /** How many results wait to be sent (without reading their bodies). */
+  pendingCount(): number {
+    return readdirSync(this.pendingDir).filter((f) => f.endsWith('.json')).length;
   }
 
   pending(): PendingResult[] {
@@ -107,8 +167,9 @@ export class SiteState {
   }
 
   clearPending(taskId: string): void {
-    rmSync(join(this.pendingDir, `${safe(taskId)}.json`), { force: true });
-    rmSync(join(this.pendingDir, `${safe(taskId)}.body`), { force: true });
+    // The metadata first: a body without its .json is ignored by pending(), never half-sent.
+    removeDurably(join(this.pendingDir, `${safe(taskId)}.json`));
+    removeDurably(join(this.pendingDir, `${safe(taskId)}.body`));
   }
 }
 
@@ -119,6 +180,11 @@ export interface PendingResult {
   body: Uint8Array;
   /** Files to write into the study's state once the upload is acknowledged. */
   commit: { name: string; data: string; encoding: 'utf8' | 'base64' }[];
+  /**
+   * The task's compute usage, not yet acknowledged by the coordinator: sent before the result (the coordinator
+   * dedupes by task id), so an agent killed after queuing its result still reports it after a restart.
+   */
+  usage?: UsageReport;
 }
 
 function readdirSorted(d: string): string[] {

@@ -28,18 +28,19 @@ export async function pgSkipReason(): Promise<string | false> {
   return `PostgreSQL not reachable at ${PG_BASE}`;
 }
 
-export async function createTempDatabase(): Promise<{ url: string; drop: () => Promise<void> }> {
+/** A fresh database on the server of `base` (default SETU_TEST_PG), dropped by `drop`. */
+export async function createTempDatabase(base = PG_BASE): Promise<{ url: string; drop: () => Promise<void> }> {
   const name = `setu_t_${randomBytes(6).toString('hex')}`;
-  const admin = new pg.Client({ connectionString: PG_BASE });
+  const admin = new pg.Client({ connectionString: base });
   await admin.connect();
   await admin.query(`create database ${name}`);
   await admin.end();
-  const u = new URL(PG_BASE);
+  const u = new URL(base);
   u.pathname = `/${name}`;
   return {
     url: u.toString(),
     drop: async () => {
-      const c = new pg.Client({ connectionString: PG_BASE });
+      const c = new pg.Client({ connectionString: base });
       await c.connect();
       await c.query(`drop database if exists ${name} with (force)`);
       await c.end();

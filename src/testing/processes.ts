@@ -41,8 +41,8 @@ export function runSetu(args: string[], logFile: string): ChildProcess {
  * rejects if it exits first. A coordinator that neither listens nor exits within a minute is killed, so it
  * cannot keep the test process alive.
  */
-export async function startCoordinatorProcess(dataDir: string, port: number, logFile: string): Promise<ChildProcess> {
-  const child = runSetu(['coordinator', 'start', '--data-dir', dataDir, '--port', String(port)], logFile);
+export async function startCoordinatorProcess(dataDir: string, port: number, logFile: string, opts: { db?: string } = {}): Promise<ChildProcess> {
+  const child = runSetu(['coordinator', 'start', '--data-dir', dataDir, '--port', String(port), ...(opts.db ? ['--db', opts.db] : [])], logFile);
   await new Promise<void>((resolve, reject) => {
     let out = '';
     const done = (e?: Error) => {
@@ -67,11 +67,14 @@ export async function startCoordinatorProcess(dataDir: string, port: number, log
   return child;
 }
 
-/** Writes a heart site config for `center` and starts its agent with an invite token. */
-export function startHeartSite(dir: string, coordinatorUrl: string, center: number, token: string): ChildProcess {
+/**
+ * Writes a heart site config for `center` and starts its agent with an invite token. `extra` adds site.yaml keys
+ * (a privacy budget, say). Started again on the same `dir` it is the same, enrolled site (the token is then unused).
+ */
+export function startHeartSite(dir: string, coordinatorUrl: string, center: number, token: string, extra: Record<string, unknown> = {}): ChildProcess {
   mkdirSync(dir, { recursive: true });
   const cfg = join(dir, 'site.yaml');
-  writeFileSync(cfg, YAML.stringify({ coordinator: coordinatorUrl, stateDir: 'state', pollWaitMs: 5000, datasets: { heart: { format: 'fed-heart-disease', center } } }));
+  writeFileSync(cfg, YAML.stringify({ coordinator: coordinatorUrl, stateDir: 'state', pollWaitMs: 5000, datasets: { heart: { format: 'fed-heart-disease', center } }, ...extra }));
   return runSetu(['site', 'start', '--config', cfg, '--token', token], join(dir, 'agent.log'));
 }
 
@@ -100,9 +103,9 @@ export async function waitFor<T>(what: string, fn: () => Promise<T | undefined>,
  * An operator client with the consortium admin's credential from a coordinator's data directory.
  * Every end-to-end test gets its admin access here, so a change of credential scheme changes one place.
  */
-export function adminClient(dataDir: string, url: string): HttpClient {
+export function adminClient(dataDir: string, url: string, giveUpAfterMs = 20_000): HttpClient {
   const k = readKeyFile(join(dataDir, 'admin.key'));
-  return new HttpClient({ baseUrl: url, signer: { keyId: k.keyId, privateKey: k.privateKey }, giveUpAfterMs: 20_000 });
+  return new HttpClient({ baseUrl: url, signer: { keyId: k.keyId, privateKey: k.privateKey }, giveUpAfterMs });
 }
 
 /**

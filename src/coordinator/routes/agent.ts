@@ -11,6 +11,7 @@ import { HttpError, requireSite } from '../auth.js';
 import { BinaryReply, IdParams, NoContent, NoQuery, ResultAcceptedReply, WaitQuery, binaryBody } from '../../protocol/replies.js';
 import { digestHex, normStatsKey, studySeed } from '../engine.js';
 import { recordSpendInTx, spendProblem, taskPrivacy } from '../privacy.js';
+import { analyticsAnswerProblem } from '../analytics-rounds.js';
 
 export const agentRoutes: RoutePlugin = async (app, ctx) => {
   const { store, bus, engine, now, audit } = ctx;
@@ -58,6 +59,7 @@ export const agentRoutes: RoutePlugin = async (app, ctx) => {
       dataset: spec.dataset,
       model: spec.model,
       ...(task.kind === 'fit' ? { fit: config } : {}),
+      ...(task.kind === 'analytics' ? { analytics: JSON.parse(task.config) as NonNullable<TaskMessage['analytics']> } : {}),
       ...(rules ? { tensorRules: { local: rules.local, skip: rules.skip } } : {}),
       strategy: spec.strategy.name,
       seed: studySeed(spec),
@@ -165,6 +167,11 @@ export const agentRoutes: RoutePlugin = async (app, ctx) => {
       meta = req.body as ResultMeta;
     }
     if (meta.taskId !== task.id) return refuse(400, 'wrong_task', `result names task ${meta.taskId} but was sent for ${task.id}`);
+    if (task.kind === 'analytics') {
+      // The answer's schema, and every count against the minimum the site states (analytics-rounds.ts).
+      const why = analyticsAnswerProblem(task, meta);
+      if (why) return refuse(400, 'analytics_answer', `site ${site.name}: ${why}`);
+    }
     if (task.kind === 'fit') {
       // A DP study's result must say what it cost the site; under SecAgg+ it must come masked (routes/secagg.ts).
       if (spec.privacy?.secagg) return refuse(409, 'secagg_required', `study ${spec.name} aggregates under SecAgg+: send the masked update through /v1/agent/secagg/${task.id}/…`);
@@ -202,7 +209,7 @@ export const agentRoutes: RoutePlugin = async (app, ctx) => {
         async (tx) => {
           await appendAudit(tx, audit.key, { ts: t, actor: site.id, kind: 'update.accepted', subject: task.id, data: { study: task.study_id, round: task.round, kind: task.kind, digest: digest ?? bodyDigest, numExamples: meta.numExamples } });
           // The privacy ledger moves with the accepted update, in the same transaction.
-          if (task.kind === 'fit' && meta.privacy) await recordSpendInTx(tx, audit.key, { taskId: task.id, studyId: task.study_id, siteId: site.id, round: task.round, spend: meta.privacy, at: t });
+          if ((task.kind === 'fit' || task.kind === 'analytics') && meta.privacy) await recordSpendInTx(tx, audit.key, { taskId: task.id, studyId: task.study_id, siteId: site.id, round: task.round, spend: meta.privacy, at: t });
         },
       );
     } catch (e) {

@@ -10,6 +10,7 @@ import type { EventBus } from '../events.js';
 import type { RoundEngine } from '../engine.js';
 import type { AuditLog } from '../../governance/audit-store.js';
 import type { GovernanceConfig } from './governance.js';
+import type { Limits } from '../plugins/limits.js';
 
 export interface RouteContext {
   store: Store;
@@ -23,6 +24,8 @@ export interface RouteContext {
   maxWaitMs: number;
   onlineWindowMs: number;
   bodyLimit: number;
+  /** The bounds on what callers hold open (../plugins/limits.ts): the event stream takes its slot here. */
+  limits: Limits;
 }
 
 /** A route module: registered with `app.register(plugin, ctx)`. */

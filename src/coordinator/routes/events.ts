@@ -27,6 +27,7 @@ import type { StreamEvent } from '../../protocol/views.js';
 import type { AuditKey } from '../../governance/audit-store.js';
 import type { Store } from '../../store/store.js';
 import { eventStreamsOpen } from '../../observability/metrics.js';
+import { isRefusal, refuse } from '../plugins/limits.js';
 
 /** Bus events that never leave the process: long-poll wake-ups and identity changes. */
 type InternalEvent = Extract<CoordinatorEvent, { type: 'tasks' } | { type: 'identity.changed' }>;
@@ -171,6 +172,9 @@ export const eventStreamRoutes: RoutePlugin = async (app, ctx) => {
       const claims = await check(req.query.token);
       const study = req.query.study;
       if (study !== undefined && !(await store.getStudy(study))) throw new HttpError(404, 'not_found', `no study ${study}`);
+      // One holder may keep only so many streams open (plugins/limits.ts); the slot is given back in stop().
+      const slot = ctx.limits.takeStream(claims.sub);
+      if (isRefusal(slot)) return refuse(req, reply, slot);
       reply.hijack();
       const res = reply.raw;
       res.writeHead(200, {
@@ -221,6 +225,7 @@ export const eventStreamRoutes: RoutePlugin = async (app, ctx) => {
         clearTimeout(expiry);
         open.delete(end);
         eventStreamsOpen.dec();
+        slot();
       };
       const end = () => {
         stop();
@@ -230,6 +235,8 @@ export const eventStreamRoutes: RoutePlugin = async (app, ctx) => {
       eventStreamsOpen.inc();
       res.on('close', stop);
       req.raw.on('close', stop);
+      // A client already gone (before the listeners were attached) gives its slot back now.
+      if (res.destroyed) stop();
     },
   );
 }

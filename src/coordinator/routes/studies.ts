@@ -3,6 +3,7 @@ import type { RouteContext, RoutePlugin } from './context.js';
 import { randomBytes } from 'node:crypto';
 import { Type } from '@sinclair/typebox';
 import { InitialWeightsResponseSchema, StudySpecSchema, type InitialWeightsResponse, type StudySpec } from '../../protocol/api.js';
+import { analyticsStudyDefaults } from '../../protocol/analytics.js';
 import { encodeSafetensors, headerLayout, readSafetensorsHeader } from '../../protocol/safetensors.js';
 import { describeTensors, weightCount } from '../../protocol/tensors.js';
 import { appendAudit } from '../../governance/audit-store.js';
@@ -21,7 +22,9 @@ import { createProblems, siteDeclarations } from '../study-checks.js';
 export const studyRoutes: RoutePlugin = async (app, ctx) => {
   const { store, now } = ctx;
   // ---- studies ----
-  app.post<{ Body: StudySpec }>('/v1/studies', { schema: { querystring: NoQuery, body: StudySpecSchema, response: { 200: StudyCreatedReply } } }, async (req) => {
+  // An analytics study may leave out the training fields; they are filled before the body is validated (protocol/analytics.ts).
+  const analyticsDefaults = async (req: { body: unknown }) => void (req.body = analyticsStudyDefaults(req.body));
+  app.post<{ Body: StudySpec }>('/v1/studies', { schema: { querystring: NoQuery, body: StudySpecSchema, response: { 200: StudyCreatedReply } }, preValidation: analyticsDefaults }, async (req) => {
     const user = requireUser(req.principal!, 'study.create');
     const spec = req.body;
     try {
