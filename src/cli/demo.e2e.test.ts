@@ -13,8 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { SETU_MAIN } from '../testing/processes.js';
-import { Store } from '../store/store.js';
-import { gov, listEvents, listMemberships } from '../store/governance.js';
+import { openStore } from '../store/store.js';
 import type { DemoOutput } from './demo.js';
 
 const run = promisify(execFile);
@@ -58,12 +57,12 @@ test('setu demo --json runs the India–Japan consortium, is deterministic, and 
     assert.ok(a.results['Local2']!.pooledTest < a.results['Pooled']!.pooledTest, 'the smallest hospital alone does worse than pooled data');
 
     // What the demo left in the store: the consortium by country, the approvals, the release.
-    const store = await Store.open(join(dataDir, 'coordinator', 'setu.db'));
+    const store = await openStore(join(dataDir, 'coordinator', 'setu.db'));
     try {
-      const members = await listMemberships(gov(store.db));
+      const members = await store.listMemberships();
       assert.deepEqual(members.map((m) => [m.name, m.institution, m.jurisdiction]), [
         ['cleveland', 'AIIMS New Delhi', 'IN'], ['hungarian', 'PGIMER Chandigarh', 'IN'], ['switzerland', 'Osaka University Hospital', 'JP'], ['va', 'Kyoto University Hospital', 'JP']]);
-      const kinds = (await listEvents(gov(store.db), a.federation.studyId)).map((e) => e.kind);
+      const kinds = (await store.listEvents(a.federation.studyId)).map((e) => e.kind);
       assert.deepEqual(kinds.filter((k) => k !== 'task.refused'), ['study.proposed', 'study.approved', 'study.approved', 'study.approved', 'study.approved', 'study.started', 'study.completed', 'model.signoff', 'model.signoff', 'model.signoff', 'model.signoff', 'model.signoff', 'model.released']);
     } finally {
       await store.close();

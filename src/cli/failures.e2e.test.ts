@@ -11,6 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import YAML from 'yaml';
 import { sql } from 'kysely';
+import { openRawDatabase } from '../store/raw.js';
 import { startCoordinator, type RunningCoordinator } from '../coordinator/start.js';
 import { SETU_MAIN, adminOf, freePort } from '../testing/processes.js';
 import type { InviteResponse } from '../protocol/api.js';
@@ -109,11 +110,13 @@ describe('operator mistakes are one readable line', () => {
 
   it('a failing coordinator (HTTP 500) is reported with its message, at once', async () => {
     // A real fault: the coordinator's table of sites is gone, so listing them fails inside the coordinator.
-    await sql`DROP TABLE site_cohorts`.execute(c.store.db);
-    await sql`ALTER TABLE sites RENAME TO sites_gone`.execute(c.store.db);
+    const raw = await openRawDatabase(join(dir, 'coord', 'setu.db'));
+    await sql`DROP TABLE site_cohorts`.execute(raw);
+    await sql`ALTER TABLE sites RENAME TO sites_gone`.execute(raw);
     const started = Date.now();
     const r = await setu(['site', 'list', '--coordinator', c.url, '--key-file', adminKey]);
-    await sql`ALTER TABLE sites_gone RENAME TO sites`.execute(c.store.db);
+    await sql`ALTER TABLE sites_gone RENAME TO sites`.execute(raw);
+    await raw.destroy();
     assert.equal(r.code, 1);
     oneLine(r, new RegExp(`the coordinator at ${c.url.replace(/[.]/g, '\\.')} failed: HTTP 500: internal error`));
     assert.ok(Date.now() - started < 8000, 'a 500 is not retried for the whole give-up window');

@@ -153,7 +153,7 @@ test('analytics rounds: an answer under the stated minimum is refused and audite
     assert.equal(tampered?.status, 400);
     assert.equal(tampered?.code, 'analytics_answer');
     assert.match(tampered!.message, /site alpha: the answer to the count query is refused: .*counts.*3.*10/);
-    const audit = await listAudit(c.store.db, { limit: 10_000 });
+    const audit = await listAudit(c.store, { limit: 10_000 });
     assert.ok(audit.some((e) => e.kind === 'update.refused' && (e.data as { code?: string }).code === 'analytics_answer'), 'the refusal is audited');
 
     const results = await lead.json<StudyResults>('GET', `/v1/studies/${id}/results`);
@@ -188,7 +188,7 @@ test('analytics rounds: an answer under the stated minimum is refused and audite
     assert.ok(betaSpent !== undefined && betaSpent > 0 && betaSpent <= 2, `beta's spend is in the ledger (${betaSpent})`);
     assert.equal(account.history.length, 1, "beta's own account holds the one release");
     assert.equal(ledger.sites.find((x) => x.site === 'alpha')?.spent.epsilon ?? 0, 0, 'alpha added no noise and spent nothing');
-    assert.ok((await listAudit(c.store.db, { limit: 10_000 })).some((e) => e.kind === 'privacy.spent' && (e.data as { study?: string }).study === noisy.id), 'the spend is audited');
+    assert.ok((await listAudit(c.store, { limit: 10_000 })).some((e) => e.kind === 'privacy.spent' && (e.data as { study?: string }).study === noisy.id), 'the spend is audited');
   } finally {
     stop = true;
     // A site's own assertion (an unexpected refusal, an accepted tampered answer) fails the test here.

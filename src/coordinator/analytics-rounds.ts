@@ -21,8 +21,6 @@ import { answerProblems, combineAnswers, type SiteAnswer } from '../analytics/qu
 import { declaredColumns } from '../analytics/columns.js';
 import { CoxNewton, combineCox, type CoxAnswer, type CoxNewtonState } from '../analytics/survival/cox.js';
 import { appendAudit, type AuditKey } from '../governance/audit-store.js';
-import { gov } from '../store/governance.js';
-import { listTaskErrors, taskErrorsDb } from '../store/task-errors.js';
 import { commitTransitions, eligibleParticipants, loadLifecycle } from '../governance/study-governance.js';
 import { complete as lifecycleComplete } from '../governance/lifecycle.js';
 import { createHash } from 'node:crypto';
@@ -83,7 +81,7 @@ export async function openAnalyticsRound(ctx: AnalyticsRoundsContext, study: Stu
   const global = await store.latestModelVersion(study.id);
   if (!global) throw new Error(`study ${study.id} has no model version`);
   const participants = JSON.parse(study.participants ?? '[]') as string[];
-  let sites = await eligibleParticipants(gov(store.db), study.id, participants, now);
+  let sites = await eligibleParticipants(store, study.id, participants, now);
   let beta: number[] | undefined;
   if (state.cox?.index === entry.index) {
     // A later Newton step asks the sites that answered the first one (as runQuery does), at the new β.
@@ -136,7 +134,7 @@ export async function driveAnalyticsRound(ctx: AnalyticsRoundsContext, study: St
   const reasons = new Map<string, string>();
   for (const r of await store.listRefusals(study.id)) if (r.round === open.round && r.site_id && !reasons.has(r.site_id)) reasons.set(r.site_id, r.reason);
   // A site that could not run its task reports it as a task error (site/task-errors.ts).
-  for (const e of await listTaskErrors(taskErrorsDb(store.db), study.id, open.round)) if (!reasons.has(e.site_id)) reasons.set(e.site_id, `task error (${e.code}): ${e.message}`);
+  for (const e of await store.listTaskErrors(study.id, open.round)) if (!reasons.has(e.site_id)) reasons.set(e.site_id, `task error (${e.code}): ${e.message}`);
   for (const t of pending) if (!reasons.has(t.site_id)) reasons.set(t.site_id, `no answer before the round's deadline`);
   for (const t of tasks) if (!LIVE_TASK.includes(t.status) && !reasons.has(t.site_id)) reasons.set(t.site_id, `task ${t.status}`);
   // The answers, checked again (the route refused any with problems), in site-name order.
@@ -195,7 +193,7 @@ export async function driveAnalyticsRound(ctx: AnalyticsRoundsContext, study: St
     metrics: [{ study_id: study.id, round: open.round, site_id: null, phase: 'analytics', name: 'sites', value: answered.length }],
     ...(last ? { studyStatus: 'completed' } : {}),
     inTx: async (tx) => {
-      await store.setKv(analyticsStateKey(study.id), JSON.stringify(state), tx);
+      await tx.setKv(analyticsStateKey(study.id), JSON.stringify(state));
       if (audit) {
         await appendAudit(tx, audit, {
           ts: now, actor: 'coordinator', kind: 'analytics.committed', subject: `${study.id}.r${open.round}`,
@@ -203,7 +201,7 @@ export async function driveAnalyticsRound(ctx: AnalyticsRoundsContext, study: St
         });
       }
       if (last) {
-        const cur = await loadLifecycle(gov(tx), study.id);
+        const cur = await loadLifecycle(tx, study.id);
         if (cur) await commitTransitions(tx, { store, audit }, cur, [lifecycleComplete(cur, { by: 'coordinator', at: now }, { rounds: open.round, metrics: {} })]);
       }
     },

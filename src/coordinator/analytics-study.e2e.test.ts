@@ -177,7 +177,7 @@ test('an analytics study through governance and three real agents equals runQuer
     assert.ok(truncated > 0, 'survival risk tables stop where the risk set falls under the minimum');
 
     // Audited: one analytics.committed entry per analytics round, with the result's digest when it completed a query.
-    const audit = (await listAudit(store.db, { limit: 10_000 })).filter((e) => e.kind === 'analytics.committed');
+    const audit = (await listAudit(store, { limit: 10_000 })).filter((e) => e.kind === 'analytics.committed');
     assert.equal(audit.length, rounds.length);
     for (const e of results.queries) assert.ok(audit.some((a) => (a.data as { resultDigest?: string }).resultDigest === e.digest), `${e.name}'s digest is audited`);
   } finally {

@@ -8,6 +8,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startCoordinator, type RunningCoordinator } from './start.js';
+import { REFUSAL_TRAIL, storeDigest } from '../store/digest.js';
 import type { KeyObject } from 'node:crypto';
 import { generateSigningKeys, signRequest } from '../protocol/signing.js';
 import { encodeSafetensors, decodeSafetensors } from '../protocol/safetensors.js';
@@ -104,11 +105,11 @@ describe('coordinator API refuses bad input and changes nothing', () => {
   });
 
   async function refused(status: number, pattern: RegExp, fn: () => Promise<{ status: number; json: any }>) {
-    const before = await c.store.snapshotCounts();
+    const before = await storeDigest(c.store, REFUSAL_TRAIL);
     const r = await fn();
     assert.equal(r.status, status, `expected ${status}, got ${r.status}: ${JSON.stringify(r.json)}`);
     assert.match(r.json?.message ?? '', pattern);
-    assert.deepEqual(await c.store.snapshotCounts(), before, 'a refused request must not change the store');
+    assert.deepEqual(await storeDigest(c.store, REFUSAL_TRAIL), before, 'a refused request must not change the store');
     assert.equal((await c.store.getTask(taskA.taskId))?.status, 'delivered', 'the task stays open');
   }
 
@@ -159,7 +160,7 @@ describe('coordinator API refuses bad input and changes nothing', () => {
   });
 
   it('refuses a malformed study with the field named, and a site credential on operator endpoints', async () => {
-    const before = await c.store.snapshotCounts();
+    const before = await storeDigest(c.store, REFUSAL_TRAIL);
     const r = await lead('POST', '/v1/studies', { name: 'x', dataset: 'heart', model: { kind: 'logistic', inputDim: 13 }, strategy: { name: 'FedAvg' }, rounds: 0, fit: { localSteps: 1, batchSize: 4, optimizer: { kind: 'sgd', lr: 0.1 } } });
     assert.equal(r.status, 400);
     assert.match(r.json.message, /rounds/);
@@ -170,7 +171,7 @@ describe('coordinator API refuses bad input and changes nothing', () => {
     assert.equal(s.status, 403);
     const bad = await call('POST', '/v1/invites', { token: adminKey(), body: new TextEncoder().encode('{not json'), type: 'application/json' });
     assert.equal(bad.status, 400);
-    assert.deepEqual(await c.store.snapshotCounts(), before);
+    assert.deepEqual(await storeDigest(c.store, REFUSAL_TRAIL), before);
   });
 
   it('logs every refused update with its reason, and then accepts a valid one', async () => {

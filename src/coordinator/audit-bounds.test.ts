@@ -23,10 +23,14 @@ import { generateSigningKeys } from '../protocol/signing.js';
 import { RESULT_META_KEY, type StudySpec, type TaskMessage } from '../protocol/api.js';
 import { decodeSafetensors, encodeSafetensors } from '../protocol/safetensors.js';
 import { checkpointProblem } from '../protocol/audit-checkpoint.js';
-import { listRefusalCounts } from '../store/audit-bounds.js';
-import { addUsage, gov, listUsage } from '../store/governance.js';
+import type { Store } from '../store/store.js';
 import { AUDIT_PAGE_DEFAULT, AUDIT_PAGE_MAX } from './routes/audit.js';
 import { createTempDatabase, pgSkipReason } from '../testing/pg.js';
+
+/** A study's refusal rows with their codes and counts. */
+async function listRefusalCounts(store: Store, studyId: string): Promise<{ taskId: string | null; siteId: string | null; code: string | null; count: number; reason: string }[]> {
+  return (await store.listRefusals(studyId)).map((r) => ({ taskId: r.task_id, siteId: r.site_id, code: r.code, count: r.count, reason: r.reason }));
+}
 
 for (const backend of ['sqlite', 'postgres'] as const) {
   describe(`audit bounds and atomicity (${backend})`, () => {
@@ -134,7 +138,7 @@ for (const backend of ['sqlite', 'postgres'] as const) {
       const task = tasks.get('c')!;
       const junk = update({ x: { shape: [1], data: new Float32Array([1]) } }, { taskId: task.taskId, numExamples: 1 });
       for (let i = 0; i < 20; i++) assert.equal((await call('POST', `/v1/agent/tasks/${enc(task.taskId)}/result`, { as: sc, raw: junk })).status, 400);
-      const rows = (await listRefusalCounts(c.store.db, studyId)).filter((r) => r.taskId === task.taskId);
+      const rows = (await listRefusalCounts(c.store, studyId)).filter((r) => r.taskId === task.taskId);
       assert.deepEqual(rows.map((r) => [r.code, r.count]), [['wrong_shape', 20]]);
       const audited = (await entries()).filter((e) => e.kind === 'update.refused' && e.subject === task.taskId);
       assert.deepEqual(audited.map((e) => e.data.count), [1, 2, 4, 8, 16]);
@@ -143,7 +147,7 @@ for (const backend of ['sqlite', 'postgres'] as const) {
     it('/refuse is one transaction: a failure inside it leaves no refusal, and five concurrent refusals record one', async (t) => {
       if (skip) return t.skip(skip);
       const task = tasks.get('c')!;
-      const digest = async () => createHash('sha256').update(JSON.stringify([await listRefusalCounts(c.store.db, studyId), await entries(), await c.store.getTask(task.taskId)])).digest('hex');
+      const digest = async () => createHash('sha256').update(JSON.stringify([await listRefusalCounts(c.store, studyId), await entries(), await c.store.getTask(task.taskId)])).digest('hex');
       const before = await digest();
       // The audit append fails (the coordinator's key is unusable for a moment): nothing of the refusal may stay.
       const key = c.audit.key as { privateKey: unknown };
@@ -158,7 +162,7 @@ for (const backend of ['sqlite', 'postgres'] as const) {
       assert.equal(await digest(), before, 'a refusal whose transaction failed changed nothing');
       const answers = await Promise.all(Array.from({ length: 5 }, () => call('POST', `/v1/agent/tasks/${enc(task.taskId)}/refuse`, { as: sc, json: { reason: 'local policy: no' } })));
       assert.deepEqual(answers.map((a) => a.status).sort(), [200, 409, 409, 409, 409], answers.map((a) => a.body).join('\n'));
-      const rows = (await listRefusalCounts(c.store.db, studyId)).filter((r) => r.taskId === task.taskId && r.code === 'site_refused');
+      const rows = (await listRefusalCounts(c.store, studyId)).filter((r) => r.taskId === task.taskId && r.code === 'site_refused');
       assert.deepEqual(rows.map((r) => r.count), [1]);
       assert.equal((await entries()).filter((e) => e.kind === 'update.refused' && e.subject === task.taskId && e.data.by === 'site').length, 1);
       assert.equal((await c.store.getTask(task.taskId))!.status, 'refused');
@@ -176,20 +180,20 @@ for (const backend of ['sqlite', 'postgres'] as const) {
       const audited = (await entries()).filter((e) => e.kind === 'placement.refused' && e.subject === task.taskId);
       assert.deepEqual(audited.map((e) => e.data.count), [1, 2, 4]);
       assert.match(audited[0]!.data.reason, /64/);
-      assert.deepEqual((await listRefusalCounts(c.store.db, studyId)).filter((r) => r.taskId === task.taskId).map((r) => [r.code, r.count]), [['no_placement', 4]]);
+      assert.deepEqual((await listRefusalCounts(c.store, studyId)).filter((r) => r.taskId === task.taskId).map((r) => [r.code, r.count]), [['no_placement', 4]]);
 
       await ok('PUT', '/v1/agent/compute', { as: sb, json: { mode: 'placed', cpus: 2, ramGiB: 2 } });
       await ok('POST', `/v1/agent/tasks/${enc(task.taskId)}/placement`, { as: sb, json: {} });
       const usage = { resourceId: 'in-pool', scheduler: 'local', cpuSeconds: 1.5, gpuSeconds: 0, wallSeconds: 2, cpuBasis: 'measured', jobId: 'local-1' };
       assert.equal((await call('POST', `/v1/agent/tasks/${enc(task.taskId)}/usage`, { as: sb, json: usage })).status, 201);
-      const recorded = JSON.stringify(await listUsage(gov(c.store.db), studyId));
+      const recorded = JSON.stringify(await c.store.listUsage(studyId));
       const again = await call('POST', `/v1/agent/tasks/${enc(task.taskId)}/usage`, { as: sb, json: { ...usage, cpuSeconds: 99 } });
       assert.equal(again.status, 409, again.body);
       assert.match(again.json.message, /already recorded/);
-      assert.equal(JSON.stringify(await listUsage(gov(c.store.db), studyId)), recorded);
+      assert.equal(JSON.stringify(await c.store.listUsage(studyId)), recorded);
       // The store itself answers "already there" (false), whatever text the driver would have put in an error.
-      const row = (await listUsage(gov(c.store.db), studyId))[0]!;
-      assert.equal(await addUsage(gov(c.store.db), { ...row, cpuSeconds: 7 }), false);
+      const row = (await c.store.listUsage(studyId))[0]!;
+      assert.equal(await c.store.addUsage({ ...row, cpuSeconds: 7 }), false);
     });
 
     it('a site admin revokes a linked site of their own institution, and not one of another', async (t) => {

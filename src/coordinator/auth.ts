@@ -16,7 +16,6 @@ import type { Store, SiteRow } from '../store/store.js';
 import { DEFAULT_MAX_SKEW_MS, HEADER_CONTENT_SHA256, HEADER_KEY_ID, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP, generateSigningKeys, importPrivateKey, publicKeyToRaw, verifyRequest } from '../protocol/signing.js';
 import { createPublicKey } from 'node:crypto';
 import { rolesFor, scopeOf, type Action, type Role, type Scope } from '../governance/roles.js';
-import { createUser, getUser, pruneNonces, rememberNonce } from '../store/trust.js';
 import { appendAudit, type AuditKey } from '../governance/audit-store.js';
 
 export type UserRole = Exclude<Role, 'site'>;
@@ -118,19 +117,19 @@ export async function ensureCoordinatorKey(store: Store, dataDir: string): Promi
  */
 export async function ensureBootstrapAdmin(store: Store, dataDir: string, audit: AuditKey, now: number): Promise<KeyFile | undefined> {
   const file = join(dataDir, ADMIN_KEY_FILE);
-  if (await getUser(store.db, ADMIN_USER_ID)) return existsSync(file) ? readKeyFile(file) : undefined;
+  if (await store.getUser(ADMIN_USER_ID)) return existsSync(file) ? readKeyFile(file) : undefined;
   const keys = generateSigningKeys();
   const kf: KeyFile = { keyId: ADMIN_USER_ID, privateKey: keys.privateKeyPem, publicKey: keys.publicKeyRaw };
   writeKeyFile(file, kf);
   try {
     await store.transaction(async (tx) => {
-      await createUser(tx, { id: ADMIN_USER_ID, name: 'admin', role: 'consortium_admin', institution: null, public_key: keys.publicKeyRaw, status: 'active', created_by: 'coordinator', created_at: now });
+      await tx.createUser({ id: ADMIN_USER_ID, name: 'admin', role: 'consortium_admin', institution: null, public_key: keys.publicKeyRaw, status: 'active', created_by: 'coordinator', created_at: now });
       await appendAudit(tx, audit, { ts: now, actor: 'coordinator', kind: 'user.enrolled', subject: ADMIN_USER_ID, data: { name: 'admin', role: 'consortium_admin', publicKey: keys.publicKeyRaw, bootstrap: true } });
     });
   } catch (e) {
     // Another coordinator on the same store created the admin first: our key was never registered.
     rmSync(file, { force: true });
-    if (await getUser(store.db, ADMIN_USER_ID)) return undefined;
+    if (await store.getUser(ADMIN_USER_ID)) return undefined;
     throw e;
   }
   return kf;
@@ -191,7 +190,7 @@ export class Authenticator {
           principal = { kind: 'site', id: site.id, role: 'site', site };
           return site.public_key;
         }
-        const user = await getUser(this.store.db, keyId);
+        const user = await this.store.getUser(keyId);
         if (!user || !user.public_key) return null;
         identity = user.id;
         if (user.status !== 'active') {
@@ -205,9 +204,9 @@ export class Authenticator {
         if (now - this.lastPrune > 60_000) {
           this.lastPrune = now;
           // Twice the window: a nonce is forgotten only once its timestamp would be refused anyway.
-          await pruneNonces(this.store.db, now - 2 * this.maxSkewMs);
+          await this.store.pruneNonces(now - 2 * this.maxSkewMs);
         }
-        return !(await rememberNonce(this.store.db, keyId, nonce, ts));
+        return !(await this.store.rememberNonce(keyId, nonce, ts));
       },
     });
     if (!v.ok) {

@@ -10,6 +10,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startCoordinator, type RunningCoordinator } from './start.js';
+import { REFUSAL_TRAIL, storeDigest } from '../store/digest.js';
 import { generateSigningKeys } from '../protocol/signing.js';
 import { ApiError, HttpClient, type Signer } from '../site/http.js';
 import { decodeSafetensors, encodeSafetensors } from '../protocol/safetensors.js';
@@ -76,11 +77,11 @@ describe('custom models: initial weights, tensor rules, dtypes and prototype-key
 
   /** Asserts a refusal with its status and message, and that the store's tables did not change. */
   async function refused(status: number, pattern: RegExp, fn: () => Promise<{ status: number; json: any }>) {
-    const before = await c.store.snapshotCounts();
+    const before = await storeDigest(c.store, REFUSAL_TRAIL);
     const r = await fn();
     assert.equal(r.status, status, `expected ${status}, got ${r.status}: ${JSON.stringify(r.json)}`);
     assert.match(r.json?.message ?? '', pattern);
-    assert.deepEqual(await c.store.snapshotCounts(), before, 'a refused request must not change the store');
+    assert.deepEqual(await storeDigest(c.store, REFUSAL_TRAIL), before, 'a refused request must not change the store');
   }
 
   const update = (w: Weights, meta: Record<string, unknown>) => encodeSafetensors(w, { [RESULT_META_KEY]: JSON.stringify(meta) });

@@ -13,7 +13,8 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Store, StoreUnavailable } from '../store/store.js';
+import { openStore, StoreUnavailable, type Store } from '../store/store.js';
+import { openRawDatabase } from '../store/raw.js';
 import { EventBus } from './events.js';
 import { RoundEngine, digestHex, initialWeights, drivenAtKey, type EngineOptions } from './engine.js';
 import { encodeSafetensors, decodeSafetensors } from '../protocol/safetensors.js';
@@ -39,12 +40,14 @@ interface Fixture {
   /** The next `times` calls of `method` throw `error`. */
   inject(method: string, error: () => unknown, times: number): void;
   calls: Map<string, number>;
+  /** Where the store is (for a raw connection that plays what no store call does). */
+  url: string;
   cleanup(): Promise<void>;
 }
 
 async function fixture(over: Partial<StudySpec> = {}, nSites = 3, initial?: Uint8Array): Promise<Fixture> {
   const dir = mkdtempSync(join(tmpdir(), 'setu-engine-'));
-  const store = await Store.open(join(dir, 'setu.db'));
+  const store = await openStore(join(dir, 'setu.db'));
   const clock = { t: T0 };
   const sites: string[] = [];
   for (let i = 0; i < nSites; i++) {
@@ -78,7 +81,7 @@ async function fixture(over: Partial<StudySpec> = {}, nSites = 3, initial?: Uint
   const keys = generateSigningKeys();
   const audit = { privateKey: importPrivateKey(keys.privateKeyPem), publicKeyRaw: keys.publicKeyRaw };
   return {
-    store, faulty, clock, sites, studyId, spec, calls,
+    store, faulty, clock, sites, studyId, spec, calls, url: join(dir, 'setu.db'),
     engine: (o = {}) => new RoundEngine(faulty, new EventBus(), { instanceId: 'coord-a', now: () => clock.t, tickMs: 500, retry: { random: () => 0.5 }, audit, ...o }),
     inject: (method, error, times) => armed.set(method, { error, times }),
     cleanup: async () => {
@@ -108,7 +111,7 @@ async function status(f: Fixture) {
 }
 
 async function auditKinds(f: Fixture): Promise<{ kind: string; data: string }[]> {
-  return (await f.store.db.selectFrom('audit_log' as never).select(['kind', 'data'] as never).orderBy('seq' as never).execute()) as never;
+  return (await f.store.listAuditRows()).map((r) => ({ kind: r.kind, data: r.data }));
 }
 
 test('a round opens with a task per site and the deadline of the spec; all results commit it; the last round completes the study', async () => {
@@ -344,9 +347,11 @@ test('a restarted SecAgg+ round re-issues only its live tasks: a refused or expi
     const tasks = await f.store.listTasks(f.studyId, 1);
     assert.equal(tasks.length, 4);
     // site0 refused its task; site1's task expired; site2 had delivered (its agent is mid-round).
-    await f.store.recordRefusal({ study_id: f.studyId, round: 1, site_id: 'site0', task_id: tasks[0]!.id, reason: 'budget', at: T0 });
-    await f.store.db.updateTable('tasks').set({ status: 'refused' }).where('id', '=', tasks[0]!.id).execute();
-    await f.store.db.updateTable('tasks').set({ status: 'expired' }).where('id', '=', tasks[1]!.id).execute();
+    await f.store.countRefusal({ study_id: f.studyId, round: 1, site_id: 'site0', task_id: tasks[0]!.id, code: 'site_refused', reason: 'budget', at: T0 });
+    assert.equal(await f.store.refuseTask(tasks[0]!.id, T0), true);
+    const raw = await openRawDatabase(f.url); // no store call expires one task: set it as a passed deadline would leave it
+    await raw.updateTable('tasks').set({ status: 'expired' }).where('id', '=', tasks[1]!.id).execute();
+    await raw.destroy();
     await f.store.markDelivered(tasks[2]!.id, T0);
     await a.stop();
     const lines: string[] = [];

@@ -26,7 +26,6 @@ import { torchLinearInit } from '../learning/torch-init.js';
 import { linearCoxTorchInit } from '../learning/models/cox.js';
 import { combineSums, statsFromSums } from '../learning/federated-stats.js';
 import { hostStrategy, type FitResultIn, type HostedStrategy } from './strategy-host.js';
-import { gov } from '../store/governance.js';
 import { commitTransitions, eligibleParticipants, loadLifecycle } from '../governance/study-governance.js';
 import { complete as lifecycleComplete, stop as lifecycleStop } from '../governance/lifecycle.js';
 import { ensureModelCard } from '../governance/model-card.js';
@@ -264,8 +263,8 @@ export class RoundEngine {
     if (!open || lost <= 0) return;
     const given = lost + (this.opts.reconnectGraceMs ?? AGENT_MAX_RETRY_DELAY_MS);
     await this.store.transaction(async (tx) => {
-      await this.store.extendOpenRound(study.id, open.round, given, tx);
-      await this.store.setKv(drivenAtKey(study.id), String(now), tx);
+      await tx.extendOpenRound(study.id, open.round, given);
+      await tx.setKv(drivenAtKey(study.id), String(now));
     });
     d.lastDrivenAt = d.persistedAt = now;
     this.secagg.get(study.id, open.round)?.extend(given);
@@ -289,9 +288,9 @@ export class RoundEngine {
     const now = this.now();
     try {
       await this.store.transaction(async (tx) => {
-        await this.store.transitionStudy(study.id, ['running'], 'failed', now, { error: message }, tx);
+        await tx.transitionStudy(study.id, ['running'], 'failed', now, { error: message });
         // The lifecycle ends too (stopped, with the failure as its reason), audited like any other transition.
-        const cur = await loadLifecycle(gov(tx), study.id);
+        const cur = await loadLifecycle(tx, study.id);
         if (cur?.state === 'running') await commitTransitions(tx, { store: this.store, audit: this.opts.audit }, cur, [lifecycleStop(cur, `failed: ${message}`, { by: 'coordinator', at: now })]);
         else if (this.opts.audit) await appendAudit(tx, this.opts.audit, { ts: now, actor: 'coordinator', kind: 'study.stopped', subject: study.id, data: { reason: `failed: ${message}`, from: 'running' } });
       });
@@ -349,7 +348,7 @@ export class RoundEngine {
     if (!global) throw new Error(`study ${study.id} has no model version`);
     // Only sites still eligible under the study's lifecycle (approved, not withdrawn, terms not lapsed) get a
     // task: a site that withdrew is dropped from the next round on.
-    const sites = await eligibleParticipants(gov(this.store.db), study.id, this.participants(study), now);
+    const sites = await eligibleParticipants(this.store, study.id, this.participants(study), now);
     if (sites.length === 0) throw new Error(`round ${round}: no participating site is still eligible (every site withdrew or its approval lapsed)`);
     // SecAgg+ with fewer than three would reveal updates: stop with a reason that says who left (round-close.ts).
     const short = kind === 'fit' ? await secaggShortfall(this.store, study, spec, sites, round) : null;
@@ -568,7 +567,7 @@ export class RoundEngine {
       round: 0,
       now,
       metrics: [{ study_id: study.id, round: 0, site_id: null, phase: 'prepare', name: 'examples', value: updates.reduce((a, u) => a + u.num_examples, 0) }],
-      ...(stats ? { inTx: (tx) => this.store.setKv(normStatsKey(study.id), stats!, tx) } : {}),
+      ...(stats ? { inTx: (tx) => tx.setKv(normStatsKey(study.id), stats!) } : {}),
     });
     this.log(`study ${study.id}: every site's data matches the schema`);
     this.bus.emit({ type: 'round.committed', studyId: study.id, round: 0, kind: 'prepare', metrics: {} });
@@ -583,7 +582,7 @@ export class RoundEngine {
       studyId: study.id, round, now, metrics, studyStatus: 'completed',
       // The lifecycle's completion (and its audit entry) commits with the final round.
       inTx: async (tx) => {
-        const cur = await loadLifecycle(gov(tx), study.id);
+        const cur = await loadLifecycle(tx, study.id);
         if (cur) await commitTransitions(tx, { store: this.store, audit }, cur, [lifecycleComplete(cur, { by: 'coordinator', at: now }, { rounds: spec.rounds, metrics: summaryOf(metrics) })]);
       },
     });

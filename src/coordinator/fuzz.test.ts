@@ -17,7 +17,7 @@ import { join } from 'node:path';
 import fc from 'fast-check';
 import { startCoordinator, type RunningCoordinator } from './start.js';
 import { createLogger } from '../observability/logger.js';
-import { STORE_BACKENDS } from '../testing/backends.js';
+import { SQL_BACKENDS } from '../testing/backends.js';
 import { enrolSite, enrolUser, heartStudy, inject, type Identity } from '../testing/inject.js';
 import { API_PATH, fuzzRequests, fuzzRoutes, type FuzzPools, type FuzzRequest, type FuzzRoute } from '../testing/fuzz.js';
 import { waitFor } from '../testing/processes.js';
@@ -68,7 +68,7 @@ interface Failure {
 
 const show = (r: FuzzRequest) => `${r.method} ${r.url.length > 200 ? r.url.slice(0, 200) + '…' : r.url} [${r.auth}; ${r.headers['content-type'] ?? 'no content-type'}; ${r.payload === undefined ? 'no body' : `${r.payload.length} bytes: ${String(r.payload).slice(0, 120)}`}]`;
 
-for (const backend of STORE_BACKENDS) {
+for (const backend of SQL_BACKENDS) {
   describe(`fuzzing every route (${backend.name})`, async () => {
     const skip = await backend.skip();
     let c: RunningCoordinator;

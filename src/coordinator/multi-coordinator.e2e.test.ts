@@ -15,7 +15,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createHash } from 'node:crypto';
 import type { ChildProcess } from 'node:child_process';
-import { Store } from '../store/store.js';
+import { openStore } from '../store/store.js';
 import { decodeSafetensors } from '../protocol/safetensors.js';
 import { createTempDatabase, pgSkipReason } from '../testing/pg.js';
 import { adminClient, freePort, runSetu, startHeartSite, stopAll, studyLeadClient, waitFor } from '../testing/processes.js';
@@ -91,7 +91,7 @@ function balancer(ports: number[]): Promise<{ port: number; close: () => Promise
 }
 
 async function weightDigests(db: string, studyId: string): Promise<Map<number, string>> {
-  const store = await Store.open(db);
+  const store = await openStore(db);
   try {
     const out = new Map<number, string>();
     for (const v of await store.listModelVersions(studyId)) {
@@ -144,7 +144,7 @@ async function federation(kill: boolean): Promise<{ digests: Map<number, string>
     await lead.json('POST', `/v1/studies/${id}/start`, {});
     const status = () => admin.json<{ status: string; round: number; error: string | null }>('GET', `/v1/studies/${id}`);
     const holder = async () => {
-      const store = await Store.open(pg.url);
+      const store = await openStore(pg.url);
       try {
         return (await store.getStudy(id))?.claimed_by ?? null;
       } finally {
@@ -167,7 +167,7 @@ async function federation(kill: boolean): Promise<{ digests: Map<number, string>
     assert.equal(final.status, 'completed', final.error ?? '');
     const finishedBy = await holder();
     await stopAll(children);
-    const store = await Store.open(pg.url);
+    const store = await openStore(pg.url);
     const versions = await store.listModelVersions(id);
     const rounds = await store.listRounds(id);
     await store.close();

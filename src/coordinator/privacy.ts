@@ -3,14 +3,13 @@
  * carries, aggregates client-level DP-FedAvg, and records the spend the sites report (ledger + audit).
  * The mechanisms themselves are src/privacy's; this file only plumbs them into the federation.
  */
-import type { Transaction } from 'kysely';
 import type { PrivacySpend, StudySpec, TaskMessage } from '../protocol/api.js';
 import type { Weights } from '../protocol/tensors.js';
 import { noiseMultiplierFor } from '../privacy/rdp.js';
 import { dpFedAvgAggregate } from '../privacy/dpfedavg.js';
 import { CryptoNormal, addGaussianNoise } from '../privacy/noise.js';
 import { appendAudit, type AuditKey } from '../governance/audit-store.js';
-import { priv, recordSpend } from '../store/privacy.js';
+import type { SpendEntry, Store } from '../store/store.js';
 import { updateDelta } from '../privacy/dpfedavg.js';
 import type { HostedStrategy } from './strategy-host.js';
 
@@ -120,10 +119,10 @@ export function spendProblem(spec: StudySpec, spend: PrivacySpend | undefined): 
 }
 
 /** Ledger row and 'privacy.spent' audit entry, inside the transaction that accepts the update. */
-export async function recordSpendInTx(tx: Transaction<any>, audit: AuditKey | undefined, e: { taskId: string; studyId: string; siteId: string; round: number; spend: PrivacySpend; at: number }): Promise<void> {
-  const fresh = await recordSpend(priv(tx), e);
+export async function recordSpendInTx(tx: Store, audit: AuditKey | undefined, e: SpendEntry): Promise<void> {
+  const fresh = await tx.recordSpend(e);
   if (audit && fresh) {
-    await appendAudit(tx as never, audit, {
+    await appendAudit(tx, audit, {
       ts: e.at, actor: e.siteId, kind: 'privacy.spent', subject: e.taskId,
       data: { study: e.studyId, round: e.round, mechanism: e.spend.mechanism, steps: e.spend.steps, sampleRate: e.spend.sampleRate, noiseMultiplier: e.spend.noiseMultiplier, epsilon: e.spend.epsilon, delta: e.spend.delta, budget: { epsilon: e.spend.budgetEpsilon, delta: e.spend.budgetDelta } },
     });

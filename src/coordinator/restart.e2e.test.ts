@@ -9,7 +9,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { ChildProcess } from 'node:child_process';
-import { Store } from '../store/store.js';
+import { openStore } from '../store/store.js';
 import { decodeSafetensors } from '../protocol/safetensors.js';
 import { createHash } from 'node:crypto';
 import { adminClient, studyLeadClient, freePort, startCoordinatorProcess, startHeartSite, stopAll, waitFor } from '../testing/processes.js';
@@ -54,7 +54,7 @@ async function runFederation(opts: { killAfterRound?: number }): Promise<{ diges
       coord.kill('SIGKILL');
       await new Promise((r) => coord!.once('exit', r));
       // What the store holds at the moment of the crash.
-      const store = await Store.open(join(dataDir, 'setu.db'));
+      const store = await openStore(join(dataDir, 'setu.db'));
       beforeKill = new Map((await store.listModelVersions(id)).map((v) => [v.round, v.digest]));
       await store.close();
       assert.ok(beforeKill.size >= opts.killAfterRound + 1, 'the committed rounds are on disk');
@@ -68,7 +68,7 @@ async function runFederation(opts: { killAfterRound?: number }): Promise<{ diges
     assert.equal(final.status, 'completed', final.error ?? '');
     assert.equal(final.round, ROUNDS);
     await stopAll([...children, coord]);
-    const store = await Store.open(join(dataDir, 'setu.db'));
+    const store = await openStore(join(dataDir, 'setu.db'));
     const versions = await store.listModelVersions(id);
     const rounds = await store.listRounds(id);
     // Digest of the weights alone (the file's metadata names the study, which differs between runs).

@@ -98,7 +98,7 @@ describe('task errors and rounds that close when every site has answered', () =>
     assert.deepEqual([d.openRound!.received, d.openRound!.failed, d.openRound!.refused, d.openRound!.expected], [0, 1, 0, 3]);
     assert.equal(d.status, 'running', 'b and c have not answered yet');
     assert.ok(events.some((e) => e.type === 'task.failed' && e.taskId === ta.taskId && e.site === 'a' && e.code === 'bad_data'), 'on the event stream');
-    const audited = (await listAudit(c.store.db)).filter((e) => e.kind === 'task.failed');
+    const audited = (await listAudit(c.store)).filter((e) => e.kind === 'task.failed');
     assert.equal(audited.length, 1);
     assert.deepEqual([audited[0]!.subject, (audited[0]!.data as { code: string }).code], [ta.taskId, 'bad_data']);
     // The failed task is not delivered again.
@@ -113,7 +113,7 @@ describe('task errors and rounds that close when every site has answered', () =>
     console.log(`# all sites answered without a result: the round closed ${ms} ms after the last answer (deadline 600 s)`);
     assert.ok(ms < 5000, `closed in ${ms} ms`);
     assert.match(failed.error!, /^round 1: 0 of 3 sites reported a result; at least 2 needed \(minSites 2\): a could not run its task \(bad_data\): cohort\.csv: line 7, column 2: unterminated quoted field; b refused: local policy: min-examples; c refused: local policy: min-examples$/);
-    const stopped = (await listAudit(c.store.db)).filter((e) => e.kind === 'study.stopped' && e.subject === id);
+    const stopped = (await listAudit(c.store)).filter((e) => e.kind === 'study.stopped' && e.subject === id);
     assert.equal(stopped.length, 1, 'the failure is audited');
     assert.match((stopped[0]!.data as { reason: string }).reason, /^failed: round 1: 0 of 3 sites reported a result/);
   });
@@ -159,7 +159,7 @@ describe('SecAgg+ below three participants after a withdrawal', () => {
       assert.equal(d.error, 'SecAgg+ needs at least 3 participants: s3 withdrew ("our ethics board withdrew consent"), and 2 remain (s1, s2). With fewer than three the masked sum would reveal each site\'s update to the others, so the study stopped before round 1');
       assert.doesNotMatch(d.error!, /degree must be an integer/);
       assert.equal((await c.store.listRounds(id)).length, 0, 'no round was opened');
-      const audit = (await listAudit(c.store.db)).filter((e) => e.kind === 'study.stopped');
+      const audit = (await listAudit(c.store)).filter((e) => e.kind === 'study.stopped');
       assert.equal(audit.length, 1);
       assert.equal((audit[0]!.data as { reason: string }).reason, d.error);
       const gov = (await inject(c.app, 'GET', `/v1/studies/${id}/governance`, { as: lead })).json as { state: string; stopReason?: string };

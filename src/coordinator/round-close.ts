@@ -13,8 +13,6 @@
  */
 import type { StudySpec } from '../protocol/api.js';
 import type { RoundRow, Store, StudyRow, TaskRow, UpdateRow } from '../store/store.js';
-import { listTaskErrors, taskErrorsDb } from '../store/task-errors.js';
-import { gov } from '../store/governance.js';
 import { commitTransitions, loadLifecycle } from '../governance/study-governance.js';
 import { stop as lifecycleStop } from '../governance/lifecycle.js';
 import type { AuditKey } from '../governance/audit-store.js';
@@ -68,7 +66,7 @@ export interface RoundCloseDeps {
 /** One phrase per site that gave no result: its refusal or its error, or that it never answered. */
 async function answersWithoutResult(store: Store, open: RoundRow, tasks: TaskRow[], reported: Set<string>): Promise<string[]> {
   const names = new Map((await store.listSites()).map((s) => [s.id, s.name]));
-  const errors = new Map((await listTaskErrors(taskErrorsDb(store.db), open.study_id, open.round)).map((e) => [e.site_id, e]));
+  const errors = new Map((await store.listTaskErrors(open.study_id, open.round)).map((e) => [e.site_id, e]));
   const refusals = (await store.listRefusals(open.study_id)).filter((r) => r.round === open.round);
   const out: string[] = [];
   // By site name, as the lead reads them.
@@ -94,7 +92,7 @@ export async function secaggShortfall(store: Store, study: StudyRow, spec: Study
   const names = new Map((await store.listSites()).map((s) => [s.id, s.name]));
   const name = (id: string) => names.get(id) ?? id;
   const participants = JSON.parse(study.participants ?? '[]') as string[];
-  const lifecycle = await loadLifecycle(gov(store.db), study.id);
+  const lifecycle = await loadLifecycle(store, study.id);
   const left = participants.filter((p) => !eligible.includes(p)).map((p) => {
     const a = lifecycle?.approvals[p];
     return a?.status === 'withdrawn' ? `${name(p)} withdrew${a.reason ? ` ("${a.reason}")` : ''}` : `${name(p)} is no longer eligible (${a?.status === 'approved' ? 'its data-use terms lapsed' : a?.status ?? 'not approved'})`;
@@ -108,8 +106,8 @@ export async function secaggShortfall(store: Store, study: StudyRow, spec: Study
 export async function stopStudy(deps: RoundCloseDeps, study: StudyRow, reason: string, now: number): Promise<void> {
   const { store, bus, audit } = deps;
   await store.transaction(async (tx) => {
-    await store.transitionStudy(study.id, ['running'], 'stopped', now, { error: reason }, tx);
-    const cur = await loadLifecycle(gov(tx), study.id);
+    await tx.transitionStudy(study.id, ['running'], 'stopped', now, { error: reason });
+    const cur = await loadLifecycle(tx, study.id);
     if (cur?.state === 'running') await commitTransitions(tx, { store, audit }, cur, [lifecycleStop(cur, reason, { by: 'coordinator', at: now })]);
   });
   bus.emit({ type: 'study.status', studyId: study.id, status: 'stopped', error: reason });

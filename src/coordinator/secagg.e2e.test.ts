@@ -19,6 +19,7 @@ import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { promisify } from 'node:util';
 import YAML from 'yaml';
 import { startCoordinator, type RunningCoordinator } from './start.js';
+import { LIVE, storeDigest } from '../store/digest.js';
 import { adminOf, SETU_MAIN, stopAll, studyLeadClient, waitFor } from '../testing/processes.js';
 import { ApiError, HttpClient } from '../site/http.js';
 import { SiteState } from '../site/state.js';
@@ -161,8 +162,7 @@ test('SecAgg+ with DP-SGD over HTTP: a site killed after masking is recovered, t
     assert.ok(big.every((v) => v instanceof Int32Array), `no float vector in the coordinator's SecAgg+ state (${big.map((v) => v.constructor.name).join(', ')})`);
     assert.ok(big.length <= 1, `one masked sum, no individual input kept (${big.length} vectors)`);
     // SQL: no fit-round row holds weights; each holds the digest of a masked vector and the site's metadata.
-    const rows = await c.store.db.selectFrom('updates').select(['round', 'weights', 'digest', 'metrics']).where('study_id', '=', id).execute();
-    const fitRows = rows.filter((r) => Number(r.round) >= 1 && Number(r.round) <= 4);
+    const fitRows = (await Promise.all([1, 2, 3, 4].map((r) => c!.store.listUpdates(id, r)))).flat();
     assert.equal(fitRows.length, 16);
     for (const r of fitRows) {
       assert.equal(r.weights, null, 'the coordinator stored no update');
@@ -179,7 +179,7 @@ test('SecAgg+ with DP-SGD over HTTP: a site killed after masking is recovered, t
       assert.ok(s.spent.epsilon > 1 && s.spent.epsilon <= 2, `${s.site} spent ε=${s.spent.epsilon} of its target 2`);
       assert.deepEqual(s.budget, { epsilon: 2, delta: 1e-3 });
     }
-    const audited = await c.store.db.selectFrom('audit_log' as never).select('kind' as never).where('kind' as never, '=', 'privacy.spent' as never).execute();
+    const audited = (await c.store.listAuditRows()).filter((e) => e.kind === 'privacy.spent');
     assert.equal(audited.length, 16, 'one privacy.spent audit entry per release');
   } finally {
     for (const a of agents) restarted.push(a.child);
@@ -246,7 +246,7 @@ test('a site refuses a DP task its budget cannot afford; the round goes on witho
     assert.deepEqual(json.sites, rep.sites);
     assert.equal(json.entries?.length, 6, 'one ledger entry per release');
     // Plain (non-SecAgg) DP rounds store the privatised update itself.
-    const rows = await c.store.db.selectFrom('updates').select(['round', 'weights']).where('study_id', '=', id).where('round', '=', 1).execute();
+    const rows = await c.store.listUpdates(id, 1);
     assert.equal(rows.length, 3);
   } finally {
     await stopAll(agents.map((a) => a.child));
@@ -284,7 +284,7 @@ test('client-level DP-FedAvg with distributed noise under SecAgg+: sites clip an
     // Each round's step is Σ clip(Δ)/m plus noise: bounded by the clip norm (noise aside), so the model moved, but not far.
     const versions = await c.store.listModelVersions(id);
     assert.equal(versions.length, 4);
-    const rows = await c.store.db.selectFrom('updates').select(['weights']).where('study_id', '=', id).where('round', '>=', 1).where('round', '<=', 3).execute();
+    const rows = (await Promise.all([1, 2, 3].map((r) => c!.store.listUpdates(id, r)))).flat();
     assert.ok(rows.length === 12 && rows.every((r) => r.weights === null), 'no update stored');
   } finally {
     await stopAll(agents.map((a) => a.child));
@@ -336,7 +336,7 @@ test('a coordinator that dies mid SecAgg+ round restarts the round cleanly; agen
       const account = JSON.parse(readFileSync(join(a.dir, 'state', 'studies', id, 'privacy-budget.json'), 'utf8')) as { history: unknown[] };
       assert.equal(account.history.length, 2, `${a.name}'s own account shows two releases`);
     }
-    const audited = await c.store.db.selectFrom('audit_log' as never).select('kind' as never).where('kind' as never, '=', 'privacy.spent' as never).execute();
+    const audited = (await c.store.listAuditRows()).filter((e) => e.kind === 'privacy.spent');
     assert.equal(audited.length, 8, 'one privacy.spent entry per release, none for a re-sent one');
   } finally {
     await stopAll(agents.map((a) => a.child));
@@ -374,7 +374,7 @@ test('bad SecAgg+ messages from a site are refused and change nothing', { timeou
     }, 30_000);
     const setup = await asVa.json<{ session: string; setup: { clientId: number } }>('GET', `/v1/agent/secagg/${encodeURIComponent(task)}/setup`);
     const me = setup.setup.clientId;
-    const counts = async () => Object.fromEntries(Object.entries(await coord.store.snapshotCounts()).filter(([k]) => !/nonce/.test(k)));
+    const counts = () => storeDigest(coord.store, { except: ['request_nonces'], ...LIVE });
     const before = await counts();
     const keysHeld = () => (session.server as unknown as { keys: Map<number, unknown> }).keys.size;
     const refused = async (path: string, body: unknown, status: number, code: RegExp) => {
@@ -451,7 +451,7 @@ test('a withdrawal that leaves a SecAgg+ study with two participants stops it, s
     assert.deepEqual(rounds.map((r) => r.round), Array.from({ length: before - 1 }, (_, i) => i + 1));
     assert.ok(rounds.every((r) => r.status === 'committed'), JSON.stringify(rounds.map((r) => r.status)));
     assert.equal((await c.store.latestModelVersion(id))!.round, kept);
-    const stopped = (await listAudit(c.store.db)).filter((e) => e.kind === 'study.stopped' && e.subject === id);
+    const stopped = (await listAudit(c.store)).filter((e) => e.kind === 'study.stopped' && e.subject === id);
     assert.equal(stopped.length, 1);
     assert.equal((stopped[0]!.data as { reason: string }).reason, done.error);
   } finally {

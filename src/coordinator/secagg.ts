@@ -32,7 +32,6 @@
  * that takes the lease over restarts the round as above.
  */
 import { randomBytes } from 'node:crypto';
-import type { Transaction } from 'kysely';
 import { SecAggServer, makeConfig, type SecAggResult } from '../privacy/secagg/server.js';
 import { recommendedDegree } from '../privacy/secagg/graph.js';
 import type { MaskRequestMsg, NeighbourKeysMsg, UnmaskRequestMsg, SetupMsg } from '../privacy/secagg/messages.js';
@@ -40,7 +39,6 @@ import type { ResultMeta, StudySpec } from '../protocol/api.js';
 import type { Weights } from '../protocol/tensors.js';
 import { flatLength, unflatten } from '../privacy/flat.js';
 import type { RoundRow, Store, TaskRow, UpdateRow } from '../store/store.js';
-import { cohortSize } from '../store/trust.js';
 import type { HostedStrategy } from './strategy-host.js';
 
 export type SessionStage = 'keys' | 'shares' | 'masked' | 'unmask' | 'done' | 'aborted';
@@ -259,7 +257,7 @@ export async function servedElsewhere(store: Store, task: TaskRow, instanceId: s
 async function weightScaleOf(store: Store, spec: StudySpec, tasks: TaskRow[]): Promise<number> {
   if (spec.privacy?.dp?.level === 'client') return 0;
   let max = 1;
-  for (const t of tasks) max = Math.max(max, (await cohortSize(store.db, t.site_id, spec.dataset)) ?? 1);
+  for (const t of tasks) max = Math.max(max, (await store.cohortSize(t.site_id, spec.dataset)) ?? 1);
   return max;
 }
 
@@ -272,11 +270,8 @@ export async function newSession(store: Store, spec: StudySpec, round: RoundRow,
  * meta-only update rows go, its tasks are issued again. Returns the new session.
  */
 export async function restartRound(store: Store, spec: StudySpec, round: RoundRow, global: Weights, now: number): Promise<SecAggSession> {
-  await store.transaction(async (tx: Transaction<any>) => {
-    await tx.deleteFrom('updates').where('study_id', '=', round.study_id).where('round', '=', round.round).execute();
-    // Only tasks that were live go out again: a site that refused its task, or whose task expired, stays out.
-    await tx.updateTable('tasks').set({ status: 'issued', delivered_at: null, done_at: null }).where('study_id', '=', round.study_id).where('round', '=', round.round).where('status', 'in', ['issued', 'delivered', 'done']).execute();
-  });
+  // Only tasks that were live go out again: a site that refused its task, or whose task expired, stays out.
+  await store.resetRound(round.study_id, round.round);
   const tasks = await store.listTasks(round.study_id, round.round);
   return newSession(store, spec, round, tasks, global, now);
 }

@@ -4,12 +4,12 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Store } from '../store/store.js';
+import { openStore } from '../store/store.js';
 import { SITE_TOUCH_EVERY_MS, siteTouches } from './server.js';
 
 it('a burst of requests from one site writes its last-seen time once per window, and again after it', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'setu-touch-'));
-  const store = await Store.open(join(dir, 'setu.db'));
+  const store = await openStore(join(dir, 'setu.db'));
   try {
     await store.createSite({ id: 'site-t', name: 't', institution: null, jurisdiction: null, credential_hash: 'none:site-t', public_key: null, status: 'active', created_at: 1, last_seen_at: null });
     let t = 1_000_000;

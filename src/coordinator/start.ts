@@ -10,7 +10,7 @@
 import { mkdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { FastifyInstance } from 'fastify';
-import { Store } from '../store/store.js';
+import { openStore, type Store } from '../store/store.js';
 import { EventBus } from './events.js';
 import { RoundEngine } from './engine.js';
 import { ensureInstanceId } from './instance.js';
@@ -63,8 +63,12 @@ export { ADMIN_KEY_FILE };
 
 export async function startCoordinator(o: CoordinatorOptions): Promise<RunningCoordinator> {
   const dataDir = resolve(o.dataDir);
-  mkdirSync(dataDir, { recursive: true });
-  const store = await Store.open(o.db ?? join(dataDir, 'setu.db'));
+  mkdirSync(dataDir, { recursive: true, mode: 0o700 }); // the store, keys and logs are the owner's only
+  const logger = o.logger ?? createLogger({ name: 'coordinator', destination: join(dataDir, COORDINATOR_LOG_FILE), ...(o.logLevel ? { level: o.logLevel } : {}) });
+  const storeLog = logger.child({ component: 'store' });
+  const store = await openStore(o.db ?? join(dataDir, 'setu.db'), {
+    onConnectionError: (err) => storeLog.warn({ err }, 'PostgreSQL dropped a connection; the store reconnects on next use'),
+  });
   let auditKey, adminKey, instanceId;
   try {
     instanceId = ensureInstanceId(dataDir);
@@ -74,7 +78,6 @@ export async function startCoordinator(o: CoordinatorOptions): Promise<RunningCo
     await store.close();
     throw e;
   }
-  const logger = o.logger ?? createLogger({ name: 'coordinator', destination: join(dataDir, COORDINATOR_LOG_FILE), ...(o.logLevel ? { level: o.logLevel } : {}) });
   const audit = new AuditLog(store, auditKey);
   const bus = new EventBus();
   const engineLog = logger.child({ component: 'engine' });

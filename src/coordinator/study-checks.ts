@@ -10,8 +10,6 @@ import { analyticsSpecProblems } from './analytics-rounds.js';
 import type { StudySpec } from '../protocol/api.js';
 import { encodedFeatureNames } from '../protocol/data-schema.js';
 import type { Store } from '../store/store.js';
-import { getSiteProfile, gov, listMemberships } from '../store/governance.js';
-import { listCohorts } from '../store/trust.js';
 
 export type DpLevel = 'sample' | 'client';
 
@@ -120,9 +118,9 @@ const preview = (cols: string[]) => (cols.length <= 8 ? cols.join(', ') : `${col
 
 /** Every site the coordinator knows, with what it declared. */
 export async function siteDeclarations(store: Store): Promise<SiteDeclaration[]> {
-  const members = await listMemberships(gov(store.db));
+  const members = await store.listMemberships();
   return Promise.all(members.map(async (m) => {
-    const profile = await getSiteProfile(gov(store.db), m.id);
-    return { name: m.name, status: m.status, datasets: await listCohorts(store.db, m.id), compute: profile?.compute.mode ?? 'own' };
+    const profile = await store.getSiteProfile(m.id);
+    return { name: m.name, status: m.status, datasets: await store.listCohorts(m.id), compute: profile?.compute.mode ?? 'own' };
   }));
 }

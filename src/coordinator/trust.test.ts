@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import fc from 'fast-check';
 import { createPrivateKey } from 'node:crypto';
 import { startCoordinator, type RunningCoordinator } from './start.js';
+import { REFUSAL_TRAIL, storeDigest } from '../store/digest.js';
 import { generateSigningKeys, signRequest, type SigningKeys } from '../protocol/signing.js';
 import { encodeSafetensors, decodeSafetensors } from '../protocol/safetensors.js';
 import { RESULT_META_KEY, type StudySpec, type TaskMessage } from '../protocol/api.js';
@@ -86,7 +87,7 @@ describe('trust layer over HTTP', () => {
 
   const update = (w: Weights, meta: Record<string, unknown>) => encodeSafetensors(w, { [RESULT_META_KEY]: JSON.stringify(meta) });
   const shifted = (by: number): Weights => Object.fromEntries(Object.entries(global).map(([k, t]) => [k, { shape: t.shape, data: t.data.map((v) => v + by) }]));
-  const state = async () => ({ ...(await c.store.snapshotCounts()), users: (await send('GET', '/v1/users', { as: admin })).json.length });
+  const state = async () => ({ ...(await storeDigest(c.store, REFUSAL_TRAIL)), users: (await send('GET', '/v1/users', { as: admin })).json.length });
 
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), 'setu-trust-'));

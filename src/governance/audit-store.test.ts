@@ -6,17 +6,20 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createPublicKey } from 'node:crypto';
-import { Store } from '../store/store.js';
-import { STORE_BACKENDS } from '../testing/backends.js';
+import { openStore, type Store } from '../store/store.js';
+import { openRawDatabase } from '../store/raw.js';
+import type { Kysely } from 'kysely';
+import { SQL_BACKENDS } from '../testing/backends.js';
 import { generateSigningKeys, publicKeyToRaw } from '../protocol/signing.js';
 import { AuditLog, appendAudit, type AuditKey } from './audit-store.js';
 
-const backends = STORE_BACKENDS;
+const backends = SQL_BACKENDS; // the tampering needs a raw connection
 
 for (const be of backends) {
   describe(`audit store (${be.name})`, async () => {
     const skip = await be.skip();
     let s1: Store, s2: Store, cleanup: () => Promise<void>;
+    let raw: Kysely<any>; // the database edited behind the store's back, as an attacker with access would
     let log1: AuditLog, log2: AuditLog;
     const k = generateSigningKeys();
     const key: AuditKey = { privateKey: k.privateKey, publicKeyRaw: publicKeyToRaw(createPublicKey(k.privateKey)) };
@@ -24,15 +27,17 @@ for (const be of backends) {
       if (skip) return;
       const o = await be.open();
       cleanup = o.cleanup;
-      s1 = await Store.open(o.url);
+      s1 = await openStore(o.url);
+      raw = await openRawDatabase(o.url);
       // Two coordinators share one database in production on PostgreSQL only; SQLite's driver is synchronous,
       // so a second connection in this same process would block the first: use one store there.
-      s2 = be.name === 'postgres' ? await Store.open(o.url) : s1;
+      s2 = be.name === 'postgres' ? await openStore(o.url) : s1;
       log1 = new AuditLog(s1, key);
       log2 = new AuditLog(s2, key);
     });
     after(async () => {
       if (skip) return;
+      await raw.destroy();
       await s1.close();
       if (s2 !== s1) await s2.close();
       await cleanup();
@@ -58,7 +63,7 @@ for (const be of backends) {
       assert.equal((await log1.entries()).length, head.count);
     });
 
-    const db = () => s1.db;
+    const db = () => raw;
     const expectBad = async (seq: number | null, re: RegExp) => {
       const v = await log1.verify();
       assert.equal(v.ok, false, 'tampering went unnoticed');

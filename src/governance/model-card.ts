@@ -10,12 +10,11 @@ import type { StudySpec } from '../protocol/api.js';
 import { headerLayout, readSafetensorsHeader } from '../protocol/safetensors.js';
 import { describeTensors, resolveTensorRules } from '../protocol/tensors.js';
 import type { Store } from '../store/store.js';
-import { auditHead, getModelCard, gov, listInstitutions, listMemberships, listUsage, putModelCard, type ModelCardRow } from '../store/governance.js';
+import type { ModelCardRow } from '../store/governance.js';
 import { summarize } from '../compute/ledger.js';
 import type { UsageRecord } from '../compute/types.js';
 import type { DataUseTerms, LifecycleStudy } from './lifecycle.js';
 import { loadLifecycle, privacyOf } from './study-governance.js';
-import { priv, studySpend } from '../store/privacy.js';
 
 export interface CardSite {
   name: string;
@@ -208,10 +207,9 @@ export async function gatherModelCard(store: Store, studyId: string): Promise<Mo
   const study = await store.getStudy(studyId);
   if (!study) throw new Error(`no study ${studyId}`);
   const spec = JSON.parse(study.spec) as StudySpec;
-  const db = gov(store.db);
-  const members = await listMemberships(db);
+  const members = await store.listMemberships();
   const participants = JSON.parse(study.participants ?? '[]') as string[];
-  const lifecycle = await loadLifecycle(db, studyId);
+  const lifecycle = await loadLifecycle(store, studyId);
   const invited = lifecycle ? lifecycle.sites : participants;
   const ids = [...new Set([...participants, ...invited])];
   const finalRound = spec.rounds; // the evaluate round (R+1) records metrics against model round R
@@ -231,11 +229,11 @@ export async function gatherModelCard(store: Store, studyId: string): Promise<Mo
   const mv = await store.latestModelVersion(studyId);
   const h = mv ? readSafetensorsHeader(mv.weights) : undefined;
   const tensors = h ? describeTensors(headerLayout(h), resolveTensorRules(h.tensors.map((t) => t.name), spec.tensorRules)) : null;
-  const head = await auditHead(db, store.dialect);
-  const spent = await studySpend(priv(store.db), studyId).catch(() => []); // no privacy ledger in this store: nothing spent
+  const head = await store.auditHead();
+  const spent = await store.studySpend(studyId);
   return modelCard({
     studyId, name: study.name, spec, completedAt: study.updated_at, finalModel: mv ? { id: mv.id, digest: mv.digest } : null, tensors, lifecycle, sites,
-    institutions: await listInstitutions(db), acrossSites, usage: await listUsage(db, studyId), spent, audit: head ? { seq: head.seq, head: head.hash } : null,
+    institutions: await store.listInstitutions(), acrossSites, usage: await store.listUsage(studyId), spent, audit: { seq: head.seq, head: head.hash },
   });
 }
 
@@ -245,10 +243,10 @@ export async function gatherModelCard(store: Store, studyId: string): Promise<Mo
  * calls it too, so a coordinator that crashed between the two still produces the card.
  */
 export async function ensureModelCard(store: Store, studyId: string, now: number): Promise<ModelCardRow> {
-  const existing = await getModelCard(gov(store.db), studyId);
+  const existing = await store.getModelCard(studyId);
   if (existing) return existing;
   const card = await gatherModelCard(store, studyId);
-  await putModelCard(gov(store.db), { studyId, json: card, markdown: modelCardMarkdown(card), auditHead: card.audit?.head ?? null, createdAt: now });
-  return (await getModelCard(gov(store.db), studyId))!;
+  await store.putModelCard({ studyId, json: card, markdown: modelCardMarkdown(card), auditHead: card.audit?.head ?? null, createdAt: now });
+  return (await store.getModelCard(studyId))!;
 }
 

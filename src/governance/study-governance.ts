@@ -1,19 +1,17 @@
 /**
  * The study lifecycle (lifecycle.ts) and the jurisdiction policy (policy.ts) applied to studies in the store.
- * Every transition reads the study's lifecycle, applies the pure transition, writes it back with a
- * compare-and-set, records the governance event and appends the signed audit entry, in ONE transaction: a
- * transition is never recorded without its audit entry, nor audited without having happened.
+ * Every transition reads the study's lifecycle (row-locked on PostgreSQL, so concurrent decisions queue), applies
+ * the pure transition, writes it back with a compare-and-set on the version it read, records the governance
+ * event and appends the signed audit entry, in ONE transaction: a transition is never recorded without its audit
+ * entry, nor audited without having happened, and a decision never overwrites one it did not see.
  *
  * The coordinator calls these from its routes (propose, approve, decline, withdraw, start, stop) and its round
  * engine (eligible sites per round, completion).
  */
-import type { Transaction } from 'kysely';
 import type { Store } from '../store/store.js';
 import type { StudySpec } from '../protocol/api.js';
 import type { JsonValue } from '../protocol/canonical-json.js';
-import {
-  addEvent, getLifecycleRow, getSiteProfile, gov, listMemberships, listResources, putLifecycle, type GovDb, type SiteMembership,
-} from '../store/governance.js';
+import type { SiteMembership } from '../store/governance.js';
 import { appendAudit, type AuditKey } from './audit-store.js';
 import * as lc from './lifecycle.js';
 import { checkStudy, effectivePolicy, type JurisdictionPolicy, type ParticipatingSite, type StudyPlan, type Violation } from './policy.js';
@@ -32,32 +30,58 @@ export interface GovernanceDeps {
   audit: AuditKey | undefined;
 }
 
-export async function loadLifecycle(db: GovDb, studyId: string): Promise<lc.LifecycleStudy | undefined> {
-  const row = await getLifecycleRow(db, studyId);
-  return row ? (JSON.parse(row.lifecycle) as lc.LifecycleStudy) : undefined;
+/**
+ * The version each loaded lifecycle was read at: commitTransitions writes with a compare-and-set on it, so a
+ * decision never overwrites one it did not see. Kept beside the object (not in it) so the lifecycle JSON stays
+ * what lifecycle.ts defines.
+ */
+const versionRead = new WeakMap<lc.LifecycleStudy, number>();
+
+/**
+ * The study's lifecycle. Inside a transaction it is read with a row lock (PostgreSQL; SQLite and the memory
+ * store run transactions one at a time), so two decisions on one study are applied one after the other.
+ */
+export async function loadLifecycle(store: Store, studyId: string): Promise<lc.LifecycleStudy | undefined> {
+  const row = await store.getLifecycleRow(studyId, { forUpdate: true });
+  if (!row) return undefined;
+  const study = JSON.parse(row.lifecycle) as lc.LifecycleStudy;
+  versionRead.set(study, row.version);
+  return study;
 }
 
-/** Lifecycle state as the API reports it: a study without a lifecycle row is still a draft. */
-export async function lifecycleState(db: GovDb, studyId: string): Promise<lc.StudyState> {
-  return (await loadLifecycle(db, studyId))?.state ?? 'draft';
-}
-
-type Tx = Transaction<any>;
+const CONFLICT = 'conflict';
 
 /** Writes one transition (and any further ones) with their events and audit entries inside `tx`. */
-export async function commitTransitions(tx: Tx, deps: GovernanceDeps, before: lc.LifecycleStudy | undefined, steps: lc.Transition[]): Promise<lc.LifecycleStudy> {
+export async function commitTransitions(tx: Store, deps: GovernanceDeps, before: lc.LifecycleStudy | undefined, steps: lc.Transition[]): Promise<lc.LifecycleStudy> {
   const last = steps[steps.length - 1]!.study;
-  const db = gov(tx);
+  const at = steps[steps.length - 1]!.audit.ts;
   if (before) {
-    if (!(await putLifecycle(db, last.id, last.state, last, steps[steps.length - 1]!.audit.ts, before.state))) {
-      throw new GovernanceError(409, 'conflict', `study ${last.id} changed while this request was running; retry`);
+    const version = versionRead.get(before);
+    if (version === undefined) throw new Error(`the lifecycle of study ${last.id} was not read with loadLifecycle; its version is unknown`);
+    if (!(await tx.putLifecycle(last.id, last.state, last, at, version))) {
+      throw new GovernanceError(409, CONFLICT, `study ${last.id} changed while this request was running; retry`);
     }
-  } else await putLifecycle(db, last.id, last.state, last, steps[steps.length - 1]!.audit.ts);
+  } else await tx.putLifecycle(last.id, last.state, last, at);
   for (const s of steps) {
-    await addEvent(db, { studyId: last.id, kind: s.audit.kind, actor: s.audit.actor, data: s.audit.data, at: s.audit.ts });
+    await tx.addEvent({ studyId: last.id, kind: s.audit.kind, actor: s.audit.actor, data: s.audit.data, at: s.audit.ts });
     if (deps.audit) await appendAudit(tx, deps.audit, { ts: s.audit.ts, actor: s.audit.actor, kind: s.audit.kind, subject: s.audit.subject, data: s.audit.data });
   }
   return last;
+}
+
+/**
+ * A decision transaction, run again (a few times) when its compare-and-set found the lifecycle moved: only
+ * possible where no row lock serialised it (a second process on one SQLite file). The retry reads the new
+ * state, so the decision is applied on top of the other one or refused by the lifecycle with a reason.
+ */
+async function decide<T>(store: Store, fn: (tx: Store) => Promise<T>): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await store.transaction(fn);
+    } catch (e) {
+      if (!(e instanceof GovernanceError && e.code === CONFLICT) || attempt >= 5) throw e;
+    }
+  }
 }
 
 /** Runs a lifecycle function; its LifecycleError becomes a 409 naming the current state. */
@@ -72,7 +96,7 @@ export function step<T>(f: () => T): T {
 
 /** The sites a study invites: those its spec names (every one must be enrolled and active), else every active site. */
 export async function invitedSites(store: Store, spec: StudySpec): Promise<SiteMembership[]> {
-  const active = (await listMemberships(gov(store.db))).filter((s) => s.status === 'active');
+  const active = (await store.listMemberships()).filter((s) => s.status === 'active');
   if (!spec.sites) return active;
   const byName = new Map(active.map((s) => [s.name, s]));
   const missing = spec.sites.filter((n) => !byName.has(n));
@@ -84,8 +108,8 @@ export async function invitedSites(store: Store, spec: StudySpec): Promise<SiteM
 export async function proposeStudy(deps: GovernanceDeps, studyId: string, spec: StudySpec, actor: string, at: number): Promise<lc.LifecycleStudy> {
   const sites = await invitedSites(deps.store, spec);
   if (sites.length === 0) throw new GovernanceError(409, 'no_sites', 'no active site can be invited');
-  return deps.store.transaction(async (tx) => {
-    const cur = await loadLifecycle(gov(tx), studyId);
+  return decide(deps.store, async (tx) => {
+    const cur = await loadLifecycle(tx, studyId);
     const draft = cur ?? step(() => lc.newStudy(studyId, sites.map((s) => s.id)));
     const t = step(() => lc.propose(draft, { by: actor, at }));
     return commitTransitions(tx, deps, cur, [t]);
@@ -97,8 +121,8 @@ export async function siteDecision(deps: GovernanceDeps, studyId: string, siteId
   | { kind: 'approve'; terms: lc.DataUseTerms }
   | { kind: 'decline'; reason: string }
   | { kind: 'withdraw'; reason: string; nextRound?: number }, actor: string, at: number): Promise<lc.LifecycleStudy> {
-  return deps.store.transaction(async (tx) => {
-    const cur = await loadLifecycle(gov(tx), studyId);
+  return decide(deps.store, async (tx) => {
+    const cur = await loadLifecycle(tx, studyId);
     if (!cur) throw new GovernanceError(409, 'lifecycle', `study ${studyId} is a draft; propose it before sites can ${decision.kind} it`);
     const who = { by: actor, at };
     const t = step(() => decision.kind === 'approve' ? lc.approve(cur, siteId, decision.terms, who)
@@ -113,7 +137,7 @@ export async function siteDecision(deps: GovernanceDeps, studyId: string, siteId
  * withdrawn, terms not lapsed). A study without a lifecycle row (written before governance existed) keeps its
  * participants.
  */
-export async function eligibleParticipants(db: GovDb, studyId: string, participants: string[], now: number): Promise<string[]> {
+export async function eligibleParticipants(db: Store, studyId: string, participants: string[], now: number): Promise<string[]> {
   const cur = await loadLifecycle(db, studyId);
   if (!cur) return participants;
   const ok = new Set(lc.eligibleSites(cur, now));
@@ -151,8 +175,8 @@ export interface PolicyInputs {
   unchecked: string[];
 }
 
-export async function activeResources(db: GovDb): Promise<ComputeResource[]> {
-  return (await listResources(db)).filter((r) => r.status === 'active').map((r) => r.spec as ComputeResource);
+export async function activeResources(store: Store): Promise<ComputeResource[]> {
+  return (await store.listResources()).filter((r) => r.status === 'active').map((r) => r.spec as ComputeResource);
 }
 
 /** Jurisdictions whose compute may train a site's data, per its effective policy ("same" resolved). */
@@ -164,9 +188,8 @@ export function allowedCompute(site: { id: string; jurisdiction: string }, polic
 
 export async function policyInputs(store: Store, spec: StudySpec, studyId: string, siteIds: string[], coordinatorJurisdiction: string | undefined,
   policies: Record<string, JurisdictionPolicy>, cohortOf: (siteId: string, dataset: string) => Promise<number | undefined>): Promise<PolicyInputs> {
-  const db = gov(store.db);
-  const members = new Map((await listMemberships(db)).map((m) => [m.id, m]));
-  const resources = await activeResources(db);
+  const members = new Map((await store.listMemberships()).map((m) => [m.id, m]));
+  const resources = await activeResources(store);
   const { secagg, dp } = privacyOf(spec);
   const plan: StudyPlan = { id: studyId, coordinatorJurisdiction: coordinatorJurisdiction ?? 'an undeclared jurisdiction', secagg, dp };
   const sites: ParticipatingSite[] = [];
@@ -185,7 +208,7 @@ export async function policyInputs(store: Store, spec: StudySpec, studyId: strin
       extra.push({ jurisdiction: m.jurisdiction, site: name, rule: 'min-examples', source: 'jurisdiction', message: `site ${name} has not declared how many examples it holds for dataset ${spec.dataset}, so the examples behind its updates are unknown` });
     }
     let computeJurisdiction = m.jurisdiction;
-    const profile = await getSiteProfile(db, id);
+    const profile = await store.getSiteProfile(id);
     if (profile?.compute.mode === 'placed') {
       const c = profile.compute;
       const r = place({ siteId: name, dataJurisdiction: m.jurisdiction, cpus: c.cpus ?? 1, gpus: c.gpus ?? 0, ramGiB: c.ramGiB ?? 1,
@@ -218,7 +241,7 @@ export function describeViolations(v: Violation[]): string {
 export async function recordRefusal(deps: GovernanceDeps, studyId: string, actor: string, at: number, violations: Violation[]): Promise<void> {
   const data = { violations: violations.map((v) => ({ ...v })) } as unknown as JsonValue;
   await deps.store.transaction(async (tx) => {
-    await addEvent(gov(tx), { studyId, kind: 'study.refused', actor, data, at });
+    await tx.addEvent({ studyId, kind: 'study.refused', actor, data, at });
     if (deps.audit) await appendAudit(tx, deps.audit, { ts: at, actor, kind: 'study.refused', subject: studyId, data });
   });
 }

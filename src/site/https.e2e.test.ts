@@ -76,7 +76,7 @@ describe('HTTPS coordinator and a site agent that trusts its CA', () => {
     const enrolledAt = site.last_seen_at!;
     // The agent process polls (signed) and declares its cohort: both show in the store.
     children.push(runSetu(['site', 'start', '--config', cfg], join(dir, 'tls-site', 'agent.log')));
-    await waitFor('the agent to declare its cohort', async () => ((await c.store.db.selectFrom('site_cohorts').selectAll().where('site_id', '=', cred.siteId!).execute()).length ? true : undefined), 20_000);
+    await waitFor('the agent to declare its cohort', async () => (Object.keys(await c.store.listCohorts(cred.siteId!)).length ? true : undefined), 20_000);
     await waitFor('a signed poll', async () => (((await c.store.getSite(cred.siteId!))!.last_seen_at ?? 0) > enrolledAt ? true : undefined), 20_000);
     assert.doesNotMatch(readFileSync(join(dir, 'tls-site', 'agent.log'), 'utf8'), /refused|TLS/);
   });

@@ -14,7 +14,6 @@ import { parseSiteConfig, type SiteConfig } from './config.js';
 import { SiteAgent, enrol } from './agent.js';
 import { SiteState } from './state.js';
 import { HttpClient } from './http.js';
-import { listCohorts } from '../store/trust.js';
 import type { InviteResponse } from '../protocol/api.js';
 
 describe('site identity', () => {
@@ -41,7 +40,7 @@ describe('site identity', () => {
     assert.equal(statSync(state.keyFile).mode & 0o777, 0o600);
     const site = (await c.store.getSite(cred.siteId))!;
     assert.equal(site.public_key?.length, 43);
-    const cohorts = await listCohorts(c.store.db, cred.siteId);
+    const cohorts = await c.store.listCohorts(cred.siteId);
     assert.ok(cohorts['heart']! > 100, JSON.stringify(cohorts)); // Hungary's training split
     assert.deepEqual(await enrol(cfg, 'inv_not-needed-any-more'), cred, 'enrolling again is a no-op');
   });

@@ -11,8 +11,7 @@ import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Store } from '../store/store.js';
-import { getModelCard, gov } from '../store/governance.js';
+import { openStore } from '../store/store.js';
 import { decodeSafetensors } from '../protocol/safetensors.js';
 import { skipWithoutTorch } from '../testing/python.js';
 import { runExample, walkthroughIsScript } from '../testing/examples.js';
@@ -24,10 +23,10 @@ const EXAMPLE = join(ROOT, 'examples', 'pytorch-breast-cancer');
 const skip = skipWithoutTorch();
 
 async function finalModel(work: string, studyId: string) {
-  const store = await Store.open(join(work, 'coordinator', 'setu.db'));
+  const store = await openStore(join(work, 'coordinator', 'setu.db'));
   try {
     const mv = await store.latestModelVersion(studyId);
-    const card = await getModelCard(gov(store.db), studyId);
+    const card = await store.getModelCard(studyId);
     return { weights: decodeSafetensors(mv!.weights).weights, card: card!.json as { tensors: { tensors: { name: string; shape: number[]; dtype: string; rule: string }[]; parameters: number } } };
   } finally {
     await store.close();

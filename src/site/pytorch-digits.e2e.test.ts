@@ -10,8 +10,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Store } from '../store/store.js';
-import { getModelCard, gov } from '../store/governance.js';
+import { openStore } from '../store/store.js';
 import { decodeSafetensors, readSafetensorsHeader } from '../protocol/safetensors.js';
 import { skipWithoutTorch } from '../testing/python.js';
 import { runExample, walkthroughIsScript } from '../testing/examples.js';
@@ -28,7 +27,7 @@ test('digits CNN: images across three site agents, BatchNorm kept at each site',
     const study = JSON.parse(readFileSync(join(work, 'study.json'), 'utf8'));
     const acc = study.metrics.find((m: any) => m.round === study.spec.rounds && m.site === null && m.phase === 'evaluate' && m.name === 'accuracy').value;
     assert.ok(acc > 0.9, `the federated CNN learns the digits (pooled test accuracy ${acc})`);
-    const store = await Store.open(join(work, 'coordinator', 'setu.db'));
+    const store = await openStore(join(work, 'coordinator', 'setu.db'));
     try {
       const init = decodeSafetensors((await store.getModelVersion(`${study.id}.v0`))!.weights).weights;
       const final = decodeSafetensors((await store.latestModelVersion(study.id))!.weights).weights;
@@ -41,7 +40,7 @@ test('digits CNN: images across three site agents, BatchNorm kept at each site',
       for (const u of await store.listUpdates(study.id, 1)) {
         assert.deepEqual(readSafetensorsHeader(u.weights!).tensors.map((t) => t.name).filter((n) => n.startsWith('bn')), []);
       }
-      const card = (await getModelCard(gov(store.db), study.id))!.json as { tensors: { tensors: { name: string; dtype: string; rule: string }[] } };
+      const card = (await store.getModelCard(study.id))!.json as { tensors: { tensors: { name: string; dtype: string; rule: string }[] } };
       assert.deepEqual(card.tensors.tensors.find((t) => t.name === 'bn2.num_batches_tracked'), { name: 'bn2.num_batches_tracked', dtype: 'I64', shape: [], rule: 'local' });
     } finally {
       await store.close();

@@ -20,8 +20,6 @@ import YAML from 'yaml';
 import { startCoordinator, type RunningCoordinator } from '../coordinator/start.js';
 import { createRng } from '../learning/rng.js';
 import { SETU_MAIN, adminOf, runSetu, stopAll, studyLeadClient, waitFor } from '../testing/processes.js';
-import { listTaskErrors, taskErrorsDb } from '../store/task-errors.js';
-import { listRefusalCounts } from '../store/audit-bounds.js';
 import type { StudyDetail } from '../protocol/views.js';
 
 const run = promisify(execFile);
@@ -106,7 +104,7 @@ test('task errors reach the study lead at once; rounds close when every site ans
     const visibleMs = Date.now() - t0;
     const gammaId = (await c.store.listSites()).find((x) => x.name === 'gamma')!.id;
     const gammaTask = (await c.store.listTasks(a.id, 0)).find((t) => t.site_id === gammaId)!;
-    const recorded = (await listTaskErrors(taskErrorsDb(c.store.db), a.id))[0]!;
+    const recorded = (await c.store.listTaskErrors(a.id))[0]!;
     const latency = recorded.at - gammaTask.delivered_at!;
     console.log(`# broken CSV: gamma received its task and the coordinator held its error ${latency} ms later; \`setu study status\` showed it ${visibleMs} ms after start (deadline 600 s, status --watch polls every 2 s)`);
     assert.ok(latency < 2000, `reported within one 2 s status interval of receiving the task (${latency} ms)`);
@@ -158,7 +156,7 @@ test('task errors reach the study lead at once; rounds close when every site ans
     console.log(`# refused results: gamma redid its task ${refusedAt.length} times, ${gaps.join(' ms, ')} ms apart, then gave it up`);
     assert.equal(refusedAt.length, 3, 'three tries, not one per poll');
     assert.ok(gaps[0]! >= 900 && gaps[1]! >= 1900, `the agent backed off (${gaps.join(', ')} ms)`);
-    const counted = await listRefusalCounts(c.store.db, d.id);
+    const counted = await c.store.listRefusals(d.id);
     assert.deepEqual(counted.map((r) => [r.code, r.count]), [['implausible_update', 3]]);
     assert.match(counted[0]!.reason, /numExamples \d+ exceeds the 30 examples site gamma declared/);
     assert.deepEqual(failedD.taskErrors!.map((e) => [e.site, e.code]), [['gamma', 'result_refused']]);

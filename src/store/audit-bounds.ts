@@ -7,7 +7,8 @@
  *   refusals       gains `code`, `count` and `last_at` and a unique (task_id, code): a task refused again for the
  *                  same reason increments one row instead of adding a row per attempt
  *
- * Plain functions over a Kysely handle (the store's db or a transaction), like trust.ts.
+ * SQL functions over a Kysely handle or transaction, called only by the SQL store (sql-store.ts); `auditsRefusal`
+ * is the pure rule both stores' callers apply.
  */
 import { sql, type Kysely, type Migration, type Transaction } from 'kysely';
 import type { Database } from './schema.js';
@@ -74,17 +75,5 @@ export async function countRefusal(tx: unknown, r: CountedRefusal): Promise<numb
   return num(row.count);
 }
 
-/** Refusals of a study with their counts, for tests and views that want them. */
-export async function listRefusalCounts(db: unknown, studyId: string): Promise<{ taskId: string | null; siteId: string | null; code: string | null; count: number; reason: string }[]> {
-  const rows = await bounds(db).selectFrom('refusals').select(['task_id', 'site_id', 'code', 'count', 'reason']).where('study_id', '=', studyId).orderBy('id').execute();
-  return rows.map((r) => ({ taskId: r.task_id, siteId: r.site_id, code: r.code, count: num(r.count), reason: r.reason }));
-}
-
 /** An audit entry for a repeated refusal only on the 1st, 2nd, 4th, 8th… one: at most 1 + log2(n) entries per (task, code). */
 export const auditsRefusal = (count: number) => (count & (count - 1)) === 0;
-
-/** Closes a task its site refused, if it is still open: a compare-and-set, so of two concurrent refusals one wins. */
-export async function closeRefusedTask(tx: unknown, taskId: string, at: number): Promise<boolean> {
-  const r = await bounds(tx).updateTable('tasks').set({ status: 'refused', done_at: at }).where('id', '=', taskId).where('status', 'in', ['issued', 'delivered']).executeTakeFirst();
-  return Number(r.numUpdatedRows) === 1;
-}

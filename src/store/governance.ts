@@ -18,7 +18,7 @@ import { sql, type Kysely, type Migration, type Transaction } from 'kysely';
 import type { Dialect } from './migrations.js';
 
 export interface InstitutionsTable { id: string; name: string; kind: string; jurisdiction: string; created_at: number }
-export interface StudyGovernanceTable { study_id: string; state: string; lifecycle: string; updated_at: number }
+export interface StudyGovernanceTable { study_id: string; state: string; lifecycle: string; version: number; updated_at: number }
 export interface GovernanceEventsTable { id?: number; study_id: string | null; kind: string; actor: string; data: string; at: number }
 export interface SiteProfilesTable { site_id: string; compute: string; datasets: string; updated_at: number }
 export interface ComputeResourcesTable {
@@ -36,7 +36,7 @@ export interface ComputeUsageTable {
 }
 export interface ModelCardsTable { study_id: string; json: string; markdown: string; audit_head: string | null; created_at: number }
 /** The columns of tables owned elsewhere that these functions read. */
-interface SitesView { id: string; name: string; institution: string | null; jurisdiction: string | null; institution_id: string | null; status: string }
+export interface SitesView { id: string; name: string; institution: string | null; jurisdiction: string | null; institution_id: string | null; status: string }
 
 export interface GovDatabase {
   institutions: InstitutionsTable;
@@ -140,6 +140,16 @@ export function governanceMigration(dialect: Dialect): Migration {
   };
 }
 
+/**
+ * 0008_lifecycle_version: a version on each study's lifecycle row, advanced by every write, so a decision is a
+ * compare-and-set on the row as the decision read it (a state compare let an approval overwrite a withdrawal).
+ */
+export const lifecycleVersionMigration: Migration = {
+  async up(db: Kysely<any>) {
+    await db.schema.alterTable('study_governance').addColumn('version', 'integer', (c) => c.notNull().defaultTo(1)).execute();
+  },
+};
+
 const num = (v: unknown): number => (typeof v === 'number' ? v : Number(v));
 
 // ---------------------------------------------------------------- institutions
@@ -148,7 +158,7 @@ export const INSTITUTION_KINDS = ['hospital', 'university', 'compute_centre', 'c
 export type InstitutionKind = (typeof INSTITUTION_KINDS)[number];
 export interface Institution { id: string; name: string; kind: InstitutionKind; jurisdiction: string; createdAt: number }
 
-const toInstitution = (r: InstitutionsTable): Institution =>
+export const toInstitution = (r: InstitutionsTable): Institution =>
   ({ id: r.id, name: r.name, kind: r.kind as InstitutionKind, jurisdiction: r.jurisdiction, createdAt: num(r.created_at) });
 
 export async function createInstitution(db: GovDb, i: Institution): Promise<void> {
@@ -179,6 +189,11 @@ export async function listMemberships(db: GovDb): Promise<SiteMembership[]> {
     db.selectFrom('sites').select(['id', 'name', 'institution', 'jurisdiction', 'institution_id', 'status']).orderBy('name').execute(),
     listInstitutions(db),
   ]);
+  return memberships(sites, insts);
+}
+
+/** The join behind listMemberships, shared by both stores; `sites` ordered by name. */
+export function memberships(sites: SitesView[], insts: Institution[]): SiteMembership[] {
   const byKey = new Map<string, Institution>();
   for (const i of insts) { byKey.set(i.name, i); byKey.set(i.id, i); }
   return sites.map((s) => {
@@ -190,19 +205,24 @@ export async function listMemberships(db: GovDb): Promise<SiteMembership[]> {
 
 // ---------------------------------------------------------------- study lifecycle
 
-export async function getLifecycleRow(db: GovDb, studyId: string): Promise<StudyGovernanceTable | undefined> {
-  const r = await db.selectFrom('study_governance').selectAll().where('study_id', '=', studyId).executeTakeFirst();
-  return r && { ...r, updated_at: num(r.updated_at) };
+/** A study's lifecycle as stored; `version` advances with every write (the compare-and-set key). */
+export interface LifecycleRow { study_id: string; state: string; lifecycle: string; version: number; updated_at: number }
+
+export async function getLifecycleRow(db: GovDb, studyId: string, forUpdate: boolean): Promise<LifecycleRow | undefined> {
+  let q = db.selectFrom('study_governance').selectAll().where('study_id', '=', studyId);
+  if (forUpdate) q = q.forUpdate(); // PostgreSQL: a second decision on this study waits here until this one commits
+  const r = await q.executeTakeFirst();
+  return r && { study_id: r.study_id, state: r.state, lifecycle: r.lifecycle, version: num(r.version), updated_at: num(r.updated_at) };
 }
 
-/** Writes the lifecycle JSON; `expectState` makes it a compare-and-set against a concurrent transition. */
-export async function putLifecycle(db: GovDb, studyId: string, state: string, lifecycle: unknown, at: number, expectState?: string): Promise<boolean> {
-  if (expectState === undefined) {
-    await db.insertInto('study_governance').values({ study_id: studyId, state, lifecycle: JSON.stringify(lifecycle), updated_at: at }).execute();
+/** Inserts (expectVersion undefined) or compare-and-sets on the version; false when another write came first. */
+export async function putLifecycle(db: GovDb, studyId: string, state: string, lifecycle: unknown, at: number, expectVersion?: number): Promise<boolean> {
+  if (expectVersion === undefined) {
+    await db.insertInto('study_governance').values({ study_id: studyId, state, lifecycle: JSON.stringify(lifecycle), version: 1, updated_at: at }).execute();
     return true;
   }
-  const r = await db.updateTable('study_governance').set({ state, lifecycle: JSON.stringify(lifecycle), updated_at: at })
-    .where('study_id', '=', studyId).where('state', '=', expectState).executeTakeFirst();
+  const r = await db.updateTable('study_governance').set({ state, lifecycle: JSON.stringify(lifecycle), version: expectVersion + 1, updated_at: at })
+    .where('study_id', '=', studyId).where('version', '=', expectVersion).executeTakeFirst();
   return Number(r.numUpdatedRows) === 1;
 }
 
@@ -215,7 +235,11 @@ export async function addEvent(db: GovDb, e: { studyId: string | null; kind: str
 export async function listEvents(db: GovDb, studyId?: string): Promise<GovernanceEvent[]> {
   let q = db.selectFrom('governance_events').selectAll().orderBy('id');
   if (studyId) q = q.where('study_id', '=', studyId);
-  return (await q.execute()).map((r) => ({ id: num(r.id), studyId: r.study_id, kind: r.kind, actor: r.actor, data: JSON.parse(r.data), at: num(r.at) }));
+  return (await q.execute()).map(toEvent);
+}
+
+export function toEvent(r: GovernanceEventsTable): GovernanceEvent {
+  return { id: num(r.id), studyId: r.study_id, kind: r.kind, actor: r.actor, data: JSON.parse(r.data), at: num(r.at) };
 }
 
 // ---------------------------------------------------------------- site profiles
@@ -260,7 +284,7 @@ export async function listResources(db: GovDb): Promise<ResourceRow[]> {
 }
 
 export interface Placement { taskId: string; studyId: string; siteId: string; resourceId: string; reason: string; placedAt: number; jobId: string | null; state: string }
-const toPlacement = (r: TaskPlacementsTable): Placement => ({ taskId: r.task_id, studyId: r.study_id, siteId: r.site_id, resourceId: r.resource_id,
+export const toPlacement = (r: TaskPlacementsTable): Placement => ({ taskId: r.task_id, studyId: r.study_id, siteId: r.site_id, resourceId: r.resource_id,
   reason: r.reason, placedAt: num(r.placed_at), jobId: r.job_id, state: r.state });
 
 export async function getPlacement(db: GovDb, taskId: string): Promise<Placement | undefined> {
@@ -322,18 +346,4 @@ export async function putModelCard(db: GovDb, c: ModelCardRow): Promise<void> {
 export async function getModelCard(db: GovDb, studyId: string): Promise<ModelCardRow | undefined> {
   const r = await db.selectFrom('model_cards').selectAll().where('study_id', '=', studyId).executeTakeFirst();
   return r && { studyId: r.study_id, json: JSON.parse(r.json), markdown: r.markdown, auditHead: r.audit_head, createdAt: num(r.created_at) };
-}
-
-/**
- * The audit chain's head (seq and hash) when the trust layer's audit tables exist, else null. Read in the
- * caller's transaction so a model card names the head that includes its own study's completion.
- */
-export async function auditHead(db: GovDb, dialect: Dialect): Promise<{ seq: number; hash: string } | null> {
-  // Look before reading: a failed statement would abort the caller's PostgreSQL transaction.
-  const exists = dialect === 'postgres'
-    ? (await sql<{ t: string | null }>`select to_regclass('audit_head')::text as t`.execute(db)).rows[0]?.t
-    : (await sql<{ t: string }>`select name as t from sqlite_master where type = 'table' and name = 'audit_head'`.execute(db)).rows[0]?.t;
-  if (!exists) return null; // no audit chain in this store yet
-  const row = (await sql<{ seq: number; hash: string }>`select seq, hash from audit_head where id = 1`.execute(db)).rows[0];
-  return row ? { seq: num(row.seq), hash: row.hash } : null;
 }

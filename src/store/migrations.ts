@@ -4,7 +4,7 @@
  * integer vs bigint for millisecond timestamps).
  */
 import { Kysely, sql, type Migration, type MigrationProvider } from 'kysely';
-import { governanceMigration } from './governance.js';
+import { governanceMigration, lifecycleVersionMigration } from './governance.js';
 import { privacyMigration } from './privacy.js';
 import { auditBoundsMigration } from './audit-bounds.js';
 import { taskErrorsMigration } from './task-errors.js';
@@ -222,7 +222,10 @@ function trust(dialect: Dialect): Migration {
 export function migrationProvider(dialect: Dialect): MigrationProvider {
   return {
     async getMigrations() {
-      return { '0001_initial': initial(dialect), '0002_trust': trust(dialect), '0003_governance': governanceMigration(dialect), '0005_privacy': privacyMigration(dialect), '0006_audit_bounds': auditBoundsMigration(dialect), '0007_task_errors': taskErrorsMigration(dialect) };
+      return {
+        '0001_initial': initial(dialect), '0002_trust': trust(dialect), '0003_governance': governanceMigration(dialect), '0005_privacy': privacyMigration(dialect),
+        '0006_audit_bounds': auditBoundsMigration(dialect), '0007_task_errors': taskErrorsMigration(dialect), '0008_lifecycle_version': lifecycleVersionMigration,
+      };
     },
   };
 }

@@ -65,7 +65,10 @@ export function privacyMigration(dialect: Dialect): Migration {
  * Records one release; returns false for a repeat. A task releases once: a repeat (the same masked update resent
  * to a restarted SecAgg+ session) keeps the first row.
  */
-export async function recordSpend(db: PrivacyDb, e: { taskId: string; studyId: string; siteId: string; round: number; spend: PrivacySpend; at: number }): Promise<boolean> {
+/** One DP release as the accepting transaction records it. */
+export interface SpendEntry { taskId: string; studyId: string; siteId: string; round: number; spend: PrivacySpend; at: number }
+
+export async function recordSpend(db: PrivacyDb, e: SpendEntry): Promise<boolean> {
   const s = e.spend;
   const r = await db
     .insertInto('privacy_ledger')
@@ -96,7 +99,11 @@ export interface SiteSpend {
 
 /** Per site of a study: its latest total and budget, with the count of releases and steps behind it. */
 export async function studySpend(db: PrivacyDb, studyId: string): Promise<SiteSpend[]> {
-  const rows = await db.selectFrom('privacy_ledger').selectAll().where('study_id', '=', studyId).orderBy('site_id').orderBy('round').orderBy('at').execute();
+  return spendOf(await db.selectFrom('privacy_ledger').selectAll().where('study_id', '=', studyId).orderBy('site_id').orderBy('round').orderBy('at').execute());
+}
+
+/** Each site's latest total from its ledger rows, ordered by site, round and time (shared by both stores). */
+export function spendOf(rows: PrivacyLedgerTable[]): SiteSpend[] {
   const out = new Map<string, SiteSpend>();
   for (const r of rows) {
     const prev = out.get(r.site_id);

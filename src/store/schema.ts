@@ -108,6 +108,9 @@ export interface RefusalsTable {
   task_id: string | null;
   reason: string;
   at: number;
+  code: string | null; // why, as a code (0006_audit_bounds); one row per (task, code), counted
+  count: number;
+  last_at: number | null;
 }
 
 export interface StrategyStateTable {

@@ -23,7 +23,7 @@ export interface TaskErrorsDatabase {
   tasks: { id: string; status: string; done_at: number | null };
 }
 export type TaskErrorsDb = Kysely<TaskErrorsDatabase> | Transaction<TaskErrorsDatabase>;
-// The Store's Kysely is typed with the core schema; this table lives beside it in the same database.
+// The SQL store's Kysely is typed with the core schema; this table lives beside it in the same database.
 export const taskErrorsDb = (db: unknown): TaskErrorsDb => db as TaskErrorsDb;
 
 export function taskErrorsMigration(dialect: Dialect): Migration {

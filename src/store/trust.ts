@@ -1,7 +1,6 @@
 /**
- * Store functions of the trust layer (users, user invites, request nonces, declared cohorts, site keys).
- * Plain functions over a Kysely handle, so callers pass either `store.db` or a transaction and the
- * statements join whatever transaction the caller is in.
+ * SQL of the trust layer (users, user invites, request nonces, declared cohorts, site keys): functions over a
+ * Kysely handle or transaction, called only by the SQL store (sql-store.ts).
  */
 import type { Kysely, Transaction } from 'kysely';
 import type { Database, UsersTable } from './schema.js';
@@ -46,6 +45,12 @@ export async function revokeUser(db: Db, id: string): Promise<boolean> {
 /** Revokes a site; false when there is no such site or it was already revoked. */
 export async function revokeSite(db: Db, id: string): Promise<boolean> {
   const r = await db.updateTable('sites').set({ status: 'revoked' }).where('id', '=', id).where('status', '!=', 'revoked').executeTakeFirst();
+  return Number(r.numUpdatedRows) === 1;
+}
+
+/** Replaces an active user's key. */
+export async function setUserPublicKey(db: Db, id: string, publicKey: string): Promise<boolean> {
+  const r = await db.updateTable('users').set({ public_key: publicKey }).where('id', '=', id).where('status', '=', 'active').executeTakeFirst();
   return Number(r.numUpdatedRows) === 1;
 }
 

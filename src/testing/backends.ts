@@ -1,6 +1,7 @@
 /**
- * The SQL backends every store-level suite runs against: SQLite in a temporary file and PostgreSQL in
- * a throw-away database (required under CI, see pg.ts). One list, so a new backend reaches every suite.
+ * The store backends every store-level suite runs against: in-memory, SQLite in a temporary file and
+ * PostgreSQL in a throw-away database (required under CI, see pg.ts). One list, so a new backend reaches every
+ * suite. `sql` marks the backends a test can also reach with a raw connection (store/raw.ts), e.g. to tamper.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -8,7 +9,8 @@ import { join } from 'node:path';
 import { createTempDatabase, pgSkipReason } from './pg.js';
 
 export interface StoreBackend {
-  name: 'sqlite' | 'postgres';
+  name: 'memory' | 'sqlite' | 'postgres';
+  sql: boolean;
   /** A reason to skip (PostgreSQL absent outside CI), or false. */
   skip: () => Promise<string | false>;
   open: () => Promise<{ url: string; cleanup: () => Promise<void> }>;
@@ -16,7 +18,14 @@ export interface StoreBackend {
 
 export const STORE_BACKENDS: StoreBackend[] = [
   {
+    name: 'memory',
+    sql: false,
+    skip: async () => false,
+    open: async () => ({ url: 'memory:', cleanup: async () => {} }),
+  },
+  {
     name: 'sqlite',
+    sql: true,
     skip: async () => false,
     open: async () => {
       const dir = mkdtempSync(join(tmpdir(), 'setu-store-'));
@@ -25,6 +34,7 @@ export const STORE_BACKENDS: StoreBackend[] = [
   },
   {
     name: 'postgres',
+    sql: true,
     skip: pgSkipReason,
     open: async () => {
       const t = await createTempDatabase();
@@ -32,3 +42,5 @@ export const STORE_BACKENDS: StoreBackend[] = [
     },
   },
 ];
+
+export const SQL_BACKENDS = STORE_BACKENDS.filter((b) => b.sql);

@@ -6,9 +6,7 @@
  * what the rules say (one update per participant per round, one privacy charge per released task).
  */
 import { createHash } from 'node:crypto';
-import { Store } from '../../store/store.js';
-import { ledgerRows, priv } from '../../store/privacy.js';
-import { gov, listUsage } from '../../store/governance.js';
+import { openStore } from '../../store/store.js';
 import { decodeSafetensors } from '../../protocol/safetensors.js';
 import type { Weights } from '../../protocol/tensors.js';
 import { SiteState } from '../../site/state.js';
@@ -61,7 +59,7 @@ export function weightsDigest(w: Weights): string {
 
 /** The deadline of the study's open round, read from the store (the coordinator is down when this is asked). */
 export async function openRoundDeadline(storeUrl: string, studyId: string): Promise<{ round: number; deadline: number } | undefined> {
-  const store = await Store.open(storeUrl);
+  const store = await openStore(storeUrl);
   try {
     const r = await store.openRoundOf(studyId);
     return r ? { round: r.round, deadline: r.deadline_at } : undefined;
@@ -72,7 +70,7 @@ export async function openRoundDeadline(storeUrl: string, studyId: string): Prom
 
 /** `siteStateDirs`: site name → its agent's state directory. */
 export async function readStudy(storeUrl: string, studyId: string, siteStateDirs: Map<string, string>): Promise<StudyRecord> {
-  const store = await Store.open(storeUrl);
+  const store = await openStore(storeUrl);
   try {
     const study = (await store.getStudy(studyId))!;
     // Sites are named by their names (hospital-0…): ids differ between the chaos run and the baseline.
@@ -93,12 +91,12 @@ export async function readStudy(storeUrl: string, studyId: string, siteStateDirs
       }));
       rounds.push({ round: r.round, kind: r.kind, status: r.status, tasks, updates });
     }
-    const ledger = (await ledgerRows(priv(store.db), studyId)).map((r) => ({
+    const ledger = (await store.ledgerRows(studyId)).map((r) => ({
       task: r.task_id, site: name(r.site_id), round: r.round, epsilon: Number(r.epsilon),
       plan: { sampleRate: Number(r.sample_rate), noiseMultiplier: Number(r.noise_multiplier), steps: Number(r.steps) },
       budget: { epsilon: Number(r.budget_epsilon), delta: Number(r.budget_delta) },
     }));
-    const usage = (await listUsage(gov(store.db), studyId)).map((u) => u.taskId);
+    const usage = (await store.listUsage(studyId)).map((u) => u.taskId);
     const siteAccounts = new Map<string, { labels: string[]; epsilon: number } | undefined>();
     for (const [site, dir] of siteStateDirs) {
       const j = new SiteState(dir).readJson<PrivacyBudgetJSON>(studyId, BUDGET_FILE);

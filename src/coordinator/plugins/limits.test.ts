@@ -19,6 +19,7 @@ import { RESULT_META_KEY } from '../../protocol/api.js';
 import { waitFor } from '../../testing/processes.js';
 import { LONG_POLL_ROUTES, Limits, UPLOAD_ROUTES, isRefusal } from './limits.js';
 import { limitRefusals } from '../../observability/metrics.js';
+import { REFUSAL_TRAIL, storeDigest } from '../../store/digest.js';
 
 const refusalsOf = async (limit: string) => (await limitRefusals.get()).values.find((v) => v.labels.limit === limit)?.value ?? 0;
 
@@ -279,13 +280,13 @@ describe('the bytes of an open round over HTTP', () => {
     const [a, b, third] = [await upload(sites[0]!), await upload(sites[1]!), await upload(sites[2]!)];
     assert.equal((await a.send()).status, 200);
     assert.equal((await b.send()).status, 200);
-    const before = await c.store.snapshotCounts();
+    const before = await storeDigest(c.store, REFUSAL_TRAIL);
     const r = await third.send();
     assert.equal(r.status, 503, r.body);
     assert.equal(r.headers['retry-after'], '10');
     assert.equal(r.json.error, 'limit_round_bytes');
     assert.match(r.json.message, /round 1 of study .* already holds \d+ bytes of updates.*roundBytes 700/);
-    assert.deepEqual(await c.store.snapshotCounts(), before, 'the refused update changed nothing');
+    assert.deepEqual(await storeDigest(c.store, REFUSAL_TRAIL), before, 'the refused update changed nothing');
     assert.ok(c.app.limits.roundHeld(s.json.id, 1) > 480);
     // The round commits on the two updates it holds; its bytes are free, and the next round takes the third site.
     await waitFor('round 1 committed', async () => ((await c.store.getRound(s.json.id, 1))?.status === 'committed' ? true : undefined), 20_000, 50);

@@ -5,8 +5,7 @@ import { SafetensorsError, decodeSafetensors, decodeTensors, headerLayout, readS
 import { firstNonFinite, layoutDifference, layoutOf, type ResolvedRules, type Weights, type WeightsLayout } from '../../protocol/tensors.js';
 import { rulesOf, updateLayout } from '../study-model.js';
 import { appendAudit } from '../../governance/audit-store.js';
-import { cohortSize } from '../../store/trust.js';
-import { auditsRefusal, countRefusal, studyCohortSize } from '../../store/audit-bounds.js';
+import { auditsRefusal } from '../../store/audit-bounds.js';
 import { StoreConflict, type TaskRow } from '../../store/store.js';
 import { HttpError, requireSite } from '../auth.js';
 import { BinaryReply, IdParams, NoContent, NoQuery, ResultAcceptedReply, WaitQuery, binaryBody } from '../../protocol/replies.js';
@@ -110,7 +109,7 @@ export const agentRoutes: RoutePlugin = async (app, ctx) => {
     const refuse = async (status: number, code: string, reason: string): Promise<never> => {
       const t = now();
       await store.transaction(async (tx) => {
-        const count = await countRefusal(tx, { study_id: task.study_id, round: task.round, site_id: site.id, task_id: task.id, code, reason, at: t });
+        const count = await tx.countRefusal({ study_id: task.study_id, round: task.round, site_id: site.id, task_id: task.id, code, reason, at: t });
         if (auditsRefusal(count)) await appendAudit(tx, audit.key, { ts: t, actor: site.id, kind: 'update.refused', subject: task.id, data: { study: task.study_id, round: task.round, code, reason, digest: bodyDigest, count } });
       });
       bus.emit({ type: 'update.refused', studyId: task.study_id, round: task.round, siteId: site.id, reason });
@@ -182,10 +181,10 @@ export const agentRoutes: RoutePlugin = async (app, ctx) => {
     // The example count must be plausible: no more than the cohort the site declared for this dataset.
     // And never more than it had declared when the study started: a cohort raised mid-study (audited, routes/sites.ts)
     // cannot buy a larger FedAvg weight in a running study.
-    const cohort = await cohortSize(store.db, site.id, spec.dataset);
+    const cohort = await store.cohortSize(site.id, spec.dataset);
     if (cohort === undefined) return refuse(400, 'no_cohort', `site ${site.name} has declared no cohort size for dataset "${spec.dataset}" (PUT /v1/agent/cohorts)`);
     if (meta.numExamples > cohort) return refuse(400, 'implausible_update', `numExamples ${meta.numExamples} exceeds the ${cohort} examples site ${site.name} declared for "${spec.dataset}"`);
-    const atStart = await studyCohortSize(store.db, task.study_id, site.id);
+    const atStart = await store.studyCohortSize(task.study_id, site.id);
     if (atStart !== undefined && meta.numExamples > atStart) {
       return refuse(400, 'implausible_update', `numExamples ${meta.numExamples} exceeds the ${atStart} examples site ${site.name} declared for "${spec.dataset}" when study ${spec.name} started`);
     }

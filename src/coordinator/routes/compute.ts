@@ -16,11 +16,8 @@ import {
   ResourceListSchema, ResourceRegisteredReply, UsageBody, UsageQuery, UsageReply, type ComputeProfileRequest, type JobRequest, type RefuseRequest, type UsageRequest,
 } from '../../protocol/replies.js';
 import { appendAudit } from '../../governance/audit-store.js';
-import { auditsRefusal, closeRefusedTask, countRefusal } from '../../store/audit-bounds.js';
-import {
-  addEvent, addUsage, getInstitution, getPlacement, getSiteProfile, gov, listMemberships, listPlacements, listResources, listUsage,
-  putPlacement, putResource, putSiteProfile, updatePlacement, type Placement,
-} from '../../store/governance.js';
+import { auditsRefusal } from '../../store/audit-bounds.js';
+import type { Placement } from '../../store/governance.js';
 import { ComputeValidationError, parseResource } from '../../compute/validate.js';
 import { freeAt, place } from '../../compute/placement.js';
 import { contributionReport, summarize } from '../../compute/ledger.js';
@@ -47,7 +44,6 @@ export async function withPlacedLoad(resources: ComputeResource[], active: Place
 
 export const computeRoutes: RoutePlugin = async (app, ctx) => {
   const { store, now, governance: cfg } = ctx;
-  const db = () => gov(store.db);
 
   // ---- operators ----
   app.post('/v1/compute/resources', { schema: { querystring: NoQuery, body: ComputeResourceSchema, response: { 200: ResourceRegisteredReply, 201: ResourceRegisteredReply } } }, async (req, reply) => {
@@ -59,7 +55,7 @@ export const computeRoutes: RoutePlugin = async (app, ctx) => {
       if (e instanceof ComputeValidationError) throw new HttpError(400, 'invalid_resource', e.message);
       throw e;
     }
-    const inst = await getInstitution(db(), r.institution);
+    const inst = await store.getInstitution(r.institution);
     if (!inst) throw new HttpError(409, 'unknown_institution', `resource ${r.id}: no institution ${r.institution}; register it first (setu institution add)`);
     if (user.scope === 'own-institution' && user.institution !== inst.id && user.institution !== inst.name) {
       throw new HttpError(403, 'forbidden', `resource ${r.id} belongs to ${inst.id}, not to your institution`);
@@ -69,8 +65,8 @@ export const computeRoutes: RoutePlugin = async (app, ctx) => {
     }
     const t = now();
     const outcome = await store.transaction(async (tx) => {
-      const o = await putResource(gov(tx), r, r, t);
-      await addEvent(gov(tx), { studyId: null, kind: 'compute.registered', actor: user.id, data: { id: r.id, institution: r.institution, jurisdiction: r.jurisdiction, scheduler: r.scheduler, outcome: o }, at: t });
+      const o = await tx.putResource(r, r, t);
+      await tx.addEvent({ studyId: null, kind: 'compute.registered', actor: user.id, data: { id: r.id, institution: r.institution, jurisdiction: r.jurisdiction, scheduler: r.scheduler, outcome: o }, at: t });
       await appendAudit(tx, ctx.audit.key, { ts: t, actor: user.id, kind: 'compute.registered', subject: r.id, data: JSON.parse(JSON.stringify({ ...r, outcome: o })) });
       return o;
     });
@@ -79,8 +75,8 @@ export const computeRoutes: RoutePlugin = async (app, ctx) => {
 
   app.get('/v1/compute/resources', { schema: { querystring: NoQuery, response: { 200: ResourceListSchema } } }, async (req) => {
     requireUser(req.principal!, 'compute.view');
-    const active = await listPlacements(db(), { activeOnly: true });
-    return (await listResources(db())).map((r) => {
+    const active = await store.listPlacements({ activeOnly: true });
+    return (await store.listResources()).map((r) => {
       const spec = r.spec as ComputeResource;
       return { ...spec, status: r.status, free: freeAt(spec, new Date()) ?? null, activeTasks: active.filter((p) => p.resourceId === r.id).length };
     });
@@ -88,7 +84,7 @@ export const computeRoutes: RoutePlugin = async (app, ctx) => {
 
   app.get('/v1/compute/queues', { schema: { querystring: NoQuery, response: { 200: QueuesSchema } } }, async (req) => {
     requireUser(req.principal!, 'compute.view');
-    const [resources, placements, members] = await Promise.all([listResources(db()), listPlacements(db()), listMemberships(db())]);
+    const [resources, placements, members] = await Promise.all([store.listResources(), store.listPlacements(), store.listMemberships()]);
     const name = new Map(members.map((m) => [m.id, m.name]));
     return resources.map((r) => {
       const mine = placements.filter((p) => p.resourceId === r.id);
@@ -102,13 +98,13 @@ export const computeRoutes: RoutePlugin = async (app, ctx) => {
 
   app.get<{ Querystring: { study?: string } }>('/v1/compute/usage', { schema: { querystring: UsageQuery, response: { 200: UsageReply } } }, async (req) => {
     requireUser(req.principal!, 'compute.view');
-    const records = await listUsage(db(), req.query.study);
+    const records = await store.listUsage(req.query.study);
     return { records, summary: summarize(records) };
   });
 
   app.get<{ Querystring: { study?: string; countries?: string } }>('/v1/compute/ledger', { schema: { querystring: LedgerQuery, response: { 200: LedgerReply } } }, async (req) => {
     requireUser(req.principal!, 'compute.view');
-    const records = await listUsage(db(), req.query.study);
+    const records = await store.listUsage(req.query.study);
     const countries = req.query.countries ? req.query.countries.split(',').map((c) => c.trim()).filter(Boolean) : ['IN', 'JP'];
     return { summary: summarize(records), contribution: contributionReport(records, countries) };
   });
@@ -116,8 +112,8 @@ export const computeRoutes: RoutePlugin = async (app, ctx) => {
   // ---- site agents ----
   app.put<{ Body: ComputeProfileRequest }>('/v1/agent/compute', { schema: { querystring: NoQuery, body: ComputeProfileBody, response: { 200: ComputeProfileReply } } }, async (req) => {
     const site = requireSite(req.principal!, 'task.poll');
-    const prev = await getSiteProfile(db(), site.id);
-    await putSiteProfile(db(), site.id, { compute: req.body, datasets: prev?.datasets ?? {}, updatedAt: now() });
+    const prev = await store.getSiteProfile(site.id);
+    await store.putSiteProfile(site.id, { compute: req.body, datasets: prev?.datasets ?? {}, updatedAt: now() });
     return { site: site.name, compute: req.body };
   });
 
@@ -128,21 +124,21 @@ export const computeRoutes: RoutePlugin = async (app, ctx) => {
   }
 
   async function demandOf(siteId: string): Promise<FreeCapacity & { minGpuMemoryGiB?: number }> {
-    const c = (await getSiteProfile(db(), siteId))?.compute;
+    const c = (await store.getSiteProfile(siteId))?.compute;
     return { cpus: c?.cpus ?? 1, gpus: c?.gpus ?? 0, ramGiB: c?.ramGiB ?? 1, ...(c?.minGpuMemoryGiB !== undefined ? { minGpuMemoryGiB: c.minGpuMemoryGiB } : {}) };
   }
 
   app.post<{ Params: { id: string } }>('/v1/agent/tasks/:id/placement', { schema: { params: IdParams, querystring: NoQuery, body: NoBody, response: { 200: PlacementReply } } }, async (req) => {
     const site = requireSite(req.principal!, 'task.poll');
     const task = await siteTask(site.id, req.params.id);
-    const resources = await listResources(db());
-    const existing = await getPlacement(db(), task.id);
+    const resources = await store.listResources();
+    const existing = await store.getPlacement(task.id);
     if (existing) return { placement: existing, resource: resources.find((r) => r.id === existing.resourceId)?.spec };
     if (task.status !== 'issued' && task.status !== 'delivered') throw new HttpError(409, 'conflict', `task ${task.id} is ${task.status}`);
-    const member = (await listMemberships(db())).find((m) => m.id === site.id);
+    const member = (await store.listMemberships()).find((m) => m.id === site.id);
     if (!member?.jurisdiction) throw new HttpError(409, 'no_jurisdiction', `site ${site.name} belongs to no jurisdiction, so its data cannot be placed anywhere`);
     const d = await demandOf(site.id);
-    const active = await listPlacements(db(), { activeOnly: true });
+    const active = await store.listPlacements({ activeOnly: true });
     const live = await withPlacedLoad(resources.filter((r) => r.status === 'active').map((r) => r.spec as ComputeResource), active, (p) => demandOf(p.siteId));
     const allowed = allowedCompute({ id: site.name, jurisdiction: member.jurisdiction }, policies(cfg));
     const r = place({ siteId: site.name, dataJurisdiction: member.jurisdiction, cpus: d.cpus, gpus: d.gpus, ramGiB: d.ramGiB,
@@ -152,17 +148,17 @@ export const computeRoutes: RoutePlugin = async (app, ctx) => {
       // One transaction: the refusal (counted per task, store/audit-bounds.ts), its event and its audit entry (on the
       // 1st, 2nd, 4th… refusal of the task, so an agent retrying placement cannot grow the log without end).
       await store.transaction(async (tx) => {
-        const count = await countRefusal(tx, { study_id: task.study_id, round: task.round, site_id: site.id, task_id: task.id, code: 'no_placement', reason: r.reason, at: t });
+        const count = await tx.countRefusal({ study_id: task.study_id, round: task.round, site_id: site.id, task_id: task.id, code: 'no_placement', reason: r.reason, at: t });
         if (!auditsRefusal(count)) return;
-        await addEvent(gov(tx), { studyId: task.study_id, kind: 'placement.refused', actor: 'coordinator', data: { task: task.id, site: site.name, reason: r.reason, rejected: r.rejected, count }, at: t });
+        await tx.addEvent({ studyId: task.study_id, kind: 'placement.refused', actor: 'coordinator', data: { task: task.id, site: site.name, reason: r.reason, rejected: r.rejected, count }, at: t });
         await appendAudit(tx, ctx.audit.key, { ts: t, actor: 'coordinator', kind: 'placement.refused', subject: task.id, data: JSON.parse(JSON.stringify({ study: task.study_id, round: task.round, site: site.name, reason: r.reason, rejected: r.rejected, count })) });
       });
       throw new HttpError(409, 'no_placement', r.reason);
     }
     const p: Placement = { taskId: task.id, studyId: task.study_id, siteId: site.id, resourceId: r.resource.id, reason: r.reason, placedAt: t, jobId: null, state: 'placed' };
     await store.transaction(async (tx) => {
-      await putPlacement(gov(tx), p);
-      await addEvent(gov(tx), { studyId: task.study_id, kind: 'task.placed', actor: 'coordinator', data: { task: task.id, site: site.name, resource: r.resource.id, jurisdiction: r.resource.jurisdiction, reason: r.reason }, at: t });
+      await tx.putPlacement(p);
+      await tx.addEvent({ studyId: task.study_id, kind: 'task.placed', actor: 'coordinator', data: { task: task.id, site: site.name, resource: r.resource.id, jurisdiction: r.resource.jurisdiction, reason: r.reason }, at: t });
     });
     return { placement: p, resource: resources.find((x) => x.id === r.resource.id)!.spec };
   });
@@ -170,8 +166,8 @@ export const computeRoutes: RoutePlugin = async (app, ctx) => {
   app.post<{ Params: { id: string }; Body: JobRequest }>('/v1/agent/tasks/:id/job', { schema: { params: IdParams, querystring: NoQuery, body: JobBody, response: { 200: OkReply } } }, async (req) => {
     const site = requireSite(req.principal!, 'task.poll');
     await siteTask(site.id, req.params.id);
-    if (!(await getPlacement(db(), req.params.id))) throw new HttpError(409, 'not_placed', `task ${req.params.id} has no placement`);
-    await updatePlacement(db(), req.params.id, { jobId: req.body.jobId, state: req.body.state });
+    if (!(await store.getPlacement(req.params.id))) throw new HttpError(409, 'not_placed', `task ${req.params.id} has no placement`);
+    await store.updatePlacement(req.params.id, { jobId: req.body.jobId, state: req.body.state });
     return { ok: true };
   });
 
@@ -179,14 +175,14 @@ export const computeRoutes: RoutePlugin = async (app, ctx) => {
     const site = requireSite(req.principal!, 'update.submit');
     const task = await siteTask(site.id, req.params.id);
     const u = req.body;
-    const members = await listMemberships(db());
+    const members = await store.listMemberships();
     const me = members.find((m) => m.id === site.id);
-    const placement = await getPlacement(db(), task.id);
+    const placement = await store.getPlacement(task.id);
     let contributor: { institution: string; country: string; resourceId: string };
     if (placement) {
       // Usage on placed compute must name the resource the coordinator chose: a site cannot bill another partner.
       if (u.resourceId !== placement.resourceId) throw new HttpError(400, 'wrong_resource', `task ${task.id} was placed on ${placement.resourceId}, not ${u.resourceId}`);
-      const res = (await listResources(db())).find((r) => r.id === placement.resourceId)!;
+      const res = (await store.listResources()).find((r) => r.id === placement.resourceId)!;
       contributor = { institution: res.institutionId, country: res.jurisdiction, resourceId: res.id };
     } else {
       // Trained on the site's own machine: its own institution contributed what it consumed.
@@ -195,12 +191,12 @@ export const computeRoutes: RoutePlugin = async (app, ctx) => {
     }
     const t = now();
     const recorded = await store.transaction(async (tx) => {
-      if (!(await addUsage(gov(tx), {
+      if (!(await tx.addUsage({
           taskId: task.id, studyId: task.study_id, siteId: site.id, siteInstitution: me?.institutionId ?? me?.institution ?? site.name, siteCountry: me?.jurisdiction ?? '??',
           resourceId: contributor.resourceId, institution: contributor.institution, country: contributor.country, scheduler: u.scheduler,
           cpuSeconds: u.cpuSeconds, gpuSeconds: u.gpuSeconds, wallSeconds: u.wallSeconds, cpuBasis: u.cpuBasis, jobId: u.jobId ?? null, recordedAt: t,
       }))) return false;
-      if (placement) await updatePlacement(gov(tx), task.id, { state: 'done', ...(u.jobId ? { jobId: u.jobId } : {}) });
+      if (placement) await tx.updatePlacement(task.id, { state: 'done', ...(u.jobId ? { jobId: u.jobId } : {}) });
       return true;
     });
     if (!recorded) throw new HttpError(409, 'conflict', `usage of task ${task.id} is already recorded`);
@@ -217,11 +213,11 @@ export const computeRoutes: RoutePlugin = async (app, ctx) => {
     // refusal row, the event, the audit entry and the placement's state are written with the close or not at all.
     const closed = await store.transaction(async (tx) => {
       // A refused task is closed: it is not delivered again (the agent would refuse it on every poll) and takes no result.
-      if (!(await closeRefusedTask(tx, task.id, t))) return false;
-      await countRefusal(tx, { study_id: task.study_id, round: task.round, site_id: site.id, task_id: task.id, code: 'site_refused', reason, at: t });
-      await addEvent(gov(tx), { studyId: task.study_id, kind: 'task.refused', actor: site.id, data: { task: task.id, reason: req.body.reason }, at: t });
+      if (!(await tx.refuseTask(task.id, t))) return false;
+      await tx.countRefusal({ study_id: task.study_id, round: task.round, site_id: site.id, task_id: task.id, code: 'site_refused', reason, at: t });
+      await tx.addEvent({ studyId: task.study_id, kind: 'task.refused', actor: site.id, data: { task: task.id, reason: req.body.reason }, at: t });
       await appendAudit(tx, ctx.audit.key, { ts: t, actor: site.id, kind: 'update.refused', subject: task.id, data: { study: task.study_id, round: task.round, site: site.name, by: 'site', reason: req.body.reason } });
-      if (await getPlacement(gov(tx), task.id)) await updatePlacement(gov(tx), task.id, { state: 'refused' });
+      if (await tx.getPlacement(task.id)) await tx.updatePlacement(task.id, { state: 'refused' });
       return true;
     });
     if (!closed) throw new HttpError(409, 'conflict', `task ${task.id} is no longer open; it takes no refusal`);

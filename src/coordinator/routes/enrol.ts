@@ -13,7 +13,6 @@ import { NoQuery } from '../../protocol/replies.js';
 import { importPublicKey } from '../../protocol/signing.js';
 import { HttpError, sha256hex } from '../auth.js';
 import { appendAudit } from '../../governance/audit-store.js';
-import { activateUser, consumeUserInvite, declareCohorts, getUser } from '../../store/trust.js';
 
 /** Refuses (400) a public key that is not a raw Ed25519 key. */
 export function checkPublicKey(k: string): void {
@@ -33,9 +32,9 @@ export const enrolRoutes: RoutePlugin = async (app, ctx) => {
     const tokenHash = sha256hex(req.body.token);
     const t = now();
     const invite = await store.transaction(async (tx) => {
-      const inv = await store.consumeInvite(tokenHash, t, tx);
+      const inv = await tx.consumeInvite(tokenHash, t);
       if (!inv) return undefined;
-      await store.createSite(
+      await tx.createSite(
         {
           id: siteId,
           name: inv.site_name,
@@ -48,10 +47,9 @@ export const enrolRoutes: RoutePlugin = async (app, ctx) => {
           created_at: t,
           last_seen_at: t,
         },
-        tx,
       );
-      await store.attachInviteToSite(tokenHash, siteId, tx);
-      if (req.body.cohorts) await declareCohorts(tx, siteId, req.body.cohorts, t);
+      await tx.attachInviteToSite(tokenHash, siteId);
+      if (req.body.cohorts) await tx.declareCohorts(siteId, req.body.cohorts, t);
       await appendAudit(tx, audit.key, {
         ts: t,
         actor: siteId,
@@ -70,10 +68,10 @@ export const enrolRoutes: RoutePlugin = async (app, ctx) => {
     checkPublicKey(req.body.publicKey);
     const t = now();
     const user = await store.transaction(async (tx) => {
-      const userId = await consumeUserInvite(tx, sha256hex(req.body.token), t);
+      const userId = await tx.consumeUserInvite(sha256hex(req.body.token), t);
       if (!userId) return undefined;
-      if (!(await activateUser(tx, userId, req.body.publicKey))) return undefined; // revoked before enrolling
-      const u = (await getUser(tx, userId))!;
+      if (!(await tx.activateUser(userId, req.body.publicKey))) return undefined; // revoked before enrolling
+      const u = (await tx.getUser(userId))!;
       await appendAudit(tx, audit.key, { ts: t, actor: userId, kind: 'user.enrolled', subject: userId, data: { name: u.name, role: u.role, institution: u.institution, publicKey: req.body.publicKey } });
       return u;
     });

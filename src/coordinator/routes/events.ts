@@ -25,7 +25,6 @@ import type { CoordinatorEvent } from '../events.js';
 import { scopeOf } from '../../governance/roles.js';
 import type { StreamEvent } from '../../protocol/views.js';
 import type { AuditKey } from '../../governance/audit-store.js';
-import { getUser } from '../../store/trust.js';
 import type { Store } from '../../store/store.js';
 import { eventStreamsOpen } from '../../observability/metrics.js';
 import { isRefusal, refuse } from '../plugins/limits.js';
@@ -75,7 +74,7 @@ interface StreamClaims {
 
 /** Why the token's holder may no longer watch, or undefined while it is the same live identity. */
 async function holderProblem(store: Store, c: StreamClaims): Promise<string | undefined> {
-  const user = await getUser(store.db, c.sub);
+  const user = await store.getUser(c.sub);
   if (!user || user.status !== 'active') return `user ${c.sub} is ${user?.status ?? 'unknown'}`;
   if (!user.public_key || sha256hex(user.public_key) !== c.kid) return `the key of user ${c.sub} has changed`;
   if (user.role !== c.role) return `the role of user ${c.sub} has changed`;
@@ -141,7 +140,7 @@ export const eventTokenRoutes: RoutePlugin = async (app, ctx) => {
       const p = req.principal!;
       if (p.kind !== 'user') throw new HttpError(403, 'forbidden', 'the event stream is for users; site credentials cannot open it');
       if (scopeOf(p.role, 'study.view') === null) throw new HttpError(403, 'forbidden', `role ${p.role} may not watch studies`);
-      const user = await getUser(store.db, p.id);
+      const user = await store.getUser(p.id);
       if (!user?.public_key) throw new HttpError(401, 'revoked', `user ${p.id} has no registered key`);
       const exp = now() + STREAM_TOKEN_TTL_MS;
       return { token: issue({ sub: p.id, role: p.role, kid: sha256hex(user.public_key), exp }), expiresAt: exp, role: p.role };

@@ -25,10 +25,8 @@ import { encodeSafetensors } from '../../protocol/safetensors.js';
 import { digestHex, initialWeights } from '../engine.js';
 import { trainerProblems } from '../trainer-capabilities.js';
 import { declaredTrainer } from './trainer.js';
-import { addEvent, gov, listEvents, listInstitutions, listMemberships, type SiteMembership } from '../../store/governance.js';
+import type { SiteMembership } from '../../store/governance.js';
 import { appendAudit } from '../../governance/audit-store.js';
-import { cohortSize } from '../../store/trust.js';
-import { snapshotStudyCohorts } from '../../store/audit-bounds.js';
 import { startProblems } from '../study-checks.js';
 import * as lc from '../../governance/lifecycle.js';
 import { checkRelease, defaultPolicyDir, loadPolicies, type JurisdictionPolicy, type Signoff, type Violation } from '../../governance/policy.js';
@@ -69,7 +67,7 @@ async function studyOr404(ctx: RouteContext, id: string) {
 
 /** A site admin acts only for sites of their own institution (matched by institution id or name). */
 async function siteForAdmin(ctx: RouteContext, user: { role: string; institution: string | null; scope: string }, siteName: string): Promise<SiteMembership> {
-  const site = (await listMemberships(gov(ctx.store.db))).find((m) => m.name === siteName);
+  const site = (await ctx.store.listMemberships()).find((m) => m.name === siteName);
   if (!site) throw new HttpError(404, 'not_found', `no site named ${siteName}`);
   if (user.scope === 'own-institution') {
     const mine = user.institution !== null && (user.institution === site.institutionId || user.institution === site.institution);
@@ -88,7 +86,7 @@ export const governanceRoutes: RoutePlugin = async (app, ctx) => {
     checkOwnStudy(user, s);
     if (s.status !== 'created') throw new HttpError(409, 'lifecycle', `study ${s.id} is ${s.status}`);
     const l = await proposeStudy(deps(), s.id, JSON.parse(s.spec) as StudySpec, user.id, now()).catch(asHttp);
-    return view(l, await listMemberships(gov(store.db)));
+    return view(l, await store.listMemberships());
   });
 
   app.post<{ Params: { id: string }; Body: ApproveRequest }>('/v1/studies/:id/approve', { schema: { params: IdParams, querystring: NoQuery, body: ApproveBody, response: { 200: LifecycleViewSchema } } }, async (req) => {
@@ -96,7 +94,7 @@ export const governanceRoutes: RoutePlugin = async (app, ctx) => {
     await studyOr404(ctx, req.params.id);
     const site = await siteForAdmin(ctx, user, req.body.site);
     const l = await siteDecision(deps(), req.params.id, site.id, { kind: 'approve', terms: req.body.terms }, user.id, now()).catch(asHttp);
-    return view(l, await listMemberships(gov(store.db)));
+    return view(l, await store.listMemberships());
   });
 
   app.post<{ Params: { id: string }; Body: ReasonRequest }>('/v1/studies/:id/decline', { schema: { params: IdParams, querystring: NoQuery, body: ReasonBody, response: { 200: LifecycleViewSchema } } }, async (req) => {
@@ -104,7 +102,7 @@ export const governanceRoutes: RoutePlugin = async (app, ctx) => {
     await studyOr404(ctx, req.params.id);
     const site = await siteForAdmin(ctx, user, req.body.site);
     const l = await siteDecision(deps(), req.params.id, site.id, { kind: 'decline', reason: req.body.reason }, user.id, now()).catch(asHttp);
-    return view(l, await listMemberships(gov(store.db)));
+    return view(l, await store.listMemberships());
   });
 
   app.post<{ Params: { id: string }; Body: ReasonRequest }>('/v1/studies/:id/withdraw', { schema: { params: IdParams, querystring: NoQuery, body: ReasonBody, response: { 200: LifecycleViewSchema } } }, async (req) => {
@@ -116,26 +114,26 @@ export const governanceRoutes: RoutePlugin = async (app, ctx) => {
     const nextRound = s.status === 'running' ? (open ? open.round + 1 : s.current_round + 1) : undefined;
     const l = await siteDecision(deps(), s.id, site.id, { kind: 'withdraw', reason: req.body.reason, ...(nextRound !== undefined ? { nextRound } : {}) }, user.id, now()).catch(asHttp);
     ctx.engine.kick();
-    return view(l, await listMemberships(gov(store.db)));
+    return view(l, await store.listMemberships());
   });
 
   app.get<{ Params: { id: string } }>('/v1/studies/:id/governance', { schema: { params: IdParams, querystring: NoQuery, response: { 200: GovernanceViewSchema } } }, async (req) => {
     requireUser(req.principal!, 'study.view');
     const s = await studyOr404(ctx, req.params.id);
-    const l = await loadLifecycle(gov(store.db), s.id);
+    const l = await loadLifecycle(store, s.id);
     // `status` is the study's own (it can be `failed`, which the lifecycle does not model); `state` the lifecycle's.
-    return { status: s.status, ...(l ? view(l, await listMemberships(gov(store.db))) : { id: s.id, state: 'draft', approvals: [], eligible: [] }),
-      events: (await listEvents(gov(store.db), s.id)).map((e) => ({ kind: e.kind, actor: e.actor, data: e.data, at: e.at })) };
+    return { status: s.status, ...(l ? view(l, await store.listMemberships()) : { id: s.id, state: 'draft', approvals: [], eligible: [] }),
+      events: (await store.listEvents(s.id)).map((e) => ({ kind: e.kind, actor: e.actor, data: e.data, at: e.at })) };
   });
 
   // ---- release: the sign-offs each participating jurisdiction's policy asks for, then the release ----
   async function releaseState(studyId: string) {
     const s = await studyOr404(ctx, studyId);
-    const members = await listMemberships(gov(store.db));
+    const members = await store.listMemberships();
     const participants = JSON.parse(s.participants ?? '[]') as string[];
     const sites = participants.map((id) => members.find((m) => m.id === id)).filter((m): m is SiteMembership => !!m?.jurisdiction)
       .map((m) => ({ id: m.name, jurisdiction: m.jurisdiction!, examplesPerUpdate: 0, computeJurisdiction: m.jurisdiction! }));
-    const events = await listEvents(gov(store.db), s.id);
+    const events = await store.listEvents(s.id);
     const signoffs = events.filter((e) => e.kind === 'model.signoff').map((e) => e.data as Signoff);
     return { s, sites, signoffs, released: events.some((e) => e.kind === 'model.released'), missing: checkRelease(signoffs, sites, policies(cfg)) };
   }
@@ -148,11 +146,11 @@ export const governanceRoutes: RoutePlugin = async (app, ctx) => {
     let site: SiteMembership | undefined;
     if (req.body.site) site = await siteForAdmin(ctx, user, req.body.site);
     else if (user.role === 'site_admin') throw new HttpError(400, 'invalid_request', 'a site admin signs off for a site: give "site"');
-    const inst = user.institution ? (await listInstitutions(gov(store.db))).find((i) => i.id === user.institution || i.name === user.institution) : undefined;
+    const inst = user.institution ? (await store.listInstitutions()).find((i) => i.id === user.institution || i.name === user.institution) : undefined;
     const signoff: Signoff = { role: user.role, by: user.id, jurisdiction: site?.jurisdiction ?? inst?.jurisdiction ?? '', ...(site ? { site: site.name } : {}) };
     const t = now();
     // Sign-offs are kept with the study's governance events; the release's audit entry seals every one of them.
-    await addEvent(gov(store.db), { studyId: s.id, kind: 'model.signoff', actor: user.id, data: signoff, at: t });
+    await store.addEvent({ studyId: s.id, kind: 'model.signoff', actor: user.id, data: signoff, at: t });
     const st = await releaseState(s.id);
     return { signoff, missing: st.missing };
   });
@@ -175,7 +173,7 @@ export const governanceRoutes: RoutePlugin = async (app, ctx) => {
     const t = now();
     const mv = await store.latestModelVersion(st.s.id);
     await store.transaction(async (tx) => {
-      await addEvent(gov(tx), { studyId: st.s.id, kind: 'model.released', actor: user.id, data: { model: mv?.id ?? null, digest: mv?.digest ?? null, signoffs: st.signoffs }, at: t });
+      await tx.addEvent({ studyId: st.s.id, kind: 'model.released', actor: user.id, data: { model: mv?.id ?? null, digest: mv?.digest ?? null, signoffs: st.signoffs }, at: t });
       await appendAudit(tx, ctx.audit.key, { ts: t, actor: user.id, kind: 'model.released', subject: st.s.id, data: JSON.parse(JSON.stringify({ model: mv?.id ?? null, digest: mv?.digest ?? null, signoffs: st.signoffs })) });
     });
     return { released: true, model: mv?.id ?? null, digest: mv?.digest ?? null };
@@ -195,16 +193,16 @@ export const governanceRoutes: RoutePlugin = async (app, ctx) => {
     requireUser(req.principal!, 'policy.view');
     const s = await studyOr404(ctx, req.params.id);
     const spec = JSON.parse(s.spec) as StudySpec;
-    const l = await loadLifecycle(gov(store.db), s.id);
+    const l = await loadLifecycle(store, s.id);
     const t = now();
-    const members = await listMemberships(gov(store.db));
+    const members = await store.listMemberships();
     const nameOf = (id: string) => members.find((m) => m.id === id)?.name ?? id;
     const invited = l ? l.sites : (await invitedSites(store, spec).catch(asHttp)).map((x) => x.id);
     const approved = l ? lc.eligibleSites(l, t) : [];
     const statusOf = (id: string) => (l ? l.approvals[id]?.status ?? 'pending' : 'pending');
     const waiting = invited.filter((id) => statusOf(id) === 'pending');
     // The rules are checked for every site that may still take part, so a lead learns of a rule before the approvals.
-    const { violations, inputs } = await checkStudyPolicy(store, spec, s.id, [...approved, ...waiting], cfg.coordinatorJurisdiction, policies(cfg), (id, d) => cohortSize(store.db, id, d));
+    const { violations, inputs } = await checkStudyPolicy(store, spec, s.id, [...approved, ...waiting], cfg.coordinatorJurisdiction, policies(cfg), (id, d) => store.cohortSize(id, d));
     const inst = (id: string) => members.find((m) => m.id === id)?.institution ?? null;
     const remaining: { site: string | null; what: string }[] = [];
     if (s.status !== 'created') remaining.push({ site: null, what: `the study is ${s.status}; only a study not yet started can start` });
@@ -254,7 +252,7 @@ async function startInner(ctx: RouteContext, principal: Principal, studyId: stri
   }
   const t = now();
   const who = { by: user.id, at: t };
-  const before = await loadLifecycle(gov(store.db), s.id);
+  const before = await loadLifecycle(store, s.id);
   const steps: lc.Transition[] = [];
   let cur = before;
   if (!cur) {
@@ -279,14 +277,14 @@ async function startInner(ctx: RouteContext, principal: Principal, studyId: stri
   }
   const started = step(() => lc.start(cur!, who, spec.minSites ?? 1));
   const participants = lc.eligibleSites(cur, t);
-  const members = new Map((await listMemberships(gov(store.db))).map((m) => [m.id, m.name]));
+  const members = new Map((await store.listMemberships()).map((m) => [m.id, m.name]));
   const problems = startProblems(spec, participants.map((id) => members.get(id) ?? id));
   if (problems.length) throw new HttpError(409, 'cannot_start', `study ${s.id} cannot start: ${problems.join('; ')}`);
   // Every participant's trainer must be able to serve the study (its declaration, PUT /v1/agent/trainer).
   const unfit = trainerProblems(spec, await Promise.all(participants.map(async (id) => ({ name: members.get(id) ?? id, trainer: await declaredTrainer(store, id) }))));
   if (unfit.length) throw new HttpError(409, 'trainer_unfit', `study ${s.id} cannot start: ${unfit.join('; ')}`);
   const pol = policies(cfg);
-  const { violations, inputs } = await checkStudyPolicy(store, spec, s.id, participants, cfg.coordinatorJurisdiction, pol, (id, d) => cohortSize(store.db, id, d));
+  const { violations, inputs } = await checkStudyPolicy(store, spec, s.id, participants, cfg.coordinatorJurisdiction, pol, (id, d) => store.cohortSize(id, d));
   if (violations.length) {
     await recordRefusal({ store, audit: ctx.audit.key }, s.id, user.id, t, violations);
     return reply.status(409).send({ error: 'policy_refused', message: `study ${s.id} breaks ${violations.length} jurisdiction rule(s): ${describeViolations(violations)}`, violations });
@@ -294,11 +292,9 @@ async function startInner(ctx: RouteContext, principal: Principal, studyId: stri
   steps.push(started);
   const bytes = uploaded ? undefined : encodeSafetensors(initialWeights(spec), { study: s.id, round: '0' });
   await store.transaction(async (tx) => {
-    await store.transitionStudy(s.id, ['created'], 'running', t, {}, tx);
-    await tx.updateTable('studies').set({ participants: JSON.stringify(participants) }).where('id', '=', s.id).execute();
+    await tx.startStudy(s.id, participants, bytes && { id: `${s.id}.v0`, study_id: s.id, round: 0, weights: bytes, digest: digestHex(bytes), created_at: t }, t);
     // What each participant declared for the dataset now bounds its example counts (FedAvg weights) in this study.
-    await snapshotStudyCohorts(tx, s.id, spec.dataset, participants, t);
-    if (bytes) await store.putModelVersion({ id: `${s.id}.v0`, study_id: s.id, round: 0, weights: bytes, digest: digestHex(bytes), created_at: t }, tx);
+    await tx.snapshotStudyCohorts(s.id, spec.dataset, participants, t);
     await commitTransitions(tx, { store, audit: ctx.audit.key }, before, steps);
   });
   ctx.bus.emit({ type: 'study.status', studyId: s.id, status: 'running' });
@@ -318,8 +314,8 @@ async function stopInner(ctx: RouteContext, principal: Principal, studyId: strin
   checkOwnStudy(user, s);
   const t = now();
   await store.transaction(async (tx) => {
-    await store.transitionStudy(s.id, ['created', 'running'], 'stopped', t, {}, tx);
-    const cur = await loadLifecycle(gov(tx), s.id);
+    await tx.transitionStudy(s.id, ['created', 'running'], 'stopped', t);
+    const cur = await loadLifecycle(tx, s.id);
     const base = cur ?? step(() => lc.newStudy(s.id, JSON.parse(s.participants ?? '[]') as string[]));
     await commitTransitions(tx, { store, audit: ctx.audit.key }, cur, [step(() => lc.stop(base, reason?.trim() || `stopped by ${user.id}`, { by: user.id, at: t }))]);
   });

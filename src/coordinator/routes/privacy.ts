@@ -8,7 +8,7 @@ import type { RoutePlugin } from './context.js';
 import type { StudySpec } from '../../protocol/api.js';
 import { authorize, checkOwnStudy, HttpError } from '../auth.js';
 import { IdParams, PrivacyQuery, StudyPrivacySchema } from '../../protocol/replies.js';
-import { ledgerRows, priv, studySpend, type SiteSpend } from '../../store/privacy.js';
+import type { SiteSpend } from '../../store/privacy.js';
 
 export interface StudyPrivacyReport {
   studyId: string;
@@ -42,7 +42,7 @@ export const privacyRoutes: RoutePlugin = async (app, ctx) => {
         if (scope === 'own-institution') return p.institution !== null && byId.get(siteId)?.institution === p.institution;
         return true;
       };
-      const spend = (await studySpend(priv(store.db), s.id)).filter((r) => visible(r.siteId));
+      const spend = (await store.studySpend(s.id)).filter((r) => visible(r.siteId));
       const out: StudyPrivacyReport = {
         studyId: s.id,
         status: s.status,
@@ -64,7 +64,7 @@ export const privacyRoutes: RoutePlugin = async (app, ctx) => {
         })),
       };
       if (req.query.entries === '1' || req.query.entries === 'true') {
-        out.entries = (await ledgerRows(priv(store.db), s.id))
+        out.entries = (await store.ledgerRows(s.id))
           .filter((r) => visible(r.site_id))
           .map((r) => ({ round: r.round, site: byId.get(r.site_id)?.name ?? r.site_id, taskId: r.task_id, mechanism: r.mechanism, steps: r.steps, epsilon: Number(r.epsilon), delta: Number(r.delta), at: r.at }));
       }

@@ -12,8 +12,6 @@ import { servedElsewhere, type SecAggSession, type SessionStage } from '../secag
 import { decodeKeys, decodeMaskedInput, decodeShares, decodeUnmaskResponse } from '../../privacy/secagg/wire.js';
 import { ResultMetaSchema, checkValue, type ResultMeta, type StudySpec } from '../../protocol/api.js';
 import { appendAudit } from '../../governance/audit-store.js';
-import { cohortSize } from '../../store/trust.js';
-import { studyCohortSize } from '../../store/audit-bounds.js';
 import { StoreConflict, type TaskRow } from '../../store/store.js';
 import { digestHex } from '../engine.js';
 import { recordSpendInTx, spendProblem } from '../privacy.js';
@@ -166,10 +164,10 @@ export const secaggRoutes: RoutePlugin = async (app, ctx) => {
     if (meta.numExamples < 1) throw new HttpError(400, 'implausible_update', 'a fit result must come from at least one training example');
     const study = await store.getStudy(task.study_id);
     const spec = JSON.parse(study!.spec) as StudySpec;
-    const cohort = await cohortSize(store.db, siteId, spec.dataset);
+    const cohort = await store.cohortSize(siteId, spec.dataset);
     if (cohort === undefined) throw new HttpError(400, 'no_cohort', `site ${siteName} has declared no cohort size for dataset "${spec.dataset}"`);
     if (meta.numExamples > cohort) throw new HttpError(400, 'implausible_update', `numExamples ${meta.numExamples} exceeds the ${cohort} examples site ${siteName} declared`);
-    const atStart = await studyCohortSize(store.db, task.study_id, siteId);
+    const atStart = await store.studyCohortSize(task.study_id, siteId);
     if (atStart !== undefined && meta.numExamples > atStart) throw new HttpError(400, 'implausible_update', `numExamples ${meta.numExamples} exceeds the ${atStart} examples site ${siteName} declared when the study started`);
     for (const [k, v] of Object.entries({ ...meta.trainMetrics, ...meta.evalMetrics })) if (!Number.isFinite(v)) throw new HttpError(400, 'non_finite', `metric ${k} is not finite`);
     const sp = spendProblem(spec, meta.privacy);

@@ -10,9 +10,7 @@ import { Type } from '@sinclair/typebox';
 import { SiteViewSchema } from '../../protocol/views.js';
 import { HttpError, newSecret, requireSite, requireUser, sha256hex } from '../auth.js';
 import { appendAudit } from '../../governance/audit-store.js';
-import { declareCohorts, listCohorts, revokeSite } from '../../store/trust.js';
 import { declaredTrainer } from './trainer.js';
-import { gov, listMemberships } from '../../store/governance.js';
 
 export const siteRoutes: RoutePlugin = async (app, ctx) => {
   const { store, bus, now, audit } = ctx;
@@ -31,10 +29,7 @@ export const siteRoutes: RoutePlugin = async (app, ctx) => {
     // Whole milliseconds: a fractional ttlHours must not reach an integer column (PostgreSQL refuses it).
     const expiresAt = t + Math.round((b.ttlHours ?? 72) * 3600_000);
     await store.transaction(async (tx) => {
-      await tx
-        .insertInto('invites')
-        .values({ token_hash: sha256hex(token), site_name: b.siteName, institution, jurisdiction: b.jurisdiction ?? null, created_by: user.id, created_at: t, expires_at: expiresAt, used_at: null, site_id: null })
-        .execute();
+      await tx.createInvite({ token_hash: sha256hex(token), site_name: b.siteName, institution, jurisdiction: b.jurisdiction ?? null, created_by: user.id, created_at: t, expires_at: expiresAt, used_at: null, site_id: null });
       await appendAudit(tx, audit.key, { ts: t, actor: user.id, kind: 'invite.issued', subject: b.siteName, data: { for: 'site', institution, jurisdiction: b.jurisdiction ?? null, expiresAt } });
     });
     return { token, siteName: b.siteName, expiresAt };
@@ -48,16 +43,16 @@ export const siteRoutes: RoutePlugin = async (app, ctx) => {
     // raise counts only for studies that start later: running studies keep the sizes frozen at their start.
     await store.transaction(async (tx) => {
       const t = now();
-      const before = new Map(Object.entries(await listCohorts(tx, site.id))); // dataset names come from outside: a Map
+      const before = new Map(Object.entries(await tx.listCohorts(site.id))); // dataset names come from outside: a Map
       const changed = Object.entries(req.body.cohorts).filter(([d, n]) => before.get(d) !== n);
       if (changed.length === 0) return;
-      await declareCohorts(tx, site.id, req.body.cohorts, t);
+      await tx.declareCohorts(site.id, req.body.cohorts, t);
       await appendAudit(tx, audit.key, {
         ts: t, actor: site.id, kind: 'site.cohorts_declared', subject: site.id,
         data: { name: site.name, changes: changed.map(([dataset, size]) => ({ dataset, before: before.get(dataset) ?? null, after: size })) },
       });
     });
-    return { siteId: site.id, cohorts: await listCohorts(store.db, site.id) };
+    return { siteId: site.id, cohorts: await store.listCohorts(site.id) };
   });
 
   app.get('/v1/sites', { schema: { querystring: NoQuery, response: { 200: Type.Array(SiteViewSchema) } } }, async (req) => {
@@ -66,7 +61,7 @@ export const siteRoutes: RoutePlugin = async (app, ctx) => {
     const sites = await store.listSites();
     const trainers = await Promise.all(sites.map((s) => declaredTrainer(store, s.id)));
     // A site belonging to an institution answers for its institution's name and jurisdiction (governance).
-    const member = new Map((await listMemberships(gov(store.db))).map((m) => [m.id, m]));
+    const member = new Map((await store.listMemberships()).map((m) => [m.id, m]));
     return sites.map((s, i) => ({
       id: s.id,
       name: s.name,
@@ -87,7 +82,7 @@ export const siteRoutes: RoutePlugin = async (app, ctx) => {
     if (user.scope === 'own-institution') {
       // A linked site's row holds its institution's name and id; a site admin's invite names either. Compare both
       // (comparing the name with the id refused a site admin their own institution's linked sites).
-      const m = (await listMemberships(gov(store.db))).find((x) => x.id === site.id);
+      const m = (await store.listMemberships()).find((x) => x.id === site.id);
       const theirs = [m?.institutionId, m?.institution, site.institution].filter((x): x is string => !!x);
       if (user.institution === null || !theirs.includes(user.institution)) {
         throw new HttpError(403, 'forbidden', `a site admin may revoke sites of their own institution (${user.institution ?? 'none'}) only; site ${site.name} belongs to ${theirs[0] ?? 'no institution'}`);
@@ -95,7 +90,7 @@ export const siteRoutes: RoutePlugin = async (app, ctx) => {
     }
     const t = now();
     const done = await store.transaction(async (tx) => {
-      if (!(await revokeSite(tx, site.id))) return false;
+      if (!(await tx.revokeSite(site.id))) return false;
       await appendAudit(tx, audit.key, { ts: t, actor: user.id, kind: 'site.revoked', subject: site.id, data: { name: site.name } });
       return true;
     });

@@ -18,7 +18,6 @@ import { hostStrategy } from '../strategy-host.js';
 import { governedStart, governedStop } from './governance.js';
 import { privacyProblems } from '../privacy.js';
 import { createProblems, siteDeclarations } from '../study-checks.js';
-import { listTaskErrors, taskErrorsDb } from '../../store/task-errors.js';
 
 export const studyRoutes: RoutePlugin = async (app, ctx) => {
   const { store, now } = ctx;
@@ -74,7 +73,7 @@ export const studyRoutes: RoutePlugin = async (app, ctx) => {
     const digest = digestHex(bytes);
     const t = now();
     await store.transaction(async (tx) => {
-      await store.putModelVersion({ id: versionId, study_id: s.id, round: 0, weights: bytes, digest, created_at: t }, tx);
+      await tx.putModelVersion({ id: versionId, study_id: s.id, round: 0, weights: bytes, digest, created_at: t });
       await appendAudit(tx, ctx.audit.key, { ts: t, actor: user.id, kind: 'study.initial_weights', subject: s.id, data: { modelVersion: versionId, digest, tensors: Object.keys(weights).length, parameters: weightCount(weights), uploadDigest: digestHex(req.body as Buffer) } });
     });
     return { id: s.id, modelVersionId: versionId, digest, tensors: Object.keys(weights).length, parameters: weightCount(weights), bytes: bytes.length };
@@ -165,6 +164,6 @@ export async function studyDetail(ctx: RouteContext, id: string): Promise<StudyD
     rounds: rounds.map((r) => ({ round: r.round, kind: r.kind, status: r.status, openedAt: r.opened_at, committedAt: r.committed_at, modelVersionId: r.model_version_id })),
     metrics: (await store.listMetrics(s.id)).map((m) => ({ round: m.round, site: m.site_id ? nameOf.get(m.site_id) ?? m.site_id : null, phase: m.phase, name: m.name, value: m.value })),
     refusals: (await store.listRefusals(s.id)).map((r) => ({ round: r.round, site: r.site_id ? nameOf.get(r.site_id) ?? r.site_id : null, reason: r.reason, at: r.at })),
-    taskErrors: (await listTaskErrors(taskErrorsDb(store.db), s.id)).map((e) => ({ round: e.round, site: nameOf.get(e.site_id) ?? e.site_id, taskId: e.task_id, code: e.code, message: e.message, at: e.at })),
+    taskErrors: (await store.listTaskErrors(s.id)).map((e) => ({ round: e.round, site: nameOf.get(e.site_id) ?? e.site_id, taskId: e.task_id, code: e.code, message: e.message, at: e.at })),
   };
 }

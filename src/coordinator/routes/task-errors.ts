@@ -8,9 +8,7 @@
 import type { RoutePlugin } from './context.js';
 import { IdParams, NoQuery } from '../../protocol/replies.js';
 import { TaskErrorRequestSchema, TaskErrorResponseSchema, type TaskErrorRequest, type TaskErrorResponse } from '../../protocol/task-errors.js';
-import { failTask, taskErrorsDb } from '../../store/task-errors.js';
 import { appendAudit } from '../../governance/audit-store.js';
-import { addEvent, gov, getPlacement, updatePlacement } from '../../store/governance.js';
 import { HttpError, requireSite } from '../auth.js';
 
 export const taskErrorRoutes: RoutePlugin = async (app, ctx) => {
@@ -34,8 +32,8 @@ export const taskErrorRoutes: RoutePlugin = async (app, ctx) => {
       const { code, message } = req.body;
       const t = now();
       const closed = await store.transaction(async (tx) => {
-        if (!(await failTask(taskErrorsDb(tx), { task_id: task.id, study_id: task.study_id, round: task.round, site_id: site.id, code, message, at: t }))) return false;
-        await addEvent(gov(tx), { studyId: task.study_id, kind: 'task.failed', actor: site.id, data: { task: task.id, code, message }, at: t });
+        if (!(await tx.failTask({ task_id: task.id, study_id: task.study_id, round: task.round, site_id: site.id, code, message, at: t }))) return false;
+        await tx.addEvent({ studyId: task.study_id, kind: 'task.failed', actor: site.id, data: { task: task.id, code, message }, at: t });
         await appendAudit(tx, ctx.audit.key, { ts: t, actor: site.id, kind: 'task.failed', subject: task.id, data: { study: task.study_id, round: task.round, site: site.name, code, message } });
         return true;
       });
@@ -43,7 +41,7 @@ export const taskErrorRoutes: RoutePlugin = async (app, ctx) => {
         const cur = await store.getTask(task.id);
         throw new HttpError(409, 'conflict', `task ${task.id} is ${cur?.status ?? 'gone'}: only an open task (issued or delivered) takes an error, once`);
       }
-      if (await getPlacement(gov(store.db), task.id)) await updatePlacement(gov(store.db), task.id, { state: 'failed' });
+      if (await store.getPlacement(task.id)) await store.updatePlacement(task.id, { state: 'failed' });
       bus.emit({ type: 'task.failed', studyId: task.study_id, round: task.round, siteId: site.id, site: site.name, taskId: task.id, code, message });
       ctx.engine.kick();
       return { recorded: true, taskId: task.id, status: 'failed' as const };

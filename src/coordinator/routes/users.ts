@@ -14,7 +14,6 @@ import { checkPublicKey } from './enrol.js';
 import { HttpError, authorize, newSecret, requireUser, sha256hex } from '../auth.js';
 import { appendAudit } from '../../governance/audit-store.js';
 import { ACTIONS, can, type Action } from '../../governance/roles.js';
-import { createUser, createUserInvite, getUser, getUserByName, listUsers, revokeUser, setSitePublicKey } from '../../store/trust.js';
 
 export const userRoutes: RoutePlugin = async (app, ctx) => {
   const { store, bus, now, audit } = ctx;
@@ -22,15 +21,15 @@ export const userRoutes: RoutePlugin = async (app, ctx) => {
   app.post<{ Body: UserInviteRequest }>('/v1/users', { schema: { querystring: NoQuery, body: UserInviteRequestSchema, response: { 200: UserInviteResponseSchema } } }, async (req) => {
     const admin = requireUser(req.principal!, 'user.create');
     const b = req.body;
-    if (await getUserByName(store.db, b.name)) throw new HttpError(409, 'conflict', `a user named ${b.name} already exists`);
+    if (await store.getUserByName(b.name)) throw new HttpError(409, 'conflict', `a user named ${b.name} already exists`);
     const id = `user-${randomBytes(6).toString('hex')}`;
     const token = `uinv_${newSecret()}`;
     const t = now();
     // Whole milliseconds: a fractional ttlHours must not reach an integer column (PostgreSQL refuses it).
     const expiresAt = t + Math.round((b.ttlHours ?? 72) * 3600_000);
     await store.transaction(async (tx) => {
-      await createUser(tx, { id, name: b.name, role: b.role, institution: b.institution ?? null, public_key: null, status: 'invited', created_by: admin.id, created_at: t });
-      await createUserInvite(tx, { token_hash: sha256hex(token), user_id: id, created_at: t, expires_at: expiresAt });
+      await tx.createUser({ id, name: b.name, role: b.role, institution: b.institution ?? null, public_key: null, status: 'invited', created_by: admin.id, created_at: t });
+      await tx.createUserInvite({ token_hash: sha256hex(token), user_id: id, created_at: t, expires_at: expiresAt });
       await appendAudit(tx, audit.key, { ts: t, actor: admin.id, kind: 'invite.issued', subject: id, data: { for: 'user', name: b.name, role: b.role, institution: b.institution ?? null, expiresAt } });
     });
     return { token, userId: id, name: b.name, role: b.role, expiresAt };
@@ -38,7 +37,7 @@ export const userRoutes: RoutePlugin = async (app, ctx) => {
 
   app.get('/v1/users', { schema: { querystring: NoQuery, response: { 200: Type.Array(UserViewSchema) } } }, async (req) => {
     requireUser(req.principal!, 'consortium.view');
-    return (await listUsers(store.db)).map((u) => ({ id: u.id, name: u.name, role: u.role, institution: u.institution, status: u.status, createdAt: u.created_at }));
+    return (await store.listUsers()).map((u) => ({ id: u.id, name: u.name, role: u.role, institution: u.institution, status: u.status, createdAt: u.created_at }));
   });
 
   app.get('/v1/whoami', { schema: { querystring: NoQuery, response: { 200: WhoAmISchema } } }, async (req) => {
@@ -50,11 +49,11 @@ export const userRoutes: RoutePlugin = async (app, ctx) => {
 
   app.post<{ Params: { id: string } }>('/v1/users/:id/revoke', { schema: { params: IdParams, querystring: NoQuery, body: NoBody, response: { 200: RevokedReply } } }, async (req) => {
     const admin = requireUser(req.principal!, 'user.revoke');
-    const u = (await getUser(store.db, req.params.id)) ?? (await getUserByName(store.db, req.params.id));
+    const u = (await store.getUser(req.params.id)) ?? (await store.getUserByName(req.params.id));
     if (!u) throw new HttpError(404, 'not_found', `no user ${req.params.id}`);
     const t = now();
     const done = await store.transaction(async (tx) => {
-      if (!(await revokeUser(tx, u.id))) return false;
+      if (!(await tx.revokeUser(u.id))) return false;
       await appendAudit(tx, audit.key, { ts: t, actor: admin.id, kind: 'user.revoked', subject: u.id, data: { name: u.name, role: u.role } });
       return true;
     });
@@ -70,8 +69,8 @@ export const userRoutes: RoutePlugin = async (app, ctx) => {
     checkPublicKey(req.body.publicKey);
     const t = now();
     await store.transaction(async (tx) => {
-      if (p.kind === 'site') await setSitePublicKey(tx, p.id, req.body.publicKey);
-      else await tx.updateTable('users').set({ public_key: req.body.publicKey }).where('id', '=', p.id).where('status', '=', 'active').execute();
+      if (p.kind === 'site') await tx.setSitePublicKey(p.id, req.body.publicKey);
+      else await tx.setUserPublicKey(p.id, req.body.publicKey);
       await appendAudit(tx, audit.key, { ts: t, actor: p.id, kind: 'key.changed', subject: p.id, data: { publicKey: req.body.publicKey } });
     });
     bus.emit({ type: 'identity.changed', id: p.id });
