@@ -45,9 +45,10 @@ interface Fixture {
   cleanup(): Promise<void>;
 }
 
-async function fixture(over: Partial<StudySpec> = {}, nSites = 3, initial?: Uint8Array): Promise<Fixture> {
+/** The engine on the in-memory store; `sqlite` where a test must reach under the store (openRawDatabase). */
+async function fixture(over: Partial<StudySpec> = {}, nSites = 3, initial?: Uint8Array, backend: 'memory' | 'sqlite' = 'memory'): Promise<Fixture> {
   const dir = mkdtempSync(join(tmpdir(), 'setu-engine-'));
-  const store = await openStore(join(dir, 'setu.db'));
+  const store = await openStore(backend === 'memory' ? 'memory:' : join(dir, 'setu.db'));
   const clock = { t: T0 };
   const sites: string[] = [];
   for (let i = 0; i < nSites; i++) {
@@ -340,7 +341,7 @@ test('a restarted coordinator re-claims its own lease at once; a different coord
 });
 
 test('a restarted SecAgg+ round re-issues only its live tasks: a refused or expired task stays closed', async () => {
-  const f = await fixture({ privacy: { secagg: {} }, minSites: 2, roundTimeoutSeconds: 600 }, 4);
+  const f = await fixture({ privacy: { secagg: {} }, minSites: 2, roundTimeoutSeconds: 600 }, 4, undefined, 'sqlite');
   try {
     const a = f.engine();
     await a.tick();
