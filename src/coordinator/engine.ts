@@ -471,8 +471,10 @@ export class RoundEngine {
    * round's deadline does the shortfall fail the study.
    */
   private async againBeforeDeadline(study: StudyRow, spec: StudySpec, open: RoundRow, tasks: TaskRow[], globalWeights: Uint8Array, why: string): Promise<boolean> {
+    // A new session needs its whole keys window (it closes 3 stage timeouts before the deadline) and the three
+    // stages after it; with less time left a restart would abort at once, so the shortfall fails the study now.
     const stageMs = (spec.privacy?.secagg?.stageTimeoutSeconds ?? DEFAULT_STAGE_TIMEOUT_S) * 1000;
-    if (this.now() + stageMs >= open.deadline_at) return false;
+    if (this.now() + 4 * stageMs >= open.deadline_at) return false;
     this.secagg.drop(study.id, open.round);
     const session = await restartRound(this.store, spec, open, aggregatedTensors(spec, globalWeights), this.now());
     this.secagg.put(session);
