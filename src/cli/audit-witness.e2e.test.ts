@@ -16,7 +16,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { spawnSync, type ChildProcess } from 'node:child_process';
 import Database from 'libsql';
-import { SETU_MAIN, adminClient, freePort, startCoordinatorProcess, startHeartSite, stopAll, studyLeadClient, waitFor } from '../testing/processes.js';
+import { SETU_MAIN, adminClient, freePort, startCoordinatorProcess, enrolHeartSites, stopAll, studyLeadClient, waitFor } from '../testing/processes.js';
 
 test('audit witnesses catch a deleted tail, a deleted log and a rewritten export header, naming the witness', { timeout: 240_000 }, async () => {
   const dir = mkdtempSync(join(tmpdir(), 'setu-audit-witness-'));
@@ -28,11 +28,7 @@ test('audit witnesses catch a deleted tail, a deleted log and a rewritten export
     const dataDir = join(dir, 'coord');
     coord = await startCoordinatorProcess(dataDir, port, join(dir, 'coord.log'));
     const admin = adminClient(dataDir, url);
-    for (let c = 0; c < 3; c++) {
-      const inv = await admin.json<{ token: string }>('POST', '/v1/invites', { siteName: `hospital-${c}` });
-      children.push(startHeartSite(join(dir, `site-${c}`), url, c, inv.token));
-    }
-    await waitFor('3 enrolled sites', async () => ((await admin.json<unknown[]>('GET', '/v1/sites')).length === 3 ? true : undefined), 30_000);
+    await enrolHeartSites(admin, url, dir, 3, children);
     const lead = await studyLeadClient(admin, url);
     const { id } = await lead.json<{ id: string }>('POST', '/v1/studies', {
       name: 'witnessed', dataset: 'heart', model: { kind: 'logistic', inputDim: 13 }, strategy: { name: 'FedAvg' }, rounds: 2,

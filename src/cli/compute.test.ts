@@ -64,11 +64,11 @@ test('ledger: contribution report as table and JSON', async () => {
     /record #1: missing or mistyped cpuSeconds/);
 });
 
-test('k8s-manifest prints the Job as YAML', async () => {
+test('kubernetes-manifest prints the Job as YAML', async () => {
   const job = { argv: ['python3', 'train.py'], workdir: '/w', cpus: 2, gpus: 1, memoryMiB: 1024, timeLimitSeconds: 600,
     studyId: 's', taskId: 't', siteId: 'x', dataJurisdiction: 'JP' };
   const { o, sink } = io();
-  assert.equal(await main(['k8s-manifest', '--file', await file('j.yaml', job), '--image', 'trainer:1'], sink), 0);
+  assert.equal(await main(['kubernetes-manifest', '--file', await file('j.yaml', job), '--image', 'trainer:1'], sink), 0);
   const m = YAML.parse(o.out);
   assert.equal(m.kind, 'Job');
   assert.equal(m.spec.template.spec.nodeSelector['setu.dev/jurisdiction'], 'JP');

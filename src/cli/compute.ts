@@ -27,7 +27,7 @@ const HELP = `setu compute: compute federation tools that need no coordinator
       where a site's training would run, or why it cannot
   setu compute ledger --file usage.json [--json]
       contribution report (compute contributed against consumed, IN against JP) from usage records
-  setu compute k8s-manifest --file job.yaml --image IMAGE [--namespace NS] [--claim PVC]
+  setu compute kubernetes-manifest --file job.yaml --image IMAGE [--namespace NS] [--claim PVC]
       the Kubernetes Job a training job becomes
 `;
 
@@ -205,7 +205,7 @@ export async function main(argv: string[], io: Io = stdio): Promise<number> {
     case 'resources': return resourcesCmd(rest, io);
     case 'place': return placeCmd(rest, io);
     case 'ledger': return ledgerCmd(rest, io);
-    case 'k8s-manifest': return manifestCmd(rest, io);
+    case 'kubernetes-manifest': return manifestCmd(rest, io);
     default: throw new UsageError(`unknown compute subcommand "${sub}"; run setu compute --help`);
   }
 }

@@ -111,7 +111,7 @@ export const COMMANDS: CommandHelp[] = [
   { path: 'compute queue', args: '[--all]', summary: "Setu's jobs in the local Slurm queue" },
   { path: 'compute resources', args: '--file resources.yaml', summary: 'validate a resource file offline and list it', flags: { file: 'the resource file (YAML or JSON)' } },
   { path: 'compute place', args: '--file resources.yaml --site S --jurisdiction IN [--cpus N] [--gpus N] [--ram GiB]', summary: "where a site's training would be placed, or why it cannot be", flags: { file: 'the resource file (YAML or JSON)' } },
-  { path: 'compute k8s-manifest', args: '--file job.yaml --image IMAGE', summary: 'the Kubernetes Job a training job becomes', flags: { file: 'the training job (YAML or JSON)' } },
+  { path: 'compute kubernetes-manifest', args: '--file job.yaml --image IMAGE', summary: 'the Kubernetes Job a training job becomes', flags: { file: 'the training job (YAML or JSON)' } },
 
   { path: 'bench flamby-heart', args: '[--seeds 42,43,44] [--methods …]', summary: "FLamby's Fed-Heart-Disease table, every method, against the PyTorch figures",
     flags: { out: { value: 'DIR', text: 'directory for the result files' }, 'data-dir': 'the Fed-Heart-Disease data (default: the copy bundled in data/)' } },

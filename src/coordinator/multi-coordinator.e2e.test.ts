@@ -18,7 +18,7 @@ import type { ChildProcess } from 'node:child_process';
 import { openStore } from '../store/store.js';
 import { decodeSafetensors } from '../protocol/safetensors.js';
 import { createTempDatabase, pgSkipReason } from '../testing/pg.js';
-import { adminClient, freePort, runSetu, startHeartSite, stopAll, studyLeadClient, waitFor } from '../testing/processes.js';
+import { adminClient, freePort, runSetu, enrolHeartSites, stopAll, studyLeadClient, waitFor } from '../testing/processes.js';
 import { INSTANCE_ID_FILE } from './instance.js';
 import { startCoordinator, type RunningCoordinator } from './start.js';
 import { HttpClient, type Signer } from '../site/http.js';
@@ -126,11 +126,7 @@ async function federation(kill: boolean): Promise<{ digests: Map<number, string>
     lb = await balancer([pa, pb]);
     const url = `http://127.0.0.1:${lb.port}`;
     const admin = adminClient(dirs[0]!, url);
-    for (let c = 0; c < 4; c++) {
-      const inv = await admin.json<{ token: string }>('POST', '/v1/invites', { siteName: `hospital-${c}` });
-      children.push(startHeartSite(join(dir, `site-${c}`), url, c, inv.token));
-    }
-    await waitFor('4 enrolled sites', async () => ((await admin.json<unknown[]>('GET', '/v1/sites')).length === 4 ? true : undefined), 30_000);
+    await enrolHeartSites(admin, url, dir, 4, children);
     const lead = await studyLeadClient(admin, url);
     const { id } = await lead.json<{ id: string }>('POST', '/v1/studies', {
       name: 'two-coordinators',

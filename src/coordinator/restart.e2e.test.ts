@@ -12,7 +12,7 @@ import type { ChildProcess } from 'node:child_process';
 import { openStore } from '../store/store.js';
 import { decodeSafetensors } from '../protocol/safetensors.js';
 import { createHash } from 'node:crypto';
-import { adminClient, studyLeadClient, freePort, startCoordinatorProcess, startHeartSite, stopAll, waitFor } from '../testing/processes.js';
+import { adminClient, studyLeadClient, freePort, startCoordinatorProcess, enrolHeartSites, stopAll, waitFor } from '../testing/processes.js';
 
 const ROUNDS = 20;
 
@@ -26,11 +26,7 @@ async function runFederation(opts: { killAfterRound?: number }): Promise<{ diges
     const dataDir = join(dir, 'coordinator');
     coord = await startCoordinatorProcess(dataDir, port, join(dir, 'coordinator.log'));
     const admin = adminClient(dataDir, url);
-    for (let c = 0; c < 4; c++) {
-      const inv = await admin.json<{ token: string }>('POST', '/v1/invites', { siteName: `hospital-${c}` });
-      children.push(startHeartSite(join(dir, `site-${c}`), url, c, inv.token));
-    }
-    await waitFor('4 enrolled sites', async () => ((await admin.json<unknown[]>('GET', '/v1/sites')).length === 4 ? true : undefined), 30_000);
+    await enrolHeartSites(admin, url, dir, 4, children);
     const lead = await studyLeadClient(admin, url);
     const { id } = await lead.json<{ id: string }>('POST', '/v1/studies', {
       name: 'restart',

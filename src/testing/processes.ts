@@ -41,8 +41,8 @@ export function runSetu(args: string[], logFile: string): ChildProcess {
  * rejects if it exits first. A coordinator that neither listens nor exits within a minute is killed, so it
  * cannot keep the test process alive.
  */
-export async function startCoordinatorProcess(dataDir: string, port: number, logFile: string, opts: { db?: string } = {}): Promise<ChildProcess> {
-  const child = runSetu(['coordinator', 'start', '--data-dir', dataDir, '--port', String(port), ...(opts.db ? ['--db', opts.db] : [])], logFile);
+export async function startCoordinatorProcess(dataDir: string, port: number, logFile: string, opts: { db?: string; args?: string[] } = {}): Promise<ChildProcess> {
+  const child = runSetu(['coordinator', 'start', '--data-dir', dataDir, '--port', String(port), ...(opts.db ? ['--db', opts.db] : []), ...(opts.args ?? [])], logFile);
   await new Promise<void>((resolve, reject) => {
     let out = '';
     const done = (e?: Error) => {
@@ -76,6 +76,18 @@ export function startHeartSite(dir: string, coordinatorUrl: string, center: numb
   const cfg = join(dir, 'site.yaml');
   writeFileSync(cfg, YAML.stringify({ coordinator: coordinatorUrl, stateDir: 'state', pollWaitMs: 5000, datasets: { heart: { format: 'fed-heart-disease', center } }, ...extra }));
   return runSetu(['site', 'start', '--config', cfg, '--token', token], join(dir, 'agent.log'));
+}
+
+/**
+ * Invites and starts heart sites hospital-0 … hospital-(n-1) (agent processes under `dir/site-k`, pushed onto
+ * `children` so the caller stops them) and resolves once all n are enrolled.
+ */
+export async function enrolHeartSites(admin: HttpClient, url: string, dir: string, n: number, children: ChildProcess[]): Promise<void> {
+  for (let c = 0; c < n; c++) {
+    const inv = await admin.json<{ token: string }>('POST', '/v1/invites', { siteName: `hospital-${c}` });
+    children.push(startHeartSite(join(dir, `site-${c}`), url, c, inv.token));
+  }
+  await waitFor(`${n} enrolled sites`, async () => ((await admin.json<unknown[]>('GET', '/v1/sites')).length === n ? true : undefined), 30_000);
 }
 
 export async function stopAll(children: ChildProcess[]): Promise<void> {

@@ -6,14 +6,15 @@
  */
 import { it } from 'node:test';
 import assert from 'node:assert/strict';
-import { DEFAULT_PG, failures, main, runReadsBench } from './reads.js';
+import { failures, main, runReadsBench } from './reads.js';
+import { PG_BASE } from '../../testing/pg.js';
 import { pgSkipReason } from '../../testing/pg.js';
 
 const REQUESTS = 1000;
 const RUNS = 3;
 
 it(`${REQUESTS} concurrent signed GET /v1/studies: none fails or hangs, on PostgreSQL and on SQLite (${RUNS} runs each)`, { skip: await pgSkipReason(), timeout: 15 * 60_000 }, async (t) => {
-  const r = await runReadsBench({ requests: REQUESTS, runs: RUNS, path: '/v1/studies', pg: DEFAULT_PG, timeoutMs: 120_000, log: (s) => t.diagnostic(s) });
+  const r = await runReadsBench({ requests: REQUESTS, runs: RUNS, path: '/v1/studies', pg: PG_BASE, timeoutMs: 120_000, log: (s) => t.diagnostic(s) });
   t.diagnostic(`PostgreSQL / SQLite: p50 ${r.ratio.p50.toFixed(2)}×, p99 ${r.ratio.p99.toFixed(2)}×`);
   for (const [backend, runs] of [['sqlite', r.sqlite], ['postgres', r.postgres]] as const) {
     assert.equal(runs.length, RUNS);

@@ -12,22 +12,18 @@
  * and max latency (request sent → body received), and the requests that failed (any answer but 2xx) or hung
  * (no answer within --timeout-ms). PostgreSQL runs in a database made for the run and dropped after it.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
+import type { ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import http from 'node:http';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import pg from 'pg';
+import { join } from 'node:path';
 import { parse } from '../args.js';
 import { generateSigningKeys, signRequest } from '../../protocol/signing.js';
 import { readKeyFile } from '../../coordinator/auth.js';
 import { HttpClient } from '../../site/http.js';
+import { createTempDatabase, PG_BASE } from '../../testing/pg.js';
+import { freePort, startCoordinatorProcess } from '../../testing/processes.js';
 
-const MAIN = resolve(dirname(fileURLToPath(import.meta.url)), '..', 'main.js');
-export const DEFAULT_PG = process.env.SETU_TEST_PG ?? 'postgres://postgres@127.0.0.1:5432/test';
 
 export interface ReadRun {
   requests: number;
@@ -88,17 +84,6 @@ export async function concurrentReads(base: string, path: string, signer: Signer
   return { requests: n, ok: times.length, failed, hung, p50Ms: quantile(times, 0.5), p99Ms: quantile(times, 0.99), maxMs: times[times.length - 1] ?? NaN, wallMs };
 }
 
-function freePort(): Promise<number> {
-  return new Promise((res, rej) => {
-    const s = createServer();
-    s.once('error', rej);
-    s.listen(0, '127.0.0.1', () => {
-      const p = (s.address() as { port: number }).port;
-      s.close(() => res(p));
-    });
-  });
-}
-
 export interface BenchCoordinator {
   url: string;
   dataDir: string;
@@ -107,29 +92,10 @@ export interface BenchCoordinator {
 }
 
 /** A `setu coordinator start` process on `db` (a PostgreSQL URL, or undefined for SQLite in its data directory). */
-export async function startBenchCoordinator(db: string | undefined, env: NodeJS.ProcessEnv = {}): Promise<BenchCoordinator> {
+export async function startBenchCoordinator(db: string | undefined): Promise<BenchCoordinator> {
   const dataDir = mkdtempSync(join(tmpdir(), 'setu-bench-reads-'));
   const port = await freePort();
-  const child = spawn(process.execPath, [MAIN, 'coordinator', 'start', '--data-dir', dataDir, '--port', String(port), '--log-level', 'warn', ...(db ? ['--db', db] : [])], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
-  let out = '';
-  await new Promise<void>((ok, fail) => {
-    const timer = setTimeout(() => fail(new Error(`the coordinator did not listen within 60 s:\n${out}`)), 60_000);
-    const onData = (d: Buffer) => {
-      out += d.toString();
-      if (out.includes('"event":"listening"')) {
-        clearTimeout(timer);
-        ok();
-      }
-    };
-    child.stdout!.on('data', onData);
-    child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
-    child.once('exit', (code) => {
-      clearTimeout(timer);
-      fail(new Error(`the coordinator exited with ${code}:\n${out}`));
-    });
-  });
-  child.stdout!.resume();
-  child.stderr!.resume();
+  const child = await startCoordinatorProcess(dataDir, port, join(dataDir, 'coordinator.log'), { ...(db ? { db } : {}), args: ['--log-level', 'warn'] });
   return {
     url: `http://127.0.0.1:${port}`,
     dataDir,
@@ -167,26 +133,6 @@ export async function populate(c: BenchCoordinator, studies = 5): Promise<{ lead
   return { lead, site: { keyId: enrolled.siteId, privateKey: siteKeys.privateKeyPem } };
 }
 
-/** A database of its own on the PostgreSQL server of `base`, dropped by `drop`. */
-export async function benchDatabase(base: string): Promise<{ url: string; drop(): Promise<void> }> {
-  const name = `setu_bench_${randomBytes(5).toString('hex')}`;
-  const admin = new pg.Client({ connectionString: base, connectionTimeoutMillis: 5000 });
-  await admin.connect();
-  await admin.query(`create database ${name}`);
-  await admin.end();
-  const u = new URL(base);
-  u.pathname = `/${name}`;
-  return {
-    url: u.toString(),
-    async drop() {
-      const c = new pg.Client({ connectionString: base });
-      await c.connect();
-      await c.query(`drop database if exists ${name} with (force)`);
-      await c.end();
-    },
-  };
-}
-
 export interface ReadsBench {
   requests: number;
   path: string;
@@ -203,7 +149,7 @@ const median = (xs: number[]) => {
 
 export async function runReadsBench(o: { requests: number; runs: number; path: string; as?: 'lead' | 'site'; pg: string; timeoutMs: number; log?: (s: string) => void }): Promise<ReadsBench> {
   const log = o.log ?? (() => {});
-  const pgDb = await benchDatabase(o.pg);
+  const pgDb = await createTempDatabase(o.pg);
   const coordinators: BenchCoordinator[] = [];
   try {
     const sqlite = await startBenchCoordinator(undefined);
@@ -236,7 +182,7 @@ function show(r: ReadRun): string {
 }
 
 export async function main(argv: string[]): Promise<number> {
-  let requests = 1000, runs = 5, path = '/v1/studies', as: 'lead' | 'site' = 'lead', pgUrl = DEFAULT_PG, timeoutMs = 60_000, json = false;
+  let requests = 1000, runs = 5, path = '/v1/studies', as: 'lead' | 'site' = 'lead', pgUrl = PG_BASE, timeoutMs = 60_000, json = false;
   try {
     const { values: v } = parse(argv, { requests: { type: 'string' }, runs: { type: 'string' }, path: { type: 'string' }, as: { type: 'string' }, pg: { type: 'string' }, 'timeout-ms': { type: 'string' }, json: { type: 'boolean' } });
     const int = (s: string | undefined, name: string, d: number) => {
