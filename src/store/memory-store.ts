@@ -12,6 +12,8 @@ import { memberships, toEvent, toInstitution, toPlacement } from './governance.j
 import { spendOf, type PrivacyLedgerTable, type SiteSpend, type SpendEntry } from './privacy.js';
 import type { CountedRefusal } from './audit-bounds.js';
 import type { TaskErrorsTable } from './task-errors.js';
+import type { BlobStore } from './blobs/blob-store.js';
+import { MemoryBlobStore } from './blobs/memory-blobs.js';
 import {
   StoreConflict, refuseFromInside, runInside, type AuditRow, type CommitRoundArgs, type InviteRow, type MetricRow, type ModelVersionRow, type RefusalRow, type RoundRow,
   type SiteRow, type Store, type StrategyStateRow, type StudyRow, type TaskRow, type UpdateRow, type UserRow,
@@ -38,6 +40,7 @@ const GENERATED = new Set<Table>(['metrics', 'refusals', 'governance_events']);
 const UNIQUE: Partial<Record<Table, string[]>> = { sites: ['name', 'credential_hash'], users: ['name'] };
 
 class State {
+  readonly blobs = new MemoryBlobStore();
   t = Object.fromEntries(TABLES.map((n) => [n, new Map<string, Row>()])) as Record<Table, Map<string, Row>>;
   ids: Record<string, number> = { metrics: 0, refusals: 0, governance_events: 0 };
   constructor() {
@@ -86,6 +89,9 @@ function by<T>(...keys: ((r: T) => string | number | null)[]): (a: T, b: T) => n
 export class MemoryStore implements Store {
   readonly backend = 'memory' as const;
   private closed = false;
+  get blobs(): BlobStore {
+    return this.s.blobs;
+  }
 
   constructor(
     private readonly s: State = new State(),

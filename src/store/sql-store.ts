@@ -4,6 +4,8 @@
  * are in trust.ts, governance.ts, audit.ts and privacy.ts, called from here only. Every driver error goes
  * through sql-errors.ts, so callers see StoreConflict / StoreUnavailable, never a driver's error class.
  */
+import type { BlobStore } from './blobs/blob-store.js';
+import { MemoryBlobStore } from './blobs/memory-blobs.js';
 import { closeSync, existsSync, mkdirSync, openSync, chmodSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { Kysely, Migrator, PostgresDialect, SqliteDialect, type Transaction } from 'kysely';
@@ -132,6 +134,8 @@ function restrictFiles(files: string[]): void {
 
 export class SqlStore implements Store {
   readonly backend: 'sqlite' | 'postgres';
+  // FIXME(blobs helper): files under the data directory (SQLite) / a chunk table (PostgreSQL); shared with tx.
+  readonly blobs: BlobStore = new MemoryBlobStore();
 
   constructor(
     private readonly handle: Db,

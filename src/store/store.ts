@@ -23,6 +23,7 @@ import type {
 import type { PrivacyLedgerTable, SiteSpend, SpendEntry } from './privacy.js';
 import type { CountedRefusal } from './audit-bounds.js';
 import type { TaskErrorsTable } from './task-errors.js';
+import type { BlobStore } from './blobs/blob-store.js';
 
 export type SiteRow = SitesTable;
 export type StudyRow = StudiesTable;
@@ -89,6 +90,8 @@ export interface CommitRoundArgs {
 
 export interface Store {
   readonly backend: Backend;
+  /** Model versions' and updates' bytes, by digest (blobs/blob-store.ts); shared by a transaction's `tx`. */
+  readonly blobs: BlobStore;
   close(): Promise<void>;
   /**
    * Runs `fn` in one transaction and returns its result; `tx` is a Store whose calls join the transaction.

@@ -1,0 +1,64 @@
+/**
+ * The content-addressed blob store: model versions and updates live here, named by the sha256 (hex) of their
+ * bytes, instead of inside SQL rows. Rows keep only the digest (and size), so a row read never carries a model.
+ *
+ * Implementations: files under the data directory (the default, next to SQLite; written with fsync, named by
+ * digest), a chunk table in PostgreSQL (shared by several coordinators on one database), and in memory (tests,
+ * simulations). All pass one suite.
+ *
+ * Uploads arrive in chunks (`Partial`): appended at the offset the store already holds, so a dropped
+ * connection resumes where it stopped, and committed only once the whole blob's digest is verified.
+ */
+
+export interface BlobInfo {
+  /** sha256 of the bytes, lowercase hex. */
+  digest: string;
+  size: number;
+}
+
+/** A digest or size that does not match what was promised; nothing was stored. */
+export class BlobMismatch extends Error {
+  override name = 'BlobMismatch';
+}
+
+/** An append at an offset other than the bytes received so far (the caller resumes from `received`). */
+export class BlobOffsetConflict extends Error {
+  override name = 'BlobOffsetConflict';
+  constructor(readonly received: number) {
+    super(`this upload holds ${received} bytes; send the next chunk at offset ${received}`);
+  }
+}
+
+/** An upload in progress, by id (kept across coordinator restarts by the file and PostgreSQL backends). */
+export interface PartialBlob {
+  readonly id: string;
+  /** Bytes received and durable so far. */
+  received(): Promise<number>;
+  /** Appends `bytes` at `offset` (must equal received(): BlobOffsetConflict otherwise); returns the new received count. */
+  append(offset: number, bytes: Uint8Array): Promise<number>;
+  /** Verifies the whole content against `expect` and makes it a blob (BlobMismatch and the partial is discarded otherwise). */
+  commit(expect: BlobInfo): Promise<BlobInfo>;
+  discard(): Promise<void>;
+}
+
+export interface BlobStore {
+  readonly kind: 'memory' | 'files' | 'postgres';
+  /** Stores bytes (idempotent: the same bytes are stored once). */
+  put(bytes: Uint8Array): Promise<BlobInfo>;
+  /** Stores a stream of chunks, hashing while writing; `expect` is verified before the blob becomes visible. */
+  putStream(chunks: AsyncIterable<Uint8Array>, expect?: Partial<BlobInfo>): Promise<BlobInfo>;
+  /** Size of a stored blob, undefined when absent. */
+  size(digest: string): Promise<number | undefined>;
+  /** Bytes [start, end) of a blob (end clamped to its size). */
+  read(digest: string, start: number, end: number): Promise<Uint8Array>;
+  /** The blob's bytes [start, end) as chunks of at most `chunkBytes` (default 4 MiB), in order. */
+  stream(digest: string, opts?: { start?: number; end?: number; chunkBytes?: number }): AsyncIterable<Uint8Array>;
+  /** The whole blob (only for blobs known to be small: metadata-sized models, tests). */
+  readAll(digest: string): Promise<Uint8Array>;
+  delete(digest: string): Promise<void>;
+  /** Opens (creating when new) the upload `id`. */
+  partial(id: string): Promise<PartialBlob>;
+  close?(): Promise<void>;
+}
+
+export const DEFAULT_BLOB_CHUNK_BYTES = 4 * 1024 * 1024;
