@@ -18,8 +18,18 @@ test('a site whose trainer cannot serve the study is named with the reason; an u
   assert.deepEqual(trainerProblems(base, [{ name: 'a', trainer: external }]), []);
   assert.deepEqual(trainerProblems(base, [{ name: 'b', trainer: undefined }]), ['site b (built-in (not declared by the agent)) cannot train a custom model: it needs an external trainer (site.yaml trainer.kind: external)']);
   const dp: StudySpec = { ...base, privacy: { dp: { level: 'sample', epsilon: 1, delta: 1e-5, clipNorm: 1 } } };
-  assert.deepEqual(trainerProblems(dp, [{ name: 'a', trainer: external }]), ['site a (external (python3 t.py)) does not support dp-sgd, which sample-level DP (privacy.dp.level: sample) needs']);
+  assert.equal(trainerProblems(dp, [{ name: 'a', trainer: external }]).length, 1);
+  assert.match(trainerProblems(dp, [{ name: 'a', trainer: external }])[0]!, /^site a \(external \(python3 t\.py\)\) does not support dp-sgd, which sample-level DP \(privacy\.dp\.level: sample\) needs: DP-SGD runs inside the training, so the trainer must .*trainer\.features: \[dp-sgd\].*client-level DP \(privacy\.dp\.level: client\), which the agent applies around any trainer$/);
   assert.deepEqual(trainerProblems(dp, [{ name: 'a', trainer: { ...external, features: [...external.features, 'dp-sgd'] } }]), []);
+  // Client-level DP and SecAgg+ are the agent's: a current agent declares them for every trainer; an older one is told to upgrade.
+  const client: StudySpec = { ...base, privacy: { dp: { level: 'client', epsilon: 5, delta: 1e-5, clipNorm: 1 }, secagg: {} } };
+  assert.deepEqual(trainerProblems(client, [{ name: 'a', trainer: { ...external, features: [...external.features, 'dp-client', 'secagg'] } }]), []);
+  assert.deepEqual(trainerProblems(client, [{ name: 'a', trainer: external }]),
+    ['site a (external (python3 t.py)) does not support dp-client, which client-level DP (privacy.dp.level: client) needs: the site\'s agent does not apply it around its trainer (an agent older than agent-side privacy for every trainer: upgrade it)',
+      'site a (external (python3 t.py)) does not support secagg, which SecAgg+ (privacy.secagg) needs: the site\'s agent does not apply it around its trainer (an agent older than agent-side privacy for every trainer: upgrade it)']);
+  const placed: TrainerDeclaration = { kind: 'placed', description: 'built-in, placed on shared compute', models: ['logistic'], features: ['evaluate', 'dp-client', 'secagg'] };
+  const sampleLogistic: StudySpec = { ...dp, model: { kind: 'logistic', inputDim: 3 } };
+  assert.match(trainerProblems(sampleLogistic, [{ name: 'p', trainer: placed }])[0]!, /does not support dp-sgd.*: a placed job does not run DP-SGD; client-level DP/);
   const logistic: StudySpec = { ...base, model: { kind: 'logistic', inputDim: 3 } };
   assert.deepEqual(trainerProblems(logistic, [{ name: 'a', trainer: external }, { name: 'c', trainer: UNDECLARED }]), ['site a (external (python3 t.py)) does not train the logistic model (it trains: custom)']);
 });

@@ -2,8 +2,10 @@
  * Whether each site's trainer can serve a study, decided when the study starts from what the sites declared
  * (PUT /v1/agent/trainer), so an impossible combination is refused with its reason then, never at task time:
  * a custom model at a site with only the built-in trainer, FedProx or SCAFFOLD with a trainer that does not apply
- * them, sample-level DP-SGD with a trainer that does not run the agent's plan, client-level DP or SecAgg+ or
- * per-tensor rules at an agent that cannot apply them around its trainer.
+ * them, sample-level DP-SGD with a trainer that does not run the agent's plan (an external trainer that does not
+ * declare `dp-sgd`, a placed job), client-level DP or SecAgg+ or per-tensor rules at an agent that cannot apply them
+ * around its trainer. Client-level DP and SecAgg+ are the agent's doing, not the trainer's: a current agent declares
+ * them for every trainer (site/trainers/declaration.ts), so only an older agent lacks them.
  */
 import type { StudySpec, TrainerDeclaration, TrainerFeature } from '../protocol/api.js';
 import { strategyNeeds } from '../learning/strategies/registry.js';
@@ -44,8 +46,26 @@ export function trainerProblems(spec: StudySpec, sites: { name: string; trainer:
         : `${who} does not train the ${spec.model.kind} model (it trains: ${t.models.join(', ') || 'nothing'})`);
     }
     for (const n of need) {
-      if (!t.features.includes(n.feature)) out.push(`${who} does not support ${n.feature}, which ${n.why} needs`);
+      if (!t.features.includes(n.feature)) out.push(`${who} does not support ${n.feature}, which ${n.why} needs${remedy(n.feature, t)}`);
     }
   }
   return out;
+}
+
+/** What would make the combination work, for the refusal: said per feature and per kind of trainer. */
+function remedy(feature: TrainerFeature, t: TrainerDeclaration): string {
+  switch (feature) {
+    case 'dp-sgd':
+      if (t.kind === 'external') return ': DP-SGD runs inside the training, so the trainer must apply the plan the agent hands it and declare it (site.yaml trainer.features: [dp-sgd]; the Python SDK\'s setu_trainer.torch.dp_sgd), or the study can use client-level DP (privacy.dp.level: client), which the agent applies around any trainer';
+      if (t.kind === 'placed') return ': a placed job does not run DP-SGD; client-level DP (privacy.dp.level: client) is applied by the agent to the job\'s result';
+      return '';
+    case 'dp-client':
+    case 'secagg':
+    case 'tensor-rules':
+      return t.kind === 'builtin' ? '' : ': the site\'s agent does not apply it around its trainer (an agent older than agent-side privacy for every trainer: upgrade it)';
+    case 'fedprox':
+      return t.kind === 'external' ? ': the trainer adds the proximal term itself; declare it in site.yaml trainer.features: [fedprox] once it does' : '';
+    default:
+      return '';
+  }
 }

@@ -28,7 +28,7 @@ import type { Weights } from '../protocol/tensors.js';
 import type { SiteLocalPolicy } from '../governance/policy.js';
 import type { ComputeResource } from '../compute/types.js';
 import { inProcessUsage, loadLocalPolicy, localPolicyRefusal, runPlacedFit, type UsageReport } from './placed.js';
-import { budgetRefusal, dpPlanOf, loadBudget, spendAndPersist, trainPrivately, type DpTaskPlan } from './privacy.js';
+import { budgetRefusal, declaredPlan, declaredRefusal, dpPlanOf, dpSgdPlanOf, loadBudget, privatiseRelease, spendAndPersist, trainPrivately, type DpTaskPlan } from './privacy.js';
 import { AuditWitness } from './audit-witness.js';
 import { isSecAggPending, secaggBody, uploadSecAgg } from './secagg.js';
 import { keepRelease, noiseSecret, releasedFor, taskNoiseSeed } from './release.js';
@@ -278,26 +278,21 @@ export class SiteAgent {
         this.status.taskEnded(task.taskId, 'refused', `local policy: ${refusal}`);
         return;
       }
-      // Differential privacy and SecAgg+ run in the built-in trainer on this machine only; a DP task that would
-      // take this site past its budget for the study is refused, with the numbers.
+      // The agent applies client-level DP and SecAgg+ to the release whoever trained (here, a placed job, an external
+      // program); DP-SGD runs inside the training, which a placed job's trainer does not do (its agent does not declare
+      // dp-sgd, so the coordinator refuses such a study at start). A DP task that would take this site past its budget
+      // for the study is a task error, with the numbers.
       if (task.privacy) {
-        let why: string | undefined;
-        // SecAgg+ masking happens here, after a placed job returns, so it works with placed training; DP does not (yet).
-        if (this.cfg.trainer?.kind === 'external' || (placed && task.privacy.dp)) why = 'privacy: DP-SGD and DP-FedAvg clipping run only in the built-in trainer on the site\'s own machine';
         dp = dpPlanOf(task, data.train.n);
-        if (!why && dp) {
-          budget = loadBudget(this.state, this.cfg, task);
-          // A task already charged (an attempt killed after its charge) is not refused: its retry is free.
-          const over = budgetRefusal(budget, dp, task.taskId);
-          if (over) throw new TaskFailure('budget_exhausted', over);
-        }
-        if (why) {
+        if (placed && dp?.mechanism === 'dp-sgd') {
+          const why = 'privacy: sample-level DP-SGD runs only in the built-in trainer on the site\'s own machine, not in a placed job';
           this.log(`task ${task.taskId}: refused: ${why}`);
           await this.http.json('POST', `/v1/agent/tasks/${encodeURIComponent(task.taskId)}/refuse`, { reason: why });
           this.status.taskEnded(task.taskId, 'refused', why);
           this.privacyRefused.add(task.taskId);
           return;
         }
+        budget = this.affordable(task, dp);
         // Charged before training, once per task id (privacy.ts): an attempt killed from here on and run again
         // after a restart releases the same output (its noise seed is the task's) and costs nothing more.
         if (dp && budget) spend = spendAndPersist(this.state, task.studyId, budget, dp, task.taskId);
@@ -334,8 +329,9 @@ export class SiteAgent {
         usage = run.usage;
       } else {
         this.log(`task ${task.taskId}: training (${dp ? dp.mechanism : 'fit'}, round ${task.round})`);
-        const ordinary = () => fit({ model, weights: global, data: data.train, config: cfg, stream, ...(clientState ? { clientState } : {}), rng: createRng(task.seed, 'dropout', this.cred.siteName, task.round) });
-        out = dp ? trainPrivately({ model, global, data: data.train, task, plan: dp, seed: taskNoiseSeed(this.state, task.studyId, task.taskId), ordinary }) : ordinary();
+        out = dp?.mechanism === 'dp-sgd'
+          ? trainPrivately({ model, global, data: data.train, task, plan: dp, seed: taskNoiseSeed(this.state, task.studyId, task.taskId) })
+          : fit({ model, weights: global, data: data.train, config: cfg, stream, ...(clientState ? { clientState } : {}), rng: createRng(task.seed, 'dropout', this.cred.siteName, task.round) });
         streamState = stream.state();
       }
       const meta: ResultMeta = {
@@ -350,13 +346,35 @@ export class SiteAgent {
       if (spend) meta.privacy = spend;
       // Only the aggregated tensors leave the site; local ones are kept once the coordinator holds the result.
       const release = releaseOf(out.weights, global, task.tensorRules);
-      const body = task.privacy?.secagg ? secaggBody(release.upload, pickWeights(global, Object.keys(release.upload)), meta) : encodeSafetensors(release.upload, { [RESULT_META_KEY]: JSON.stringify(meta) });
+      const body = this.releaseBody(task, global, release.upload, meta, dp);
       const commit: PendingResult['commit'] = [{ name: 'stream.json', data: JSON.stringify(streamState), encoding: 'utf8' }, ...release.commit];
       if (out.clientState) commit.push({ name: 'client-state.safetensors', data: Buffer.from(encodeSafetensors(out.clientState)).toString('base64'), encoding: 'base64' });
       pending = { taskId: task.taskId, studyId: task.studyId, contentType: 'application/octet-stream', body, commit };
     }
     this.log(`task ${task.taskId}: ${task.kind} done in ${Date.now() - started} ms; uploading`);
     await this.queue(task, pending, usage ?? inProcessUsage(this.cred.siteName, cpu0, started));
+  }
+
+  /**
+   * The account of a DP fit task's study at this site, when the task's release fits in it (or was charged already:
+   * a retry is free); a release that would take the site past its budget is a task error with the numbers.
+   */
+  private affordable(task: TaskMessage, dp: DpTaskPlan | undefined): PrivacyBudget | undefined {
+    if (!dp) return undefined;
+    const budget = loadBudget(this.state, this.cfg, task);
+    const over = budgetRefusal(budget, dp, task.taskId);
+    if (over) throw new TaskFailure('budget_exhausted', over);
+    return budget;
+  }
+
+  /**
+   * The body of a fit result, the same for every trainer: the aggregated tensors (`upload`) clipped and, in
+   * distributed mode, noised for client-level DP with the task's seed (privacy.ts privatiseRelease), then as
+   * SecAgg+'s pending Δ (masked stage by stage when sent, secagg.ts) or as plain safetensors.
+   */
+  private releaseBody(task: TaskMessage, global: Weights, upload: Weights, meta: ResultMeta, dp: DpTaskPlan | undefined): Uint8Array {
+    const w = dp?.mechanism === 'dp-fedavg' ? privatiseRelease(upload, global, dp, taskNoiseSeed(this.state, task.studyId, task.taskId)).weights : upload;
+    return task.privacy?.secagg ? secaggBody(w, pickWeights(global, Object.keys(w)), meta) : encodeSafetensors(w, { [RESULT_META_KEY]: JSON.stringify(meta) });
   }
 
   /**
@@ -397,6 +415,9 @@ export class SiteAgent {
    */
   private async handleExternal(task: TaskMessage, started: number, cpu0: NodeJS.CpuUsage): Promise<void> {
     const trainer = this.external!;
+    let dp: DpTaskPlan | undefined;
+    let budget: PrivacyBudget | undefined;
+    let spend: PrivacySpend | undefined;
     if (task.kind === 'fit') {
       // The trainer reads its file itself; the policy's example floor is checked against the rows that file holds
       // (an extracted source's table as the prepare round wrote it: the hospital's systems are not queried again).
@@ -404,13 +425,20 @@ export class SiteAgent {
       const trainExamples = src && isExtracted(src) ? readCsv(datasetFile(this.cfg, task.dataset, task.studyId)).rows.length : await declaredCohort(this.cfg, task.dataset, this.log);
       const refusal = localPolicyRefusal(this.policy, task, { trainExamples, ...(this.cfg.jurisdiction ? { siteJurisdiction: this.cfg.jurisdiction, computeJurisdiction: this.cfg.jurisdiction } : {}) });
       if (refusal) return this.refuse(task, `local policy: ${refusal}`);
-      // Not declared to the coordinator (trainers/declaration.ts), so a study asking for it never starts here.
-      if (task.privacy) return this.refuse(task, 'privacy: DP and SecAgg+ around an external trainer are not available at this agent');
+      // The trainer's own DP-SGD is handed the plan and charged from what it declares (below); client-level DP is
+      // charged now, before the program sees the data, as for the built-in trainer.
+      dp = task.privacy ? dpPlanOf(task, trainExamples) : undefined;
+      budget = this.affordable(task, dp);
+      if (dp?.mechanism === 'dp-fedavg' && budget) spend = spendAndPersist(this.state, task.studyId, budget, dp, task.taskId);
     }
     const decoded = decodeSafetensors((await this.http.request('GET', `/v1/agent/models/${encodeURIComponent(task.modelVersionId)}`)).body).weights;
     const global = startingWeights(decoded, task.tensorRules, this.state.readBytes(task.studyId, LOCAL_TENSORS_FILE));
     const progress = this.progressSender(task);
-    const input = { task, global, siteName: this.cred.siteName, ...(this.opts.signal ? { signal: this.opts.signal } : {}), progress: progress.report };
+    const seed = dp ? taskNoiseSeed(this.state, task.studyId, task.taskId) : undefined;
+    const input = {
+      task, global, siteName: this.cred.siteName, ...(this.opts.signal ? { signal: this.opts.signal } : {}), progress: progress.report,
+      ...(dp?.mechanism === 'dp-sgd' ? { dpSgd: dpSgdPlanOf(dp, seed!) } : {}),
+    };
     let pending: PendingResult;
     try {
       if (task.kind === 'evaluate') {
@@ -419,8 +447,18 @@ export class SiteAgent {
         pending = { taskId: task.taskId, studyId: task.studyId, contentType: 'application/json', body: new TextEncoder().encode(JSON.stringify(meta)), commit: [] };
       } else {
         const out = await trainer.fit(input);
+        if (dp?.mechanism === 'dp-sgd' && budget) {
+          // The accountant charges what the trainer declares it did (external.ts has checked it is no less private
+          // than the plan), once per task id, before anything leaves the site.
+          if (!out.dpSgd) throw new TaskFailure('trainer_failed', `${trainer.description} declared no DP-SGD for a task that asked for it`);
+          const did = declaredPlan(dp, out.dpSgd);
+          const over = declaredRefusal(budget, dp, did, task.taskId);
+          if (over) throw new TaskFailure('budget_exhausted', over);
+          spend = spendAndPersist(this.state, task.studyId, budget, did, task.taskId);
+        }
         const meta: ResultMeta = { taskId: task.taskId, numExamples: out.numExamples, trainMetrics: out.trainMetrics, ...(out.evalMetrics ? { evalMetrics: out.evalMetrics, evalExamples: out.evalExamples! } : {}), durationMs: Date.now() - started };
-        pending = { taskId: task.taskId, studyId: task.studyId, contentType: 'application/octet-stream', body: encodeSafetensors(out.weights, { [RESULT_META_KEY]: JSON.stringify(meta) }), commit: out.commit };
+        if (spend) meta.privacy = spend;
+        pending = { taskId: task.taskId, studyId: task.studyId, contentType: 'application/octet-stream', body: this.releaseBody(task, global, out.weights, meta, dp), commit: out.commit };
       }
     } catch (e) {
       if (!(e instanceof ExternalTrainerError) || e.kind === 'aborted') throw e;

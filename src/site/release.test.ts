@@ -11,7 +11,7 @@ import type { TaskMessage } from '../protocol/api.js';
 import { RESULT_META_KEY } from '../protocol/api.js';
 import { SiteState, writeAtomic } from './state.js';
 import type { SiteConfig } from './config.js';
-import { budgetRefusal, dpPlanOf, loadBudget, spendAndPersist, trainPrivately } from './privacy.js';
+import { budgetRefusal, dpPlanOf, loadBudget, privatiseRelease, spendAndPersist, trainPrivately } from './privacy.js';
 import { NOISE_SECRET_FILE, keepRelease, releaseLog, releasedFor, taskNoiseSeed, tensorDigest, weightsDigest } from './release.js';
 import { createModel } from '../learning/models/registry.js';
 import { createRng } from '../learning/rng.js';
@@ -72,7 +72,8 @@ for (const level of ['sample', 'client'] as const) {
     const d = data();
     const plan = dpPlanOf(t, d.n)!;
     const ordinary = () => ({ weights: Object.fromEntries(Object.entries(global).map(([k, v]) => [k, { ...v, data: v.data.map((x) => x + 0.05) }])), numExamples: d.n, loss: 0.5 });
-    const run = (seed: Uint8Array) => weightsDigest(trainPrivately({ model, global, data: d, task: t, plan, seed, ordinary }).weights);
+    // Sample level trains privately; client level privatises the ordinary training's release (as the agent does for every trainer).
+    const run = (seed: Uint8Array) => weightsDigest(level === 'sample' ? trainPrivately({ model, global, data: d, task: t, plan, seed }).weights : privatiseRelease(ordinary().weights, global, plan, seed).weights);
     const seed = taskNoiseSeed(state, t.studyId, t.taskId);
     const first = run(seed);
     assert.equal(run(taskNoiseSeed(state, t.studyId, t.taskId)), first, 'a retry releases exactly the same weights');

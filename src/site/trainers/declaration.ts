@@ -9,15 +9,17 @@ import type { SiteConfig } from '../config.js';
 export function trainerDeclaration(cfg: SiteConfig): TrainerDeclaration {
   const t = cfg.trainer;
   if (t?.kind === 'external') {
-    // The agent keeps local tensors and leaves skipped ones out for any trainer; FedProx is the trainer's own
-    // doing. DP and SecAgg+ around an external trainer come with the agent-side privacy for every trainer (issue 11
-    // §3); until then this agent refuses them, so it does not declare them.
-    const features: TrainerFeature[] = ['evaluate', 'tensor-rules', ...(t.features?.includes('fedprox') ? (['fedprox'] as const) : [])];
+    // Around any external trainer the agent keeps local tensors and leaves skipped ones out, clips and noises the
+    // update for client-level DP and masks it for SecAgg+ (agent.ts releaseBody): the trainer need not declare them.
+    // FedProx and sample-level DP-SGD happen inside the training, so only a trainer that says it applies them has them.
+    const own = (['fedprox', 'dp-sgd'] as const).filter((f) => t.features?.includes(f));
+    const features: TrainerFeature[] = ['evaluate', 'tensor-rules', 'dp-client', 'secagg', ...own];
     return { kind: 'external', description: `external (${t.command.join(' ')})`.slice(0, 200), models: t.models ?? ['custom'], features };
   }
   if (cfg.compute?.mode === 'placed') {
-    // A placed job runs the built-in trainer; this agent masks its result for SecAgg+ but runs no DP around it.
-    return { kind: 'placed', description: 'built-in, placed on shared compute', models: ['logistic', 'mlp', 'cox'], features: ['evaluate', 'fedprox', 'scaffold', 'secagg', 'tensor-rules'] };
+    // A placed job runs the built-in trainer and returns its result here: this agent clips, noises and masks it as
+    // for any trainer, but DP-SGD would have to run inside the job, which it does not.
+    return { kind: 'placed', description: 'built-in, placed on shared compute', models: ['logistic', 'mlp', 'cox'], features: ['evaluate', 'fedprox', 'scaffold', 'dp-client', 'secagg', 'tensor-rules'] };
   }
   return { kind: 'builtin', description: 'built-in', models: ['logistic', 'mlp', 'cox'], features: ['evaluate', 'fedprox', 'scaffold', 'dp-sgd', 'dp-client', 'secagg', 'tensor-rules'] };
 }
