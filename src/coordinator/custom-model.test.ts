@@ -16,6 +16,8 @@ import { ApiError, HttpClient, type Signer } from '../site/http.js';
 import { decodeSafetensors, encodeSafetensors } from '../protocol/safetensors.js';
 import { RESULT_META_KEY, type TaskMessage, type TrainerDeclaration } from '../protocol/api.js';
 import { waitFor } from '../testing/processes.js';
+import { trainerDeclaration } from '../site/trainers/declaration.js';
+import type { SiteConfig } from '../site/config.js';
 import { halfToFloat, floatToHalfBits, mapWeights, tensor, type Weights } from '../protocol/tensors.js';
 
 const EXTERNAL: TrainerDeclaration = { kind: 'external', description: 'external (python3 train.py)', models: ['custom'], features: ['evaluate', 'tensor-rules'] };
@@ -236,6 +238,25 @@ describe('custom models: initial weights, tensor rules, dtypes and prototype-key
       assert.deepEqual([...next['__proto__']!.data], [1 + round, -1 + round]);
       assert.deepEqual([...next['bn.num_batches_tracked']!.data], [round]);
     }
+  });
+
+  it('refuses at start a private study a site cannot serve, naming the site, the feature and the remedy, and changes nothing; the agent\'s own declaration starts it', async () => {
+    // Sample-level DP needs the trainer's own DP-SGD: an external trainer that does not declare it cannot serve it.
+    const spec = study('dp-sgd', { rounds: 2, fit: { localSteps: 10, batchSize: 8, optimizer: { kind: 'sgd', lr: 0.1 } }, privacy: { dp: { level: 'sample', epsilon: 5, delta: 1e-5, clipNorm: 1 } } });
+    const id = (await lead('POST', '/v1/studies', spec)).json.id;
+    assert.equal((await putWeights(id, encodeSafetensors(initial()))).status, 200);
+    // What a current agent declares for an external trainer without `features: [dp-sgd]`: DP-FedAvg and SecAgg+, not DP-SGD.
+    const agentSays = (features?: ('fedprox' | 'dp-sgd')[]) => trainerDeclaration({ trainer: { kind: 'external', command: ['python3', 'train.py'], ...(features ? { features } : {}) } } as SiteConfig);
+    assert.deepEqual(agentSays().features, ['evaluate', 'tensor-rules', 'dp-client', 'secagg']);
+    for (const s of sites) assert.equal((await call('PUT', '/v1/agent/trainer', s.key, { json: agentSays() })).status, 200);
+    await refused(409, /cannot start: site site-a \(external \(python3 train\.py\)\) does not support dp-sgd, which sample-level DP \(privacy\.dp\.level: sample\) needs: DP-SGD runs inside the training.*trainer\.features: \[dp-sgd\].*; site site-b /,
+      () => lead('POST', `/v1/studies/${id}/start`, {}));
+    assert.equal((await statusOf(id)).status, 'created', 'still not started');
+    // A trainer that runs the agent's DP-SGD plan and says so: the same study starts.
+    for (const s of sites) assert.equal((await call('PUT', '/v1/agent/trainer', s.key, { json: agentSays(['dp-sgd']) })).status, 200);
+    const r = await lead('POST', `/v1/studies/${id}/start`, {});
+    assert.equal(r.status, 200, JSON.stringify(r.json));
+    assert.equal((await lead('POST', `/v1/studies/${id}/stop`, {})).status, 200);
   });
 
   async function waitRound(id: string, round: number): Promise<any> {

@@ -373,7 +373,13 @@ export class SiteAgent {
    * SecAgg+'s pending Δ (masked stage by stage when sent, secagg.ts) or as plain safetensors.
    */
   private releaseBody(task: TaskMessage, global: Weights, upload: Weights, meta: ResultMeta, dp: DpTaskPlan | undefined): Uint8Array {
-    const w = dp?.mechanism === 'dp-fedavg' ? privatiseRelease(upload, global, dp, taskNoiseSeed(this.state, task.studyId, task.taskId)).weights : upload;
+    let w = upload;
+    if (dp?.mechanism === 'dp-fedavg') {
+      const p = privatiseRelease(upload, global, dp, taskNoiseSeed(this.state, task.studyId, task.taskId));
+      // The site's own view of how much clipping costs it (the norm never leaves the site).
+      this.log(`task ${task.taskId}: client-level DP: update norm ${p.norm.toPrecision(4)} ${p.norm > dp.dp.clipNorm ? 'clipped to' : 'within'} C=${dp.dp.clipNorm}${(dp.dp.mode ?? 'central') === 'distributed' ? `, this site's share of the noise added (σ=${dp.plan.noiseMultiplier.toPrecision(4)})` : ''}`);
+      w = p.weights;
+    }
     return task.privacy?.secagg ? secaggBody(w, pickWeights(global, Object.keys(w)), meta) : encodeSafetensors(w, { [RESULT_META_KEY]: JSON.stringify(meta) });
   }
 
