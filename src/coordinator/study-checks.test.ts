@@ -41,6 +41,9 @@ describe('the checks themselves (pure)', () => {
     assert.match(createProblems(dp, [site('a', { heart: 100 }), site('b', { heart: 100 }, { compute: 'placed' })]).join(), /^\/privacy\/dp\/level: sample-level DP cannot be applied by b \(placed compute/);
     assert.match(createProblems(dp, [site('a', { heart: 100 }, { dp: ['client'] })]).join(), /by a \(its trainer declares client\)/);
     assert.deepEqual(createProblems(dp, [site('a', { heart: 100 }, { compute: 'placed', dp: ['sample'] })]), [], 'a declaration wins over the default');
+    // Client level is the agent's, applied to a placed job's result as to any trainer's.
+    const client = { ...heart, privacy: { dp: { level: 'client' as const, epsilon: 5, delta: 1e-5, clipNorm: 1 } } };
+    assert.deepEqual(createProblems(client, [site('a', { heart: 100 }), site('b', { heart: 100 }, { compute: 'placed' })]), []);
   });
 
   it('SecAgg+ needs three participants at start', () => {

@@ -29,14 +29,14 @@ export interface SiteDeclaration {
 }
 
 /**
- * Where the agent applies differential privacy when the site declares nothing: in the built-in trainer on the
- * site's own machine. Placed training (a Slurm or Kubernetes job) cannot yet clip and noise inside the job, so a
- * DP task on a placed site is refused by the agent; this refuses the study at create instead. When placed jobs and
- * external trainers apply DP, their agents declare `dp` and this default no longer decides.
+ * Where the agent applies differential privacy when the site declares nothing: both levels in the built-in trainer
+ * on the site's own machine; for placed training (a Slurm or Kubernetes job) client level only, which the agent
+ * applies to the job's result when it comes back, while DP-SGD would have to run inside the job, which it does not
+ * (so this refuses such a study at create; the trainer declarations refuse it again at start).
  */
 export function dpSupport(site: SiteDeclaration): DpLevel[] {
   if (site.dp) return site.dp;
-  return site.compute === 'own' ? ['sample', 'client'] : [];
+  return site.compute === 'own' ? ['sample', 'client'] : ['client'];
 }
 
 /** The sites a study would ask: the ones it names (unknown names included, to be reported), else every active site. */
@@ -96,7 +96,7 @@ export function privacyCapabilityProblems(spec: StudySpec, sites: SiteDeclaratio
   if (dp) {
     const cannot = sites.filter((s) => !dpSupport(s).includes(dp.level));
     if (cannot.length) {
-      out.push(`/privacy/dp/level: ${dp.level}-level DP cannot be applied by ${cannot.map((s) => `${s.name} (${s.dp ? `its trainer declares ${s.dp.join(', ') || 'no DP'}` : `${s.compute === 'placed' ? 'placed compute: its training runs as a job that does not apply DP' : 'unknown trainer'}`})`).join(', ')}`);
+      out.push(`/privacy/dp/level: ${dp.level}-level DP cannot be applied by ${cannot.map((s) => `${s.name} (${s.dp ? `its trainer declares ${s.dp.join(', ') || 'no DP'}` : `${s.compute === 'placed' ? 'placed compute: its training runs as a job that does not run DP-SGD; client-level DP (privacy.dp.level: client) is applied by its agent' : 'unknown trainer'}`})`).join(', ')}`);
     }
   }
   if (spec.privacy?.secagg && !spec.sites) {
