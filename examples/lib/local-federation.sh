@@ -4,6 +4,9 @@
 # Needs: SETU_ROOT (the checkout, built with `npm run build`), WORK (a scratch directory), PY (a Python with torch).
 
 setu() { node "$SETU_ROOT/dist/cli/main.js" "$@"; }
+# The long-running ones are started as node itself, not through the function: `setu … &` would background a subshell
+# whose PID is the one recorded, and killing it at exit would leave the coordinator and the agents running.
+setu_bg() { node "$SETU_ROOT/dist/cli/main.js" "$@" & PIDS+=($!); }
 
 # json_get KEY: reads one JSON document on stdin, prints its field KEY.
 json_get() { "$PY" -c 'import json, sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"; }
@@ -30,8 +33,7 @@ until_true() {
 start_coordinator() {
   local port
   port=$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-  setu coordinator start --data-dir "$WORK/coordinator" --port "$port" >"$WORK/coordinator.log" 2>&1 &
-  PIDS+=($!)
+  setu_bg coordinator start --data-dir "$WORK/coordinator" --port "$port" >"$WORK/coordinator.log" 2>&1
   export SETU_COORDINATOR="http://127.0.0.1:$port"
   until_true 30 "the coordinator at $SETU_COORDINATOR" "$PY" -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1])' "$SETU_COORDINATOR/v1/health"
   ADMIN=(--key-file "$WORK/coordinator/admin.key")
@@ -49,8 +51,7 @@ add_study_lead() {
 start_site() {
   local token
   token=$(setu site invite --name "$1" --json "${ADMIN[@]}" | json_get token)
-  setu site start --config "$2" --token "$token" >"$WORK/$1.log" 2>&1 &
-  PIDS+=($!)
+  setu_bg site start --config "$2" --token "$token" >"$WORK/$1.log" 2>&1
 }
 
 # wait_for_trainers N KIND: until N sites are online and have declared a trainer of KIND (their agents are polling).
