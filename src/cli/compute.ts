@@ -23,7 +23,7 @@ const HELP = `setu compute: compute federation tools that need no coordinator
   setu compute resources --file resources.yaml [--json]
       validate a resource registration file (YAML or JSON list, or {resources: [...]}) and list it
   setu compute place --file resources.yaml --site S --jurisdiction IN [--cpus N] [--gpus N] [--ram GiB]
-                     [--gpu-mem GiB] [--allowed IN,JP] [--json]
+                     [--gpu-mem GiB] [--gpu-type TYPE] [--allowed IN,JP] [--json]
       where a site's training would run, or why it cannot
   setu compute ledger --file usage.json [--json]
       contribution report (compute contributed against consumed, IN against JP) from usage records
@@ -135,7 +135,7 @@ async function resourcesCmd(argv: string[], io: Io): Promise<number> {
 async function placeCmd(argv: string[], io: Io): Promise<number> {
   const { values: v } = parse(argv, { file: { type: 'string' }, site: { type: 'string' },
     jurisdiction: { type: 'string' }, cpus: { type: 'string' }, gpus: { type: 'string' }, ram: { type: 'string' },
-    'gpu-mem': { type: 'string' }, allowed: { type: 'string' }, json: { type: 'boolean' } });
+    'gpu-mem': { type: 'string' }, 'gpu-type': { type: 'string' }, allowed: { type: 'string' }, json: { type: 'boolean' } });
   if (!v.site || !v.jurisdiction) throw new UsageError('--site and --jurisdiction are required');
   if (!/^[A-Z]{2}$/.test(v.jurisdiction)) throw new UsageError(`--jurisdiction must be an ISO country code like IN, got "${v.jurisdiction}"`);
   const rs = await loadResources(v.file);
@@ -143,6 +143,7 @@ async function placeCmd(argv: string[], io: Io): Promise<number> {
     siteId: v.site, dataJurisdiction: v.jurisdiction, cpus: posNumber(v.cpus, 'cpus', 1),
     gpus: posNumber(v.gpus, 'gpus', 0), ramGiB: posNumber(v.ram, 'ram', 1, false),
     ...(v['gpu-mem'] !== undefined ? { minGpuMemoryGiB: posNumber(v['gpu-mem'], 'gpu-mem', 0, false) } : {}),
+    ...(v['gpu-type'] !== undefined ? { gpuType: v['gpu-type'] } : {}),
     ...(v.allowed !== undefined ? { allowedJurisdictions: v.allowed.split(',').map((s) => s.trim()).filter(Boolean) } : {}),
   }, rs);
   if (v.json) {

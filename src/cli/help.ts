@@ -202,6 +202,7 @@ export const FLAGS: Record<string, { value?: string; text: string }> = {
   gpus: { value: 'N', text: 'GPUs the training needs' },
   ram: { value: 'GiB', text: 'memory the training needs' },
   'gpu-mem': { value: 'GiB', text: 'least memory per GPU' },
+  'gpu-type': { value: 'TYPE', text: 'GPU type: a resource\'s Slurm GRES type (a100) or model name' },
   allowed: { value: 'CC,CC', text: 'jurisdictions whose compute may train the data (default: its own)' },
   image: { value: 'IMAGE', text: 'the container image that runs `setu site run-task`' },
   namespace: { value: 'NS', text: 'Kubernetes namespace' },

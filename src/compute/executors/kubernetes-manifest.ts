@@ -34,7 +34,7 @@ export function buildJobManifest(job: TrainingJob, o: ManifestOptions): Record<s
   };
   const resources: Record<string, string> = { cpu: String(job.cpus), memory: `${job.memoryMiB}Mi` };
   if (job.gpus > 0) resources['nvidia.com/gpu'] = String(job.gpus);
-  const env = { ...job.env, SETU_TASK_ID: job.taskId, SETU_STUDY_ID: job.studyId };
+  const env = { ...job.env, SETU_TASK_ID: job.taskId, SETU_STUDY_ID: job.studyId, SETU_GPUS: String(job.gpus) };
   return {
     apiVersion: 'batch/v1',
     kind: 'Job',
