@@ -28,6 +28,7 @@ import type { Weights } from '../protocol/tensors.js';
 import type { SiteLocalPolicy } from '../governance/policy.js';
 import type { ComputeResource } from '../compute/types.js';
 import { inProcessUsage, loadLocalPolicy, localPolicyRefusal, runPlacedFit, type UsageReport } from './placed.js';
+import { placedTrainer, type PlacedTrainerRun } from './placed-trainer.js';
 import { budgetRefusal, dpPlanOf, loadBudget, spendAndPersist, trainPrivately, type DpTaskPlan } from './privacy.js';
 import { AuditWitness } from './audit-witness.js';
 import { isSecAggPending, secaggBody, uploadSecAgg } from './secagg.js';
@@ -396,29 +397,49 @@ export class SiteAgent {
    * wrong tensors closes the task with that reason: nothing leaves the site and the round goes on without it.
    */
   private async handleExternal(task: TaskMessage, started: number, cpu0: NodeJS.CpuUsage): Promise<void> {
-    const trainer = this.external!;
+    let trainer = this.external!;
+    let placed: PlacedTrainerRun | undefined;
     if (task.kind === 'fit') {
+      // No compute of its own: the trainer runs as a job where the coordinator places the task (or nowhere, saying why).
+      let where: { resource: ComputeResource } | undefined;
+      if (this.cfg.compute?.mode === 'placed') {
+        try {
+          where = await this.http.json('POST', `/v1/agent/tasks/${encodeURIComponent(task.taskId)}/placement`, {});
+        } catch (e) {
+          if (e instanceof ApiError && e.status === 409) return this.log(`task ${task.taskId}: not placed: ${e.message}`);
+          throw e;
+        }
+      }
       // The trainer reads its file itself; the policy's example floor is checked against the rows that file holds
       // (an extracted source's table as the prepare round wrote it: the hospital's systems are not queried again).
       const src = this.cfg.datasets[task.dataset];
       const trainExamples = src && isExtracted(src) ? readCsv(datasetFile(this.cfg, task.dataset, task.studyId)).rows.length : await declaredCohort(this.cfg, task.dataset, this.log);
-      const refusal = localPolicyRefusal(this.policy, task, { trainExamples, ...(this.cfg.jurisdiction ? { siteJurisdiction: this.cfg.jurisdiction, computeJurisdiction: this.cfg.jurisdiction } : {}) });
+      const computeJurisdiction = where?.resource.jurisdiction ?? this.cfg.jurisdiction;
+      const refusal = localPolicyRefusal(this.policy, task, { trainExamples, ...(this.cfg.jurisdiction ? { siteJurisdiction: this.cfg.jurisdiction } : {}), ...(computeJurisdiction ? { computeJurisdiction } : {}) });
       if (refusal) return this.refuse(task, `local policy: ${refusal}`);
       // Not declared to the coordinator (trainers/declaration.ts), so a study asking for it never starts here.
       if (task.privacy) return this.refuse(task, 'privacy: DP and SecAgg+ around an external trainer are not available at this agent');
+      if (where) {
+        placed = await placedTrainer(this.cfg, where.resource, task, this.cred.siteName,
+          async (jobId, state) => void (await this.http.json('POST', `/v1/agent/tasks/${encodeURIComponent(task.taskId)}/job`, { jobId, state })), this.log);
+        trainer = externalTrainerOf(this.cfg, placed);
+      }
     }
     const decoded = decodeSafetensors((await this.http.request('GET', `/v1/agent/models/${encodeURIComponent(task.modelVersionId)}`)).body).weights;
     const global = startingWeights(decoded, task.tensorRules, this.state.readBytes(task.studyId, LOCAL_TENSORS_FILE));
     const progress = this.progressSender(task);
     const input = { task, global, siteName: this.cred.siteName, ...(this.opts.signal ? { signal: this.opts.signal } : {}), progress: progress.report };
     let pending: PendingResult;
+    let gpuSeconds = 0;
     try {
       if (task.kind === 'evaluate') {
         const ev = await trainer.evaluate(input);
+        gpuSeconds = ev.gpuSeconds ?? 0;
         const meta: ResultMeta = { taskId: task.taskId, numExamples: ev.examples, evalMetrics: ev.metrics, evalExamples: ev.examples, durationMs: Date.now() - started };
         pending = { taskId: task.taskId, studyId: task.studyId, contentType: 'application/json', body: new TextEncoder().encode(JSON.stringify(meta)), commit: [] };
       } else {
         const out = await trainer.fit(input);
+        gpuSeconds = out.gpuSeconds ?? 0;
         const meta: ResultMeta = { taskId: task.taskId, numExamples: out.numExamples, trainMetrics: out.trainMetrics, ...(out.evalMetrics ? { evalMetrics: out.evalMetrics, evalExamples: out.evalExamples! } : {}), durationMs: Date.now() - started };
         pending = { taskId: task.taskId, studyId: task.studyId, contentType: 'application/octet-stream', body: encodeSafetensors(out.weights, { [RESULT_META_KEY]: JSON.stringify(meta) }), commit: out.commit };
       }
@@ -429,7 +450,8 @@ export class SiteAgent {
       progress.close();
     }
     this.log(`task ${task.taskId}: ${task.kind} done by ${trainer.description} in ${Date.now() - started} ms; uploading`);
-    await this.queue(task, pending, inProcessUsage(this.cred.siteName, cpu0, started));
+    // A placed job's usage is the scheduler's accounting; on this machine, GPU time is what the trainer says it used.
+    await this.queue(task, pending, placed?.usage() ?? { ...inProcessUsage(this.cred.siteName, cpu0, started), gpuSeconds });
   }
 
   /**

@@ -140,8 +140,6 @@ export function parseSiteConfig(text: string, file: string): SiteConfig {
   for (const k of ['gpuType', 'minGpuMemoryGiB'] as const) {
     if (pc?.[k] !== undefined && !(pc.gpus && pc.gpus > 0)) throw new ConfigError(`${file}: /compute/${k}: applies to GPUs, but /compute/gpus is ${pc.gpus ?? 'not set (0)'}; set /compute/gpus to 1 or more, or remove ${k}`);
   }
-  // Placed compute runs the built-in trainer as a job (setu site run-task); an external trainer runs here.
-  if (cfg.compute?.mode === 'placed' && cfg.trainer?.kind === 'external') throw new ConfigError(`${file}: /compute: placed compute runs the built-in trainer; it cannot be combined with an external trainer`);
   const configDir = dirname(resolve(file));
   return { ...cfg, configDir, stateDirAbs: resolve(configDir, cfg.stateDir ?? 'state') };
 }
