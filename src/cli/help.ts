@@ -104,7 +104,7 @@ export const COMMANDS: CommandHelp[] = [
   { path: 'compute list', args: '', summary: "the consortium's compute resources, capacity and what is free now" },
   { path: 'compute add', args: '--file resources.yaml', summary: 'register or update compute resources (docs/resources.md)', flags: { file: 'a resource, a list of them, or {resources: [...]} (YAML or JSON)' } },
   { path: 'compute queues', args: '', summary: 'placed tasks per resource, with scheduler job ids' },
-  { path: 'compute usage', args: '[--study ID]', summary: 'CPU and GPU time per study, institution and country' },
+  { path: 'compute usage', args: '[--study ID] [--csv]', summary: 'CPU and GPU time per study, institution and country, and each task\'s CPU-, GPU- and wall-seconds', flags: { csv: 'each task\'s usage as CSV (study, task, site, resource, scheduler, job, CPU-s, CPU basis, GPU-s, wall-s)' } },
   { path: 'compute ledger', args: '[--study ID] [--countries IN,JP] | --file usage.json', summary: 'compute contributed against consumed, by country and institution',
     flags: { file: 'render the ledger offline from usage records in FILE instead of asking the coordinator' } },
   { path: 'compute slurm-check', args: '[--partition P] [--account A] [--workdir DIR]', summary: 'prove the local Slurm cluster runs a job and accounts for it' },
@@ -195,6 +195,7 @@ export const FLAGS: Record<string, { value?: string; text: string }> = {
   // compute
   study: { value: 'ID', text: 'only this study' },
   countries: { value: 'CC,CC', text: 'countries to set against each other (default IN,JP)' },
+  csv: { text: 'CSV on stdout (compute usage: one row per task)' },
   partition: { value: 'P', text: 'Slurm partition' },
   account: { value: 'A', text: 'Slurm account' },
   all: { text: 'every job, not only Setu\'s' },

@@ -16,7 +16,7 @@ import YAML from 'yaml';
 import { startCoordinator, type RunningCoordinator } from '../coordinator/start.js';
 import { encodeSafetensors } from '../protocol/safetensors.js';
 import { mapWeights, tensor } from '../protocol/tensors.js';
-import { adminOf, runSetu, stopAll, studyLeadClient, waitFor } from '../testing/processes.js';
+import { SETU_MAIN, adminOf, runSetu, stopAll, studyLeadClient, waitFor } from '../testing/processes.js';
 import { slurmAvailable } from '../compute/executors/slurm.js';
 import { generateSigningKeys } from '../protocol/signing.js';
 import { HttpClient } from './http.js';
@@ -109,6 +109,16 @@ test('an external trainer placed on Slurm with --gres trains a round; the ledger
     assert.match(u.jobId!, /^\d+$/);
     assert.ok(u.wallSeconds >= 1, JSON.stringify(u));
     assert.equal(u.gpuSeconds, u.wallSeconds, '1 allocated × ElapsedRaw');
+    // The CLI shows it per task, in seconds (table and CSV).
+    // (A child process: the coordinator in this process must keep answering.)
+    const cli = (...args: string[]) => runCommand(process.execPath, [SETU_MAIN, 'compute', 'usage', '--study', s.id, '--coordinator', c!.url, '--data-dir', join(dir, 'coord'), ...args], { timeoutMs: 30_000 });
+    const text = await cli();
+    assert.equal(text.code, 0, text.stderr);
+    assert.match(text.stdout, new RegExp(`in-cdac-slurm\\s+slurm\\s+${u.jobId}\\s+[\\d.]+\\s+measured\\s+${u.gpuSeconds.toFixed(1)}\\s+${u.wallSeconds.toFixed(1)}`));
+    const csv = await cli('--csv');
+    assert.equal(csv.code, 0, csv.stderr);
+    assert.match(csv.stdout, /^study,task,site,resource,scheduler,job,CPU-s,CPU basis,GPU-s,wall-s\n/);
+    assert.match(csv.stdout, new RegExp(`,in-cdac-slurm,slurm,${u.jobId},[\\d.]+,measured,${u.gpuSeconds.toFixed(1)},`));
     const acct = await runCommand('sacct', ['-j', u.jobId!, '-X', '-n', '-P', '--format=AllocTRES']);
     assert.match(acct.stdout, /gres\/testslot=1/);
   } finally {
