@@ -123,7 +123,7 @@ export function place(req: PlacementRequest, resources: readonly ComputeResource
     const why = inJurisdiction.length === 0
       ? `no compute resource is registered in ${allowed}, where site ${req.siteId}'s data (${req.dataJurisdiction}) may be processed`
       : req.gpus > 0 && withGpus.length === 0
-        ? `the site asks for ${gpuWords} and none of the ${inJurisdiction.length} resource(s) in ${allowed} offers ${req.gpuType !== undefined ? 'that type' : 'GPUs'} (register a resource whose capacity.gpus lists them, or lower the site's compute.gpus)`
+        ? `the site asks for ${gpuWords} and none of the ${inJurisdiction.length} resource(s) in ${allowed} offers ${req.gpuType !== undefined ? 'that type (register a resource whose capacity.gpus lists it, or change the site\'s compute.gpuType)' : 'GPUs (register a resource whose capacity.gpus lists them, or lower the site\'s compute.gpus)'}`
       : `none of the ${inJurisdiction.length} resource(s) in ${allowed} has capacity for ${req.cpus} CPUs, ${gpuWords}, ` +
         `${req.ramGiB} GiB RAM`;
     return { ok: false, reason: `no placement for site ${req.siteId}: ${why}`, rejected };
