@@ -29,6 +29,6 @@ export function executorFor(resource: ComputeResource, overrides: ExecutorOverri
         gpus: resource.capacity.gpus, ...overrides.slurm });
     case 'kubernetes':
       return new KubernetesExecutor({ image: c.image ?? '', context: c.kubeContext, kubeconfig: c.kubeconfig,
-        namespace: c.namespace, workdirClaim: c.workdirClaim, ...overrides.kubernetes });
+        namespace: c.namespace, workdirClaim: c.workdirClaim, gpus: resource.capacity.gpus, ...overrides.kubernetes });
   }
 }
