@@ -184,7 +184,7 @@ stop_daemon() {
 }
 # A node whose Gres= changed must be re-registered: restart slurmctld and slurmd rather than reconfigure.
 node_gres=$(scontrol show node -o "$host" 2>/dev/null | grep -o ' Gres=[^ ]*' || true)
-if [ "$nodeconf" = 1 ] || { running slurmd && [ "$node_gres" != " Gres=testslot:2" ]; }; then
+if [ "$nodeconf" = 1 ] || { running slurmd && [[ "$node_gres" != " Gres=testslot:2"* ]]; }; then
   if running slurmctld || running slurmd; then log "node definition changed: restarting slurmctld and slurmd"; fi
   running slurmd && stop_daemon slurmd /run/slurm/slurmd.pid
   running slurmctld && stop_daemon slurmctld /run/slurm/slurmctld.pid

@@ -43,7 +43,9 @@ export async function placedTrainer(cfg: SiteConfig, resource: ComputeResource, 
       ...(need.gpuType !== undefined ? { gpuType: need.gpuType } : {}),
       memoryMiB: Math.max(256, Math.round((need.ramGiB ?? 1) * 1024)),
       timeLimitSeconds: Math.max(60, Math.ceil(r.timeoutMs / 1000)),
-      studyId: task.studyId, taskId: task.taskId, siteId: siteName, dataJurisdiction: cfg.jurisdiction ?? resource.jurisdiction,
+      // As for the built-in trainer's placed job: the placed resource's jurisdiction, which placement checked against
+      // the data's policy (a Kubernetes Job selects nodes by it).
+      studyId: task.studyId, taskId: task.taskId, siteId: siteName, dataJurisdiction: resource.jurisdiction,
     };
     let handle: JobHandle;
     try {
