@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import YAML from 'yaml';
 import { parse, UsageError } from './args.js';
+import { slurmNodes } from '../compute/executors/slurm-capacity.js';
 import {
   buildJobManifest, contributionReport, ComputeValidationError, parseResource, parseTrainingJob, place,
   renderContribution, renderSummary, renderTable, runToCompletion, slurmAvailable, SlurmExecutor, slurmQueue, summarize,
@@ -93,11 +94,16 @@ export async function slurmCheck(argv: string[], io: Io = stdio): Promise<number
     last = s.detail ?? s.state;
   });
   const ok = result.status.state === 'completed' && result.exitCode === 0;
+  // What a resource registration needs from the cluster: each node's GRES (capacity.gpus[].gresType).
+  const gres = (await slurmNodes()).map((n) => ({ node: n.name, gres: n.gres }));
+  const gpuTypes = gres.flatMap((n) => n.gres.filter((g) => g.name === 'gpu').map((g) => `${g.type ?? '(untyped)'} ×${g.count} on ${n.node}`));
   if (v.json) {
-    io.out(JSON.stringify({ ok, jobId: handle.id, nodes: avail.detail.split('\n'), state: result.status.detail,
+    io.out(JSON.stringify({ ok, jobId: handle.id, nodes: avail.detail.split('\n'), gres, state: result.status.detail,
       exitCode: result.exitCode, usage: result.usage, stdout: result.stdoutTail, stderr: result.stderrTail }, null, 2) + '\n');
   } else {
-    io.out(`Slurm nodes: ${avail.detail.split('\n').join(', ')}\n` + renderTable(['field', 'value'], [
+    io.out(`Slurm nodes: ${avail.detail.split('\n').join(', ')}\n` +
+      `GRES: ${gres.map((n) => `${n.node}: ${n.gres.map((g) => [g.name, g.type, g.count].filter((x) => x !== undefined).join(':')).join(',') || 'none'}`).join('; ')}\n` +
+      `GPUs (capacity.gpus[].gresType in resources.yaml): ${gpuTypes.join(', ') || 'none'}\n` + renderTable(['field', 'value'], [
       ['job id', handle.id], ['state (sacct)', result.status.detail ?? result.status.state],
       ['exit code', String(result.exitCode)], ['wall seconds', String(result.usage.wallSeconds)],
       ['CPU seconds (TotalCPU)', result.usage.cpuSeconds.toFixed(3)], ['GPU seconds', String(result.usage.gpuSeconds)],
