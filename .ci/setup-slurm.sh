@@ -3,7 +3,8 @@
 #   munged -> MariaDB -> slurmdbd -> slurmctld -> slurmd, all started directly (these containers have no systemd).
 # slurmdbd (backed by Debian's MariaDB) is there so that `sacct` reports real accounting (TotalCPU, AllocTRES,
 # ElapsedRaw): with accounting_storage/none, sacct only says that accounting is disabled.
-# Idempotent: safe to run twice; a daemon already running is left alone, and changed config is re-read.
+# Idempotent: safe to run twice; a daemon already running is left alone, and changed config is re-read (slurmctld
+# and slurmd are restarted when the node's definition changed: `scontrol reconfigure` does not pick up new Gres=).
 # Ends by waiting for the node to be idle and for a trivial srun and sbatch job (seen by sacct) to complete.
 set -euo pipefail
 
@@ -109,7 +110,8 @@ mem=$(sed -n 's/.* RealMemory=\([0-9]*\).*/\1/p' <<<"$nodeline")
 mem=$(( mem > 2048 ? mem - 512 : mem ))
 topology=$(grep -o 'Boards=[0-9]* SocketsPerBoard=[0-9]* CoresPerSocket=[0-9]* ThreadsPerCore=[0-9]*' <<<"$nodeline" || true)
 
-write_if_changed /etc/slurm/slurm.conf 0644 slurm <<CONF && changed=1 || true
+nodeconf=0
+write_if_changed /etc/slurm/slurm.conf 0644 slurm <<CONF && changed=1 nodeconf=1 || true
 # Written by .ci/setup-slurm.sh: a single-node cluster for Setu's tests.
 ClusterName=setu
 SlurmctldHost=${host}(127.0.0.1)
@@ -134,22 +136,29 @@ SchedulerType=sched/backfill
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
 DefMemPerCPU=256
-GresTypes=gpu
+# gpu: what real GPU nodes declare (this one has none). testslot: a count-only generic resource with no device, so the
+# tests can send --gres through sbatch and read it back from sacct's AllocTRES. It is not a GPU and is never called one:
+# Slurm drops a gres/gpu that has no device File= (slurmd -G lists nothing), so a GPU cannot be declared here honestly.
+GresTypes=gpu,testslot
 # Accounting: real per-job CPU time (TotalCPU) and allocations (AllocTRES) for sacct, stored through slurmdbd.
 JobAcctGatherType=jobacct_gather/linux
 JobAcctGatherFrequency=task=5
 AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=localhost
 AccountingStoragePort=6819
-AccountingStorageTRES=gres/gpu
+AccountingStorageTRES=gres/gpu,gres/testslot
 JobCompType=jobcomp/none
 InactiveLimit=0
 KillWait=5
 MinJobAge=300
 SlurmctldTimeout=30
 SlurmdTimeout=60
-NodeName=${host} NodeAddr=127.0.0.1 CPUs=${cpus} ${topology} RealMemory=${mem} State=UNKNOWN
+NodeName=${host} NodeAddr=127.0.0.1 CPUs=${cpus} ${topology} RealMemory=${mem} Gres=testslot:2 State=UNKNOWN
 PartitionName=debug Nodes=${host} Default=YES MaxTime=INFINITE State=UP
+CONF
+write_if_changed /etc/slurm/gres.conf 0644 slurm <<CONF && changed=1 nodeconf=1 || true
+# Written by .ci/setup-slurm.sh: two units of a device-less test resource (see GresTypes in slurm.conf).
+NodeName=${host} Name=testslot Count=2
 CONF
 [ -f /etc/slurm/cgroup.conf ] || printf 'CgroupPlugin=autodetect\nIgnoreSystemd=yes\n' >/etc/slurm/cgroup.conf
 
@@ -165,6 +174,22 @@ for _ in $(seq 1 60); do sacctmgr -n -P list cluster >/dev/null 2>&1 && break; s
 sacctmgr -n -P list cluster >/dev/null 2>&1 || die "slurmdbd is not answering sacctmgr"
 sacctmgr -n -P list cluster format=Cluster | grep -qx setu || sacctmgr -i add cluster setu >/dev/null
 
+# stop_daemon NAME PIDFILE: SIGTERM by its pid file, then wait for it to be gone (running jobs survive: their
+# slurmstepd processes and slurmctld's saved state outlive both daemons).
+stop_daemon() {
+  local pid; pid=$(cat "$2" 2>/dev/null || true)
+  [ -n "$pid" ] && kill "$pid" 2>/dev/null || true
+  for _ in $(seq 1 40); do running "$1" || return 0; sleep 0.25; done
+  die "$1 (pid ${pid:-?}) did not stop"
+}
+# A node whose Gres= changed must be re-registered: restart slurmctld and slurmd rather than reconfigure.
+node_gres=$(scontrol show node -o "$host" 2>/dev/null | grep -o ' Gres=[^ ]*' || true)
+if [ "$nodeconf" = 1 ] || { running slurmd && [[ "$node_gres" != " Gres=testslot:2"* ]]; }; then
+  if running slurmctld || running slurmd; then log "node definition changed: restarting slurmctld and slurmd"; fi
+  running slurmd && stop_daemon slurmd /run/slurm/slurmd.pid
+  running slurmctld && stop_daemon slurmctld /run/slurm/slurmctld.pid
+  changed=0
+fi
 if running slurmctld; then
   [ "$changed" = 1 ] && { log "configuration changed: scontrol reconfigure"; scontrol reconfigure || true; }
 else

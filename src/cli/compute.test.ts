@@ -93,4 +93,7 @@ test('slurm-check runs a job on the real cluster and prints its accounting', asy
   assert.equal(r.state, 'COMPLETED');
   assert.match(r.stdout, /^setu slurm-check on /);
   assert.ok(r.usage.cpuSeconds > 0, `TotalCPU ${r.usage.cpuSeconds}`);
+  // Each node's GRES, for a resource's capacity.gpus[].gresType: the test node has no GPU (only .ci's testslot).
+  assert.ok(Array.isArray(r.gres) && r.gres.length >= 1, JSON.stringify(r.gres));
+  assert.deepEqual(r.gres.flatMap((n: { gres: { name: string }[] }) => n.gres.filter((g) => g.name === 'gpu')), []);
 });

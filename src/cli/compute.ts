@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import YAML from 'yaml';
 import { parse, UsageError } from './args.js';
+import { slurmNodes } from '../compute/executors/slurm-capacity.js';
 import {
   buildJobManifest, contributionReport, ComputeValidationError, parseResource, parseTrainingJob, place,
   renderContribution, renderSummary, renderTable, runToCompletion, slurmAvailable, SlurmExecutor, slurmQueue, summarize,
@@ -23,7 +24,7 @@ const HELP = `setu compute: compute federation tools that need no coordinator
   setu compute resources --file resources.yaml [--json]
       validate a resource registration file (YAML or JSON list, or {resources: [...]}) and list it
   setu compute place --file resources.yaml --site S --jurisdiction IN [--cpus N] [--gpus N] [--ram GiB]
-                     [--gpu-mem GiB] [--allowed IN,JP] [--json]
+                     [--gpu-mem GiB] [--gpu-type TYPE] [--allowed IN,JP] [--json]
       where a site's training would run, or why it cannot
   setu compute ledger --file usage.json [--json]
       contribution report (compute contributed against consumed, IN against JP) from usage records
@@ -93,11 +94,16 @@ export async function slurmCheck(argv: string[], io: Io = stdio): Promise<number
     last = s.detail ?? s.state;
   });
   const ok = result.status.state === 'completed' && result.exitCode === 0;
+  // What a resource registration needs from the cluster: each node's GRES (capacity.gpus[].gresType).
+  const gres = (await slurmNodes()).map((n) => ({ node: n.name, gres: n.gres }));
+  const gpuTypes = gres.flatMap((n) => n.gres.filter((g) => g.name === 'gpu').map((g) => `${g.type ?? '(untyped)'} ×${g.count} on ${n.node}`));
   if (v.json) {
-    io.out(JSON.stringify({ ok, jobId: handle.id, nodes: avail.detail.split('\n'), state: result.status.detail,
+    io.out(JSON.stringify({ ok, jobId: handle.id, nodes: avail.detail.split('\n'), gres, state: result.status.detail,
       exitCode: result.exitCode, usage: result.usage, stdout: result.stdoutTail, stderr: result.stderrTail }, null, 2) + '\n');
   } else {
-    io.out(`Slurm nodes: ${avail.detail.split('\n').join(', ')}\n` + renderTable(['field', 'value'], [
+    io.out(`Slurm nodes: ${avail.detail.split('\n').join(', ')}\n` +
+      `GRES: ${gres.map((n) => `${n.node}: ${n.gres.map((g) => [g.name, g.type, g.count].filter((x) => x !== undefined).join(':')).join(',') || 'none'}`).join('; ')}\n` +
+      `GPUs (capacity.gpus[].gresType in resources.yaml): ${gpuTypes.join(', ') || 'none'}\n` + renderTable(['field', 'value'], [
       ['job id', handle.id], ['state (sacct)', result.status.detail ?? result.status.state],
       ['exit code', String(result.exitCode)], ['wall seconds', String(result.usage.wallSeconds)],
       ['CPU seconds (TotalCPU)', result.usage.cpuSeconds.toFixed(3)], ['GPU seconds', String(result.usage.gpuSeconds)],
@@ -135,7 +141,7 @@ async function resourcesCmd(argv: string[], io: Io): Promise<number> {
 async function placeCmd(argv: string[], io: Io): Promise<number> {
   const { values: v } = parse(argv, { file: { type: 'string' }, site: { type: 'string' },
     jurisdiction: { type: 'string' }, cpus: { type: 'string' }, gpus: { type: 'string' }, ram: { type: 'string' },
-    'gpu-mem': { type: 'string' }, allowed: { type: 'string' }, json: { type: 'boolean' } });
+    'gpu-mem': { type: 'string' }, 'gpu-type': { type: 'string' }, allowed: { type: 'string' }, json: { type: 'boolean' } });
   if (!v.site || !v.jurisdiction) throw new UsageError('--site and --jurisdiction are required');
   if (!/^[A-Z]{2}$/.test(v.jurisdiction)) throw new UsageError(`--jurisdiction must be an ISO country code like IN, got "${v.jurisdiction}"`);
   const rs = await loadResources(v.file);
@@ -143,6 +149,7 @@ async function placeCmd(argv: string[], io: Io): Promise<number> {
     siteId: v.site, dataJurisdiction: v.jurisdiction, cpus: posNumber(v.cpus, 'cpus', 1),
     gpus: posNumber(v.gpus, 'gpus', 0), ramGiB: posNumber(v.ram, 'ram', 1, false),
     ...(v['gpu-mem'] !== undefined ? { minGpuMemoryGiB: posNumber(v['gpu-mem'], 'gpu-mem', 0, false) } : {}),
+    ...(v['gpu-type'] !== undefined ? { gpuType: v['gpu-type'] } : {}),
     ...(v.allowed !== undefined ? { allowedJurisdictions: v.allowed.split(',').map((s) => s.trim()).filter(Boolean) } : {}),
   }, rs);
   if (v.json) {

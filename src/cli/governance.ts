@@ -13,7 +13,8 @@ import YAML from 'yaml';
 import { UsageError, operatorClient, operatorFlags, parse, studyId } from './args.js';
 import { table } from './table.js';
 import { INSTITUTION_KINDS } from '../store/governance.js';
-import { hours, renderContribution, renderSummary, type ContributionReport, type LedgerSummary } from '../compute/ledger.js';
+import { hours, renderContribution, renderSummary, renderUsageRecords, usageRecordRows, type ContributionReport, type LedgerSummary, type ListedUsage } from '../compute/ledger.js';
+import { csvOf } from '../analytics/export.js';
 
 const out = (s: string) => process.stdout.write(s + '\n');
 const enc = encodeURIComponent;
@@ -123,7 +124,7 @@ export function renderPolicyCheck(id: string, r: PolicyCheck): string {
 export const COMPUTE_ONLINE = ['list', 'add', 'queues', 'usage'];
 
 export async function computeOnlineCommand(sub: string, argv: string[]): Promise<number> {
-  const { values: v } = parse(argv, { ...operatorFlags, file: { type: 'string' }, study: { type: 'string' }, countries: { type: 'string' } });
+  const { values: v } = parse(argv, { ...operatorFlags, file: { type: 'string' }, study: { type: 'string' }, countries: { type: 'string' }, csv: { type: 'boolean' } });
   const api = operatorClient(v);
   const q = (o: Record<string, string | undefined>) => {
     const s = Object.entries(o).filter(([, x]) => x).map(([k, x]) => `${k}=${enc(x!)}`).join('&');
@@ -160,9 +161,12 @@ export async function computeOnlineCommand(sub: string, argv: string[]): Promise
     return 0;
   }
   if (sub === 'usage') {
-    const r = await api.json<{ records: { taskId: string; resourceId: string; scheduler: string; cpuSeconds: number; gpuSeconds: number; wallSeconds: number; jobId: string | null }[]; summary: LedgerSummary }>('GET', `/v1/compute/usage${q({ study: v.study })}`);
+    const r = await api.json<{ records: ListedUsage[]; summary: LedgerSummary }>('GET', `/v1/compute/usage${q({ study: v.study })}`);
     if (v.json) out(JSON.stringify(r));
-    else out(renderSummary(r.summary));
+    else if (v.csv) {
+      const t = usageRecordRows(r.records);
+      out(csvOf(t.header, t.rows).trimEnd());
+    } else out(`${renderSummary(r.summary)}${r.records.length ? `\n\n${renderUsageRecords(r.records)}` : ''}`);
     return 0;
   }
   throw new UsageError(`unknown: setu compute ${sub}`);

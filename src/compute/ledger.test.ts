@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { summarize, contributionReport, renderSummary, renderContribution, renderTable } from './ledger.js';
+import { summarize, contributionReport, renderSummary, renderContribution, renderTable, renderUsageRecords, usageRecordRows } from './ledger.js';
 import type { UsageRecord } from './types.js';
 
 const rec = (o: Partial<UsageRecord>): UsageRecord => ({
@@ -67,4 +67,20 @@ test('tables are fixed-width, numbers right-aligned, in hours', () => {
 test('JSON form round-trips', () => {
   const r = contributionReport(records);
   assert.deepEqual(JSON.parse(JSON.stringify(r)), r);
+});
+
+test('per-task usage in seconds: a GPU job of a few seconds shows (hours would round it to 0.00)', () => {
+  const recs = [
+    { taskId: 'cxr.r1.aiims', studyId: 'cxr', siteId: 'aiims', siteInstitution: 'aiims', siteCountry: 'IN', resourceId: 'in-cdac-slurm', institution: 'cdac', country: 'IN',
+      cpuSeconds: 1.234, gpuSeconds: 3, wallSeconds: 3, scheduler: 'slurm', cpuBasis: 'measured', jobId: '21' },
+    { taskId: 'cxr.r1.kyoto', studyId: 'cxr', siteId: 'kyoto', siteInstitution: 'kyoto-u', siteCountry: 'JP', resourceId: 'site:kyoto', institution: 'kyoto-u', country: 'JP',
+      cpuSeconds: 0.5, gpuSeconds: 7.25, wallSeconds: 8, scheduler: 'in-process', cpuBasis: 'measured', jobId: null },
+  ];
+  const t = usageRecordRows(recs);
+  assert.deepEqual(t.header, ['study', 'task', 'site', 'resource', 'scheduler', 'job', 'CPU-s', 'CPU basis', 'GPU-s', 'wall-s']);
+  assert.deepEqual(t.rows[0], ['cxr', 'cxr.r1.aiims', 'aiims', 'in-cdac-slurm', 'slurm', '21', '1.2', 'measured', '3.0', '3.0']);
+  assert.deepEqual(t.rows[1]!.slice(4, 10), ['in-process', '', '0.5', 'measured', '7.3', '8.0']);
+  const text = renderUsageRecords(recs).split('\n');
+  assert.equal(text[0], 'Tasks');
+  assert.match(text[3]!, /^cxr\s+cxr\.r1\.aiims\s+aiims\s+in-cdac-slurm\s+slurm\s+21\s+1\.2\s+measured\s+3\.0\s+3\.0$/);
 });

@@ -125,3 +125,24 @@ export function renderContribution(c: ContributionReport): string {
   if (c.otherCountries.length) parts.push(partyTable('Other countries', 'country', c.otherCountries));
   return parts.join('\n\n');
 }
+
+/** A usage record as the coordinator lists it: the ledger's fields and how the task ran. */
+export type ListedUsage = UsageRecord & { scheduler?: string; cpuBasis?: string; jobId?: string | null };
+
+/**
+ * One row per task, in seconds (GPU-seconds of short jobs vanish in hours): the per-task view of `setu compute
+ * usage`, as a table and as CSV (the same header and cells).
+ */
+export function usageRecordRows(records: readonly ListedUsage[]): { header: string[]; rows: string[][] } {
+  const s = (x: number) => x.toFixed(1);
+  return {
+    header: ['study', 'task', 'site', 'resource', 'scheduler', 'job', 'CPU-s', 'CPU basis', 'GPU-s', 'wall-s'],
+    rows: records.map((r) => [r.studyId, r.taskId, r.siteId, r.resourceId, r.scheduler ?? '', r.jobId ?? '', s(r.cpuSeconds),
+      r.cpuBasis ?? '', s(r.gpuSeconds), s(r.wallSeconds)]),
+  };
+}
+
+export function renderUsageRecords(records: readonly ListedUsage[]): string {
+  const { header, rows } = usageRecordRows(records);
+  return `Tasks\n${renderTable(header, rows, ['l', 'l', 'l', 'l', 'l', 'l', 'r', 'l', 'r', 'r'])}`;
+}

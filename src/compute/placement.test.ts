@@ -95,3 +95,33 @@ test('availability windows: capacity only inside a window', () => {
   assert.match(day.rejected[0]!.reason, /no availability window at 2026-01-01T12:00:00.000Z/);
   assert.ok(place({ ...base, gpus: 0, at: new Date('2026-01-02T01:00:00Z') }, [w]).ok);
 });
+
+test('a GPU task is never placed where no GPUs exist, and the refusal says so and what to change', () => {
+  const cpuOnly = resources.filter((r) => r.id === 'jp-kyoto-local');
+  const r = place({ ...base, siteId: 'kyoto-h', dataJurisdiction: 'JP', cpus: 1, ramGiB: 1 }, cpuOnly);
+  assert.ok(!r.ok);
+  assert.match(r.reason, /asks for 1 GPU and none of the 1 resource\(s\) in JP offers GPUs/);
+  assert.match(r.reason, /capacity\.gpus/);
+  assert.match(r.rejected[0]!.reason, /resource jp-kyoto-local offers no GPUs; 1 requested/);
+  // The same resource takes the task once it asks for no GPU.
+  assert.ok(place({ ...base, siteId: 'kyoto-h', dataJurisdiction: 'JP', cpus: 1, ramGiB: 1, gpus: 0 }, cpuOnly).ok);
+});
+
+test('a GPU type matches a GPU by its Slurm GRES type or its model name, case-insensitively', () => {
+  const typed: ComputeResource[] = [
+    { ...resources[0]!, capacity: { ...resources[0]!.capacity, gpus: [{ model: 'NVIDIA A100-SXM4-40GB', memoryGiB: 40, count: 8, gresType: 'a100' }] } },
+    resources[1]!, // V100s, no GRES type
+  ];
+  for (const gpuType of ['a100', 'A100', 'nvidia a100-sxm4-40gb']) {
+    const r = place({ ...base, gpuType }, typed);
+    assert.ok(r.ok, gpuType);
+    assert.equal(r.resource.id, 'in-cdac-param'); // IISc has more free GPUs, but not of this type
+  }
+  const v = place({ ...base, gpuType: 'V100' }, typed);
+  assert.ok(v.ok && v.resource.id === 'in-iisc-k8s');
+  const h = place({ ...base, gpuType: 'h100' }, typed);
+  assert.ok(!h.ok);
+  assert.match(h.reason, /asks for 1 GPU of type h100 and none of the 2 resource\(s\) in IN offers that type/);
+  assert.match(h.rejected.find((x) => x.resourceId === 'in-cdac-param')!.reason,
+    /has 0 GPUs of type h100; 1 requested \(it offers 8 × NVIDIA A100-SXM4-40GB \(gres type a100, 40 GiB\)\)/);
+});

@@ -12,6 +12,11 @@ export const GpuSpec = Type.Object({
   model: Type.String({ minLength: 1 }),
   memoryGiB: Type.Number({ exclusiveMinimum: 0 }),
   count: Type.Integer({ minimum: 1 }),
+  /**
+   * Slurm: the GRES type of these GPUs as `sinfo -o %G` shows it (`gpu:a100:4` has type `a100`). A job that asks
+   * for a GPU type is submitted with `--gres=gpu:<type>:N`; without it, `--gres=gpu:N`.
+   */
+  gresType: Type.Optional(Type.String({ pattern: '^[A-Za-z0-9_.-]{1,64}$' })),
 }, { additionalProperties: false });
 export type GpuSpec = Static<typeof GpuSpec>;
 
@@ -54,6 +59,12 @@ export const SchedulerConfig = Type.Object({
   image: Type.Optional(Type.String({ minLength: 1 })),
   /** Kubernetes: a PersistentVolumeClaim to mount at the job's workdir (an emptyDir when absent). */
   workdirClaim: Type.Optional(Type.String({ minLength: 1 })),
+  /**
+   * Slurm: the GRES name that allocates this resource's GPUs (default `gpu`), for `--gres` and for reading
+   * `AllocTRES` (`gres/<name>=N`). A cluster that hands GPUs out under another name (e.g. `shard` for GPU shares)
+   * sets it; the test cluster uses a count-only non-GPU GRES to exercise the plumbing.
+   */
+  gpuGres: Type.Optional(Type.String({ pattern: '^[a-z][a-z0-9_]{0,31}$' })),
 }, { additionalProperties: false });
 export type SchedulerConfig = Static<typeof SchedulerConfig>;
 
@@ -78,6 +89,8 @@ export const TrainingJob = Type.Object({
   workdir: Type.String({ pattern: '^/' }),
   cpus: Type.Integer({ minimum: 1 }),
   gpus: Type.Integer({ minimum: 0 }),
+  /** A GPU type the job needs (a resource's `gresType` or `model`); any GPU when absent. */
+  gpuType: Type.Optional(Type.String({ pattern: '^[A-Za-z0-9_.-]{1,64}$' })),
   memoryMiB: Type.Integer({ minimum: 1 }),
   timeLimitSeconds: Type.Integer({ minimum: 1 }),
   studyId: Type.String({ minLength: 1 }),

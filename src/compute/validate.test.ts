@@ -46,3 +46,11 @@ test('training jobs: relative workdirs and empty argv are refused', () => {
   assert.throws(() => parseTrainingJob({ ...job, workdir: 'rel', argv: [] }), (e: unknown) =>
     e instanceof ComputeValidationError && /\/workdir/.test(e.message) && /\/argv/.test(e.message));
 });
+
+test('GPU settings: gpuGres only on Slurm, a GRES type listed once, a type name without spaces', () => {
+  const r = { ...resources[0]!, capacity: { ...resources[0]!.capacity, gpus: [{ model: 'A100', memoryGiB: 40, count: 4, gresType: 'a100' }, { model: 'A100 80G', memoryGiB: 80, count: 4, gresType: 'a100' }] } };
+  assert.throws(() => parseResource(r), /\/capacity\/gpus: gresType a100 is listed more than once/);
+  assert.throws(() => parseResource({ ...resources[3]!, schedulerConfig: { gpuGres: 'gpu' } }), /\/schedulerConfig\/gpuGres: a Slurm setting .*scheduler is local/);
+  assert.throws(() => parseResource({ ...resources[0]!, capacity: { ...resources[0]!.capacity, gpus: [{ model: 'A100', memoryGiB: 40, count: 1, gresType: 'a 100' }] } }), /\/capacity\/gpus\/0\/gresType/);
+  assert.equal(parseResource({ ...resources[0]!, schedulerConfig: { gpuGres: 'shard' } }).schedulerConfig?.gpuGres, 'shard');
+});

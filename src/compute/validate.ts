@@ -41,6 +41,12 @@ export function parseResource(input: unknown): ComputeResource {
   if (r.scheduler === 'kubernetes' && !r.schedulerConfig?.image) {
     problems.push('/schedulerConfig/image: a Kubernetes resource needs a container image');
   }
+  if (r.schedulerConfig?.gpuGres !== undefined && r.scheduler !== 'slurm') {
+    problems.push(`/schedulerConfig/gpuGres: a Slurm setting (the GRES name GPUs are allocated under); this resource's scheduler is ${r.scheduler}`);
+  }
+  const types = r.capacity.gpus.map((g) => g.gresType).filter((t): t is string => t !== undefined);
+  const twice = types.filter((t, i) => types.indexOf(t) !== i);
+  if (twice.length) problems.push(`/capacity/gpus: gresType ${[...new Set(twice)].join(', ')} is listed more than once; list each GPU type once with its count`);
   if (problems.length) throw new ComputeValidationError('compute resource', problems);
   return r;
 }

@@ -212,7 +212,7 @@ export async function policyInputs(store: Store, spec: StudySpec, studyId: strin
     if (profile?.compute.mode === 'placed') {
       const c = profile.compute;
       const r = place({ siteId: name, dataJurisdiction: m.jurisdiction, cpus: c.cpus ?? 1, gpus: c.gpus ?? 0, ramGiB: c.ramGiB ?? 1,
-        ...(c.minGpuMemoryGiB !== undefined ? { minGpuMemoryGiB: c.minGpuMemoryGiB } : {}), allowedJurisdictions: allowedCompute({ id: name, jurisdiction: m.jurisdiction }, policies) }, resources);
+        ...(c.minGpuMemoryGiB !== undefined ? { minGpuMemoryGiB: c.minGpuMemoryGiB } : {}), ...(c.gpuType !== undefined ? { gpuType: c.gpuType } : {}), allowedJurisdictions: allowedCompute({ id: name, jurisdiction: m.jurisdiction }, policies) }, resources);
       if (r.ok) {
         computeJurisdiction = r.resource.jurisdiction;
         placements[id] = { resourceId: r.resource.id, jurisdiction: r.resource.jurisdiction, reason: r.reason };

@@ -169,6 +169,7 @@ export const ComputeProfileBody = Type.Object(
     gpus: Type.Optional(Type.Integer({ minimum: 0, maximum: 1024 })),
     ramGiB: Type.Optional(Type.Number({ exclusiveMinimum: 0, maximum: 1_000_000 })),
     minGpuMemoryGiB: Type.Optional(Type.Number({ exclusiveMinimum: 0 })),
+    gpuType: Type.Optional(Type.String({ pattern: '^[A-Za-z0-9_.-]{1,64}$' })),
   },
   strict,
 );

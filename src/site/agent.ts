@@ -28,6 +28,7 @@ import type { Weights } from '../protocol/tensors.js';
 import type { SiteLocalPolicy } from '../governance/policy.js';
 import type { ComputeResource } from '../compute/types.js';
 import { inProcessUsage, loadLocalPolicy, localPolicyRefusal, runPlacedFit, type UsageReport } from './placed.js';
+import { placedTrainer, type PlacedTrainerRun } from './placed-trainer.js';
 import { budgetRefusal, declaredPlan, declaredRefusal, dpPlanOf, dpSgdPlanOf, loadBudget, privatiseRelease, spendAndPersist, trainPrivately, type DpTaskPlan } from './privacy.js';
 import { AuditWitness } from './audit-witness.js';
 import { isSecAggPending, secaggBody, uploadSecAgg } from './secagg.js';
@@ -420,22 +421,39 @@ export class SiteAgent {
    * wrong tensors closes the task with that reason: nothing leaves the site and the round goes on without it.
    */
   private async handleExternal(task: TaskMessage, started: number, cpu0: NodeJS.CpuUsage): Promise<void> {
-    const trainer = this.external!;
+    let trainer = this.external!;
+    let placed: PlacedTrainerRun | undefined;
     let dp: DpTaskPlan | undefined;
     let budget: PrivacyBudget | undefined;
     let spend: PrivacySpend | undefined;
     if (task.kind === 'fit') {
+      // No compute of its own: the trainer runs as a job where the coordinator places the task (or nowhere, saying why).
+      let where: { resource: ComputeResource } | undefined;
+      if (this.cfg.compute?.mode === 'placed') {
+        try {
+          where = await this.http.json('POST', `/v1/agent/tasks/${encodeURIComponent(task.taskId)}/placement`, {});
+        } catch (e) {
+          if (e instanceof ApiError && e.status === 409) return this.log(`task ${task.taskId}: not placed: ${e.message}`);
+          throw e;
+        }
+      }
       // The trainer reads its file itself; the policy's example floor is checked against the rows that file holds
       // (an extracted source's table as the prepare round wrote it: the hospital's systems are not queried again).
       const src = this.cfg.datasets[task.dataset];
       const trainExamples = src && isExtracted(src) ? readCsv(datasetFile(this.cfg, task.dataset, task.studyId)).rows.length : await declaredCohort(this.cfg, task.dataset, this.log);
-      const refusal = localPolicyRefusal(this.policy, task, { trainExamples, ...(this.cfg.jurisdiction ? { siteJurisdiction: this.cfg.jurisdiction, computeJurisdiction: this.cfg.jurisdiction } : {}) });
+      const computeJurisdiction = where?.resource.jurisdiction ?? this.cfg.jurisdiction;
+      const refusal = localPolicyRefusal(this.policy, task, { trainExamples, ...(this.cfg.jurisdiction ? { siteJurisdiction: this.cfg.jurisdiction } : {}), ...(computeJurisdiction ? { computeJurisdiction } : {}) });
       if (refusal) return this.refuse(task, `local policy: ${refusal}`);
       // The trainer's own DP-SGD is handed the plan and charged from what it declares (below); client-level DP is
       // charged now, before the program sees the data, as for the built-in trainer.
       dp = task.privacy ? dpPlanOf(task, trainExamples) : undefined;
       budget = this.affordable(task, dp);
       if (dp?.mechanism === 'dp-fedavg' && budget) spend = spendAndPersist(this.state, task.studyId, budget, dp, task.taskId);
+      if (where) {
+        placed = await placedTrainer(this.cfg, where.resource, task, this.cred.siteName,
+          async (jobId, state) => void (await this.http.json('POST', `/v1/agent/tasks/${encodeURIComponent(task.taskId)}/job`, { jobId, state })), this.log);
+        trainer = externalTrainerOf(this.cfg, placed);
+      }
     }
     const decoded = decodeSafetensors((await this.http.request('GET', `/v1/agent/models/${encodeURIComponent(task.modelVersionId)}`)).body).weights;
     const global = startingWeights(decoded, task.tensorRules, this.state.readBytes(task.studyId, LOCAL_TENSORS_FILE));
@@ -446,13 +464,16 @@ export class SiteAgent {
       ...(dp?.mechanism === 'dp-sgd' ? { dpSgd: dpSgdPlanOf(dp, seed!) } : {}),
     };
     let pending: PendingResult;
+    let gpuSeconds = 0;
     try {
       if (task.kind === 'evaluate') {
         const ev = await trainer.evaluate(input);
+        gpuSeconds = ev.gpuSeconds ?? 0;
         const meta: ResultMeta = { taskId: task.taskId, numExamples: ev.examples, evalMetrics: ev.metrics, evalExamples: ev.examples, durationMs: Date.now() - started };
         pending = { taskId: task.taskId, studyId: task.studyId, contentType: 'application/json', body: new TextEncoder().encode(JSON.stringify(meta)), commit: [] };
       } else {
         const out = await trainer.fit(input);
+        gpuSeconds = out.gpuSeconds ?? 0;
         if (dp?.mechanism === 'dp-sgd' && budget) {
           // The accountant charges what the trainer declares it did (external.ts has checked it is no less private
           // than the plan), once per task id, before anything leaves the site.
@@ -473,7 +494,8 @@ export class SiteAgent {
       progress.close();
     }
     this.log(`task ${task.taskId}: ${task.kind} done by ${trainer.description} in ${Date.now() - started} ms; uploading`);
-    await this.queue(task, pending, inProcessUsage(this.cred.siteName, cpu0, started));
+    // A placed job's usage is the scheduler's accounting; on this machine, GPU time is what the trainer says it used.
+    await this.queue(task, pending, placed?.usage() ?? { ...inProcessUsage(this.cred.siteName, cpu0, started), gpuSeconds });
   }
 
   /**

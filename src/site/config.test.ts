@@ -27,3 +27,13 @@ test('a malformed site config is refused with the file and the field named', () 
 test('a missing config file is a clear error', () => {
   assert.throws(() => loadSiteConfig('/nonexistent/site.yaml'), /cannot read site config \/nonexistent\/site\.yaml: ENOENT/);
 });
+
+test('placed compute: GPU needs in site.yaml, and GPU settings without GPUs refused naming both fields', () => {
+  const head = 'coordinator: http://x\ndatasets: { heart: { format: fed-heart-disease, center: 0 } }\n';
+  const c = parseSiteConfig(`${head}compute: { mode: placed, cpus: 4, gpus: 2, gpuType: a100, minGpuMemoryGiB: 40 }\n`, 'site.yaml');
+  assert.deepEqual(c.compute, { mode: 'placed', cpus: 4, gpus: 2, gpuType: 'a100', minGpuMemoryGiB: 40 });
+  assert.throws(() => parseSiteConfig(`${head}compute: { mode: placed, gpuType: a100 }\n`, 'site.yaml'),
+    /site\.yaml: \/compute\/gpuType: applies to GPUs, but \/compute\/gpus is not set \(0\); set \/compute\/gpus to 1 or more, or remove gpuType/);
+  assert.throws(() => parseSiteConfig(`${head}compute: { mode: placed, gpus: 0, minGpuMemoryGiB: 8 }\n`, 'site.yaml'), /\/compute\/minGpuMemoryGiB: applies to GPUs, but \/compute\/gpus is 0/);
+  assert.throws(() => parseSiteConfig(`${head}compute: { mode: placed, gpus: 1, gpuType: 'a 100' }\n`, 'site.yaml'), /\/compute\/gpuType/);
+});

@@ -112,6 +112,8 @@ export const SiteConfigSchema = Type.Object(
             gpus: Type.Optional(Type.Integer({ minimum: 0, maximum: 1024 })),
             ramGiB: Type.Optional(Type.Number({ exclusiveMinimum: 0, maximum: 1_000_000 })),
             minGpuMemoryGiB: Type.Optional(Type.Number({ exclusiveMinimum: 0 })),
+            /** A GPU type every GPU must be: a resource's Slurm GRES type (`a100`) or model name. */
+            gpuType: Type.Optional(Type.String({ pattern: '^[A-Za-z0-9_.-]{1,64}$' })),
           },
           strict,
         ),
@@ -134,8 +136,10 @@ export function parseSiteConfig(text: string, file: string): SiteConfig {
   const problems = checkValue(SiteConfigSchema, raw);
   if (problems.length) throw new ConfigError(`${file}: ${problems.join('; ')}`);
   const cfg = raw as Static<typeof SiteConfigSchema>;
-  // Placed compute runs the built-in trainer as a job (setu site run-task); an external trainer runs here.
-  if (cfg.compute?.mode === 'placed' && cfg.trainer?.kind === 'external') throw new ConfigError(`${file}: /compute: placed compute runs the built-in trainer; it cannot be combined with an external trainer`);
+  const pc = cfg.compute?.mode === 'placed' ? cfg.compute : undefined;
+  for (const k of ['gpuType', 'minGpuMemoryGiB'] as const) {
+    if (pc?.[k] !== undefined && !(pc.gpus && pc.gpus > 0)) throw new ConfigError(`${file}: /compute/${k}: applies to GPUs, but /compute/gpus is ${pc.gpus ?? 'not set (0)'}; set /compute/gpus to 1 or more, or remove ${k}`);
+  }
   const configDir = dirname(resolve(file));
   return { ...cfg, configDir, stateDirAbs: resolve(configDir, cfg.stateDir ?? 'state') };
 }

@@ -43,7 +43,6 @@ test('site.yaml names its policy file; a malformed one stops the agent with the 
   const cfg = parseSiteConfig(`coordinator: http://127.0.0.1:1\npolicy: local.yaml\ndatasets: { heart: { format: fed-heart-disease, center: 0 } }\n`, join(dir, 'site.yaml'));
   assert.throws(() => loadLocalPolicy(cfg), /local\.yaml: rules\.minExamplesPerUpdate: must be between 1/);
   assert.throws(() => parseSiteConfig(`coordinator: http://x\ncompute: { mode: elsewhere }\ndatasets: { heart: { format: fed-heart-disease, center: 0 } }\n`, 'site.yaml'), /site\.yaml: \/compute/);
-  assert.throws(() => parseSiteConfig(`coordinator: http://x\ncompute: { mode: placed }\ntrainer: { kind: external, command: [python3, t.py] }\ndatasets: { heart: { format: fed-heart-disease, center: 0 } }\n`, 'site.yaml'), /site\.yaml: \/compute: placed compute runs the built-in trainer/);
 });
 
 test('a placed task run as a real job (setu site run-task under the local executor) gives the same model as in-process training', { timeout: 60_000 }, async () => {

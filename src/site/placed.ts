@@ -166,7 +166,7 @@ export interface PlacedRun {
  * once the scheduler accepted it. The output is validated (same layout as the global model, finite) before it
  * is trusted; anything else is an error naming the job.
  */
-export async function runPlacedFit(cfg: SiteConfig, resource: ComputeResource, i: FitStepInput & { cpus?: number; gpus?: number; ramGiB?: number },
+export async function runPlacedFit(cfg: SiteConfig, resource: ComputeResource, i: FitStepInput & { cpus?: number; gpus?: number; gpuType?: string; ramGiB?: number },
   report: (jobId: string, state: string) => Promise<void>, log: (m: string) => void): Promise<PlacedRun> {
   const workdir = join(cfg.stateDirAbs, 'jobs', i.task.taskId.replace(/[^A-Za-z0-9._-]/g, '_'));
   await rm(workdir, { recursive: true, force: true });
@@ -176,7 +176,7 @@ export async function runPlacedFit(cfg: SiteConfig, resource: ComputeResource, i
   await writeFile(join(workdir, 'task.json'), JSON.stringify({ task: i.task, siteName: i.siteName, configDir: cfg.configDir, datasets: { [i.task.dataset]: cfg.datasets[i.task.dataset] }, ...(i.stream ? { stream: i.stream } : {}), clientState: !!i.clientState }));
   const executor = executorFor(resource, { slurm: { pollMs: 250 } });
   const job = {
-    argv: [process.execPath, MAIN_JS, 'site', 'run-task', '--workdir', workdir], workdir, cpus: i.cpus ?? 1, gpus: i.gpus ?? 0,
+    argv: [process.execPath, MAIN_JS, 'site', 'run-task', '--workdir', workdir], workdir, cpus: i.cpus ?? 1, gpus: i.gpus ?? 0, ...(i.gpuType ? { gpuType: i.gpuType } : {}),
     memoryMiB: Math.max(256, Math.round((i.ramGiB ?? 1) * 1024)), timeLimitSeconds: Math.max(60, Math.ceil((i.task.deadlineAt - Date.now()) / 1000)),
     studyId: i.task.studyId, taskId: i.task.taskId, siteId: i.siteName, dataJurisdiction: resource.jurisdiction,
   };

@@ -245,7 +245,7 @@ export function toEvent(r: GovernanceEventsTable): GovernanceEvent {
 // ---------------------------------------------------------------- site profiles
 
 export interface SiteProfile {
-  compute: { mode: 'own' | 'placed'; cpus?: number; gpus?: number; ramGiB?: number; minGpuMemoryGiB?: number };
+  compute: { mode: 'own' | 'placed'; cpus?: number; gpus?: number; ramGiB?: number; minGpuMemoryGiB?: number; gpuType?: string };
   /** Training examples the site holds per dataset key. */
   datasets: Record<string, { trainExamples: number }>;
   updatedAt: number;

@@ -75,6 +75,7 @@ class Task:
         self.paths = doc["paths"]
         self.work_dir = work_dir
         self._dp_done = None
+        self._device = None
 
     @property
     def seed(self):
@@ -99,9 +100,32 @@ class Task:
             p["message"] = str(message)[:500]
         print(PROGRESS_PREFIX + json.dumps(p), flush=True)
 
+    def declare_device(self, type, count=1, names=None):
+        """States the devices the training ran on ("cuda", 2 for DataParallel over two GPUs; "cpu", 0). The agent
+        counts GPU-seconds from it for training on the site's own machine. `setu_trainer.torch.device()` declares
+        the device it picks, so a trainer that uses it need not call this."""
+        if not isinstance(type, str) or not type:
+            raise ValueError(f"device type must be a name such as 'cuda' or 'cpu', got {type!r}")
+        if not (isinstance(count, int) and 0 <= count <= 1024):
+            raise ValueError(f"device count must be an integer from 0 to 1024, got {count!r}")
+        d = {"type": type.lower(), "count": count}
+        if names:
+            d["names"] = [str(n)[:200] for n in names]
+        self._device = d
+
     def declare_dp_sgd(self, noise_multiplier, sample_rate, steps):
         """States what the training did for DP-SGD; the agent's accountant charges the site's budget from it."""
         self._dp_done = {"noiseMultiplier": float(noise_multiplier), "sampleRate": float(sample_rate), "steps": int(steps)}
+
+
+#: The device the PyTorch helper chose during the current task (setu_trainer.torch.device), if any.
+_noted_device = None
+
+
+def note_device(type, count, names=None):
+    """Called by the framework helpers when they pick a device; a trainer's own declare_device wins."""
+    global _noted_device
+    _noted_device = {"type": type, "count": count, **({"names": list(names)} if names else {})}
 
 
 class Trainer:
@@ -190,6 +214,7 @@ def run_task(trainer, work_dir, format="raw"):
     """Runs one task in `work_dir` (what `run` does, without the exit handling). Returns the result document."""
     with open(os.path.join(work_dir, "task.json"), encoding="utf-8") as f:
         task = Task(json.load(f), work_dir)
+    # A device noted before the task (`DEVICE = st.device()` at the top of the program) counts: one process, one task.
     conv = _format(format)
     given, _ = read_safetensors(task.paths["weights"])
     result = {}
@@ -201,6 +226,7 @@ def run_task(trainer, work_dir, format="raw"):
     if task.kind == "evaluate":
         if "evaluate" not in result:
             raise RuntimeError("this is an evaluate task and the trainer has no evaluate(weights, config), or measured no example")
+        _add_device(result, task)
         _write_json(task.paths["result"], result)
         return result
     out, n, m = _measured(trainer.fit(conv.to_user(given, task), task), "fit")
@@ -214,8 +240,15 @@ def run_task(trainer, work_dir, format="raw"):
             raise RuntimeError("the task asks for DP-SGD (config.dp) and the trainer declared none: call config.declare_dp_sgd(...)")
         result["dpSgd"] = task._dp_done
     write_safetensors(task.paths["output"], tensors, {"setu.trainer": "setu_trainer"})
+    _add_device(result, task)
     _write_json(task.paths["result"], result)
     return result
+
+
+def _add_device(result, task):
+    d = task._device or _noted_device
+    if d is not None:
+        result["device"] = d
 
 
 def run(trainer, format="raw"):

@@ -8,6 +8,7 @@ import random
 
 import torch
 
+from .contract import note_device
 from .safetensors import Tensor, read_safetensors, write_safetensors
 
 __all__ = [
@@ -71,11 +72,20 @@ def load_state_dict(model, path, strict=True):
 
 
 def device():
-    """Where to train: $SETU_DEVICE if set, else CUDA when PyTorch sees a GPU, else the CPU."""
+    """Where to train: $SETU_DEVICE if set, else CUDA when PyTorch sees a GPU, else the CPU.
+
+    Under Slurm a job sees only the GPUs it was given (CUDA_VISIBLE_DEVICES, set by Slurm for `--gres=gpu:N`; a
+    Setu job given no GPU sees none), so "cuda" is the first of its own. The choice is declared in result.json
+    (`device`), from which the agent counts GPU-seconds for training on the site's own machine.
+    """
     name = os.environ.get("SETU_DEVICE")
-    if name:
-        return torch.device(name)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    d = torch.device(name) if name else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if d.type == "cuda":
+        index = d.index if d.index is not None else torch.cuda.current_device()
+        note_device("cuda", 1, [torch.cuda.get_device_name(index)])
+    else:
+        note_device(d.type, 0)
+    return d
 
 
 def seed_everything(seed):

@@ -174,3 +174,35 @@ class DpSgdTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+@unittest.skipUnless(torch is not None, "PyTorch is not installed")
+class DeviceReportTest(unittest.TestCase):
+    def trainer(self, declare=None):
+        class T(setu.Trainer):
+            def fit(self, weights, config):
+                dev = st.device()
+                if declare:
+                    config.declare_device(*declare)
+                model = nn.Linear(2, 1).to(dev)
+                model.load_state_dict(weights)
+                return model.state_dict(), 3, {}
+
+        return T()
+
+    def test_the_device_the_helper_picks_is_declared_in_the_result(self):
+        initial = st.from_state_dict(nn.Linear(2, 1).state_dict())
+        work, paths = make_task(initial)
+        run_task(self.trainer(), work, format="torch")
+        d = read_result(paths)["device"]
+        if torch.cuda.is_available():
+            self.assertEqual((d["type"], d["count"]), ("cuda", 1))
+            self.assertEqual(d["names"], [torch.cuda.get_device_name(torch.cuda.current_device())])
+        else:
+            self.assertEqual(d, {"type": "cpu", "count": 0})
+        # A trainer's own declaration (DataParallel over two GPUs, say) wins over the helper's note.
+        work, paths = make_task(initial)
+        run_task(self.trainer(("cuda", 2, ["A", "B"])), work, format="torch")
+        self.assertEqual(read_result(paths)["device"], {"type": "cuda", "count": 2, "names": ["A", "B"]})
+        with self.assertRaisesRegex(ValueError, "device count must be an integer from 0 to 1024"):
+            run_task(self.trainer(("cuda", -1)), make_task(initial)[0], format="torch")

@@ -25,9 +25,10 @@ export function executorFor(resource: ComputeResource, overrides: ExecutorOverri
     case 'local':
       return new LocalExecutor(overrides.local);
     case 'slurm':
-      return new SlurmExecutor({ partition: c.partition, account: c.account, qos: c.qos, ...overrides.slurm });
+      return new SlurmExecutor({ partition: c.partition, account: c.account, qos: c.qos, gpuGres: c.gpuGres,
+        gpus: resource.capacity.gpus, ...overrides.slurm });
     case 'kubernetes':
       return new KubernetesExecutor({ image: c.image ?? '', context: c.kubeContext, kubeconfig: c.kubeconfig,
-        namespace: c.namespace, workdirClaim: c.workdirClaim, ...overrides.kubernetes });
+        namespace: c.namespace, workdirClaim: c.workdirClaim, gpus: resource.capacity.gpus, ...overrides.kubernetes });
   }
 }

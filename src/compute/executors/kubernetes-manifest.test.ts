@@ -53,6 +53,15 @@ test('CPU-only jobs ask for no GPU; no claim means an emptyDir', () => {
   assert.equal(m.metadata.namespace, undefined);
 });
 
+test('a GPU type selects nodes by GPU feature discovery\'s product label; an unknown type is refused', () => {
+  const gpus = [{ model: 'NVIDIA A100-SXM4-80GB', memoryGiB: 80, count: 4, gresType: 'a100' }, { model: 'Tesla T4', memoryGiB: 16, count: 2 }];
+  const m = buildJobManifest({ ...job, gpus: 1, gpuType: 'a100' }, { image: 'x', gpus }) as unknown as M;
+  assert.deepEqual(m.spec.template.spec.nodeSelector, { 'setu.dev/jurisdiction': job.dataJurisdiction, 'nvidia.com/gpu.product': 'NVIDIA-A100-SXM4-80GB' });
+  const t4 = buildJobManifest({ ...job, gpus: 1, gpuType: 'tesla t4' }, { image: 'x', gpus }) as unknown as M;
+  assert.equal(t4.spec.template.spec.nodeSelector['nvidia.com/gpu.product'], 'Tesla-T4');
+  assert.throws(() => buildJobManifest({ ...job, gpus: 1, gpuType: 'h100' }, { image: 'x', gpus }), /gpuType 'h100': the resource lists no GPU of that type \(it offers 4 × NVIDIA A100-SXM4-80GB/);
+});
+
 test('names are DNS-1123 and differ per study; label values are legal', () => {
   const a = jobName({ studyId: 's1', taskId: 'T'.repeat(200) });
   assert.ok(a.length <= 63 && /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/.test(a), a);

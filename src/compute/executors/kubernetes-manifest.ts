@@ -1,8 +1,11 @@
 // Pure parts of the Kubernetes executor: the batch/v1 Job manifest for a training job, and reading a Job's status.
 import { createHash } from 'node:crypto';
-import type { JobStatus, TrainingJob } from '../types.js';
+import type { GpuSpec, JobStatus, TrainingJob } from '../types.js';
+import { describeGpus, gpuIsType } from '../placement.js';
 
 export const JURISDICTION_LABEL = 'setu.dev/jurisdiction';
+/** The node label NVIDIA's GPU feature discovery sets to the GPU's product name, spaces as dashes. */
+export const GPU_PRODUCT_LABEL = 'nvidia.com/gpu.product';
 
 export interface ManifestOptions {
   image: string;
@@ -10,6 +13,19 @@ export interface ManifestOptions {
   /** PersistentVolumeClaim mounted at the job's workdir; an emptyDir when absent (output then lives in the logs). */
   workdirClaim?: string;
   ttlSecondsAfterFinished?: number;
+  /** The resource's GPUs, to turn a job's `gpuType` into a node selector on the GPU's product. */
+  gpus?: readonly GpuSpec[];
+}
+
+/**
+ * A job that names a GPU type runs only on nodes whose GPU feature discovery label is that GPU's product (the
+ * resource's `model`, spaces as dashes: `NVIDIA A100-SXM4-80GB` → `NVIDIA-A100-SXM4-80GB`); without it any GPU would do.
+ */
+export function gpuNodeSelector(job: Pick<TrainingJob, 'gpus' | 'gpuType'>, gpus: readonly GpuSpec[] = []): Record<string, string> {
+  if (job.gpus <= 0 || job.gpuType === undefined) return {};
+  const spec = gpus.find((g) => gpuIsType(g, job.gpuType!));
+  if (!spec) throw new Error(`gpuType '${job.gpuType}': the resource lists no GPU of that type (it offers ${describeGpus(gpus)})`);
+  return { [GPU_PRODUCT_LABEL]: labelValue(spec.model.trim().replace(/\s+/g, '-')) };
 }
 
 /** A DNS-1123 name unique per study and task: readable prefix plus a hash of both ids. */
@@ -34,7 +50,7 @@ export function buildJobManifest(job: TrainingJob, o: ManifestOptions): Record<s
   };
   const resources: Record<string, string> = { cpu: String(job.cpus), memory: `${job.memoryMiB}Mi` };
   if (job.gpus > 0) resources['nvidia.com/gpu'] = String(job.gpus);
-  const env = { ...job.env, SETU_TASK_ID: job.taskId, SETU_STUDY_ID: job.studyId };
+  const env = { ...job.env, SETU_TASK_ID: job.taskId, SETU_STUDY_ID: job.studyId, SETU_GPUS: String(job.gpus) };
   return {
     apiVersion: 'batch/v1',
     kind: 'Job',
@@ -53,7 +69,7 @@ export function buildJobManifest(job: TrainingJob, o: ManifestOptions): Record<s
         spec: {
           restartPolicy: 'Never',
           // Pods may only land on nodes labelled with the data's jurisdiction: the border rule, enforced by the cluster.
-          nodeSelector: { [JURISDICTION_LABEL]: job.dataJurisdiction },
+          nodeSelector: { [JURISDICTION_LABEL]: job.dataJurisdiction, ...gpuNodeSelector(job, o.gpus) },
           containers: [{
             name: 'trainer',
             image: o.image,

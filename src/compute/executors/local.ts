@@ -51,6 +51,11 @@ export interface LocalExecutorOptions {
   baseEnv?: Record<string, string>;
 }
 
+function gpuEnv(gpus: number): Record<string, string> {
+  if (gpus === 0) return { CUDA_VISIBLE_DEVICES: '' };
+  return process.env.CUDA_VISIBLE_DEVICES !== undefined ? { CUDA_VISIBLE_DEVICES: process.env.CUDA_VISIBLE_DEVICES } : {};
+}
+
 export class LocalExecutor implements Executor {
   readonly kind = 'local' as const;
   private readonly jobs = new Map<string, Running>();
@@ -64,7 +69,8 @@ export class LocalExecutor implements Executor {
     const base = this.options.baseEnv ?? Object.fromEntries(['PATH', 'HOME', 'LANG', 'TZ']
       .filter((k) => process.env[k] !== undefined).map((k) => [k, process.env[k]!]));
     const child = spawn('/bin/sh', ['-c', WRAPPER, 'setu-job', ...job.argv], {
-      cwd: job.workdir, env: { ...base, ...job.env, SETU_TASK_ID: job.taskId, SETU_STUDY_ID: job.studyId },
+      // No scheduler picks devices here: a job without GPUs sees none; one with GPUs sees the machine's own choice.
+      cwd: job.workdir, env: { ...base, ...gpuEnv(job.gpus), ...job.env, SETU_TASK_ID: job.taskId, SETU_STUDY_ID: job.studyId, SETU_GPUS: String(job.gpus) },
       detached: true, stdio: ['ignore', 'pipe', 'pipe', 'pipe'],
     });
     // Named like the Slurm executor's output files, so a workdir looks the same whichever executor ran it.

@@ -6,7 +6,25 @@ import { ExecutorError, runCommand } from './executor.js';
 import { gpuCount, parseTres } from './slurm-parse.js';
 
 export interface SlurmNode { name: string; state: string; cpuTotal: number; cpuAlloc: number; memMiB: number;
-  allocMemMiB: number; gpus: number; allocGpus: number; partitions: string[] }
+  allocMemMiB: number; gpus: number; allocGpus: number; partitions: string[]; gres: NodeGres[] }
+
+/** One generic resource of a node, as its `Gres=` lists it: `gpu:a100:4` is name gpu, type a100, count 4. */
+export interface NodeGres { name: string; type?: string; count: number }
+
+/**
+ * A node's `Gres=` field ("gpu:a100:4(S:0-1),gpu:t4:2,testslot:2", "(null)") as name, type, count: what a compute
+ * centre copies into a resource's `capacity.gpus[].gresType`. Socket bindings in parentheses are dropped.
+ */
+export function parseGres(text: string): NodeGres[] {
+  if (!text || text === '(null)') return [];
+  return text.replace(/\([^)]*\)/g, '').split(',').filter(Boolean).map((g) => {
+    const f = g.split(':');
+    const last = f[f.length - 1]!;
+    const count = /^\d+$/.test(last) ? Number(last) : 1;
+    const named = /^\d+$/.test(last) ? f.slice(0, -1) : f;
+    return { name: named[0]!, ...(named[1] ? { type: named[1] } : {}), count };
+  });
+}
 
 function field(line: string, key: string): string | undefined {
   return new RegExp(`(?:^|\\s)${key}=(\\S*)`).exec(line)?.[1];
@@ -24,6 +42,7 @@ export function parseNodes(text: string): SlurmNode[] {
     gpus: gpuCount(parseTres(field(l, 'CfgTRES') ?? '')),
     allocGpus: gpuCount(parseTres(field(l, 'AllocTRES') ?? '')),
     partitions: (field(l, 'Partitions') ?? '').split(',').filter(Boolean),
+    gres: parseGres(field(l, 'Gres') ?? ''),
   }));
 }
 
@@ -47,8 +66,12 @@ export function freeCapacity(nodes: SlurmNode[], partition?: string): FreeCapaci
   };
 }
 
-export async function probeSlurmCapacity(partition?: string, binDir?: string): Promise<FreeCapacity> {
+export async function slurmNodes(binDir?: string): Promise<SlurmNode[]> {
   const r = await runCommand(binDir ? join(binDir, 'scontrol') : 'scontrol', ['show', 'node', '-o']);
   if (r.code !== 0) throw new ExecutorError(`scontrol show node failed: ${r.stderr.trim()}`);
-  return freeCapacity(parseNodes(r.stdout), partition);
+  return parseNodes(r.stdout);
+}
+
+export async function probeSlurmCapacity(partition?: string, binDir?: string): Promise<FreeCapacity> {
+  return freeCapacity(await slurmNodes(binDir), partition);
 }

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { batchScript, formatSlurmTime, gpuCount, mapSlurmState, parseExitCode, parseSacct, parseSlurmDuration,
+import { batchScript, formatSlurmTime, gpuCount, gresDirective, mapSlurmState, parseExitCode, parseSacct, parseSlurmDuration,
   parseTres, usageFromSacct } from './slurm-parse.js';
 import type { TrainingJob } from '../types.js';
 
@@ -67,4 +67,39 @@ test('batch script: directives from the job, env quoted, argv exec-ed without wo
   assert.ok(s.endsWith(`exec '/usr/bin/python3' 'train.py' 'it'\\''s; rm -rf /'\n`));
   assert.doesNotMatch(batchScript({ ...job, gpus: 0 }), /--gres/);
   assert.throws(() => batchScript({ ...job, workdir: '/a b' }), /directive with whitespace/);
+});
+
+test('GPU TRES as sacct prints them: untyped, typed, both (counted once), another GRES name', () => {
+  // From Slurm's accounting docs: with AccountingStorageTRES=gres/gpu,gres/gpu:a100 a job carries both keys.
+  assert.equal(gpuCount(parseTres('billing=8,cpu=8,gres/gpu:a100=2,gres/gpu=2,mem=64G,node=1')), 2);
+  assert.equal(gpuCount(parseTres('cpu=4,gres/gpu:v100=1,mem=8G,node=1')), 1);
+  // Real output of the test cluster (.ci/setup-slurm.sh) for `sbatch --gres=testslot:1`: not a GPU unless the
+  // resource says its GPUs are allocated under that name.
+  const real = parseSacct('9|COMPLETED|0:0|3|00:00.002|billing=1,cpu=1,gres/testslot=1,mem=256M,node=1\n9.batch|COMPLETED|0:0|3|00:00.002|cpu=1,gres/testslot=1,mem=256M,node=1');
+  assert.equal(usageFromSacct('9', real)!.gpuSeconds, 0);
+  assert.equal(usageFromSacct('9', real, 'testslot')!.gpuSeconds, 3);
+  const gpu = parseSacct('77|COMPLETED|0:0|120|03:50.000|billing=8,cpu=8,gres/gpu:a100=2,gres/gpu=2,mem=64G,node=1');
+  assert.equal(usageFromSacct('77', gpu)!.gpuSeconds, 240);
+});
+
+test('--gres: gpu:N, gpu:<type>:N through the resource\'s gresType, another GRES name; unknown types refused', () => {
+  const gpus = [{ model: 'NVIDIA A100-SXM4-80GB', memoryGiB: 80, count: 4, gresType: 'a100' }, { model: 'T4', memoryGiB: 16, count: 2 }];
+  assert.equal(gresDirective({ gpus: 0 }), undefined);
+  assert.equal(gresDirective({ gpus: 2 }), '--gres=gpu:2');
+  assert.equal(gresDirective({ gpus: 2, gpuType: 'a100' }, { gpus }), '--gres=gpu:a100:2');
+  assert.equal(gresDirective({ gpus: 1, gpuType: 'nvidia a100-sxm4-80gb' }, { gpus }), '--gres=gpu:a100:1');
+  assert.equal(gresDirective({ gpus: 1 }, { gpuGres: 'testslot' }), '--gres=testslot:1');
+  assert.throws(() => gresDirective({ gpus: 1, gpuType: 'T4' }, { gpus }), /gpuType 'T4': the resource lists no GPU of that type with a gresType \(it offers 4 × NVIDIA A100-SXM4-80GB \(gres type a100, 80 GiB\), 2 × T4 \(16 GiB\)\)/);
+});
+
+test('batch script: a job without GPUs sees none; a job with GPUs keeps the CUDA_VISIBLE_DEVICES Slurm gives it', () => {
+  const job: TrainingJob = { argv: ['/usr/bin/python3', 'train.py'], workdir: '/scratch/setu/t2', cpus: 2, gpus: 0, memoryMiB: 1024,
+    timeLimitSeconds: 600, studyId: 'cxr', taskId: 't2', siteId: 'aiims', dataJurisdiction: 'IN' };
+  const cpu = batchScript(job);
+  assert.match(cpu, /^export CUDA_VISIBLE_DEVICES=''$/m);
+  assert.match(cpu, /^export SETU_GPUS='0'$/m);
+  const gpu = batchScript({ ...job, gpus: 2, gpuType: 'a100' }, { gpus: [{ model: 'A100', memoryGiB: 80, count: 8, gresType: 'a100' }] });
+  assert.match(gpu, /^#SBATCH --gres=gpu:a100:2$/m);
+  assert.doesNotMatch(gpu, /CUDA_VISIBLE_DEVICES/);
+  assert.match(gpu, /^export SETU_GPUS='2'$/m);
 });

@@ -1,5 +1,6 @@
 // Pure parsing and formatting for the Slurm executor: durations, states, sacct rows, TRES strings, batch scripts.
-import type { JobState, TrainingJob } from '../types.js';
+import type { GpuSpec, JobState, TrainingJob } from '../types.js';
+import { describeGpus, gpuIsType } from '../placement.js';
 
 /**
  * Slurm durations as sacct prints them: "MM:SS.mmm" (TotalCPU under an hour), "HH:MM:SS", "D-HH:MM:SS",
@@ -63,9 +64,13 @@ export function parseTres(text: string): Record<string, number> {
   return out;
 }
 
-export function gpuCount(tres: Record<string, number>): number {
-  if (tres['gres/gpu'] !== undefined) return tres['gres/gpu'];
-  return Object.entries(tres).filter(([k]) => k.startsWith('gres/gpu:')).reduce((n, [, v]) => n + v, 0);
+/**
+ * GPUs in a TRES map: `gres/gpu=N`, else the sum of typed `gres/gpu:<type>=N` (sacct lists both when
+ * AccountingStorageTRES names the types). `gres` is the GRES name the cluster allocates GPUs under.
+ */
+export function gpuCount(tres: Record<string, number>, gres = 'gpu'): number {
+  if (tres[`gres/${gres}`] !== undefined) return tres[`gres/${gres}`]!;
+  return Object.entries(tres).filter(([k]) => k.startsWith(`gres/${gres}:`)).reduce((n, [, v]) => n + v, 0);
 }
 
 export const SACCT_FORMAT = 'JobID,State,ExitCode,ElapsedRaw,TotalCPU,AllocTRES';
@@ -84,7 +89,7 @@ export function parseSacct(text: string): SacctRow[] {
 }
 
 /** Usage of one job from its sacct rows: the allocation row's figures, steps' CPU time if that is larger. */
-export function usageFromSacct(jobId: string, rows: SacctRow[]):
+export function usageFromSacct(jobId: string, rows: SacctRow[], gres = 'gpu'):
   { row: SacctRow; cpuSeconds: number; gpuSeconds: number; wallSeconds: number } | undefined {
   // The newest allocation row (should an old job share the id) and the step rows that follow it.
   const at = rows.map((r) => r.jobId).lastIndexOf(jobId);
@@ -94,12 +99,32 @@ export function usageFromSacct(jobId: string, rows: SacctRow[]):
   for (let i = at + 1; i < rows.length && rows[i]!.jobId.startsWith(`${jobId}.`); i++) steps += rows[i]!.totalCpuSeconds;
   const wallSeconds = row.elapsedSeconds;
   return { row, cpuSeconds: Math.max(row.totalCpuSeconds, steps), wallSeconds,
-    gpuSeconds: gpuCount(parseTres(row.allocTres)) * wallSeconds };
+    gpuSeconds: gpuCount(parseTres(row.allocTres), gres) * wallSeconds };
 }
 
 export const shellQuote = (s: string): string => `'${s.replace(/'/g, `'\\''`)}'`;
 
-export interface BatchOptions { partition?: string; account?: string; qos?: string; path?: string }
+export interface BatchOptions {
+  partition?: string; account?: string; qos?: string; path?: string;
+  /** The GRES name GPUs are allocated under (resource schedulerConfig.gpuGres; default `gpu`). */
+  gpuGres?: string;
+  /** The resource's GPUs, to turn a job's `gpuType` into its Slurm GRES type. */
+  gpus?: readonly GpuSpec[];
+}
+
+/**
+ * `--gres=gpu:N`, or `--gres=gpu:<gres type>:N` for a job that names a GPU type (a GRES type or a model name the
+ * resource lists with its gresType). A type the resource does not list with a GRES type is an error: Slurm would
+ * either refuse it or, untyped, hand out any GPU.
+ */
+export function gresDirective(job: Pick<TrainingJob, 'gpus' | 'gpuType'>, o: Pick<BatchOptions, 'gpuGres' | 'gpus'> = {}): string | undefined {
+  if (job.gpus <= 0) return undefined;
+  const name = o.gpuGres ?? 'gpu';
+  if (job.gpuType === undefined) return `--gres=${name}:${job.gpus}`;
+  const spec = (o.gpus ?? []).find((g) => gpuIsType(g, job.gpuType!) && g.gresType);
+  if (!spec) throw new Error(`gpuType '${job.gpuType}': the resource lists no GPU of that type with a gresType (it offers ${describeGpus(o.gpus ?? [])}); set capacity.gpus[].gresType to the type sinfo -o %G shows`);
+  return `--gres=${name}:${spec.gresType}:${job.gpus}`;
+}
 
 /** The batch script: #SBATCH directives from the job, its env exported, then exec of argv (no word splitting). */
 export function batchScript(job: TrainingJob, o: BatchOptions = {}): string {
@@ -110,14 +135,16 @@ export function batchScript(job: TrainingJob, o: BatchOptions = {}): string {
     `--output=${job.workdir}/setu-%j.out`, `--error=${job.workdir}/setu-%j.err`,
     // The submitter's environment stays out of the job: only what the script exports below.
     '--export=NONE',
-    ...(job.gpus > 0 ? [`--gres=gpu:${job.gpus}`] : []),
+    ...[gresDirective(job, o)].filter((x): x is string => x !== undefined),
     ...(o.partition ? [`--partition=${o.partition}`] : []),
     ...(o.account ? [`--account=${o.account}`] : []),
     ...(o.qos ? [`--qos=${o.qos}`] : []),
   ];
   for (const x of d) if (/[\s]/.test(x)) throw new Error(`Slurm directive with whitespace: ${x}`);
-  const env = { PATH: o.path ?? '/usr/local/bin:/usr/bin:/bin', ...job.env, SETU_TASK_ID: job.taskId,
-    SETU_STUDY_ID: job.studyId };
+  // Slurm sets CUDA_VISIBLE_DEVICES itself for a job given GPUs (gres.conf File=): the script must not touch it
+  // then. A job given none sees none, so a trainer on a GPU node cannot take GPUs another job was allocated.
+  const env = { PATH: o.path ?? '/usr/local/bin:/usr/bin:/bin', ...job.env, ...(job.gpus > 0 ? {} : { CUDA_VISIBLE_DEVICES: '' }),
+    SETU_TASK_ID: job.taskId, SETU_STUDY_ID: job.studyId, SETU_GPUS: String(job.gpus) };
   return [
     '#!/bin/sh',
     `# Setu task ${job.taskId} of study ${job.studyId} for site ${job.siteId} (data in ${job.dataJurisdiction})`,

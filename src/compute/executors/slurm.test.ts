@@ -7,6 +7,7 @@ import { mkdtemp, readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { SlurmExecutor, slurmAvailable, slurmQueue } from './slurm.js';
+import { runCommand } from './executor.js';
 import type { TrainingJob } from '../types.js';
 
 const ci = !!process.env.CI && process.env.CI !== 'false';
@@ -80,4 +81,43 @@ test('a request the cluster cannot satisfy is refused by sbatch with its reason'
   if (skip) return t.skip(skip);
   // The CI node has no GPUs configured.
   await assert.rejects(ex.submit(await job(['/bin/true'], { taskId: 'gpu', gpus: 1 })), /sbatch refused task gpu: .+/);
+});
+
+/** Whether the cluster has the device-less `testslot` GRES of .ci/setup-slurm.sh (older setups lack it). */
+async function hasTestSlot(): Promise<boolean> {
+  const r = await runCommand('sinfo', ['-h', '-o', '%G']);
+  return /(^|,)testslot:\d/m.test(r.stdout);
+}
+
+test('--gres reaches Slurm and comes back from sacct as GPU-seconds (through a device-less test GRES, not a GPU)', async (t) => {
+  if (skip) return t.skip(skip);
+  if (!(await hasTestSlot())) {
+    if (ci) throw new Error('CI: the cluster lacks the testslot GRES; .ci/setup-slurm.sh declares it');
+    return t.skip("the cluster has no 'testslot' GRES; run 'sudo bash .ci/setup-slurm.sh' again");
+  }
+  // A resource whose "GPUs" are allocated under the name testslot: the plumbing of a GPU job end to end (script,
+  // sbatch, the allocation, AllocTRES, the arithmetic), on a machine that has no GPU to give.
+  const gx = new SlurmExecutor({ pollMs: 250, gpuGres: 'testslot' });
+  // The job lasts past a whole second so ElapsedRaw (whole seconds) is at least 1.
+  const j = await job([node, '-e', 'console.log(`gpus=${process.env.SETU_GPUS} cvd=${process.env.CUDA_VISIBLE_DEVICES ?? "unset"}`); setTimeout(() => {}, 1500)'], { taskId: 'gres', gpus: 1 });
+  const h = await gx.submit(j);
+  assert.match(await readFile(join(j.workdir, 'setu-gres.sbatch'), 'utf8'), /^#SBATCH --gres=testslot:1$/m);
+  const r = await gx.collect(h);
+  assert.equal(r.exitCode, 0, r.stderrTail);
+  // Slurm sets CUDA_VISIBLE_DEVICES only for a gres with device files; the script leaves it alone for a GPU job.
+  assert.equal(r.stdoutTail, 'gpus=1 cvd=unset\n');
+  const acct = await runCommand('sacct', ['-j', h.id, '-X', '-n', '-P', '--format=AllocTRES']);
+  assert.match(acct.stdout, /gres\/testslot=1/);
+  assert.ok(r.usage.wallSeconds >= 1, JSON.stringify(r.usage));
+  assert.equal(r.usage.gpuSeconds, r.usage.wallSeconds); // 1 allocated × ElapsedRaw
+  // The default executor reads gres/gpu only: the same allocation is no GPU time.
+  const plain = await ex.collect(h);
+  assert.equal(plain.usage.gpuSeconds, 0);
+});
+
+test('a job without GPUs is told it has none', async (t) => {
+  if (skip) return t.skip(skip);
+  const h = await ex.submit(await job(['/bin/sh', '-c', 'echo "gpus=$SETU_GPUS cvd=[${CUDA_VISIBLE_DEVICES-unset}]"'], { taskId: 'nogpu' }));
+  const r = await ex.collect(h);
+  assert.equal(r.stdoutTail, 'gpus=0 cvd=[]\n');
 });

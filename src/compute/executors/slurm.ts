@@ -90,11 +90,11 @@ export class SlurmExecutor implements Executor {
     const status = await this.wait(h);
     // sacct may lag squeue by a moment: wait until the allocation row is final.
     const deadline = Date.now() + (this.o.accountingTimeoutMs ?? 30_000);
-    let usage = usageFromSacct(h.id, await this.sacct(h));
+    let usage = usageFromSacct(h.id, await this.sacct(h), this.o.gpuGres);
     while (!usage || mapSlurmState(usage.row.state) !== status.state) {
       if (Date.now() > deadline) throw new ExecutorError(`sacct has no final record of Slurm job ${h.id}`);
       await new Promise((r) => setTimeout(r, 300));
-      usage = usageFromSacct(h.id, await this.sacct(h));
+      usage = usageFromSacct(h.id, await this.sacct(h), this.o.gpuGres);
     }
     const read = async (ext: string) => tailText(await readFile(join(h.job.workdir, `setu-${h.id}.${ext}`))
       .catch(() => Buffer.alloc(0)));

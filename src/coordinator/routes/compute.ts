@@ -123,9 +123,10 @@ export const computeRoutes: RoutePlugin = async (app, ctx) => {
     return task;
   }
 
-  async function demandOf(siteId: string): Promise<FreeCapacity & { minGpuMemoryGiB?: number }> {
+  async function demandOf(siteId: string): Promise<FreeCapacity & { minGpuMemoryGiB?: number; gpuType?: string }> {
     const c = (await store.getSiteProfile(siteId))?.compute;
-    return { cpus: c?.cpus ?? 1, gpus: c?.gpus ?? 0, ramGiB: c?.ramGiB ?? 1, ...(c?.minGpuMemoryGiB !== undefined ? { minGpuMemoryGiB: c.minGpuMemoryGiB } : {}) };
+    return { cpus: c?.cpus ?? 1, gpus: c?.gpus ?? 0, ramGiB: c?.ramGiB ?? 1, ...(c?.minGpuMemoryGiB !== undefined ? { minGpuMemoryGiB: c.minGpuMemoryGiB } : {}),
+      ...(c?.gpuType !== undefined ? { gpuType: c.gpuType } : {}) };
   }
 
   app.post<{ Params: { id: string } }>('/v1/agent/tasks/:id/placement', { schema: { params: IdParams, querystring: NoQuery, body: NoBody, response: { 200: PlacementReply } } }, async (req) => {
@@ -142,7 +143,7 @@ export const computeRoutes: RoutePlugin = async (app, ctx) => {
     const live = await withPlacedLoad(resources.filter((r) => r.status === 'active').map((r) => r.spec as ComputeResource), active, (p) => demandOf(p.siteId));
     const allowed = allowedCompute({ id: site.name, jurisdiction: member.jurisdiction }, policies(cfg));
     const r = place({ siteId: site.name, dataJurisdiction: member.jurisdiction, cpus: d.cpus, gpus: d.gpus, ramGiB: d.ramGiB,
-      ...(d.minGpuMemoryGiB !== undefined ? { minGpuMemoryGiB: d.minGpuMemoryGiB } : {}), allowedJurisdictions: allowed }, live);
+      ...(d.minGpuMemoryGiB !== undefined ? { minGpuMemoryGiB: d.minGpuMemoryGiB } : {}), ...(d.gpuType !== undefined ? { gpuType: d.gpuType } : {}), allowedJurisdictions: allowed }, live);
     const t = now();
     if (!r.ok) {
       // One transaction: the refusal (counted per task, store/audit-bounds.ts), its event and its audit entry (on the

@@ -43,6 +43,39 @@ export interface ExternalTrainerConfig {
   keepWorkDir?: boolean;
   /** Bytes of stdout and stderr kept (the tail), default 16 KiB each. */
   tailBytes?: number;
+  /**
+   * Runs the command somewhere other than a child process here: a placed job on shared compute (site/placed-trainer.ts).
+   * The work directory must then be one the job can read (workRoot on a filesystem the compute nodes share).
+   */
+  launch?: Launcher;
+}
+
+/** What a launcher is given: the command, its environment (beyond the launcher's own), the work directory, the limit. */
+export interface LaunchRequest {
+  command: string[];
+  env: Record<string, string>;
+  workDir: string;
+  timeoutMs: number;
+  signal?: AbortSignal;
+  onProgress?: (p: TrainerProgress) => void;
+}
+/** How the command ended, in a child process's terms. */
+export interface LaunchOutcome {
+  outcome: 'exited' | 'timeout' | 'aborted' | 'spawn';
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  error?: string;
+  stdout: string;
+  stderr: string;
+  lastProgress?: TrainerProgress;
+}
+export type Launcher = (r: LaunchRequest) => Promise<LaunchOutcome>;
+
+/** Devices a trainer says it trained on (result.json `device`; the SDK fills it from PyTorch). */
+export interface DeviceUse {
+  type: string;
+  count: number;
+  names?: string[];
 }
 
 /** One task for the trainer, in the agent's terms (the contract's task.json is built from it). */
@@ -83,6 +116,8 @@ export interface ExternalResult {
   evaluate?: Measured;
   /** What the trainer did for sample-level DP-SGD (present exactly when the task asked for it). */
   dpSgd?: { noiseMultiplier: number; sampleRate: number; steps: number };
+  /** The devices the trainer reported, if it did. */
+  device?: DeviceUse;
   stdoutTail: string;
   stderrTail: string;
   durationMs: number;
@@ -165,7 +200,9 @@ export async function runExternalTrainer(cfg: ExternalTrainerConfig, task: Exter
     await writeFile(join(workDir, 'task.json'), JSON.stringify(taskFile, null, 2) + '\n');
 
     const started = Date.now();
-    const run = await runProcess(cfg, workDir, timeoutMs, signal, onProgress);
+    const run = cfg.launch
+      ? await cfg.launch({ command: cfg.command, env: { ...(cfg.env ?? {}), ...contractEnv(workDir) }, workDir, timeoutMs, ...(signal ? { signal } : {}), ...(onProgress ? { onProgress } : {}) })
+      : await runProcess(cfg, workDir, timeoutMs, signal, onProgress);
     const durationMs = Date.now() - started;
     const who = `external trainer ${JSON.stringify(cfg.command.join(' '))}`;
     const last = run.lastProgress ? ` (its last progress: ${describeProgress(run.lastProgress)})` : ' (it reported no progress)';
@@ -200,8 +237,9 @@ async function readOutputs(paths: { output: string; result: string }, task: Exte
   }
   if (result === null || typeof result !== 'object' || Array.isArray(result)) throw bad('result.json must be an object');
   const r = result as Record<string, unknown>;
-  for (const k of Object.keys(r)) if (k !== 'fit' && k !== 'evaluate' && k !== 'dpSgd') throw bad(`result.json: unexpected field "${k}" (contract version 2 has fit, evaluate, dpSgd)`);
+  for (const k of Object.keys(r)) if (k !== 'fit' && k !== 'evaluate' && k !== 'dpSgd' && k !== 'device') throw bad(`result.json: unexpected field "${k}" (contract version 2 has fit, evaluate, dpSgd, device)`);
   const out: Omit<ExternalResult, 'stdoutTail' | 'stderrTail' | 'durationMs'> = {};
+  if (r['device'] !== undefined) out.device = deviceUse(r['device'], bad);
   if (r['evaluate'] !== undefined) out.evaluate = measured(r['evaluate'], 'evaluate', bad);
   if (task.kind === 'evaluate') {
     if (!out.evaluate) throw bad('result.json: an evaluate task must report "evaluate": {"numExamples": …, "metrics": {…}}');
@@ -235,6 +273,24 @@ async function readOutputs(paths: { output: string; result: string }, task: Exte
   // Keep the input's tensor order (the canonical order of the model), not the file's sorted order.
   out.weights = mapWeights(Object.keys(task.weights), (k) => weights[k]!);
   return out;
+}
+
+/** result.json `device`: {"type": "cuda", "count": 1, "names": ["NVIDIA H100"]}; type cpu (or count 0) uses no GPU. */
+function deviceUse(v: unknown, bad: (m: string) => ExternalTrainerError): DeviceUse {
+  if (v === null || typeof v !== 'object' || Array.isArray(v)) throw bad('result.json: "device" must be an object {"type": "cuda" | "cpu" | …, "count": N}');
+  const o = v as Record<string, unknown>;
+  for (const k of Object.keys(o)) if (k !== 'type' && k !== 'count' && k !== 'names') throw bad(`result.json: device: unexpected field "${k}" (allowed: type, count, names)`);
+  if (typeof o['type'] !== 'string' || !/^[a-z][a-z0-9_]{0,15}$/.test(o['type'])) throw bad(`result.json: device.type must be a lower-case device kind such as "cuda" or "cpu", got ${JSON.stringify(o['type'])}`);
+  const count = o['count'];
+  if (typeof count !== 'number' || !Number.isInteger(count) || count < 0 || count > 1024) throw bad(`result.json: device.count must be an integer from 0 to 1024, got ${JSON.stringify(count)}`);
+  const names = o['names'];
+  if (names !== undefined && (!Array.isArray(names) || names.length > 1024 || names.some((n) => typeof n !== 'string' || n.length > 200))) throw bad('result.json: device.names must be a list of strings (at most 200 characters each)');
+  return { type: o['type'], count, ...(names ? { names: names as string[] } : {}) };
+}
+
+/** GPU-seconds a trainer's own report supports: its GPUs × its run time (a CPU run, or none reported, is 0). */
+export function declaredGpuSeconds(device: DeviceUse | undefined, durationMs: number): number {
+  return device && device.type !== 'cpu' ? device.count * (durationMs / 1000) : 0;
 }
 
 function measured(v: unknown, field: string, bad: (m: string) => ExternalTrainerError): Measured {
@@ -275,20 +331,17 @@ function dpDeclared(v: unknown, plan: DpSgdPlan, stderr: string): { noiseMultipl
   return d;
 }
 
-interface ProcessRun {
-  outcome: 'exited' | 'timeout' | 'aborted' | 'spawn';
-  code: number | null;
-  signal: NodeJS.Signals | null;
-  error?: string;
-  stdout: string;
-  stderr: string;
-  lastProgress?: TrainerProgress;
+type ProcessRun = LaunchOutcome;
+
+/** The contract's own variables: where the task's files are. */
+function contractEnv(workDir: string): Record<string, string> {
+  return { SETU_WORKDIR: workDir, SETU_TASK: join(workDir, 'task.json') };
 }
 
 function runProcess(cfg: ExternalTrainerConfig, workDir: string, timeoutMs: number, signal?: AbortSignal, onProgress?: (p: TrainerProgress) => void): Promise<ProcessRun> {
   const env: Record<string, string> = {};
   for (const k of PASS_ENV) if (process.env[k] !== undefined) env[k] = process.env[k]!;
-  Object.assign(env, cfg.env ?? {}, { SETU_WORKDIR: workDir, SETU_TASK: join(workDir, 'task.json') });
+  Object.assign(env, cfg.env ?? {}, contractEnv(workDir));
   const tailBytes = cfg.tailBytes ?? 16 * 1024;
   const grace = cfg.killGraceMs ?? 5000;
   return new Promise((done) => {
@@ -426,18 +479,19 @@ export class ExternalTrainer implements Trainer {
       trainMetrics: r.fit!.metrics,
       ...(r.evaluate ? { evalMetrics: r.evaluate.metrics, evalExamples: r.evaluate.numExamples } : {}),
       ...(r.dpSgd ? { dpSgd: r.dpSgd } : {}),
+      ...(r.device ? { gpuSeconds: declaredGpuSeconds(r.device, r.durationMs) } : {}),
       commit,
     };
   }
 
   async evaluate(input: TrainerInput): Promise<EvaluateOutcome> {
     const r = await runExternalTrainer(this.cfg, this.task('evaluate', input), input.signal, input.progress);
-    return { metrics: r.evaluate!.metrics, examples: r.evaluate!.numExamples };
+    return { metrics: r.evaluate!.metrics, examples: r.evaluate!.numExamples, ...(r.device ? { gpuSeconds: declaredGpuSeconds(r.device, r.durationMs) } : {}) };
   }
 }
 
 /** The external trainer a site's config describes (site.yaml `trainer: {kind: external, …}`). */
-export function externalTrainerOf(site: SiteConfig): ExternalTrainer {
+export function externalTrainerOf(site: SiteConfig, placed?: { launch: Launcher; workRoot: string }): ExternalTrainer {
   const t = site.trainer;
   if (t?.kind !== 'external') throw new Error('the site config names no external trainer');
   const cfg: ExternalTrainerConfig = {
@@ -448,6 +502,7 @@ export function externalTrainerOf(site: SiteConfig): ExternalTrainer {
     ...(t.env ? { env: t.env } : {}),
     ...(t.workDir ? { workRoot: resolve(site.configDir, t.workDir) } : {}),
     ...(t.keepWorkDir ? { keepWorkDir: true } : {}),
+    ...(placed ? { launch: placed.launch, workRoot: placed.workRoot } : {}),
   };
   return new ExternalTrainer(cfg, (task) => ({
     file: datasetFile(site, task.dataset, task.studyId),

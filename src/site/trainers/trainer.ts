@@ -60,12 +60,16 @@ export interface FitOutcome {
   commit: PendingResult['commit'];
   /** CPU/GPU-seconds of a placed job; in-process training is measured by the agent itself. */
   usage?: UsageReport;
+  /** GPU-seconds on the site's own machine: the GPUs the trainer says it used × its run time (no placed job). */
+  gpuSeconds?: number;
 }
 
 export interface EvaluateOutcome {
   /** Metrics of the given weights on the site's test data (any names; the coordinator weights them by `examples`). */
   metrics: Record<string, number>;
   examples: number;
+  /** As FitOutcome.gpuSeconds. */
+  gpuSeconds?: number;
 }
 
 export interface Trainer {
