@@ -333,6 +333,8 @@ export class SiteAgent {
         streamState = run.out.stream;
         usage = run.usage;
       } else {
+        // A test knob (site.yaml testing.fitDelayMs): a deliberately slow site.
+        if (this.cfg.testing?.fitDelayMs) await pause(this.cfg.testing.fitDelayMs, this.opts.signal);
         this.log(`task ${task.taskId}: training (${dp ? dp.mechanism : 'fit'}, round ${task.round})`);
         const ordinary = () => fit({ model, weights: global, data: data.train, config: cfg, stream, ...(clientState ? { clientState } : {}), rng: createRng(task.seed, 'dropout', this.cred.siteName, task.round) });
         out = dp ? trainPrivately({ model, global, data: data.train, task, plan: dp, seed: taskNoiseSeed(this.state, task.studyId, task.taskId), ordinary }) : ordinary();
