@@ -19,6 +19,7 @@ import { heartStudy } from '../testing/inject.js';
 import { generateSigningKeys, importPrivateKey } from '../protocol/signing.js';
 import { ASYNC_ROUND, asyncSpecProblems, asyncView } from './async-rounds.js';
 import { foldBuffer } from './async-fold.js';
+import { startProblems } from './study-checks.js';
 import { aggregatePart, rulesOf } from './study-model.js';
 import type { Weights } from '../protocol/tensors.js';
 
@@ -203,6 +204,33 @@ test('a coordinator that dies with updates buffered: a new engine on the reopene
   }
 });
 
+test('under client-level DP a buffer takes one update per site (each clipped to C), and a site whose update waits gets no new task', async () => {
+  // σ = 0 so the fold can be checked exactly: each delta (0.01·k on all 14 values) clips to norm C = 0.01.
+  const f = await fixture({ privacy: { dp: { level: 'client', epsilon: 1, delta: 1e-5, clipNorm: 0.01, noiseMultiplier: 0 } } });
+  const { store, clock } = f;
+  try {
+    const engine = f.engine();
+    await engine.tick();
+    await report(store, clock, 'site0');
+    // A second update of site0 from version 0 (as a coordinator that issued twice would leave it) is in the buffer too.
+    const t0 = (await store.getTask(`${STUDY}.r1.site0.v0`))!;
+    await store.issueTasks(STUDY, ASYNC_ROUND, [{ ...t0, id: `${STUDY}.r1.site0.extra`, status: 'issued', done_at: null }]);
+    await report(store, clock, 'site0');
+    await report(store, clock, 'site1');
+    await engine.tick();
+    assert.equal((await store.getStudy(STUDY))!.current_round, 1);
+    assert.deepEqual((await store.listContributions(STUDY)).map((c) => c.task_id), [`${STUDY}.r1.site0.v0`, `${STUDY}.r1.site1.v0`], 'one update per site');
+    assert.deepEqual((await store.unfoldedUpdates(STUDY, ASYNC_ROUND)).map((u) => u.task_id), [`${STUDY}.r1.site0.extra`], 'the other waits for a later buffer');
+    assert.deepEqual(await openTasks(store), { site1: `${STUDY}.v1`, site2: `${STUDY}.v0` }, 'site0, whose update waits, gets no task yet');
+    const v0 = await model(store, 0), v1 = await model(store, 1);
+    const step = 0.01 / Math.sqrt(14); // (clip(Δ_0) + clip(Δ_1)) / K, every value alike
+    for (const k of Object.keys(v0)) v1[k]!.data.forEach((x, i) => assert.ok(Math.abs(x - (v0[k]!.data[i]! + step)) < 1e-6, `${k}[${i}]`));
+  } finally {
+    await f.store.close();
+    rmSync(f.dir, { recursive: true, force: true });
+  }
+});
+
 test('asynchronous studies are checked at creation: each problem names its field and what is allowed', () => {
   const base = heartStudy('a', ['h0', 'h1', 'h2'], 3);
   assert.deepEqual(asyncSpecProblems(base), []);
@@ -214,6 +242,7 @@ test('asynchronous studies are checked at creation: each problem names its field
   assert.match(bad[2]!, /^\/async\/bufferSize: 4 exceeds the 3 sites/);
   assert.match(bad[3]!, /^\/async\/stalenessExponent: only the polynomial/);
   assert.match(bad[4]!, /^\/minSites: /);
+  assert.match(startProblems({ ...base, async: { bufferSize: 3 } }, ['a', 'b']).join(), /^\/async\/bufferSize: 3 needs at least that many participants and 2 site\(s\) take part \(a, b\)/);
   assert.deepEqual(checkValue(StudySpecSchema, { ...base, async: { bufferSize: 2, stalenessWeight: 'linear' } }), ['/async/stalenessWeight: must be one of polynomial, constant, hinge, got "linear"']);
   assert.match(checkValue(StudySpecSchema, { ...base, async: { bufferSize: 2, versions: 3 } }).join(), /\/async\/versions: unknown field \(allowed here: bufferSize, stalenessWeight/);
 });
