@@ -20,6 +20,10 @@ import { generateSigningKeys, importPrivateKey } from '../protocol/signing.js';
 import { ASYNC_ROUND, asyncSpecProblems, asyncView } from './async-rounds.js';
 import { foldBuffer } from './async-fold.js';
 import { startProblems } from './study-checks.js';
+import { startCoordinator } from './start.js';
+import { createLogger } from '../observability/logger.js';
+import { enrolSite, enrolUser, inject } from '../testing/inject.js';
+import { waitFor } from '../testing/processes.js';
 import { aggregatePart, rulesOf } from './study-model.js';
 import type { Weights } from '../protocol/tensors.js';
 
@@ -245,4 +249,40 @@ test('asynchronous studies are checked at creation: each problem names its field
   assert.match(startProblems({ ...base, async: { bufferSize: 3 } }, ['a', 'b']).join(), /^\/async\/bufferSize: 3 needs at least that many participants and 2 site\(s\) take part \(a, b\)/);
   assert.deepEqual(checkValue(StudySpecSchema, { ...base, async: { bufferSize: 2, stalenessWeight: 'linear' } }), ['/async/stalenessWeight: must be one of polynomial, constant, hinge, got "linear"']);
   assert.match(checkValue(StudySpecSchema, { ...base, async: { bufferSize: 2, versions: 3 } }).join(), /\/async\/versions: unknown field \(allowed here: bufferSize, stalenessWeight/);
+});
+
+test('over HTTP: refusals at create name the field, a started study hands out fit tasks whose DP divides by the buffer, the detail carries the versions', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'setu-async-http-'));
+  const c = await startCoordinator({ dataDir: dir, port: 0, tickMs: 50, logger: createLogger({ level: 'silent' }) });
+  try {
+    const admin = { keyId: c.adminKey!.keyId, privateKey: c.adminKey!.privateKey };
+    const lead = await enrolUser(c.app, admin, 'lead', 'study_lead');
+    const sites = [await enrolSite(c.app, admin, 'a'), await enrolSite(c.app, admin, 'b'), await enrolSite(c.app, admin, 'c')];
+    const base = { ...heartStudy('http-async', ['a', 'b', 'c'], 4), async: { bufferSize: 2 } };
+    const secagg = await inject(c.app, 'POST', '/v1/studies', { as: lead, json: { ...base, privacy: { secagg: {} } } });
+    assert.equal(secagg.status, 400);
+    assert.equal(secagg.json.error, 'invalid_study');
+    assert.match(secagg.json.message, /\/privacy\/secagg: SecAgg\+ sums a fixed set of sites/);
+    const weighting = await inject(c.app, 'POST', '/v1/studies', { as: lead, json: { ...base, async: { bufferSize: 2, stalenessWeight: 'linear' } } });
+    assert.equal(weighting.status, 400);
+    // The route's own schema check names the field (the CLI's checkValue, tested above, also lists the values allowed).
+    assert.match(weighting.json.message, /async\/stalenessWeight/);
+    const created = await inject(c.app, 'POST', '/v1/studies', { as: lead, json: { ...base, privacy: { dp: { level: 'client', epsilon: 8, delta: 1e-5, clipNorm: 1 } } } });
+    assert.equal(created.status, 200, created.body);
+    const id = created.json.id as string;
+    assert.equal((await inject(c.app, 'POST', `/v1/studies/${id}/start`, { as: lead })).status, 200);
+    const task = await waitFor('a task for site a', async () => {
+      const r = await inject(c.app, 'GET', '/v1/agent/task?waitMs=200', { as: sites[0]! });
+      return r.status === 200 ? r.json : undefined;
+    });
+    assert.deepEqual([task.kind, task.round, task.taskId, task.modelVersionId], ['fit', ASYNC_ROUND, `${id}.r1.${sites[0]!.keyId}.v0`, `${id}.v0`]);
+    assert.equal(task.privacy.clientsPerRound, 2, 'client-level DP divides by the buffer, K');
+    // The reply is checked against its schema under node --test (plugins/replies.ts): a mismatch would answer 500.
+    const d = await inject(c.app, 'GET', `/v1/studies/${id}`, { as: lead });
+    assert.equal(d.status, 200, d.body);
+    assert.deepEqual({ ...d.json.async, inFlight: d.json.async.inFlight.length }, { version: 0, versions: 4, bufferSize: 2, buffered: 0, inFlight: 3, staleness: { histogram: [], mean: null, max: null, refused: 0 }, versionTimes: [] });
+  } finally {
+    await c.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
