@@ -137,16 +137,19 @@ export async function driveAsyncRound(ctx: AsyncRoundsContext, study: StudyRow, 
   const a = spec.async!;
   const dp = spec.privacy?.dp?.level === 'client';
   const maxStaleness = a.maxStaleness ?? Infinity;
-  const versionOf = new Map((await store.listModelVersions(study.id)).map((v) => [v.id, v.round]));
-  const tasks = await store.listTasks(study.id, ASYNC_ROUND);
+  const versions = await store.listModelVersions(study.id);
+  const versionOf = new Map(versions.map((v) => [v.id, v.round]));
+  let version = study.current_round;
+  let buffered = await store.unfoldedUpdates(study.id, ASYNC_ROUND);
+  const latestId = versions.find((v) => v.round === version)?.id ?? '';
+  // Only what this tick needs: the open tasks, those against the latest version and the buffer's (not the history).
+  const tasks = await store.asyncTasks(study.id, ASYNC_ROUND, latestId, buffered.map((u) => u.task_id));
   const taskOf = new Map(tasks.map((t) => [t.id, t]));
   const baseOf = (u: UpdateRow) => {
     const v = versionOf.get(taskOf.get(u.task_id)?.model_version_id ?? '');
     if (v === undefined) throw new Error(`update of task ${u.task_id} names no known model version`);
     return v;
   };
-  let version = study.current_round;
-  let buffered = await store.unfoldedUpdates(study.id, ASYNC_ROUND);
 
   // Fold every full buffer (several when updates piled up while no coordinator ran).
   for (;;) {
@@ -212,7 +215,7 @@ async function bufferState(ctx: AsyncRoundsContext, study: StudyRow, a: AsyncSpe
   const sites = (JSON.parse(study.participants ?? '[]') as string[]).map((s) => {
     const t = [...tasks].reverse().find((x) => x.site_id === s);
     const name = names.get(s) ?? s;
-    if (!t) return `${name} has had no task`;
+    if (!t) return `${name}: no task out, none against version ${version}, no update waiting`;
     const err = errors.get(t.id);
     return `${name}: task ${t.id} ${err ? `failed (${err.code}): ${err.message}` : t.status}`;
   });
@@ -329,8 +332,9 @@ export async function asyncView(store: Store, study: StudyRow, nameOf: (id: stri
   for (const c of folded) counts.set(c.staleness, (counts.get(c.staleness) ?? 0) + 1);
   const versions = await store.listModelVersions(study.id);
   const versionOf = new Map(versions.map((v) => [v.id, v.round]));
-  const tasks = (await store.getRound(study.id, ASYNC_ROUND)) ? await store.listTasks(study.id, ASYNC_ROUND) : [];
-  const buffered = tasks.some((t) => t.status === 'done') ? (await store.unfoldedUpdates(study.id, ASYNC_ROUND)).length : 0;
+  const open = (await store.getRound(study.id, ASYNC_ROUND))?.status === 'open';
+  const tasks = open ? (await store.asyncTasks(study.id, ASYNC_ROUND, '', [])).filter((t) => OPEN.includes(t.status)) : [];
+  const buffered = open ? (await store.unfoldedUpdates(study.id, ASYNC_ROUND)).length : 0;
   return {
     version: Math.min(study.current_round, spec.rounds),
     versions: spec.rounds,

@@ -373,6 +373,11 @@ export class MemoryStore implements Store {
   expireTask(taskId: string, now: number): Promise<boolean> {
     return this.op(() => this.update<TaskRow>('tasks', (r) => r.id === taskId && (r.status === 'issued' || r.status === 'delivered'), () => ({ status: 'expired', done_at: now })) === 1);
   }
+  asyncTasks(studyId: string, round: number, versionId: string, taskIds: readonly string[]): Promise<TaskRow[]> {
+    const named = new Set(taskIds);
+    return this.op(() => this.rows<TaskRow>('tasks').filter((r) => r.study_id === studyId && r.round === round && (r.status === 'issued' || r.status === 'delivered' || r.model_version_id === versionId || named.has(r.id)))
+      .sort(by((r) => r.site_id, (r) => r.created_at)));
+  }
   unfoldedUpdates(studyId: string, round: number): Promise<UpdateRow[]> {
     return this.op(() => this.rows<UpdateRow>('updates').filter((r) => r.study_id === studyId && r.round === round && !this.get('async_contributions', r.task_id))
       .sort(by((r) => r.received_at, (r) => r.task_id)));

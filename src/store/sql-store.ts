@@ -423,6 +423,12 @@ export class SqlStore implements Store {
     const r = await this.db.updateTable('tasks').set({ status: 'expired', done_at: now }).where('id', '=', taskId).where('status', 'in', ['issued', 'delivered']).executeTakeFirst();
     return Number(r.numUpdatedRows) === 1;
   }
+  async asyncTasks(studyId: string, round: number, versionId: string, taskIds: readonly string[]): Promise<TaskRow[]> {
+    const rows = await this.db.selectFrom('tasks').selectAll().where('study_id', '=', studyId).where('round', '=', round)
+      .where((eb) => eb.or([eb('status', 'in', ['issued', 'delivered']), eb('model_version_id', '=', versionId), ...(taskIds.length ? [eb('id', 'in', [...taskIds])] : [])]))
+      .orderBy('site_id').orderBy('created_at').execute();
+    return rows.map(normTask);
+  }
   unfoldedUpdates(studyId: string, round: number): Promise<UpdateRow[]> {
     return asyncRows.unfoldedUpdates(asyncRows.asyncDb(this.db), studyId, round);
   }

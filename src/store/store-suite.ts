@@ -490,6 +490,10 @@ export function storeSuite(b: StoreBackend): void {
         await assert.rejects(store.commitVersion({ ...version(3), contributions: [contribution('as-a1', 'a', 3)] }), StoreConflict, 'out of order');
         await assert.rejects(store.commitVersion({ ...version(2), contributions: [contribution('as-b2', 'b', 2)] }), StoreConflict, 'an update folded twice');
         assert.deepEqual(await storeDigest(store), before);
+        assert.deepEqual((await store.asyncTasks(A, 1, 'm-none', ['as-b2'])).map((t) => t.id), ['as-b2'], 'no open task: only the one named');
+        assert.deepEqual((await store.asyncTasks(A, 1, 'm0', [])).map((t) => t.id).sort(), ['as-a1', 'as-b1', 'as-b2'], 'every task against m0');
+        await store.issueTasks(A, 1, [at('as-a2', 'a')]);
+        assert.deepEqual((await store.asyncTasks(A, 1, 'm-none', [])).map((t) => t.id), ['as-a2'], 'the open one');
         await store.commitRound({ studyId: A, round: 1, now: now + 9, metrics: [] });
         await assert.rejects(store.commitVersion({ ...version(2), contributions: [] }), StoreConflict, 'a closed round folds nothing');
         assert.deepEqual((await store.listMetrics(A)).map((m) => [m.round, m.name]), [[1, 'staleness.mean']]);

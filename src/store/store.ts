@@ -177,6 +177,8 @@ export interface Store {
   issueTasks(studyId: string, round: number, tasks: TaskRow[], inTx?: (tx: Store) => Promise<void>): Promise<void>;
   /** Closes an open task as expired (its deadline passed, or its update could only be refused); false when it was not open. */
   expireTask(taskId: string, now: number): Promise<boolean>;
+  /** The round's tasks an asynchronous tick needs, by site: the open ones, those against `versionId`, and those named (the buffer's); its cost follows them, not the study's history. */
+  asyncTasks(studyId: string, round: number, versionId: string, taskIds: readonly string[]): Promise<TaskRow[]>;
   /** The round's updates that no fold has taken or refused yet (the buffer), oldest first. */
   unfoldedUpdates(studyId: string, round: number): Promise<UpdateRow[]>;
   /** A new version of an asynchronous study: model, metrics, strategy state, contributions, study progress, round deadline, in one transaction; StoreConflict unless the study is at version − 1 and the round open. */
