@@ -30,6 +30,7 @@
 import type { EventBus } from './events.js';
 import type { AsyncContributionRow, MetricRow, RoundRow, Store, StudyRow, TaskRow, UpdateRow } from '../store/store.js';
 import type { AsyncSpec, ResultMeta, StudySpec } from '../protocol/api.js';
+import type { AsyncView } from '../protocol/views.js';
 import type { Weights } from '../protocol/tensors.js';
 import { decodeSafetensors, encodeSafetensors } from '../protocol/safetensors.js';
 import { appendAudit, type AuditKey } from '../governance/audit-store.js';
@@ -312,17 +313,7 @@ function versionMetrics(studyId: string, v: number, items: { siteId: string; n: 
   return rows;
 }
 
-/** What GET /v1/studies/:id says of an asynchronous study: its versions, its buffer, and the staleness of its updates. */
-export interface AsyncView {
-  version: number;
-  versions: number;
-  bufferSize: number;
-  buffered: number;
-  inFlight: { site: string; baseVersion: number }[];
-  staleness: { histogram: { staleness: number; count: number }[]; mean: number | null; max: number | null; refused: number };
-  versionTimes: { version: number; at: number }[];
-}
-
+/** What GET /v1/studies/:id says of an asynchronous study (views.ts AsyncViewSchema): its versions, its buffer, and the staleness of its updates. */
 export async function asyncView(store: Store, study: StudyRow, nameOf: (id: string) => string): Promise<AsyncView | undefined> {
   const spec = JSON.parse(study.spec) as StudySpec;
   if (!spec.async) return undefined;
