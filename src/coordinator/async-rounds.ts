@@ -28,7 +28,7 @@
  *    still out, and the engine runs the usual evaluate round of the final model.
  */
 import type { EventBus } from './events.js';
-import type { AsyncContributionRow, MetricRow, RoundRow, Store, StudyRow, TaskRow, UpdateRow } from '../store/store.js';
+import type { AsyncContributionRow, MetricRow, ModelVersionRow, RoundRow, Store, StudyRow, TaskRow, UpdateRow } from '../store/store.js';
 import type { AsyncSpec, ResultMeta, StudySpec } from '../protocol/api.js';
 import type { AsyncView } from '../protocol/views.js';
 import type { Weights } from '../protocol/tensors.js';
@@ -62,10 +62,19 @@ export interface AsyncRoundsContext {
 /** A task's id: the study, the site and the version it trains from (one task per site per version). */
 export const asyncTaskId = (studyId: string, siteId: string, version: number) => `${studyId}.r${ASYNC_ROUND}.${siteId}.v${version}`;
 
-/** The update's bytes (the one place that reads them: they move to the blob store). */
-function updateBytes(u: UpdateRow): Uint8Array {
+// The only places that touch model and update bytes (they move to store.blobs, read by digest).
+/** An update's bytes. */
+async function updateBytes(_store: Store, u: UpdateRow): Promise<Uint8Array> {
   if (!u.weights) throw new Error(`update of task ${u.task_id} has no weights`);
   return u.weights;
+}
+/** A model version's bytes. */
+async function versionBytes(_store: Store, row: ModelVersionRow): Promise<Uint8Array> {
+  return row.weights;
+}
+/** The row of a new model version holding `bytes`. */
+async function newVersionRow(_store: Store, base: Omit<ModelVersionRow, 'weights' | 'digest'>, bytes: Uint8Array): Promise<ModelVersionRow> {
+  return { ...base, weights: bytes, digest: digestHex(bytes) };
 }
 
 /** An asynchronous study's problems known at creation, each naming its field and what is allowed. */
@@ -230,7 +239,7 @@ async function commitVersion(ctx: AsyncRoundsContext, study: StudyRow, spec: Stu
   const now = ctx.now();
   const latest = await store.latestModelVersion(study.id);
   if (!latest || latest.round !== v - 1) throw new Error(`study ${study.id}: version ${v - 1} is missing`);
-  const model = decodeSafetensors(latest.weights).weights;
+  const model = decodeSafetensors(await versionBytes(store, latest)).weights;
   const rules = rulesOf(spec, Object.keys(model));
   const current = aggregatePart(model, rules);
   const bases = new Map<number, Weights>();
@@ -239,7 +248,7 @@ async function commitVersion(ctx: AsyncRoundsContext, study: StudyRow, spec: Stu
     if (!w) {
       const row = await store.getModelVersion(`${study.id}.v${b}`);
       if (!row) throw new Error(`study ${study.id}: version ${b}, which an update trained from, is missing`);
-      w = aggregatePart(decodeSafetensors(row.weights).weights, rules);
+      w = aggregatePart(decodeSafetensors(await versionBytes(store, row)).weights, rules);
       bases.set(b, w);
     }
     return w;
@@ -247,12 +256,12 @@ async function commitVersion(ctx: AsyncRoundsContext, study: StudyRow, spec: Stu
   const items: (BufferedUpdate & { u: UpdateRow; weight: number })[] = [];
   for (const u of chosen) {
     const staleness = v - 1 - baseOf(u);
-    items.push({ u, base: await baseWeights(baseOf(u)), local: decodeSafetensors(updateBytes(u)).weights, numExamples: u.num_examples, staleness, weight: stalenessWeight(a, staleness) });
+    items.push({ u, base: await baseWeights(baseOf(u)), local: decodeSafetensors(await updateBytes(store, u)).weights, numExamples: u.num_examples, staleness, weight: stalenessWeight(a, staleness) });
   }
   const dp = spec.privacy?.dp?.level === 'client' ? { clipNorm: spec.privacy.dp.clipNorm, noiseMultiplier: clientNoiseMultiplier(spec), normal: new CryptoNormal() } : undefined;
   const next = mergeAggregate(model, foldBuffer(current, items, { async: a, ...(dp ? { dp } : {}) }), rules);
-  const bytes = encodeSafetensors(next, { study: study.id, round: String(v) });
-  const digest = digestHex(bytes);
+  const modelRow = await newVersionRow(store, { id: `${study.id}.v${v}`, study_id: study.id, round: v, created_at: now }, encodeSafetensors(next, { study: study.id, round: String(v) }));
+  const digest = modelRow.digest;
   const metrics = versionMetrics(study.id, v, items.map((i) => ({ siteId: i.u.site_id, n: i.u.num_examples, meta: JSON.parse(i.u.metrics) as ResultMeta, base: baseOf(i.u), staleness: i.staleness })));
   const contributions: AsyncContributionRow[] = [
     ...items.map((i) => ({ task_id: i.u.task_id, study_id: study.id, site_id: i.u.site_id, version: v, base_version: baseOf(i.u), staleness: i.staleness, weight: i.weight, status: 'folded', num_examples: i.u.num_examples, at: now })),
@@ -262,7 +271,7 @@ async function commitVersion(ctx: AsyncRoundsContext, study: StudyRow, spec: Stu
   const audit = ctx.audit;
   await store.commitVersion({
     studyId: study.id, round: ASYNC_ROUND, version: v, now, deadlineAt: now + timeoutMs(ctx, spec),
-    model: { id: `${study.id}.v${v}`, study_id: study.id, round: v, weights: bytes, digest, created_at: now },
+    model: modelRow,
     metrics, contributions,
     inTx: async (tx) => {
       for (const u of stale) {
