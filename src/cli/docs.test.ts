@@ -19,6 +19,7 @@ import { parseResource } from '../compute/validate.js';
 import { checkStudy, defaultPolicyDir, loadPolicies, parsePolicy, parseSiteLocalPolicy } from '../governance/policy.js';
 import { privacyProblems } from '../coordinator/privacy.js';
 import { createProblems } from '../coordinator/study-checks.js';
+import { asyncSpecProblems } from '../coordinator/async-rounds.js';
 import { parseCsv } from '../site/data/csv.js';
 import { checkSchema, parseDataSchema } from '../site/data/schema.js';
 import { loadTabular } from '../site/data/tabular.js';
@@ -50,7 +51,7 @@ function examples(): Example[] {
   return out;
 }
 
-const SITE_KEYS = ['coordinator', 'stateDir', 'datasets', 'trainer', 'pollWaitMs', 'caFile', 'policy', 'privacy', 'analytics', 'jurisdiction', 'compute'];
+const SITE_KEYS = ['coordinator', 'stateDir', 'datasets', 'trainer', 'pollWaitMs', 'caFile', 'policy', 'privacy', 'analytics', 'jurisdiction', 'compute', 'testing'];
 const BASE_SITE = { coordinator: 'https://setu.example.org:7070', datasets: { heart: { format: 'fed-heart-disease', center: 0 } } };
 
 /** Loads one example with the code that reads its kind; returns the kind, or throws what that code would say. */
@@ -83,7 +84,7 @@ function load(doc: unknown, where: string, file?: string): string {
     // Everything but the sites themselves, which are checked against their declarations when the study is created:
     // here each site it names holds its dataset and trains on its own machine.
     const sites = (spec.sites ?? []).map((name) => ({ name, status: 'active', datasets: { [spec.dataset]: 100 }, compute: 'own' as const }));
-    const more = [...createProblems(spec, sites), ...privacyProblems(spec)];
+    const more = [...createProblems(spec, sites), ...privacyProblems(spec), ...asyncSpecProblems(spec)];
     if (more.length) throw new Error(more.join('; '));
     if (spec.dataSchema) parseDataSchema(spec.dataSchema);
     return 'study';

@@ -13,6 +13,7 @@ import { ModelProblem, checkInitialWeights } from '../coordinator/study-model.js
 import { initialWeights } from '../coordinator/engine.js';
 import { UsageError, numFlag, operatorClient, operatorFlags, parse, studyId, writeTokenFile } from './args.js';
 import { f4, pct, table } from './table.js';
+import type { AsyncView } from '../protocol/views.js';
 
 function client(v: Parameters<typeof operatorClient>[0]): HttpClient {
   return operatorClient(v);
@@ -90,7 +91,7 @@ function readWeightsFile(file: string, spec: StudySpec): Uint8Array {
   return bytes;
 }
 
-interface StudyDetail {
+export interface StudyDetail {
   id: string;
   name: string;
   status: string;
@@ -103,6 +104,18 @@ interface StudyDetail {
   refusals: { round: number | null; site: string | null; reason: string }[];
   /** Tasks a site could not run (protocol/task-errors.ts); absent from coordinators before task errors. */
   taskErrors?: { round: number; site: string; code: string; message: string }[];
+  /** An asynchronous study's versions, buffer and staleness (protocol/views.ts AsyncViewSchema). */
+  async?: AsyncView;
+}
+
+/** An asynchronous study in a few lines: versions made, the buffer, who trains from which version, staleness of what was folded. */
+function renderAsync(a: AsyncView): string[] {
+  const h = a.staleness.histogram;
+  const lines = [
+    `asynchronous (FedBuff): version ${a.version}/${a.versions} · buffer ${a.buffered}/${a.bufferSize}${a.inFlight.length ? ` · training: ${a.inFlight.map((t) => `${t.site} (from v${t.baseVersion})`).join(', ')}` : ''}`,
+    `staleness of folded updates: ${h.length ? `${h.map((b) => `${b.staleness}: ${b.count}`).join(' · ')} (mean ${f4(a.staleness.mean ?? undefined)}, max ${a.staleness.max})` : 'none folded yet'}${a.staleness.refused ? ` · ${a.staleness.refused} refused as too stale` : ''}`,
+  ];
+  return lines;
 }
 
 /** ", 1 failed, 2 refused" for an open round whose sites answered without a result. */
@@ -116,6 +129,7 @@ export function renderStudy(s: StudyDetail): string {
   const lines = [`${s.name} (${s.id}) · ${s.status} · ${what} · ${s.participants.length} sites`];
   if (s.error) lines.push(`error: ${s.error}`);
   if (s.spec.analytics) lines.push(`results (tables, CSV, plots): setu study results ${s.id}`);
+  if (s.async) lines.push(...renderAsync(s.async));
   if (s.openRound) lines.push(`open: round ${s.openRound.round} (${s.openRound.kind}), ${s.openRound.received}/${s.openRound.expected} sites reported${answeredWithout(s.openRound)}`);
   // A site that cannot run its task says why at once: the open round's errors come first, by site.
   for (const e of (s.taskErrors ?? []).filter((x) => x.round === s.openRound?.round)) lines.push(`  ${e.site}: cannot run its task (${e.code}): ${e.message}`);
@@ -221,6 +235,7 @@ export async function studyCommand(sub: string | undefined, argv: string[]): Pro
 export function progressLine(s: StudyDetail): string {
   const open = s.openRound ? ` · round ${s.openRound.round} (${s.openRound.kind}) open, ${s.openRound.received}/${s.openRound.expected} sites reported${answeredWithout(s.openRound)}` : '';
   const errors = s.taskErrors?.length ? ` · ${s.taskErrors.length} task error(s), latest ${s.taskErrors.at(-1)!.site}: ${s.taskErrors.at(-1)!.code}` : '';
+  if (s.async) return `${s.id} · ${s.status} · version ${s.async.version}/${s.async.versions} · buffer ${s.async.buffered}/${s.async.bufferSize} · ${s.async.inFlight.length} training${s.async.staleness.mean !== null ? ` · mean staleness ${f4(s.async.staleness.mean)}` : ''}${s.refusals.length ? ` · ${s.refusals.length} refused update(s)` : ''}`;
   return `${s.id} · ${s.status} · round ${s.round}/${s.spec.rounds}${open}${s.refusals.length ? ` · ${s.refusals.length} refused update(s)` : ''}${errors}`;
 }
 

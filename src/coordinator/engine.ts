@@ -36,6 +36,7 @@ import type { RoundRow } from '../store/store.js';
 import { aggregatePart, mergeAggregate, rulesOf } from './study-model.js';
 import { driveAnalyticsRound, openAnalyticsRound, type AnalyticsRoundsContext } from './analytics-rounds.js';
 import { decideRound, secaggShortfall, stopStudy, type RoundCloseDeps } from './round-close.js';
+import { driveAsyncRound, openAsyncRound } from './async-rounds.js';
 
 export interface EngineOptions {
   /**
@@ -309,12 +310,14 @@ export class RoundEngine {
       // A study over CSV data first checks every site's file against its schema (round 0).
       if (spec.dataSchema && !(await this.store.getRound(study.id, 0))) return this.openRound(study, spec, 0, 'prepare');
       if (spec.analytics) return openAnalyticsRound(this.analyticsContext(), study, spec);
+      if (spec.async && study.current_round < spec.rounds) return openAsyncRound(this.analyticsContext(), study, spec);
       const next = study.current_round + 1;
       if (next <= spec.rounds) await this.openRound(study, spec, next, 'fit');
       else await this.openRound(study, spec, spec.rounds + 1, 'evaluate');
       return;
     }
     if (open.kind === 'analytics') return driveAnalyticsRound(this.analyticsContext(), study, spec, open);
+    if (open.kind === 'async') return driveAsyncRound(this.analyticsContext(), study, spec, open);
     const tasks = await this.store.listTasks(study.id, open.round);
     const updates = await this.store.listUpdates(study.id, open.round);
     if (open.kind === 'fit' && spec.privacy?.secagg) return this.driveSecAgg(study, spec, open, tasks, updates);
@@ -329,7 +332,7 @@ export class RoundEngine {
     }
   }
 
-  /** What an analytics study's rounds need from the engine (analytics-rounds.ts). */
+  /** What an analytics study's rounds, and an asynchronous study's, need from the engine (analytics-rounds.ts, async-rounds.ts). */
   private analyticsContext(): AnalyticsRoundsContext {
     return { store: this.store, bus: this.bus, now: this.now, log: this.log, defaultTimeoutS: DEFAULT_ROUND_TIMEOUT_S, ...(this.opts.audit ? { audit: this.opts.audit } : {}) };
   }

@@ -111,6 +111,10 @@ export function startProblems(spec: StudySpec, participants: string[]): string[]
   if (spec.privacy?.secagg && participants.length < 3) {
     return [`SecAgg+ needs at least 3 participants and ${participants.length} site(s) approved (${participants.join(', ') || 'none'}): with fewer, the sum reveals each site's update to the others; get more approvals or remove privacy.secagg`];
   }
+  // A site trains once per version (async-rounds.ts), so a buffer of K needs K participants.
+  if (spec.async && participants.length < spec.async.bufferSize) {
+    return [`/async/bufferSize: ${spec.async.bufferSize} needs at least that many participants and ${participants.length} site(s) take part (${participants.join(', ') || 'none'}); lower bufferSize to at most ${participants.length} or get more approvals`];
+  }
   return [];
 }
 

@@ -126,6 +126,30 @@ export type SecAggSpec = Static<typeof SecAggSpecSchema>;
 export const StudyPrivacySchema = Type.Object({ dp: Type.Optional(DpSpecSchema), secagg: Type.Optional(SecAggSpecSchema) }, strict);
 export type StudyPrivacy = Static<typeof StudyPrivacySchema>;
 
+/**
+ * An asynchronous study (FedBuff, Nguyen et al. 2022): sites train whenever they are free on the latest version
+ * they can get, and the coordinator folds every `bufferSize` arriving updates into a new version, each update's
+ * delta weighted by its staleness s (versions committed since the one it trained from): `polynomial` (1+s)^-a
+ * (a = `stalenessExponent`, default 0.5, FedBuff's choice), `constant` 1, or `hinge` 1 up to `hingeAfter` (b,
+ * default 4) then 1/(`hingeSlope`·(s−b)+1) (FedAsync's, slope default 10). Updates more than `maxStaleness`
+ * versions behind are refused. The study's `rounds` is the number of versions it makes.
+ * See coordinator/async-rounds.ts.
+ */
+export const AsyncSpecSchema = Type.Object(
+  {
+    bufferSize: Type.Integer({ minimum: 1, maximum: 100_000 }),
+    stalenessWeight: Type.Optional(Type.Union([Type.Literal('polynomial'), Type.Literal('constant'), Type.Literal('hinge')])),
+    stalenessExponent: Type.Optional(Type.Number({ minimum: 0, maximum: 10 })),
+    hingeAfter: Type.Optional(Type.Integer({ minimum: 0, maximum: 100_000 })),
+    hingeSlope: Type.Optional(Type.Number({ exclusiveMinimum: 0, maximum: 1000 })),
+    maxStaleness: Type.Optional(Type.Integer({ minimum: 0, maximum: 100_000 })),
+    /** Server learning rate η: version v+1 = v + η · (weighted mean delta); default 1. */
+    serverLr: Type.Optional(Type.Number({ exclusiveMinimum: 0, maximum: 100 })),
+  },
+  strict,
+);
+export type AsyncSpec = Static<typeof AsyncSpecSchema>;
+
 export const StudySpecSchema = Type.Object(
   {
     name: Name,
@@ -160,6 +184,8 @@ export const StudySpecSchema = Type.Object(
      * round per Newton step), through the same approvals, agents, privacy ledger and audit. Needs a dataSchema.
      */
     analytics: Type.Optional(AnalyticsSpecSchema),
+    /** Asynchronous federation (FedBuff) instead of rounds: `rounds` then counts the versions it makes (AsyncSpecSchema). */
+    async: Type.Optional(AsyncSpecSchema),
   },
   strict,
 );

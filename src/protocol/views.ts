@@ -59,6 +59,26 @@ export const MetricViewSchema = Type.Object(
 );
 export type MetricView = Static<typeof MetricViewSchema>;
 
+/** An asynchronous study's progress (coordinator/async-rounds.ts asyncView). */
+export const AsyncViewSchema = Type.Object(
+  {
+    version: Type.Integer({ description: 'versions committed so far' }),
+    versions: Type.Integer({ description: 'versions the study makes (its rounds)' }),
+    bufferSize: Type.Integer(),
+    buffered: Type.Integer({ description: 'updates accepted and waiting for the next fold' }),
+    inFlight: Type.Array(Type.Object({ site: Type.String(), baseVersion: Type.Integer() }, open)),
+    staleness: Type.Object({
+      histogram: Type.Array(Type.Object({ staleness: Type.Integer(), count: Type.Integer() }, open), { description: 'folded updates by staleness (versions behind when folded)' }),
+      mean: NullableNumber,
+      max: NullableNumber,
+      refused: Type.Integer({ description: 'updates refused as staler than maxStaleness' }),
+    }, open),
+    versionTimes: Type.Array(Type.Object({ version: Type.Integer(), at: Type.Number() }, open)),
+  },
+  open,
+);
+export type AsyncView = Static<typeof AsyncViewSchema>;
+
 export const StudyDetailSchema = Type.Object(
   {
     id: Type.String(),
@@ -107,6 +127,8 @@ export const StudyDetailSchema = Type.Object(
     refusals: Type.Array(Type.Object({ round: Type.Union([Type.Integer(), Type.Null()]), site: Nullable(Type.String()), reason: Type.String(), at: Type.Number() }, open)),
     /** Tasks a site could not run (reason code and message), oldest first; the latest per site is what it is stuck on. */
     taskErrors: Type.Optional(Type.Array(TaskErrorViewSchema)),
+    /** An asynchronous study (spec.async): versions made, the buffer, tasks out and the staleness of folded updates. */
+    async: Type.Optional(AsyncViewSchema),
   },
   open,
 );

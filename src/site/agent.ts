@@ -329,6 +329,8 @@ export class SiteAgent {
         streamState = run.out.stream;
         usage = run.usage;
       } else {
+        // A test knob (site.yaml testing.fitDelayMs): a deliberately slow site.
+        if (this.cfg.testing?.fitDelayMs) await pause(this.cfg.testing.fitDelayMs, this.opts.signal);
         this.log(`task ${task.taskId}: training (${dp ? dp.mechanism : 'fit'}, round ${task.round})`);
         out = dp?.mechanism === 'dp-sgd'
           ? trainPrivately({ model, global, data: data.train, task, plan: dp, seed: taskNoiseSeed(this.state, task.studyId, task.taskId) })

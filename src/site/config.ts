@@ -96,6 +96,11 @@ export const SiteConfigSchema = Type.Object(
      * `{ minCellCount: 5 }` (site/analytics-task.ts).
      */
     analytics: Type.Optional(AnalyticsPolicySchema),
+    /**
+     * Test knobs, never for production: `fitDelayMs` makes the agent wait that long before each fit (a deliberately
+     * slow site, for the asynchronous-federation benchmark and tests: `npm run bench -- async-heart`).
+     */
+    testing: Type.Optional(Type.Object({ fitDelayMs: Type.Optional(Type.Integer({ minimum: 0, maximum: 3_600_000 })) }, strict)),
     /** Where this site's data is held (ISO country code): "same" in its local policy means this. */
     jurisdiction: Type.Optional(Type.String({ pattern: '^[A-Z]{2}$' })),
     /**

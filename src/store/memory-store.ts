@@ -12,6 +12,7 @@ import { memberships, toEvent, toInstitution, toPlacement } from './governance.j
 import { spendOf, type PrivacyLedgerTable, type SiteSpend, type SpendEntry } from './privacy.js';
 import type { CountedRefusal } from './audit-bounds.js';
 import type { TaskErrorsTable } from './task-errors.js';
+import type { AsyncContributionsTable, CommitVersionArgs } from './async.js';
 import type { BlobStore } from './blobs/blob-store.js';
 import { MemoryBlobStore } from './blobs/memory-blobs.js';
 import {
@@ -23,7 +24,7 @@ type Row = Record<string, unknown>;
 const TABLES = [
   'kv', 'invites', 'sites', 'studies', 'rounds', 'tasks', 'model_versions', 'updates', 'metrics', 'refusals', 'strategy_state',
   'users', 'user_invites', 'request_nonces', 'site_cohorts', 'audit_log', 'audit_head', 'institutions', 'study_governance',
-  'governance_events', 'site_profiles', 'compute_resources', 'task_placements', 'compute_usage', 'model_cards', 'privacy_ledger', 'study_cohorts', 'task_errors',
+  'governance_events', 'site_profiles', 'compute_resources', 'task_placements', 'compute_usage', 'model_cards', 'privacy_ledger', 'study_cohorts', 'task_errors', 'async_contributions',
 ] as const;
 type Table = (typeof TABLES)[number];
 
@@ -33,7 +34,7 @@ const PK: Record<Table, string[]> = {
   updates: ['task_id'], metrics: ['id'], refusals: ['id'], strategy_state: ['study_id', 'round'], users: ['id'], user_invites: ['token_hash'],
   request_nonces: ['key_id', 'nonce'], site_cohorts: ['site_id', 'dataset'], audit_log: ['seq'], audit_head: ['id'], institutions: ['id'],
   study_governance: ['study_id'], governance_events: ['id'], site_profiles: ['site_id'], compute_resources: ['id'], task_placements: ['task_id'],
-  compute_usage: ['task_id'], model_cards: ['study_id'], privacy_ledger: ['task_id'], study_cohorts: ['study_id', 'site_id'], task_errors: ['task_id'],
+  compute_usage: ['task_id'], model_cards: ['study_id'], privacy_ledger: ['task_id'], study_cohorts: ['study_id', 'site_id'], task_errors: ['task_id'], async_contributions: ['task_id'],
 };
 const GENERATED = new Set<Table>(['metrics', 'refusals', 'governance_events']);
 /** Unique columns besides the primary key (the SQL schema's UNIQUE constraints). */
@@ -359,6 +360,47 @@ export class MemoryStore implements Store {
       });
       if (a.inTx) await a.inTx(tx);
     });
+  }
+  issueTasks(studyId: string, round: number, tasks: TaskRow[], inTx?: (tx: Store) => Promise<void>): Promise<void> {
+    return this.transaction(async (tx) => {
+      await (tx as MemoryStore).op(() => {
+        if (this.get<RoundRow>('rounds', studyId, round)?.status !== 'open') throw new StoreConflict(`round ${round} of study ${studyId} is not open`);
+        for (const t of tasks) this.insert('tasks', t);
+      });
+      if (inTx) await inTx(tx);
+    });
+  }
+  expireTask(taskId: string, now: number): Promise<boolean> {
+    return this.op(() => this.update<TaskRow>('tasks', (r) => r.id === taskId && (r.status === 'issued' || r.status === 'delivered'), () => ({ status: 'expired', done_at: now })) === 1);
+  }
+  asyncTasks(studyId: string, round: number, versionId: string, taskIds: readonly string[]): Promise<TaskRow[]> {
+    const named = new Set(taskIds);
+    return this.op(() => this.rows<TaskRow>('tasks').filter((r) => r.study_id === studyId && r.round === round && (r.status === 'issued' || r.status === 'delivered' || r.model_version_id === versionId || named.has(r.id)))
+      .sort(by((r) => r.site_id, (r) => r.created_at)));
+  }
+  unfoldedUpdates(studyId: string, round: number): Promise<UpdateRow[]> {
+    return this.op(() => this.rows<UpdateRow>('updates').filter((r) => r.study_id === studyId && r.round === round && !this.get('async_contributions', r.task_id))
+      .sort(by((r) => r.received_at, (r) => r.task_id)));
+  }
+  commitVersion(a: CommitVersionArgs): Promise<void> {
+    return this.transaction(async (tx) => {
+      await (tx as MemoryStore).op(() => {
+        if (this.update<StudyRow>('studies', (r) => r.id === a.studyId && r.current_round === a.version - 1, () => ({ current_round: a.version, updated_at: a.now })) !== 1) {
+          throw new StoreConflict(`study ${a.studyId} is not at version ${a.version - 1}: version ${a.version} was committed already or out of order`);
+        }
+        if (this.update<RoundRow>('rounds', (r) => r.study_id === a.studyId && r.round === a.round && r.status === 'open', () => ({ deadline_at: a.deadlineAt })) !== 1) {
+          throw new StoreConflict(`round ${a.round} of ${a.studyId} is not open`);
+        }
+        for (const c of a.contributions) this.insert('async_contributions', c);
+        this.insert('model_versions', a.model);
+        for (const m of a.metrics) this.insert('metrics', m);
+        if (a.strategyState) this.insert('strategy_state', a.strategyState);
+      });
+      if (a.inTx) await a.inTx(tx);
+    });
+  }
+  listContributions(studyId: string): Promise<AsyncContributionsTable[]> {
+    return this.op(() => this.rows<AsyncContributionsTable>('async_contributions').filter((r) => r.study_id === studyId).sort(by((r) => r.version, (r) => r.at, (r) => r.task_id)));
   }
   latestStrategyState(studyId: string): Promise<StrategyStateRow | undefined> {
     return this.op(() => this.rows<StrategyStateRow>('strategy_state').filter((r) => r.study_id === studyId).sort(by((r) => -r.round))[0]);

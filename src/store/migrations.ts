@@ -8,6 +8,7 @@ import { governanceMigration, lifecycleVersionMigration } from './governance.js'
 import { privacyMigration } from './privacy.js';
 import { auditBoundsMigration } from './audit-bounds.js';
 import { taskErrorsMigration } from './task-errors.js';
+import { asyncMigration } from './async.js';
 
 export type Dialect = 'sqlite' | 'postgres';
 
@@ -225,6 +226,7 @@ export function migrationProvider(dialect: Dialect): MigrationProvider {
       return {
         '0001_initial': initial(dialect), '0002_trust': trust(dialect), '0003_governance': governanceMigration(dialect), '0005_privacy': privacyMigration(dialect),
         '0006_audit_bounds': auditBoundsMigration(dialect), '0007_task_errors': taskErrorsMigration(dialect), '0008_lifecycle_version': lifecycleVersionMigration,
+        '0010_async': asyncMigration(dialect),
       };
     },
   };

@@ -19,6 +19,7 @@ import * as audit from './audit.js';
 import * as p from './privacy.js';
 import * as bounds from './audit-bounds.js';
 import * as taskErrors from './task-errors.js';
+import * as asyncRows from './async.js';
 import { pgPoolMax } from './pg-pool.js';
 import {
   StoreConflict, StoreUnavailable, refuseFromInside, runInside, type AuditRow, type CommitRoundArgs, type InviteRow, type MetricRow, type ModelVersionRow, type RefusalRow, type RoundRow,
@@ -408,6 +409,41 @@ export class SqlStore implements Store {
         .where('id', '=', args.studyId).execute();
       if (args.inTx) await args.inTx(tx);
     });
+  }
+  async issueTasks(studyId: string, round: number, tasks: TaskRow[], inTx?: (tx: Store) => Promise<void>): Promise<void> {
+    await this.transaction(async (tx) => {
+      const db = (tx as SqlStore).db;
+      const r = await db.selectFrom('rounds').select('status').where('study_id', '=', studyId).where('round', '=', round).executeTakeFirst();
+      if (r?.status !== 'open') throw new StoreConflict(`round ${round} of study ${studyId} is not open`);
+      if (tasks.length) await db.insertInto('tasks').values(tasks).execute();
+      if (inTx) await inTx(tx);
+    });
+  }
+  async expireTask(taskId: string, now: number): Promise<boolean> {
+    const r = await this.db.updateTable('tasks').set({ status: 'expired', done_at: now }).where('id', '=', taskId).where('status', 'in', ['issued', 'delivered']).executeTakeFirst();
+    return Number(r.numUpdatedRows) === 1;
+  }
+  async asyncTasks(studyId: string, round: number, versionId: string, taskIds: readonly string[]): Promise<TaskRow[]> {
+    const rows = await this.db.selectFrom('tasks').selectAll().where('study_id', '=', studyId).where('round', '=', round)
+      .where((eb) => eb.or([eb('status', 'in', ['issued', 'delivered']), eb('model_version_id', '=', versionId), ...(taskIds.length ? [eb('id', 'in', [...taskIds])] : [])]))
+      .orderBy('site_id').orderBy('created_at').execute();
+    return rows.map(normTask);
+  }
+  unfoldedUpdates(studyId: string, round: number): Promise<UpdateRow[]> {
+    return asyncRows.unfoldedUpdates(asyncRows.asyncDb(this.db), studyId, round);
+  }
+  async commitVersion(a: asyncRows.CommitVersionArgs): Promise<void> {
+    await this.transaction(async (tx) => {
+      const db = (tx as SqlStore).db;
+      await asyncRows.advanceVersion(asyncRows.asyncDb(db), a, (m) => new StoreConflict(m));
+      await db.insertInto('model_versions').values(a.model).execute();
+      if (a.metrics.length) await db.insertInto('metrics').values(a.metrics).execute();
+      if (a.strategyState) await db.insertInto('strategy_state').values(a.strategyState).execute();
+      if (a.inTx) await a.inTx(tx);
+    });
+  }
+  listContributions(studyId: string): Promise<asyncRows.AsyncContributionsTable[]> {
+    return asyncRows.listContributions(asyncRows.asyncDb(this.db), studyId);
   }
   async latestStrategyState(studyId: string): Promise<StrategyStateRow | undefined> {
     const r = await this.db.selectFrom('strategy_state').selectAll().where('study_id', '=', studyId).orderBy('round', 'desc').limit(1).executeTakeFirst();

@@ -451,6 +451,55 @@ export function storeSuite(b: StoreBackend): void {
       });
     });
 
+    describe('asynchronous studies', () => {
+      const A = 's-async';
+      const at = (id: string, siteId: string) => ({ ...task(id, siteId), study_id: A });
+      const contribution = (taskId: string, siteId: string, version: number) => ({ task_id: taskId, study_id: A, site_id: siteId, version, base_version: 0, staleness: version - 1, weight: 0.5, status: 'folded', num_examples: 10, at: now + version });
+      const version = (v: number) => ({ studyId: A, round: 1, version: v, now: now + v, deadlineAt: now + 5000 + v, model: { id: `${A}.v${v}`, study_id: A, round: v, weights: new Uint8Array([v]), digest: `d${v}`, created_at: now + v }, metrics: [{ study_id: A, round: v, site_id: null, phase: 'async', name: 'staleness.mean', value: 0.5 }] });
+
+      it('issues tasks one by one into an open round only, and expires an open task once', { skip }, async () => {
+        await store.createStudy({ ...study(A), current_round: 0 });
+        await assert.rejects(store.issueTasks(A, 1, [at('as-a1', 'a')]), StoreConflict, 'no such round yet');
+        await store.openRound({ ...round(1), study_id: A, kind: 'async' }, [at('as-a1', 'a')]);
+        await store.issueTasks(A, 1, [at('as-b1', 'b')]);
+        const before = await storeDigest(store);
+        await assert.rejects(store.issueTasks(A, 1, [at('as-b2', 'b'), at('as-a1', 'a')]), StoreConflict, 'a taken task id');
+        assert.deepEqual(await storeDigest(store), before, 'and nothing of it stays');
+        assert.deepEqual((await store.listTasks(A, 1)).map((t) => t.id), ['as-a1', 'as-b1']);
+        const both = await settle([store.expireTask('as-b1', now + 1), other.expireTask('as-b1', now + 1)]);
+        assert.deepEqual(both.ok.sort(), [false, true], 'one of two expiries closes it');
+        assert.equal((await store.getTask('as-b1'))?.status, 'expired');
+      });
+
+      it('buffers accepted updates until a version folds them, and commits each version exactly once', { skip }, async () => {
+        await store.issueTasks(A, 1, [at('as-b2', 'b')]);
+        await store.acceptUpdate({ ...update('as-b2', 'b'), study_id: A, received_at: now + 2 });
+        await store.acceptUpdate({ ...update('as-a1', 'a'), study_id: A, received_at: now + 3 });
+        const buffered = await store.unfoldedUpdates(A, 1);
+        assert.deepEqual(buffered.map((u) => u.task_id), ['as-b2', 'as-a1'], 'oldest first');
+        assert.ok(buffered[0]!.weights instanceof Uint8Array && typeof buffered[0]!.received_at === 'number');
+        const tries = await settle([store, other, store].map((s) => s.commitVersion({ ...version(1), contributions: [contribution('as-b2', 'b', 1)] })));
+        assert.equal(tries.ok.length, 1, 'of concurrent folds of one version exactly one commits');
+        assert.ok(tries.errors.every((e) => e instanceof StoreConflict), String(tries.errors));
+        assert.equal((await store.getStudy(A))?.current_round, 1);
+        assert.equal((await store.getRound(A, 1))?.deadline_at, now + 5001, 'the next version is due later');
+        assert.equal((await store.getRound(A, 1))?.status, 'open', 'the round stays open');
+        assert.deepEqual((await store.unfoldedUpdates(A, 1)).map((u) => u.task_id), ['as-a1']);
+        assert.deepEqual(await store.listContributions(A), [contribution('as-b2', 'b', 1)]);
+        const before = await storeDigest(store);
+        await assert.rejects(store.commitVersion({ ...version(3), contributions: [contribution('as-a1', 'a', 3)] }), StoreConflict, 'out of order');
+        await assert.rejects(store.commitVersion({ ...version(2), contributions: [contribution('as-b2', 'b', 2)] }), StoreConflict, 'an update folded twice');
+        assert.deepEqual(await storeDigest(store), before);
+        assert.deepEqual((await store.asyncTasks(A, 1, 'm-none', ['as-b2'])).map((t) => t.id), ['as-b2'], 'no open task: only the one named');
+        assert.deepEqual((await store.asyncTasks(A, 1, 'm0', [])).map((t) => t.id).sort(), ['as-a1', 'as-b1', 'as-b2'], 'every task against m0');
+        await store.issueTasks(A, 1, [at('as-a2', 'a')]);
+        assert.deepEqual((await store.asyncTasks(A, 1, 'm-none', [])).map((t) => t.id), ['as-a2'], 'the open one');
+        await store.commitRound({ studyId: A, round: 1, now: now + 9, metrics: [] });
+        await assert.rejects(store.commitVersion({ ...version(2), contributions: [] }), StoreConflict, 'a closed round folds nothing');
+        assert.deepEqual((await store.listMetrics(A)).map((m) => [m.round, m.name]), [[1, 'staleness.mean']]);
+      });
+    });
+
     describe('storeDigest', () => {
       it('covers every table, audit chain and ledger included, and sees an UPDATE that keeps the row count', { skip }, async () => {
         const d = await storeDigest(store);

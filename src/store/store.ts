@@ -24,6 +24,7 @@ import type { PrivacyLedgerTable, SiteSpend, SpendEntry } from './privacy.js';
 import type { CountedRefusal } from './audit-bounds.js';
 import type { TaskErrorsTable } from './task-errors.js';
 import type { BlobStore } from './blobs/blob-store.js';
+import type { AsyncContributionsTable, CommitVersionArgs } from './async.js';
 
 export type SiteRow = SitesTable;
 export type StudyRow = StudiesTable;
@@ -42,6 +43,8 @@ export type { GovernanceEvent, Institution, LifecycleRow, ModelCardRow, Placemen
 export type LedgerRow = PrivacyLedgerTable;
 export type { CountedRefusal };
 export type TaskErrorRow = TaskErrorsTable;
+export type AsyncContributionRow = AsyncContributionsTable;
+export type { CommitVersionArgs };
 
 /** Thrown when a state change is refused because the row is not in the state the caller expected, or a unique key is taken. */
 export class StoreConflict extends Error {
@@ -169,6 +172,19 @@ export interface Store {
   countUpdates(studyId: string, round: number): Promise<number>;
   /** Model version, metrics, strategy state, round status and study progress in one transaction; StoreConflict when the round is not open. */
   commitRound(args: CommitRoundArgs): Promise<void>;
+  // ---- asynchronous studies (coordinator/async-rounds.ts; store/async.ts) ----
+  /** Issues tasks into a round that is open (an asynchronous study's tasks come one by one); StoreConflict when it is not, or a task id is taken. */
+  issueTasks(studyId: string, round: number, tasks: TaskRow[], inTx?: (tx: Store) => Promise<void>): Promise<void>;
+  /** Closes an open task as expired (its deadline passed, or its update could only be refused); false when it was not open. */
+  expireTask(taskId: string, now: number): Promise<boolean>;
+  /** The round's tasks an asynchronous tick needs, by site: the open ones, those against `versionId`, and those named (the buffer's); its cost follows them, not the study's history. */
+  asyncTasks(studyId: string, round: number, versionId: string, taskIds: readonly string[]): Promise<TaskRow[]>;
+  /** The round's updates that no fold has taken or refused yet (the buffer), oldest first. */
+  unfoldedUpdates(studyId: string, round: number): Promise<UpdateRow[]>;
+  /** A new version of an asynchronous study: model, metrics, strategy state, contributions, study progress, round deadline, in one transaction; StoreConflict unless the study is at version − 1 and the round open. */
+  commitVersion(args: CommitVersionArgs): Promise<void>;
+  /** Every folded or refused update of an asynchronous study, by version. */
+  listContributions(studyId: string): Promise<AsyncContributionRow[]>;
   latestStrategyState(studyId: string): Promise<StrategyStateRow | undefined>;
   listMetrics(studyId: string): Promise<MetricRow[]>;
   /**

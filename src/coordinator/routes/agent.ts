@@ -46,7 +46,8 @@ export const agentRoutes: RoutePlugin = async (app, ctx) => {
     const spec = JSON.parse(study.spec) as StudySpec;
     const config = JSON.parse(task.config) as TaskMessage['fit'];
     const normStats = spec.dataSchema?.preprocessing?.normalise === 'global' ? await store.getKv(normStatsKey(task.study_id)) : undefined;
-    const privacy = task.kind === 'fit' ? taskPrivacy(spec, (await store.listTasks(task.study_id, task.round)).length) : undefined;
+    // Client-level DP divides by the sites of a round, or by the buffer of an asynchronous study (async-rounds.ts).
+    const privacy = task.kind === 'fit' ? taskPrivacy(spec, spec.async ? spec.async.bufferSize : (await store.listTasks(task.study_id, task.round)).length) : undefined;
     const rules = spec.tensorRules?.length ? (await version(task.model_version_id, spec)).rules : undefined;
     return {
       taskId: task.id,

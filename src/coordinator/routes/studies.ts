@@ -18,6 +18,7 @@ import { hostStrategy } from '../strategy-host.js';
 import { governedStart, governedStop } from './governance.js';
 import { privacyProblems } from '../privacy.js';
 import { createProblems, siteDeclarations } from '../study-checks.js';
+import { asyncSpecProblems, asyncView } from '../async-rounds.js';
 
 export const studyRoutes: RoutePlugin = async (app, ctx) => {
   const { store, now } = ctx;
@@ -37,7 +38,7 @@ export const studyRoutes: RoutePlugin = async (app, ctx) => {
     }
     // Everything that would fail later at a site (the model against the data, unknown sites or datasets, privacy a
     // site cannot apply) is refused now, each problem named (study-checks.ts; study-model.ts for custom models).
-    const problems = [...modelSpecProblems(spec), ...createProblems(spec, await siteDeclarations(store)), ...privacyProblems(spec)];
+    const problems = [...modelSpecProblems(spec), ...createProblems(spec, await siteDeclarations(store)), ...privacyProblems(spec), ...asyncSpecProblems(spec)];
     if (problems.length) throw new HttpError(400, 'invalid_study', problems.join('; '));
     const id = `${spec.name.toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/^-|-$/g, '').slice(0, 40) || 'study'}-${randomBytes(3).toString('hex')}`;
     const t = now();
@@ -164,6 +165,7 @@ export async function studyDetail(ctx: RouteContext, id: string): Promise<StudyD
     rounds: rounds.map((r) => ({ round: r.round, kind: r.kind, status: r.status, openedAt: r.opened_at, committedAt: r.committed_at, modelVersionId: r.model_version_id })),
     metrics: (await store.listMetrics(s.id)).map((m) => ({ round: m.round, site: m.site_id ? nameOf.get(m.site_id) ?? m.site_id : null, phase: m.phase, name: m.name, value: m.value })),
     refusals: (await store.listRefusals(s.id)).map((r) => ({ round: r.round, site: r.site_id ? nameOf.get(r.site_id) ?? r.site_id : null, reason: r.reason, at: r.at })),
+    ...(spec.async ? { async: (await asyncView(store, s, (id) => nameOf.get(id) ?? id))! } : {}),
     taskErrors: (await store.listTaskErrors(s.id)).map((e) => ({ round: e.round, site: nameOf.get(e.site_id) ?? e.site_id, taskId: e.task_id, code: e.code, message: e.message, at: e.at })),
   };
 }

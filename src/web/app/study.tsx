@@ -66,6 +66,17 @@ export function StudyPage({ api, id, actions }: { api: Api; id: string; actions:
   );
 }
 
+/** An asynchronous study's progress: versions made, the buffer, who trains from which version, stale refusals. */
+function AsyncProgress({ a, ended }: { a: NonNullable<StudyDetail['async']>; ended: boolean }) {
+  return (
+    <p class="muted" data-testid="async-progress" data-version={a.version} data-versions={a.versions}>
+      {t('study.asyncVersions', { version: a.version, versions: a.versions, buffered: a.buffered, bufferSize: a.bufferSize })}
+      {!ended && a.inFlight.length > 0 && ` ${t('study.asyncTraining', { sites: a.inFlight.map((f) => t('study.asyncFrom', { site: f.site, version: f.baseVersion })).join(', ') })}`}
+      {a.staleness.refused > 0 && ` ${t('study.staleRefused', { n: a.staleness.refused })}`}
+    </p>
+  );
+}
+
 function StudyView({ d, live, events, openCounts }: { d: StudyDetail; live: boolean; events: number; openCounts: { round: number; received: number; expected: number } | null }) {
   const sites = useMemo(() => [...new Set(d.participants.map((p) => p.name).concat(d.metrics.filter((m) => m.site).map((m) => m.site!)))], [d]);
   const rounds = d.spec.rounds;
@@ -114,7 +125,8 @@ function StudyView({ d, live, events, openCounts }: { d: StudyDetail; live: bool
           {/* An analytics study has no fixed number of rounds (a Cox fit takes one per Newton step): its progress is its queries'. */}
           {d.spec.analytics ? <span>{t('analytics.roundNow', { n: d.round })}</span> : <Progress value={d.round} max={rounds} />}
         </div>
-        {open && !ended && (
+        {d.async && <AsyncProgress a={d.async} ended={ended} />}
+        {open && !ended && !d.async && (
           <p class="muted" data-testid="open-round">
             {t('study.openRound', { round: open.round, kind: open.kind, received: open.received, expected: open.expected })}
             {d.openRound?.failed ? ` ${t('study.failedCount', { n: d.openRound.failed })}` : ''}
@@ -127,6 +139,7 @@ function StudyView({ d, live, events, openCounts }: { d: StudyDetail; live: bool
       <div class="charts">
         <LineChart id="chart-loss" title={t('study.lossChart')} labels={fitLabels} series={series('fit', 'loss', 1)} xTitle={t('study.round')} yTitle={t('study.loss')} />
         <LineChart id="chart-accuracy" title={t('study.accuracyChart')} labels={evalLabels} series={series('evaluate', 'accuracy', 0)} xTitle={t('study.modelAfterRound')} yTitle={t('study.accuracy')} yMin={0} yMax={1} />
+        {d.async && <BarChart id="chart-staleness" title={t('study.stalenessChart')} labels={d.async.staleness.histogram.map((b) => b.staleness)} values={d.async.staleness.histogram.map((b) => b.count)} xTitle={t('study.staleness')} yTitle={t('study.updates')} label={t('study.updates')} />}
         <BarChart id="chart-participation" title={t('study.participationChart')} labels={fitLabels} values={participation} max={Math.max(1, d.participants.length)} xTitle={t('study.round')} yTitle={t('study.sitesReported')} label={t('study.sitesReported')} />
       </div>
       <p class="muted small">{t('study.allSitesNote')}</p>
