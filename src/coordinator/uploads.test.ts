@@ -8,19 +8,26 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startCoordinator, type RunningCoordinator } from './start.js';
 import { REFUSAL_TRAIL, storeDigest } from '../store/digest.js';
-import { generateSigningKeys } from '../protocol/signing.js';
+import { generateSigningKeys, signRequest } from '../protocol/signing.js';
 import { ApiError, HttpClient, type Signer } from '../site/http.js';
 import { encodeSafetensors } from '../protocol/safetensors.js';
 import { RESULT_META_KEY, type TaskMessage, type TrainerDeclaration } from '../protocol/api.js';
 import { tensor, type Weights } from '../protocol/tensors.js';
 import { uploadInChunks } from '../site/upload.js';
 import { waitFor } from '../testing/processes.js';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { createInterface } from 'node:readline';
+import { dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const UPLOAD_CHILD = join(dirname(fileURLToPath(import.meta.url)), '..', 'testing', 'upload-child.js');
 
 const EXTERNAL: TrainerDeclaration = { kind: 'external', description: 'external (python3 train.py)', models: ['custom'], features: ['evaluate'] };
 const N = 100_000; // float32 values: a 400 kB update
@@ -29,8 +36,8 @@ const MAX_UPDATE = 1_000_000;
 const sha = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
 
 /** A TCP proxy to `port` that cuts the first connection carrying a chunk after `cutAfter` bytes of it; counts bytes sent up. */
-async function cuttingProxy(port: number, cutAfter: number): Promise<{ port: number; upBytes: () => number; cuts: () => number; close: () => Promise<void> }> {
-  let up = 0, cuts = 0, cutDone = false;
+async function cuttingProxy(port: number, cutAfter: number): Promise<{ port: number; upBytes: () => number; downBytes: () => number; cuts: () => number; close: () => Promise<void> }> {
+  let up = 0, down = 0, cuts = 0, cutDone = false;
   const sockets = new Set<net.Socket>();
   const server = net.createServer((client) => {
     const upstream = net.connect(port, '127.0.0.1');
@@ -50,7 +57,10 @@ async function cuttingProxy(port: number, cutAfter: number): Promise<{ port: num
       }
       upstream.write(d);
     });
-    upstream.on('data', (d) => client.write(d));
+    upstream.on('data', (d: Buffer) => {
+      down += d.length;
+      client.write(d);
+    });
     for (const [a, b] of [[client, upstream], [upstream, client]] as const) {
       a.on('close', () => b.destroy());
       a.on('error', () => b.destroy());
@@ -60,6 +70,7 @@ async function cuttingProxy(port: number, cutAfter: number): Promise<{ port: num
   return {
     port: (server.address() as net.AddressInfo).port,
     upBytes: () => up,
+    downBytes: () => down,
     cuts: () => cuts,
     close: async () => {
       for (const s of sockets) s.destroy();
@@ -86,6 +97,11 @@ describe('chunked uploads of fit results', () => {
       throw e;
     }
   };
+  /** A signed GET with a Range header, as a download that resumes sends it. */
+  const fetchRange = async (key: Signer, path: string, range: string) => {
+    const r = await fetch(c.url + path, { headers: { range, ...signRequest({ method: 'GET', path, keyId: key.keyId, privateKey: key.privateKey }) } });
+    return { status: r.status, headers: r.headers, body: new Uint8Array(await r.arrayBuffer()) };
+  };
   const admin = (method: string, path: string, json?: unknown) => call(method, path, { keyId: c.adminKey!.keyId, privateKey: c.adminKey!.privateKey }, json === undefined ? {} : { json });
   const lead = (method: string, path: string, json?: unknown) => call(method, path, leadKey, json === undefined ? {} : { json });
   const start = () => startCoordinator({ dataDir: dir, port, tickMs: 50, server: { uploadChunkBytes: CHUNK } });
@@ -110,7 +126,7 @@ describe('chunked uploads of fit results', () => {
     port = 0;
     c = await start();
     port = Number(new URL(c.url).port);
-    for (const name of ['site-a', 'site-b']) {
+    for (const name of ['site-a', 'site-b', 'site-c']) {
       const inv = await admin('POST', '/v1/invites', { siteName: name });
       const k = generateSigningKeys();
       const e = await call('POST', '/v1/enrol', undefined, { json: { token: inv.json.token, publicKey: k.publicKeyRaw, cohorts: { images: 100 } } });
@@ -208,7 +224,7 @@ describe('chunked uploads of fit results', () => {
     const proxy = await cuttingProxy(port, 5 * CHUNK + 1000);
     try {
       const offsets: number[] = [];
-      const r = await uploadInChunks(client(a.key, `http://127.0.0.1:${proxy.port}`), a.task!.taskId, file, { onChunk: (o) => offsets.push(o) }) as { accepted: boolean };
+      const r = await uploadInChunks(client(a.key, `http://127.0.0.1:${proxy.port}`), a.task!.taskId, file, { onChunk: (o) => void offsets.push(o) }) as { accepted: boolean };
       assert.equal(r.accepted, true);
       assert.equal(proxy.cuts(), 1, 'the connection was cut once');
       // The chunk in flight at the cut (and at most the one before it, if its answer was lost) goes again; nothing else.
@@ -232,7 +248,7 @@ describe('chunked uploads of fit results', () => {
     let restarted: Promise<void> | undefined;
     let heldAtStop = -1;
     const r = await uploadInChunks(client(b.key), b.task!.taskId, file, {
-      onChunk: (o) => offsets.push(o),
+      onChunk: (o) => void offsets.push(o),
       onProgress: (received) => {
         if (restarted || received < 4 * CHUNK) return;
         heldAtStop = received;
@@ -250,7 +266,77 @@ describe('chunked uploads of fit results', () => {
     assert.equal(offsets.filter((o) => o === 0).length, 1, 'the first chunk went once');
     const row = (await c.store.listUpdates(studyId, 1)).find((u) => u.task_id === b.task!.taskId)!;
     assert.ok(Buffer.from(await c.store.blobs.readAll(row.digest!)).equals(bytes));
-    // Both updates in, the round commits from the blob store: FedAvg of 0.5 and 1.5 with equal weights.
+  });
+
+  it('an agent process SIGKILLed mid-upload resumes, in its next life, from the offset the coordinator holds', async () => {
+    const s = sites[2]!;
+    const bytes = update(s.task!.taskId, 1);
+    const file = join(dir, 'c.safetensors');
+    writeFileSync(file, bytes);
+    const argsFile = join(dir, 'child.json');
+    const pem = typeof s.key.privateKey === 'string' ? s.key.privateKey : s.key.privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
+    const run = (pace: boolean) => {
+      writeFileSync(argsFile, JSON.stringify({ baseUrl: c.url, keyId: s.key.keyId, privateKeyPem: pem, taskId: s.task!.taskId, file, pace }));
+      const child = spawn(process.execPath, [UPLOAD_CHILD, argsFile], { stdio: ['pipe', 'pipe', 'inherit'] });
+      const lines = createInterface({ input: child.stdout! })[Symbol.asyncIterator]();
+      return { child, next: async () => JSON.parse(String((await lines.next()).value)) as { offset?: number; done?: { accepted: boolean } } };
+    };
+    const first = run(true);
+    const upload = async () => (await c.store.findUpload(s.task!.taskId, sha(bytes)))!;
+    for (let i = 0; i < 4; i++) {
+      assert.equal((await first.next()).offset, i * CHUNK);
+      first.child.stdin!.write('go\n');
+    }
+    assert.equal((await first.next()).offset, 4 * CHUNK, 'about to send the fifth chunk');
+    const held = await (await c.store.blobs.partial((await upload()).id)).received();
+    assert.equal(held, 4 * CHUNK, 'four chunks landed');
+    first.child.kill('SIGKILL');
+    await once(first.child, 'exit');
+    const second = run(false);
+    const offsets: number[] = [];
+    for (;;) {
+      const m = await second.next();
+      if (m.done) {
+        assert.equal(m.done.accepted, true);
+        break;
+      }
+      offsets.push(m.offset!);
+    }
+    await once(second.child, 'exit');
+    assert.equal(offsets[0], held, `the new process resumed at ${held}, not 0: ${offsets}`);
+    assert.equal(offsets.length, Math.ceil((bytes.length - held) / CHUNK), 'and sent each remaining chunk once');
+    const row = (await c.store.listUpdates(studyId, 1)).find((u) => u.task_id === s.task!.taskId)!;
+    assert.ok(Buffer.from(await c.store.blobs.readAll(row.digest!)).equals(bytes));
+  });
+
+  it('serves a model version with Range, and the agent\'s download resumes a cut file and checks its digest', async () => {
+    const a = sites[0]!;
+    const mv = (await c.store.getModelVersion(a.task!.modelVersionId))!;
+    const whole = await c.store.blobs.readAll(mv.digest);
+    const r = await client(a.key).request('GET', `/v1/agent/models/${mv.id}`);
+    assert.ok(Buffer.from(r.body).equals(whole));
+    assert.equal(r.headers.get('x-setu-digest'), mv.digest);
+    const target = join(dir, 'model.safetensors');
+    writeFileSync(`${target}.part`, whole.subarray(0, 1000)); // what a cut download left
+    const proxy = await cuttingProxy(port, Number.MAX_SAFE_INTEGER);
+    try {
+      assert.equal(await client(a.key, `http://127.0.0.1:${proxy.port}`).download(`/v1/agent/models/${mv.id}`, target), mv.digest);
+      assert.ok(proxy.downBytes() < whole.length - 1000 + 4096, `only the missing bytes came down (${proxy.downBytes()} of ${whole.length})`);
+    } finally {
+      await proxy.close();
+    }
+    assert.ok(readFileSync(target).equals(whole));
+    writeFileSync(`${target}.part`, Buffer.from(whole.subarray(0, 1000)).fill(7)); // a corrupt prefix: refused, removed
+    await assert.rejects(client(a.key).download(`/v1/agent/models/${mv.id}`, target), /hashes to sha256/);
+    assert.ok(!existsSync(`${target}.part`), 'the corrupt part is gone: the next try starts afresh');
+    const ranged = await fetchRange(a.key, `/v1/agent/models/${mv.id}`, 'bytes=10-19');
+    assert.deepEqual([ranged.status, ranged.headers.get('content-range')], [206, `bytes 10-19/${whole.length}`]);
+    assert.ok(Buffer.from(ranged.body).equals(whole.subarray(10, 20)));
+    assert.equal((await fetchRange(a.key, `/v1/agent/models/${mv.id}`, `bytes=${whole.length}-`)).status, 416);
+  });
+
+  it('commits the round from the uploaded blobs', async () => {
+    // Every update in, the round commits from the blob store: FedAvg of 0.5, 1.5 and 1 with equal weights.
     await waitFor('round 1 committed', async () => ((await c.store.getRound(studyId, 1))?.status === 'committed' ? true : undefined), 30_000);
     const model = await c.store.latestModelVersion(studyId);
     const f32 = new Float32Array((await c.store.blobs.readAll(model!.digest)).slice(-N * 4).buffer);

@@ -23,8 +23,8 @@ interface UploadAnswer {
 export interface ChunkedUploadOptions {
   /** Told after each chunk lands: bytes the coordinator holds, of `size`. */
   onProgress?: (received: number, size: number) => void;
-  /** Told before each chunk is sent (tests watch the offsets). */
-  onChunk?: (offset: number, bytes: number) => void;
+  /** Told before each chunk is sent, and awaited (a caller may pace the upload; tests watch the offsets). */
+  onChunk?: (offset: number, bytes: number) => void | Promise<void>;
   log?: (m: string) => void;
 }
 
@@ -57,7 +57,7 @@ async function sendChunks(http: HttpClient, up: UploadAnswer, file: string, size
       const n = Math.min(up.chunkBytes, size - offset);
       const chunk = Buffer.allocUnsafe(n);
       for (let got = 0; got < n;) got += readSync(fd, chunk, got, n - got, offset + got);
-      o.onChunk?.(offset, n);
+      await o.onChunk?.(offset, n);
       try {
         offset = (await http.request('PUT', `/v1/agent/uploads/${encodeURIComponent(up.uploadId)}?offset=${offset}`, { type: 'application/octet-stream', data: chunk })).json<{ received: number }>().received;
       } catch (e) {
