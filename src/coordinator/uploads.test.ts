@@ -21,6 +21,7 @@ import { RESULT_META_KEY, type TaskMessage, type TrainerDeclaration } from '../p
 import { tensor, type Weights } from '../protocol/tensors.js';
 import { uploadInChunks } from '../site/upload.js';
 import { waitFor } from '../testing/processes.js';
+import { SQL_BACKENDS } from '../testing/backends.js';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { createInterface } from 'node:readline';
@@ -79,7 +80,9 @@ async function cuttingProxy(port: number, cutAfter: number): Promise<{ port: num
   };
 }
 
-describe('chunked uploads of fit results', () => {
+for (const backend of SQL_BACKENDS) describe(`chunked uploads of fit results (${backend.name}: ${backend.name === 'sqlite' ? 'file' : 'chunk-table'} blobs)`, async () => {
+  const skip = await backend.skip();
+  let db: { url: string; cleanup: () => Promise<void> };
   let c: RunningCoordinator;
   let dir: string;
   let port: number;
@@ -104,7 +107,8 @@ describe('chunked uploads of fit results', () => {
   };
   const admin = (method: string, path: string, json?: unknown) => call(method, path, { keyId: c.adminKey!.keyId, privateKey: c.adminKey!.privateKey }, json === undefined ? {} : { json });
   const lead = (method: string, path: string, json?: unknown) => call(method, path, leadKey, json === undefined ? {} : { json });
-  const start = () => startCoordinator({ dataDir: dir, port, tickMs: 50, server: { uploadChunkBytes: CHUNK } });
+  // SQLite keeps its blobs as files beside setu.db; PostgreSQL in its chunk table, shared by every coordinator on it.
+  const start = () => startCoordinator({ dataDir: dir, ...(backend.name === 'postgres' ? { db: db.url } : {}), port, tickMs: 50, server: { uploadChunkBytes: CHUNK } });
 
   /** An update of the study's one tensor, with the metadata a fit result carries. */
   function update(taskId: string, fill: number): Uint8Array {
@@ -122,6 +126,8 @@ describe('chunked uploads of fit results', () => {
   }
 
   before(async () => {
+    if (skip) return;
+    db = await backend.open();
     dir = mkdtempSync(join(tmpdir(), 'setu-uploads-'));
     port = 0;
     c = await start();
@@ -156,17 +162,19 @@ describe('chunked uploads of fit results', () => {
   });
 
   after(async () => {
+    if (skip) return;
     await c.close();
     rmSync(dir, { recursive: true, force: true });
+    await db.cleanup();
   });
 
-  it('refuses an update over the study\'s maxUpdateBytes with 413 naming the limit, announced or sent, changing nothing', async () => {
+  it('refuses an update over the study\'s maxUpdateBytes with 413 naming the limit, announced or sent, changing nothing', { skip }, async () => {
     const a = sites[0]!;
     await refused(413, new RegExp(`maxUpdateBytes limit of ${MAX_UPDATE} bytes`), () => call('POST', `/v1/agent/tasks/${a.task!.taskId}/uploads`, a.key, { json: { size: MAX_UPDATE + 1, digest: 'a'.repeat(64) } }));
     await refused(413, new RegExp(`maxUpdateBytes limit of ${MAX_UPDATE} bytes`), () => call('POST', `/v1/agent/tasks/${a.task!.taskId}/result`, a.key, { body: new Uint8Array(MAX_UPDATE + 10) }));
   });
 
-  it('announces idempotently, refuses a wrong offset with 409 and the received count, an oversized chunk with 413, and another site\'s upload with 404', async () => {
+  it('announces idempotently, refuses a wrong offset with 409 and the received count, an oversized chunk with 413, and another site\'s upload with 404', { skip }, async () => {
     const a = sites[0]!, b = sites[1]!;
     const bytes = update(a.task!.taskId, 0.5);
     const announce = () => call('POST', `/v1/agent/tasks/${a.task!.taskId}/uploads`, a.key, { json: { size: bytes.length, digest: sha(bytes) } });
@@ -185,7 +193,7 @@ describe('chunked uploads of fit results', () => {
     assert.deepEqual([early.status, early.json.error, early.json.received], [409, 'upload_incomplete', CHUNK]);
   });
 
-  it('refuses a whole upload whose bytes do not hash to the announced digest, and keeps nothing of it', async () => {
+  it('refuses a whole upload whose bytes do not hash to the announced digest, and keeps nothing of it', { skip }, async () => {
     const a = sites[0]!;
     const bytes = update(a.task!.taskId, 0.25);
     const before = await storeDigest(c.store, REFUSAL_TRAIL);
@@ -198,7 +206,7 @@ describe('chunked uploads of fit results', () => {
     assert.equal((await c.store.getTask(a.task!.taskId))?.status, 'delivered', 'the task stays open');
   });
 
-  it('refuses an uploaded update with a NaN like a single-body result, and keeps no blob of it', async () => {
+  it('refuses an uploaded update with a NaN like a single-body result, and keeps no blob of it', { skip }, async () => {
     const a = sites[0]!;
     const w: Weights = Object.create(null);
     w['w'] = tensor([N], new Float32Array(N).fill(0.1));
@@ -216,7 +224,7 @@ describe('chunked uploads of fit results', () => {
     });
   });
 
-  it('resumes after a connection cut mid-chunk, sending each byte about once, and the update is accepted', async () => {
+  it('resumes after a connection cut mid-chunk, sending each byte about once, and the update is accepted', { skip }, async () => {
     const a = sites[0]!;
     const bytes = update(a.task!.taskId, 0.5);
     const file = join(dir, 'a.safetensors');
@@ -239,7 +247,7 @@ describe('chunked uploads of fit results', () => {
     assert.ok(Buffer.from(await c.store.blobs.readAll(row.digest!)).equals(bytes), 'the stored update is the bytes sent');
   });
 
-  it('resumes an upload across a coordinator restart from the offset the restarted coordinator holds', async () => {
+  it('resumes an upload across a coordinator restart from the offset the restarted coordinator holds', { skip }, async () => {
     const b = sites[1]!;
     const bytes = update(b.task!.taskId, 1.5);
     const file = join(dir, 'b.safetensors');
@@ -268,7 +276,7 @@ describe('chunked uploads of fit results', () => {
     assert.ok(Buffer.from(await c.store.blobs.readAll(row.digest!)).equals(bytes));
   });
 
-  it('an agent process SIGKILLed mid-upload resumes, in its next life, from the offset the coordinator holds', async () => {
+  it('an agent process SIGKILLed mid-upload resumes, in its next life, from the offset the coordinator holds', { skip }, async () => {
     const s = sites[2]!;
     const bytes = update(s.task!.taskId, 1);
     const file = join(dir, 'c.safetensors');
@@ -309,7 +317,7 @@ describe('chunked uploads of fit results', () => {
     assert.ok(Buffer.from(await c.store.blobs.readAll(row.digest!)).equals(bytes));
   });
 
-  it('serves a model version with Range, and the agent\'s download resumes a cut file and checks its digest', async () => {
+  it('serves a model version with Range, and the agent\'s download resumes a cut file and checks its digest', { skip }, async () => {
     const a = sites[0]!;
     const mv = (await c.store.getModelVersion(a.task!.modelVersionId))!;
     const whole = await c.store.blobs.readAll(mv.digest);
@@ -335,7 +343,7 @@ describe('chunked uploads of fit results', () => {
     assert.equal((await fetchRange(a.key, `/v1/agent/models/${mv.id}`, `bytes=${whole.length}-`)).status, 416);
   });
 
-  it('commits the round from the uploaded blobs', async () => {
+  it('commits the round from the uploaded blobs', { skip }, async () => {
     // Every update in, the round commits from the blob store: FedAvg of 0.5, 1.5 and 1 with equal weights.
     await waitFor('round 1 committed', async () => ((await c.store.getRound(studyId, 1))?.status === 'committed' ? true : undefined), 30_000);
     const model = await c.store.latestModelVersion(studyId);
