@@ -20,9 +20,10 @@ import { encodeSafetensors } from '../protocol/safetensors.js';
 import { RESULT_META_KEY, type TaskMessage, type TrainerDeclaration } from '../protocol/api.js';
 import { tensor, type Weights } from '../protocol/tensors.js';
 import { uploadInChunks } from '../site/upload.js';
-import { waitFor } from '../testing/processes.js';
+import { SETU_MAIN, waitFor } from '../testing/processes.js';
 import { SQL_BACKENDS } from '../testing/backends.js';
-import { spawn } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
+import { promisify } from 'node:util';
 import { once } from 'node:events';
 import { createInterface } from 'node:readline';
 import { dirname } from 'node:path';
@@ -328,7 +329,7 @@ for (const backend of SQL_BACKENDS) describe(`chunked uploads of fit results (${
     writeFileSync(`${target}.part`, whole.subarray(0, 1000)); // what a cut download left
     const proxy = await cuttingProxy(port, Number.MAX_SAFE_INTEGER);
     try {
-      assert.equal(await client(a.key, `http://127.0.0.1:${proxy.port}`).download(`/v1/agent/models/${mv.id}`, target), mv.digest);
+      assert.equal((await client(a.key, `http://127.0.0.1:${proxy.port}`).download(`/v1/agent/models/${mv.id}`, target)).digest, mv.digest);
       assert.ok(proxy.downBytes() < whole.length - 1000 + 4096, `only the missing bytes came down (${proxy.downBytes()} of ${whole.length})`);
     } finally {
       await proxy.close();
@@ -349,5 +350,11 @@ for (const backend of SQL_BACKENDS) describe(`chunked uploads of fit results (${
     const model = await c.store.latestModelVersion(studyId);
     const f32 = new Float32Array((await c.store.blobs.readAll(model!.digest)).slice(-N * 4).buffer);
     assert.ok(Math.abs(f32[0]! - 1) < 1e-6 && Math.abs(f32[N - 1]! - 1) < 1e-6, `the aggregate is the mean: ${f32[0]}`);
+    // `setu model download` streams it to a file, verified by digest, and names its tensors from the header alone.
+    const out = join(dir, 'final.safetensors');
+    // (execFile, not execFileSync: the coordinator answering it runs in this process.)
+    const printed = JSON.parse((await promisify(execFile)(process.execPath, [SETU_MAIN, 'model', 'download', studyId, '--out', out, '--coordinator', c.url, '--data-dir', dir, '--json'], { encoding: 'utf8' })).stdout) as { sha256: string; bytes: number; tensors: Record<string, number[]> };
+    assert.deepEqual([printed.sha256, printed.bytes, printed.tensors], [model!.digest, model!.size, { w: [N] }]);
+    assert.ok(readFileSync(out).equals(await c.store.blobs.readAll(model!.digest)));
   });
 });

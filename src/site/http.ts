@@ -208,9 +208,10 @@ export class HttpClient {
   /**
    * Downloads `path` into `file`, resuming after a dropped connection or a restart of either side: the bytes
    * so far are kept in `<file>.part` and the rest asked for with `Range: bytes=<have>-`. The whole file must hash
-   * to the answer's `x-setu-digest` (sha256), else it is removed and the download refused. Returns the digest.
+   * to the answer's `x-setu-digest` (sha256), else it is removed and the download refused. Returns the digest and
+   * the last answer's headers.
    */
-  async download(path: string, file: string, timeoutMs = 60_000): Promise<string> {
+  async download(path: string, file: string, timeoutMs = 60_000): Promise<{ digest: string; headers: Record<string, string> }> {
     const part = `${file}.part`;
     const url = new URL(path, this.o.baseUrl);
     for (let attempt = 0; ; attempt++) {
@@ -230,7 +231,7 @@ export class HttpClient {
             throw new ApiError(502, 'digest_mismatch', `the download of ${path} hashes to sha256 ${actual}, not the announced ${digest}`);
           }
           renameSync(part, file);
-          return actual;
+          return { digest: actual, headers: got.headers };
         }
         if (got.status === 416) {
           rmSync(part, { force: true }); // what we hold is not a prefix of this file: start over
@@ -250,13 +251,14 @@ export class HttpClient {
 }
 
 /** One GET whose 200/206 body is written to `part` (appended from `have` for a 206), fsynced; errors as JSON. */
-function receiveToFile(url: URL, headers: Record<string, string>, part: string, have: number, signal: AbortSignal, ca: string | Buffer | undefined): Promise<{ status: number; digest?: string; error?: Record<string, unknown> & { error?: string; message?: string } }> {
+function receiveToFile(url: URL, headers: Record<string, string>, part: string, have: number, signal: AbortSignal, ca: string | Buffer | undefined): Promise<{ status: number; headers: Record<string, string>; digest?: string; error?: Record<string, unknown> & { error?: string; message?: string } }> {
   return new Promise((resolve, reject) => {
     const opts: https.RequestOptions = { method: 'GET', headers, signal };
     const req = url.protocol === 'https:' ? https.request(url, { ...opts, ...(ca ? { ca } : {}) }) : http.request(url, opts);
     req.on('response', (res) => {
       const status = res.statusCode ?? 0;
       const digest = typeof res.headers['x-setu-digest'] === 'string' ? res.headers['x-setu-digest'] : undefined;
+      const answered = Object.fromEntries(Object.entries(res.headers).flatMap(([k, v]) => (typeof v === 'string' ? [[k, v]] : [])));
       if (status !== 200 && status !== 206) {
         const chunks: Buffer[] = [];
         res.on('data', (c: Buffer) => chunks.push(c));
@@ -268,7 +270,7 @@ function receiveToFile(url: URL, headers: Record<string, string>, part: string, 
           } catch {
             /* not JSON */
           }
-          resolve({ status, ...(digest ? { digest } : {}), ...(error ? { error } : {}) });
+          resolve({ status, headers: answered, ...(digest ? { digest } : {}), ...(error ? { error } : {}) });
         });
         return;
       }
@@ -293,7 +295,7 @@ function receiveToFile(url: URL, headers: Record<string, string>, part: string, 
           closeSync(fd);
         }
         if (e || failed) reject(e ?? new Error('write failed'));
-        else resolve({ status, ...(digest ? { digest } : {}) });
+        else resolve({ status, headers: answered, ...(digest ? { digest } : {}) });
       };
       res.on('error', done);
       res.on('aborted', () => done(new Error('the connection closed mid-download')));
