@@ -6,8 +6,7 @@
  *   setu model release <study> [--status]                       the release, once every sign-off is in
  */
 import { closeSync, openSync, readSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import type { SafetensorsHeader } from '../protocol/safetensors.js';
-import { headerFrom } from '../store/blobs/model-blobs.js';
+import { headerFrom, type SafetensorsHeader } from '../protocol/safetensors.js';
 import { ApiError } from '../site/http.js';
 import type { StudyExport } from '../coordinator/study-export.js';
 import { UsageError, numFlag, operatorClient, operatorFlags, parse, studyId } from './args.js';

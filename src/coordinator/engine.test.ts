@@ -16,7 +16,7 @@ import { join } from 'node:path';
 import { openStore, StoreUnavailable, type Store } from '../store/store.js';
 import { openRawDatabase } from '../store/raw.js';
 import { EventBus } from './events.js';
-import { RoundEngine, digestHex, initialWeights, drivenAtKey, type EngineOptions } from './engine.js';
+import { RoundEngine, initialWeights, drivenAtKey, type EngineOptions } from './engine.js';
 import { encodeSafetensors, decodeSafetensors } from '../protocol/safetensors.js';
 import { RESULT_META_KEY, type ResultMeta, type StudySpec } from '../protocol/api.js';
 import { heartStudy } from '../testing/inject.js';

@@ -183,6 +183,13 @@ export function safetensorsHeaderBytes(first8: Uint8Array): number {
   return n > BigInt(MAX_HEADER_BYTES) ? 8 + MAX_HEADER_BYTES + 1 : 8 + Number(n);
 }
 
+/** The header of `size` bytes of safetensors that `read(start, end)` gives: the first 8 say how many more it takes. */
+export async function headerFrom(read: (start: number, end: number) => Promise<Uint8Array>, size: number): Promise<SafetensorsHeader> {
+  const first = await read(0, 8);
+  const need = Math.min(safetensorsHeaderBytes(first), size);
+  return readSafetensorsHeaderOf(need > 8 ? await read(0, need) : first, size);
+}
+
 /**
  * The header of a file of `totalBytes` from its first bytes only (`prefix`: at least safetensorsHeaderBytes of
  * them), with the same checks as readSafetensorsHeader: how a stored or uploaded blob is checked without reading it.

@@ -22,7 +22,7 @@ import {
 } from '../../protocol/replies.js';
 import type { StudySpec } from '../../protocol/api.js';
 import { encodeSafetensors } from '../../protocol/safetensors.js';
-import { digestHex, initialWeights } from '../engine.js';
+import { initialWeights } from '../engine.js';
 import { trainerProblems } from '../trainer-capabilities.js';
 import { declaredTrainer } from './trainer.js';
 import type { SiteMembership } from '../../store/governance.js';

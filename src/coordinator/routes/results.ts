@@ -10,9 +10,9 @@
  * A refusal (`refuser`) is counted and audited (bounded: store/audit-bounds.ts) and changes nothing else.
  */
 import { RESULT_META_KEY, ResultMetaSchema, checkValue, maxUpdateBytesOf, type ResultMeta, type StudySpec } from '../../protocol/api.js';
-import { SafetensorsError, decodeTensorValues, headerLayout, type SafetensorsHeader, type TensorEntry } from '../../protocol/safetensors.js';
+import { SafetensorsError, decodeTensorValues, headerFrom, headerLayout, type SafetensorsHeader, type TensorEntry } from '../../protocol/safetensors.js';
 import { layoutDifference, type ResolvedRules, type WeightsLayout } from '../../protocol/tensors.js';
-import { blobHeader, headerFrom } from '../../store/blobs/model-blobs.js';
+import { blobHeader } from '../../store/blobs/model-blobs.js';
 import type { BlobInfo, BlobStore } from '../../store/blobs/blob-store.js';
 import { appendAudit } from '../../governance/audit-store.js';
 import { auditsRefusal } from '../../store/audit-bounds.js';
