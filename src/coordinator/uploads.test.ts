@@ -90,6 +90,8 @@ for (const backend of SQL_BACKENDS) describe(`chunked uploads of fit results (${
   const sites: { id: string; key: Signer; task?: TaskMessage }[] = [];
   let leadKey: Signer;
   let studyId: string;
+  /** An upload started and never completed: discarded once its task's round is over. */
+  let abandoned: string;
   const client = (key?: Signer, base = c.url) => new HttpClient({ baseUrl: base, ...(key ? { signer: key } : {}), giveUpAfterMs: 30_000, maxDelayMs: 200 });
   const call = async (method: string, path: string, key: Signer | undefined, opts: { json?: unknown; body?: Uint8Array } = {}) => {
     const body = opts.json !== undefined ? { type: 'application/json', data: JSON.stringify(opts.json) } : opts.body ? { type: 'application/octet-stream', data: opts.body } : undefined;
@@ -192,6 +194,11 @@ for (const backend of SQL_BACKENDS) describe(`chunked uploads of fit results (${
     await refused(404, /no upload/, () => call('GET', `/v1/agent/uploads/${up.uploadId}`, b.key));
     const early = await call('POST', `/v1/agent/uploads/${up.uploadId}/complete`, a.key);
     assert.deepEqual([early.status, early.json.error, early.json.received], [409, 'upload_incomplete', CHUNK]);
+    // An upload of other bytes for the same task is another upload; this one will never complete (see the last test).
+    const other = update(a.task!.taskId, 0.75);
+    abandoned = (await call('POST', `/v1/agent/tasks/${a.task!.taskId}/uploads`, a.key, { json: { size: other.length, digest: sha(other) } })).json.uploadId;
+    assert.notEqual(abandoned, up.uploadId);
+    assert.equal((await call('PUT', `/v1/agent/uploads/${abandoned}?offset=0`, a.key, { body: other.subarray(0, CHUNK) })).status, 200);
   });
 
   it('refuses a whole upload whose bytes do not hash to the announced digest, and keeps nothing of it', { skip }, async () => {
@@ -356,5 +363,11 @@ for (const backend of SQL_BACKENDS) describe(`chunked uploads of fit results (${
     const printed = JSON.parse((await promisify(execFile)(process.execPath, [SETU_MAIN, 'model', 'download', studyId, '--out', out, '--coordinator', c.url, '--data-dir', dir, '--json'], { encoding: 'utf8' })).stdout) as { sha256: string; bytes: number; tensors: Record<string, number[]> };
     assert.deepEqual([printed.sha256, printed.bytes, printed.tensors], [model!.digest, model!.size, { w: [N] }]);
     assert.ok(readFileSync(out).equals(await c.store.blobs.readAll(model!.digest)));
+    // The upload that never completed is gone with its bytes, the row and the partial (a file, or chunk rows).
+    await waitFor('the abandoned upload discarded', async () => ((await c.store.getUpload(abandoned)) === undefined ? true : undefined), 10_000);
+    const tables = await c.store.dumpTables();
+    if (backend.name === 'postgres') assert.deepEqual(tables['blob_partials']!.filter((r) => r['id'] === abandoned), []);
+    else assert.ok(!existsSync(join(dir, 'blobs', 'partial', abandoned)));
+    assert.deepEqual(await c.store.staleUploads(), []);
   });
 });

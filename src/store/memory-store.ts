@@ -353,6 +353,12 @@ export class MemoryStore implements Store {
   deleteUpload(id: string): Promise<void> {
     return this.op(() => void this.delete<UploadRow>('uploads', (u) => u.id === id));
   }
+  staleUploads(): Promise<UploadRow[]> {
+    return this.op(() => this.rows<UploadRow>('uploads').filter((u) => {
+      const t = this.get<TaskRow>('tasks', u.task_id);
+      return t !== undefined && t.status !== 'issued' && t.status !== 'delivered';
+    }).sort(by((u) => u.created_at)));
+  }
   listUpdates(studyId: string, round: number): Promise<UpdateRow[]> {
     return this.op(() => this.rows<UpdateRow>('updates').filter((r) => r.study_id === studyId && r.round === round).sort(by((r) => r.site_id)));
   }

@@ -411,6 +411,9 @@ export class SqlStore implements Store {
   deleteUpload(id: string): Promise<void> {
     return uploads.deleteUpload(uploads.uploadsDb(this.db), id);
   }
+  staleUploads(): Promise<UploadRow[]> {
+    return uploads.staleUploads(uploads.uploadsDb(this.db));
+  }
   async countUpdates(studyId: string, round: number): Promise<number> {
     const r = await this.db.selectFrom('updates').select((eb) => eb.fn.countAll<number>().as('n')).where('study_id', '=', studyId).where('round', '=', round).executeTakeFirstOrThrow();
     return num(r.n);

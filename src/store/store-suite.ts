@@ -168,6 +168,19 @@ export function storeSuite(b: StoreBackend): void {
         assert.equal(await store.getKv('half-done'), undefined);
       });
 
+      it('keeps chunked uploads: one per task and digest, found again, stale once their task is closed', { skip }, async () => {
+        const up = { id: 'u1', task_id: 't2-a', site_id: 'a', digest: 'd'.repeat(64), size: 10, created_at: now };
+        await store.createUpload(up);
+        await assert.rejects(store.createUpload({ ...up, id: 'u2' }), StoreConflict, 'the same task and digest: one upload');
+        await assert.rejects(store.createUpload({ ...up, digest: 'e'.repeat(64) }), StoreConflict, 'the id is taken');
+        assert.deepEqual([await store.getUpload('u1'), await store.findUpload('t2-a', up.digest), await store.findUpload('t2-a', 'e'.repeat(64))], [up, up, undefined]);
+        await store.createUpload({ ...up, id: 'u3', task_id: 't-a' }); // t-a is done: nothing will complete u3
+        assert.deepEqual((await store.staleUploads()).map((u) => u.id), ['u3']);
+        await store.deleteUpload('u3');
+        await store.deleteUpload('u1');
+        assert.deepEqual([await store.getUpload('u1'), await store.staleUploads()], [undefined, []]);
+      });
+
       it('refuses an open task once; a restarted round issues its live tasks again and keeps the refused one closed', { skip }, async () => {
         assert.equal(await store.refuseTask('t2-b', now), true);
         assert.equal(await store.refuseTask('t2-b', now), false);

@@ -176,6 +176,8 @@ export interface Store {
   /** The upload of this task's result with these bytes, if one was started. */
   findUpload(taskId: string, digest: string): Promise<UploadRow | undefined>;
   deleteUpload(id: string): Promise<void>;
+  /** Uploads whose task is closed, so nothing will complete them (their partial bytes are for the caller to discard). */
+  staleUploads(): Promise<UploadRow[]>;
   listUpdates(studyId: string, round: number): Promise<UpdateRow[]>;
   countUpdates(studyId: string, round: number): Promise<number>;
   /** Model version, metrics, strategy state, round status and study progress in one transaction; StoreConflict when the round is not open. */

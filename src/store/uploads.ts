@@ -45,6 +45,13 @@ export async function findUpload(db: UploadsDb, taskId: string, digest: string):
   const r = await db.selectFrom('uploads').selectAll().where('task_id', '=', taskId).where('digest', '=', digest).executeTakeFirst();
   return r && norm(r);
 }
+/** Uploads whose task is closed (done, refused, failed, expired): nothing will complete them. */
+export async function staleUploads(db: UploadsDb): Promise<UploadsTable[]> {
+  const rows = await (db as unknown as Kysely<UploadsDatabase & { tasks: { id: string; status: string } }>)
+    .selectFrom('uploads').innerJoin('tasks', 'tasks.id', 'uploads.task_id').selectAll('uploads')
+    .where('tasks.status', 'not in', ['issued', 'delivered']).orderBy('uploads.created_at').execute();
+  return rows.map(norm);
+}
 export async function deleteUpload(db: UploadsDb, id: string): Promise<void> {
   await db.deleteFrom('uploads').where('id', '=', id).execute();
 }

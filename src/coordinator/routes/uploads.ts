@@ -14,6 +14,7 @@
  * same audit entry; a refused or mismatched upload is gone afterwards and changes nothing else (a refusal is
  * counted and audited, as for the result route). An update over its study's maxUpdateBytes is refused with 413
  * when announced; a chunk may never exceed chunkBytes (the route's body limit) nor run past the announced size.
+ * An upload whose task closed before it completed is discarded (partial bytes and row) when its round moves on.
  */
 import { randomBytes } from 'node:crypto';
 import type { FastifyReply } from 'fastify';
@@ -34,6 +35,23 @@ export const uploadRoutes: RoutePlugin = async (app, ctx) => {
   const version = globalVersions(store);
   /** Completions of one upload run one at a time in this process (a retry racing the first sees its outcome). */
   const completing = new Map<string, Promise<unknown>>();
+
+  // An upload whose task closed (its round committed or expired, the study stopped) will never complete: its
+  // partial bytes go, after each such event in this process and once at start (a coordinator restarted).
+  let sweeping: Promise<void> = Promise.resolve();
+  const sweep = () => {
+    sweeping = sweeping.then(async () => {
+      for (const u of await store.staleUploads()) {
+        await (await store.blobs.partial(u.id)).discard();
+        await store.deleteUpload(u.id);
+      }
+    }).catch((e: unknown) => app.log.warn({ err: e }, 'could not discard the uploads of closed tasks; the next round retries'));
+  };
+  ctx.bus.on((e) => {
+    if (e.type === 'round.committed' || e.type === 'round.opened' || (e.type === 'study.status' && e.status !== 'running')) sweep();
+  });
+  sweep();
+  app.addHook('onClose', async () => sweeping);
 
   const answer = async (u: UploadRow) => ({ uploadId: u.id, taskId: u.task_id, size: u.size, digest: u.digest, received: await (await store.blobs.partial(u.id)).received(), chunkBytes });
 
