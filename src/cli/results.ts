@@ -5,9 +5,9 @@
  *   setu model signoff <study> [--site S]                       a sign-off the jurisdiction policies ask for
  *   setu model release <study> [--status]                       the release, once every sign-off is in
  */
-import { createHash } from 'node:crypto';
-import { writeFileSync } from 'node:fs';
-import { decodeSafetensors } from '../protocol/safetensors.js';
+import { closeSync, openSync, readSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { headerFrom, type SafetensorsHeader } from '../protocol/safetensors.js';
+import { ApiError } from '../site/http.js';
 import type { StudyExport } from '../coordinator/study-export.js';
 import { UsageError, numFlag, operatorClient, operatorFlags, parse, studyId } from './args.js';
 import { table } from './table.js';
@@ -55,22 +55,29 @@ export async function modelResultsCommand(sub: string | undefined, argv: string[
     const round = numFlag(v.round, 'round', true);
     if (round !== undefined && round < 0) throw new UsageError(`--round must be 0 or more, got ${round}`);
     const api = operatorClient(v);
-    const r = await api.request('GET', `/v1/studies/${enc(await studyId(api, id))}/model${round !== undefined ? `?round=${round}` : ''}`);
-    const digest = createHash('sha256').update(r.body).digest('hex');
-    const claimed = r.headers.get('x-setu-digest');
-    if (claimed && claimed !== digest) throw new OperatorError(`the model arrived damaged: sha256 ${digest}, the coordinator says ${claimed}; nothing was written`);
-    // Refuse to write what is not a model: the file must decode as the safetensors the study trains.
-    let tensors;
+    // Streamed to a file beside --out (a model may be GBs), resumed after a cut connection, verified by its sha256.
+    const fetched = `${v.out}.download`;
+    let got;
     try {
-      tensors = decodeSafetensors(r.body).weights;
+      got = await api.download(`/v1/studies/${enc(await studyId(api, id))}/model${round !== undefined ? `?round=${round}` : ''}`, fetched);
     } catch (e) {
+      if (e instanceof ApiError && e.code === 'digest_mismatch') throw new OperatorError(`the model arrived damaged (${e.message}); nothing was written`, { cause: e });
+      throw e;
+    }
+    // Refuse to write what is not a model: the file must read as safetensors (its header, without loading the values).
+    let header;
+    try {
+      header = await fileSafetensorsHeader(fetched);
+    } catch (e) {
+      rmSync(fetched, { force: true });
       throw new OperatorError(`the coordinator sent no readable model (${(e as Error).message}); nothing was written`, { cause: e });
     }
-    writeFileSync(v.out, r.body);
-    const version = r.headers.get('x-setu-model-version') ?? '?';
-    const shapes = Object.entries(tensors).map(([name, t]) => `${name} [${t.shape.join(', ')}]`).join(', ');
-    if (v.json) out(JSON.stringify({ file: v.out, study: id, modelVersion: version, sha256: digest, bytes: r.body.byteLength, tensors: Object.fromEntries(Object.entries(tensors).map(([n, t]) => [n, t.shape])) }));
-    else out(`wrote ${v.out}: model ${version} of study ${id} (${r.body.byteLength} bytes, sha256 ${digest}); tensors ${shapes}`);
+    renameSync(fetched, v.out);
+    const bytes = statSync(v.out).size;
+    const version = got.headers['x-setu-model-version'] ?? '?';
+    const shapes = header.tensors.map((t) => `${t.name} [${t.shape.join(', ')}]`).join(', ');
+    if (v.json) out(JSON.stringify({ file: v.out, study: id, modelVersion: version, sha256: got.digest, bytes, tensors: Object.fromEntries(header.tensors.map((t) => [t.name, t.shape])) }));
+    else out(`wrote ${v.out}: model ${version} of study ${id} (${bytes} bytes, sha256 ${got.digest}); tensors ${shapes}`);
     return 0;
   }
   if (sub === 'signoff') {
@@ -99,4 +106,18 @@ export async function modelResultsCommand(sub: string | undefined, argv: string[
     return 0;
   }
   throw new UsageError(`unknown: setu model ${sub ?? ''} (card, download, signoff, release)`);
+}
+
+/** The safetensors header of a file, reading only its first bytes. */
+async function fileSafetensorsHeader(file: string): Promise<SafetensorsHeader> {
+  const fd = openSync(file, 'r');
+  try {
+    return await headerFrom(async (start, end) => {
+      const buf = Buffer.alloc(Math.max(0, end - start));
+      const n = readSync(fd, buf, 0, buf.length, start);
+      return new Uint8Array(buf.buffer, buf.byteOffset, n);
+    }, statSync(file).size);
+  } finally {
+    closeSync(fd);
+  }
 }

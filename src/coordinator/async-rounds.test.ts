@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { openStore, StoreConflict, type Store } from '../store/store.js';
 import { EventBus } from './events.js';
-import { RoundEngine, digestHex, initialWeights } from './engine.js';
+import { RoundEngine, initialWeights } from './engine.js';
 import { encodeSafetensors, decodeSafetensors } from '../protocol/safetensors.js';
 import { RESULT_META_KEY, StudySpecSchema, checkValue, type ResultMeta, type StudySpec } from '../protocol/api.js';
 import { heartStudy } from '../testing/inject.js';
@@ -49,8 +49,8 @@ async function fixture(over: Partial<StudySpec> = {}, nSites = 3, backend: 'memo
   }
   const spec: StudySpec = { ...heartStudy('async', sites.map((_, i) => `hospital-${i}`), 3), roundTimeoutSeconds: 60, async: { bufferSize: 2 }, ...over };
   await store.createStudy({ id: STUDY, name: spec.name, spec: JSON.stringify(spec), status: 'created', current_round: 0, participants: null, created_by: 'lead', created_at: T0, updated_at: T0, claimed_by: null, claimed_until: null, error: null });
-  const weights = encodeSafetensors(initialWeights(spec));
-  await store.startStudy(STUDY, sites, { id: `${STUDY}.v0`, study_id: STUDY, round: 0, weights, digest: digestHex(weights), created_at: T0 }, T0);
+  const { digest, size } = await store.blobs.put(encodeSafetensors(initialWeights(spec)));
+  await store.startStudy(STUDY, sites, { id: `${STUDY}.v0`, study_id: STUDY, round: 0, digest, size, created_at: T0 }, T0);
   const keys = generateSigningKeys();
   const audit = { privateKey: importPrivateKey(keys.privateKeyPem), publicKeyRaw: keys.publicKeyRaw };
   return { store, clock, spec, dir, engine: (s = store) => new RoundEngine(s, new EventBus(), { instanceId: 'coord-a', now: () => clock.t, audit }) };
@@ -61,11 +61,11 @@ async function report(store: Store, clock: { t: number }, siteId: string, numExa
   const task = (await store.listTasks(STUDY, ASYNC_ROUND)).find((t) => t.site_id === siteId && (t.status === 'issued' || t.status === 'delivered'));
   assert.ok(task, `${siteId} holds an open task`);
   const meta: ResultMeta = { taskId: task.id, numExamples, trainMetrics: { loss: 0.5 }, evalMetrics: { accuracy: 0.5 } };
-  const local = decodeSafetensors((await store.getModelVersion(task.model_version_id))!.weights).weights;
+  const local = decodeSafetensors(await store.blobs.readAll((await store.getModelVersion(task.model_version_id))!.digest)).weights;
   const k = Number(siteId.replace('site', '')) + 1;
   for (const t of Object.values(local)) for (let i = 0; i < t.data.length; i++) t.data[i] = t.data[i]! + 0.01 * k;
-  const weights = encodeSafetensors(local, { [RESULT_META_KEY]: JSON.stringify(meta) });
-  await store.acceptUpdate({ task_id: task.id, study_id: STUDY, round: ASYNC_ROUND, site_id: siteId, weights, digest: digestHex(weights), num_examples: numExamples, metrics: JSON.stringify(meta), received_at: clock.t++ });
+  const blob = await store.blobs.put(encodeSafetensors(local, { [RESULT_META_KEY]: JSON.stringify(meta) }));
+  await store.acceptUpdate({ task_id: task.id, study_id: STUDY, round: ASYNC_ROUND, site_id: siteId, digest: blob.digest, size: blob.size, num_examples: numExamples, metrics: JSON.stringify(meta), received_at: clock.t++ });
   return { taskId: task.id, base: task.model_version_id };
 }
 
@@ -73,7 +73,7 @@ async function openTasks(store: Store): Promise<Record<string, string>> {
   return Object.fromEntries((await store.listTasks(STUDY, ASYNC_ROUND)).filter((t) => t.status === 'issued' || t.status === 'delivered').map((t) => [t.site_id, t.model_version_id]));
 }
 
-const model = async (store: Store, v: number): Promise<Weights> => decodeSafetensors((await store.getModelVersion(`${STUDY}.v${v}`))!.weights).weights;
+const model = async (store: Store, v: number): Promise<Weights> => decodeSafetensors(await store.blobs.readAll((await store.getModelVersion(`${STUDY}.v${v}`))!.digest)).weights;
 
 test('a slow site never holds the others back: every two updates make a version, the slow one folds later, weighted by its staleness', async () => {
   const f = await fixture();

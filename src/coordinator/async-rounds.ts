@@ -40,9 +40,7 @@ import { hostStrategy } from './strategy-host.js';
 import { clientNoiseMultiplier } from './privacy.js';
 import { CryptoNormal } from '../privacy/noise.js';
 import { foldBuffer, stalenessWeight, type BufferedUpdate } from './async-fold.js';
-import { createHash } from 'node:crypto';
 
-const digestHex = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex');
 
 /** The round that holds an asynchronous study's tasks and updates while it trains (round 0 is the prepare round). */
 export const ASYNC_ROUND = 1;
@@ -62,19 +60,20 @@ export interface AsyncRoundsContext {
 /** A task's id: the study, the site and the version it trains from (one task per site per version). */
 export const asyncTaskId = (studyId: string, siteId: string, version: number) => `${studyId}.r${ASYNC_ROUND}.${siteId}.v${version}`;
 
-// The only places that touch model and update bytes (they move to store.blobs, read by digest).
+// The only places that touch model and update bytes (in store.blobs, by digest): a buffer's updates are small enough to hold.
 /** An update's bytes. */
-async function updateBytes(_store: Store, u: UpdateRow): Promise<Uint8Array> {
-  if (!u.weights) throw new Error(`update of task ${u.task_id} has no weights`);
-  return u.weights;
+async function updateBytes(store: Store, u: UpdateRow): Promise<Uint8Array> {
+  if (!u.digest || u.size === null) throw new Error(`update of task ${u.task_id} has no weights`);
+  return store.blobs.readAll(u.digest);
 }
 /** A model version's bytes. */
-async function versionBytes(_store: Store, row: ModelVersionRow): Promise<Uint8Array> {
-  return row.weights;
+async function versionBytes(store: Store, row: ModelVersionRow): Promise<Uint8Array> {
+  return store.blobs.readAll(row.digest);
 }
 /** The row of a new model version holding `bytes`. */
-async function newVersionRow(_store: Store, base: Omit<ModelVersionRow, 'weights' | 'digest'>, bytes: Uint8Array): Promise<ModelVersionRow> {
-  return { ...base, weights: bytes, digest: digestHex(bytes) };
+async function newVersionRow(store: Store, base: Omit<ModelVersionRow, 'size' | 'digest'>, bytes: Uint8Array): Promise<ModelVersionRow> {
+  const { digest, size } = await store.blobs.put(bytes);
+  return { ...base, digest, size };
 }
 
 /** An asynchronous study's problems known at creation, each naming its field and what is allowed. */

@@ -173,17 +173,41 @@ function writeValues(out: Uint8Array, at: number, d: Float32Array, dtype: DType,
  */
 export function readSafetensorsHeader(bytes: Uint8Array, opts: DecodeOptions = {}): SafetensorsHeader {
   if (!(bytes instanceof Uint8Array)) throw new SafetensorsError('input must be a Uint8Array');
-  if (opts.maxBytes !== undefined && bytes.length > opts.maxBytes) {
-    throw new SafetensorsError(`file is ${bytes.length} bytes, over the limit of ${opts.maxBytes}`);
+  return readSafetensorsHeaderOf(bytes, bytes.length, opts);
+}
+
+/** Bytes a file's header needs: 8 + its length (the first 8 bytes); 0 when the file is too short to say. */
+export function safetensorsHeaderBytes(first8: Uint8Array): number {
+  if (first8.length < 8) return 0;
+  const n = new DataView(first8.buffer, first8.byteOffset, 8).getBigUint64(0, true);
+  return n > BigInt(MAX_HEADER_BYTES) ? 8 + MAX_HEADER_BYTES + 1 : 8 + Number(n);
+}
+
+/** The header of `size` bytes of safetensors that `read(start, end)` gives: the first 8 say how many more it takes. */
+export async function headerFrom(read: (start: number, end: number) => Promise<Uint8Array>, size: number): Promise<SafetensorsHeader> {
+  const first = await read(0, 8);
+  const need = Math.min(safetensorsHeaderBytes(first), size);
+  return readSafetensorsHeaderOf(need > 8 ? await read(0, need) : first, size);
+}
+
+/**
+ * The header of a file of `totalBytes` from its first bytes only (`prefix`: at least safetensorsHeaderBytes of
+ * them), with the same checks as readSafetensorsHeader: how a stored or uploaded blob is checked without reading it.
+ */
+export function readSafetensorsHeaderOf(prefix: Uint8Array, totalBytes: number, opts: DecodeOptions = {}): SafetensorsHeader {
+  const bytes = prefix;
+  if (opts.maxBytes !== undefined && totalBytes > opts.maxBytes) {
+    throw new SafetensorsError(`file is ${totalBytes} bytes, over the limit of ${opts.maxBytes}`);
   }
-  if (bytes.length < 8) throw new SafetensorsError(`file is ${bytes.length} bytes, too short for the 8-byte header length`);
+  if (totalBytes < 8 || bytes.length < 8) throw new SafetensorsError(`file is ${totalBytes} bytes, too short for the 8-byte header length`);
   const n64 = new DataView(bytes.buffer, bytes.byteOffset, 8).getBigUint64(0, true);
-  if (n64 > BigInt(bytes.length - 8)) {
-    throw new SafetensorsError(`header length ${n64} runs past the end of the file (${bytes.length - 8} bytes follow)`);
+  if (n64 > BigInt(totalBytes - 8)) {
+    throw new SafetensorsError(`header length ${n64} runs past the end of the file (${totalBytes - 8} bytes follow)`);
   }
   const n = Number(n64);
   if (n > MAX_HEADER_BYTES) throw new SafetensorsError(`header length ${n} exceeds the ${MAX_HEADER_BYTES}-byte limit`);
   if (n < 2) throw new SafetensorsError(`header length ${n} is too short for a JSON object`);
+  if (bytes.length < 8 + n) throw new SafetensorsError(`the header's ${n} bytes are not all among the ${bytes.length - 8} read`);
   const headerBytes = bytes.subarray(8, 8 + n);
   // The spec requires the header to start with '{' (so it cannot be any other JSON value).
   if (headerBytes[0] !== 0x7b) throw new SafetensorsError('header must start with "{"');
@@ -205,7 +229,7 @@ export function readSafetensorsHeader(bytes: Uint8Array, opts: DecodeOptions = {
   if (header === null || typeof header !== 'object' || Array.isArray(header)) {
     throw new SafetensorsError('header must be a JSON object');
   }
-  const bufferLen = bytes.length - 8 - n;
+  const bufferLen = totalBytes - 8 - n;
   const metadata = readMetadata(Object.hasOwn(header, '__metadata__') ? header.__metadata__ : undefined);
   const tensors: TensorEntry[] = [];
   for (const [name, info] of Object.entries(header)) {
@@ -303,6 +327,14 @@ function halves(): Float32Array {
     for (let h = 0; h < 65536; h++) halfTable[h] = halfToFloat(h);
   }
   return halfTable;
+}
+
+/**
+ * The float32 values of bytes of one tensor (a whole tensor, or a run of its elements: an update read chunk by
+ * chunk); integers out of float32's exact range are refused (SafetensorsError).
+ */
+export function decodeTensorValues(src: Uint8Array, dtype: DType, name: string): Float32Array {
+  return toFloat32(src, dtype, name);
 }
 
 function toFloat32(src: Uint8Array, dtype: DType, name: string): Float32Array {

@@ -84,7 +84,7 @@ export async function unfoldedUpdates(db: AsyncDb, studyId: string, round: numbe
     .where('updates.study_id', '=', studyId).where('updates.round', '=', round)
     .where((eb) => eb.not(eb.exists(eb.selectFrom('async_contributions').select('async_contributions.task_id').whereRef('async_contributions.task_id', '=', 'updates.task_id'))))
     .orderBy('updates.received_at').orderBy('updates.task_id').execute();
-  return rows.map((r) => ({ ...r, round: num(r.round), num_examples: num(r.num_examples), received_at: num(r.received_at), weights: r.weights == null ? null : new Uint8Array(r.weights as Uint8Array) }));
+  return rows.map((r) => ({ ...r, round: num(r.round), num_examples: num(r.num_examples), received_at: num(r.received_at), size: r.size == null ? null : num(r.size) }));
 }
 
 export async function listContributions(db: AsyncDb, studyId: string): Promise<AsyncContributionsTable[]> {

@@ -25,6 +25,7 @@ import type { CountedRefusal } from './audit-bounds.js';
 import type { TaskErrorsTable } from './task-errors.js';
 import type { BlobStore } from './blobs/blob-store.js';
 import type { AsyncContributionsTable, CommitVersionArgs } from './async.js';
+import type { UploadsTable } from './uploads.js';
 
 export type SiteRow = SitesTable;
 export type StudyRow = StudiesTable;
@@ -45,6 +46,8 @@ export type { CountedRefusal };
 export type TaskErrorRow = TaskErrorsTable;
 export type AsyncContributionRow = AsyncContributionsTable;
 export type { CommitVersionArgs };
+/** A chunked upload of a task's result (uploads.ts); its bytes so far are `store.blobs.partial(id)`. */
+export type UploadRow = UploadsTable;
 
 /** Thrown when a state change is refused because the row is not in the state the caller expected, or a unique key is taken. */
 export class StoreConflict extends Error {
@@ -137,7 +140,7 @@ export interface Store {
   // ---- model versions ----
   putModelVersion(row: ModelVersionRow): Promise<void>;
   getModelVersion(id: string): Promise<ModelVersionRow | undefined>;
-  listModelVersions(studyId: string): Promise<Omit<ModelVersionRow, 'weights'>[]>;
+  listModelVersions(studyId: string): Promise<ModelVersionRow[]>;
   latestModelVersion(studyId: string): Promise<ModelVersionRow | undefined>;
 
   // ---- rounds, tasks, updates ----
@@ -168,6 +171,16 @@ export interface Store {
   resetRound(studyId: string, round: number): Promise<void>;
   /** Records a result and closes its task together; StoreConflict when the task or its round is no longer open. */
   acceptUpdate(update: UpdateRow, inTx?: (tx: Store) => Promise<void>): Promise<void>;
+
+  // ---- chunked uploads (uploads.ts; the bytes are store.blobs.partial(id)) ----
+  /** StoreConflict when the id, or the task and digest, are taken. */
+  createUpload(row: UploadRow): Promise<void>;
+  getUpload(id: string): Promise<UploadRow | undefined>;
+  /** The upload of this task's result with these bytes, if one was started. */
+  findUpload(taskId: string, digest: string): Promise<UploadRow | undefined>;
+  deleteUpload(id: string): Promise<void>;
+  /** Uploads whose task is closed, so nothing will complete them (their partial bytes are for the caller to discard). */
+  staleUploads(): Promise<UploadRow[]>;
   listUpdates(studyId: string, round: number): Promise<UpdateRow[]>;
   countUpdates(studyId: string, round: number): Promise<number>;
   /** Model version, metrics, strategy state, round status and study progress in one transaction; StoreConflict when the round is not open. */
@@ -285,7 +298,8 @@ export interface Store {
  * path (SQLite). SQL stores are migrated before this returns; `onConnectionError` hears of PostgreSQL
  * connections the server dropped (the store reconnects by itself; default: a line on stderr).
  */
-export async function openStore(url: string, opts: { onConnectionError?: (e: Error) => void } = {}): Promise<Store> {
+/** `blobDir`: model versions' and updates' bytes as files there (SqlStoreOptions.blobDir); ignored by `memory:`. */
+export async function openStore(url: string, opts: { onConnectionError?: (e: Error) => void; blobDir?: string } = {}): Promise<Store> {
   if (url === 'memory:') {
     const { MemoryStore } = await import('./memory-store.js');
     return new MemoryStore();

@@ -108,8 +108,7 @@ async function runMode(mode: 'sync' | 'async', o: AsyncHeartOptions): Promise<Mo
     const points: Point[] = [];
     try {
       for (const v of await store.listModelVersions(id)) {
-        const row = (await store.getModelVersion(v.id))!;
-        points.push({ version: v.round, seconds: v.round === 0 ? 0 : (v.created_at - t0) / 1000, accuracy: pooledAccuracy(row.weights) });
+        points.push({ version: v.round, seconds: v.round === 0 ? 0 : (v.created_at - t0) / 1000, accuracy: pooledAccuracy(await store.blobs.readAll(v.digest)) });
       }
     } finally {
       await store.close();
