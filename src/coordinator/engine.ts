@@ -26,6 +26,7 @@ import { torchLinearInit } from '../learning/torch-init.js';
 import { linearCoxTorchInit } from '../learning/models/cox.js';
 import { combineSums, statsFromSums } from '../learning/federated-stats.js';
 import { hostStrategy, type FitResultIn, type HostedStrategy } from './strategy-host.js';
+import { aggregateRound, resultsOf } from './fit-aggregate.js';
 import { commitTransitions, eligibleParticipants, loadLifecycle } from '../governance/study-governance.js';
 import { complete as lifecycleComplete, stop as lifecycleStop } from '../governance/lifecycle.js';
 import { ensureModelCard } from '../governance/model-card.js';
@@ -33,7 +34,7 @@ import { appendAudit, type AuditKey } from '../governance/audit-store.js';
 import { DEFAULT_STAGE_TIMEOUT_S, SecAggSessions, newSession, restartRound, secAggPlus } from './secagg.js';
 import { clientLevelDp } from './privacy.js';
 import type { RoundRow } from '../store/store.js';
-import { aggregatePart, mergeAggregate, rulesOf } from './study-model.js';
+import { aggregatePart, rulesOf } from './study-model.js';
 import { driveAnalyticsRound, openAnalyticsRound, type AnalyticsRoundsContext } from './analytics-rounds.js';
 import { decideRound, secaggShortfall, stopStudy, type RoundCloseDeps } from './round-close.js';
 
@@ -488,22 +489,11 @@ export class RoundEngine {
     const now = this.now();
     const globalRow = await this.store.latestModelVersion(study.id);
     if (!globalRow) throw new Error('no global model');
-    // The strategy sees the aggregated tensors only; local and skipped ones carry over unchanged (study-model.ts).
-    const model = decodeSafetensors(globalRow.weights).weights;
-    const rules = rulesOf(spec, Object.keys(model));
-    const global = aggregatePart(model, rules);
     const host = await this.strategyFor(study, spec);
-    // A masked update (SecAgg+) has no weights row: its result carries only the site's metadata (for metrics).
-    const results: FitResultIn[] = updates.map((u) => ({
-      siteId: u.site_id,
-      weights: u.weights ? decodeSafetensors(u.weights).weights : {},
-      numExamples: u.num_examples,
-      meta: JSON.parse(u.metrics) as ResultMeta,
-    }));
+    const results = resultsOf(updates);
     const asked = (await this.store.listTasks(study.id, round)).length;
-    const aggregated = host.aggregateFit(round, global, { results, asked });
-    const next = mergeAggregate(model, aggregated, rules);
-    const bytes = encodeSafetensors(next, { study: study.id, round: String(round) });
+    // Streamed from the updates' bytes when the strategy is elementwise, else in memory (fit-aggregate.ts).
+    const bytes = await aggregateRound({ spec, host, round, global: globalRow.weights, updates, asked, metadata: { study: study.id, round: String(round) }, blobs: this.store.blobs });
     const state = host.getState();
     const metrics = fitMetrics(study.id, round, results);
     for (const m of host.roundMetrics?.(round) ?? []) metrics.push({ study_id: study.id, round, site_id: null, ...m });

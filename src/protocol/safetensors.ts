@@ -85,6 +85,41 @@ function elementCount(shape: number[], where: string): number {
  */
 export function encodeSafetensors(weights: Weights, metadata?: Record<string, string>): Uint8Array {
   const names = Object.keys(weights).sort();
+  const entries = names.map((name) => {
+    const t = weights[name]!;
+    const where = `tensor "${name}"`;
+    const shape = checkShape(t.shape, where);
+    const n = elementCount(shape, where);
+    if (!(t.data instanceof Float32Array)) throw new SafetensorsError(`${where}: data must be a Float32Array`);
+    if (t.data.length !== n) throw new SafetensorsError(`${where}: data length ${t.data.length} does not match shape [${shape}]`);
+    return { name, dtype: dtypeOf(t), shape };
+  });
+  const head = encodeSafetensorsHeader(entries, metadata);
+  const out = new Uint8Array(head.bytes.length + head.dataBytes);
+  out.set(head.bytes, 0);
+  let at = head.bytes.length;
+  for (const name of names) {
+    const t = weights[name]!;
+    at += writeValues(out, at, t.data, dtypeOf(t), `tensor "${name}"`);
+  }
+  return out;
+}
+
+/** The start of a safetensors file: the 8-byte length, the JSON header (padded), and where each tensor's bytes go. */
+export interface EncodedHeader {
+  /** The 8-byte length and the header, padded so the byte buffer starts on an 8-byte boundary. */
+  bytes: Uint8Array;
+  /** Each tensor's [begin, end) in the byte buffer, in `entries`' order. */
+  offsets: [number, number][];
+  /** Length of the byte buffer that follows. */
+  dataBytes: number;
+}
+
+/**
+ * The header encodeSafetensors writes for tensors in `entries`' order (it passes them sorted by name): a writer that
+ * streams the values afterwards (coordinator/stream-aggregate.ts) produces the very bytes encodeSafetensors would.
+ */
+export function encodeSafetensorsHeader(entries: readonly { name: string; dtype: DType; shape: readonly number[] }[], metadata?: Record<string, string>): EncodedHeader {
   const header = Object.create(null) as Record<string, unknown>;
   if (metadata !== undefined && Object.keys(metadata).length > 0) {
     const meta = Object.create(null) as Record<string, string>;
@@ -95,19 +130,16 @@ export function encodeSafetensors(weights: Weights, metadata?: Record<string, st
     header.__metadata__ = meta;
   }
   let offset = 0;
-  for (const name of names) {
+  const offsets: [number, number][] = [];
+  for (const { name, dtype, shape } of entries) {
     if (name === '' || name === '__metadata__') throw new SafetensorsError(`tensor name ${JSON.stringify(name)} is reserved or empty`);
-    const t = weights[name]!;
     const where = `tensor "${name}"`;
-    const shape = checkShape(t.shape, where);
-    const n = elementCount(shape, where);
-    if (!(t.data instanceof Float32Array)) throw new SafetensorsError(`${where}: data must be a Float32Array`);
-    if (t.data.length !== n) throw new SafetensorsError(`${where}: data length ${t.data.length} does not match shape [${shape}]`);
-    const dtype = dtypeOf(t);
+    const n = elementCount(checkShape([...shape], where), where);
     if (!isDType(dtype)) throw new SafetensorsError(`${where}: unsupported dtype ${JSON.stringify(dtype)} (supported: ${DTYPES.join(', ')})`);
     const size = DTYPE_BYTES[dtype] * n;
     const info = { dtype, shape: [...shape], data_offsets: [offset, offset + size] };
     Object.defineProperty(header, name, { value: info, enumerable: true, writable: true, configurable: true });
+    offsets.push([offset, offset + size]);
     offset += size;
   }
   let json = JSON.stringify(header);
@@ -117,15 +149,23 @@ export function encodeSafetensors(weights: Weights, metadata?: Record<string, st
     json += ' '.repeat(pad);
     headerBytes = new TextEncoder().encode(json);
   }
-  const out = new Uint8Array(8 + headerBytes.length + offset);
-  new DataView(out.buffer).setBigUint64(0, BigInt(headerBytes.length), true);
-  out.set(headerBytes, 8);
-  let at = 8 + headerBytes.length;
-  for (const name of names) {
-    const t = weights[name]!;
-    at += writeValues(out, at, t.data, dtypeOf(t), `tensor "${name}"`);
-  }
+  const bytes = new Uint8Array(8 + headerBytes.length);
+  new DataView(bytes.buffer).setBigUint64(0, BigInt(headerBytes.length), true);
+  bytes.set(headerBytes, 8);
+  return { bytes, offsets, dataBytes: offset };
+}
+
+/** `d` as the little-endian bytes of `dtype` (integer dtypes: rounded half to even, refused out of range). */
+export function encodeValues(d: Float32Array, dtype: DType, where: string): Uint8Array {
+  const out = new Uint8Array(d.length * DTYPE_BYTES[dtype]);
+  writeValues(out, 0, d, dtype, where);
   return out;
+}
+
+/** Values of one tensor's bytes (or a whole-element slice of them) as float32; SafetensorsError on an integer float32 cannot hold. */
+export function decodeValues(src: Uint8Array, dtype: DType, name: string): Float32Array {
+  if (src.length % DTYPE_BYTES[dtype] !== 0) throw new SafetensorsError(`tensor "${name}": ${src.length} bytes are not whole ${dtype} elements`);
+  return toFloat32(src, dtype, name);
 }
 
 /** Writes `d` as `dtype` at `out[at…]`; returns the bytes written. */
@@ -173,18 +213,35 @@ function writeValues(out: Uint8Array, at: number, d: Float32Array, dtype: DType,
  */
 export function readSafetensorsHeader(bytes: Uint8Array, opts: DecodeOptions = {}): SafetensorsHeader {
   if (!(bytes instanceof Uint8Array)) throw new SafetensorsError('input must be a Uint8Array');
-  if (opts.maxBytes !== undefined && bytes.length > opts.maxBytes) {
-    throw new SafetensorsError(`file is ${bytes.length} bytes, over the limit of ${opts.maxBytes}`);
-  }
-  if (bytes.length < 8) throw new SafetensorsError(`file is ${bytes.length} bytes, too short for the 8-byte header length`);
-  const n64 = new DataView(bytes.buffer, bytes.byteOffset, 8).getBigUint64(0, true);
-  if (n64 > BigInt(bytes.length - 8)) {
-    throw new SafetensorsError(`header length ${n64} runs past the end of the file (${bytes.length - 8} bytes follow)`);
-  }
+  return parseSafetensorsHeader(bytes, bytes.length, opts);
+}
+
+/**
+ * How many bytes of a file of `totalBytes` hold its length and header, from its first 8 bytes: what a reader of a
+ * stored blob fetches before `parseSafetensorsHeader` (never the values). SafetensorsError when it cannot be.
+ */
+export function safetensorsHeaderSpan(first8: Uint8Array, totalBytes: number): number {
+  if (totalBytes < 8 || first8.length < 8) throw new SafetensorsError(`file is ${totalBytes} bytes, too short for the 8-byte header length`);
+  const n64 = new DataView(first8.buffer, first8.byteOffset, 8).getBigUint64(0, true);
+  if (n64 > BigInt(totalBytes - 8)) throw new SafetensorsError(`header length ${n64} runs past the end of the file (${totalBytes - 8} bytes follow)`);
   const n = Number(n64);
   if (n > MAX_HEADER_BYTES) throw new SafetensorsError(`header length ${n} exceeds the ${MAX_HEADER_BYTES}-byte limit`);
+  return 8 + n;
+}
+
+/**
+ * readSafetensorsHeader for a file known only by its first bytes (`prefix`, at least safetensorsHeaderSpan of them)
+ * and its length: the same checks, the tiling against the buffer that length implies.
+ */
+export function parseSafetensorsHeader(prefix: Uint8Array, totalBytes: number, opts: DecodeOptions = {}): SafetensorsHeader {
+  if (opts.maxBytes !== undefined && totalBytes > opts.maxBytes) {
+    throw new SafetensorsError(`file is ${totalBytes} bytes, over the limit of ${opts.maxBytes}`);
+  }
+  const span = safetensorsHeaderSpan(prefix, totalBytes);
+  const n = span - 8;
+  if (prefix.length < span) throw new SafetensorsError(`only ${prefix.length} of the header's ${span} bytes were given`);
   if (n < 2) throw new SafetensorsError(`header length ${n} is too short for a JSON object`);
-  const headerBytes = bytes.subarray(8, 8 + n);
+  const headerBytes = prefix.subarray(8, 8 + n);
   // The spec requires the header to start with '{' (so it cannot be any other JSON value).
   if (headerBytes[0] !== 0x7b) throw new SafetensorsError('header must start with "{"');
   let text: string;
@@ -205,7 +262,7 @@ export function readSafetensorsHeader(bytes: Uint8Array, opts: DecodeOptions = {
   if (header === null || typeof header !== 'object' || Array.isArray(header)) {
     throw new SafetensorsError('header must be a JSON object');
   }
-  const bufferLen = bytes.length - 8 - n;
+  const bufferLen = totalBytes - 8 - n;
   const metadata = readMetadata(Object.hasOwn(header, '__metadata__') ? header.__metadata__ : undefined);
   const tensors: TensorEntry[] = [];
   for (const [name, info] of Object.entries(header)) {
