@@ -46,6 +46,17 @@ export function transportDtypes(spec: StudySpec): DType[] {
   return d && d !== 'F32' ? [d] : [];
 }
 
+/** `got` with each tensor the model holds in F32 and the update sends in a transport dtype relabelled F32 (for the layout check). */
+export function inModelDtypes(got: WeightsLayout, model: WeightsLayout, transport: readonly DType[]): WeightsLayout {
+  if (!transport.length) return got;
+  const out = Object.create(null) as WeightsLayout;
+  for (const k of Object.keys(got)) {
+    const g = got[k]!, m = Object.hasOwn(model, k) ? model[k]! : undefined;
+    Object.defineProperty(out, k, { value: m && m.dtype === 'F32' && transport.includes(g.dtype) ? { shape: g.shape, dtype: 'F32' } : g, enumerable: true });
+  }
+  return out;
+}
+
 /**
  * Largest model (bytes of safetensors) a study may have when its round is aggregated in memory: every update decoded
  * at once, which the coordinator affords for models up to the size of the former update cap. A strategy that

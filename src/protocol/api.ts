@@ -285,6 +285,8 @@ export const TaskSchema = Type.Object({
   /** The study's tensor rules resolved to names: `local` tensors stay at the site, `skip` tensors are frozen; both are left out of the upload. */
   tensorRules: Type.Optional(Type.Object({ local: Type.Array(Type.String()), skip: Type.Array(Type.String()) })),
   strategy: Type.String(),
+  /** Fit tasks of a study with `transport.updateDtype` F16/BF16: the agent sends each F32 tensor of its update in this dtype. */
+  updateDtype: Type.Optional(Type.Union([Type.Literal('F16'), Type.Literal('BF16')])),
   seed: Type.Integer(),
   deadlineAt: Type.Number(),
   /** Fit tasks of a private study: the DP settings and the study's round count (the site plans its spend), and whether the result goes through SecAgg+. */

@@ -16,7 +16,7 @@ import { decodeSafetensors, encodeSafetensors } from '../protocol/safetensors.js
 import { ExternalTrainer, ExternalTrainerError, externalTrainerOf } from './trainers/external.js';
 import { trainerDeclaration } from './trainers/declaration.js';
 import { LOCAL_TENSORS_FILE, releaseOf, startingWeights } from './tensor-rules.js';
-import { pickWeights } from '../protocol/tensors.js';
+import { narrowForTransport, pickWeights } from '../protocol/tensors.js';
 import type { TaskProgress } from '../protocol/api.js';
 import { datasetFile, declaredCohort, isExtracted, loadSiteDataset, prepareReport, type SiteData } from './datasets.js';
 import { readCsv } from './data/csv.js';
@@ -350,7 +350,7 @@ export class SiteAgent {
       if (spend) meta.privacy = spend;
       // Only the aggregated tensors leave the site; local ones are kept once the coordinator holds the result.
       const release = releaseOf(out.weights, global, task.tensorRules);
-      const body = task.privacy?.secagg ? secaggBody(release.upload, pickWeights(global, Object.keys(release.upload)), meta) : encodeSafetensors(release.upload, { [RESULT_META_KEY]: JSON.stringify(meta) });
+      const body = task.privacy?.secagg ? secaggBody(release.upload, pickWeights(global, Object.keys(release.upload)), meta) : encodeSafetensors(narrowForTransport(release.upload, task.updateDtype), { [RESULT_META_KEY]: JSON.stringify(meta) });
       const commit: PendingResult['commit'] = [{ name: 'stream.json', data: JSON.stringify(streamState), encoding: 'utf8' }, ...release.commit];
       if (out.clientState) commit.push({ name: 'client-state.safetensors', data: Buffer.from(encodeSafetensors(out.clientState)).toString('base64'), encoding: 'base64' });
       pending = { taskId: task.taskId, studyId: task.studyId, contentType: 'application/octet-stream', body, commit };
@@ -420,7 +420,7 @@ export class SiteAgent {
       } else {
         const out = await trainer.fit(input);
         const meta: ResultMeta = { taskId: task.taskId, numExamples: out.numExamples, trainMetrics: out.trainMetrics, ...(out.evalMetrics ? { evalMetrics: out.evalMetrics, evalExamples: out.evalExamples! } : {}), durationMs: Date.now() - started };
-        pending = { taskId: task.taskId, studyId: task.studyId, contentType: 'application/octet-stream', body: encodeSafetensors(out.weights, { [RESULT_META_KEY]: JSON.stringify(meta) }), commit: out.commit };
+        pending = { taskId: task.taskId, studyId: task.studyId, contentType: 'application/octet-stream', body: encodeSafetensors(narrowForTransport(out.weights, task.updateDtype), { [RESULT_META_KEY]: JSON.stringify(meta) }), commit: out.commit };
       }
     } catch (e) {
       if (!(e instanceof ExternalTrainerError) || e.kind === 'aborted') throw e;

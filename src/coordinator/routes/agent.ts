@@ -3,7 +3,7 @@ import type { RoutePlugin } from './context.js';
 import { RESULT_META_KEY, ResultMetaSchema, TaskSchema, checkValue, type ResultMeta, type StudySpec, type TaskMessage } from '../../protocol/api.js';
 import { SafetensorsError, decodeSafetensors, decodeTensors, headerLayout, readSafetensorsHeader } from '../../protocol/safetensors.js';
 import { firstNonFinite, layoutDifference, layoutOf, type ResolvedRules, type Weights, type WeightsLayout } from '../../protocol/tensors.js';
-import { rulesOf, updateLayout } from '../study-model.js';
+import { inModelDtypes, rulesOf, transportDtypes, updateLayout } from '../study-model.js';
 import { appendAudit } from '../../governance/audit-store.js';
 import { auditsRefusal } from '../../store/audit-bounds.js';
 import { StoreConflict, type TaskRow } from '../../store/store.js';
@@ -62,6 +62,7 @@ export const agentRoutes: RoutePlugin = async (app, ctx) => {
       ...(task.kind === 'analytics' ? { analytics: JSON.parse(task.config) as NonNullable<TaskMessage['analytics']> } : {}),
       ...(rules ? { tensorRules: { local: rules.local, skip: rules.skip } } : {}),
       strategy: spec.strategy.name,
+      ...(task.kind === 'fit' && transportDtypes(spec).length ? { updateDtype: transportDtypes(spec)[0] as 'F16' | 'BF16' } : {}),
       seed: studySeed(spec),
       deadlineAt: task.deadline_at,
       ...(privacy ? { privacy } : {}),
@@ -134,7 +135,8 @@ export const agentRoutes: RoutePlugin = async (app, ctx) => {
         if (e instanceof SafetensorsError) return refuse(400, 'malformed_update', `malformed safetensors: ${e.message}`);
         throw e;
       }
-      const mismatch = layoutDifference(headerLayout(header), (await version(task.model_version_id, spec)).layout);
+      // Under an F16/BF16 transport an F32 tensor may arrive narrowed (it is accumulated in float32 or wider).
+      const mismatch = layoutDifference(inModelDtypes(headerLayout(header), (await version(task.model_version_id, spec)).layout, transportDtypes(spec)), (await version(task.model_version_id, spec)).layout);
       if (mismatch) return refuse(400, 'wrong_shape', `update does not match the study's model: ${mismatch}`);
       try {
         weights = decodeTensors(weightsBytes, header);
