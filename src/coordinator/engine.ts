@@ -26,7 +26,8 @@ import { torchLinearInit } from '../learning/torch-init.js';
 import { linearCoxTorchInit } from '../learning/models/cox.js';
 import { combineSums, statsFromSums } from '../learning/federated-stats.js';
 import { hostStrategy, type FitResultIn, type HostedStrategy } from './strategy-host.js';
-import { aggregateRound, resultsOf } from './fit-aggregate.js';
+import { aggregateRound, collect, resultsOf } from './fit-aggregate.js';
+import { bytesSource } from './stream-aggregate.js';
 import { commitTransitions, eligibleParticipants, loadLifecycle } from '../governance/study-governance.js';
 import { complete as lifecycleComplete, stop as lifecycleStop } from '../governance/lifecycle.js';
 import { ensureModelCard } from '../governance/model-card.js';
@@ -493,7 +494,8 @@ export class RoundEngine {
     const results = resultsOf(updates);
     const asked = (await this.store.listTasks(study.id, round)).length;
     // Streamed from the updates' bytes when the strategy is elementwise, else in memory (fit-aggregate.ts).
-    const bytes = await aggregateRound({ spec, host, round, global: globalRow.weights, updates, asked, metadata: { study: study.id, round: String(round) }, blobs: this.store.blobs });
+    const sources = updates.map((u) => ({ row: u, ...(u.weights ? { source: bytesSource(u.weights) } : {}) }));
+    const bytes = await collect(aggregateRound({ spec, host, round, global: bytesSource(globalRow.weights), updates: sources, asked, metadata: { study: study.id, round: String(round) } }));
     const state = host.getState();
     const metrics = fitMetrics(study.id, round, results);
     for (const m of host.roundMetrics?.(round) ?? []) metrics.push({ study_id: study.id, round, site_id: null, ...m });

@@ -12,9 +12,9 @@ import { mapWeights, tensor, type DType, type Weights } from '../protocol/tensor
 import { MemoryBlobStore } from '../store/blobs/memory-blobs.js';
 import type { UpdateRow } from '../store/store.js';
 import { createRng } from '../learning/rng.js';
-import { aggregateRound, type FitRound } from './fit-aggregate.js';
+import { aggregateRound, collect } from './fit-aggregate.js';
 import { hostStrategy, type HostedStrategy } from './strategy-host.js';
-import { blobSource, bytesSource, streamAggregate } from './stream-aggregate.js';
+import { blobSource, bytesSource, streamAggregate, type ByteSource } from './stream-aggregate.js';
 import { aggregationSizeProblem, IN_MEMORY_AGGREGATION_MAX_BYTES, modelSpecProblems, rulesOf } from './study-model.js';
 
 const LAYOUT: { name: string; shape: number[]; dtype: DType }[] = [
@@ -49,7 +49,22 @@ function randomWeights(seed: string, only?: readonly string[], scale = 1): Weigh
 
 const AGGREGATED = LAYOUT.map((t) => t.name).filter((k) => !k.startsWith('bn.') && !k.startsWith('frozen.'));
 
-function round(s: StudySpec, sites: number, opts: { castTo?: DType } = {}): FitRound {
+/** A round's inputs as bytes: the previous version and the rows of the updates (bytes in the row). */
+interface Round {
+  spec: StudySpec;
+  host: HostedStrategy;
+  global: Uint8Array;
+  updates: UpdateRow[];
+  metadata: Record<string, string>;
+}
+
+/** The new version through fit-aggregate's choice of path (streamed for an elementwise strategy). */
+function aggregate(r: Round, sources?: ByteSource[]): Promise<Uint8Array> {
+  const updates = r.updates.map((u, i) => ({ row: u, source: sources?.[i] ?? bytesSource(u.weights!) }));
+  return collect(aggregateRound({ spec: r.spec, host: r.host, round: 1, global: bytesSource(r.global), updates, asked: r.updates.length, metadata: r.metadata }));
+}
+
+function round(s: StudySpec, sites: number, opts: { castTo?: DType } = {}): Round {
   const global = encodeSafetensors(randomWeights('global'), { study: 's', round: '0' });
   const updates: UpdateRow[] = [];
   // Site ids out of order, and a count that varies, so sorting and weighting both matter.
@@ -59,13 +74,13 @@ function round(s: StudySpec, sites: number, opts: { castTo?: DType } = {}): FitR
     const bytes = encodeSafetensors(w, { meta: '{}' });
     updates.push({ task_id: `t${k}`, study_id: 's', round: 1, site_id: `site-${(k * 7) % sites}-${k}`, weights: bytes, digest: null, num_examples: 3 + ((k * 5) % 11), metrics: JSON.stringify({ taskId: `t${k}`, numExamples: 3 }), received_at: 0 });
   }
-  return { spec: s, host: hostStrategy(s), round: 1, global, updates, asked: sites, metadata: { study: 's', round: '1' }, blobs: new MemoryBlobStore() };
+  return { spec: s, host: hostStrategy(s), global, updates, metadata: { study: 's', round: '1' } };
 }
 
 /** The in-memory path: the same round with the streaming capability hidden. */
-function inMemory(r: FitRound): Promise<Uint8Array> {
+function inMemory(r: Round): Promise<Uint8Array> {
   const { elementwise: _hidden, ...host } = r.host;
-  return aggregateRound({ ...r, host: host as HostedStrategy });
+  return aggregate({ ...r, host: host as HostedStrategy });
 }
 
 const eq = (a: Uint8Array, b: Uint8Array) => assert.ok(Buffer.from(a).equals(Buffer.from(b)), 'streamed and in-memory versions differ');
@@ -75,7 +90,7 @@ test('FedAvg streamed equals the in-memory aggregate byte for byte: 1 to 9 sites
     for (const sites of [1, 2, 3, 4, 5, 8, 9]) {
       const r = round(spec('FedAvg', { strategy: { name: 'FedAvg', params: { weighting } } }), sites);
       assert.ok(r.host.elementwise, 'FedAvg streams');
-      eq(await aggregateRound(r), await inMemory(r));
+      eq(await aggregate(r), await inMemory(r));
     }
   }
 });
@@ -102,18 +117,16 @@ test('from blobs to a blob: updates read by range from the store, the version wr
   const rules = rulesOf(r.spec, Object.keys(decodeSafetensors(r.global).weights));
   const info = await blobs.putStream(streamAggregate({ global: await blobSource(blobs, global.digest), rules, updates, elementwise: r.host.elementwise!, metadata: r.metadata, sliceBytes: 64 }));
   eq(await blobs.readAll(info.digest), await inMemory(r));
-  // Rows that keep only the digest (the blob store holds the bytes) aggregate the same.
+  // Rows that keep only the digest: each update read by range from the blob store.
   const rows = r.updates.map((u) => ({ ...u, weights: null, digest: digestOf(u.weights!) }));
-  const byDigest = new MemoryBlobStore();
-  for (const u of r.updates) await byDigest.put(u.weights!);
-  eq(await aggregateRound({ ...r, updates: rows, blobs: byDigest }), await inMemory(r));
+  eq(await aggregate({ ...r, updates: rows }, await Promise.all(rows.map((u) => blobSource(blobs, u.digest)))), await inMemory(r));
 });
 
 const digestOf = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
 
 test('local and skipped tensors carry over from the global model; the aggregated ones change', async () => {
   const r = round(spec('FedAvg'), 3);
-  const before = decodeSafetensors(r.global).weights, after = decodeSafetensors(await aggregateRound(r)).weights;
+  const before = decodeSafetensors(r.global).weights, after = decodeSafetensors(await aggregate(r)).weights;
   for (const k of ['bn.running_mean', 'bn.num_batches_tracked', 'frozen.embed']) assert.deepEqual(after[k]!.data, before[k]!.data, k);
   for (const k of AGGREGATED) assert.notDeepEqual(after[k]!.data, before[k]!.data, k);
   assert.equal(after['__proto__']!.dtype, 'F16');
@@ -125,21 +138,21 @@ test('a wrong update is refused naming the site and the tensor; a non-finite mea
   const bad = decodeSafetensors(r.updates[1]!.weights!).weights;
   bad['conv.bias'] = tensor([8], new Float32Array(8));
   const rows = r.updates.map((u, i) => (i === 1 ? { ...u, weights: encodeSafetensors(bad) } : u));
-  await assert.rejects(aggregateRound({ ...r, updates: rows }), new RegExp(`site "${r.updates[1]!.site_id}": tensor "conv.bias" has shape \\[8\\], expected \\[7\\]`));
+  await assert.rejects(aggregate({ ...r, updates: rows }), new RegExp(`site "${r.updates[1]!.site_id}": tensor "conv.bias" has shape \\[8\\], expected \\[7\\]`));
   const nan = decodeSafetensors(r.updates[0]!.weights!).weights;
   nan['conv.weight']!.data[4] = Number.NaN;
   const rows2 = r.updates.map((u, i) => (i === 0 ? { ...u, weights: encodeSafetensors(nan) } : u));
-  await assert.rejects(aggregateRound({ ...r, updates: rows2 }), /aggregated model: tensor "conv.weight" is not finite at index 4/);
+  await assert.rejects(aggregate({ ...r, updates: rows2 }), /aggregated model: tensor "conv.weight" is not finite at index 4/);
   await assert.rejects(inMemory({ ...r, updates: rows2 }), /aggregated model: tensor "conv.weight" is not finite at index 4/);
 });
 
 test('F16 and BF16 transport: accumulated in float32 or wider, within the rounding bound of the dtype', async () => {
   const s32 = spec('FedAvg');
-  const exact = decodeSafetensors(await aggregateRound(round(s32, 5))).weights;
+  const exact = decodeSafetensors(await aggregate(round(s32, 5))).weights;
   for (const [dtype, unit] of [['F16', 2 ** -11], ['BF16', 2 ** -8]] as const) {
     const s = spec('FedAvg', { transport: { updateDtype: dtype } });
     const r = round(s, 5, { castTo: dtype });
-    const got = decodeSafetensors(await aggregateRound(r)).weights;
+    const got = decodeSafetensors(await aggregate(r)).weights;
     assert.equal(got['conv.weight']!.dtype, undefined, 'the model stays F32');
     // Each value is rounded once (relative error ≤ unit); a weighted mean of such values is off by at most unit·max|y|
     // (|y| < 2 here), plus the float32 rounding of the result.
@@ -152,11 +165,11 @@ test('F16 and BF16 transport: accumulated in float32 or wider, within the roundi
     assert.ok(worst > 0, `${dtype}: the transport must actually round`);
     // The in-memory path (a strategy that cannot stream) accepts the same transport.
     const fedadam = spec('FedAdam', { transport: { updateDtype: dtype } });
-    await assert.doesNotReject(aggregateRound({ ...r, spec: fedadam, host: hostStrategy(fedadam) }));
+    await assert.doesNotReject(aggregate({ ...r, spec: fedadam, host: hostStrategy(fedadam) }));
   }
   // Without the transport option an F16 update of an F32 tensor is refused.
   const r = round(s32, 3, { castTo: 'F16' });
-  await assert.rejects(aggregateRound(r), /tensor "conv.bias" is F16, expected F32/);
+  await assert.rejects(aggregate(r), /tensor "conv.bias" is F16, expected F32/);
 });
 
 test('creation refuses what cannot work: transport under SecAgg+ or DP, and big models a strategy cannot stream', () => {
