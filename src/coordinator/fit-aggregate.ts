@@ -9,6 +9,7 @@ import { decodeSafetensors, encodeSafetensors } from '../protocol/safetensors.js
 import { dtypeOf, emptyWeights, setTensor, type Weights } from '../protocol/tensors.js';
 import type { UpdateRow } from '../store/store.js';
 import type { FitResultIn, HostedStrategy } from './strategy-host.js';
+import { aggregationBytes, aggregationSeconds } from '../observability/metrics.js';
 import { readSourceHeader, streamAggregate, type ByteSource } from './stream-aggregate.js';
 import { aggregatePart, mergeAggregate, rulesOf, transportDtypes } from './study-model.js';
 
@@ -31,10 +32,28 @@ export function resultsOf(updates: readonly UpdateRow[]): FitResultIn[] {
   return updates.map((u) => ({ siteId: u.site_id, weights: {}, numExamples: u.num_examples, meta: JSON.parse(u.metrics) as ResultMeta }));
 }
 
-/** The new version's safetensors, in chunks (for BlobStore.putStream, or concatenated). */
+/** Whether the round streams from its updates (an elementwise strategy stack, every update's bytes at hand). */
+export function streams(r: Pick<FitRound, 'host' | 'updates'>): boolean {
+  return !!r.host.elementwise && r.updates.every((u) => u.source);
+}
+
+/** The new version's safetensors, in chunks (for BlobStore.putStream, or concatenated); counted in the aggregation metrics. */
 export async function* aggregateRound(r: FitRound): AsyncGenerator<Uint8Array> {
-  if (r.host.elementwise && r.updates.every((u) => u.source)) yield* streamed(r, r.host.elementwise);
-  else yield await inMemory(r);
+  const path = streams(r) ? 'streamed' : 'in_memory';
+  let spent = 0;
+  // Time spent here, not in the consumer (a blob store writing the chunks) between yields.
+  const timed = async function* (chunks: AsyncIterable<Uint8Array>) {
+    let t = performance.now();
+    for await (const c of chunks) {
+      spent += performance.now() - t;
+      yield c;
+      t = performance.now();
+    }
+    spent += performance.now() - t;
+  };
+  yield* timed(path === 'streamed' ? streamed(r, r.host.elementwise!) : (async function* () { yield await inMemory(r); })());
+  aggregationSeconds.inc({ path }, spent / 1000);
+  aggregationBytes.inc({ path }, r.updates.reduce((a, u) => a + (u.source?.size ?? 0), 0));
 }
 
 /** All the chunks in one buffer (small models, tests). */

@@ -22,6 +22,9 @@ import { DTYPE_BYTES, roundToDtype, type DType, type ResolvedRules } from '../pr
 import type { BlobStore } from '../store/blobs/blob-store.js';
 import type { Elementwise } from '../learning/strategy.js';
 import { compareIds } from '../learning/sampling.js';
+import { onePass } from '../learning/strategies/weighted-sum.js';
+
+const HOST_LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 
 /** Bytes of a stored file, read by range (a blob, or bytes already in memory). */
 export interface ByteSource {
@@ -97,8 +100,6 @@ export async function* streamAggregate(a: StreamAggregateArgs): AsyncGenerator<U
   const head = encodeSafetensorsHeader(entries, a.metadata);
   yield head.bytes;
   const sliceElems = Math.max(1, Math.floor((a.sliceBytes ?? DEFAULT_SLICE_BYTES) / 4));
-  const acc = new Float64Array(sliceElems);
-  const out = new Float32Array(sliceElems);
   const col = new Float64Array(ups.length);
   for (const t of entries) {
     const n = (t.end - t.begin) / DTYPE_BYTES[t.dtype];
@@ -114,9 +115,11 @@ export async function* streamAggregate(a: StreamAggregateArgs): AsyncGenerator<U
         const e = u.tensors.get(t.name)!, size = DTYPE_BYTES[e.dtype], base = u.header.dataStart + e.begin;
         return decodeValues(await u.source.read(base + i0 * size, base + i1 * size), e.dtype, t.name);
       }));
-      const o = out.subarray(0, len);
+      // A fresh slice each time: it is yielded as the output's bytes without a copy.
+      const o = new Float32Array(len);
       let flag: number;
-      if (a.elementwise.kind === 'mean') flag = meanSlice(slices, weights, inv, acc, o);
+      // The in-memory kernel itself (WeightedSum's), on this slice of every update: the same sums in the same order.
+      if (a.elementwise.kind === 'mean') flag = onePass(slices, weights, inv, o);
       else flag = coordinateSlice(slices, a.elementwise.reduce, col, o);
       if (!(flag <= FLT_MAX)) {
         const i = o.findIndex((v) => !Number.isFinite(v));
@@ -125,7 +128,7 @@ export async function* streamAggregate(a: StreamAggregateArgs): AsyncGenerator<U
       roundToDtype({ shape: [len], data: o, dtype: t.dtype });
       const bad = o.findIndex((v) => !Number.isFinite(v));
       if (bad >= 0) throw new Error(`aggregated model: tensor "${t.name}" has a non-finite value (${o[bad]}) at index ${i0 + bad} after rounding to its dtype`);
-      yield encodeValues(o, t.dtype, t.name); // a fresh buffer: the output slice is reused
+      yield t.dtype === 'F32' && HOST_LITTLE_ENDIAN ? new Uint8Array(o.buffer) : encodeValues(o, t.dtype, t.name);
     }
   }
 }
@@ -150,26 +153,6 @@ function checkUpdate(h: SafetensorsHeader, model: Map<string, TensorEntry>, rule
 function weightOf(u: StreamUpdate, e: Elementwise): number {
   if (!(Number.isInteger(u.numExamples) && u.numExamples > 0)) throw new Error(`site "${u.siteId}": numExamples must be a positive integer, got ${u.numExamples}`);
   return e.kind === 'mean' && e.weighting === 'examples' ? u.numExamples : 1;
-}
-
-/**
- * o = (Σ_k w_k·d_k) · inv, summed left to right in float64 (WeightedSum's order). Returns Σ|o| as its finiteness
- * flag (NaN or above FLT_MAX when some output is not a finite float32).
- */
-function meanSlice(ds: Float32Array[], ws: number[], inv: number, acc: Float64Array, o: Float32Array): number {
-  const len = o.length, d0 = ds[0]!, w0 = ws[0]!;
-  for (let i = 0; i < len; i++) acc[i] = w0 * d0[i]!;
-  for (let k = 1; k < ds.length; k++) {
-    const d = ds[k]!, w = ws[k]!;
-    for (let i = 0; i < len; i++) acc[i] = acc[i]! + w * d[i]!;
-  }
-  let flag = 0;
-  for (let i = 0; i < len; i++) {
-    const v = acc[i]! * inv;
-    o[i] = v;
-    flag += Math.abs(v);
-  }
-  return flag;
 }
 
 /** o[i] = reduce(the sites' values of element i, sorted), as coordinateWise computes it. */

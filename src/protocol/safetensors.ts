@@ -162,9 +162,13 @@ export function encodeValues(d: Float32Array, dtype: DType, where: string): Uint
   return out;
 }
 
-/** Values of one tensor's bytes (or a whole-element slice of them) as float32; SafetensorsError on an integer float32 cannot hold. */
+/**
+ * Values of one tensor's bytes (or a whole-element slice of them) as float32; SafetensorsError on an integer float32
+ * cannot hold. F32 bytes at an aligned offset are viewed, not copied: the result then shares `src`'s memory.
+ */
 export function decodeValues(src: Uint8Array, dtype: DType, name: string): Float32Array {
   if (src.length % DTYPE_BYTES[dtype] !== 0) throw new SafetensorsError(`tensor "${name}": ${src.length} bytes are not whole ${dtype} elements`);
+  if (dtype === 'F32' && HOST_LITTLE_ENDIAN && src.byteOffset % 4 === 0) return new Float32Array(src.buffer, src.byteOffset, src.length / 4);
   return toFloat32(src, dtype, name);
 }
 
