@@ -124,7 +124,7 @@ for (const backend of ['sqlite', 'postgres'] as const) {
       assert.deepEqual(raised[0]!.data.changes, [{ dataset: 'heart', before: 100, after: 1_000_000_000 }]);
       await ok('PUT', '/v1/agent/cohorts', { as: sa, json: { cohorts: { heart: 1_000_000_000 } } });
       assert.equal((await entries()).filter((e) => e.kind === 'site.cohorts_declared').length, 1, 'the same sizes again change nothing and add no entry');
-      const global = decodeSafetensors((await c.store.getModelVersion(task.modelVersionId))!.weights).weights;
+      const global = decodeSafetensors(await c.store.blobs.readAll((await c.store.getModelVersion(task.modelVersionId))!.digest)).weights;
       const meta = (n: number) => ({ taskId: task.taskId, numExamples: n, trainMetrics: { loss: 0.5 }, evalMetrics: { loss: 0.5 }, evalExamples: 10 });
       const big = await call('POST', `/v1/agent/tasks/${enc(task.taskId)}/result`, { as: sa, raw: update(global, meta(1_000_000)) });
       assert.equal(big.status, 400, big.body);

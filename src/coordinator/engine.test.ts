@@ -60,7 +60,8 @@ async function fixture(over: Partial<StudySpec> = {}, nSites = 3, initial?: Uint
   const studyId = 'st-engine';
   await store.createStudy({ id: studyId, name: spec.name, spec: JSON.stringify(spec), status: 'created', current_round: 0, participants: null, created_by: 'lead', created_at: T0, updated_at: T0, claimed_by: null, claimed_until: null, error: null });
   const weights = initial ?? encodeSafetensors(initialWeights(spec));
-  await store.startStudy(studyId, sites, { id: `${studyId}.v0`, study_id: studyId, round: 0, weights, digest: digestHex(weights), created_at: T0 }, T0);
+  const blob = await store.blobs.put(weights);
+  await store.startStudy(studyId, sites, { id: `${studyId}.v0`, study_id: studyId, round: 0, digest: blob.digest, size: blob.size, created_at: T0 }, T0);
 
   const armed = new Map<string, { error: () => unknown; times: number }>();
   const calls = new Map<string, number>();
@@ -98,13 +99,14 @@ async function report(f: Fixture, round: number, siteId: string, extra: Partial<
   const meta: ResultMeta = { taskId: task.id, numExamples: 10, trainMetrics: { loss: 0.5 }, ...extra };
   let weights: Uint8Array | null = null;
   if (task.kind === 'fit') {
-    const global = decodeSafetensors((await f.store.getModelVersion(task.model_version_id))!.weights).weights;
+    const global = decodeSafetensors(await f.store.blobs.readAll((await f.store.getModelVersion(task.model_version_id))!.digest)).weights;
     // Each site moves every value by its own small step, so the aggregate is a checkable mean.
     const k = Number(siteId.replace('site', '')) + 1;
     for (const t of Object.values(global)) for (let i = 0; i < t.data.length; i++) t.data[i] = t.data[i]! + 0.01 * k;
     weights = encodeSafetensors(global, { [RESULT_META_KEY]: JSON.stringify(meta) });
   }
-  await f.store.acceptUpdate({ task_id: task.id, study_id: f.studyId, round, site_id: siteId, weights, digest: weights ? digestHex(weights) : 'none', num_examples: meta.numExamples, metrics: JSON.stringify(meta), received_at: f.clock.t });
+  const blob = weights ? await f.store.blobs.put(weights) : null;
+  await f.store.acceptUpdate({ task_id: task.id, study_id: f.studyId, round, site_id: siteId, digest: blob?.digest ?? null, size: blob?.size ?? null, num_examples: meta.numExamples, metrics: JSON.stringify(meta), received_at: f.clock.t });
 }
 
 async function status(f: Fixture) {
@@ -131,7 +133,7 @@ test('a round opens with a task per site and the deadline of the spec; all resul
     await report(f, 1, f.sites[2]!);
     await e.tick();
     assert.equal((await status(f)).current_round, 1);
-    const v1 = decodeSafetensors((await f.store.latestModelVersion(f.studyId))!.weights).weights;
+    const v1 = decodeSafetensors(await f.store.blobs.readAll((await f.store.latestModelVersion(f.studyId))!.digest)).weights;
     const v0 = initialWeights(f.spec);
     // FedAvg of equal cohorts: the mean step, 0.01·(1+2+3)/3.
     assert.ok(Math.abs(v1['weight']!.data[0]! - v0['weight']!.data[0]! - 0.02) < 1e-6);
@@ -259,7 +261,7 @@ test("the study's own fault (a model that does not decode) fails it with the rea
     const e = f.engine();
     await e.tick();
     assert.equal((await f.store.openRoundOf(f.studyId))?.round, 1);
-    for (const s of f.sites) await f.store.acceptUpdate({ task_id: `${f.studyId}.r1.${s}`, study_id: f.studyId, round: 1, site_id: s, weights: new Uint8Array(8), digest: 'x', num_examples: 1, metrics: JSON.stringify({ taskId: `${f.studyId}.r1.${s}`, numExamples: 1 }), received_at: T0 });
+    for (const s of f.sites) await f.store.acceptUpdate({ task_id: `${f.studyId}.r1.${s}`, study_id: f.studyId, round: 1, site_id: s, digest: (await f.store.blobs.put(new Uint8Array(8))).digest, size: 8, num_examples: 1, metrics: JSON.stringify({ taskId: `${f.studyId}.r1.${s}`, numExamples: 1 }), received_at: T0 });
     await e.tick();
     const st = await status(f);
     assert.equal(st.status, 'failed');

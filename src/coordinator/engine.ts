@@ -26,8 +26,8 @@ import { torchLinearInit } from '../learning/torch-init.js';
 import { linearCoxTorchInit } from '../learning/models/cox.js';
 import { combineSums, statsFromSums } from '../learning/federated-stats.js';
 import { hostStrategy, type FitResultIn, type HostedStrategy } from './strategy-host.js';
-import { aggregateRound, collect, resultsOf } from './fit-aggregate.js';
-import { bytesSource } from './stream-aggregate.js';
+import { aggregateRound, resultsOf } from './fit-aggregate.js';
+import { blobSource } from './stream-aggregate.js';
 import { commitTransitions, eligibleParticipants, loadLifecycle } from '../governance/study-governance.js';
 import { complete as lifecycleComplete, stop as lifecycleStop } from '../governance/lifecycle.js';
 import { ensureModelCard } from '../governance/model-card.js';
@@ -392,7 +392,7 @@ export class RoundEngine {
     );
     if (kind === 'fit' && spec.privacy?.secagg) {
       const row: RoundRow = { study_id: study.id, round, status: 'open', kind, opened_at: now, deadline_at: deadline, committed_at: null, model_version_id: null };
-      this.secagg.put(await newSession(this.store, spec, row, tasks, aggregatedTensors(spec, global.weights), now));
+      this.secagg.put(await newSession(this.store, spec, row, tasks, aggregatedTensors(spec, await this.store.blobs.readAll(global.digest)), now));
     }
     this.log(`study ${study.id}: round ${round} (${kind}) opened for ${tasks.length} sites`);
     this.bus.emit({ type: 'round.opened', studyId: study.id, round, kind, sites: tasks.length });
@@ -423,7 +423,7 @@ export class RoundEngine {
     if (!globalRow) throw new Error('no global model');
     let session = this.secagg.get(study.id, open.round);
     if (!session) {
-      session = await restartRound(this.store, spec, open, aggregatedTensors(spec, globalRow.weights), this.now());
+      session = await restartRound(this.store, spec, open, aggregatedTensors(spec, await this.store.blobs.readAll(globalRow.digest)), this.now());
       this.secagg.put(session);
       this.log(`study ${study.id}: round ${open.round} had no SecAgg+ session in this process (coordinator restarted); restarted it as ${session.id}`);
       this.bus.emit({ type: 'tasks', siteIds: tasks.map((t) => t.site_id) });
@@ -435,7 +435,7 @@ export class RoundEngine {
     for (const t of tasks) if (!LIVE_TASK.includes(t.status)) refused.push(t.site_id);
     session.noteRefused(refused, this.now());
     if (session.stage === 'aborted') {
-      if (await this.againBeforeDeadline(study, spec, open, tasks, globalRow.weights, session.error ?? 'aborted')) return;
+      if (await this.againBeforeDeadline(study, spec, open, tasks, globalRow.digest, session.error ?? 'aborted')) return;
       await this.fail(study, `round ${open.round}: ${session.error}`);
       this.secagg.drop(study.id, open.round);
       return;
@@ -448,7 +448,7 @@ export class RoundEngine {
       this.log(`study ${study.id}: round ${open.round}: SecAgg+ summed ${survivors.size} sites (dropped after sharing: ${session.result!.dropped.length}; recovered after masking: ${session.recoveredAfterMasking.length})`);
       try {
         if (used.length < minResults) {
-          if (await this.againBeforeDeadline(study, spec, open, tasks, globalRow.weights, `summed ${used.length} of ${tasks.length} sites; at least ${minResults} needed`)) return;
+          if (await this.againBeforeDeadline(study, spec, open, tasks, globalRow.digest, `summed ${used.length} of ${tasks.length} sites; at least ${minResults} needed`)) return;
           await this.fail(study, `round ${open.round}: SecAgg+ summed ${used.length} of ${tasks.length} sites; at least ${minResults} needed`);
         }
         else await this.commitFit(study, spec, open.round, used);
@@ -472,13 +472,13 @@ export class RoundEngine {
    * trained send the update they kept for it (site/release.ts), so nothing is trained or spent twice. Only at the
    * round's deadline does the shortfall fail the study.
    */
-  private async againBeforeDeadline(study: StudyRow, spec: StudySpec, open: RoundRow, tasks: TaskRow[], globalWeights: Uint8Array, why: string): Promise<boolean> {
+  private async againBeforeDeadline(study: StudyRow, spec: StudySpec, open: RoundRow, tasks: TaskRow[], globalDigest: string, why: string): Promise<boolean> {
     // A new session needs its whole keys window (it closes 3 stage timeouts before the deadline) and the three
     // stages after it; with less time left a restart would abort at once, so the shortfall fails the study now.
     const stageMs = (spec.privacy?.secagg?.stageTimeoutSeconds ?? DEFAULT_STAGE_TIMEOUT_S) * 1000;
     if (this.now() + 4 * stageMs >= open.deadline_at) return false;
     this.secagg.drop(study.id, open.round);
-    const session = await restartRound(this.store, spec, open, aggregatedTensors(spec, globalWeights), this.now());
+    const session = await restartRound(this.store, spec, open, aggregatedTensors(spec, await this.store.blobs.readAll(globalDigest)), this.now());
     this.secagg.put(session);
     this.logger.warn({ study: study.id, round: open.round, reason: why, session: session.id }, 'SecAgg+ round lost sites between stages; starting it again before its deadline');
     this.log(`study ${study.id}: round ${open.round}: SecAgg+ ${why}; starting the round again as ${session.id} (deadline not reached)`);
@@ -493,14 +493,15 @@ export class RoundEngine {
     const host = await this.strategyFor(study, spec);
     const results = resultsOf(updates);
     const asked = (await this.store.listTasks(study.id, round)).length;
-    // Streamed from the updates' bytes when the strategy is elementwise, else in memory (fit-aggregate.ts).
-    const sources = updates.map((u) => ({ row: u, ...(u.weights ? { source: bytesSource(u.weights) } : {}) }));
-    const bytes = await collect(aggregateRound({ spec, host, round, global: bytesSource(globalRow.weights), updates: sources, asked, metadata: { study: study.id, round: String(round) } }));
+    // Streamed from the update blobs into the new version's blob when the strategy is elementwise, else in memory
+    // (fit-aggregate.ts). A masked update (SecAgg+) has no blob: its row carries only the site's metadata.
+    const blobs = this.store.blobs;
+    const sources = await Promise.all(updates.map(async (u) => ({ row: u, ...(u.digest !== null && u.size !== null ? { source: await blobSource(blobs, u.digest) } : {}) })));
+    const { digest, size } = await blobs.putStream(aggregateRound({ spec, host, round, global: await blobSource(blobs, globalRow.digest), updates: sources, asked, metadata: { study: study.id, round: String(round) } }));
     const state = host.getState();
     const metrics = fitMetrics(study.id, round, results);
     for (const m of host.roundMetrics?.(round) ?? []) metrics.push({ study_id: study.id, round, site_id: null, ...m });
     const isLast = round >= spec.rounds;
-    const digest = digestHex(bytes);
     const audit = this.opts.audit;
     await this.store.commitRound({
       studyId: study.id,
@@ -519,7 +520,7 @@ export class RoundEngine {
             },
           }
         : {}),
-      model: { id: `${study.id}.v${round}`, study_id: study.id, round, weights: bytes, digest, created_at: now },
+      model: { id: `${study.id}.v${round}`, study_id: study.id, round, digest, size, created_at: now },
       metrics,
       strategyState: { study_id: study.id, round, json: JSON.stringify(state.json), tensors: Object.keys(state.tensors).length ? encodeSafetensors(state.tensors) : null },
       advanceTo: round,

@@ -95,7 +95,7 @@ async function weightDigests(db: string, studyId: string): Promise<Map<number, s
   try {
     const out = new Map<number, string>();
     for (const v of await store.listModelVersions(studyId)) {
-      const w = decodeSafetensors((await store.getModelVersion(v.id))!.weights).weights;
+      const w = decodeSafetensors(await store.blobs.readAll(v.digest)).weights;
       const h = createHash('sha256');
       for (const k of Object.keys(w).sort()) h.update(k).update(new Uint8Array(w[k]!.data.buffer, w[k]!.data.byteOffset, w[k]!.data.byteLength));
       out.set(v.round, h.digest('hex'));

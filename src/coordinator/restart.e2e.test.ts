@@ -70,7 +70,7 @@ async function runFederation(opts: { killAfterRound?: number }): Promise<{ diges
     // Digest of the weights alone (the file's metadata names the study, which differs between runs).
     const weightDigests = new Map<number, string>();
     for (const v of versions) {
-      const w = decodeSafetensors((await store.getModelVersion(v.id))!.weights).weights;
+      const w = decodeSafetensors(await store.blobs.readAll(v.digest)).weights;
       const h = createHash('sha256');
       for (const k of Object.keys(w).sort()) h.update(k).update(new Uint8Array(w[k]!.data.buffer, w[k]!.data.byteOffset, w[k]!.data.byteLength));
       weightDigests.set(v.round, h.digest('hex'));

@@ -165,7 +165,7 @@ test('SecAgg+ with DP-SGD over HTTP: a site killed after masking is recovered, t
     const fitRows = (await Promise.all([1, 2, 3, 4].map((r) => c!.store.listUpdates(id, r)))).flat();
     assert.equal(fitRows.length, 16);
     for (const r of fitRows) {
-      assert.equal(r.weights, null, 'the coordinator stored no update');
+      assert.equal(r.size, null, 'the coordinator stored no update');
       assert.match(String(r.digest), /^[0-9a-f]{64}$/);
     }
 
@@ -285,7 +285,7 @@ test('client-level DP-FedAvg with distributed noise under SecAgg+: sites clip an
     const versions = await c.store.listModelVersions(id);
     assert.equal(versions.length, 4);
     const rows = (await Promise.all([1, 2, 3].map((r) => c!.store.listUpdates(id, r)))).flat();
-    assert.ok(rows.length === 12 && rows.every((r) => r.weights === null), 'no update stored');
+    assert.ok(rows.length === 12 && rows.every((r) => r.size === null), 'no update stored');
   } finally {
     await stopAll(agents.map((a) => a.child));
     await c?.close();

@@ -49,12 +49,15 @@ function randomWeights(seed: string, only?: readonly string[], scale = 1): Weigh
 
 const AGGREGATED = LAYOUT.map((t) => t.name).filter((k) => !k.startsWith('bn.') && !k.startsWith('frozen.'));
 
-/** A round's inputs as bytes: the previous version and the rows of the updates (bytes in the row). */
+/** An update's row with its bytes beside it (the store keeps them in its blob store). */
+type TestUpdate = UpdateRow & { weights: Uint8Array | null };
+
+/** A round's inputs as bytes: the previous version and the updates' rows with their bytes. */
 interface Round {
   spec: StudySpec;
   host: HostedStrategy;
   global: Uint8Array;
-  updates: UpdateRow[];
+  updates: TestUpdate[];
   metadata: Record<string, string>;
 }
 
@@ -66,13 +69,13 @@ function aggregate(r: Round, sources?: ByteSource[]): Promise<Uint8Array> {
 
 function round(s: StudySpec, sites: number, opts: { castTo?: DType } = {}): Round {
   const global = encodeSafetensors(randomWeights('global'), { study: 's', round: '0' });
-  const updates: UpdateRow[] = [];
+  const updates: TestUpdate[] = [];
   // Site ids out of order, and a count that varies, so sorting and weighting both matter.
   for (let k = 0; k < sites; k++) {
     const w = randomWeights(`site${k}`, AGGREGATED);
     if (opts.castTo) for (const t of Object.values(w)) if ((t.dtype ?? 'F32') === 'F32') t.dtype = opts.castTo;
     const bytes = encodeSafetensors(w, { meta: '{}' });
-    updates.push({ task_id: `t${k}`, study_id: 's', round: 1, site_id: `site-${(k * 7) % sites}-${k}`, weights: bytes, digest: null, num_examples: 3 + ((k * 5) % 11), metrics: JSON.stringify({ taskId: `t${k}`, numExamples: 3 }), received_at: 0 });
+    updates.push({ task_id: `t${k}`, study_id: 's', round: 1, site_id: `site-${(k * 7) % sites}-${k}`, weights: bytes, digest: digestOf(bytes), size: bytes.length, num_examples: 3 + ((k * 5) % 11), metrics: JSON.stringify({ taskId: `t${k}`, numExamples: 3 }), received_at: 0 });
   }
   return { spec: s, host: hostStrategy(s), global, updates, metadata: { study: 's', round: '1' } };
 }

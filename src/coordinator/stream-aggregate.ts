@@ -16,7 +16,7 @@
  * the same.
  */
 import {
-  SafetensorsError, decodeValues, encodeSafetensorsHeader, encodeValues, parseSafetensorsHeader, safetensorsHeaderSpan, type SafetensorsHeader, type TensorEntry,
+  SafetensorsError, decodeValues, encodeSafetensorsHeader, encodeValues, readSafetensorsHeaderOf, safetensorsHeaderBytes, type SafetensorsHeader, type TensorEntry,
 } from '../protocol/safetensors.js';
 import { DTYPE_BYTES, roundToDtype, type DType, type ResolvedRules } from '../protocol/tensors.js';
 import type { BlobStore } from '../store/blobs/blob-store.js';
@@ -45,8 +45,8 @@ export async function blobSource(blobs: BlobStore, digest: string): Promise<Byte
 /** The safetensors header of a stored file, reading only its first bytes. */
 export async function readSourceHeader(src: ByteSource, what: string): Promise<SafetensorsHeader> {
   try {
-    const span = safetensorsHeaderSpan(await src.read(0, 8), src.size);
-    return parseSafetensorsHeader(await src.read(0, span), src.size);
+    const span = safetensorsHeaderBytes(await src.read(0, 8));
+    return readSafetensorsHeaderOf(await src.read(0, span), src.size);
   } catch (e) {
     if (e instanceof SafetensorsError) throw new Error(`${what}: ${e.message}`);
     throw e;

@@ -7,7 +7,8 @@
  * completion entry: an auditor holding the card can prove the chain they are shown has not been cut short.
  */
 import type { StudySpec } from '../protocol/api.js';
-import { headerLayout, readSafetensorsHeader } from '../protocol/safetensors.js';
+import { headerLayout } from '../protocol/safetensors.js';
+import { blobHeader } from '../store/blobs/model-blobs.js';
 import { describeTensors, resolveTensorRules } from '../protocol/tensors.js';
 import type { Store } from '../store/store.js';
 import type { ModelCardRow } from '../store/governance.js';
@@ -227,7 +228,7 @@ export async function gatherModelCard(store: Store, studyId: string): Promise<Mo
   });
   const acrossSites = Object.fromEntries(metrics.filter((x) => x.site_id === null).map((x) => [x.name, x.value]));
   const mv = await store.latestModelVersion(studyId);
-  const h = mv ? readSafetensorsHeader(mv.weights) : undefined;
+  const h = mv ? await blobHeader(store.blobs, mv.digest, mv.size) : undefined;
   const tensors = h ? describeTensors(headerLayout(h), resolveTensorRules(h.tensors.map((t) => t.name), spec.tensorRules)) : null;
   const head = await store.auditHead();
   const spent = await store.studySpend(studyId);

@@ -217,35 +217,35 @@ function writeValues(out: Uint8Array, at: number, d: Float32Array, dtype: DType,
  */
 export function readSafetensorsHeader(bytes: Uint8Array, opts: DecodeOptions = {}): SafetensorsHeader {
   if (!(bytes instanceof Uint8Array)) throw new SafetensorsError('input must be a Uint8Array');
-  return parseSafetensorsHeader(bytes, bytes.length, opts);
+  return readSafetensorsHeaderOf(bytes, bytes.length, opts);
+}
+
+/** Bytes a file's header needs: 8 + its length (the first 8 bytes); 0 when the file is too short to say. */
+export function safetensorsHeaderBytes(first8: Uint8Array): number {
+  if (first8.length < 8) return 0;
+  const n = new DataView(first8.buffer, first8.byteOffset, 8).getBigUint64(0, true);
+  return n > BigInt(MAX_HEADER_BYTES) ? 8 + MAX_HEADER_BYTES + 1 : 8 + Number(n);
 }
 
 /**
- * How many bytes of a file of `totalBytes` hold its length and header, from its first 8 bytes: what a reader of a
- * stored blob fetches before `parseSafetensorsHeader` (never the values). SafetensorsError when it cannot be.
+ * The header of a file of `totalBytes` from its first bytes only (`prefix`: at least safetensorsHeaderBytes of
+ * them), with the same checks as readSafetensorsHeader: how a stored or uploaded blob is checked without reading it.
  */
-export function safetensorsHeaderSpan(first8: Uint8Array, totalBytes: number): number {
-  if (totalBytes < 8 || first8.length < 8) throw new SafetensorsError(`file is ${totalBytes} bytes, too short for the 8-byte header length`);
-  const n64 = new DataView(first8.buffer, first8.byteOffset, 8).getBigUint64(0, true);
-  if (n64 > BigInt(totalBytes - 8)) throw new SafetensorsError(`header length ${n64} runs past the end of the file (${totalBytes - 8} bytes follow)`);
-  const n = Number(n64);
-  if (n > MAX_HEADER_BYTES) throw new SafetensorsError(`header length ${n} exceeds the ${MAX_HEADER_BYTES}-byte limit`);
-  return 8 + n;
-}
-
-/**
- * readSafetensorsHeader for a file known only by its first bytes (`prefix`, at least safetensorsHeaderSpan of them)
- * and its length: the same checks, the tiling against the buffer that length implies.
- */
-export function parseSafetensorsHeader(prefix: Uint8Array, totalBytes: number, opts: DecodeOptions = {}): SafetensorsHeader {
+export function readSafetensorsHeaderOf(prefix: Uint8Array, totalBytes: number, opts: DecodeOptions = {}): SafetensorsHeader {
+  const bytes = prefix;
   if (opts.maxBytes !== undefined && totalBytes > opts.maxBytes) {
     throw new SafetensorsError(`file is ${totalBytes} bytes, over the limit of ${opts.maxBytes}`);
   }
-  const span = safetensorsHeaderSpan(prefix, totalBytes);
-  const n = span - 8;
-  if (prefix.length < span) throw new SafetensorsError(`only ${prefix.length} of the header's ${span} bytes were given`);
+  if (totalBytes < 8 || bytes.length < 8) throw new SafetensorsError(`file is ${totalBytes} bytes, too short for the 8-byte header length`);
+  const n64 = new DataView(bytes.buffer, bytes.byteOffset, 8).getBigUint64(0, true);
+  if (n64 > BigInt(totalBytes - 8)) {
+    throw new SafetensorsError(`header length ${n64} runs past the end of the file (${totalBytes - 8} bytes follow)`);
+  }
+  const n = Number(n64);
+  if (n > MAX_HEADER_BYTES) throw new SafetensorsError(`header length ${n} exceeds the ${MAX_HEADER_BYTES}-byte limit`);
   if (n < 2) throw new SafetensorsError(`header length ${n} is too short for a JSON object`);
-  const headerBytes = prefix.subarray(8, 8 + n);
+  if (bytes.length < 8 + n) throw new SafetensorsError(`the header's ${n} bytes are not all among the ${bytes.length - 8} read`);
+  const headerBytes = bytes.subarray(8, 8 + n);
   // The spec requires the header to start with '{' (so it cannot be any other JSON value).
   if (headerBytes[0] !== 0x7b) throw new SafetensorsError('header must start with "{"');
   let text: string;

@@ -27,7 +27,7 @@ async function finalModel(work: string, studyId: string) {
   try {
     const mv = await store.latestModelVersion(studyId);
     const card = await store.getModelCard(studyId);
-    return { weights: decodeSafetensors(mv!.weights).weights, card: card!.json as { tensors: { tensors: { name: string; shape: number[]; dtype: string; rule: string }[]; parameters: number } } };
+    return { weights: decodeSafetensors(await store.blobs.readAll(mv!.digest)).weights, card: card!.json as { tensors: { tensors: { name: string; shape: number[]; dtype: string; rule: string }[]; parameters: number } } };
   } finally {
     await store.close();
   }

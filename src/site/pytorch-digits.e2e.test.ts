@@ -29,8 +29,8 @@ test('digits CNN: images across three site agents, BatchNorm kept at each site',
     assert.ok(acc > 0.9, `the federated CNN learns the digits (pooled test accuracy ${acc})`);
     const store = await openStore(join(work, 'coordinator', 'setu.db'));
     try {
-      const init = decodeSafetensors((await store.getModelVersion(`${study.id}.v0`))!.weights).weights;
-      const final = decodeSafetensors((await store.latestModelVersion(study.id))!.weights).weights;
+      const init = decodeSafetensors(await store.blobs.readAll((await store.getModelVersion(`${study.id}.v0`))!.digest)).weights;
+      const final = decodeSafetensors(await store.blobs.readAll((await store.latestModelVersion(study.id))!.digest)).weights;
       const bn = Object.keys(init).filter((k) => k.startsWith('bn'));
       assert.deepEqual(bn.sort(), ['bn1.bias', 'bn1.num_batches_tracked', 'bn1.running_mean', 'bn1.running_var', 'bn1.weight', 'bn2.bias', 'bn2.num_batches_tracked', 'bn2.running_mean', 'bn2.running_var', 'bn2.weight']);
       assert.equal(init['bn1.num_batches_tracked']!.dtype, 'I64');
@@ -38,7 +38,7 @@ test('digits CNN: images across three site agents, BatchNorm kept at each site',
       assert.notDeepEqual([...final['conv1.weight']!.data], [...init['conv1.weight']!.data], 'the shared layers were trained');
       // No site's update carried a BatchNorm tensor.
       for (const u of await store.listUpdates(study.id, 1)) {
-        assert.deepEqual(readSafetensorsHeader(u.weights!).tensors.map((t) => t.name).filter((n) => n.startsWith('bn')), []);
+        assert.deepEqual(readSafetensorsHeader(await store.blobs.readAll(u.digest!)).tensors.map((t) => t.name).filter((n) => n.startsWith('bn')), []);
       }
       const card = (await store.getModelCard(study.id))!.json as { tensors: { tensors: { name: string; dtype: string; rule: string }[] } };
       assert.deepEqual(card.tensors.tensors.find((t) => t.name === 'bn2.num_batches_tracked'), { name: 'bn2.num_batches_tracked', dtype: 'I64', shape: [], rule: 'local' });

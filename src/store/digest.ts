@@ -25,7 +25,10 @@ export interface DigestOptions {
   ignoreRows?: Record<string, (row: Record<string, unknown>) => boolean>;
 }
 
-/** Table name → `<rows>:<sha256 of the sorted rows>` (the count first, so a failing comparison reads well). */
+/** The entry of storeDigest's answer for the blob store's contents (uploads in progress are not blobs). */
+export const BLOBS = '(blobs)';
+
+/** Table name (and BLOBS) → `<rows>:<sha256 of the sorted rows>` (the count first, so a failing comparison reads well). */
 export async function storeDigest(store: Store, opts: DigestOptions = {}): Promise<Record<string, string>> {
   const tables = await store.dumpTables();
   const out: Record<string, string> = {};
@@ -35,6 +38,11 @@ export async function storeDigest(store: Store, opts: DigestOptions = {}): Promi
     const skipRow = opts.ignoreRows?.[name] ?? (() => false);
     const rows = tables[name]!.filter((r) => !skipRow(r)).map((r) => JSON.stringify(canonical(Object.fromEntries(Object.entries(r).filter(([k]) => !drop.includes(k)))))).sort();
     out[name] = `${rows.length}:${createHash('sha256').update(rows.join('\n')).digest('hex')}`;
+  }
+  // Model versions' and updates' bytes (store.blobs): content-addressed, so the digests and sizes are their contents.
+  if (!opts.except?.includes(BLOBS)) {
+    const blobs = (await store.blobs.list()).map((b) => `${b.digest}:${b.size}`);
+    out[BLOBS] = `${blobs.length}:${createHash('sha256').update(blobs.join('\n')).digest('hex')}`;
   }
   return out;
 }

@@ -16,7 +16,7 @@ import type { BlobStore } from './blobs/blob-store.js';
 import { MemoryBlobStore } from './blobs/memory-blobs.js';
 import {
   StoreConflict, refuseFromInside, runInside, type AuditRow, type CommitRoundArgs, type InviteRow, type MetricRow, type ModelVersionRow, type RefusalRow, type RoundRow,
-  type SiteRow, type Store, type StrategyStateRow, type StudyRow, type TaskRow, type UpdateRow, type UserRow,
+  type SiteRow, type Store, type StrategyStateRow, type StudyRow, type TaskRow, type UpdateRow, type UploadRow, type UserRow,
 } from './store.js';
 
 type Row = Record<string, unknown>;
@@ -24,6 +24,7 @@ const TABLES = [
   'kv', 'invites', 'sites', 'studies', 'rounds', 'tasks', 'model_versions', 'updates', 'metrics', 'refusals', 'strategy_state',
   'users', 'user_invites', 'request_nonces', 'site_cohorts', 'audit_log', 'audit_head', 'institutions', 'study_governance',
   'governance_events', 'site_profiles', 'compute_resources', 'task_placements', 'compute_usage', 'model_cards', 'privacy_ledger', 'study_cohorts', 'task_errors',
+  'uploads',
 ] as const;
 type Table = (typeof TABLES)[number];
 
@@ -34,6 +35,7 @@ const PK: Record<Table, string[]> = {
   request_nonces: ['key_id', 'nonce'], site_cohorts: ['site_id', 'dataset'], audit_log: ['seq'], audit_head: ['id'], institutions: ['id'],
   study_governance: ['study_id'], governance_events: ['id'], site_profiles: ['site_id'], compute_resources: ['id'], task_placements: ['task_id'],
   compute_usage: ['task_id'], model_cards: ['study_id'], privacy_ledger: ['task_id'], study_cohorts: ['study_id', 'site_id'], task_errors: ['task_id'],
+  uploads: ['id'],
 };
 const GENERATED = new Set<Table>(['metrics', 'refusals', 'governance_events']);
 /** Unique columns besides the primary key (the SQL schema's UNIQUE constraints). */
@@ -255,9 +257,8 @@ export class MemoryStore implements Store {
   getModelVersion(id: string): Promise<ModelVersionRow | undefined> {
     return this.op(() => this.get<ModelVersionRow>('model_versions', id));
   }
-  listModelVersions(studyId: string): Promise<Omit<ModelVersionRow, 'weights'>[]> {
-    return this.op(() => this.rows<ModelVersionRow>('model_versions').filter((r) => r.study_id === studyId).sort(by((r) => r.round))
-      .map(({ weights: _w, ...rest }) => rest));
+  listModelVersions(studyId: string): Promise<ModelVersionRow[]> {
+    return this.op(() => this.rows<ModelVersionRow>('model_versions').filter((r) => r.study_id === studyId).sort(by((r) => r.round)));
   }
   latestModelVersion(studyId: string): Promise<ModelVersionRow | undefined> {
     return this.op(() => this.rows<ModelVersionRow>('model_versions').filter((r) => r.study_id === studyId).sort(by((r) => -r.round))[0]);
@@ -336,6 +337,21 @@ export class MemoryStore implements Store {
       });
       if (inTx) await inTx(tx);
     });
+  }
+  createUpload(row: UploadRow): Promise<void> {
+    return this.op(() => {
+      if (this.rows<UploadRow>('uploads').some((u) => u.task_id === row.task_id && u.digest === row.digest)) throw new StoreConflict(`already exists: uploads task_id, digest = ${row.task_id}, ${row.digest}`);
+      this.insert('uploads', row);
+    });
+  }
+  getUpload(id: string): Promise<UploadRow | undefined> {
+    return this.op(() => this.get<UploadRow>('uploads', id));
+  }
+  findUpload(taskId: string, digest: string): Promise<UploadRow | undefined> {
+    return this.op(() => this.rows<UploadRow>('uploads').find((u) => u.task_id === taskId && u.digest === digest));
+  }
+  deleteUpload(id: string): Promise<void> {
+    return this.op(() => void this.delete<UploadRow>('uploads', (u) => u.id === id));
   }
   listUpdates(studyId: string, round: number): Promise<UpdateRow[]> {
     return this.op(() => this.rows<UpdateRow>('updates').filter((r) => r.study_id === studyId && r.round === round).sort(by((r) => r.site_id)));

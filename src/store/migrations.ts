@@ -8,6 +8,8 @@ import { governanceMigration, lifecycleVersionMigration } from './governance.js'
 import { privacyMigration } from './privacy.js';
 import { auditBoundsMigration } from './audit-bounds.js';
 import { taskErrorsMigration } from './task-errors.js';
+import { blobsMigration } from './uploads.js';
+import type { BlobStore } from './blobs/blob-store.js';
 
 export type Dialect = 'sqlite' | 'postgres';
 
@@ -219,12 +221,14 @@ function trust(dialect: Dialect): Migration {
   };
 }
 
-export function migrationProvider(dialect: Dialect): MigrationProvider {
+/** `blobsOn(db)`: where 0009_blobs moves the bytes of existing rows (the store's blob store, on the migration's connection). */
+export function migrationProvider(dialect: Dialect, blobsOn: (db: Kysely<any>) => BlobStore): MigrationProvider {
   return {
     async getMigrations() {
       return {
         '0001_initial': initial(dialect), '0002_trust': trust(dialect), '0003_governance': governanceMigration(dialect), '0005_privacy': privacyMigration(dialect),
         '0006_audit_bounds': auditBoundsMigration(dialect), '0007_task_errors': taskErrorsMigration(dialect), '0008_lifecycle_version': lifecycleVersionMigration,
+        '0009_blobs': blobsMigration(dialect, blobsOn),
       };
     },
   };

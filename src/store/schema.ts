@@ -73,8 +73,8 @@ export interface ModelVersionsTable {
   id: string;
   study_id: string;
   round: number;
-  weights: Uint8Array; // safetensors
-  digest: string; // sha256 hex of weights
+  digest: string; // sha256 hex of the safetensors bytes, kept in store.blobs (migration 0009_blobs)
+  size: number; // bytes
   created_at: number;
 }
 
@@ -83,8 +83,8 @@ export interface UpdatesTable {
   study_id: string;
   round: number;
   site_id: string;
-  weights: Uint8Array | null; // safetensors (null for evaluate results)
-  digest: string | null;
+  digest: string | null; // sha256 hex of the update's safetensors bytes (a SecAgg+ row: of the masked input, kept by the session)
+  size: number | null; // bytes in store.blobs under digest; null: none stored (evaluate results, SecAgg+ masked inputs)
   num_examples: number;
   metrics: string; // JSON
   received_at: number;

@@ -5,9 +5,10 @@
  * through sql-errors.ts, so callers see StoreConflict / StoreUnavailable, never a driver's error class.
  */
 import type { BlobStore } from './blobs/blob-store.js';
-import { MemoryBlobStore } from './blobs/memory-blobs.js';
+import { FileBlobStore } from './blobs/file-blobs.js';
+import { PgBlobStore } from './blobs/pg-blobs.js';
 import { closeSync, existsSync, mkdirSync, openSync, chmodSync } from 'node:fs';
-import { dirname, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { Kysely, Migrator, PostgresDialect, SqliteDialect, type Transaction } from 'kysely';
 import type { Database } from './schema.js';
 import { migrationProvider, type Dialect } from './migrations.js';
@@ -19,10 +20,11 @@ import * as audit from './audit.js';
 import * as p from './privacy.js';
 import * as bounds from './audit-bounds.js';
 import * as taskErrors from './task-errors.js';
+import * as uploads from './uploads.js';
 import { pgPoolMax } from './pg-pool.js';
 import {
   StoreConflict, StoreUnavailable, refuseFromInside, runInside, type AuditRow, type CommitRoundArgs, type InviteRow, type MetricRow, type ModelVersionRow, type RefusalRow, type RoundRow,
-  type SiteRow, type Store, type StrategyStateRow, type StudyRow, type TaskRow, type UpdateRow, type UserRow,
+  type SiteRow, type Store, type StrategyStateRow, type StudyRow, type TaskRow, type UpdateRow, type UploadRow, type UserRow,
 } from './store.js';
 
 /** Every table of the database, for the handle the store keeps. */
@@ -50,11 +52,16 @@ const normRound = (r: RoundRow): RoundRow => ({
 const normTask = (r: TaskRow): TaskRow => ({
   ...r, round: num(r.round), created_at: num(r.created_at), deadline_at: num(r.deadline_at), delivered_at: maybeNum(r.delivered_at), done_at: maybeNum(r.done_at),
 });
-const normModel = (r: ModelVersionRow): ModelVersionRow => ({ ...r, round: num(r.round), created_at: num(r.created_at), weights: bytes(r.weights) });
+const normModel = (r: ModelVersionRow): ModelVersionRow => ({ ...r, round: num(r.round), size: num(r.size), created_at: num(r.created_at) });
 
 export interface SqlStoreOptions {
   /** Told when PostgreSQL drops a connection (idle or in use); the store reconnects on next use either way. */
   onConnectionError?: (e: Error) => void;
+  /**
+   * Blobs (model versions, updates) as files in this directory instead of the default: `<dir of the SQLite
+   * file>/blobs` for SQLite, the shared chunk table for PostgreSQL (files there suit one coordinator only).
+   */
+  blobDir?: string;
 }
 
 /** Opens (and migrates) the SQL store at `url`: `postgres://…`, `sqlite:<path>` or a file path. */
@@ -64,6 +71,7 @@ export async function openSqlStore(url: string, o: SqlStoreOptions = {}): Promis
   let dialect: Dialect;
   let files: string[] = [];
   let guard: DiskGuard | undefined;
+  let blobs: (db: Kysely<any>) => BlobStore;
   if (/^postgres(ql)?:\/\//.test(url)) {
     const pg = (await import('pg')).default;
     // int8 (COUNT, bigint ms timestamps) arrives as string by default; every value we keep fits a double.
@@ -86,6 +94,12 @@ export async function openSqlStore(url: string, o: SqlStoreOptions = {}): Promis
     pool.on('connect', (client) => client.on('error', onConnectionError));
     db = new Kysely<AllTables>({ dialect: mappedDialect(new PostgresDialect({ pool }), 'postgres') });
     dialect = 'postgres';
+    if (o.blobDir) {
+      const fileBlobs = new FileBlobStore(resolve(o.blobDir));
+      blobs = () => fileBlobs;
+    } else {
+      blobs = (on) => new PgBlobStore(on);
+    }
   } else {
     const path = resolve(url.replace(/^sqlite:/, ''));
     files = prepareSqliteFiles(path);
@@ -103,8 +117,10 @@ export async function openSqlStore(url: string, o: SqlStoreOptions = {}): Promis
     }
     db = new Kysely<AllTables>({ dialect: mappedDialect(new SqliteDialect({ database: raw as never }), 'sqlite', guard) });
     dialect = 'sqlite';
+    const fileBlobs = new FileBlobStore(resolve(o.blobDir ?? join(dirname(path), 'blobs')));
+    blobs = () => fileBlobs;
   }
-  const store = new SqlStore(db, dialect, false);
+  const store = new SqlStore(db, dialect, false, blobs(db), blobs);
   try {
     await store.migrate();
   } catch (e) {
@@ -134,13 +150,14 @@ function restrictFiles(files: string[]): void {
 
 export class SqlStore implements Store {
   readonly backend: 'sqlite' | 'postgres';
-  // FIXME(blobs helper): files under the data directory (SQLite) / a chunk table (PostgreSQL); shared with tx.
-  readonly blobs: BlobStore = new MemoryBlobStore();
-
   constructor(
     private readonly handle: Db,
     private readonly dialect: Dialect,
     private readonly inTx: boolean,
+    /** Files by default for SQLite, the chunk table for PostgreSQL; a transaction's `tx` has the same one. */
+    readonly blobs: BlobStore,
+    /** The blob store on a given connection: what migration 0009 moves existing rows' bytes into. */
+    private readonly blobsOn: (db: Kysely<any>) => BlobStore,
   ) {
     this.backend = dialect;
   }
@@ -163,7 +180,7 @@ export class SqlStore implements Store {
   }
 
   async migrate(): Promise<void> {
-    const migrator = new Migrator({ db: this.db as Kysely<AllTables>, provider: migrationProvider(this.dialect) });
+    const migrator = new Migrator({ db: this.db as Kysely<AllTables>, provider: migrationProvider(this.dialect, this.blobsOn) });
     const { error, results } = await migrator.migrateToLatest();
     if (error instanceof StoreUnavailable) throw error; // the database is not there: say so, not "migration failed"
     if (error) {
@@ -178,7 +195,7 @@ export class SqlStore implements Store {
 
   transaction<T>(fn: (tx: Store) => Promise<T>): Promise<T> {
     if (this.inTx) return fn(this);
-    return (this.db as Kysely<AllTables>).transaction().execute((trx) => runInside(this, () => fn(new SqlStore(trx, this.dialect, true))));
+    return (this.db as Kysely<AllTables>).transaction().execute((trx) => runInside(this, () => fn(new SqlStore(trx, this.dialect, true, this.blobs, this.blobsOn))));
   }
 
   async dumpTables(): Promise<Record<string, Record<string, unknown>[]>> {
@@ -290,9 +307,8 @@ export class SqlStore implements Store {
     const r = await this.db.selectFrom('model_versions').selectAll().where('id', '=', id).executeTakeFirst();
     return r && normModel(r);
   }
-  async listModelVersions(studyId: string): Promise<Omit<ModelVersionRow, 'weights'>[]> {
-    const rows = await this.db.selectFrom('model_versions').select(['id', 'study_id', 'round', 'digest', 'created_at']).where('study_id', '=', studyId).orderBy('round').execute();
-    return rows.map((r) => ({ ...r, round: num(r.round), created_at: num(r.created_at) }));
+  async listModelVersions(studyId: string): Promise<ModelVersionRow[]> {
+    return (await this.db.selectFrom('model_versions').selectAll().where('study_id', '=', studyId).orderBy('round').execute()).map(normModel);
   }
   async latestModelVersion(studyId: string): Promise<ModelVersionRow | undefined> {
     const r = await this.db.selectFrom('model_versions').selectAll().where('study_id', '=', studyId).orderBy('round', 'desc').limit(1).executeTakeFirst();
@@ -381,7 +397,19 @@ export class SqlStore implements Store {
   }
   async listUpdates(studyId: string, round: number): Promise<UpdateRow[]> {
     const rows = await this.db.selectFrom('updates').selectAll().where('study_id', '=', studyId).where('round', '=', round).orderBy('site_id').execute();
-    return rows.map((r) => ({ ...r, round: num(r.round), num_examples: num(r.num_examples), received_at: num(r.received_at), weights: maybeBytes(r.weights) }));
+    return rows.map((r) => ({ ...r, round: num(r.round), num_examples: num(r.num_examples), received_at: num(r.received_at), size: maybeNum(r.size) }));
+  }
+  createUpload(row: UploadRow): Promise<void> {
+    return uploads.createUpload(uploads.uploadsDb(this.db), row);
+  }
+  getUpload(id: string): Promise<UploadRow | undefined> {
+    return uploads.getUpload(uploads.uploadsDb(this.db), id);
+  }
+  findUpload(taskId: string, digest: string): Promise<UploadRow | undefined> {
+    return uploads.findUpload(uploads.uploadsDb(this.db), taskId, digest);
+  }
+  deleteUpload(id: string): Promise<void> {
+    return uploads.deleteUpload(uploads.uploadsDb(this.db), id);
   }
   async countUpdates(studyId: string, round: number): Promise<number> {
     const r = await this.db.selectFrom('updates').select((eb) => eb.fn.countAll<number>().as('n')).where('study_id', '=', studyId).where('round', '=', round).executeTakeFirstOrThrow();

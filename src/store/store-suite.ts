@@ -25,7 +25,7 @@ function round(r = 1) {
   return { study_id: 's1', round: r, status: 'open', kind: 'fit', opened_at: now, deadline_at: now + 1000, committed_at: null, model_version_id: null };
 }
 function update(taskId: string, siteId: string, r = 1) {
-  return { task_id: taskId, study_id: 's1', round: r, site_id: siteId, weights: new Uint8Array([1, 2, 3]), digest: 'd', num_examples: 10, metrics: '{}', received_at: now };
+  return { task_id: taskId, study_id: 's1', round: r, site_id: siteId, digest: 'd', size: 3, num_examples: 10, metrics: '{}', received_at: now };
 }
 function user(id: string, name = id) {
   return { id, name, role: 'study_lead', institution: null, public_key: null, status: 'invited', created_by: 'admin', created_at: now };
@@ -58,7 +58,8 @@ export function storeSuite(b: StoreBackend): void {
       await store.createSite(site('a'));
       await store.createSite(site('b'));
       await store.createStudy(study('s1'));
-      await store.putModelVersion({ id: 'm0', study_id: 's1', round: 0, weights: new Uint8Array([9, 8, 7]), digest: 'x', created_at: now });
+      const m0 = await store.blobs.put(new Uint8Array([9, 8, 7]));
+      await store.putModelVersion({ id: 'm0', study_id: 's1', round: 0, digest: m0.digest, size: m0.size, created_at: now });
     });
     after(async () => {
       if (skip) return;
@@ -68,15 +69,17 @@ export function storeSuite(b: StoreBackend): void {
     });
 
     describe('core', () => {
-      it('keeps sites and reads blobs back as Uint8Array', { skip }, async () => {
+      it('keeps sites, and a model version as a row naming its blob in store.blobs', { skip }, async () => {
         assert.deepEqual((await store.listSites()).map((s) => s.name), ['a', 'b']);
         assert.equal((await store.getSiteByName('b'))?.id, 'b');
         const mv = await store.getModelVersion('m0');
-        assert.ok(mv?.weights instanceof Uint8Array);
-        assert.deepEqual([...mv!.weights], [9, 8, 7]);
-        assert.equal(typeof mv!.created_at, 'number');
-        mv!.weights[0] = 0;
-        assert.deepEqual([...(await store.getModelVersion('m0'))!.weights], [9, 8, 7], 'a caller changing what it read changes nothing stored');
+        assert.deepEqual([mv?.size, typeof mv?.created_at, Object.keys(mv!).sort()], [3, 'number', ['created_at', 'digest', 'id', 'round', 'size', 'study_id']]);
+        const bytes = await store.blobs.readAll(mv!.digest);
+        assert.ok(bytes instanceof Uint8Array);
+        assert.deepEqual([...bytes], [9, 8, 7]);
+        assert.deepEqual(await store.listModelVersions('s1'), [mv]);
+        await store.transaction(async (tx) => assert.equal(tx.blobs, store.blobs, "a transaction's tx has the store's blobs"));
+        assert.deepEqual([...await other.blobs.readAll(mv!.digest)], [9, 8, 7], 'a second coordinator on the same data reads the same blobs');
       });
 
       it('refuses a taken name or id with StoreConflict, changing nothing', { skip }, async () => {
@@ -118,14 +121,14 @@ export function storeSuite(b: StoreBackend): void {
         assert.ok(results.errors.every((e) => e instanceof StoreConflict), String(results.errors));
         assert.equal(await store.countUpdates('s1', 1), 1);
         const ups = await store.listUpdates('s1', 1);
-        assert.deepEqual([...ups[0]!.weights!], [1, 2, 3]);
+        assert.deepEqual([ups[0]!.digest, ups[0]!.size], ['d', 3]);
         assert.equal((await store.getTask('t-a'))?.status, 'done');
       });
 
       it('commits a round once, expiring open tasks, in one transaction', { skip }, async () => {
         await store.commitRound({
           studyId: 's1', round: 1, now: now + 5,
-          model: { id: 'm1', study_id: 's1', round: 1, weights: new Uint8Array([4]), digest: 'y', created_at: now + 5 },
+          model: { id: 'm1', study_id: 's1', round: 1, digest: 'y', size: 1, created_at: now + 5 },
           metrics: [{ study_id: 's1', round: 1, site_id: null, phase: 'fit', name: 'loss', value: 0.5 }, { study_id: 's1', round: 1, site_id: 'a', phase: 'fit', name: 'loss', value: 0.25 }],
           strategyState: { study_id: 's1', round: 1, json: '{"k":1}', tensors: new Uint8Array([5]) },
           advanceTo: 1,
@@ -151,7 +154,7 @@ export function storeSuite(b: StoreBackend): void {
         await assert.rejects(
           store.commitRound({
             studyId: 's1', round: 2, now,
-            model: { id: 'm2', study_id: 's1', round: 2, weights: new Uint8Array([1]), digest: 'z', created_at: now },
+            model: { id: 'm2', study_id: 's1', round: 2, digest: 'z', size: 1, created_at: now },
             metrics: [],
             inTx: async (tx) => {
               await tx.setKv('half-done', 'yes');
@@ -214,7 +217,7 @@ export function storeSuite(b: StoreBackend): void {
 
       it('starts a study with its participants and initial model, all or nothing', { skip }, async () => {
         await store.createStudy(study('s2', 'created'));
-        const initial = { id: 's2.v0', study_id: 's2', round: 0, weights: new Uint8Array([1]), digest: 'i', created_at: now };
+        const initial = { id: 's2.v0', study_id: 's2', round: 0, digest: 'i', size: 1, created_at: now };
         await store.startStudy('s2', ['a', 'b'], initial, now);
         const s2 = await store.getStudy('s2');
         assert.deepEqual([s2?.status, JSON.parse(s2!.participants!)], ['running', ['a', 'b']]);

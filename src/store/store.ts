@@ -24,6 +24,7 @@ import type { PrivacyLedgerTable, SiteSpend, SpendEntry } from './privacy.js';
 import type { CountedRefusal } from './audit-bounds.js';
 import type { TaskErrorsTable } from './task-errors.js';
 import type { BlobStore } from './blobs/blob-store.js';
+import type { UploadsTable } from './uploads.js';
 
 export type SiteRow = SitesTable;
 export type StudyRow = StudiesTable;
@@ -42,6 +43,8 @@ export type { GovernanceEvent, Institution, LifecycleRow, ModelCardRow, Placemen
 export type LedgerRow = PrivacyLedgerTable;
 export type { CountedRefusal };
 export type TaskErrorRow = TaskErrorsTable;
+/** A chunked upload of a task's result (uploads.ts); its bytes so far are `store.blobs.partial(id)`. */
+export type UploadRow = UploadsTable;
 
 /** Thrown when a state change is refused because the row is not in the state the caller expected, or a unique key is taken. */
 export class StoreConflict extends Error {
@@ -134,7 +137,7 @@ export interface Store {
   // ---- model versions ----
   putModelVersion(row: ModelVersionRow): Promise<void>;
   getModelVersion(id: string): Promise<ModelVersionRow | undefined>;
-  listModelVersions(studyId: string): Promise<Omit<ModelVersionRow, 'weights'>[]>;
+  listModelVersions(studyId: string): Promise<ModelVersionRow[]>;
   latestModelVersion(studyId: string): Promise<ModelVersionRow | undefined>;
 
   // ---- rounds, tasks, updates ----
@@ -165,6 +168,14 @@ export interface Store {
   resetRound(studyId: string, round: number): Promise<void>;
   /** Records a result and closes its task together; StoreConflict when the task or its round is no longer open. */
   acceptUpdate(update: UpdateRow, inTx?: (tx: Store) => Promise<void>): Promise<void>;
+
+  // ---- chunked uploads (uploads.ts; the bytes are store.blobs.partial(id)) ----
+  /** StoreConflict when the id, or the task and digest, are taken. */
+  createUpload(row: UploadRow): Promise<void>;
+  getUpload(id: string): Promise<UploadRow | undefined>;
+  /** The upload of this task's result with these bytes, if one was started. */
+  findUpload(taskId: string, digest: string): Promise<UploadRow | undefined>;
+  deleteUpload(id: string): Promise<void>;
   listUpdates(studyId: string, round: number): Promise<UpdateRow[]>;
   countUpdates(studyId: string, round: number): Promise<number>;
   /** Model version, metrics, strategy state, round status and study progress in one transaction; StoreConflict when the round is not open. */
@@ -269,7 +280,8 @@ export interface Store {
  * path (SQLite). SQL stores are migrated before this returns; `onConnectionError` hears of PostgreSQL
  * connections the server dropped (the store reconnects by itself; default: a line on stderr).
  */
-export async function openStore(url: string, opts: { onConnectionError?: (e: Error) => void } = {}): Promise<Store> {
+/** `blobDir`: model versions' and updates' bytes as files there (SqlStoreOptions.blobDir); ignored by `memory:`. */
+export async function openStore(url: string, opts: { onConnectionError?: (e: Error) => void; blobDir?: string } = {}): Promise<Store> {
   if (url === 'memory:') {
     const { MemoryStore } = await import('./memory-store.js');
     return new MemoryStore();

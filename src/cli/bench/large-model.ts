@@ -257,7 +257,7 @@ export async function runLargeModelBench(o: LargeModelOptions): Promise<LargeMod
     if (globalBytes) {
       const got = (await ok(send(url, 'GET', `/v1/studies/${study}/model`, lead), 'model download')).body;
       const { elementwise: _streams, ...inMemoryHost } = hostStrategy(spec);
-      const rows = sites.map((s, k) => ({ row: { task_id: tasks[k]!.taskId, study_id: study, round: 1, site_id: s.id, weights: null, digest: null, num_examples: 100 + k, metrics: '{}', received_at: 0 }, source: bytesSource(bodies[k]!) }));
+      const rows = sites.map((s, k) => ({ row: { task_id: tasks[k]!.taskId, study_id: study, round: 1, site_id: s.id, digest: null, size: bodies[k]!.length, num_examples: 100 + k, metrics: '{}', received_at: 0 }, source: bytesSource(bodies[k]!) }));
       const want = await collect(aggregateRound({ spec, host: inMemoryHost as HostedStrategy, round: 1, global: bytesSource(globalBytes), updates: rows, asked: o.sites, metadata: { study, round: '1' } }));
       verified = Buffer.from(want).equals(got);
     }

@@ -78,17 +78,17 @@ export async function readStudy(storeUrl: string, studyId: string, siteStateDirs
     const name = (id: string) => names.get(id) ?? id;
     const versions = new Map<number, string>();
     for (const v of await store.listModelVersions(studyId)) {
-      versions.set(v.round, weightsDigest(decodeSafetensors((await store.getModelVersion(v.id))!.weights).weights));
+      versions.set(v.round, weightsDigest(decodeSafetensors(await store.blobs.readAll(v.digest)).weights));
     }
     const rounds: RoundRecord[] = [];
     for (const r of await store.listRounds(studyId)) {
       const tasks: Record<string, number> = Object.create(null);
       for (const t of await store.listTasks(studyId, r.round)) tasks[name(t.site_id)] = (tasks[name(t.site_id)] ?? 0) + 1;
-      const updates = (await store.listUpdates(studyId, r.round)).map((u) => ({
+      const updates = await Promise.all((await store.listUpdates(studyId, r.round)).map(async (u) => ({
         site: name(u.site_id),
         task: u.task_id,
-        digest: u.weights ? weightsDigest(decodeSafetensors(u.weights).weights) : null,
-      }));
+        digest: u.digest !== null && u.size !== null ? weightsDigest(decodeSafetensors(await store.blobs.readAll(u.digest)).weights) : null,
+      })));
       rounds.push({ round: r.round, kind: r.kind, status: r.status, tasks, updates });
     }
     const ledger = (await store.ledgerRows(studyId)).map((r) => ({

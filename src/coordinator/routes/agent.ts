@@ -8,10 +8,11 @@ import { appendAudit } from '../../governance/audit-store.js';
 import { auditsRefusal } from '../../store/audit-bounds.js';
 import { StoreConflict, type TaskRow } from '../../store/store.js';
 import { HttpError, requireSite } from '../auth.js';
-import { BinaryReply, IdParams, NoContent, NoQuery, ResultAcceptedReply, WaitQuery, binaryBody } from '../../protocol/replies.js';
+import { IdParams, NoContent, NoQuery, ResultAcceptedReply, WaitQuery, binaryBody } from '../../protocol/replies.js';
 import { digestHex, normStatsKey, studySeed } from '../engine.js';
 import { recordSpendInTx, spendProblem, taskPrivacy } from '../privacy.js';
 import { analyticsAnswerProblem } from '../analytics-rounds.js';
+import { blobReplies, sendBlob } from './blob-reply.js';
 
 export const agentRoutes: RoutePlugin = async (app, ctx) => {
   const { store, bus, engine, now, audit } = ctx;
@@ -71,12 +72,13 @@ export const agentRoutes: RoutePlugin = async (app, ctx) => {
     };
   }
 
-  app.get<{ Params: { id: string } }>('/v1/agent/models/:id', { schema: { params: IdParams, querystring: NoQuery, response: { 200: { content: { 'application/octet-stream': { schema: BinaryReply } } } } } }, async (req, reply) => {
+  // Streamed from the blob store; a Range resumes a download that lost its connection (site/http.ts).
+  app.get<{ Params: { id: string } }>('/v1/agent/models/:id', { schema: { params: IdParams, querystring: NoQuery, response: blobReplies } }, async (req, reply) => {
     const site = requireSite(req.principal!, 'model.download');
     if (!(await store.siteMayReadModel(site.id, req.params.id))) throw new HttpError(404, 'not_found', `no model ${req.params.id} for this site`);
     const mv = await store.getModelVersion(req.params.id);
     if (!mv) throw new HttpError(404, 'not_found', `no model ${req.params.id}`);
-    return reply.type('application/octet-stream').header('x-setu-digest', mv.digest).send(Buffer.from(mv.weights));
+    return sendBlob(req, reply, store.blobs, mv);
   });
 
   // The global model each update started from: its layout (the study's tensors that are aggregated) checks the
@@ -88,7 +90,7 @@ export const agentRoutes: RoutePlugin = async (app, ctx) => {
     if (!v) {
       const mv = await store.getModelVersion(id);
       if (!mv) throw new Error(`model version ${id} is missing`);
-      const weights = decodeSafetensors(mv.weights).weights;
+      const weights = decodeSafetensors(await store.blobs.readAll(mv.digest)).weights;
       const rules = rulesOf(spec, Object.keys(weights));
       v = { layout: updateLayout(layoutOf(weights), rules), weights, rules };
       if (versions.size > 64) versions.delete(versions.keys().next().value!);
@@ -195,15 +197,16 @@ export const agentRoutes: RoutePlugin = async (app, ctx) => {
     }
     try {
       const t = now();
-      const digest = weightsBytes ? digestHex(weightsBytes) : null;
+      const blob = weightsBytes ? await store.blobs.put(weightsBytes) : null;
+      const digest = blob?.digest ?? null;
       await store.acceptUpdate(
         {
           task_id: task.id,
           study_id: task.study_id,
           round: task.round,
           site_id: site.id,
-          weights: weightsBytes,
           digest,
+          size: blob?.size ?? null,
           num_examples: meta.numExamples,
           metrics: JSON.stringify(meta),
           received_at: t,

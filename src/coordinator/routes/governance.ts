@@ -290,9 +290,9 @@ async function startInner(ctx: RouteContext, principal: Principal, studyId: stri
     return reply.status(409).send({ error: 'policy_refused', message: `study ${s.id} breaks ${violations.length} jurisdiction rule(s): ${describeViolations(violations)}`, violations });
   }
   steps.push(started);
-  const bytes = uploaded ? undefined : encodeSafetensors(initialWeights(spec), { study: s.id, round: '0' });
+  const blob = uploaded ? undefined : await store.blobs.put(encodeSafetensors(initialWeights(spec), { study: s.id, round: '0' }));
   await store.transaction(async (tx) => {
-    await tx.startStudy(s.id, participants, bytes && { id: `${s.id}.v0`, study_id: s.id, round: 0, weights: bytes, digest: digestHex(bytes), created_at: t }, t);
+    await tx.startStudy(s.id, participants, blob && { id: `${s.id}.v0`, study_id: s.id, round: 0, digest: blob.digest, size: blob.size, created_at: t }, t);
     // What each participant declared for the dataset now bounds its example counts (FedAvg weights) in this study.
     await tx.snapshotStudyCohorts(s.id, spec.dataset, participants, t);
     await commitTransitions(tx, { store, audit: ctx.audit.key }, before, steps);

@@ -124,7 +124,7 @@ export const secaggRoutes: RoutePlugin = async (app, ctx) => {
     const digest = digestHex(new Uint8Array(m.masked.buffer, m.masked.byteOffset, m.masked.byteLength));
     try {
       await store.acceptUpdate(
-        { task_id: task.id, study_id: task.study_id, round: task.round, site_id: site.id, weights: null, digest, num_examples: meta.numExamples, metrics: JSON.stringify(meta), received_at: t },
+        { task_id: task.id, study_id: task.study_id, round: task.round, site_id: site.id, digest, size: null, num_examples: meta.numExamples, metrics: JSON.stringify(meta), received_at: t },
         async (tx) => {
           await appendAudit(tx, audit.key, { ts: t, actor: site.id, kind: 'update.accepted', subject: task.id, data: { study: task.study_id, round: task.round, kind: 'fit', secagg: session.id, maskedDigest: digest, numExamples: meta.numExamples } });
           if (meta.privacy) await recordSpendInTx(tx, audit.key, { taskId: task.id, studyId: task.study_id, siteId: site.id, round: task.round, spend: meta.privacy, at: t });

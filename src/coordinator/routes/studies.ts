@@ -4,13 +4,15 @@ import { randomBytes } from 'node:crypto';
 import { Type } from '@sinclair/typebox';
 import { InitialWeightsResponseSchema, StudySpecSchema, type InitialWeightsResponse, type StudySpec } from '../../protocol/api.js';
 import { analyticsStudyDefaults } from '../../protocol/analytics.js';
-import { encodeSafetensors, headerLayout, readSafetensorsHeader } from '../../protocol/safetensors.js';
+import { encodeSafetensors, headerLayout } from '../../protocol/safetensors.js';
+import { blobHeader } from '../../store/blobs/model-blobs.js';
+import { blobReplies, sendBlob } from './blob-reply.js';
 import { describeTensors, weightCount } from '../../protocol/tensors.js';
 import { appendAudit } from '../../governance/audit-store.js';
 import { StudyDetailSchema, StudySummarySchema, type StudyDetail } from '../../protocol/views.js';
 import { exportCsv, studyExport } from '../study-export.js';
 import { HttpError, checkOwnStudy, requireUser } from '../auth.js';
-import { BinaryReply, ExportQuery, IdParams, ModelQuery, NoBody, NoQuery, StartedReply, StopBody, StudyCreatedReply, StudyExportSchema, StudyStatusReply, TextReply, binaryBody, optionalJsonBody, type StopRequest } from '../../protocol/replies.js';
+import { ExportQuery, IdParams, ModelQuery, NoBody, NoQuery, StartedReply, StopBody, StudyCreatedReply, StudyExportSchema, StudyStatusReply, TextReply, binaryBody, optionalJsonBody, type StopRequest } from '../../protocol/replies.js';
 import { digestHex, initialWeights } from '../engine.js';
 import { ModelProblem, checkInitialWeights, modelSpecProblems, rulesOf } from '../study-model.js';
 import { progressOfRound } from './trainer.js';
@@ -70,10 +72,10 @@ export const studyRoutes: RoutePlugin = async (app, ctx) => {
       throw e;
     }
     const bytes = encodeSafetensors(weights, { study: s.id, round: '0' });
-    const digest = digestHex(bytes);
+    const { digest, size } = await store.blobs.put(bytes);
     const t = now();
     await store.transaction(async (tx) => {
-      await tx.putModelVersion({ id: versionId, study_id: s.id, round: 0, weights: bytes, digest, created_at: t });
+      await tx.putModelVersion({ id: versionId, study_id: s.id, round: 0, digest, size, created_at: t });
       await appendAudit(tx, ctx.audit.key, { ts: t, actor: user.id, kind: 'study.initial_weights', subject: s.id, data: { modelVersion: versionId, digest, tensors: Object.keys(weights).length, parameters: weightCount(weights), uploadDigest: digestHex(req.body as Buffer) } });
     });
     return { id: s.id, modelVersionId: versionId, digest, tensors: Object.keys(weights).length, parameters: weightCount(weights), bytes: bytes.length };
@@ -113,7 +115,7 @@ export const studyRoutes: RoutePlugin = async (app, ctx) => {
 
   // The latest global model, or with ?round=R the model after fit round R (0: the initial model).
   app.get<{ Params: { id: string }; Querystring: { round?: string } }>('/v1/studies/:id/model', {
-    schema: { params: IdParams, querystring: ModelQuery, response: { 200: { content: { 'application/octet-stream': { schema: BinaryReply } } } } },
+    schema: { params: IdParams, querystring: ModelQuery, response: blobReplies },
   }, async (req, reply) => {
     const user = requireUser(req.principal!, 'model.download');
     const s = await store.getStudy(req.params.id);
@@ -129,7 +131,7 @@ export const studyRoutes: RoutePlugin = async (app, ctx) => {
       mv = await store.getModelVersion(v.id);
     }
     if (!mv) throw new HttpError(404, 'not_found', `study ${req.params.id} has no model`);
-    return reply.type('application/octet-stream').header('x-setu-model-version', mv.id).header('x-setu-digest', mv.digest).send(Buffer.from(mv.weights));
+    return sendBlob(req, reply, store.blobs, mv, { 'x-setu-model-version': mv.id });
   });
 
 }
@@ -147,7 +149,7 @@ export async function studyDetail(ctx: RouteContext, id: string): Promise<StudyD
   const nameOf = new Map(sites.map((x) => [x.id, x.name]));
   // The model's tensors, from the header of its latest version (no value is decoded).
   const mv = await store.latestModelVersion(s.id);
-  const h = mv ? readSafetensorsHeader(mv.weights) : undefined;
+  const h = mv ? await blobHeader(store.blobs, mv.digest, mv.size) : undefined;
   const model = h ? { version: mv!.id, digest: mv!.digest, ...describeTensors(headerLayout(h), rulesOf(spec, h.tensors.map((t) => t.name))) } : null;
   return {
     id: s.id,

@@ -56,6 +56,8 @@ export interface BlobStore {
   /** The whole blob (only for blobs known to be small: metadata-sized models, tests). */
   readAll(digest: string): Promise<Uint8Array>;
   delete(digest: string): Promise<void>;
+  /** Every stored blob, by digest (storeDigest includes them; uploads in progress are not blobs). */
+  list(): Promise<BlobInfo[]>;
   /** Opens (creating when new) the upload `id`. */
   partial(id: string): Promise<PartialBlob>;
   close?(): Promise<void>;

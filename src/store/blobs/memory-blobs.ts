@@ -1,5 +1,6 @@
 /** The in-memory blob store (tests, simulations): same contract as the file and PostgreSQL ones. */
 import { createHash } from 'node:crypto';
+import { checkDigest, checkPartialId } from './names.js';
 import { BlobMismatch, BlobOffsetConflict, DEFAULT_BLOB_CHUNK_BYTES, type BlobInfo, type BlobStore, type PartialBlob } from './blob-store.js';
 
 const sha256 = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
@@ -25,11 +26,12 @@ export class MemoryBlobStore implements BlobStore {
   }
 
   async size(digest: string): Promise<number | undefined> {
-    return this.blobs.get(digest)?.length;
+    return this.blobs.get(checkDigest(digest))?.length;
   }
 
   async read(digest: string, start: number, end: number): Promise<Uint8Array> {
-    return this.get(digest).subarray(start, Math.min(end, this.get(digest).length));
+    const b = this.get(digest);
+    return new Uint8Array(b.subarray(start, Math.min(end, b.length)));
   }
 
   async *stream(digest: string, opts: { start?: number; end?: number; chunkBytes?: number } = {}): AsyncIterable<Uint8Array> {
@@ -40,14 +42,19 @@ export class MemoryBlobStore implements BlobStore {
   }
 
   async readAll(digest: string): Promise<Uint8Array> {
-    return this.get(digest);
+    return new Uint8Array(this.get(digest));
   }
 
   async delete(digest: string): Promise<void> {
     this.blobs.delete(digest);
   }
 
+  async list(): Promise<BlobInfo[]> {
+    return [...this.blobs].map(([digest, b]) => ({ digest, size: b.length })).sort((a, b) => (a.digest < b.digest ? -1 : 1));
+  }
+
   async partial(id: string): Promise<PartialBlob> {
+    checkPartialId(id);
     if (!this.partials.has(id)) this.partials.set(id, []);
     const parts = () => this.partials.get(id) ?? [];
     const received = () => parts().reduce((n, p) => n + p.length, 0);
@@ -72,7 +79,7 @@ export class MemoryBlobStore implements BlobStore {
   }
 
   private get(digest: string): Uint8Array {
-    const b = this.blobs.get(digest);
+    const b = this.blobs.get(checkDigest(digest));
     if (!b) throw new Error(`no blob ${digest}`);
     return b;
   }
