@@ -109,13 +109,20 @@ export async function* streamAggregate(a: StreamAggregateArgs): AsyncGenerator<U
       for (let at = 0; at < t.end - t.begin; at += sliceElems * 4) yield new Uint8Array(await a.global.read(base + at, base + Math.min(t.end - t.begin, at + sliceElems * 4)));
       continue;
     }
-    for (let i0 = 0; i0 < n; i0 += sliceElems) {
-      const i1 = Math.min(n, i0 + sliceElems), len = i1 - i0;
-      const slices = await Promise.all(ups.map(async (u) => {
+    // The reads of the next slice run (in libuv's threads) while this one is reduced.
+    const readSlice = (i0: number, i1: number) => {
+      const p = Promise.all(ups.map(async (u) => {
         const e = u.tensors.get(t.name)!, size = DTYPE_BYTES[e.dtype], base = u.header.dataStart + e.begin;
         return decodeValues(await u.source.read(base + i0 * size, base + i1 * size), e.dtype, t.name);
       }));
-      // A fresh slice each time: it is yielded as the output's bytes without a copy.
+      p.catch(() => {}); // awaited below; a failure while this slice is reduced must not go unhandled
+      return p;
+    };
+    let next = readSlice(0, Math.min(n, sliceElems));
+    for (let i0 = 0; i0 < n; i0 += sliceElems) {
+      const i1 = Math.min(n, i0 + sliceElems), len = i1 - i0;
+      const slices = await next;
+      if (i1 < n) next = readSlice(i1, Math.min(n, i1 + sliceElems));
       const o = new Float32Array(len);
       let flag: number;
       // The in-memory kernel itself (WeightedSum's), on this slice of every update: the same sums in the same order.
@@ -125,9 +132,12 @@ export async function* streamAggregate(a: StreamAggregateArgs): AsyncGenerator<U
         const i = o.findIndex((v) => !Number.isFinite(v));
         if (i >= 0) throw new Error(`aggregated model: tensor "${t.name}" is not finite at index ${i0 + i}`);
       }
-      roundToDtype({ shape: [len], data: o, dtype: t.dtype });
-      const bad = o.findIndex((v) => !Number.isFinite(v));
-      if (bad >= 0) throw new Error(`aggregated model: tensor "${t.name}" has a non-finite value (${o[bad]}) at index ${i0 + bad} after rounding to its dtype`);
+      // Past the check above every float32 value is finite; rounding to F16 (or BF16, or an integer) may overflow.
+      if (t.dtype !== 'F32') {
+        roundToDtype({ shape: [len], data: o, dtype: t.dtype });
+        const bad = o.findIndex((v) => !Number.isFinite(v));
+        if (bad >= 0) throw new Error(`aggregated model: tensor "${t.name}" has a non-finite value (${o[bad]}) at index ${i0 + bad} after rounding to its dtype`);
+      }
       yield t.dtype === 'F32' && HOST_LITTLE_ENDIAN ? new Uint8Array(o.buffer) : encodeValues(o, t.dtype, t.name);
     }
   }
