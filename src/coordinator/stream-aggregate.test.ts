@@ -189,3 +189,18 @@ test('creation refuses what cannot work: transport under SecAgg+ or DP, and big 
   assert.equal(aggregationSizeProblem(spec('FedAvg', { privacy: { dp, secagg: {} } }), big), undefined);
   assert.equal(aggregationSizeProblem(spec('Krum'), IN_MEMORY_AGGREGATION_MAX_BYTES), undefined);
 });
+
+test('the sum runs in site-id order whatever the arrival order, as the in-memory path sums (cancellation shows the order)', async () => {
+  // Left to right over a, b, c: (1e20 + 1) − 1e20 = 0, (1 − 1e20) + 1e20 = 0, (−1e20 + 1e20) + 1 = 1; any other order differs.
+  const values: Record<string, number[]> = { a: [1e20, 1, -1e20], b: [1, -1e20, 1e20], c: [-1e20, 1e20, 1] };
+  const s = { ...spec('FedAvg', { strategy: { name: 'FedAvg', params: { weighting: 'equal' } } }), tensorRules: [] } as StudySpec;
+  const one = (d: number[]) => mapWeights(['x'], () => tensor([3], new Float32Array(d)));
+  const updates: TestUpdate[] = ['c', 'a', 'b'].map((id) => {
+    const bytes = encodeSafetensors(one(values[id]!));
+    return { task_id: id, study_id: 's', round: 1, site_id: id, weights: bytes, digest: digestOf(bytes), size: bytes.length, num_examples: 5, metrics: JSON.stringify({ taskId: id, numExamples: 5 }), received_at: 0 };
+  });
+  const r: Round = { spec: s, host: hostStrategy(s), global: encodeSafetensors(one([0, 0, 0])), updates, metadata: {} };
+  const streamed = await aggregate(r);
+  eq(streamed, await inMemory(r));
+  assert.deepEqual([...decodeSafetensors(streamed).weights['x']!.data], [0, 0, Math.fround(1 / 3)]);
+});
