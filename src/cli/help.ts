@@ -41,7 +41,7 @@ const ANALYTICS_FLAGS: CommandHelp['flags'] = {
 export const COMMANDS: CommandHelp[] = [
   { path: 'demo', args: '[--seed N] [--rounds R] [--data-dir D] [--json] [--secagg] [--dp-epsilon E …] [--dashboard]', summary: 'the four-hospital India–Japan demo consortium on real data, on this machine',
     flags: { 'data-dir': 'keep the coordinator, site configs and logs in DIR (run again on the same DIR to start afresh there)', rounds: 'FedAvg rounds (default 15)', seed: 'seed of the study and the baselines (a non-negative integer, default 42)', verbose: 'show agent and coordinator logs', json: 'print one JSON object with the results on stdout' } },
-  { path: 'coordinator start', args: '[--data-dir D] [--db postgres://…] [--host H] [--port P] [--tls-cert F --tls-key F] [--log-level L] [--max-uploads N …]', summary: 'run the coordinator (API, round engine, dashboard)',
+  { path: 'coordinator start', args: '[--data-dir D] [--db postgres://…] [--blob-dir D] [--host H] [--port P] [--tls-cert F --tls-key F] [--log-level L] [--max-uploads N …]', summary: 'run the coordinator (API, round engine, dashboard)',
     flags: { 'data-dir': 'where the coordinator keeps coordinator.key, admin.key and its SQLite file (default .setu)' } },
 
   { path: 'site invite', args: '--name N [--institution I] [--jurisdiction IN|JP|…] [--ttl-hours H] [--out FILE]', summary: 'a one-time token with which a hospital enrols its site agent',
@@ -151,6 +151,7 @@ export const FLAGS: Record<string, { value?: string; text: string }> = {
   verbose: { text: 'show more logs' },
   // coordinator start
   db: { value: 'URL', text: 'PostgreSQL connection string (default: SQLite in the data directory)' },
+  'blob-dir': { value: 'DIR', text: "keep model versions and updates as files in DIR (default: <data-dir>/blobs with SQLite; PostgreSQL's shared chunk table with --db)" },
   host: { value: 'H', text: 'address to listen on (default 127.0.0.1; 0.0.0.0 for every interface)' },
   port: { value: 'P', text: 'port to listen on (default 7070; 0 picks a free one)' },
   'body-limit': { value: 'BYTES', text: 'largest request body accepted (default 64 MiB)' },

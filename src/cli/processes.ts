@@ -21,10 +21,11 @@ const stamp = () => new Date().toISOString().slice(11, 19);
 const logTo = (prefix: string) => (m: string) => process.stderr.write(`${stamp()} ${prefix} ${m}\n`);
 
 export async function coordinatorCommand(sub: string | undefined, argv: string[]): Promise<number> {
-  if (sub !== 'start') throw new UsageError('setu coordinator start [--data-dir D] [--db postgres://…] [--host H] [--port P] [--log-level L]');
+  if (sub !== 'start') throw new UsageError('setu coordinator start [--data-dir D] [--db postgres://…] [--blob-dir D] [--host H] [--port P] [--log-level L]');
   const { values } = parse(argv, {
     'data-dir': { type: 'string' },
     db: { type: 'string' },
+    'blob-dir': { type: 'string' },
     host: { type: 'string' },
     port: { type: 'string' },
     'body-limit': { type: 'string' },
@@ -45,6 +46,7 @@ export async function coordinatorCommand(sub: string | undefined, argv: string[]
     c = await startCoordinator({
       dataDir: values['data-dir'] ?? DEFAULT_DATA_DIR,
       ...(values.db ? { db: values.db } : {}),
+      ...(values['blob-dir'] ? { blobDir: values['blob-dir'] } : {}),
       host: values.host ?? '127.0.0.1',
       port: intFlag(values.port, 'port', 7070),
       ...(values['body-limit'] ? { bodyLimit: intFlag(values['body-limit'], 'body-limit', 0) } : {}),

@@ -241,7 +241,8 @@ describe('custom models: initial weights, tensor rules, dtypes and prototype-key
   it('F16 transport: tasks name the dtype, F32 tensors arrive as F16 and aggregate in float32 within half-precision rounding; refused with SecAgg+', async () => {
     await refused(400, /\/transport\/updateDtype: SecAgg\+ sends each update masked as integers/, () => lead('POST', '/v1/studies', study('f16 secagg', { transport: { updateDtype: 'F16' }, privacy: { secagg: {} } })));
     for (const s of (await lead('GET', '/v1/studies')).json) if (s.status === 'running') assert.equal((await lead('POST', `/v1/studies/${s.id}/stop`, {})).status, 200);
-    const id = (await lead('POST', '/v1/studies', study('f16', { transport: { updateDtype: 'F16' }, rounds: 1 }))).json.id;
+    // With a norm bound, the update's narrowed values are compared with the F32 global model element by element.
+    const id = (await lead('POST', '/v1/studies', study('f16', { transport: { updateDtype: 'F16' }, rounds: 1, maxUpdateNorm: 100 }))).json.id;
     assert.equal((await putWeights(id, encodeSafetensors(initial()))).status, 200);
     assert.equal((await lead('POST', `/v1/studies/${id}/start`, {})).status, 200);
     const tasks = await waitFor('both sites\' f16 tasks', async () => {

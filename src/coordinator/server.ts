@@ -15,6 +15,7 @@ import { EventBus } from './events.js';
 import { RoundEngine } from './engine.js';
 import type { RouteContext, RoutePlugin } from './routes/context.js';
 import { siteRoutes } from './routes/sites.js';
+import { uploadRoutes } from './routes/uploads.js';
 import { agentRoutes } from './routes/agent.js';
 import { studyRoutes } from './routes/studies.js';
 import { eventStreamRoutes, eventTokenRoutes } from './routes/events.js';
@@ -47,6 +48,8 @@ export interface ServerOptions {
   audit: AuditLog;
   /** Largest request body accepted from an authenticated caller, bytes (default 64 MiB). */
   bodyLimit?: number;
+  /** The largest chunk of a chunked upload of a fit result (routes/uploads.ts; default 8 MiB). */
+  uploadChunkBytes?: number;
   /** Largest body of a request not (yet) authenticated, e.g. an enrolment, bytes (default 64 KiB). */
   preAuthBodyLimit?: number;
   /** The data directory, whose free space readiness checks (absent: not checked). */
@@ -123,7 +126,7 @@ export function siteTouches(store: Store, now: () => number): (siteId: string) =
 /** Every route that needs a signed request: registered inside the one authenticated scope. */
 const SIGNED_ROUTES: RoutePlugin[] = [
   siteRoutes, agentRoutes, studyRoutes, userRoutes, auditRoutes, eventTokenRoutes, institutionRoutes, governanceRoutes,
-  computeRoutes, modelCardRoutes, privacyRoutes, secaggRoutes, trainerRoutes, taskErrorRoutes, analyticsRoutes,
+  computeRoutes, modelCardRoutes, privacyRoutes, secaggRoutes, trainerRoutes, taskErrorRoutes, analyticsRoutes, uploadRoutes,
 ];
 /** The routes anyone may call: enrolment (the caller has no key yet) and the event stream (its token is the credential). */
 const PUBLIC_ROUTES: RoutePlugin[] = [enrolRoutes, eventStreamRoutes];
@@ -173,6 +176,7 @@ export function buildServer(opts: ServerOptions): FastifyInstance {
   const ctx: RouteContext = {
     store, bus, engine, audit: opts.audit, now, governance: opts.governance ?? governanceConfig(),
     maxWaitMs: opts.maxWaitMs ?? 25_000, onlineWindowMs: opts.onlineWindowMs ?? 60_000, bodyLimit,
+    ...(opts.uploadChunkBytes ? { uploadChunkBytes: opts.uploadChunkBytes } : {}),
     limits: new Limits(opts.limits),
   };
   app.decorate('limits', ctx.limits);

@@ -24,6 +24,11 @@ export interface CoordinatorOptions {
   dataDir: string;
   /** `postgres://…` to use PostgreSQL instead of `<dataDir>/setu.db`. */
   db?: string;
+  /**
+   * Model versions' and updates' bytes as files in this directory (default: `<dir of the SQLite file>/blobs`;
+   * with PostgreSQL, the shared chunk table unless this is given).
+   */
+  blobDir?: string;
   host?: string;
   port?: number;
   bodyLimit?: number;
@@ -39,7 +44,7 @@ export interface CoordinatorOptions {
   /** Level of the default logger (default: SETU_LOG_LEVEL, else info). */
   logLevel?: LogLevel;
   /** HTTP-layer settings passed to buildServer (pre-auth body limit, failed-auth limits, free-space floor, bounds on open requests). */
-  server?: Pick<ServerOptions, 'preAuthBodyLimit' | 'authLimits' | 'minFreeBytes' | 'limits'>;
+  server?: Pick<ServerOptions, 'preAuthBodyLimit' | 'authLimits' | 'minFreeBytes' | 'limits' | 'uploadChunkBytes'>;
 }
 
 export const COORDINATOR_LOG_FILE = 'coordinator.log';
@@ -68,6 +73,7 @@ export async function startCoordinator(o: CoordinatorOptions): Promise<RunningCo
   const storeLog = logger.child({ component: 'store' });
   const store = await openStore(o.db ?? join(dataDir, 'setu.db'), {
     onConnectionError: (err) => storeLog.warn({ err }, 'PostgreSQL dropped a connection; the store reconnects on next use'),
+    ...(o.blobDir ? { blobDir: o.blobDir } : {}),
   });
   let auditKey, adminKey, instanceId;
   try {

@@ -151,6 +151,11 @@ export const StudySpecSchema = Type.Object(
     dataSchema: Type.Optional(DataSchemaT),
     /** Largest L2 norm of an update (its difference from the global model it started from); larger ones are refused. */
     maxUpdateNorm: Type.Optional(Type.Number({ exclusiveMinimum: 0 })),
+    /**
+     * Largest update a site may send, bytes (default DEFAULT_MAX_UPDATE_BYTES, 2 GiB): a larger one, announced or
+     * sent, is refused with 413 before its body is read.
+     */
+    maxUpdateBytes: Type.Optional(Type.Integer({ minimum: 1024, maximum: Number.MAX_SAFE_INTEGER })),
     /** Differential privacy and secure aggregation (validated further at creation: see coordinator/privacy.ts). */
     privacy: Type.Optional(StudyPrivacySchema),
     /** Per-tensor rules (aggregate, local, skip), checked against the model's tensors when its weights are known. */
@@ -170,6 +175,10 @@ export const StudySpecSchema = Type.Object(
   strict,
 );
 export type StudySpec = Static<typeof StudySpecSchema>;
+
+/** A study's largest update when its spec names none: 2 GiB (a 500M-parameter float32 model). */
+export const DEFAULT_MAX_UPDATE_BYTES = 2 * 1024 ** 3;
+export const maxUpdateBytesOf = (spec: Pick<StudySpec, 'maxUpdateBytes'>): number => spec.maxUpdateBytes ?? DEFAULT_MAX_UPDATE_BYTES;
 
 /** Answer of PUT /v1/studies/:id/initial-weights: what the study's model now is. */
 export const InitialWeightsResponseSchema = Type.Object({

@@ -216,6 +216,24 @@ export const PlacementReply = Type.Object({ placement: PlacementSchema, resource
 
 // ---------------------------------------------------------------- agents
 
+// ---------------------------------------------------------------- chunked uploads of fit results (coordinator/routes/uploads.ts)
+
+const Sha256Hex = Type.String({ pattern: '^[0-9a-f]{64}$', description: 'sha256 of the whole update, lowercase hex' });
+/** POST /v1/agent/tasks/:id/uploads: the update the site is about to send. */
+export const UploadStartBody = Type.Object({ size: Type.Integer({ minimum: 1, maximum: Number.MAX_SAFE_INTEGER, description: 'bytes of the whole update (a safetensors file)' }), digest: Sha256Hex }, strict);
+export const UploadReply = Type.Object({
+  uploadId: Type.String(),
+  taskId: Type.String(),
+  size: Type.Integer(),
+  digest: Type.String(),
+  received: Type.Integer({ description: 'bytes the coordinator holds: send the next chunk at this offset' }),
+  chunkBytes: Type.Integer({ description: 'the largest chunk one PUT may carry' }),
+}, open);
+export const ChunkQuery = Type.Object({ offset: Type.String({ pattern: '^[0-9]{1,16}$', description: 'where this chunk starts in the update (the received count)' }) }, strict);
+export const ChunkReply = Type.Object({ uploadId: Type.String(), received: Type.Integer(), size: Type.Integer() }, open);
+/** 409 of a chunk sent at another offset than the received count, or of a completion before every byte arrived. */
+export const OffsetConflictReply = Type.Object({ error: Type.String(), message: Type.String(), received: Type.Integer() }, open);
+
 export const ResultAcceptedReply = Type.Object({ accepted: Type.Literal(true), taskId: Type.String(), received: Type.Integer(), expected: Type.Integer() }, open);
 export const TrainerDeclaredReply = Type.Object({ siteId: Type.String(), trainer: Type.Unknown() }, open);
 

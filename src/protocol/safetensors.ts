@@ -366,6 +366,14 @@ function halves(): Float32Array {
   return halfTable;
 }
 
+/**
+ * The float32 values of bytes of one tensor (a whole tensor, or a run of its elements: an update read chunk by
+ * chunk); integers out of float32's exact range are refused (SafetensorsError).
+ */
+export function decodeTensorValues(src: Uint8Array, dtype: DType, name: string): Float32Array {
+  return toFloat32(src, dtype, name);
+}
+
 function toFloat32(src: Uint8Array, dtype: DType, name: string): Float32Array {
   // Copy into a fresh, aligned buffer: the source offset need not be a multiple of the element size.
   // `new Uint8Array(src)` always copies; `src.slice()` would not when src is a Node Buffer (Buffer#slice

@@ -6,8 +6,9 @@
 import type { SiteConfig } from './config.js';
 import { SiteState, type Credential, type PendingResult } from './state.js';
 import { ApiError, HttpClient } from './http.js';
+import { CHUNKED_UPLOAD_BYTES, uploadInChunks } from './upload.js';
 import type { Cohorts, EnrolResponse, PrivacySpend, TaskMessage, ResultMeta } from '../protocol/api.js';
-import { readFileSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { generateSigningKeys, importPrivateKey, publicKeyToRaw } from '../protocol/signing.js';
 import { createPublicKey } from 'node:crypto';
@@ -250,7 +251,7 @@ export class SiteAgent {
     const model = createModel(task.model);
     const data = this.dataset(task);
     checkModelFits(task.model, data.train.d);
-    const decoded = decodeSafetensors((await this.http.request('GET', `/v1/agent/models/${encodeURIComponent(task.modelVersionId)}`)).body).weights;
+    const decoded = decodeSafetensors(await this.downloadModel(task.modelVersionId)).weights;
     // This site's own copy of the study's local tensors replaces the global values (tensor-rules.ts).
     const global = startingWeights(decoded, task.tensorRules, this.state.readBytes(task.studyId, LOCAL_TENSORS_FILE));
     const ev = model.evaluate(global, data.test);
@@ -407,7 +408,7 @@ export class SiteAgent {
       // Not declared to the coordinator (trainers/declaration.ts), so a study asking for it never starts here.
       if (task.privacy) return this.refuse(task, 'privacy: DP and SecAgg+ around an external trainer are not available at this agent');
     }
-    const decoded = decodeSafetensors((await this.http.request('GET', `/v1/agent/models/${encodeURIComponent(task.modelVersionId)}`)).body).weights;
+    const decoded = decodeSafetensors(await this.downloadModel(task.modelVersionId)).weights;
     const global = startingWeights(decoded, task.tensorRules, this.state.readBytes(task.studyId, LOCAL_TENSORS_FILE));
     const progress = this.progressSender(task);
     const input = { task, global, siteName: this.cred.siteName, ...(this.opts.signal ? { signal: this.opts.signal } : {}), progress: progress.report };
@@ -474,6 +475,20 @@ export class SiteAgent {
     this.state.savePendingMeta(rest);
   }
 
+  /**
+   * A model version's bytes, downloaded to a file (resumed with a Range after a dropped connection or a restart,
+   * verified against its sha256: http.ts download), read, and the file removed.
+   */
+  private async downloadModel(versionId: string): Promise<Uint8Array> {
+    const file = this.state.modelFile(versionId);
+    await this.http.download(`/v1/agent/models/${encodeURIComponent(versionId)}`, file);
+    try {
+      return new Uint8Array(readFileSync(file));
+    } finally {
+      rmSync(file, { force: true });
+    }
+  }
+
   /** Uploads every saved result; commits its local state once the coordinator has answered. */
   private async flushPending(): Promise<void> {
     for (const p of this.state.pending()) {
@@ -486,7 +501,9 @@ export class SiteAgent {
         continue;
       }
       try {
-        await this.http.request('POST', `/v1/agent/tasks/${encodeURIComponent(p.taskId)}/result`, { type: p.contentType, data: p.body });
+        // A large update goes in resumable chunks from the file it is kept in; a small one in one body.
+        if (p.contentType === 'application/octet-stream' && p.body.length > CHUNKED_UPLOAD_BYTES) await uploadInChunks(this.http, p.taskId, this.state.pendingBodyFile(p.taskId), { log: this.log });
+        else await this.http.request('POST', `/v1/agent/tasks/${encodeURIComponent(p.taskId)}/result`, { type: p.contentType, data: p.body });
       } catch (e) {
         if (!(e instanceof ApiError)) throw e;
         // 401: the request, not the result, was refused (revoked key, clock off by over 5 minutes): keep the

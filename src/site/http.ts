@@ -8,7 +8,8 @@
  */
 import http from 'node:http';
 import https from 'node:https';
-import type { KeyObject } from 'node:crypto';
+import { createHash, type KeyObject } from 'node:crypto';
+import { closeSync, createReadStream, existsSync, fsyncSync, openSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
 import { signRequest } from '../protocol/signing.js';
 import { AGENT_MAX_RETRY_DELAY_MS } from '../protocol/api.js';
 
@@ -17,6 +18,8 @@ export class ApiError extends Error {
     readonly status: number,
     readonly code: string,
     message: string,
+    /** The answer's JSON body, when it had one (a 409 of a chunked upload carries `received`). */
+    readonly body?: Record<string, unknown>,
   ) {
     super(message);
   }
@@ -162,15 +165,17 @@ export class HttpClient {
         if (res.status < 500 && res.status !== 429) {
           if (res.status >= 400) {
             let code = 'error',
-              message = `HTTP ${res.status}`;
+              message = `HTTP ${res.status}`,
+              answer: Record<string, unknown> | undefined;
             try {
               const j = resp.json<{ error?: string; message?: string }>();
               code = j.error ?? code;
               message = j.message ?? message;
+              answer = j;
             } catch {
               /* not JSON */
             }
-            throw new ApiError(res.status, code, message);
+            throw new ApiError(res.status, code, message, answer);
           }
           return resp;
         }
@@ -199,4 +204,108 @@ export class HttpClient {
     const r = await this.request(method, path, payload === undefined ? undefined : { type: 'application/json', data: JSON.stringify(payload) }, timeoutMs);
     return r.json<T>();
   }
+
+  /**
+   * Downloads `path` into `file`, resuming after a dropped connection or a restart of either side: the bytes
+   * so far are kept in `<file>.part` and the rest asked for with `Range: bytes=<have>-`. The whole file must hash
+   * to the answer's `x-setu-digest` (sha256), else it is removed and the download refused. Returns the digest.
+   */
+  async download(path: string, file: string, timeoutMs = 60_000): Promise<string> {
+    const part = `${file}.part`;
+    const url = new URL(path, this.o.baseUrl);
+    for (let attempt = 0; ; attempt++) {
+      if (this.o.signal?.aborted) throw new Error('aborted');
+      const have = existsSync(part) ? statSync(part).size : 0;
+      let reason: string;
+      try {
+        const headers: Record<string, string> = have > 0 ? { range: `bytes=${have}-` } : {};
+        if (this.o.signer) Object.assign(headers, signRequest({ method: 'GET', path: url.pathname + url.search, body: undefined, keyId: this.o.signer.keyId, privateKey: this.o.signer.privateKey }));
+        const signal = AbortSignal.any([AbortSignal.timeout(timeoutMs), ...(this.o.signal ? [this.o.signal] : [])]);
+        const got = await receiveToFile(url, headers, part, have, signal, this.o.ca);
+        if (got.status === 200 || got.status === 206) {
+          const digest = got.digest;
+          const actual = await sha256File(part);
+          if (digest && actual !== digest) {
+            rmSync(part, { force: true });
+            throw new ApiError(502, 'digest_mismatch', `the download of ${path} hashes to sha256 ${actual}, not the announced ${digest}`);
+          }
+          renameSync(part, file);
+          return actual;
+        }
+        if (got.status === 416) {
+          rmSync(part, { force: true }); // what we hold is not a prefix of this file: start over
+          reason = 'HTTP 416';
+        } else if (got.status < 500 && got.status !== 429) {
+          throw new ApiError(got.status, got.error?.error ?? 'error', got.error?.message ?? `HTTP ${got.status}`, got.error);
+        } else reason = `HTTP ${got.status}`;
+      } catch (e) {
+        if (e instanceof ApiError || this.o.signal?.aborted) throw e;
+        reason = (e as Error).message;
+      }
+      const delay = retryDelayMs(attempt, this.o.maxDelayMs ?? AGENT_MAX_RETRY_DELAY_MS);
+      this.o.onRetry?.(attempt + 1, delay, `download of ${path}: ${reason}`);
+      await new Promise((r) => setTimeout(r, delay));
+    }
+  }
+}
+
+/** One GET whose 200/206 body is written to `part` (appended from `have` for a 206), fsynced; errors as JSON. */
+function receiveToFile(url: URL, headers: Record<string, string>, part: string, have: number, signal: AbortSignal, ca: string | Buffer | undefined): Promise<{ status: number; digest?: string; error?: Record<string, unknown> & { error?: string; message?: string } }> {
+  return new Promise((resolve, reject) => {
+    const opts: https.RequestOptions = { method: 'GET', headers, signal };
+    const req = url.protocol === 'https:' ? https.request(url, { ...opts, ...(ca ? { ca } : {}) }) : http.request(url, opts);
+    req.on('response', (res) => {
+      const status = res.statusCode ?? 0;
+      const digest = typeof res.headers['x-setu-digest'] === 'string' ? res.headers['x-setu-digest'] : undefined;
+      if (status !== 200 && status !== 206) {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('error', reject);
+        res.on('end', () => {
+          let error;
+          try {
+            error = JSON.parse(Buffer.concat(chunks).toString('utf8'));
+          } catch {
+            /* not JSON */
+          }
+          resolve({ status, ...(digest ? { digest } : {}), ...(error ? { error } : {}) });
+        });
+        return;
+      }
+      // A 200 is the whole file (the server ignored the range, or there was none): start the part afresh.
+      const fd = openSync(part, status === 206 && have > 0 ? 'a' : 'w', 0o600);
+      let failed = false;
+      res.on('data', (c: Buffer) => {
+        try {
+          writeSync(fd, c);
+        } catch (e) {
+          failed = true;
+          res.destroy(e as Error);
+        }
+      });
+      let closed = false;
+      const done = (e?: Error) => {
+        if (closed) return;
+        closed = true;
+        try {
+          fsyncSync(fd);
+        } finally {
+          closeSync(fd);
+        }
+        if (e || failed) reject(e ?? new Error('write failed'));
+        else resolve({ status, ...(digest ? { digest } : {}) });
+      };
+      res.on('error', done);
+      res.on('aborted', () => done(new Error('the connection closed mid-download')));
+      res.on('end', () => (res.complete ? done() : done(new Error('the connection closed mid-download'))));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+async function sha256File(file: string): Promise<string> {
+  const h = createHash('sha256');
+  for await (const c of createReadStream(file)) h.update(c as Buffer);
+  return h.digest('hex');
 }

@@ -166,6 +166,16 @@ export class SiteState {
     return out;
   }
 
+  /** The file a pending result's body is kept in (a large update is uploaded in chunks from it: upload.ts). */
+  pendingBodyFile(taskId: string): string {
+    return join(this.pendingDir, `${safe(taskId)}.body`);
+  }
+
+  /** Where a model being downloaded is kept until it is whole and verified (a download resumes from it). */
+  modelFile(versionId: string): string {
+    return join(ensureDir(join(this.dir, 'models')), `${safe(versionId)}.safetensors`);
+  }
+
   clearPending(taskId: string): void {
     // The metadata first: a body without its .json is ignored by pending(), never half-sent.
     removeDurably(join(this.pendingDir, `${safe(taskId)}.json`));

@@ -17,7 +17,7 @@ import { enrolSite, enrolUser, heartStudy, inject, type Identity } from '../../t
 import { decodeSafetensors, encodeSafetensors } from '../../protocol/safetensors.js';
 import { RESULT_META_KEY } from '../../protocol/api.js';
 import { waitFor } from '../../testing/processes.js';
-import { LONG_POLL_ROUTES, Limits, UPLOAD_ROUTES, isRefusal } from './limits.js';
+import { CHUNK_ROUTES, COMPLETE_ROUTES, LONG_POLL_ROUTES, Limits, UPLOAD_ROUTES, isRefusal } from './limits.js';
 import { limitRefusals } from '../../observability/metrics.js';
 import { REFUSAL_TRAIL, storeDigest } from '../../store/digest.js';
 
@@ -147,6 +147,8 @@ describe('bounds on open requests over HTTP', () => {
     const has = (method: string, url: string) => c.app.routeTable.some((r) => r.method === method && r.url === url);
     for (const url of LONG_POLL_ROUTES) assert.ok(has('GET', url), `GET ${url} exists`);
     for (const url of UPLOAD_ROUTES) assert.ok(has('POST', url), `POST ${url} exists`);
+    for (const url of CHUNK_ROUTES) assert.ok(has('PUT', url), `PUT ${url} exists`);
+    for (const url of COMPLETE_ROUTES) assert.ok(has('POST', url), `POST ${url} exists`);
   });
 
   it('answers a third concurrent long-poll of one site 429 with Retry-After, and frees its slots on timeout and on abort', async () => {

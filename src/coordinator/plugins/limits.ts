@@ -72,6 +72,13 @@ export const LONG_POLL_ROUTES = [
 ] as const;
 /** The routes whose requests hold an upload slot: POST, by route pattern (the bodies that carry a model). */
 export const UPLOAD_ROUTES = ['/v1/agent/tasks/:id/result', '/v1/agent/secagg/:taskId/masked'] as const;
+/**
+ * A chunk of a chunked upload (routes/uploads.ts): PUT, holds an upload slot for its own length (at most the chunk
+ * size), as any body being buffered does. Its round's bytes are reserved when the upload completes, for the
+ * whole update's size (COMPLETE_ROUTES), since that is when they join the round.
+ */
+export const CHUNK_ROUTES = ['/v1/agent/uploads/:id'] as const;
+export const COMPLETE_ROUTES = ['/v1/agent/uploads/:id/complete'] as const;
 
 /** A refusal: the status, the limit crossed, and what the caller reads. */
 export interface Refusal {
@@ -257,6 +264,8 @@ export function releaseOnClose(reply: FastifyReply, release: () => void): void {
 
 const LONG_POLLS = new Set<string>(LONG_POLL_ROUTES);
 const UPLOADS = new Set<string>(UPLOAD_ROUTES);
+const CHUNKS = new Set<string>(CHUNK_ROUTES);
+const COMPLETES = new Set<string>(COMPLETE_ROUTES);
 
 /**
  * The hook of the signed scope, added after the authentication hook: a site's long-poll or upload takes its slot
@@ -274,16 +283,22 @@ export function limitHook(limits: Limits, o: { bodyLimit: number; store: Store; 
     const url = req.routeOptions.url ?? '';
     const declared = Number(req.headers['content-length']);
     const bytes = Number.isFinite(declared) && declared >= 0 ? Math.min(declared, o.bodyLimit) : o.bodyLimit;
-    const take = req.method === 'GET' && LONG_POLLS.has(url) ? limits.takeLongPoll(p.id) : req.method === 'POST' && UPLOADS.has(url) ? limits.takeUpload(p.id, bytes) : undefined;
-    if (take === undefined) return;
-    if (isRefusal(take)) return refuse(req, reply, take);
-    releaseOnClose(reply, take);
-    if (!UPLOADS.has(url)) return;
-    // The round the upload is for: a task the site does not hold passes here and is refused by its route.
+    const completes = req.method === 'POST' && COMPLETES.has(url);
+    const upload = (req.method === 'POST' && UPLOADS.has(url)) || (req.method === 'PUT' && CHUNKS.has(url));
+    const take = req.method === 'GET' && LONG_POLLS.has(url) ? limits.takeLongPoll(p.id) : upload ? limits.takeUpload(p.id, bytes) : undefined;
+    if (take === undefined && !completes) return;
+    if (take !== undefined) {
+      if (isRefusal(take)) return refuse(req, reply, take);
+      releaseOnClose(reply, take);
+    }
+    if (!completes && !UPLOADS.has(url)) return;
+    // The round the update is for: a task the site does not hold passes here and is refused by its route.
     const params = req.params as { id?: string; taskId?: string };
-    const task = await o.store.getTask(params.id ?? params.taskId ?? '');
+    const pending = completes ? await o.store.getUpload(params.id ?? '') : undefined;
+    if (completes && pending?.site_id !== p.id) return;
+    const task = await o.store.getTask(pending?.task_id ?? params.id ?? params.taskId ?? '');
     if (!task || task.site_id !== p.id || task.kind !== 'fit') return;
-    const round = limits.takeRoundBytes(task.study_id, task.round, bytes);
+    const round = limits.takeRoundBytes(task.study_id, task.round, pending?.size ?? bytes);
     if (isRefusal(round)) return refuse(req, reply, round);
     releaseOnClose(reply, () => (reply.raw.statusCode === 200 ? round.accepted() : round.release()));
   };

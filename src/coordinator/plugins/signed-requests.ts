@@ -87,7 +87,8 @@ const utf8 = new TextDecoder('utf-8', { fatal: true });
 
 export function signedRequests(app: FastifyInstance, o: SignedRequestOptions): void {
   const preAuthLimit = Math.min(o.preAuthBodyLimit, o.bodyLimit);
-  const limitFor = (req: FastifyRequest) => (req.principal ? o.bodyLimit : preAuthLimit);
+  // A route may take less than the whole limit (a chunk of an upload: routes/uploads.ts), never more.
+  const limitFor = (req: FastifyRequest) => (req.principal ? Math.min(o.bodyLimit, req.routeOptions.bodyLimit ?? o.bodyLimit) : preAuthLimit);
 
   app.addHook('onRequest', async (req) => {
     if (BODYLESS.has(req.method) && framesBody(req)) throw new HttpError(400, 'unexpected_body', `a ${req.method} request carries no body`);

@@ -1,21 +1,17 @@
 /** The agent's side: long-poll for tasks, model download, validated result upload. */
 import type { RoutePlugin } from './context.js';
-import { RESULT_META_KEY, ResultMetaSchema, TaskSchema, checkValue, type ResultMeta, type StudySpec, type TaskMessage } from '../../protocol/api.js';
-import { SafetensorsError, decodeSafetensors, decodeTensors, headerLayout, readSafetensorsHeader } from '../../protocol/safetensors.js';
-import { firstNonFinite, layoutDifference, layoutOf, type ResolvedRules, type Weights, type WeightsLayout } from '../../protocol/tensors.js';
-import { inModelDtypes, rulesOf, transportDtypes, updateLayout } from '../study-model.js';
-import { appendAudit } from '../../governance/audit-store.js';
-import { auditsRefusal } from '../../store/audit-bounds.js';
-import { StoreConflict, type TaskRow } from '../../store/store.js';
+import { ResultMetaSchema, TaskSchema, checkValue, type ResultMeta, type StudySpec, type TaskMessage } from '../../protocol/api.js';
+import type { TaskRow } from '../../store/store.js';
 import { HttpError, requireSite } from '../auth.js';
 import { IdParams, NoContent, NoQuery, ResultAcceptedReply, WaitQuery, binaryBody } from '../../protocol/replies.js';
 import { digestHex, normStatsKey, studySeed } from '../engine.js';
-import { recordSpendInTx, spendProblem, taskPrivacy } from '../privacy.js';
-import { analyticsAnswerProblem } from '../analytics-rounds.js';
+import { taskPrivacy } from '../privacy.js';
+import { transportDtypes } from '../study-model.js';
+import { acceptResult, bytesSource, checkFitUpdate, globalVersions, refuseOversized, refuser } from './results.js';
 import { blobReplies, sendBlob } from './blob-reply.js';
 
 export const agentRoutes: RoutePlugin = async (app, ctx) => {
-  const { store, bus, engine, now, audit } = ctx;
+  const { store, bus, now, audit } = ctx;
   // ---- the agent's side: long-poll, model download, result upload ----
   // Query values are strings; bodies are never coerced, so the pattern does the integer check here.
   app.get<{ Querystring: { waitMs?: string } }>(
@@ -81,163 +77,40 @@ export const agentRoutes: RoutePlugin = async (app, ctx) => {
     return sendBlob(req, reply, store.blobs, mv);
   });
 
-  // The global model each update started from: its layout (the study's tensors that are aggregated) checks the
-  // update's names, shapes and dtypes, its values the update's norm. Versions are immutable, so a small cache saves
-  // decoding one per upload.
-  const versions = new Map<string, { layout: WeightsLayout; weights: Weights; rules: ResolvedRules }>();
-  async function version(id: string, spec: StudySpec): Promise<{ layout: WeightsLayout; weights: Weights; rules: ResolvedRules }> {
-    let v = versions.get(id);
-    if (!v) {
-      const mv = await store.getModelVersion(id);
-      if (!mv) throw new Error(`model version ${id} is missing`);
-      const weights = decodeSafetensors(await store.blobs.readAll(mv.digest)).weights;
-      const rules = rulesOf(spec, Object.keys(weights));
-      v = { layout: updateLayout(layoutOf(weights), rules), weights, rules };
-      if (versions.size > 64) versions.delete(versions.keys().next().value!);
-      versions.set(id, v);
-    }
-    return v;
-  }
+  // The global model each update started from: its header's layout (the study's tensors that are aggregated)
+  // checks the update's names, shapes and dtypes, its values (read chunk by chunk) the update's norm.
+  const version = globalVersions(store);
 
+  // A small result in one body; a large one goes through the chunked uploads (uploads.ts), with the same checks.
   app.post<{ Params: { id: string } }>('/v1/agent/tasks/:id/result', {
     schema: { params: IdParams, querystring: NoQuery, body: { content: { ...binaryBody.content, 'application/json': { schema: ResultMetaSchema } } }, response: { 200: ResultAcceptedReply } },
+    // An update over its study's maxUpdateBytes is refused by its declared length, before a byte of it is read.
+    preParsing: async (req) => {
+      const task = await store.getTask((req.params as { id: string }).id);
+      if (task?.kind !== 'fit' || task.site_id !== req.principal?.id) return;
+      const study = await store.getStudy(task.study_id);
+      if (study) refuseOversized(JSON.parse(study.spec) as StudySpec, Number(req.headers['content-length']));
+    },
   }, async (req) => {
     const site = requireSite(req.principal!, 'update.submit');
     const task = await store.getTask(req.params.id);
     if (!task || task.site_id !== site.id) throw new HttpError(403, 'forbidden', `task ${req.params.id} was not given to this site`);
     const bodyDigest = Buffer.isBuffer(req.body) ? digestHex(req.body) : req.rawBody ? digestHex(req.rawBody) : null;
-    // A refusal is logged and audited (with the digest of what was sent) in one transaction; nothing else changes.
-    // Bounded: one refusal row per (task, code) that counts the attempts, and an audit entry for the 1st, 2nd, 4th,
-    // 8th… of them (store/audit-bounds.ts), so a site that uploads garbage in a loop cannot grow either without end.
-    const refuse = async (status: number, code: string, reason: string): Promise<never> => {
-      const t = now();
-      await store.transaction(async (tx) => {
-        const count = await tx.countRefusal({ study_id: task.study_id, round: task.round, site_id: site.id, task_id: task.id, code, reason, at: t });
-        if (auditsRefusal(count)) await appendAudit(tx, audit.key, { ts: t, actor: site.id, kind: 'update.refused', subject: task.id, data: { study: task.study_id, round: task.round, code, reason, digest: bodyDigest, count } });
-      });
-      bus.emit({ type: 'update.refused', studyId: task.study_id, round: task.round, siteId: site.id, reason });
-      throw new HttpError(status, code, reason);
-    };
+    const refuse = refuser(ctx, task, site, bodyDigest);
     if (task.status !== 'issued' && task.status !== 'delivered') throw new HttpError(409, 'conflict', `task ${task.id} is ${task.status}; it accepts no result`);
 
     const studyRow = await store.getStudy(task.study_id);
     if (!studyRow) throw new Error(`task ${task.id} has no study`);
     const spec = JSON.parse(studyRow.spec) as StudySpec;
-    let meta: ResultMeta;
-    let weightsBytes: Uint8Array | null = null;
     if (task.kind === 'fit') {
       if (!Buffer.isBuffer(req.body)) return refuse(415, 'unsupported_media_type', 'a fit result must be a safetensors body (application/octet-stream)');
-      weightsBytes = new Uint8Array(req.body);
-      // The header first: the update's tensors are checked against the study's (names, shapes, dtypes) before any
-      // value is decoded, so a wrong or oversized layout costs no decoding.
-      let header, weights: Weights;
-      try {
-        header = readSafetensorsHeader(weightsBytes);
-      } catch (e) {
-        if (e instanceof SafetensorsError) return refuse(400, 'malformed_update', `malformed safetensors: ${e.message}`);
-        throw e;
-      }
-      // Under an F16/BF16 transport an F32 tensor may arrive narrowed (it is accumulated in float32 or wider).
-      const mismatch = layoutDifference(inModelDtypes(headerLayout(header), (await version(task.model_version_id, spec)).layout, transportDtypes(spec)), (await version(task.model_version_id, spec)).layout);
-      if (mismatch) return refuse(400, 'wrong_shape', `update does not match the study's model: ${mismatch}`);
-      try {
-        weights = decodeTensors(weightsBytes, header);
-      } catch (e) {
-        if (e instanceof SafetensorsError) return refuse(400, 'malformed_update', `malformed safetensors: ${e.message}`);
-        throw e;
-      }
-      const decoded = { weights, metadata: header.metadata };
-      const rawMeta = Object.hasOwn(decoded.metadata, RESULT_META_KEY) ? decoded.metadata[RESULT_META_KEY] : undefined;
-      if (rawMeta === undefined) return refuse(400, 'malformed_update', `safetensors metadata lacks "${RESULT_META_KEY}"`);
-      let parsed: unknown;
-      try {
-        parsed = JSON.parse(rawMeta);
-      } catch {
-        return refuse(400, 'malformed_update', `"${RESULT_META_KEY}" metadata is not JSON`);
-      }
-      const problems = checkValue(ResultMetaSchema, parsed);
-      if (problems.length) return refuse(400, 'malformed_update', `result metadata: ${problems.join('; ')}`);
-      meta = parsed as ResultMeta;
-      const nonFinite = firstNonFinite(decoded.weights);
-      if (nonFinite) return refuse(400, 'non_finite', `update refused: ${nonFinite}`);
-      if (meta.numExamples < 1) return refuse(400, 'implausible_update', 'a fit result must come from at least one training example');
-      if (spec.maxUpdateNorm !== undefined) {
-        const norm = updateNorm(decoded.weights, (await version(task.model_version_id, spec)).weights);
-        if (!(norm <= spec.maxUpdateNorm)) return refuse(400, 'update_norm', `update L2 norm ${norm.toPrecision(6)} exceeds the study's bound ${spec.maxUpdateNorm}`);
-      }
-    } else {
-      const problems = checkValue(ResultMetaSchema, req.body);
-      if (problems.length) return refuse(400, 'malformed_result', `evaluation result: ${problems.join('; ')}`);
-      meta = req.body as ResultMeta;
+      const bytes = new Uint8Array(req.body);
+      const meta = await checkFitUpdate(bytesSource(bytes), await version(task.model_version_id, spec), store.blobs, spec, refuse);
+      return acceptResult(ctx, { task, site, spec, meta, blob: () => store.blobs.put(bytes), sentDigest: bodyDigest, refuse });
     }
-    if (meta.taskId !== task.id) return refuse(400, 'wrong_task', `result names task ${meta.taskId} but was sent for ${task.id}`);
-    if (task.kind === 'analytics') {
-      // The answer's schema, and every count against the minimum the site states (analytics-rounds.ts).
-      const why = analyticsAnswerProblem(task, meta);
-      if (why) return refuse(400, 'analytics_answer', `site ${site.name}: ${why}`);
-    }
-    if (task.kind === 'fit') {
-      // A DP study's result must say what it cost the site; under SecAgg+ it must come masked (routes/secagg.ts).
-      if (spec.privacy?.secagg) return refuse(409, 'secagg_required', `study ${spec.name} aggregates under SecAgg+: send the masked update through /v1/agent/secagg/${task.id}/…`);
-      const sp = spendProblem(spec, meta.privacy);
-      if (sp) return refuse(400, 'privacy_report', sp);
-    }
-    // The example count must be plausible: no more than the cohort the site declared for this dataset.
-    // And never more than it had declared when the study started: a cohort raised mid-study (audited, routes/sites.ts)
-    // cannot buy a larger FedAvg weight in a running study.
-    const cohort = await store.cohortSize(site.id, spec.dataset);
-    if (cohort === undefined) return refuse(400, 'no_cohort', `site ${site.name} has declared no cohort size for dataset "${spec.dataset}" (PUT /v1/agent/cohorts)`);
-    if (meta.numExamples > cohort) return refuse(400, 'implausible_update', `numExamples ${meta.numExamples} exceeds the ${cohort} examples site ${site.name} declared for "${spec.dataset}"`);
-    const atStart = await store.studyCohortSize(task.study_id, site.id);
-    if (atStart !== undefined && meta.numExamples > atStart) {
-      return refuse(400, 'implausible_update', `numExamples ${meta.numExamples} exceeds the ${atStart} examples site ${site.name} declared for "${spec.dataset}" when study ${spec.name} started`);
-    }
-    for (const [k, v] of Object.entries({ ...meta.trainMetrics, ...meta.evalMetrics })) {
-      if (!Number.isFinite(v)) return refuse(400, 'non_finite', `metric ${k} is not finite`);
-    }
-    try {
-      const t = now();
-      const blob = weightsBytes ? await store.blobs.put(weightsBytes) : null;
-      const digest = blob?.digest ?? null;
-      await store.acceptUpdate(
-        {
-          task_id: task.id,
-          study_id: task.study_id,
-          round: task.round,
-          site_id: site.id,
-          digest,
-          size: blob?.size ?? null,
-          num_examples: meta.numExamples,
-          metrics: JSON.stringify(meta),
-          received_at: t,
-        },
-        async (tx) => {
-          await appendAudit(tx, audit.key, { ts: t, actor: site.id, kind: 'update.accepted', subject: task.id, data: { study: task.study_id, round: task.round, kind: task.kind, digest: digest ?? bodyDigest, numExamples: meta.numExamples } });
-          // The privacy ledger moves with the accepted update, in the same transaction.
-          if ((task.kind === 'fit' || task.kind === 'analytics') && meta.privacy) await recordSpendInTx(tx, audit.key, { taskId: task.id, studyId: task.study_id, siteId: site.id, round: task.round, spend: meta.privacy, at: t });
-        },
-      );
-    } catch (e) {
-      if (e instanceof StoreConflict) throw new HttpError(409, 'conflict', e.message);
-      throw e;
-    }
-    const [received, expected] = [await store.countUpdates(task.study_id, task.round), (await store.listTasks(task.study_id, task.round)).length];
-    bus.emit({ type: 'update.accepted', studyId: task.study_id, round: task.round, siteId: site.id, received, expected });
-    engine.kick();
-    return { accepted: true, taskId: task.id, received, expected };
+    const problems = checkValue(ResultMetaSchema, req.body);
+    if (problems.length) return refuse(400, 'malformed_result', `evaluation result: ${problems.join('; ')}`);
+    return acceptResult(ctx, { task, site, spec, meta: req.body as ResultMeta, blob: null, sentDigest: bodyDigest, refuse });
   });
 
-}
-
-/** L2 norm of an update's difference from the global model it started from (float64 sum, layout already checked). */
-export function updateNorm(update: Weights, global: Weights): number {
-  let ss = 0;
-  for (const [k, t] of Object.entries(update)) {
-    const g = global[k]!.data;
-    for (let i = 0; i < t.data.length; i++) {
-      const d = t.data[i]! - g[i]!;
-      ss += d * d;
-    }
-  }
-  return Math.sqrt(ss);
 }

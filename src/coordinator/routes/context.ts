@@ -24,6 +24,8 @@ export interface RouteContext {
   maxWaitMs: number;
   onlineWindowMs: number;
   bodyLimit: number;
+  /** The largest chunk of a chunked upload (routes/uploads.ts; default UPLOAD_CHUNK_BYTES, at most bodyLimit). */
+  uploadChunkBytes?: number;
   /** The bounds on what callers hold open (../plugins/limits.ts): the event stream takes its slot here. */
   limits: Limits;
 }

@@ -8,10 +8,15 @@ import { decodeSafetensors, readSafetensorsHeaderOf, safetensorsHeaderBytes, typ
 import type { Weights } from '../../protocol/tensors.js';
 
 /** The header of the safetensors blob `digest` of `size` bytes, reading only its first bytes. */
-export async function blobHeader(blobs: BlobStore, digest: string, size: number): Promise<SafetensorsHeader> {
-  const first = await blobs.read(digest, 0, 8);
+export function blobHeader(blobs: BlobStore, digest: string, size: number): Promise<SafetensorsHeader> {
+  return headerFrom((s, e) => blobs.read(digest, s, e), size);
+}
+
+/** The header of `size` bytes of safetensors that `read(start, end)` gives: the first 8 say how many more it takes. */
+export async function headerFrom(read: (start: number, end: number) => Promise<Uint8Array>, size: number): Promise<SafetensorsHeader> {
+  const first = await read(0, 8);
   const need = Math.min(safetensorsHeaderBytes(first), size);
-  return readSafetensorsHeaderOf(need > 8 ? await blobs.read(digest, 0, need) : first, size);
+  return readSafetensorsHeaderOf(need > 8 ? await read(0, need) : first, size);
 }
 
 /** Every tensor of the blob, decoded (the whole blob in memory: for models known to be small). */

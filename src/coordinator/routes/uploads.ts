@@ -1,0 +1,162 @@
+/**
+ * Chunked, resumable uploads of fit results (a large model's update), signed like every agent route:
+ *
+ *   POST /v1/agent/tasks/:id/uploads  {size, digest}  → {uploadId, received, chunkBytes}
+ *        idempotent: the same task and digest find the upload already started and how much of it is held
+ *   PUT  /v1/agent/uploads/:id?offset=N  (application/octet-stream, at most chunkBytes)  → {received}
+ *        an offset other than the received count: 409 with `received`, so the agent resumes from there
+ *   GET  /v1/agent/uploads/:id  → the same answer as the POST
+ *   POST /v1/agent/uploads/:id/complete  → what POST /v1/agent/tasks/:id/result answers
+ *
+ * The chunks land in the blob store's partial upload of the same id (durable when answered), so a dropped
+ * connection or a restarted coordinator loses nothing received. Completion verifies size and sha256, then runs
+ * exactly the result route's checks (results.ts) on the stored blob, a chunk at a time, and accepts it with the
+ * same audit entry; a refused or mismatched upload is gone afterwards and changes nothing else (a refusal is
+ * counted and audited, as for the result route). An update over its study's maxUpdateBytes is refused with 413
+ * when announced; a chunk may never exceed chunkBytes (the route's body limit) nor run past the announced size.
+ */
+import { randomBytes } from 'node:crypto';
+import type { FastifyReply } from 'fastify';
+import type { StudySpec } from '../../protocol/api.js';
+import { ChunkQuery, ChunkReply, IdParams, NoBody, NoQuery, OffsetConflictReply, ResultAcceptedReply, UploadReply, UploadStartBody, binaryBody } from '../../protocol/replies.js';
+import { BlobMismatch, BlobOffsetConflict } from '../../store/blobs/blob-store.js';
+import { StoreConflict, type SiteRow, type UploadRow } from '../../store/store.js';
+import { HttpError, requireSite } from '../auth.js';
+import type { RouteContext, RoutePlugin } from './context.js';
+import { acceptResult, blobSource, checkFitUpdate, globalVersions, refuseOversized, refuser } from './results.js';
+
+/** Default largest chunk: big enough that loopback throughput is the disk's, small enough to buffer per request. */
+export const UPLOAD_CHUNK_BYTES = 8 * 1024 * 1024;
+
+export const uploadRoutes: RoutePlugin = async (app, ctx) => {
+  const { store } = ctx;
+  const chunkBytes = Math.min(ctx.uploadChunkBytes ?? UPLOAD_CHUNK_BYTES, ctx.bodyLimit);
+  const version = globalVersions(store);
+  /** Completions of one upload run one at a time in this process (a retry racing the first sees its outcome). */
+  const completing = new Map<string, Promise<unknown>>();
+
+  const answer = async (u: UploadRow) => ({ uploadId: u.id, taskId: u.task_id, size: u.size, digest: u.digest, received: await (await store.blobs.partial(u.id)).received(), chunkBytes });
+
+  /** The site's own upload, or 404 (another site's upload is not there for it). */
+  async function uploadOf(site: SiteRow, id: string): Promise<UploadRow> {
+    const u = await store.getUpload(id);
+    if (!u || u.site_id !== site.id) throw new HttpError(404, 'not_found', `no upload ${id} for this site (start one with POST /v1/agent/tasks/:id/uploads)`);
+    return u;
+  }
+
+  /** The open fit task an upload is for, and its study's spec: what the result route checks first. */
+  async function openFitTask(ctx: RouteContext, site: SiteRow, taskId: string) {
+    const task = await ctx.store.getTask(taskId);
+    if (!task || task.site_id !== site.id) throw new HttpError(403, 'forbidden', `task ${taskId} was not given to this site`);
+    if (task.status !== 'issued' && task.status !== 'delivered') throw new HttpError(409, 'conflict', `task ${task.id} is ${task.status}; it accepts no result`);
+    if (task.kind !== 'fit') throw new HttpError(400, 'not_a_fit_task', `task ${task.id} is a ${task.kind} task; only fit results are uploaded in chunks (send others to POST /v1/agent/tasks/${task.id}/result)`);
+    const study = await ctx.store.getStudy(task.study_id);
+    if (!study) throw new Error(`task ${task.id} has no study`);
+    return { task, spec: JSON.parse(study.spec) as StudySpec };
+  }
+
+  app.post<{ Params: { id: string }; Body: { size: number; digest: string } }>('/v1/agent/tasks/:id/uploads', {
+    schema: { params: IdParams, querystring: NoQuery, body: UploadStartBody, response: { 200: UploadReply } },
+  }, async (req) => {
+    const site = requireSite(req.principal!, 'update.submit');
+    const { task, spec } = await openFitTask(ctx, site, req.params.id);
+    refuseOversized(spec, req.body.size);
+    if (spec.privacy?.secagg) throw new HttpError(409, 'secagg_required', `study ${spec.name} aggregates under SecAgg+: send the masked update through /v1/agent/secagg/${task.id}/…`);
+    const existing = await store.findUpload(task.id, req.body.digest);
+    if (existing) {
+      if (existing.size !== req.body.size) throw new HttpError(409, 'conflict', `an upload of sha256 ${req.body.digest} for task ${task.id} was started with ${existing.size} bytes, not ${req.body.size}`);
+      return answer(existing);
+    }
+    const row: UploadRow = { id: randomBytes(16).toString('hex'), task_id: task.id, site_id: site.id, digest: req.body.digest, size: req.body.size, created_at: ctx.now() };
+    try {
+      await store.createUpload(row);
+    } catch (e) {
+      // The same announcement twice at once: both get the one upload.
+      const again = e instanceof StoreConflict ? await store.findUpload(task.id, req.body.digest) : undefined;
+      if (!again) throw e;
+      return answer(again);
+    }
+    return answer(row);
+  });
+
+  app.get<{ Params: { id: string } }>('/v1/agent/uploads/:id', { schema: { params: IdParams, querystring: NoQuery, response: { 200: UploadReply } } }, async (req) => {
+    const site = requireSite(req.principal!, 'update.submit');
+    return answer(await uploadOf(site, req.params.id));
+  });
+
+  app.put<{ Params: { id: string }; Querystring: { offset: string } }>('/v1/agent/uploads/:id', {
+    bodyLimit: chunkBytes,
+    schema: { params: IdParams, querystring: ChunkQuery, body: binaryBody, response: { 200: ChunkReply, 409: OffsetConflictReply } },
+    // A chunk that would run past the announced size is refused by its declared length, before it is read.
+    preParsing: async (req) => {
+      const u = req.principal?.kind === 'site' ? await store.getUpload((req.params as { id: string }).id) : undefined;
+      const len = Number(req.headers['content-length']);
+      const offset = Number((req.query as { offset?: string }).offset);
+      if (u && u.site_id === req.principal!.id && Number.isFinite(len) && offset + len > u.size) {
+        throw new HttpError(413, 'chunk_too_large', `a chunk of ${len} bytes at offset ${offset} runs past the ${u.size} bytes announced for upload ${u.id}`);
+      }
+    },
+  }, async (req, reply) => {
+    const site = requireSite(req.principal!, 'update.submit');
+    const u = await uploadOf(site, req.params.id);
+    const bytes = new Uint8Array(req.body as Buffer);
+    const offset = Number(req.query.offset);
+    if (offset + bytes.length > u.size) throw new HttpError(413, 'chunk_too_large', `a chunk of ${bytes.length} bytes at offset ${offset} runs past the ${u.size} bytes announced for upload ${u.id}`);
+    try {
+      const received = await (await store.blobs.partial(u.id)).append(offset, bytes);
+      return { uploadId: u.id, received, size: u.size };
+    } catch (e) {
+      if (e instanceof BlobOffsetConflict) return offsetConflict(reply, 'offset_conflict', e.message, e.received);
+      throw e;
+    }
+  });
+
+  app.post<{ Params: { id: string } }>('/v1/agent/uploads/:id/complete', {
+    schema: { params: IdParams, querystring: NoQuery, body: NoBody, response: { 200: ResultAcceptedReply, 409: OffsetConflictReply } },
+  }, async (req, reply) => {
+    const site = requireSite(req.principal!, 'update.submit');
+    const u = await uploadOf(site, req.params.id);
+    const prev = completing.get(u.id) ?? Promise.resolve();
+    const run = prev.catch(() => {}).then(() => complete(site, u, reply));
+    completing.set(u.id, run);
+    try {
+      return await run;
+    } finally {
+      if (completing.get(u.id) === run) completing.delete(u.id);
+    }
+  });
+
+  async function complete(site: SiteRow, announced: UploadRow, reply: FastifyReply) {
+    const u = await uploadOf(site, announced.id); // a completion that waited for another may find it done
+    const { task, spec } = await openFitTask(ctx, site, u.task_id);
+    const partial = await store.blobs.partial(u.id);
+    const received = await partial.received();
+    if (received !== u.size) return offsetConflict(reply, 'upload_incomplete', `upload ${u.id} holds ${received} of its ${u.size} bytes; send the rest from offset ${received}`, received);
+    const refuse = refuser(ctx, task, site, u.digest);
+    const blob = { digest: u.digest, size: u.size };
+    // A blob with these bytes may be there already (another update, a model version): it is not ours to remove.
+    const existed = (await store.blobs.size(u.digest)) !== undefined;
+    const discard = async () => {
+      if (!existed) await store.blobs.delete(u.digest);
+      await store.deleteUpload(u.id);
+    };
+    try {
+      await partial.commit(blob);
+    } catch (e) {
+      if (!(e instanceof BlobMismatch)) throw e;
+      await store.deleteUpload(u.id);
+      return refuse(400, 'digest_mismatch', `upload ${u.id}: ${e.message}`);
+    }
+    try {
+      const meta = await checkFitUpdate(blobSource(store.blobs, blob), await version(task.model_version_id, spec), store.blobs, spec, refuse);
+      return await acceptResult(ctx, { task, site, spec, meta, blob, sentDigest: u.digest, refuse, inTx: (tx) => tx.deleteUpload(u.id) });
+    } catch (e) {
+      if (e instanceof HttpError) await discard();
+      throw e;
+    }
+  }
+};
+
+function offsetConflict(reply: FastifyReply, error: string, message: string, received: number) {
+  return reply.status(409).send({ error, message, received });
+}

@@ -1,0 +1,79 @@
+/**
+ * A fit result over CHUNKED_UPLOAD_BYTES goes to the coordinator in chunks (coordinator/routes/uploads.ts), read
+ * from the file the agent keeps it in (state.ts pending/), never from memory: announce it (size, sha256), send
+ * each chunk at the offset the coordinator says it holds, complete. A dropped connection or a restarted
+ * coordinator costs at most the chunk in flight: the retry of a chunk that did land is answered 409 with the
+ * received count, and the agent goes on from there; an agent restarted mid-upload announces the same task and
+ * digest again and is told where to resume. It never starts over while the coordinator keeps the upload.
+ */
+import { createHash } from 'node:crypto';
+import { closeSync, createReadStream, openSync, readSync, statSync } from 'node:fs';
+import { ApiError, type HttpClient } from './http.js';
+
+/** Results larger than this are uploaded in chunks (a single body is cheaper below it). */
+export const CHUNKED_UPLOAD_BYTES = 8 * 1024 * 1024;
+
+interface UploadAnswer {
+  uploadId: string;
+  received: number;
+  chunkBytes: number;
+  size: number;
+}
+
+export interface ChunkedUploadOptions {
+  /** Told after each chunk lands: bytes the coordinator holds, of `size`. */
+  onProgress?: (received: number, size: number) => void;
+  /** Told before each chunk is sent, and awaited (a caller may pace the upload; tests watch the offsets). */
+  onChunk?: (offset: number, bytes: number) => void | Promise<void>;
+  log?: (m: string) => void;
+}
+
+/** Uploads the fit result in `file` for `taskId` in chunks; resolves with the coordinator's answer to the completion. */
+export async function uploadInChunks(http: HttpClient, taskId: string, file: string, o: ChunkedUploadOptions = {}): Promise<unknown> {
+  const size = statSync(file).size;
+  const digest = await sha256File(file);
+  const task = encodeURIComponent(taskId);
+  // An upload can vanish under us only when the coordinator dropped it (refused elsewhere, the task closed):
+  // announcing again then says why (409 for a closed task), which ends the loop.
+  for (let attempt = 0; ; attempt++) {
+    const up = (await http.request('POST', `/v1/agent/tasks/${task}/uploads`, { type: 'application/json', data: JSON.stringify({ size, digest }) })).json<UploadAnswer>();
+    if (up.received > 0) o.log?.(`task ${taskId}: resuming the upload of ${size} bytes at ${up.received} (the coordinator holds them)`);
+    try {
+      await sendChunks(http, up, file, size, o);
+      return (await http.request('POST', `/v1/agent/uploads/${encodeURIComponent(up.uploadId)}/complete`)).json<unknown>();
+    } catch (e) {
+      // Gone (404) or short of bytes (409 upload_incomplete): announce again and resume from what is held.
+      if (e instanceof ApiError && (e.status === 404 || e.code === 'upload_incomplete') && attempt < 3) continue;
+      throw e;
+    }
+  }
+}
+
+async function sendChunks(http: HttpClient, up: UploadAnswer, file: string, size: number, o: ChunkedUploadOptions): Promise<void> {
+  const fd = openSync(file, 'r');
+  try {
+    let offset = up.received;
+    while (offset < size) {
+      const n = Math.min(up.chunkBytes, size - offset);
+      const chunk = Buffer.allocUnsafe(n);
+      for (let got = 0; got < n;) got += readSync(fd, chunk, got, n - got, offset + got);
+      await o.onChunk?.(offset, n);
+      try {
+        offset = (await http.request('PUT', `/v1/agent/uploads/${encodeURIComponent(up.uploadId)}?offset=${offset}`, { type: 'application/octet-stream', data: chunk })).json<{ received: number }>().received;
+      } catch (e) {
+        // The coordinator holds another count than we thought (a retried chunk that had landed): go on from it.
+        if (e instanceof ApiError && e.status === 409 && typeof e.body?.['received'] === 'number') offset = e.body['received'];
+        else throw e;
+      }
+      o.onProgress?.(offset, size);
+    }
+  } finally {
+    closeSync(fd);
+  }
+}
+
+async function sha256File(file: string): Promise<string> {
+  const h = createHash('sha256');
+  for await (const c of createReadStream(file)) h.update(c as Buffer);
+  return h.digest('hex');
+}
