@@ -18,7 +18,7 @@ import { RESULT_META_KEY, type TaskMessage, type TrainerDeclaration } from '../p
 import { waitFor } from '../testing/processes.js';
 import { trainerDeclaration } from '../site/trainers/declaration.js';
 import type { SiteConfig } from '../site/config.js';
-import { halfToFloat, floatToHalfBits, mapWeights, tensor, type Weights } from '../protocol/tensors.js';
+import { halfToFloat, floatToHalfBits, mapWeights, narrowForTransport, tensor, type Weights } from '../protocol/tensors.js';
 
 const EXTERNAL: TrainerDeclaration = { kind: 'external', description: 'external (python3 train.py)', models: ['custom'], features: ['evaluate', 'tensor-rules'] };
 const BUILTIN: TrainerDeclaration = { kind: 'builtin', description: 'built-in', models: ['logistic', 'mlp', 'cox'], features: ['evaluate', 'fedprox', 'scaffold', 'dp-sgd', 'dp-client', 'secagg', 'tensor-rules'] };
@@ -257,6 +257,39 @@ describe('custom models: initial weights, tensor rules, dtypes and prototype-key
     const r = await lead('POST', `/v1/studies/${id}/start`, {});
     assert.equal(r.status, 200, JSON.stringify(r.json));
     assert.equal((await lead('POST', `/v1/studies/${id}/stop`, {})).status, 200);
+  });
+
+  it('F16 transport: tasks name the dtype, F32 tensors arrive as F16 and aggregate in float32 within half-precision rounding; refused with SecAgg+', async () => {
+    await refused(400, /\/transport\/updateDtype: SecAgg\+ sends each update masked as integers/, () => lead('POST', '/v1/studies', study('f16 secagg', { transport: { updateDtype: 'F16' }, privacy: { secagg: {} } })));
+    for (const s of (await lead('GET', '/v1/studies')).json) if (s.status === 'running') assert.equal((await lead('POST', `/v1/studies/${s.id}/stop`, {})).status, 200);
+    // With a norm bound, the update's narrowed values are compared with the F32 global model element by element.
+    const id = (await lead('POST', '/v1/studies', study('f16', { transport: { updateDtype: 'F16' }, rounds: 1, maxUpdateNorm: 100 }))).json.id;
+    assert.equal((await putWeights(id, encodeSafetensors(initial()))).status, 200);
+    assert.equal((await lead('POST', `/v1/studies/${id}/start`, {})).status, 200);
+    const tasks = await waitFor('both sites\' f16 tasks', async () => {
+      const got = [];
+      for (const s of sites) {
+        const t = await call('GET', '/v1/agent/task?waitMs=200', s.key);
+        if (t.status === 200 && t.json.studyId === id) got.push({ s, t: t.json as TaskMessage });
+      }
+      return got.length === 2 ? got : undefined;
+    });
+    const g = await model(sites[0]!, tasks[0]!.t.modelVersionId);
+    // A third is no half: each site's F32 values are rounded on the way, the mean is taken in float32 or wider.
+    const third = mapWeights(AGGREGATED, (k) => ({ ...g[k]!, data: g[k]!.data.map((v) => v + 1 / 3) }));
+    for (const [i, { s, t }] of tasks.entries()) {
+      assert.equal(t.updateDtype, 'F16');
+      const body = update(i === 0 ? narrowForTransport(third, t.updateDtype) : third, { taskId: t.taskId, numExamples: 10 });
+      if (i === 0) assert.equal(decodeSafetensors(body).weights['__proto__']!.dtype, 'F16', 'the upload narrows F32 tensors');
+      const r = await call('POST', `/v1/agent/tasks/${t.taskId}/result`, s.key, { body });
+      assert.equal(r.status, 200, JSON.stringify(r.json));
+    }
+    await waitRound(id, 1);
+    const next = await latest(id);
+    assert.equal(next['__proto__']!.dtype, undefined, 'the model stays F32');
+    const want = [1, -1].map((v) => v + 1 / 3), got = [...next['__proto__']!.data];
+    for (let i = 0; i < 2; i++) assert.ok(Math.abs(got[i]! - want[i]!) <= Math.abs(want[i]!) * 2 ** -11, `element ${i}: ${got[i]} vs ${want[i]}`);
+    assert.notDeepEqual(got, want.map(Math.fround), 'one site\'s values travelled rounded to F16');
   });
 
   async function waitRound(id: string, round: number): Promise<any> {

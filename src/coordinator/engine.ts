@@ -26,6 +26,8 @@ import { torchLinearInit } from '../learning/torch-init.js';
 import { linearCoxTorchInit } from '../learning/models/cox.js';
 import { combineSums, statsFromSums } from '../learning/federated-stats.js';
 import { hostStrategy, type FitResultIn, type HostedStrategy } from './strategy-host.js';
+import { aggregateRound, resultsOf } from './fit-aggregate.js';
+import { blobSource } from './stream-aggregate.js';
 import { commitTransitions, eligibleParticipants, loadLifecycle } from '../governance/study-governance.js';
 import { complete as lifecycleComplete, stop as lifecycleStop } from '../governance/lifecycle.js';
 import { ensureModelCard } from '../governance/model-card.js';
@@ -33,7 +35,7 @@ import { appendAudit, type AuditKey } from '../governance/audit-store.js';
 import { DEFAULT_STAGE_TIMEOUT_S, SecAggSessions, newSession, restartRound, secAggPlus } from './secagg.js';
 import { clientLevelDp } from './privacy.js';
 import type { RoundRow } from '../store/store.js';
-import { aggregatePart, mergeAggregate, rulesOf } from './study-model.js';
+import { aggregatePart, rulesOf } from './study-model.js';
 import { driveAnalyticsRound, openAnalyticsRound, type AnalyticsRoundsContext } from './analytics-rounds.js';
 import { decideRound, secaggShortfall, stopStudy, type RoundCloseDeps } from './round-close.js';
 import { driveAsyncRound, openAsyncRound } from './async-rounds.js';
@@ -491,27 +493,18 @@ export class RoundEngine {
     const now = this.now();
     const globalRow = await this.store.latestModelVersion(study.id);
     if (!globalRow) throw new Error('no global model');
-    // The strategy sees the aggregated tensors only; local and skipped ones carry over unchanged (study-model.ts).
-    const model = decodeSafetensors(await this.store.blobs.readAll(globalRow.digest)).weights;
-    const rules = rulesOf(spec, Object.keys(model));
-    const global = aggregatePart(model, rules);
     const host = await this.strategyFor(study, spec);
-    // A masked update (SecAgg+) has no weights row: its result carries only the site's metadata (for metrics).
-    const results: FitResultIn[] = await Promise.all(updates.map(async (u) => ({
-      siteId: u.site_id,
-      weights: u.digest !== null && u.size !== null ? decodeSafetensors(await this.store.blobs.readAll(u.digest)).weights : {},
-      numExamples: u.num_examples,
-      meta: JSON.parse(u.metrics) as ResultMeta,
-    })));
+    const results = resultsOf(updates);
     const asked = (await this.store.listTasks(study.id, round)).length;
-    const aggregated = host.aggregateFit(round, global, { results, asked });
-    const next = mergeAggregate(model, aggregated, rules);
-    const bytes = encodeSafetensors(next, { study: study.id, round: String(round) });
+    // Streamed from the update blobs into the new version's blob when the strategy is elementwise, else in memory
+    // (fit-aggregate.ts). A masked update (SecAgg+) has no blob: its row carries only the site's metadata.
+    const blobs = this.store.blobs;
+    const sources = await Promise.all(updates.map(async (u) => ({ row: u, ...(u.digest !== null && u.size !== null ? { source: await blobSource(blobs, u.digest) } : {}) })));
+    const { digest, size } = await blobs.putStream(aggregateRound({ spec, host, round, global: await blobSource(blobs, globalRow.digest), updates: sources, asked, metadata: { study: study.id, round: String(round) } }));
     const state = host.getState();
     const metrics = fitMetrics(study.id, round, results);
     for (const m of host.roundMetrics?.(round) ?? []) metrics.push({ study_id: study.id, round, site_id: null, ...m });
     const isLast = round >= spec.rounds;
-    const { digest, size } = await this.store.blobs.put(bytes);
     const audit = this.opts.audit;
     await this.store.commitRound({
       studyId: study.id,

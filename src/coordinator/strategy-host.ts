@@ -12,7 +12,7 @@
 import type { StudySpec, ResultMeta } from '../protocol/api.js';
 import type { Weights } from '../protocol/tensors.js';
 import { createStrategy } from '../learning/strategies/registry.js';
-import type { Strategy, StrategyState } from '../learning/strategy.js';
+import type { Elementwise, Strategy, StrategyState } from '../learning/strategy.js';
 import type { FitConfig } from '../learning/types.js';
 
 export interface FitResultIn {
@@ -46,6 +46,11 @@ export interface HostedStrategy {
    * layer holding only such a sum (SecAgg+) calls it instead of `aggregateFit`.
    */
   aggregateSum?(round: number, global: Weights, sum: Weights, input: FitInput): Weights;
+  /**
+   * Present when the whole stack aggregates elementwise (the hosted strategy alone: a privacy layer hides it), so
+   * the engine streams the round from the update blobs (stream-aggregate.ts) instead of calling aggregateFit.
+   */
+  elementwise?: Elementwise;
   /** Global metrics of the round this layer adds, read after aggregation. */
   roundMetrics?(round: number): RoundMetric[];
   getState(): StrategyState;
@@ -71,6 +76,7 @@ export function hostStrategy(spec: StudySpec, state?: StrategyState): HostedStra
   if (state) strategy.setState(state);
   return {
     strategy,
+    ...(strategy.elementwise ? { elementwise: strategy.elementwise } : {}),
     configureFit(round, sites) {
       // Global weights are not needed to choose sites; strategies that do need them read them in begin().
       return strategy.configureFit(round, {}, sites).map((t) => ({

@@ -13,7 +13,9 @@ import {
   cloneWeights, dtypeOf, firstNonFinite, isFloatDType, layoutDifference, layoutOf, pickWeights, resolveTensorRules, roundToDtype, setTensor,
   type ResolvedRules, type Weights, type WeightsLayout,
 } from '../protocol/tensors.js';
-import { strategyNeeds } from '../learning/strategies/registry.js';
+import { createStrategy, strategyNeeds } from '../learning/strategies/registry.js';
+import type { DType } from '../protocol/tensors.js';
+import { strategyParams } from './strategy-host.js';
 
 /** A problem with a study's model, as the study lead should read it. */
 export class ModelProblem extends Error {}
@@ -28,7 +30,51 @@ export function modelSpecProblems(spec: StudySpec): string[] {
     // SCAFFOLD's control variates live in Setu's own training loop; no external trainer implements them.
     if (strategyNeeds(spec.strategy.name).includes('scaffold')) out.push(`/strategy/name: SCAFFOLD needs control variates inside the site's training loop, which only Setu's built-in trainer has; a custom model is trained by the site's own code (use FedAvg, FedProx, FedAdam, FedYogi, FedAdagrad, FedAvgM, Cyclic, Median, TrimmedMean, Krum or MultiKrum)`);
   }
+  const dtype = spec.transport?.updateDtype;
+  if (dtype && dtype !== 'F32') {
+    // SecAgg+ masks integers in a field: the agent quantises the float32 delta itself, there is no float to narrow.
+    if (spec.privacy?.secagg) out.push(`/transport/updateDtype: SecAgg+ sends each update masked as integers in a field, never as ${dtype} floats; leave transport out (or F32) under SecAgg+`);
+    // Rounding after the agent's clipping can take a delta past the clip norm the privacy accounting assumes.
+    if (spec.privacy?.dp) out.push(`/transport/updateDtype: under differential privacy the update is clipped to its norm bound in float32; rounding it to ${dtype} afterwards can take it past that bound: leave transport out (or F32)`);
+  }
   return out;
+}
+
+/** The dtypes an update may use for a tensor the model holds in F32, besides F32 itself (the study's transport). */
+export function transportDtypes(spec: StudySpec): DType[] {
+  const d = spec.transport?.updateDtype;
+  return d && d !== 'F32' ? [d] : [];
+}
+
+/** `got` with each tensor the model holds in F32 and the update sends in a transport dtype relabelled F32 (for the layout check). */
+export function inModelDtypes(got: WeightsLayout, model: WeightsLayout, transport: readonly DType[]): WeightsLayout {
+  if (!transport.length) return got;
+  const out = Object.create(null) as WeightsLayout;
+  for (const k of Object.keys(got)) {
+    const g = got[k]!, m = Object.hasOwn(model, k) ? model[k]! : undefined;
+    Object.defineProperty(out, k, { value: m && m.dtype === 'F32' && transport.includes(g.dtype) ? { shape: g.shape, dtype: 'F32' } : g, enumerable: true });
+  }
+  return out;
+}
+
+/**
+ * Largest model (bytes of safetensors) a study may have when its round is aggregated in memory: every update decoded
+ * at once, which the coordinator affords for models up to the size of the former update cap. A strategy that
+ * aggregates elementwise without a privacy layer streams from the blobs (stream-aggregate.ts) at any size; under
+ * SecAgg+ the session holds one running sum, also any size.
+ */
+export const IN_MEMORY_AGGREGATION_MAX_BYTES = 64 * 1024 * 1024;
+
+/** Why a model of `bytes` cannot be aggregated for this study, or undefined when it can. */
+export function aggregationSizeProblem(spec: StudySpec, bytes: number): string | undefined {
+  if (bytes <= IN_MEMORY_AGGREGATION_MAX_BYTES) return undefined;
+  if (spec.async) return `the model is ${bytes} bytes; an asynchronous study folds each buffer of ${spec.async.bufferSize} updates in memory, which the coordinator does for models up to ${IN_MEMORY_AGGREGATION_MAX_BYTES} bytes: run it synchronously with FedAvg, FedProx, Median or TrimmedMean (streamed from disk at any size), or send a smaller model`;
+  if (spec.privacy?.secagg) return undefined;
+  const strategy = createStrategy(spec.strategy.name, strategyParams(spec));
+  const clientDp = spec.privacy?.dp?.level === 'client';
+  if (strategy.elementwise && !clientDp) return undefined;
+  const why = clientDp ? 'client-level differential privacy without SecAgg+ clips each whole update in memory' : `${strategy.name} aggregates whole updates in memory`;
+  return `the model is ${bytes} bytes; ${why}, which the coordinator does for models up to ${IN_MEMORY_AGGREGATION_MAX_BYTES} bytes: use FedAvg, FedProx, Median or TrimmedMean (streamed from disk at any size), add SecAgg+, or send a smaller model`;
 }
 
 /**
@@ -57,6 +103,8 @@ export function checkInitialWeights(spec: StudySpec, bytes: Uint8Array, builtin?
   }
   const bad = firstNonFinite(weights);
   if (bad) throw new ModelProblem(`the initial weights: ${bad}`);
+  const big = aggregationSizeProblem(spec, bytes.length);
+  if (big) throw new ModelProblem(big);
   const rules = rulesOf(spec, Object.keys(weights));
   if (spec.privacy?.dp || spec.privacy?.secagg) {
     const ints = rules.aggregate.filter((k) => !isFloatDType(dtypeOf(weights[k]!)));

@@ -59,8 +59,22 @@ export interface StrategyState {
   tensors: Weights;
 }
 
+/**
+ * A strategy's aggregate when it is computed element by element from the sites' values of that element alone, so a
+ * coordinator can aggregate a large model slice by slice without holding the updates (coordinator/stream-aggregate.ts):
+ *  - `mean`: Σ w_k y_k / Σ w_k with w_k the example count (or 1 for `equal`), summed in float64 left to right over
+ *    the sites sorted by id, scaled by 1/Σ w_k and rounded to float32 once: exactly what MeanAggregator computes.
+ *  - `coordinate`: `reduce` of the sites' values of one element, sorted ascending (Median, TrimmedMean).
+ * Strategies with server state of model size (FedAvgM, FedAdam, …) or pairwise distances (Krum) have none.
+ */
+export type Elementwise =
+  | { kind: 'mean'; weighting: 'examples' | 'equal' }
+  | { kind: 'coordinate'; reduce: (sortedColumn: Float64Array, sites: number) => number };
+
 export interface Strategy {
   readonly name: string;
+  /** Present when the aggregate is elementwise (see Elementwise); its state does not change in a round then. */
+  readonly elementwise?: Elementwise;
   configureFit(round: number, global: Weights, sites: readonly string[]): FitTask[];
   begin(round: number, global: Weights): RoundAggregator;
   aggregateFit(round: number, global: Weights, results: readonly FitResult[]): AggregateOutput;

@@ -69,6 +69,21 @@ export const refusals = new Counter({
   registers,
 });
 
+/** Time and update bytes of fit aggregations, by path (`streamed` slice by slice from the updates, or `in_memory`): bench large-model reads them. */
+export const aggregationSeconds = new Counter({
+  name: 'setu_aggregation_seconds_total',
+  help: 'Seconds spent computing new model versions from fit updates, by path (streamed, in_memory)',
+  labelNames: ['path'] as const,
+  registers,
+});
+
+export const aggregationBytes = new Counter({
+  name: 'setu_aggregation_update_bytes_total',
+  help: 'Bytes of fit updates aggregated into new model versions, by path (streamed, in_memory)',
+  labelNames: ['path'] as const,
+  registers,
+});
+
 export const engineRetries = new Counter({
   name: 'setu_engine_retries_total',
   help: 'Round-engine steps retried after a transient fault (store unavailable, connection lost, lock timeout, …), by reason',

@@ -185,6 +185,12 @@ export const StudySpecSchema = Type.Object(
     /** Per-tensor rules (aggregate, local, skip), checked against the model's tensors when its weights are known. */
     tensorRules: Type.Optional(Type.Array(TensorRuleSchema, { maxItems: 1000 })),
     /**
+     * How updates travel: with `updateDtype` F16 or BF16 the agent sends each F32 tensor of its update in that dtype
+     * (half the bytes) and the coordinator accumulates in float32 or wider; F32 (the default) sends them as they are.
+     * Not with SecAgg+ or differential privacy (refused at creation: see coordinator/study-model.ts).
+     */
+    transport: Type.Optional(Type.Object({ updateDtype: Type.Optional(Type.Union([Type.Literal('F32'), Type.Literal('F16'), Type.Literal('BF16')])) }, strict)),
+    /**
      * An analytics study: its queries run instead of training (protocol/analytics.ts), one round each (a Cox fit: one
      * round per Newton step), through the same approvals, agents, privacy ledger and audit. Needs a dataSchema.
      */
@@ -314,6 +320,8 @@ export const TaskSchema = Type.Object({
   /** The study's tensor rules resolved to names: `local` tensors stay at the site, `skip` tensors are frozen; both are left out of the upload. */
   tensorRules: Type.Optional(Type.Object({ local: Type.Array(Type.String()), skip: Type.Array(Type.String()) })),
   strategy: Type.String(),
+  /** Fit tasks of a study with `transport.updateDtype` F16/BF16: the agent sends each F32 tensor of its update in this dtype. */
+  updateDtype: Type.Optional(Type.Union([Type.Literal('F16'), Type.Literal('BF16')])),
   seed: Type.Integer(),
   deadlineAt: Type.Number(),
   /** Fit tasks of a private study: the DP settings and the study's round count (the site plans its spend), and whether the result goes through SecAgg+. */

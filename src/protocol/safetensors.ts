@@ -85,6 +85,41 @@ function elementCount(shape: number[], where: string): number {
  */
 export function encodeSafetensors(weights: Weights, metadata?: Record<string, string>): Uint8Array {
   const names = Object.keys(weights).sort();
+  const entries = names.map((name) => {
+    const t = weights[name]!;
+    const where = `tensor "${name}"`;
+    const shape = checkShape(t.shape, where);
+    const n = elementCount(shape, where);
+    if (!(t.data instanceof Float32Array)) throw new SafetensorsError(`${where}: data must be a Float32Array`);
+    if (t.data.length !== n) throw new SafetensorsError(`${where}: data length ${t.data.length} does not match shape [${shape}]`);
+    return { name, dtype: dtypeOf(t), shape };
+  });
+  const head = encodeSafetensorsHeader(entries, metadata);
+  const out = new Uint8Array(head.bytes.length + head.dataBytes);
+  out.set(head.bytes, 0);
+  let at = head.bytes.length;
+  for (const name of names) {
+    const t = weights[name]!;
+    at += writeValues(out, at, t.data, dtypeOf(t), `tensor "${name}"`);
+  }
+  return out;
+}
+
+/** The start of a safetensors file: the 8-byte length, the JSON header (padded), and where each tensor's bytes go. */
+export interface EncodedHeader {
+  /** The 8-byte length and the header, padded so the byte buffer starts on an 8-byte boundary. */
+  bytes: Uint8Array;
+  /** Each tensor's [begin, end) in the byte buffer, in `entries`' order. */
+  offsets: [number, number][];
+  /** Length of the byte buffer that follows. */
+  dataBytes: number;
+}
+
+/**
+ * The header encodeSafetensors writes for tensors in `entries`' order (it passes them sorted by name): a writer that
+ * streams the values afterwards (coordinator/stream-aggregate.ts) produces the very bytes encodeSafetensors would.
+ */
+export function encodeSafetensorsHeader(entries: readonly { name: string; dtype: DType; shape: readonly number[] }[], metadata?: Record<string, string>): EncodedHeader {
   const header = Object.create(null) as Record<string, unknown>;
   if (metadata !== undefined && Object.keys(metadata).length > 0) {
     const meta = Object.create(null) as Record<string, string>;
@@ -95,19 +130,16 @@ export function encodeSafetensors(weights: Weights, metadata?: Record<string, st
     header.__metadata__ = meta;
   }
   let offset = 0;
-  for (const name of names) {
+  const offsets: [number, number][] = [];
+  for (const { name, dtype, shape } of entries) {
     if (name === '' || name === '__metadata__') throw new SafetensorsError(`tensor name ${JSON.stringify(name)} is reserved or empty`);
-    const t = weights[name]!;
     const where = `tensor "${name}"`;
-    const shape = checkShape(t.shape, where);
-    const n = elementCount(shape, where);
-    if (!(t.data instanceof Float32Array)) throw new SafetensorsError(`${where}: data must be a Float32Array`);
-    if (t.data.length !== n) throw new SafetensorsError(`${where}: data length ${t.data.length} does not match shape [${shape}]`);
-    const dtype = dtypeOf(t);
+    const n = elementCount(checkShape([...shape], where), where);
     if (!isDType(dtype)) throw new SafetensorsError(`${where}: unsupported dtype ${JSON.stringify(dtype)} (supported: ${DTYPES.join(', ')})`);
     const size = DTYPE_BYTES[dtype] * n;
     const info = { dtype, shape: [...shape], data_offsets: [offset, offset + size] };
     Object.defineProperty(header, name, { value: info, enumerable: true, writable: true, configurable: true });
+    offsets.push([offset, offset + size]);
     offset += size;
   }
   let json = JSON.stringify(header);
@@ -117,15 +149,27 @@ export function encodeSafetensors(weights: Weights, metadata?: Record<string, st
     json += ' '.repeat(pad);
     headerBytes = new TextEncoder().encode(json);
   }
-  const out = new Uint8Array(8 + headerBytes.length + offset);
-  new DataView(out.buffer).setBigUint64(0, BigInt(headerBytes.length), true);
-  out.set(headerBytes, 8);
-  let at = 8 + headerBytes.length;
-  for (const name of names) {
-    const t = weights[name]!;
-    at += writeValues(out, at, t.data, dtypeOf(t), `tensor "${name}"`);
-  }
+  const bytes = new Uint8Array(8 + headerBytes.length);
+  new DataView(bytes.buffer).setBigUint64(0, BigInt(headerBytes.length), true);
+  bytes.set(headerBytes, 8);
+  return { bytes, offsets, dataBytes: offset };
+}
+
+/** `d` as the little-endian bytes of `dtype` (integer dtypes: rounded half to even, refused out of range). */
+export function encodeValues(d: Float32Array, dtype: DType, where: string): Uint8Array {
+  const out = new Uint8Array(d.length * DTYPE_BYTES[dtype]);
+  writeValues(out, 0, d, dtype, where);
   return out;
+}
+
+/**
+ * Values of one tensor's bytes (or a whole-element slice of them) as float32; SafetensorsError on an integer float32
+ * cannot hold. F32 bytes at an aligned offset are viewed, not copied: the result then shares `src`'s memory.
+ */
+export function decodeValues(src: Uint8Array, dtype: DType, name: string): Float32Array {
+  if (src.length % DTYPE_BYTES[dtype] !== 0) throw new SafetensorsError(`tensor "${name}": ${src.length} bytes are not whole ${dtype} elements`);
+  if (dtype === 'F32' && HOST_LITTLE_ENDIAN && src.byteOffset % 4 === 0) return new Float32Array(src.buffer, src.byteOffset, src.length / 4);
+  return toFloat32(src, dtype, name);
 }
 
 /** Writes `d` as `dtype` at `out[at…]`; returns the bytes written. */

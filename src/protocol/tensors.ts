@@ -158,6 +158,15 @@ export function firstNonFinite(w: Weights): string | null {
   return null;
 }
 
+/**
+ * `w` for an F16/BF16 transport (a study's `transport.updateDtype`): every F32 tensor labelled `dtype`, so the
+ * encoder writes it rounded to nearest even in half the bytes; other tensors as they are. Values are shared, not copied.
+ */
+export function narrowForTransport(w: Weights, dtype: 'F16' | 'BF16' | undefined): Weights {
+  if (!dtype) return w;
+  return mapWeights(Object.keys(w), (k) => (dtypeOf(w[k]!) === 'F32' ? { shape: w[k]!.shape, data: w[k]!.data, dtype } : w[k]!));
+}
+
 // ---------------------------------------------------------------- rounding to a dtype
 
 const f32 = new Float32Array(1);

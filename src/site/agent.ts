@@ -17,7 +17,7 @@ import { decodeSafetensors, encodeSafetensors } from '../protocol/safetensors.js
 import { ExternalTrainer, ExternalTrainerError, externalTrainerOf } from './trainers/external.js';
 import { trainerDeclaration } from './trainers/declaration.js';
 import { LOCAL_TENSORS_FILE, releaseOf, startingWeights } from './tensor-rules.js';
-import { pickWeights } from '../protocol/tensors.js';
+import { narrowForTransport, pickWeights } from '../protocol/tensors.js';
 import type { TaskProgress } from '../protocol/api.js';
 import { datasetFile, declaredCohort, isExtracted, loadSiteDataset, prepareReport, type SiteData } from './datasets.js';
 import { readCsv } from './data/csv.js';
@@ -384,7 +384,8 @@ export class SiteAgent {
       this.log(`task ${task.taskId}: client-level DP: update norm ${p.norm.toPrecision(4)} ${p.norm > dp.dp.clipNorm ? 'clipped to' : 'within'} C=${dp.dp.clipNorm}${(dp.dp.mode ?? 'central') === 'distributed' ? `, this site's share of the noise added (σ=${dp.plan.noiseMultiplier.toPrecision(4)})` : ''}`);
       w = p.weights;
     }
-    return task.privacy?.secagg ? secaggBody(w, pickWeights(global, Object.keys(w)), meta) : encodeSafetensors(w, { [RESULT_META_KEY]: JSON.stringify(meta) });
+    // F16/BF16 transport (refused with SecAgg+ and DP at creation) narrows F32 tensors on the way out only.
+    return task.privacy?.secagg ? secaggBody(w, pickWeights(global, Object.keys(w)), meta) : encodeSafetensors(narrowForTransport(w, task.updateDtype), { [RESULT_META_KEY]: JSON.stringify(meta) });
   }
 
   /**

@@ -11,6 +11,7 @@ export const BENCHES: Record<string, () => Promise<{ main(argv: string[]): Promi
   sdk: () => import('./sdk.js'),
   reads: () => import('./reads.js'),
   'async-heart': () => import('./async-heart.js'),
+  'large-model': () => import('./large-model.js'),
 };
 
 export async function main(argv: string[]): Promise<number> {

@@ -6,6 +6,7 @@ import { HttpError, requireSite } from '../auth.js';
 import { IdParams, NoContent, NoQuery, ResultAcceptedReply, WaitQuery, binaryBody } from '../../protocol/replies.js';
 import { digestHex, normStatsKey, studySeed } from '../engine.js';
 import { taskPrivacy } from '../privacy.js';
+import { transportDtypes } from '../study-model.js';
 import { acceptResult, bytesSource, checkFitUpdate, globalVersions, refuseOversized, refuser } from './results.js';
 import { blobReplies, sendBlob } from './blob-reply.js';
 
@@ -59,6 +60,7 @@ export const agentRoutes: RoutePlugin = async (app, ctx) => {
       ...(task.kind === 'analytics' ? { analytics: JSON.parse(task.config) as NonNullable<TaskMessage['analytics']> } : {}),
       ...(rules ? { tensorRules: { local: rules.local, skip: rules.skip } } : {}),
       strategy: spec.strategy.name,
+      ...(task.kind === 'fit' && transportDtypes(spec).length ? { updateDtype: transportDtypes(spec)[0] as 'F16' | 'BF16' } : {}),
       seed: studySeed(spec),
       deadlineAt: task.deadline_at,
       ...(privacy ? { privacy } : {}),

@@ -18,7 +18,7 @@ import { appendAudit } from '../../governance/audit-store.js';
 import { auditsRefusal } from '../../store/audit-bounds.js';
 import { StoreConflict, type SiteRow, type Store, type TaskRow } from '../../store/store.js';
 import { HttpError } from '../auth.js';
-import { rulesOf, updateLayout } from '../study-model.js';
+import { inModelDtypes, rulesOf, transportDtypes, updateLayout } from '../study-model.js';
 import { recordSpendInTx, spendProblem } from '../privacy.js';
 import { analyticsAnswerProblem } from '../analytics-rounds.js';
 import type { RouteContext } from './context.js';
@@ -115,7 +115,8 @@ export async function checkFitUpdate(src: UpdateSource, global: GlobalVersion, b
     if (e instanceof SafetensorsError) return await refuse(400, 'malformed_update', `malformed safetensors: ${e.message}`);
     throw e;
   }
-  const mismatch = layoutDifference(headerLayout(header), global.layout);
+  // Under an F16/BF16 transport an F32 tensor may arrive narrowed (it is accumulated in float32 or wider).
+  const mismatch = layoutDifference(inModelDtypes(headerLayout(header), global.layout, transportDtypes(spec)), global.layout);
   if (mismatch) return await refuse(400, 'wrong_shape', `update does not match the study's model: ${mismatch}`);
   const rawMeta = Object.hasOwn(header.metadata, RESULT_META_KEY) ? header.metadata[RESULT_META_KEY] : undefined;
   if (rawMeta === undefined) return await refuse(400, 'malformed_update', `safetensors metadata lacks "${RESULT_META_KEY}"`);
@@ -143,8 +144,9 @@ export async function checkFitUpdate(src: UpdateSource, global: GlobalVersion, b
           if (!Number.isFinite(values[i]!)) return await refuse(400, 'non_finite', `update refused: tensor "${e.name}" has a non-finite value (${values[i]}) at index ${first + i}`);
         }
         if (spec.maxUpdateNorm !== undefined) {
-          const start = global.header.dataStart + g.begin + at;
-          const base = decodeTensorValues(await blobs.read(global.digest, start, start + chunk.length), g.dtype, g.name);
+          // The same elements of the global tensor (its dtype may be wider than a narrowed transport's).
+          const start = global.header.dataStart + g.begin + first * elementBytes(g);
+          const base = decodeTensorValues(await blobs.read(global.digest, start, start + values.length * elementBytes(g)), g.dtype, g.name);
           for (let i = 0; i < values.length; i++) {
             const d = values[i]! - base[i]!;
             ss += d * d;

@@ -4,7 +4,7 @@
  * of faulty or hostile sites; ignores example counts by design. Buffers the round's updates.
  */
 import { mapWeights, tensorLike, type Weights } from '../../protocol/tensors.js';
-import type { FitResult, RoundAggregator } from '../strategy.js';
+import type { Elementwise, FitResult, RoundAggregator } from '../strategy.js';
 import { BaseStrategy, BufferingAggregator, checkRound, readCommon, type CommonOptions } from './base.js';
 import { Params } from './params.js';
 
@@ -41,6 +41,8 @@ export class Median extends BaseStrategy {
   constructor(common: CommonOptions) {
     super(common);
   }
+
+  readonly elementwise: Elementwise = { kind: 'coordinate', reduce: medianOfSorted };
 
   begin(round: number, global: Weights): RoundAggregator {
     checkRound(round);

@@ -3,7 +3,7 @@
  * ⌊β·k⌋ smallest of the k sites' values and average the rest. β in [0, 0.5).
  */
 import type { Weights } from '../../protocol/tensors.js';
-import type { RoundAggregator } from '../strategy.js';
+import type { Elementwise, RoundAggregator } from '../strategy.js';
 import { BaseStrategy, BufferingAggregator, checkRound, readCommon, type CommonOptions } from './base.js';
 import { coordinateWise } from './median.js';
 import { Params } from './params.js';
@@ -23,15 +23,21 @@ export class TrimmedMean extends BaseStrategy {
     return s;
   }
 
+  /** The mean of the k sites' sorted values of one element without the ⌊β·k⌋ at each end. */
+  private trimmed(col: Float64Array, k: number): number {
+    const cut = Math.floor(this.beta * k);
+    let s = 0;
+    for (let i = cut; i < k - cut; i++) s += col[i]!;
+    return s / (k - 2 * cut);
+  }
+
+  readonly elementwise: Elementwise = { kind: 'coordinate', reduce: (col, k) => this.trimmed(col, k) };
+
   begin(round: number, global: Weights): RoundAggregator {
     checkRound(round);
     return new BufferingAggregator(global, (sorted) => {
       const k = sorted.length, cut = Math.floor(this.beta * k);
-      const weights = coordinateWise(sorted, global, (col) => {
-        let s = 0;
-        for (let i = cut; i < k - cut; i++) s += col[i]!;
-        return s / (k - 2 * cut);
-      });
+      const weights = coordinateWise(sorted, global, (col) => this.trimmed(col, k));
       return { weights, metrics: { sites: k, examples: sorted.reduce((a, r) => a + r.numExamples, 0), trimmedPerSide: cut } };
     });
   }

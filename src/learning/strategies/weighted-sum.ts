@@ -128,9 +128,10 @@ function scale(a: Float64Array, inv: number, o: Float32Array): number {
  * Σ ws[k]·ds[k][i] / total for every i, summing left to right exactly as repeated add()
  * does. Groups of four updates are summed in registers; with more than four, a block-sized
  * float64 carry holds the partial sums between groups (it stays in cache). The loops are
- * written out per case so the JIT sees no branch inside them.
+ * written out per case so the JIT sees no branch inside them. Exported for the coordinator's
+ * streaming aggregation, which calls it on the same slice of every update (bit-identical).
  */
-function onePass(ds: Float32Array[], ws: number[], inv: number, o: Float32Array): number {
+export function onePass(ds: Float32Array[], ws: number[], inv: number, o: Float32Array): number {
   const len = ds[0]!.length, K = ds.length;
   let flag = 0;
   const carry = new Float64Array(Math.min(BLOCK, len));

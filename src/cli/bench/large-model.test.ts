@@ -1,0 +1,34 @@
+/**
+ * `setu bench large-model` kept from rotting: a small round (3 sites × 300,000 parameters) through a real coordinator
+ * process over HTTP. The committed version must equal the in-memory aggregate byte for byte and come from the
+ * streamed path; the figures are printed, not judged (a loaded 2-core machine would make a threshold flaky).
+ */
+import { it } from 'node:test';
+import assert from 'node:assert/strict';
+import { main, runLargeModelBench, table } from './large-model.js';
+
+it('a small large-model round: streamed, bit-identical to the in-memory aggregate, every figure measured', { timeout: 5 * 60_000 }, async (t) => {
+  const r = await runLargeModelBench({ params: 300_000, sites: 3, tensors: 3, store: 'sqlite', log: (s) => t.diagnostic(s) });
+  t.diagnostic(table(r));
+  assert.equal(r.verified, true, 'the committed version differs from the in-memory aggregate');
+  assert.equal(r.aggregatePath, 'streamed');
+  assert.equal(r.modelBytes, 1_200_000);
+  for (const k of ['roundMs', 'aggregateMs', 'peakRssBytes', 'memcpyBytesPerS', 'aggregateBytesPerS', 'plainPutBytesPerS', 'uploadBytesPerS'] as const) {
+    assert.ok(Number.isFinite(r[k]) && r[k] > 0, `${k} = ${r[k]}`);
+  }
+  assert.match(table(r), /aggregation \(streamed\).*memcpy/);
+});
+
+it('bad options are a usage error (exit 2)', async () => {
+  const err = process.stderr.write.bind(process.stderr);
+  let said = '';
+  process.stderr.write = ((c: string) => ((said += c), true)) as typeof process.stderr.write;
+  try {
+    assert.equal(await main(['--params', 'lots']), 2);
+    assert.equal(await main(['--store', 'mysql']), 2);
+  } finally {
+    process.stderr.write = err;
+  }
+  assert.match(said, /--params must be an integer from 1 to 500000000, got "lots"/);
+  assert.match(said, /--store must be sqlite or postgres, got "mysql"/);
+});

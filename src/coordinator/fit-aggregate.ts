@@ -1,0 +1,95 @@
+/**
+ * The new model version of a fit round, from the round's accepted updates: streamed slice by slice when the study's
+ * strategy stack aggregates elementwise (stream-aggregate.ts), otherwise through the strategy's in-memory
+ * aggregateFit (robust and server-optimiser strategies, client-level DP, SecAgg+'s unmasked sum), which
+ * study-model.ts admits only for models up to IN_MEMORY_AGGREGATION_MAX_BYTES.
+ */
+import type { ResultMeta, StudySpec } from '../protocol/api.js';
+import { decodeSafetensors, encodeSafetensors } from '../protocol/safetensors.js';
+import { dtypeOf, emptyWeights, setTensor, type Weights } from '../protocol/tensors.js';
+import type { UpdateRow } from '../store/store.js';
+import type { FitResultIn, HostedStrategy } from './strategy-host.js';
+import { aggregationBytes, aggregationSeconds } from '../observability/metrics.js';
+import { readSourceHeader, streamAggregate, type ByteSource } from './stream-aggregate.js';
+import { aggregatePart, mergeAggregate, rulesOf, transportDtypes } from './study-model.js';
+
+export interface FitRound {
+  spec: StudySpec;
+  host: HostedStrategy;
+  round: number;
+  /** The previous version's safetensors. */
+  global: ByteSource;
+  /** The round's accepted updates; `source` holds an update's safetensors, absent for a masked (SecAgg+) one. */
+  updates: readonly { row: UpdateRow; source?: ByteSource }[];
+  /** Sites asked this round (client-level DP's fixed denominator). */
+  asked: number;
+  /** The new version's safetensors metadata. */
+  metadata: Record<string, string>;
+}
+
+/** The round's results as the strategy layers see them, without weights (what the metrics need). */
+export function resultsOf(updates: readonly UpdateRow[]): FitResultIn[] {
+  return updates.map((u) => ({ siteId: u.site_id, weights: {}, numExamples: u.num_examples, meta: JSON.parse(u.metrics) as ResultMeta }));
+}
+
+/** Whether the round streams from its updates (an elementwise strategy stack, every update's bytes at hand). */
+export function streams(r: Pick<FitRound, 'host' | 'updates'>): boolean {
+  return !!r.host.elementwise && r.updates.every((u) => u.source);
+}
+
+/** The new version's safetensors, in chunks (for BlobStore.putStream, or concatenated); counted in the aggregation metrics. */
+export async function* aggregateRound(r: FitRound): AsyncGenerator<Uint8Array> {
+  const path = streams(r) ? 'streamed' : 'in_memory';
+  let spent = 0;
+  // Time spent here, not in the consumer (a blob store writing the chunks) between yields.
+  const timed = async function* (chunks: AsyncIterable<Uint8Array>) {
+    let t = performance.now();
+    for await (const c of chunks) {
+      spent += performance.now() - t;
+      yield c;
+      t = performance.now();
+    }
+    spent += performance.now() - t;
+  };
+  yield* timed(path === 'streamed' ? streamed(r, r.host.elementwise!) : (async function* () { yield await inMemory(r); })());
+  aggregationSeconds.inc({ path }, spent / 1000);
+  aggregationBytes.inc({ path }, r.updates.reduce((a, u) => a + (u.source?.size ?? 0), 0));
+}
+
+/** All the chunks in one buffer (small models, tests). */
+export async function collect(chunks: AsyncIterable<Uint8Array>): Promise<Uint8Array> {
+  const parts: Uint8Array[] = [];
+  for await (const c of chunks) parts.push(c);
+  return Buffer.concat(parts);
+}
+
+async function* streamed(r: FitRound, elementwise: NonNullable<HostedStrategy['elementwise']>): AsyncGenerator<Uint8Array> {
+  const rules = rulesOf(r.spec, (await readSourceHeader(r.global, 'the global model')).tensors.map((t) => t.name));
+  const updates = r.updates.map((u) => ({ siteId: u.row.site_id, numExamples: u.row.num_examples, source: u.source! }));
+  yield* streamAggregate({ global: r.global, rules, updates, elementwise, metadata: r.metadata, transportDtypes: transportDtypes(r.spec) });
+}
+
+const whole = (src: ByteSource) => src.read(0, src.size);
+
+async function inMemory(r: FitRound): Promise<Uint8Array> {
+  // The strategy sees the aggregated tensors only; local and skipped ones carry over unchanged (study-model.ts).
+  const model = decodeSafetensors(await whole(r.global)).weights;
+  const rules = rulesOf(r.spec, Object.keys(model));
+  const global = aggregatePart(model, rules);
+  // A masked update (SecAgg+) has no weights: its result carries only the site's metadata (for metrics).
+  const results = await Promise.all(resultsOf(r.updates.map((u) => u.row)).map(async (res, i) => {
+    const src = r.updates[i]!.source;
+    return src ? { ...res, weights: inModelDtypes(decodeSafetensors(await whole(src)).weights, global) } : res;
+  }));
+  const aggregated = r.host.aggregateFit(r.round, global, { results, asked: r.asked });
+  return encodeSafetensors(mergeAggregate(model, aggregated, rules), r.metadata);
+}
+/** An update sent in a transport dtype (F16/BF16 for an F32 tensor) holds float32 values already: it takes the model's dtype. */
+function inModelDtypes(update: Weights, model: Weights): Weights {
+  const out = emptyWeights();
+  for (const [k, t] of Object.entries(update)) {
+    const want = Object.hasOwn(model, k) ? dtypeOf(model[k]!) : dtypeOf(t);
+    setTensor(out, k, want === dtypeOf(t) ? t : { shape: t.shape, data: t.data, ...(want !== 'F32' ? { dtype: want } : {}) });
+  }
+  return out;
+}
