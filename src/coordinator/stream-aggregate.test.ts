@@ -15,7 +15,7 @@ import { createRng } from '../learning/rng.js';
 import { aggregateRound, collect } from './fit-aggregate.js';
 import { hostStrategy, type HostedStrategy } from './strategy-host.js';
 import { blobSource, bytesSource, streamAggregate, type ByteSource } from './stream-aggregate.js';
-import { aggregationSizeProblem, IN_MEMORY_AGGREGATION_MAX_BYTES, modelSpecProblems, rulesOf } from './study-model.js';
+import { aggregationSizeProblem, checkInitialWeights, IN_MEMORY_AGGREGATION_MAX_BYTES, ModelProblem, modelSpecProblems, rulesOf, SECAGG_MAX_MASKED_BYTES } from './study-model.js';
 
 const LAYOUT: { name: string; shape: number[]; dtype: DType }[] = [
   { name: 'conv.weight', shape: [7, 3, 5], dtype: 'F32' },
@@ -188,6 +188,15 @@ test('creation refuses what cannot work: transport under SecAgg+ or DP, and big 
   assert.match(aggregationSizeProblem(spec('FedAvg', { privacy: { dp } }), big) ?? '', /client-level differential privacy without SecAgg\+/);
   assert.equal(aggregationSizeProblem(spec('FedAvg', { privacy: { dp, secagg: {} } }), big), undefined);
   assert.equal(aggregationSizeProblem(spec('Krum'), IN_MEMORY_AGGREGATION_MAX_BYTES), undefined);
+});
+
+test('SecAgg+ takes a model whose masked input fits one request, and refuses a larger one at its initial weights, naming the limit and the remedy', () => {
+  const values = SECAGG_MAX_MASKED_BYTES / 4 + 1;
+  const model = (rules: StudySpec['tensorRules']) => ({ ...spec('FedAvg', { privacy: { secagg: {} } }), tensorRules: rules } as StudySpec);
+  const bytes = encodeSafetensors(mapWeights(['big', 'head'], (k) => tensor(k === 'big' ? [values] : [2], new Float32Array(k === 'big' ? values : 2))));
+  assert.throws(() => checkInitialWeights(model([]), bytes), (e: unknown) => e instanceof ModelProblem && /\/privacy\/secagg: the model aggregates 16515075 values.*at most 66060288 bytes.*mark large tensors local or skip/.test((e as Error).message));
+  // The same model with its large tensor kept at each site: only the head is masked.
+  assert.doesNotThrow(() => checkInitialWeights(model([{ match: 'big', rule: 'local' }]), bytes));
 });
 
 test('the sum runs in site-id order whatever the arrival order, as the in-memory path sums (cancellation shows the order)', async () => {

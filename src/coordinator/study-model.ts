@@ -61,9 +61,12 @@ export function inModelDtypes(got: WeightsLayout, model: WeightsLayout, transpor
  * Largest model (bytes of safetensors) a study may have when its round is aggregated in memory: every update decoded
  * at once, which the coordinator affords for models up to the size of the former update cap. A strategy that
  * aggregates elementwise without a privacy layer streams from the blobs (stream-aggregate.ts) at any size; under
- * SecAgg+ the session holds one running sum, also any size.
+ * SecAgg+ the session holds one running sum, for models up to SECAGG_MAX_MASKED_BYTES / 4 values (each masked input
+ * travels in one request).
  */
 export const IN_MEMORY_AGGREGATION_MAX_BYTES = 64 * 1024 * 1024;
+/** The largest SecAgg+ masked input (one request; the coordinator's default body limit less room for its header and metadata). */
+export const SECAGG_MAX_MASKED_BYTES = 63 * 1024 * 1024;
 
 /** Why a model of `bytes` cannot be aggregated for this study, or undefined when it can. */
 export function aggregationSizeProblem(spec: StudySpec, bytes: number): string | undefined {
@@ -106,6 +109,11 @@ export function checkInitialWeights(spec: StudySpec, bytes: Uint8Array, builtin?
   const big = aggregationSizeProblem(spec, bytes.length);
   if (big) throw new ModelProblem(big);
   const rules = rulesOf(spec, Object.keys(weights));
+  if (spec.privacy?.secagg) {
+    // Each site's masked input is one 32-bit word per aggregated value, sent in one request (routes/secagg.ts).
+    const words = rules.aggregate.reduce((n, k) => n + weights[k]!.data.length, 0);
+    if (4 * words > SECAGG_MAX_MASKED_BYTES) throw new ModelProblem(`/privacy/secagg: the model aggregates ${words} values; a SecAgg+ masked input is 4 bytes per value and travels in one request of at most ${SECAGG_MAX_MASKED_BYTES} bytes (${Math.floor(SECAGG_MAX_MASKED_BYTES / 4)} values): mark large tensors local or skip, or run the study without SecAgg+ (FedAvg streams updates of any size)`);
+  }
   if (spec.privacy?.dp || spec.privacy?.secagg) {
     const ints = rules.aggregate.filter((k) => !isFloatDType(dtypeOf(weights[k]!)));
     if (ints.length) throw new ModelProblem(`/tensorRules: integer tensor${ints.length > 1 ? 's' : ''} ${ints.map((k) => `"${k}"`).join(', ')} would be aggregated under ${spec.privacy.dp ? 'differential privacy' : 'SecAgg+'}, where a counter's change dominates the clipped update: mark ${ints.length > 1 ? 'them' : 'it'} local or skip`);
