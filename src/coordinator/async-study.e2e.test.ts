@@ -13,7 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { ChildProcess } from 'node:child_process';
 import { openStore } from '../store/store.js';
-import { adminClient, studyLeadClient, freePort, startCoordinatorProcess, startHeartSite, stopAll, waitFor } from '../testing/processes.js';
+import { adminClient, studyLeadClient, freePort, startCoordinatorProcess, enrolHeartSites, stopAll, waitFor } from '../testing/processes.js';
 import { renderStudy, type StudyDetail } from '../cli/operator.js';
 
 const VERSIONS = 12;
@@ -29,11 +29,8 @@ test('an asynchronous study with a slow site survives a coordinator SIGKILL and 
     const dataDir = join(dir, 'coordinator');
     coord = await startCoordinatorProcess(dataDir, port, join(dir, 'coordinator.log'));
     const admin = adminClient(dataDir, url);
-    for (let c = 0; c < 4; c++) {
-      const inv = await admin.json<{ token: string }>('POST', '/v1/invites', { siteName: `hospital-${c}` });
-      children.push(startHeartSite(join(dir, `site-${c}`), url, c, inv.token, { pollWaitMs: 2000, ...(c === 3 ? { testing: { fitDelayMs: SLOW_MS } } : {}) }));
-    }
-    await waitFor('4 enrolled sites', async () => ((await admin.json<unknown[]>('GET', '/v1/sites')).length === 4 ? true : undefined), 30_000);
+    // hospital-3 is the slow site.
+    await enrolHeartSites(admin, url, dir, 4, children, (c) => ({ pollWaitMs: 2000, ...(c === 3 ? { testing: { fitDelayMs: SLOW_MS } } : {}) }));
     const lead = await studyLeadClient(admin, url);
     const { id } = await lead.json<{ id: string }>('POST', '/v1/studies', {
       name: 'async-restart', dataset: 'heart', model: { kind: 'logistic', inputDim: 13 }, strategy: { name: 'FedAvg' }, rounds: VERSIONS,

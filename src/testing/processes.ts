@@ -82,12 +82,13 @@ export function startHeartSite(dir: string, coordinatorUrl: string, center: numb
  * Invites and starts heart sites hospital-0 … hospital-(n-1) (agent processes under `dir/site-k`, pushed onto
  * `children` so the caller stops them) and resolves once all n are enrolled.
  */
-export async function enrolHeartSites(admin: HttpClient, url: string, dir: string, n: number, children: ChildProcess[]): Promise<void> {
+/** Enrols heart sites hospital-0…n-1 (site c over center c), each with `extra(c)` in its site.yaml, and waits until all are enrolled. */
+export async function enrolHeartSites(admin: HttpClient, url: string, dir: string, n: number, children: ChildProcess[], extra: (center: number) => Record<string, unknown> = () => ({}), timeoutMs = 30_000): Promise<void> {
   for (let c = 0; c < n; c++) {
     const inv = await admin.json<{ token: string }>('POST', '/v1/invites', { siteName: `hospital-${c}` });
-    children.push(startHeartSite(join(dir, `site-${c}`), url, c, inv.token));
+    children.push(startHeartSite(join(dir, `site-${c}`), url, c, inv.token, extra(c)));
   }
-  await waitFor(`${n} enrolled sites`, async () => ((await admin.json<unknown[]>('GET', '/v1/sites')).length === n ? true : undefined), 30_000);
+  await waitFor(`${n} enrolled sites`, async () => ((await admin.json<unknown[]>('GET', '/v1/sites')).length === n ? true : undefined), timeoutMs);
 }
 
 export async function stopAll(children: ChildProcess[]): Promise<void> {

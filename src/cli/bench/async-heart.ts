@@ -22,7 +22,7 @@ import { openStore } from '../../store/store.js';
 import { decodeSafetensors } from '../../protocol/safetensors.js';
 import { createModel } from '../../learning/models/registry.js';
 import { loadHeartCenter } from '../../site/data/heart.js';
-import { adminClient, freePort, startCoordinatorProcess, startHeartSite, stopAll, studyLeadClient, waitFor } from '../../testing/processes.js';
+import { adminClient, freePort, startCoordinatorProcess, enrolHeartSites, stopAll, studyLeadClient, waitFor } from '../../testing/processes.js';
 
 export interface AsyncHeartOptions {
   rounds: number;
@@ -83,11 +83,8 @@ async function runMode(mode: 'sync' | 'async', o: AsyncHeartOptions): Promise<Mo
     const dataDir = join(dir, 'coordinator');
     coord = await startCoordinatorProcess(dataDir, port, join(dir, 'coordinator.log'));
     const admin = adminClient(dataDir, url);
-    for (let c = 0; c < 4; c++) {
-      const inv = await admin.json<{ token: string }>('POST', '/v1/invites', { siteName: `hospital-${c}` });
-      children.push(startHeartSite(join(dir, `site-${c}`), url, c, inv.token, { pollWaitMs: 2000, ...(c === 3 ? { testing: { fitDelayMs: o.slowMs } } : {}) }));
-    }
-    await waitFor('4 enrolled sites', async () => ((await admin.json<unknown[]>('GET', '/v1/sites')).length === 4 ? true : undefined), 60_000);
+    // hospital-3 is the slow site.
+    await enrolHeartSites(admin, url, dir, 4, children, (c) => ({ pollWaitMs: 2000, ...(c === 3 ? { testing: { fitDelayMs: o.slowMs } } : {}) }), 60_000);
     const lead = await studyLeadClient(admin, url);
     const spec = {
       name: `bench-${mode}`, dataset: 'heart', model: MODEL, strategy: { name: 'FedAvg' }, seed: 42, roundTimeoutSeconds: 600,
