@@ -8,7 +8,7 @@ import type { BlobStore } from './blobs/blob-store.js';
 import { MemoryBlobStore } from './blobs/memory-blobs.js';
 import { closeSync, existsSync, mkdirSync, openSync, chmodSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
-import { Kysely, Migrator, PostgresDialect, SqliteDialect, type Transaction } from 'kysely';
+import { Kysely, Migrator, PostgresDialect, SqliteDialect, type LogEvent, type Transaction } from 'kysely';
 import type { Database } from './schema.js';
 import { migrationProvider, type Dialect } from './migrations.js';
 import { mappedDialect } from './sql-errors.js';
@@ -55,6 +55,23 @@ const normModel = (r: ModelVersionRow): ModelVersionRow => ({ ...r, round: num(r
 export interface SqlStoreOptions {
   /** Told when PostgreSQL drops a connection (idle or in use); the store reconnects on next use either way. */
   onConnectionError?: (e: Error) => void;
+  /** Told of every statement run, with its kind (`statementKind`) and time: the coordinator's SQL metrics. */
+  onQuery?: (kind: string, ms: number) => void;
+}
+
+/**
+ * A statement's kind for metrics, bounded whatever the values: its verb and the table it reads or writes, e.g.
+ * `select tasks`, `insert audit_log`, `update audit_head` (`begin`, `commit`, … stand alone).
+ */
+export function statementKind(sql: string): string {
+  const verb = /^\s*(\w+)/.exec(sql)?.[1]?.toLowerCase() ?? 'other';
+  const table = /\b(?:from|into|update)\s+"?(\w+)"?/i.exec(sql)?.[1]?.toLowerCase();
+  return table ? `${verb} ${table}` : verb;
+}
+
+function queryLog(o: SqlStoreOptions): { log?: (e: LogEvent) => void } {
+  const on = o.onQuery;
+  return on ? { log: (e) => on(statementKind(e.query.sql), e.queryDurationMillis) } : {};
 }
 
 /** Opens (and migrates) the SQL store at `url`: `postgres://…`, `sqlite:<path>` or a file path. */
@@ -84,7 +101,7 @@ export async function openSqlStore(url: string, o: SqlStoreOptions = {}): Promis
     // (StoreUnavailable) and the pool discards the broken client on release.
     pool.on('error', onConnectionError);
     pool.on('connect', (client) => client.on('error', onConnectionError));
-    db = new Kysely<AllTables>({ dialect: mappedDialect(new PostgresDialect({ pool }), 'postgres') });
+    db = new Kysely<AllTables>({ dialect: mappedDialect(new PostgresDialect({ pool }), 'postgres'), ...queryLog(o) });
     dialect = 'postgres';
   } else {
     const path = resolve(url.replace(/^sqlite:/, ''));
@@ -101,7 +118,7 @@ export async function openSqlStore(url: string, o: SqlStoreOptions = {}): Promis
       const { classifySqlError } = await import('./sql-errors.js');
       throw classifySqlError(e, 'sqlite');
     }
-    db = new Kysely<AllTables>({ dialect: mappedDialect(new SqliteDialect({ database: raw as never }), 'sqlite', guard) });
+    db = new Kysely<AllTables>({ dialect: mappedDialect(new SqliteDialect({ database: raw as never }), 'sqlite', guard), ...queryLog(o) });
     dialect = 'sqlite';
   }
   const store = new SqlStore(db, dialect, false);

@@ -267,9 +267,10 @@ export interface Store {
 /**
  * Opens a store: `memory:` (in-memory), `postgres://…` / `postgresql://…`, `sqlite:<path>`, or a plain file
  * path (SQLite). SQL stores are migrated before this returns; `onConnectionError` hears of PostgreSQL
- * connections the server dropped (the store reconnects by itself; default: a line on stderr).
+ * connections the server dropped (the store reconnects by itself; default: a line on stderr); `onQuery` hears
+ * of every SQL statement (its kind and time, sql-store.ts `statementKind`).
  */
-export async function openStore(url: string, opts: { onConnectionError?: (e: Error) => void } = {}): Promise<Store> {
+export async function openStore(url: string, opts: { onConnectionError?: (e: Error) => void; onQuery?: (kind: string, ms: number) => void } = {}): Promise<Store> {
   if (url === 'memory:') {
     const { MemoryStore } = await import('./memory-store.js');
     return new MemoryStore();

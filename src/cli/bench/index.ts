@@ -10,6 +10,7 @@ export const BENCHES: Record<string, () => Promise<{ main(argv: string[]): Promi
   csv: () => import('./csv.js'),
   sdk: () => import('./sdk.js'),
   reads: () => import('./reads.js'),
+  live: () => import('./live.js'),
 };
 
 export async function main(argv: string[]): Promise<number> {
