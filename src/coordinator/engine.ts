@@ -35,7 +35,7 @@ import { clientLevelDp } from './privacy.js';
 import type { RoundRow } from '../store/store.js';
 import { aggregatePart, mergeAggregate, rulesOf } from './study-model.js';
 import { driveAnalyticsRound, openAnalyticsRound, type AnalyticsRoundsContext } from './analytics-rounds.js';
-import { decideRound, secaggShortfall, stopStudy, type RoundCloseDeps } from './round-close.js';
+import { decideFromProgress, secaggShortfall, stopStudy, type RoundCloseDeps } from './round-close.js';
 
 export interface EngineOptions {
   /**
@@ -315,12 +315,12 @@ export class RoundEngine {
       return;
     }
     if (open.kind === 'analytics') return driveAnalyticsRound(this.analyticsContext(), study, spec, open);
-    const tasks = await this.store.listTasks(study.id, open.round);
-    const updates = await this.store.listUpdates(study.id, open.round);
-    if (open.kind === 'fit' && spec.privacy?.secagg) return this.driveSecAgg(study, spec, open, tasks, updates);
+    if (open.kind === 'fit' && spec.privacy?.secagg) return this.driveSecAgg(study, spec, open, await this.store.listTasks(study.id, open.round), await this.store.listUpdates(study.id, open.round));
     // Closes as soon as every site has answered (result, refusal or task error), honouring minSites (round-close.ts).
-    const decision = await decideRound(this.closeDeps(), spec, open, tasks, updates, this.now());
+    // From counts: the round's rows (the updates with their weights) are read once, to commit.
+    const decision = await decideFromProgress(this.closeDeps(), spec, open, await this.store.roundProgress(study.id, open.round), this.now());
     if (decision.action === 'commit') {
+      const updates = await this.store.listUpdates(study.id, open.round);
       if (open.kind === 'fit') await this.commitFit(study, spec, open.round, updates);
       else if (open.kind === 'prepare') await this.commitPrepare(study, spec, updates);
       else await this.commitEvaluate(study, spec, open.round, updates);

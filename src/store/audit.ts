@@ -13,9 +13,9 @@ const num = (v: unknown) => (typeof v === 'number' ? v : Number(v));
 
 /** Must run inside a transaction (the caller's), so the lock holds until the entry is committed. */
 export async function appendAuditRow(tx: Db, build: (head: { seq: number; hash: string }) => AuditLogTable): Promise<AuditLogTable> {
-  // Lock first (no-op UPDATE), read second: the read then sees the head no other writer can move.
-  await tx.updateTable('audit_head').set((eb) => ({ seq: eb.ref('seq') })).where('id', '=', 1).execute();
-  const head = await tx.selectFrom('audit_head').select(['seq', 'hash']).where('id', '=', 1).executeTakeFirstOrThrow();
+  // Lock and read in one statement (a no-op UPDATE … RETURNING): what it returns is the head no other writer can
+  // move, and the lock is held one round trip less than with a separate SELECT.
+  const head = await tx.updateTable('audit_head').set((eb) => ({ seq: eb.ref('seq') })).where('id', '=', 1).returning(['seq', 'hash']).executeTakeFirstOrThrow();
   const row = build({ seq: num(head.seq), hash: head.hash });
   await tx.insertInto('audit_log').values(row).execute();
   await tx.updateTable('audit_head').set({ seq: row.seq, hash: row.hash }).where('id', '=', 1).execute();

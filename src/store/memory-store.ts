@@ -15,7 +15,7 @@ import type { TaskErrorsTable } from './task-errors.js';
 import type { BlobStore } from './blobs/blob-store.js';
 import { MemoryBlobStore } from './blobs/memory-blobs.js';
 import {
-  StoreConflict, refuseFromInside, runInside, type AuditRow, type CommitRoundArgs, type InviteRow, type MetricRow, type ModelVersionRow, type RefusalRow, type RoundRow,
+  StoreConflict, refuseFromInside, runInside, type AuditRow, type CommitRoundArgs, type InviteRow, type MetricRow, type ModelVersionRow, type RefusalRow, type RoundRow, type RoundProgress,
   type SiteRow, type Store, type StrategyStateRow, type StudyRow, type TaskRow, type UpdateRow, type UserRow,
 } from './store.js';
 
@@ -342,6 +342,16 @@ export class MemoryStore implements Store {
   }
   countUpdates(studyId: string, round: number): Promise<number> {
     return this.op(() => this.rows<UpdateRow>('updates').filter((r) => r.study_id === studyId && r.round === round).length);
+  }
+  roundProgress(studyId: string, round: number): Promise<RoundProgress> {
+    return this.op(() => {
+      const tasks = this.rows<TaskRow>('tasks').filter((r) => r.study_id === studyId && r.round === round);
+      return {
+        tasks: tasks.length,
+        updates: this.rows<UpdateRow>('updates').filter((r) => r.study_id === studyId && r.round === round).length,
+        closedWithoutResult: tasks.filter((t) => t.status === 'refused' || t.status === 'failed').length,
+      };
+    });
   }
   commitRound(a: CommitRoundArgs): Promise<void> {
     return this.transaction(async (tx) => {

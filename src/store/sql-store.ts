@@ -21,7 +21,7 @@ import * as bounds from './audit-bounds.js';
 import * as taskErrors from './task-errors.js';
 import { pgPoolMax } from './pg-pool.js';
 import {
-  StoreConflict, StoreUnavailable, refuseFromInside, runInside, type AuditRow, type CommitRoundArgs, type InviteRow, type MetricRow, type ModelVersionRow, type RefusalRow, type RoundRow,
+  StoreConflict, StoreUnavailable, refuseFromInside, runInside, type AuditRow, type CommitRoundArgs, type InviteRow, type MetricRow, type ModelVersionRow, type RefusalRow, type RoundRow, type RoundProgress,
   type SiteRow, type Store, type StrategyStateRow, type StudyRow, type TaskRow, type UpdateRow, type UserRow,
 } from './store.js';
 
@@ -68,6 +68,9 @@ export function statementKind(sql: string): string {
   const table = /\b(?:from|into|update)\s+"?(\w+)"?/i.exec(sql)?.[1]?.toLowerCase();
   return table ? `${verb} ${table}` : verb;
 }
+
+/** Metric rows per INSERT: 6 columns each stays far under SQLite's 32,766 bind parameters and PostgreSQL's 65,535. */
+const METRIC_ROWS_PER_INSERT = 1000;
 
 function queryLog(o: SqlStoreOptions): { log?: (e: LogEvent) => void } {
   const on = o.onQuery;
@@ -404,6 +407,12 @@ export class SqlStore implements Store {
     const r = await this.db.selectFrom('updates').select((eb) => eb.fn.countAll<number>().as('n')).where('study_id', '=', studyId).where('round', '=', round).executeTakeFirstOrThrow();
     return num(r.n);
   }
+  async roundProgress(studyId: string, round: number): Promise<RoundProgress> {
+    const t = await this.db.selectFrom('tasks')
+      .select((eb) => [eb.fn.countAll<number>().as('n'), eb.fn.sum<number>(eb.case().when('status', 'in', ['refused', 'failed']).then(1).else(0).end()).as('closed')])
+      .where('study_id', '=', studyId).where('round', '=', round).executeTakeFirstOrThrow();
+    return { tasks: num(t.n), updates: await this.countUpdates(studyId, round), closedWithoutResult: num(t.closed ?? 0) };
+  }
   async commitRound(args: CommitRoundArgs): Promise<void> {
     await this.transaction(async (tx) => {
       const db = (tx as SqlStore).db;
@@ -414,7 +423,8 @@ export class SqlStore implements Store {
       await db.updateTable('tasks').set({ status: 'expired' })
         .where('study_id', '=', args.studyId).where('round', '=', args.round).where('status', 'in', ['issued', 'delivered']).execute();
       if (args.model) await db.insertInto('model_versions').values(args.model).execute();
-      if (args.metrics.length) await db.insertInto('metrics').values(args.metrics).execute();
+      // In batches: one INSERT of every site's rows passed the drivers' bind-parameter limits (SQLite's at ~1,360 sites).
+      for (let i = 0; i < args.metrics.length; i += METRIC_ROWS_PER_INSERT) await db.insertInto('metrics').values(args.metrics.slice(i, i + METRIC_ROWS_PER_INSERT)).execute();
       if (args.strategyState) await db.insertInto('strategy_state').values(args.strategyState).execute();
       await db.updateTable('studies')
         .set({

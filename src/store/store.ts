@@ -167,6 +167,8 @@ export interface Store {
   acceptUpdate(update: UpdateRow, inTx?: (tx: Store) => Promise<void>): Promise<void>;
   listUpdates(studyId: string, round: number): Promise<UpdateRow[]>;
   countUpdates(studyId: string, round: number): Promise<number>;
+  /** How far a round is, in counts (what the engine's tick and the routes need each time, without reading rows). */
+  roundProgress(studyId: string, round: number): Promise<RoundProgress>;
   /** Model version, metrics, strategy state, round status and study progress in one transaction; StoreConflict when the round is not open. */
   commitRound(args: CommitRoundArgs): Promise<void>;
   latestStrategyState(studyId: string): Promise<StrategyStateRow | undefined>;
@@ -270,6 +272,14 @@ export interface Store {
  * connections the server dropped (the store reconnects by itself; default: a line on stderr); `onQuery` hears
  * of every SQL statement (its kind and time, sql-store.ts `statementKind`).
  */
+/** A round's tasks and results counted: it has closed when `updates + closedWithoutResult === tasks`. */
+export interface RoundProgress {
+  tasks: number;
+  updates: number;
+  /** Tasks closed without a result: refused or failed by their site (such a task never has an update). */
+  closedWithoutResult: number;
+}
+
 export async function openStore(url: string, opts: { onConnectionError?: (e: Error) => void; onQuery?: (kind: string, ms: number) => void } = {}): Promise<Store> {
   if (url === 'memory:') {
     const { MemoryStore } = await import('./memory-store.js');

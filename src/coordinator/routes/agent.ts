@@ -46,7 +46,7 @@ export const agentRoutes: RoutePlugin = async (app, ctx) => {
     const spec = JSON.parse(study.spec) as StudySpec;
     const config = JSON.parse(task.config) as TaskMessage['fit'];
     const normStats = spec.dataSchema?.preprocessing?.normalise === 'global' ? await store.getKv(normStatsKey(task.study_id)) : undefined;
-    const privacy = task.kind === 'fit' ? taskPrivacy(spec, (await store.listTasks(task.study_id, task.round)).length) : undefined;
+    const privacy = task.kind === 'fit' ? taskPrivacy(spec, (await store.roundProgress(task.study_id, task.round)).tasks) : undefined;
     const rules = spec.tensorRules?.length ? (await version(task.model_version_id, spec)).rules : undefined;
     return {
       taskId: task.id,
@@ -216,7 +216,8 @@ export const agentRoutes: RoutePlugin = async (app, ctx) => {
       if (e instanceof StoreConflict) throw new HttpError(409, 'conflict', e.message);
       throw e;
     }
-    const [received, expected] = [await store.countUpdates(task.study_id, task.round), (await store.listTasks(task.study_id, task.round)).length];
+    // Counts, not rows: reading the round's tasks after every upload made a round of N sites cost N² rows.
+    const { updates: received, tasks: expected } = await store.roundProgress(task.study_id, task.round);
     bus.emit({ type: 'update.accepted', studyId: task.study_id, round: task.round, siteId: site.id, received, expected });
     engine.kick();
     return { accepted: true, taskId: task.id, received, expected };
