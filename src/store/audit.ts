@@ -11,14 +11,22 @@ import type { AuditLogTable, Database } from './schema.js';
 type Db = Kysely<Database> | Transaction<Database>;
 const num = (v: unknown) => (typeof v === 'number' ? v : Number(v));
 
-/** Must run inside a transaction (the caller's), so the lock holds until the entry is committed. */
-export async function appendAuditRow(tx: Db, build: (head: { seq: number; hash: string }) => AuditLogTable): Promise<AuditLogTable> {
-  // Lock and read in one statement (a no-op UPDATE … RETURNING): what it returns is the head no other writer can
-  // move, and the lock is held one round trip less than with a separate SELECT.
+/**
+ * Must run inside a transaction (the caller's), so the lock holds until the entry is committed. Every audited
+ * write of every coordinator queues on that lock, so it is held for as few round trips as can be: one statement
+ * that locks and reads the head, the entry built (and signed) here, and on PostgreSQL one statement that writes the
+ * entry and moves the head together (a data-modifying WITH); SQLite, one writer at a time anyway, takes two.
+ */
+export async function appendAuditRow(tx: Db, build: (head: { seq: number; hash: string }) => AuditLogTable, dialect: 'sqlite' | 'postgres'): Promise<AuditLogTable> {
+  // A no-op UPDATE … RETURNING: what it returns is the head no other writer can move until this transaction ends.
   const head = await tx.updateTable('audit_head').set((eb) => ({ seq: eb.ref('seq') })).where('id', '=', 1).returning(['seq', 'hash']).executeTakeFirstOrThrow();
   const row = build({ seq: num(head.seq), hash: head.hash });
-  await tx.insertInto('audit_log').values(row).execute();
-  await tx.updateTable('audit_head').set({ seq: row.seq, hash: row.hash }).where('id', '=', 1).execute();
+  if (dialect === 'postgres') {
+    await tx.with('moved', (db) => db.updateTable('audit_head').set({ seq: row.seq, hash: row.hash }).where('id', '=', 1)).insertInto('audit_log').values(row).execute();
+  } else {
+    await tx.insertInto('audit_log').values(row).execute();
+    await tx.updateTable('audit_head').set({ seq: row.seq, hash: row.hash }).where('id', '=', 1).execute();
+  }
   return row;
 }
 

@@ -296,6 +296,9 @@ export class MemoryStore implements Store {
   getTask(id: string): Promise<TaskRow | undefined> {
     return this.op(() => this.get<TaskRow>('tasks', id));
   }
+  issuedTasksSince(since: number): Promise<Pick<TaskRow, 'id' | 'site_id' | 'created_at'>[]> {
+    return this.op(() => this.rows<TaskRow>('tasks').filter((r) => r.status === 'issued' && r.created_at >= since).map((r) => ({ id: r.id, site_id: r.site_id, created_at: r.created_at })));
+  }
   listTasks(studyId: string, round: number): Promise<TaskRow[]> {
     return this.op(() => this.rows<TaskRow>('tasks').filter((r) => r.study_id === studyId && r.round === round).sort(by((r) => r.site_id)));
   }

@@ -219,12 +219,20 @@ function trust(dialect: Dialect): Migration {
   };
 }
 
+/** The long-polls' wake-up (Store.issuedTasksSince) reads the newly issued tasks once a second, by this index. */
+const tasksIssuedMigration: Migration = {
+  async up(db) {
+    await db.schema.createIndex('tasks_status_created').on('tasks').columns(['status', 'created_at']).execute();
+  },
+};
+
 export function migrationProvider(dialect: Dialect): MigrationProvider {
   return {
     async getMigrations() {
       return {
         '0001_initial': initial(dialect), '0002_trust': trust(dialect), '0003_governance': governanceMigration(dialect), '0005_privacy': privacyMigration(dialect),
         '0006_audit_bounds': auditBoundsMigration(dialect), '0007_task_errors': taskErrorsMigration(dialect), '0008_lifecycle_version': lifecycleVersionMigration,
+        '0014_tasks_issued': tasksIssuedMigration,
       };
     },
   };

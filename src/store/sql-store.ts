@@ -355,6 +355,10 @@ export class SqlStore implements Store {
     const rows = await this.db.selectFrom('tasks').selectAll().where('site_id', '=', siteId).where('status', 'in', ['issued', 'delivered']).orderBy('created_at').execute();
     return rows.map(normTask);
   }
+  async issuedTasksSince(since: number): Promise<Pick<TaskRow, 'id' | 'site_id' | 'created_at'>[]> {
+    const rows = await this.db.selectFrom('tasks').select(['id', 'site_id', 'created_at']).where('status', '=', 'issued').where('created_at', '>=', since).execute();
+    return rows.map((r) => ({ id: r.id, site_id: r.site_id, created_at: num(r.created_at) }));
+  }
   async getTask(id: string): Promise<TaskRow | undefined> {
     const r = await this.db.selectFrom('tasks').selectAll().where('id', '=', id).executeTakeFirst();
     return r && normTask(r);
@@ -571,7 +575,7 @@ export class SqlStore implements Store {
 
   // ---- audit chain ----
   appendAuditRow(build: (head: { seq: number; hash: string }) => AuditRow): Promise<AuditRow> {
-    return this.transaction((tx) => audit.appendAuditRow((tx as SqlStore).cdb, build));
+    return this.transaction((tx) => audit.appendAuditRow((tx as SqlStore).cdb, build, this.dialect));
   }
   listAuditRows(opts: { after?: number; limit?: number } = {}): Promise<AuditRow[]> {
     return audit.listAuditRows(this.cdb, opts);

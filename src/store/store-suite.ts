@@ -101,6 +101,8 @@ export function storeSuite(b: StoreBackend): void {
       it('opens a round with its tasks atomically and refuses to open it twice', { skip }, async () => {
         await store.openRound(round(1), [task('t-a', 'a'), task('t-b', 'b')]);
         assert.deepEqual((await store.pendingTasks('a')).map((t) => t.id), ['t-a']);
+        assert.deepEqual((await store.issuedTasksSince(now)).map((t) => [t.id, t.site_id, t.created_at]).sort(), [['t-a', 'a', now], ['t-b', 'b', now]]);
+        assert.deepEqual(await store.issuedTasksSince(now + 1), [], 'none issued later');
         const before = await storeDigest(store);
         await assert.rejects(store.openRound(round(1), [task('t-c', 'a')]), StoreConflict);
         assert.deepEqual(await storeDigest(store), before);
@@ -109,6 +111,7 @@ export function storeSuite(b: StoreBackend): void {
         assert.equal(await store.siteMayReadModel('a', 'm9'), false);
         await store.markDelivered('t-a', now + 1);
         assert.equal((await store.getTask('t-a'))?.status, 'delivered');
+        assert.deepEqual((await store.issuedTasksSince(now)).map((t) => t.id), ['t-b'], 'a delivered task is no longer issued');
       });
 
       it('accepts one update per task, only from the task owner', { skip }, async () => {

@@ -147,6 +147,8 @@ export interface Store {
   listRounds(studyId: string): Promise<RoundRow[]>;
   /** Tasks waiting for a site (issued or delivered), oldest first. */
   pendingTasks(siteId: string): Promise<TaskRow[]>;
+  /** Tasks still `issued` whose created_at is at least `since` (the long-polls' wake-up, coordinator/task-wake.ts). */
+  issuedTasksSince(since: number): Promise<Pick<TaskRow, 'id' | 'site_id' | 'created_at'>[]>;
   getTask(id: string): Promise<TaskRow | undefined>;
   listTasks(studyId: string, round: number): Promise<TaskRow[]>;
   markDelivered(taskId: string, now: number): Promise<void>;

@@ -1,4 +1,5 @@
 /** The agent's side: long-poll for tasks, model download, validated result upload. */
+import { TaskWake } from '../task-wake.js';
 import type { RoutePlugin } from './context.js';
 import { RESULT_META_KEY, ResultMetaSchema, TaskSchema, checkValue, type ResultMeta, type StudySpec, type TaskMessage } from '../../protocol/api.js';
 import { SafetensorsError, decodeSafetensors, decodeTensors, headerLayout, readSafetensorsHeader } from '../../protocol/safetensors.js';
@@ -15,6 +16,9 @@ import { analyticsAnswerProblem } from '../analytics-rounds.js';
 
 export const agentRoutes: RoutePlugin = async (app, ctx) => {
   const { store, bus, engine, now, audit } = ctx;
+  const wake = new TaskWake(store, bus);
+  app.addHook('onReady', async () => wake.start());
+  app.addHook('onClose', async () => wake.stop());
   // ---- the agent's side: long-poll, model download, result upload ----
   // Query values are strings; bodies are never coerced, so the pattern does the integer check here.
   app.get<{ Querystring: { waitMs?: string } }>(
@@ -34,8 +38,9 @@ export const agentRoutes: RoutePlugin = async (app, ctx) => {
         }
         const left = until - now();
         if (left <= 0 || aborted.signal.aborted) return reply.status(204).send();
-        // Woken by the engine in this process; the 1 s cap catches tasks issued by another coordinator.
-        await bus.waitFor((e) => e.type === 'tasks' && e.siteIds.includes(site.id), Math.min(left, 1000), aborted.signal);
+        // Woken by the engine in this process, or by the one look a second for tasks issued by another coordinator
+        // (task-wake.ts), so a waiting site costs no query until something is issued for it.
+        await bus.waitFor((e) => e.type === 'tasks' && e.siteIds.includes(site.id), left, aborted.signal);
       }
     },
   );
