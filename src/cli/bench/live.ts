@@ -261,23 +261,15 @@ export async function runLiveBench(o: LiveOptions): Promise<LiveBench> {
     log(`yardsticks on ${sample.length} bytes: memcpy ${yardsticks.memcpyGBps.toFixed(2)} GB/s, sha256 ${yardsticks.sha256GBps.toFixed(2)} GB/s, bare POST ${yardsticks.postPerS.toFixed(0)}/s (${concurrency} at once)`);
 
     // The coordinators: the second gets the first one's coordinator.key (one audit chain), nothing else.
-    const profEnv = o.cpuProfDir ? `--cpu-prof --cpu-prof-dir=${o.cpuProfDir}` : undefined;
     for (let k = 0; k < o.coordinators; k++) {
       const dataDir = join(root, `coord-${k}`);
       mkdirSync(dataDir, { recursive: true, mode: 0o700 });
       if (k > 0) copyFileSync(join(coordinators[0]!.dataDir, 'coordinator.key'), join(dataDir, 'coordinator.key'));
       const port = await freePort();
-      const saved = process.env.NODE_OPTIONS;
-      if (profEnv) process.env.NODE_OPTIONS = `${saved ?? ''} ${profEnv}`.trim();
-      try {
-        const child = await startCoordinatorProcess(dataDir, port, join(root, `coord-${k}.log`), { ...(pgDb ? { db: pgDb.url } : {}), args: ['--log-level', 'warn'] });
-        coordinators.push({ url: `http://127.0.0.1:${port}`, dataDir, child });
-      } finally {
-        if (profEnv) {
-          if (saved === undefined) delete process.env.NODE_OPTIONS;
-          else process.env.NODE_OPTIONS = saved;
-        }
-      }
+      const child = await startCoordinatorProcess(dataDir, port, join(root, `coord-${k}.log`), {
+        ...(pgDb ? { db: pgDb.url } : {}), args: ['--log-level', 'warn'], ...(o.cpuProfDir ? { nodeArgs: ['--cpu-prof', `--cpu-prof-dir=${o.cpuProfDir}`] } : {}),
+      });
+      coordinators.push({ url: `http://127.0.0.1:${port}`, dataDir, child });
     }
     if (coordinators.length > 1) lb = await balancer(coordinators.map((c) => Number(new URL(c.url).port)));
     const url = lb ? `http://127.0.0.1:${lb.port}` : coordinators[0]!.url;
