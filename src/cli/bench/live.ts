@@ -79,6 +79,8 @@ export interface RoundFigures {
   /** Coordinator CPU-seconds over the round's wall time (all coordinators together). */
   cpuCores: number;
   cpuS: number;
+  /** The agents' worker processes' CPU over the same time: they share the machine with the coordinator. */
+  agentsCpuCores: number;
   peakRssMiB: number;
   loopMaxMs: number;
   loopP99Ms: number;
@@ -313,15 +315,17 @@ export async function runLiveBench(o: LiveOptions): Promise<LiveBench> {
       return all;
     };
     const cpu = () => pids.reduce((a, p) => a + cpuSecondsOf(p), 0);
+    const agentPids = workers.slice(1).map((w) => w.child.pid!);
+    const agentsCpu = () => agentPids.reduce((a, p) => a + cpuSecondsOf(p), 0);
     let peak = 0, overallPeak = 0;
     const rssTimer = setInterval(() => {
       const r = Math.max(...pids.map(rssMiBOf));
       peak = Math.max(peak, r);
       overallPeak = Math.max(overallPeak, r);
     }, 100);
-    const samples: { round: number; at: number; cpu: number; metrics: Map<string, number>; peak: number }[] = [];
+    const samples: { round: number; at: number; cpu: number; agentsCpu: number; metrics: Map<string, number>; peak: number }[] = [];
     try {
-      samples.push({ round: 0, at: performance.now(), cpu: cpu(), metrics: await scrape(), peak: 0 });
+      samples.push({ round: 0, at: performance.now(), cpu: cpu(), agentsCpu: agentsCpu(), metrics: await scrape(), peak: 0 });
       await lead.json('POST', `/v1/studies/${id}/start`, {});
       const deadline = Date.now() + o.timeoutS * 1000;
       let seen = 0;
@@ -332,7 +336,7 @@ export async function runLiveBench(o: LiveOptions): Promise<LiveBench> {
         const committed = done && s.status === 'completed' ? o.rounds + 1 : s.round;
         if (committed > seen) {
           const m = await scrape();
-          samples.push({ round: committed, at: performance.now(), cpu: cpu(), metrics: m, peak });
+          samples.push({ round: committed, at: performance.now(), cpu: cpu(), agentsCpu: agentsCpu(), metrics: m, peak });
           peak = 0;
           if (committed > seen + 1) log(`rounds ${seen + 1}-${committed} committed between two looks; their figures are shared`);
           seen = committed;
@@ -383,7 +387,7 @@ export async function runLiveBench(o: LiveOptions): Promise<LiveBench> {
       const cpuS = b.cpu - a.cpu;
       const fig: RoundFigures = {
         round: b.round, kind: r?.kind ?? (b.round > o.rounds ? 'evaluate' : 'fit'), wallS, requests, requestsPerS: requests / ((b.at - a.at) / 1000),
-        cpuS, cpuCores: cpuS / ((b.at - a.at) / 1000), peakRssMiB: b.peak, loopMaxMs: (b.metrics.get('nodejs_eventloop_lag_max_seconds') ?? NaN) * 1000,
+        cpuS, cpuCores: cpuS / ((b.at - a.at) / 1000), agentsCpuCores: (b.agentsCpu - a.agentsCpu) / ((b.at - a.at) / 1000), peakRssMiB: b.peak, loopMaxMs: (b.metrics.get('nodejs_eventloop_lag_max_seconds') ?? NaN) * 1000,
         loopP99Ms: (b.metrics.get('nodejs_eventloop_lag_p99_seconds') ?? NaN) * 1000, errors, statements,
         topStatements: [...stmts].sort((x, y) => y[1][0] - x[1][0]).slice(0, 6).map(([kind, [n, s]]) => [kind, n, s]),
       };
@@ -419,12 +423,12 @@ export function table(r: LiveBench): string {
   const lines = [
     `${r.sites} sites, ${r.coordinators} coordinator${r.coordinators > 1 ? 's' : ''} on ${r.store}, ${r.model.kind} (${r.params} parameters, ${y.bytes} bytes per upload), ${r.prepared ? 'prepared updates' : 'agents training'}; load average ${r.loadavg[0].toFixed(2)} → ${r.loadavg[1].toFixed(2)}`,
     `yardsticks (same run, same bytes): memcpy ${y.memcpyGBps.toFixed(2)} GB/s, sha256 ${y.sha256GBps.toFixed(2)} GB/s, bare loopback POST ${y.postPerS.toFixed(0)}/s (${y.postConcurrency} at once)`,
-    'round kind      wall s   req/s  cpu cores  peak RSS MiB  loop max ms  p99 ms  errors  SQL stmts  stmts/site  intake/POST  cpu/update÷sha256  model',
+    'round kind      wall s   req/s  cpu cores  agents cpu  peak RSS MiB  loop max ms  p99 ms  errors  SQL stmts  stmts/site  intake/POST  cpu/update÷sha256  model',
   ];
   for (const f of r.rounds) {
     const errs = Object.entries(f.errors).map(([s, n]) => `${n}×${s}`).join(',') || '0';
     lines.push(
-      `${String(f.round).padStart(5)} ${f.kind.padEnd(8)} ${f.wallS.toFixed(2).padStart(7)} ${f.requestsPerS.toFixed(0).padStart(7)} ${f.cpuCores.toFixed(2).padStart(10)} ${f.peakRssMiB.toFixed(0).padStart(13)} ${f.loopMaxMs.toFixed(0).padStart(12)} ${f.loopP99Ms.toFixed(0).padStart(7)} ${errs.padStart(7)} ${String(f.statements).padStart(10)} ${(f.statements / r.sites).toFixed(1).padStart(11)} ` +
+      `${String(f.round).padStart(5)} ${f.kind.padEnd(8)} ${f.wallS.toFixed(2).padStart(7)} ${f.requestsPerS.toFixed(0).padStart(7)} ${f.cpuCores.toFixed(2).padStart(10)} ${f.agentsCpuCores.toFixed(2).padStart(11)} ${f.peakRssMiB.toFixed(0).padStart(13)} ${f.loopMaxMs.toFixed(0).padStart(12)} ${f.loopP99Ms.toFixed(0).padStart(7)} ${errs.padStart(7)} ${String(f.statements).padStart(10)} ${(f.statements / r.sites).toFixed(1).padStart(11)} ` +
         `${f.intakeVsPost === undefined ? '-'.padStart(12) : f.intakeVsPost.toFixed(3).padStart(12)} ${f.cpuPerUpdateVsSha256 === undefined ? '-'.padStart(18) : f.cpuPerUpdateVsSha256.toFixed(0).padStart(18)}  ${f.exact === undefined ? '-' : f.exact ? 'exact' : `OFF by ${f.maxUlp} ulp`}`,
     );
   }
