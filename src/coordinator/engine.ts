@@ -324,6 +324,8 @@ export class RoundEngine {
       if (open.kind === 'fit') await this.commitFit(study, spec, open.round, updates);
       else if (open.kind === 'prepare') await this.commitPrepare(study, spec, updates);
       else await this.commitEvaluate(study, spec, open.round, updates);
+      // The next round opens on a tick right after this one, not a whole tick interval later.
+      this.again = true;
     } else if (decision.action === 'fail') {
       await this.fail(study, decision.reason);
     }
