@@ -75,12 +75,23 @@ export const agentRoutes: RoutePlugin = async (app, ctx) => {
     };
   }
 
+  // The versions being downloaded, as sent: every site of a round fetches the same one, and versions are immutable,
+  // so it is read from the store (a whole model blob) once rather than once per site. A few only: RSS stays bounded.
+  const downloads = new Map<string, Promise<{ digest: string; bytes: Buffer } | undefined>>();
   app.get<{ Params: { id: string } }>('/v1/agent/models/:id', { schema: { params: IdParams, querystring: NoQuery, response: { 200: { content: { 'application/octet-stream': { schema: BinaryReply } } } } } }, async (req, reply) => {
     const site = requireSite(req.principal!, 'model.download');
     if (!(await store.siteMayReadModel(site.id, req.params.id))) throw new HttpError(404, 'not_found', `no model ${req.params.id} for this site`);
-    const mv = await store.getModelVersion(req.params.id);
+    let read = downloads.get(req.params.id);
+    if (!read) {
+      // The read itself is shared: a round's sites ask for the version all at once.
+      read = store.getModelVersion(req.params.id).then((row) => (row ? { digest: row.digest, bytes: Buffer.from(row.weights) } : undefined));
+      if (downloads.size >= 4) downloads.delete(downloads.keys().next().value!);
+      downloads.set(req.params.id, read);
+      read.then((v) => v ?? downloads.delete(req.params.id), () => downloads.delete(req.params.id));
+    }
+    const mv = await read;
     if (!mv) throw new HttpError(404, 'not_found', `no model ${req.params.id}`);
-    return reply.type('application/octet-stream').header('x-setu-digest', mv.digest).send(Buffer.from(mv.weights));
+    return reply.type('application/octet-stream').header('x-setu-digest', mv.digest).send(mv.bytes);
   });
 
   // The global model each update started from: its layout (the study's tensors that are aggregated) checks the
