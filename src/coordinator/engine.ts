@@ -29,7 +29,7 @@ import { hostStrategy, type FitResultIn, type HostedStrategy } from './strategy-
 import { commitTransitions, eligibleParticipants, loadLifecycle } from '../governance/study-governance.js';
 import { complete as lifecycleComplete, stop as lifecycleStop } from '../governance/lifecycle.js';
 import { ensureModelCard } from '../governance/model-card.js';
-import { appendAudit, type AuditKey } from '../governance/audit-store.js';
+import { appendAudit, appendAuditBatch, type AuditKey } from '../governance/audit-store.js';
 import { DEFAULT_STAGE_TIMEOUT_S, SecAggSessions, newSession, restartRound, secAggPlus } from './secagg.js';
 import { clientLevelDp } from './privacy.js';
 import type { RoundRow } from '../store/store.js';
@@ -384,9 +384,8 @@ export class RoundEngine {
       tasks,
       audit
         ? async (tx) => {
-            for (const t of tasks) {
-              await appendAudit(tx, audit, { ts: now, actor: 'coordinator', kind: 'task.issued', subject: t.id, data: { study: study.id, round, kind, site: t.site_id, modelVersion: global.id, modelDigest: global.digest } });
-            }
+            // One take of the audit head for the round's tasks, not one per task.
+            await appendAuditBatch(tx, audit, tasks.map((t) => ({ ts: now, actor: 'coordinator', kind: 'task.issued', subject: t.id, data: { study: study.id, round, kind, site: t.site_id, modelVersion: global.id, modelDigest: global.digest } })));
           }
         : undefined,
     );

@@ -588,6 +588,16 @@ export class MemoryStore implements Store {
       return row;
     });
   }
+  appendAuditRows(build: (head: { seq: number; hash: string }) => AuditRow[]): Promise<AuditRow[]> {
+    return this.op(() => {
+      const head = this.get<{ seq: number; hash: string }>('audit_head', 1)!;
+      const rows = build({ seq: head.seq, hash: head.hash });
+      for (const row of rows) this.insert('audit_log', row);
+      const last = rows.at(-1);
+      if (last) this.s.t.audit_head.set('1', { id: 1, seq: last.seq, hash: last.hash });
+      return rows;
+    });
+  }
   listAuditRows(opts: { after?: number; limit?: number } = {}): Promise<AuditRow[]> {
     return this.op(() => {
       const rows = this.rows<AuditRow>('audit_log').filter((r) => opts.after === undefined || r.seq > opts.after).sort(by((r) => r.seq));

@@ -606,6 +606,9 @@ export class SqlStore implements Store {
   appendAuditRow(build: (head: { seq: number; hash: string }) => AuditRow): Promise<AuditRow> {
     return this.transaction((tx) => audit.appendAuditRow((tx as SqlStore).cdb, build, this.dialect));
   }
+  appendAuditRows(build: (head: { seq: number; hash: string }) => AuditRow[]): Promise<AuditRow[]> {
+    return this.transaction((tx) => audit.appendAuditRows((tx as SqlStore).cdb, build, this.dialect));
+  }
   listAuditRows(opts: { after?: number; limit?: number } = {}): Promise<AuditRow[]> {
     return audit.listAuditRows(this.cdb, opts);
   }

@@ -448,6 +448,33 @@ export function storeSuite(b: StoreBackend): void {
         assert.equal((await store.listAuditRows({ after: start.seq, limit: 5 })).length, 5);
       });
 
+      it('appends many entries under one take of the head, in order, or none with their transaction', { skip }, async () => {
+        const start = await store.auditHead();
+        const chain = (h: { seq: number; hash: string }, n: number) => {
+          const out = [];
+          let prev = h.hash;
+          for (let i = 1; i <= n; i++) {
+            const row = auditRow(h.seq + i, prev);
+            out.push(row);
+            prev = row.hash;
+          }
+          return out;
+        };
+        // More than one INSERT's worth, from two appenders at once.
+        await Promise.all([store.appendAuditRows((h) => chain(h, 1200)), other.appendAuditRows((h) => chain(h, 3))]);
+        const rows = await store.listAuditRows({ after: start.seq });
+        assert.deepEqual(rows.map((r) => r.seq), Array.from({ length: 1203 }, (_, i) => start.seq + i + 1));
+        for (let i = 1; i < rows.length; i++) assert.equal(rows[i]!.prev_hash, rows[i - 1]!.hash, 'each entry links to the one before');
+        const head = await store.auditHead();
+        assert.deepEqual(head, { seq: rows.at(-1)!.seq, hash: rows.at(-1)!.hash });
+        assert.deepEqual(await store.appendAuditRows(() => []), []);
+        await assert.rejects(store.transaction(async (tx) => {
+          await tx.appendAuditRows((h) => chain(h, 2));
+          throw new Error('the event failed');
+        }), /the event failed/);
+        assert.deepEqual(await store.auditHead(), head);
+      });
+
       it('keeps one ledger row per release and reports each site\'s latest total', { skip }, async () => {
         const eps = [0.3127845612345678, 0.4890123456789012, 0.6123456789012345];
         for (let r = 1; r <= 3; r++) {

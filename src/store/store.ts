@@ -254,6 +254,8 @@ export interface Store {
    * `build` (which links and signs the entry), stores the entry and moves the head to it.
    */
   appendAuditRow(build: (head: { seq: number; hash: string }) => AuditRow): Promise<AuditRow>;
+  /** Several entries under one take of the head's lock: `build` links and signs them all from the head, in order. */
+  appendAuditRows(build: (head: { seq: number; hash: string }) => AuditRow[]): Promise<AuditRow[]>;
   /** Entries in seq order, optionally after a seq, at most `limit`. */
   listAuditRows(opts?: { after?: number; limit?: number }): Promise<AuditRow[]>;
   /** The chain's head: its count (= last seq) and last hash (the genesis hash when empty). */

@@ -51,7 +51,8 @@ export const agentRoutes: RoutePlugin = async (app, ctx) => {
     const spec = JSON.parse(study.spec) as StudySpec;
     const config = JSON.parse(task.config) as TaskMessage['fit'];
     const normStats = spec.dataSchema?.preprocessing?.normalise === 'global' ? await store.getKv(normStatsKey(task.study_id)) : undefined;
-    const privacy = task.kind === 'fit' ? taskPrivacy(spec, (await store.roundProgress(task.study_id, task.round)).tasks) : undefined;
+    // The round's size matters only to a study with privacy (its noise is sized by the cohort).
+    const privacy = task.kind === 'fit' && spec.privacy ? taskPrivacy(spec, (await store.roundProgress(task.study_id, task.round)).tasks) : undefined;
     const rules = spec.tensorRules?.length ? (await version(task.model_version_id, spec)).rules : undefined;
     return {
       taskId: task.id,
