@@ -119,7 +119,8 @@ export const agentRoutes: RoutePlugin = async (app, ctx) => {
     const site = requireSite(req.principal!, 'update.submit');
     const task = await store.getTask(req.params.id);
     if (!task || task.site_id !== site.id) throw new HttpError(403, 'forbidden', `task ${req.params.id} was not given to this site`);
-    const bodyDigest = Buffer.isBuffer(req.body) ? digestHex(req.body) : req.rawBody ? digestHex(req.rawBody) : null;
+    // The body's SHA-256 was taken as it was read, and matched the signature (plugins/signed-requests.ts): not again.
+    const bodyDigest = req.bodyVerified && req.signedBodySha256 !== undefined ? req.signedBodySha256 : Buffer.isBuffer(req.body) ? digestHex(req.body) : req.rawBody ? digestHex(req.rawBody) : null;
     // A refusal is logged and audited (with the digest of what was sent) in one transaction; nothing else changes.
     // Bounded: one refusal row per (task, code) that counts the attempts, and an audit entry for the 1st, 2nd, 4th,
     // 8th… of them (store/audit-bounds.ts), so a site that uploads garbage in a loop cannot grow either without end.
@@ -141,7 +142,8 @@ export const agentRoutes: RoutePlugin = async (app, ctx) => {
     let weightsBytes: Uint8Array | null = null;
     if (task.kind === 'fit') {
       if (!Buffer.isBuffer(req.body)) return refuse(415, 'unsupported_media_type', 'a fit result must be a safetensors body (application/octet-stream)');
-      weightsBytes = new Uint8Array(req.body);
+      // A view of the body, not a copy of it (a whole model's bytes per upload).
+      weightsBytes = new Uint8Array(req.body.buffer, req.body.byteOffset, req.body.byteLength);
       // The header first: the update's tensors are checked against the study's (names, shapes, dtypes) before any
       // value is decoded, so a wrong or oversized layout costs no decoding.
       let header, weights: Weights;
@@ -210,7 +212,7 @@ export const agentRoutes: RoutePlugin = async (app, ctx) => {
     }
     try {
       const t = now();
-      const digest = weightsBytes ? digestHex(weightsBytes) : null;
+      const digest = weightsBytes ? bodyDigest : null;
       await store.acceptUpdate(
         {
           task_id: task.id,
