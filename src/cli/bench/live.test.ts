@@ -15,11 +15,15 @@ it('20 live sites, 2 fit rounds on SQLite: every answer 2xx, each commit the exa
   assert.deepEqual(r.rounds.map((f) => [f.round, f.kind]), [[1, 'fit'], [2, 'fit'], [3, 'evaluate']]);
   for (const f of r.rounds) {
     assert.deepEqual(f.errors, {}, `round ${f.round}: answers that were not 2xx`);
-    // Each site at least polls, downloads the model and uploads its result (and its usage) every round.
-    assert.ok(f.requests >= 3 * 20, `round ${f.round}: ${f.requests} requests`);
+    assert.ok(f.requests > 0, `round ${f.round}: no requests counted`);
     assert.ok(f.statements > 0 && f.cpuS > 0 && f.peakRssMiB > 0 && f.wallS > 0);
     assert.ok(Number.isFinite(f.loopMaxMs));
+    assert.ok(f.intakePerS! > 0, `round ${f.round}: updates accepted per second, from the audit log`);
   }
+  // Each site at least takes its task, downloads the model and uploads its result every round (a round's figures are
+  // read when the harness sees its commit, so a request near the boundary may count in the next one: summed here).
+  const requests = r.rounds.reduce((a, f) => a + f.requests, 0);
+  assert.ok(requests >= 3 * 20 * 3, `${requests} requests in 3 rounds of 20 sites`);
   for (const f of r.rounds.filter((x) => x.kind === 'fit')) assert.equal(f.exact, true, `round ${f.round}: ${f.maxUlp} ulp from the weighted mean`);
   assert.ok(r.yardsticks.postPerS > 0 && r.yardsticks.memcpyGBps > 0 && r.yardsticks.sha256GBps > 0);
 });

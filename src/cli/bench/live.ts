@@ -92,7 +92,9 @@ export interface RoundFigures {
   /** Fit rounds with prepared updates: the committed model's largest distance from the weighted mean, in float32 ulps. */
   maxUlp?: number;
   exact?: boolean;
-  /** Updates per second over the round against bare POSTs per second (1 = as fast as a bare POST). */
+  /** Updates accepted per second, from the first to the last of the round (their audit entries' timestamps). */
+  intakePerS?: number;
+  /** That intake against bare POSTs of the same bytes per second (1 = as fast as a bare POST). */
   intakeVsPost?: number;
   /** Coordinator CPU per update against sha256 of the update's bytes. */
   cpuPerUpdateVsSha256?: number;
@@ -355,6 +357,14 @@ export async function runLiveBench(o: LiveOptions): Promise<LiveBench> {
 
     // The coordinator's own timestamps give each round's wall time.
     const detail = await lead.json<{ rounds: { round: number; kind: string; openedAt: number | null; committedAt: number | null }[] }>('GET', `/v1/studies/${id}`);
+    // Each round's accepted updates, by their audit entries' times (the admin reads the log, as an auditor would).
+    const accepted = new Map<number, number[]>();
+    for (let after = 0; ;) {
+      const page = await admin.json<{ entries: { kind: string; ts: number; data: { study?: string; round?: number } }[]; next: number | null }>('GET', `/v1/audit?after=${after}&limit=10000`);
+      for (const e of page.entries) if (e.kind === 'update.accepted' && e.data.study === id && e.data.round !== undefined) accepted.set(e.data.round, [...(accepted.get(e.data.round) ?? []), e.ts]);
+      if (page.next === null) break;
+      after = page.next;
+    }
     const examplesByCenter = await Promise.all([0, 1, 2, 3].map((center) => declaredCohort(parseSiteConfig(JSON.stringify({ coordinator: url, datasets: { heart: { format: 'fed-heart-disease', center } } }), join(root, 'probe.yaml')), 'heart')));
     const examples = sites.map((s) => examplesByCenter[s.center]!);
     const rounds: RoundFigures[] = [];
@@ -391,8 +401,12 @@ export async function runLiveBench(o: LiveOptions): Promise<LiveBench> {
         loopP99Ms: (b.metrics.get('nodejs_eventloop_lag_p99_seconds') ?? NaN) * 1000, errors, statements,
         topStatements: [...stmts].sort((x, y) => y[1][0] - x[1][0]).slice(0, 6).map(([kind, [n, s]]) => [kind, n, s]),
       };
+      const times = accepted.get(b.round) ?? [];
+      if (times.length > 1) {
+        fig.intakePerS = (times.length - 1) / ((Math.max(...times) - Math.min(...times)) / 1000);
+        fig.intakeVsPost = fig.intakePerS / yardsticks.postPerS;
+      }
       if (fig.kind === 'fit') {
-        fig.intakeVsPost = o.sites / wallS / yardsticks.postPerS;
         fig.cpuPerUpdateVsSha256 = cpuS / o.sites / (yardsticks.bytes / (yardsticks.sha256GBps * 1e9));
         if (o.prepared && b.round === a.round + 1) {
           const res = await lead.request('GET', `/v1/studies/${id}/model?round=${b.round}`);
@@ -423,12 +437,12 @@ export function table(r: LiveBench): string {
   const lines = [
     `${r.sites} sites, ${r.coordinators} coordinator${r.coordinators > 1 ? 's' : ''} on ${r.store}, ${r.model.kind} (${r.params} parameters, ${y.bytes} bytes per upload), ${r.prepared ? 'prepared updates' : 'agents training'}; load average ${r.loadavg[0].toFixed(2)} → ${r.loadavg[1].toFixed(2)}`,
     `yardsticks (same run, same bytes): memcpy ${y.memcpyGBps.toFixed(2)} GB/s, sha256 ${y.sha256GBps.toFixed(2)} GB/s, bare loopback POST ${y.postPerS.toFixed(0)}/s (${y.postConcurrency} at once)`,
-    'round kind      wall s   req/s  cpu cores  agents cpu  peak RSS MiB  loop max ms  p99 ms  errors  SQL stmts  stmts/site  intake/POST  cpu/update÷sha256  model',
+    'round kind      wall s   req/s  cpu cores  agents cpu  peak RSS MiB  loop max ms  p99 ms  errors  SQL stmts  stmts/site  updates/s  intake/POST  cpu/update÷sha256  model',
   ];
   for (const f of r.rounds) {
     const errs = Object.entries(f.errors).map(([s, n]) => `${n}×${s}`).join(',') || '0';
     lines.push(
-      `${String(f.round).padStart(5)} ${f.kind.padEnd(8)} ${f.wallS.toFixed(2).padStart(7)} ${f.requestsPerS.toFixed(0).padStart(7)} ${f.cpuCores.toFixed(2).padStart(10)} ${f.agentsCpuCores.toFixed(2).padStart(11)} ${f.peakRssMiB.toFixed(0).padStart(13)} ${f.loopMaxMs.toFixed(0).padStart(12)} ${f.loopP99Ms.toFixed(0).padStart(7)} ${errs.padStart(7)} ${String(f.statements).padStart(10)} ${(f.statements / r.sites).toFixed(1).padStart(11)} ` +
+      `${String(f.round).padStart(5)} ${f.kind.padEnd(8)} ${f.wallS.toFixed(2).padStart(7)} ${f.requestsPerS.toFixed(0).padStart(7)} ${f.cpuCores.toFixed(2).padStart(10)} ${f.agentsCpuCores.toFixed(2).padStart(11)} ${f.peakRssMiB.toFixed(0).padStart(13)} ${f.loopMaxMs.toFixed(0).padStart(12)} ${f.loopP99Ms.toFixed(0).padStart(7)} ${errs.padStart(7)} ${String(f.statements).padStart(10)} ${(f.statements / r.sites).toFixed(1).padStart(11)} ${f.intakePerS === undefined ? '-'.padStart(10) : f.intakePerS.toFixed(0).padStart(10)} ` +
         `${f.intakeVsPost === undefined ? '-'.padStart(12) : f.intakeVsPost.toFixed(3).padStart(12)} ${f.cpuPerUpdateVsSha256 === undefined ? '-'.padStart(18) : f.cpuPerUpdateVsSha256.toFixed(0).padStart(18)}  ${f.exact === undefined ? '-' : f.exact ? 'exact' : `OFF by ${f.maxUlp} ulp`}`,
     );
   }
