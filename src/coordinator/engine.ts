@@ -31,13 +31,13 @@ import { blobSource } from './stream-aggregate.js';
 import { commitTransitions, eligibleParticipants, loadLifecycle } from '../governance/study-governance.js';
 import { complete as lifecycleComplete, stop as lifecycleStop } from '../governance/lifecycle.js';
 import { ensureModelCard } from '../governance/model-card.js';
-import { appendAudit, type AuditKey } from '../governance/audit-store.js';
+import { appendAudit, appendAuditBatch, type AuditKey } from '../governance/audit-store.js';
 import { DEFAULT_STAGE_TIMEOUT_S, SecAggSessions, newSession, restartRound, secAggPlus } from './secagg.js';
 import { clientLevelDp } from './privacy.js';
 import type { RoundRow } from '../store/store.js';
 import { aggregatePart, rulesOf } from './study-model.js';
 import { driveAnalyticsRound, openAnalyticsRound, type AnalyticsRoundsContext } from './analytics-rounds.js';
-import { decideRound, secaggShortfall, stopStudy, type RoundCloseDeps } from './round-close.js';
+import { decideFromProgress, secaggShortfall, stopStudy, type RoundCloseDeps } from './round-close.js';
 import { driveAsyncRound, openAsyncRound } from './async-rounds.js';
 
 export interface EngineOptions {
@@ -320,15 +320,17 @@ export class RoundEngine {
     }
     if (open.kind === 'analytics') return driveAnalyticsRound(this.analyticsContext(), study, spec, open);
     if (open.kind === 'async') return driveAsyncRound(this.analyticsContext(), study, spec, open);
-    const tasks = await this.store.listTasks(study.id, open.round);
-    const updates = await this.store.listUpdates(study.id, open.round);
-    if (open.kind === 'fit' && spec.privacy?.secagg) return this.driveSecAgg(study, spec, open, tasks, updates);
+    if (open.kind === 'fit' && spec.privacy?.secagg) return this.driveSecAgg(study, spec, open, await this.store.listTasks(study.id, open.round), await this.store.listUpdates(study.id, open.round));
     // Closes as soon as every site has answered (result, refusal or task error), honouring minSites (round-close.ts).
-    const decision = await decideRound(this.closeDeps(), spec, open, tasks, updates, this.now());
+    // From counts: the round's rows (the updates with their weights) are read once, to commit.
+    const decision = await decideFromProgress(this.closeDeps(), spec, open, await this.store.roundProgress(study.id, open.round), this.now());
     if (decision.action === 'commit') {
+      const updates = await this.store.listUpdates(study.id, open.round);
       if (open.kind === 'fit') await this.commitFit(study, spec, open.round, updates);
       else if (open.kind === 'prepare') await this.commitPrepare(study, spec, updates);
       else await this.commitEvaluate(study, spec, open.round, updates);
+      // The next round opens on a tick right after this one, not a whole tick interval later.
+      this.again = true;
     } else if (decision.action === 'fail') {
       await this.fail(study, decision.reason);
     }
@@ -387,9 +389,8 @@ export class RoundEngine {
       tasks,
       audit
         ? async (tx) => {
-            for (const t of tasks) {
-              await appendAudit(tx, audit, { ts: now, actor: 'coordinator', kind: 'task.issued', subject: t.id, data: { study: study.id, round, kind, site: t.site_id, modelVersion: global.id, modelDigest: global.digest } });
-            }
+            // One take of the audit head for the round's tasks, not one per task.
+            await appendAuditBatch(tx, audit, tasks.map((t) => ({ ts: now, actor: 'coordinator', kind: 'task.issued', subject: t.id, data: { study: study.id, round, kind, site: t.site_id, modelVersion: global.id, modelDigest: global.digest } })));
           }
         : undefined,
     );

@@ -12,14 +12,11 @@
  * fit round, with an audited reason that says who left and what remains.
  */
 import type { StudySpec } from '../protocol/api.js';
-import type { RoundRow, Store, StudyRow, TaskRow, UpdateRow } from '../store/store.js';
+import type { RoundProgress, RoundRow, Store, StudyRow, TaskRow } from '../store/store.js';
 import { commitTransitions, loadLifecycle } from '../governance/study-governance.js';
 import { stop as lifecycleStop } from '../governance/lifecycle.js';
 import type { AuditKey } from '../governance/audit-store.js';
 import type { EventBus } from './events.js';
-
-/** The status a task closes with when its site answered without a result. */
-export const ANSWERED_WITHOUT_RESULT = ['refused', 'failed'] as const;
 
 export type CloseDecision = { action: 'wait' } | { action: 'commit' } | { action: 'fail'; reason: string };
 
@@ -28,30 +25,26 @@ export function minResultsOf(spec: StudySpec, kind: string, tasks: number): numb
   return kind === 'prepare' ? tasks : Math.min(spec.minSites ?? tasks, tasks);
 }
 
-/** Sites of the round that answered without a result (refused or failed their task). */
-export function closedWithoutResult(tasks: TaskRow[]): string[] {
-  return tasks.filter((t) => (ANSWERED_WITHOUT_RESULT as readonly string[]).includes(t.status)).map((t) => t.site_id);
-}
-
 /**
- * What to do with an open (non-SecAgg+) round now. Pure but for the reason's wording, which reads the sites'
- * names, refusals and errors from the store only when the round fails.
+ * What to do with an open (non-SecAgg+) round now, from the round's counts (Store.roundProgress), as the engine
+ * decides on every tick: reading every task and update of the round each time made a round of N sites cost N²
+ * rows (and every update's weights). The rows are read only for the reason of a failure.
  */
-export async function decideRound(deps: RoundCloseDeps, spec: StudySpec, open: RoundRow, tasks: TaskRow[], updates: UpdateRow[], now: number): Promise<CloseDecision> {
-  const { store } = deps;
-  const minResults = minResultsOf(spec, open.kind, tasks.length);
-  const reported = new Set(updates.map((u) => u.site_id));
-  const closed = closedWithoutResult(tasks).filter((s) => !reported.has(s));
-  const allAnswered = tasks.every((t) => reported.has(t.site_id) || closed.includes(t.site_id));
+export async function decideFromProgress(deps: RoundCloseDeps, spec: StudySpec, open: RoundRow, p: RoundProgress, now: number): Promise<CloseDecision> {
+  const minResults = minResultsOf(spec, open.kind, p.tasks);
+  // A refused or failed task has no update (only an open task takes one), so the answered are the sum.
+  const allAnswered = p.updates + p.closedWithoutResult >= p.tasks;
   const late = now > open.deadline_at;
-  if (updates.length === tasks.length) return { action: 'commit' };
+  if (p.updates === p.tasks) return { action: 'commit' };
   if (allAnswered || late) {
-    if (updates.length >= minResults && updates.length > 0) return { action: 'commit' };
+    if (p.updates >= minResults && p.updates > 0) return { action: 'commit' };
     const need = open.kind === 'prepare' ? 'every site must check its data' : `at least ${minResults} needed${spec.minSites !== undefined ? ` (minSites ${spec.minSites})` : ''}`;
     const head = allAnswered
-      ? `round ${open.round}: ${updates.length} of ${tasks.length} sites reported a result; ${need}`
-      : `round ${open.round}: ${updates.length} of ${tasks.length} sites reported before the deadline; ${need}`;
-    const why = await answersWithoutResult(store, open, tasks, reported);
+      ? `round ${open.round}: ${p.updates} of ${p.tasks} sites reported a result; ${need}`
+      : `round ${open.round}: ${p.updates} of ${p.tasks} sites reported before the deadline; ${need}`;
+    const tasks = await deps.store.listTasks(open.study_id, open.round);
+    const reported = new Set((await deps.store.listUpdates(open.study_id, open.round)).map((u) => u.site_id));
+    const why = await answersWithoutResult(deps.store, open, tasks, reported);
     return { action: 'fail', reason: why.length ? `${head}: ${why.join('; ')}` : head };
   }
   return { action: 'wait' };

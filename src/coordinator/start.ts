@@ -10,6 +10,7 @@
 import { mkdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { FastifyInstance } from 'fastify';
+import { storeQueryDuration } from '../observability/metrics.js';
 import { openStore, type Store } from '../store/store.js';
 import { EventBus } from './events.js';
 import { RoundEngine } from './engine.js';
@@ -74,6 +75,8 @@ export async function startCoordinator(o: CoordinatorOptions): Promise<RunningCo
   const store = await openStore(o.db ?? join(dataDir, 'setu.db'), {
     onConnectionError: (err) => storeLog.warn({ err }, 'PostgreSQL dropped a connection; the store reconnects on next use'),
     ...(o.blobDir ? { blobDir: o.blobDir } : {}),
+    // Statements by kind and time at /metrics: what `setu bench live` counts per round.
+    onQuery: (operation, ms) => storeQueryDuration.observe({ operation }, ms / 1000),
   });
   let auditKey, adminKey, instanceId;
   try {

@@ -11,7 +11,7 @@ import { openRawDatabase } from '../store/raw.js';
 import type { Kysely } from 'kysely';
 import { SQL_BACKENDS } from '../testing/backends.js';
 import { generateSigningKeys, publicKeyToRaw } from '../protocol/signing.js';
-import { AuditLog, appendAudit, type AuditKey } from './audit-store.js';
+import { AuditLog, appendAudit, appendAuditBatch, type AuditKey } from './audit-store.js';
 
 const backends = SQL_BACKENDS; // the tampering needs a raw connection
 
@@ -118,6 +118,18 @@ for (const be of backends) {
       await db().updateTable('audit_log').set({ seq: 5 }).where('seq', '=', 6).execute();
       await db().updateTable('audit_log').set({ seq: 6 }).where('seq', '=', 1_000_000).execute();
       assert.equal((await log1.verify()).ok, true);
+    });
+
+    it('appends a batch of signed entries under one take of the head, interleaved with single appends, into one chain', { skip }, async () => {
+      const head = await log1.head();
+      const batch = Array.from({ length: 600 }, (_, i) => ({ actor: 'coordinator', kind: 'task.issued' as const, subject: `b${i}`, data: { i } }));
+      await Promise.all([s1.transaction((tx) => appendAuditBatch(tx, key, batch)), log2.append({ actor: 'c', kind: 'task.issued', subject: 'single', data: {} })]);
+      const v = await log1.verify();
+      assert.equal(v.ok, true, JSON.stringify(v));
+      const added = (await log1.entries()).slice(head.count);
+      assert.equal(added.length, 601);
+      const mine = added.filter((e) => e.subject.startsWith('b')).map((e) => e.subject);
+      assert.deepEqual(mine, batch.map((b) => b.subject), 'the batch in order, unbroken');
     });
   });
 }

@@ -35,6 +35,24 @@ export async function appendAudit(tx: Store, key: AuditKey, fields: AppendFields
   return entry;
 }
 
+/**
+ * Appends several entries, in order, under one take of the chain's head (Store.appendAuditRows): a round's
+ * `task.issued` entries, say, which one by one held the head's lock for two statements each.
+ */
+export async function appendAuditBatch(tx: Store, key: AuditKey, list: AppendFields[]): Promise<AuditEntry[]> {
+  const entries: AuditEntry[] = [];
+  await tx.appendAuditRows((head) => {
+    let prev = head.seq === 0 ? null : ({ seq: head.seq, hash: head.hash } as AuditEntry);
+    return list.map((fields) => {
+      const entry = appendEntry(prev, fields, key.privateKey);
+      entries.push(entry);
+      prev = entry;
+      return { seq: entry.seq, ts: entry.ts, actor: entry.actor, kind: entry.kind, subject: entry.subject, data: canonicalJson(entry.data), prev_hash: entry.prevHash, hash: entry.hash, sig: entry.sig };
+    });
+  });
+  return entries;
+}
+
 /** A stored row as an entry. Data that is no longer JSON is kept as a string so verify names it. */
 function toEntry(r: AuditRow): AuditEntry {
   let data: JsonValue;

@@ -64,6 +64,25 @@ export function importPublicKey(pemOrRaw: string): KeyObject {
   return key;
 }
 
+/** Public keys already imported, by their stored text (at most KEY_CACHE_SIZE, the oldest dropped first). */
+const keyCache = new Map<string, KeyObject>();
+const KEY_CACHE_SIZE = 10_000;
+
+/**
+ * `importPublicKey` once per key text: importing the caller's key from its JWK on every request was a tenth of the
+ * verification's cost. Keyed by the stored text itself, so a rotated or revoked key (whose text the store no longer
+ * returns) is never verified against from here.
+ */
+function cachedPublicKey(text: string): KeyObject {
+  let key = keyCache.get(text);
+  if (!key) {
+    key = importPublicKey(text);
+    if (keyCache.size >= KEY_CACHE_SIZE) keyCache.delete(keyCache.keys().next().value!);
+    keyCache.set(text, key);
+  }
+  return key;
+}
+
 export function importPrivateKey(pem: string): KeyObject {
   const key = createPrivateKey(pem);
   if (key.asymmetricKeyType !== 'ed25519') throw new Error(`expected an Ed25519 private key, got ${key.asymmetricKeyType}`);
@@ -223,7 +242,7 @@ export async function verifyRequest(input: VerifyRequestInput): Promise<VerifyRe
   if (stored === null || stored === undefined) return refuse(`unknown or revoked key id ${JSON.stringify(keyId)}`);
   let ok: boolean;
   try {
-    const key = typeof stored === 'string' ? importPublicKey(stored) : stored;
+    const key = typeof stored === 'string' ? cachedPublicKey(stored) : stored;
     const msg = canonicalRequestString(input.method, input.path, digest, ts, nonce);
     ok = verify(null, Buffer.from(msg, 'utf8'), key, sig);
   } catch {

@@ -16,6 +16,7 @@ import { RESULT_META_KEY } from '../protocol/api.js';
 import { decodeSafetensors, encodeSafetensors } from '../protocol/safetensors.js';
 import { ExternalTrainer, ExternalTrainerError, externalTrainerOf } from './trainers/external.js';
 import { trainerDeclaration } from './trainers/declaration.js';
+import type { Trainer } from './trainers/trainer.js';
 import { LOCAL_TENSORS_FILE, releaseOf, startingWeights } from './tensor-rules.js';
 import { narrowForTransport, pickWeights } from '../protocol/tensors.js';
 import type { TaskProgress } from '../protocol/api.js';
@@ -42,6 +43,11 @@ import { Backoff, RefusedResults, TaskFailure, checkModelFits, pause, reportTask
 export interface AgentOptions {
   log?: (msg: string) => void;
   signal?: AbortSignal;
+  /**
+   * A trainer given in process instead of the one site.yaml names (an application embedding the agent; the load
+   * harness's prepared updates, bench/live.ts). It is run like an external trainer: the agent around it is the same.
+   */
+  trainer?: Trainer;
 }
 
 /** The CA to trust for an HTTPS coordinator, from the config's caFile (relative to the config file). */
@@ -100,8 +106,8 @@ export class SiteAgent {
   private readonly refusedResults = new RefusedResults();
   /** The site's own policy (site.yaml `policy:`); it wins over the jurisdiction's, as in FLARE. */
   private readonly policy: SiteLocalPolicy | undefined;
-  /** The site's own program, when site.yaml names one (trainer.kind: external). */
-  private readonly external: ExternalTrainer | undefined;
+  /** The site's own program, when site.yaml names one (trainer.kind: external), or the trainer given in AgentOptions. */
+  private readonly external: Trainer | undefined;
   readonly cred: Credential;
   /** status.json in the state directory (status.ts): what `setu site status` shows. */
   readonly status: AgentStatus;
@@ -122,7 +128,7 @@ export class SiteAgent {
     this.policy = loadLocalPolicy(cfg);
     this.witness = new AuditWitness(cfg.stateDirAbs, cred.siteName, this.log);
     this.status = new AgentStatus(this.state, { siteId: cred.siteId, siteName: cred.siteName, coordinator: cfg.coordinator });
-    this.external = cfg.trainer?.kind === 'external' ? externalTrainerOf(cfg) : undefined;
+    this.external = opts.trainer ?? (cfg.trainer?.kind === 'external' ? externalTrainerOf(cfg) : undefined);
     let lastRetryLog = 0;
     const ca = caOf(cfg);
     this.http = new HttpClient({

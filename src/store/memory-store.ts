@@ -16,7 +16,7 @@ import type { AsyncContributionsTable, CommitVersionArgs } from './async.js';
 import type { BlobStore } from './blobs/blob-store.js';
 import { MemoryBlobStore } from './blobs/memory-blobs.js';
 import {
-  StoreConflict, refuseFromInside, runInside, type AuditRow, type CommitRoundArgs, type InviteRow, type MetricRow, type ModelVersionRow, type RefusalRow, type RoundRow,
+  StoreConflict, refuseFromInside, runInside, type AuditRow, type CommitRoundArgs, type InviteRow, type MetricRow, type ModelVersionRow, type RefusalRow, type RoundRow, type RoundProgress,
   type SiteRow, type Store, type StrategyStateRow, type StudyRow, type TaskRow, type UpdateRow, type UploadRow, type UserRow,
 } from './store.js';
 
@@ -298,6 +298,9 @@ export class MemoryStore implements Store {
   getTask(id: string): Promise<TaskRow | undefined> {
     return this.op(() => this.get<TaskRow>('tasks', id));
   }
+  issuedTasksSince(since: number): Promise<Pick<TaskRow, 'id' | 'site_id' | 'created_at'>[]> {
+    return this.op(() => this.rows<TaskRow>('tasks').filter((r) => r.status === 'issued' && r.created_at >= since).map((r) => ({ id: r.id, site_id: r.site_id, created_at: r.created_at })));
+  }
   listTasks(studyId: string, round: number): Promise<TaskRow[]> {
     return this.op(() => this.rows<TaskRow>('tasks').filter((r) => r.study_id === studyId && r.round === round).sort(by((r) => r.site_id)));
   }
@@ -365,6 +368,16 @@ export class MemoryStore implements Store {
   }
   countUpdates(studyId: string, round: number): Promise<number> {
     return this.op(() => this.rows<UpdateRow>('updates').filter((r) => r.study_id === studyId && r.round === round).length);
+  }
+  roundProgress(studyId: string, round: number): Promise<RoundProgress> {
+    return this.op(() => {
+      const tasks = this.rows<TaskRow>('tasks').filter((r) => r.study_id === studyId && r.round === round);
+      return {
+        tasks: tasks.length,
+        updates: this.rows<UpdateRow>('updates').filter((r) => r.study_id === studyId && r.round === round).length,
+        closedWithoutResult: tasks.filter((t) => t.status === 'refused' || t.status === 'failed').length,
+      };
+    });
   }
   commitRound(a: CommitRoundArgs): Promise<void> {
     return this.transaction(async (tx) => {
@@ -637,6 +650,16 @@ export class MemoryStore implements Store {
       this.insert('audit_log', row);
       this.s.t.audit_head.set('1', { id: 1, seq: row.seq, hash: row.hash });
       return row;
+    });
+  }
+  appendAuditRows(build: (head: { seq: number; hash: string }) => AuditRow[]): Promise<AuditRow[]> {
+    return this.op(() => {
+      const head = this.get<{ seq: number; hash: string }>('audit_head', 1)!;
+      const rows = build({ seq: head.seq, hash: head.hash });
+      for (const row of rows) this.insert('audit_log', row);
+      const last = rows.at(-1);
+      if (last) this.s.t.audit_head.set('1', { id: 1, seq: last.seq, hash: last.hash });
+      return rows;
     });
   }
   listAuditRows(opts: { after?: number; limit?: number } = {}): Promise<AuditRow[]> {

@@ -222,6 +222,13 @@ function trust(dialect: Dialect): Migration {
   };
 }
 
+/** The long-polls' wake-up (Store.issuedTasksSince) reads the newly issued tasks once a second, by this index. */
+const tasksIssuedMigration: Migration = {
+  async up(db) {
+    await db.schema.createIndex('tasks_status_created').on('tasks').columns(['status', 'created_at']).execute();
+  },
+};
+
 /** `blobsOn(db)`: where 0009_blobs moves the bytes of existing rows (the store's blob store, on the migration's connection). */
 export function migrationProvider(dialect: Dialect, blobsOn: (db: Kysely<any>) => BlobStore): MigrationProvider {
   return {
@@ -231,6 +238,7 @@ export function migrationProvider(dialect: Dialect, blobsOn: (db: Kysely<any>) =
         '0006_audit_bounds': auditBoundsMigration(dialect), '0007_task_errors': taskErrorsMigration(dialect), '0008_lifecycle_version': lifecycleVersionMigration,
         '0009_blobs': blobsMigration(dialect, blobsOn),
         '0010_async': asyncMigration(dialect),
+        '0014_tasks_issued': tasksIssuedMigration,
       };
     },
   };

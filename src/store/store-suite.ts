@@ -104,6 +104,8 @@ export function storeSuite(b: StoreBackend): void {
       it('opens a round with its tasks atomically and refuses to open it twice', { skip }, async () => {
         await store.openRound(round(1), [task('t-a', 'a'), task('t-b', 'b')]);
         assert.deepEqual((await store.pendingTasks('a')).map((t) => t.id), ['t-a']);
+        assert.deepEqual((await store.issuedTasksSince(now)).map((t) => [t.id, t.site_id, t.created_at]).sort(), [['t-a', 'a', now], ['t-b', 'b', now]]);
+        assert.deepEqual(await store.issuedTasksSince(now + 1), [], 'none issued later');
         const before = await storeDigest(store);
         await assert.rejects(store.openRound(round(1), [task('t-c', 'a')]), StoreConflict);
         assert.deepEqual(await storeDigest(store), before);
@@ -112,6 +114,7 @@ export function storeSuite(b: StoreBackend): void {
         assert.equal(await store.siteMayReadModel('a', 'm9'), false);
         await store.markDelivered('t-a', now + 1);
         assert.equal((await store.getTask('t-a'))?.status, 'delivered');
+        assert.deepEqual((await store.issuedTasksSince(now)).map((t) => t.id), ['t-b'], 'a delivered task is no longer issued');
       });
 
       it('accepts one update per task, only from the task owner', { skip }, async () => {
@@ -120,6 +123,8 @@ export function storeSuite(b: StoreBackend): void {
         assert.equal(results.ok.length, 1, 'of concurrent results for one task exactly one is kept');
         assert.ok(results.errors.every((e) => e instanceof StoreConflict), String(results.errors));
         assert.equal(await store.countUpdates('s1', 1), 1);
+        assert.deepEqual(await store.roundProgress('s1', 1), { tasks: 2, updates: 1, closedWithoutResult: 0 });
+        assert.deepEqual(await store.roundProgress('s1', 9), { tasks: 0, updates: 0, closedWithoutResult: 0 });
         const ups = await store.listUpdates('s1', 1);
         assert.deepEqual([ups[0]!.digest, ups[0]!.size], ['d', 3]);
         assert.equal((await store.getTask('t-a'))?.status, 'done');
@@ -185,7 +190,9 @@ export function storeSuite(b: StoreBackend): void {
         assert.equal(await store.refuseTask('t2-b', now), true);
         assert.equal(await store.refuseTask('t2-b', now), false);
         await store.acceptUpdate(update('t2-a', 'a', 2));
+        assert.deepEqual(await store.roundProgress('s1', 2), { tasks: 2, updates: 1, closedWithoutResult: 1 });
         await store.resetRound('s1', 2);
+        assert.deepEqual(await store.roundProgress('s1', 2), { tasks: 2, updates: 0, closedWithoutResult: 1 });
         assert.equal(await store.countUpdates('s1', 2), 0);
         assert.deepEqual((await store.listTasks('s1', 2)).map((t) => [t.id, t.status, t.done_at]), [['t2-a', 'issued', null], ['t2-b', 'refused', now]]);
       });
@@ -198,6 +205,7 @@ export function storeSuite(b: StoreBackend): void {
         assert.equal((await store.getTask('t3-a'))?.status, 'failed');
         await store.acceptUpdate(update('t3-b', 'b', 3));
         assert.equal(await store.failTask({ ...err, task_id: 't3-b', site_id: 'b' }), false, 'a task with a result takes no error');
+        assert.deepEqual(await store.roundProgress('s1', 3), { tasks: 2, updates: 1, closedWithoutResult: 1 }, 'a failed task counts as answered without a result');
         assert.deepEqual((await store.listTaskErrors('s1', 3)).map((e) => [e.task_id, e.code, e.at]), [['t3-a', 'data_unreadable', now]]);
         assert.equal((await store.listTaskErrors('s1')).length, 1);
         assert.deepEqual(await store.listTaskErrors('s1', 2), []);
@@ -272,6 +280,16 @@ export function storeSuite(b: StoreBackend): void {
         const again = await openStore(url);
         assert.equal((await again.listSites()).length, 2);
         await again.close();
+      });
+
+      it('commits the metric rows of 2,000 sites in one round (past the drivers\' bind-parameter limit for one INSERT)', { skip }, async () => {
+        await store.createStudy(study('s-wide'));
+        await store.openRound({ ...round(1), study_id: 's-wide' }, []);
+        const metrics = Array.from({ length: 2000 }, (_, i) => ['loss', 'accuracy', 'eval.loss', 'eval.auc'].map((name) => ({ study_id: 's-wide', round: 1, site_id: `site-${i}`, phase: 'fit', name, value: i }))).flat();
+        await store.commitRound({ studyId: 's-wide', round: 1, now, metrics, advanceTo: 1 });
+        const kept = await store.listMetrics('s-wide');
+        assert.equal(kept.length, 8000);
+        assert.equal(kept.filter((m) => m.site_id === 'site-1999').length, 4);
       });
     });
 
@@ -444,6 +462,33 @@ export function storeSuite(b: StoreBackend): void {
         }), /the event failed/);
         assert.deepEqual(await store.auditHead(), head);
         assert.equal((await store.listAuditRows({ after: start.seq, limit: 5 })).length, 5);
+      });
+
+      it('appends many entries under one take of the head, in order, or none with their transaction', { skip }, async () => {
+        const start = await store.auditHead();
+        const chain = (h: { seq: number; hash: string }, n: number) => {
+          const out = [];
+          let prev = h.hash;
+          for (let i = 1; i <= n; i++) {
+            const row = auditRow(h.seq + i, prev);
+            out.push(row);
+            prev = row.hash;
+          }
+          return out;
+        };
+        // More than one INSERT's worth, from two appenders at once.
+        await Promise.all([store.appendAuditRows((h) => chain(h, 1200)), other.appendAuditRows((h) => chain(h, 3))]);
+        const rows = await store.listAuditRows({ after: start.seq });
+        assert.deepEqual(rows.map((r) => r.seq), Array.from({ length: 1203 }, (_, i) => start.seq + i + 1));
+        for (let i = 1; i < rows.length; i++) assert.equal(rows[i]!.prev_hash, rows[i - 1]!.hash, 'each entry links to the one before');
+        const head = await store.auditHead();
+        assert.deepEqual(head, { seq: rows.at(-1)!.seq, hash: rows.at(-1)!.hash });
+        assert.deepEqual(await store.appendAuditRows(() => []), []);
+        await assert.rejects(store.transaction(async (tx) => {
+          await tx.appendAuditRows((h) => chain(h, 2));
+          throw new Error('the event failed');
+        }), /the event failed/);
+        assert.deepEqual(await store.auditHead(), head);
       });
 
       it('keeps one ledger row per release and reports each site\'s latest total', { skip }, async () => {

@@ -153,6 +153,8 @@ export interface Store {
   listRounds(studyId: string): Promise<RoundRow[]>;
   /** Tasks waiting for a site (issued or delivered), oldest first. */
   pendingTasks(siteId: string): Promise<TaskRow[]>;
+  /** Tasks still `issued` whose created_at is at least `since` (the long-polls' wake-up, coordinator/task-wake.ts). */
+  issuedTasksSince(since: number): Promise<Pick<TaskRow, 'id' | 'site_id' | 'created_at'>[]>;
   getTask(id: string): Promise<TaskRow | undefined>;
   listTasks(studyId: string, round: number): Promise<TaskRow[]>;
   markDelivered(taskId: string, now: number): Promise<void>;
@@ -183,6 +185,8 @@ export interface Store {
   staleUploads(): Promise<UploadRow[]>;
   listUpdates(studyId: string, round: number): Promise<UpdateRow[]>;
   countUpdates(studyId: string, round: number): Promise<number>;
+  /** How far a round is, in counts (what the engine's tick and the routes need each time, without reading rows). */
+  roundProgress(studyId: string, round: number): Promise<RoundProgress>;
   /** Model version, metrics, strategy state, round status and study progress in one transaction; StoreConflict when the round is not open. */
   commitRound(args: CommitRoundArgs): Promise<void>;
   // ---- asynchronous studies (coordinator/async-rounds.ts; store/async.ts) ----
@@ -279,6 +283,8 @@ export interface Store {
    * `build` (which links and signs the entry), stores the entry and moves the head to it.
    */
   appendAuditRow(build: (head: { seq: number; hash: string }) => AuditRow): Promise<AuditRow>;
+  /** Several entries under one take of the head's lock: `build` links and signs them all from the head, in order. */
+  appendAuditRows(build: (head: { seq: number; hash: string }) => AuditRow[]): Promise<AuditRow[]>;
   /** Entries in seq order, optionally after a seq, at most `limit`. */
   listAuditRows(opts?: { after?: number; limit?: number }): Promise<AuditRow[]>;
   /** The chain's head: its count (= last seq) and last hash (the genesis hash when empty). */
@@ -293,13 +299,22 @@ export interface Store {
   ledgerRows(studyId: string): Promise<LedgerRow[]>;
 }
 
+/** A round's tasks and results counted: it has closed when `updates + closedWithoutResult === tasks`. */
+export interface RoundProgress {
+  tasks: number;
+  updates: number;
+  /** Tasks closed without a result: refused or failed by their site (such a task never has an update). */
+  closedWithoutResult: number;
+}
+
 /**
  * Opens a store: `memory:` (in-memory), `postgres://…` / `postgresql://…`, `sqlite:<path>`, or a plain file
  * path (SQLite). SQL stores are migrated before this returns; `onConnectionError` hears of PostgreSQL
- * connections the server dropped (the store reconnects by itself; default: a line on stderr).
+ * connections the server dropped (the store reconnects by itself; default: a line on stderr); `onQuery` hears
+ * of every SQL statement (its kind and time, sql-store.ts `statementKind`); `blobDir` puts model versions' and
+ * updates' bytes as files there (SqlStoreOptions.blobDir; ignored by `memory:`).
  */
-/** `blobDir`: model versions' and updates' bytes as files there (SqlStoreOptions.blobDir); ignored by `memory:`. */
-export async function openStore(url: string, opts: { onConnectionError?: (e: Error) => void; blobDir?: string } = {}): Promise<Store> {
+export async function openStore(url: string, opts: { onConnectionError?: (e: Error) => void; onQuery?: (kind: string, ms: number) => void; blobDir?: string } = {}): Promise<Store> {
   if (url === 'memory:') {
     const { MemoryStore } = await import('./memory-store.js');
     return new MemoryStore();

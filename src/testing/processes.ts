@@ -27,9 +27,10 @@ export function freePort(): Promise<number> {
   });
 }
 
-export function runSetu(args: string[], logFile: string): ChildProcess {
+/** Runs `setu args…`; `nodeArgs` go to node itself (e.g. --cpu-prof, which NODE_OPTIONS does not take). */
+export function runSetu(args: string[], logFile: string, nodeArgs: string[] = []): ChildProcess {
   mkdirSync(dirname(logFile), { recursive: true });
-  const child = spawn(process.execPath, [SETU_MAIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [...nodeArgs, SETU_MAIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
   const log = createWriteStream(logFile, { flags: 'a' });
   child.stdout!.pipe(log);
   child.stderr!.pipe(log);
@@ -41,8 +42,8 @@ export function runSetu(args: string[], logFile: string): ChildProcess {
  * rejects if it exits first. A coordinator that neither listens nor exits within a minute is killed, so it
  * cannot keep the test process alive.
  */
-export async function startCoordinatorProcess(dataDir: string, port: number, logFile: string, opts: { db?: string; args?: string[] } = {}): Promise<ChildProcess> {
-  const child = runSetu(['coordinator', 'start', '--data-dir', dataDir, '--port', String(port), ...(opts.db ? ['--db', opts.db] : []), ...(opts.args ?? [])], logFile);
+export async function startCoordinatorProcess(dataDir: string, port: number, logFile: string, opts: { db?: string; args?: string[]; nodeArgs?: string[] } = {}): Promise<ChildProcess> {
+  const child = runSetu(['coordinator', 'start', '--data-dir', dataDir, '--port', String(port), ...(opts.db ? ['--db', opts.db] : []), ...(opts.args ?? [])], logFile, opts.nodeArgs);
   await new Promise<void>((resolve, reject) => {
     let out = '';
     const done = (e?: Error) => {

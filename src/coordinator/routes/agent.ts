@@ -1,4 +1,5 @@
 /** The agent's side: long-poll for tasks, model download, validated result upload. */
+import { TaskWake } from '../task-wake.js';
 import type { RoutePlugin } from './context.js';
 import { ResultMetaSchema, TaskSchema, checkValue, type ResultMeta, type StudySpec, type TaskMessage } from '../../protocol/api.js';
 import type { TaskRow } from '../../store/store.js';
@@ -12,6 +13,9 @@ import { blobReplies, sendBlob } from './blob-reply.js';
 
 export const agentRoutes: RoutePlugin = async (app, ctx) => {
   const { store, bus, now, audit } = ctx;
+  const wake = new TaskWake(store, bus);
+  app.addHook('onReady', async () => wake.start());
+  app.addHook('onClose', async () => wake.stop());
   // ---- the agent's side: long-poll, model download, result upload ----
   // Query values are strings; bodies are never coerced, so the pattern does the integer check here.
   app.get<{ Querystring: { waitMs?: string } }>(
@@ -31,8 +35,9 @@ export const agentRoutes: RoutePlugin = async (app, ctx) => {
         }
         const left = until - now();
         if (left <= 0 || aborted.signal.aborted) return reply.status(204).send();
-        // Woken by the engine in this process; the 1 s cap catches tasks issued by another coordinator.
-        await bus.waitFor((e) => e.type === 'tasks' && e.siteIds.includes(site.id), Math.min(left, 1000), aborted.signal);
+        // Woken by the engine in this process, or by the one look a second for tasks issued by another coordinator
+        // (task-wake.ts), so a waiting site costs no query until something is issued for it.
+        await bus.waitFor((e) => e.type === 'tasks' && e.siteIds.includes(site.id), left, aborted.signal);
       }
     },
   );
@@ -43,8 +48,9 @@ export const agentRoutes: RoutePlugin = async (app, ctx) => {
     const spec = JSON.parse(study.spec) as StudySpec;
     const config = JSON.parse(task.config) as TaskMessage['fit'];
     const normStats = spec.dataSchema?.preprocessing?.normalise === 'global' ? await store.getKv(normStatsKey(task.study_id)) : undefined;
-    // Client-level DP divides by the sites of a round, or by the buffer of an asynchronous study (async-rounds.ts).
-    const privacy = task.kind === 'fit' ? taskPrivacy(spec, spec.async ? spec.async.bufferSize : (await store.listTasks(task.study_id, task.round)).length) : undefined;
+    // Client-level DP divides by the sites of a round, or by the buffer of an asynchronous study (async-rounds.ts);
+    // the round's size matters only to a study with privacy, and is counted, not read.
+    const privacy = task.kind === 'fit' && spec.privacy ? taskPrivacy(spec, spec.async ? spec.async.bufferSize : (await store.roundProgress(task.study_id, task.round)).tasks) : undefined;
     const rules = spec.tensorRules?.length ? (await version(task.model_version_id, spec)).rules : undefined;
     return {
       taskId: task.id,
@@ -96,7 +102,8 @@ export const agentRoutes: RoutePlugin = async (app, ctx) => {
     const site = requireSite(req.principal!, 'update.submit');
     const task = await store.getTask(req.params.id);
     if (!task || task.site_id !== site.id) throw new HttpError(403, 'forbidden', `task ${req.params.id} was not given to this site`);
-    const bodyDigest = Buffer.isBuffer(req.body) ? digestHex(req.body) : req.rawBody ? digestHex(req.rawBody) : null;
+    // The body's SHA-256 was taken as it was read, and matched the signature (plugins/signed-requests.ts): not again.
+    const bodyDigest = req.bodyVerified && req.signedBodySha256 !== undefined ? req.signedBodySha256 : Buffer.isBuffer(req.body) ? digestHex(req.body) : req.rawBody ? digestHex(req.rawBody) : null;
     const refuse = refuser(ctx, task, site, bodyDigest);
     if (task.status !== 'issued' && task.status !== 'delivered') throw new HttpError(409, 'conflict', `task ${task.id} is ${task.status}; it accepts no result`);
 
@@ -105,7 +112,8 @@ export const agentRoutes: RoutePlugin = async (app, ctx) => {
     const spec = JSON.parse(studyRow.spec) as StudySpec;
     if (task.kind === 'fit') {
       if (!Buffer.isBuffer(req.body)) return refuse(415, 'unsupported_media_type', 'a fit result must be a safetensors body (application/octet-stream)');
-      const bytes = new Uint8Array(req.body);
+      // A view of the body, not a copy of it (a whole model's bytes per upload).
+      const bytes = new Uint8Array(req.body.buffer, req.body.byteOffset, req.body.byteLength);
       const meta = await checkFitUpdate(bytesSource(bytes), await version(task.model_version_id, spec), store.blobs, spec, refuse);
       return acceptResult(ctx, { task, site, spec, meta, blob: () => store.blobs.put(bytes), sentDigest: bodyDigest, refuse });
     }

@@ -138,7 +138,7 @@ export const secaggRoutes: RoutePlugin = async (app, ctx) => {
     // engine counts only the sites whose input is in the sum.
     feed(session, 'masked', clientId, () => session.server.receiveMasked(m));
     session.metas.set(clientId, meta);
-    const [received, expected] = [await store.countUpdates(task.study_id, task.round), (await store.listTasks(task.study_id, task.round)).length];
+    const { updates: received, tasks: expected } = await store.roundProgress(task.study_id, task.round);
     bus.emit({ type: 'update.accepted', studyId: task.study_id, round: task.round, siteId: site.id, received, expected });
     return { accepted: true, taskId: task.id, received, expected };
   });

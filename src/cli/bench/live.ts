@@ -1,0 +1,506 @@
+/**
+ * `setu bench live`: a coordinator (or several on one PostgreSQL, behind one address) under N real site agents.
+ *
+ *   setu bench live [--sites 100] [--procs 4] [--coordinators 1] [--store sqlite|postgres] [--model logistic|mlp]
+ *                   [--params P] [--rounds 3] [--prepared] [--cpu-prof DIR] [--json]
+ *
+ * Real parts only: `setu coordinator start` processes, the agents of site/agent.ts (many per worker process,
+ * live-agents.ts), each enrolled with its own invite and signing every request, over HTTP on loopback; with two
+ * coordinators, a round-robin TCP balancer (testing/balancer.ts) is the one address. A study lead runs one FedAvg
+ * study over every site. With `--prepared` an agent uploads a prepared update (a valid one: the study's tensors,
+ * its real example count, the agent's metadata) instead of training, so the coordinator is what is measured.
+ *
+ * Per round (from the coordinator's own round timestamps, and its /metrics and /proc read at each commit): wall
+ * time, requests/s, coordinator CPU (cores, from /proc/<pid>/stat) and peak RSS (sampled every 100 ms), event-loop
+ * delay (prom-client's nodejs_eventloop_lag_* gauges, reset at each scrape: the round's own), answers that were not
+ * 2xx by status, SQL statements by kind (setu_store_query_duration_seconds), and whether the committed model is
+ * the exact weighted mean of the round's prepared updates (recomputed here in float64 from their seeds; exact = at
+ * most half a float32 ulp from it, i.e. the float64 mean rounded once). Before the agents start, the yardsticks of
+ * the same run on the same bytes (one update's upload body): memcpy and sha256 throughput, and a bare HTTP POST of
+ * those bytes over loopback to a plain node:http server in its own process; each round's figures are printed as
+ * ratios to them.
+ */
+import { fork, type ChildProcess } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import http from 'node:http';
+import { loadavg, tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parse } from '../args.js';
+import { HttpClient } from '../../site/http.js';
+import { parseSiteConfig } from '../../site/config.js';
+import { declaredCohort } from '../../site/datasets.js';
+import { initialWeights } from '../../coordinator/engine.js';
+import { decodeSafetensors, encodeSafetensors } from '../../protocol/safetensors.js';
+import { RESULT_META_KEY, type StudySpec } from '../../protocol/api.js';
+import type { Weights } from '../../protocol/tensors.js';
+import { createTempDatabase, PG_BASE } from '../../testing/pg.js';
+import { adminClient, freePort, startCoordinatorProcess, studyLeadClient } from '../../testing/processes.js';
+import { balancer } from '../../testing/balancer.js';
+import { preparedUpdate, type WorkerCommand, type WorkerReport, type WorkerSite } from './live-agents.js';
+
+const WORKER = join(dirname(fileURLToPath(import.meta.url)), 'live-agents.js');
+/** Heart data has 13 features: a logistic model has 14 parameters, an MLP 15 per hidden unit plus 1. */
+const FEATURES = 13;
+
+export interface LiveOptions {
+  sites: number;
+  procs: number;
+  coordinators: number;
+  store: 'sqlite' | 'postgres';
+  pg: string;
+  model: 'logistic' | 'mlp';
+  /** MLP only: about this many parameters (one hidden layer). */
+  params?: number;
+  rounds: number;
+  prepared: boolean;
+  /** Write each coordinator's V8 CPU profile (node --cpu-prof) here. */
+  cpuProfDir?: string;
+  timeoutS: number;
+  log?: (s: string) => void;
+}
+
+export interface Yardsticks {
+  bytes: number;
+  memcpyGBps: number;
+  sha256GBps: number;
+  /** Bare HTTP POSTs of the same bytes over loopback, as many at once as the agents' uploads (up to 64). */
+  postPerS: number;
+  postConcurrency: number;
+}
+
+export interface RoundFigures {
+  round: number;
+  kind: string;
+  wallS: number;
+  requests: number;
+  requestsPerS: number;
+  /** Coordinator CPU-seconds over the round's wall time (all coordinators together). */
+  cpuCores: number;
+  cpuS: number;
+  /** The agents' worker processes' CPU over the same time: they share the machine with the coordinator. */
+  agentsCpuCores: number;
+  peakRssMiB: number;
+  loopMaxMs: number;
+  loopP99Ms: number;
+  /** Answers that were not 2xx, by status. */
+  errors: Record<string, number>;
+  statements: number;
+  /** The most frequent statement kinds: [kind, count, seconds]. */
+  topStatements: [string, number, number][];
+  /** Fit rounds with prepared updates: the committed model's largest distance from the weighted mean, in float32 ulps. */
+  maxUlp?: number;
+  exact?: boolean;
+  /** Updates accepted per second, from the first to the last of the round (their audit entries' timestamps). */
+  intakePerS?: number;
+  /** That intake against bare POSTs of the same bytes per second (1 = as fast as a bare POST). */
+  intakeVsPost?: number;
+  /** Coordinator CPU per update against sha256 of the update's bytes. */
+  cpuPerUpdateVsSha256?: number;
+}
+
+export interface LiveBench {
+  sites: number;
+  coordinators: number;
+  store: string;
+  model: StudySpec['model'];
+  params: number;
+  prepared: boolean;
+  yardsticks: Yardsticks;
+  rounds: RoundFigures[];
+  /** 1-minute load average at the start and at the end (the machine is shared). */
+  loadavg: [number, number];
+  coordinatorPeakRssMiB: number;
+  /** Why the study did not complete within --timeout-s (the rounds it committed are reported all the same). */
+  unfinished?: string;
+}
+
+const parseMetrics = (text: string): Map<string, number> => {
+  const m = new Map<string, number>();
+  for (const line of text.split('\n')) {
+    if (!line || line.startsWith('#')) continue;
+    const i = line.lastIndexOf(' ');
+    m.set(line.slice(0, i), Number(line.slice(i + 1)));
+  }
+  return m;
+};
+
+function cpuSecondsOf(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  // utime and stime are fields 14 and 15 of the file, in clock ticks (100 per second on Linux).
+  return (Number(f[11]) + Number(f[12])) / 100;
+}
+
+function rssMiBOf(pid: number): number {
+  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return m ? Number(m[1]) / 1024 : 0;
+}
+
+/** memcpy and sha256 of `bytes`, repeated for about 200 ms each. */
+function memoryYardsticks(bytes: Uint8Array): { memcpyGBps: number; sha256GBps: number } {
+  const src = Buffer.from(bytes), dst = Buffer.allocUnsafe(src.length);
+  const rate = (fn: () => void) => {
+    let n = 0;
+    const t0 = performance.now();
+    while (performance.now() - t0 < 200) {
+      fn();
+      n++;
+    }
+    return (n * src.length) / ((performance.now() - t0) / 1000) / 1e9;
+  };
+  return { memcpyGBps: rate(() => src.copy(dst)), sha256GBps: rate(() => createHash('sha256').update(src).digest()) };
+}
+
+/** Bare POSTs of `body` to a sink on `port`, `concurrency` at a time, for about a second (at least 2 per lane). */
+async function postRate(port: number, body: Uint8Array, concurrency: number): Promise<number> {
+  const agent = new http.Agent({ keepAlive: true, maxSockets: concurrency });
+  const post = () =>
+    new Promise<void>((resolve, reject) => {
+      const req = http.request({ host: '127.0.0.1', port, method: 'POST', path: '/sink', agent, headers: { 'content-type': 'application/octet-stream', 'content-length': body.length } }, (res) => {
+        res.resume();
+        res.on('end', () => (res.statusCode === 200 ? resolve() : reject(new Error(`sink answered ${res.statusCode}`))));
+      });
+      req.on('error', reject);
+      req.end(body);
+    });
+  let n = 0;
+  const t0 = performance.now();
+  await Promise.all(Array.from({ length: concurrency }, async () => {
+    for (let k = 0; k < 2 || performance.now() - t0 < 1000; k++) {
+      await post();
+      n++;
+    }
+  }));
+  const rate = n / ((performance.now() - t0) / 1000);
+  agent.destroy();
+  return rate;
+}
+
+function forkWorker(): { child: ChildProcess; next: () => Promise<WorkerReport> } {
+  const child = fork(WORKER, [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  const inbox: WorkerReport[] = [];
+  const waiting: ((r: WorkerReport) => void)[] = [];
+  child.on('message', (r: WorkerReport) => (waiting.length ? waiting.shift()!(r) : inbox.push(r)));
+  child.once('exit', (code) => {
+    for (const w of waiting.splice(0)) w({ kind: 'failed', message: `worker exited with ${code}` });
+  });
+  return { child, next: () => (inbox.length ? Promise.resolve(inbox.shift()!) : new Promise((r) => waiting.push(r))) };
+}
+
+async function expectReport<K extends WorkerReport['kind']>(w: ReturnType<typeof forkWorker>, kind: K): Promise<Extract<WorkerReport, { kind: K }>> {
+  const r = await w.next();
+  if (r.kind === 'failed') throw new Error(`bench worker failed: ${r.message}`);
+  if (r.kind !== kind) throw new Error(`bench worker said ${r.kind}, expected ${kind}`);
+  return r as Extract<WorkerReport, { kind: K }>;
+}
+
+const exited = (c: ChildProcess) => (c.exitCode !== null || c.signalCode !== null ? Promise.resolve() : new Promise<void>((r) => c.once('exit', () => r())));
+
+/** The study's model: logistic over the 13 heart features, or a one-hidden-layer MLP of about `params` parameters. */
+export function modelOf(o: Pick<LiveOptions, 'model' | 'params'>): StudySpec['model'] {
+  if (o.model === 'logistic') return { kind: 'logistic', inputDim: FEATURES };
+  const hidden = Math.max(1, Math.round(((o.params ?? 10_000) - 1) / (FEATURES + 2)));
+  return { kind: 'mlp', inputDim: FEATURES, hidden: [hidden], activation: 'relu' };
+}
+
+/** Σ n_i u_i / Σ n_i of the prepared updates of every site for `round`, in float64. */
+function expectedMean(like: Weights, examples: number[], round: number): Map<string, Float64Array> {
+  const acc = new Map(Object.keys(like).map((k) => [k, new Float64Array(like[k]!.data.length)]));
+  let total = 0;
+  for (const [i, n] of examples.entries()) {
+    const u = preparedUpdate(like, i, round);
+    for (const [k, a] of acc) {
+      const d = u[k]!.data;
+      for (let j = 0; j < a.length; j++) a[j] = a[j]! + n * d[j]!;
+    }
+    total += n;
+  }
+  for (const a of acc.values()) for (let j = 0; j < a.length; j++) a[j] = a[j]! / total;
+  return acc;
+}
+
+/** The largest distance of `got` from `want`, in float32 ulps of `want`. */
+function maxUlps(got: Weights, want: Map<string, Float64Array>): number {
+  let worst = 0;
+  for (const [k, w] of want) {
+    const g = got[k]?.data;
+    if (!g || g.length !== w.length) return Infinity;
+    for (let j = 0; j < w.length; j++) {
+      const x = Math.abs(w[j]!);
+      const ulp = x === 0 ? 1.4e-45 : 2 ** (Math.floor(Math.log2(x)) - 23);
+      worst = Math.max(worst, Math.abs(g[j]! - w[j]!) / ulp);
+    }
+  }
+  return worst;
+}
+
+interface Coordinator {
+  url: string;
+  dataDir: string;
+  child: ChildProcess;
+}
+
+export async function runLiveBench(o: LiveOptions): Promise<LiveBench> {
+  const log = o.log ?? (() => {});
+  if (o.coordinators > 1 && o.store !== 'postgres') throw new Error('--coordinators above 1 needs --store postgres (they share one PostgreSQL)');
+  const root = mkdtempSync(join(tmpdir(), 'setu-bench-live-'));
+  const pgDb = o.store === 'postgres' ? await createTempDatabase(o.pg) : undefined;
+  const coordinators: Coordinator[] = [];
+  const workers: ReturnType<typeof forkWorker>[] = [];
+  let lb: Awaited<ReturnType<typeof balancer>> | undefined;
+  const load0 = loadavg()[0]!;
+  try {
+    const model = modelOf(o);
+    const like = initialWeights({ model, seed: 42 } as StudySpec);
+    const params = Object.values(like).reduce((a, t) => a + t.data.length, 0);
+    // Yardsticks first, on one update's upload body, before anything else runs.
+    const sample = encodeSafetensors(preparedUpdate(like, 0, 1), { [RESULT_META_KEY]: JSON.stringify({ taskId: 'x'.repeat(40), numExamples: 100, trainMetrics: { loss: 0.5 }, evalMetrics: { loss: 0.5 }, evalExamples: 50, durationMs: 1 }) });
+    const sink = forkWorker();
+    workers.push(sink);
+    sink.child.send({ kind: 'sink' } satisfies WorkerCommand);
+    const { port: sinkPort } = await expectReport(sink, 'sink');
+    const concurrency = Math.min(o.sites, 64);
+    const yardsticks: Yardsticks = { bytes: sample.length, ...memoryYardsticks(sample), postPerS: await postRate(sinkPort, sample, concurrency), postConcurrency: concurrency };
+    sink.child.send({ kind: 'stop' } satisfies WorkerCommand);
+    log(`yardsticks on ${sample.length} bytes: memcpy ${yardsticks.memcpyGBps.toFixed(2)} GB/s, sha256 ${yardsticks.sha256GBps.toFixed(2)} GB/s, bare POST ${yardsticks.postPerS.toFixed(0)}/s (${concurrency} at once)`);
+
+    // The coordinators: the second gets the first one's coordinator.key (one audit chain), nothing else.
+    for (let k = 0; k < o.coordinators; k++) {
+      const dataDir = join(root, `coord-${k}`);
+      mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+      if (k > 0) copyFileSync(join(coordinators[0]!.dataDir, 'coordinator.key'), join(dataDir, 'coordinator.key'));
+      const port = await freePort();
+      const child = await startCoordinatorProcess(dataDir, port, join(root, `coord-${k}.log`), {
+        ...(pgDb ? { db: pgDb.url } : {}), args: ['--log-level', 'warn'], ...(o.cpuProfDir ? { nodeArgs: ['--cpu-prof', `--cpu-prof-dir=${o.cpuProfDir}`] } : {}),
+      });
+      coordinators.push({ url: `http://127.0.0.1:${port}`, dataDir, child });
+    }
+    if (coordinators.length > 1) lb = await balancer(coordinators.map((c) => Number(new URL(c.url).port)));
+    const url = lb ? `http://127.0.0.1:${lb.port}` : coordinators[0]!.url;
+    const admin = adminClient(coordinators[0]!.dataDir, url, 60_000);
+
+    // Invites, then the agents: `procs` worker processes, the sites dealt round-robin, heart centres 0-3 in turn.
+    const sites: WorkerSite[] = [];
+    const names = Array.from({ length: o.sites }, (_, i) => `site-${String(i).padStart(5, '0')}`);
+    for (let i = 0; i < o.sites; i += 16) {
+      const batch = names.slice(i, i + 16);
+      const tokens = await Promise.all(batch.map((siteName) => admin.json<{ token: string }>('POST', '/v1/invites', { siteName, ttlHours: 4 })));
+      for (const [j, t] of tokens.entries()) sites.push({ index: i + j, name: batch[j]!, token: t.token, center: (i + j) % 4, dir: join(root, 'sites', batch[j]!) });
+    }
+    const t0 = performance.now();
+    for (let p = 0; p < Math.min(o.procs, o.sites); p++) {
+      const w = forkWorker();
+      workers.push(w);
+      w.child.send({ kind: 'agents', url, prepared: o.prepared, pollWaitMs: 20_000, sites: sites.filter((s) => s.index % o.procs === p), logFile: join(root, `agents-${p}.log`) } satisfies WorkerCommand);
+    }
+    for (const w of workers.slice(1)) await expectReport(w, 'enrolled');
+    log(`${o.sites} sites enrolled in ${((performance.now() - t0) / 1000).toFixed(1)} s (${Math.min(o.procs, o.sites)} agent processes)`);
+
+    const lead = await studyLeadClient(admin, url);
+    const spec = {
+      name: 'bench-live', dataset: 'heart', model, strategy: { name: 'FedAvg' }, rounds: o.rounds, seed: 42,
+      fit: { localSteps: 1, batchSize: 16, optimizer: { kind: 'sgd', lr: 0.01 } }, roundTimeoutSeconds: 3600,
+    };
+    const { id } = await lead.json<{ id: string }>('POST', '/v1/studies', spec);
+
+    // Per-round sampling: CPU and /metrics at each commit, RSS every 100 ms.
+    const pids = coordinators.map((c) => c.child.pid!);
+    const scrape = async () => {
+      const all = new Map<string, number>();
+      for (const c of coordinators) {
+        const text = await (await fetch(`${c.url}/metrics`)).text();
+        for (const [k, v] of parseMetrics(text)) {
+          if (k.startsWith('nodejs_eventloop_lag_max') || k.startsWith('nodejs_eventloop_lag_p99')) all.set(k, Math.max(all.get(k) ?? 0, v));
+          else all.set(k, (all.get(k) ?? 0) + v);
+        }
+      }
+      return all;
+    };
+    const cpu = () => pids.reduce((a, p) => a + cpuSecondsOf(p), 0);
+    const agentPids = workers.slice(1).map((w) => w.child.pid!);
+    const agentsCpu = () => agentPids.reduce((a, p) => a + cpuSecondsOf(p), 0);
+    let peak = 0, overallPeak = 0;
+    const rssTimer = setInterval(() => {
+      const r = Math.max(...pids.map(rssMiBOf));
+      peak = Math.max(peak, r);
+      overallPeak = Math.max(overallPeak, r);
+    }, 100);
+    let unfinished: string | undefined;
+    const samples: { round: number; at: number; cpu: number; agentsCpu: number; metrics: Map<string, number>; peak: number }[] = [];
+    try {
+      samples.push({ round: 0, at: performance.now(), cpu: cpu(), agentsCpu: agentsCpu(), metrics: await scrape(), peak: 0 });
+      await lead.json('POST', `/v1/studies/${id}/start`, {});
+      const deadline = Date.now() + o.timeoutS * 1000;
+      let seen = 0;
+      for (;;) {
+        const s = (await lead.json<{ id: string; status: string; round: number; error: string | null }[]>('GET', '/v1/studies')).find((x) => x.id === id)!;
+        // The evaluate round (rounds + 1) ends the study: its end is when the status leaves `running`.
+        const done = s.status !== 'running';
+        const committed = done && s.status === 'completed' ? o.rounds + 1 : s.round;
+        if (committed > seen) {
+          const m = await scrape();
+          samples.push({ round: committed, at: performance.now(), cpu: cpu(), agentsCpu: agentsCpu(), metrics: m, peak });
+          peak = 0;
+          if (committed > seen + 1) log(`rounds ${seen + 1}-${committed} committed between two looks; their figures are shared`);
+          seen = committed;
+          log(`round ${committed} committed`);
+        }
+        if (done) {
+          if (s.status !== 'completed') throw new Error(`the study ended ${s.status}: ${s.error ?? 'no reason given'}`);
+          break;
+        }
+        if (Date.now() > deadline) {
+          // The rounds that did commit are still reported (a slow coordinator is what this measures).
+          unfinished = `the study did not complete within ${o.timeoutS} s (round ${s.round} of ${o.rounds} fit rounds committed)`;
+          log(unfinished);
+          break;
+        }
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    } finally {
+      clearInterval(rssTimer);
+    }
+
+    // The coordinator's own timestamps give each round's wall time.
+    const detail = await lead.json<{ rounds: { round: number; kind: string; openedAt: number | null; committedAt: number | null }[] }>('GET', `/v1/studies/${id}`);
+    // Each round's accepted updates, by their audit entries' times (the admin reads the log, as an auditor would).
+    const accepted = new Map<number, number[]>();
+    for (let after = 0; ;) {
+      const page = await admin.json<{ entries: { kind: string; ts: number; data: { study?: string; round?: number } }[]; next: number | null }>('GET', `/v1/audit?after=${after}&limit=10000`);
+      for (const e of page.entries) if (e.kind === 'update.accepted' && e.data.study === id && e.data.round !== undefined) accepted.set(e.data.round, [...(accepted.get(e.data.round) ?? []), e.ts]);
+      if (page.next === null) break;
+      after = page.next;
+    }
+    const examplesByCenter = await Promise.all([0, 1, 2, 3].map((center) => declaredCohort(parseSiteConfig(JSON.stringify({ coordinator: url, datasets: { heart: { format: 'fed-heart-disease', center } } }), join(root, 'probe.yaml')), 'heart')));
+    const examples = sites.map((s) => examplesByCenter[s.center]!);
+    const rounds: RoundFigures[] = [];
+    for (let k = 1; k < samples.length; k++) {
+      const a = samples[k - 1]!, b = samples[k]!;
+      const r = detail.rounds.find((x) => x.round === b.round);
+      const prev = detail.rounds.find((x) => x.round === a.round);
+      const wallS = r?.committedAt && (prev?.committedAt ?? r.openedAt) ? (r.committedAt - (a.round > 0 ? prev!.committedAt! : r.openedAt!)) / 1000 : (b.at - a.at) / 1000;
+      let requests = 0, statements = 0;
+      const errors: Record<string, number> = {};
+      const stmts = new Map<string, [number, number]>();
+      for (const [key, v] of b.metrics) {
+        const d = v - (a.metrics.get(key) ?? 0);
+        if (!d) continue;
+        if (key.startsWith('setu_http_requests_total{') && !key.includes('route="/metrics"')) {
+          requests += d;
+          const status = /status="(\d+)"/.exec(key)?.[1] ?? '?';
+          if (!status.startsWith('2')) errors[status] = (errors[status] ?? 0) + d;
+        }
+        const op = /^setu_store_query_duration_seconds_(count|sum)\{operation="([^"]*)"\}$/.exec(key);
+        if (op) {
+          const e = stmts.get(op[2]!) ?? [0, 0];
+          if (op[1] === 'count') {
+            e[0] += d;
+            statements += d;
+          } else e[1] += d;
+          stmts.set(op[2]!, e);
+        }
+      }
+      const cpuS = b.cpu - a.cpu;
+      const fig: RoundFigures = {
+        round: b.round, kind: r?.kind ?? (b.round > o.rounds ? 'evaluate' : 'fit'), wallS, requests, requestsPerS: requests / ((b.at - a.at) / 1000),
+        cpuS, cpuCores: cpuS / ((b.at - a.at) / 1000), agentsCpuCores: (b.agentsCpu - a.agentsCpu) / ((b.at - a.at) / 1000), peakRssMiB: b.peak, loopMaxMs: (b.metrics.get('nodejs_eventloop_lag_max_seconds') ?? NaN) * 1000,
+        loopP99Ms: (b.metrics.get('nodejs_eventloop_lag_p99_seconds') ?? NaN) * 1000, errors, statements,
+        topStatements: [...stmts].sort((x, y) => y[1][0] - x[1][0]).slice(0, 6).map(([kind, [n, s]]) => [kind, n, s]),
+      };
+      const times = accepted.get(b.round) ?? [];
+      if (times.length > 1) {
+        fig.intakePerS = (times.length - 1) / ((Math.max(...times) - Math.min(...times)) / 1000);
+        fig.intakeVsPost = fig.intakePerS / yardsticks.postPerS;
+      }
+      if (fig.kind === 'fit') {
+        fig.cpuPerUpdateVsSha256 = cpuS / o.sites / (yardsticks.bytes / (yardsticks.sha256GBps * 1e9));
+        if (o.prepared && b.round === a.round + 1) {
+          const res = await lead.request('GET', `/v1/studies/${id}/model?round=${b.round}`);
+          fig.maxUlp = maxUlps(decodeSafetensors(res.body).weights, expectedMean(like, examples, b.round));
+          fig.exact = fig.maxUlp <= 0.5 + 1e-9;
+        }
+      }
+      rounds.push(fig);
+    }
+    return { ...(unfinished ? { unfinished } : {}), sites: o.sites, coordinators: o.coordinators, store: o.store, model, params, prepared: o.prepared, yardsticks, rounds, loadavg: [load0, loadavg()[0]!], coordinatorPeakRssMiB: overallPeak };
+  } finally {
+    for (const w of workers) {
+      if (w.child.connected) w.child.send({ kind: 'stop' } satisfies WorkerCommand);
+    }
+    await Promise.all(workers.map((w) => exited(w.child)));
+    await lb?.close();
+    await Promise.all(coordinators.map(async (c) => {
+      if (c.child.exitCode === null && c.child.signalCode === null) c.child.kill('SIGTERM');
+      await exited(c.child);
+    }));
+    await pgDb?.drop();
+    rmSync(root, { recursive: true, force: true });
+  }
+}
+
+export function table(r: LiveBench): string {
+  const y = r.yardsticks;
+  const lines = [
+    `${r.sites} sites, ${r.coordinators} coordinator${r.coordinators > 1 ? 's' : ''} on ${r.store}, ${r.model.kind} (${r.params} parameters, ${y.bytes} bytes per upload), ${r.prepared ? 'prepared updates' : 'agents training'}; load average ${r.loadavg[0].toFixed(2)} → ${r.loadavg[1].toFixed(2)}`,
+    `yardsticks (same run, same bytes): memcpy ${y.memcpyGBps.toFixed(2)} GB/s, sha256 ${y.sha256GBps.toFixed(2)} GB/s, bare loopback POST ${y.postPerS.toFixed(0)}/s (${y.postConcurrency} at once)`,
+    'round kind      wall s   req/s  cpu cores  agents cpu  peak RSS MiB  loop max ms  p99 ms  errors  SQL stmts  stmts/site  updates/s  intake/POST  cpu/update÷sha256  model',
+  ];
+  for (const f of r.rounds) {
+    const errs = Object.entries(f.errors).map(([s, n]) => `${n}×${s}`).join(',') || '0';
+    lines.push(
+      `${String(f.round).padStart(5)} ${f.kind.padEnd(8)} ${f.wallS.toFixed(2).padStart(7)} ${f.requestsPerS.toFixed(0).padStart(7)} ${f.cpuCores.toFixed(2).padStart(10)} ${f.agentsCpuCores.toFixed(2).padStart(11)} ${f.peakRssMiB.toFixed(0).padStart(13)} ${f.loopMaxMs.toFixed(0).padStart(12)} ${f.loopP99Ms.toFixed(0).padStart(7)} ${errs.padStart(7)} ${String(f.statements).padStart(10)} ${(f.statements / r.sites).toFixed(1).padStart(11)} ${f.intakePerS === undefined ? '-'.padStart(10) : f.intakePerS.toFixed(0).padStart(10)} ` +
+        `${f.intakeVsPost === undefined ? '-'.padStart(12) : f.intakeVsPost.toFixed(3).padStart(12)} ${f.cpuPerUpdateVsSha256 === undefined ? '-'.padStart(18) : f.cpuPerUpdateVsSha256.toFixed(0).padStart(18)}  ${f.exact === undefined ? '-' : f.exact ? 'exact' : `OFF by ${f.maxUlp} ulp`}`,
+    );
+  }
+  const first = r.rounds[0];
+  if (first) lines.push(`statements in round 1: ${first.topStatements.map(([k, n, s]) => `${k} ${n} (${s.toFixed(2)} s)`).join(', ')}`);
+  lines.push(`coordinator peak RSS ${r.coordinatorPeakRssMiB.toFixed(0)} MiB`);
+  if (r.unfinished) lines.push(r.unfinished);
+  return lines.join('\n') + '\n';
+}
+
+const USAGE = 'usage: setu bench live [--sites 100] [--procs 4] [--coordinators 1] [--store sqlite|postgres] [--pg URL] [--model logistic|mlp] [--params P] [--rounds 3] [--prepared] [--cpu-prof DIR] [--timeout-s 1800] [--json]';
+
+export function parseLiveArgs(argv: string[]): LiveOptions & { json: boolean } {
+  const { values: v } = parse(argv, {
+    sites: { type: 'string' }, procs: { type: 'string' }, coordinators: { type: 'string' }, store: { type: 'string' }, pg: { type: 'string' },
+    model: { type: 'string' }, params: { type: 'string' }, rounds: { type: 'string' }, prepared: { type: 'boolean' }, 'cpu-prof': { type: 'string' },
+    'timeout-s': { type: 'string' }, json: { type: 'boolean' },
+  });
+  const int = (s: string | undefined, name: string, d: number, max = 10_000_000) => {
+    if (s === undefined) return d;
+    if (!/^[1-9][0-9]*$/.test(s) || Number(s) > max) throw new Error(`--${name} must be a whole number from 1 to ${max}, got "${s}"`);
+    return Number(s);
+  };
+  const store = v.store ?? 'sqlite';
+  if (store !== 'sqlite' && store !== 'postgres') throw new Error(`--store must be sqlite or postgres, got "${store}"`);
+  const model = v.model ?? 'logistic';
+  if (model !== 'logistic' && model !== 'mlp') throw new Error(`--model must be logistic or mlp, got "${model}"`);
+  if (model === 'logistic' && v.params !== undefined) throw new Error('--params sizes the mlp; a logistic model on the heart data has 14 parameters');
+  return {
+    sites: int(v.sites, 'sites', 100, 100_000), procs: int(v.procs, 'procs', 4, 64), coordinators: int(v.coordinators, 'coordinators', 1, 16), store, pg: v.pg ?? PG_BASE, model,
+    ...(v.params !== undefined ? { params: int(v.params, 'params', 0, 15_000_001) } : {}), rounds: int(v.rounds, 'rounds', 3, 1000), prepared: !!v.prepared,
+    ...(v['cpu-prof'] ? { cpuProfDir: v['cpu-prof'] } : {}), timeoutS: int(v['timeout-s'], 'timeout-s', 1800), json: !!v.json,
+  };
+}
+
+export async function main(argv: string[]): Promise<number> {
+  let o: ReturnType<typeof parseLiveArgs>;
+  try {
+    o = parseLiveArgs(argv);
+  } catch (e) {
+    process.stderr.write(`setu bench live: ${(e as Error).message}\n${USAGE}\n`);
+    return 2;
+  }
+  let r: LiveBench;
+  try {
+    r = await runLiveBench({ ...o, log: (s) => process.stderr.write(s + '\n') });
+  } catch (e) {
+    process.stderr.write(`setu bench live: ${(e as Error).message}\n`);
+    return 1;
+  }
+  process.stdout.write(o.json ? JSON.stringify(r) + '\n' : table(r));
+  return r.unfinished || r.rounds.some((f) => f.exact === false) ? 1 : 0;
+}
