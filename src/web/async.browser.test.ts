@@ -73,7 +73,8 @@ test('dashboard: an asynchronous study shows its versions, buffer and staleness 
     const progress = page.locator('[data-testid=async-progress]');
     await page.waitForFunction(() => Number(document.querySelector('[data-testid=async-progress]')?.getAttribute('data-version')) >= 1, undefined, { timeout: 120_000 });
     await progress.filter({ hasText: /hospital-3 from version \d+/ }).waitFor({ timeout: 60_000 });
-    assert.match(await progress.innerText(), new RegExp(`Asynchronous \\(FedBuff\\): version \\d+ of ${VERSIONS}; the buffer holds [012] of 2 updates\\.`));
+    // The buffer may hold more than K for a moment: updates that arrive while a version is being folded wait for the next.
+    assert.match(await progress.innerText(), new RegExp(`Asynchronous \\(FedBuff\\): version \\d+ of ${VERSIONS}; the buffer holds \\d+ of 2 updates\\.`));
     await page.locator(`[data-testid=async-progress][data-version="${VERSIONS}"]`).waitFor({ timeout: 180_000 });
     assert.equal(await page.evaluate(() => (window as unknown as { __sameDocument?: boolean }).__sameDocument), true, 'the page was not reloaded');
     const d = await waitFor('the study to complete', async () => {
