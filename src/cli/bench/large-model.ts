@@ -4,7 +4,7 @@
  * initial weights uploaded, each site downloading the global model and uploading its update, the coordinator
  * aggregating and committing the new version.
  *
- *   setu bench large-model [--params 250000000] [--sites 4] [--tensors 4] [--store sqlite|postgres] [--pg URL] [--json]
+ *   setu bench large-model [--params 250000000] [--sites 4] [--tensors 4] [--store sqlite|postgres] [--pg URL] [--cpu-prof DIR] [--json]
  *
  * Figures, each against a baseline measured in the same run on the same bytes:
  *  - round wall time (the study started → round 1 committed; downloads and uploads each run for all sites at once);
@@ -42,6 +42,8 @@ export interface LargeModelOptions {
   tensors: number;
   store: 'sqlite' | 'postgres';
   pg?: string;
+  /** A directory for the round's coordinator's CPU profile (node --cpu-prof): where an upload's time goes. */
+  cpuProf?: string;
   log?: (s: string) => void;
 }
 
@@ -237,8 +239,9 @@ export async function runLargeModelBench(o: LargeModelOptions): Promise<LargeMod
     // Room for one update per request and every site's update in flight and in the round.
     const bodyLimit = modelBytes + 1024 * 1024;
     const port = await freePort();
-    const start = () => startCoordinatorProcess(dataDir, port, join(dataDir, 'coordinator.log'), {
+    const start = (nodeArgs: string[] = []) => startCoordinatorProcess(dataDir, port, join(dataDir, 'coordinator.log'), {
       ...(pgDb ? { db: pgDb.url } : {}),
+      nodeArgs,
       args: ['--log-level', 'warn', '--body-limit', String(bodyLimit), '--max-upload-bytes', String(o.sites * bodyLimit), '--max-round-bytes', String(o.sites * bodyLimit)],
     });
     child = await start();
@@ -275,7 +278,7 @@ export async function runLargeModelBench(o: LargeModelOptions): Promise<LargeMod
     // The round runs in a fresh coordinator process on the same data directory (everything above is in its store),
     // so its peak RSS is the round's, not the setup's garbage from decoding the initial weights.
     await stop(child);
-    child = await start();
+    child = await start(o.cpuProf ? ['--cpu-prof', '--cpu-prof-dir', o.cpuProf] : []);
     const pid = child.pid!;
     const bodies: Uint8Array[] = [];
     for (const [k, s] of sites.entries()) {
@@ -369,7 +372,7 @@ export async function main(argv: string[]): Promise<number> {
   let o: LargeModelOptions;
   let json = false;
   try {
-    const { values: v } = parse(argv, { params: { type: 'string' }, sites: { type: 'string' }, tensors: { type: 'string' }, store: { type: 'string' }, pg: { type: 'string' }, json: { type: 'boolean' } });
+    const { values: v } = parse(argv, { params: { type: 'string' }, sites: { type: 'string' }, tensors: { type: 'string' }, store: { type: 'string' }, pg: { type: 'string' }, 'cpu-prof': { type: 'string' }, json: { type: 'boolean' } });
     const int = (s: string | undefined, name: string, d: number, max: number) => {
       if (s === undefined) return d;
       if (!/^[1-9][0-9]*$/.test(s) || Number(s) > max) throw new UsageError(`--${name} must be an integer from 1 to ${max}, got "${s}"`);
@@ -377,11 +380,11 @@ export async function main(argv: string[]): Promise<number> {
     };
     const store = v.store ?? 'sqlite';
     if (store !== 'sqlite' && store !== 'postgres') throw new UsageError(`--store must be sqlite or postgres, got "${store}"`);
-    o = { params: int(v.params, 'params', 250_000_000, 500_000_000), sites: int(v.sites, 'sites', 4, 64), tensors: int(v.tensors, 'tensors', 4, 10_000), store, ...(v.pg ? { pg: v.pg } : {}) };
+    o = { params: int(v.params, 'params', 250_000_000, 500_000_000), sites: int(v.sites, 'sites', 4, 64), tensors: int(v.tensors, 'tensors', 4, 10_000), store, ...(v.pg ? { pg: v.pg } : {}), ...(v['cpu-prof'] ? { cpuProf: v['cpu-prof'] } : {}) };
     if (o.tensors > o.params) throw new UsageError(`--tensors (${o.tensors}) must not exceed --params (${o.params})`);
     json = !!v.json;
   } catch (e) {
-    process.stderr.write(`setu bench large-model: ${(e as Error).message}\nusage: setu bench large-model [--params 250000000] [--sites 4] [--tensors 4] [--store sqlite|postgres] [--pg URL] [--json]\n`);
+    process.stderr.write(`setu bench large-model: ${(e as Error).message}\nusage: setu bench large-model [--params 250000000] [--sites 4] [--tensors 4] [--store sqlite|postgres] [--pg URL] [--cpu-prof DIR] [--json]\n`);
     return 2;
   }
   let r: LargeModelResult;

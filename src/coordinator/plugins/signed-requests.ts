@@ -43,6 +43,10 @@ function tooLarge(limit: number, authenticated: boolean): HttpError {
  */
 function readBody(req: FastifyRequest, payload: Readable, limit: number): Promise<Buffer> {
   return new Promise((resolve, reject) => {
+    // A declared length (within the limit: preParsing refused a larger one) is read into one buffer of that size,
+    // so a large body (an upload's chunk) is copied once, not gathered and concatenated.
+    const declared = Number(req.headers['content-length']);
+    const into = Number.isSafeInteger(declared) && declared > 0 && declared <= limit ? Buffer.allocUnsafe(declared) : undefined;
     const chunks: Buffer[] = [];
     const hash = createHash('sha256');
     let received = 0;
@@ -60,18 +64,29 @@ function readBody(req: FastifyRequest, payload: Readable, limit: number): Promis
         reject(tooLarge(limit, req.principal !== undefined));
         return;
       }
+      if (into && received > into.length) {
+        cleanup();
+        payload.resume();
+        reject(new HttpError(400, 'bad_body', `the request body runs past its content-length of ${into.length} bytes`));
+        return;
+      }
       hash.update(chunk);
-      chunks.push(chunk);
+      if (into) chunk.copy(into, received - chunk.length);
+      else chunks.push(chunk);
     };
     const onEnd = () => {
       cleanup();
+      if (into && received !== into.length) {
+        reject(new HttpError(400, 'bad_body', `the request body ended after ${received} of its content-length of ${into.length} bytes`));
+        return;
+      }
       const digest = hash.digest('hex');
       if (req.signedBodySha256 !== undefined && digest !== req.signedBodySha256) {
         reject(new AuthError('unauthenticated', `the body received (${received} bytes, SHA-256 ${digest}) is not the body the signature covers (${HEADER_CONTENT_SHA256} ${req.signedBodySha256})`, req.principal?.id));
         return;
       }
       req.bodyVerified = true;
-      resolve(Buffer.concat(chunks, received));
+      resolve(into ?? Buffer.concat(chunks, received));
     };
     const onError = (e: Error) => {
       cleanup();

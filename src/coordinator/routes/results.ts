@@ -24,7 +24,15 @@ import { analyticsAnswerProblem } from '../analytics-rounds.js';
 import type { RouteContext } from './context.js';
 
 /** Bytes an update's values are read in (a multiple of every element size). */
-const CHECK_CHUNK_BYTES = 1024 * 1024;
+const CHECK_CHUNK_BYTES = 4 * 1024 * 1024;
+
+const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+
+/** A chunk's values: F32 read in place where it is aligned (no copy, no garbage), anything else decoded. */
+function valuesOf(chunk: Uint8Array, dtype: TensorEntry['dtype'], name: string): Float32Array {
+  if (dtype === 'F32' && LITTLE_ENDIAN && chunk.byteOffset % 4 === 0 && chunk.length % 4 === 0) return new Float32Array(chunk.buffer, chunk.byteOffset, chunk.length / 4);
+  return decodeTensorValues(chunk, dtype, name);
+}
 
 /** An update's bytes as the checks read them: in memory (a single-body result) or a stored blob (an upload). */
 export interface UpdateSource {
@@ -138,7 +146,7 @@ export async function checkFitUpdate(src: UpdateSource, global: GlobalVersion, b
     let at = 0;
     try {
       for await (const chunk of src.stream(header.dataStart + e.begin, header.dataStart + e.end)) {
-        const values = decodeTensorValues(chunk, e.dtype, e.name);
+        const values = valuesOf(chunk, e.dtype, e.name);
         const first = at / elementBytes(e);
         for (let i = 0; i < values.length; i++) {
           if (!Number.isFinite(values[i]!)) return await refuse(400, 'non_finite', `update refused: tensor "${e.name}" has a non-finite value (${values[i]}) at index ${first + i}`);
