@@ -41,6 +41,14 @@ export interface PartialBlob {
   discard(): Promise<void>;
 }
 
+/** One blob held open for many reads into the caller's buffers (a streaming aggregation's slices). */
+export interface BlobReader {
+  readonly size: number;
+  /** Fills `target` with the blob's bytes from `position` (all of it: the range must lie inside the blob). */
+  readInto(target: Uint8Array, position: number): Promise<void>;
+  close(): Promise<void>;
+}
+
 export interface BlobStore {
   readonly kind: 'memory' | 'files' | 'postgres';
   /** Stores bytes (idempotent: the same bytes are stored once). */
@@ -53,6 +61,8 @@ export interface BlobStore {
   read(digest: string, start: number, end: number): Promise<Uint8Array>;
   /** The blob's bytes [start, end) as chunks of at most `chunkBytes` (default 4 MiB), in order. */
   stream(digest: string, opts?: { start?: number; end?: number; chunkBytes?: number }): AsyncIterable<Uint8Array>;
+  /** The blob opened once for reads into given buffers (no allocation, no open per read); where a backend has one. */
+  openReader?(digest: string): Promise<BlobReader>;
   /** The whole blob (only for blobs known to be small: metadata-sized models, tests). */
   readAll(digest: string): Promise<Uint8Array>;
   delete(digest: string): Promise<void>;

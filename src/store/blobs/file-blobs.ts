@@ -9,7 +9,7 @@ import { createHash, randomBytes, type Hash } from 'node:crypto';
 import { mkdirSync, existsSync, readdirSync, chmodSync } from 'node:fs';
 import { open, rename, unlink, stat, readdir, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
-import { BlobOffsetConflict, DEFAULT_BLOB_CHUNK_BYTES, type BlobInfo, type BlobStore, type PartialBlob } from './blob-store.js';
+import { BlobOffsetConflict, DEFAULT_BLOB_CHUNK_BYTES, type BlobInfo, type BlobReader, type BlobStore, type PartialBlob } from './blob-store.js';
 import { checkExpect } from './memory-blobs.js';
 import { blobPath, checkDigest, checkPartialId } from './names.js';
 
@@ -126,6 +126,19 @@ export class FileBlobStore implements BlobStore {
     }
   }
 
+  async openReader(digest: string): Promise<BlobReader> {
+    const fh = await this.openBlob(digest);
+    const size = (await fh.stat()).size;
+    return {
+      size,
+      readInto: async (target, position) => {
+        if (position < 0 || position + target.length > size) throw new Error(`blob ${digest}: bytes [${position}, ${position + target.length}) lie outside its ${size} bytes`);
+        await readFully(fh, target, position);
+      },
+      close: () => fh.close(),
+    };
+  }
+
   async readAll(digest: string): Promise<Uint8Array> {
     return this.read(digest, 0, Infinity);
   }
@@ -237,12 +250,16 @@ async function writeAll(fh: FileHandle, bytes: Uint8Array, position: number): Pr
 
 async function readRange(fh: FileHandle, start: number, end: number): Promise<Uint8Array> {
   const out = Buffer.allocUnsafe(end - start);
+  await readFully(fh, out, start);
+  return new Uint8Array(out.buffer, out.byteOffset, out.length);
+}
+
+async function readFully(fh: FileHandle, out: Uint8Array, start: number): Promise<void> {
   for (let done = 0; done < out.length;) {
     const { bytesRead } = await fh.read(out, done, out.length - done, start + done);
-    if (bytesRead === 0) throw new Error(`blob file ended at ${start + done}, expected ${end} bytes`);
+    if (bytesRead === 0) throw new Error(`blob file ended at ${start + done}, expected ${start + out.length} bytes`);
     done += bytesRead;
   }
-  return new Uint8Array(out.buffer, out.byteOffset, out.length);
 }
 
 /** fsync on a directory makes a rename or a new entry in it durable. */
