@@ -107,6 +107,8 @@ export const uploadRoutes: RoutePlugin = async (app, ctx) => {
 
   app.put<{ Params: { id: string }; Querystring: { offset: string } }>('/v1/agent/uploads/:id', {
     bodyLimit: chunkBytes,
+    // The chunk is read into a reused buffer (plugins/signed-requests.ts): the append below is done with it when we answer.
+    config: { pooledBody: true },
     schema: { params: IdParams, querystring: ChunkQuery, body: binaryBody, response: { 200: ChunkReply, 409: OffsetConflictReply } },
     // A chunk that would run past the announced size is refused by its declared length, before it is read.
     preParsing: async (req) => {

@@ -34,7 +34,10 @@ export interface PartialBlob {
   readonly id: string;
   /** Bytes received and durable so far. */
   received(): Promise<number>;
-  /** Appends `bytes` at `offset` (must equal received(): BlobOffsetConflict otherwise); returns the new received count. */
+  /**
+   * Appends `bytes` at `offset` (must equal received(): BlobOffsetConflict otherwise); returns the new received count.
+   * `bytes` is not kept once this resolves (the caller reuses its buffer).
+   */
   append(offset: number, bytes: Uint8Array): Promise<number>;
   /** Verifies the whole content against `expect` and makes it a blob (BlobMismatch and the partial is discarded otherwise). */
   commit(expect: BlobInfo): Promise<BlobInfo>;
