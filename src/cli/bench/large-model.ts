@@ -77,6 +77,13 @@ export interface LargeModelResult {
   /** The same PUTs to a bare server that writes each body to a file on the data directory's disk (no fsync). */
   plainPutFileBytesPerS: number;
   uploadBytesPerS: number;
+  /**
+   * CPU seconds of the uploads (less sensitive to a loaded machine than their wall time): the coordinator's, the
+   * sites' (this process: signing and sending), and the plain PUTs' (client and bare server, both in this process).
+   */
+  uploadCpuS: number;
+  uploadClientCpuS: number;
+  plainPutCpuS: number;
   uploadRatio: number;
   uploadFileRatio: number;
   /** Whether the committed version equals the in-memory aggregate byte for byte (checked up to 64 MiB). */
@@ -166,6 +173,15 @@ async function stop(child: ChildProcess): Promise<void> {
   child.kill('SIGTERM');
   await exited;
 }
+
+/** CPU seconds (user + system) a process has used so far, from /proc/<pid>/stat. */
+function cpuSeconds(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
+}
+/** Linux's USER_HZ (what /proc/<pid>/stat counts in): 100 on every architecture Node runs on. */
+const CLOCK_TICKS = 100;
 
 /** VmHWM (peak resident set) of a process, in bytes. */
 function peakRss(pid: number): number {
@@ -309,7 +325,10 @@ export async function runLargeModelBench(o: LargeModelOptions): Promise<LargeMod
     const updateBytes = bodies[0]!.length;
     const digests = bodies.map((b) => createHash('sha256').update(b).digest('hex'));
     const copyMs = memcpyMs(bodies, modelBytes);
+    const plain0 = process.cpuUsage();
     const putMs = await plainPuts(bodies);
+    const plainCpu = process.cpuUsage(plain0);
+    const plainPutCpuS = (plainCpu.user + plainCpu.system) / 1e6;
     const putFileMs = await plainPuts(bodies, dataDir);
     log(`baselines: memcpy ${(o.sites * modelBytes / MB / (copyMs / 1000)).toFixed(0)} MB/s, plain PUT ${(o.sites * updateBytes / MB / (putMs / 1000)).toFixed(0)} MB/s, to files ${(o.sites * updateBytes / MB / (putFileMs / 1000)).toFixed(0)} MB/s`);
     const before = (await ok(send(url, 'GET', '/metrics', undefined), 'metrics')).body.toString();
@@ -328,8 +347,12 @@ export async function runLargeModelBench(o: LargeModelOptions): Promise<LargeMod
     await Promise.all(sites.map((s, k) => ok(send(url, 'GET', `/v1/agent/models/${encodeURIComponent(tasks[k]!.modelVersionId)}`, s.signer, undefined, { discard: true }), 'model download')));
     const u0 = performance.now();
     rss.phase('uploads');
+    const [cpu0, own0] = [cpuSeconds(pid), process.cpuUsage()];
     const uploadPaths = await Promise.all(sites.map((s, k) => uploadUpdate(url, s.signer, tasks[k]!.taskId, bodies[k]!, digests[k]!)));
     const u1 = performance.now();
+    const uploadCpuS = cpuSeconds(pid) - cpu0;
+    const own = process.cpuUsage(own0);
+    const uploadClientCpuS = (own.user + own.system) / 1e6;
     log(`round: downloads ${((u0 - d0) / 1000).toFixed(1)} s, uploads ${((u1 - u0) / 1000).toFixed(1)} s; waiting for the commit`);
     rss.phase('commit');
     await waitFor('round 1 committed', async () => {
@@ -363,6 +386,7 @@ export async function runLargeModelBench(o: LargeModelOptions): Promise<LargeMod
       roundMs, downloadMs: u0 - d0, uploadMs: u1 - u0, aggregateMs, aggregatePath: path, uploadPath: [...new Set(uploadPaths)].join('+'),
       peakRssBytes, rssPeaks, setupPeakRssBytes, rssGoalBytes: 2 * modelBytes + 300 * MB,
       memcpyBytesPerS, aggregateBytesPerS, aggregateRatio: aggregateBytesPerS / memcpyBytesPerS,
+      uploadCpuS, uploadClientCpuS, plainPutCpuS,
       plainPutBytesPerS, plainPutFileBytesPerS, uploadBytesPerS, uploadRatio: uploadBytesPerS / plainPutBytesPerS, uploadFileRatio: uploadBytesPerS / plainPutFileBytesPerS, verified,
     };
   } finally {
@@ -385,6 +409,7 @@ export function table(r: LargeModelResult): string {
     [`aggregation (${r.aggregatePath})`, `${mbs(r.aggregateBytesPerS)} (${(r.aggregateMs / 1000).toFixed(2)} s)`, `memcpy ${mbs(r.memcpyBytesPerS)}`, r.aggregateRatio.toFixed(2), '≥ 0.3'],
     [`upload (${r.uploadPath}, signed, all sites at once)`, mbs(r.uploadBytesPerS), `plain HTTP PUT ${mbs(r.plainPutBytesPerS)} (bodies discarded)`, r.uploadRatio.toFixed(2), '≥ 0.8'],
     ['', '', `plain HTTP PUT to files ${mbs(r.plainPutFileBytesPerS)} (written, no fsync)`, r.uploadFileRatio.toFixed(2), ''],
+    ['  CPU of the uploads', `coordinator ${r.uploadCpuS.toFixed(2)} s, sites ${r.uploadClientCpuS.toFixed(2)} s`, `plain PUTs (client and server) ${r.plainPutCpuS.toFixed(2)} s`, '', ''],
   ];
   const w = rows[0]!.map((_, i) => Math.max(...rows.map((x) => x[i]!.length)));
   const head = `large-model: ${r.sites} sites × ${r.params.toLocaleString('en')} float32 parameters (${mb(r.modelBytes)} model, ${mb(r.updateBytes)} per update), ${r.store}; load average ${r.loadAverage.join(' ')}; ` +
