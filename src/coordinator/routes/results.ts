@@ -38,6 +38,7 @@ function valuesOf(chunk: Uint8Array, dtype: TensorEntry['dtype'], name: string):
 export interface UpdateSource {
   size: number;
   read(start: number, end: number): Promise<Uint8Array>;
+  /** Bytes [start, end) in chunks; a chunk is the reader's only until it asks for the next (its buffer is reused). */
   stream(start: number, end: number): AsyncIterable<Uint8Array>;
 }
 
@@ -52,10 +53,25 @@ export function bytesSource(b: Uint8Array): UpdateSource {
 }
 
 export function blobSource(blobs: BlobStore, blob: BlobInfo): UpdateSource {
+  const openReader = blobs.openReader?.bind(blobs);
   return {
     size: blob.size,
     read: (s, e) => blobs.read(blob.digest, s, e),
-    stream: (s, e) => blobs.stream(blob.digest, { start: s, end: e, chunkBytes: CHECK_CHUNK_BYTES }),
+    stream: !openReader ? (s, e) => blobs.stream(blob.digest, { start: s, end: e, chunkBytes: CHECK_CHUNK_BYTES }) : async function* (s, e) {
+      // One open file and one buffer for the whole range (not a fresh, page-faulted allocation per chunk).
+      const reader = await openReader(blob.digest);
+      try {
+        const to = Math.min(e, reader.size);
+        const buffer = new Uint8Array(Math.max(0, Math.min(CHECK_CHUNK_BYTES, to - s)));
+        for (let at = s; at < to; at += CHECK_CHUNK_BYTES) {
+          const chunk = buffer.subarray(0, Math.min(CHECK_CHUNK_BYTES, to - at));
+          await reader.readInto(chunk, at);
+          yield chunk;
+        }
+      } finally {
+        await reader.close();
+      }
+    },
   };
 }
 
