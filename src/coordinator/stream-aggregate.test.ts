@@ -4,12 +4,17 @@
  * slices that cut tensors anywhere, and updates read from a blob store; F16/BF16 transport within its error bound.
  */
 import { createHash } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { StudySpec } from '../protocol/api.js';
 import { decodeSafetensors, encodeSafetensors } from '../protocol/safetensors.js';
 import { mapWeights, tensor, type DType, type Weights } from '../protocol/tensors.js';
 import { MemoryBlobStore } from '../store/blobs/memory-blobs.js';
+import { FileBlobStore } from '../store/blobs/file-blobs.js';
+import type { BlobStore } from '../store/blobs/blob-store.js';
 import type { UpdateRow } from '../store/store.js';
 import { createRng } from '../learning/rng.js';
 import { aggregateRound, collect } from './fit-aggregate.js';
@@ -116,15 +121,32 @@ test('every elementwise strategy streams to the same bytes, whatever the slice s
 test('from blobs to a blob: updates read by range from the store, the version written with putStream', async () => {
   const r = round(spec('FedAvg'), 5);
   const blobs = new MemoryBlobStore();
+  await fromBlobsToBlob(r, blobs);
+});
+
+test('from files: each update read into two reused buffers (slices of any size, every strategy), bit-identical', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'setu-stream-agg-'));
+  try {
+    const blobs = new FileBlobStore(join(dir, 'blobs'));
+    for (const name of ['FedAvg', 'Median']) {
+      const r = round(spec(name), 6);
+      for (const sliceBytes of [4, 12, 64, 1 << 20]) await fromBlobsToBlob(r, blobs, sliceBytes);
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+async function fromBlobsToBlob(r: Round, blobs: BlobStore, sliceBytes = 64) {
   const global = await blobs.put(r.global);
   const updates = await Promise.all(r.updates.map(async (u) => ({ siteId: u.site_id, numExamples: u.num_examples, source: await blobSource(blobs, (await blobs.put(u.weights!)).digest) })));
   const rules = rulesOf(r.spec, Object.keys(decodeSafetensors(r.global).weights));
-  const info = await blobs.putStream(streamAggregate({ global: await blobSource(blobs, global.digest), rules, updates, elementwise: r.host.elementwise!, metadata: r.metadata, sliceBytes: 64 }));
+  const info = await blobs.putStream(streamAggregate({ global: await blobSource(blobs, global.digest), rules, updates, elementwise: r.host.elementwise!, metadata: r.metadata, sliceBytes }));
   eq(await blobs.readAll(info.digest), await inMemory(r));
   // Rows that keep only the digest: each update read by range from the blob store.
   const rows = r.updates.map((u) => ({ ...u, weights: null, digest: digestOf(u.weights!) }));
   eq(await aggregate({ ...r, updates: rows }, await Promise.all(rows.map((u) => blobSource(blobs, u.digest)))), await inMemory(r));
-});
+}
 
 const digestOf = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
 

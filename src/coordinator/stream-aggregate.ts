@@ -30,6 +30,12 @@ const HOST_LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 export interface ByteSource {
   readonly size: number;
   read(start: number, end: number): Promise<Uint8Array>;
+  /**
+   * Fills `target` from `position` (the range inside the file), where the source can without allocating: the
+   * aggregation's slices are read into buffers it reuses. `close` lets go of what that held (it reopens if read again).
+   */
+  readInto?(target: Uint8Array, position: number): Promise<void>;
+  close?(): Promise<void>;
 }
 
 export function bytesSource(bytes: Uint8Array): ByteSource {
@@ -39,7 +45,20 @@ export function bytesSource(bytes: Uint8Array): ByteSource {
 export async function blobSource(blobs: BlobStore, digest: string): Promise<ByteSource> {
   const size = await blobs.size(digest);
   if (size === undefined) throw new Error(`blob ${digest} is missing from the blob store`);
-  return { size, read: (start, end) => blobs.read(digest, start, end) };
+  const openReader = blobs.openReader?.bind(blobs);
+  if (!openReader) return { size, read: (start, end) => blobs.read(digest, start, end) };
+  // One open file for all of a round's slices, not an open, a stat and a close per read.
+  let reader: ReturnType<typeof openReader> | undefined;
+  return {
+    size,
+    read: (start, end) => blobs.read(digest, start, end),
+    readInto: async (target, position) => (await (reader ??= openReader(digest))).readInto(target, position),
+    close: async () => {
+      const r = reader;
+      reader = undefined;
+      if (r) await (await r).close();
+    },
+  };
 }
 
 /** The safetensors header of a stored file, reading only its first bytes. */
@@ -101,44 +120,60 @@ export async function* streamAggregate(a: StreamAggregateArgs): AsyncGenerator<U
   yield head.bytes;
   const sliceElems = Math.max(1, Math.floor((a.sliceBytes ?? DEFAULT_SLICE_BYTES) / 4));
   const col = new Float64Array(ups.length);
-  for (const t of entries) {
-    const n = (t.end - t.begin) / DTYPE_BYTES[t.dtype];
-    if (!aggregated.has(t.name)) {
-      // Local and skipped tensors carry over unchanged, byte for byte.
-      const base = model.dataStart + t.begin;
-      for (let at = 0; at < t.end - t.begin; at += sliceElems * 4) yield new Uint8Array(await a.global.read(base + at, base + Math.min(t.end - t.begin, at + sliceElems * 4)));
-      continue;
-    }
-    // The reads of the next slice run (in libuv's threads) while this one is reduced.
-    const readSlice = (i0: number, i1: number) => {
-      const p = Promise.all(ups.map(async (u) => {
-        const e = u.tensors.get(t.name)!, size = DTYPE_BYTES[e.dtype], base = u.header.dataStart + e.begin;
-        return decodeValues(await u.source.read(base + i0 * size, base + i1 * size), e.dtype, t.name);
-      }));
-      p.catch(() => {}); // awaited below; a failure while this slice is reduced must not go unhandled
-      return p;
-    };
-    let next = readSlice(0, Math.min(n, sliceElems));
-    for (let i0 = 0; i0 < n; i0 += sliceElems) {
-      const i1 = Math.min(n, i0 + sliceElems), len = i1 - i0;
-      const slices = await next;
-      if (i1 < n) next = readSlice(i1, Math.min(n, i1 + sliceElems));
-      const o = new Float32Array(len);
-      let flag: number;
-      // The in-memory kernel itself (WeightedSum's), on this slice of every update: the same sums in the same order.
-      if (a.elementwise.kind === 'mean') flag = onePass(slices, weights, inv, o);
-      else flag = coordinateSlice(slices, a.elementwise.reduce, col, o);
-      if (!(flag <= FLT_MAX)) {
-        const i = o.findIndex((v) => !Number.isFinite(v));
-        if (i >= 0) throw new Error(`aggregated model: tensor "${t.name}" is not finite at index ${i0 + i}`);
+  // Two slices' buffers per update, reused for every slice of every tensor (sized for the largest slice needed).
+  const largest = Math.min(sliceElems, entries.reduce((m, t) => (aggregated.has(t.name) ? Math.max(m, (t.end - t.begin) / DTYPE_BYTES[t.dtype]) : m), 1));
+  const buffers: [Float32Array[], Float32Array[]] = [ups.map(() => new Float32Array(largest)), ups.map(() => new Float32Array(largest))];
+  try {
+    yield* tensors();
+  } finally {
+    await Promise.all(ups.map((u) => u.source.close?.()));
+  }
+  async function* tensors(): AsyncGenerator<Uint8Array> {
+    for (const t of entries) {
+      const n = (t.end - t.begin) / DTYPE_BYTES[t.dtype];
+      if (!aggregated.has(t.name)) {
+        // Local and skipped tensors carry over unchanged, byte for byte.
+        const base = model.dataStart + t.begin;
+        for (let at = 0; at < t.end - t.begin; at += sliceElems * 4) yield new Uint8Array(await a.global.read(base + at, base + Math.min(t.end - t.begin, at + sliceElems * 4)));
+        continue;
       }
-      // Past the check above every float32 value is finite; rounding to F16 (or BF16, or an integer) may overflow.
-      if (t.dtype !== 'F32') {
-        roundToDtype({ shape: [len], data: o, dtype: t.dtype });
-        const bad = o.findIndex((v) => !Number.isFinite(v));
-        if (bad >= 0) throw new Error(`aggregated model: tensor "${t.name}" has a non-finite value (${o[bad]}) at index ${i0 + bad} after rounding to its dtype`);
+      // The reads of the next slice run (in libuv's threads) while this one is reduced, into the other of two
+      // buffers per update (float32 read in place; a narrowed transport dtype decoded from its bytes).
+      const readSlice = (i0: number, i1: number, slot: Float32Array[]) => {
+        const p = Promise.all(ups.map(async (u, k) => {
+          const e = u.tensors.get(t.name)!, size = DTYPE_BYTES[e.dtype], base = u.header.dataStart + e.begin;
+          if (u.source.readInto && e.dtype === 'F32' && HOST_LITTLE_ENDIAN) {
+            const into = slot[k]!.subarray(0, i1 - i0);
+            await u.source.readInto(new Uint8Array(into.buffer, into.byteOffset, into.byteLength), base + i0 * size);
+            return into;
+          }
+          return decodeValues(await u.source.read(base + i0 * size, base + i1 * size), e.dtype, t.name);
+        }));
+        p.catch(() => {}); // awaited below; a failure while this slice is reduced must not go unhandled
+        return p;
+      };
+      let next = readSlice(0, Math.min(n, sliceElems), buffers[0]);
+      for (let i0 = 0, s = 0; i0 < n; i0 += sliceElems, s ^= 1) {
+        const i1 = Math.min(n, i0 + sliceElems), len = i1 - i0;
+        const slices = await next;
+        if (i1 < n) next = readSlice(i1, Math.min(n, i1 + sliceElems), buffers[s ^ 1]);
+        const o = new Float32Array(len);
+        let flag: number;
+        // The in-memory kernel itself (WeightedSum's), on this slice of every update: the same sums in the same order.
+        if (a.elementwise.kind === 'mean') flag = onePass(slices, weights, inv, o);
+        else flag = coordinateSlice(slices, a.elementwise.reduce, col, o);
+        if (!(flag <= FLT_MAX)) {
+          const i = o.findIndex((v) => !Number.isFinite(v));
+          if (i >= 0) throw new Error(`aggregated model: tensor "${t.name}" is not finite at index ${i0 + i}`);
+        }
+        // Past the check above every float32 value is finite; rounding to F16 (or BF16, or an integer) may overflow.
+        if (t.dtype !== 'F32') {
+          roundToDtype({ shape: [len], data: o, dtype: t.dtype });
+          const bad = o.findIndex((v) => !Number.isFinite(v));
+          if (bad >= 0) throw new Error(`aggregated model: tensor "${t.name}" has a non-finite value (${o[bad]}) at index ${i0 + bad} after rounding to its dtype`);
+        }
+        yield t.dtype === 'F32' && HOST_LITTLE_ENDIAN ? new Uint8Array(o.buffer) : encodeValues(o, t.dtype, t.name);
       }
-      yield t.dtype === 'F32' && HOST_LITTLE_ENDIAN ? new Uint8Array(o.buffer) : encodeValues(o, t.dtype, t.name);
     }
   }
 }

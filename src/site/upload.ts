@@ -7,7 +7,8 @@
  * digest again and is told where to resume. It never starts over while the coordinator keeps the upload.
  */
 import { createHash } from 'node:crypto';
-import { closeSync, createReadStream, openSync, readSync, statSync } from 'node:fs';
+import { createReadStream, statSync } from 'node:fs';
+import { open } from 'node:fs/promises';
 import { ApiError, type HttpClient } from './http.js';
 
 /** Results larger than this are uploaded in chunks (a single body is cheaper below it). */
@@ -49,17 +50,27 @@ export async function uploadInChunks(http: HttpClient, taskId: string, file: str
   }
 }
 
+/** The slowest link a chunk's request is given time for (bytes/s): a 64 MiB chunk may take 4 minutes, not 60 s. */
+const SLOWEST_UPLINK_BYTES_PER_S = 256 * 1024;
+
 async function sendChunks(http: HttpClient, up: UploadAnswer, file: string, size: number, o: ChunkedUploadOptions): Promise<void> {
-  const fd = openSync(file, 'r');
+  const fh = await open(file, 'r');
   try {
+    // One buffer for every chunk, read without blocking the agent's loop (a request is done with it once answered).
+    const buffer = Buffer.allocUnsafe(Math.min(up.chunkBytes, size));
     let offset = up.received;
     while (offset < size) {
       const n = Math.min(up.chunkBytes, size - offset);
-      const chunk = Buffer.allocUnsafe(n);
-      for (let got = 0; got < n;) got += readSync(fd, chunk, got, n - got, offset + got);
+      const chunk = buffer.subarray(0, n);
+      for (let got = 0; got < n;) {
+        const { bytesRead } = await fh.read(chunk, got, n - got, offset + got);
+        if (bytesRead === 0) throw new Error(`${file} ended at ${offset + got} bytes while its upload of ${size} bytes was being sent`);
+        got += bytesRead;
+      }
       await o.onChunk?.(offset, n);
       try {
-        offset = (await http.request('PUT', `/v1/agent/uploads/${encodeURIComponent(up.uploadId)}?offset=${offset}`, { type: 'application/octet-stream', data: chunk })).json<{ received: number }>().received;
+        const timeoutMs = Math.max(60_000, Math.ceil((n / SLOWEST_UPLINK_BYTES_PER_S) * 1000));
+        offset = (await http.request('PUT', `/v1/agent/uploads/${encodeURIComponent(up.uploadId)}?offset=${offset}`, { type: 'application/octet-stream', data: chunk }, timeoutMs)).json<{ received: number }>().received;
       } catch (e) {
         // The coordinator holds another count than we thought (a retried chunk that had landed): go on from it.
         if (e instanceof ApiError && e.status === 409 && typeof e.body?.['received'] === 'number') offset = e.body['received'];
@@ -68,7 +79,7 @@ async function sendChunks(http: HttpClient, up: UploadAnswer, file: string, size
       o.onProgress?.(offset, size);
     }
   } finally {
-    closeSync(fd);
+    await fh.close();
   }
 }
 

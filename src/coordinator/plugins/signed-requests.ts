@@ -21,6 +21,36 @@ declare module 'fastify' {
   interface FastifyRequest {
     /** Set once the body's bytes were read and matched the signed digest. */
     bodyVerified?: boolean;
+    /** The pooled buffer the body was read into (a route with `config.pooledBody`), given back once answered. */
+    pooledBody?: Buffer;
+  }
+  interface FastifyContextConfig {
+    /**
+     * The route's octet-stream body is read into a buffer reused by later requests (an upload's chunks: no fresh
+     * tens of MiB, page-faulted and collected, per chunk). The handler must be done with the body when it answers.
+     */
+    pooledBody?: boolean;
+  }
+}
+
+/**
+ * Buffers for large bodies of routes that ask for them: a few kept for reuse, let go after a while without use, so
+ * an idle coordinator holds none.
+ */
+class BodyPool {
+  private free: Buffer[] = [];
+  private timer: NodeJS.Timeout | undefined;
+  constructor(private readonly keep = 4, private readonly idleMs = 10_000) {}
+
+  take(n: number): Buffer {
+    const i = this.free.findIndex((b) => b.length >= n);
+    return i >= 0 ? this.free.splice(i, 1)[0]! : Buffer.allocUnsafeSlow(n);
+  }
+
+  give(b: Buffer): void {
+    if (this.free.length < this.keep) this.free.push(b);
+    clearTimeout(this.timer);
+    this.timer = setTimeout(() => (this.free = []), this.idleMs).unref();
   }
 }
 
@@ -41,8 +71,14 @@ function tooLarge(limit: number, authenticated: boolean): HttpError {
  * Reads a body up to `limit` bytes, hashing as it goes, and checks it against the signed digest (when the
  * request was signed). Past the limit it stops buffering at once and lets the rest drain unread.
  */
-function readBody(req: FastifyRequest, payload: Readable, limit: number): Promise<Buffer> {
+function readBody(req: FastifyRequest, payload: Readable, limit: number, pool?: BodyPool): Promise<Buffer> {
   return new Promise((resolve, reject) => {
+    // A declared length (within the limit: preParsing refused a larger one) is read into one buffer of that size,
+    // so a large body (an upload's chunk) is copied once, not gathered and concatenated.
+    const declared = Number(req.headers['content-length']);
+    const known = Number.isSafeInteger(declared) && declared > 0 && declared <= limit;
+    if (known && pool) req.pooledBody = pool.take(declared);
+    const into = !known ? undefined : req.pooledBody ? req.pooledBody.subarray(0, declared) : Buffer.allocUnsafe(declared);
     const chunks: Buffer[] = [];
     const hash = createHash('sha256');
     let received = 0;
@@ -60,18 +96,29 @@ function readBody(req: FastifyRequest, payload: Readable, limit: number): Promis
         reject(tooLarge(limit, req.principal !== undefined));
         return;
       }
+      if (into && received > into.length) {
+        cleanup();
+        payload.resume();
+        reject(new HttpError(400, 'bad_body', `the request body runs past its content-length of ${into.length} bytes`));
+        return;
+      }
       hash.update(chunk);
-      chunks.push(chunk);
+      if (into) chunk.copy(into, received - chunk.length);
+      else chunks.push(chunk);
     };
     const onEnd = () => {
       cleanup();
+      if (into && received !== into.length) {
+        reject(new HttpError(400, 'bad_body', `the request body ended after ${received} of its content-length of ${into.length} bytes`));
+        return;
+      }
       const digest = hash.digest('hex');
       if (req.signedBodySha256 !== undefined && digest !== req.signedBodySha256) {
         reject(new AuthError('unauthenticated', `the body received (${received} bytes, SHA-256 ${digest}) is not the body the signature covers (${HEADER_CONTENT_SHA256} ${req.signedBodySha256})`, req.principal?.id));
         return;
       }
       req.bodyVerified = true;
-      resolve(Buffer.concat(chunks, received));
+      resolve(into ?? Buffer.concat(chunks, received));
     };
     const onError = (e: Error) => {
       cleanup();
@@ -108,9 +155,15 @@ export function signedRequests(app: FastifyInstance, o: SignedRequestOptions): v
     }
   });
 
+  const pool = new BodyPool();
+  app.addHook('onResponse', async (req) => {
+    if (req.pooledBody) pool.give(req.pooledBody);
+    req.pooledBody = undefined;
+  });
+
   app.removeAllContentTypeParsers();
   // Binary bodies (safetensors) arrive as Buffers.
-  app.addContentTypeParser('application/octet-stream', (req: FastifyRequest, payload: Readable) => readBody(req, payload, limitFor(req)));
+  app.addContentTypeParser('application/octet-stream', (req: FastifyRequest, payload: Readable) => readBody(req, payload, limitFor(req), req.routeOptions.config.pooledBody ? pool : undefined));
   // JSON is parsed from the raw bytes, which are kept (rawBody): strict UTF-8, prototype keys refused,
   // and every string and key must be storable text (./input-rules.ts).
   const parseJson = app.getDefaultJsonParser('error', 'error');

@@ -26,8 +26,11 @@ import { HttpError, requireSite } from '../auth.js';
 import type { RouteContext, RoutePlugin } from './context.js';
 import { acceptResult, blobSource, checkFitUpdate, globalVersions, refuseOversized, refuser } from './results.js';
 
-/** Default largest chunk: big enough that loopback throughput is the disk's, small enough to buffer per request. */
-export const UPLOAD_CHUNK_BYTES = 8 * 1024 * 1024;
+/**
+ * Default largest chunk: big enough that the per-chunk costs (a request, a signature, an fsync) are small against
+ * its bytes, small enough to buffer per request (uploads in flight are bounded by limits.ts `uploadBytes`).
+ */
+export const UPLOAD_CHUNK_BYTES = 64 * 1024 * 1024;
 
 export const uploadRoutes: RoutePlugin = async (app, ctx) => {
   const { store } = ctx;
@@ -104,6 +107,8 @@ export const uploadRoutes: RoutePlugin = async (app, ctx) => {
 
   app.put<{ Params: { id: string }; Querystring: { offset: string } }>('/v1/agent/uploads/:id', {
     bodyLimit: chunkBytes,
+    // The chunk is read into a reused buffer (plugins/signed-requests.ts): the append below is done with it when we answer.
+    config: { pooledBody: true },
     schema: { params: IdParams, querystring: ChunkQuery, body: binaryBody, response: { 200: ChunkReply, 409: OffsetConflictReply } },
     // A chunk that would run past the announced size is refused by its declared length, before it is read.
     preParsing: async (req) => {
@@ -117,7 +122,8 @@ export const uploadRoutes: RoutePlugin = async (app, ctx) => {
   }, async (req, reply) => {
     const site = requireSite(req.principal!, 'update.submit');
     const u = await uploadOf(site, req.params.id);
-    const bytes = new Uint8Array(req.body as Buffer);
+    const body = req.body as Buffer;
+    const bytes = new Uint8Array(body.buffer, body.byteOffset, body.byteLength); // a view of the body, not a copy
     const offset = Number(req.query.offset);
     if (offset + bytes.length > u.size) throw new HttpError(413, 'chunk_too_large', `a chunk of ${bytes.length} bytes at offset ${offset} runs past the ${u.size} bytes announced for upload ${u.id}`);
     try {

@@ -34,11 +34,22 @@ export interface PartialBlob {
   readonly id: string;
   /** Bytes received and durable so far. */
   received(): Promise<number>;
-  /** Appends `bytes` at `offset` (must equal received(): BlobOffsetConflict otherwise); returns the new received count. */
+  /**
+   * Appends `bytes` at `offset` (must equal received(): BlobOffsetConflict otherwise); returns the new received count.
+   * `bytes` is not kept once this resolves (the caller reuses its buffer).
+   */
   append(offset: number, bytes: Uint8Array): Promise<number>;
   /** Verifies the whole content against `expect` and makes it a blob (BlobMismatch and the partial is discarded otherwise). */
   commit(expect: BlobInfo): Promise<BlobInfo>;
   discard(): Promise<void>;
+}
+
+/** One blob held open for many reads into the caller's buffers (a streaming aggregation's slices). */
+export interface BlobReader {
+  readonly size: number;
+  /** Fills `target` with the blob's bytes from `position` (all of it: the range must lie inside the blob). */
+  readInto(target: Uint8Array, position: number): Promise<void>;
+  close(): Promise<void>;
 }
 
 export interface BlobStore {
@@ -53,6 +64,8 @@ export interface BlobStore {
   read(digest: string, start: number, end: number): Promise<Uint8Array>;
   /** The blob's bytes [start, end) as chunks of at most `chunkBytes` (default 4 MiB), in order. */
   stream(digest: string, opts?: { start?: number; end?: number; chunkBytes?: number }): AsyncIterable<Uint8Array>;
+  /** The blob opened once for reads into given buffers (no allocation, no open per read); where a backend has one. */
+  openReader?(digest: string): Promise<BlobReader>;
   /** The whole blob (only for blobs known to be small: metadata-sized models, tests). */
   readAll(digest: string): Promise<Uint8Array>;
   delete(digest: string): Promise<void>;

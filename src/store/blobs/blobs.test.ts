@@ -1,5 +1,6 @@
 /** The BlobStore suite (blob-suite.ts) on every backend: memory, files in a temp directory, PostgreSQL's chunk table. */
-import { mkdtempSync, rmSync, statSync } from 'node:fs';
+import { appendFileSync, mkdtempSync, rmSync, statSync } from 'node:fs';
+import { createHash } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { it } from 'node:test';
@@ -59,6 +60,23 @@ it('file blobs are the owner\'s only: directories 700, files 600', async () => {
     const mode = (p: string) => statSync(join(dir, 'blobs', p)).mode & 0o777;
     assert.deepEqual([mode('.'), mode('sha256'), mode(`sha256/${digest.slice(0, 2)}`), mode('partial')], [0o700, 0o700, 0o700, 0o700]);
     assert.deepEqual([mode(`sha256/${digest.slice(0, 2)}/${digest}`), mode('partial/p1')], [0o600, 0o600]);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+it('a file partial\'s digest is right when its kept hash fell behind the file (bytes written by another process)', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'setu-blobs-'));
+  try {
+    const blobs = new FileBlobStore(join(dir, 'blobs'));
+    const p = await blobs.partial('p2');
+    await p.append(0, Buffer.from('abc'));
+    // Another process (a previous coordinator on this directory) appended: the hash kept here covers 3 bytes of 6.
+    appendFileSync(join(dir, 'blobs', 'partial', 'p2'), 'def');
+    assert.equal(await p.append(6, Buffer.from('ghi')), 9);
+    const want = createHash('sha256').update('abcdefghi').digest('hex');
+    assert.deepEqual(await p.commit({ digest: want, size: 9 }), { digest: want, size: 9 });
+    assert.equal(Buffer.from(await blobs.readAll(want)).toString(), 'abcdefghi');
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

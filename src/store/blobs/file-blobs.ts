@@ -5,11 +5,11 @@
  * so a crash leaves either no blob or the whole one, never a torn file under a digest's name. Directories are 700,
  * files 600, as the store's database files are.
  */
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash, randomBytes, type Hash } from 'node:crypto';
 import { mkdirSync, existsSync, readdirSync, chmodSync } from 'node:fs';
 import { open, rename, unlink, stat, readdir, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
-import { BlobOffsetConflict, DEFAULT_BLOB_CHUNK_BYTES, type BlobInfo, type BlobStore, type PartialBlob } from './blob-store.js';
+import { BlobOffsetConflict, DEFAULT_BLOB_CHUNK_BYTES, type BlobInfo, type BlobReader, type BlobStore, type PartialBlob } from './blob-store.js';
 import { checkExpect } from './memory-blobs.js';
 import { blobPath, checkDigest, checkPartialId } from './names.js';
 
@@ -20,6 +20,13 @@ const DIR_MODE = 0o700;
  * PostgreSQL's job (pg-blobs.ts).
  */
 const partialLocks = new Map<string, Promise<unknown>>();
+/**
+ * The sha256 of each partial's bytes so far, kept across appends, so a commit need not read the upload back to
+ * hash it. Valid only while its `size` is the file's (a state that fell behind — a failed write, another process —
+ * is rebuilt by hashing the file once); a hash state cannot be saved, so after a restart the first append re-hashes
+ * what the partial holds, once.
+ */
+const partialHashes = new Map<string, { hash: Hash; size: number }>();
 const FILE_MODE = 0o600;
 
 export class FileBlobStore implements BlobStore {
@@ -119,6 +126,19 @@ export class FileBlobStore implements BlobStore {
     }
   }
 
+  async openReader(digest: string): Promise<BlobReader> {
+    const fh = await this.openBlob(digest);
+    const size = (await fh.stat()).size;
+    return {
+      size,
+      readInto: async (target, position) => {
+        if (position < 0 || position + target.length > size) throw new Error(`blob ${digest}: bytes [${position}, ${position + target.length}) lie outside its ${size} bytes`);
+        await readFully(fh, target, position);
+      },
+      close: () => fh.close(),
+    };
+  }
+
   async readAll(digest: string): Promise<Uint8Array> {
     return this.read(digest, 0, Infinity);
   }
@@ -161,8 +181,11 @@ export class FileBlobStore implements BlobStore {
         if (offset !== have) throw new BlobOffsetConflict(have);
         const fh = await open(file, 'r+');
         try {
+          const state = await hashState(fh, have);
           await writeAll(fh, bytes, have);
           await fh.sync(); // "received" means durable: a coordinator restarted after this answer still holds it
+          state.hash.update(bytes);
+          state.size += bytes.length;
         } finally {
           await fh.close();
         }
@@ -170,19 +193,14 @@ export class FileBlobStore implements BlobStore {
       }),
       commit: (expect) => serial(async () => {
         const fh = await open(file, 'r');
-        const hash = createHash('sha256');
-        let size = 0;
+        let info: BlobInfo;
         try {
-          const total = (await fh.stat()).size;
-          for (let at = 0; at < total; at += DEFAULT_BLOB_CHUNK_BYTES) {
-            const c = await readRange(fh, at, Math.min(at + DEFAULT_BLOB_CHUNK_BYTES, total));
-            hash.update(c);
-            size += c.length;
-          }
+          const state = await hashState(fh, (await fh.stat()).size);
+          info = { digest: state.hash.digest('hex'), size: state.size };
         } finally {
+          partialHashes.delete(file);
           await fh.close();
         }
-        const info = { digest: hash.digest('hex'), size };
         try {
           checkExpect(info, expect);
         } catch (e) {
@@ -193,9 +211,24 @@ export class FileBlobStore implements BlobStore {
         return info;
       }),
       discard: () => serial(async () => {
+        partialHashes.delete(file);
         await unlink(file).catch(() => {});
       }),
     };
+    /** The running hash of the partial's first `size` bytes (its whole content): kept, or rebuilt from the file. */
+    async function hashState(fh: FileHandle, size: number): Promise<{ hash: Hash; size: number }> {
+      const kept = partialHashes.get(file);
+      if (kept && kept.size === size) return kept;
+      const state = { hash: createHash('sha256'), size: 0 };
+      partialHashes.delete(file);
+      for (let at = 0; at < size; at += DEFAULT_BLOB_CHUNK_BYTES) {
+        const c = await readRange(fh, at, Math.min(at + DEFAULT_BLOB_CHUNK_BYTES, size));
+        state.hash.update(c);
+        state.size += c.length;
+      }
+      partialHashes.set(file, state);
+      return state;
+    }
   }
 
   private async openBlob(digest: string): Promise<FileHandle> {
@@ -217,12 +250,16 @@ async function writeAll(fh: FileHandle, bytes: Uint8Array, position: number): Pr
 
 async function readRange(fh: FileHandle, start: number, end: number): Promise<Uint8Array> {
   const out = Buffer.allocUnsafe(end - start);
+  await readFully(fh, out, start);
+  return new Uint8Array(out.buffer, out.byteOffset, out.length);
+}
+
+async function readFully(fh: FileHandle, out: Uint8Array, start: number): Promise<void> {
   for (let done = 0; done < out.length;) {
     const { bytesRead } = await fh.read(out, done, out.length - done, start + done);
-    if (bytesRead === 0) throw new Error(`blob file ended at ${start + done}, expected ${end} bytes`);
+    if (bytesRead === 0) throw new Error(`blob file ended at ${start + done}, expected ${start + out.length} bytes`);
     done += bytesRead;
   }
-  return new Uint8Array(out.buffer, out.byteOffset, out.length);
 }
 
 /** fsync on a directory makes a rename or a new entry in it durable. */
