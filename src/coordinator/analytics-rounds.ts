@@ -13,29 +13,20 @@
  * Site answers are keyed by site name (the name is what results and refusals show), and combined in name order,
  * so the federation's result is exactly `runQuery` over the same tables keyed the same way.
  */
-import type { EventBus } from './events.js';
 import type { Store, StudyRow, RoundRow, TaskRow } from '../store/store.js';
 import type { AnalyticsSpec, QueryResultEntry, QuerySpec, StudyResults, AnalyticsTask } from '../protocol/analytics.js';
 import type { ResultMeta, StudySpec } from '../protocol/api.js';
 import { answerProblems, combineAnswers, type SiteAnswer } from '../analytics/query.js';
 import { declaredColumns } from '../analytics/columns.js';
 import { CoxNewton, combineCox, type CoxAnswer, type CoxNewtonState } from '../analytics/survival/cox.js';
-import { appendAudit, type AuditKey } from '../governance/audit-store.js';
+import { appendAudit } from '../governance/audit-store.js';
 import { commitTransitions, eligibleParticipants, loadLifecycle } from '../governance/study-governance.js';
 import { complete as lifecycleComplete } from '../governance/lifecycle.js';
 import { createHash } from 'node:crypto';
+import type { DriverContext } from './driver-context.js';
 
 const digestHex = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex');
 
-export interface AnalyticsRoundsContext {
-  store: Store;
-  bus: EventBus;
-  now: () => number;
-  log: (msg: string) => void;
-  audit?: AuditKey;
-  /** Default round deadline in seconds when the study sets none. */
-  defaultTimeoutS: number;
-}
 
 /** Where an analytics study's progress and results are kept (one JSON value, written with each round's commit). */
 export const analyticsStateKey = (studyId: string) => `study:${studyId}:analytics`;
@@ -69,7 +60,7 @@ export async function studyResults(store: Store, study: StudyRow): Promise<Study
 }
 
 /** Opens the round of the next query (or the next Newton step of a Cox fit). */
-export async function openAnalyticsRound(ctx: AnalyticsRoundsContext, study: StudyRow, spec: StudySpec): Promise<void> {
+export async function openAnalyticsRound(ctx: DriverContext, study: StudyRow, spec: StudySpec): Promise<void> {
   const { store } = ctx;
   const now = ctx.now();
   const state = await loadState(store, study, spec);
@@ -117,7 +108,7 @@ export async function openAnalyticsRound(ctx: AnalyticsRoundsContext, study: Stu
  * combine the answers and commit. Sites that refused are listed with their reasons; a query no site answered fails
  * alone (its entry says why) and the study goes on to the next one.
  */
-export async function driveAnalyticsRound(ctx: AnalyticsRoundsContext, study: StudyRow, spec: StudySpec, open: RoundRow): Promise<void> {
+export async function driveAnalyticsRound(ctx: DriverContext, study: StudyRow, spec: StudySpec, open: RoundRow): Promise<void> {
   const { store } = ctx;
   const tasks = await store.listTasks(study.id, open.round);
   const updates = await store.listUpdates(study.id, open.round);

@@ -27,19 +27,19 @@
  *  - After the last version (the study's `rounds`) the round closes in the same transaction, expiring the tasks
  *    still out, and the engine runs the usual evaluate round of the final model.
  */
-import type { EventBus } from './events.js';
 import type { AsyncContributionRow, MetricRow, ModelVersionRow, RoundRow, Store, StudyRow, TaskRow, UpdateRow } from '../store/store.js';
 import type { AsyncSpec, ResultMeta, StudySpec } from '../protocol/api.js';
 import type { AsyncView } from '../protocol/views.js';
 import type { Weights } from '../protocol/tensors.js';
 import { decodeSafetensors, encodeSafetensors } from '../protocol/safetensors.js';
-import { appendAudit, type AuditKey } from '../governance/audit-store.js';
+import { appendAudit } from '../governance/audit-store.js';
 import { eligibleParticipants } from '../governance/study-governance.js';
 import { aggregatePart, mergeAggregate, rulesOf } from './study-model.js';
 import { hostStrategy } from './strategy-host.js';
 import { clientNoiseMultiplier } from './privacy.js';
 import { CryptoNormal } from '../privacy/noise.js';
 import { foldBuffer, stalenessWeight, type BufferedUpdate } from './async-fold.js';
+import type { DriverContext } from './driver-context.js';
 
 
 /** The round that holds an asynchronous study's tasks and updates while it trains (round 0 is the prepare round). */
@@ -48,14 +48,6 @@ export const ASYNC_ROUND = 1;
 export const ASYNC_STRATEGIES = ['fedavg', 'fedprox'];
 const OPEN = ['issued', 'delivered'];
 
-export interface AsyncRoundsContext {
-  store: Store;
-  bus: EventBus;
-  now: () => number;
-  log: (msg: string) => void;
-  audit?: AuditKey;
-  defaultTimeoutS: number;
-}
 
 /** A task's id: the study, the site and the version it trains from (one task per site per version). */
 export const asyncTaskId = (studyId: string, siteId: string, version: number) => `${studyId}.r${ASYNC_ROUND}.${siteId}.v${version}`;
@@ -96,7 +88,7 @@ export function asyncSpecProblems(spec: StudySpec): string[] {
 }
 
 /** Opens the study's asynchronous round: a task for every eligible site against the latest version. */
-export async function openAsyncRound(ctx: AsyncRoundsContext, study: StudyRow, spec: StudySpec): Promise<void> {
+export async function openAsyncRound(ctx: DriverContext, study: StudyRow, spec: StudySpec): Promise<void> {
   const { store } = ctx;
   const now = ctx.now();
   const a = spec.async!;
@@ -115,7 +107,7 @@ export async function openAsyncRound(ctx: AsyncRoundsContext, study: StudyRow, s
   ctx.bus.emit({ type: 'tasks', siteIds: sites });
 }
 
-function timeoutMs(ctx: AsyncRoundsContext, spec: StudySpec): number {
+function timeoutMs(ctx: DriverContext, spec: StudySpec): number {
   return Math.round((spec.roundTimeoutSeconds ?? ctx.defaultTimeoutS) * 1000);
 }
 
@@ -127,7 +119,7 @@ function newTask(study: StudyRow, spec: StudySpec, siteId: string, versionId: st
   };
 }
 
-function auditIssued(ctx: AsyncRoundsContext, study: StudyRow, tasks: TaskRow[], version: number, digest: string, now: number): ((tx: Store) => Promise<void>) | undefined {
+function auditIssued(ctx: DriverContext, study: StudyRow, tasks: TaskRow[], version: number, digest: string, now: number): ((tx: Store) => Promise<void>) | undefined {
   const audit = ctx.audit;
   if (!audit) return undefined;
   return async (tx) => {
@@ -141,7 +133,7 @@ function auditIssued(ctx: AsyncRoundsContext, study: StudyRow, tasks: TaskRow[],
  * One tick of an asynchronous study: fold every full buffer, expire tasks past their deadline or too stale to be
  * used, give every free site its next task, and fail the study when no version can come any more.
  */
-export async function driveAsyncRound(ctx: AsyncRoundsContext, study: StudyRow, spec: StudySpec, open: RoundRow): Promise<void> {
+export async function driveAsyncRound(ctx: DriverContext, study: StudyRow, spec: StudySpec, open: RoundRow): Promise<void> {
   const { store } = ctx;
   const a = spec.async!;
   const dp = spec.privacy?.dp?.level === 'client';
@@ -218,7 +210,7 @@ function pick(buffered: UpdateRow[], k: number, onePerSite: boolean): UpdateRow[
 }
 
 /** For a failure's reason: what the buffer holds and what each site did with the latest version. */
-async function bufferState(ctx: AsyncRoundsContext, study: StudyRow, a: AsyncSpec, version: number, tasks: TaskRow[], buffered: UpdateRow[], baseOf: (u: UpdateRow) => number): Promise<string> {
+async function bufferState(ctx: DriverContext, study: StudyRow, a: AsyncSpec, version: number, tasks: TaskRow[], buffered: UpdateRow[], baseOf: (u: UpdateRow) => number): Promise<string> {
   const names = new Map((await ctx.store.listSites()).map((s) => [s.id, s.name]));
   const errors = new Map((await ctx.store.listTaskErrors(study.id, ASYNC_ROUND)).map((e) => [e.task_id, e]));
   const sites = (JSON.parse(study.participants ?? '[]') as string[]).map((s) => {
@@ -232,7 +224,7 @@ async function bufferState(ctx: AsyncRoundsContext, study: StudyRow, a: AsyncSpe
 }
 
 /** Folds the chosen updates into version `v` and records the stale ones as refused, in one transaction. */
-async function commitVersion(ctx: AsyncRoundsContext, study: StudyRow, spec: StudySpec, v: number, chosen: UpdateRow[], stale: UpdateRow[], baseOf: (u: UpdateRow) => number): Promise<void> {
+async function commitVersion(ctx: DriverContext, study: StudyRow, spec: StudySpec, v: number, chosen: UpdateRow[], stale: UpdateRow[], baseOf: (u: UpdateRow) => number): Promise<void> {
   const { store } = ctx;
   const a = spec.async!;
   const now = ctx.now();

@@ -36,7 +36,8 @@ import { DEFAULT_STAGE_TIMEOUT_S, SecAggSessions, newSession, restartRound, secA
 import { clientLevelDp } from './privacy.js';
 import type { RoundRow } from '../store/store.js';
 import { aggregatePart, rulesOf } from './study-model.js';
-import { driveAnalyticsRound, openAnalyticsRound, type AnalyticsRoundsContext } from './analytics-rounds.js';
+import { driveAnalyticsRound, openAnalyticsRound } from './analytics-rounds.js';
+import type { DriverContext } from './driver-context.js';
 import { decideFromProgress, secaggShortfall, stopStudy, type RoundCloseDeps } from './round-close.js';
 import { driveAsyncRound, openAsyncRound } from './async-rounds.js';
 
@@ -311,15 +312,15 @@ export class RoundEngine {
     if (!open) {
       // A study over CSV data first checks every site's file against its schema (round 0).
       if (spec.dataSchema && !(await this.store.getRound(study.id, 0))) return this.openRound(study, spec, 0, 'prepare');
-      if (spec.analytics) return openAnalyticsRound(this.analyticsContext(), study, spec);
-      if (spec.async && study.current_round < spec.rounds) return openAsyncRound(this.analyticsContext(), study, spec);
+      if (spec.analytics) return openAnalyticsRound(this.driverContext(), study, spec);
+      if (spec.async && study.current_round < spec.rounds) return openAsyncRound(this.driverContext(), study, spec);
       const next = study.current_round + 1;
       if (next <= spec.rounds) await this.openRound(study, spec, next, 'fit');
       else await this.openRound(study, spec, spec.rounds + 1, 'evaluate');
       return;
     }
-    if (open.kind === 'analytics') return driveAnalyticsRound(this.analyticsContext(), study, spec, open);
-    if (open.kind === 'async') return driveAsyncRound(this.analyticsContext(), study, spec, open);
+    if (open.kind === 'analytics') return driveAnalyticsRound(this.driverContext(), study, spec, open);
+    if (open.kind === 'async') return driveAsyncRound(this.driverContext(), study, spec, open);
     if (open.kind === 'fit' && spec.privacy?.secagg) return this.driveSecAgg(study, spec, open, await this.store.listTasks(study.id, open.round), await this.store.listUpdates(study.id, open.round));
     // Closes as soon as every site has answered (result, refusal or task error), honouring minSites (round-close.ts).
     // From counts: the round's rows (the updates with their weights) are read once, to commit.
@@ -337,7 +338,7 @@ export class RoundEngine {
   }
 
   /** What an analytics study's rounds, and an asynchronous study's, need from the engine (analytics-rounds.ts, async-rounds.ts). */
-  private analyticsContext(): AnalyticsRoundsContext {
+  private driverContext(): DriverContext {
     return { store: this.store, bus: this.bus, now: this.now, log: this.log, defaultTimeoutS: DEFAULT_ROUND_TIMEOUT_S, ...(this.opts.audit ? { audit: this.opts.audit } : {}) };
   }
 
