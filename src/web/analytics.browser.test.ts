@@ -16,7 +16,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import YAML from 'yaml';
-import { chromium, type BrowserContext, type Page } from 'playwright-core';
+import type { BrowserContext, Page } from 'playwright-core';
 import { startCoordinator, type RunningCoordinator } from '../coordinator/start.js';
 import { adminOf, freePort, studyLeadClient } from '../testing/processes.js';
 import { HttpClient } from '../site/http.js';
@@ -32,9 +32,8 @@ import { parseCsv } from '../site/data/csv.js';
 import { createRng } from '../learning/rng.js';
 import { queryFileName, resultCsv } from '../analytics/export.js';
 import type { QueryResult } from '../analytics/results.js';
-import { missingGlyphs } from './browser-checks.js';
+import { CHROMIUM, launchChromium, missingGlyphs, watchCspViolations } from './browser-checks.js';
 
-const CHROMIUM = process.env['SETU_CHROMIUM'] ?? '/usr/bin/chromium';
 const ARTIFACTS = resolve(process.env['SETU_TEST_ARTIFACTS'] ?? join(process.cwd(), 'test-artifacts'));
 const skip = existsSync(CHROMIUM) || process.env['CI'] === 'true' ? false : `no Chromium at ${CHROMIUM} (apt-get install -y chromium); under CI=true this fails instead`;
 
@@ -128,19 +127,9 @@ test('dashboard: an analytics study shows its queries as tables and plots, refus
     const { id } = await lead.json<{ id: string }>('POST', '/v1/studies', spec);
     await lead.json('POST', `/v1/studies/${id}/start`, {});
 
-    ctx = await chromium.launchPersistentContext(profile, {
-      executablePath: CHROMIUM,
-      headless: true,
-      acceptDownloads: true,
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-      viewport: { width: 1280, height: 1000 },
-    });
+    ctx = await launchChromium(profile, { acceptDownloads: true });
     const errors: string[] = [];
-    await ctx.exposeFunction('__cspViolation', (v: string) => errors.push(`CSP violation: ${v}`));
-    await ctx.addInitScript(() => {
-      const report = (window as unknown as { __cspViolation: (v: string) => void }).__cspViolation;
-      document.addEventListener('securitypolicyviolation', (e) => report(`${e.violatedDirective} blocked ${e.blockedURI || '(inline)'}`));
-    });
+    await watchCspViolations(ctx, errors);
     const page: Page = await ctx.newPage();
     page.on('pageerror', (e) => errors.push(e.message));
     await page.goto(`${url}/#/studies/${id}`);

@@ -14,13 +14,12 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:f
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import type { ChildProcess } from 'node:child_process';
-import { chromium, type BrowserContext, type Page } from 'playwright-core';
+import type { BrowserContext, Page } from 'playwright-core';
 import { startCoordinator, type RunningCoordinator } from '../coordinator/start.js';
 import { adminOf, freePort, startHeartSite, stopAll, studyLeadClient, waitFor } from '../testing/processes.js';
 import type { StudyDetail } from '../protocol/views.js';
-import { missingGlyphs } from './browser-checks.js';
+import { CHROMIUM, launchChromium, missingGlyphs, watchCspViolations } from './browser-checks.js';
 
-const CHROMIUM = process.env['SETU_CHROMIUM'] ?? '/usr/bin/chromium';
 const ARTIFACTS = resolve(process.env['SETU_TEST_ARTIFACTS'] ?? join(process.cwd(), 'test-artifacts'));
 const skip = existsSync(CHROMIUM) || process.env['CI'] === 'true' ? false : `no Chromium at ${CHROMIUM} (apt-get install -y chromium); under CI=true this fails instead`;
 const VERSIONS = 30;
@@ -46,18 +45,9 @@ test('dashboard: an asynchronous study shows its versions, buffer and staleness 
       fit: { localSteps: 20, batchSize: 8, optimizer: { kind: 'sgd', lr: 0.05 } }, seed: 3, async: { bufferSize: 2, maxStaleness: 8 },
     });
 
-    ctx = await chromium.launchPersistentContext(profile, {
-      executablePath: CHROMIUM,
-      headless: true,
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-      viewport: { width: 1280, height: 1000 },
-    });
+    ctx = await launchChromium(profile);
     const errors: string[] = [];
-    await ctx.exposeFunction('__cspViolation', (v: string) => errors.push(`CSP violation: ${v}`));
-    await ctx.addInitScript(() => {
-      const report = (window as unknown as { __cspViolation: (v: string) => void }).__cspViolation;
-      document.addEventListener('securitypolicyviolation', (e) => report(`${e.violatedDirective} blocked ${e.blockedURI || '(inline)'}`));
-    });
+    await watchCspViolations(ctx, errors);
     const page: Page = await ctx.newPage();
     page.on('pageerror', (e) => errors.push(e.message));
     await page.goto(`${c.url}/#/studies/${id}`);

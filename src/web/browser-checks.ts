@@ -1,7 +1,30 @@
 /**
- * Checks the browser tests share (dashboard.browser.test.ts, analytics.browser.test.ts): they run in the page.
+ * What the browser tests share (dashboard, analytics and async browser tests): Debian's Chromium launched the same
+ * way, the CSP-violation and page-error watch, and checks that run in the page.
  */
-import type { Page } from 'playwright-core';
+import { chromium, type BrowserContext, type Page } from 'playwright-core';
+
+export const CHROMIUM = process.env['SETU_CHROMIUM'] ?? '/usr/bin/chromium';
+
+/** Debian's Chromium (never a downloaded browser), headless, in the profile directory `profile`. */
+export function launchChromium(profile: string, o: { width?: number; acceptDownloads?: boolean } = {}): Promise<BrowserContext> {
+  return chromium.launchPersistentContext(profile, {
+    executablePath: CHROMIUM,
+    headless: true,
+    ...(o.acceptDownloads ? { acceptDownloads: true } : {}),
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+    viewport: { width: o.width ?? 1280, height: 1000 },
+  });
+}
+
+/** Collects every CSP violation the browser reports, in any document of any tab of `ctx` (the test fails on any). */
+export async function watchCspViolations(ctx: BrowserContext, errors: string[]): Promise<void> {
+  await ctx.exposeFunction('__cspViolation', (v: string) => errors.push(`CSP violation: ${v}`));
+  await ctx.addInitScript(() => {
+    const report = (window as unknown as { __cspViolation: (v: string) => void }).__cspViolation;
+    document.addEventListener('securitypolicyviolation', (e) => report(`${e.violatedDirective} blocked ${e.blockedURI || '(inline)'}`));
+  });
+}
 
 /**
  * Characters of the page's text that the browser draws as a missing glyph: each distinct letter of a script outside

@@ -23,12 +23,11 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:f
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { chromium, type BrowserContext, type Page } from 'playwright-core';
+import type { BrowserContext, Page } from 'playwright-core';
 import { generateSigningKeys, signRequest } from '../protocol/signing.js';
 import { decodeSafetensors } from '../protocol/safetensors.js';
-import { missingGlyphs } from './browser-checks.js';
+import { CHROMIUM, launchChromium, missingGlyphs, watchCspViolations } from './browser-checks.js';
 
-const CHROMIUM = process.env['SETU_CHROMIUM'] ?? '/usr/bin/chromium';
 const MAIN_JS = resolve(dirname(fileURLToPath(import.meta.url)), '..', 'cli', 'main.js');
 const ARTIFACTS = resolve(process.env['SETU_TEST_ARTIFACTS'] ?? join(process.cwd(), 'test-artifacts'));
 // Enough rounds that the federation is still training while the browser logs in and watches.
@@ -135,13 +134,7 @@ test('dashboard: live study, reports, every page in three languages, roles (Chro
     const openapi = (await (await fetch(`${url}/openapi.json`)).json()) as { paths: Record<string, unknown> };
     for (const p of ['/v1/studies/{id}', '/v1/sites', '/v1/events', '/v1/events/token', '/v1/studies/{id}/export']) assert.ok(openapi.paths[p], `openapi.json lacks ${p}`);
 
-    ctx = await chromium.launchPersistentContext(profile, {
-      executablePath: CHROMIUM,
-      headless: true,
-      acceptDownloads: true,
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-      viewport: { width: 1400, height: 1000 },
-    });
+    ctx = await launchChromium(profile, { width: 1400, acceptDownloads: true });
     // Security headers on the dashboard and on API answers.
     const home = await fetch(`${url}/`);
     const csp = home.headers.get('content-security-policy') ?? '';
@@ -155,11 +148,7 @@ test('dashboard: live study, reports, every page in three languages, roles (Chro
 
     // Every CSP violation the browser reports, in any document of any tab, fails the test.
     const errors: string[] = [];
-    await ctx.exposeFunction('__cspViolation', (v: string) => errors.push(`CSP violation: ${v}`));
-    await ctx.addInitScript(() => {
-      const report = (window as unknown as { __cspViolation: (v: string) => void }).__cspViolation;
-      document.addEventListener('securitypolicyviolation', (e) => report(`${e.violatedDirective} blocked ${e.blockedURI || '(inline)'}`));
-    });
+    await watchCspViolations(ctx, errors);
     const page = await ctx.newPage();
     page.on('pageerror', (e) => errors.push(e.message));
     page.on('console', (m) => {
