@@ -11,8 +11,8 @@
  */
 import type { StudySpec, ResultMeta } from '../protocol/api.js';
 import type { Weights } from '../protocol/tensors.js';
-import { createStrategy } from '../learning/strategies/registry.js';
-import type { Elementwise, Strategy, StrategyState } from '../learning/strategy.js';
+import { createStrategy, STRATEGY_NAMES } from '../learning/strategies/registry.js';
+import type { Elementwise, RobustSelection, ServerStep, Strategy, StrategyState } from '../learning/strategy.js';
 import type { FitConfig } from '../learning/types.js';
 
 export interface FitResultIn {
@@ -51,6 +51,15 @@ export interface HostedStrategy {
    * the engine streams the round from the update blobs (stream-aggregate.ts) instead of calling aggregateFit.
    */
   elementwise?: Elementwise;
+  /** Present, like `elementwise`, when the stack is a server optimiser alone: streamed by stream-server-opt.ts. */
+  serverStep?: ServerStep;
+  /** Present, like `elementwise`, when the stack is Krum or Multi-Krum alone: streamed by stream-krum.ts. */
+  robustSelection?: RobustSelection;
+  /**
+   * The server optimiser's moments as the streamed path saved them (a blob per moment, by name), instead of
+   * tensors in the strategy's own state; absent before the first streamed round.
+   */
+  momentBlobs?: Record<string, string>;
   /** Global metrics of the round this layer adds, read after aggregation. */
   roundMetrics?(round: number): RoundMetric[];
   getState(): StrategyState;
@@ -71,12 +80,36 @@ export function strategyParams(spec: StudySpec): Record<string, unknown> {
   };
 }
 
+/** How a strategy's round can be aggregated from the update blobs slice by slice, at any model size, if it can. */
+export function streamedKind(s: Strategy): 'elementwise' | 'serverStep' | 'robustSelection' | undefined {
+  return s.elementwise ? 'elementwise' : s.serverStep ? 'serverStep' : s.robustSelection ? 'robustSelection' : undefined;
+}
+
+/**
+ * The strategies whose rounds the coordinator streams from the update blobs at any model size (without a client-level
+ * DP layer): what study-model.ts admits over IN_MEMORY_AGGREGATION_MAX_BYTES and what the engine streams (the hooks
+ * hostStrategy passes on are those of these strategies only). The others (Cyclic) decode the round in memory.
+ */
+export const STREAMED_STRATEGIES: readonly string[] = STRATEGY_NAMES.filter((n) => streamedKind(createStrategy(n)) !== undefined);
+
+/** The saved state's moment blobs, when the streamed server step wrote it (stream-server-opt.ts). */
+export function momentBlobsOf(state: StrategyState | undefined): Record<string, string> | undefined {
+  const j = state?.json as { momentBlobs?: Record<string, string> } | undefined;
+  return j && typeof j === 'object' && j.momentBlobs && typeof j.momentBlobs === 'object' ? j.momentBlobs : undefined;
+}
+
 export function hostStrategy(spec: StudySpec, state?: StrategyState): HostedStrategy {
   const strategy = createStrategy(spec.strategy.name, strategyParams(spec));
-  if (state) strategy.setState(state);
+  const momentBlobs = momentBlobsOf(state);
+  // Moments in blobs are read slice by slice by the streamed step; the strategy itself starts without them.
+  if (state && !momentBlobs) strategy.setState(state);
+  const streamed = STREAMED_STRATEGIES.includes(strategy.name);
   return {
     strategy,
-    ...(strategy.elementwise ? { elementwise: strategy.elementwise } : {}),
+    ...(streamed && strategy.elementwise ? { elementwise: strategy.elementwise } : {}),
+    ...(streamed && strategy.serverStep ? { serverStep: strategy.serverStep } : {}),
+    ...(streamed && strategy.robustSelection ? { robustSelection: strategy.robustSelection } : {}),
+    ...(momentBlobs ? { momentBlobs } : {}),
     configureFit(round, sites) {
       // Global weights are not needed to choose sites; strategies that do need them read them in begin().
       return strategy.configureFit(round, {}, sites).map((t) => ({

@@ -65,16 +65,53 @@ export interface StrategyState {
  *  - `mean`: Σ w_k y_k / Σ w_k with w_k the example count (or 1 for `equal`), summed in float64 left to right over
  *    the sites sorted by id, scaled by 1/Σ w_k and rounded to float32 once: exactly what MeanAggregator computes.
  *  - `coordinate`: `reduce` of the sites' values of one element, sorted ascending (Median, TrimmedMean).
- * Strategies with server state of model size (FedAvgM, FedAdam, …) or pairwise distances (Krum) have none.
+ * Strategies with server state of model size (FedAvgM, FedAdam, …) or pairwise distances (Krum) have none: they
+ * describe themselves with `ServerStep` and `RobustSelection` instead, which stream too.
  */
 export type Elementwise =
   | { kind: 'mean'; weighting: 'examples' | 'equal' }
   | { kind: 'coordinate'; reduce: (sortedColumn: Float64Array, sites: number) => number };
 
+/**
+ * A server optimiser's step (FedAvgM, FedAdam, FedYogi, FedAdagrad): the round's weighted mean y of the sites' models
+ * (the `mean` of Elementwise, rounded to float32), then per element x' = step(x, y, moments), where the moments are
+ * float32 vectors of the model's layout carried from round to round (zero before the first). Element i of the result
+ * and of the new moments depends on element i alone, so the coordinator applies it slice by slice with the moments
+ * in blobs (coordinator/stream-server-opt.ts). The in-memory strategy calls the same `apply` on whole tensors, so
+ * both paths compute the same bits.
+ */
+export interface ServerStep {
+  readonly weighting: 'examples' | 'equal';
+  /** Names of the moment vectors, in the order `apply` takes them (FedAdam: m, v; FedAvgM: v). */
+  readonly moments: readonly string[];
+  /**
+   * x: the global model's values, y: the round's mean, moments: the previous moments (overwritten with the new
+   * ones), o: the new model's values (float32, not yet rounded to the tensor's dtype). All of one length.
+   */
+  apply(x: Float32Array, y: Float32Array, moments: readonly Float32Array[], o: Float32Array): void;
+}
+
+/**
+ * Krum and Multi-Krum: each update scored by the sum of squared distances (float64, over the whole update) to its
+ * `k − byzantine − 2` nearest others, the `select(k)` lowest (ties to the smaller site id) averaged with `weighting`
+ * (Krum: one, copied). Needs only the pairwise distances, which the coordinator sums slice by slice
+ * (coordinator/stream-krum.ts), then the chosen updates' mean, streamed like FedAvg's.
+ */
+export interface RobustSelection {
+  readonly byzantine: number;
+  readonly weighting: 'examples' | 'equal';
+  /** How many of k updates are averaged. */
+  select(k: number): number;
+}
+
 export interface Strategy {
   readonly name: string;
   /** Present when the aggregate is elementwise (see Elementwise); its state does not change in a round then. */
   readonly elementwise?: Elementwise;
+  /** Present on server optimisers whose step is elementwise on the round's mean (see ServerStep). */
+  readonly serverStep?: ServerStep;
+  /** Present on Krum and Multi-Krum (see RobustSelection). */
+  readonly robustSelection?: RobustSelection;
   configureFit(round: number, global: Weights, sites: readonly string[]): FitTask[];
   begin(round: number, global: Weights): RoundAggregator;
   aggregateFit(round: number, global: Weights, results: readonly FitResult[]): AggregateOutput;

@@ -3,7 +3,7 @@
  * v = β v + g;  x ← x − η v. With β = 0 and η = 1 it is FedAvg. (Flower's formula.)
  */
 import { emptyWeights, setTensor, tensorLike, zerosLike, type Weights } from '../../protocol/tensors.js';
-import type { RoundAggregator, StrategyState } from '../strategy.js';
+import type { RoundAggregator, ServerStep, StrategyState } from '../strategy.js';
 import { BaseStrategy, MeanAggregator, checkRound, checkStateName, readCommon, type CommonOptions } from './base.js';
 import { Params } from './params.js';
 
@@ -25,18 +25,28 @@ export class FedAvgM extends BaseStrategy {
     return s;
   }
 
+  /** v = β v + (x − y), x' = x − η v, in float64 with v kept in float32 (the in-memory step and the streamed one). */
+  get serverStep(): ServerStep {
+    const lr = this.serverLr, mom = this.serverMomentum;
+    return {
+      weighting: this.common.weighting,
+      moments: ['v'],
+      apply(x, y, [v], o) {
+        for (let i = 0; i < x.length; i++) {
+          v![i] = mom * v![i]! + (x[i]! - y[i]!);
+          o[i] = x[i]! - lr * v![i]!;
+        }
+      },
+    };
+  }
+
   begin(round: number, global: Weights): RoundAggregator {
     checkRound(round);
     return new MeanAggregator(global, this.common.weighting, (meanY) => {
       this.v ??= zerosLike(global);
       const out = zerosLike(global);
-      for (const k of Object.keys(global)) {
-        const x = global[k]!.data, y = meanY[k]!.data, v = this.v[k]!.data, o = out[k]!.data;
-        for (let i = 0; i < x.length; i++) {
-          v[i] = this.serverMomentum * v[i]! + (x[i]! - y[i]!);
-          o[i] = x[i]! - this.serverLr * v[i]!;
-        }
-      }
+      const step = this.serverStep;
+      for (const k of Object.keys(global)) step.apply(global[k]!.data, meanY[k]!.data, [this.v[k]!.data], out[k]!.data);
       return out;
     });
   }

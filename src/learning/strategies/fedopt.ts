@@ -8,7 +8,7 @@
  * operation is rounded to float32, as FLamby's numpy float32 arrays do.
  */
 import type { Weights } from '../../protocol/tensors.js';
-import type { RoundAggregator, StrategyState } from '../strategy.js';
+import type { RoundAggregator, ServerStep, StrategyState } from '../strategy.js';
 import { BaseStrategy, MeanAggregator, checkRound, checkStateName, readCommon, type CommonOptions } from './base.js';
 import { Params } from './params.js';
 import { emptyWeights, layoutMismatch, layoutOf, setTensor, tensorLike, zerosLike } from '../../protocol/tensors.js';
@@ -51,26 +51,38 @@ export abstract class FedOpt extends BaseStrategy {
     return new MeanAggregator(global, this.common.weighting, (meanY) => this.step(global, meanY));
   }
 
+  /** The server update on one element range (the in-memory step below and the coordinator's streamed one). */
+  get serverStep(): ServerStep {
+    const { serverLr: eta, beta1: b1, beta2: b2, tau } = this.opt;
+    const rule = this.rule;
+    return {
+      weighting: this.common.weighting,
+      moments: ['m', 'v'],
+      apply(xd, yd, [m, v], o) {
+        for (let i = 0; i < xd.length; i++) {
+          const d = f(yd[i]! - xd[i]!);
+          m![i] = f(f(b1 * m![i]!) + f(f(1 - b1) * d));
+          const d2 = f(d * d);
+          let vi = v![i]!;
+          if (rule === 'adam') vi = f(f(b2 * vi) + f(f(1 - b2) * d2));
+          else if (rule === 'yogi') vi = f(vi - f(f(f(1 - b2) * d2) * Math.sign(f(vi - d2))));
+          else vi = f(vi + d2);
+          v![i] = vi;
+          o[i] = f(xd[i]! + f(f(eta * m![i]!) / f(f(Math.sqrt(vi)) + f(tau))));
+        }
+      },
+    };
+  }
+
   /** Server update from the mean of the sites' models. */
   private step(x: Weights, meanY: Weights): Weights {
     this.m ??= zerosLike(x);
     this.v ??= zerosLike(x);
-    const { serverLr: eta, beta1: b1, beta2: b2, tau } = this.opt;
+    const step = this.serverStep;
     const out = emptyWeights();
     for (const k of Object.keys(x)) {
-      const xd = x[k]!.data, yd = meanY[k]!.data, m = this.m[k]!.data, v = this.v[k]!.data;
-      const o = new Float32Array(xd.length);
-      for (let i = 0; i < xd.length; i++) {
-        const d = f(yd[i]! - xd[i]!);
-        m[i] = f(f(b1 * m[i]!) + f(f(1 - b1) * d));
-        const d2 = f(d * d);
-        let vi = v[i]!;
-        if (this.rule === 'adam') vi = f(f(b2 * vi) + f(f(1 - b2) * d2));
-        else if (this.rule === 'yogi') vi = f(vi - f(f(f(1 - b2) * d2) * Math.sign(f(vi - d2))));
-        else vi = f(vi + d2);
-        v[i] = vi;
-        o[i] = f(xd[i]! + f(f(eta * m[i]!) / f(f(Math.sqrt(vi)) + f(tau))));
-      }
+      const o = new Float32Array(x[k]!.data.length);
+      step.apply(x[k]!.data, meanY[k]!.data, [this.m[k]!.data, this.v[k]!.data], o);
       setTensor(out, k, tensorLike(x[k]!, o));
     }
     return out;

@@ -5,7 +5,7 @@
  * Ties in score go to the smaller site id, so the choice does not depend on arrival order.
  */
 import { cloneWeights, type Weights } from '../../protocol/tensors.js';
-import type { FitResult, RoundAggregator } from '../strategy.js';
+import type { FitResult, RobustSelection, RoundAggregator } from '../strategy.js';
 import { BaseStrategy, BufferingAggregator, checkRound, readCommon, type CommonOptions } from './base.js';
 import { Params } from './params.js';
 import { sqDist } from '../weights.js';
@@ -40,6 +40,11 @@ export class Krum extends BaseStrategy {
     const s = new Krum(readCommon(p), f);
     p.done();
     return s;
+  }
+
+  /** One update, the lowest-scored, copied (a mean of one, equally weighted: the same values). */
+  get robustSelection(): RobustSelection {
+    return { byzantine: this.byzantine, weighting: 'equal', select: () => 1 };
   }
 
   begin(round: number, global: Weights): RoundAggregator {

@@ -3,7 +3,7 @@
  * (weighted by examples or equally, as configured). m = k − f when not given.
  */
 import type { Weights } from '../../protocol/tensors.js';
-import type { RoundAggregator } from '../strategy.js';
+import type { RobustSelection, RoundAggregator } from '../strategy.js';
 import { BaseStrategy, BufferingAggregator, checkRound, readCommon, weightOf, type CommonOptions } from './base.js';
 import { krumScores, selectLowest } from './krum.js';
 import { Params } from './params.js';
@@ -25,10 +25,14 @@ export class MultiKrum extends BaseStrategy {
     return s;
   }
 
+  get robustSelection(): RobustSelection {
+    return { byzantine: this.byzantine, weighting: this.common.weighting, select: (k) => Math.min(k, this.select ?? k - this.byzantine) };
+  }
+
   begin(round: number, global: Weights): RoundAggregator {
     checkRound(round);
     return new BufferingAggregator(global, (sorted) => {
-      const m = Math.min(sorted.length, this.select ?? sorted.length - this.byzantine);
+      const m = this.robustSelection.select(sorted.length);
       const chosen = selectLowest(krumScores(sorted, this.byzantine), m).sort((a, b) => a - b);
       const sum = new WeightedSum(global);
       sum.addMany(chosen.map((i) => ({ weights: sorted[i]!.weights, w: weightOf(sorted[i]!, this.common.weighting) })));
