@@ -502,7 +502,7 @@ export class RoundEngine {
     // (fit-aggregate.ts). A masked update (SecAgg+) has no blob: its row carries only the site's metadata.
     const blobs = this.store.blobs;
     const sources = await Promise.all(updates.map(async (u) => ({ row: u, ...(u.digest !== null && u.size !== null ? { source: await blobSource(blobs, u.digest) } : {}) })));
-    const { digest, size } = await blobs.putStream(aggregateRound({ spec, host, round, global: await blobSource(blobs, globalRow.digest), updates: sources, asked, metadata: { study: study.id, round: String(round) } }));
+    const { digest, size } = await blobs.putStream(aggregateRound({ spec, host, round, global: await blobSource(blobs, globalRow.digest), updates: sources, asked, metadata: { study: study.id, round: String(round) }, blobs }));
     const state = host.getState();
     const metrics = fitMetrics(study.id, round, results);
     for (const m of host.roundMetrics?.(round) ?? []) metrics.push({ study_id: study.id, round, site_id: null, ...m });

@@ -1,16 +1,20 @@
 /**
  * The new model version of a fit round, from the round's accepted updates: streamed slice by slice when the study's
- * strategy stack aggregates elementwise (stream-aggregate.ts), otherwise through the strategy's in-memory
- * aggregateFit (robust and server-optimiser strategies, client-level DP, SecAgg+'s unmasked sum), which
- * study-model.ts admits only for models up to IN_MEMORY_AGGREGATION_MAX_BYTES.
+ * strategy stack is one of STREAMED_STRATEGIES alone (elementwise: stream-aggregate.ts; a server optimiser:
+ * stream-server-opt.ts; Krum, Multi-Krum: stream-krum.ts), otherwise through the strategy's in-memory aggregateFit
+ * (Cyclic, client-level DP, SecAgg+'s unmasked sum), which study-model.ts admits only for models up to
+ * IN_MEMORY_AGGREGATION_MAX_BYTES.
  */
 import type { ResultMeta, StudySpec } from '../protocol/api.js';
 import { decodeSafetensors, encodeSafetensors } from '../protocol/safetensors.js';
 import { dtypeOf, emptyWeights, setTensor, type Weights } from '../protocol/tensors.js';
 import type { UpdateRow } from '../store/store.js';
+import type { BlobStore } from '../store/blobs/blob-store.js';
 import type { FitResultIn, HostedStrategy } from './strategy-host.js';
 import { aggregationBytes, aggregationSeconds } from '../observability/metrics.js';
 import { readSourceHeader, streamAggregate, type ByteSource } from './stream-aggregate.js';
+import { momentsAsTensors, previousMoments, streamServerStep } from './stream-server-opt.js';
+import { streamKrum } from './stream-krum.js';
 import { aggregatePart, mergeAggregate, rulesOf, transportDtypes } from './study-model.js';
 
 export interface FitRound {
@@ -25,6 +29,8 @@ export interface FitRound {
   asked: number;
   /** The new version's safetensors metadata. */
   metadata: Record<string, string>;
+  /** The blob store, where a streamed server step keeps its moments (without it a server optimiser runs in memory). */
+  blobs?: BlobStore;
 }
 
 /** The round's results as the strategy layers see them, without weights (what the metrics need). */
@@ -33,8 +39,9 @@ export function resultsOf(updates: readonly UpdateRow[]): FitResultIn[] {
 }
 
 /** Whether the round streams from its updates (an elementwise strategy stack, every update's bytes at hand). */
-export function streams(r: Pick<FitRound, 'host' | 'updates'>): boolean {
-  return !!r.host.elementwise && r.updates.every((u) => u.source);
+export function streams(r: Pick<FitRound, 'host' | 'updates' | 'blobs'>): boolean {
+  const h = r.host;
+  return !!(h.elementwise || (h.serverStep && r.blobs) || h.robustSelection) && r.updates.every((u) => u.source);
 }
 
 /** The new version's safetensors, in chunks (for BlobStore.putStream, or concatenated); counted in the aggregation metrics. */
@@ -51,7 +58,7 @@ export async function* aggregateRound(r: FitRound): AsyncGenerator<Uint8Array> {
     }
     spent += performance.now() - t;
   };
-  yield* timed(path === 'streamed' ? streamed(r, r.host.elementwise!) : (async function* () { yield await inMemory(r); })());
+  yield* timed(path === 'streamed' ? streamed(r) : (async function* () { yield await inMemory(r); })());
   aggregationSeconds.inc({ path }, spent / 1000);
   aggregationBytes.inc({ path }, r.updates.reduce((a, u) => a + (u.source?.size ?? 0), 0));
 }
@@ -63,15 +70,27 @@ export async function collect(chunks: AsyncIterable<Uint8Array>): Promise<Uint8A
   return Buffer.concat(parts);
 }
 
-async function* streamed(r: FitRound, elementwise: NonNullable<HostedStrategy['elementwise']>): AsyncGenerator<Uint8Array> {
+async function* streamed(r: FitRound): AsyncGenerator<Uint8Array> {
   const rules = rulesOf(r.spec, (await readSourceHeader(r.global, 'the global model')).tensors.map((t) => t.name));
   const updates = r.updates.map((u) => ({ siteId: u.row.site_id, numExamples: u.row.num_examples, source: u.source! }));
-  yield* streamAggregate({ global: r.global, rules, updates, elementwise, metadata: r.metadata, transportDtypes: transportDtypes(r.spec) });
+  const args = { global: r.global, rules, updates, metadata: r.metadata, transportDtypes: transportDtypes(r.spec) };
+  const { host } = r;
+  if (host.elementwise) yield* streamAggregate({ ...args, elementwise: host.elementwise });
+  else if (host.serverStep) {
+    const moments = await previousMoments(r.blobs!, host.serverStep, host.momentBlobs, host.strategy.getState());
+    yield* streamServerStep({ ...args, step: host.serverStep, blobs: r.blobs!, ...(moments ? { moments } : {}), saved: (digests) => void (host.momentBlobs = digests) });
+  } else yield* streamKrum({ ...args, selection: host.robustSelection! });
 }
 
 const whole = (src: ByteSource) => src.read(0, src.size);
 
 async function inMemory(r: FitRound): Promise<Uint8Array> {
+  if (r.host.momentBlobs) {
+    // Moments a streamed round saved, for a round that cannot stream (a model small enough to decode).
+    if (!r.blobs) throw new Error(`round ${r.round}: the saved moments of ${r.spec.strategy.name} are in the blob store, which this aggregation was not given`);
+    r.host.strategy.setState({ json: { strategy: r.host.strategy.name, started: true }, tensors: await momentsAsTensors(r.blobs, r.host.momentBlobs) });
+    delete r.host.momentBlobs;
+  }
   // The strategy sees the aggregated tensors only; local and skipped ones carry over unchanged (study-model.ts).
   const model = decodeSafetensors(await whole(r.global)).weights;
   const rules = rulesOf(r.spec, Object.keys(model));

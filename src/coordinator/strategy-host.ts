@@ -103,8 +103,9 @@ export function hostStrategy(spec: StudySpec, state?: StrategyState): HostedStra
   const momentBlobs = momentBlobsOf(state);
   // Moments in blobs are read slice by slice by the streamed step; the strategy itself starts without them.
   if (state && !momentBlobs) strategy.setState(state);
+  if (momentBlobs && (state!.json as { strategy?: unknown }).strategy !== strategy.name) throw new Error(`setState: state belongs to strategy ${JSON.stringify((state!.json as { strategy?: unknown }).strategy)}, not "${strategy.name}"`);
   const streamed = STREAMED_STRATEGIES.includes(strategy.name);
-  return {
+  const host: HostedStrategy = {
     strategy,
     ...(streamed && strategy.elementwise ? { elementwise: strategy.elementwise } : {}),
     ...(streamed && strategy.serverStep ? { serverStep: strategy.serverStep } : {}),
@@ -126,6 +127,8 @@ export function hostStrategy(spec: StudySpec, state?: StrategyState): HostedStra
         results.map((r) => ({ siteId: r.siteId, weights: r.weights, numExamples: r.numExamples, ...(r.meta.trainMetrics?.['loss'] !== undefined ? { loss: r.meta.trainMetrics['loss'] } : {}) })),
       ).weights;
     },
-    getState: () => strategy.getState(),
+    // After a streamed server step the moments live in blobs (stream-server-opt.ts): the state names them.
+    getState: () => (host.momentBlobs ? { json: { strategy: strategy.name, started: true, momentBlobs: host.momentBlobs }, tensors: {} } : strategy.getState()),
   };
+  return host;
 }

@@ -91,6 +91,11 @@ export interface StreamAggregateArgs {
   transportDtypes?: readonly DType[];
   /** Bytes of float32 per slice (default 4 MiB). */
   sliceBytes?: number;
+  /**
+   * A server optimiser's step (stream-server-opt.ts): called on each slice of the mean (checked finite), in file
+   * order, before the result is rounded to the tensor's dtype; what it returns is written instead.
+   */
+  afterMean?: (tensor: TensorEntry, start: number, mean: Float32Array) => Promise<Float32Array>;
 }
 
 export const DEFAULT_SLICE_BYTES = 4 * 1024 * 1024;
@@ -157,7 +162,7 @@ export async function* streamAggregate(a: StreamAggregateArgs): AsyncGenerator<U
         const i1 = Math.min(n, i0 + sliceElems), len = i1 - i0;
         const slices = await next;
         if (i1 < n) next = readSlice(i1, Math.min(n, i1 + sliceElems), buffers[s ^ 1]);
-        const o = new Float32Array(len);
+        let o: Float32Array = new Float32Array(len);
         let flag: number;
         // The in-memory kernel itself (WeightedSum's), on this slice of every update: the same sums in the same order.
         if (a.elementwise.kind === 'mean') flag = onePass(slices, weights, inv, o);
@@ -166,6 +171,7 @@ export async function* streamAggregate(a: StreamAggregateArgs): AsyncGenerator<U
           const i = o.findIndex((v) => !Number.isFinite(v));
           if (i >= 0) throw new Error(`aggregated model: tensor "${t.name}" is not finite at index ${i0 + i}`);
         }
+        if (a.afterMean) o = await a.afterMean(t, i0, o);
         // Past the check above every float32 value is finite; rounding to F16 (or BF16, or an integer) may overflow.
         if (t.dtype !== 'F32') {
           roundToDtype({ shape: [len], data: o, dtype: t.dtype });
@@ -179,7 +185,7 @@ export async function* streamAggregate(a: StreamAggregateArgs): AsyncGenerator<U
 }
 
 /** The update's tensors by name, after checking they are the model's aggregated ones (shape; dtype or its transport). */
-function checkUpdate(h: SafetensorsHeader, model: Map<string, TensorEntry>, rules: ResolvedRules, transport: readonly DType[], siteId: string): Map<string, TensorEntry> {
+export function checkUpdate(h: SafetensorsHeader, model: Map<string, TensorEntry>, rules: ResolvedRules, transport: readonly DType[], siteId: string): Map<string, TensorEntry> {
   const got = new Map(h.tensors.map((t) => [t.name, t]));
   const who = `the update of site "${siteId}"`;
   for (const k of rules.aggregate) {

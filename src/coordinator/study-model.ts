@@ -15,7 +15,7 @@ import {
 } from '../protocol/tensors.js';
 import { createStrategy, strategyNeeds } from '../learning/strategies/registry.js';
 import type { DType } from '../protocol/tensors.js';
-import { strategyParams } from './strategy-host.js';
+import { STREAMED_STRATEGIES, strategyParams } from './strategy-host.js';
 
 /** A problem with a study's model, as the study lead should read it. */
 export class ModelProblem extends Error {}
@@ -59,8 +59,9 @@ export function inModelDtypes(got: WeightsLayout, model: WeightsLayout, transpor
 
 /**
  * Largest model (bytes of safetensors) a study may have when its round is aggregated in memory: every update decoded
- * at once, which the coordinator affords for models up to the size of the former update cap. A strategy that
- * aggregates elementwise without a privacy layer streams from the blobs (stream-aggregate.ts) at any size; under
+ * at once, which the coordinator affords for models up to the size of the former update cap. A strategy of
+ * STREAMED_STRATEGIES without a privacy layer streams from the blobs (stream-aggregate.ts, stream-server-opt.ts,
+ * stream-krum.ts) at any size; under
  * SecAgg+ the session holds one running sum, for models up to SECAGG_MAX_MASKED_BYTES / 4 values (each masked input
  * travels in one request).
  */
@@ -71,13 +72,14 @@ export const SECAGG_MAX_MASKED_BYTES = 63 * 1024 * 1024;
 /** Why a model of `bytes` cannot be aggregated for this study, or undefined when it can. */
 export function aggregationSizeProblem(spec: StudySpec, bytes: number): string | undefined {
   if (bytes <= IN_MEMORY_AGGREGATION_MAX_BYTES) return undefined;
-  if (spec.async) return `the model is ${bytes} bytes; an asynchronous study folds each buffer of ${spec.async.bufferSize} updates in memory, which the coordinator does for models up to ${IN_MEMORY_AGGREGATION_MAX_BYTES} bytes: run it synchronously with FedAvg, FedProx, Median or TrimmedMean (streamed from disk at any size), or send a smaller model`;
+  const streamed = `${STREAMED_STRATEGIES.slice(0, -1).join(', ')} or ${STREAMED_STRATEGIES.at(-1)} (streamed from disk at any size)`;
+  if (spec.async) return `the model is ${bytes} bytes; an asynchronous study folds each buffer of ${spec.async.bufferSize} updates in memory, which the coordinator does for models up to ${IN_MEMORY_AGGREGATION_MAX_BYTES} bytes: run it synchronously with ${streamed}, or send a smaller model`;
   if (spec.privacy?.secagg) return undefined;
   const strategy = createStrategy(spec.strategy.name, strategyParams(spec));
   const clientDp = spec.privacy?.dp?.level === 'client';
-  if (strategy.elementwise && !clientDp) return undefined;
+  if (STREAMED_STRATEGIES.includes(strategy.name) && !clientDp) return undefined;
   const why = clientDp ? 'client-level differential privacy without SecAgg+ clips each whole update in memory' : `${strategy.name} aggregates whole updates in memory`;
-  return `the model is ${bytes} bytes; ${why}, which the coordinator does for models up to ${IN_MEMORY_AGGREGATION_MAX_BYTES} bytes: use FedAvg, FedProx, Median or TrimmedMean (streamed from disk at any size), add SecAgg+, or send a smaller model`;
+  return `the model is ${bytes} bytes; ${why}, which the coordinator does for models up to ${IN_MEMORY_AGGREGATION_MAX_BYTES} bytes: use ${streamed}, add SecAgg+, or send a smaller model`;
 }
 
 /**

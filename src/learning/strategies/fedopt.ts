@@ -88,11 +88,12 @@ export abstract class FedOpt extends BaseStrategy {
     return out;
   }
 
+  /** Moments are float32 whatever the tensor's dtype (an F16 model's moments saved as F16 would not restore exactly). */
   override getState(): StrategyState {
     const tensors = emptyWeights();
     if (this.m && this.v) {
-      for (const [k, t] of Object.entries(this.m)) setTensor(tensors, `m.${k}`, tensorLike(t, new Float32Array(t.data)));
-      for (const [k, t] of Object.entries(this.v)) setTensor(tensors, `v.${k}`, tensorLike(t, new Float32Array(t.data)));
+      for (const [k, t] of Object.entries(this.m)) setTensor(tensors, `m.${k}`, { shape: [...t.shape], data: new Float32Array(t.data) });
+      for (const [k, t] of Object.entries(this.v)) setTensor(tensors, `v.${k}`, { shape: [...t.shape], data: new Float32Array(t.data) });
     }
     return { json: { strategy: this.name, started: this.m !== null }, tensors };
   }

@@ -13,12 +13,21 @@ import { sqDist } from '../weights.js';
 /** Krum scores of sorted results (index-aligned). */
 export function krumScores(results: readonly FitResult[], f: number): number[] {
   const k = results.length;
-  if (k < 2 * f + 3) throw new Error(`Krum: ${k} updates cannot tolerate ${f} Byzantine site(s); need at least ${2 * f + 3}`);
+  checkKrumSites(k, f);
   const d: number[][] = Array.from({ length: k }, () => new Array<number>(k).fill(0));
   for (let i = 0; i < k; i++) {
     for (let j = i + 1; j < k; j++) d[i]![j] = d[j]![i] = sqDist(results[i]!.weights, results[j]!.weights);
   }
-  const m = k - f - 2;
+  return scoresFromDistances(d, f);
+}
+
+export function checkKrumSites(k: number, f: number): void {
+  if (k < 2 * f + 3) throw new Error(`Krum: ${k} updates cannot tolerate ${f} Byzantine site(s); need at least ${2 * f + 3}`);
+}
+
+/** Each update's score from the symmetric matrix of squared distances (the coordinator's streamed path sums them by slice). */
+export function scoresFromDistances(d: readonly (readonly number[])[], f: number): number[] {
+  const m = d.length - f - 2;
   return d.map((row, i) => row.filter((_, j) => j !== i).sort((a, b) => a - b).slice(0, m).reduce((a, b) => a + b, 0));
 }
 
