@@ -19,6 +19,17 @@ it('a small large-model round: streamed, bit-identical to the in-memory aggregat
   assert.match(table(r), /aggregation \(streamed\).*memcpy/);
 });
 
+it('a server optimiser and Krum through the same harness: streamed, bit-identical to the in-memory strategy', { timeout: 5 * 60_000 }, async (t) => {
+  for (const strategy of ['fedadam', 'krum']) {
+    const r = await runLargeModelBench({ params: 100_000, sites: 3, tensors: 3, strategy, store: 'sqlite', log: (s) => t.diagnostic(s) });
+    t.diagnostic(table(r));
+    assert.equal(r.strategy, strategy === 'krum' ? 'Krum' : 'FedAdam');
+    assert.equal(r.verified, true, `${strategy}: the committed version differs from the in-memory aggregate`);
+    assert.equal(r.aggregatePath, 'streamed', strategy);
+    assert.match(table(r), new RegExp(`^large-model: ${r.strategy}, 3 sites`));
+  }
+});
+
 it('bad options are a usage error (exit 2)', async () => {
   const err = process.stderr.write.bind(process.stderr);
   let said = '';
@@ -26,9 +37,11 @@ it('bad options are a usage error (exit 2)', async () => {
   try {
     assert.equal(await main(['--params', 'lots']), 2);
     assert.equal(await main(['--store', 'mysql']), 2);
+    assert.equal(await main(['--strategy', 'cyclic']), 2);
   } finally {
     process.stderr.write = err;
   }
   assert.match(said, /--params must be an integer from 1 to 500000000, got "lots"/);
   assert.match(said, /--store must be sqlite or postgres, got "mysql"/);
+  assert.match(said, /--strategy must be one of FedAvg, .*FedAdam.*Krum.*, got "cyclic"/);
 });

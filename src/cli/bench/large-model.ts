@@ -1,10 +1,13 @@
 /**
- * `setu bench large-model`: one FedAvg round of N sites × a model of P float32 parameters through a real coordinator
+ * `setu bench large-model`: one round of N sites × a model of P float32 parameters through a real coordinator
  * process (`setu coordinator start`) over HTTP: sites enrolled over the API, every request signed, the study lead's
  * initial weights uploaded, each site downloading the global model and uploading its update, the coordinator
  * aggregating and committing the new version.
  *
- *   setu bench large-model [--params 250000000] [--sites 4] [--tensors 4] [--store sqlite|postgres] [--pg URL] [--cpu-prof DIR] [--json]
+ *   setu bench large-model [--params 250000000] [--sites 4] [--tensors 4] [--strategy fedavg] [--store sqlite|postgres] [--pg URL] [--cpu-prof DIR] [--json]
+ *
+ * `--strategy` is any of STREAMED_STRATEGIES (FedAvg by default; FedAdam, FedYogi, FedAdagrad, FedAvgM, Krum,
+ * MultiKrum…), so each one's figures come from this same harness (Krum with one Byzantine site from 5 sites, none below).
  *
  * Figures, each against a baseline measured in the same run on the same bytes:
  *  - round wall time (the study started → round 1 committed; downloads and uploads each run for all sites at once);
@@ -35,13 +38,16 @@ import { HttpClient } from '../../site/http.js';
 import { adminClient, freePort, startCoordinatorProcess, waitFor } from '../../testing/processes.js';
 import { createTempDatabase, PG_BASE } from '../../testing/pg.js';
 import { aggregateRound, collect } from '../../coordinator/fit-aggregate.js';
-import { hostStrategy, type HostedStrategy } from '../../coordinator/strategy-host.js';
+import { strategyNeeds } from '../../learning/strategies/registry.js';
+import { hostStrategy, STREAMED_STRATEGIES, type HostedStrategy } from '../../coordinator/strategy-host.js';
 import { bytesSource } from '../../coordinator/stream-aggregate.js';
 
 export interface LargeModelOptions {
   params: number;
   sites: number;
   tensors: number;
+  /** The study's strategy (one of STREAMED_STRATEGIES; default FedAvg). */
+  strategy?: string;
   store: 'sqlite' | 'postgres';
   pg?: string;
   /** A directory for the round's coordinator's CPU profile (node --cpu-prof): where an upload's time goes. */
@@ -50,6 +56,7 @@ export interface LargeModelOptions {
 }
 
 export interface LargeModelResult {
+  strategy: string;
   params: number;
   sites: number;
   store: 'sqlite' | 'postgres';
@@ -266,6 +273,17 @@ function memcpyMs(bodies: Uint8Array[], modelBytes: number): number {
   return best;
 }
 
+/** The study's strategy block: the name, and for Krum and Multi-Krum the Byzantine sites the round can tolerate. */
+function benchStrategy(o: LargeModelOptions): StudySpec['strategy'] {
+  // The bench's sites upload prepared updates: no proximal term or control variates (FedProx, SCAFFOLD) to declare.
+  const names = STREAMED_STRATEGIES.filter((n) => strategyNeeds(n).length === 0);
+  const name = names.find((n) => n.toLowerCase() === (o.strategy ?? 'FedAvg').toLowerCase());
+  if (!name) throw new UsageError(`--strategy must be one of ${names.join(', ')} (the strategies that stream at any size and need nothing of a trainer), got "${o.strategy}"`);
+  if (name !== 'Krum' && name !== 'MultiKrum') return { name };
+  if (o.sites < 3) throw new UsageError(`--strategy ${name} needs at least 3 sites, got ${o.sites}`);
+  return { name, params: { byzantine: o.sites >= 5 ? 1 : 0 } };
+}
+
 export async function runLargeModelBench(o: LargeModelOptions): Promise<LargeModelResult> {
   const log = o.log ?? (() => {});
   const modelBytes = o.params * 4;
@@ -299,7 +317,7 @@ export async function runLargeModelBench(o: LargeModelOptions): Promise<LargeMod
       sites.push({ id: e.siteId, signer });
     }
     const spec = {
-      name: 'large-model', dataset: 'bench', model: { kind: 'custom', name: 'bench-net' }, strategy: { name: 'FedAvg' }, rounds: 1,
+      name: 'large-model', dataset: 'bench', model: { kind: 'custom', name: 'bench-net' }, strategy: benchStrategy(o), rounds: 1,
       fit: { epochs: 1, batchSize: 8, optimizer: { kind: 'sgd', lr: 0.1 } }, roundTimeoutSeconds: 7200,
     } as StudySpec;
     const study = (await leadClient.json<{ id: string }>('POST', '/v1/studies', spec)).id;
@@ -371,7 +389,7 @@ export async function runLargeModelBench(o: LargeModelOptions): Promise<LargeMod
     let verified: boolean | 'skipped' = 'skipped';
     if (globalBytes) {
       const got = (await ok(send(url, 'GET', `/v1/studies/${study}/model`, lead), 'model download')).body;
-      const { elementwise: _streams, ...inMemoryHost } = hostStrategy(spec);
+      const { elementwise: _streams, serverStep: _step, robustSelection: _krum, ...inMemoryHost } = hostStrategy(spec);
       const rows = sites.map((s, k) => ({ row: { task_id: tasks[k]!.taskId, study_id: study, round: 1, site_id: s.id, digest: null, size: bodies[k]!.length, num_examples: 100 + k, metrics: '{}', received_at: 0 }, source: bytesSource(bodies[k]!) }));
       const want = await collect(aggregateRound({ spec, host: inMemoryHost as HostedStrategy, round: 1, global: bytesSource(globalBytes), updates: rows, asked: o.sites, metadata: { study, round: '1' } }));
       verified = Buffer.from(want).equals(got);
@@ -382,7 +400,7 @@ export async function runLargeModelBench(o: LargeModelOptions): Promise<LargeMod
     const plainPutFileBytesPerS = (o.sites * updateBytes) / (putFileMs / 1000);
     const uploadBytesPerS = (o.sites * updateBytes) / ((u1 - u0) / 1000);
     return {
-      params: o.params, sites: o.sites, store: o.store, modelBytes, updateBytes, loadAverage: loadavg().map((x) => Number(x.toFixed(2))),
+      strategy: spec.strategy.name, params: o.params, sites: o.sites, store: o.store, modelBytes, updateBytes, loadAverage: loadavg().map((x) => Number(x.toFixed(2))),
       roundMs, downloadMs: u0 - d0, uploadMs: u1 - u0, aggregateMs, aggregatePath: path, uploadPath: [...new Set(uploadPaths)].join('+'),
       peakRssBytes, rssPeaks, setupPeakRssBytes, rssGoalBytes: 2 * modelBytes + 300 * MB,
       memcpyBytesPerS, aggregateBytesPerS, aggregateRatio: aggregateBytesPerS / memcpyBytesPerS,
@@ -412,7 +430,7 @@ export function table(r: LargeModelResult): string {
     ['  CPU of the uploads', `coordinator ${r.uploadCpuS.toFixed(2)} s, sites ${r.uploadClientCpuS.toFixed(2)} s`, `plain PUTs (client and server) ${r.plainPutCpuS.toFixed(2)} s`, '', ''],
   ];
   const w = rows[0]!.map((_, i) => Math.max(...rows.map((x) => x[i]!.length)));
-  const head = `large-model: ${r.sites} sites × ${r.params.toLocaleString('en')} float32 parameters (${mb(r.modelBytes)} model, ${mb(r.updateBytes)} per update), ${r.store}; load average ${r.loadAverage.join(' ')}; ` +
+  const head = `large-model: ${r.strategy}, ${r.sites} sites × ${r.params.toLocaleString('en')} float32 parameters (${mb(r.modelBytes)} model, ${mb(r.updateBytes)} per update), ${r.store}; load average ${r.loadAverage.join(' ')}; ` +
     `new version ${r.verified === 'skipped' ? 'not compared (over 64 MiB)' : r.verified ? 'equals the in-memory aggregate byte for byte' : 'DIFFERS from the in-memory aggregate'}\n`;
   return head + rows.map((x) => x.map((c, i) => c.padEnd(w[i]!)).join('  ').trimEnd()).join('\n') + '\n';
 }
@@ -421,7 +439,7 @@ export async function main(argv: string[]): Promise<number> {
   let o: LargeModelOptions;
   let json = false;
   try {
-    const { values: v } = parse(argv, { params: { type: 'string' }, sites: { type: 'string' }, tensors: { type: 'string' }, store: { type: 'string' }, pg: { type: 'string' }, 'cpu-prof': { type: 'string' }, json: { type: 'boolean' } });
+    const { values: v } = parse(argv, { params: { type: 'string' }, sites: { type: 'string' }, tensors: { type: 'string' }, store: { type: 'string' }, strategy: { type: 'string' }, pg: { type: 'string' }, 'cpu-prof': { type: 'string' }, json: { type: 'boolean' } });
     const int = (s: string | undefined, name: string, d: number, max: number) => {
       if (s === undefined) return d;
       if (!/^[1-9][0-9]*$/.test(s) || Number(s) > max) throw new UsageError(`--${name} must be an integer from 1 to ${max}, got "${s}"`);
@@ -429,11 +447,12 @@ export async function main(argv: string[]): Promise<number> {
     };
     const store = v.store ?? 'sqlite';
     if (store !== 'sqlite' && store !== 'postgres') throw new UsageError(`--store must be sqlite or postgres, got "${store}"`);
-    o = { params: int(v.params, 'params', 250_000_000, 500_000_000), sites: int(v.sites, 'sites', 4, 64), tensors: int(v.tensors, 'tensors', 4, 10_000), store, ...(v.pg ? { pg: v.pg } : {}), ...(v['cpu-prof'] ? { cpuProf: v['cpu-prof'] } : {}) };
+    o = { params: int(v.params, 'params', 250_000_000, 500_000_000), sites: int(v.sites, 'sites', 4, 64), tensors: int(v.tensors, 'tensors', 4, 10_000), store, ...(v.strategy ? { strategy: v.strategy } : {}), ...(v.pg ? { pg: v.pg } : {}), ...(v['cpu-prof'] ? { cpuProf: v['cpu-prof'] } : {}) };
     if (o.tensors > o.params) throw new UsageError(`--tensors (${o.tensors}) must not exceed --params (${o.params})`);
+    benchStrategy(o); // a bad --strategy is a usage error before anything starts
     json = !!v.json;
   } catch (e) {
-    process.stderr.write(`setu bench large-model: ${(e as Error).message}\nusage: setu bench large-model [--params 250000000] [--sites 4] [--tensors 4] [--store sqlite|postgres] [--pg URL] [--cpu-prof DIR] [--json]\n`);
+    process.stderr.write(`setu bench large-model: ${(e as Error).message}\nusage: setu bench large-model [--params 250000000] [--sites 4] [--tensors 4] [--strategy fedavg] [--store sqlite|postgres] [--pg URL] [--cpu-prof DIR] [--json]\n`);
     return 2;
   }
   let r: LargeModelResult;
