@@ -16,7 +16,15 @@ import { adminClient, studyLeadClient, freePort, startCoordinatorProcess, enrolH
 
 const ROUNDS = 20;
 
-async function runFederation(opts: { killAfterRound?: number }): Promise<{ digests: Map<number, string>; beforeKill?: Map<number, string>; killedAt?: number }> {
+interface RunOptions {
+  killAfterRound?: number;
+  /** FedAvg by default; a server optimiser's moments must survive the kill too. */
+  strategy?: { name: string; params?: Record<string, unknown> };
+  rounds?: number;
+}
+
+async function runFederation(opts: RunOptions): Promise<{ digests: Map<number, string>; beforeKill?: Map<number, string>; killedAt?: number; lastState?: unknown }> {
+  const ROUNDS = opts.rounds ?? 20;
   const dir = mkdtempSync(join(tmpdir(), 'setu-restart-'));
   const children: ChildProcess[] = [];
   let coord: ChildProcess | undefined;
@@ -32,7 +40,7 @@ async function runFederation(opts: { killAfterRound?: number }): Promise<{ diges
       name: 'restart',
       dataset: 'heart',
       model: { kind: 'logistic', inputDim: 13 },
-      strategy: { name: 'FedAvg' },
+      strategy: opts.strategy ?? { name: 'FedAvg' },
       rounds: ROUNDS,
       fit: { localSteps: 100, batchSize: 4, optimizer: { kind: 'sgd', lr: 0.001 } },
       seed: 7,
@@ -67,6 +75,7 @@ async function runFederation(opts: { killAfterRound?: number }): Promise<{ diges
     const store = await openStore(join(dataDir, 'setu.db'));
     const versions = await store.listModelVersions(id);
     const rounds = await store.listRounds(id);
+    const lastState = await store.latestStrategyState(id);
     // Digest of the weights alone (the file's metadata names the study, which differs between runs).
     const weightDigests = new Map<number, string>();
     for (const v of versions) {
@@ -79,7 +88,7 @@ async function runFederation(opts: { killAfterRound?: number }): Promise<{ diges
     assert.deepEqual(versions.map((v) => v.round), Array.from({ length: ROUNDS + 1 }, (_, i) => i), 'one model version per round, none lost, none duplicated');
     assert.equal(rounds.filter((r) => r.status === 'committed').length, ROUNDS + 1, 'every fit round plus the final evaluation committed once');
     for (const [round, digest] of beforeKill ?? []) assert.equal(versions.find((v) => v.round === round)?.digest, digest, `round ${round} was committed before the crash and must be unchanged`);
-    return { digests: weightDigests, ...(beforeKill ? { beforeKill } : {}), ...(killedAt !== undefined ? { killedAt } : {}) };
+    return { digests: weightDigests, lastState: lastState ? JSON.parse(lastState.json) : undefined, ...(beforeKill ? { beforeKill } : {}), ...(killedAt !== undefined ? { killedAt } : {}) };
   } finally {
     await stopAll([...children, ...(coord ? [coord] : [])]);
     rmSync(dir, { recursive: true, force: true });
@@ -90,5 +99,15 @@ test('a coordinator killed with SIGKILL mid-study resumes and loses nothing', { 
   const crashed = await runFederation({ killAfterRound: 5 });
   assert.ok(crashed.killedAt! >= 5 && crashed.killedAt! < ROUNDS, `killed mid-study (after round ${crashed.killedAt})`);
   const clean = await runFederation({});
+  assert.deepEqual([...crashed.digests.entries()], [...clean.digests.entries()], 'the interrupted run ends with exactly the model of an uninterrupted one');
+});
+
+test('a FedAdam study killed mid-study resumes from its saved moments (blobs) and ends with the uninterrupted model', { timeout: 240_000 }, async () => {
+  const strategy = { name: 'FedAdam', params: { serverLr: 0.05 } };
+  const crashed = await runFederation({ killAfterRound: 3, strategy, rounds: 8 });
+  assert.ok(crashed.killedAt! >= 3 && crashed.killedAt! < 8, `killed mid-study (after round ${crashed.killedAt})`);
+  // The streamed server step kept the moments in blobs, named in the committed state.
+  assert.deepEqual(Object.keys((crashed.lastState as { momentBlobs: Record<string, string> }).momentBlobs), ['m', 'v']);
+  const clean = await runFederation({ strategy, rounds: 8 });
   assert.deepEqual([...crashed.digests.entries()], [...clean.digests.entries()], 'the interrupted run ends with exactly the model of an uninterrupted one');
 });
