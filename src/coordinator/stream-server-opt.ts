@@ -16,7 +16,7 @@ import { decodeSafetensors, decodeValues, encodeSafetensors, encodeSafetensorsHe
 import { DTYPE_BYTES, emptyWeights, setTensor, type Weights } from '../protocol/tensors.js';
 import type { BlobStore } from '../store/blobs/blob-store.js';
 import type { ServerStep, StrategyState } from '../learning/strategy.js';
-import { blobSource, bytesSource, readSourceHeader, streamAggregate, type ByteSource, type StreamAggregateArgs } from './stream-aggregate.js';
+import { blobSource, bytesSource, DEFAULT_SLICE_BYTES, readSourceHeader, streamAggregate, type ByteSource, type StreamAggregateArgs } from './stream-aggregate.js';
 
 const HOST_LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 
@@ -47,21 +47,36 @@ export async function* streamServerStep(a: StreamServerStepArgs): AsyncGenerator
   const sized = entries.map((e) => ({ name: e.name, n: e.shape.reduce((p, d) => p * d, 1) })).filter((e) => e.n > 0);
   const order = new Map(sized.map((e, i) => [e.name, i]));
   let at = { tensor: 0, element: 0 };
+  // The slices the mean will ask for next are known (its slice size, the tensors' order), so the global model's and
+  // the moments' slice for the next one is read while this one is stepped, and the new moments' writes of this one
+  // go on while the next is read and summed (awaited before the next push).
+  const sliceElems = Math.max(1, Math.floor((a.sliceBytes ?? DEFAULT_SLICE_BYTES) / 4));
+  const inputs = (tensor: number, i0: number, len: number) => {
+    const name = sized[tensor]!.name;
+    const p = Promise.all([globalSlice(a.global, model, name, i0, len), ...(prev ? prev.map((m) => m.slice(name, i0, len)) : [])]);
+    p.catch(() => {}); // awaited when its slice comes
+    return { tensor, i0, len, p };
+  };
+  let ahead: ReturnType<typeof inputs> | undefined;
+  let writing: Promise<unknown> = Promise.resolve();
   try {
     const header = encodeSafetensorsHeader(entries).bytes;
     await Promise.all(writers.map((w) => w.push(header)));
     const onSlice = async (t: TensorEntry, i0: number, y: Float32Array): Promise<Float32Array> => {
       // The mean walks the aggregated tensors in this same order; the writers rely on it.
       if (order.get(t.name) !== at.tensor || i0 !== at.element) throw new Error(`server step: slice of "${t.name}" at ${i0} out of order`);
-      const len = y.length;
-      const x = await globalSlice(a.global, model, t, i0, len);
-      const ms = prev ? await Promise.all(prev.map((p) => p.slice(t.name, i0, len))) : a.step.moments.map(() => new Float32Array(len));
-      const o = new Float32Array(len);
-      a.step.apply(x, y, ms, o);
-      for (let i = 0; i < len; i++) if (!Number.isFinite(o[i]!)) throw new Error(`aggregated model: tensor "${t.name}" is not finite at index ${i0 + i}`);
-      await Promise.all(writers.map((w, k) => w.push(f32Bytes(ms[k]!))));
-      const n = sized[at.tensor]!.n;
+      const len = y.length, n = sized[at.tensor]!.n;
+      const mine = ahead && ahead.tensor === at.tensor && ahead.i0 === i0 && ahead.len === len ? ahead : inputs(at.tensor, i0, len);
       at = i0 + len >= n ? { tensor: at.tensor + 1, element: 0 } : { tensor: at.tensor, element: i0 + len };
+      ahead = at.tensor < sized.length ? inputs(at.tensor, at.element, Math.min(sliceElems, sized[at.tensor]!.n - at.element)) : undefined;
+      const [x, ...read] = await mine.p;
+      const ms = prev ? read : a.step.moments.map(() => new Float32Array(len));
+      const o = new Float32Array(len);
+      a.step.apply(x!, y, ms, o);
+      for (let i = 0; i < len; i++) if (!Number.isFinite(o[i]!)) throw new Error(`aggregated model: tensor "${t.name}" is not finite at index ${i0 + i}`);
+      await writing;
+      writing = Promise.all(writers.map((w, k) => w.push(f32Bytes(ms[k]!))));
+      writing.catch(() => {}); // awaited at the next slice or the end
       return o;
     };
     const chunks = streamAggregate({ ...a, elementwise: { kind: 'mean', weighting: a.step.weighting }, afterMean: onSlice });
@@ -72,6 +87,7 @@ export async function* streamServerStep(a: StreamServerStepArgs): AsyncGenerator
     }
     // Every slice has been through the step: the moments are complete; store them before the model's last chunk.
     if (at.tensor !== sized.length) throw new Error('server step: the mean ended before every tensor was stepped');
+    await writing;
     for (const w of writers) w.end();
     const digests = await Promise.all(writers.map((w) => w.done));
     a.saved(Object.fromEntries(a.step.moments.map((name, k) => [name, digests[k]!.digest])));
@@ -79,7 +95,8 @@ export async function* streamServerStep(a: StreamServerStepArgs): AsyncGenerator
   } finally {
     for (const w of writers) w.abort(new Error('server step: aggregation stopped'));
     await Promise.all(writers.map((w) => w.done.catch(() => undefined)));
-    await Promise.all((prev ?? []).map((p) => p.close()));
+    await ahead?.p.catch(() => undefined);
+    await Promise.all([...(prev ?? []).map((p) => p.close()), a.global.close?.()]);
   }
 }
 
@@ -143,10 +160,15 @@ async function openMoment(src: ByteSource | undefined, name: string, entries: Re
   };
 }
 
-/** Elements [i0, i0 + len) of the global model's tensor `t`, as float32 values (the dtype the model stores). */
-async function globalSlice(global: ByteSource, model: SafetensorsHeader, t: TensorEntry, i0: number, len: number): Promise<Float32Array> {
-  const e = model.tensors.find((m) => m.name === t.name)!, size = DTYPE_BYTES[e.dtype], base = model.dataStart + e.begin + i0 * size;
-  return decodeValues(await global.read(base, base + len * size), e.dtype, t.name);
+/** Elements [i0, i0 + len) of the global model's tensor `name`, as float32 values (the dtype the model stores). */
+async function globalSlice(global: ByteSource, model: SafetensorsHeader, name: string, i0: number, len: number): Promise<Float32Array> {
+  const e = model.tensors.find((m) => m.name === name)!, size = DTYPE_BYTES[e.dtype], base = model.dataStart + e.begin + i0 * size;
+  if (global.readInto && e.dtype === 'F32' && HOST_LITTLE_ENDIAN) {
+    const out = new Float32Array(len);
+    await global.readInto(new Uint8Array(out.buffer), base);
+    return out;
+  }
+  return decodeValues(await global.read(base, base + len * size), e.dtype, name);
 }
 
 function f32Bytes(v: Float32Array): Uint8Array {
