@@ -182,6 +182,9 @@ export function buildServer(opts: ServerOptions): FastifyInstance {
   app.decorate('limits', ctx.limits);
   for (const routes of PUBLIC_ROUTES) void app.register(routes, ctx);
   const authenticator = new Authenticator(store, now);
+  // A revoked, re-keyed or re-linked caller is looked up again at its next request (the store refuses it anyway).
+  const forget = bus.on((e) => e.type === 'identity.changed' && authenticator.forget(e.id));
+  app.addHook('onClose', async () => forget());
   const touch = siteTouches(store, now);
   void app.register(async (signed) => {
     signed.addHook('onRequest', signatureHook(authenticator, async (p) => {

@@ -16,6 +16,8 @@ import { generateSigningKeys, signRequest, type SigningKeys } from '../protocol/
 import { encodeSafetensors, decodeSafetensors } from '../protocol/safetensors.js';
 import { RESULT_META_KEY, type StudySpec, type TaskMessage } from '../protocol/api.js';
 import type { Weights } from '../protocol/tensors.js';
+import type { FastifyRequest } from 'fastify';
+import { AuthError, Authenticator } from './auth.js';
 
 interface Id {
   keyId: string;
@@ -295,5 +297,35 @@ describe('trust layer over HTTP', () => {
     assert.ok(entries.some((e) => e.kind === 'user.revoked' && e.subject === auditor.keyId));
     const v = await send('GET', '/v1/audit/verify', { as: admin });
     assert.equal(v.json.ok, true, JSON.stringify(v.json));
+  });
+  it('remembers a verified caller, yet refuses its very next request once another coordinator revokes or re-keys it', async () => {
+    // Another coordinator on the same store: its own Authenticator (its own memory of callers), not on this bus.
+    const elsewhere = new Authenticator(c.store, Date.now);
+    const signed = (who: Id, path = '/v1/whoami', nonce?: string) => ({ method: 'GET', url: path, headers: Object.fromEntries(Object.entries(signRequest({ method: 'GET', path, keyId: who.keyId, privateKey: who.keys.privateKey, ...(nonce ? { nonce } : {}) })).map(([k, v]) => [k.toLowerCase(), v])) }) as unknown as FastifyRequest;
+    const refusal = async (req: FastifyRequest) => {
+      try {
+        await elsewhere.authenticate(req);
+      } catch (e) {
+        assert.ok(e instanceof AuthError, String(e));
+        return `${e.code}: ${e.message}`;
+      }
+      return 'accepted';
+    };
+    const s = await site('site-cached', 10);
+    const first = signed(s, '/v1/whoami', 'nonce-cached-00000001');
+    assert.equal((await elsewhere.authenticate(first)).principal.id, s.keyId);
+    assert.equal((await elsewhere.authenticate(signed(s))).principal.id, s.keyId, 'remembered');
+    assert.match(await refusal(first), /replayed nonce/, 'a remembered caller\'s nonce is still recorded once');
+    assert.equal((await send('POST', `/v1/sites/${s.keyId}/revoke`, { as: admin, json: {} })).status, 200);
+    assert.match(await refusal(signed(s)), /^revoked: site site-cached is revoked/, 'revoked by the other coordinator: refused at once');
+    // A user rotates its key through this coordinator: the other refuses the old key at once, and takes the new one.
+    const u = await user('cached-user', 'auditor');
+    assert.equal((await elsewhere.authenticate(signed(u))).principal.id, u.keyId);
+    const next = generateSigningKeys();
+    assert.equal((await send('POST', '/v1/keys/rotate', { as: u, json: { publicKey: next.publicKeyRaw } })).status, 200);
+    assert.match(await refusal(signed(u)), /^unauthenticated: bad signature/);
+    assert.equal((await elsewhere.authenticate(signed({ keyId: u.keyId, keys: next }))).principal.id, u.keyId);
+    assert.equal((await send('POST', `/v1/users/${u.keyId}/revoke`, { as: admin, json: {} })).status, 200);
+    assert.match(await refusal(signed({ keyId: u.keyId, keys: next })), /^revoked: /);
   });
 });

@@ -103,6 +103,25 @@ export class AuditLog {
     return signCheckpoint({ count: h.count, head: h.head }, now, this.key.privateKey, this.key.publicKeyRaw);
   }
 
+  private recent: { at: number; checkpoint: Promise<AuditCheckpoint> } | undefined;
+
+  /**
+   * A signed checkpoint at most `maxAgeMs` old, for the task messages: every delivered task carried a fresh one (a
+   * read of the head and a signature each), a round of N sites N of them within a second. One taken a moment ago is
+   * as true a witness (it is signed with the time it was taken); the audit routes still sign a fresh one.
+   */
+  recentCheckpoint(now = Date.now(), maxAgeMs = 1000): Promise<AuditCheckpoint> {
+    const r = this.recent;
+    if (r && now >= r.at && now - r.at < maxAgeMs) return r.checkpoint;
+    const checkpoint = this.checkpoint(now);
+    this.recent = { at: now, checkpoint };
+    // A failed read is not kept: the next task tries again.
+    checkpoint.catch(() => {
+      if (this.recent?.checkpoint === checkpoint) this.recent = undefined;
+    });
+    return checkpoint;
+  }
+
   async export(now = Date.now()): Promise<string> {
     return exportChain(await this.entries(), this.key, now);
   }

@@ -303,12 +303,20 @@ export const UserEnrolResponseSchema = Type.Object({ userId: Type.String(), name
 export type UserEnrolResponse = Static<typeof UserEnrolResponseSchema>;
 
 /** What a site's long-poll returns: one task. Weights are fetched separately as safetensors. */
+/** The largest model a task carries inline (`TaskMessage.modelInline`); larger ones are downloaded. */
+export const MODEL_INLINE_MAX_BYTES = 64 * 1024;
+
 export const TaskSchema = Type.Object({
   taskId: Type.String(),
   studyId: Type.String(),
   round: Type.Integer(),
   kind: Type.Union([Type.Literal('fit'), Type.Literal('evaluate'), Type.Literal('prepare'), Type.Literal('analytics')]),
   modelVersionId: Type.String(),
+  /**
+   * The global model's safetensors bytes, base64, when they are at most MODEL_INLINE_MAX_BYTES: a tiny model costs
+   * its site no download request. Absent for larger models, which the agent downloads (GET /v1/agent/models/:id).
+   */
+  modelInline: Type.Optional(Type.String({ pattern: '^[A-Za-z0-9+/]*={0,2}$', maxLength: Math.ceil(MODEL_INLINE_MAX_BYTES / 3) * 4 })),
   /** Analytics tasks: the query to answer (and a Cox fit's β). */
   analytics: Type.Optional(AnalyticsTaskSchema),
   dataSchema: Type.Optional(DataSchemaT),
@@ -358,6 +366,22 @@ export const PrivacySpendSchema = Type.Object(
 export type PrivacySpend = Static<typeof PrivacySpendSchema>;
 
 /**
+ * A task's compute usage, for the coordinator's ledger: posted on its own (POST /v1/agent/tasks/:id/usage) or
+ * carried in the task's result metadata (`ResultMeta.usage`), which saves a request per task.
+ */
+export const UsageBody = Type.Object(
+  {
+    resourceId: Type.String({ minLength: 1, maxLength: 200 }),
+    scheduler: Type.Union([Type.Literal('local'), Type.Literal('slurm'), Type.Literal('kubernetes'), Type.Literal('in-process')]),
+    cpuSeconds: Type.Number({ minimum: 0 }),
+    gpuSeconds: Type.Number({ minimum: 0 }),
+    wallSeconds: Type.Number({ minimum: 0 }),
+    cpuBasis: Type.Union([Type.Literal('measured'), Type.Literal('allocated')]),
+    jobId: Type.Optional(Type.String({ minLength: 1, maxLength: 200 })),
+  },
+  strict,
+);
+/**
  * Metadata of a task result. For fit results it travels inside the safetensors header
  * (`__metadata__["setu.result"]`, a JSON string) so one body, and one signature, cover both.
  */
@@ -378,6 +402,8 @@ export const ResultMetaSchema = Type.Object(
     privacy: Type.Optional(PrivacySpendSchema),
     /** Analytics tasks: the site's answer (checked at the coordinator by analytics/query.ts answerProblems). */
     analytics: Type.Optional(AnalyticsResultSchema),
+    /** The task's compute usage, recorded in the ledger with the result (the same checks as POST …/usage; a task's usage is recorded once). */
+    usage: Type.Optional(UsageBody),
   },
   strict,
 );

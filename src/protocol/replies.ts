@@ -8,7 +8,7 @@
  * objects are therefore open (they may carry more than they document), and what they document must be true.
  */
 import { Type, type Static, type TSchema } from '@sinclair/typebox';
-import { DpSpecSchema, SecAggSpecSchema } from './api.js';
+import { DpSpecSchema, SecAggSpecSchema, UsageBody } from './api.js';
 
 const open = { additionalProperties: true } as const;
 const strict = { additionalProperties: false } as const;
@@ -174,18 +174,8 @@ export const ComputeProfileBody = Type.Object(
   strict,
 );
 export const JobBody = Type.Object({ jobId: Type.String({ minLength: 1, maxLength: 200 }), state: Type.String({ minLength: 1, maxLength: 40 }) }, strict);
-export const UsageBody = Type.Object(
-  {
-    resourceId: Type.String({ minLength: 1, maxLength: 200 }),
-    scheduler: Type.Union([Type.Literal('local'), Type.Literal('slurm'), Type.Literal('kubernetes'), Type.Literal('in-process')]),
-    cpuSeconds: Type.Number({ minimum: 0 }),
-    gpuSeconds: Type.Number({ minimum: 0 }),
-    wallSeconds: Type.Number({ minimum: 0 }),
-    cpuBasis: Type.Union([Type.Literal('measured'), Type.Literal('allocated')]),
-    jobId: Type.Optional(Type.String({ minLength: 1, maxLength: 200 })),
-  },
-  strict,
-);
+/** A task's compute usage (POST /v1/agent/tasks/:id/usage); defined beside ResultMeta, which may carry it too. */
+export { UsageBody } from './api.js';
 export const RefuseBody = Type.Object({ reason: Type.String({ minLength: 1, maxLength: 4000 }) }, strict);
 export type ComputeProfileRequest = Static<typeof ComputeProfileBody>;
 export type JobRequest = Static<typeof JobBody>;

@@ -258,7 +258,7 @@ export class SiteAgent {
     const model = createModel(task.model);
     const data = this.dataset(task);
     checkModelFits(task.model, data.train.d);
-    const decoded = decodeSafetensors(await this.downloadModel(task.modelVersionId)).weights;
+    const decoded = decodeSafetensors(await this.globalModel(task)).weights;
     // This site's own copy of the study's local tensors replaces the global values (tensor-rules.ts).
     const global = startingWeights(decoded, task.tensorRules, this.state.readBytes(task.studyId, LOCAL_TENSORS_FILE));
     const ev = model.evaluate(global, data.test);
@@ -309,6 +309,7 @@ export class SiteAgent {
     let pending: PendingResult;
     if (task.kind === 'evaluate') {
       const meta: ResultMeta = { taskId: task.taskId, numExamples: data.train.n, evalMetrics, evalExamples: data.test.n, durationMs: Date.now() - started };
+      usage = this.carryUsage(task, meta, inProcessUsage(this.cred.siteName, cpu0, started));
       pending = { taskId: task.taskId, studyId: task.studyId, contentType: 'application/json', body: new TextEncoder().encode(JSON.stringify(meta)), commit: [] };
     } else {
       const cfg = task.fit!;
@@ -354,6 +355,7 @@ export class SiteAgent {
         durationMs: Date.now() - started,
       };
       if (spend) meta.privacy = spend;
+      usage = this.carryUsage(task, meta, usage ?? inProcessUsage(this.cred.siteName, cpu0, started));
       // Only the aggregated tensors leave the site; local ones are kept once the coordinator holds the result.
       const release = releaseOf(out.weights, global, task.tensorRules);
       const body = this.releaseBody(task, global, release.upload, meta, dp);
@@ -362,7 +364,7 @@ export class SiteAgent {
       pending = { taskId: task.taskId, studyId: task.studyId, contentType: 'application/octet-stream', body, commit };
     }
     this.log(`task ${task.taskId}: ${task.kind} done in ${Date.now() - started} ms; uploading`);
-    await this.queue(task, pending, usage ?? inProcessUsage(this.cred.siteName, cpu0, started));
+    await this.queue(task, pending, usage);
   }
 
   /**
@@ -398,10 +400,27 @@ export class SiteAgent {
    * Queues a finished task's result with its usage (both on disk before anything is sent) and uploads it. A fit
    * result is also kept as its round's release (release.ts), for a coordinator that asks for the round again.
    */
-  private async queue(task: TaskMessage, pending: PendingResult, usage: UsageReport): Promise<void> {
-    if (task.kind === 'fit' && pending.contentType === 'application/octet-stream') keepRelease(this.state, task, { ...pending, usage });
-    this.state.savePending({ ...pending, usage });
+  private async queue(task: TaskMessage, pending: PendingResult, usage: UsageReport | undefined): Promise<void> {
+    const p = usage ? { ...pending, usage } : pending;
+    if (task.kind === 'fit' && pending.contentType === 'application/octet-stream') keepRelease(this.state, task, p);
+    this.state.savePending(p);
     await this.flushPending();
+  }
+
+  /**
+   * Puts the task's usage in its result's metadata (`ResultMeta.usage`: recorded with the result, no request of its
+   * own, and as durable as the queued result); returns it only when it must still go on its own (POST …/usage): a
+   * SecAgg+ result's metadata takes the masked route, which records no usage.
+   */
+  private carryUsage(task: TaskMessage, meta: ResultMeta, usage: UsageReport): UsageReport | undefined {
+    if (task.privacy?.secagg) return usage;
+    meta.usage = usage;
+    return undefined;
+  }
+
+  /** The task's global model: in the task itself when it is small (`TaskMessage.modelInline`), else downloaded. */
+  private async globalModel(task: TaskMessage): Promise<Uint8Array> {
+    return task.modelInline !== undefined ? new Uint8Array(Buffer.from(task.modelInline, 'base64')) : this.downloadModel(task.modelVersionId);
   }
 
   /**
@@ -465,7 +484,7 @@ export class SiteAgent {
         trainer = externalTrainerOf(this.cfg, placed);
       }
     }
-    const decoded = decodeSafetensors(await this.downloadModel(task.modelVersionId)).weights;
+    const decoded = decodeSafetensors(await this.globalModel(task)).weights;
     const global = startingWeights(decoded, task.tensorRules, this.state.readBytes(task.studyId, LOCAL_TENSORS_FILE));
     const progress = this.progressSender(task);
     const seed = dp ? taskNoiseSeed(this.state, task.studyId, task.taskId) : undefined;
@@ -475,11 +494,13 @@ export class SiteAgent {
     };
     let pending: PendingResult;
     let gpuSeconds = 0;
+    let usage: UsageReport | undefined;
     try {
       if (task.kind === 'evaluate') {
         const ev = await trainer.evaluate(input);
         gpuSeconds = ev.gpuSeconds ?? 0;
         const meta: ResultMeta = { taskId: task.taskId, numExamples: ev.examples, evalMetrics: ev.metrics, evalExamples: ev.examples, durationMs: Date.now() - started };
+        usage = this.carryUsage(task, meta, placed?.usage() ?? { ...inProcessUsage(this.cred.siteName, cpu0, started), gpuSeconds });
         pending = { taskId: task.taskId, studyId: task.studyId, contentType: 'application/json', body: new TextEncoder().encode(JSON.stringify(meta)), commit: [] };
       } else {
         const out = await trainer.fit(input);
@@ -495,6 +516,7 @@ export class SiteAgent {
         }
         const meta: ResultMeta = { taskId: task.taskId, numExamples: out.numExamples, trainMetrics: out.trainMetrics, ...(out.evalMetrics ? { evalMetrics: out.evalMetrics, evalExamples: out.evalExamples! } : {}), durationMs: Date.now() - started };
         if (spend) meta.privacy = spend;
+        usage = this.carryUsage(task, meta, placed?.usage() ?? { ...inProcessUsage(this.cred.siteName, cpu0, started), gpuSeconds });
         pending = { taskId: task.taskId, studyId: task.studyId, contentType: 'application/octet-stream', body: this.releaseBody(task, global, out.weights, meta, dp), commit: out.commit };
       }
     } catch (e) {
@@ -505,7 +527,7 @@ export class SiteAgent {
     }
     this.log(`task ${task.taskId}: ${task.kind} done by ${trainer.description} in ${Date.now() - started} ms; uploading`);
     // A placed job's usage is the scheduler's accounting; on this machine, GPU time is what the trainer says it used.
-    await this.queue(task, pending, placed?.usage() ?? { ...inProcessUsage(this.cred.siteName, cpu0, started), gpuSeconds });
+    await this.queue(task, pending, usage);
   }
 
   /**

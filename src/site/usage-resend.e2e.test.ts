@@ -1,9 +1,10 @@
 /**
  * Compute usage of a task whose agent was killed after queuing its result is not lost (issue 10): the usage
- * report waits in the pending queue with the result and is sent, before the result, after a restart; the
- * coordinator records it once. A proxy between the agent and the coordinator holds the agent's first usage
- * report and the agent is SIGKILLed while it waits, so the kill lands exactly after the result was queued and
- * before the coordinator knew the usage.
+ * travels inside the queued result's metadata (`ResultMeta.usage`; a SecAgg+ result's waits beside it in the
+ * pending queue and goes first, POST …/usage) and is sent again with it after a restart; the coordinator records
+ * it once. A proxy between the agent and the coordinator holds the agent's first result upload and the agent is
+ * SIGKILLed while it waits, so the kill lands exactly after the result was queued and before the coordinator knew
+ * the usage.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -47,7 +48,7 @@ test('an agent killed after queuing its result reports the task\'s compute usage
     let held: string | undefined;
     let holding = true;
     p = await proxy(proxyPort, coordPort, (req) => {
-      const m = /^\/v1\/agent\/tasks\/([^/]+)\/usage$/.exec(req.url ?? '');
+      const m = /^\/v1\/agent\/tasks\/([^/]+)\/(?:usage|result)$/.exec(req.url ?? '');
       if (!m || !holding) return false;
       held = decodeURIComponent(m[1]!);
       return true;
@@ -57,7 +58,7 @@ test('an agent killed after queuing its result reports the task\'s compute usage
     agents.push(startAgent(site.name, join(root, site.rel), lines));
     const lead = new HttpClient({ baseUrl: c.url, signer: f.leadKey, giveUpAfterMs: 20_000 });
     await lead.json('POST', `/v1/studies/${f.studyId}/start`, {});
-    const taskId = await waitFor('the agent to report usage', async () => held, 60_000, 10);
+    const taskId = await waitFor('the agent to send its first result and usage', async () => held, 60_000, 10);
     agents[0]!.child.kill('SIGKILL');
     await exited(agents[0]!.child);
     holding = false;

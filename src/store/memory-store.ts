@@ -499,6 +499,14 @@ export class MemoryStore implements Store {
       return true;
     });
   }
+  rememberNonceIfActive(keyId: string, nonce: string, ts: number, publicKey: string): Promise<boolean> {
+    return this.op(() => {
+      const owner = this.get<{ status: string; public_key: string | null }>(keyId.startsWith('site-') ? 'sites' : 'users', keyId);
+      if (owner?.status !== 'active' || owner.public_key !== publicKey || this.get('request_nonces', keyId, nonce)) return false;
+      this.insert('request_nonces', { key_id: keyId, nonce, ts });
+      return true;
+    });
+  }
   pruneNonces(before: number): Promise<number> {
     return this.op(() => this.delete<{ ts: number }>('request_nonces', (r) => r.ts < before));
   }

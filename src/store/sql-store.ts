@@ -584,6 +584,9 @@ export class SqlStore implements Store {
   rememberNonce(keyId: string, nonce: string, ts: number): Promise<boolean> {
     return trust.rememberNonce(this.cdb, keyId, nonce, ts);
   }
+  rememberNonceIfActive(keyId: string, nonce: string, ts: number, publicKey: string): Promise<boolean> {
+    return trust.rememberNonceIfActive(this.cdb, keyId, nonce, ts, publicKey);
+  }
   pruneNonces(before: number): Promise<number> {
     return trust.pruneNonces(this.cdb, before);
   }

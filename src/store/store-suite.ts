@@ -362,6 +362,23 @@ export function storeSuite(b: StoreBackend): void {
         assert.equal(await store.rememberNonce('site-y', 'nonce-aaaaaaaaaaaaaaaa', 1000), true, 'nonces are per key');
       });
 
+      it('records a nonce for a remembered key only while that key is active and current, once', { skip }, async () => {
+        await store.createSite({ ...site('site-n', 'n'), public_key: 'kn' });
+        await store.createUser({ ...user('user-n'), public_key: 'ku', status: 'active' });
+        const rs = await Promise.all(Array.from({ length: 10 }, (_, i) => (i % 2 ? store : other).rememberNonceIfActive('site-n', 'nonce-cccccccccccccccc', now, 'kn')));
+        assert.equal(rs.filter(Boolean).length, 1, 'of 10 concurrent inserts exactly one wins');
+        assert.equal(await store.rememberNonce('site-n', 'nonce-cccccccccccccccc', now), false, 'the same nonce table as rememberNonce');
+        assert.equal(await store.rememberNonceIfActive('site-n', 'nonce-dddddddddddddddd', now, 'other-key'), false, 'not under a key the site no longer has');
+        assert.equal(await store.rememberNonceIfActive('user-n', 'nonce-dddddddddddddddd', now, 'ku'), true, 'a user id is looked up among the users');
+        await store.setSitePublicKey('site-n', 'kn2');
+        assert.equal(await store.rememberNonceIfActive('site-n', 'nonce-eeeeeeeeeeeeeeee', now, 'kn'), false, 'a rotated key is refused at once');
+        assert.equal(await store.rememberNonceIfActive('site-n', 'nonce-eeeeeeeeeeeeeeee', now, 'kn2'), true);
+        assert.equal(await other.revokeSite('site-n'), true);
+        assert.equal(await store.rememberNonceIfActive('site-n', 'nonce-ffffffffffffffff', now, 'kn2'), false, 'revoked (through another handle) is refused at once');
+        assert.equal(await store.rememberNonceIfActive('site-zz', 'nonce-ffffffffffffffff', now, 'kn2'), false, 'no such site');
+        assert.equal(await store.rememberNonce('site-n', 'nonce-ffffffffffffffff', now), true, 'a refused one was not recorded');
+      });
+
       it('prunes nonces older than the cutoff only', { skip }, async () => {
         await store.rememberNonce('site-x', 'nonce-old-000000000000', 10);
         await store.rememberNonce('site-x', 'nonce-new-000000000000', 5000);

@@ -228,6 +228,11 @@ export interface Store {
   consumeUserInvite(tokenHash: string, now: number): Promise<string | undefined>;
   /** True when (keyId, nonce) is new; of two concurrent replays exactly one wins. */
   rememberNonce(keyId: string, nonce: string, ts: number): Promise<boolean>;
+  /**
+   * `rememberNonce` in one statement with the check that `keyId` (a site id `site-…`, else a user id) is active with
+   * `publicKey`: false for a replay and for a revoked, suspended or re-keyed caller (the coordinator then looks again).
+   */
+  rememberNonceIfActive(keyId: string, nonce: string, ts: number, publicKey: string): Promise<boolean>;
   pruneNonces(before: number): Promise<number>;
   /** Replaces the cohort sizes a site declared for the named datasets (others stay). */
   declareCohorts(siteId: string, sizes: Record<string, number>, now: number): Promise<void>;

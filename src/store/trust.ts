@@ -2,7 +2,7 @@
  * SQL of the trust layer (users, user invites, request nonces, declared cohorts, site keys): functions over a
  * Kysely handle or transaction, called only by the SQL store (sql-store.ts).
  */
-import type { Kysely, Transaction } from 'kysely';
+import { sql, type Kysely, type Transaction } from 'kysely';
 import type { Database, UsersTable } from './schema.js';
 
 export type Db = Kysely<Database> | Transaction<Database>;
@@ -85,6 +85,28 @@ export async function rememberNonce(db: Db, keyId: string, nonce: string, ts: nu
   const r = await db
     .insertInto('request_nonces')
     .values({ key_id: keyId, nonce, ts })
+    .onConflict((oc) => oc.columns(['key_id', 'nonce']).doNothing())
+    .executeTakeFirst();
+  return Number(r.numInsertedOrUpdatedRows ?? 0n) === 1;
+}
+
+/**
+ * `rememberNonce` for a caller whose key the coordinator remembers (coordinator/auth.ts): the nonce is recorded only
+ * while `keyId` is an active site or user whose registered key is still `publicKey`, in the same one statement
+ * (INSERT … SELECT from its row … ON CONFLICT DO NOTHING). False when it was a replay, or when the key was revoked,
+ * suspended or replaced, by this coordinator or any other on the same database: the caller then looks again.
+ */
+export async function rememberNonceIfActive(db: Db, keyId: string, nonce: string, ts: number, publicKey: string): Promise<boolean> {
+  const owner = keyId.startsWith('site-') ? 'sites' : 'users';
+  const r = await db
+    .insertInto('request_nonces')
+    .columns(['key_id', 'nonce', 'ts'])
+    // Typed casts: in INSERT … SELECT, PostgreSQL would take the bare parameters for text.
+    .expression(
+      db.selectFrom(owner)
+        .select([sql<string>`cast(${keyId} as text)`.as('key_id'), sql<string>`cast(${nonce} as text)`.as('nonce'), sql<number>`cast(${ts} as bigint)`.as('ts')])
+        .where('id', '=', keyId).where('status', '=', 'active').where('public_key', '=', publicKey),
+    )
     .onConflict((oc) => oc.columns(['key_id', 'nonce']).doNothing())
     .executeTakeFirst();
   return Number(r.numInsertedOrUpdatedRows ?? 0n) === 1;

@@ -11,9 +11,9 @@
  * its real example count, the agent's metadata) instead of training, so the coordinator is what is measured.
  *
  * Per round (from the coordinator's own round timestamps, and its /metrics and /proc read at each commit): wall
- * time, requests/s, coordinator CPU (cores, from /proc/<pid>/stat) and peak RSS (sampled every 100 ms), event-loop
+ * time, requests/s and per site (with the most frequent routes), coordinator CPU (cores, from /proc/<pid>/stat) and peak RSS (sampled every 100 ms), event-loop
  * delay (prom-client's nodejs_eventloop_lag_* gauges, reset at each scrape: the round's own), answers that were not
- * 2xx by status, SQL statements by kind (setu_store_query_duration_seconds), and whether the committed model is
+ * 2xx by status, SQL statements by kind (setu_store_query_duration_seconds) and per site, and whether the committed model is
  * the exact weighted mean of the round's prepared updates (recomputed here in float64 from their seeds; exact = at
  * most half a float32 ulp from it, i.e. the float64 mean rounded once). Before the agents start, the yardsticks of
  * the same run on the same bytes (one update's upload body): memcpy and sha256 throughput, and a bare HTTP POST of
@@ -76,6 +76,12 @@ export interface RoundFigures {
   wallS: number;
   requests: number;
   requestsPerS: number;
+  /** Requests per enrolled site in the round: what one tiny site costs the coordinator in round trips. */
+  requestsPerSite: number;
+  /** SQL statements per enrolled site in the round. */
+  statementsPerSite: number;
+  /** The most frequent requests: ['METHOD route', count]. */
+  topRequests: [string, number][];
   /** Coordinator CPU-seconds over the round's wall time (all coordinators together). */
   cpuCores: number;
   cpuS: number;
@@ -383,12 +389,15 @@ export async function runLiveBench(o: LiveOptions): Promise<LiveBench> {
       const wallS = r?.committedAt && (prev?.committedAt ?? r.openedAt) ? (r.committedAt - (a.round > 0 ? prev!.committedAt! : r.openedAt!)) / 1000 : (b.at - a.at) / 1000;
       let requests = 0, statements = 0;
       const errors: Record<string, number> = {};
+      const byRoute = new Map<string, number>();
       const stmts = new Map<string, [number, number]>();
       for (const [key, v] of b.metrics) {
         const d = v - (a.metrics.get(key) ?? 0);
         if (!d) continue;
         if (key.startsWith('setu_http_requests_total{') && !key.includes('route="/metrics"')) {
           requests += d;
+          const route = `${/method="([^"]*)"/.exec(key)?.[1] ?? '?'} ${/route="([^"]*)"/.exec(key)?.[1] ?? '?'}`;
+          byRoute.set(route, (byRoute.get(route) ?? 0) + d);
           const status = /status="(\d+)"/.exec(key)?.[1] ?? '?';
           if (!status.startsWith('2')) errors[status] = (errors[status] ?? 0) + d;
         }
@@ -405,6 +414,7 @@ export async function runLiveBench(o: LiveOptions): Promise<LiveBench> {
       const cpuS = b.cpu - a.cpu;
       const fig: RoundFigures = {
         round: b.round, kind: r?.kind ?? (b.round > o.rounds ? 'evaluate' : 'fit'), wallS, requests, requestsPerS: requests / ((b.at - a.at) / 1000),
+        requestsPerSite: requests / o.sites, statementsPerSite: statements / o.sites, topRequests: [...byRoute].sort((x, y) => y[1] - x[1]).slice(0, 6),
         cpuS, cpuCores: cpuS / ((b.at - a.at) / 1000), agentsCpuCores: (b.agentsCpu - a.agentsCpu) / ((b.at - a.at) / 1000), peakRssMiB: b.peak, loopMaxMs: (b.metrics.get('nodejs_eventloop_lag_max_seconds') ?? NaN) * 1000,
         loopP99Ms: (b.metrics.get('nodejs_eventloop_lag_p99_seconds') ?? NaN) * 1000, errors, statements,
         topStatements: [...stmts].sort((x, y) => y[1][0] - x[1][0]).slice(0, 6).map(([kind, [n, s]]) => [kind, n, s]),
@@ -445,17 +455,18 @@ export function table(r: LiveBench): string {
   const lines = [
     `${r.sites} sites, ${r.coordinators} coordinator${r.coordinators > 1 ? 's' : ''} on ${r.store}, ${r.model.kind} (${r.params} parameters, ${y.bytes} bytes per upload), ${r.prepared ? 'prepared updates' : 'agents training'}; load average ${r.loadavg[0].toFixed(2)} → ${r.loadavg[1].toFixed(2)}`,
     `yardsticks (same run, same bytes): memcpy ${y.memcpyGBps.toFixed(2)} GB/s, sha256 ${y.sha256GBps.toFixed(2)} GB/s, bare loopback POST ${y.postPerS.toFixed(0)}/s (${y.postConcurrency} at once)`,
-    'round kind      wall s   req/s  cpu cores  agents cpu  peak RSS MiB  loop max ms  p99 ms  errors  SQL stmts  stmts/site  updates/s  intake/POST  cpu/update÷sha256  model',
+    'round kind      wall s   req/s  req/site  cpu s  cpu cores  agents cpu  peak RSS MiB  loop max ms  p99 ms  errors  SQL stmts  stmts/site  updates/s  intake/POST  cpu/update÷sha256  model',
   ];
   for (const f of r.rounds) {
     const errs = Object.entries(f.errors).map(([s, n]) => `${n}×${s}`).join(',') || '0';
     lines.push(
-      `${String(f.round).padStart(5)} ${f.kind.padEnd(8)} ${f.wallS.toFixed(2).padStart(7)} ${f.requestsPerS.toFixed(0).padStart(7)} ${f.cpuCores.toFixed(2).padStart(10)} ${f.agentsCpuCores.toFixed(2).padStart(11)} ${f.peakRssMiB.toFixed(0).padStart(13)} ${f.loopMaxMs.toFixed(0).padStart(12)} ${f.loopP99Ms.toFixed(0).padStart(7)} ${errs.padStart(7)} ${String(f.statements).padStart(10)} ${(f.statements / r.sites).toFixed(1).padStart(11)} ${f.intakePerS === undefined ? '-'.padStart(10) : f.intakePerS.toFixed(0).padStart(10)} ` +
+      `${String(f.round).padStart(5)} ${f.kind.padEnd(8)} ${f.wallS.toFixed(2).padStart(7)} ${f.requestsPerS.toFixed(0).padStart(7)} ${f.requestsPerSite.toFixed(2).padStart(9)} ${f.cpuS.toFixed(2).padStart(6)} ${f.cpuCores.toFixed(2).padStart(10)} ${f.agentsCpuCores.toFixed(2).padStart(11)} ${f.peakRssMiB.toFixed(0).padStart(13)} ${f.loopMaxMs.toFixed(0).padStart(12)} ${f.loopP99Ms.toFixed(0).padStart(7)} ${errs.padStart(7)} ${String(f.statements).padStart(10)} ${f.statementsPerSite.toFixed(1).padStart(11)} ${f.intakePerS === undefined ? '-'.padStart(10) : f.intakePerS.toFixed(0).padStart(10)} ` +
         `${f.intakeVsPost === undefined ? '-'.padStart(12) : f.intakeVsPost.toFixed(3).padStart(12)} ${f.cpuPerUpdateVsSha256 === undefined ? '-'.padStart(18) : f.cpuPerUpdateVsSha256.toFixed(0).padStart(18)}  ${f.exact === undefined ? '-' : f.exact ? 'exact' : `OFF by ${f.maxUlp} ulp`}`,
     );
   }
   const first = r.rounds[0];
   if (first) lines.push(`statements in round 1: ${first.topStatements.map(([k, n, s]) => `${k} ${n} (${s.toFixed(2)} s)`).join(', ')}`);
+  if (first) lines.push(`requests in round 1: ${first.topRequests.map(([k, n]) => `${k} ${n}`).join(', ')}`);
   lines.push(`coordinator peak RSS ${r.coordinatorPeakRssMiB.toFixed(0)} MiB`);
   if (r.unfinished) lines.push(r.unfinished);
   return lines.join('\n') + '\n';

@@ -10,10 +10,20 @@ import { taskPrivacy } from '../privacy.js';
 import { transportDtypes } from '../study-model.js';
 import { acceptResult, bytesSource, checkFitUpdate, globalVersions, refuseOversized, refuser } from './results.js';
 import { blobReplies, sendBlob } from './blob-reply.js';
+import { InlineModels, StudySpecs } from '../task-cache.js';
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** The task a result request names, read once (in preParsing) for the size check and the handler. */
+    namedTask?: TaskRow;
+  }
+}
 
 export const agentRoutes: RoutePlugin = async (app, ctx) => {
   const { store, bus, now, audit } = ctx;
   const wake = new TaskWake(store, bus);
+  const specs = new StudySpecs(store);
+  const inline = new InlineModels(store);
   app.addHook('onReady', async () => wake.start());
   app.addHook('onClose', async () => wake.stop());
   // ---- the agent's side: long-poll, model download, result upload ----
@@ -43,9 +53,10 @@ export const agentRoutes: RoutePlugin = async (app, ctx) => {
   );
 
   async function taskMessage(task: TaskRow): Promise<TaskMessage> {
-    const study = await store.getStudy(task.study_id);
-    if (!study) throw new Error(`task ${task.id} has no study`);
-    const spec = JSON.parse(study.spec) as StudySpec;
+    const spec = await specs.byId(task.study_id);
+    if (!spec) throw new Error(`task ${task.id} has no study`);
+    // A tiny model travels in the task: its site makes no download request (task-cache.ts).
+    const modelInline = await inline.get(task.model_version_id);
     const config = JSON.parse(task.config) as TaskMessage['fit'];
     const normStats = spec.dataSchema?.preprocessing?.normalise === 'global' ? await store.getKv(normStatsKey(task.study_id)) : undefined;
     // Client-level DP divides by the sites of a round, or by the buffer of an asynchronous study (async-rounds.ts);
@@ -60,6 +71,7 @@ export const agentRoutes: RoutePlugin = async (app, ctx) => {
       ...(spec.dataSchema ? { dataSchema: spec.dataSchema } : {}),
       ...(normStats ? { normStats: JSON.parse(normStats) as NonNullable<TaskMessage['normStats']> } : {}),
       modelVersionId: task.model_version_id,
+      ...(modelInline !== null ? { modelInline } : {}),
       dataset: spec.dataset,
       model: spec.model,
       ...(task.kind === 'fit' ? { fit: config } : {}),
@@ -71,7 +83,8 @@ export const agentRoutes: RoutePlugin = async (app, ctx) => {
       deadlineAt: task.deadline_at,
       ...(privacy ? { privacy } : {}),
       // Every site becomes a witness of the audit head: a later rollback of the log contradicts what it holds.
-      auditCheckpoint: await audit.checkpoint(now()),
+      // One checkpoint a second at most for all of them (AuditLog.recentCheckpoint), not a head read and a signature per task.
+      auditCheckpoint: await audit.recentCheckpoint(now()),
     };
   }
 
@@ -94,22 +107,24 @@ export const agentRoutes: RoutePlugin = async (app, ctx) => {
     // An update over its study's maxUpdateBytes is refused by its declared length, before a byte of it is read.
     preParsing: async (req) => {
       const task = await store.getTask((req.params as { id: string }).id);
-      if (task?.kind !== 'fit' || task.site_id !== req.principal?.id) return;
-      const study = await store.getStudy(task.study_id);
-      if (study) refuseOversized(JSON.parse(study.spec) as StudySpec, Number(req.headers['content-length']));
+      if (!task || task.site_id !== req.principal?.id) return;
+      // The handler uses this row (read microseconds ago; accepting it is a compare-and-set on its status anyway).
+      req.namedTask = task;
+      if (task.kind !== 'fit') return;
+      const spec = await specs.byId(task.study_id);
+      if (spec) refuseOversized(spec, Number(req.headers['content-length']));
     },
   }, async (req) => {
     const site = requireSite(req.principal!, 'update.submit');
-    const task = await store.getTask(req.params.id);
+    const task = req.namedTask?.id === req.params.id ? req.namedTask : await store.getTask(req.params.id);
     if (!task || task.site_id !== site.id) throw new HttpError(403, 'forbidden', `task ${req.params.id} was not given to this site`);
     // The body's SHA-256 was taken as it was read, and matched the signature (plugins/signed-requests.ts): not again.
     const bodyDigest = req.bodyVerified && req.signedBodySha256 !== undefined ? req.signedBodySha256 : Buffer.isBuffer(req.body) ? digestHex(req.body) : req.rawBody ? digestHex(req.rawBody) : null;
     const refuse = refuser(ctx, task, site, bodyDigest);
     if (task.status !== 'issued' && task.status !== 'delivered') throw new HttpError(409, 'conflict', `task ${task.id} is ${task.status}; it accepts no result`);
 
-    const studyRow = await store.getStudy(task.study_id);
-    if (!studyRow) throw new Error(`task ${task.id} has no study`);
-    const spec = JSON.parse(studyRow.spec) as StudySpec;
+    const spec = await specs.byId(task.study_id);
+    if (!spec) throw new Error(`task ${task.id} has no study`);
     if (task.kind === 'fit') {
       if (!Buffer.isBuffer(req.body)) return refuse(415, 'unsupported_media_type', 'a fit result must be a safetensors body (application/octet-stream)');
       // A view of the body, not a copy of it (a whole model's bytes per upload).

@@ -24,6 +24,7 @@ import { contributionReport, summarize } from '../../compute/ledger.js';
 import { ComputeResource as ComputeResourceSchema, type ComputeResource, type FreeCapacity } from '../../compute/types.js';
 import { allowedCompute } from '../../governance/study-governance.js';
 import { policies } from './governance.js';
+import { recordUsageInTx, usageRecordOf } from '../usage-record.js';
 
 /** What is free on each resource once the tasks placed on it and not yet finished are subtracted. */
 export async function withPlacedLoad(resources: ComputeResource[], active: Placement[], demand: (p: Placement) => Promise<FreeCapacity>, at = new Date()): Promise<ComputeResource[]> {
@@ -175,31 +176,9 @@ export const computeRoutes: RoutePlugin = async (app, ctx) => {
   app.post<{ Params: { id: string }; Body: UsageRequest }>('/v1/agent/tasks/:id/usage', { schema: { params: IdParams, querystring: NoQuery, body: UsageBody, response: { 201: RecordedReply } } }, async (req, reply) => {
     const site = requireSite(req.principal!, 'update.submit');
     const task = await siteTask(site.id, req.params.id);
-    const u = req.body;
-    const members = await store.listMemberships();
-    const me = members.find((m) => m.id === site.id);
-    const placement = await store.getPlacement(task.id);
-    let contributor: { institution: string; country: string; resourceId: string };
-    if (placement) {
-      // Usage on placed compute must name the resource the coordinator chose: a site cannot bill another partner.
-      if (u.resourceId !== placement.resourceId) throw new HttpError(400, 'wrong_resource', `task ${task.id} was placed on ${placement.resourceId}, not ${u.resourceId}`);
-      const res = (await store.listResources()).find((r) => r.id === placement.resourceId)!;
-      contributor = { institution: res.institutionId, country: res.jurisdiction, resourceId: res.id };
-    } else {
-      // Trained on the site's own machine: its own institution contributed what it consumed.
-      if (u.resourceId !== `site:${site.name}`) throw new HttpError(400, 'wrong_resource', `task ${task.id} ran on the site's own compute; report it as site:${site.name}`);
-      contributor = { institution: me?.institutionId ?? me?.institution ?? site.name, country: me?.jurisdiction ?? '??', resourceId: u.resourceId };
-    }
-    const t = now();
-    const recorded = await store.transaction(async (tx) => {
-      if (!(await tx.addUsage({
-          taskId: task.id, studyId: task.study_id, siteId: site.id, siteInstitution: me?.institutionId ?? me?.institution ?? site.name, siteCountry: me?.jurisdiction ?? '??',
-          resourceId: contributor.resourceId, institution: contributor.institution, country: contributor.country, scheduler: u.scheduler,
-          cpuSeconds: u.cpuSeconds, gpuSeconds: u.gpuSeconds, wallSeconds: u.wallSeconds, cpuBasis: u.cpuBasis, jobId: u.jobId ?? null, recordedAt: t,
-      }))) return false;
-      if (placement) await tx.updatePlacement(task.id, { state: 'done', ...(u.jobId ? { jobId: u.jobId } : {}) });
-      return true;
-    });
+    // Built and checked as a result's own usage is (usage-record.ts); a task's usage is recorded once.
+    const r = await usageRecordOf(store, site, task, req.body, now());
+    const recorded = await store.transaction((tx) => recordUsageInTx(tx, r));
     if (!recorded) throw new HttpError(409, 'conflict', `usage of task ${task.id} is already recorded`);
     return reply.status(201).send({ recorded: true });
   });

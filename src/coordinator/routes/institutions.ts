@@ -50,6 +50,8 @@ export const institutionRoutes: RoutePlugin = async (app, ctx) => {
       await tx.linkSite(site.id, inst);
       await tx.addEvent({ studyId: null, kind: 'site.linked', actor: user.id, data: { site: site.name, institution: inst.id, jurisdiction: inst.jurisdiction }, at: t });
     });
+    // The site's remembered row (auth.ts) now names another institution: it is read again at its next request.
+    ctx.bus.emit({ type: 'identity.changed', id: site.id });
     return { site: site.name, institution: inst.id, jurisdiction: inst.jurisdiction };
   });
 }

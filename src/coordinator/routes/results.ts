@@ -5,8 +5,8 @@
  *    header against the study's tensors (names, shapes, dtypes) before any value, its result metadata, every
  *    value finite, and its L2 distance from the global model it started from within `maxUpdateNorm`;
  *  - every result (`acceptResult`): the task it names, an analytics answer's counts, SecAgg+ and the privacy
- *    report, the example count against the site's cohort, finite metrics; then `acceptUpdate` with its audit entry
- *    and privacy-ledger row in one transaction.
+ *    report, the example count against the site's cohort, finite metrics, the usage it carries (`ResultMeta.usage`,
+ *    usage-record.ts); then `acceptUpdate` with its audit entry, privacy-ledger row and usage row in one transaction.
  * A refusal (`refuser`) is counted and audited (bounded: store/audit-bounds.ts) and changes nothing else.
  */
 import { RESULT_META_KEY, ResultMetaSchema, checkValue, maxUpdateBytesOf, type ResultMeta, type StudySpec } from '../../protocol/api.js';
@@ -22,6 +22,7 @@ import { inModelDtypes, rulesOf, transportDtypes, updateLayout } from '../study-
 import { recordSpendInTx, spendProblem } from '../privacy.js';
 import { analyticsAnswerProblem } from '../analytics-rounds.js';
 import type { RouteContext } from './context.js';
+import { recordUsageInTx, usageRecordOf, type UsageToRecord } from '../usage-record.js';
 
 /** Bytes an update's values are read in (a multiple of every element size). */
 const CHECK_CHUNK_BYTES = 4 * 1024 * 1024;
@@ -231,17 +232,30 @@ export async function acceptResult(
   for (const [k, v] of Object.entries({ ...meta.trainMetrics, ...meta.evalMetrics })) {
     if (!Number.isFinite(v)) return refuse(400, 'non_finite', `metric ${k} is not finite`);
   }
+  // The task's compute usage, when the result carries it: checked as the usage route checks it, recorded with the
+  // update (once per task: a usage already posted on its own, or a result sent again, records nothing more).
+  let usage: UsageToRecord | undefined;
+  if (meta.usage) {
+    try {
+      usage = await usageRecordOf(store, site, task, meta.usage, now());
+    } catch (e) {
+      if (e instanceof HttpError) return refuse(e.status, e.code, e.message);
+      throw e;
+    }
+  }
+  const { usage: _usage, ...stored } = meta;
   try {
     // Bytes still in memory are stored only now, once every check passed: a refused result stores nothing.
     const blob = typeof a.blob === 'function' ? await a.blob() : a.blob;
     const t = now();
     const digest = blob?.digest ?? null;
     await store.acceptUpdate(
-      { task_id: task.id, study_id: task.study_id, round: task.round, site_id: site.id, digest, size: blob?.size ?? null, num_examples: meta.numExamples, metrics: JSON.stringify(meta), received_at: t },
+      { task_id: task.id, study_id: task.study_id, round: task.round, site_id: site.id, digest, size: blob?.size ?? null, num_examples: meta.numExamples, metrics: JSON.stringify(stored), received_at: t },
       async (tx) => {
         await appendAudit(tx, audit.key, { ts: t, actor: site.id, kind: 'update.accepted', subject: task.id, data: { study: task.study_id, round: task.round, kind: task.kind, digest: digest ?? a.sentDigest, numExamples: meta.numExamples } });
         // The privacy ledger moves with the accepted update, in the same transaction.
         if ((task.kind === 'fit' || task.kind === 'analytics') && meta.privacy) await recordSpendInTx(tx, audit.key, { taskId: task.id, studyId: task.study_id, siteId: site.id, round: task.round, spend: meta.privacy, at: t });
+        if (usage) await recordUsageInTx(tx, { ...usage, row: { ...usage.row, recordedAt: t } });
         if (a.inTx) await a.inTx(tx);
       },
     );
