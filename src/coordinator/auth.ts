@@ -18,6 +18,7 @@ import { DEFAULT_MAX_SKEW_MS, HEADER_CONTENT_SHA256, HEADER_KEY_ID, HEADER_NONCE
 import { createPublicKey } from 'node:crypto';
 import { rolesFor, scopeOf, type Action, type Role, type Scope } from '../governance/roles.js';
 import { appendAudit, type AuditKey } from '../governance/audit-store.js';
+import { setBounded } from './bounded-map.js';
 
 export type UserRole = Exclude<Role, 'site'>;
 
@@ -155,11 +156,6 @@ export interface Authenticated {
   bodySha256: string;
 }
 
-/**
- * Checks a request's signature from its headers alone (method, path with query, the declared body digest,
- * timestamp, nonce), so it runs before a byte of the body is read; the caller then checks the body bytes
- * against `bodySha256`.
- */
 /** How long a verified caller (its row and key) is remembered between its requests. */
 export const CALLER_CACHE_MS = 30_000;
 const MAX_CALLERS = 100_000;
@@ -178,6 +174,11 @@ interface Lookup {
   identity?: string;
 }
 
+/**
+ * Checks a request's signature from its headers alone (method, path with query, the declared body digest,
+ * timestamp, nonce), so it runs before a byte of the body is read; the caller then checks the body bytes
+ * against `bodySha256`.
+ */
 export class Authenticator {
   private lastPrune = 0;
   /**
@@ -254,10 +255,7 @@ export class Authenticator {
       throw new AuthError('unauthenticated', `${v.reason}; every request must be signed (x-setu-key-id, x-setu-timestamp, x-setu-nonce, x-setu-signature, and x-setu-content-sha256 when it has a body)`, found.identity);
     }
     const principal = found.principal!;
-    if (!known) {
-      if (this.callers.size >= MAX_CALLERS) this.callers.delete(this.callers.keys().next().value!);
-      this.callers.set(v.keyId, { principal, publicKey: found.publicKey!, at: now });
-    }
+    if (!known) setBounded(this.callers, v.keyId, { principal, publicKey: found.publicKey!, at: now }, MAX_CALLERS);
     return { principal, bodySha256: v.bodySha256 };
   }
 }

@@ -21,18 +21,10 @@ import { aggregateRound, collect } from './fit-aggregate.js';
 import { hostStrategy, type HostedStrategy } from './strategy-host.js';
 import { blobSource, bytesSource, streamAggregate, type ByteSource } from './stream-aggregate.js';
 import { aggregationSizeProblem, checkInitialWeights, IN_MEMORY_AGGREGATION_MAX_BYTES, ModelProblem, modelSpecProblems, rulesOf, SECAGG_MAX_MASKED_BYTES } from './study-model.js';
+import { MIXED_AGGREGATED, MIXED_LAYOUT, MIXED_RULES } from '../testing/mixed-layout.js';
 
-const LAYOUT: { name: string; shape: number[]; dtype: DType }[] = [
-  { name: 'conv.weight', shape: [7, 3, 5], dtype: 'F32' },
-  { name: 'conv.bias', shape: [7], dtype: 'F32' },
-  { name: '__proto__', shape: [33], dtype: 'F16' },
-  { name: 'head.weight', shape: [2, 50], dtype: 'BF16' },
-  { name: 'empty', shape: [0, 3], dtype: 'F32' },
-  { name: 'bn.running_mean', shape: [7], dtype: 'F32' },
-  { name: 'bn.num_batches_tracked', shape: [], dtype: 'I64' },
-  { name: 'frozen.embed', shape: [11, 3], dtype: 'F32' },
-];
-const RULES = [{ match: 'bn.*', rule: 'local' as const }, { match: 'frozen.*', rule: 'skip' as const }];
+const LAYOUT = MIXED_LAYOUT;
+const RULES = MIXED_RULES;
 
 function spec(strategy: string, extra: Partial<StudySpec> = {}): StudySpec {
   return {
@@ -53,7 +45,7 @@ function randomWeights(seed: string, only?: readonly string[], scale = 1): Weigh
   });
 }
 
-const AGGREGATED = LAYOUT.map((t) => t.name).filter((k) => !k.startsWith('bn.') && !k.startsWith('frozen.'));
+const AGGREGATED = MIXED_AGGREGATED;
 
 /** An update's row with its bytes beside it (the store keeps them in its blob store). */
 type TestUpdate = UpdateRow & { weights: Uint8Array | null };

@@ -101,8 +101,11 @@ export interface StreamAggregateArgs {
 export const DEFAULT_SLICE_BYTES = 4 * 1024 * 1024;
 const FLT_MAX = 3.4028234663852886e38;
 
-/** The new model version's safetensors, header first, then the tensors' bytes slice by slice. */
-export async function* streamAggregate(a: StreamAggregateArgs): AsyncGenerator<Uint8Array> {
+/**
+ * The global model's header and the round's updates sorted by site id, each with its header checked against the
+ * model (checkUpdate): what every streamed reduction opens first. One result per site and a positive example count.
+ */
+export async function openUpdates(a: Pick<StreamAggregateArgs, 'global' | 'updates' | 'rules' | 'transportDtypes'>) {
   if (a.updates.length === 0) throw new Error('aggregation: no updates to aggregate');
   const model = await readSourceHeader(a.global, 'the global model');
   const byName = new Map(model.tensors.map((t) => [t.name, t]));
@@ -111,9 +114,16 @@ export async function* streamAggregate(a: StreamAggregateArgs): AsyncGenerator<U
   const ups = await Promise.all(sorted.map(async (u) => {
     if (seen.has(u.siteId)) throw new Error(`site "${u.siteId}" sent two results for the same round`);
     seen.add(u.siteId);
-    const h = await readSourceHeader(u.source, `the update of site "${u.siteId}"`);
-    return { ...u, header: h, tensors: checkUpdate(h, byName, a.rules, a.transportDtypes ?? [], u.siteId) };
+    if (!(Number.isInteger(u.numExamples) && u.numExamples > 0)) throw new Error(`site "${u.siteId}": numExamples must be a positive integer, got ${u.numExamples}`);
+    const header = await readSourceHeader(u.source, `the update of site "${u.siteId}"`);
+    return { ...u, header, tensors: checkUpdate(header, byName, a.rules, a.transportDtypes ?? [], u.siteId) };
   }));
+  return { model, ups };
+}
+
+/** The new model version's safetensors, header first, then the tensors' bytes slice by slice. */
+export async function* streamAggregate(a: StreamAggregateArgs): AsyncGenerator<Uint8Array> {
+  const { model, ups } = await openUpdates(a);
   const weights = ups.map((u) => weightOf(u, a.elementwise));
   const total = weights.reduce((s, w) => s + w, 0);
   // One reciprocal, as WeightedSum.mean scales by (bit-identical results).
@@ -202,7 +212,6 @@ export function checkUpdate(h: SafetensorsHeader, model: Map<string, TensorEntry
 
 /** A site's weight in the mean (as MeanAggregator's weightOf); 1 for coordinate-wise strategies (unused). */
 function weightOf(u: StreamUpdate, e: Elementwise): number {
-  if (!(Number.isInteger(u.numExamples) && u.numExamples > 0)) throw new Error(`site "${u.siteId}": numExamples must be a positive integer, got ${u.numExamples}`);
   return e.kind === 'mean' && e.weighting === 'examples' ? u.numExamples : 1;
 }
 

@@ -14,9 +14,8 @@
 import { decodeValues, type SafetensorsHeader, type TensorEntry } from '../protocol/safetensors.js';
 import { DTYPE_BYTES } from '../protocol/tensors.js';
 import type { RobustSelection } from '../learning/strategy.js';
-import { compareIds } from '../learning/sampling.js';
 import { checkKrumSites, scoresFromDistances, selectLowest } from '../learning/strategies/krum.js';
-import { checkUpdate, DEFAULT_SLICE_BYTES, readSourceHeader, streamAggregate, type StreamAggregateArgs, type StreamUpdate } from './stream-aggregate.js';
+import { DEFAULT_SLICE_BYTES, openUpdates, streamAggregate, type StreamAggregateArgs, type StreamUpdate } from './stream-aggregate.js';
 
 const HOST_LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 
@@ -35,18 +34,7 @@ export async function* streamKrum(a: StreamKrumArgs): AsyncGenerator<Uint8Array>
 
 /** The updates sorted by site id and the symmetric matrix of their squared distances (float64), by slices. */
 export async function pairwiseDistances(a: Omit<StreamKrumArgs, 'selection' | 'metadata'>): Promise<{ sorted: StreamUpdate[]; distances: number[][] }> {
-  if (a.updates.length === 0) throw new Error('aggregation: no updates to aggregate');
-  const model = await readSourceHeader(a.global, 'the global model');
-  const byName = new Map(model.tensors.map((t) => [t.name, t]));
-  const sorted = [...a.updates].sort((x, y) => compareIds(x.siteId, y.siteId));
-  const seen = new Set<string>();
-  const ups = await Promise.all(sorted.map(async (u) => {
-    if (seen.has(u.siteId)) throw new Error(`site "${u.siteId}" sent two results for the same round`);
-    seen.add(u.siteId);
-    if (!(Number.isInteger(u.numExamples) && u.numExamples > 0)) throw new Error(`site "${u.siteId}": numExamples must be a positive integer, got ${u.numExamples}`);
-    const header = await readSourceHeader(u.source, `the update of site "${u.siteId}"`);
-    return { ...u, header, tensors: checkUpdate(header, byName, a.rules, a.transportDtypes ?? [], u.siteId) };
-  }));
+  const { ups } = await openUpdates(a);
   const k = ups.length;
   const d: number[][] = Array.from({ length: k }, () => new Array<number>(k).fill(0));
   const sliceElems = Math.max(1, Math.floor((a.sliceBytes ?? DEFAULT_SLICE_BYTES) / 4));
@@ -86,7 +74,7 @@ export async function pairwiseDistances(a: Omit<StreamKrumArgs, 'selection' | 'm
     await Promise.all(ups.map((u) => u.source.close?.()));
   }
   for (let i = 0; i < k; i++) for (let j = 0; j < i; j++) d[i]![j] = d[j]![i]!;
-  return { sorted, distances: d };
+  return { sorted: ups, distances: d };
 }
 
 /** s + Σ (x[e] − y[e])², added element after element as sqDist does. */

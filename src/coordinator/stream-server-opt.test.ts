@@ -14,7 +14,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { StudySpec } from '../protocol/api.js';
 import { decodeSafetensors, encodeSafetensors } from '../protocol/safetensors.js';
-import { mapWeights, tensor, type DType, type Weights } from '../protocol/tensors.js';
+import { mapWeights, tensor, type Weights } from '../protocol/tensors.js';
 import { FileBlobStore } from '../store/blobs/file-blobs.js';
 import { MemoryBlobStore } from '../store/blobs/memory-blobs.js';
 import type { BlobStore } from '../store/blobs/blob-store.js';
@@ -28,19 +28,11 @@ import { previousMoments, streamServerStep } from './stream-server-opt.js';
 import { pairwiseDistances, streamKrum } from './stream-krum.js';
 import { aggregationSizeProblem, IN_MEMORY_AGGREGATION_MAX_BYTES, rulesOf } from './study-model.js';
 import { sqDist } from '../learning/weights.js';
+import { MIXED_AGGREGATED, MIXED_LAYOUT, MIXED_RULES } from '../testing/mixed-layout.js';
 
-const LAYOUT: { name: string; shape: number[]; dtype: DType }[] = [
-  { name: 'conv.weight', shape: [7, 3, 5], dtype: 'F32' },
-  { name: 'conv.bias', shape: [7], dtype: 'F32' },
-  { name: '__proto__', shape: [33], dtype: 'F16' },
-  { name: 'head.weight', shape: [2, 50], dtype: 'BF16' },
-  { name: 'empty', shape: [0, 3], dtype: 'F32' },
-  { name: 'bn.running_mean', shape: [7], dtype: 'F32' },
-  { name: 'bn.num_batches_tracked', shape: [], dtype: 'I64' },
-  { name: 'frozen.embed', shape: [11, 3], dtype: 'F32' },
-];
-const RULES = [{ match: 'bn.*', rule: 'local' as const }, { match: 'frozen.*', rule: 'skip' as const }];
-const AGGREGATED = LAYOUT.map((t) => t.name).filter((k) => !k.startsWith('bn.') && !k.startsWith('frozen.'));
+const LAYOUT = MIXED_LAYOUT;
+const RULES = MIXED_RULES;
+const AGGREGATED = MIXED_AGGREGATED;
 
 function spec(strategy: string, params: Record<string, unknown> = {}): StudySpec {
   return {

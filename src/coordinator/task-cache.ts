@@ -8,34 +8,23 @@
  * Both are bounded (least recently added first out), so a coordinator with many studies keeps a few of each.
  */
 import { MODEL_INLINE_MAX_BYTES, type StudySpec } from '../protocol/api.js';
-import type { Store, StudyRow } from '../store/store.js';
+import type { Store } from '../store/store.js';
+import { setBounded } from './bounded-map.js';
 
 const MAX_SPECS = 256;
 const MAX_MODELS = 32;
 
-function remember<K, V>(m: Map<K, V>, k: K, v: V, max: number): V {
-  if (m.size >= max) m.delete(m.keys().next().value as K);
-  m.set(k, v);
-  return v;
-}
 
 export class StudySpecs {
-  private readonly cache = new Map<string, { raw: string; spec: StudySpec }>();
+  private readonly cache = new Map<string, StudySpec>();
   constructor(private readonly store: Store) {}
-
-  /** The parsed spec of a study row (parsed again only if the row's text differs from what was parsed). */
-  of(row: StudyRow): StudySpec {
-    const hit = this.cache.get(row.id);
-    if (hit && hit.raw === row.spec) return hit.spec;
-    return remember(this.cache, row.id, { raw: row.spec, spec: JSON.parse(row.spec) as StudySpec }, MAX_SPECS).spec;
-  }
 
   /** The spec of study `id`, read from the store on first use only; undefined when there is no such study. */
   async byId(id: string): Promise<StudySpec | undefined> {
     const hit = this.cache.get(id);
-    if (hit) return hit.spec;
+    if (hit) return hit;
     const row = await this.store.getStudy(id);
-    return row && this.of(row);
+    return row && setBounded(this.cache, id, JSON.parse(row.spec) as StudySpec, MAX_SPECS);
   }
 }
 
@@ -50,7 +39,7 @@ export class InlineModels {
     if (hit) return hit;
     const p = this.read(versionId);
     p.catch(() => this.cache.delete(versionId));
-    return remember(this.cache, versionId, p, MAX_MODELS);
+    return setBounded(this.cache, versionId, p, MAX_MODELS);
   }
 
   private async read(versionId: string): Promise<string | null> {

@@ -12,6 +12,8 @@
  * (@fastify/rate-limit counts every request before the outcome is known, which would slow successful
  * traffic; what is needed here is a counter of failures, which is this small fixed-window table.)
  */
+import { setBounded } from '../bounded-map.js';
+
 export interface AuthLimitOptions {
   /** Failures allowed per address within a window (default 200). */
   perAddress?: number;
@@ -63,8 +65,7 @@ export class AuthFailureLimiter {
     if (!w || t - w.start >= this.windowMs) {
       this.windows.delete(key);
       w = { start: t, failures: 0 };
-      if (this.windows.size >= MAX_TRACKED) this.windows.delete(this.windows.keys().next().value!);
-      this.windows.set(key, w);
+      setBounded(this.windows, key, w, MAX_TRACKED);
     }
     w.failures++;
     return w;
