@@ -29,6 +29,7 @@ export async function coordinatorCommand(sub: string | undefined, argv: string[]
     host: { type: 'string' },
     port: { type: 'string' },
     'body-limit': { type: 'string' },
+    'upload-chunk-bytes': { type: 'string' },
     'tls-cert': { type: 'string' },
     'tls-key': { type: 'string' },
     'log-level': { type: 'string' },
@@ -50,7 +51,7 @@ export async function coordinatorCommand(sub: string | undefined, argv: string[]
       host: values.host ?? '127.0.0.1',
       port: intFlag(values.port, 'port', 7070),
       ...(values['body-limit'] ? { bodyLimit: intFlag(values['body-limit'], 'body-limit', 0) } : {}),
-      ...(Object.keys(limits).length ? { server: { limits } } : {}),
+      ...(Object.keys(limits).length || values['upload-chunk-bytes'] ? { server: { ...(Object.keys(limits).length ? { limits } : {}), ...(values['upload-chunk-bytes'] ? { uploadChunkBytes: positiveFlag(values['upload-chunk-bytes'], 'upload-chunk-bytes') } : {}) } } : {}),
       ...(values['tls-cert'] ? { https: { cert: readFlagFile(values['tls-cert'], '--tls-cert'), key: readFlagFile(values['tls-key']!, '--tls-key') } } : {}),
       logger,
     });
@@ -92,6 +93,12 @@ function limitFlags(values: Record<string, unknown>): LimitOptions {
     o[key] = n;
   }
   return o;
+}
+
+function positiveFlag(v: string, flag: string): number {
+  const n = intFlag(v, flag, 0);
+  if (n < 1) throw new UsageError(`--${flag} must be a whole number of at least 1, got ${v}`);
+  return n;
 }
 
 function readFlagFile(file: string, flag: string): Buffer {

@@ -6,7 +6,7 @@
 import type { SiteConfig } from './config.js';
 import { SiteState, type Credential, type PendingResult } from './state.js';
 import { ApiError, HttpClient } from './http.js';
-import { CHUNKED_UPLOAD_BYTES, uploadInChunks } from './upload.js';
+import { CHUNKED_UPLOAD_BYTES, uploadInChunks, type ChunkedUploadOptions } from './upload.js';
 import type { Cohorts, EnrolResponse, PrivacySpend, TaskMessage, ResultMeta } from '../protocol/api.js';
 import { readFileSync, rmSync } from 'node:fs';
 import { resolve } from 'node:path';
@@ -586,6 +586,20 @@ export class SiteAgent {
     }
   }
 
+  /**
+   * How a chunked upload reports: each chunk the coordinator holds is a log line (an operator sees a large upload
+   * move; `setu bench big-train` waits for one to kill the agent mid-upload). `testing.chunkDelayMs` (a test knob)
+   * waits before each chunk: a slow uplink.
+   */
+  private chunkedOptions(taskId: string): ChunkedUploadOptions {
+    const delay = this.cfg.testing?.chunkDelayMs;
+    return {
+      log: this.log,
+      onProgress: (received, size) => this.log(`task ${taskId}: uploaded ${received} of ${size} bytes`),
+      ...(delay ? { onChunk: () => pause(delay, this.opts.signal) } : {}),
+    };
+  }
+
   /** Uploads every saved result; commits its local state once the coordinator has answered. */
   private async flushPending(): Promise<void> {
     for (const p of this.state.pending()) {
@@ -599,7 +613,7 @@ export class SiteAgent {
       }
       try {
         // A large update goes in resumable chunks from the file it is kept in; a small one in one body.
-        if (p.contentType === 'application/octet-stream' && p.body.length > CHUNKED_UPLOAD_BYTES) await uploadInChunks(this.http, p.taskId, this.state.pendingBodyFile(p.taskId), { log: this.log });
+        if (p.contentType === 'application/octet-stream' && p.body.length > CHUNKED_UPLOAD_BYTES) await uploadInChunks(this.http, p.taskId, this.state.pendingBodyFile(p.taskId), this.chunkedOptions(p.taskId));
         else await this.http.request('POST', `/v1/agent/tasks/${encodeURIComponent(p.taskId)}/result`, { type: p.contentType, data: p.body });
       } catch (e) {
         if (!(e instanceof ApiError)) throw e;

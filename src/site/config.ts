@@ -99,8 +99,9 @@ export const SiteConfigSchema = Type.Object(
     /**
      * Test knobs, never for production: `fitDelayMs` makes the agent wait that long before each fit (a deliberately
      * slow site, for the asynchronous-federation benchmark and tests: `npm run bench -- async-heart`).
+     * `chunkDelayMs` waits that long before each chunk of a chunked upload (a slow uplink: `bench big-train --kill-agent`).
      */
-    testing: Type.Optional(Type.Object({ fitDelayMs: Type.Optional(Type.Integer({ minimum: 0, maximum: 3_600_000 })) }, strict)),
+    testing: Type.Optional(Type.Object({ fitDelayMs: Type.Optional(Type.Integer({ minimum: 0, maximum: 3_600_000 })), chunkDelayMs: Type.Optional(Type.Integer({ minimum: 0, maximum: 60_000 })) }, strict)),
     /** Where this site's data is held (ISO country code): "same" in its local policy means this. */
     jurisdiction: Type.Optional(Type.String({ pattern: '^[A-Z]{2}$' })),
     /**

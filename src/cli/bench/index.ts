@@ -12,6 +12,7 @@ export const BENCHES: Record<string, () => Promise<{ main(argv: string[]): Promi
   reads: () => import('./reads.js'),
   'async-heart': () => import('./async-heart.js'),
   'large-model': () => import('./large-model.js'),
+  'big-train': () => import('./big-train.js'),
   live: () => import('./live.js'),
 };
 
