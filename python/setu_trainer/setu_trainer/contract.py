@@ -181,8 +181,25 @@ def _check_output(out, like):
             raise ValueError(f'fit returned tensor "{k}" of shape {list(o.shape)}, the model has {list(t.shape)}')
         if o.dtype != t.dtype:
             raise ValueError(f'fit returned tensor "{k}" as {o.dtype}, the model has {t.dtype}')
-        if o.dtype in ("F16", "BF16", "F32", "F64") and not all(math.isfinite(v) for v in o.tolist()):
+        if o.dtype in ("F16", "BF16", "F32", "F64") and not _all_finite(o):
             raise ValueError(f'fit returned a non-finite value in tensor "{k}"')
+
+
+def _all_finite(t):
+    """Whether every value of a floating tensor is finite: with NumPy a slice at a time (no Python float per value,
+    no model-sized temporary), else from its values."""
+    try:
+        import numpy as np
+    except ImportError:
+        return all(math.isfinite(v) for v in t.tolist())
+    if t.dtype == "BF16":
+        bits = np.frombuffer(t.data, dtype="<u2")
+        return all(not np.any((bits[i : i + _SLICE] & 0x7F80) == 0x7F80) for i in range(0, bits.size, _SLICE))
+    a = np.frombuffer(t.data, dtype={"F16": "<f2", "F32": "<f4", "F64": "<f8"}[t.dtype])
+    return all(np.isfinite(a[i : i + _SLICE]).all() for i in range(0, a.size, _SLICE))
+
+
+_SLICE = 1 << 22
 
 
 def _measured(value, what):
@@ -220,7 +237,8 @@ def run_task(trainer, work_dir, format="raw"):
     result = {}
     has_eval = type(trainer).evaluate is not Trainer.evaluate if isinstance(trainer, Trainer) else hasattr(trainer, "evaluate")
     if has_eval:
-        n, m = _measured(trainer.evaluate(conv.to_user(given, task), task), "evaluate")
+        shared = getattr(conv, "shares_buffer", False)
+        n, m = _measured(trainer.evaluate(conv.to_user(given, task, readonly=True) if shared else conv.to_user(given, task), task), "evaluate")
         if n > 0:
             result["evaluate"] = {"numExamples": int(n), "metrics": _metrics(m, "evaluate")}
     if task.kind == "evaluate":

@@ -1,7 +1,9 @@
 """NumPy helpers: weights as a dict of arrays (`run(trainer, format="numpy")`), and conversion to and from Tensors.
 
 NumPy has no bfloat16, so BF16 tensors arrive as float32 arrays and are rounded back to BF16 (nearest even) on the
-way out. Integer buffers must come back holding integers.
+way out. Integer buffers must come back holding integers. The other arrays are views of the one buffer the weights
+file was read into, and the arrays returned are written from their own memory: a trainer that changes its weights in
+place holds about one copy of the model.
 """
 import numpy as np
 
@@ -13,11 +15,13 @@ _NP = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "I64": "<i8", "I32": "<i4", "I1
 
 
 def to_numpy(t):
-    """A writable array of the tensor's values (BF16 as float32)."""
+    """A writable array of the tensor's values (BF16 as float32): a view of a writable buffer (a file read by
+    read_safetensors), else a copy."""
     if t.dtype == "BF16":
         bits = np.frombuffer(t.data, dtype="<u2").astype(np.uint32) << 16
-        return bits.view(np.float32).reshape(t.shape).copy()
-    return np.frombuffer(t.data, dtype=_NP[t.dtype]).reshape(t.shape).copy()
+        return bits.view(np.float32).reshape(t.shape)
+    a = np.frombuffer(t.data, dtype=_NP[t.dtype]).reshape(t.shape)
+    return a if a.flags.writeable else a.copy()
 
 
 def from_numpy(a, dtype):
@@ -32,12 +36,21 @@ def from_numpy(a, dtype):
     if dtype not in ("F64", "F32", "F16") and a.dtype.kind == "f":
         if not np.all(np.isfinite(a)) or not np.array_equal(a, np.rint(a)):
             raise ValueError(f"an integer ({dtype}) tensor came back holding non-integers")
-    return Tensor(dtype, a.shape, np.ascontiguousarray(a).astype(_NP[dtype]).tobytes())
+    # No copy when the array already is contiguous in the tensor's dtype (a trainer that changed its weights in place).
+    out = np.ascontiguousarray(a).astype(_NP[dtype], copy=False)
+    return Tensor(dtype, a.shape, memoryview(out.reshape(-1).view(np.uint8)))
 
 
 class NumpyFormat:
-    def to_user(self, tensors, task):
-        return {k: to_numpy(t) for k, t in tensors.items()}
+    #: to_user gives views of the buffer read (contract.run_task makes evaluate's read-only, so fit's start unchanged)
+    shares_buffer = True
+
+    def to_user(self, tensors, task, readonly=False):
+        out = {k: to_numpy(t) for k, t in tensors.items()}
+        if readonly:
+            for a in out.values():
+                a.flags.writeable = False
+        return out
 
     def from_user(self, weights, like):
         return {k: from_numpy(v, like[k].dtype if k in like else "F32") for k, v in weights.items()}

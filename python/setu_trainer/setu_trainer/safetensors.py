@@ -51,7 +51,13 @@ class Tensor:
         shape = tuple(int(d) for d in shape)
         if any(d < 0 for d in shape):
             raise SafetensorsError(f"shape {shape} has a negative dimension")
-        data = bytes(data)
+        # A read file's buffer (or an array's) is kept as a view, not copied: one copy of a large model in memory.
+        if isinstance(data, (memoryview, bytearray)):
+            data = memoryview(data)
+            if data.ndim != 1 or data.format != "B":
+                data = data.cast("B")
+        elif not isinstance(data, bytes):
+            data = bytes(data)
         if len(data) != _count(shape) * DTYPES[dtype][0]:
             raise SafetensorsError(f"{dtype}{list(shape)} needs {_count(shape) * DTYPES[dtype][0]} bytes, got {len(data)}")
         self.dtype, self.shape, self.data = dtype, shape, data
@@ -107,19 +113,26 @@ def _exact_int(v, dtype):
 
 
 def read_safetensors(path_or_bytes):
-    """Returns (tensors, metadata): a dict name -> Tensor in the file's order, and the __metadata__ strings."""
+    """Returns (tensors, metadata): a dict name -> Tensor in the file's order, and the __metadata__ strings.
+
+    A file is read into one writable buffer and each tensor's data is a view of it (no second copy): the NumPy
+    helpers hand those views out as arrays.
+    """
     if isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
         raw = bytes(path_or_bytes)
     else:
         with open(path_or_bytes, "rb") as f:
-            raw = f.read()
+            raw = bytearray(os.fstat(f.fileno()).st_size)
+            got = f.readinto(raw)
+        if got != len(raw):
+            raise SafetensorsError(f"read {got} of the file's {len(raw)} bytes (was it changed while being read?)")
     if len(raw) < 8:
         raise SafetensorsError(f"file is {len(raw)} bytes, too short for the 8-byte header length")
-    (n,) = struct.unpack("<Q", raw[:8])
+    (n,) = struct.unpack_from("<Q", raw, 0)
     if n > len(raw) - 8 or n > _MAX_HEADER:
         raise SafetensorsError(f"header length {n} runs past the end of the file or over the limit")
     try:
-        header = json.loads(raw[8 : 8 + n].decode("utf-8"))
+        header = json.loads(bytes(memoryview(raw)[8 : 8 + n]).decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as e:
         raise SafetensorsError(f"header is not valid JSON: {e}") from None
     if not isinstance(header, dict):
