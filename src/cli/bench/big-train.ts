@@ -333,7 +333,8 @@ export async function runBigTrain(o: BigTrainOptions): Promise<BigTrainResult> {
       // retried chunk accepted at that offset (the count after it is at most a chunk further).
       const resumes = sites.filter((s) => { const h = heldBefore.get(s.name); return h && h[0] < h[1]; }).map((s) => Promise.race([
         s.lines.next(RESUMED).then((r) => ({ site: s.name, resumedAtBytes: Number(r[2]), sizeBytes: Number(r[1]) })),
-        s.lines.next(UPLOADED).then((r) => ({ site: s.name, resumedAtBytes: Math.max(0, Number(r[1]) - chunk), sizeBytes: Number(r[2]) })),
+        // Chunks start at multiples of the chunk size: the one just held started at the last multiple below its count.
+        s.lines.next(UPLOADED).then((r) => ({ site: s.name, resumedAtBytes: Math.floor((Number(r[1]) - 1) / chunk) * chunk, sizeBytes: Number(r[2]) })),
       ]));
       coord = await startCoord();
       const resumedAt = await Promise.all(resumes);
