@@ -9,6 +9,7 @@ import { Ss2ViewSchema } from '../datasources/ssmix2/facts.js';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
 import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import YAML from 'yaml';
@@ -157,4 +158,35 @@ test("governance.md's table of the India–Japan studies the shipped policies al
       assert.deepEqual(broken, expected, `${r[1]} with the coordinator ${where}: the page says "${said}"`);
     });
   }
+});
+
+/** The `setu …` and `npm run bench -- …` lines of a page's plain code blocks (the commands a reader types). */
+function commandsOf(page: string): string[][] {
+  const out: string[][] = [];
+  // Fences open and close in turn; only blocks opened with a bare ``` (no language) hold commands.
+  let fence: string | undefined;
+  for (const line of page.split('\n')) {
+    if (line.startsWith('```')) {
+      fence = fence === undefined ? line.slice(3).trim() : undefined;
+      continue;
+    }
+    if (fence !== '') continue;
+    const words = line.trim().split(/\s+/);
+    if (words[0] === 'setu') out.push(words.slice(1));
+    else if (words.slice(0, 4).join(' ') === 'npm run bench --') out.push(['bench', ...words.slice(4)]);
+  }
+  return out;
+}
+
+test("large-models.md's commands are real: each names a command whose --help lists every flag it uses", () => {
+  const page = readFileSync(join(ROOT, 'docs', 'large-models.md'), 'utf8');
+  const commands = commandsOf(page);
+  assert.ok(commands.length >= 4, `found ${commands.length} commands`);
+  for (const words of commands) {
+    const path = words.slice(0, words.findIndex((w) => w.startsWith('--')));
+    const r = spawnSync(process.execPath, [join(ROOT, 'dist', 'cli', 'main.js'), ...path, '--help'], { encoding: 'utf8' });
+    assert.equal(r.status, 0, `setu ${path.join(' ')} --help: ${r.stderr}`);
+    for (const flag of words.filter((w) => w.startsWith('--'))) assert.match(r.stdout, new RegExp(`\\s${flag}\\b`), `setu ${path.join(' ')} has no ${flag} (docs/large-models.md)`);
+  }
+  // The bench's flags, run for real at a size the suite can afford: src/cli/bench/big-train.test.ts.
 });
