@@ -302,6 +302,17 @@ export function decodeTensors(bytes: Uint8Array, h: SafetensorsHeader): Weights 
   return weights;
 }
 
+/**
+ * The tensors of `bytes` as float32 views of it where they can be (F32 at an aligned offset), copies where not: a
+ * large model decoded without a second copy. The weights share `bytes`' memory: for readers, not for training.
+ */
+export function viewTensors(bytes: Uint8Array, h: SafetensorsHeader): Weights {
+  const data = bytes.subarray(h.dataStart);
+  const weights = emptyWeights();
+  for (const e of h.tensors) setTensor(weights, e.name, { shape: e.shape, data: decodeValues(data.subarray(e.begin, e.end), e.dtype, e.name), ...(e.dtype !== 'F32' ? { dtype: e.dtype } : {}) });
+  return weights;
+}
+
 /** Decode and validate a safetensors file. Throws SafetensorsError (only) on malformed input. */
 export function decodeSafetensors(bytes: Uint8Array, opts: DecodeOptions = {}): Decoded {
   const h = readSafetensorsHeader(bytes, opts);

@@ -13,7 +13,7 @@ import { resolve } from 'node:path';
 import { generateSigningKeys, importPrivateKey, publicKeyToRaw } from '../protocol/signing.js';
 import { createPublicKey } from 'node:crypto';
 import { RESULT_META_KEY } from '../protocol/api.js';
-import { decodeSafetensors, encodeSafetensors } from '../protocol/safetensors.js';
+import { decodeSafetensors, encodeSafetensors, readSafetensorsHeader, viewTensors } from '../protocol/safetensors.js';
 import { ExternalTrainer, ExternalTrainerError, externalTrainerOf } from './trainers/external.js';
 import { trainerDeclaration } from './trainers/declaration.js';
 import type { Trainer } from './trainers/trainer.js';
@@ -484,7 +484,9 @@ export class SiteAgent {
         trainer = externalTrainerOf(this.cfg, placed);
       }
     }
-    const decoded = decodeSafetensors(await this.globalModel(task)).weights;
+    // Viewed in the downloaded bytes, not copied: the external trainer and the release only read the global model.
+    const bytes = await this.globalModel(task);
+    const decoded = viewTensors(bytes, readSafetensorsHeader(bytes));
     const global = startingWeights(decoded, task.tensorRules, this.state.readBytes(task.studyId, LOCAL_TENSORS_FILE));
     const progress = this.progressSender(task);
     const seed = dp ? taskNoiseSeed(this.state, task.studyId, task.taskId) : undefined;
@@ -580,7 +582,9 @@ export class SiteAgent {
     const file = this.state.modelFile(versionId);
     await this.http.download(`/v1/agent/models/${encodeURIComponent(versionId)}`, file);
     try {
-      return new Uint8Array(readFileSync(file));
+      // readFileSync's Buffer is its own allocation (not the small-buffer pool): used as it is, not copied again.
+      const b = readFileSync(file);
+      return new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
     } finally {
       rmSync(file, { force: true });
     }

@@ -16,10 +16,10 @@
  * whose `kind` says which, and whose message the agent reports as the task's error.
  */
 import { spawn } from 'node:child_process';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, open, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { isAbsolute, join, resolve } from 'node:path';
-import { SafetensorsError, decodeTensors, headerLayout, readSafetensorsHeader, encodeSafetensors } from '../../protocol/safetensors.js';
+import { SafetensorsError, encodeSafetensorsHeader, encodeValues, headerLayout, readSafetensorsHeader, viewTensors } from '../../protocol/safetensors.js';
 import { dtypeOf, firstNonFinite, layoutDifference, layoutOf, mapWeights, type Weights } from '../../protocol/tensors.js';
 import { TaskProgressSchema, checkValue, type TaskMessage, type TaskProgress } from '../../protocol/api.js';
 import type { FitConfig } from '../../learning/types.js';
@@ -195,8 +195,7 @@ export async function runExternalTrainer(cfg: ExternalTrainerConfig, task: Exter
       ...(task.dpSgd ? { dpSgd: task.dpSgd } : {}),
       paths,
     };
-    const inputBytes = encodeSafetensors(task.weights, { format: 'setu', round: String(task.round) });
-    await writeFile(paths.weights, inputBytes);
+    const inputSize = await writeWeightsFile(paths.weights, task.weights, { format: 'setu', round: String(task.round) });
     await writeFile(join(workDir, 'task.json'), JSON.stringify(taskFile, null, 2) + '\n');
 
     const started = Date.now();
@@ -213,7 +212,7 @@ export async function runExternalTrainer(cfg: ExternalTrainerConfig, task: Exter
       const how = run.code === null ? `was killed by ${run.signal}` : `exited with status ${run.code}`;
       throw new ExternalTrainerError('exit', `${who} ${how}`, run.stderr);
     }
-    const out = await readOutputs(paths, task, inputBytes.length, run.stderr);
+    const out = await readOutputs(paths, task, inputSize, run.stderr);
     const res: ExternalResult = { ...out, stdoutTail: run.stdout, stderrTail: run.stderr, durationMs };
     if (cfg.keepWorkDir) res.workDir = workDir;
     return res;
@@ -221,6 +220,31 @@ export async function runExternalTrainer(cfg: ExternalTrainerConfig, task: Exter
     if (!cfg.keepWorkDir) await rm(workDir, { recursive: true, force: true });
   }
 }
+
+/**
+ * The trainer's input: what encodeSafetensors would give (tensors sorted by name), written a tensor at a time, F32
+ * tensors straight from their arrays, so no model-sized buffer is made for it. Returns the file's size.
+ */
+async function writeWeightsFile(file: string, weights: Weights, metadata: Record<string, string>): Promise<number> {
+  const names = Object.keys(weights).sort();
+  const head = encodeSafetensorsHeader(names.map((name) => ({ name, dtype: dtypeOf(weights[name]!), shape: weights[name]!.shape })), metadata);
+  const fh = await open(file, 'w');
+  try {
+    await fh.write(head.bytes);
+    for (const name of names) {
+      const t = weights[name]!;
+      const dtype = dtypeOf(t);
+      if (t.data.length !== t.shape.reduce((a, b) => a * b, 1)) throw new SafetensorsError(`tensor "${name}": data length ${t.data.length} does not match shape [${t.shape}]`);
+      const bytes = dtype === 'F32' && HOST_LE ? new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength) : encodeValues(t.data, dtype, `tensor "${name}"`);
+      for (let at = 0; at < bytes.length;) at += (await fh.write(bytes, at, bytes.length - at)).bytesWritten;
+    }
+  } finally {
+    await fh.close();
+  }
+  return head.bytes.length + head.dataBytes;
+}
+
+const HOST_LE = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 
 function describeProgress(p: TrainerProgress): string {
   const parts = [p.step !== undefined ? `step ${p.step}${p.of !== undefined ? ` of ${p.of}` : ''}` : '', ...Object.entries(p.metrics ?? {}).map(([k, v]) => `${k} ${v}`), p.message ?? ''];
@@ -252,8 +276,8 @@ async function readOutputs(paths: { output: string; result: string }, task: Exte
 
   let bytes: Uint8Array;
   try {
-    // A plain Uint8Array copy: a Node Buffer may be a view into a shared pool.
-    bytes = new Uint8Array(await readFile(paths.output));
+    // readFile's Buffer is its own allocation (not the small-buffer pool): the tensors are viewed in it, not copied.
+    bytes = await readFile(paths.output);
   } catch {
     throw bad('output.safetensors was not written');
   }
@@ -263,7 +287,7 @@ async function readOutputs(paths: { output: string; result: string }, task: Exte
     const h = readSafetensorsHeader(bytes, { maxBytes: inputSize + 1_000_000 });
     const diff = layoutDifference(headerLayout(h), layoutOf(task.weights));
     if (diff) throw bad(`output.safetensors does not match the model: ${diff}`);
-    weights = decodeTensors(bytes, h);
+    weights = viewTensors(bytes, h);
   } catch (e) {
     if (e instanceof SafetensorsError) throw bad(`output.safetensors is not valid safetensors: ${e.message}`);
     throw e;
