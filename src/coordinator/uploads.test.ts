@@ -246,7 +246,24 @@ for (const backend of SQL_BACKENDS) describe(`chunked uploads of fit results (${
     if (heldBefore) assert.ok(held()!.equals(heldBefore) && heldBefore.equals(bytes.subarray(0, CHUNK)), 'the partial file holds exactly the first chunk: no byte of the refused ones');
     // The same chunk, untampered, lands; the upload is left for the round's end to discard (the last test).
     assert.equal((await raw(signChunkRequest({ ...signing, chunkSha256: sha(chunk) }), chunk)).status, 200);
-    if (heldBefore) assert.ok(held()!.equals(bytes.subarray(0, 2 * CHUNK)));
+    if (heldBefore) {
+      assert.ok(held()!.equals(bytes.subarray(0, 2 * CHUNK)));
+      // A power failure before the upload's one fsync (at completion) tore the second chunk's pages: the restarted
+      // coordinator keeps the intact prefix of whole chunks (its journal, store/blobs/file-blobs.ts) and says so.
+      await c.close();
+      const file = join(dir, 'blobs', 'partial', up.uploadId);
+      const torn = readFileSync(file);
+      torn.fill(0, CHUNK + 1000);
+      writeFileSync(file, torn);
+      c = await start();
+      const again = (await call('POST', `/v1/agent/tasks/${a.task!.taskId}/uploads`, a.key, { json: { size: bytes.length, digest: sha(bytes) } })).json;
+      assert.deepEqual([again.uploadId, again.received], [up.uploadId, CHUNK], 'the agent is told to resume after the first chunk, the one that survived');
+      assert.ok(held()!.equals(bytes.subarray(0, CHUNK)), 'and the partial holds exactly it');
+      const late = await call('PUT', path(2 * CHUNK), a.key, { body: bytes.subarray(2 * CHUNK, 3 * CHUNK) });
+      assert.deepEqual([late.status, late.json.received], [409, CHUNK], 'a chunk past what survived is told where to resume');
+      assert.equal((await client(a.key).request('PUT', path(CHUNK), { type: 'application/octet-stream', data: chunk }, undefined, { unsignedPayload: true })).json<{ received: number }>().received, 2 * CHUNK);
+      assert.ok(held()!.equals(bytes.subarray(0, 2 * CHUNK)));
+    }
     abandonedToo = up.uploadId;
   });
 
