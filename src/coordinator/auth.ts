@@ -14,7 +14,7 @@ import { existsSync, readFileSync, renameSync, rmSync, writeFileSync } from 'nod
 import { join } from 'node:path';
 import type { FastifyRequest, onRequestAsyncHookHandler } from 'fastify';
 import type { Store, SiteRow } from '../store/store.js';
-import { DEFAULT_MAX_SKEW_MS, HEADER_CONTENT_SHA256, HEADER_KEY_ID, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP, generateSigningKeys, importPrivateKey, publicKeyToRaw, verifyRequest } from '../protocol/signing.js';
+import { DEFAULT_MAX_SKEW_MS, HEADER_CHUNK_SHA256, HEADER_CONTENT_SHA256, HEADER_KEY_ID, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP, generateSigningKeys, importPrivateKey, publicKeyToRaw, verifyRequest } from '../protocol/signing.js';
 import { createPublicKey } from 'node:crypto';
 import { rolesFor, scopeOf, type Action, type Role, type Scope } from '../governance/roles.js';
 import { appendAudit, type AuditKey } from '../governance/audit-store.js';
@@ -147,6 +147,11 @@ declare module 'fastify' {
     principal?: Principal;
     /** The body digest the verified signature covers (plugins/signed-requests.ts checks the bytes against it). */
     signedBodySha256?: string;
+    /**
+     * The signature covers a declared chunk digest (x-setu-chunk-sha256, src/protocol/signing.ts) instead of a body
+     * the plugin checks: only a route with `config.streamedBody` accepts it, and that route checks the bytes itself.
+     */
+    unsignedPayload?: boolean;
   }
 }
 
@@ -154,6 +159,8 @@ export interface Authenticated {
   principal: Principal;
   /** The body digest the signature covers: the bytes read later must hash to it. */
   bodySha256: string;
+  /** It was declared in x-setu-chunk-sha256 (the route, not the body parser, checks the bytes). */
+  unsignedPayload?: boolean;
 }
 
 /** How long a verified caller (its row and key) is remembered between its requests. */
@@ -256,7 +263,7 @@ export class Authenticator {
     }
     const principal = found.principal!;
     if (!known) setBounded(this.callers, v.keyId, { principal, publicKey: found.publicKey!, at: now }, MAX_CALLERS);
-    return { principal, bodySha256: v.bodySha256 };
+    return { principal, bodySha256: v.bodySha256, ...(v.unsignedPayload ? { unsignedPayload: true } : {}) };
   }
 }
 
@@ -276,12 +283,13 @@ export function signatureHook(authenticator: Authenticator, onAuthenticated?: (p
     if (req.headers[HEADER_KEY_ID] === undefined && req.headers[HEADER_SIGNATURE] === undefined) {
       throw new AuthError('unauthenticated', `missing request signature: every request to this route must be signed (headers ${HEADER_KEY_ID}, ${HEADER_TIMESTAMP}, ${HEADER_NONCE}, ${HEADER_SIGNATURE}, and ${HEADER_CONTENT_SHA256} with a body; see src/protocol/signing.ts)`);
     }
-    if (framesBody(req) && req.headers[HEADER_CONTENT_SHA256] === undefined) {
-      throw new AuthError('unauthenticated', `a signed request with a body must declare the body's SHA-256 (hex) in ${HEADER_CONTENT_SHA256}`);
+    if (framesBody(req) && req.headers[HEADER_CONTENT_SHA256] === undefined && req.headers[HEADER_CHUNK_SHA256] === undefined) {
+      throw new AuthError('unauthenticated', `a signed request with a body must declare the body's SHA-256 (hex) in ${HEADER_CONTENT_SHA256} (or, for an upload's chunk, in ${HEADER_CHUNK_SHA256})`);
     }
     const a = await authenticator.authenticate(req);
     req.principal = a.principal;
     req.signedBodySha256 = a.bodySha256;
+    if (a.unsignedPayload) req.unsignedPayload = true;
     await onAuthenticated?.(a.principal);
   };
 }

@@ -23,6 +23,7 @@ import type { BlobStore } from '../store/blobs/blob-store.js';
 import type { Elementwise } from '../learning/strategy.js';
 import { compareIds } from '../learning/sampling.js';
 import { onePass } from '../learning/strategies/weighted-sum.js';
+import { indexOfNonFinite } from '../protocol/finite.js';
 
 const HOST_LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 
@@ -178,14 +179,14 @@ export async function* streamAggregate(a: StreamAggregateArgs): AsyncGenerator<U
         if (a.elementwise.kind === 'mean') flag = onePass(slices, weights, inv, o);
         else flag = coordinateSlice(slices, a.elementwise.reduce, col, o);
         if (!(flag <= FLT_MAX)) {
-          const i = o.findIndex((v) => !Number.isFinite(v));
+          const i = indexOfNonFinite(o);
           if (i >= 0) throw new Error(`aggregated model: tensor "${t.name}" is not finite at index ${i0 + i}`);
         }
         if (a.afterMean) o = await a.afterMean(t, i0, o);
         // Past the check above every float32 value is finite; rounding to F16 (or BF16, or an integer) may overflow.
         if (t.dtype !== 'F32') {
           roundToDtype({ shape: [len], data: o, dtype: t.dtype });
-          const bad = o.findIndex((v) => !Number.isFinite(v));
+          const bad = indexOfNonFinite(o);
           if (bad >= 0) throw new Error(`aggregated model: tensor "${t.name}" has a non-finite value (${o[bad]}) at index ${i0 + bad} after rounding to its dtype`);
         }
         yield t.dtype === 'F32' && HOST_LITTLE_ENDIAN ? new Uint8Array(o.buffer) : encodeValues(o, t.dtype, t.name);

@@ -14,7 +14,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startCoordinator, type RunningCoordinator } from './start.js';
 import { REFUSAL_TRAIL, storeDigest } from '../store/digest.js';
-import { generateSigningKeys, signRequest } from '../protocol/signing.js';
+import { generateSigningKeys, signChunkRequest, signRequest } from '../protocol/signing.js';
 import { ApiError, HttpClient, type Signer } from '../site/http.js';
 import { encodeSafetensors } from '../protocol/safetensors.js';
 import { RESULT_META_KEY, type TaskMessage, type TrainerDeclaration } from '../protocol/api.js';
@@ -92,6 +92,8 @@ for (const backend of SQL_BACKENDS) describe(`chunked uploads of fit results (${
   let studyId: string;
   /** An upload started and never completed: discarded once its task's round is over. */
   let abandoned: string;
+  /** Another, left after its refused chunks (sites[0]'s task too). */
+  let abandonedToo: string;
   const client = (key?: Signer, base = c.url) => new HttpClient({ baseUrl: base, ...(key ? { signer: key } : {}), giveUpAfterMs: 30_000, maxDelayMs: 200 });
   const call = async (method: string, path: string, key: Signer | undefined, opts: { json?: unknown; body?: Uint8Array } = {}) => {
     const body = opts.json !== undefined ? { type: 'application/json', data: JSON.stringify(opts.json) } : opts.body ? { type: 'application/octet-stream', data: opts.body } : undefined;
@@ -212,6 +214,57 @@ for (const backend of SQL_BACKENDS) describe(`chunked uploads of fit results (${
     assert.match(r.json.message, /hash to sha256/);
     assert.deepEqual(await storeDigest(c.store, REFUSAL_TRAIL), before, 'no upload row, no blob, no update');
     assert.equal((await c.store.getTask(a.task!.taskId))?.status, 'delivered', 'the task stays open');
+  });
+
+  it('refuses a chunk whose bytes do not match its signed digest (x-setu-chunk-sha256 with 400 naming it, x-setu-content-sha256 with 401), keeping nothing of it', { skip }, async () => {
+    const a = sites[0]!;
+    const bytes = update(a.task!.taskId, 0.125);
+    const up = (await call('POST', `/v1/agent/tasks/${a.task!.taskId}/uploads`, a.key, { json: { size: bytes.length, digest: sha(bytes) } })).json;
+    const path = (at: number) => `/v1/agent/uploads/${up.uploadId}?offset=${at}`;
+    // The agent's way: the first chunk signed over its declared digest.
+    const first = await client(a.key).request('PUT', path(0), { type: 'application/octet-stream', data: bytes.subarray(0, CHUNK) }, undefined, { unsignedPayload: true });
+    assert.equal(first.json<{ received: number }>().received, CHUNK);
+    const chunk = bytes.subarray(CHUNK, 2 * CHUNK);
+    const tampered = Buffer.from(chunk);
+    tampered[100] ^= 0xff;
+    const raw = async (headers: Record<string, string>, body: Uint8Array) => {
+      const r = await fetch(c.url + path(CHUNK), { method: 'PUT', headers: { 'content-type': 'application/octet-stream', ...headers }, body });
+      return { status: r.status, json: (await r.json()) as any };
+    };
+    const signing = { method: 'PUT', path: path(CHUNK), keyId: a.key.keyId, privateKey: a.key.privateKey };
+    const held = () => (backend.name === 'sqlite' ? readFileSync(join(dir, 'blobs', 'partial', up.uploadId)) : undefined);
+    const heldBefore = held();
+    const r1 = await refused(400, /x-setu-chunk-sha256: the chunk received .* hashes to sha256 .*nothing of it was kept/, () => raw(signChunkRequest({ ...signing, chunkSha256: sha(chunk) }), tampered));
+    assert.equal(r1.error, 'chunk_digest_mismatch');
+    await refused(401, /not the body the signature covers/, () => raw(signRequest({ ...signing, body: chunk }), tampered));
+    // A declared chunk digest is for chunks only: elsewhere it is refused before the body is read.
+    const json = new TextEncoder().encode(JSON.stringify({ size: bytes.length, digest: sha(bytes) }));
+    const elsewhere = `/v1/agent/tasks/${a.task!.taskId}/uploads`;
+    const r3 = await fetch(c.url + elsewhere, { method: 'POST', headers: { 'content-type': 'application/json', ...signChunkRequest({ ...signing, method: 'POST', path: elsewhere, chunkSha256: sha(json) }) }, body: json });
+    assert.deepEqual([r3.status, ((await r3.json()) as any).error], [400, 'unsigned_payload_not_allowed']);
+    assert.equal((await call('GET', `/v1/agent/uploads/${up.uploadId}`, a.key)).json.received, CHUNK, 'the upload still holds its first chunk only');
+    if (heldBefore) assert.ok(held()!.equals(heldBefore) && heldBefore.equals(bytes.subarray(0, CHUNK)), 'the partial file holds exactly the first chunk: no byte of the refused ones');
+    // The same chunk, untampered, lands; the upload is left for the round's end to discard (the last test).
+    assert.equal((await raw(signChunkRequest({ ...signing, chunkSha256: sha(chunk) }), chunk)).status, 200);
+    if (heldBefore) {
+      assert.ok(held()!.equals(bytes.subarray(0, 2 * CHUNK)));
+      // A power failure before the upload's one fsync (at completion) tore the second chunk's pages: the restarted
+      // coordinator keeps the intact prefix of whole chunks (its journal, store/blobs/file-blobs.ts) and says so.
+      await c.close();
+      const file = join(dir, 'blobs', 'partial', up.uploadId);
+      const torn = readFileSync(file);
+      torn.fill(0, CHUNK + 1000);
+      writeFileSync(file, torn);
+      c = await start();
+      const again = (await call('POST', `/v1/agent/tasks/${a.task!.taskId}/uploads`, a.key, { json: { size: bytes.length, digest: sha(bytes) } })).json;
+      assert.deepEqual([again.uploadId, again.received], [up.uploadId, CHUNK], 'the agent is told to resume after the first chunk, the one that survived');
+      assert.ok(held()!.equals(bytes.subarray(0, CHUNK)), 'and the partial holds exactly it');
+      const late = await call('PUT', path(2 * CHUNK), a.key, { body: bytes.subarray(2 * CHUNK, 3 * CHUNK) });
+      assert.deepEqual([late.status, late.json.received], [409, CHUNK], 'a chunk past what survived is told where to resume');
+      assert.equal((await client(a.key).request('PUT', path(CHUNK), { type: 'application/octet-stream', data: chunk }, undefined, { unsignedPayload: true })).json<{ received: number }>().received, 2 * CHUNK);
+      assert.ok(held()!.equals(bytes.subarray(0, 2 * CHUNK)));
+    }
+    abandonedToo = up.uploadId;
   });
 
   it('refuses an uploaded update with a NaN like a single-body result, and keeps no blob of it', { skip }, async () => {
@@ -366,8 +419,8 @@ for (const backend of SQL_BACKENDS) describe(`chunked uploads of fit results (${
     // The upload that never completed is gone with its bytes, the row and the partial (a file, or chunk rows).
     await waitFor('the abandoned upload discarded', async () => ((await c.store.getUpload(abandoned)) === undefined ? true : undefined), 10_000);
     const tables = await c.store.dumpTables();
-    if (backend.name === 'postgres') assert.deepEqual(tables['blob_partials']!.filter((r) => r['id'] === abandoned), []);
-    else assert.ok(!existsSync(join(dir, 'blobs', 'partial', abandoned)));
+    if (backend.name === 'postgres') assert.deepEqual(tables['blob_partials']!.filter((r) => r['id'] === abandoned || r['id'] === abandonedToo), []);
+    else for (const id of [abandoned, abandonedToo]) for (const f of [id, `${id}.chunks`]) assert.ok(!existsSync(join(dir, 'blobs', 'partial', f)), `${f} is gone`);
     assert.deepEqual(await c.store.staleUploads(), []);
   });
 });

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { createHash, generateKeyPairSync, verify } from 'node:crypto';
 import fc from 'fast-check';
 import {
-  generateSigningKeys, importPublicKey, importPrivateKey, publicKeyToRaw, signRequest, verifyRequest,
+  generateSigningKeys, importPublicKey, importPrivateKey, publicKeyToRaw, signChunkRequest, signRequest, verifyRequest,
   canonicalRequestString, bodySha256Hex, type HeaderBag, type VerifyRequestInput,
 } from './signing.js';
 
@@ -216,4 +216,28 @@ test('property: mutating any one header or the body of a signed request is refus
     ),
     { numRuns: 1000 },
   );
+});
+
+test('a chunk signed over its declared digest (x-setu-chunk-sha256) verifies from the headers, binds the digest, and is no body-signed request', async () => {
+  const chunk = new Uint8Array(1000).fill(7);
+  const digest = bodySha256Hex(chunk);
+  const h = signChunkRequest({ method: 'PUT', path: '/v1/agent/uploads/u1?offset=0', chunkSha256: digest, keyId: 'site-a', privateKey: site.privateKey, now: NOW });
+  assert.equal(h['x-setu-chunk-sha256'], digest);
+  assert.equal((h as Record<string, string>)['x-setu-content-sha256'], undefined);
+  const msg = canonicalRequestString('PUT', '/v1/agent/uploads/u1?offset=0', `UNSIGNED-PAYLOAD:${digest}`, NOW, h['x-setu-nonce']);
+  assert.ok(verify(null, Buffer.from(msg), site.publicKey, Buffer.from(h['x-setu-signature'], 'base64url')));
+  const chunkInput = (headers: HeaderBag, body?: Uint8Array) => input(headers, { method: 'PUT', path: '/v1/agent/uploads/u1?offset=0', body });
+  assert.deepEqual(await verifyRequest(chunkInput(h)), { ok: true, keyId: 'site-a', nonce: h['x-setu-nonce'], timestampMs: NOW, bodySha256: digest, unsignedPayload: true });
+  // Another digest in the header: the signature no longer covers it.
+  const other = bodySha256Hex(new Uint8Array(1000));
+  await refusedWith(verifyRequest(chunkInput({ ...h, 'x-setu-chunk-sha256': other })), /bad signature/);
+  // The same digest moved to x-setu-content-sha256: not the string that was signed.
+  const { 'x-setu-chunk-sha256': moved, ...rest } = h;
+  await refusedWith(verifyRequest(chunkInput({ ...rest, 'x-setu-content-sha256': moved })), /bad signature/);
+  await refusedWith(verifyRequest(chunkInput({ ...h, 'x-setu-content-sha256': digest })), /not both/);
+  await refusedWith(verifyRequest(chunkInput({ ...h, 'x-setu-chunk-sha256': 'ABC' })), /malformed x-setu-chunk-sha256/);
+  // Given the body, the verifier checks it too.
+  const h2 = signChunkRequest({ method: 'PUT', path: '/v1/agent/uploads/u1?offset=0', chunkSha256: digest, keyId: 'site-a', privateKey: site.privateKey, now: NOW });
+  await refusedWith(verifyRequest(chunkInput(h2, new Uint8Array(1000))), /does not match its x-setu-chunk-sha256/);
+  assert.throws(() => signChunkRequest({ method: 'PUT', path: '/x', chunkSha256: 'nope', keyId: 'site-a', privateKey: site.privateKey }), /chunkSha256/);
 });

@@ -8,6 +8,13 @@
  * x-setu-content-sha256 (the body digest of the canonical string, hex). The digest header lets a receiver check the
  * signature from the headers alone, before it reads a byte of the body, and then check the bytes it receives
  * against the digest; a request without it declares an empty body.
+ *
+ * A chunk of an upload may instead be signed UNSIGNED-PAYLOAD style (`signChunkRequest`): it declares the chunk's
+ * SHA-256 in x-setu-chunk-sha256 and the canonical string's digest line is `UNSIGNED-PAYLOAD:<that digest>`, so the
+ * signature covers the declared digest (and cannot be mistaken for a request whose body the receiver's plugin
+ * checked). The receiver does not read the body before its handler: the route that accepts such requests (and only
+ * such a route) streams the bytes to where they go, hashes them once on the way and keeps nothing unless they hash to
+ * the declared digest (coordinator/routes/uploads.ts). A request may carry one of the two digest headers, not both.
  * The verifier never throws on anything a client controls: it answers {ok:false, status:401, reason}.
  */
 import {
@@ -20,6 +27,10 @@ export const HEADER_TIMESTAMP = 'x-setu-timestamp';
 export const HEADER_NONCE = 'x-setu-nonce';
 export const HEADER_SIGNATURE = 'x-setu-signature';
 export const HEADER_CONTENT_SHA256 = 'x-setu-content-sha256';
+/** An upload chunk's SHA-256 (hex), signed in place of the body digest (`signChunkRequest`). */
+export const HEADER_CHUNK_SHA256 = 'x-setu-chunk-sha256';
+/** The canonical string's digest line of a request signed over a declared chunk digest: this prefix, then the digest. */
+export const UNSIGNED_PAYLOAD = 'UNSIGNED-PAYLOAD:';
 export const DEFAULT_MAX_SKEW_MS = 5 * 60 * 1000;
 
 export interface SigningKeys {
@@ -136,6 +147,23 @@ export function newNonce(): string {
 }
 
 export function signRequest(input: SignRequestInput): SignedHeaders {
+  const digest = bodySha256Hex(input.body);
+  return { ...signWith(input, digest), 'x-setu-content-sha256': digest };
+}
+
+/** The headers of a chunk upload signed over its declared digest (UNSIGNED-PAYLOAD style): the body is not hashed here. */
+export type ChunkSignedHeaders = Omit<SignedHeaders, 'x-setu-content-sha256'> & { 'x-setu-chunk-sha256': string };
+
+/**
+ * Signs a request over `chunkSha256`, the SHA-256 (hex) of the body the caller will send, without hashing a body
+ * here (the caller hashed it once already, or knows it). The receiver must check the bytes against it.
+ */
+export function signChunkRequest(input: Omit<SignRequestInput, 'body'> & { chunkSha256: string }): ChunkSignedHeaders {
+  if (!DIGEST_RE.test(input.chunkSha256)) throw new Error('chunkSha256 must be a SHA-256 in lower-case hex (64 characters)');
+  return { ...signWith(input, UNSIGNED_PAYLOAD + input.chunkSha256), 'x-setu-chunk-sha256': input.chunkSha256 };
+}
+
+function signWith(input: Omit<SignRequestInput, 'body'>, digestLine: string): Omit<SignedHeaders, 'x-setu-content-sha256'> {
   const ts = input.now ?? Date.now();
   const nonce = input.nonce ?? newNonce();
   // Refuse to sign what the verifier would refuse, so mistakes surface at the caller, not as a 401 later.
@@ -144,14 +172,12 @@ export function signRequest(input: SignRequestInput): SignedHeaders {
   if (!Number.isSafeInteger(ts) || ts < 0) throw new Error('timestamp must be a non-negative integer of milliseconds');
   if (/[\r\n]/.test(input.path) || !input.path.startsWith('/')) throw new Error('path must start with "/" and hold no line breaks');
   const key = typeof input.privateKey === 'string' ? importPrivateKey(input.privateKey) : input.privateKey;
-  const digest = bodySha256Hex(input.body);
-  const msg = canonicalRequestString(input.method, input.path, digest, ts, nonce);
+  const msg = canonicalRequestString(input.method, input.path, digestLine, ts, nonce);
   return {
     'x-setu-key-id': input.keyId,
     'x-setu-timestamp': String(ts),
     'x-setu-nonce': nonce,
     'x-setu-signature': sign(null, Buffer.from(msg, 'utf8'), key).toString('base64url'),
-    'x-setu-content-sha256': digest,
   };
 }
 
@@ -180,7 +206,13 @@ export interface VerifyRequestInput {
 }
 
 export type VerifyResult =
-  | { ok: true; keyId: string; nonce: string; timestampMs: number; /** The body digest the signature covers. */ bodySha256: string }
+  | {
+      ok: true; keyId: string; nonce: string; timestampMs: number;
+      /** The body digest the signature covers. */
+      bodySha256: string;
+      /** Set when it covers a declared chunk digest (x-setu-chunk-sha256): nobody has checked the body yet. */
+      unsignedPayload?: true;
+    }
   | { ok: false; status: 401; reason: string };
 
 const refuse = (reason: string): VerifyResult => ({ ok: false, status: 401, reason });
@@ -227,8 +259,15 @@ export async function verifyRequest(input: VerifyRequestInput): Promise<VerifyRe
   const declared = optionalHeader(input.headers, HEADER_CONTENT_SHA256);
   if (typeof declared === 'object') return refuse(declared.error);
   if (declared !== undefined && !DIGEST_RE.test(declared)) return refuse(`malformed ${HEADER_CONTENT_SHA256} header: expected the body's SHA-256 in lower-case hex`);
-  let digest = declared ?? EMPTY_BODY_SHA256;
-  if (input.body !== undefined && input.body !== null) {
+  const chunk = optionalHeader(input.headers, HEADER_CHUNK_SHA256);
+  if (typeof chunk === 'object') return refuse(chunk.error);
+  if (chunk !== undefined) {
+    if (declared !== undefined) return refuse(`a request declares its body's digest in ${HEADER_CONTENT_SHA256} or ${HEADER_CHUNK_SHA256}, not both`);
+    if (!DIGEST_RE.test(chunk)) return refuse(`malformed ${HEADER_CHUNK_SHA256} header: expected the chunk's SHA-256 in lower-case hex`);
+  }
+  let digest = chunk ?? declared ?? EMPTY_BODY_SHA256;
+  if (chunk !== undefined && input.body !== undefined && input.body !== null && bodySha256Hex(input.body) !== chunk) return refuse(`the body does not match its ${HEADER_CHUNK_SHA256} header`);
+  if (chunk === undefined && input.body !== undefined && input.body !== null) {
     const actual = bodySha256Hex(input.body);
     if (declared !== undefined && actual !== declared) return refuse(`the body does not match its ${HEADER_CONTENT_SHA256} header`);
     digest = actual;
@@ -243,7 +282,7 @@ export async function verifyRequest(input: VerifyRequestInput): Promise<VerifyRe
   let ok: boolean;
   try {
     const key = typeof stored === 'string' ? cachedPublicKey(stored) : stored;
-    const msg = canonicalRequestString(input.method, input.path, digest, ts, nonce);
+    const msg = canonicalRequestString(input.method, input.path, chunk !== undefined ? UNSIGNED_PAYLOAD + chunk : digest, ts, nonce);
     ok = verify(null, Buffer.from(msg, 'utf8'), key, sig);
   } catch {
     // A stored key that is not Ed25519 cannot have signed this; refuse rather than 500.
@@ -251,5 +290,5 @@ export async function verifyRequest(input: VerifyRequestInput): Promise<VerifyRe
   }
   if (!ok) return refuse('bad signature');
   if (await input.nonceSeen(keyId, nonce, ts)) return refuse('replayed nonce');
-  return { ok: true, keyId, nonce, timestampMs: ts, bodySha256: digest };
+  return { ok: true, keyId, nonce, timestampMs: ts, bodySha256: digest, ...(chunk !== undefined ? { unsignedPayload: true as const } : {}) };
 }

@@ -14,6 +14,7 @@
  * Insertion order of the record is the canonical order (safetensors writes keys sorted, so never rely on order
  * across the wire: look tensors up by name).
  */
+import { indexOfNonFinite } from './finite.js';
 
 /** The safetensors dtypes Setu reads and writes. */
 export const DTYPES = ['F64', 'F32', 'F16', 'BF16', 'I64', 'I32', 'I16', 'I8', 'U8', 'BOOL'] as const;
@@ -152,8 +153,8 @@ export function layoutMismatch(w: Weights, layout: WeightsLayout): string | null
 /** Returns null when every value is finite, otherwise a message naming the tensor and index. */
 export function firstNonFinite(w: Weights): string | null {
   for (const [k, t] of Object.entries(w)) {
-    const d = t.data;
-    for (let i = 0; i < d.length; i++) if (!Number.isFinite(d[i]!)) return `tensor "${k}" has a non-finite value (${d[i]}) at index ${i}`;
+    const i = indexOfNonFinite(t.data);
+    if (i >= 0) return `tensor "${k}" has a non-finite value (${t.data[i]}) at index ${i}`;
   }
   return null;
 }

@@ -10,7 +10,7 @@ import http from 'node:http';
 import https from 'node:https';
 import { createHash, type KeyObject } from 'node:crypto';
 import { closeSync, createReadStream, existsSync, fsyncSync, openSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
-import { signRequest } from '../protocol/signing.js';
+import { bodySha256Hex, signChunkRequest, signRequest } from '../protocol/signing.js';
 import { AGENT_MAX_RETRY_DELAY_MS } from '../protocol/api.js';
 
 export class ApiError extends Error {
@@ -72,6 +72,14 @@ export interface HttpClientOptions {
    */
   finalServerErrors?: boolean;
   signal?: AbortSignal;
+}
+
+export interface RequestOptions {
+  /**
+   * Sign the body UNSIGNED-PAYLOAD style: over its SHA-256 declared in x-setu-chunk-sha256 (src/protocol/signing.ts),
+   * which only an upload's chunk route accepts; the coordinator hashes the bytes once as it writes them.
+   */
+  unsignedPayload?: boolean;
 }
 
 export interface Resp {
@@ -141,10 +149,12 @@ export class HttpClient {
     return new HttpClient({ ...this.o, signer });
   }
 
-  async request(method: string, path: string, body?: { type: string; data: Uint8Array | string }, timeoutMs = 60_000): Promise<Resp> {
+  async request(method: string, path: string, body?: { type: string; data: Uint8Array | string }, timeoutMs = 60_000, ro: RequestOptions = {}): Promise<Resp> {
     const started = Date.now();
     const url = new URL(path, this.o.baseUrl);
     const data = body === undefined ? undefined : typeof body.data === 'string' ? new TextEncoder().encode(body.data) : body.data;
+    // A chunk's digest once per request, not once per attempt (each retry is signed afresh: new timestamp and nonce).
+    const chunkSha256 = ro.unsignedPayload && this.o.signer ? bodySha256Hex(data) : undefined;
     let lastStatus: number | undefined;
     let retryAfterMs: number | undefined;
     for (let attempt = 0; ; attempt++) {
@@ -155,7 +165,10 @@ export class HttpClient {
         if (body) headers['content-type'] = body.type;
         if (data) headers['content-length'] = String(data.byteLength);
         // The signed path is the request line's exactly: pathname plus query as sent.
-        if (this.o.signer) Object.assign(headers, signRequest({ method, path: url.pathname + url.search, body: data, keyId: this.o.signer.keyId, privateKey: this.o.signer.privateKey }));
+        if (this.o.signer) {
+          const signing = { method, path: url.pathname + url.search, keyId: this.o.signer.keyId, privateKey: this.o.signer.privateKey };
+          Object.assign(headers, chunkSha256 !== undefined ? signChunkRequest({ ...signing, chunkSha256 }) : signRequest({ ...signing, body: data }));
+        }
         const signals = [AbortSignal.timeout(timeoutMs), ...(this.o.signal ? [this.o.signal] : [])];
         const res = await send(url, method, headers, data, AbortSignal.any(signals), this.o.ca);
         const buf = res.body;

@@ -5,6 +5,11 @@
  * coordinator costs at most the chunk in flight: the retry of a chunk that did land is answered 409 with the
  * received count, and the agent goes on from there; an agent restarted mid-upload announces the same task and
  * digest again and is told where to resume. It never starts over while the coordinator keeps the upload.
+ *
+ * Each chunk is signed over its SHA-256 declared in x-setu-chunk-sha256 (UNSIGNED-PAYLOAD style, `unsignedPayload`,
+ * on by default): the agent hashes a chunk once, the coordinator once as it streams it to disk, and a chunk that does
+ * not match is refused with nothing of it kept. After a crash of the coordinator the announcement's `received` is
+ * what it still holds intact (it fsyncs an upload once, at completion): the agent sends the rest from there.
  */
 import { createHash } from 'node:crypto';
 import { createReadStream, statSync } from 'node:fs';
@@ -27,6 +32,11 @@ export interface ChunkedUploadOptions {
   /** Told before each chunk is sent, and awaited (a caller may pace the upload; tests watch the offsets). */
   onChunk?: (offset: number, bytes: number) => void | Promise<void>;
   log?: (m: string) => void;
+  /**
+   * Sign each chunk over its declared digest (x-setu-chunk-sha256) rather than as a body the coordinator's request
+   * plugin checks (x-setu-content-sha256). Default true; false for a coordinator older than the header.
+   */
+  unsignedPayload?: boolean;
 }
 
 /** Uploads the fit result in `file` for `taskId` in chunks; resolves with the coordinator's answer to the completion. */
@@ -70,7 +80,8 @@ async function sendChunks(http: HttpClient, up: UploadAnswer, file: string, size
       await o.onChunk?.(offset, n);
       try {
         const timeoutMs = Math.max(60_000, Math.ceil((n / SLOWEST_UPLINK_BYTES_PER_S) * 1000));
-        offset = (await http.request('PUT', `/v1/agent/uploads/${encodeURIComponent(up.uploadId)}?offset=${offset}`, { type: 'application/octet-stream', data: chunk }, timeoutMs)).json<{ received: number }>().received;
+        const path = `/v1/agent/uploads/${encodeURIComponent(up.uploadId)}?offset=${offset}`;
+        offset = (await http.request('PUT', path, { type: 'application/octet-stream', data: chunk }, timeoutMs, { unsignedPayload: o.unsignedPayload ?? true })).json<{ received: number }>().received;
       } catch (e) {
         // The coordinator holds another count than we thought (a retried chunk that had landed): go on from it.
         if (e instanceof ApiError && e.status === 409 && typeof e.body?.['received'] === 'number') offset = e.body['received'];

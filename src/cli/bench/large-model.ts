@@ -16,8 +16,8 @@
  *    against the goal 2 × model + 300 MB whatever N, and the resident set sampled per phase of the round;
  *  - aggregation throughput (update bytes over the seconds the coordinator reports in
  *    `setu_aggregation_seconds_total`) against copying the same update bytes in this process (memcpy);
- *  - upload throughput (N signed uploads at once: each chunk signed, hashed, written and fsynced before it is
- *    answered, the whole update's digest and values checked at completion) against N plain HTTP PUTs of the same
+ *  - upload throughput (N signed uploads at once: each chunk signed over its digest, streamed to disk and hashed
+ *    on the way, the whole update fsynced and its digest and values checked at completion) against N plain HTTP PUTs of the same
  *    bodies at once to a bare node:http server on loopback that discards them (the ratio's baseline), and, beside
  *    it, one that writes each body to a file on the same disk (not fsynced).
  * With a model of at most 64 MiB the new version is downloaded and compared byte for byte with the in-memory
@@ -32,7 +32,7 @@ import { join } from 'node:path';
 import { parse, UsageError } from '../args.js';
 import { RESULT_META_KEY, type StudySpec, type TaskMessage, type TrainerDeclaration } from '../../protocol/api.js';
 import { encodeSafetensors } from '../../protocol/safetensors.js';
-import { generateSigningKeys, signRequest } from '../../protocol/signing.js';
+import { bodySha256Hex, generateSigningKeys, signChunkRequest, signRequest } from '../../protocol/signing.js';
 import { mapWeights, tensor, type Weights } from '../../protocol/tensors.js';
 import { HttpClient } from '../../site/http.js';
 import { adminClient, freePort, startCoordinatorProcess, waitFor } from '../../testing/processes.js';
@@ -106,9 +106,13 @@ interface Signer {
   privateKey: string;
 }
 
-/** One signed request over its own connection; a download is counted and discarded, never kept. */
-function send(base: string, method: string, path: string, signer: Signer | undefined, body?: Uint8Array, o: { discard?: boolean; type?: string } = {}): Promise<{ status: number; body: Buffer; bytes: number }> {
-  const headers: Record<string, string> = signer ? { ...signRequest({ method, path, body, keyId: signer.keyId, privateKey: signer.privateKey }) } : {};
+/**
+ * One signed request over its own connection; a download is counted and discarded, never kept. `chunk`: signed as
+ * the agent signs an upload's chunk (over its digest in x-setu-chunk-sha256, site/upload.ts).
+ */
+function send(base: string, method: string, path: string, signer: Signer | undefined, body?: Uint8Array, o: { discard?: boolean; type?: string; chunk?: boolean } = {}): Promise<{ status: number; body: Buffer; bytes: number }> {
+  const signing = signer && { method, path, keyId: signer.keyId, privateKey: signer.privateKey };
+  const headers: Record<string, string> = !signing ? {} : o.chunk && body ? { ...signChunkRequest({ ...signing, chunkSha256: bodySha256Hex(body) }) } : { ...signRequest({ ...signing, body }) };
   if (body) Object.assign(headers, { 'content-type': o.type ?? 'application/octet-stream', 'content-length': String(body.length) });
   return new Promise((resolve, reject) => {
     const req = http.request(new URL(path, base), { method, headers, agent: false }, (res) => {
@@ -146,7 +150,7 @@ async function uploadUpdate(base: string, signer: Signer, taskId: string, body: 
   if (announced.status !== 200) throw new Error(`announcing the upload of ${taskId}: HTTP ${announced.status} ${announced.body.toString().slice(0, 500)}`);
   const up = JSON.parse(announced.body.toString()) as { uploadId: string; received: number; chunkBytes: number };
   for (let at = up.received; at < body.length; at += up.chunkBytes) {
-    await ok(send(base, 'PUT', `/v1/agent/uploads/${up.uploadId}?offset=${at}`, signer, body.subarray(at, Math.min(body.length, at + up.chunkBytes))), `chunk ${at} of ${taskId}`);
+    await ok(send(base, 'PUT', `/v1/agent/uploads/${up.uploadId}?offset=${at}`, signer, body.subarray(at, Math.min(body.length, at + up.chunkBytes)), { chunk: true }), `chunk ${at} of ${taskId}`);
   }
   await ok(send(base, 'POST', `/v1/agent/uploads/${up.uploadId}/complete`, signer), `completing the upload of ${taskId}`);
   return 'chunked';

@@ -8,49 +8,31 @@
  *  - the bytes then received must hash to the signed digest, whatever the content type: the only body
  *    parsers are the two below, both reading through `readBody`; any other content type is refused (415)
  *    without reading; a request whose signature covers a body but that sends none is refused before its
- *    handler runs; GET, HEAD and TRACE may not carry a body at all.
+ *    handler runs; GET, HEAD and TRACE may not carry a body at all;
+ *  - except on a route with `config.streamedBody` (an upload's chunk): its octet-stream body is handed to the
+ *    handler unread, as the request's stream, and the handler hashes the bytes on their way to disk and keeps them
+ *    only if they match the signed digest (routes/uploads.ts). Only such a route accepts a request signed over a
+ *    declared chunk digest (x-setu-chunk-sha256, UNSIGNED-PAYLOAD style): elsewhere it is refused before reading.
  */
 import { createHash } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { AuthError, HttpError, framesBody } from '../auth.js';
-import { EMPTY_BODY_SHA256, HEADER_CONTENT_SHA256 } from '../../protocol/signing.js';
+import { EMPTY_BODY_SHA256, HEADER_CHUNK_SHA256, HEADER_CONTENT_SHA256 } from '../../protocol/signing.js';
 import { refuseBadText } from './input-rules.js';
 
 declare module 'fastify' {
   interface FastifyRequest {
     /** Set once the body's bytes were read and matched the signed digest. */
     bodyVerified?: boolean;
-    /** The pooled buffer the body was read into (a route with `config.pooledBody`), given back once answered. */
-    pooledBody?: Buffer;
   }
   interface FastifyContextConfig {
     /**
-     * The route's octet-stream body is read into a buffer reused by later requests (an upload's chunks: no fresh
-     * tens of MiB, page-faulted and collected, per chunk). The handler must be done with the body when it answers.
+     * The route's octet-stream body is its request stream, unread (no buffer, no hash here): the handler must hash
+     * every byte against `req.signedBodySha256` and keep nothing that does not match. Requests signed over a
+     * declared chunk digest (x-setu-chunk-sha256) are accepted only by such routes.
      */
-    pooledBody?: boolean;
-  }
-}
-
-/**
- * Buffers for large bodies of routes that ask for them: a few kept for reuse, let go after a while without use, so
- * an idle coordinator holds none.
- */
-class BodyPool {
-  private free: Buffer[] = [];
-  private timer: NodeJS.Timeout | undefined;
-  constructor(private readonly keep = 4, private readonly idleMs = 10_000) {}
-
-  take(n: number): Buffer {
-    const i = this.free.findIndex((b) => b.length >= n);
-    return i >= 0 ? this.free.splice(i, 1)[0]! : Buffer.allocUnsafeSlow(n);
-  }
-
-  give(b: Buffer): void {
-    if (this.free.length < this.keep) this.free.push(b);
-    clearTimeout(this.timer);
-    this.timer = setTimeout(() => (this.free = []), this.idleMs).unref();
+    streamedBody?: boolean;
   }
 }
 
@@ -71,14 +53,13 @@ function tooLarge(limit: number, authenticated: boolean): HttpError {
  * Reads a body up to `limit` bytes, hashing as it goes, and checks it against the signed digest (when the
  * request was signed). Past the limit it stops buffering at once and lets the rest drain unread.
  */
-function readBody(req: FastifyRequest, payload: Readable, limit: number, pool?: BodyPool): Promise<Buffer> {
+function readBody(req: FastifyRequest, payload: Readable, limit: number): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     // A declared length (within the limit: preParsing refused a larger one) is read into one buffer of that size,
     // so a large body (an upload's chunk) is copied once, not gathered and concatenated.
     const declared = Number(req.headers['content-length']);
     const known = Number.isSafeInteger(declared) && declared > 0 && declared <= limit;
-    if (known && pool) req.pooledBody = pool.take(declared);
-    const into = !known ? undefined : req.pooledBody ? req.pooledBody.subarray(0, declared) : Buffer.allocUnsafe(declared);
+    const into = known ? Buffer.allocUnsafe(declared) : undefined;
     const chunks: Buffer[] = [];
     const hash = createHash('sha256');
     let received = 0;
@@ -146,24 +127,26 @@ export function signedRequests(app: FastifyInstance, o: SignedRequestOptions): v
   app.addHook('preParsing', async (req) => {
     const len = Number(req.headers['content-length']);
     if (Number.isFinite(len) && len > limitFor(req)) throw tooLarge(limitFor(req), req.principal !== undefined);
+    if (req.unsignedPayload && !req.routeOptions.config.streamedBody) {
+      throw new HttpError(400, 'unsigned_payload_not_allowed', `${HEADER_CHUNK_SHA256} is accepted only on an upload's chunk (PUT /v1/agent/uploads/:id); sign this request's body with ${HEADER_CONTENT_SHA256}`);
+    }
   });
 
   // No body was read (none was sent): the signature must then cover an empty body.
   app.addHook('preValidation', async (req) => {
+    // A streamed body is checked by its route as it is read (its handler refuses one that does not match).
+    if (req.routeOptions.config.streamedBody) return;
     if (req.signedBodySha256 !== undefined && !req.bodyVerified && req.signedBodySha256 !== EMPTY_BODY_SHA256) {
       throw new AuthError('unauthenticated', `the signature covers a body (${HEADER_CONTENT_SHA256} ${req.signedBodySha256}) but none was received`, req.principal?.id);
     }
   });
 
-  const pool = new BodyPool();
-  app.addHook('onResponse', async (req) => {
-    if (req.pooledBody) pool.give(req.pooledBody);
-    req.pooledBody = undefined;
-  });
-
   app.removeAllContentTypeParsers();
   // Binary bodies (safetensors) arrive as Buffers.
-  app.addContentTypeParser('application/octet-stream', (req: FastifyRequest, payload: Readable) => readBody(req, payload, limitFor(req), req.routeOptions.config.pooledBody ? pool : undefined));
+  app.addContentTypeParser('application/octet-stream', (req: FastifyRequest, payload: Readable, done: (err: Error | null, body?: unknown) => void) => {
+    if (req.routeOptions.config.streamedBody) return done(null, payload);
+    readBody(req, payload, limitFor(req)).then((b) => done(null, b), (e: Error) => done(e));
+  });
   // JSON is parsed from the raw bytes, which are kept (rawBody): strict UTF-8, prototype keys refused,
   // and every string and key must be storable text (./input-rules.ts).
   const parseJson = app.getDefaultJsonParser('error', 'error');

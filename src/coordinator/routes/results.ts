@@ -12,6 +12,7 @@
 import { RESULT_META_KEY, ResultMetaSchema, checkValue, maxUpdateBytesOf, type ResultMeta, type StudySpec } from '../../protocol/api.js';
 import { SafetensorsError, decodeTensorValues, headerFrom, headerLayout, type SafetensorsHeader, type TensorEntry } from '../../protocol/safetensors.js';
 import { layoutDifference, type ResolvedRules, type WeightsLayout } from '../../protocol/tensors.js';
+import { indexOfNonFinite } from '../../protocol/finite.js';
 import { blobHeader } from '../../store/blobs/model-blobs.js';
 import type { BlobInfo, BlobStore } from '../../store/blobs/blob-store.js';
 import { appendAudit } from '../../governance/audit-store.js';
@@ -165,9 +166,8 @@ export async function checkFitUpdate(src: UpdateSource, global: GlobalVersion, b
       for await (const chunk of src.stream(header.dataStart + e.begin, header.dataStart + e.end)) {
         const values = valuesOf(chunk, e.dtype, e.name);
         const first = at / elementBytes(e);
-        for (let i = 0; i < values.length; i++) {
-          if (!Number.isFinite(values[i]!)) return await refuse(400, 'non_finite', `update refused: tensor "${e.name}" has a non-finite value (${values[i]}) at index ${first + i}`);
-        }
+        const i = indexOfNonFinite(values);
+        if (i >= 0) return await refuse(400, 'non_finite', `update refused: tensor "${e.name}" has a non-finite value (${values[i]}) at index ${first + i}`);
         if (spec.maxUpdateNorm !== undefined) {
           // The same elements of the global tensor (its dtype may be wider than a narrowed transport's).
           const start = global.header.dataStart + g.begin + first * elementBytes(g);

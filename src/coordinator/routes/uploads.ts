@@ -4,12 +4,18 @@
  *   POST /v1/agent/tasks/:id/uploads  {size, digest}  → {uploadId, received, chunkBytes}
  *        idempotent: the same task and digest find the upload already started and how much of it is held
  *   PUT  /v1/agent/uploads/:id?offset=N  (application/octet-stream, at most chunkBytes)  → {received}
- *        an offset other than the received count: 409 with `received`, so the agent resumes from there
+ *        an offset other than the received count: 409 with `received`, so the agent resumes from there;
+ *        signed over the chunk's declared digest (x-setu-chunk-sha256, UNSIGNED-PAYLOAD style) or its body's
+ *        (x-setu-content-sha256): either way the body streams straight into the partial blob, hashed once on the
+ *        way, and a chunk whose bytes do not match the signed digest is refused (400 chunk_digest_mismatch naming
+ *        x-setu-chunk-sha256; 401 for x-setu-content-sha256, as on every route) with nothing of it kept
  *   GET  /v1/agent/uploads/:id  → the same answer as the POST
  *   POST /v1/agent/uploads/:id/complete  → what POST /v1/agent/tasks/:id/result answers
  *
- * The chunks land in the blob store's partial upload of the same id (durable when answered), so a dropped
- * connection or a restarted coordinator loses nothing received. Completion verifies size and sha256, then runs
+ * The chunks land in the blob store's partial upload of the same id, so a dropped connection or a restarted
+ * coordinator loses nothing received; the bytes are fsynced once, at completion, and after a crash the partial keeps
+ * the acknowledged chunks it still holds intact (store/blobs/file-blobs.ts): the received count the agent is then told
+ * is what survived, and it sends the rest again. Completion verifies size and sha256, then runs
  * exactly the result route's checks (results.ts) on the stored blob, a chunk at a time, and accepts it with the
  * same audit entry; a refused or mismatched upload is gone afterwards and changes nothing else (a refusal is
  * counted and audited, as for the result route). An update over its study's maxUpdateBytes is refused with 413
@@ -20,15 +26,18 @@ import { randomBytes } from 'node:crypto';
 import type { FastifyReply } from 'fastify';
 import type { StudySpec } from '../../protocol/api.js';
 import { ChunkQuery, ChunkReply, IdParams, NoBody, NoQuery, OffsetConflictReply, ResultAcceptedReply, UploadReply, UploadStartBody, binaryBody } from '../../protocol/replies.js';
-import { BlobMismatch, BlobOffsetConflict } from '../../store/blobs/blob-store.js';
+import type { Readable } from 'node:stream';
+import { BlobChunkMismatch, BlobChunkTooLarge, BlobMismatch, BlobOffsetConflict } from '../../store/blobs/blob-store.js';
+import { HEADER_CHUNK_SHA256, HEADER_CONTENT_SHA256 } from '../../protocol/signing.js';
 import { StoreConflict, type SiteRow, type UploadRow } from '../../store/store.js';
-import { HttpError, requireSite } from '../auth.js';
+import { AuthError, HttpError, requireSite } from '../auth.js';
 import type { RouteContext, RoutePlugin } from './context.js';
 import { acceptResult, blobSource, checkFitUpdate, globalVersions, refuseOversized, refuser } from './results.js';
 
 /**
- * Default largest chunk: big enough that the per-chunk costs (a request, a signature, an fsync) are small against
- * its bytes, small enough to buffer per request (uploads in flight are bounded by limits.ts `uploadBytes`).
+ * Default largest chunk: big enough that the per-chunk costs (a request, a signature, a journal line) are small
+ * against its bytes, small enough that a dropped connection costs little (a chunk is streamed to disk, not buffered;
+ * uploads in flight are bounded by limits.ts `uploadBytes`).
  */
 export const UPLOAD_CHUNK_BYTES = 64 * 1024 * 1024;
 
@@ -107,8 +116,9 @@ export const uploadRoutes: RoutePlugin = async (app, ctx) => {
 
   app.put<{ Params: { id: string }; Querystring: { offset: string } }>('/v1/agent/uploads/:id', {
     bodyLimit: chunkBytes,
-    // The chunk is read into a reused buffer (plugins/signed-requests.ts): the append below is done with it when we answer.
-    config: { pooledBody: true },
+    // The body is the request's stream, unread (plugins/signed-requests.ts): appendFrom hashes it against the signed
+    // digest on its way into the partial file and keeps nothing that does not match.
+    config: { streamedBody: true },
     schema: { params: IdParams, querystring: ChunkQuery, body: binaryBody, response: { 200: ChunkReply, 409: OffsetConflictReply } },
     // A chunk that would run past the announced size is refused by its declared length, before it is read.
     preParsing: async (req) => {
@@ -122,15 +132,20 @@ export const uploadRoutes: RoutePlugin = async (app, ctx) => {
   }, async (req, reply) => {
     const site = requireSite(req.principal!, 'update.submit');
     const u = await uploadOf(site, req.params.id);
-    const body = req.body as Buffer;
-    const bytes = new Uint8Array(body.buffer, body.byteOffset, body.byteLength); // a view of the body, not a copy
     const offset = Number(req.query.offset);
-    if (offset + bytes.length > u.size) throw new HttpError(413, 'chunk_too_large', `a chunk of ${bytes.length} bytes at offset ${offset} runs past the ${u.size} bytes announced for upload ${u.id}`);
+    const body = req.body as Readable | Buffer | undefined;
+    const source: AsyncIterable<Uint8Array> | Uint8Array[] = body === undefined ? [] : Buffer.isBuffer(body) ? [body] : body;
+    const signed = req.signedBodySha256!;
     try {
-      const received = await (await store.blobs.partial(u.id)).append(offset, bytes);
+      const received = await (await store.blobs.partial(u.id)).appendFrom(offset, source, { sha256: signed, maxBytes: Math.max(0, Math.min(chunkBytes, u.size - offset)) });
       return { uploadId: u.id, received, size: u.size };
     } catch (e) {
       if (e instanceof BlobOffsetConflict) return offsetConflict(reply, 'offset_conflict', e.message, e.received);
+      if (e instanceof BlobChunkTooLarge) throw new HttpError(413, 'chunk_too_large', `a chunk at offset ${offset} may hold at most ${e.maxBytes} bytes (chunkBytes ${chunkBytes}, ${u.size} announced for upload ${u.id}); nothing of it was kept`);
+      if (e instanceof BlobChunkMismatch) {
+        if (req.unsignedPayload) throw new HttpError(400, 'chunk_digest_mismatch', `${HEADER_CHUNK_SHA256}: ${e.message}`);
+        throw new AuthError('unauthenticated', `the body received (${e.bytes} bytes, SHA-256 ${e.actual}) is not the body the signature covers (${HEADER_CONTENT_SHA256} ${e.declared}); nothing of it was kept`, site.id);
+      }
       throw e;
     }
   });

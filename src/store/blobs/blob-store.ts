@@ -7,8 +7,11 @@
  * simulations). All pass one suite.
  *
  * Uploads arrive in chunks (`Partial`): appended at the offset the store already holds, so a dropped
- * connection resumes where it stopped, and committed only once the whole blob's digest is verified.
+ * connection resumes where it stopped, and committed only once the whole blob's digest is verified. A chunk may be
+ * appended from a stream (`appendFrom`, the upload route's request body): hashed once on its way in and kept only
+ * when it matches the digest its sender signed.
  */
+import { createHash } from 'node:crypto';
 
 export interface BlobInfo {
   /** sha256 of the bytes, lowercase hex. */
@@ -29,16 +32,48 @@ export class BlobOffsetConflict extends Error {
   }
 }
 
+/** A streamed chunk whose bytes do not hash to the digest its sender declared: nothing of it was kept. */
+export class BlobChunkMismatch extends Error {
+  override name = 'BlobChunkMismatch';
+  constructor(readonly actual: string, readonly declared: string, readonly bytes: number) {
+    super(`the chunk received (${bytes} bytes) hashes to sha256 ${actual}, not the declared ${declared}; nothing of it was kept`);
+  }
+}
+
+/** A streamed chunk longer than it may be (the route's chunk limit, or past the announced size): nothing of it was kept. */
+export class BlobChunkTooLarge extends Error {
+  override name = 'BlobChunkTooLarge';
+  constructor(readonly maxBytes: number) {
+    super(`the chunk runs past the ${maxBytes} bytes it may hold here; nothing of it was kept`);
+  }
+}
+
+/** What a streamed chunk must be: at most `maxBytes`, hashing to `sha256` (hex). */
+export interface ChunkCheck {
+  sha256: string;
+  maxBytes: number;
+}
+
 /** An upload in progress, by id (kept across coordinator restarts by the file and PostgreSQL backends). */
 export interface PartialBlob {
   readonly id: string;
-  /** Bytes received and durable so far. */
+  /**
+   * Bytes received so far. After a crash, what survived it: the file backend checks what it holds against the digest
+   * of each chunk it acknowledged and keeps the longest intact prefix, so an agent told this offset resumes from it.
+   */
   received(): Promise<number>;
   /**
    * Appends `bytes` at `offset` (must equal received(): BlobOffsetConflict otherwise); returns the new received count.
    * `bytes` is not kept once this resolves (the caller reuses its buffer).
    */
   append(offset: number, bytes: Uint8Array): Promise<number>;
+  /**
+   * Appends the bytes of `source` at `offset` (BlobOffsetConflict, before reading any, unless it equals received()),
+   * hashing them once on the way; keeps them only when they hash to `check.sha256` (BlobChunkMismatch) and stay
+   * within `check.maxBytes` (BlobChunkTooLarge). Anything refused, or a source that fails part-way, leaves the
+   * upload's bytes as they were. Returns the new received count.
+   */
+  appendFrom(offset: number, source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>, check: ChunkCheck): Promise<number>;
   /** Verifies the whole content against `expect` and makes it a blob (BlobMismatch and the partial is discarded otherwise). */
   commit(expect: BlobInfo): Promise<BlobInfo>;
   discard(): Promise<void>;
@@ -77,3 +112,24 @@ export interface BlobStore {
 }
 
 export const DEFAULT_BLOB_CHUNK_BYTES = 4 * 1024 * 1024;
+
+/**
+ * `appendFrom` for backends that store a chunk in one go (memory, PostgreSQL): the chunk is gathered, checked, then
+ * appended; nothing reaches the partial before its digest matched.
+ */
+export async function appendGathered(p: PartialBlob, offset: number, source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>, check: ChunkCheck): Promise<number> {
+  const have = await p.received();
+  if (offset !== have) throw new BlobOffsetConflict(have);
+  const parts: Uint8Array[] = [];
+  const hash = createHash('sha256');
+  let n = 0;
+  for await (const c of source) {
+    n += c.length;
+    if (n > check.maxBytes) throw new BlobChunkTooLarge(check.maxBytes);
+    hash.update(c);
+    parts.push(c);
+  }
+  const actual = hash.digest('hex');
+  if (actual !== check.sha256) throw new BlobChunkMismatch(actual, check.sha256, n);
+  return p.append(offset, parts.length === 1 ? parts[0]! : Buffer.concat(parts, n));
+}

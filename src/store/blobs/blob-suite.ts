@@ -6,7 +6,7 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
-import { BlobMismatch, BlobOffsetConflict, type BlobStore } from './blob-store.js';
+import { BlobChunkMismatch, BlobChunkTooLarge, BlobMismatch, BlobOffsetConflict, type BlobStore } from './blob-store.js';
 
 export interface BlobBackend {
   name: 'memory' | 'files' | 'postgres';
@@ -119,6 +119,33 @@ export function blobSuite(b: BlobBackend): void {
       await assert.rejects((await blobs.partial('up-bad2')).commit({ digest: sha(bytes), size: 5_000 }), BlobMismatch, 'an empty upload is not the announced blob');
       assert.equal(await (await blobs.partial('up-bad')).received(), 0);
       assert.deepEqual(await blobs.list(), before);
+    });
+
+    it('a streamed chunk lands only when it hashes to its declared digest and fits; a refused one leaves the upload\'s bytes as they were', { skip }, async () => {
+      const bytes = randomBytes(24_000);
+      const p = await blobs.partial('up-stream');
+      // Streamed in small pieces, as a request's body arrives.
+      const pieces = async function* (b: Uint8Array) {
+        for (let at = 0; at < b.length; at += 1_000) yield b.subarray(at, at + 1_000);
+      };
+      assert.equal(await p.appendFrom(0, pieces(bytes.subarray(0, 8_000)), { sha256: sha(bytes.subarray(0, 8_000)), maxBytes: 8_000 }), 8_000);
+      const tampered = Buffer.from(bytes.subarray(8_000, 16_000));
+      tampered[4_321] ^= 1;
+      const bad = await p.appendFrom(8_000, pieces(tampered), { sha256: sha(bytes.subarray(8_000, 16_000)), maxBytes: 8_000 }).catch((e: unknown) => e);
+      assert.ok(bad instanceof BlobChunkMismatch && bad.actual === sha(tampered), `a chunk that does not match its digest is refused: ${String(bad)}`);
+      await assert.rejects(p.appendFrom(8_000, pieces(bytes.subarray(8_000, 16_000)), { sha256: sha(bytes.subarray(8_000, 16_000)), maxBytes: 7_999 }), BlobChunkTooLarge);
+      await assert.rejects(p.appendFrom(9_000, pieces(bytes.subarray(9_000, 16_000)), { sha256: sha(bytes.subarray(9_000, 16_000)), maxBytes: 8_000 }), BlobOffsetConflict);
+      const failing = async function* () {
+        yield bytes.subarray(8_000, 9_000);
+        throw new Error('the connection closed mid-chunk');
+      };
+      await assert.rejects(p.appendFrom(8_000, failing(), { sha256: sha(bytes.subarray(8_000, 16_000)), maxBytes: 8_000 }), /closed mid-chunk/);
+      const o = await (await again()).partial('up-stream');
+      assert.equal(await o.received(), 8_000, 'after the refusals (and a restart) the upload holds its first chunk only');
+      assert.equal(await o.appendFrom(8_000, pieces(bytes.subarray(8_000)), { sha256: sha(bytes.subarray(8_000)), maxBytes: 16_000 }), 24_000);
+      await o.commit({ digest: sha(bytes), size: bytes.length });
+      assert.ok(Buffer.from(await blobs.readAll(sha(bytes))).equals(bytes), 'the committed blob is exactly the chunks that matched, no byte of the refused ones');
+      await blobs.delete(sha(bytes));
     });
 
     it('a blob written by one store is read by another on the same data, and deleted for both', { skip }, async () => {

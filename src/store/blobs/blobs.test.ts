@@ -1,6 +1,6 @@
 /** The BlobStore suite (blob-suite.ts) on every backend: memory, files in a temp directory, PostgreSQL's chunk table. */
-import { appendFileSync, mkdtempSync, rmSync, statSync } from 'node:fs';
-import { createHash } from 'node:crypto';
+import { appendFileSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
+import { createHash, randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { it } from 'node:test';
@@ -72,7 +72,7 @@ it('a file partial\'s digest is right when its kept hash fell behind the file (b
     const p = await blobs.partial('p2');
     await p.append(0, Buffer.from('abc'));
     // Another process (a previous coordinator on this directory) appended: the hash kept here covers 3 bytes of 6.
-    appendFileSync(join(dir, 'blobs', 'partial', 'p2'), 'def');
+    assert.equal(await (await new FileBlobStore(join(dir, 'blobs')).partial('p2')).append(3, Buffer.from('def')), 6);
     assert.equal(await p.append(6, Buffer.from('ghi')), 9);
     const want = createHash('sha256').update('abcdefghi').digest('hex');
     assert.deepEqual(await p.commit({ digest: want, size: 9 }), { digest: want, size: 9 });
@@ -81,3 +81,47 @@ it('a file partial\'s digest is right when its kept hash fell behind the file (b
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+/**
+ * A crash between chunks: the file store fsyncs an upload once, at commit, so a power failure may leave the last
+ * acknowledged chunks torn, missing, or without their journal line. A restarted store (a new FileBlobStore on the
+ * directory: nothing kept in memory) keeps the longest prefix of whole chunks that match their journal and reports
+ * it as received; the agent resumes from there and the committed blob is exactly its bytes.
+ */
+for (const [what, crash] of [
+  ['the last chunk torn (its pages half written)', (file: string) => {
+    const b = readFileSync(file);
+    b.fill(0, 25_000, 27_000);
+    writeFileSync(file, b);
+  }],
+  ['the last chunk missing (the file shorter than the journal says)', (file: string) => truncateSync(file, 22_000)],
+  ['the last chunk\'s journal line lost, its bytes there', (file: string) => {
+    const journal = `${file}.chunks`;
+    writeFileSync(journal, readFileSync(journal, 'utf8').split('\n').slice(0, 2).join('\n') + '\n');
+  }],
+  ['bytes past the last chunk (a chunk being written)', (file: string) => appendFileSync(file, randomBytes(3_000))],
+] as const) {
+  it(`a file upload resumes after a crash between chunks from what survived intact: ${what}`, async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'setu-blobs-'));
+    try {
+      const bytes = randomBytes(40_000);
+      const p = await new FileBlobStore(join(dir, 'blobs')).partial('crash');
+      for (let at = 0; at < 30_000; at += 10_000) await p.append(at, bytes.subarray(at, at + 10_000));
+      const file = join(dir, 'blobs', 'partial', 'crash');
+      crash(file);
+      const restarted = new FileBlobStore(join(dir, 'blobs'));
+      const q = await restarted.partial('crash');
+      const held = await q.received();
+      const want = what.startsWith('bytes past') ? 30_000 : 20_000;
+      assert.equal(held, want, 'received is the intact prefix of whole chunks');
+      assert.ok(readFileSync(file).equals(bytes.subarray(0, held)), 'the partial file holds exactly those bytes');
+      assert.equal(await q.append(held, bytes.subarray(held)), 40_000);
+      const digest = createHash('sha256').update(bytes).digest('hex');
+      await q.commit({ digest, size: bytes.length });
+      assert.ok(Buffer.from(await restarted.readAll(digest)).equals(bytes));
+      assert.ok(!existsSync(file) && !existsSync(`${file}.chunks`), 'a committed upload leaves neither its file nor its journal');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+}

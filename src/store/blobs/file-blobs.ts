@@ -1,15 +1,16 @@
 /**
  * The file blob store (the default next to SQLite): `<root>/sha256/ab/<digest>` per blob, uploads in progress as
- * `<root>/partial/<id>` (their size is what was received, so they survive a restart), whole-blob writes through
+ * `<root>/partial/<id>` with a journal of their acknowledged chunks' digests beside it (`<id>.chunks`; a restart keeps
+ * the chunks the file holds intact, see partialState: an upload is fsynced once, at commit), whole-blob writes through
  * `<root>/tmp/`. Every blob is written to a temporary file, fsynced, renamed into place and its directory fsynced,
  * so a crash leaves either no blob or the whole one, never a torn file under a digest's name. Directories are 700,
  * files 600, as the store's database files are.
  */
 import { createHash, randomBytes, type Hash } from 'node:crypto';
 import { mkdirSync, existsSync, readdirSync, chmodSync } from 'node:fs';
-import { open, rename, unlink, stat, readdir, type FileHandle } from 'node:fs/promises';
+import { appendFile, open, readFile, rename, unlink, stat, readdir, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
-import { BlobOffsetConflict, DEFAULT_BLOB_CHUNK_BYTES, type BlobInfo, type BlobReader, type BlobStore, type PartialBlob } from './blob-store.js';
+import { BlobChunkMismatch, BlobChunkTooLarge, BlobOffsetConflict, DEFAULT_BLOB_CHUNK_BYTES, type BlobInfo, type BlobReader, type BlobStore, type ChunkCheck, type PartialBlob } from './blob-store.js';
 import { checkExpect } from './memory-blobs.js';
 import { blobPath, checkDigest, checkPartialId } from './names.js';
 
@@ -20,17 +21,19 @@ const DIR_MODE = 0o700;
  * PostgreSQL's job (pg-blobs.ts).
  */
 const partialLocks = new Map<string, Promise<unknown>>();
-/**
- * The sha256 of each partial's bytes so far, kept across appends, so a commit need not read the upload back to
- * hash it. Valid only while its `size` is the file's (a state that fell behind — a failed write, another process —
- * is rebuilt by hashing the file once); a hash state cannot be saved, so after a restart the first append re-hashes
- * what the partial holds, once.
- */
-const partialHashes = new Map<string, { hash: Hash; size: number }>();
+/** An upload's journal of acknowledged chunks, beside it: `<root>/partial/<id>.chunks` (no upload id holds a dot). */
+const JOURNAL = '.chunks';
+/** A streamed chunk's bytes are written in batches of about this size (fewer, larger writes). */
+const WRITE_BATCH_BYTES = 1024 * 1024;
 const FILE_MODE = 0o600;
 
 export class FileBlobStore implements BlobStore {
   readonly kind = 'files' as const;
+  /**
+   * The sha256 state and size of each partial this store wrote, so neither an append nor a commit reads the upload
+   * back to hash it. A new store object (a restarted coordinator) rebuilds it once from the file (partialState).
+   */
+  private readonly partials = new Map<string, { hash: Hash; size: number }>();
 
   constructor(readonly root: string) {
     for (const d of [root, join(root, 'sha256'), join(root, 'partial'), join(root, 'tmp')]) {
@@ -159,11 +162,13 @@ export class FileBlobStore implements BlobStore {
 
   async partial(id: string): Promise<PartialBlob> {
     const file = join(this.root, 'partial', checkPartialId(id));
+    const journal = `${file}${JOURNAL}`;
     if (!existsSync(file)) {
+      await (await open(journal, 'w', FILE_MODE)).close();
       await (await open(file, 'a', FILE_MODE)).close();
       await syncDir(join(this.root, 'partial'));
+      this.partials.set(file, { hash: createHash('sha256'), size: 0 });
     }
-    const received = async () => (await stat(file)).size;
     const serial = <T>(f: () => Promise<T>): Promise<T> => {
       const prev = partialLocks.get(file) ?? Promise.resolve();
       const next = prev.catch(() => {}).then(f);
@@ -173,62 +178,137 @@ export class FileBlobStore implements BlobStore {
       });
       return next;
     };
+    const state = () => this.partialState(file, journal);
+    const write = (offset: number, source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>, check?: ChunkCheck) => serial(async () => {
+      const st = await state();
+      if (offset !== st.size) throw new BlobOffsetConflict(st.size);
+      const fh = await open(file, 'r+');
+      // The running hash goes on in a copy: a refused chunk leaves the upload's state as it was.
+      const running = st.hash.copy();
+      const chunk = createHash('sha256');
+      let at = st.size;
+      try {
+        // The request's socket chunks (tens of KiB) are gathered by reference and written together: no copy, few writes.
+        let batch: Uint8Array[] = [];
+        let batched = 0;
+        const flush = async () => {
+          if (batched === 0) return;
+          await writevAll(fh, batch, at);
+          at += batched;
+          batch = [];
+          batched = 0;
+        };
+        for await (const c of source) {
+          if (check && at + batched + c.length - st.size > check.maxBytes) throw new BlobChunkTooLarge(check.maxBytes);
+          running.update(c);
+          chunk.update(c);
+          batch.push(c);
+          batched += c.length;
+          if (batched >= WRITE_BATCH_BYTES) await flush();
+        }
+        await flush();
+        const digest = chunk.digest('hex');
+        if (check && digest !== check.sha256) throw new BlobChunkMismatch(digest, check.sha256, at - st.size);
+        // Not fsynced (commit is): after a crash, received() keeps only the chunks the file still holds intact.
+        await appendFile(journal, `${at} ${digest}\n`);
+      } catch (e) {
+        await fh.truncate(st.size).catch(() => {}); // nothing of a refused or broken chunk stays
+        throw e;
+      } finally {
+        await fh.close();
+      }
+      st.hash = running;
+      st.size = at;
+      return at;
+    });
     return {
       id,
-      received,
-      append: (offset, bytes) => serial(async () => {
-        const have = await received();
-        if (offset !== have) throw new BlobOffsetConflict(have);
-        const fh = await open(file, 'r+');
-        try {
-          const state = await hashState(fh, have);
-          await writeAll(fh, bytes, have);
-          await fh.sync(); // "received" means durable: a coordinator restarted after this answer still holds it
-          state.hash.update(bytes);
-          state.size += bytes.length;
-        } finally {
-          await fh.close();
-        }
-        return have + bytes.length;
-      }),
+      // Behind any append in flight: its bytes are in the file, not yet in the state, and must not be taken for a crash's.
+      received: () => serial(async () => (await state()).size),
+      append: (offset, bytes) => write(offset, [bytes]),
+      appendFrom: (offset, source, check) => write(offset, source, check),
       commit: (expect) => serial(async () => {
-        const fh = await open(file, 'r');
         let info: BlobInfo;
         try {
-          const state = await hashState(fh, (await fh.stat()).size);
-          info = { digest: state.hash.digest('hex'), size: state.size };
+          const st = await state();
+          info = { digest: st.hash.digest('hex'), size: st.size };
         } finally {
-          partialHashes.delete(file);
-          await fh.close();
+          this.partials.delete(file);
         }
         try {
           checkExpect(info, expect);
         } catch (e) {
           await unlink(file).catch(() => {});
+          await unlink(journal).catch(() => {});
           throw e;
         }
+        // The one fsync of an upload's bytes: the blob is durable before its name is (install fsyncs the directory).
+        const fh = await open(file, 'r');
+        try {
+          await fh.sync();
+        } finally {
+          await fh.close();
+        }
         await this.install(file, info.digest);
+        await unlink(journal).catch(() => {});
         return info;
       }),
       discard: () => serial(async () => {
-        partialHashes.delete(file);
+        this.partials.delete(file);
         await unlink(file).catch(() => {});
+        await unlink(journal).catch(() => {});
       }),
     };
-    /** The running hash of the partial's first `size` bytes (its whole content): kept, or rebuilt from the file. */
-    async function hashState(fh: FileHandle, size: number): Promise<{ hash: Hash; size: number }> {
-      const kept = partialHashes.get(file);
-      if (kept && kept.size === size) return kept;
-      const state = { hash: createHash('sha256'), size: 0 };
-      partialHashes.delete(file);
-      for (let at = 0; at < size; at += DEFAULT_BLOB_CHUNK_BYTES) {
-        const c = await readRange(fh, at, Math.min(at + DEFAULT_BLOB_CHUNK_BYTES, size));
-        state.hash.update(c);
-        state.size += c.length;
+  }
+
+  /**
+   * The running hash and size of a partial: kept between appends while the file's size is what this store left it at;
+   * otherwise (a restart, another store object on the same directory) rebuilt from the file. The rebuild checks the
+   * file against its journal (one line `<end offset> <sha256>` per acknowledged chunk, written after the chunk's bytes,
+   * neither fsynced before commit) and truncates it to the longest prefix of whole chunks that match: bytes a crash
+   * tore or never wrote are dropped, and received() tells the agent to send them again. A partial without a journal
+   * (written by an older coordinator, which fsynced every chunk) is taken as it is.
+   */
+  private async partialState(file: string, journal: string): Promise<{ hash: Hash; size: number }> {
+    const size = (await stat(file)).size;
+    const kept = this.partials.get(file);
+    if (kept && kept.size === size) return kept;
+    this.partials.delete(file);
+    const st = { hash: createHash('sha256'), size: 0 };
+    const fh = await open(file, 'r+');
+    try {
+      let ends: { end: number; digest: string }[];
+      try {
+        ends = (await readFile(journal, 'utf8')).split('\n').flatMap((l) => {
+          const m = /^(\d+) ([0-9a-f]{64})$/.exec(l);
+          return m ? [{ end: Number(m[1]), digest: m[2]! }] : [];
+        });
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+        ends = [{ end: size, digest: '' }];
       }
-      partialHashes.set(file, state);
-      return state;
+      for (const { end, digest } of ends) {
+        if (end <= st.size || end > size) break;
+        const running = st.hash.copy();
+        const chunk = createHash('sha256');
+        for (let at = st.size; at < end; at += DEFAULT_BLOB_CHUNK_BYTES) {
+          const c = await readRange(fh, at, Math.min(at + DEFAULT_BLOB_CHUNK_BYTES, end));
+          running.update(c);
+          chunk.update(c);
+        }
+        if (digest && chunk.digest('hex') !== digest) break;
+        st.hash = running;
+        st.size = end;
+      }
+      if (st.size !== size) {
+        await fh.truncate(st.size);
+        await fh.sync();
+      }
+    } finally {
+      await fh.close();
     }
+    this.partials.set(file, st);
+    return st;
   }
 
   private async openBlob(digest: string): Promise<FileHandle> {
@@ -238,6 +318,25 @@ export class FileBlobStore implements BlobStore {
       if ((e as NodeJS.ErrnoException).code === 'ENOENT') throw new Error(`no blob ${digest}`);
       throw e;
     }
+  }
+}
+
+/** Writes `parts` one after another from `position` (writev, resumed after a short write). */
+async function writevAll(fh: FileHandle, parts: Uint8Array[], position: number): Promise<void> {
+  let left = parts;
+  while (left.length) {
+    const { bytesWritten } = await fh.writev(left, position);
+    position += bytesWritten;
+    let skip = bytesWritten;
+    const rest: Uint8Array[] = [];
+    for (const p of left) {
+      if (skip >= p.length) skip -= p.length;
+      else {
+        rest.push(skip ? p.subarray(skip) : p);
+        skip = 0;
+      }
+    }
+    left = rest;
   }
 }
 

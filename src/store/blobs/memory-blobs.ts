@@ -1,7 +1,7 @@
 /** The in-memory blob store (tests, simulations): same contract as the file and PostgreSQL ones. */
 import { createHash } from 'node:crypto';
 import { checkDigest, checkPartialId } from './names.js';
-import { BlobMismatch, BlobOffsetConflict, DEFAULT_BLOB_CHUNK_BYTES, type BlobInfo, type BlobStore, type PartialBlob } from './blob-store.js';
+import { BlobMismatch, BlobOffsetConflict, DEFAULT_BLOB_CHUNK_BYTES, appendGathered, type BlobInfo, type BlobStore, type PartialBlob } from './blob-store.js';
 
 const sha256 = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
 
@@ -58,7 +58,7 @@ export class MemoryBlobStore implements BlobStore {
     if (!this.partials.has(id)) this.partials.set(id, []);
     const parts = () => this.partials.get(id) ?? [];
     const received = () => parts().reduce((n, p) => n + p.length, 0);
-    return {
+    const p: PartialBlob = {
       id,
       received: async () => received(),
       append: async (offset, bytes) => {
@@ -75,7 +75,9 @@ export class MemoryBlobStore implements BlobStore {
       discard: async () => {
         this.partials.delete(id);
       },
+      appendFrom: (offset, source, check) => appendGathered(p, offset, source, check),
     };
+    return p;
   }
 
   private get(digest: string): Uint8Array {

@@ -13,7 +13,7 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { sql, type Kysely, type Transaction } from 'kysely';
-import { BlobMismatch, BlobOffsetConflict, DEFAULT_BLOB_CHUNK_BYTES, type BlobInfo, type BlobStore, type PartialBlob } from './blob-store.js';
+import { BlobMismatch, BlobOffsetConflict, DEFAULT_BLOB_CHUNK_BYTES, appendGathered, type BlobInfo, type BlobStore, type PartialBlob } from './blob-store.js';
 import { checkExpect } from './memory-blobs.js';
 import { checkDigest, checkPartialId } from './names.js';
 
@@ -144,9 +144,10 @@ export class PgBlobStore implements BlobStore {
       if (!r) throw new BlobMismatch(`upload ${id} is no longer open`);
       return Number(r.received);
     };
-    return {
+    const p: PartialBlob = {
       id,
       received,
+      appendFrom: (offset, source, check) => appendGathered(p, offset, source, check),
       append: (offset, bytes) => this.tx(async (t) => {
         const have = await lock(t);
         if (offset !== have) throw new BlobOffsetConflict(have);
@@ -159,6 +160,7 @@ export class PgBlobStore implements BlobStore {
       commit: (expect) => this.commitPartial(id, expect),
       discard: () => this.dropPartial(id),
     };
+    return p;
   }
 
   /** Verifies a partial against `expect` and makes it a blob, in one transaction with the partial's removal. */
