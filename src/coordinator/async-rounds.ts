@@ -35,6 +35,7 @@ import { eligibleParticipants } from '../governance/study-governance.js';
 import { rulesOf, transportDtypes } from './study-model.js';
 import { blobSource, readSourceHeader, type ByteSource } from './stream-aggregate.js';
 import { streamAsyncFold } from './stream-async-fold.js';
+import { aggregationBytes, aggregationSeconds } from '../observability/metrics.js';
 import { hostStrategy } from './strategy-host.js';
 import { clientNoiseMultiplier } from './privacy.js';
 import { CryptoNormal } from '../privacy/noise.js';
@@ -236,10 +237,24 @@ async function commitVersion(ctx: DriverContext, study: StudyRow, spec: StudySpe
     items.push({ u, staleness, weight: stalenessWeight(a, staleness), source: await blobSource(store.blobs, u.digest), base: await baseSource(baseOf(u)) });
   }
   const dp = spec.privacy?.dp?.level === 'client' ? { clipNorm: spec.privacy.dp.clipNorm, noiseMultiplier: clientNoiseMultiplier(spec), normal: new CryptoNormal() } : undefined;
-  const { digest: newDigest, size } = await store.blobs.putStream(streamAsyncFold({
+  const folded = streamAsyncFold({
     current, rules, async: a, ...(dp ? { dp } : {}), metadata: { study: study.id, round: String(v) }, transportDtypes: transportDtypes(spec),
     buffer: items.map((i) => ({ siteId: i.u.site_id, source: i.source, base: i.base, numExamples: i.u.num_examples, staleness: i.staleness })),
-  }));
+  });
+  // Counted as fit-aggregate.ts counts a synchronous round: time spent folding, not writing the chunks.
+  let spent = 0;
+  const timed = async function* () {
+    let t = performance.now();
+    for await (const c of folded) {
+      spent += performance.now() - t;
+      yield c;
+      t = performance.now();
+    }
+    spent += performance.now() - t;
+  };
+  const { digest: newDigest, size } = await store.blobs.putStream(timed());
+  aggregationSeconds.inc({ path: 'streamed' }, spent / 1000);
+  aggregationBytes.inc({ path: 'streamed' }, items.reduce((n, i) => n + i.source.size, 0));
   const modelRow: ModelVersionRow = { id: `${study.id}.v${v}`, study_id: study.id, round: v, created_at: now, digest: newDigest, size };
   const digest = modelRow.digest;
   const metrics = versionMetrics(study.id, v, items.map((i) => ({ siteId: i.u.site_id, n: i.u.num_examples, meta: JSON.parse(i.u.metrics) as ResultMeta, base: baseOf(i.u), staleness: i.staleness })));
