@@ -295,9 +295,10 @@ function memcpyMs(bodies: Uint8Array[], modelBytes: number): number {
 function benchStrategy(o: LargeModelOptions): StudySpec['strategy'] {
   if ((o.dp || o.async) && (o.strategy ?? 'FedAvg').toLowerCase() !== 'fedavg') throw new UsageError(`--${o.dp ? 'dp' : 'async'} runs FedAvg (client-level DP-FedAvg and FedBuff replace its mean), got --strategy ${o.strategy}`);
   // The bench's sites upload prepared updates: no proximal term or control variates (FedProx, SCAFFOLD) to declare.
-  const names = STREAMED_STRATEGIES.filter((n) => strategyNeeds(n).length === 0);
+  // Cyclic asks one site a round; the harness runs every site's upload at once.
+  const names = STREAMED_STRATEGIES.filter((n) => strategyNeeds(n).length === 0 && n !== 'Cyclic');
   const name = names.find((n) => n.toLowerCase() === (o.strategy ?? 'FedAvg').toLowerCase());
-  if (!name) throw new UsageError(`--strategy must be one of ${names.join(', ')} (the strategies that stream at any size and need nothing of a trainer), got "${o.strategy}"`);
+  if (!name) throw new UsageError(`--strategy must be one of ${names.join(', ')} (the strategies that stream at any size, train every site and need nothing of a trainer), got "${o.strategy}"`);
   if (name !== 'Krum' && name !== 'MultiKrum') return { name };
   if (o.sites < 3) throw new UsageError(`--strategy ${name} needs at least 3 sites, got ${o.sites}`);
   return { name, params: { byzantine: o.sites >= 5 ? 1 : 0 } };
