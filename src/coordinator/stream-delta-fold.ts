@@ -88,6 +88,15 @@ export async function* streamDeltaFold(a: DeltaFoldArgs): AsyncGenerator<Uint8Ar
     ups.push({ siteId: u.siteId, source: u.source, header, tensors: checkUpdate(header, byName, a.rules, transport, u.siteId), base, weight: u.weight });
   }
   const sliceElems = Math.max(1, Math.floor((a.sliceBytes ?? DEFAULT_SLICE_BYTES) / 4));
+  // Two slices' buffers per source, reused for every slice (one is read while the other is computed on).
+  const largest = Math.min(sliceElems, a.rules.aggregate.reduce((m, k) => { const t = byName.get(k)!; return Math.max(m, (t.end - t.begin) / DTYPE_BYTES[t.dtype]); }, 1));
+  const slots = new Map<Opened, [Float32Array, Float32Array]>();
+  const slotOf = (o: Opened, j: number): Float32Array => {
+    let pair = slots.get(o);
+    if (!pair) slots.set(o, (pair = [new Float32Array(largest), new Float32Array(largest)]));
+    return pair[j & 1];
+  };
+
   const sources = [...new Set([...ups.map((u) => u.source), ...bases.keys()])];
   try {
     const factors = a.clipNorm === undefined ? ups.map(() => 1) : await clipFactors(a.clipNorm);
@@ -96,33 +105,33 @@ export async function* streamDeltaFold(a: DeltaFoldArgs): AsyncGenerator<Uint8Ar
     await Promise.all(sources.map((s) => s.close?.()));
   }
 
-  /** The values [i0, i1) of tensor `name` in `o` (float32, whatever its stored dtype). */
-  async function slice(o: Opened, name: string, i0: number, i1: number): Promise<Float32Array> {
+  /** The values [i0, i1) of tensor `name` in `o` (float32, whatever its stored dtype), read into slot `j` where it can. */
+  async function slice(o: Opened, name: string, i0: number, i1: number, j: number): Promise<Float32Array> {
     const e = o.tensors.get(name)!, size = DTYPE_BYTES[e.dtype], at = o.header.dataStart + e.begin;
     if (o.source.readInto && e.dtype === 'F32' && HOST_LITTLE_ENDIAN) {
-      const into = new Float32Array(i1 - i0);
-      await o.source.readInto(new Uint8Array(into.buffer), at + i0 * 4);
+      const into = slotOf(o, j).subarray(0, i1 - i0);
+      await o.source.readInto(new Uint8Array(into.buffer, into.byteOffset, into.byteLength), at + i0 * 4);
       return into;
     }
     return decodeValues(await o.source.read(at + i0 * size, at + i1 * size), e.dtype, name);
   }
 
   /** Each slice of an aggregated tensor: the bases' and the updates' values (each base read once). */
-  async function* slices(t: TensorEntry): AsyncGenerator<{ i0: number; base: Map<Opened, Float32Array>; up: Float32Array[] }> {
+  async function* slices(t: TensorEntry, withBases: readonly Opened[]): AsyncGenerator<{ i0: number; base: Map<Opened, Float32Array>; up: Float32Array[] }> {
     const n = (t.end - t.begin) / DTYPE_BYTES[t.dtype];
-    const read = async (i0: number) => {
+    const read = async (i0: number, j: number) => {
       const i1 = Math.min(n, i0 + sliceElems);
       const [bs, us] = await Promise.all([
-        Promise.all([...bases.values()].map(async (b) => [b, await slice(b, t.name, i0, i1)] as const)),
-        Promise.all(ups.map((u) => slice(u, t.name, i0, i1))),
+        Promise.all(withBases.map(async (b) => [b, await slice(b, t.name, i0, i1, j)] as const)),
+        Promise.all(ups.map((u) => slice(u, t.name, i0, i1, j))),
       ]);
       return { i0, base: new Map(bs), up: us };
     };
     // The next slice is read while this one is computed.
-    let next = n > 0 ? read(0) : undefined;
-    for (let i0 = 0; i0 < n; i0 += sliceElems) {
+    let next = n > 0 ? read(0, 0) : undefined;
+    for (let i0 = 0, j = 0; i0 < n; i0 += sliceElems, j++) {
       const cur = await next!;
-      next = i0 + sliceElems < n ? read(i0 + sliceElems) : undefined;
+      next = i0 + sliceElems < n ? read(i0 + sliceElems, j + 1) : undefined;
       next?.catch(() => {}); // awaited on the next turn; a failure meanwhile must not go unhandled
       yield cur;
     }
@@ -134,7 +143,8 @@ export async function* streamDeltaFold(a: DeltaFoldArgs): AsyncGenerator<Uint8Ar
     const aggregated = new Set(a.rules.aggregate);
     for (const t of model.tensors) {
       if (!aggregated.has(t.name)) continue;
-      for await (const s of slices(t)) {
+      // Only the versions the updates trained from (not the current one, unless one did).
+      for await (const s of slices(t, [...new Set(ups.map((u) => u.base))])) {
         for (let k = 0; k < ups.length; k++) {
           const l = s.up[k]!, b = s.base.get(ups[k]!.base)!;
           let acc = sq[k]!;
@@ -156,15 +166,18 @@ export async function* streamDeltaFold(a: DeltaFoldArgs): AsyncGenerator<Uint8Ar
     const entries = [...model.tensors].sort((x, y) => (x.name < y.name ? -1 : x.name > y.name ? 1 : 0));
     yield encodeSafetensorsHeader(entries, a.metadata).bytes;
     const cur = bases.get(a.current)!;
+    // The running sum and the noise of one slice, reused (the output slice is fresh: the writer may still hold the last).
+    const accAll = a.sum === 'f32' ? new Float32Array(largest) : new Float64Array(largest);
+    const noise = new Float64Array(std > 0 ? largest : 0);
     for (const t of entries) {
       if (!aggregated.has(t.name)) {
         const base = model.dataStart + t.begin, len = t.end - t.begin;
         for (let at = 0; at < len; at += sliceElems * 4) yield new Uint8Array(await a.current.read(base + at, base + Math.min(len, at + sliceElems * 4)));
         continue;
       }
-      for await (const s of slices(t)) {
+      for await (const s of slices(t, [...bases.values()])) {
         const c = s.base.get(cur)!, len = c.length;
-        const acc = a.sum === 'f32' ? new Float32Array(len) : new Float64Array(len);
+        const acc = accAll.subarray(0, len).fill(0);
         for (let k = 0; k < ups.length; k++) {
           const l = s.up[k]!, b = s.base.get(ups[k]!.base)!, f = factors[k]!, w = ups[k]!.weight;
           // The in-memory arithmetic: the delta rounded to float32, clipped in float32, weighted, added.
@@ -172,7 +185,7 @@ export async function* streamDeltaFold(a: DeltaFoldArgs): AsyncGenerator<Uint8Ar
           else for (let i = 0; i < len; i++) acc[i] = acc[i]! + w * Math.fround(Math.fround(l[i]! - b[i]!) * f);
         }
         if (std > 0) {
-          const z = new Float64Array(len);
+          const z = noise.subarray(0, len);
           fillNormal(a.noise!.normal, z);
           for (let i = 0; i < len; i++) acc[i] = acc[i]! + std * z[i]!;
         }

@@ -5,6 +5,9 @@
  * anywhere, every dtype and per-tensor rules; the noise itself checked for its spread.
  */
 import { createHash } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { AsyncSpec, StudySpec } from '../protocol/api.js';
@@ -17,7 +20,8 @@ import { dpFedAvgAggregate, updateDelta } from '../privacy/dpfedavg.js';
 import { aggregateRound, aggregationPath, collect } from './fit-aggregate.js';
 import { hostStrategy, type HostedStrategy } from './strategy-host.js';
 import { clientLevelDp } from './privacy.js';
-import { bytesSource } from './stream-aggregate.js';
+import { blobSource, bytesSource, type ByteSource } from './stream-aggregate.js';
+import { FileBlobStore } from '../store/blobs/file-blobs.js';
 import { streamClientDp } from './stream-dp.js';
 import { streamAsyncFold } from './stream-async-fold.js';
 import { foldBuffer } from './async-fold.js';
@@ -59,6 +63,14 @@ function updatesNear(global: Uint8Array, n: number, scales: number[]): { row: Up
   });
 }
 
+/** Sources over files (read into the fold's reused buffers) for each of `bytes`, and a cleanup. */
+async function fileSources(bytes: Uint8Array[]): Promise<{ sources: ByteSource[]; done: () => void }> {
+  const dir = mkdtempSync(join(tmpdir(), 'setu-stream-dp-'));
+  const blobs = new FileBlobStore(join(dir, 'blobs'));
+  const sources = await Promise.all(bytes.map(async (b) => blobSource(blobs, (await blobs.put(b)).digest)));
+  return { sources, done: () => rmSync(dir, { recursive: true, force: true }) };
+}
+
 const eq = (a: Uint8Array, b: Uint8Array, what = 'streamed and in-memory versions differ') => assert.ok(Buffer.from(a).equals(Buffer.from(b)), what);
 
 function run(s: StudySpec, host: HostedStrategy, global: Uint8Array, ups: { row: UpdateRow; bytes: Uint8Array }[], asked: number) {
@@ -76,12 +88,19 @@ test('client-level DP streamed equals dpFedAvgAggregate for the same seeded nois
   const cfg = { clipNorm: 1, noiseMultiplier: 1.3, mode: 'central' as const, clientsPerRound: 6 };
   const deltas = ups.map((u) => updateDelta(decodeSafetensors(u.bytes).weights, g));
   const want = encodeSafetensors(mergeAggregate(model, dpFedAvgAggregate(g, deltas, cfg, new CryptoNormal(seed('dp'))), rules), { study: 's', round: '1' });
-  for (const sliceBytes of [4, 12, 44, 1 << 20]) {
-    const got = await collect(streamClientDp({
-      global: bytesSource(global), rules, dp: cfg, clientsPerRound: 6, normal: new CryptoNormal(seed('dp')), metadata: { study: 's', round: '1' }, sliceBytes,
-      updates: ups.map((u) => ({ siteId: u.row.site_id, numExamples: u.row.num_examples, source: bytesSource(u.bytes) })),
-    }));
-    eq(got, want, `slices of ${sliceBytes} bytes`);
+  const files = await fileSources([global, ...ups.map((u) => u.bytes)]);
+  try {
+    for (const fromFiles of [false, true]) {
+      for (const sliceBytes of [4, 12, 44, 1 << 20]) {
+        const got = await collect(streamClientDp({
+          global: fromFiles ? files.sources[0]! : bytesSource(global), rules, dp: cfg, clientsPerRound: 6, normal: new CryptoNormal(seed('dp')), metadata: { study: 's', round: '1' }, sliceBytes,
+          updates: ups.map((u, k) => ({ siteId: u.row.site_id, numExamples: u.row.num_examples, source: fromFiles ? files.sources[k + 1]! : bytesSource(u.bytes) })),
+        }));
+        eq(got, want, `slices of ${sliceBytes} bytes${fromFiles ? ', from files' : ''}`);
+      }
+    }
+  } finally {
+    files.done();
   }
 });
 
@@ -150,12 +169,19 @@ test('the asynchronous fold streamed equals foldBuffer: stale bases, a site twic
     const want = encodeSafetensors(mergeAggregate(model, foldBuffer(aggregatePart(model, rules), items.map((i) => ({
       base: aggregatePart(decodeSafetensors(versions[i.base]!).weights, rules), local: decodeSafetensors(i.bytes).weights, numExamples: i.n, staleness: 2 - i.base,
     })), { async: c.async, ...dpOf('fold') }), rules), { study: 's', round: '3' });
-    for (const sliceBytes of [8, 100, 1 << 20]) {
-      const got = await collect(streamAsyncFold({
-        current: sources[2]!, rules, async: c.async, ...dpOf('fold'), metadata: { study: 's', round: '3' }, sliceBytes,
-        buffer: items.map((i) => ({ siteId: i.site, source: bytesSource(i.bytes), base: sources[i.base]!, numExamples: i.n, staleness: 2 - i.base })),
-      }));
-      eq(got, want, `${c.dp ? 'DP' : 'plain'} fold, slices of ${sliceBytes} bytes`);
+    const files = await fileSources([...versions, ...items.map((i) => i.bytes)]);
+    try {
+      for (const fromFiles of [false, true]) {
+        for (const sliceBytes of [8, 100, 1 << 20]) {
+          const got = await collect(streamAsyncFold({
+            current: fromFiles ? files.sources[2]! : sources[2]!, rules, async: c.async, ...dpOf('fold'), metadata: { study: 's', round: '3' }, sliceBytes,
+            buffer: items.map((i, k) => ({ siteId: i.site, source: fromFiles ? files.sources[3 + k]! : bytesSource(i.bytes), base: fromFiles ? files.sources[i.base]! : sources[i.base]!, numExamples: i.n, staleness: 2 - i.base })),
+          }));
+          eq(got, want, `${c.dp ? 'DP' : 'plain'} fold, slices of ${sliceBytes} bytes${fromFiles ? ', from files' : ''}`);
+        }
+      }
+    } finally {
+      files.done();
     }
   }
 });
