@@ -30,15 +30,16 @@
 import type { AsyncContributionRow, MetricRow, ModelVersionRow, RoundRow, Store, StudyRow, TaskRow, UpdateRow } from '../store/store.js';
 import type { AsyncSpec, ResultMeta, StudySpec } from '../protocol/api.js';
 import type { AsyncView } from '../protocol/views.js';
-import type { Weights } from '../protocol/tensors.js';
-import { decodeSafetensors, encodeSafetensors } from '../protocol/safetensors.js';
 import { appendAudit } from '../governance/audit-store.js';
 import { eligibleParticipants } from '../governance/study-governance.js';
-import { aggregatePart, mergeAggregate, rulesOf } from './study-model.js';
+import { rulesOf, transportDtypes } from './study-model.js';
+import { blobSource, readSourceHeader, type ByteSource } from './stream-aggregate.js';
+import { streamAsyncFold } from './stream-async-fold.js';
+import { aggregationBytes, aggregationSeconds } from '../observability/metrics.js';
 import { hostStrategy } from './strategy-host.js';
 import { clientNoiseMultiplier } from './privacy.js';
 import { CryptoNormal } from '../privacy/noise.js';
-import { foldBuffer, stalenessWeight, type BufferedUpdate } from './async-fold.js';
+import { stalenessWeight } from './async-fold.js';
 import type { DriverContext } from './driver-context.js';
 
 
@@ -52,21 +53,6 @@ const OPEN = ['issued', 'delivered'];
 /** A task's id: the study, the site and the version it trains from (one task per site per version). */
 export const asyncTaskId = (studyId: string, siteId: string, version: number) => `${studyId}.r${ASYNC_ROUND}.${siteId}.v${version}`;
 
-// The only places that touch model and update bytes (in store.blobs, by digest): a buffer's updates are small enough to hold.
-/** An update's bytes. */
-async function updateBytes(store: Store, u: UpdateRow): Promise<Uint8Array> {
-  if (!u.digest || u.size === null) throw new Error(`update of task ${u.task_id} has no weights`);
-  return store.blobs.readAll(u.digest);
-}
-/** A model version's bytes. */
-async function versionBytes(store: Store, row: ModelVersionRow): Promise<Uint8Array> {
-  return store.blobs.readAll(row.digest);
-}
-/** The row of a new model version holding `bytes`. */
-async function newVersionRow(store: Store, base: Omit<ModelVersionRow, 'size' | 'digest'>, bytes: Uint8Array): Promise<ModelVersionRow> {
-  const { digest, size } = await store.blobs.put(bytes);
-  return { ...base, digest, size };
-}
 
 /** An asynchronous study's problems known at creation, each naming its field and what is allowed. */
 export function asyncSpecProblems(spec: StudySpec): string[] {
@@ -230,28 +216,46 @@ async function commitVersion(ctx: DriverContext, study: StudyRow, spec: StudySpe
   const now = ctx.now();
   const latest = await store.latestModelVersion(study.id);
   if (!latest || latest.round !== v - 1) throw new Error(`study ${study.id}: version ${v - 1} is missing`);
-  const model = decodeSafetensors(await versionBytes(store, latest)).weights;
-  const rules = rulesOf(spec, Object.keys(model));
-  const current = aggregatePart(model, rules);
-  const bases = new Map<number, Weights>();
-  const baseWeights = async (b: number): Promise<Weights> => {
-    let w = bases.get(b);
-    if (!w) {
-      const row = await store.getModelVersion(`${study.id}.v${b}`);
+  // Streamed from the blobs slice by slice at any model size (stream-async-fold.ts): the arithmetic of foldBuffer.
+  const current = await blobSource(store.blobs, latest.digest);
+  const rules = rulesOf(spec, (await readSourceHeader(current, 'the current version')).tensors.map((t) => t.name));
+  const bases = new Map<number, ByteSource>();
+  const baseSource = async (b: number): Promise<ByteSource> => {
+    let src = bases.get(b);
+    if (!src) {
+      const row = b === latest.round ? latest : await store.getModelVersion(`${study.id}.v${b}`);
       if (!row) throw new Error(`study ${study.id}: version ${b}, which an update trained from, is missing`);
-      w = aggregatePart(decodeSafetensors(await versionBytes(store, row)).weights, rules);
-      bases.set(b, w);
+      src = b === latest.round ? current : await blobSource(store.blobs, row.digest);
+      bases.set(b, src);
     }
-    return w;
+    return src;
   };
-  const items: (BufferedUpdate & { u: UpdateRow; weight: number })[] = [];
+  const items: { u: UpdateRow; staleness: number; weight: number; source: ByteSource; base: ByteSource }[] = [];
   for (const u of chosen) {
     const staleness = v - 1 - baseOf(u);
-    items.push({ u, base: await baseWeights(baseOf(u)), local: decodeSafetensors(await updateBytes(store, u)).weights, numExamples: u.num_examples, staleness, weight: stalenessWeight(a, staleness) });
+    if (!u.digest || u.size === null) throw new Error(`update of task ${u.task_id} has no weights`);
+    items.push({ u, staleness, weight: stalenessWeight(a, staleness), source: await blobSource(store.blobs, u.digest), base: await baseSource(baseOf(u)) });
   }
   const dp = spec.privacy?.dp?.level === 'client' ? { clipNorm: spec.privacy.dp.clipNorm, noiseMultiplier: clientNoiseMultiplier(spec), normal: new CryptoNormal() } : undefined;
-  const next = mergeAggregate(model, foldBuffer(current, items, { async: a, ...(dp ? { dp } : {}) }), rules);
-  const modelRow = await newVersionRow(store, { id: `${study.id}.v${v}`, study_id: study.id, round: v, created_at: now }, encodeSafetensors(next, { study: study.id, round: String(v) }));
+  const folded = streamAsyncFold({
+    current, rules, async: a, ...(dp ? { dp } : {}), metadata: { study: study.id, round: String(v) }, transportDtypes: transportDtypes(spec),
+    buffer: items.map((i) => ({ siteId: i.u.site_id, source: i.source, base: i.base, numExamples: i.u.num_examples, staleness: i.staleness })),
+  });
+  // Counted as fit-aggregate.ts counts a synchronous round: time spent folding, not writing the chunks.
+  let spent = 0;
+  const timed = async function* () {
+    let t = performance.now();
+    for await (const c of folded) {
+      spent += performance.now() - t;
+      yield c;
+      t = performance.now();
+    }
+    spent += performance.now() - t;
+  };
+  const { digest: newDigest, size } = await store.blobs.putStream(timed());
+  aggregationSeconds.inc({ path: 'streamed' }, spent / 1000);
+  aggregationBytes.inc({ path: 'streamed' }, items.reduce((n, i) => n + i.source.size, 0));
+  const modelRow: ModelVersionRow = { id: `${study.id}.v${v}`, study_id: study.id, round: v, created_at: now, digest: newDigest, size };
   const digest = modelRow.digest;
   const metrics = versionMetrics(study.id, v, items.map((i) => ({ siteId: i.u.site_id, n: i.u.num_examples, meta: JSON.parse(i.u.metrics) as ResultMeta, base: baseOf(i.u), staleness: i.staleness })));
   const contributions: AsyncContributionRow[] = [

@@ -26,7 +26,7 @@ import { torchLinearInit } from '../learning/torch-init.js';
 import { linearCoxTorchInit } from '../learning/models/cox.js';
 import { combineSums, statsFromSums } from '../learning/federated-stats.js';
 import { hostStrategy, type FitResultIn, type HostedStrategy } from './strategy-host.js';
-import { aggregateRound, resultsOf } from './fit-aggregate.js';
+import { aggregateRound, aggregationPath, resultsOf } from './fit-aggregate.js';
 import { blobSource } from './stream-aggregate.js';
 import { commitTransitions, eligibleParticipants, loadLifecycle } from '../governance/study-governance.js';
 import { complete as lifecycleComplete, stop as lifecycleStop } from '../governance/lifecycle.js';
@@ -502,7 +502,9 @@ export class RoundEngine {
     // (fit-aggregate.ts). A masked update (SecAgg+) has no blob: its row carries only the site's metadata.
     const blobs = this.store.blobs;
     const sources = await Promise.all(updates.map(async (u) => ({ row: u, ...(u.digest !== null && u.size !== null ? { source: await blobSource(blobs, u.digest) } : {}) })));
-    const { digest, size } = await blobs.putStream(aggregateRound({ spec, host, round, global: await blobSource(blobs, globalRow.digest), updates: sources, asked, metadata: { study: study.id, round: String(round) }, blobs }));
+    const fitRound = { spec, host, round, global: await blobSource(blobs, globalRow.digest), updates: sources, asked, metadata: { study: study.id, round: String(round) }, blobs };
+    const path = aggregationPath(fitRound);
+    const { digest, size } = await blobs.putStream(aggregateRound(fitRound));
     const state = host.getState();
     const metrics = fitMetrics(study.id, round, results);
     for (const m of host.roundMetrics?.(round) ?? []) metrics.push({ study_id: study.id, round, site_id: null, ...m });
@@ -531,7 +533,7 @@ export class RoundEngine {
       advanceTo: round,
     });
     const summary = Object.fromEntries(metrics.filter((m) => m.site_id === null).map((m) => [`${m.phase}.${m.name}`, m.value]));
-    this.log(`study ${study.id}: round ${round} committed from ${updates.length} sites${isLast ? ' (last fit round)' : ''}`);
+    this.log(`study ${study.id}: round ${round} committed from ${updates.length} sites (aggregated ${path === 'stream' ? 'streamed from the blobs' : 'in memory'})${isLast ? ' (last fit round)' : ''}`);
     this.bus.emit({ type: 'round.committed', studyId: study.id, round, kind: 'fit', metrics: summary });
   }
 

@@ -1,9 +1,10 @@
 /**
  * The new model version of a fit round, from the round's accepted updates: streamed slice by slice when the study's
  * strategy stack is one of STREAMED_STRATEGIES alone (elementwise: stream-aggregate.ts; a server optimiser:
- * stream-server-opt.ts; Krum, Multi-Krum: stream-krum.ts), otherwise through the strategy's in-memory aggregateFit
- * (Cyclic, client-level DP, SecAgg+'s unmasked sum), which study-model.ts admits only for models up to
- * IN_MEMORY_AGGREGATION_MAX_BYTES.
+ * stream-server-opt.ts; Krum, Multi-Krum: stream-krum.ts), Cyclic (its one update copied slice by slice) or FedAvg under
+ * client-level DP with central noise (stream-dp.ts), otherwise through the strategy's in-memory aggregateFit (SecAgg+'s
+ * unmasked sum, a round with a masked update), which study-model.ts admits only for models up to
+ * IN_MEMORY_AGGREGATION_MAX_BYTES. `aggregationPath` says which a round takes.
  */
 import type { ResultMeta, StudySpec } from '../protocol/api.js';
 import { decodeSafetensors, encodeSafetensors } from '../protocol/safetensors.js';
@@ -15,6 +16,8 @@ import { aggregationBytes, aggregationSeconds } from '../observability/metrics.j
 import { readSourceHeader, streamAggregate, type ByteSource } from './stream-aggregate.js';
 import { momentsAsTensors, previousMoments, streamServerStep } from './stream-server-opt.js';
 import { streamKrum } from './stream-krum.js';
+import { streamClientDp } from './stream-dp.js';
+import { CryptoNormal } from '../privacy/noise.js';
 import { aggregatePart, mergeAggregate, rulesOf, transportDtypes } from './study-model.js';
 
 export interface FitRound {
@@ -38,15 +41,25 @@ export function resultsOf(updates: readonly UpdateRow[]): FitResultIn[] {
   return updates.map((u) => ({ siteId: u.site_id, weights: {}, numExamples: u.num_examples, meta: JSON.parse(u.metrics) as ResultMeta }));
 }
 
-/** Whether the round streams from its updates (an elementwise strategy stack, every update's bytes at hand). */
+/**
+ * Whether the round streams from its updates: a streamed strategy stack (elementwise, a server optimiser with the blob
+ * store for its moments, Krum, Cyclic's one update, client-level DP-FedAvg with central noise), every update's bytes at hand.
+ */
 export function streams(r: Pick<FitRound, 'host' | 'updates' | 'blobs'>): boolean {
   const h = r.host;
-  return !!(h.elementwise || (h.serverStep && r.blobs) || h.robustSelection) && r.updates.every((u) => u.source);
+  return !!(h.elementwise || (h.serverStep && r.blobs) || h.robustSelection || h.takesOne || h.clientDp?.mode === 'central') && r.updates.every((u) => u.source);
+}
+
+/** Which path aggregates the round: streamed from the blobs slice by slice, or every update decoded in memory. */
+export type AggregationPath = 'stream' | 'memory';
+
+export function aggregationPath(r: Pick<FitRound, 'host' | 'updates' | 'blobs'>): AggregationPath {
+  return streams(r) ? 'stream' : 'memory';
 }
 
 /** The new version's safetensors, in chunks (for BlobStore.putStream, or concatenated); counted in the aggregation metrics. */
 export async function* aggregateRound(r: FitRound): AsyncGenerator<Uint8Array> {
-  const path = streams(r) ? 'streamed' : 'in_memory';
+  const path = aggregationPath(r) === 'stream' ? 'streamed' : 'in_memory';
   let spent = 0;
   // Time spent here, not in the consumer (a blob store writing the chunks) between yields.
   const timed = async function* (chunks: AsyncIterable<Uint8Array>) {
@@ -75,7 +88,14 @@ async function* streamed(r: FitRound): AsyncGenerator<Uint8Array> {
   const updates = r.updates.map((u) => ({ siteId: u.row.site_id, numExamples: u.row.num_examples, source: u.source! }));
   const args = { global: r.global, rules, updates, metadata: r.metadata, transportDtypes: transportDtypes(r.spec) };
   const { host } = r;
-  if (host.elementwise) yield* streamAggregate({ ...args, elementwise: host.elementwise });
+  if (host.clientDp) {
+    // The DP layer replaces the inner strategy's aggregate (privacyProblems admits FedAvg alone under it).
+    yield* streamClientDp({ ...args, dp: host.clientDp, clientsPerRound: r.asked, normal: new CryptoNormal() });
+  } else if (host.takesOne) {
+    if (updates.length !== 1) throw new Error(`${host.strategy.name}: round ${r.round} expects exactly one result, got ${updates.length}`);
+    // The one update's values, tensor by tensor into the new version: a mean of one with weight 1 is each value itself.
+    yield* streamAggregate({ ...args, elementwise: { kind: 'mean', weighting: 'equal' } });
+  } else if (host.elementwise) yield* streamAggregate({ ...args, elementwise: host.elementwise });
   else if (host.serverStep) {
     const moments = await previousMoments(r.blobs!, host.serverStep, host.momentBlobs, host.strategy.getState());
     yield* streamServerStep({ ...args, step: host.serverStep, blobs: r.blobs!, ...(moments ? { moments } : {}), saved: (digests) => void (host.momentBlobs = digests) });

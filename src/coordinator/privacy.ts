@@ -93,7 +93,8 @@ export function aggregateClientLevelSum(spec: StudySpec, global: Weights, sum: W
 /**
  * Client-level DP-FedAvg as a layer around the study's strategy (Flower's server-side fixed-clipping wrapper):
  * the new global model is the DP aggregate of the sites' deltas, or of their sum when the layer outside holds
- * only that (SecAgg+). The inner strategy still chooses the sites and configures their tasks; privacyProblems
+ * only that (SecAgg+); `clientDp` lets fit-aggregate.ts stream the central-noise aggregate instead (stream-dp.ts,
+ * the same arithmetic). The inner strategy still chooses the sites and configures their tasks; privacyProblems
  * admits only FedAvg here, whose aggregate this replaces.
  */
 export function clientLevelDp(inner: HostedStrategy, spec: StudySpec): HostedStrategy {
@@ -101,6 +102,7 @@ export function clientLevelDp(inner: HostedStrategy, spec: StudySpec): HostedStr
     strategy: inner.strategy,
     configureFit: (round, sites) => inner.configureFit(round, sites),
     getState: () => inner.getState(),
+    clientDp: { clipNorm: spec.privacy!.dp!.clipNorm, noiseMultiplier: clientNoiseMultiplier(spec), mode: spec.privacy!.dp!.mode ?? 'central' },
     ...(inner.roundMetrics ? { roundMetrics: (round: number) => inner.roundMetrics!(round) } : {}),
     aggregateFit: (_round, global, input) => aggregateClientLevel(spec, global, input.results.map((r) => updateDelta(r.weights, global)), input.asked),
     aggregateSum: (_round, global, sum, input) => aggregateClientLevelSum(spec, global, sum, input.asked),

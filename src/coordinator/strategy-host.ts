@@ -14,6 +14,7 @@ import type { Weights } from '../protocol/tensors.js';
 import { createStrategy, STRATEGY_NAMES } from '../learning/strategies/registry.js';
 import type { Elementwise, RobustSelection, ServerStep, Strategy, StrategyState } from '../learning/strategy.js';
 import type { FitConfig } from '../learning/types.js';
+import type { ClientDp } from './stream-dp.js';
 
 export interface FitResultIn {
   siteId: string;
@@ -56,6 +57,16 @@ export interface HostedStrategy {
   /** Present, like `elementwise`, when the stack is Krum or Multi-Krum alone: streamed by stream-krum.ts. */
   robustSelection?: RobustSelection;
   /**
+   * Present on the client-level DP-FedAvg layer (privacy.ts clientLevelDp): its central-noise aggregate is streamed by
+   * stream-dp.ts when every update's blob is at hand (not under SecAgg+, whose one sum has none).
+   */
+  clientDp?: ClientDp;
+  /**
+   * Present when the strategy's next version is its one site's model (Cyclic): the round streams that update's
+   * tensors into the new version (fit-aggregate.ts) instead of decoding it.
+   */
+  takesOne?: true;
+  /**
    * The server optimiser's moments as the streamed path saved them (a blob per moment, by name), instead of
    * tensors in the strategy's own state; absent before the first streamed round.
    */
@@ -81,14 +92,15 @@ export function strategyParams(spec: StudySpec): Record<string, unknown> {
 }
 
 /** How a strategy's round can be aggregated from the update blobs slice by slice, at any model size, if it can. */
-export function streamedKind(s: Strategy): 'elementwise' | 'serverStep' | 'robustSelection' | undefined {
-  return s.elementwise ? 'elementwise' : s.serverStep ? 'serverStep' : s.robustSelection ? 'robustSelection' : undefined;
+export function streamedKind(s: Strategy): 'elementwise' | 'serverStep' | 'robustSelection' | 'takesOne' | undefined {
+  return s.elementwise ? 'elementwise' : s.serverStep ? 'serverStep' : s.robustSelection ? 'robustSelection' : s.name === 'Cyclic' ? 'takesOne' : undefined;
 }
 
 /**
  * The strategies whose rounds the coordinator streams from the update blobs at any model size (without a client-level
  * DP layer): what study-model.ts admits over IN_MEMORY_AGGREGATION_MAX_BYTES and what the engine streams (the hooks
- * hostStrategy passes on are those of these strategies only). The others (Cyclic) decode the round in memory.
+ * hostStrategy passes on are those of these strategies only): Cyclic as a copy of its one site's update
+ * (HostedStrategy.takesOne). Client-level DP-FedAvg around FedAvg streams as its own layer (clientDp).
  */
 export const STREAMED_STRATEGIES: readonly string[] = STRATEGY_NAMES.filter((n) => streamedKind(createStrategy(n)) !== undefined);
 
@@ -111,6 +123,7 @@ export function hostStrategy(spec: StudySpec, state?: StrategyState): HostedStra
     ...(streamed && strategy.serverStep ? { serverStep: strategy.serverStep } : {}),
     ...(streamed && strategy.robustSelection ? { robustSelection: strategy.robustSelection } : {}),
     ...(momentBlobs ? { momentBlobs } : {}),
+    ...(streamed && streamedKind(strategy) === 'takesOne' ? { takesOne: true as const } : {}),
     configureFit(round, sites) {
       // Global weights are not needed to choose sites; strategies that do need them read them in begin().
       return strategy.configureFit(round, {}, sites).map((t) => ({

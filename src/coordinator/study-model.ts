@@ -60,8 +60,9 @@ export function inModelDtypes(got: WeightsLayout, model: WeightsLayout, transpor
 /**
  * Largest model (bytes of safetensors) a study may have when its round is aggregated in memory: every update decoded
  * at once, which the coordinator affords for models up to the size of the former update cap. A strategy of
- * STREAMED_STRATEGIES without a privacy layer streams from the blobs (stream-aggregate.ts, stream-server-opt.ts,
- * stream-krum.ts) at any size; under
+ * STREAMED_STRATEGIES streams from the blobs (stream-aggregate.ts, stream-server-opt.ts, stream-krum.ts, Cyclic's
+ * copy of its one update) at any size, so does client-level DP-FedAvg with central noise (stream-dp.ts) and an
+ * asynchronous study's FedBuff fold (stream-async-fold.ts), plain or under client-level DP; under
  * SecAgg+ the session holds one running sum, for models up to SECAGG_MAX_MASKED_BYTES / 4 values (each masked input
  * travels in one request).
  */
@@ -73,13 +74,13 @@ export const SECAGG_MAX_MASKED_BYTES = 63 * 1024 * 1024;
 export function aggregationSizeProblem(spec: StudySpec, bytes: number): string | undefined {
   if (bytes <= IN_MEMORY_AGGREGATION_MAX_BYTES) return undefined;
   const streamed = `${STREAMED_STRATEGIES.slice(0, -1).join(', ')} or ${STREAMED_STRATEGIES.at(-1)} (streamed from disk at any size)`;
-  if (spec.async) return `the model is ${bytes} bytes; an asynchronous study folds each buffer of ${spec.async.bufferSize} updates in memory, which the coordinator does for models up to ${IN_MEMORY_AGGREGATION_MAX_BYTES} bytes: run it synchronously with ${streamed}, or send a smaller model`;
+  // An asynchronous study's fold streams at any size (stream-async-fold.ts), plain or under client-level DP.
+  if (spec.async) return undefined;
   if (spec.privacy?.secagg) return undefined;
   const strategy = createStrategy(spec.strategy.name, strategyParams(spec));
-  const clientDp = spec.privacy?.dp?.level === 'client';
-  if (STREAMED_STRATEGIES.includes(strategy.name) && !clientDp) return undefined;
-  const why = clientDp ? 'client-level differential privacy without SecAgg+ clips each whole update in memory' : `${strategy.name} aggregates whole updates in memory`;
-  return `the model is ${bytes} bytes; ${why}, which the coordinator does for models up to ${IN_MEMORY_AGGREGATION_MAX_BYTES} bytes: use ${streamed}, add SecAgg+, or send a smaller model`;
+  // Client-level DP-FedAvg with central noise streams too (stream-dp.ts; privacyProblems admits FedAvg alone under it).
+  if (STREAMED_STRATEGIES.includes(strategy.name)) return undefined;
+  return `the model is ${bytes} bytes; ${strategy.name} aggregates whole updates in memory, which the coordinator does for models up to ${IN_MEMORY_AGGREGATION_MAX_BYTES} bytes: use ${streamed}, add SecAgg+, or send a smaller model`;
 }
 
 /**

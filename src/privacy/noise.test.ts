@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { CryptoNormal, addGaussianNoise } from './noise.js';
+import { CryptoNormal, addGaussianNoise, fillNormal } from './noise.js';
 import { clipInPlace, l2Norm } from './clip.js';
 import { seedBytes } from './testing.js';
 
@@ -52,4 +52,18 @@ test('clipInPlace bounds the norm, keeps direction, leaves small vectors alone',
   assert.deepEqual(Array.from(small.a.data), [Math.fround(0.3), Math.fround(0.4)]);
   assert.throws(() => clipInPlace({ a: { shape: [1], data: new Float32Array([NaN]) } }, 1), /non-finite/);
   assert.throws(() => clipInPlace(small, 0), /clip norm/);
+});
+
+test('fill draws exactly the variates normal() would, across odd slice lengths and the carried spare', () => {
+  const a = new CryptoNormal(seedBytes('fill')), b = new CryptoNormal(seedBytes('fill'));
+  for (const len of [0, 1, 5, 2, 7, 64, 3, 1000]) {
+    const out = new Float64Array(len);
+    a.fill(out);
+    for (let i = 0; i < len; i++) assert.equal(out[i], b.normal(), `slice of ${len}, index ${i}`);
+  }
+  // A source without fill is drawn one variate at a time.
+  const c = new CryptoNormal(seedBytes('plain')), d = new CryptoNormal(seedBytes('plain'));
+  const out = new Float64Array(9);
+  fillNormal({ normal: () => c.normal() }, out);
+  for (let i = 0; i < 9; i++) assert.equal(out[i], d.normal());
 });

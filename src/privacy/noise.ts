@@ -12,6 +12,17 @@ import type { Weights } from '../protocol/tensors.js';
 export interface NormalSource {
   /** A standard normal variate. */
   normal(): number;
+  /**
+   * Fills `out` with the next `out.length` variates, the very ones as many `normal()` calls would return (a streamed
+   * aggregation draws a slice's noise at once and must match the in-memory path's draw for draw).
+   */
+  fill?(out: Float32Array | Float64Array): void;
+}
+
+/** The next `out.length` variates of `src` into `out`, in the order `normal()` returns them. */
+export function fillNormal(src: NormalSource, out: Float32Array | Float64Array): void {
+  if (src.fill) src.fill(out);
+  else for (let i = 0; i < out.length; i++) out[i] = src.normal();
 }
 
 const CHUNK = 64 * 1024;
@@ -50,6 +61,19 @@ export class CryptoNormal implements NormalSource {
     const r = Math.sqrt(-2 * Math.log(u1));
     this.spare = r * Math.sin(2 * Math.PI * u2);
     return r * Math.cos(2 * Math.PI * u2);
+  }
+
+  fill(out: Float32Array | Float64Array): void {
+    let i = 0;
+    if (this.spare !== null && out.length > 0) { out[i++] = this.spare; this.spare = null; }
+    // Whole Box–Muller pairs straight into the slice; an odd last one keeps its sine for the next call.
+    for (; i + 1 < out.length; i += 2) {
+      const u1 = this.uniform(), u2 = this.uniform();
+      const r = Math.sqrt(-2 * Math.log(u1));
+      out[i] = r * Math.cos(2 * Math.PI * u2);
+      out[i + 1] = r * Math.sin(2 * Math.PI * u2);
+    }
+    if (i < out.length) out[i] = this.normal();
   }
 }
 

@@ -30,6 +30,17 @@ it('a server optimiser and Krum through the same harness: streamed, bit-identica
   }
 });
 
+it('client-level DP and an asynchronous study through the same harness: the streamed paths, every figure measured', { timeout: 5 * 60_000 }, async (t) => {
+  for (const o of [{ dp: true }, { async: true }, { dp: true, async: true }]) {
+    const r = await runLargeModelBench({ params: 100_000, sites: 3, tensors: 3, store: 'sqlite', ...o, log: (s) => t.diagnostic(s) });
+    t.diagnostic(table(r));
+    assert.equal(r.aggregatePath, 'streamed', JSON.stringify(o));
+    assert.equal(r.verified, 'skipped');
+    assert.ok(r.aggregateMs > 0 && r.peakRssBytes > 0);
+    assert.match(table(r), new RegExp(`^large-model: FedAvg${o.dp ? ' under client-level DP' : ''}${o.async ? '.* \\(asynchronous' : ''}`));
+  }
+});
+
 it('bad options are a usage error (exit 2)', async () => {
   const err = process.stderr.write.bind(process.stderr);
   let said = '';
@@ -38,10 +49,12 @@ it('bad options are a usage error (exit 2)', async () => {
     assert.equal(await main(['--params', 'lots']), 2);
     assert.equal(await main(['--store', 'mysql']), 2);
     assert.equal(await main(['--strategy', 'cyclic']), 2);
+    assert.equal(await main(['--dp', '--strategy', 'krum']), 2);
   } finally {
     process.stderr.write = err;
   }
   assert.match(said, /--params must be an integer from 1 to 500000000, got "lots"/);
   assert.match(said, /--store must be sqlite or postgres, got "mysql"/);
   assert.match(said, /--strategy must be one of FedAvg, .*FedAdam.*Krum.*, got "cyclic"/);
+  assert.match(said, /--dp runs FedAvg .*got --strategy krum/);
 });

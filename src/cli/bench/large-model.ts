@@ -4,8 +4,11 @@
  * initial weights uploaded, each site downloading the global model and uploading its update, the coordinator
  * aggregating and committing the new version.
  *
- *   setu bench large-model [--params 250000000] [--sites 4] [--tensors 4] [--strategy fedavg] [--store sqlite|postgres] [--pg URL] [--cpu-prof DIR] [--json]
+ *   setu bench large-model [--params 250000000] [--sites 4] [--tensors 4] [--strategy fedavg] [--dp] [--async] [--store sqlite|postgres] [--pg URL] [--cpu-prof DIR] [--json]
  *
+ * `--dp` runs the study under client-level DP-FedAvg with central noise (σ = 1, C = 1: stream-dp.ts, two passes over
+ * the updates and a Gaussian draw per value); `--async` as an asynchronous FedBuff study whose one buffer holds every
+ * site's update (stream-async-fold.ts); both together, the async fold under DP. Each needs FedAvg.
  * `--strategy` is any of STREAMED_STRATEGIES (FedAvg by default; FedAdam, FedYogi, FedAdagrad, FedAvgM, Krum,
  * MultiKrum…), so each one's figures come from this same harness (Krum with one Byzantine site from 5 sites, none below).
  *
@@ -41,6 +44,7 @@ import { aggregateRound, collect } from '../../coordinator/fit-aggregate.js';
 import { strategyNeeds } from '../../learning/strategies/registry.js';
 import { hostStrategy, STREAMED_STRATEGIES, type HostedStrategy } from '../../coordinator/strategy-host.js';
 import { bytesSource } from '../../coordinator/stream-aggregate.js';
+import { asyncTaskId } from '../../coordinator/async-rounds.js';
 
 export interface LargeModelOptions {
   params: number;
@@ -50,6 +54,10 @@ export interface LargeModelOptions {
   strategy?: string;
   store: 'sqlite' | 'postgres';
   pg?: string;
+  /** Client-level DP-FedAvg with central noise (σ = 1, C = 1). */
+  dp?: boolean;
+  /** An asynchronous (FedBuff) study, one buffer of every site's update. */
+  async?: boolean;
   /** A directory for the round's coordinator's CPU profile (node --cpu-prof): where an upload's time goes. */
   cpuProf?: string;
   log?: (s: string) => void;
@@ -57,6 +65,8 @@ export interface LargeModelOptions {
 
 export interface LargeModelResult {
   strategy: string;
+  dp: boolean;
+  async: boolean;
   params: number;
   sites: number;
   store: 'sqlite' | 'postgres';
@@ -98,6 +108,8 @@ export interface LargeModelResult {
 }
 
 const MB = 1e6;
+/** The --dp study's client-level DP: σ = 1 on a clip norm of 1, within a budget of (8, 1e-5). */
+const BENCH_DP = { epsilon: 8, delta: 1e-5, clipNorm: 1, noiseMultiplier: 1 } as const;
 const VERIFY_MAX_BYTES = 64 * 1024 * 1024;
 const EXTERNAL: TrainerDeclaration = { kind: 'external', description: 'bench (uploads prepared updates)', models: ['custom'], features: ['evaluate'] };
 
@@ -209,7 +221,13 @@ function rssByPhase(pid: number) {
   const peaks: Record<string, number> = {};
   let phase = 'start';
   const sample = () => {
-    const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    let status: string;
+    try {
+      status = readFileSync(`/proc/${pid}/status`, 'utf8');
+    } catch {
+      return; // the coordinator exited (a failed round): the error that ended it is reported, not this
+    }
+    const m = /VmRSS:\s+(\d+) kB/.exec(status);
     if (m) peaks[phase] = Math.max(peaks[phase] ?? 0, Number(m[1]) * 1024);
   };
   const timer = setInterval(sample, 50);
@@ -279,10 +297,12 @@ function memcpyMs(bodies: Uint8Array[], modelBytes: number): number {
 
 /** The study's strategy block: the name, and for Krum and Multi-Krum the Byzantine sites the round can tolerate. */
 function benchStrategy(o: LargeModelOptions): StudySpec['strategy'] {
+  if ((o.dp || o.async) && (o.strategy ?? 'FedAvg').toLowerCase() !== 'fedavg') throw new UsageError(`--${o.dp ? 'dp' : 'async'} runs FedAvg (client-level DP-FedAvg and FedBuff replace its mean), got --strategy ${o.strategy}`);
   // The bench's sites upload prepared updates: no proximal term or control variates (FedProx, SCAFFOLD) to declare.
-  const names = STREAMED_STRATEGIES.filter((n) => strategyNeeds(n).length === 0);
+  // Cyclic asks one site a round; the harness runs every site's upload at once.
+  const names = STREAMED_STRATEGIES.filter((n) => strategyNeeds(n).length === 0 && n !== 'Cyclic');
   const name = names.find((n) => n.toLowerCase() === (o.strategy ?? 'FedAvg').toLowerCase());
-  if (!name) throw new UsageError(`--strategy must be one of ${names.join(', ')} (the strategies that stream at any size and need nothing of a trainer), got "${o.strategy}"`);
+  if (!name) throw new UsageError(`--strategy must be one of ${names.join(', ')} (the strategies that stream at any size, train every site and need nothing of a trainer), got "${o.strategy}"`);
   if (name !== 'Krum' && name !== 'MultiKrum') return { name };
   if (o.sites < 3) throw new UsageError(`--strategy ${name} needs at least 3 sites, got ${o.sites}`);
   return { name, params: { byzantine: o.sites >= 5 ? 1 : 0 } };
@@ -317,12 +337,15 @@ export async function runLargeModelBench(o: LargeModelOptions): Promise<LargeMod
       const keys = generateSigningKeys();
       const e = await new HttpClient({ baseUrl: url, giveUpAfterMs: 20_000 }).json<{ siteId: string }>('POST', '/v1/enrol', { token: inv.token, publicKey: keys.publicKeyRaw, cohorts: { bench: 1000 } });
       const signer = { keyId: e.siteId, privateKey: keys.privateKeyPem };
-      await new HttpClient({ baseUrl: url, signer, giveUpAfterMs: 20_000 }).json('PUT', '/v1/agent/trainer', EXTERNAL);
+      // Under --dp the sites declare that their agent clips (the bench's prepared updates stand for what it sends).
+      await new HttpClient({ baseUrl: url, signer, giveUpAfterMs: 20_000 }).json('PUT', '/v1/agent/trainer', o.dp ? { ...EXTERNAL, features: [...EXTERNAL.features!, 'dp-client'] } : EXTERNAL);
       sites.push({ id: e.siteId, signer });
     }
     const spec = {
       name: 'large-model', dataset: 'bench', model: { kind: 'custom', name: 'bench-net' }, strategy: benchStrategy(o), rounds: 1,
       fit: { epochs: 1, batchSize: 8, optimizer: { kind: 'sgd', lr: 0.1 } }, roundTimeoutSeconds: 7200,
+      ...(o.dp ? { privacy: { dp: { ...BENCH_DP, level: 'client' } } } : {}),
+      ...(o.async ? { async: { bufferSize: o.sites } } : {}),
     } as StudySpec;
     const study = (await leadClient.json<{ id: string }>('POST', '/v1/studies', spec)).id;
     // The model lives in one set of arrays, refilled for the initial weights and each site's update in turn.
@@ -342,7 +365,10 @@ export async function runLargeModelBench(o: LargeModelOptions): Promise<LargeMod
     const bodies: Uint8Array[] = [];
     for (const [k, s] of sites.entries()) {
       fillModel(model, k + 1);
-      bodies.push(encodeSafetensors(model, { [RESULT_META_KEY]: JSON.stringify({ taskId: `${study}.r1.${s.id}`, numExamples: 100 + k, trainMetrics: { loss: 1 } }) }));
+      const taskId = o.async ? asyncTaskId(study, s.id, 0) : `${study}.r1.${s.id}`;
+      // Under DP each result reports its site's spend, as an agent's does (one DP-FedAvg release).
+      const privacy = o.dp ? { privacy: { mechanism: 'dp-fedavg', sampleRate: 1, noiseMultiplier: BENCH_DP.noiseMultiplier, steps: 1, epsilon: 1, delta: BENCH_DP.delta, budgetEpsilon: BENCH_DP.epsilon, budgetDelta: BENCH_DP.delta } } : {};
+      bodies.push(encodeSafetensors(model, { [RESULT_META_KEY]: JSON.stringify({ taskId, numExamples: 100 + k, trainMetrics: { loss: 1 }, ...privacy }) }));
     }
     const updateBytes = bodies[0]!.length;
     const digests = bodies.map((b) => createHash('sha256').update(b).digest('hex'));
@@ -391,7 +417,8 @@ export async function runLargeModelBench(o: LargeModelOptions): Promise<LargeMod
     const aggregatedBytes = counter(after, 'setu_aggregation_update_bytes_total', `path="${path}"`) - counter(before, 'setu_aggregation_update_bytes_total', `path="${path}"`);
 
     let verified: boolean | 'skipped' = 'skipped';
-    if (globalBytes) {
+    // The DP noise is drawn fresh, and the async fold's equality with foldBuffer is the test suite's (stream-dp.test.ts).
+    if (globalBytes && !o.dp && !o.async) {
       const got = (await ok(send(url, 'GET', `/v1/studies/${study}/model`, lead), 'model download')).body;
       const { elementwise: _streams, serverStep: _step, robustSelection: _krum, ...inMemoryHost } = hostStrategy(spec);
       const rows = sites.map((s, k) => ({ row: { task_id: tasks[k]!.taskId, study_id: study, round: 1, site_id: s.id, digest: null, size: bodies[k]!.length, num_examples: 100 + k, metrics: '{}', received_at: 0 }, source: bytesSource(bodies[k]!) }));
@@ -404,7 +431,7 @@ export async function runLargeModelBench(o: LargeModelOptions): Promise<LargeMod
     const plainPutFileBytesPerS = (o.sites * updateBytes) / (putFileMs / 1000);
     const uploadBytesPerS = (o.sites * updateBytes) / ((u1 - u0) / 1000);
     return {
-      strategy: spec.strategy.name, params: o.params, sites: o.sites, store: o.store, modelBytes, updateBytes, loadAverage: loadavg().map((x) => Number(x.toFixed(2))),
+      strategy: spec.strategy.name, dp: !!o.dp, async: !!o.async, params: o.params, sites: o.sites, store: o.store, modelBytes, updateBytes, loadAverage: loadavg().map((x) => Number(x.toFixed(2))),
       roundMs, downloadMs: u0 - d0, uploadMs: u1 - u0, aggregateMs, aggregatePath: path, uploadPath: [...new Set(uploadPaths)].join('+'),
       peakRssBytes, rssPeaks, setupPeakRssBytes, rssGoalBytes: 2 * modelBytes + 300 * MB,
       memcpyBytesPerS, aggregateBytesPerS, aggregateRatio: aggregateBytesPerS / memcpyBytesPerS,
@@ -434,8 +461,8 @@ export function table(r: LargeModelResult): string {
     ['  CPU of the uploads', `coordinator ${r.uploadCpuS.toFixed(2)} s, sites ${r.uploadClientCpuS.toFixed(2)} s`, `plain PUTs (client and server) ${r.plainPutCpuS.toFixed(2)} s`, '', ''],
   ];
   const w = rows[0]!.map((_, i) => Math.max(...rows.map((x) => x[i]!.length)));
-  const head = `large-model: ${r.strategy}, ${r.sites} sites × ${r.params.toLocaleString('en')} float32 parameters (${mb(r.modelBytes)} model, ${mb(r.updateBytes)} per update), ${r.store}; load average ${r.loadAverage.join(' ')}; ` +
-    `new version ${r.verified === 'skipped' ? 'not compared (over 64 MiB)' : r.verified ? 'equals the in-memory aggregate byte for byte' : 'DIFFERS from the in-memory aggregate'}\n`;
+  const head = `large-model: ${r.strategy}${r.dp ? ' under client-level DP (central noise)' : ''}${r.async ? ' (asynchronous, one buffer of every site)' : ''}, ${r.sites} sites × ${r.params.toLocaleString('en')} float32 parameters (${mb(r.modelBytes)} model, ${mb(r.updateBytes)} per update), ${r.store}; load average ${r.loadAverage.join(' ')}; ` +
+    `new version ${r.verified === 'skipped' ? (r.dp || r.async ? 'not compared (fresh noise or async fold: the tests compare it)' : 'not compared (over 64 MiB)') : r.verified ? 'equals the in-memory aggregate byte for byte' : 'DIFFERS from the in-memory aggregate'}\n`;
   return head + rows.map((x) => x.map((c, i) => c.padEnd(w[i]!)).join('  ').trimEnd()).join('\n') + '\n';
 }
 
@@ -443,7 +470,7 @@ export async function main(argv: string[]): Promise<number> {
   let o: LargeModelOptions;
   let json = false;
   try {
-    const { values: v } = parse(argv, { params: { type: 'string' }, sites: { type: 'string' }, tensors: { type: 'string' }, store: { type: 'string' }, strategy: { type: 'string' }, pg: { type: 'string' }, 'cpu-prof': { type: 'string' }, json: { type: 'boolean' } });
+    const { values: v } = parse(argv, { params: { type: 'string' }, sites: { type: 'string' }, tensors: { type: 'string' }, store: { type: 'string' }, strategy: { type: 'string' }, pg: { type: 'string' }, 'cpu-prof': { type: 'string' }, dp: { type: 'boolean' }, async: { type: 'boolean' }, json: { type: 'boolean' } });
     const int = (s: string | undefined, name: string, d: number, max: number) => {
       if (s === undefined) return d;
       if (!/^[1-9][0-9]*$/.test(s) || Number(s) > max) throw new UsageError(`--${name} must be an integer from 1 to ${max}, got "${s}"`);
@@ -451,12 +478,12 @@ export async function main(argv: string[]): Promise<number> {
     };
     const store = v.store ?? 'sqlite';
     if (store !== 'sqlite' && store !== 'postgres') throw new UsageError(`--store must be sqlite or postgres, got "${store}"`);
-    o = { params: int(v.params, 'params', 250_000_000, 500_000_000), sites: int(v.sites, 'sites', 4, 64), tensors: int(v.tensors, 'tensors', 4, 10_000), store, ...(v.strategy ? { strategy: v.strategy } : {}), ...(v.pg ? { pg: v.pg } : {}), ...(v['cpu-prof'] ? { cpuProf: v['cpu-prof'] } : {}) };
+    o = { params: int(v.params, 'params', 250_000_000, 500_000_000), sites: int(v.sites, 'sites', 4, 64), tensors: int(v.tensors, 'tensors', 4, 10_000), store, ...(v.strategy ? { strategy: v.strategy } : {}), ...(v.pg ? { pg: v.pg } : {}), ...(v['cpu-prof'] ? { cpuProf: v['cpu-prof'] } : {}), ...(v.dp ? { dp: true } : {}), ...(v.async ? { async: true } : {}) };
     if (o.tensors > o.params) throw new UsageError(`--tensors (${o.tensors}) must not exceed --params (${o.params})`);
     benchStrategy(o); // a bad --strategy is a usage error before anything starts
     json = !!v.json;
   } catch (e) {
-    process.stderr.write(`setu bench large-model: ${(e as Error).message}\nusage: setu bench large-model [--params 250000000] [--sites 4] [--tensors 4] [--strategy fedavg] [--store sqlite|postgres] [--pg URL] [--cpu-prof DIR] [--json]\n`);
+    process.stderr.write(`setu bench large-model: ${(e as Error).message}\nusage: setu bench large-model [--params 250000000] [--sites 4] [--tensors 4] [--strategy fedavg] [--dp] [--async] [--store sqlite|postgres] [--pg URL] [--cpu-prof DIR] [--json]\n`);
     return 2;
   }
   let r: LargeModelResult;
