@@ -15,6 +15,8 @@ import { aggregationBytes, aggregationSeconds } from '../observability/metrics.j
 import { readSourceHeader, streamAggregate, type ByteSource } from './stream-aggregate.js';
 import { momentsAsTensors, previousMoments, streamServerStep } from './stream-server-opt.js';
 import { streamKrum } from './stream-krum.js';
+import { streamSecAggVersion } from './stream-secagg.js';
+import type { Unmasking } from '../privacy/secagg/server.js';
 import { aggregatePart, mergeAggregate, rulesOf, transportDtypes } from './study-model.js';
 
 export interface FitRound {
@@ -31,6 +33,8 @@ export interface FitRound {
   metadata: Record<string, string>;
   /** The blob store, where a streamed server step keeps its moments (without it a server optimiser runs in memory). */
   blobs?: BlobStore;
+  /** A SecAgg+ round: the finished session's unmasking and the survivors' masked inputs (blobs). */
+  secagg?: { unmasking: Unmasking; masked: readonly ByteSource[]; blockWords?: number };
 }
 
 /** The round's results as the strategy layers see them, without weights (what the metrics need). */
@@ -39,8 +43,9 @@ export function resultsOf(updates: readonly UpdateRow[]): FitResultIn[] {
 }
 
 /** Whether the round streams from its updates (an elementwise strategy stack, every update's bytes at hand). */
-export function streams(r: Pick<FitRound, 'host' | 'updates' | 'blobs'>): boolean {
+export function streams(r: Pick<FitRound, 'host' | 'updates' | 'blobs' | 'secagg'>): boolean {
   const h = r.host;
+  if (r.secagg) return !!h.secaggMean;
   return !!(h.elementwise || (h.serverStep && r.blobs) || h.robustSelection) && r.updates.every((u) => u.source);
 }
 
@@ -60,7 +65,7 @@ export async function* aggregateRound(r: FitRound): AsyncGenerator<Uint8Array> {
   };
   yield* timed(path === 'streamed' ? streamed(r) : (async function* () { yield await inMemory(r); })());
   aggregationSeconds.inc({ path }, spent / 1000);
-  aggregationBytes.inc({ path }, r.updates.reduce((a, u) => a + (u.source?.size ?? 0), 0));
+  aggregationBytes.inc({ path }, r.updates.reduce((a, u) => a + (u.source?.size ?? 0), 0) + (r.secagg?.masked.reduce((a, m) => a + m.size, 0) ?? 0));
 }
 
 /** All the chunks in one buffer (small models, tests). */
@@ -71,6 +76,12 @@ export async function collect(chunks: AsyncIterable<Uint8Array>): Promise<Uint8A
 }
 
 async function* streamed(r: FitRound): AsyncGenerator<Uint8Array> {
+  if (r.secagg) {
+    const rules = rulesOf(r.spec, (await readSourceHeader(r.global, 'the global model')).tensors.map((t) => t.name));
+    const numExamples = r.updates.reduce((a, u) => a + u.row.num_examples, 0);
+    yield* streamSecAggVersion({ global: r.global, rules, unmasking: r.secagg.unmasking, masked: r.secagg.masked, elementwise: r.host.secaggMean!, numExamples, metadata: r.metadata, ...(r.secagg.blockWords !== undefined ? { blockWords: r.secagg.blockWords } : {}) });
+    return;
+  }
   const rules = rulesOf(r.spec, (await readSourceHeader(r.global, 'the global model')).tensors.map((t) => t.name));
   const updates = r.updates.map((u) => ({ siteId: u.row.site_id, numExamples: u.row.num_examples, source: u.source! }));
   const args = { global: r.global, rules, updates, metadata: r.metadata, transportDtypes: transportDtypes(r.spec) };

@@ -32,14 +32,19 @@
  * that takes the lease over restarts the round as above.
  */
 import { randomBytes } from 'node:crypto';
-import { SecAggServer, makeConfig, type SecAggResult } from '../privacy/secagg/server.js';
+import { SecAggServer, makeConfig, type SecAggResult, type Unmasking } from '../privacy/secagg/server.js';
 import { recommendedDegree } from '../privacy/secagg/graph.js';
 import type { MaskRequestMsg, NeighbourKeysMsg, UnmaskRequestMsg, SetupMsg } from '../privacy/secagg/messages.js';
 import type { ResultMeta, StudySpec } from '../protocol/api.js';
 import type { Weights } from '../protocol/tensors.js';
-import { flatLength, unflatten } from '../privacy/flat.js';
+import { unflatten } from '../privacy/flat.js';
 import type { RoundRow, Store, TaskRow, UpdateRow } from '../store/store.js';
+import type { BlobStore } from '../store/blobs/blob-store.js';
+import type { Elementwise } from '../learning/strategy.js';
+import type { ResolvedRules } from '../protocol/tensors.js';
 import type { HostedStrategy } from './strategy-host.js';
+import { blobSource, readSourceHeader, type ByteSource } from './stream-aggregate.js';
+import { unmaskedSum } from './stream-secagg.js';
 
 export type SessionStage = 'keys' | 'shares' | 'masked' | 'unmask' | 'done' | 'aborted';
 const ORDER: SessionStage[] = ['keys', 'shares', 'masked', 'unmask', 'done'];
@@ -60,7 +65,17 @@ export class SecAggSession {
   neighbourKeys: Map<number, NeighbourKeysMsg> | null = null;
   maskRequests: Map<number, MaskRequestMsg> | null = null;
   unmaskRequest: UnmaskRequestMsg | null = null;
+  /** Set when the round closes (stage done): who is in the sum and the masks to remove from any block of it. */
+  unmasking: Unmasking | null = null;
+  /** The whole unmasked sum, for a strategy that aggregates in memory (materialise); null until then. */
   result: SecAggResult | null = null;
+  /**
+   * Each survivor's masked input, as a blob (digest) in the coordinator's blob store: the session holds no
+   * vector; the sum is taken block by block from these when the round commits (stream-secagg.ts).
+   */
+  readonly maskedBlobs = new Map<number, string>();
+  /** Words per unmasking block (tests set a few, to cross many blocks). */
+  blockWords: number | undefined;
   /** Sites whose masked input is in the sum but that did not answer the unmask stage: recovered from their neighbours' shares. */
   recoveredAfterMasking: number[] = [];
   error: string | null = null;
@@ -102,6 +117,43 @@ export class SecAggSession {
     );
     this.id = this.server.config.roundId;
     this.stageOpenedAt = now;
+  }
+
+  /** Words of each masked input: the aggregated values, and the weight element of a weighted round. */
+  get words(): number {
+    return this.vectorLength + (this.weightScale > 0 ? 1 : 0);
+  }
+
+  /** The survivors' masked inputs as byte sources over their blobs, in client order. */
+  async maskedSources(blobs: BlobStore): Promise<ByteSource[]> {
+    const u = this.unmasking;
+    if (!u) throw new Error(`round ${this.round}: the SecAgg+ session has not finished`);
+    return Promise.all(u.survivors.map((c) => {
+      const d = this.maskedBlobs.get(c);
+      if (!d) throw new Error(`round ${this.round}: the masked input of client ${c} is not in the blob store`);
+      return blobSource(blobs, d);
+    }));
+  }
+
+  /** The unmasked sum in memory (SecAggServer.finish's result, from the blobs), for a strategy that is not a plain mean. */
+  async materialise(blobs: BlobStore): Promise<SecAggResult> {
+    if (this.result) return this.result;
+    const u = this.unmasking!;
+    const masked = await this.maskedSources(blobs);
+    try {
+      const r = await unmaskedSum({ masked, unmasking: u, ...(this.blockWords !== undefined ? { blockWords: this.blockWords } : {}) });
+      this.result = { ...r, survivors: u.survivors, dropped: u.dropped };
+      return this.result;
+    } finally {
+      await Promise.all(masked.map((m) => m.close?.()));
+    }
+  }
+
+  /** Removes the masked inputs' blobs (the round committed, failed or restarted: they are never read again). */
+  async discardMasked(blobs: BlobStore): Promise<void> {
+    const ds = [...this.maskedBlobs.values()];
+    this.maskedBlobs.clear();
+    for (const d of ds) await blobs.delete(d).catch(() => {});
   }
 
   get stageTimeoutMs(): number {
@@ -193,7 +245,7 @@ export class SecAggSession {
           this.stage = 'unmask';
         } else if (this.stage === 'unmask') {
           this.recoveredAfterMasking = this.unmaskRequest!.survivors.filter((i) => !this.answered.has(i));
-          this.result = this.server.finish();
+          this.unmasking = this.server.unmasking();
           this.stage = 'done';
         }
       } catch (e) {
@@ -261,24 +313,37 @@ async function weightScaleOf(store: Store, spec: StudySpec, tasks: TaskRow[]): P
   return max;
 }
 
-export async function newSession(store: Store, spec: StudySpec, round: RoundRow, tasks: TaskRow[], global: Weights, now: number): Promise<SecAggSession> {
-  return new SecAggSession(round.study_id, round.round, tasks, spec, flatLength(global), await weightScaleOf(store, spec, tasks), round.deadline_at, now);
+export async function newSession(store: Store, spec: StudySpec, round: RoundRow, tasks: TaskRow[], vectorLength: number, now: number): Promise<SecAggSession> {
+  return new SecAggSession(round.study_id, round.round, tasks, spec, vectorLength, await weightScaleOf(store, spec, tasks), round.deadline_at, now);
+}
+
+/**
+ * The number of values SecAgg+ masks for a model version: its aggregated tensors' element counts, read from the
+ * blob's safetensors header (the model is never decoded for it).
+ */
+export async function maskedLength(blobs: BlobStore, digest: string, rulesOf: (names: string[]) => ResolvedRules): Promise<number> {
+  const h = await readSourceHeader(await blobSource(blobs, digest), 'the global model');
+  const agg = new Set(rulesOf(h.tensors.map((t) => t.name)).aggregate);
+  let n = 0;
+  for (const t of h.tensors) if (agg.has(t.name)) n += t.shape.reduce((a, b) => a * b, 1);
+  return n;
 }
 
 /**
  * Restarts an open SecAgg+ round that has no session in this process (the coordinator restarted): its
  * meta-only update rows go, its tasks are issued again. Returns the new session.
  */
-export async function restartRound(store: Store, spec: StudySpec, round: RoundRow, global: Weights, now: number): Promise<SecAggSession> {
+export async function restartRound(store: Store, spec: StudySpec, round: RoundRow, vectorLength: number, now: number): Promise<SecAggSession> {
   // Only tasks that were live go out again: a site that refused its task, or whose task expired, stays out.
   await store.resetRound(round.study_id, round.round);
   const tasks = await store.listTasks(round.study_id, round.round);
-  return newSession(store, spec, round, tasks, global, now);
+  return newSession(store, spec, round, tasks, vectorLength, now);
 }
 
 /** The mean update from a finished session, as a model: global + Σ wᵢΔᵢ / Σ wᵢ (weighted) or the sum of Δ (client-level DP). */
 export function aggregateOf(session: SecAggSession, global: Weights): { mean: Weights; sum: Weights; weightSum: number } {
-  const r = session.result!;
+  const r = session.result;
+  if (!r) throw new Error(`round ${session.round}: the SecAgg+ sum was not taken from the masked inputs (materialise)`);
   return { mean: unflatten(r.mean, global, global), sum: unflatten(r.sum, global), weightSum: r.weightSum };
 }
 
@@ -291,10 +356,13 @@ export function aggregateOf(session: SecAggSession, global: Weights): { mean: We
 export function secAggPlus(inner: HostedStrategy, sessionOf: (round: number) => SecAggSession | undefined): HostedStrategy {
   const finished = (round: number): SecAggSession => {
     const s = sessionOf(round);
-    if (!s?.result) throw new Error(`round ${round}: no finished SecAgg+ session to aggregate`);
+    if (!s?.unmasking) throw new Error(`round ${round}: no finished SecAgg+ session to aggregate`);
     return s;
   };
+  // A plain mean (FedAvg, FedProx alone) is computed block by block from the masked blobs (stream-secagg.ts).
+  const mean = !inner.aggregateSum && inner.elementwise?.kind === 'mean' ? inner.elementwise : undefined;
   return {
+    ...(mean ? { secaggMean: mean } : {}),
     strategy: inner.strategy,
     configureFit: (round, sites) => inner.configureFit(round, sites),
     getState: () => inner.getState(),
@@ -308,7 +376,7 @@ export function secAggPlus(inner: HostedStrategy, sessionOf: (round: number) => 
     roundMetrics(round) {
       // How the SecAgg+ round went: sites in the sum, dropped after sharing, recovered after masking.
       const session = finished(round);
-      const r = session.result!;
+      const r = session.unmasking!;
       return [
         ...(inner.roundMetrics?.(round) ?? []),
         { phase: 'secagg', name: 'survivors', value: r.survivors.length },

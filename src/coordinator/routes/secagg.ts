@@ -121,7 +121,8 @@ export const secaggRoutes: RoutePlugin = async (app, ctx) => {
     if (!session.maskRequests?.has(clientId)) throw new HttpError(409, 'secagg_dropped', 'this site is not active in the masking stage');
     const meta = await checkMeta(task, b.meta, site.id, site.name);
     const t = now();
-    const digest = digestHex(new Uint8Array(m.masked.buffer, m.masked.byteOffset, m.masked.byteLength));
+    const maskedBytes = new Uint8Array(m.masked.buffer, m.masked.byteOffset, m.masked.byteLength);
+    const digest = digestHex(maskedBytes);
     try {
       await store.acceptUpdate(
         { task_id: task.id, study_id: task.study_id, round: task.round, site_id: site.id, digest, size: null, num_examples: meta.numExamples, metrics: JSON.stringify(meta), received_at: t },
@@ -134,9 +135,21 @@ export const secaggRoutes: RoutePlugin = async (app, ctx) => {
       if (e instanceof StoreConflict) throw new HttpError(409, 'conflict', e.message);
       throw e;
     }
+    // The masked vector goes to the blob store (its digest is the row's): the session sums the blobs block by
+    // block when the round commits (stream-secagg.ts) and holds no vector meanwhile.
+    await store.blobs.put(maskedBytes);
     // If the stage closed during the write, the server refuses the input: the site is then dropped, and the
     // engine counts only the sites whose input is in the sum.
-    feed(session, 'masked', clientId, () => session.server.receiveMasked(m));
+    try {
+      feed(session, 'masked', clientId, () => {
+        session.server.receiveMaskedStored(clientId);
+        session.maskedBlobs.set(clientId, digest);
+      });
+    } catch (e) {
+      // Refused: the bytes are nobody's input (unless they are one already: the same input sent twice).
+      if (![...session.maskedBlobs.values()].includes(digest)) await store.blobs.delete(digest).catch(() => {});
+      throw e;
+    }
     session.metas.set(clientId, meta);
     const { updates: received, tasks: expected } = await store.roundProgress(task.study_id, task.round);
     bus.emit({ type: 'update.accepted', studyId: task.study_id, round: task.round, siteId: site.id, received, expected });
