@@ -335,6 +335,8 @@ export async function maskedLength(blobs: BlobStore, digest: string, rulesOf: (n
  */
 export async function restartRound(store: Store, spec: StudySpec, round: RoundRow, vectorLength: number, now: number): Promise<SecAggSession> {
   // Only tasks that were live go out again: a site that refused its task, or whose task expired, stays out.
+  // The lost session's masked inputs (meta-only rows name their blobs) are never read again.
+  for (const u of await store.listUpdates(round.study_id, round.round)) if (u.size === null && u.digest) await store.blobs.delete(u.digest).catch(() => {});
   await store.resetRound(round.study_id, round.round);
   const tasks = await store.listTasks(round.study_id, round.round);
   return newSession(store, spec, round, tasks, vectorLength, now);
