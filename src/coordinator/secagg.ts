@@ -7,7 +7,8 @@
  *   GET  neighbour-keys   (long-poll until the keys stage closes)
  *   POST shares           → encrypted Shamir shares for its neighbours
  *   GET  mask-request     (long-poll) → the shares addressed to it and who is active
- *   POST masked           → its masked, quantised update Δ (+ weight element) and its ResultMeta (metrics, privacy spend)
+ *   POST masked           → its masked, quantised update Δ (+ weight element) and its ResultMeta (metrics, privacy spend);
+ *                           over 8 MiB the words go first as a chunked upload (routes/uploads.ts) that this names
  *   GET  unmask-request   (long-poll) → survivors and dropped
  *   POST unmask           → its shares of survivors' self-mask seeds and dropped sites' mask keys
  *
@@ -17,10 +18,11 @@
  * naming it). The keys stage waits for every site that has not refused its task, until the round's deadline
  * less three stage timeouts.
  *
- * What the coordinator holds: the SecAggServer state machine (keys, share ciphertexts it cannot open, the
- * running masked sum mod 2^32, never an individual masked vector after it is added), and per site the
- * ResultMeta. In SQL, an accepted masked input becomes an `updates` row with weights NULL and the digest of
- * the masked vector; only the aggregate is ever unmasked, and only its mean is committed as the new model.
+ * What the coordinator holds: the SecAggServer state machine (keys, share ciphertexts it cannot open; no vector),
+ * per site the ResultMeta, and each accepted masked input as a blob in its blob store (masked: it reveals nothing
+ * without the masks), removed once the round commits or ends. In SQL, an accepted masked input becomes an `updates`
+ * row with size NULL and the digest of that blob; only the aggregate is ever unmasked, block by block from the blobs
+ * (stream-secagg.ts), and only its mean is committed as the new model.
  *
  * Coordinator restart: sessions live in this process's memory. A coordinator restarted mid-round finds an open
  * SecAgg+ round without a session and restarts that round cleanly: a new session (new round id, new keys, so no

@@ -111,7 +111,7 @@ export const secaggRoutes: RoutePlugin = async (app, ctx) => {
     after(req, reply, 'shares', (s, id) => s.maskRequests?.get(id), 'no shares from it arrived'));
 
   // The masked input and the result's metadata arrive together: the accepted row holds the metadata and the
-  // digest of the masked vector, never a vector; the vector only joins the server's running masked sum.
+  // digest of the masked vector, never a vector; the vector is a blob until the round's sum is taken from it.
   app.post<B>('/v1/agent/secagg/:taskId/masked', { schema: { ...post.schema, response: { 200: ResultAcceptedReply } } }, async (req) => {
     const b = req.body;
     const { site, task, session, clientId } = await open(req, b.session);
