@@ -32,7 +32,7 @@ import { commitTransitions, eligibleParticipants, loadLifecycle } from '../gover
 import { complete as lifecycleComplete, stop as lifecycleStop } from '../governance/lifecycle.js';
 import { ensureModelCard } from '../governance/model-card.js';
 import { appendAudit, appendAuditBatch, type AuditKey } from '../governance/audit-store.js';
-import { DEFAULT_STAGE_TIMEOUT_S, SecAggSessions, newSession, restartRound, secAggPlus } from './secagg.js';
+import { DEFAULT_STAGE_TIMEOUT_S, SecAggSessions, maskedLength, newSession, restartRound, secAggPlus, type SecAggSession } from './secagg.js';
 import { clientLevelDp } from './privacy.js';
 import type { RoundRow } from '../store/store.js';
 import { aggregatePart, rulesOf } from './study-model.js';
@@ -100,12 +100,6 @@ export function initialWeights(spec: StudySpec): Weights {
   if (spec.model.kind === 'logistic') return torchLinearInit(seed, spec.model.inputDim);
   if (spec.model.kind === 'cox' && !spec.model.hidden?.length) return linearCoxTorchInit(seed, spec.model.inputDim);
   return createModel(spec.model).init(createRng(seed, 'init'));
-}
-
-/** The tensors of a model version that the study aggregates (what SecAgg+ masks and sums). */
-function aggregatedTensors(spec: StudySpec, bytes: Uint8Array): Weights {
-  const model = decodeSafetensors(bytes).weights;
-  return aggregatePart(model, rulesOf(spec, Object.keys(model)));
 }
 
 /** What this process knows about driving one study: when it last did, and its retries after transient faults. */
@@ -397,7 +391,7 @@ export class RoundEngine {
     );
     if (kind === 'fit' && spec.privacy?.secagg) {
       const row: RoundRow = { study_id: study.id, round, status: 'open', kind, opened_at: now, deadline_at: deadline, committed_at: null, model_version_id: null };
-      this.secagg.put(await newSession(this.store, spec, row, tasks, aggregatedTensors(spec, await this.store.blobs.readAll(global.digest)), now));
+      this.secagg.put(await newSession(this.store, spec, row, tasks, await this.maskedLength(spec, global.digest), now));
     }
     this.log(`study ${study.id}: round ${round} (${kind}) opened for ${tasks.length} sites`);
     this.bus.emit({ type: 'round.opened', studyId: study.id, round, kind, sites: tasks.length });
@@ -428,7 +422,7 @@ export class RoundEngine {
     if (!globalRow) throw new Error('no global model');
     let session = this.secagg.get(study.id, open.round);
     if (!session) {
-      session = await restartRound(this.store, spec, open, aggregatedTensors(spec, await this.store.blobs.readAll(globalRow.digest)), this.now());
+      session = await restartRound(this.store, spec, open, await this.maskedLength(spec, globalRow.digest), this.now());
       this.secagg.put(session);
       this.log(`study ${study.id}: round ${open.round} had no SecAgg+ session in this process (coordinator restarted); restarted it as ${session.id}`);
       this.bus.emit({ type: 'tasks', siteIds: tasks.map((t) => t.site_id) });
@@ -442,32 +436,33 @@ export class RoundEngine {
     if (session.stage === 'aborted') {
       if (await this.againBeforeDeadline(study, spec, open, tasks, globalRow.digest, session.error ?? 'aborted')) return;
       await this.fail(study, `round ${open.round}: ${session.error}`);
-      this.secagg.drop(study.id, open.round);
+      await this.dropSecAgg(study.id, open.round);
       return;
     }
     if (session.stage === 'done') {
       const minResults = Math.min(spec.minSites ?? tasks.length, tasks.length);
-      const survivors = new Set(session.result!.survivors.map((i) => session!.siteOf[i]!));
+      const done = session;
+      const survivors = new Set(done.unmasking!.survivors.map((i) => done.siteOf[i]!));
       // Only sites whose masked input is in the sum count (an accepted row whose input missed the stage does not).
       const used = updates.filter((u) => survivors.has(u.site_id));
-      this.log(`study ${study.id}: round ${open.round}: SecAgg+ summed ${survivors.size} sites (dropped after sharing: ${session.result!.dropped.length}; recovered after masking: ${session.recoveredAfterMasking.length})`);
+      this.log(`study ${study.id}: round ${open.round}: SecAgg+ summed ${survivors.size} sites (dropped after sharing: ${done.unmasking!.dropped.length}; recovered after masking: ${session.recoveredAfterMasking.length})`);
       try {
         if (used.length < minResults) {
           if (await this.againBeforeDeadline(study, spec, open, tasks, globalRow.digest, `summed ${used.length} of ${tasks.length} sites; at least ${minResults} needed`)) return;
           await this.fail(study, `round ${open.round}: SecAgg+ summed ${used.length} of ${tasks.length} sites; at least ${minResults} needed`);
         }
-        else await this.commitFit(study, spec, open.round, used);
+        else await this.commitFit(study, spec, open.round, used, done);
       } catch (e) {
         // Another coordinator closed the round first: this session has nothing left to do.
-        if (e instanceof StoreConflict) this.secagg.drop(study.id, open.round);
+        if (e instanceof StoreConflict) await this.dropSecAgg(study.id, open.round);
         throw e;
       }
-      this.secagg.drop(study.id, open.round);
+      await this.dropSecAgg(study.id, open.round);
       return;
     }
     if (this.now() > open.deadline_at) {
       await this.fail(study, `round ${open.round}: the SecAgg+ ${session.stage} stage had not completed by the deadline`);
-      this.secagg.drop(study.id, open.round);
+      await this.dropSecAgg(study.id, open.round);
     }
   }
 
@@ -482,8 +477,8 @@ export class RoundEngine {
     // stages after it; with less time left a restart would abort at once, so the shortfall fails the study now.
     const stageMs = (spec.privacy?.secagg?.stageTimeoutSeconds ?? DEFAULT_STAGE_TIMEOUT_S) * 1000;
     if (this.now() + 4 * stageMs >= open.deadline_at) return false;
-    this.secagg.drop(study.id, open.round);
-    const session = await restartRound(this.store, spec, open, aggregatedTensors(spec, await this.store.blobs.readAll(globalDigest)), this.now());
+    await this.dropSecAgg(study.id, open.round);
+    const session = await restartRound(this.store, spec, open, await this.maskedLength(spec, globalDigest), this.now());
     this.secagg.put(session);
     this.logger.warn({ study: study.id, round: open.round, reason: why, session: session.id }, 'SecAgg+ round lost sites between stages; starting it again before its deadline');
     this.log(`study ${study.id}: round ${open.round}: SecAgg+ ${why}; starting the round again as ${session.id} (deadline not reached)`);
@@ -491,7 +486,19 @@ export class RoundEngine {
     return true;
   }
 
-  private async commitFit(study: StudyRow, spec: StudySpec, round: number, updates: UpdateRow[]): Promise<void> {
+  /** The values SecAgg+ masks for this model version (from its header: the model is not decoded). */
+  private maskedLength(spec: StudySpec, digest: string): Promise<number> {
+    return maskedLength(this.store.blobs, digest, (names) => rulesOf(spec, names));
+  }
+
+  /** Drops a round's SecAgg+ session and the blobs of its masked inputs (nothing reads them again). */
+  private async dropSecAgg(studyId: string, round: number): Promise<void> {
+    const s = this.secagg.get(studyId, round);
+    this.secagg.drop(studyId, round);
+    await s?.discardMasked(this.store.blobs);
+  }
+
+  private async commitFit(study: StudyRow, spec: StudySpec, round: number, updates: UpdateRow[], session?: SecAggSession): Promise<void> {
     const now = this.now();
     const globalRow = await this.store.latestModelVersion(study.id);
     if (!globalRow) throw new Error('no global model');
@@ -502,7 +509,10 @@ export class RoundEngine {
     // (fit-aggregate.ts). A masked update (SecAgg+) has no blob: its row carries only the site's metadata.
     const blobs = this.store.blobs;
     const sources = await Promise.all(updates.map(async (u) => ({ row: u, ...(u.digest !== null && u.size !== null ? { source: await blobSource(blobs, u.digest) } : {}) })));
-    const fitRound = { spec, host, round, global: await blobSource(blobs, globalRow.digest), updates: sources, asked, metadata: { study: study.id, round: String(round) }, blobs };
+    // SecAgg+: a plain mean is unmasked block by block from the masked blobs; any other strategy gets the sum in memory.
+    if (session && !host.secaggMean) await session.materialise(blobs);
+    const secagg = session && host.secaggMean ? { unmasking: session.unmasking!, masked: await session.maskedSources(blobs), ...(session.blockWords !== undefined ? { blockWords: session.blockWords } : {}) } : undefined;
+    const fitRound = { spec, host, round, global: await blobSource(blobs, globalRow.digest), updates: sources, asked, metadata: { study: study.id, round: String(round) }, blobs, ...(secagg ? { secagg } : {}) };
     const path = aggregationPath(fitRound);
     const { digest, size } = await blobs.putStream(aggregateRound(fitRound));
     const state = host.getState();

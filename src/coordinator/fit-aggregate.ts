@@ -18,6 +18,8 @@ import { momentsAsTensors, previousMoments, streamServerStep } from './stream-se
 import { streamKrum } from './stream-krum.js';
 import { streamClientDp } from './stream-dp.js';
 import { CryptoNormal } from '../privacy/noise.js';
+import { streamSecAggVersion } from './stream-secagg.js';
+import type { Unmasking } from '../privacy/secagg/server.js';
 import { aggregatePart, mergeAggregate, rulesOf, transportDtypes } from './study-model.js';
 
 export interface FitRound {
@@ -34,6 +36,8 @@ export interface FitRound {
   metadata: Record<string, string>;
   /** The blob store, where a streamed server step keeps its moments (without it a server optimiser runs in memory). */
   blobs?: BlobStore;
+  /** A SecAgg+ round: the finished session's unmasking and the survivors' masked inputs (blobs). */
+  secagg?: { unmasking: Unmasking; masked: readonly ByteSource[]; blockWords?: number };
 }
 
 /** The round's results as the strategy layers see them, without weights (what the metrics need). */
@@ -43,17 +47,19 @@ export function resultsOf(updates: readonly UpdateRow[]): FitResultIn[] {
 
 /**
  * Whether the round streams from its updates: a streamed strategy stack (elementwise, a server optimiser with the blob
- * store for its moments, Krum, Cyclic's one update, client-level DP-FedAvg with central noise), every update's bytes at hand.
+ * store for its moments, Krum, Cyclic's one update, client-level DP-FedAvg with central noise), every update's bytes at
+ * hand; under SecAgg+, a plain mean unmasked block by block from the masked blobs.
  */
-export function streams(r: Pick<FitRound, 'host' | 'updates' | 'blobs'>): boolean {
+export function streams(r: Pick<FitRound, 'host' | 'updates' | 'blobs' | 'secagg'>): boolean {
   const h = r.host;
+  if (r.secagg) return !!h.secaggMean;
   return !!(h.elementwise || (h.serverStep && r.blobs) || h.robustSelection || h.takesOne || h.clientDp?.mode === 'central') && r.updates.every((u) => u.source);
 }
 
 /** Which path aggregates the round: streamed from the blobs slice by slice, or every update decoded in memory. */
 export type AggregationPath = 'stream' | 'memory';
 
-export function aggregationPath(r: Pick<FitRound, 'host' | 'updates' | 'blobs'>): AggregationPath {
+export function aggregationPath(r: Pick<FitRound, 'host' | 'updates' | 'blobs' | 'secagg'>): AggregationPath {
   return streams(r) ? 'stream' : 'memory';
 }
 
@@ -73,7 +79,7 @@ export async function* aggregateRound(r: FitRound): AsyncGenerator<Uint8Array> {
   };
   yield* timed(path === 'streamed' ? streamed(r) : (async function* () { yield await inMemory(r); })());
   aggregationSeconds.inc({ path }, spent / 1000);
-  aggregationBytes.inc({ path }, r.updates.reduce((a, u) => a + (u.source?.size ?? 0), 0));
+  aggregationBytes.inc({ path }, r.updates.reduce((a, u) => a + (u.source?.size ?? 0), 0) + (r.secagg?.masked.reduce((a, m) => a + m.size, 0) ?? 0));
 }
 
 /** All the chunks in one buffer (small models, tests). */
@@ -84,6 +90,12 @@ export async function collect(chunks: AsyncIterable<Uint8Array>): Promise<Uint8A
 }
 
 async function* streamed(r: FitRound): AsyncGenerator<Uint8Array> {
+  if (r.secagg) {
+    const rules = rulesOf(r.spec, (await readSourceHeader(r.global, 'the global model')).tensors.map((t) => t.name));
+    const numExamples = r.updates.reduce((a, u) => a + u.row.num_examples, 0);
+    yield* streamSecAggVersion({ global: r.global, rules, unmasking: r.secagg.unmasking, masked: r.secagg.masked, elementwise: r.host.secaggMean!, numExamples, metadata: r.metadata, ...(r.secagg.blockWords !== undefined ? { blockWords: r.secagg.blockWords } : {}) });
+    return;
+  }
   const rules = rulesOf(r.spec, (await readSourceHeader(r.global, 'the global model')).tensors.map((t) => t.name));
   const updates = r.updates.map((u) => ({ siteId: u.row.site_id, numExamples: u.row.num_examples, source: u.source! }));
   const args = { global: r.global, rules, updates, metadata: r.metadata, transportDtypes: transportDtypes(r.spec) };

@@ -40,8 +40,8 @@ function siteConfig(dir: string, url: string, center: number, extra: Record<stri
   return cfg;
 }
 
-function startAgent(name: string, dir: string, args: string[], onLine?: (a: Agent, line: string) => void): Agent {
-  const child = spawn(process.execPath, [SETU_MAIN, 'site', 'start', '--config', join(dir, 'site.yaml'), ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+function startAgent(name: string, dir: string, args: string[], onLine?: (a: Agent, line: string) => void, env: Record<string, string> = {}): Agent {
+  const child = spawn(process.execPath, [SETU_MAIN, 'site', 'start', '--config', join(dir, 'site.yaml'), ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
   const a: Agent = { name, dir, child, lines: [] };
   let buf = '';
   const feed = (d: Buffer) => {
@@ -59,14 +59,14 @@ function startAgent(name: string, dir: string, args: string[], onLine?: (a: Agen
   return a;
 }
 
-async function enrolAll(c: RunningCoordinator, admin: HttpClient, root: string, extra: (name: string) => Record<string, unknown>, onLine?: (a: Agent, line: string) => void): Promise<Agent[]> {
+async function enrolAll(c: RunningCoordinator, admin: HttpClient, root: string, extra: (name: string) => Record<string, unknown>, onLine?: (a: Agent, line: string) => void, env: (k: number) => Record<string, string> = () => ({})): Promise<Agent[]> {
   const agents: Agent[] = [];
   for (let k = 0; k < 4; k++) {
     const name = NAMES[k]!;
     const inv = await admin.json<{ token: string }>('POST', '/v1/invites', { siteName: name });
     const dir = join(root, name);
     siteConfig(dir, c.url, k, extra(name));
-    agents.push(startAgent(name, dir, ['--token', inv.token], onLine));
+    agents.push(startAgent(name, dir, ['--token', inv.token], onLine, env(k)));
   }
   await waitFor('4 sites', async () => ((await admin.json<unknown[]>('GET', '/v1/sites')).length === 4 ? true : undefined), 30_000);
   return agents;
@@ -112,7 +112,8 @@ test('SecAgg+ with DP-SGD over HTTP: a site killed after masking is recovered, t
     let killedRound = 0;
     let memory: ArrayBufferView[] | undefined;
     let vectorLength = 0;
-    agents = await enrolAll(c, admin, root, () => ({}));
+    // Two of the four sites send their masked input as a chunked upload (as a large model's would), two inline.
+    agents = await enrolAll(c, admin, root, () => ({}), undefined, (k): Record<string, string> => (k % 2 ? { SETU_SECAGG_INLINE_MASKED_BYTES: '0' } : {}));
     const spec = {
       name: 'secagg dp heart',
       dataset: 'heart',
@@ -149,6 +150,8 @@ test('SecAgg+ with DP-SGD over HTTP: a site killed after masking is recovered, t
     const done = await finished(lead, id);
     assert.equal(done.status, 'completed', done.error ?? '');
 
+    assert.ok(agents[1]!.lines.some((l) => /masked input sent in chunks/.test(l)), 'a site sent its masked input as a chunked upload');
+    assert.ok(agents[0]!.lines.some((l) => /masked input sent \(session/.test(l)), 'a site sent its masked input inline');
     const m = (round: number, name: string) => done.metrics.find((x) => x.round === round && x.site === null && x.phase === 'secagg' && x.name === name)?.value;
     assert.equal(m(killedRound, 'survivors'), 4, "the killed site's masked input is in its round's sum");
     assert.equal(m(killedRound, 'recovered'), 1, 'its self-mask was removed with its neighbours\' shares (it never answered the unmask stage)');
@@ -156,17 +159,19 @@ test('SecAgg+ with DP-SGD over HTTP: a site killed after masking is recovered, t
     const acc = done.metrics.find((x) => x.round === 4 && x.site === null && x.phase === 'evaluate' && x.name === 'accuracy')?.value;
     assert.ok(acc !== undefined && acc > 0.6, `the model trained under SecAgg+ and DP learns (accuracy ${acc})`);
 
-    // Memory at the moment of the kill: the session's only vector is the running masked sum (integers mod 2^32).
+    // Memory at the moment of the kill: the session holds no vector (the masked inputs are blobs, summed block by
+    // block at commit, stream-secagg.ts), and no float vector at all.
     assert.ok(memory && vectorLength === 14, 'the round-1 session was inspected');
     const big = memory!.filter((v) => (v as unknown as { length: number }).length >= vectorLength);
-    assert.ok(big.every((v) => v instanceof Int32Array), `no float vector in the coordinator's SecAgg+ state (${big.map((v) => v.constructor.name).join(', ')})`);
-    assert.ok(big.length <= 1, `one masked sum, no individual input kept (${big.length} vectors)`);
+    assert.equal(big.length, 0, `no masked sum nor input held in the session (${big.map((v) => v.constructor.name).join(', ')})`);
     // SQL: no fit-round row holds weights; each holds the digest of a masked vector and the site's metadata.
     const fitRows = (await Promise.all([1, 2, 3, 4].map((r) => c!.store.listUpdates(id, r)))).flat();
     assert.equal(fitRows.length, 16);
     for (const r of fitRows) {
       assert.equal(r.size, null, 'the coordinator stored no update');
       assert.match(String(r.digest), /^[0-9a-f]{64}$/);
+      // The masked input's blob went once its round committed.
+      assert.equal(await c.store.blobs.size(r.digest!), undefined, `masked blob of ${r.site_id} round ${r.round} removed`);
     }
 
     // The ledger: every site, three releases, within the study's ε; audited as privacy.spent; served.

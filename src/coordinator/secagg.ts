@@ -7,7 +7,8 @@
  *   GET  neighbour-keys   (long-poll until the keys stage closes)
  *   POST shares           → encrypted Shamir shares for its neighbours
  *   GET  mask-request     (long-poll) → the shares addressed to it and who is active
- *   POST masked           → its masked, quantised update Δ (+ weight element) and its ResultMeta (metrics, privacy spend)
+ *   POST masked           → its masked, quantised update Δ (+ weight element) and its ResultMeta (metrics, privacy spend);
+ *                           over 8 MiB the words go first as a chunked upload (routes/uploads.ts) that this names
  *   GET  unmask-request   (long-poll) → survivors and dropped
  *   POST unmask           → its shares of survivors' self-mask seeds and dropped sites' mask keys
  *
@@ -17,10 +18,11 @@
  * naming it). The keys stage waits for every site that has not refused its task, until the round's deadline
  * less three stage timeouts.
  *
- * What the coordinator holds: the SecAggServer state machine (keys, share ciphertexts it cannot open, the
- * running masked sum mod 2^32, never an individual masked vector after it is added), and per site the
- * ResultMeta. In SQL, an accepted masked input becomes an `updates` row with weights NULL and the digest of
- * the masked vector; only the aggregate is ever unmasked, and only its mean is committed as the new model.
+ * What the coordinator holds: the SecAggServer state machine (keys, share ciphertexts it cannot open; no vector),
+ * per site the ResultMeta, and each accepted masked input as a blob in its blob store (masked: it reveals nothing
+ * without the masks), removed once the round commits or ends. In SQL, an accepted masked input becomes an `updates`
+ * row with size NULL and the digest of that blob; only the aggregate is ever unmasked, block by block from the blobs
+ * (stream-secagg.ts), and only its mean is committed as the new model.
  *
  * Coordinator restart: sessions live in this process's memory. A coordinator restarted mid-round finds an open
  * SecAgg+ round without a session and restarts that round cleanly: a new session (new round id, new keys, so no
@@ -32,14 +34,19 @@
  * that takes the lease over restarts the round as above.
  */
 import { randomBytes } from 'node:crypto';
-import { SecAggServer, makeConfig, type SecAggResult } from '../privacy/secagg/server.js';
+import { SecAggServer, makeConfig, type SecAggResult, type Unmasking } from '../privacy/secagg/server.js';
 import { recommendedDegree } from '../privacy/secagg/graph.js';
 import type { MaskRequestMsg, NeighbourKeysMsg, UnmaskRequestMsg, SetupMsg } from '../privacy/secagg/messages.js';
 import type { ResultMeta, StudySpec } from '../protocol/api.js';
 import type { Weights } from '../protocol/tensors.js';
-import { flatLength, unflatten } from '../privacy/flat.js';
+import { unflatten } from '../privacy/flat.js';
 import type { RoundRow, Store, TaskRow, UpdateRow } from '../store/store.js';
+import type { BlobStore } from '../store/blobs/blob-store.js';
+import type { Elementwise } from '../learning/strategy.js';
+import type { ResolvedRules } from '../protocol/tensors.js';
 import type { HostedStrategy } from './strategy-host.js';
+import { blobSource, readSourceHeader, type ByteSource } from './stream-aggregate.js';
+import { unmaskedSum } from './stream-secagg.js';
 
 export type SessionStage = 'keys' | 'shares' | 'masked' | 'unmask' | 'done' | 'aborted';
 const ORDER: SessionStage[] = ['keys', 'shares', 'masked', 'unmask', 'done'];
@@ -60,7 +67,17 @@ export class SecAggSession {
   neighbourKeys: Map<number, NeighbourKeysMsg> | null = null;
   maskRequests: Map<number, MaskRequestMsg> | null = null;
   unmaskRequest: UnmaskRequestMsg | null = null;
+  /** Set when the round closes (stage done): who is in the sum and the masks to remove from any block of it. */
+  unmasking: Unmasking | null = null;
+  /** The whole unmasked sum, for a strategy that aggregates in memory (materialise); null until then. */
   result: SecAggResult | null = null;
+  /**
+   * Each survivor's masked input, as a blob (digest) in the coordinator's blob store: the session holds no
+   * vector; the sum is taken block by block from these when the round commits (stream-secagg.ts).
+   */
+  readonly maskedBlobs = new Map<number, string>();
+  /** Words per unmasking block (tests set a few, to cross many blocks). */
+  blockWords: number | undefined;
   /** Sites whose masked input is in the sum but that did not answer the unmask stage: recovered from their neighbours' shares. */
   recoveredAfterMasking: number[] = [];
   error: string | null = null;
@@ -102,6 +119,43 @@ export class SecAggSession {
     );
     this.id = this.server.config.roundId;
     this.stageOpenedAt = now;
+  }
+
+  /** Words of each masked input: the aggregated values, and the weight element of a weighted round. */
+  get words(): number {
+    return this.vectorLength + (this.weightScale > 0 ? 1 : 0);
+  }
+
+  /** The survivors' masked inputs as byte sources over their blobs, in client order. */
+  async maskedSources(blobs: BlobStore): Promise<ByteSource[]> {
+    const u = this.unmasking;
+    if (!u) throw new Error(`round ${this.round}: the SecAgg+ session has not finished`);
+    return Promise.all(u.survivors.map((c) => {
+      const d = this.maskedBlobs.get(c);
+      if (!d) throw new Error(`round ${this.round}: the masked input of client ${c} is not in the blob store`);
+      return blobSource(blobs, d);
+    }));
+  }
+
+  /** The unmasked sum in memory (SecAggServer.finish's result, from the blobs), for a strategy that is not a plain mean. */
+  async materialise(blobs: BlobStore): Promise<SecAggResult> {
+    if (this.result) return this.result;
+    const u = this.unmasking!;
+    const masked = await this.maskedSources(blobs);
+    try {
+      const r = await unmaskedSum({ masked, unmasking: u, ...(this.blockWords !== undefined ? { blockWords: this.blockWords } : {}) });
+      this.result = { ...r, survivors: u.survivors, dropped: u.dropped };
+      return this.result;
+    } finally {
+      await Promise.all(masked.map((m) => m.close?.()));
+    }
+  }
+
+  /** Removes the masked inputs' blobs (the round committed, failed or restarted: they are never read again). */
+  async discardMasked(blobs: BlobStore): Promise<void> {
+    const ds = [...this.maskedBlobs.values()];
+    this.maskedBlobs.clear();
+    for (const d of ds) await blobs.delete(d).catch(() => {});
   }
 
   get stageTimeoutMs(): number {
@@ -193,7 +247,7 @@ export class SecAggSession {
           this.stage = 'unmask';
         } else if (this.stage === 'unmask') {
           this.recoveredAfterMasking = this.unmaskRequest!.survivors.filter((i) => !this.answered.has(i));
-          this.result = this.server.finish();
+          this.unmasking = this.server.unmasking();
           this.stage = 'done';
         }
       } catch (e) {
@@ -261,24 +315,39 @@ async function weightScaleOf(store: Store, spec: StudySpec, tasks: TaskRow[]): P
   return max;
 }
 
-export async function newSession(store: Store, spec: StudySpec, round: RoundRow, tasks: TaskRow[], global: Weights, now: number): Promise<SecAggSession> {
-  return new SecAggSession(round.study_id, round.round, tasks, spec, flatLength(global), await weightScaleOf(store, spec, tasks), round.deadline_at, now);
+export async function newSession(store: Store, spec: StudySpec, round: RoundRow, tasks: TaskRow[], vectorLength: number, now: number): Promise<SecAggSession> {
+  return new SecAggSession(round.study_id, round.round, tasks, spec, vectorLength, await weightScaleOf(store, spec, tasks), round.deadline_at, now);
+}
+
+/**
+ * The number of values SecAgg+ masks for a model version: its aggregated tensors' element counts, read from the
+ * blob's safetensors header (the model is never decoded for it).
+ */
+export async function maskedLength(blobs: BlobStore, digest: string, rulesOf: (names: string[]) => ResolvedRules): Promise<number> {
+  const h = await readSourceHeader(await blobSource(blobs, digest), 'the global model');
+  const agg = new Set(rulesOf(h.tensors.map((t) => t.name)).aggregate);
+  let n = 0;
+  for (const t of h.tensors) if (agg.has(t.name)) n += t.shape.reduce((a, b) => a * b, 1);
+  return n;
 }
 
 /**
  * Restarts an open SecAgg+ round that has no session in this process (the coordinator restarted): its
  * meta-only update rows go, its tasks are issued again. Returns the new session.
  */
-export async function restartRound(store: Store, spec: StudySpec, round: RoundRow, global: Weights, now: number): Promise<SecAggSession> {
+export async function restartRound(store: Store, spec: StudySpec, round: RoundRow, vectorLength: number, now: number): Promise<SecAggSession> {
   // Only tasks that were live go out again: a site that refused its task, or whose task expired, stays out.
+  // The lost session's masked inputs (meta-only rows name their blobs) are never read again.
+  for (const u of await store.listUpdates(round.study_id, round.round)) if (u.size === null && u.digest) await store.blobs.delete(u.digest).catch(() => {});
   await store.resetRound(round.study_id, round.round);
   const tasks = await store.listTasks(round.study_id, round.round);
-  return newSession(store, spec, round, tasks, global, now);
+  return newSession(store, spec, round, tasks, vectorLength, now);
 }
 
 /** The mean update from a finished session, as a model: global + Σ wᵢΔᵢ / Σ wᵢ (weighted) or the sum of Δ (client-level DP). */
 export function aggregateOf(session: SecAggSession, global: Weights): { mean: Weights; sum: Weights; weightSum: number } {
-  const r = session.result!;
+  const r = session.result;
+  if (!r) throw new Error(`round ${session.round}: the SecAgg+ sum was not taken from the masked inputs (materialise)`);
   return { mean: unflatten(r.mean, global, global), sum: unflatten(r.sum, global), weightSum: r.weightSum };
 }
 
@@ -291,10 +360,13 @@ export function aggregateOf(session: SecAggSession, global: Weights): { mean: We
 export function secAggPlus(inner: HostedStrategy, sessionOf: (round: number) => SecAggSession | undefined): HostedStrategy {
   const finished = (round: number): SecAggSession => {
     const s = sessionOf(round);
-    if (!s?.result) throw new Error(`round ${round}: no finished SecAgg+ session to aggregate`);
+    if (!s?.unmasking) throw new Error(`round ${round}: no finished SecAgg+ session to aggregate`);
     return s;
   };
+  // A plain mean (FedAvg, FedProx alone) is computed block by block from the masked blobs (stream-secagg.ts).
+  const mean = !inner.aggregateSum && inner.elementwise?.kind === 'mean' ? inner.elementwise : undefined;
   return {
+    ...(mean ? { secaggMean: mean } : {}),
     strategy: inner.strategy,
     configureFit: (round, sites) => inner.configureFit(round, sites),
     getState: () => inner.getState(),
@@ -308,7 +380,7 @@ export function secAggPlus(inner: HostedStrategy, sessionOf: (round: number) => 
     roundMetrics(round) {
       // How the SecAgg+ round went: sites in the sum, dropped after sharing, recovered after masking.
       const session = finished(round);
-      const r = session.result!;
+      const r = session.unmasking!;
       return [
         ...(inner.roundMetrics?.(round) ?? []),
         { phase: 'secagg', name: 'survivors', value: r.survivors.length },

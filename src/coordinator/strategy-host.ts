@@ -52,6 +52,11 @@ export interface HostedStrategy {
    * the engine streams the round from the update blobs (stream-aggregate.ts) instead of calling aggregateFit.
    */
   elementwise?: Elementwise;
+  /**
+   * Present on the SecAgg+ layer over a plain mean (FedAvg, FedProx alone): the round's new version is unmasked
+   * and averaged block by block from the masked inputs' blobs (stream-secagg.ts) with this kernel.
+   */
+  secaggMean?: Elementwise;
   /** Present, like `elementwise`, when the stack is a server optimiser alone: streamed by stream-server-opt.ts. */
   serverStep?: ServerStep;
   /** Present, like `elementwise`, when the stack is Krum or Multi-Krum alone: streamed by stream-krum.ts. */

@@ -20,7 +20,7 @@ import { createRng } from '../learning/rng.js';
 import { aggregateRound, collect } from './fit-aggregate.js';
 import { hostStrategy, type HostedStrategy } from './strategy-host.js';
 import { blobSource, bytesSource, streamAggregate, type ByteSource } from './stream-aggregate.js';
-import { aggregationSizeProblem, checkInitialWeights, IN_MEMORY_AGGREGATION_MAX_BYTES, ModelProblem, modelSpecProblems, rulesOf, SECAGG_MAX_MASKED_BYTES } from './study-model.js';
+import { aggregationSizeProblem, checkInitialWeights, IN_MEMORY_AGGREGATION_MAX_BYTES, ModelProblem, modelSpecProblems, rulesOf } from './study-model.js';
 import { MIXED_AGGREGATED, MIXED_LAYOUT, MIXED_RULES } from '../testing/mixed-layout.js';
 
 const LAYOUT = MIXED_LAYOUT;
@@ -198,18 +198,25 @@ test('creation refuses what cannot work: transport under SecAgg+ or DP; every st
   assert.deepEqual(modelSpecProblems(spec('FedAvg', { transport: { updateDtype: 'F16' } })), []);
   const big = IN_MEMORY_AGGREGATION_MAX_BYTES + 1;
   for (const name of ['FedAvg', 'FedProx', 'Median', 'TrimmedMean', 'Krum', 'FedAdam', 'FedAvgM', 'Cyclic']) assert.equal(aggregationSizeProblem(spec(name), big), undefined, name);
-  // Client-level DP-FedAvg streams its central-noise aggregate (stream-dp.ts), with or without SecAgg+.
+  // Client-level DP-FedAvg streams its central-noise aggregate (stream-dp.ts).
   assert.equal(aggregationSizeProblem(spec('FedAvg', { privacy: { dp } }), big), undefined);
-  assert.equal(aggregationSizeProblem(spec('FedAvg', { privacy: { dp, secagg: {} } }), big), undefined);
+  // SecAgg+ over a plain mean unmasks block by block at any size; over a client-level DP sum or a server optimiser, in memory.
+  assert.equal(aggregationSizeProblem(spec('FedAvg', { privacy: { secagg: {} } }), big), undefined);
+  assert.equal(aggregationSizeProblem(spec('FedProx', { privacy: { secagg: {} } }), big), undefined);
+  assert.match(aggregationSizeProblem(spec('FedAvg', { privacy: { dp, secagg: {} } }), big) ?? '', /SecAgg\+ over client-level differential privacy unmasks the whole sum in memory/);
+  assert.match(aggregationSizeProblem(spec('FedAdam', { privacy: { secagg: {} } }), big) ?? '', /SecAgg\+ over FedAdam unmasks the whole sum in memory.*use FedAvg or FedProx/);
+  assert.equal(aggregationSizeProblem(spec('Cyclic'), IN_MEMORY_AGGREGATION_MAX_BYTES), undefined);
 });
 
-test('SecAgg+ takes a model whose masked input fits one request, and refuses a larger one at its initial weights, naming the limit and the remedy', () => {
-  const values = SECAGG_MAX_MASKED_BYTES / 4 + 1;
-  const model = (rules: StudySpec['tensorRules']) => ({ ...spec('FedAvg', { privacy: { secagg: {} } }), tensorRules: rules } as StudySpec);
+test('SecAgg+ takes a model above the former one-request limit (16.5M values); a masked input is bounded by maxUpdateBytes, naming it and the remedy', () => {
+  const values = (63 * 1024 * 1024) / 4 + 1; // the former SECAGG_MAX_MASKED_BYTES / 4 + 1
+  const model = (extra: Partial<StudySpec>, rules: StudySpec['tensorRules']) => ({ ...spec('FedAvg', { privacy: { secagg: {} }, ...extra }), tensorRules: rules } as StudySpec);
   const bytes = encodeSafetensors(mapWeights(['big', 'head'], (k) => tensor(k === 'big' ? [values] : [2], new Float32Array(k === 'big' ? values : 2))));
-  assert.throws(() => checkInitialWeights(model([]), bytes), (e: unknown) => e instanceof ModelProblem && /\/privacy\/secagg: the model aggregates 16515075 values.*at most 66060288 bytes.*mark large tensors local or skip/.test((e as Error).message));
+  assert.doesNotThrow(() => checkInitialWeights(model({}, []), bytes));
+  const limit = 32 * 1024 * 1024;
+  assert.throws(() => checkInitialWeights(model({ maxUpdateBytes: limit }, []), bytes), (e: unknown) => e instanceof ModelProblem && new RegExp(`/privacy/secagg: the model aggregates 16515075 values.*maxUpdateBytes, ${limit} bytes: raise /maxUpdateBytes, or mark large tensors local or skip`).test((e as Error).message));
   // The same model with its large tensor kept at each site: only the head is masked.
-  assert.doesNotThrow(() => checkInitialWeights(model([{ match: 'big', rule: 'local' }]), bytes));
+  assert.doesNotThrow(() => checkInitialWeights(model({ maxUpdateBytes: limit }, [{ match: 'big', rule: 'local' }]), bytes));
 });
 
 test('the sum runs in site-id order whatever the arrival order, as the in-memory path sums (cancellation shows the order)', async () => {

@@ -7,7 +7,7 @@
  * initialisation, or the initial weights of a custom model. Every later version has the same layout, so the layout
  * of any version is the study's.
  */
-import type { StudySpec } from '../protocol/api.js';
+import { maxUpdateBytesOf, type StudySpec } from '../protocol/api.js';
 import { SafetensorsError, decodeTensors, headerLayout, readSafetensorsHeader } from '../protocol/safetensors.js';
 import {
   cloneWeights, dtypeOf, firstNonFinite, isFloatDType, layoutDifference, layoutOf, pickWeights, resolveTensorRules, roundToDtype, setTensor,
@@ -62,22 +62,25 @@ export function inModelDtypes(got: WeightsLayout, model: WeightsLayout, transpor
  * at once, which the coordinator affords for models up to the size of the former update cap. A strategy of
  * STREAMED_STRATEGIES streams from the blobs (stream-aggregate.ts, stream-server-opt.ts, stream-krum.ts, Cyclic's
  * copy of its one update) at any size, so does client-level DP-FedAvg with central noise (stream-dp.ts) and an
- * asynchronous study's FedBuff fold (stream-async-fold.ts), plain or under client-level DP; under
- * SecAgg+ the session holds one running sum, for models up to SECAGG_MAX_MASKED_BYTES / 4 values (each masked input
- * travels in one request).
+ * asynchronous study's FedBuff fold (stream-async-fold.ts), plain or under client-level DP; so does SecAgg+ over a
+ * plain mean (FedAvg, FedProx): each masked input is a blob, unmasked block by block (stream-secagg.ts). SecAgg+ over
+ * another strategy (a server optimiser, client-level DP) takes the unmasked sum in memory, for models up to this bound.
  */
 export const IN_MEMORY_AGGREGATION_MAX_BYTES = 64 * 1024 * 1024;
-/** The largest SecAgg+ masked input (one request; the coordinator's default body limit less room for its header and metadata). */
-export const SECAGG_MAX_MASKED_BYTES = 63 * 1024 * 1024;
 
 /** Why a model of `bytes` cannot be aggregated for this study, or undefined when it can. */
 export function aggregationSizeProblem(spec: StudySpec, bytes: number): string | undefined {
   if (bytes <= IN_MEMORY_AGGREGATION_MAX_BYTES) return undefined;
   const streamed = `${STREAMED_STRATEGIES.slice(0, -1).join(', ')} or ${STREAMED_STRATEGIES.at(-1)} (streamed from disk at any size)`;
+  const strategy = createStrategy(spec.strategy.name, strategyParams(spec));
+  const clientDp = spec.privacy?.dp?.level === 'client';
+  if (spec.privacy?.secagg) {
+    // Streamed from the masked blobs under a plain mean (secagg.ts secAggPlus: no client-level DP layer in between).
+    if (strategy.elementwise?.kind === 'mean' && !clientDp) return undefined;
+    return `the model is ${bytes} bytes; SecAgg+ over ${clientDp ? 'client-level differential privacy' : strategy.name} unmasks the whole sum in memory, which the coordinator does for models up to ${IN_MEMORY_AGGREGATION_MAX_BYTES} bytes: use FedAvg or FedProx (unmasked block by block at any size), or send a smaller model`;
+  }
   // An asynchronous study's fold streams at any size (stream-async-fold.ts), plain or under client-level DP.
   if (spec.async) return undefined;
-  if (spec.privacy?.secagg) return undefined;
-  const strategy = createStrategy(spec.strategy.name, strategyParams(spec));
   // Client-level DP-FedAvg with central noise streams too (stream-dp.ts; privacyProblems admits FedAvg alone under it).
   if (STREAMED_STRATEGIES.includes(strategy.name)) return undefined;
   return `the model is ${bytes} bytes; ${strategy.name} aggregates whole updates in memory, which the coordinator does for models up to ${IN_MEMORY_AGGREGATION_MAX_BYTES} bytes: use ${streamed}, add SecAgg+, or send a smaller model`;
@@ -113,9 +116,11 @@ export function checkInitialWeights(spec: StudySpec, bytes: Uint8Array, builtin?
   if (big) throw new ModelProblem(big);
   const rules = rulesOf(spec, Object.keys(weights));
   if (spec.privacy?.secagg) {
-    // Each site's masked input is one 32-bit word per aggregated value, sent in one request (routes/secagg.ts).
-    const words = rules.aggregate.reduce((n, k) => n + weights[k]!.data.length, 0);
-    if (4 * words > SECAGG_MAX_MASKED_BYTES) throw new ModelProblem(`/privacy/secagg: the model aggregates ${words} values; a SecAgg+ masked input is 4 bytes per value and travels in one request of at most ${SECAGG_MAX_MASKED_BYTES} bytes (${Math.floor(SECAGG_MAX_MASKED_BYTES / 4)} values): mark large tensors local or skip, or run the study without SecAgg+ (FedAvg streams updates of any size)`);
+    // Each site's masked input is one 32-bit word per aggregated value (and one for its weight), uploaded in chunks
+    // and bounded like an update by the study's maxUpdateBytes (routes/uploads.ts).
+    const words = rules.aggregate.reduce((n, k) => n + weights[k]!.data.length, 0) + 1;
+    const limit = maxUpdateBytesOf(spec);
+    if (4 * words > limit) throw new ModelProblem(`/privacy/secagg: the model aggregates ${words - 1} values; a SecAgg+ masked input is 4 bytes per value (${4 * words} bytes) and is bounded like an update by maxUpdateBytes, ${limit} bytes: raise /maxUpdateBytes, or mark large tensors local or skip`);
   }
   if (spec.privacy?.dp || spec.privacy?.secagg) {
     const ints = rules.aggregate.filter((k) => !isFloatDType(dtypeOf(weights[k]!)));

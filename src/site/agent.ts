@@ -610,7 +610,9 @@ export class SiteAgent {
       await this.reportUsage(p);
       if (isSecAggPending(p)) {
         // Masked through the SecAgg+ stages; 'gone' (the round went on without it) still moves the state on.
-        await uploadSecAgg(this.http, p, this.log);
+        // SETU_SECAGG_INLINE_MASKED_BYTES (internal, for tests): the size above which a masked input goes in chunks.
+        const inline = Number(process.env['SETU_SECAGG_INLINE_MASKED_BYTES']);
+        await uploadSecAgg(this.http, p, this.log, process.env['SETU_SECAGG_INLINE_MASKED_BYTES'] && Number.isInteger(inline) && inline >= 0 ? { inlineMaskedBytes: inline } : {});
         for (const c of p.commit) this.state.write(p.studyId, c.name, c.encoding === 'base64' ? new Uint8Array(Buffer.from(c.data, 'base64')) : c.data);
         this.state.clearPending(p.taskId);
         continue;

@@ -5,7 +5,11 @@
  * with the result's metadata, so an agent restarted mid-protocol, or a coordinator that restarted the round,
  * re-masks the same update: a new session, fresh keys and masks, and no new privacy spend.
  */
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { ApiError, type HttpClient } from './http.js';
+import { CHUNKED_UPLOAD_BYTES, uploadFile } from './upload.js';
 import type { PendingResult } from './state.js';
 import type { ResultMeta } from '../protocol/api.js';
 import { RESULT_META_KEY } from '../protocol/api.js';
@@ -37,7 +41,27 @@ export type SecAggOutcome = 'sent' | 'gone';
 
 const GONE = new Set(['secagg_round_closed', 'secagg_late', 'secagg_dropped', 'secagg_aborted', 'conflict', 'forbidden', 'secagg_stage', 'secagg_refused']);
 
-export async function uploadSecAgg(http: HttpClient, p: PendingResult, log: (m: string) => void, opts: { waitMs?: number; noSessionRetries?: number; onStage?: (stage: string) => void } = {}): Promise<SecAggOutcome> {
+/** Writes `bytes` to a file of its own for `f`, removed afterwards. */
+async function withTempFile<T>(bytes: Uint8Array, f: (file: string) => Promise<T>): Promise<T> {
+  const dir = await mkdtemp(join(tmpdir(), 'setu-masked-'));
+  try {
+    const file = join(dir, 'masked.bin');
+    await writeFile(file, bytes);
+    return await f(file);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+export interface SecAggUploadOptions {
+  waitMs?: number;
+  noSessionRetries?: number;
+  onStage?: (stage: string) => void;
+  /** Masked inputs larger than this go in chunks (default CHUNKED_UPLOAD_BYTES, as updates); tests set it low. */
+  inlineMaskedBytes?: number;
+}
+
+export async function uploadSecAgg(http: HttpClient, p: PendingResult, log: (m: string) => void, opts: SecAggUploadOptions = {}): Promise<SecAggOutcome> {
   const d = decodeSafetensors(p.body);
   const meta = JSON.parse(d.metadata[RESULT_META_KEY]!) as ResultMeta;
   const update = d.weights['delta']!.data;
@@ -61,8 +85,16 @@ export async function uploadSecAgg(http: HttpClient, p: PendingResult, log: (m: 
       await post('shares', client.shares(decodeNeighbourKeys(await poll('neighbour-keys'))));
       opts.onStage?.('shares');
       const masked = client.maskedInput(decodeMaskRequest(await poll('mask-request')), update, meta.numExamples);
-      await post('masked', encodeMaskedInput(masked), { meta });
-      log(`task ${p.taskId}: SecAgg+ masked input sent (session ${session})`);
+      const words = masked.masked;
+      if (words.byteLength > (opts.inlineMaskedBytes ?? CHUNKED_UPLOAD_BYTES)) {
+        // A large masked input goes chunked and resumable, like a large update (upload.ts), and the masked stage names the upload.
+        await withTempFile(new Uint8Array(words.buffer, words.byteOffset, words.byteLength), (file) =>
+          uploadFile(http, p.taskId, file, { log }, (upload) => post('masked', { stage: 'masked-input', clientId: masked.clientId, upload }, { meta })));
+        log(`task ${p.taskId}: SecAgg+ masked input sent in chunks (${words.byteLength} bytes; session ${session})`);
+      } else {
+        await post('masked', encodeMaskedInput(masked), { meta });
+        log(`task ${p.taskId}: SecAgg+ masked input sent (session ${session})`);
+      }
       opts.onStage?.('masked');
       await post('unmask', client.unmask(decodeUnmaskRequest(await poll('unmask-request'))));
       opts.onStage?.('unmask');

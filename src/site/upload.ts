@@ -40,7 +40,16 @@ export interface ChunkedUploadOptions {
 }
 
 /** Uploads the fit result in `file` for `taskId` in chunks; resolves with the coordinator's answer to the completion. */
-export async function uploadInChunks(http: HttpClient, taskId: string, file: string, o: ChunkedUploadOptions = {}): Promise<unknown> {
+export function uploadInChunks(http: HttpClient, taskId: string, file: string, o: ChunkedUploadOptions = {}): Promise<unknown> {
+  return uploadFile(http, taskId, file, o, async (uploadId) => (await http.request('POST', `/v1/agent/uploads/${encodeURIComponent(uploadId)}/complete`)).json<unknown>());
+}
+
+/**
+ * Announces `file` and sends its chunks, then hands the upload's id to `finish` (the completion, or under SecAgg+
+ * the masked stage's request naming the upload): resolves with what `finish` answers. A vanished or short upload
+ * (404, 409 upload_incomplete from `finish`) is announced again and resumed.
+ */
+export async function uploadFile<T>(http: HttpClient, taskId: string, file: string, o: ChunkedUploadOptions, finish: (uploadId: string) => Promise<T>): Promise<T> {
   const size = statSync(file).size;
   const digest = await sha256File(file);
   const task = encodeURIComponent(taskId);
@@ -51,7 +60,7 @@ export async function uploadInChunks(http: HttpClient, taskId: string, file: str
     if (up.received > 0) o.log?.(`task ${taskId}: resuming the upload of ${size} bytes at ${up.received} (the coordinator holds them)`);
     try {
       await sendChunks(http, up, file, size, o);
-      return (await http.request('POST', `/v1/agent/uploads/${encodeURIComponent(up.uploadId)}/complete`)).json<unknown>();
+      return await finish(up.uploadId);
     } catch (e) {
       // Gone (404) or short of bytes (409 upload_incomplete): announce again and resume from what is held.
       if (e instanceof ApiError && (e.status === 404 || e.code === 'upload_incomplete') && attempt < 3) continue;

@@ -23,6 +23,7 @@ import { flatLength, flatten, unflatten } from '../../privacy/flat.js';
 import { recommendedDegree } from '../../privacy/secagg/graph.js';
 import { makeConfig } from '../../privacy/secagg/server.js';
 import { runSecAggRound } from '../../privacy/secagg/driver.js';
+import { coordinatorBench } from './secagg-stream.js';
 
 interface Row {
   sites: number;
@@ -130,10 +131,15 @@ export async function main(argv: string[]): Promise<number> {
     reps: { type: 'string', default: '1' },
     'clip-range': { type: 'string', default: '1' },
     json: { type: 'boolean', default: false },
+    coordinator: { type: 'boolean', default: false },
+    'block-words': { type: 'string' },
     help: { type: 'boolean', default: false },
   });
   if (values.help) {
     console.log('setu bench secagg [--sites 10,100] [--params 100000,1000000] [--local-steps 1] [--batch 32] [--reps 1] [--clip-range 1] [--json]');
+    console.log('setu bench secagg --coordinator [--sites 4] [--params 25000000] [--block-words 1048576] [--json]');
+    console.log('  --coordinator: the coordinator\'s side of a round from masked blobs on disk (streamed, block by block) against the');
+    console.log('  whole masked sum in memory, with round time, peak RSS, throughput and load average (run node with --expose-gc for steadier RSS)');
     return 0;
   }
   const list = (s: string, name: string) => s.split(',').map((v) => {
@@ -141,6 +147,12 @@ export async function main(argv: string[]): Promise<number> {
     if (!Number.isInteger(x) || x < 1) throw new UsageError(`--${name} must be a comma-separated list of positive integers, got "${s}"`);
     return x;
   });
+  if (values.coordinator) {
+    const sites = list(argv.includes('--sites') ? values.sites! : '4', 'sites'), params = list(argv.includes('--params') ? values.params! : '25000000', 'params');
+    if (sites.some((n) => n < 3)) throw new UsageError('--sites: SecAgg+ needs at least 3 sites');
+    const block = values['block-words'] !== undefined ? list(values['block-words'], 'block-words')[0] : undefined;
+    return coordinatorBench(params, sites, block, !!values.json);
+  }
   const sites = list(values.sites!, 'sites'), params = list(values.params!, 'params');
   const [steps] = list(values['local-steps']!, 'local-steps'), [batch] = list(values.batch!, 'batch'), [reps] = list(values.reps!, 'reps');
   const clipRange = Number(values['clip-range']);

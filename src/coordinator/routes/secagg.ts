@@ -13,6 +13,7 @@ import { decodeKeys, decodeMaskedInput, decodeShares, decodeUnmaskResponse } fro
 import { ResultMetaSchema, checkValue, type ResultMeta, type StudySpec } from '../../protocol/api.js';
 import { appendAudit } from '../../governance/audit-store.js';
 import { StoreConflict, type TaskRow } from '../../store/store.js';
+import { BlobMismatch } from '../../store/blobs/blob-store.js';
 import { digestHex } from '../engine.js';
 import { recordSpendInTx, spendProblem } from '../privacy.js';
 
@@ -110,18 +111,23 @@ export const secaggRoutes: RoutePlugin = async (app, ctx) => {
     after(req, reply, 'shares', (s, id) => s.maskRequests?.get(id), 'no shares from it arrived'));
 
   // The masked input and the result's metadata arrive together: the accepted row holds the metadata and the
-  // digest of the masked vector, never a vector; the vector only joins the server's running masked sum.
+  // digest of the masked vector, never a vector; the vector is a blob until the round's sum is taken from it.
   app.post<B>('/v1/agent/secagg/:taskId/masked', { schema: { ...post.schema, response: { 200: ResultAcceptedReply } } }, async (req) => {
     const b = req.body;
     const { site, task, session, clientId } = await open(req, b.session);
-    const words = session.vectorLength + (session.weightScale > 0 ? 1 : 0);
-    const m = decode(() => decodeMaskedInput(b.msg, words));
-    if (m.clientId !== clientId) throw new HttpError(403, 'forbidden', `this site is client ${clientId}, not ${m.clientId}`);
+    const words = session.words;
+    // Inline (base64 in the message) or, for a large model, the id of a chunked upload holding the words (uploads.ts).
+    const uploadId = uploadOf(b.msg);
+    const m = uploadId === undefined ? decode(() => decodeMaskedInput(b.msg, words)) : undefined;
+    const sentBy = m?.clientId ?? (b.msg as { clientId?: unknown }).clientId;
+    if (sentBy !== clientId) throw new HttpError(403, 'forbidden', `this site is client ${clientId}, not ${String(sentBy)}`);
     if (session.stage !== 'masked') throw new HttpError(409, 'secagg_stage', `the SecAgg+ round is at stage ${session.stage}, not masked`);
     if (!session.maskRequests?.has(clientId)) throw new HttpError(409, 'secagg_dropped', 'this site is not active in the masking stage');
     const meta = await checkMeta(task, b.meta, site.id, site.name);
     const t = now();
-    const digest = digestHex(new Uint8Array(m.masked.buffer, m.masked.byteOffset, m.masked.byteLength));
+    const maskedBytes = m ? new Uint8Array(m.masked.buffer, m.masked.byteOffset, m.masked.byteLength) : undefined;
+    // An upload's bytes become the blob here, verified against the size and sha256 it was announced with.
+    const digest = maskedBytes ? digestHex(maskedBytes) : await takeUpload(site.id, task, uploadId!, words);
     try {
       await store.acceptUpdate(
         { task_id: task.id, study_id: task.study_id, round: task.round, site_id: site.id, digest, size: null, num_examples: meta.numExamples, metrics: JSON.stringify(meta), received_at: t },
@@ -134,9 +140,21 @@ export const secaggRoutes: RoutePlugin = async (app, ctx) => {
       if (e instanceof StoreConflict) throw new HttpError(409, 'conflict', e.message);
       throw e;
     }
+    // The masked vector goes to the blob store (its digest is the row's): the session sums the blobs block by
+    // block when the round commits (stream-secagg.ts) and holds no vector meanwhile.
+    if (maskedBytes) await store.blobs.put(maskedBytes);
     // If the stage closed during the write, the server refuses the input: the site is then dropped, and the
     // engine counts only the sites whose input is in the sum.
-    feed(session, 'masked', clientId, () => session.server.receiveMasked(m));
+    try {
+      feed(session, 'masked', clientId, () => {
+        session.server.receiveMaskedStored(clientId);
+        session.maskedBlobs.set(clientId, digest);
+      });
+    } catch (e) {
+      // Refused: the bytes are nobody's input (unless they are one already: the same input sent twice).
+      if (![...session.maskedBlobs.values()].includes(digest)) await store.blobs.delete(digest).catch(() => {});
+      throw e;
+    }
     session.metas.set(clientId, meta);
     const { updates: received, tasks: expected } = await store.roundProgress(task.study_id, task.round);
     bus.emit({ type: 'update.accepted', studyId: task.study_id, round: task.round, siteId: site.id, received, expected });
@@ -154,6 +172,32 @@ export const secaggRoutes: RoutePlugin = async (app, ctx) => {
     feed(session, 'unmask', clientId, () => session.server.receiveUnmask(m));
     return { ok: true };
   });
+
+  function uploadOf(msg: unknown): string | undefined {
+    const u = msg && typeof msg === 'object' ? (msg as { upload?: unknown }).upload : undefined;
+    if (u === undefined) return undefined;
+    if (typeof u !== 'string' || !/^[0-9a-f]{32}$/.test(u)) throw new HttpError(400, 'malformed_secagg', 'masked-input upload must be the id of an upload of this task (32 lowercase hex characters)');
+    return u;
+  }
+
+  /** Commits the site's finished upload of its masked input into the blob store; returns the blob's digest. */
+  async function takeUpload(siteId: string, task: TaskRow, id: string, words: number): Promise<string> {
+    const u = await store.getUpload(id);
+    if (!u || u.site_id !== siteId || u.task_id !== task.id) throw new HttpError(404, 'not_found', `no upload ${id} of task ${task.id} for this site`);
+    if (u.size !== words * 4) throw new HttpError(400, 'malformed_secagg', `upload ${id} holds ${u.size} bytes; the masked input of this round is ${words} uint32 words (${words * 4} bytes)`);
+    const partial = await store.blobs.partial(u.id);
+    const received = await partial.received();
+    if (received !== u.size) throw new HttpError(409, 'upload_incomplete', `upload ${u.id} holds ${received} of its ${u.size} bytes; send the rest from offset ${received}`);
+    try {
+      await partial.commit({ digest: u.digest, size: u.size });
+    } catch (e) {
+      if (!(e instanceof BlobMismatch)) throw e;
+      await store.deleteUpload(u.id);
+      throw new HttpError(400, 'digest_mismatch', `upload ${u.id}: ${e.message}`);
+    }
+    await store.deleteUpload(u.id);
+    return u.digest;
+  }
 
   /** The same checks as a plain fit result's metadata (routes/agent.ts), plus the privacy report of a DP study. */
   async function checkMeta(task: TaskRow, raw: unknown, siteId: string, siteName: string): Promise<ResultMeta> {

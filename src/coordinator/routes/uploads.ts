@@ -20,6 +20,8 @@
  * same audit entry; a refused or mismatched upload is gone afterwards and changes nothing else (a refusal is
  * counted and audited, as for the result route). An update over its study's maxUpdateBytes is refused with 413
  * when announced; a chunk may never exceed chunkBytes (the route's body limit) nor run past the announced size.
+ * Under SecAgg+ an upload carries the site's masked input instead (routes/secagg.ts takes it over at the masked
+ * stage, verifying size and sha256 the same way); completing it here is refused.
  * An upload whose task closed before it completed is discarded (partial bytes and row) when its round moves on.
  */
 import { randomBytes } from 'node:crypto';
@@ -91,7 +93,8 @@ export const uploadRoutes: RoutePlugin = async (app, ctx) => {
     const site = requireSite(req.principal!, 'update.submit');
     const { task, spec } = await openFitTask(ctx, site, req.params.id);
     refuseOversized(spec, req.body.size);
-    if (spec.privacy?.secagg) throw new HttpError(409, 'secagg_required', `study ${spec.name} aggregates under SecAgg+: send the masked update through /v1/agent/secagg/${task.id}/…`);
+    // Under SecAgg+ the chunks carry the site's masked input (4 bytes per value, never an update in the clear); it is
+    // handed over by POST /v1/agent/secagg/:taskId/masked naming the upload, not completed here.
     const existing = await store.findUpload(task.id, req.body.digest);
     if (existing) {
       if (existing.size !== req.body.size) throw new HttpError(409, 'conflict', `an upload of sha256 ${req.body.digest} for task ${task.id} was started with ${existing.size} bytes, not ${req.body.size}`);
@@ -168,6 +171,7 @@ export const uploadRoutes: RoutePlugin = async (app, ctx) => {
   async function complete(site: SiteRow, announced: UploadRow, reply: FastifyReply) {
     const u = await uploadOf(site, announced.id); // a completion that waited for another may find it done
     const { task, spec } = await openFitTask(ctx, site, u.task_id);
+    if (spec.privacy?.secagg) throw new HttpError(409, 'secagg_required', `study ${spec.name} aggregates under SecAgg+: an upload holds a masked input, handed over with POST /v1/agent/secagg/${task.id}/masked {msg: {stage: 'masked-input', clientId, upload: '${u.id}'}}`);
     const partial = await store.blobs.partial(u.id);
     const received = await partial.received();
     if (received !== u.size) return offsetConflict(reply, 'upload_incomplete', `upload ${u.id} holds ${received} of its ${u.size} bytes; send the rest from offset ${received}`, received);

@@ -86,3 +86,13 @@ test('addVector wraps mod 2^32 and matches the scalar sum', () => {
   assert.deepEqual(a, want);
   assert.throws(() => addVector(a, new Int32Array(3)), /length/);
 });
+
+test('a mask stream started at a word gives the words the stream from 0 gives there (CTR seek), at any offset', () => {
+  const seed = derive(Buffer.alloc(32, 9), 'r', 'seek');
+  const whole = new MaskStream(seed).next(1000);
+  for (const at of [0, 1, 3, 4, 5, 17, 63, 64, 999]) {
+    const part = new MaskStream(seed, at).next(1000 - at);
+    assert.deepEqual(Array.from(part), Array.from(whole.subarray(at)), `from word ${at}`);
+  }
+  assert.throws(() => new MaskStream(seed, -1), /word index/);
+});

@@ -81,9 +81,19 @@ const ZEROS = Buffer.alloc(MASK_BLOCK * 4);
  */
 export class MaskStream {
   private readonly cipher;
-  constructor(seed: Uint8Array) {
+  /**
+   * `fromWord` starts the stream at that word (CTR is seekable: the counter block of byte b is ⌊b/16⌋, and the
+   * bytes before b in that block are skipped), so a block of the vector can be unmasked without the words before
+   * it: the words are the same as reading the stream from 0.
+   */
+  constructor(seed: Uint8Array, fromWord = 0) {
     if (seed.length !== 32) throw new Error('mask seed must be 32 bytes');
-    this.cipher = createCipheriv('aes-256-ctr', seed, Buffer.alloc(16));
+    if (!(Number.isSafeInteger(fromWord) && fromWord >= 0)) throw new Error(`mask stream offset must be a word index, got ${fromWord}`);
+    const byte = fromWord * 4, iv = Buffer.alloc(16);
+    // A 128-bit big-endian counter; vectors are far below 2^53 bytes, so the high 8 bytes stay 0.
+    iv.writeBigUInt64BE(BigInt(Math.floor(byte / 16)), 8);
+    this.cipher = createCipheriv('aes-256-ctr', seed, iv);
+    if (byte % 16) this.cipher.update(ZEROS.subarray(0, byte % 16));
   }
 
   /** Next `len` (≤ MASK_BLOCK) words of the stream as raw little-endian bytes. */

@@ -4,8 +4,8 @@
  * proper drives the same state machines over HTTP.
  */
 import { SecAggClient } from './client.js';
-import type { SecAggConfig } from './messages.js';
-import { SecAggServer, type SecAggResult } from './server.js';
+import type { MaskedInputMsg, SecAggConfig } from './messages.js';
+import { SecAggServer, type SecAggResult, type Unmasking } from './server.js';
 
 export interface RoundOptions {
   config: SecAggConfig;
@@ -29,6 +29,21 @@ export interface RoundOutcome {
 }
 
 export function runSecAggRound(o: RoundOptions): RoundOutcome {
+  const r = run(o);
+  return { result: r.server.finish(), server: r.server, clientMs: r.clientMs, serverMs: r.serverMs };
+}
+
+/**
+ * The same round with the masked inputs kept outside the server, as the coordinator keeps them (in its blob
+ * store): `keep` receives each accepted masked input; the outcome is the server's Unmasking, to be applied to
+ * the sum block by block.
+ */
+export function runSecAggRoundStored(o: RoundOptions & { keep: (m: MaskedInputMsg) => void }): { unmasking: Unmasking; server: SecAggServer } {
+  const r = run(o, o.keep);
+  return { unmasking: r.server.unmasking(), server: r.server };
+}
+
+function run(o: RoundOptions, keep?: (m: MaskedInputMsg) => void): { server: SecAggServer; clientMs: number; serverMs: number } {
   const n = o.config.numClients;
   const gone = new Set<number>();
   const dropAt = (xs?: Iterable<number>) => { for (const x of xs ?? []) gone.add(x); };
@@ -54,12 +69,14 @@ export function runSecAggRound(o: RoundOptions): RoundOutcome {
     const upd = o.update(i);
     const ex = o.examples?.(i) ?? 0;
     const m = onClient(() => clients[i]!.maskedInput(msg, upd, ex));
-    onServer(() => server.receiveMasked(m));
+    if (keep) {
+      onServer(() => server.receiveMaskedStored(m.clientId));
+      keep(m);
+    } else onServer(() => server.receiveMasked(m));
   }
   const ur = onServer(() => server.unmaskRequest());
 
   dropAt(o.dropAfterMasking);
   for (const i of ur.survivors) if (!gone.has(i)) { const m = onClient(() => clients[i]!.unmask(ur)); onServer(() => server.receiveUnmask(m)); }
-  const result = onServer(() => server.finish());
-  return { result, server, clientMs, serverMs };
+  return { server, clientMs, serverMs };
 }

@@ -30,6 +30,25 @@ export interface SecAggResult {
   dropped: number[];
 }
 
+/** A mask to take away from the masked sum: the seed of its AES-CTR stream and the sign it is removed with. */
+export interface MaskSeed {
+  seed: Buffer;
+  sign: 1 | -1;
+}
+
+/** What unmasking a finished round needs: who is in the sum and the masks to remove from any block of it. */
+export interface Unmasking {
+  config: SecAggConfig;
+  survivors: number[];
+  dropped: number[];
+  /** Masked inputs in the sum (the dequantisation subtracts count · clipRange). */
+  count: number;
+  /** Words of a masked input: vectorLength, plus the weight element of a weighted round. */
+  words: number;
+  /** acc holds words [fromWord, fromWord + acc.length) of the masked sum (mod 2^32): removes the masks from them in place. */
+  unmask(acc: Int32Array, fromWord: number): void;
+}
+
 type Stage = 'keys' | 'shares' | 'masked' | 'unmask' | 'done' | 'aborted';
 
 /** A config with defaults: the recommended degree/threshold for n and 32-bit arithmetic. */
@@ -62,6 +81,8 @@ export class SecAggServer {
   private readonly maskedFrom = new Set<number>();
   /** The only vector state: Σ of masked inputs, mod 2^32. */
   private maskedSum: Int32Array | null = null;
+  /** Whether the masked inputs are kept outside the server (receiveMaskedStored). */
+  private stored = false;
   private readonly responses = new Map<number, UnmaskResponseMsg>();
   private abortReason = '';
 
@@ -154,10 +175,26 @@ export class SecAggServer {
     if (this.maskedFrom.has(m.clientId)) throw new Error(`server: client ${m.clientId} already sent its masked input`);
     const len = this.vectorWords();
     if (!(m.masked instanceof Uint32Array) || m.masked.length !== len) throw new Error(`server: masked input of client ${m.clientId} must be a Uint32Array of ${len} words`);
+    if (this.stored) throw new Error('server: this round keeps its masked inputs outside the server');
     const v = new Int32Array(m.masked.buffer, m.masked.byteOffset, len);
     if (!this.maskedSum) this.maskedSum = new Int32Array(len);
     addVector(this.maskedSum, v);
     this.maskedFrom.add(m.clientId);
+  }
+
+  /**
+   * Stage 4 with the masked input kept outside the server (the coordinator writes it to its blob store and sums
+   * the blobs block by block after unmasking(), so no running sum of the whole vector is held here). The caller
+   * has checked the input's length. A round takes its inputs one way or the other, not both.
+   */
+  receiveMaskedStored(clientId: number): void {
+    this.expect('masked', 'receiving masked inputs');
+    this.checkId(clientId);
+    if (!this.sharers.has(clientId)) throw new Error(`server: client ${clientId} was not active`);
+    if (this.maskedFrom.has(clientId)) throw new Error(`server: client ${clientId} already sent its masked input`);
+    if (this.maskedSum) throw new Error('server: this round sums its masked inputs in memory');
+    this.stored = true;
+    this.maskedFrom.add(clientId);
   }
 
   /** Stage 5 request: closes stage 4 (U3 = clients whose masked input arrived). */
@@ -178,9 +215,30 @@ export class SecAggServer {
   /**
    * Stage 5: reconstructs each survivor's b and each dropped client's s_sk from ≥ t shares held by its
    * neighbours, removes the masks from the masked sum, and dequantises. Aborts (with the client named)
-   * when some secret has fewer than t shares.
+   * when some secret has fewer than t shares. For a round whose masked inputs were stored outside the server
+   * (receiveMaskedStored), use unmasking() instead.
    */
   finish(): SecAggResult {
+    if (this.stored) throw new Error('server: the masked inputs were stored elsewhere; unmask them block by block (unmasking())');
+    const u = this.unmasking();
+    const cfg = this.config;
+    const sumQ = this.maskedSum!;
+    u.unmask(sumQ, 0);
+    const sum = dequantiseSum(sumQ, u.count, cfg.clipRange, cfg.quantBits, cfg.modBits, 0, cfg.vectorLength);
+    const weightSum = cfg.weightScale > 0 ? dequantiseUnitSum(sumQ[cfg.vectorLength]!, cfg.quantBits, cfg.modBits) : u.count;
+    if (!(weightSum > 0)) this.abort('the weights of the survivors sum to zero');
+    const mean = new Float32Array(cfg.vectorLength);
+    for (let i = 0; i < mean.length; i++) mean[i] = sum[i]! / weightSum;
+    this.maskedSum = null;
+    return { sum, mean, weightSum, survivors: u.survivors, dropped: u.dropped };
+  }
+
+  /**
+   * Stage 5 without the sum: reconstructs the secrets as finish() does and returns the masks to remove, to be
+   * applied to any block of the masked sum (Unmasking.unmask). Closes the round (stage done); the masks are the
+   * same words finish() removes, so a sum unmasked block by block is bit-identical to the one-block path.
+   */
+  unmasking(): Unmasking {
     this.expect('unmask', 'finishing');
     const cfg = this.config, t = cfg.threshold;
     const collect = (owner: number, kind: 'b' | 's'): Share[] => {
@@ -200,8 +258,8 @@ export class SecAggServer {
       if (v >= 1n << 256n) this.abort(`client ${owner}: reconstructed ${kind} is not a 256-bit secret (bad shares)`);
       return bigintToBytes(v, 32);
     };
-    const streams: { stream: MaskStream; sign: 1 | -1 }[] = [];
-    for (const u of this.survivors()) streams.push({ stream: new MaskStream(selfMaskSeed(secret32(u, 'b'), cfg.roundId)), sign: -1 });
+    const seeds: MaskSeed[] = [];
+    for (const u of this.survivors()) seeds.push({ seed: selfMaskSeed(secret32(u, 'b'), cfg.roundId), sign: -1 });
     for (const d of this.dropped()) {
       const sk = privateKeyFromRaw(secret32(d, 's'));
       if (!publicRawOf(sk).equals(Buffer.from(this.keys.get(d)!.sPk, 'base64'))) {
@@ -211,21 +269,22 @@ export class SecAggServer {
         if (!this.maskedFrom.has(v)) continue;
         const seed = pairwiseSeed(agree(sk, Buffer.from(this.keys.get(v)!.sPk, 'base64')), cfg.roundId, v, d);
         // v added pairSign(v, d) · mask; take it away.
-        streams.push({ stream: new MaskStream(seed), sign: pairSign(v, d) === 1 ? -1 : 1 });
+        seeds.push({ seed, sign: pairSign(v, d) === 1 ? -1 : 1 });
       }
     }
-    const sumQ = this.maskedSum!;
-    applyMasks(sumQ, streams);
-    const m = this.maskedFrom.size;
-    const sum = dequantiseSum(sumQ, m, cfg.clipRange, cfg.quantBits, cfg.modBits, 0, cfg.vectorLength);
-    const weightSum = cfg.weightScale > 0 ? dequantiseUnitSum(sumQ[cfg.vectorLength]!, cfg.quantBits, cfg.modBits) : m;
-    if (!(weightSum > 0)) this.abort('the weights of the survivors sum to zero');
-    const mean = new Float32Array(cfg.vectorLength);
-    for (let i = 0; i < mean.length; i++) mean[i] = sum[i]! / weightSum;
-    const result: SecAggResult = { sum, mean, weightSum, survivors: this.survivors(), dropped: this.dropped() };
-    this.maskedSum = null;
+    const words = this.vectorWords();
     this.stage = 'done';
-    return result;
+    return {
+      config: { ...cfg },
+      survivors: this.survivors(),
+      dropped: this.dropped(),
+      count: this.maskedFrom.size,
+      words,
+      unmask(acc: Int32Array, fromWord: number): void {
+        if (!(Number.isInteger(fromWord) && fromWord >= 0 && fromWord + acc.length <= words)) throw new Error(`unmask: words [${fromWord}, ${fromWord + acc.length}) lie outside the vector of ${words}`);
+        applyMasks(acc, seeds.map(({ seed, sign }) => ({ stream: new MaskStream(seed, fromWord), sign })));
+      },
+    };
   }
 
   survivors(): number[] { return [...this.maskedFrom].sort((a, b) => a - b); }
