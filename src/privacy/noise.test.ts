@@ -54,9 +54,10 @@ test('clipInPlace bounds the norm, keeps direction, leaves small vectors alone',
   assert.throws(() => clipInPlace(small, 0), /clip norm/);
 });
 
-test('fill draws exactly the variates normal() would, across odd slice lengths and the carried spare', () => {
+test('fill draws exactly the variates normal() would, across odd slice lengths, refills and the carried spare', () => {
   const a = new CryptoNormal(seedBytes('fill')), b = new CryptoNormal(seedBytes('fill'));
-  for (const len of [0, 1, 5, 2, 7, 64, 3, 1000]) {
+  // Past several of the generator's 64 KiB refills (16384 words, 4096 pairs), at odd offsets.
+  for (const len of [0, 1, 5, 2, 7, 64, 3, 1000, 40_001, 9_999, 8_193]) {
     const out = new Float64Array(len);
     a.fill(out);
     for (let i = 0; i < len; i++) assert.equal(out[i], b.normal(), `slice of ${len}, index ${i}`);

@@ -67,11 +67,28 @@ export class CryptoNormal implements NormalSource {
     let i = 0;
     if (this.spare !== null && out.length > 0) { out[i++] = this.spare; this.spare = null; }
     // Whole Box–Muller pairs straight into the slice; an odd last one keeps its sine for the next call.
-    for (; i + 1 < out.length; i += 2) {
-      const u1 = this.uniform(), u2 = this.uniform();
-      const r = Math.sqrt(-2 * Math.log(u1));
-      out[i] = r * Math.cos(2 * Math.PI * u2);
-      out[i + 1] = r * Math.sin(2 * Math.PI * u2);
+    // The four words of a pair read straight from the buffer while it holds them (uniform()'s arithmetic inlined).
+    const TWO_PI = 2 * Math.PI;
+    while (i + 1 < out.length) {
+      if (this.pos + 4 > this.buf.length) {
+        const u1 = this.uniform(), u2 = this.uniform();
+        const r = Math.sqrt(-2 * Math.log(u1));
+        out[i] = r * Math.cos(TWO_PI * u2);
+        out[i + 1] = r * Math.sin(TWO_PI * u2);
+        i += 2;
+        continue;
+      }
+      const buf = this.buf;
+      let pos = this.pos;
+      const pairs = Math.min((out.length - i) >>> 1, (buf.length - pos) >>> 2);
+      for (let p = 0; p < pairs; p++, i += 2, pos += 4) {
+        const u1 = ((buf[pos]! >>> 5) * 67108864 + (buf[pos + 1]! >>> 6) + 0.5) / 9007199254740992;
+        const u2 = ((buf[pos + 2]! >>> 5) * 67108864 + (buf[pos + 3]! >>> 6) + 0.5) / 9007199254740992;
+        const r = Math.sqrt(-2 * Math.log(u1)), a = TWO_PI * u2;
+        out[i] = r * Math.cos(a);
+        out[i + 1] = r * Math.sin(a);
+      }
+      this.pos = pos;
     }
     if (i < out.length) out[i] = this.normal();
   }
