@@ -133,15 +133,7 @@ export async function main(argv: string[]): Promise<number> {
     json: { type: 'boolean', default: false },
     coordinator: { type: 'boolean', default: false },
     'block-words': { type: 'string' },
-    help: { type: 'boolean', default: false },
   });
-  if (values.help) {
-    console.log('setu bench secagg [--sites 10,100] [--params 100000,1000000] [--local-steps 1] [--batch 32] [--reps 1] [--clip-range 1] [--json]');
-    console.log('setu bench secagg --coordinator [--sites 4] [--params 25000000] [--block-words 1048576] [--json]');
-    console.log('  --coordinator: the coordinator\'s side of a round from masked blobs on disk (streamed, block by block) against the');
-    console.log('  whole masked sum in memory, with round time, peak RSS, throughput and load average (run node with --expose-gc for steadier RSS)');
-    return 0;
-  }
   const list = (s: string, name: string) => s.split(',').map((v) => {
     const x = Number(v);
     if (!Number.isInteger(x) || x < 1) throw new UsageError(`--${name} must be a comma-separated list of positive integers, got "${s}"`);
