@@ -7,7 +7,7 @@
 import type { BlobStore } from './blobs/blob-store.js';
 import { FileBlobStore } from './blobs/file-blobs.js';
 import { PgBlobStore } from './blobs/pg-blobs.js';
-import { closeSync, existsSync, mkdirSync, openSync, chmodSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, chmodSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { Kysely, Migrator, PostgresDialect, SqliteDialect, type LogEvent, type Transaction } from 'kysely';
 import type { Database } from './schema.js';
@@ -109,8 +109,26 @@ function withStatementCache<D extends { prepare(sql: string): unknown; close(): 
   });
 }
 
+/** SETU_SQL_TRACE=<file>: statements counted by their text (count, ms), written there at exit (profiling only). */
+const sqlTrace = (() => {
+  const file = process.env.SETU_SQL_TRACE;
+  if (!file) return undefined;
+  const counts = new Map<string, [number, number]>();
+  const dump = () => writeFileSync(file, JSON.stringify([...counts].sort((a, b) => b[1][0] - a[1][0]), null, 1));
+  process.on('exit', dump);
+  process.on('SIGUSR2', dump);
+  return (sql: string, ms: number) => {
+    const e = counts.get(sql) ?? [0, 0];
+    e[0]++;
+    e[1] += ms;
+    counts.set(sql, e);
+  };
+})();
+
 function queryLog(o: SqlStoreOptions): { log?: (e: LogEvent) => void } {
   const on = o.onQuery;
+  const trace = sqlTrace;
+  if (trace) return { log: (e) => (trace(e.query.sql, e.queryDurationMillis), on?.(statementKind(e.query.sql), e.queryDurationMillis)) };
   return on ? { log: (e) => on(statementKind(e.query.sql), e.queryDurationMillis) } : {};
 }
 
