@@ -80,6 +80,9 @@ export function statementKind(sql: string): string {
 /** Metric rows per INSERT: 6 columns each stays far under SQLite's 32,766 bind parameters and PostgreSQL's 65,535. */
 const METRIC_ROWS_PER_INSERT = 1000;
 
+/** Site ids per batched last-seen UPDATE: far under either driver's bind-parameter limit. */
+const SITES_PER_TOUCH = 1000;
+
 /** Prepared SQLite statements kept per connection, by SQL text (the statements are few: the queries are built in code). */
 const STATEMENT_CACHE_SIZE = 500;
 
@@ -313,6 +316,11 @@ export class SqlStore implements Store {
   }
   async touchSite(id: string, now: number): Promise<void> {
     await this.db.updateTable('sites').set({ last_seen_at: now }).where('id', '=', id).execute();
+  }
+  async touchSites(ids: readonly string[], now: number): Promise<void> {
+    for (let i = 0; i < ids.length; i += SITES_PER_TOUCH) {
+      await this.db.updateTable('sites').set({ last_seen_at: now }).where('id', 'in', ids.slice(i, i + SITES_PER_TOUCH)).execute();
+    }
   }
   revokeSite(id: string): Promise<boolean> {
     return trust.revokeSite(this.cdb, id);
