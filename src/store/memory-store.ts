@@ -211,6 +211,10 @@ export class MemoryStore implements Store {
   touchSite(id: string, now: number): Promise<void> {
     return this.op(() => void this.update<SiteRow>('sites', (r) => r.id === id, () => ({ last_seen_at: now })));
   }
+  touchSites(ids: readonly string[], now: number): Promise<void> {
+    const set = new Set(ids);
+    return this.op(() => void this.update<SiteRow>('sites', (r) => set.has(r.id), () => ({ last_seen_at: now })));
+  }
   revokeSite(id: string): Promise<boolean> {
     return this.op(() => this.update<SiteRow>('sites', (r) => r.id === id && r.status !== 'revoked', () => ({ status: 'revoked' })) === 1);
   }

@@ -7,7 +7,7 @@
 import type { BlobStore } from './blobs/blob-store.js';
 import { FileBlobStore } from './blobs/file-blobs.js';
 import { PgBlobStore } from './blobs/pg-blobs.js';
-import { closeSync, existsSync, mkdirSync, openSync, chmodSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, chmodSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { Kysely, Migrator, PostgresDialect, SqliteDialect, type LogEvent, type Transaction } from 'kysely';
 import type { Database } from './schema.js';
@@ -80,6 +80,9 @@ export function statementKind(sql: string): string {
 /** Metric rows per INSERT: 6 columns each stays far under SQLite's 32,766 bind parameters and PostgreSQL's 65,535. */
 const METRIC_ROWS_PER_INSERT = 1000;
 
+/** Site ids per batched last-seen UPDATE: far under either driver's bind-parameter limit. */
+const SITES_PER_TOUCH = 1000;
+
 /** Prepared SQLite statements kept per connection, by SQL text (the statements are few: the queries are built in code). */
 const STATEMENT_CACHE_SIZE = 500;
 
@@ -109,8 +112,26 @@ function withStatementCache<D extends { prepare(sql: string): unknown; close(): 
   });
 }
 
+/** SETU_SQL_TRACE=<file>: statements counted by their text (count, ms), written there at exit (profiling only). */
+const sqlTrace = (() => {
+  const file = process.env.SETU_SQL_TRACE;
+  if (!file) return undefined;
+  const counts = new Map<string, [number, number]>();
+  const dump = () => writeFileSync(file, JSON.stringify([...counts].sort((a, b) => b[1][0] - a[1][0]), null, 1));
+  process.on('exit', dump);
+  process.on('SIGUSR2', dump);
+  return (sql: string, ms: number) => {
+    const e = counts.get(sql) ?? [0, 0];
+    e[0]++;
+    e[1] += ms;
+    counts.set(sql, e);
+  };
+})();
+
 function queryLog(o: SqlStoreOptions): { log?: (e: LogEvent) => void } {
   const on = o.onQuery;
+  const trace = sqlTrace;
+  if (trace) return { log: (e) => (trace(e.query.sql, e.queryDurationMillis), on?.(statementKind(e.query.sql), e.queryDurationMillis)) };
   return on ? { log: (e) => on(statementKind(e.query.sql), e.queryDurationMillis) } : {};
 }
 
@@ -295,6 +316,11 @@ export class SqlStore implements Store {
   }
   async touchSite(id: string, now: number): Promise<void> {
     await this.db.updateTable('sites').set({ last_seen_at: now }).where('id', '=', id).execute();
+  }
+  async touchSites(ids: readonly string[], now: number): Promise<void> {
+    for (let i = 0; i < ids.length; i += SITES_PER_TOUCH) {
+      await this.db.updateTable('sites').set({ last_seen_at: now }).where('id', 'in', ids.slice(i, i + SITES_PER_TOUCH)).execute();
+    }
   }
   revokeSite(id: string): Promise<boolean> {
     return trust.revokeSite(this.cdb, id);

@@ -578,6 +578,18 @@ export function storeSuite(b: StoreBackend): void {
       });
     });
 
+    describe('touchSites', () => {
+      it('writes the last-seen time of every named site in one call, and of none when it names none', { skip }, async () => {
+        const was = await Promise.all(['a', 'b'].map(async (id) => (await store.getSite(id))!.last_seen_at));
+        await store.touchSites(['a', 'b', 'no-such-site'], now + 123);
+        assert.deepEqual([(await store.getSite('a'))?.last_seen_at, (await store.getSite('b'))?.last_seen_at], [now + 123, now + 123]);
+        await store.touchSites([], now + 200);
+        assert.equal((await store.getSite('a'))?.last_seen_at, now + 123);
+        // Back as they were, for the tests after this one.
+        for (const [i, id] of ['a', 'b'].entries()) if (was[i] !== null) await store.touchSite(id, was[i]!);
+      });
+    });
+
     describe('storeDigest', () => {
       it('covers every table, audit chain and ledger included, and sees an UPDATE that keeps the row count', { skip }, async () => {
         const d = await storeDigest(store);

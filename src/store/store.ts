@@ -121,6 +121,8 @@ export interface Store {
   getSiteByName(name: string): Promise<SiteRow | undefined>;
   listSites(): Promise<SiteRow[]>;
   touchSite(id: string, now: number): Promise<void>;
+  /** `touchSite` for many sites in one write (the coordinator's batched last-seen times, server.ts siteTouches). */
+  touchSites(ids: readonly string[], now: number): Promise<void>;
   /** False when there is no such site or it was already revoked. */
   revokeSite(id: string): Promise<boolean>;
   setSitePublicKey(id: string, publicKey: string): Promise<void>;

@@ -297,7 +297,10 @@ export function limitHook(limits: Limits, o: { bodyLimit: number; store: Store; 
     const pending = completes ? await o.store.getUpload(params.id ?? '') : undefined;
     if (completes && pending?.site_id !== p.id) return;
     const task = await o.store.getTask(pending?.task_id ?? params.id ?? params.taskId ?? '');
-    if (!task || task.site_id !== p.id || task.kind !== 'fit') return;
+    if (!task || task.site_id !== p.id) return;
+    // The result route's size check and handler use this row rather than read it again (routes/agent.ts).
+    if (!pending) req.namedTask = task;
+    if (task.kind !== 'fit') return;
     const round = limits.takeRoundBytes(task.study_id, task.round, pending?.size ?? bytes);
     if (isRefusal(round)) return refuse(req, reply, round);
     releaseOnClose(reply, () => (reply.raw.statusCode === 200 ? round.accepted() : round.release()));

@@ -106,7 +106,9 @@ export const agentRoutes: RoutePlugin = async (app, ctx) => {
     schema: { params: IdParams, querystring: NoQuery, body: { content: { ...binaryBody.content, 'application/json': { schema: ResultMetaSchema } } }, response: { 200: ResultAcceptedReply } },
     // An update over its study's maxUpdateBytes is refused by its declared length, before a byte of it is read.
     preParsing: async (req) => {
-      const task = await store.getTask((req.params as { id: string }).id);
+      const id = (req.params as { id: string }).id;
+      // Read already by the upload limit's hook (plugins/limits.ts) when it took this request's slot.
+      const task = req.namedTask?.id === id ? req.namedTask : await store.getTask(id);
       if (!task || task.site_id !== req.principal?.id) return;
       // The handler uses this row (read microseconds ago; accepting it is a compare-and-set on its status anyway).
       req.namedTask = task;

@@ -24,6 +24,7 @@ import { recordSpendInTx, spendProblem } from '../privacy.js';
 import { analyticsAnswerProblem } from '../analytics-rounds.js';
 import type { RouteContext } from './context.js';
 import { recordUsageInTx, usageRecordOf, type UsageToRecord } from '../usage-record.js';
+import { roundTallyOf } from '../round-tally.js';
 
 /** Bytes an update's values are read in (a multiple of every element size). */
 const CHECK_CHUNK_BYTES = 4 * 1024 * 1024;
@@ -263,8 +264,9 @@ export async function acceptResult(
     if (e instanceof StoreConflict) throw new HttpError(409, 'conflict', e.message);
     throw e;
   }
-  // Counts, not rows: reading the round's tasks after every upload made a round of N sites cost N² rows.
-  const progress = await store.roundProgress(task.study_id, task.round);
+  // Counts, not rows: reading the round's tasks after every upload made a round of N sites cost N² rows; and the
+  // counts themselves at most once a second, or when this result may close the round (round-tally.ts).
+  const progress = await roundTallyOf(store, now).accepted(task.study_id, task.round);
   const { updates: received, tasks: expected } = progress;
   bus.emit({ type: 'update.accepted', studyId: task.study_id, round: task.round, siteId: site.id, received, expected });
   // The engine at once when this answer may close the round (or fill an asynchronous study's buffer); otherwise its
