@@ -4,7 +4,7 @@
  * lose is on its own disk before it is sent, and every network failure is retried with backoff.
  */
 import type { SiteConfig } from './config.js';
-import { SiteState, type Credential, type PendingResult, type QueuedResult } from './state.js';
+import { SiteState, writeAtomic, type Credential, type PendingResult, type QueuedResult } from './state.js';
 import { ApiError, HttpClient } from './http.js';
 import { CHUNKED_UPLOAD_BYTES, uploadInChunks, type ChunkedUploadOptions } from './upload.js';
 import type { Cohorts, EnrolResponse, PrivacySpend, TaskMessage, ResultMeta } from '../protocol/api.js';
@@ -541,14 +541,16 @@ export class SiteAgent {
   }
 
   /**
-   * A plain fit file to file: the global model is downloaded to a file (streamed, verified) that is the trainer's
+   * A plain fit file to file: the global model is downloaded to a file (streamed, verified; written there from the task when inline) that is the trainer's
    * input; the trainer's output is checked and written as the release a slice at a time (release-file.ts), kept as
    * the round's release and queued by hard link, then uploaded in chunks from that file. No tensor is held in memory.
    * Returns the model's bytes instead when it has tensors other than F32 (the in-memory path then takes them).
    */
   private async fitByFile(task: TaskMessage, trainer: ExternalTrainer, started: number, cpu0: NodeJS.CpuUsage, placed: PlacedTrainerRun | undefined): Promise<Uint8Array | undefined> {
     const model = this.state.modelFile(task.modelVersionId);
-    await this.http.download(`/v1/agent/models/${encodeURIComponent(task.modelVersionId)}`, model);
+    // A small model comes in the task itself: written to the file a download would have made.
+    if (task.modelInline !== undefined) writeAtomic(model, Buffer.from(task.modelInline, 'base64'));
+    else await this.http.download(`/v1/agent/models/${encodeURIComponent(task.modelVersionId)}`, model);
     let staging: string | undefined;
     try {
       const layout = headerLayout(fileHeader(model));

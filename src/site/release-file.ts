@@ -22,7 +22,6 @@ export function inMemoryReason(task: TaskMessage): string | undefined {
   if (task.privacy) return 'the study applies DP or SecAgg+ to the release';
   if (task.updateDtype) return `the update travels as ${task.updateDtype}`;
   if (task.tensorRules && (task.tensorRules.local.length > 0 || task.tensorRules.skip.length > 0)) return 'the study keeps or skips tensors';
-  if (task.modelInline !== undefined) return 'the model came inline (small)';
   return undefined;
 }
 
