@@ -4,7 +4,7 @@
  * lose is on its own disk before it is sent, and every network failure is retried with backoff.
  */
 import type { SiteConfig } from './config.js';
-import { SiteState, type Credential, type PendingResult } from './state.js';
+import { SiteState, writeAtomic, type Credential, type PendingResult, type QueuedResult } from './state.js';
 import { ApiError, HttpClient } from './http.js';
 import { CHUNKED_UPLOAD_BYTES, uploadInChunks, type ChunkedUploadOptions } from './upload.js';
 import type { Cohorts, EnrolResponse, PrivacySpend, TaskMessage, ResultMeta } from '../protocol/api.js';
@@ -13,12 +13,12 @@ import { resolve } from 'node:path';
 import { generateSigningKeys, importPrivateKey, publicKeyToRaw } from '../protocol/signing.js';
 import { createPublicKey } from 'node:crypto';
 import { RESULT_META_KEY } from '../protocol/api.js';
-import { decodeSafetensors, encodeSafetensors, readSafetensorsHeader, viewTensors } from '../protocol/safetensors.js';
+import { decodeSafetensors, encodeSafetensors, headerLayout, readSafetensorsHeader, viewTensors } from '../protocol/safetensors.js';
 import { ExternalTrainer, ExternalTrainerError, externalTrainerOf } from './trainers/external.js';
 import { trainerDeclaration } from './trainers/declaration.js';
 import type { Trainer } from './trainers/trainer.js';
 import { LOCAL_TENSORS_FILE, releaseOf, startingWeights } from './tensor-rules.js';
-import { narrowForTransport, pickWeights } from '../protocol/tensors.js';
+import { emptyWeights, narrowForTransport, pickWeights } from '../protocol/tensors.js';
 import type { TaskProgress } from '../protocol/api.js';
 import { datasetFile, declaredCohort, isExtracted, loadSiteDataset, prepareReport, type SiteData } from './datasets.js';
 import { readCsv } from './data/csv.js';
@@ -33,8 +33,9 @@ import { inProcessUsage, loadLocalPolicy, localPolicyRefusal, runPlacedFit, type
 import { placedTrainer, type PlacedTrainerRun } from './placed-trainer.js';
 import { budgetRefusal, declaredPlan, declaredRefusal, dpPlanOf, dpSgdPlanOf, loadBudget, privatiseRelease, spendAndPersist, trainPrivately, type DpTaskPlan } from './privacy.js';
 import { AuditWitness } from './audit-witness.js';
-import { isSecAggPending, secaggBody, uploadSecAgg } from './secagg.js';
-import { keepRelease, noiseSecret, releasedFor, taskNoiseSeed } from './release.js';
+import { SECAGG_MARK, secaggBody, uploadSecAgg } from './secagg.js';
+import { keepRelease, keepReleaseFile, noiseSecret, releaseStagingFile, releasedFor, taskNoiseSeed } from './release.js';
+import { allF32, fileHeader, inMemoryReason, writeReleaseFile } from './release-file.js';
 import { AgentStatus } from './status.js';
 import type { PrivacyBudget } from '../privacy/budget.js';
 import { answerAnalyticsTask } from './analytics-task.js';
@@ -484,8 +485,15 @@ export class SiteAgent {
         trainer = externalTrainerOf(this.cfg, placed);
       }
     }
+    // A plain fit (no DP, SecAgg+, transport dtype or tensor rules) goes file to file (release-file.ts).
+    let downloaded: Uint8Array | undefined;
+    const memoryReason = trainer instanceof ExternalTrainer ? inMemoryReason(task) : 'the trainer is given in process';
+    if (task.kind === 'fit' && !memoryReason) {
+      downloaded = await this.fitByFile(task, trainer as ExternalTrainer, started, cpu0, placed);
+      if (!downloaded) return;
+    } else if (task.kind === 'fit') this.log(`task ${task.taskId}: release path: memory (${memoryReason})`);
     // Viewed in the downloaded bytes, not copied: the external trainer and the release only read the global model.
-    const bytes = await this.globalModel(task);
+    const bytes = downloaded ?? await this.globalModel(task);
     const decoded = viewTensors(bytes, readSafetensorsHeader(bytes));
     const global = startingWeights(decoded, task.tensorRules, this.state.readBytes(task.studyId, LOCAL_TENSORS_FILE));
     const progress = this.progressSender(task);
@@ -533,6 +541,59 @@ export class SiteAgent {
   }
 
   /**
+   * A plain fit file to file: the global model is downloaded to a file (streamed, verified; written there from the task when inline) that is the trainer's
+   * input; the trainer's output is checked and written as the release a slice at a time (release-file.ts), kept as
+   * the round's release and queued by hard link, then uploaded in chunks from that file. No tensor is held in memory.
+   * Returns the model's bytes instead when it has tensors other than F32 (the in-memory path then takes them).
+   */
+  private async fitByFile(task: TaskMessage, trainer: ExternalTrainer, started: number, cpu0: NodeJS.CpuUsage, placed: PlacedTrainerRun | undefined): Promise<Uint8Array | undefined> {
+    const model = this.state.modelFile(task.modelVersionId);
+    // A small model comes in the task itself: written to the file a download would have made.
+    if (task.modelInline !== undefined) writeAtomic(model, Buffer.from(task.modelInline, 'base64'));
+    else await this.http.download(`/v1/agent/models/${encodeURIComponent(task.modelVersionId)}`, model);
+    let staging: string | undefined;
+    try {
+      const layout = headerLayout(fileHeader(model));
+      if (!allF32(layout)) {
+        this.log(`task ${task.taskId}: release path: memory (the model has tensors other than F32)`);
+        const b = readFileSync(model);
+        return new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
+      }
+      this.log(`task ${task.taskId}: release path: file (the global model, the trainer's output and the release stay on disk)`);
+      staging = releaseStagingFile(this.state, task);
+      const progress = this.progressSender(task);
+      let usage: UsageReport | undefined, digest = '';
+      let out;
+      try {
+        out = await trainer.fitFile({ task, global: emptyWeights(), siteName: this.cred.siteName, ...(this.opts.signal ? { signal: this.opts.signal } : {}), progress: progress.report }, {
+          input: model, layout,
+          onOutput: (output, r) => {
+            // The same metadata, in the same order, as the in-memory path's (handleExternal), so the bodies are equal.
+            const meta: ResultMeta = { taskId: task.taskId, numExamples: r.fit.numExamples, trainMetrics: r.fit.metrics, ...(r.evaluate ? { evalMetrics: r.evaluate.metrics, evalExamples: r.evaluate.numExamples } : {}), durationMs: Date.now() - started };
+            usage = this.carryUsage(task, meta, placed?.usage() ?? { ...inProcessUsage(this.cred.siteName, cpu0, started), gpuSeconds: r.gpuSeconds });
+            digest = writeReleaseFile(output, layout, { [RESULT_META_KEY]: JSON.stringify(meta) }, staging!).digest;
+          },
+        });
+      } catch (e) {
+        if (!(e instanceof ExternalTrainerError) || e.kind === 'aborted') throw e;
+        throw new TaskFailure('trainer_failed', `${trainer.description} failed (${e.kind}): ${e.message}`);
+      } finally {
+        progress.close();
+      }
+      this.log(`task ${task.taskId}: ${task.kind} done by ${trainer.description} in ${Date.now() - started} ms; uploading`);
+      const p: Omit<PendingResult, 'body'> = { taskId: task.taskId, studyId: task.studyId, contentType: 'application/octet-stream', commit: out.commit, ...(usage ? { usage } : {}) };
+      const kept = keepReleaseFile(this.state, task, p, staging, digest);
+      staging = undefined;
+      this.state.savePendingFile(p, kept);
+    } finally {
+      rmSync(model, { force: true });
+      if (staging) rmSync(staging, { force: true });
+    }
+    await this.flushPending();
+    return undefined;
+  }
+
+  /**
    * Forwards a trainer's progress lines: every one to the agent's log, the latest to the coordinator at most once a
    * second (the study lead sees it in `setu study status` and on the event stream). A lost report is not retried.
    */
@@ -561,7 +622,7 @@ export class SiteAgent {
    * cannot commit before the result arrives, so the ledger (and a model card written at completion) holds every
    * task's compute. A duplicate report (409) is already recorded; once answered, the usage leaves the queue.
    */
-  private async reportUsage(p: PendingResult): Promise<void> {
+  private async reportUsage(p: QueuedResult): Promise<void> {
     if (!p.usage) return;
     try {
       await this.http.json('POST', `/v1/agent/tasks/${encodeURIComponent(p.taskId)}/usage`, p.usage);
@@ -608,19 +669,19 @@ export class SiteAgent {
   private async flushPending(): Promise<void> {
     for (const p of this.state.pending()) {
       await this.reportUsage(p);
-      if (isSecAggPending(p)) {
+      if (isSecAggFile(p)) {
         // Masked through the SecAgg+ stages; 'gone' (the round went on without it) still moves the state on.
         // SETU_SECAGG_INLINE_MASKED_BYTES (internal, for tests): the size above which a masked input goes in chunks.
         const inline = Number(process.env['SETU_SECAGG_INLINE_MASKED_BYTES']);
-        await uploadSecAgg(this.http, p, this.log, process.env['SETU_SECAGG_INLINE_MASKED_BYTES'] && Number.isInteger(inline) && inline >= 0 ? { inlineMaskedBytes: inline } : {});
+        await uploadSecAgg(this.http, { ...p, body: this.state.pendingBody(p) }, this.log, process.env['SETU_SECAGG_INLINE_MASKED_BYTES'] && Number.isInteger(inline) && inline >= 0 ? { inlineMaskedBytes: inline } : {});
         for (const c of p.commit) this.state.write(p.studyId, c.name, c.encoding === 'base64' ? new Uint8Array(Buffer.from(c.data, 'base64')) : c.data);
         this.state.clearPending(p.taskId);
         continue;
       }
       try {
         // A large update goes in resumable chunks from the file it is kept in; a small one in one body.
-        if (p.contentType === 'application/octet-stream' && p.body.length > CHUNKED_UPLOAD_BYTES) await uploadInChunks(this.http, p.taskId, this.state.pendingBodyFile(p.taskId), this.chunkedOptions(p.taskId));
-        else await this.http.request('POST', `/v1/agent/tasks/${encodeURIComponent(p.taskId)}/result`, { type: p.contentType, data: p.body });
+        if (p.contentType === 'application/octet-stream' && p.size > CHUNKED_UPLOAD_BYTES) await uploadInChunks(this.http, p.taskId, p.bodyFile, this.chunkedOptions(p.taskId));
+        else await this.http.request('POST', `/v1/agent/tasks/${encodeURIComponent(p.taskId)}/result`, { type: p.contentType, data: this.state.pendingBody(p) });
       } catch (e) {
         if (!(e instanceof ApiError)) throw e;
         // 401: the request, not the result, was refused (revoked key, clock off by over 5 minutes): keep the
@@ -638,6 +699,16 @@ export class SiteAgent {
       for (const c of p.commit) this.state.write(p.studyId, c.name, c.encoding === 'base64' ? new Uint8Array(Buffer.from(c.data, 'base64')) : c.data);
       this.state.clearPending(p.taskId);
     }
+  }
+}
+
+/** A queued SecAgg+ result, told from its header only (a plain update's body may be a 1 GB file). */
+function isSecAggFile(q: QueuedResult): boolean {
+  if (q.contentType !== 'application/octet-stream') return false;
+  try {
+    return fileHeader(q.bodyFile).metadata[SECAGG_MARK] === '1';
+  } catch {
+    return false;
   }
 }
 

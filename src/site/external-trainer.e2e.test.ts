@@ -6,7 +6,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -46,7 +46,10 @@ s.write_safetensors(t["paths"]["output"], w)
 json.dump({"fit": {"numExamples": 3}}, open(t["paths"]["result"], "w"))`,
 };
 
-test('a crashing, hanging, NaN-writing or wrong-tensor trainer closes its task with the reason; the model is unchanged', { timeout: 180_000 }, async () => {
+// With an F16 tensor the agent takes the in-memory release; all F32, the file-to-file one (site/release-file.ts):
+// either way a broken trainer's task closes with the same reason.
+for (const path of ['memory', 'file'] as const)
+test(`a crashing, hanging, NaN-writing or wrong-tensor trainer closes its task with the reason; the model is unchanged (${path} release path)`, { timeout: 180_000 }, async () => {
   const dir = mkdtempSync(join(tmpdir(), 'setu-bad-trainers-'));
   const children: ChildProcess[] = [];
   let c: RunningCoordinator | undefined;
@@ -74,7 +77,7 @@ test('a crashing, hanging, NaN-writing or wrong-tensor trainer closes its task w
       name: 'bad trainers', dataset: 'd', model: { kind: 'custom', name: 'net' }, strategy: { name: 'FedAvg' }, rounds: 1,
       fit: { epochs: 1, batchSize: 2, optimizer: { kind: 'sgd', lr: 0.1 } }, roundTimeoutSeconds: 120,
     });
-    const init = mapWeights(['body.weight', 'head.bias'], (k) => tensor([2], new Float32Array([1, 2]), k === 'head.bias' ? 'F16' : undefined));
+    const init = mapWeights(['body.weight', 'head.bias'], (k) => tensor([2], new Float32Array([1, 2]), k === 'head.bias' && path === 'memory' ? 'F16' : undefined));
     await lead.request('PUT', `/v1/studies/${s.id}/initial-weights`, { type: 'application/octet-stream', data: encodeSafetensors(init) });
     await lead.json('POST', `/v1/studies/${s.id}/start`, {});
     const detail = await waitFor('four task errors and the study failed', async () => {
@@ -93,6 +96,7 @@ test('a crashing, hanging, NaN-writing or wrong-tensor trainer closes its task w
     assert.match(detail.error!, /^round 1: 0 of 4 sites reported a result; at least 4 needed: /);
     for (const n of ['crash', 'hang', 'nan', 'wrong']) assert.match(detail.error!, new RegExp(`${n} could not run its task \\(trainer_failed\\)`));
     assert.deepEqual((await c.store.listModelVersions(s.id)).map((v) => v.round), [0], 'no new global model');
+    for (const n of ['nan', 'wrong']) assert.match(readFileSync(join(dir, n, 'agent.log'), 'utf8'), new RegExp(`release path: ${path}`), `${n} took the ${path} path`);
     assert.equal(await c.store.countUpdates(s.id, 1), 0, 'nothing was uploaded');
   } finally {
     await stopAll(children);

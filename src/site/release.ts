@@ -15,10 +15,10 @@
  *  - `releases.jsonl` lists every release queued, with the digest of its tensors: what left the site, for the
  *    site's own audit (and the tests that compare a crashed run with an uninterrupted one).
  */
-import { appendFileSync, closeSync, existsSync, fsyncSync, openSync, readFileSync, readdirSync } from 'node:fs';
+import { appendFileSync, closeSync, existsSync, fsyncSync, openSync, readFileSync, readdirSync, renameSync } from 'node:fs';
 import { join } from 'node:path';
 import { createHash, hkdfSync, randomBytes } from 'node:crypto';
-import { ensureDir, removeDurably, writeAtomic, type PendingResult, type SiteState } from './state.js';
+import { ensureDir, fsyncDir, removeDurably, writeAtomic, type PendingResult, type SiteState } from './state.js';
 import type { TaskMessage, ResultMeta } from '../protocol/api.js';
 import { RESULT_META_KEY } from '../protocol/api.js';
 import { decodeSafetensors, encodeSafetensors } from '../protocol/safetensors.js';
@@ -90,9 +90,35 @@ export function keepRelease(state: SiteState, task: TaskMessage, p: PendingResul
   const rec: ReleaseRecord = { taskId: task.taskId, round: task.round, modelVersionId: task.modelVersionId, contentType: p.contentType, commit: p.commit, digest, at: new Date().toISOString(), ...(p.usage ? { usage: p.usage } : {}) };
   writeAtomic(join(dir, `r${task.round}.json`), JSON.stringify(rec));
   appendDurably(join(state.studyPath(task.studyId), RELEASE_LOG), JSON.stringify({ taskId: task.taskId, round: task.round, digest, at: rec.at }) + '\n');
+  pruneReleases(dir, task.round);
+}
+
+/**
+ * keepRelease for a release written to a file (release-file.ts): `bodyFile` (complete, fsynced, its tensor digest
+ * `digest`) is renamed to the round's release, not copied; returns where it now is (the caller queues it from there
+ * by hard link: state.ts savePendingFile).
+ */
+export function keepReleaseFile(state: SiteState, task: TaskMessage, p: Omit<PendingResult, 'body'>, bodyFile: string, digest: string): string {
+  const dir = releasesDir(state, task.studyId);
+  const kept = join(dir, `r${task.round}.body`);
+  renameSync(bodyFile, kept);
+  fsyncDir(dir);
+  const rec: ReleaseRecord = { taskId: task.taskId, round: task.round, modelVersionId: task.modelVersionId, contentType: p.contentType, commit: p.commit, digest, at: new Date().toISOString(), ...(p.usage ? { usage: p.usage } : {}) };
+  writeAtomic(join(dir, `r${task.round}.json`), JSON.stringify(rec));
+  appendDurably(join(state.studyPath(task.studyId), RELEASE_LOG), JSON.stringify({ taskId: task.taskId, round: task.round, digest, at: rec.at }) + '\n');
+  pruneReleases(dir, task.round);
+  return kept;
+}
+
+/** Where a release is written before it is kept (keepReleaseFile): beside the kept ones, so the rename stays on one filesystem. */
+export function releaseStagingFile(state: SiteState, task: TaskMessage): string {
+  return join(releasesDir(state, task.studyId), `r${task.round}.${randomBytes(4).toString('hex')}.tmp`);
+}
+
+function pruneReleases(dir: string, round: number): void {
   for (const f of readdirSync(dir)) {
     const m = /^r(\d+)\.(json|body)$/.exec(f);
-    if (m && Number(m[1]) <= task.round - KEEP_ROUNDS) removeDurably(join(dir, f));
+    if (m && Number(m[1]) <= round - KEEP_ROUNDS) removeDurably(join(dir, f));
   }
 }
 

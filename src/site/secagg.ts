@@ -27,15 +27,6 @@ export function secaggBody(local: Weights, global: Weights, meta: ResultMeta): U
   return encodeSafetensors({ delta: { shape: [delta.length], data: delta } }, { [RESULT_META_KEY]: JSON.stringify(meta), [SECAGG_MARK]: '1' });
 }
 
-export function isSecAggPending(p: PendingResult): boolean {
-  if (p.contentType !== 'application/octet-stream') return false;
-  try {
-    return decodeSafetensors(p.body).metadata[SECAGG_MARK] === '1';
-  } catch {
-    return false;
-  }
-}
-
 /** How the upload ended: `sent` (the site answered every stage it was asked), `gone` (the round went on without it). */
 export type SecAggOutcome = 'sent' | 'gone';
 

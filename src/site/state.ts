@@ -5,7 +5,7 @@
  * (temp file + rename), so a crash never leaves half a file, and a result is saved before it is sent,
  * so a coordinator outage or an agent crash loses nothing.
  */
-import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, fsyncSync, linkSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import type { UsageReport } from './placed.js';
@@ -140,12 +140,26 @@ export class SiteState {
   savePending(p: PendingResult): void {
     const d = this.pendingDir;
     writeAtomic(join(d, `${safe(p.taskId)}.body`), p.body);
-    writeAtomic(join(d, `${safe(p.taskId)}.json`), JSON.stringify({ ...p, body: undefined }));
+    writeAtomic(join(d, `${safe(p.taskId)}.json`), JSON.stringify(metaOf(p)));
+  }
+
+  /**
+   * Queues a result whose body is already a complete, fsynced file (release-file.ts): hard-linked in, not copied
+   * (the same inode as its kept release), then its metadata written, so pending() never sees half of it.
+   */
+  savePendingFile(p: Omit<PendingResult, 'body'>, bodyFile: string): void {
+    const d = this.pendingDir;
+    const target = join(d, `${safe(p.taskId)}.body`);
+    const tmp = `${target}.${randomBytes(4).toString('hex')}.tmp`;
+    linkSync(bodyFile, tmp);
+    renameSync(tmp, target);
+    fsyncDir(d);
+    writeAtomic(join(d, `${safe(p.taskId)}.json`), JSON.stringify(metaOf(p)));
   }
 
   /** Rewrites only a pending result's metadata (its usage was acknowledged, say); the body is unchanged. */
-  savePendingMeta(p: PendingResult): void {
-    writeAtomic(join(this.pendingDir, `${safe(p.taskId)}.json`), JSON.stringify({ ...p, body: undefined }));
+  savePendingMeta(p: Omit<PendingResult, 'body'>): void {
+    writeAtomic(join(this.pendingDir, `${safe(p.taskId)}.json`), JSON.stringify(metaOf(p)));
   }
 
   /** How many results wait to be sent (without reading their bodies). */
@@ -153,17 +167,23 @@ export class SiteState {
     return readdirSync(this.pendingDir).filter((f) => f.endsWith('.json')).length;
   }
 
-  pending(): PendingResult[] {
+  /** The queued results, with their bodies' files and sizes, not their bytes (a body may be a 1 GB model). */
+  pending(): QueuedResult[] {
     const d = this.pendingDir;
-    const out: PendingResult[] = [];
+    const out: QueuedResult[] = [];
     for (const f of readdirSorted(d)) {
       if (!f.endsWith('.json')) continue;
       const meta = JSON.parse(readFileSync(join(d, f), 'utf8')) as Omit<PendingResult, 'body'>;
       const bodyFile = join(d, f.replace(/\.json$/, '.body'));
       if (!existsSync(bodyFile)) continue;
-      out.push({ ...meta, body: new Uint8Array(readFileSync(bodyFile)) });
+      out.push({ ...meta, bodyFile, size: statSync(bodyFile).size });
     }
     return out;
+  }
+
+  /** A queued result's body, read whole: for the small ones and SecAgg+'s (bounded by its model limit). */
+  pendingBody(q: QueuedResult): Uint8Array {
+    return new Uint8Array(readFileSync(q.bodyFile));
   }
 
   /** The file a pending result's body is kept in (a large update is uploaded in chunks from it: upload.ts). */
@@ -195,6 +215,15 @@ export interface PendingResult {
    * dedupes by task id), so an agent killed after queuing its result still reports it after a restart.
    */
   usage?: UsageReport;
+}
+
+/** A queued result as pending() lists it: its metadata, and where its body is. */
+export type QueuedResult = Omit<PendingResult, 'body'> & { bodyFile: string; size: number };
+
+/** What a pending result's .json holds: everything but the body (and a QueuedResult's file and size). */
+function metaOf(p: Omit<PendingResult, 'body'> & { body?: unknown; bodyFile?: unknown; size?: unknown }): Omit<PendingResult, 'body'> {
+  const { body: _b, bodyFile: _f, size: _s, ...meta } = p;
+  return meta;
 }
 
 function readdirSorted(d: string): string[] {

@@ -16,6 +16,7 @@ function reported(r: BigTrainResult, sites: number): void {
   assert.equal(r.rssGoalBytes, 2 * r.modelBytes + 300e6);
   assert.equal(r.agents.length, sites);
   assert.equal(r.trainers.length, sites);
+  assert.deepEqual(r.releasePaths, Array(sites).fill('file'), 'a plain study takes the file-to-file release');
   for (const p of [...r.agents, ...r.trainers]) assert.ok(p.peakRssBytes > 10e6, `${p.name}: peak RSS ${p.peakRssBytes} measured`);
   assert.match(table(r), /coordinator peak RSS \(round\) .* ≤ 2 × model \+ 300 MB/);
 }

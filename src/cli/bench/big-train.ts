@@ -70,6 +70,8 @@ export interface BigTrainResult {
   rssGoalBytes: number;
   pass: boolean;
   agents: ProcessPeak[];
+  /** Each agent's release path, from its log (site/release-file.ts): file for this plain study, else memory. */
+  releasePaths: string[];
   trainers: ProcessPeak[];
   exact: boolean;
   /** The committed model's largest distance from the weighted mean, in float32 ulps (≤ 0.5: rounded once). */
@@ -367,10 +369,11 @@ export async function runBigTrain(o: BigTrainOptions): Promise<BigTrainResult> {
       const fits = existsSync(f) ? readFileSync(f, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as { kind: string; maxrssKiB: number }).filter((x) => x.kind === 'fit') : [];
       return { name: s.name, peakRssBytes: Math.max(0, ...fits.map((x) => x.maxrssKiB * 1024)) };
     });
+    const releasePaths = sites.map((s) => /release path: (\w+)/.exec(readFileSync(join(s.dir, 'agent.log'), 'utf8'))?.[1] ?? 'not logged');
     const rssGoalBytes = 2 * modelBytes + 300 * MB;
     return {
       params: o.params, sites: o.sites, modelBytes, loadAverage: loadavg().map((x) => Number(x.toFixed(2))), setupMs, roundMs, setupPeakRssBytes,
-      coordinatorPeakRssBytes: coordPeak, rssGoalBytes, pass: coordPeak <= rssGoalBytes && check.exact, agents, trainers, exact: check.exact, maxUlp: check.maxUlp, ...result,
+      coordinatorPeakRssBytes: coordPeak, rssGoalBytes, pass: coordPeak <= rssGoalBytes && check.exact, agents, releasePaths, trainers, exact: check.exact, maxUlp: check.maxUlp, ...result,
     };
   } finally {
     await Promise.all(sites.map((s) => stop(s.child)));
@@ -388,6 +391,7 @@ export function table(r: BigTrainResult): string {
     ['coordinator peak RSS (round)', mb(r.coordinatorPeakRssBytes), `≤ 2 × model + 300 MB = ${mb(r.rssGoalBytes)}: ${r.coordinatorPeakRssBytes <= r.rssGoalBytes ? 'pass' : 'FAIL'} (${(r.coordinatorPeakRssBytes / r.rssGoalBytes).toFixed(2)} of it)`],
     ['coordinator peak RSS (setup)', mb(r.setupPeakRssBytes), 'the PUT of the initial weights (another process)'],
     ...r.agents.map((a): [string, string, string] => [`agent ${a.name} peak RSS`, mb(a.peakRssBytes), `${(a.peakRssBytes / r.modelBytes).toFixed(2)} × model`]),
+    ['agents\' release path', [...new Set(r.releasePaths)].join(', '), 'file: model, output and release stay on disk (no DP, SecAgg+, transport dtype or tensor rules)'],
     ...r.trainers.map((a): [string, string, string] => [`trainer ${a.name} peak RSS`, mb(a.peakRssBytes), `${(a.peakRssBytes / r.modelBytes).toFixed(2)} × model`]),
     ['committed model', r.exact ? 'exact weighted mean' : `OFF by ${r.maxUlp} ulp`, `largest distance ${r.maxUlp.toFixed(2)} float32 ulp (≤ 0.5: rounded once)`],
   ];

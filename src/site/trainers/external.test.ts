@@ -5,7 +5,8 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { decodeSafetensors, encodeSafetensors } from '../../protocol/safetensors.js';
-import { mapWeights, tensor, zerosLike, type Weights } from '../../protocol/tensors.js';
+import { layoutOf, mapWeights, tensor, zerosLike, type Weights } from '../../protocol/tensors.js';
+import { writeReleaseFile } from '../release-file.js';
 import type { TaskMessage } from '../../protocol/api.js';
 import { LOCAL_TENSORS_FILE, startingWeights } from '../tensor-rules.js';
 import type { TrainerProgress } from './trainer.js';
@@ -330,4 +331,27 @@ test('ExternalTrainer: any tensor set in its dtypes; local tensors are kept at t
   const noEval = await new ExternalTrainer({ command: ['python3', '-c', 'import json; json.dump({"fit": {"numExamples": 1}}, open("result.json", "w"))'] }, () => ({ file: '/x' }))
     .evaluate({ task: { ...msg, kind: 'evaluate' }, global, siteName: 'alpha' }).catch((x: unknown) => x);
   assert.match(String(noEval), /an evaluate task must report "evaluate"/);
+});
+
+test('file to file: the trainer reads the given file as its weights; its output goes to onOutput, or its error names the tensor', async () => {
+  const dir = tmp();
+  const w = { weight: tensor([1, 4], new Float32Array([1, 2, 3, 4])), bias: tensor([1], new Float32Array([0.5])) };
+  const input = join(dir, 'model.safetensors');
+  writeFileSync(input, encodeSafetensors(w));
+  const layout = layoutOf(w);
+  // A trainer that doubles every value (or writes NaN into the weight when told to), in plain Python.
+  const code = (nan: boolean) => 'import json, os, struct; t = json.load(open(os.environ["SETU_TASK"])); b = open(t["paths"]["weights"], "rb").read(); ' +
+    'n = struct.unpack("<Q", b[:8])[0]; v = [x * 2 for x in struct.unpack("<%df" % ((len(b) - 8 - n) // 4), b[8 + n:])]; ' +
+    (nan ? 'v[3] = float("nan"); ' : '') + 'open(t["paths"]["output"], "wb").write(b[:8 + n] + struct.pack("<%df" % len(v), *v)); ' +
+    'json.dump({"fit": {"numExamples": 3, "metrics": {"loss": 0.5}}}, open(t["paths"]["result"], "w"))';
+  const release = join(dir, 'release.body');
+  const r = await runExternalTrainer({ command: ['python3', '-c', code(false)], timeoutMs: 20_000 }, task({}, '/data/site.csv', { localSteps: 1, batchSize: 4, optimizer: { kind: 'sgd', lr: 0.1 } }, {
+    files: { input, layout, onOutput: (out, m) => void (assert.equal(m.fit.numExamples, 3), writeReleaseFile(out, layout, { k: 'v' }, release)) },
+  }));
+  assert.equal(r.weights, undefined, 'no tensor read into memory');
+  assert.deepEqual(Array.from(decodeSafetensors(readFileSync(release)).weights['weight']!.data), [2, 4, 6, 8]);
+  assert.ok(readFileSync(input).equals(encodeSafetensors(w)), 'the input file is left as it was');
+  await assert.rejects(runExternalTrainer({ command: ['python3', '-c', code(true)], timeoutMs: 20_000 }, task({}, '/data/site.csv', { localSteps: 1, batchSize: 4, optimizer: { kind: 'sgd', lr: 0.1 } }, {
+    files: { input, layout, onOutput: (out) => void writeReleaseFile(out, layout, {}, join(dir, 'bad.body')) },
+  })), (e: unknown) => e instanceof ExternalTrainerError && e.kind === 'output' && /^external trainer output: output\.safetensors: tensor "weight" has a non-finite value \(NaN\) at index 2/.test(e.message));
 });

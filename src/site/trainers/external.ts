@@ -16,11 +16,11 @@
  * whose `kind` says which, and whose message the agent reports as the task's error.
  */
 import { spawn } from 'node:child_process';
-import { mkdtemp, open, readFile, rm, writeFile } from 'node:fs/promises';
+import { copyFile, link, mkdtemp, open, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { isAbsolute, join, resolve } from 'node:path';
 import { SafetensorsError, encodeSafetensorsHeader, encodeValues, headerLayout, readSafetensorsHeader, viewTensors } from '../../protocol/safetensors.js';
-import { dtypeOf, firstNonFinite, layoutDifference, layoutOf, mapWeights, type Weights } from '../../protocol/tensors.js';
+import { dtypeOf, firstNonFinite, layoutDifference, layoutOf, mapWeights, type Weights, type WeightsLayout } from '../../protocol/tensors.js';
 import { TaskProgressSchema, checkValue, type TaskMessage, type TaskProgress } from '../../protocol/api.js';
 import type { FitConfig } from '../../learning/types.js';
 import type { DpSgdPlan, EvaluateOutcome, FitOutcome, Trainer, TrainerInput, TrainerProgress } from './trainer.js';
@@ -101,6 +101,13 @@ export interface ExternalTask {
   weights: Weights;
   /** Sample-level DP-SGD the trainer must apply (the agent's plan), or refuse the task. */
   dpSgd?: DpSgdPlan;
+  /**
+   * File to file (release-file.ts): the model to start from is this file (hard-linked in as weights.safetensors;
+   * `weights` is then not read), and a fit's output file is handed to `onOutput` once result.json checks out, instead
+   * of being read into memory (ExternalResult.weights is then absent). An Error thrown by onOutput is the trainer's
+   * output error.
+   */
+  files?: { input: string; layout: WeightsLayout; onOutput: (output: string, r: { fit: Measured; evaluate?: Measured; gpuSeconds: number }) => void };
 }
 
 export interface Measured {
@@ -190,12 +197,12 @@ export async function runExternalTrainer(cfg: ExternalTrainerConfig, task: Exter
       seed: task.seed,
       model: task.model,
       ...(task.fit ? { fit: task.fit } : {}),
-      tensors: Object.keys(task.weights).map((name) => ({ name, dtype: dtypeOf(task.weights[name]!), shape: [...task.weights[name]!.shape], rule: local.has(name) ? 'local' : skip.has(name) ? 'skip' : 'aggregate' })),
+      tensors: Object.entries(task.files?.layout ?? layoutOf(task.weights)).map(([name, t]) => ({ name, dtype: t.dtype, shape: [...t.shape], rule: local.has(name) ? 'local' : skip.has(name) ? 'skip' : 'aggregate' })),
       data: { ...(task.data ?? {}), path: isAbsolute(task.dataFile) ? task.dataFile : resolve(task.dataFile) },
       ...(task.dpSgd ? { dpSgd: task.dpSgd } : {}),
       paths,
     };
-    const inputSize = await writeWeightsFile(paths.weights, task.weights, { format: 'setu', round: String(task.round) });
+    const inputSize = task.files ? await linkInput(task.files.input, paths.weights) : await writeWeightsFile(paths.weights, task.weights, { format: 'setu', round: String(task.round) });
     await writeFile(join(workDir, 'task.json'), JSON.stringify(taskFile, null, 2) + '\n');
 
     const started = Date.now();
@@ -212,7 +219,7 @@ export async function runExternalTrainer(cfg: ExternalTrainerConfig, task: Exter
       const how = run.code === null ? `was killed by ${run.signal}` : `exited with status ${run.code}`;
       throw new ExternalTrainerError('exit', `${who} ${how}`, run.stderr);
     }
-    const out = await readOutputs(paths, task, inputSize, run.stderr);
+    const out = await readOutputs(paths, task, inputSize, run.stderr, durationMs);
     const res: ExternalResult = { ...out, stdoutTail: run.stdout, stderrTail: run.stderr, durationMs };
     if (cfg.keepWorkDir) res.workDir = workDir;
     return res;
@@ -244,6 +251,17 @@ async function writeWeightsFile(file: string, weights: Weights, metadata: Record
   return head.bytes.length + head.dataBytes;
 }
 
+/** The input file as weights.safetensors without copying it (a copy only across filesystems). Returns its size. */
+async function linkInput(input: string, to: string): Promise<number> {
+  try {
+    await link(input, to);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'EXDEV') throw e;
+    await copyFile(input, to);
+  }
+  return (await stat(to)).size;
+}
+
 const HOST_LE = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 
 function describeProgress(p: TrainerProgress): string {
@@ -251,7 +269,7 @@ function describeProgress(p: TrainerProgress): string {
   return parts.filter(Boolean).join(', ') || 'an empty line';
 }
 
-async function readOutputs(paths: { output: string; result: string }, task: ExternalTask, inputSize: number, stderr: string): Promise<Omit<ExternalResult, 'stdoutTail' | 'stderrTail' | 'durationMs'>> {
+async function readOutputs(paths: { output: string; result: string }, task: ExternalTask, inputSize: number, stderr: string, durationMs: number): Promise<Omit<ExternalResult, 'stdoutTail' | 'stderrTail' | 'durationMs'>> {
   const bad = (msg: string): ExternalTrainerError => new ExternalTrainerError('output', `external trainer output: ${msg}`, stderr);
   let result: unknown;
   try {
@@ -274,6 +292,15 @@ async function readOutputs(paths: { output: string; result: string }, task: Exte
   if (task.dpSgd) out.dpSgd = dpDeclared(r['dpSgd'], task.dpSgd, stderr);
   else if (r['dpSgd'] !== undefined) throw bad('result.json: "dpSgd" is reported but the task asked for no DP-SGD');
 
+  if (task.files) {
+    try {
+      task.files.onOutput(paths.output, { fit: out.fit, ...(out.evaluate ? { evaluate: out.evaluate } : {}), gpuSeconds: declaredGpuSeconds(out.device, durationMs) });
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') throw bad('output.safetensors was not written');
+      throw bad((e as Error).message);
+    }
+    return out;
+  }
   let bytes: Uint8Array;
   try {
     // readFile's Buffer is its own allocation (not the small-buffer pool): the tensors are viewed in it, not copied.
@@ -505,6 +532,23 @@ export class ExternalTrainer implements Trainer {
       ...(r.dpSgd ? { dpSgd: r.dpSgd } : {}),
       ...(r.device ? { gpuSeconds: declaredGpuSeconds(r.device, r.durationMs) } : {}),
       commit,
+    };
+  }
+
+  /**
+   * A fit file to file (release-file.ts): the trainer starts from `files.input` (input.global is not read) and its
+   * output file goes to `files.onOutput`; no tensor of the model is held here. Only for studies without tensor rules.
+   */
+  async fitFile(input: TrainerInput, files: NonNullable<ExternalTask['files']>): Promise<Omit<FitOutcome, 'weights'>> {
+    if (input.task.kind !== 'fit' || !input.task.fit) throw new ExternalTrainerError('config', `task ${input.task.taskId} is a ${input.task.kind} task, not a fit task`);
+    const r = await runExternalTrainer(this.cfg, { ...this.task('fit', input), files }, input.signal, input.progress);
+    return {
+      numExamples: r.fit!.numExamples,
+      trainMetrics: r.fit!.metrics,
+      ...(r.evaluate ? { evalMetrics: r.evaluate.metrics, evalExamples: r.evaluate.numExamples } : {}),
+      ...(r.dpSgd ? { dpSgd: r.dpSgd } : {}),
+      ...(r.device ? { gpuSeconds: declaredGpuSeconds(r.device, r.durationMs) } : {}),
+      commit: [],
     };
   }
 
