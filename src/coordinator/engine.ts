@@ -395,7 +395,7 @@ export class RoundEngine {
     }
     this.log(`study ${study.id}: round ${round} (${kind}) opened for ${tasks.length} sites`);
     this.bus.emit({ type: 'round.opened', studyId: study.id, round, kind, sites: tasks.length });
-    this.bus.emit({ type: 'tasks', siteIds: tasks.map((t) => t.site_id) });
+    this.bus.emit({ type: 'tasks', siteIds: tasks.map((t) => t.site_id), taskIds: tasks.map((t) => t.id) });
   }
 
   /**
@@ -425,7 +425,7 @@ export class RoundEngine {
       session = await restartRound(this.store, spec, open, await this.maskedLength(spec, globalRow.digest), this.now());
       this.secagg.put(session);
       this.log(`study ${study.id}: round ${open.round} had no SecAgg+ session in this process (coordinator restarted); restarted it as ${session.id}`);
-      this.bus.emit({ type: 'tasks', siteIds: tasks.map((t) => t.site_id) });
+      this.bus.emit({ type: 'tasks', siteIds: tasks.map((t) => t.site_id), taskIds: tasks.map((t) => t.id) });
       return;
     }
     // Sites out of the round: those that refused, and those whose task closed without a result (refused,
@@ -482,7 +482,7 @@ export class RoundEngine {
     this.secagg.put(session);
     this.logger.warn({ study: study.id, round: open.round, reason: why, session: session.id }, 'SecAgg+ round lost sites between stages; starting it again before its deadline');
     this.log(`study ${study.id}: round ${open.round}: SecAgg+ ${why}; starting the round again as ${session.id} (deadline not reached)`);
-    this.bus.emit({ type: 'tasks', siteIds: tasks.map((t) => t.site_id) });
+    this.bus.emit({ type: 'tasks', siteIds: tasks.map((t) => t.site_id), taskIds: tasks.map((t) => t.id) });
     return true;
   }
 

@@ -7,7 +7,8 @@ import { EventEmitter } from 'node:events';
 import type { TaskProgress } from '../protocol/api.js';
 
 export type CoordinatorEvent =
-  | { type: 'tasks'; siteIds: string[] }
+  // taskIds: the tasks issued, when the emitter has them: TaskWake then does not announce them a second time.
+  | { type: 'tasks'; siteIds: string[]; taskIds?: string[] }
   // A user's or site's identity changed (revoked, key rotated): its open event streams re-check it at once.
   | { type: 'identity.changed'; id: string }
   | { type: 'round.opened'; studyId: string; round: number; kind: string; sites: number }

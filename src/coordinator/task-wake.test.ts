@@ -39,6 +39,16 @@ it('announces the sites of tasks issued elsewhere once each, and nothing for del
     await store.openRound(round(2, now - 5000), [task('c', 2, now - 5000)]);
     await wake.look();
     assert.deepEqual(heard, [['a'], ['c']]);
+    // Tasks this process announced itself (the engine's event names them) are not announced a second time.
+    wake.start();
+    try {
+      await store.openRound(round(3, now + 10), [task('a', 3, now + 10), task('b', 3, now + 10)]);
+      bus.emit({ type: 'tasks', siteIds: ['a'], taskIds: ['s.r3.a'] });
+      await wake.look();
+      assert.deepEqual(heard, [['a'], ['c'], ['a'], ['b']], 'only the task nobody announced');
+    } finally {
+      wake.stop();
+    }
   } finally {
     await store.close();
     rmSync(dir, { recursive: true, force: true });

@@ -27,14 +27,28 @@ export class TaskWake {
     private readonly everyMs = 1000,
   ) {}
 
+  private off: (() => void) | undefined;
+  /** Task ids this process announced itself, with when (this machine's clock: the store's may be another's), kept for the window. */
+  private readonly announced = new Map<string, number>();
+
   start(): void {
     this.timer ??= setInterval(() => void this.look(), this.everyMs);
     this.timer.unref();
+    // The tasks this process's engine issued and announced itself: announcing them again a second later woke every
+    // site whose next long-poll was already waiting, for a pendingTasks query that found nothing (a third of a
+    // round's pendingTasks statements, SETU_SQL_TRACE over bench live). Another coordinator's tasks still come here.
+    this.off ??= this.bus.on((e) => {
+      if (e.type !== 'tasks' || !e.taskIds) return;
+      const at = Date.now();
+      for (const id of e.taskIds) this.announced.set(id, at);
+    });
   }
 
   stop(): void {
     clearInterval(this.timer);
     this.timer = undefined;
+    this.off?.();
+    this.off = undefined;
   }
 
   /** One look: announces the sites of issued tasks not announced yet. */
@@ -46,11 +60,13 @@ export class TaskWake {
       const sites = new Set<string>();
       for (const r of rows) {
         this.latest = Math.max(this.latest, r.created_at);
-        if (this.seen.has(r.id)) continue;
+        if (this.seen.has(r.id) || this.announced.has(r.id)) continue;
         this.seen.set(r.id, r.created_at);
         sites.add(r.site_id);
       }
       for (const [id, at] of this.seen) if (at < this.latest - WINDOW_MS) this.seen.delete(id);
+      const t = Date.now();
+      for (const [id, at] of this.announced) if (at < t - WINDOW_MS) this.announced.delete(id);
       if (sites.size) this.bus.emit({ type: 'tasks', siteIds: [...sites] });
     } catch {
       // The store is unavailable: the next look tries again (the long-polls answer 204 and come back meanwhile).

@@ -7,7 +7,7 @@
  * membership: the route used to read the whole site list per report, a round of N sites cost N² rows.
  */
 import type { UsageRequest } from '../protocol/replies.js';
-import { memberships, type SitesView } from '../store/governance.js';
+import { memberships, type Institution, type SitesView } from '../store/governance.js';
 import type { SiteRow, Store, TaskRow, UsageRow } from '../store/store.js';
 import { HttpError } from './auth.js';
 
@@ -19,8 +19,10 @@ export interface UsageToRecord {
 
 /** Checks a usage report against the task's placement and builds its ledger row; 400 `wrong_resource` when it bills the wrong resource. */
 export async function usageRecordOf(store: Store, site: SiteRow, task: TaskRow, u: UsageRequest, at: number): Promise<UsageToRecord> {
-  const row = (await store.getSite(site.id)) ?? site;
-  const me = memberships([row as unknown as SitesView], await store.listInstitutions())[0];
+  // `site` is the authenticated caller's row (auth.ts): linking a site to an institution makes this coordinator
+  // read it again at its next request (identity.changed), another coordinator within CALLER_CACHE_MS, the bound
+  // its identity has too. Reading it again here was one statement per result.
+  const me = memberships([site as unknown as SitesView], await institutionsFor(store, site))[0];
   const placement = await store.getPlacement(task.id);
   let contributor: { institution: string; country: string; resourceId: string };
   if (placement) {
@@ -41,6 +43,24 @@ export async function usageRecordOf(store: Store, site: SiteRow, task: TaskRow, 
       cpuSeconds: u.cpuSeconds, gpuSeconds: u.gpuSeconds, wallSeconds: u.wallSeconds, cpuBasis: u.cpuBasis, jobId: u.jobId ?? null, recordedAt: at,
     },
   };
+}
+
+/**
+ * Institutions as this process last read them, by store. Their rows are only ever inserted (never changed or
+ * removed), so a remembered row is the row; only a site whose institution is not among them (linked to one created
+ * since, by any coordinator, or naming one by text) reads the list again. It was one statement per result.
+ */
+const knownInstitutions = new WeakMap<Store, Institution[]>();
+
+async function institutionsFor(store: Store, site: SiteRow): Promise<Institution[]> {
+  const known = knownInstitutions.get(store);
+  // Its row carries institution_id (selectAll; SitesTable predates the column): a link by id is exact once known,
+  // no link and no institution text matches none; a link by name or id text may name one created since.
+  const linked = (site as unknown as SitesView).institution_id;
+  if (known && (linked ? known.some((i) => i.id === linked) : !site.institution)) return known;
+  const fresh = await store.listInstitutions();
+  knownInstitutions.set(store, fresh);
+  return fresh;
 }
 
 /** Records it inside `tx`; false when the task's usage was recorded already (a task's usage counts once). */

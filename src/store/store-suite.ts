@@ -311,6 +311,9 @@ export function storeSuite(b: StoreBackend): void {
         await assert.rejects(store.transaction(async () => store.getKv('k')), /through the transaction handle \(tx\)/);
         await assert.rejects(store.transaction(async () => store.transaction(async (tx) => tx.getKv('k'))), /through the transaction handle/);
         assert.equal(await store.transaction(async (tx) => tx.getKv('k')), 'v2', 'the handle works');
+        // Still refused past a macrotask inside the callback, and in a transaction that starts after others ended
+        // (the storage is disabled while no callback runs, store.ts callbacksRunning).
+        await assert.rejects(store.transaction(async (tx) => { await new Promise((r) => setImmediate(r)); await tx.getKv('k'); return store.getKv('k'); }), /through the transaction handle/);
         await store.transaction(async (tx) => tx.setKv('while', 'inside'));
         assert.equal(await store.getKv('while'), 'inside', 'after it, the store is itself again');
       });
