@@ -28,6 +28,16 @@ type Db = Kysely<BlobTables> | Transaction<BlobTables>;
 /** One row of blob_chunks at most this big: a read of a range touches few rows, none of them huge. */
 const ROW_BYTES = DEFAULT_BLOB_CHUNK_BYTES;
 
+/**
+ * Blobs up to this size are remembered by this process once written or read (a tiny model's update is read several
+ * times in its round: checked, counted, aggregated). A blob's bytes never change (it is named by their digest), so
+ * the copy is never stale; whether the blob still exists is still asked of the database on every read, so a delete
+ * by another coordinator is seen at once.
+ */
+const SMALL_BLOB_BYTES = 64 * 1024;
+/** The remembered small blobs' bytes in all, oldest dropped first. */
+const SMALL_BLOBS_BUDGET = 32 * 1024 * 1024;
+
 const asBytes = (v: unknown): Uint8Array => {
   if (v instanceof Uint8Array) return new Uint8Array(v.buffer, v.byteOffset, v.byteLength);
   throw new Error(`expected bytea, got ${typeof v}`);
@@ -36,6 +46,8 @@ const asBytes = (v: unknown): Uint8Array => {
 export class PgBlobStore implements BlobStore {
   readonly kind = 'postgres' as const;
   private readonly db: Db;
+  private readonly small = new Map<string, Uint8Array>();
+  private smallBytes = 0;
 
   /** `db`: the store's own Kysely (or, in the migration that moves rows here, its transaction). */
   constructor(db: unknown) {
@@ -52,14 +64,56 @@ export class PgBlobStore implements BlobStore {
   }
 
   async putStream(chunks: AsyncIterable<Uint8Array> | Iterable<Uint8Array>, expect: Partial<BlobInfo> = {}): Promise<BlobInfo> {
+    // A blob that fits one chunk row is written in one transaction from memory; a larger one goes through a partial
+    // (its rows appended as they come, hashed and moved in place at the end), holding one row's bytes at a time.
+    const iterator = (Symbol.asyncIterator in chunks ? chunks[Symbol.asyncIterator]() : chunks[Symbol.iterator]()) as AsyncIterator<Uint8Array> | Iterator<Uint8Array>;
+    const head: Uint8Array[] = [];
+    let headBytes = 0;
+    for (;;) {
+      const next = await iterator.next();
+      if (next.done) return this.putSmall(head.length === 1 ? head[0]! : new Uint8Array(Buffer.concat(head)), expect);
+      head.push(next.value);
+      headBytes += next.value.length;
+      if (headBytes > ROW_BYTES) break;
+    }
     const p = await this.partial(`put-${randomBytes(12).toString('hex')}`);
     try {
       let at = 0;
-      for await (const c of chunks) at = await p.append(at, c);
+      for (const c of head) at = await p.append(at, c);
+      for (let next = await iterator.next(); !next.done; next = await iterator.next()) at = await p.append(at, next.value);
       return await this.commitPartial(p.id, expect);
     } finally {
       await p.discard();
     }
+  }
+
+  /** A blob of at most one chunk row: hashed here, its row and its entry written in one transaction. */
+  private async putSmall(bytes: Uint8Array, expect: Partial<BlobInfo>): Promise<BlobInfo> {
+    const got = { digest: createHash('sha256').update(bytes).digest('hex'), size: bytes.length };
+    checkExpect(got, expect);
+    await this.tx(async (t) => {
+      const fresh = await t.insertInto('blobs').values({ digest: got.digest, size: got.size }).onConflict((oc) => oc.column('digest').doNothing()).returning('digest').executeTakeFirst();
+      if (fresh && bytes.length) await t.insertInto('blob_chunks').values({ digest: got.digest, start: 0, bytes }).execute();
+    });
+    this.remember(got.digest, bytes);
+    return got;
+  }
+
+  private remember(digest: string, bytes: Uint8Array): void {
+    if (bytes.length > SMALL_BLOB_BYTES || this.small.has(digest)) return;
+    this.small.set(digest, new Uint8Array(bytes));
+    this.smallBytes += bytes.length;
+    for (const [d, b] of this.small) {
+      if (this.smallBytes <= SMALL_BLOBS_BUDGET) break;
+      this.small.delete(d);
+      this.smallBytes -= b.length;
+    }
+  }
+
+  private forget(digest: string): void {
+    const b = this.small.get(digest);
+    if (b) this.smallBytes -= b.length;
+    this.small.delete(digest);
   }
 
   async size(digest: string): Promise<number | undefined> {
@@ -75,10 +129,25 @@ export class PgBlobStore implements BlobStore {
 
   async *stream(digest: string, opts: { start?: number; end?: number; chunkBytes?: number } = {}): AsyncIterable<Uint8Array> {
     const size = await this.size(digest);
-    if (size === undefined) throw new Error(`no blob ${digest}`);
+    if (size === undefined) {
+      this.forget(digest);
+      throw new Error(`no blob ${digest}`);
+    }
     const start = opts.start ?? 0;
     const end = Math.min(opts.end ?? size, size);
     const step = opts.chunkBytes ?? DEFAULT_BLOB_CHUNK_BYTES;
+    let known = this.small.get(digest);
+    if (!known && size <= SMALL_BLOB_BYTES) {
+      // Read whole once (in one statement, whatever rows its uploaded chunks made), remembered for the next reads.
+      const rows = await this.db.selectFrom('blob_chunks').select('bytes').where('digest', '=', digest).orderBy('start').execute();
+      known = rows.length === 1 ? asBytes(rows[0]!.bytes) : new Uint8Array(Buffer.concat(rows.map((r) => asBytes(r.bytes))));
+      if (known.length !== size) throw new Error(`blob ${digest}: its row holds ${known.length} of ${size} bytes`);
+      this.remember(digest, known);
+    }
+    if (known) {
+      for (let at = start; at < end; at += step) yield known.subarray(at, Math.min(at + step, end));
+      return;
+    }
     let pending: Uint8Array[] = [];
     let pendingBytes = 0;
     for await (const piece of this.rows('blob_chunks', 'digest', digest, start, end)) {
@@ -115,6 +184,7 @@ export class PgBlobStore implements BlobStore {
   }
 
   async delete(digest: string): Promise<void> {
+    this.forget(digest);
     await this.tx(async (t) => {
       await t.deleteFrom('blobs').where('digest', '=', checkDigest(digest)).execute();
       await t.deleteFrom('blob_chunks').where('digest', '=', digest).execute();
