@@ -530,8 +530,7 @@ export class SiteAgent {
         pending = { taskId: task.taskId, studyId: task.studyId, contentType: 'application/octet-stream', body: this.releaseBody(task, global, out.weights, meta, dp), commit: out.commit };
       }
     } catch (e) {
-      if (!(e instanceof ExternalTrainerError) || e.kind === 'aborted') throw e;
-      throw new TaskFailure('trainer_failed', `${trainer.description} failed (${e.kind}): ${e.message}`);
+      throw trainerFailure(e, trainer);
     } finally {
       progress.close();
     }
@@ -575,8 +574,7 @@ export class SiteAgent {
           },
         });
       } catch (e) {
-        if (!(e instanceof ExternalTrainerError) || e.kind === 'aborted') throw e;
-        throw new TaskFailure('trainer_failed', `${trainer.description} failed (${e.kind}): ${e.message}`);
+        throw trainerFailure(e, trainer);
       } finally {
         progress.close();
       }
@@ -700,6 +698,12 @@ export class SiteAgent {
       this.state.clearPending(p.taskId);
     }
   }
+}
+
+/** A trainer's failure as the task error the study lead sees; an abort (the agent stopping) and other errors pass through. */
+function trainerFailure(e: unknown, trainer: { readonly description: string }): unknown {
+  if (!(e instanceof ExternalTrainerError) || e.kind === 'aborted') return e;
+  return new TaskFailure('trainer_failed', `${trainer.description} failed (${e.kind}): ${e.message}`);
 }
 
 /** A queued SecAgg+ result, told from its header only (a plain update's body may be a 1 GB file). */
