@@ -35,7 +35,7 @@ import { eligibleParticipants } from '../governance/study-governance.js';
 import { rulesOf, transportDtypes } from './study-model.js';
 import { blobSource, readSourceHeader, type ByteSource } from './stream-aggregate.js';
 import { streamAsyncFold } from './stream-async-fold.js';
-import { aggregationBytes, aggregationSeconds } from '../observability/metrics.js';
+import { countedAggregation } from './fit-aggregate.js';
 import { hostStrategy } from './strategy-host.js';
 import { clientNoiseMultiplier } from './privacy.js';
 import { CryptoNormal } from '../privacy/noise.js';
@@ -241,20 +241,7 @@ async function commitVersion(ctx: DriverContext, study: StudyRow, spec: StudySpe
     current, rules, async: a, ...(dp ? { dp } : {}), metadata: { study: study.id, round: String(v) }, transportDtypes: transportDtypes(spec),
     buffer: items.map((i) => ({ siteId: i.u.site_id, source: i.source, base: i.base, numExamples: i.u.num_examples, staleness: i.staleness })),
   });
-  // Counted as fit-aggregate.ts counts a synchronous round: time spent folding, not writing the chunks.
-  let spent = 0;
-  const timed = async function* () {
-    let t = performance.now();
-    for await (const c of folded) {
-      spent += performance.now() - t;
-      yield c;
-      t = performance.now();
-    }
-    spent += performance.now() - t;
-  };
-  const { digest: newDigest, size } = await store.blobs.putStream(timed());
-  aggregationSeconds.inc({ path: 'streamed' }, spent / 1000);
-  aggregationBytes.inc({ path: 'streamed' }, items.reduce((n, i) => n + i.source.size, 0));
+  const { digest: newDigest, size } = await store.blobs.putStream(countedAggregation(folded, 'streamed', items.reduce((n, i) => n + i.source.size, 0)));
   const modelRow: ModelVersionRow = { id: `${study.id}.v${v}`, study_id: study.id, round: v, created_at: now, digest: newDigest, size };
   const digest = modelRow.digest;
   const metrics = versionMetrics(study.id, v, items.map((i) => ({ siteId: i.u.site_id, n: i.u.num_examples, meta: JSON.parse(i.u.metrics) as ResultMeta, base: baseOf(i.u), staleness: i.staleness })));

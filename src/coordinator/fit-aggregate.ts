@@ -66,20 +66,25 @@ export function aggregationPath(r: Pick<FitRound, 'host' | 'updates' | 'blobs' |
 /** The new version's safetensors, in chunks (for BlobStore.putStream, or concatenated); counted in the aggregation metrics. */
 export async function* aggregateRound(r: FitRound): AsyncGenerator<Uint8Array> {
   const path = aggregationPath(r) === 'stream' ? 'streamed' : 'in_memory';
+  const bytes = r.updates.reduce((a, u) => a + (u.source?.size ?? 0), 0) + (r.secagg?.masked.reduce((a, m) => a + m.size, 0) ?? 0);
+  yield* countedAggregation(path === 'streamed' ? streamed(r) : (async function* () { yield await inMemory(r); })(), path, bytes);
+}
+
+/**
+ * A new version's chunks passed on, counted in the aggregation metrics (synchronous rounds and asynchronous folds
+ * alike): the time spent producing them, not in the consumer (a blob store writing the chunks) between yields.
+ */
+export async function* countedAggregation(chunks: AsyncIterable<Uint8Array>, path: 'streamed' | 'in_memory', inputBytes: number): AsyncGenerator<Uint8Array> {
   let spent = 0;
-  // Time spent here, not in the consumer (a blob store writing the chunks) between yields.
-  const timed = async function* (chunks: AsyncIterable<Uint8Array>) {
-    let t = performance.now();
-    for await (const c of chunks) {
-      spent += performance.now() - t;
-      yield c;
-      t = performance.now();
-    }
+  let t = performance.now();
+  for await (const c of chunks) {
     spent += performance.now() - t;
-  };
-  yield* timed(path === 'streamed' ? streamed(r) : (async function* () { yield await inMemory(r); })());
+    yield c;
+    t = performance.now();
+  }
+  spent += performance.now() - t;
   aggregationSeconds.inc({ path }, spent / 1000);
-  aggregationBytes.inc({ path }, r.updates.reduce((a, u) => a + (u.source?.size ?? 0), 0) + (r.secagg?.masked.reduce((a, m) => a + m.size, 0) ?? 0));
+  aggregationBytes.inc({ path }, inputBytes);
 }
 
 /** All the chunks in one buffer (small models, tests). */

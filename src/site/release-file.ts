@@ -11,6 +11,7 @@ import { createHash } from 'node:crypto';
 import { closeSync, fsyncSync, openSync, readSync, statSync, writeSync } from 'node:fs';
 import { encodeSafetensorsHeader, headerLayout, readSafetensorsHeaderOf, safetensorsHeaderBytes, SafetensorsError, type SafetensorsHeader } from '../protocol/safetensors.js';
 import { layoutDifference, type WeightsLayout } from '../protocol/tensors.js';
+import { indexOfNonFinite } from '../protocol/finite.js';
 import type { TaskMessage } from '../protocol/api.js';
 
 /** Bytes read, checked, hashed and written at a time: what the release costs the agent's memory. */
@@ -81,9 +82,8 @@ export function writeReleaseFile(output: string, layout: WeightsLayout, metadata
         const n = Math.min(RELEASE_SLICE_BYTES, e.end - at);
         const chunk = slice.subarray(0, n);
         readFully(inFd, chunk, h.dataStart + at);
-        for (let i = 0; i < n / 4; i++) {
-          if (!Number.isFinite(values[i]!)) throw new Error(`output.safetensors: tensor "${name}" has a non-finite value (${values[i]}) at index ${(at - e.begin) / 4 + i}`);
-        }
+        const bad = indexOfNonFinite(values.subarray(0, n / 4));
+        if (bad >= 0) throw new Error(`output.safetensors: tensor "${name}" has a non-finite value (${values[bad]}) at index ${(at - e.begin) / 4 + bad}`);
         digest.update(chunk);
         writeFully(outFd, chunk);
         at += n;
