@@ -211,7 +211,10 @@ test('server refuses out-of-order, duplicate and malformed messages without chan
 test('100 sites, recommended k and t, 5% drop before masking and 5% after: recovered exactly', () => {
   const n = 100, len = 64;
   // clipRange 4 = 8 standard deviations of the test updates: nothing is clamped.
-  const cfg = makeConfig({ numClients: n, vectorLength: len, degree: 14, threshold: 8, clipRange: 4 });
+  // A fixed graph: with a fresh random one, about 1 run in 500 gives some client 7 of its 14 neighbours among the 10
+  // dropped, one short of the threshold, and the round rightly aborts (the protocol's own failure odds, not a bug).
+  const graphSeed = Buffer.alloc(32, 7).toString('base64');
+  const cfg = makeConfig({ numClients: n, vectorLength: len, degree: 14, threshold: 8, clipRange: 4, graphSeed });
   const ups = updates(n, len, 'hundred');
   const before = [3, 17, 42, 77, 90], after = [5, 23, 51, 66, 98];
   const { result } = runSecAggRound({ config: cfg, update: (i) => ups[i]!, dropBeforeMasking: before, dropAfterMasking: after });
