@@ -52,6 +52,9 @@ export class Federation {
   private poller: NodeJS.Timeout | undefined;
   private admin!: HttpClient;
   proxy: ChaosProxy | undefined;
+  /** The last three gaps between "round … (fit) opened" lines. */
+  private readonly roundGaps: number[] = [];
+  private lastOpenedAt: number | undefined;
 
   private constructor(
     readonly dir: string,
@@ -59,7 +62,21 @@ export class Federation {
     readonly storeUrl: string,
     private readonly dropDb: (() => Promise<void>) | undefined,
     private readonly o: FederationOptions,
-  ) {}
+  ) {
+    this.coordinatorLines.on((l) => {
+      if (!/round \d+ \(fit\) opened/.test(l.msg)) return;
+      if (this.lastOpenedAt !== undefined && this.roundGaps.push(l.at - this.lastOpenedAt) > 3) this.roundGaps.shift();
+      this.lastOpenedAt = l.at;
+    });
+  }
+
+  /**
+   * How long an undamaged round takes: the shortest of the last three gaps between "round … (fit) opened" lines
+   * (a kill lengthens the round it hit, never shortens one); 500 ms until two rounds were seen.
+   */
+  get roundMs(): number {
+    return this.roundGaps.length ? Math.min(...this.roundGaps) : 500;
+  }
 
   static async create(o: FederationOptions = {}): Promise<Federation> {
     const dir = mkdtempSync(join(tmpdir(), 'setu-chaos-'));
@@ -107,6 +124,8 @@ export class Federation {
   async killCoordinator(): Promise<void> {
     await killNow(this.coord);
     this.coord = undefined;
+    // The gap across a restart is the outage, not a round.
+    this.lastOpenedAt = undefined;
   }
 
   async restartCoordinator(): Promise<void> {

@@ -132,8 +132,22 @@ const maskedSent = (l: Line) => /SecAgg\+ masked input sent/.test(l.msg);
 
 const pick = <T>(rng: Xoshiro128, xs: readonly T[]): T => xs[rng.nextInt(xs.length)]!;
 
-/** A random wait: how far past an event the damage lands (randomness of the moment, not ordering). */
-const jitter = (rng: Xoshiro128, maxMs: number) => new Promise((r) => setTimeout(r, Math.floor(rng.next() * maxMs)));
+/**
+ * A random wait: how far past an event the damage lands (randomness of the moment, not ordering); never longer
+ * than a round, so that damage planned for a study lands in it however fast its rounds run.
+ */
+const jitter = (rng: Xoshiro128, f: Federation, maxMs: number) => new Promise((r) => setTimeout(r, Math.floor(rng.next() * Math.min(maxMs, f.roundMs))));
+
+/**
+ * A random moment of the running study: a random point within the next round, as long as the last round took.
+ * (A random span of wall time, as this was, let a study whose rounds got faster end before its damage was done:
+ * 1.5 s is seven quick rounds.) False when the study ended first.
+ */
+async function randomMoment(f: Federation, rng: Xoshiro128): Promise<boolean> {
+  if (!(await f.coordinatorLines.next(roundOpened, { ...EVENT_TIMEOUT, signal: f.done }))) return false;
+  await jitter(rng, f, Infinity);
+  return true;
+}
 
 interface Damage {
   coordinatorKills: number;
@@ -150,9 +164,10 @@ async function coordinatorKills(f: Federation, d: Damage, rng: Xoshiro128, n: nu
   const kinds = ['opened', 'delivered', secagg ? 'masked' : 'accepted', ...(secagg ? ['unmasked' as const] : []), 'committed', 'any'] as const;
   while (d.coordinatorKills < n && !f.done.aborted) {
     const kind = pick(rng, kinds);
-    if (kind === 'any') await jitter(rng, 3000);
-    else if (!(await f.coordinatorLines.next(moments[kind], { ...EVENT_TIMEOUT, signal: f.done }))) break;
-    await jitter(rng, 250);
+    if (kind === 'any') {
+      if (!(await randomMoment(f, rng))) break;
+    } else if (!(await f.coordinatorLines.next(moments[kind], { ...EVENT_TIMEOUT, signal: f.done }))) break;
+    await jitter(rng, f, 250);
     if (f.done.aborted) break;
     await f.killCoordinator();
     d.coordinatorKills++;
@@ -167,15 +182,16 @@ async function agentKills(f: Federation, d: Damage, rng: Xoshiro128, n: number, 
   while (d.agentKills < n && !f.done.aborted) {
     const victim = rng.nextInt(SITES);
     const kind = pick(rng, kinds);
-    if (kind === 'any') await jitter(rng, 1500);
-    else {
+    if (kind === 'any') {
+      if (!(await randomMoment(f, rng))) break;
+    } else {
       const l = kind === 'delivered'
         ? await f.coordinatorLines.next(taskDelivered(f.siteIds[victim]), { ...EVENT_TIMEOUT, signal: f.done })
         : await f.siteLines[victim]!.next(kind === 'queued' ? resultQueued : maskedSent, { ...EVENT_TIMEOUT, signal: f.done });
       if (!l) break;
     }
     // Right after delivery the agent is training; right after "uploading" its result is queued but maybe not sent.
-    await jitter(rng, kind === 'queued' ? 30 : 200);
+    await jitter(rng, f, kind === 'queued' ? 30 : 200);
     if (f.done.aborted) break;
     await f.killSite(victim);
     d.agentKills++;
@@ -225,7 +241,7 @@ async function networkFaults(f: Federation, d: Damage, rng: Xoshiro128, n: numbe
   const moments = [roundOpened, taskDelivered(), updateAccepted, roundCommitted];
   while (d.networkFaults < n && !f.done.aborted) {
     if (!(await f.coordinatorLines.next(pick(rng, moments), { ...EVENT_TIMEOUT, signal: f.done }))) break;
-    await jitter(rng, 200);
+    await jitter(rng, f, 200);
     if (f.done.aborted) break;
     const kind = pick(rng, ['reset', 'refuse', 'stall'] as const);
     d.networkFaults++;
