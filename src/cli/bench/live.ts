@@ -55,7 +55,7 @@ export interface LiveOptions {
   params?: number;
   rounds: number;
   prepared: boolean;
-  /** Write each coordinator's V8 CPU profile (node --cpu-prof) here. */
+  /** Write each coordinator's and agent process's V8 CPU profile (node --cpu-prof) here. */
   cpuProfDir?: string;
   timeoutS: number;
   log?: (s: string) => void;
@@ -184,8 +184,8 @@ async function postRate(port: number, body: Uint8Array, concurrency: number): Pr
   return rate;
 }
 
-function forkWorker(): { child: ChildProcess; next: () => Promise<WorkerReport> } {
-  const child = fork(WORKER, [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+function forkWorker(cpuProfDir?: string): { child: ChildProcess; next: () => Promise<WorkerReport> } {
+  const child = fork(WORKER, [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], ...(cpuProfDir ? { execArgv: ['--cpu-prof', `--cpu-prof-dir=${cpuProfDir}`] } : {}) });
   const inbox: WorkerReport[] = [];
   const waiting: ((r: WorkerReport) => void)[] = [];
   child.on('message', (r: WorkerReport) => (waiting.length ? waiting.shift()!(r) : inbox.push(r)));
@@ -297,7 +297,7 @@ export async function runLiveBench(o: LiveOptions): Promise<LiveBench> {
     }
     const t0 = performance.now();
     for (let p = 0; p < Math.min(o.procs, o.sites); p++) {
-      const w = forkWorker();
+      const w = forkWorker(o.cpuProfDir);
       workers.push(w);
       w.child.send({ kind: 'agents', url, prepared: o.prepared, pollWaitMs: 20_000, sites: sites.filter((s) => s.index % o.procs === p), logFile: join(root, `agents-${p}.log`) } satisfies WorkerCommand);
     }
