@@ -403,8 +403,11 @@ export class SiteAgent {
    */
   private async queue(task: TaskMessage, pending: PendingResult, usage: UsageReport | undefined): Promise<void> {
     const p = usage ? { ...pending, usage } : pending;
-    if (task.kind === 'fit' && pending.contentType === 'application/octet-stream') keepRelease(this.state, task, p);
-    this.state.savePending(p);
+    if (task.kind === 'fit' && pending.contentType === 'application/octet-stream') {
+      // Queued by a hard link to the kept release: its bytes written (and fsynced) once, not twice.
+      const { body: _body, ...meta } = p;
+      this.state.savePendingFile(meta, keepRelease(this.state, task, p));
+    } else this.state.savePending(p);
     await this.flushPending();
   }
 

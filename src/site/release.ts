@@ -18,7 +18,7 @@
 import { appendFileSync, closeSync, existsSync, fsyncSync, openSync, readFileSync, readdirSync, renameSync } from 'node:fs';
 import { join } from 'node:path';
 import { createHash, hkdfSync, randomBytes } from 'node:crypto';
-import { ensureDir, fsyncDir, removeDurably, writeAtomic, type PendingResult, type SiteState } from './state.js';
+import { ensureDir, fsyncDir, removeAllDurably, writeAtomic, type PendingResult, type SiteState } from './state.js';
 import type { TaskMessage, ResultMeta } from '../protocol/api.js';
 import { RESULT_META_KEY } from '../protocol/api.js';
 import { decodeSafetensors, encodeSafetensors } from '../protocol/safetensors.js';
@@ -83,14 +83,16 @@ function releasesDir(state: SiteState, studyId: string): string {
  * Keeps a fit result as its round's release (before it is queued), appends it to the release log and drops the
  * releases of rounds older than KEEP_ROUNDS.
  */
-export function keepRelease(state: SiteState, task: TaskMessage, p: PendingResult): void {
+export function keepRelease(state: SiteState, task: TaskMessage, p: PendingResult): string {
   const dir = releasesDir(state, task.studyId);
   const digest = tensorDigest(p.body);
-  writeAtomic(join(dir, `r${task.round}.body`), p.body);
+  const kept = join(dir, `r${task.round}.body`);
+  writeAtomic(kept, p.body);
   const rec: ReleaseRecord = { taskId: task.taskId, round: task.round, modelVersionId: task.modelVersionId, contentType: p.contentType, commit: p.commit, digest, at: new Date().toISOString(), ...(p.usage ? { usage: p.usage } : {}) };
   writeAtomic(join(dir, `r${task.round}.json`), JSON.stringify(rec));
   appendDurably(join(state.studyPath(task.studyId), RELEASE_LOG), JSON.stringify({ taskId: task.taskId, round: task.round, digest, at: rec.at }) + '\n');
   pruneReleases(dir, task.round);
+  return kept;
 }
 
 /**
@@ -116,10 +118,12 @@ export function releaseStagingFile(state: SiteState, task: TaskMessage): string 
 }
 
 function pruneReleases(dir: string, round: number): void {
-  for (const f of readdirSync(dir)) {
+  // One fsync of the directory for all of them (they go together; a power cut that leaves one back is harmless).
+  const old = readdirSync(dir).filter((f) => {
     const m = /^r(\d+)\.(json|body)$/.exec(f);
-    if (m && Number(m[1]) <= round - KEEP_ROUNDS) removeDurably(join(dir, f));
-  }
+    return m && Number(m[1]) <= round - KEEP_ROUNDS;
+  });
+  removeAllDurably(dir, old.map((f) => join(dir, f)));
 }
 
 /**

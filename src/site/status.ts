@@ -8,7 +8,7 @@
  */
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { writeAtomic, type SiteState } from './state.js';
+import { replaceFile, type SiteState } from './state.js';
 import type { TaskMessage } from '../protocol/api.js';
 import { BUDGET_FILE } from './privacy.js';
 import { PrivacyBudget, type PrivacyBudgetJSON } from '../privacy/budget.js';
@@ -101,7 +101,8 @@ export class AgentStatus {
     this.s.budgets = budgetsOf(this.state.dir);
     this.lastWrite = Date.now();
     try {
-      writeAtomic(this.state.file(STATUS_FILE), JSON.stringify(this.s, null, 2) + '\n');
+      // Atomic but not fsynced: it shows what the durable files hold (state.ts replaceFile).
+      replaceFile(this.state.file(STATUS_FILE), JSON.stringify(this.s, null, 2) + '\n');
     } catch {
       // A status that cannot be written (disk full) must not stop the agent: its work is in the other files.
     }

@@ -5,12 +5,17 @@
  * round's figures were read, and that each committed model is the exact weighted mean of the prepared updates.
  */
 import { it } from 'node:test';
+import { existsSync, readdirSync } from 'node:fs';
 import assert from 'node:assert/strict';
 import { main, modelOf, runLiveBench, table } from './live.js';
 import { PG_BASE } from '../../testing/pg.js';
 
 it('20 live sites, 2 fit rounds on SQLite: every answer 2xx, each commit the exact FedAvg of the prepared updates', { timeout: 5 * 60_000 }, async (t) => {
-  const r = await runLiveBench({ sites: 20, procs: 2, coordinators: 1, store: 'sqlite', pg: PG_BASE, model: 'logistic', rounds: 2, prepared: true, timeoutS: 240 });
+  const before = existsSync('/dev/shm') ? readdirSync('/dev/shm') : [];
+  const r = await runLiveBench({ sites: 20, procs: 2, coordinators: 1, store: 'sqlite', pg: PG_BASE, model: 'logistic', rounds: 2, prepared: true, agentState: 'memory', timeoutS: 240 });
+  // The agents' state on tmpfs where the machine has one, and gone after the run.
+  assert.equal(r.agentState, existsSync('/dev/shm') ? 'memory' : 'disk');
+  if (r.agentState === 'memory') assert.deepEqual(readdirSync('/dev/shm').filter((f) => f.startsWith('setu-bench-live-agents-')).filter((f) => !before.includes(f)), []);
   for (const line of table(r).trimEnd().split('\n')) t.diagnostic(line);
   assert.deepEqual(r.rounds.map((f) => [f.round, f.kind]), [[1, 'fit'], [2, 'fit'], [3, 'evaluate']]);
   for (const f of r.rounds) {
@@ -45,6 +50,7 @@ it('an MLP of about P parameters; bad options are a usage error (exit 2) naming 
     assert.equal(await main(['--sites', 'many']), 2);
     assert.equal(await main(['--store', 'oracle']), 2);
     assert.equal(await main(['--params', '100']), 2);
+    assert.equal(await main(['--agent-state', 'ssd']), 2);
     assert.equal(await main(['--coordinators', '2']), 1);
   } finally {
     process.stderr.write = err;
@@ -52,5 +58,6 @@ it('an MLP of about P parameters; bad options are a usage error (exit 2) naming 
   assert.match(said, /--sites must be a whole number from 1 to 100000, got "many"/);
   assert.match(said, /--store must be sqlite or postgres, got "oracle"/);
   assert.match(said, /--params sizes the mlp/);
+  assert.match(said, /--agent-state must be memory or disk, got "ssd"/);
   assert.match(said, /--coordinators above 1 needs --store postgres/);
 });

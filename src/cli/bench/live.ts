@@ -2,7 +2,7 @@
  * `setu bench live`: a coordinator (or several on one PostgreSQL, behind one address) under N real site agents.
  *
  *   setu bench live [--sites 100] [--procs 4] [--coordinators 1] [--store sqlite|postgres] [--model logistic|mlp]
- *                   [--params P] [--rounds 3] [--prepared] [--cpu-prof DIR] [--json]
+ *                   [--params P] [--rounds 3] [--prepared] [--agent-state memory|disk] [--cpu-prof DIR] [--json]
  *
  * Real parts only: `setu coordinator start` processes, the agents of site/agent.ts (many per worker process,
  * live-agents.ts), each enrolled with its own invite and signing every request, over HTTP on loopback; with two
@@ -22,7 +22,7 @@
  */
 import { fork, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import http from 'node:http';
 import { loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -40,6 +40,8 @@ import { adminClient, freePort, startCoordinatorProcess, studyLeadClient } from 
 import { balancer } from '../../testing/balancer.js';
 import { preparedUpdate, type WorkerCommand, type WorkerReport, type WorkerSite } from './live-agents.js';
 
+/** Where --agent-state memory puts the agents' state directories. */
+const SHM = '/dev/shm';
 const WORKER = join(dirname(fileURLToPath(import.meta.url)), 'live-agents.js');
 /** Heart data has 13 features: a logistic model has 14 parameters, an MLP 15 per hidden unit plus 1. */
 const FEATURES = 13;
@@ -57,6 +59,13 @@ export interface LiveOptions {
   prepared: boolean;
   /** Write each coordinator's and agent process's V8 CPU profile (node --cpu-prof) here. */
   cpuProfDir?: string;
+  /**
+   * Where the agents keep their state: `memory` (tmpfs, /dev/shm, the default) or `disk` (beside the coordinator's).
+   * A thousand sites have a thousand disks; here they would share the coordinator's one, and each agent process's
+   * synchronous fsyncs, queued behind everyone's, held its 250 sites' event loop for 80% of a round (--cpu-prof).
+   * The coordinator's store is on the disk either way: it is what is measured.
+   */
+  agentState: 'memory' | 'disk';
   timeoutS: number;
   log?: (s: string) => void;
 }
@@ -117,6 +126,8 @@ export interface LiveBench {
   rounds: RoundFigures[];
   /** 1-minute load average at the start and at the end (the machine is shared). */
   loadavg: [number, number];
+  /** Where the agents' state was (LiveOptions.agentState, after the fallback to disk where there is no tmpfs). */
+  agentState: 'memory' | 'disk';
   coordinatorPeakRssMiB: number;
   /** Why the study did not complete within --timeout-s (the rounds it committed are reported all the same). */
   unfinished?: string;
@@ -252,6 +263,8 @@ export async function runLiveBench(o: LiveOptions): Promise<LiveBench> {
   const log = o.log ?? (() => {});
   if (o.coordinators > 1 && o.store !== 'postgres') throw new Error('--coordinators above 1 needs --store postgres (they share one PostgreSQL)');
   const root = mkdtempSync(join(tmpdir(), 'setu-bench-live-'));
+  const agentState = o.agentState === 'memory' && existsSync(SHM) ? 'memory' : 'disk';
+  const agentRoot = agentState === 'memory' ? mkdtempSync(join(SHM, 'setu-bench-live-agents-')) : join(root, 'sites');
   const pgDb = o.store === 'postgres' ? await createTempDatabase(o.pg) : undefined;
   const coordinators: Coordinator[] = [];
   const workers: ReturnType<typeof forkWorker>[] = [];
@@ -293,7 +306,7 @@ export async function runLiveBench(o: LiveOptions): Promise<LiveBench> {
     for (let i = 0; i < o.sites; i += 16) {
       const batch = names.slice(i, i + 16);
       const tokens = await Promise.all(batch.map((siteName) => admin.json<{ token: string }>('POST', '/v1/invites', { siteName, ttlHours: 4 })));
-      for (const [j, t] of tokens.entries()) sites.push({ index: i + j, name: batch[j]!, token: t.token, center: (i + j) % 4, dir: join(root, 'sites', batch[j]!) });
+      for (const [j, t] of tokens.entries()) sites.push({ index: i + j, name: batch[j]!, token: t.token, center: (i + j) % 4, dir: join(agentRoot, batch[j]!) });
     }
     const t0 = performance.now();
     for (let p = 0; p < Math.min(o.procs, o.sites); p++) {
@@ -434,7 +447,7 @@ export async function runLiveBench(o: LiveOptions): Promise<LiveBench> {
       }
       rounds.push(fig);
     }
-    return { ...(unfinished ? { unfinished } : {}), sites: o.sites, coordinators: o.coordinators, store: o.store, model, params, prepared: o.prepared, yardsticks, rounds, loadavg: [load0, loadavg()[0]!], coordinatorPeakRssMiB: overallPeak };
+    return { ...(unfinished ? { unfinished } : {}), sites: o.sites, coordinators: o.coordinators, store: o.store, model, params, prepared: o.prepared, yardsticks, rounds, loadavg: [load0, loadavg()[0]!], agentState, coordinatorPeakRssMiB: overallPeak };
   } finally {
     for (const w of workers) {
       if (w.child.connected) w.child.send({ kind: 'stop' } satisfies WorkerCommand);
@@ -447,13 +460,14 @@ export async function runLiveBench(o: LiveOptions): Promise<LiveBench> {
     }));
     await pgDb?.drop();
     rmSync(root, { recursive: true, force: true });
+    if (agentState === 'memory') rmSync(agentRoot, { recursive: true, force: true });
   }
 }
 
 export function table(r: LiveBench): string {
   const y = r.yardsticks;
   const lines = [
-    `${r.sites} sites, ${r.coordinators} coordinator${r.coordinators > 1 ? 's' : ''} on ${r.store}, ${r.model.kind} (${r.params} parameters, ${y.bytes} bytes per upload), ${r.prepared ? 'prepared updates' : 'agents training'}; load average ${r.loadavg[0].toFixed(2)} → ${r.loadavg[1].toFixed(2)}`,
+    `${r.sites} sites, ${r.coordinators} coordinator${r.coordinators > 1 ? 's' : ''} on ${r.store}, ${r.model.kind} (${r.params} parameters, ${y.bytes} bytes per upload), ${r.prepared ? 'prepared updates' : 'agents training'}, agents' state ${r.agentState === 'memory' ? 'on tmpfs' : 'on the coordinator\'s disk'}; load average ${r.loadavg[0].toFixed(2)} → ${r.loadavg[1].toFixed(2)}`,
     `yardsticks (same run, same bytes): memcpy ${y.memcpyGBps.toFixed(2)} GB/s, sha256 ${y.sha256GBps.toFixed(2)} GB/s, bare loopback POST ${y.postPerS.toFixed(0)}/s (${y.postConcurrency} at once)`,
     'round kind      wall s   req/s  req/site  cpu s  cpu cores  agents cpu  peak RSS MiB  loop max ms  p99 ms  errors  SQL stmts  stmts/site  updates/s  intake/POST  cpu/update÷sha256  model',
   ];
@@ -472,12 +486,12 @@ export function table(r: LiveBench): string {
   return lines.join('\n') + '\n';
 }
 
-const USAGE = 'usage: setu bench live [--sites 100] [--procs 4] [--coordinators 1] [--store sqlite|postgres] [--pg URL] [--model logistic|mlp] [--params P] [--rounds 3] [--prepared] [--cpu-prof DIR] [--timeout-s 1800] [--json]';
+const USAGE = 'usage: setu bench live [--sites 100] [--procs 4] [--coordinators 1] [--store sqlite|postgres] [--pg URL] [--model logistic|mlp] [--params P] [--rounds 3] [--prepared] [--agent-state memory|disk] [--cpu-prof DIR] [--timeout-s 1800] [--json]';
 
 export function parseLiveArgs(argv: string[]): LiveOptions & { json: boolean } {
   const { values: v } = parse(argv, {
     sites: { type: 'string' }, procs: { type: 'string' }, coordinators: { type: 'string' }, store: { type: 'string' }, pg: { type: 'string' },
-    model: { type: 'string' }, params: { type: 'string' }, rounds: { type: 'string' }, prepared: { type: 'boolean' }, 'cpu-prof': { type: 'string' },
+    model: { type: 'string' }, params: { type: 'string' }, rounds: { type: 'string' }, prepared: { type: 'boolean' }, 'cpu-prof': { type: 'string' }, 'agent-state': { type: 'string' },
     'timeout-s': { type: 'string' }, json: { type: 'boolean' },
   });
   const int = (s: string | undefined, name: string, d: number, max = 10_000_000) => {
@@ -489,10 +503,12 @@ export function parseLiveArgs(argv: string[]): LiveOptions & { json: boolean } {
   if (store !== 'sqlite' && store !== 'postgres') throw new Error(`--store must be sqlite or postgres, got "${store}"`);
   const model = v.model ?? 'logistic';
   if (model !== 'logistic' && model !== 'mlp') throw new Error(`--model must be logistic or mlp, got "${model}"`);
+  const agentState = v['agent-state'] ?? 'memory';
+  if (agentState !== 'memory' && agentState !== 'disk') throw new Error(`--agent-state must be memory or disk, got "${agentState}"`);
   if (model === 'logistic' && v.params !== undefined) throw new Error('--params sizes the mlp; a logistic model on the heart data has 14 parameters');
   return {
     sites: int(v.sites, 'sites', 100, 100_000), procs: int(v.procs, 'procs', 4, 64), coordinators: int(v.coordinators, 'coordinators', 1, 16), store, pg: v.pg ?? PG_BASE, model,
-    ...(v.params !== undefined ? { params: int(v.params, 'params', 0, 15_000_001) } : {}), rounds: int(v.rounds, 'rounds', 3, 1000), prepared: !!v.prepared,
+    ...(v.params !== undefined ? { params: int(v.params, 'params', 0, 15_000_001) } : {}), rounds: int(v.rounds, 'rounds', 3, 1000), prepared: !!v.prepared, agentState,
     ...(v['cpu-prof'] ? { cpuProfDir: v['cpu-prof'] } : {}), timeoutS: int(v['timeout-s'], 'timeout-s', 1800), json: !!v.json,
   };
 }
