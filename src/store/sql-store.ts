@@ -221,6 +221,8 @@ function restrictFiles(files: string[]): void {
 
 export class SqlStore implements Store {
   readonly backend: 'sqlite' | 'postgres';
+  /** The nonces of this turn of the event loop, recorded together (rememberNonceIfActive). */
+  private nonceBatch: { items: trust.NonceToRemember[]; done: Promise<boolean[]> } | undefined;
   constructor(
     private readonly handle: Db,
     private readonly dialect: Dialect,
@@ -610,8 +612,26 @@ export class SqlStore implements Store {
   rememberNonce(keyId: string, nonce: string, ts: number): Promise<boolean> {
     return trust.rememberNonce(this.cdb, keyId, nonce, ts);
   }
+  /**
+   * Outside a transaction, the requests that reach this in one turn of the event loop are recorded by one
+   * statement (trust.ts rememberNoncesIfActive), as the site touches are (Store.touchSites); each still waits for
+   * its own answer, and a replay within the batch is refused as one across batches is.
+   */
   rememberNonceIfActive(keyId: string, nonce: string, ts: number, publicKey: string): Promise<boolean> {
-    return trust.rememberNonceIfActive(this.cdb, keyId, nonce, ts, publicKey);
+    if (this.inTx) return trust.rememberNonceIfActive(this.cdb, keyId, nonce, ts, publicKey);
+    let b = this.nonceBatch;
+    if (!b || b.items.length >= trust.NONCES_PER_STATEMENT) {
+      const items: trust.NonceToRemember[] = [];
+      b = this.nonceBatch = {
+        items,
+        done: new Promise<void>((resolve) => setImmediate(resolve)).then(() => {
+          if (this.nonceBatch?.items === items) this.nonceBatch = undefined;
+          return trust.rememberNoncesIfActive(this.cdb, items);
+        }),
+      };
+    }
+    const i = b.items.push({ keyId, nonce, ts, publicKey }) - 1;
+    return b.done.then((rs) => rs[i]!);
   }
   pruneNonces(before: number): Promise<number> {
     return trust.pruneNonces(this.cdb, before);

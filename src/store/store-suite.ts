@@ -382,6 +382,29 @@ export function storeSuite(b: StoreBackend): void {
         assert.equal(await store.rememberNonce('site-n', 'nonce-ffffffffffffffff', now), true, 'a refused one was not recorded');
       });
 
+      it('records the nonces of many concurrent requests (sites and users, more than one statement holds) as each alone would be', { skip }, async () => {
+        await store.createSite({ ...site('site-m', 'm'), public_key: 'km' });
+        await store.createUser({ ...user('user-m'), public_key: 'kum', status: 'active' });
+        const n = (i: number) => `nonce-many-${String(i).padStart(8, '0')}`;
+        // 450 distinct nonces of a site and 50 of a user at once, each sent twice, a wrong key and an unknown site among them.
+        const calls = [
+          ...Array.from({ length: 450 }, (_, i) => ['site-m', n(i), 'km'] as const),
+          ...Array.from({ length: 50 }, (_, i) => ['user-m', n(i), 'kum'] as const),
+          ...Array.from({ length: 450 }, (_, i) => ['site-m', n(i), 'km'] as const),
+          ['site-m', n(9999), 'not-km'] as const,
+          ['site-unknown', n(9999), 'km'] as const,
+        ];
+        const rs = await Promise.all(calls.map(([k, nonce, pk], i) => (i % 3 ? store : other).rememberNonceIfActive(k, nonce, now, pk)));
+        const won = new Map<string, number>();
+        calls.forEach(([k, nonce], i) => rs[i] && won.set(`${k} ${nonce}`, (won.get(`${k} ${nonce}`) ?? 0) + 1));
+        assert.equal(won.size, 500, 'every distinct (key, nonce) of an active key with its key recorded');
+        assert.ok([...won.values()].every((c) => c === 1), 'and each exactly once: its twin is a replay');
+        assert.equal(rs[calls.length - 2], false, 'not under another key');
+        assert.equal(rs[calls.length - 1], false, 'not for an unknown site');
+        assert.equal(await store.rememberNonce('site-m', n(9999), now), true, 'the refused ones were not recorded');
+        assert.equal(await store.rememberNonce('site-m', n(7), now), false, 'the recorded ones are in the one nonce table');
+      });
+
       it('prunes nonces older than the cutoff only', { skip }, async () => {
         await store.rememberNonce('site-x', 'nonce-old-000000000000', 10);
         await store.rememberNonce('site-x', 'nonce-new-000000000000', 5000);
