@@ -62,6 +62,12 @@ describe('the SQLite store\'s small-blob tier', () => {
     assert.deepEqual(listing(blobDir()), before, 'no file, temporary or not');
     assert.ok((await rows()).includes(info.digest));
     assert.ok(Buffer.from(await store.blobs.readAll(info.digest)).equals(bytes));
+    // A view into a larger buffer (a request body's slice) is stored as the view's bytes, not its buffer's.
+    const body = randomBytes(2_000);
+    const view = new Uint8Array(body.buffer, body.byteOffset + 700, 400);
+    const v = await store.blobs.put(view);
+    assert.deepEqual(v, { digest: sha(view), size: 400 });
+    assert.ok(Buffer.from(await store.blobs.readAll(v.digest)).equals(view));
   });
 
   it('a blob of exactly SMALL_BLOB_BYTES is a row, one byte more a file', async () => {
