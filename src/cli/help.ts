@@ -158,7 +158,7 @@ export const FLAGS: Record<string, { value?: string; text: string }> = {
   verbose: { text: 'show more logs' },
   // coordinator start
   db: { value: 'URL', text: 'PostgreSQL connection string (default: SQLite in the data directory)' },
-  'blob-dir': { value: 'DIR', text: "keep model versions and updates as files in DIR (default: <data-dir>/blobs with SQLite; PostgreSQL's shared chunk table with --db)" },
+  'blob-dir': { value: 'DIR', text: "keep model versions and updates as files in DIR (with SQLite those over 64 KiB, smaller ones being rows of the database, default <data-dir>/blobs; with --db, PostgreSQL's shared chunk table by default)" },
   host: { value: 'H', text: 'address to listen on (default 127.0.0.1; 0.0.0.0 for every interface)' },
   port: { value: 'P', text: 'port to listen on (default 7070; 0 picks a free one)' },
   'body-limit': { value: 'BYTES', text: 'largest request body accepted (default 64 MiB)' },

@@ -11,6 +11,7 @@ import { taskErrorsMigration } from './task-errors.js';
 import { blobsMigration } from './uploads.js';
 import type { BlobStore } from './blobs/blob-store.js';
 import { asyncMigration } from './async.js';
+import { smallBlobsMigration } from './blobs/tiered-blobs.js';
 
 export type Dialect = 'sqlite' | 'postgres';
 
@@ -229,7 +230,12 @@ const tasksIssuedMigration: Migration = {
   },
 };
 
-/** `blobsOn(db)`: where 0009_blobs moves the bytes of existing rows (the store's blob store, on the migration's connection). */
+/**
+ * Applied in name order; on a database that already has a later one (0011 came after 0014 shipped) the missing
+ * ones run too (sql-store.ts allows unordered migrations), so each must not depend on those numbered after it.
+ * `blobsOn(db)`: where 0009_blobs moves the bytes of existing rows (the store's blob store, on the migration's
+ * connection; on SQLite its files, since 0011's table for small blobs does not exist yet).
+ */
 export function migrationProvider(dialect: Dialect, blobsOn: (db: Kysely<any>) => BlobStore): MigrationProvider {
   return {
     async getMigrations() {
@@ -238,6 +244,7 @@ export function migrationProvider(dialect: Dialect, blobsOn: (db: Kysely<any>) =
         '0006_audit_bounds': auditBoundsMigration(dialect), '0007_task_errors': taskErrorsMigration(dialect), '0008_lifecycle_version': lifecycleVersionMigration,
         '0009_blobs': blobsMigration(dialect, blobsOn),
         '0010_async': asyncMigration(dialect),
+        '0011_small_blobs': smallBlobsMigration(dialect),
         '0014_tasks_issued': tasksIssuedMigration,
       };
     },

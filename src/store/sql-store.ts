@@ -7,6 +7,7 @@
 import type { BlobStore } from './blobs/blob-store.js';
 import { FileBlobStore } from './blobs/file-blobs.js';
 import { PgBlobStore } from './blobs/pg-blobs.js';
+import { TieredBlobStore } from './blobs/tiered-blobs.js';
 import { closeSync, existsSync, mkdirSync, openSync, chmodSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { Kysely, Migrator, PostgresDialect, SqliteDialect, type LogEvent, type Transaction } from 'kysely';
@@ -60,7 +61,8 @@ export interface SqlStoreOptions {
   onConnectionError?: (e: Error) => void;
   /**
    * Blobs (model versions, updates) as files in this directory instead of the default: `<dir of the SQLite
-   * file>/blobs` for SQLite, the shared chunk table for PostgreSQL (files there suit one coordinator only).
+   * file>/blobs` for SQLite (whose small blobs are rows of its own database either way: blobs/tiered-blobs.ts), the
+   * shared chunk table for PostgreSQL (files there suit one coordinator only).
    */
   blobDir?: string;
   /** Told of every statement run, with its kind (`statementKind`) and time: the coordinator's SQL metrics. */
@@ -135,6 +137,16 @@ function queryLog(o: SqlStoreOptions): { log?: (e: LogEvent) => void } {
   return on ? { log: (e) => on(statementKind(e.query.sql), e.queryDurationMillis) } : {};
 }
 
+/** Where a SqlStore's blobs are (openSqlStore picks them per dialect). */
+interface BlobWiring {
+  /** The blob store on `db`: the store's own handle (`root`, the store: calls from inside its transactions are refused), or a transaction's. */
+  on: (db: Kysely<any>, root?: object) => BlobStore;
+  /** Whether a transaction's `tx` gets blobs on its own handle (SQLite's table tier: a put joins the transaction) or shares the store's. */
+  perTx: boolean;
+  /** Where migration 0009_blobs moves existing rows' bytes, on the migration's connection. */
+  migration: (db: Kysely<any>) => BlobStore;
+}
+
 /** Opens (and migrates) the SQL store at `url`: `postgres://…`, `sqlite:<path>` or a file path. */
 export async function openSqlStore(url: string, o: SqlStoreOptions = {}): Promise<SqlStore> {
   const onConnectionError = o.onConnectionError ?? ((e: Error) => process.stderr.write(`setu store: PostgreSQL connection lost (${e.message}); reconnecting on next use\n`));
@@ -142,7 +154,7 @@ export async function openSqlStore(url: string, o: SqlStoreOptions = {}): Promis
   let dialect: Dialect;
   let files: string[] = [];
   let guard: DiskGuard | undefined;
-  let blobs: (db: Kysely<any>) => BlobStore;
+  let blobs: BlobWiring;
   if (/^postgres(ql)?:\/\//.test(url)) {
     const pg = (await import('pg')).default;
     // int8 (COUNT, bigint ms timestamps) arrives as string by default; every value we keep fits a double.
@@ -167,9 +179,9 @@ export async function openSqlStore(url: string, o: SqlStoreOptions = {}): Promis
     dialect = 'postgres';
     if (o.blobDir) {
       const fileBlobs = new FileBlobStore(resolve(o.blobDir));
-      blobs = () => fileBlobs;
+      blobs = { on: () => fileBlobs, perTx: false, migration: () => fileBlobs };
     } else {
-      blobs = (on) => new PgBlobStore(on);
+      blobs = { on: (on) => new PgBlobStore(on), perTx: false, migration: (on) => new PgBlobStore(on) };
     }
   } else {
     const path = resolve(url.replace(/^sqlite:/, ''));
@@ -189,9 +201,16 @@ export async function openSqlStore(url: string, o: SqlStoreOptions = {}): Promis
     db = new Kysely<AllTables>({ dialect: mappedDialect(new SqliteDialect({ database: withStatementCache(raw) as never }), 'sqlite', guard), ...queryLog(o) });
     dialect = 'sqlite';
     const fileBlobs = new FileBlobStore(resolve(o.blobDir ?? join(dirname(path), 'blobs')));
-    blobs = () => fileBlobs;
+    // Small blobs are rows of this database (0011_small_blobs), the rest files. On SQLite's one connection a
+    // transaction's tx must have blobs on the transaction's handle: one on the store's would wait for it forever.
+    // Migration 0009 runs before 0011 makes the table: what it moves out of the rows becomes files (read as before).
+    blobs = {
+      on: (on, root) => new TieredBlobStore(on, fileBlobs, undefined, root ? () => refuseFromInside(root) : undefined),
+      perTx: true,
+      migration: () => fileBlobs,
+    };
   }
-  const store = new SqlStore(db, dialect, false, blobs(db), blobs);
+  const store = new SqlStore(db, dialect, false, blobs);
   try {
     await store.migrate();
   } catch (e) {
@@ -227,13 +246,20 @@ export class SqlStore implements Store {
     private readonly handle: Db,
     private readonly dialect: Dialect,
     private readonly inTx: boolean,
-    /** Files by default for SQLite, the chunk table for PostgreSQL; a transaction's `tx` has the same one. */
-    readonly blobs: BlobStore,
-    /** The blob store on a given connection: what migration 0009 moves existing rows' bytes into. */
-    private readonly blobsOn: (db: Kysely<any>) => BlobStore,
+    private readonly wiring: BlobWiring,
+    /** A transaction's `tx`: the store's own blobs, when they are not on the transaction's handle (`wiring.perTx`). */
+    shared?: BlobStore,
   ) {
     this.backend = dialect;
+    this.blobs = shared ?? wiring.on(handle as Kysely<any>, inTx ? undefined : this);
   }
+
+  /**
+   * SQLite: small blobs as rows of its database, the rest as files (blobs/tiered-blobs.ts; a transaction's `tx` has
+   * them on its own handle, so a put through it joins the transaction); PostgreSQL: the chunk table (or files with
+   * `blobDir`), the same object for a `tx`.
+   */
+  readonly blobs: BlobStore;
 
   /** The connection every statement goes through; from inside this store's own transaction, refused (runInside). */
   private get db(): Db {
@@ -253,7 +279,10 @@ export class SqlStore implements Store {
   }
 
   async migrate(): Promise<void> {
-    const migrator = new Migrator({ db: this.db as Kysely<AllTables>, provider: migrationProvider(this.dialect, this.blobsOn) });
+    const migrator = new Migrator({ db: this.db as Kysely<AllTables>, provider: migrationProvider(this.dialect, this.wiring.migration),
+      // A migration numbered below one already applied is applied too (0011_small_blobs came after 0014_tasks_issued
+      // shipped): each is independent of those numbered after it.
+      allowUnorderedMigrations: true });
     const { error, results } = await migrator.migrateToLatest();
     if (error instanceof StoreUnavailable) throw error; // the database is not there: say so, not "migration failed"
     if (error) {
@@ -268,7 +297,7 @@ export class SqlStore implements Store {
 
   transaction<T>(fn: (tx: Store) => Promise<T>): Promise<T> {
     if (this.inTx) return fn(this);
-    return (this.db as Kysely<AllTables>).transaction().execute((trx) => runInside(this, () => fn(new SqlStore(trx, this.dialect, true, this.blobs, this.blobsOn))));
+    return (this.db as Kysely<AllTables>).transaction().execute((trx) => runInside(this, () => fn(new SqlStore(trx, this.dialect, true, this.wiring, this.wiring.perTx ? undefined : this.blobs))));
   }
 
   async dumpTables(): Promise<Record<string, Record<string, unknown>[]>> {

@@ -109,7 +109,10 @@ export interface CommitRoundArgs {
 
 export interface Store {
   readonly backend: Backend;
-  /** Model versions' and updates' bytes, by digest (blobs/blob-store.ts); shared by a transaction's `tx`. */
+  /**
+   * Model versions' and updates' bytes, by digest (blobs/blob-store.ts); a transaction's `tx` reads and writes the
+   * same blobs (on SQLite through the transaction's handle: a small blob put through it joins the transaction).
+   */
   readonly blobs: BlobStore;
   close(): Promise<void>;
   /**
@@ -332,7 +335,7 @@ export interface RoundProgress {
  * path (SQLite). SQL stores are migrated before this returns; `onConnectionError` hears of PostgreSQL
  * connections the server dropped (the store reconnects by itself; default: a line on stderr); `onQuery` hears
  * of every SQL statement (its kind and time, sql-store.ts `statementKind`); `blobDir` puts model versions' and
- * updates' bytes as files there (SqlStoreOptions.blobDir; ignored by `memory:`).
+ * updates' bytes as files there (SqlStoreOptions.blobDir: SQLite's small blobs stay rows; ignored by `memory:`).
  */
 export async function openStore(url: string, opts: { onConnectionError?: (e: Error) => void; onQuery?: (kind: string, ms: number) => void; blobDir?: string } = {}): Promise<Store> {
   if (url === 'memory:') {

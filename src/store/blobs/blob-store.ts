@@ -88,7 +88,7 @@ export interface BlobReader {
 }
 
 export interface BlobStore {
-  readonly kind: 'memory' | 'files' | 'postgres';
+  readonly kind: 'memory' | 'files' | 'postgres' | 'tiered';
   /** Stores bytes (idempotent: the same bytes are stored once). */
   put(bytes: Uint8Array): Promise<BlobInfo>;
   /** Stores a stream of chunks, hashing while writing; `expect` is verified before the blob becomes visible. */
@@ -112,6 +112,13 @@ export interface BlobStore {
 }
 
 export const DEFAULT_BLOB_CHUNK_BYTES = 4 * 1024 * 1024;
+
+/**
+ * What counts as a small blob (a tiny model's version or update: a few hundred bytes to a few KiB), for the backends
+ * that treat those apart: the SQLite store keeps them as rows of its own database instead of files
+ * (tiered-blobs.ts), PostgreSQL's blob store remembers them once read (pg-blobs.ts).
+ */
+export const SMALL_BLOB_BYTES = 64 * 1024;
 
 /**
  * `appendFrom` for backends that store a chunk in one go (memory, PostgreSQL): the chunk is gathered, checked, then

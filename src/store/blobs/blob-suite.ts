@@ -1,6 +1,6 @@
 /**
  * The ONE behavioural suite of the BlobStore interface, run by blobs.test.ts on every backend (memory, files,
- * PostgreSQL's chunk table): what one does, the others must do. `reopen` plays a restarted coordinator (a new
+ * PostgreSQL's chunk table, SQLite's table of small blobs over files): what one does, the others must do. `reopen` plays a restarted coordinator (a new
  * store on the same directory or database); backends that keep nothing (memory) give the same store back.
  */
 import { describe, it, before, after } from 'node:test';
@@ -9,7 +9,8 @@ import { createHash, randomBytes } from 'node:crypto';
 import { BlobChunkMismatch, BlobChunkTooLarge, BlobMismatch, BlobOffsetConflict, type BlobStore } from './blob-store.js';
 
 export interface BlobBackend {
-  name: 'memory' | 'files' | 'postgres';
+  /** The backend as the test names it: memory, files, postgres, sqlite (tiered-blobs.ts), … */
+  name: string;
   skip: () => Promise<string | false>;
   /** A fresh, empty store; `reopen` opens another on the same data (a restart); `cleanup` removes it all. */
   open: () => Promise<{ blobs: BlobStore; reopen: () => Promise<BlobStore>; cleanup: () => Promise<void> }>;

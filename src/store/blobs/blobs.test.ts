@@ -1,4 +1,8 @@
-/** The BlobStore suite (blob-suite.ts) on every backend: memory, files in a temp directory, PostgreSQL's chunk table. */
+/**
+ * The BlobStore suite (blob-suite.ts) on every backend: memory, files in a temp directory, PostgreSQL's chunk table,
+ * and the SQLite store's tier (tiered-blobs.ts): once as the store has it (the suite's blobs, up to 50 KB, are rows;
+ * its uploads files), once with a 2 KiB limit on the same kind of database (most of them files, through the tier).
+ */
 import { appendFileSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { createHash, randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
@@ -8,6 +12,8 @@ import assert from 'node:assert/strict';
 import { blobSuite, type BlobBackend } from './blob-suite.js';
 import { MemoryBlobStore } from './memory-blobs.js';
 import { FileBlobStore } from './file-blobs.js';
+import { TieredBlobStore } from './tiered-blobs.js';
+import { openRawDatabase } from '../raw.js';
 import { createTempDatabase, pgSkipReason } from '../../testing/pg.js';
 import { openStore, type Store } from '../store.js';
 
@@ -43,6 +49,47 @@ const BACKENDS: BlobBackend[] = [
         cleanup: async () => {
           for (const s of stores) await s.close();
           await db.drop();
+        },
+      };
+    },
+  },
+  {
+    name: 'sqlite (small blobs as rows, the rest files)',
+    skip: async () => false,
+    open: async () => {
+      const dir = mkdtempSync(join(tmpdir(), 'setu-blobs-'));
+      const stores: Store[] = [await openStore(join(dir, 'setu.db'))];
+      assert.equal(stores[0]!.blobs.kind, 'tiered');
+      return {
+        blobs: stores[0]!.blobs,
+        reopen: async () => {
+          stores.push(await openStore(join(dir, 'setu.db')));
+          return stores.at(-1)!.blobs;
+        },
+        cleanup: async () => {
+          for (const s of stores) await s.close();
+          rmSync(dir, { recursive: true, force: true });
+        },
+      };
+    },
+  },
+  {
+    name: 'sqlite with a 2 KiB small-blob limit (most blobs files, through the tier)',
+    skip: async () => false,
+    open: async () => {
+      const dir = mkdtempSync(join(tmpdir(), 'setu-blobs-'));
+      await (await openStore(join(dir, 'setu.db'))).close(); // migrated: the table is there
+      const raws: Awaited<ReturnType<typeof openRawDatabase>>[] = [];
+      const tier = async () => {
+        raws.push(await openRawDatabase(join(dir, 'setu.db')));
+        return new TieredBlobStore(raws.at(-1)!, new FileBlobStore(join(dir, 'blobs')), 2048);
+      };
+      return {
+        blobs: await tier(),
+        reopen: tier,
+        cleanup: async () => {
+          for (const r of raws) await r.destroy();
+          rmSync(dir, { recursive: true, force: true });
         },
       };
     },

@@ -13,7 +13,7 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { sql, type Kysely, type Transaction } from 'kysely';
-import { BlobMismatch, BlobOffsetConflict, DEFAULT_BLOB_CHUNK_BYTES, appendGathered, type BlobInfo, type BlobStore, type PartialBlob } from './blob-store.js';
+import { BlobMismatch, BlobOffsetConflict, DEFAULT_BLOB_CHUNK_BYTES, SMALL_BLOB_BYTES, appendGathered, type BlobInfo, type BlobStore, type PartialBlob } from './blob-store.js';
 import { checkExpect } from './memory-blobs.js';
 import { checkDigest, checkPartialId } from './names.js';
 
@@ -29,13 +29,11 @@ type Db = Kysely<BlobTables> | Transaction<BlobTables>;
 const ROW_BYTES = DEFAULT_BLOB_CHUNK_BYTES;
 
 /**
- * Blobs up to this size are remembered by this process once written or read (a tiny model's update is read several
- * times in its round: checked, counted, aggregated). A blob's bytes never change (it is named by their digest), so
- * the copy is never stale; whether the blob still exists is still asked of the database on every read, so a delete
- * by another coordinator is seen at once.
+ * Blobs up to SMALL_BLOB_BYTES (blob-store.ts) are remembered by this process once written or read (a tiny model's
+ * update is read several times in its round: checked, counted, aggregated). A blob's bytes never change (it is named
+ * by their digest), so the copy is never stale; whether the blob still exists is still asked of the database on every
+ * read, so a delete by another coordinator is seen at once. This is their bytes in all, oldest dropped first.
  */
-const SMALL_BLOB_BYTES = 64 * 1024;
-/** The remembered small blobs' bytes in all, oldest dropped first. */
 const SMALL_BLOBS_BUDGET = 32 * 1024 * 1024;
 
 const asBytes = (v: unknown): Uint8Array => {
