@@ -10,7 +10,8 @@ import { PgBlobStore } from './blobs/pg-blobs.js';
 import { TieredBlobStore } from './blobs/tiered-blobs.js';
 import { closeSync, existsSync, mkdirSync, openSync, chmodSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
-import { Kysely, Migrator, PostgresDialect, SqliteDialect, type LogEvent, type Transaction } from 'kysely';
+import { Kysely, Migrator, PostgresDialect, SqliteDialect, sql, type LogEvent, type Transaction } from 'kysely';
+import { GroupCommit } from './group-commit.js';
 import type { Database } from './schema.js';
 import { migrationProvider, type Dialect } from './migrations.js';
 import { mappedDialect } from './sql-errors.js';
@@ -238,6 +239,13 @@ function restrictFiles(files: string[]): void {
   for (const f of files) if (existsSync(f)) chmodSync(f, 0o600);
 }
 
+/** Results accepted in one transaction at most (group-commit.ts): what one holding of the audit head covers. */
+const ACCEPTS_PER_TRANSACTION = 64;
+interface Acceptance {
+  update: UpdateRow;
+  inTx?: (tx: Store) => Promise<void>;
+}
+
 export class SqlStore implements Store {
   readonly backend: 'sqlite' | 'postgres';
   /** The nonces of this turn of the event loop, recorded together (rememberNonceIfActive). */
@@ -386,6 +394,7 @@ export class SqlStore implements Store {
       }
       // A study that stops for any reason takes its open tasks with it, so no site keeps receiving them.
       if (to !== 'running') {
+        if (this.dialect === 'postgres') await db.selectFrom('tasks').select('id').where('study_id', '=', id).where('status', 'in', ['issued', 'delivered']).orderBy('id').forUpdate().execute();
         await db.updateTable('tasks').set({ status: 'expired' }).where('study_id', '=', id).where('status', 'in', ['issued', 'delivered']).execute();
       }
     });
@@ -494,17 +503,58 @@ export class SqlStore implements Store {
         .where('study_id', '=', studyId).where('round', '=', round).where('status', 'in', ['issued', 'delivered', 'done']).execute();
     });
   }
-  async acceptUpdate(update: UpdateRow, inTx?: (tx: Store) => Promise<void>): Promise<void> {
-    await this.transaction(async (tx) => {
-      const db = (tx as SqlStore).db;
-      const closed = await db.updateTable('tasks').set({ status: 'done', done_at: update.received_at })
-        .where('id', '=', update.task_id).where('site_id', '=', update.site_id).where('status', 'in', ['issued', 'delivered']).executeTakeFirst();
-      if (Number(closed.numUpdatedRows) !== 1) throw new StoreConflict(`task ${update.task_id} is not open for this site`);
-      const round = await db.selectFrom('rounds').select('status').where('study_id', '=', update.study_id).where('round', '=', update.round).executeTakeFirst();
-      if (round?.status !== 'open') throw new StoreConflict(`round ${update.round} is no longer open`);
-      await db.insertInto('updates').values(update).execute();
-      if (inTx) await inTx(tx); // e.g. the audit entry of the accepted update
-    });
+  /**
+   * Outside a transaction, group-committed (group-commit.ts): the results accepted while another batch commits go
+   * in one transaction, each in its own savepoint, so one that is refused (a StoreConflict, a budget its own inTx
+   * refuses) rolls back alone and the others commit. On PostgreSQL the batch first locks its tasks' rows in id order,
+   * so that it takes task rows before the audit head as a single acceptance does (no lock-order cycle with one).
+   */
+  acceptUpdate(update: UpdateRow, inTx?: (tx: Store) => Promise<void>): Promise<void> {
+    if (this.inTx) return this.acceptOne(update, inTx);
+    return this.accepts.add({ update, ...(inTx ? { inTx } : {}) });
+  }
+  private readonly accepts = new GroupCommit<Acceptance>((items) => this.acceptAll(items), ACCEPTS_PER_TRANSACTION);
+
+  private async acceptAll(items: Acceptance[]): Promise<(unknown | undefined)[]> {
+    const errors: (unknown | undefined)[] = items.map(() => undefined);
+    try {
+      if (items.length === 1) {
+        await this.transaction((tx) => (tx as SqlStore).acceptOne(items[0]!.update, items[0]!.inTx));
+        return errors;
+      }
+      await this.transaction(async (tx) => {
+        const t = tx as SqlStore;
+        errors.fill(undefined);
+        if (this.dialect === 'postgres') {
+          await sql`select id from tasks where id in (${sql.join(items.map((i) => i.update.task_id))}) order by id for update`.execute(t.db);
+        }
+        for (const [i, it] of items.entries()) {
+          await sql`savepoint setu_accept`.execute(t.db);
+          try {
+            await t.acceptOne(it.update, it.inTx);
+          } catch (e) {
+            await sql`rollback to savepoint setu_accept`.execute(t.db);
+            errors[i] = e;
+          }
+          await sql`release savepoint setu_accept`.execute(t.db);
+        }
+      });
+    } catch (e) {
+      // The transaction itself failed (its commit, a lost connection): nothing of the batch was kept.
+      return items.map(() => e);
+    }
+    return errors;
+  }
+
+  private async acceptOne(update: UpdateRow, inTx?: (tx: Store) => Promise<void>): Promise<void> {
+    const db = this.db;
+    const closed = await db.updateTable('tasks').set({ status: 'done', done_at: update.received_at })
+      .where('id', '=', update.task_id).where('site_id', '=', update.site_id).where('status', 'in', ['issued', 'delivered']).executeTakeFirst();
+    if (Number(closed.numUpdatedRows) !== 1) throw new StoreConflict(`task ${update.task_id} is not open for this site`);
+    const round = await db.selectFrom('rounds').select('status').where('study_id', '=', update.study_id).where('round', '=', update.round).executeTakeFirst();
+    if (round?.status !== 'open') throw new StoreConflict(`round ${update.round} is no longer open`);
+    await db.insertInto('updates').values(update).execute();
+    if (inTx) await inTx(this); // e.g. the audit entry of the accepted update
   }
   async listUpdates(studyId: string, round: number): Promise<UpdateRow[]> {
     const rows = await this.db.selectFrom('updates').selectAll().where('study_id', '=', studyId).where('round', '=', round).orderBy('site_id').execute();
@@ -542,6 +592,10 @@ export class SqlStore implements Store {
         .set({ status: 'committed', committed_at: args.now, ...(args.model ? { model_version_id: args.model.id } : {}) })
         .where('study_id', '=', args.studyId).where('round', '=', args.round).where('status', '=', 'open').executeTakeFirst();
       if (Number(r.numUpdatedRows) !== 1) throw new StoreConflict(`round ${args.round} of ${args.studyId} is not open`);
+      // Task rows locked in id order, as a batch of accepted results locks them (acceptAll): no lock-order cycle.
+      if (this.dialect === 'postgres') {
+        await db.selectFrom('tasks').select('id').where('study_id', '=', args.studyId).where('round', '=', args.round).where('status', 'in', ['issued', 'delivered']).orderBy('id').forUpdate().execute();
+      }
       await db.updateTable('tasks').set({ status: 'expired' })
         .where('study_id', '=', args.studyId).where('round', '=', args.round).where('status', 'in', ['issued', 'delivered']).execute();
       if (args.model) await db.insertInto('model_versions').values(args.model).execute();

@@ -295,6 +295,33 @@ export function storeSuite(b: StoreBackend): void {
     });
 
     describe('transactions', () => {
+      it('accepts many concurrent results as each alone: a refused one (its own conflict, its inTx throwing) changes nothing, the others commit with their inTx', { skip }, async () => {
+        const G = 'sg';
+        await store.createStudy(study(G));
+        const ids = Array.from({ length: 70 }, (_, i) => `g-${String(i).padStart(2, '0')}`);
+        await store.openRound({ ...round(1), study_id: G }, ids.map((id, i) => ({ ...task(id, i % 2 ? 'a' : 'b'), study_id: G })));
+        const before = await storeDigest(store);
+        const calls = [
+          ...ids.map((id, i) => ({ id, site: i % 2 ? 'a' : 'b' })),
+          { id: ids[3]!, site: 'a' }, // a second result for a task: one of the two is kept
+          { id: ids[4]!, site: 'a' }, // not its owner's
+        ];
+        const res = await settle(calls.map((c, i) => (i % 3 ? store : other).acceptUpdate({ ...update(c.id, c.site), study_id: G }, async (tx) => {
+          if (c.id === ids[10]) throw new Error('refused by its own check');
+          await tx.setKv(`accepted ${c.id} ${i}`, c.site);
+        })));
+        assert.equal(res.ok.length, 69, `all but the failing inTx, the twin and the wrong owner: ${res.errors.map(String).join('; ')}`);
+        assert.equal(res.errors.filter((e) => e instanceof StoreConflict).length, 2);
+        assert.equal(res.errors.filter((e) => !(e instanceof StoreConflict) && String(e).includes('refused by its own check')).length, 1);
+        const ups = await store.listUpdates(G, 1);
+        assert.deepEqual(ups.map((u) => u.task_id).sort(), ids.filter((id) => id !== ids[10]));
+        const kv = ((await store.dumpTables()).kv ?? []).map((r) => String(r.key)).filter((k) => k.startsWith('accepted '));
+        assert.equal(kv.length, 69, 'each committed result with its inTx, no refused one');
+        assert.ok(!kv.some((k) => k.startsWith(`accepted ${ids[10]} `) || k === `accepted ${ids[4]} ${calls.length - 1}`));
+        assert.equal((await store.getTask(ids[10]!))?.status, 'issued', 'the refused one is still open');
+        assert.notDeepEqual(await storeDigest(store), before);
+      });
+
       it('runs a transaction on a Store-shaped handle and rolls everything back on a throw', { skip }, async () => {
         const before = await storeDigest(store);
         await assert.rejects(store.transaction(async (tx) => {

@@ -144,10 +144,12 @@ export async function rememberNoncesIfActive(db: Db, items: readonly NonceToReme
       const it = items[i]!;
       return sql`select cast(${it.keyId} as text) as key_id, cast(${it.nonce} as text) as nonce, cast(${it.ts} as bigint) as ts, cast(${it.publicKey} as text) as pk`;
     }), sql` union all `);
-    // `where true`: SQLite reads the ON of an upsert after a join's ON otherwise.
+    // `where true`: SQLite reads the ON of an upsert after a join's ON otherwise. In key order: two batches that
+    // hold the same nonce (a replay sent to two coordinators) would otherwise wait on each other's index entries in
+    // opposite orders, a deadlock PostgreSQL ends by failing one whole batch (seen in the store suite).
     const r = await sql<{ key_id: string; nonce: string }>`insert into request_nonces (key_id, nonce, ts)
       select v.key_id, v.nonce, v.ts from (${rows}) as v join ${sql.table(owner)} as o on o.id = v.key_id and o.status = 'active' and o.public_key = v.pk
-      where true on conflict (key_id, nonce) do nothing returning key_id, nonce`.execute(db);
+      where true order by v.key_id, v.nonce on conflict (key_id, nonce) do nothing returning key_id, nonce`.execute(db);
     for (const row of r.rows) {
       const i = first.get(`${row.key_id}\u0000${row.nonce}`);
       if (i !== undefined) out[i] = true;
