@@ -508,7 +508,7 @@ export class RoundEngine {
     // Streamed from the update blobs into the new version's blob when the strategy is elementwise, else in memory
     // (fit-aggregate.ts). A masked update (SecAgg+) has no blob: its row carries only the site's metadata.
     const blobs = this.store.blobs;
-    const sources = await Promise.all(updates.map(async (u) => ({ row: u, ...(u.digest !== null && u.size !== null ? { source: await blobSource(blobs, u.digest) } : {}) })));
+    const sources = await Promise.all(updates.map(async (u) => ({ row: u, ...(u.digest !== null && u.size !== null ? { source: await blobSource(blobs, u.digest, u.size) } : {}) })));
     // SecAgg+: a plain mean is unmasked block by block from the masked blobs; any other strategy gets the sum in memory.
     if (session && !host.secaggMean) await session.materialise(blobs);
     const secagg = session && host.secaggMean ? { unmasking: session.unmasking!, masked: await session.maskedSources(blobs), ...(session.blockWords !== undefined ? { blockWords: session.blockWords } : {}) } : undefined;
