@@ -23,16 +23,7 @@ export interface Credential {
  * The privacy account's "never under-count" and the noise secret depend on this, not only on process crashes.
  */
 export function writeAtomic(file: string, data: string | Uint8Array, mode = 0o600): void {
-  const tmp = `${file}.${randomBytes(4).toString('hex')}.tmp`;
-  const bytes = typeof data === 'string' ? Buffer.from(data, 'utf8') : data;
-  const fd = openSync(tmp, 'wx', mode);
-  try {
-    for (let off = 0; off < bytes.byteLength; ) off += writeSync(fd, bytes, off, bytes.byteLength - off);
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-  renameSync(tmp, file);
+  writeThenRename(file, data, mode, true);
   fsyncDir(dirname(file));
 }
 
@@ -43,11 +34,17 @@ export function writeAtomic(file: string, data: string | Uint8Array, mode = 0o60
  * a tiny task's disk work at the site (`setu bench live --cpu-prof`, two status writes a task).
  */
 export function replaceFile(file: string, data: string | Uint8Array, mode = 0o600): void {
+  writeThenRename(file, data, mode, false);
+}
+
+/** The bytes to a fresh temp file beside `file` (fsynced when `durable`), renamed over it. */
+function writeThenRename(file: string, data: string | Uint8Array, mode: number, durable: boolean): void {
   const tmp = `${file}.${randomBytes(4).toString('hex')}.tmp`;
   const bytes = typeof data === 'string' ? Buffer.from(data, 'utf8') : data;
   const fd = openSync(tmp, 'wx', mode);
   try {
     for (let off = 0; off < bytes.byteLength; ) off += writeSync(fd, bytes, off, bytes.byteLength - off);
+    if (durable) fsyncSync(fd);
   } finally {
     closeSync(fd);
   }
