@@ -66,6 +66,8 @@ export interface LiveOptions {
    * The coordinator's store is on the disk either way: it is what is measured.
    */
   agentState: 'memory' | 'disk';
+  /** The coordinators' --max-upload-bytes (bytes of uploads received at once): what bounds their memory for updates in flight. */
+  maxUploadBytes?: number;
   timeoutS: number;
   log?: (s: string) => void;
 }
@@ -292,7 +294,7 @@ export async function runLiveBench(o: LiveOptions): Promise<LiveBench> {
       if (k > 0) copyFileSync(join(coordinators[0]!.dataDir, 'coordinator.key'), join(dataDir, 'coordinator.key'));
       const port = await freePort();
       const child = await startCoordinatorProcess(dataDir, port, join(root, `coord-${k}.log`), {
-        ...(pgDb ? { db: pgDb.url } : {}), args: ['--log-level', 'warn'], ...(o.cpuProfDir ? { nodeArgs: ['--cpu-prof', `--cpu-prof-dir=${o.cpuProfDir}`] } : {}),
+        ...(pgDb ? { db: pgDb.url } : {}), args: ['--log-level', 'warn', ...(o.maxUploadBytes ? ['--max-upload-bytes', String(o.maxUploadBytes)] : [])], ...(o.cpuProfDir ? { nodeArgs: ['--cpu-prof', `--cpu-prof-dir=${o.cpuProfDir}`] } : {}),
       });
       coordinators.push({ url: `http://127.0.0.1:${port}`, dataDir, child });
     }
@@ -486,12 +488,12 @@ export function table(r: LiveBench): string {
   return lines.join('\n') + '\n';
 }
 
-const USAGE = 'usage: setu bench live [--sites 100] [--procs 4] [--coordinators 1] [--store sqlite|postgres] [--pg URL] [--model logistic|mlp] [--params P] [--rounds 3] [--prepared] [--agent-state memory|disk] [--cpu-prof DIR] [--timeout-s 1800] [--json]';
+const USAGE = 'usage: setu bench live [--sites 100] [--procs 4] [--coordinators 1] [--store sqlite|postgres] [--pg URL] [--model logistic|mlp] [--params P] [--rounds 3] [--prepared] [--agent-state memory|disk] [--max-upload-bytes B] [--cpu-prof DIR] [--timeout-s 1800] [--json]';
 
 export function parseLiveArgs(argv: string[]): LiveOptions & { json: boolean } {
   const { values: v } = parse(argv, {
     sites: { type: 'string' }, procs: { type: 'string' }, coordinators: { type: 'string' }, store: { type: 'string' }, pg: { type: 'string' },
-    model: { type: 'string' }, params: { type: 'string' }, rounds: { type: 'string' }, prepared: { type: 'boolean' }, 'cpu-prof': { type: 'string' }, 'agent-state': { type: 'string' },
+    model: { type: 'string' }, params: { type: 'string' }, rounds: { type: 'string' }, prepared: { type: 'boolean' }, 'cpu-prof': { type: 'string' }, 'agent-state': { type: 'string' }, 'max-upload-bytes': { type: 'string' },
     'timeout-s': { type: 'string' }, json: { type: 'boolean' },
   });
   const int = (s: string | undefined, name: string, d: number, max = 10_000_000) => {
@@ -509,6 +511,7 @@ export function parseLiveArgs(argv: string[]): LiveOptions & { json: boolean } {
   return {
     sites: int(v.sites, 'sites', 100, 100_000), procs: int(v.procs, 'procs', 4, 64), coordinators: int(v.coordinators, 'coordinators', 1, 16), store, pg: v.pg ?? PG_BASE, model,
     ...(v.params !== undefined ? { params: int(v.params, 'params', 0, 15_000_001) } : {}), rounds: int(v.rounds, 'rounds', 3, 1000), prepared: !!v.prepared, agentState,
+    ...(v['max-upload-bytes'] !== undefined ? { maxUploadBytes: int(v['max-upload-bytes'], 'max-upload-bytes', 0, 2 ** 40) } : {}),
     ...(v['cpu-prof'] ? { cpuProfDir: v['cpu-prof'] } : {}), timeoutS: int(v['timeout-s'], 'timeout-s', 1800), json: !!v.json,
   };
 }
