@@ -19,7 +19,7 @@ import type { UpdateRow } from '../store/store.js';
 import { createRng } from '../learning/rng.js';
 import { aggregateRound, collect } from './fit-aggregate.js';
 import { hostStrategy, type HostedStrategy } from './strategy-host.js';
-import { blobSource, bytesSource, streamAggregate, type ByteSource } from './stream-aggregate.js';
+import { blobSource, bytesSource, streamAggregate, type ByteSource, sliceBytesFor, SLICE_BUFFERS_BYTES, MIN_SLICE_BYTES, DEFAULT_SLICE_BYTES } from './stream-aggregate.js';
 import { aggregationSizeProblem, checkInitialWeights, IN_MEMORY_AGGREGATION_MAX_BYTES, ModelProblem, modelSpecProblems, rulesOf } from './study-model.js';
 import { MIXED_AGGREGATED, MIXED_LAYOUT, MIXED_RULES } from '../testing/mixed-layout.js';
 
@@ -232,4 +232,16 @@ test('the sum runs in site-id order whatever the arrival order, as the in-memory
   const streamed = await aggregate(r);
   eq(streamed, await inMemory(r));
   assert.deepEqual([...decodeSafetensors(streamed).weights['x']!.data], [0, 0, Math.fround(1 / 3)]);
+});
+
+test('slices shrink with the number of updates so that their buffers stay within SLICE_BUFFERS_BYTES (never below MIN_SLICE_BYTES)', () => {
+  assert.equal(sliceBytesFor(4), DEFAULT_SLICE_BYTES, 'a few large updates: 4 MiB slices');
+  for (const n of [9, 100, 1000]) {
+    const b = sliceBytesFor(n);
+    assert.ok(b % 4 === 0 && b >= MIN_SLICE_BYTES && b <= DEFAULT_SLICE_BYTES);
+    assert.ok(2 * n * b <= SLICE_BUFFERS_BYTES || b === MIN_SLICE_BYTES, `${n} updates: ${b}-byte slices`);
+  }
+  assert.equal(sliceBytesFor(100), 335_544);
+  assert.equal(sliceBytesFor(100_000), MIN_SLICE_BYTES);
+  assert.equal(sliceBytesFor(100, 12), 12, 'a slice size asked for is kept');
 });

@@ -21,7 +21,7 @@
 import { DTYPE_BYTES, roundToDtype, type DType, type ResolvedRules } from '../protocol/tensors.js';
 import { decodeValues, encodeSafetensorsHeader, encodeValues, type SafetensorsHeader, type TensorEntry } from '../protocol/safetensors.js';
 import { fillNormal, type NormalSource } from '../privacy/noise.js';
-import { checkUpdate, DEFAULT_SLICE_BYTES, readSourceHeader, type ByteSource } from './stream-aggregate.js';
+import { checkUpdate, readSourceHeader, sliceBytesFor, type ByteSource } from './stream-aggregate.js';
 
 const HOST_LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 const FLT_MAX = 3.4028234663852886e38;
@@ -87,7 +87,7 @@ export async function* streamDeltaFold(a: DeltaFoldArgs): AsyncGenerator<Uint8Ar
     const header = await readSourceHeader(u.source, `the update of site "${u.siteId}"`);
     ups.push({ siteId: u.siteId, source: u.source, header, tensors: checkUpdate(header, byName, a.rules, transport, u.siteId), base, weight: u.weight });
   }
-  const sliceElems = Math.max(1, Math.floor((a.sliceBytes ?? DEFAULT_SLICE_BYTES) / 4));
+  const sliceElems = Math.max(1, Math.floor(sliceBytesFor(ups.length + bases.size, a.sliceBytes) / 4));
   // Two slices' buffers per source, reused for every slice (one is read while the other is computed on).
   const largest = Math.min(sliceElems, a.rules.aggregate.reduce((m, k) => { const t = byName.get(k)!; return Math.max(m, (t.end - t.begin) / DTYPE_BYTES[t.dtype]); }, 1));
   const slots = new Map<Opened, [Float32Array, Float32Array]>();

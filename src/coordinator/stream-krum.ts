@@ -15,7 +15,7 @@ import { decodeValues, type SafetensorsHeader, type TensorEntry } from '../proto
 import { DTYPE_BYTES } from '../protocol/tensors.js';
 import type { RobustSelection } from '../learning/strategy.js';
 import { checkKrumSites, scoresFromDistances, selectLowest } from '../learning/strategies/krum.js';
-import { DEFAULT_SLICE_BYTES, openUpdates, streamAggregate, type StreamAggregateArgs, type StreamUpdate } from './stream-aggregate.js';
+import { openUpdates, sliceBytesFor, streamAggregate, type StreamAggregateArgs, type StreamUpdate } from './stream-aggregate.js';
 
 const HOST_LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 
@@ -37,7 +37,7 @@ export async function pairwiseDistances(a: Omit<StreamKrumArgs, 'selection' | 'm
   const { ups } = await openUpdates(a);
   const k = ups.length;
   const d: number[][] = Array.from({ length: k }, () => new Array<number>(k).fill(0));
-  const sliceElems = Math.max(1, Math.floor((a.sliceBytes ?? DEFAULT_SLICE_BYTES) / 4));
+  const sliceElems = Math.max(1, Math.floor(sliceBytesFor(ups.length, a.sliceBytes) / 4));
   // sqDist(y_i, y_j) (i < j) walks y_i's tensors in its own order; updates written by another tool may order them
   // differently, so each distinct order is one pass over the pairs whose first update has it (one pass in practice).
   const orderOf = (h: SafetensorsHeader) => h.tensors.map((t) => t.name);

@@ -135,6 +135,15 @@ export interface LiveBench {
   unfinished?: string;
 }
 
+/** Result requests answered 2xx, as the coordinators' request counters hold them. */
+function resultsAnswered(metrics: Map<string, number>): number {
+  let n = 0;
+  for (const [key, v] of metrics) {
+    if (key.startsWith('setu_http_requests_total{') && /route="\/v1\/agent\/(tasks\/:id\/result|uploads\/:id\/complete)"/.test(key) && /status="2\d\d"/.test(key)) n += v;
+  }
+  return n;
+}
+
 const parseMetrics = (text: string): Map<string, number> => {
   const m = new Map<string, number>();
   for (const line of text.split('\n')) {
@@ -394,6 +403,17 @@ export async function runLiveBench(o: LiveOptions): Promise<LiveBench> {
       if (page.next === null) break;
       after = page.next;
     }
+    // The last look came when the study left `running`: a result's request is counted once its answer is sent,
+    // which may be after its update committed the round. Look again until every accepted update's request counts.
+    const last = samples[samples.length - 1];
+    const acceptedTotal = [...accepted.values()].reduce((n, t) => n + t.length, 0);
+    if (last && last.round > 0) {
+      const until = Date.now() + 10_000;
+      while (resultsAnswered(last.metrics) < acceptedTotal && Date.now() < until) {
+        await new Promise((r) => setTimeout(r, 50));
+        last.metrics = await scrape();
+      }
+    }
     const examplesByCenter = await Promise.all([0, 1, 2, 3].map((center) => declaredCohort(parseSiteConfig(JSON.stringify({ coordinator: url, datasets: { heart: { format: 'fed-heart-disease', center } } }), join(root, 'probe.yaml')), 'heart')));
     const examples = sites.map((s) => examplesByCenter[s.center]!);
     const rounds: RoundFigures[] = [];
@@ -436,7 +456,8 @@ export async function runLiveBench(o: LiveOptions): Promise<LiveBench> {
       };
       const times = accepted.get(b.round) ?? [];
       if (times.length > 1) {
-        fig.intakePerS = (times.length - 1) / ((Math.max(...times) - Math.min(...times)) / 1000);
+        // At least a millisecond: the audit's clock resolution (a batch may accept several in one).
+        fig.intakePerS = (times.length - 1) / (Math.max(1, Math.max(...times) - Math.min(...times)) / 1000);
         fig.intakeVsPost = fig.intakePerS / yardsticks.postPerS;
       }
       if (fig.kind === 'fit') {
