@@ -100,7 +100,7 @@ export async function openAnalyticsRound(ctx: DriverContext, study: StudyRow, sp
   );
   ctx.log(`study ${study.id}: round ${round} (analytics: ${q.kind} query ${entry.index}${beta ? ', Newton step' : ''}) opened for ${tasks.length} sites`);
   ctx.bus.emit({ type: 'round.opened', studyId: study.id, round, kind: 'analytics', sites: tasks.length });
-  ctx.bus.emit({ type: 'tasks', siteIds: tasks.map((t) => t.site_id), taskIds: tasks.map((t) => t.id) });
+  ctx.bus.emit({ type: 'tasks', siteIds: tasks.map((t) => t.site_id), taskIds: tasks.map((t) => t.id), tasks });
 }
 
 /**

@@ -90,7 +90,7 @@ export async function openAsyncRound(ctx: DriverContext, study: StudyRow, spec: 
   await store.openRound(round, tasks, auditIssued(ctx, study, tasks, latest.round, latest.digest, now));
   ctx.log(`study ${study.id}: asynchronous (buffer ${a.bufferSize}, ${spec.rounds} versions) opened for ${tasks.length} sites`);
   ctx.bus.emit({ type: 'round.opened', studyId: study.id, round: ASYNC_ROUND, kind: 'async', sites: tasks.length });
-  ctx.bus.emit({ type: 'tasks', siteIds: sites, taskIds: tasks.map((t) => t.id) });
+  ctx.bus.emit({ type: 'tasks', siteIds: sites, taskIds: tasks.map((t) => t.id), tasks });
 }
 
 function timeoutMs(ctx: DriverContext, spec: StudySpec): number {
@@ -175,7 +175,7 @@ export async function driveAsyncRound(ctx: DriverContext, study: StudyRow, spec:
     const issued = free.map((s) => newTask(study, spec, s, latest.id, version, now, deadline));
     await store.issueTasks(study.id, ASYNC_ROUND, issued, auditIssued(ctx, study, issued, version, latest.digest, now));
     ctx.log(`study ${study.id}: version ${version}: tasks for ${issued.length} sites`);
-    ctx.bus.emit({ type: 'tasks', siteIds: free, taskIds: issued.map((t) => t.id) });
+    ctx.bus.emit({ type: 'tasks', siteIds: free, taskIds: issued.map((t) => t.id), tasks: issued });
     return;
   }
   // Nothing out, nobody left to ask, and the buffer cannot fill: no version can come.

@@ -395,7 +395,7 @@ export class RoundEngine {
     }
     this.log(`study ${study.id}: round ${round} (${kind}) opened for ${tasks.length} sites`);
     this.bus.emit({ type: 'round.opened', studyId: study.id, round, kind, sites: tasks.length });
-    this.bus.emit({ type: 'tasks', siteIds: tasks.map((t) => t.site_id), taskIds: tasks.map((t) => t.id) });
+    this.bus.emit({ type: 'tasks', siteIds: tasks.map((t) => t.site_id), taskIds: tasks.map((t) => t.id), tasks });
   }
 
   /**

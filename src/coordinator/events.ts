@@ -5,10 +5,15 @@
  */
 import { EventEmitter } from 'node:events';
 import type { TaskProgress } from '../protocol/api.js';
+import type { TaskRow } from '../store/store.js';
 
 export type CoordinatorEvent =
-  // taskIds: the tasks issued, when the emitter has them: TaskWake then does not announce them a second time.
-  | { type: 'tasks'; siteIds: string[]; taskIds?: string[] }
+  /**
+   * Tasks issued for these sites. `taskIds`: the tasks issued, when the emitter has them (TaskWake then does not
+   * announce them a second time). `tasks`: the rows themselves, when the emitter has just created them (a round or
+   * version opened by this process): a woken long-poll delivers its own with one compare-and-set, no read.
+   */
+  | { type: 'tasks'; siteIds: string[]; taskIds?: string[]; tasks?: TaskRow[] }
   // A user's or site's identity changed (revoked, key rotated): its open event streams re-check it at once.
   | { type: 'identity.changed'; id: string }
   | { type: 'round.opened'; studyId: string; round: number; kind: string; sites: number }
@@ -34,16 +39,21 @@ export class EventBus {
   }
   /** Resolves when `pred` matches an event or after `ms`; returns whether it matched. */
   waitFor(pred: (e: CoordinatorEvent) => boolean, ms: number, signal?: AbortSignal): Promise<boolean> {
+    return this.next(pred, ms, signal).then((e) => e !== undefined);
+  }
+
+  /** The next event that matches, or undefined once `ms` passed or `signal` aborted. */
+  next(pred: (e: CoordinatorEvent) => boolean, ms: number, signal?: AbortSignal): Promise<CoordinatorEvent | undefined> {
     return new Promise((resolve) => {
-      const done = (v: boolean) => {
+      const done = (v: CoordinatorEvent | undefined) => {
         clearTimeout(timer);
         off();
         signal?.removeEventListener('abort', onAbort);
         resolve(v);
       };
-      const off = this.on((e) => pred(e) && done(true));
-      const timer = setTimeout(() => done(false), ms);
-      const onAbort = () => done(false);
+      const off = this.on((e) => pred(e) && done(e));
+      const timer = setTimeout(() => done(undefined), ms);
+      const onAbort = () => done(undefined);
       signal?.addEventListener('abort', onAbort);
     });
   }

@@ -308,8 +308,8 @@ export class MemoryStore implements Store {
   listTasks(studyId: string, round: number): Promise<TaskRow[]> {
     return this.op(() => this.rows<TaskRow>('tasks').filter((r) => r.study_id === studyId && r.round === round).sort(by((r) => r.site_id)));
   }
-  markDelivered(taskId: string, now: number): Promise<void> {
-    return this.op(() => void this.update<TaskRow>('tasks', (r) => r.id === taskId && r.status === 'issued', () => ({ status: 'delivered', delivered_at: now })));
+  markDelivered(taskId: string, now: number): Promise<boolean> {
+    return this.op(() => this.update<TaskRow>('tasks', (r) => r.id === taskId && r.status === 'issued', () => ({ status: 'delivered', delivered_at: now })) === 1);
   }
   refuseTask(taskId: string, now: number): Promise<boolean> {
     return this.op(() => this.update<TaskRow>('tasks', (r) => r.id === taskId && (r.status === 'issued' || r.status === 'delivered'), () => ({ status: 'refused', done_at: now })) === 1);

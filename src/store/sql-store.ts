@@ -478,8 +478,9 @@ export class SqlStore implements Store {
   async listTasks(studyId: string, round: number): Promise<TaskRow[]> {
     return (await this.db.selectFrom('tasks').selectAll().where('study_id', '=', studyId).where('round', '=', round).orderBy('site_id').execute()).map(normTask);
   }
-  async markDelivered(taskId: string, now: number): Promise<void> {
-    await this.db.updateTable('tasks').set({ status: 'delivered', delivered_at: now }).where('id', '=', taskId).where('status', '=', 'issued').execute();
+  async markDelivered(taskId: string, now: number): Promise<boolean> {
+    const r = await this.db.updateTable('tasks').set({ status: 'delivered', delivered_at: now }).where('id', '=', taskId).where('status', '=', 'issued').executeTakeFirst();
+    return Number(r.numUpdatedRows) === 1;
   }
   async refuseTask(taskId: string, now: number): Promise<boolean> {
     const r = await this.db.updateTable('tasks').set({ status: 'refused', done_at: now }).where('id', '=', taskId).where('status', 'in', ['issued', 'delivered']).executeTakeFirst();

@@ -113,8 +113,10 @@ export function storeSuite(b: StoreBackend): void {
         assert.equal((await store.openRoundOf('s1'))?.round, 1);
         assert.equal(await store.siteMayReadModel('a', 'm0'), true);
         assert.equal(await store.siteMayReadModel('a', 'm9'), false);
-        await store.markDelivered('t-a', now + 1);
+        assert.equal(await store.markDelivered('t-a', now + 1), true, 'an issued task is delivered');
         assert.equal((await store.getTask('t-a'))?.status, 'delivered');
+        assert.equal(await store.markDelivered('t-a', now + 2), false, 'a compare-and-set: not twice');
+        assert.equal((await store.getTask('t-a'))?.delivered_at, now + 1);
         assert.deepEqual((await store.issuedTasksSince(now)).map((t) => t.id), ['t-b'], 'a delivered task is no longer issued');
       });
 

@@ -175,7 +175,8 @@ export interface Store {
   issuedTasksSince(since: number): Promise<Pick<TaskRow, 'id' | 'site_id' | 'created_at'>[]>;
   getTask(id: string): Promise<TaskRow | undefined>;
   listTasks(studyId: string, round: number): Promise<TaskRow[]>;
-  markDelivered(taskId: string, now: number): Promise<void>;
+  /** An issued task handed to its site: true when it was `issued` (a compare-and-set; false when delivered or closed already). */
+  markDelivered(taskId: string, now: number): Promise<boolean>;
   /** An open task the site refused: true when it was open. */
   refuseTask(taskId: string, now: number): Promise<boolean>;
   /**

@@ -36,7 +36,12 @@ export const agentRoutes: RoutePlugin = async (app, ctx) => {
       const until = now() + Math.min(Number(req.query.waitMs ?? 0), ctx.maxWaitMs ?? 25_000);
       const aborted = new AbortController();
       req.raw.on('close', () => aborted.abort());
+      // A task just issued by this process's engine, as its wake-up carried it: delivered by the compare-and-set
+      // alone (it was `issued`, so no older task of this site waited: the read before the wait found none), not
+      // after reading the site's pending tasks again (a third of a 1,000-site round's task reads on PostgreSQL).
+      let issued: TaskRow | undefined;
       for (;;) {
+        if (issued && (await store.markDelivered(issued.id, now()))) return taskMessage(issued);
         const pending = await store.pendingTasks(site.id);
         const task = pending[0];
         if (task) {
@@ -47,7 +52,8 @@ export const agentRoutes: RoutePlugin = async (app, ctx) => {
         if (left <= 0 || aborted.signal.aborted) return reply.status(204).send();
         // Woken by the engine in this process, or by the one look a second for tasks issued by another coordinator
         // (task-wake.ts), so a waiting site costs no query until something is issued for it.
-        await bus.waitFor((e) => e.type === 'tasks' && e.siteIds.includes(site.id), left, aborted.signal);
+        const e = await bus.next((x) => x.type === 'tasks' && x.siteIds.includes(site.id), left, aborted.signal);
+        issued = e?.type === 'tasks' ? e.tasks?.find((t) => t.site_id === site.id) : undefined;
       }
     },
   );
