@@ -53,14 +53,13 @@ export const WHOLE_SOURCE_BYTES = 16 * 1024;
 
 /** `recordedSize`: the size its row records (an update's), so that a small one costs one read, not two. */
 export async function blobSource(blobs: BlobStore, digest: string, recordedSize?: number): Promise<ByteSource> {
-  if (recordedSize !== undefined && recordedSize <= WHOLE_SOURCE_BYTES) {
+  const size = recordedSize !== undefined && recordedSize <= WHOLE_SOURCE_BYTES ? recordedSize : await blobs.size(digest);
+  if (size === undefined) throw new Error(`blob ${digest} is missing from the blob store`);
+  if (size <= WHOLE_SOURCE_BYTES) {
     const bytes = await blobs.readAll(digest);
-    if (bytes.length !== recordedSize) throw new Error(`blob ${digest} holds ${bytes.length} bytes, not the ${recordedSize} its row records`);
+    if (bytes.length !== size) throw new Error(`blob ${digest} holds ${bytes.length} bytes, not the ${size} its row records`);
     return bytesSource(bytes);
   }
-  const size = await blobs.size(digest);
-  if (size === undefined) throw new Error(`blob ${digest} is missing from the blob store`);
-  if (size <= WHOLE_SOURCE_BYTES) return bytesSource(await blobs.readAll(digest));
   const openReader = blobs.openReader?.bind(blobs);
   if (!openReader) return { size, read: (start, end) => blobs.read(digest, start, end) };
   // One open file for all of a round's slices, not an open, a stat and a close per read.

@@ -11,7 +11,7 @@ import { TieredBlobStore } from './blobs/tiered-blobs.js';
 import { closeSync, existsSync, mkdirSync, openSync, chmodSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { Kysely, Migrator, PostgresDialect, SqliteDialect, sql, type LogEvent, type Transaction } from 'kysely';
-import { GroupCommit } from './group-commit.js';
+import { GroupCommit, type Outcome } from './group-commit.js';
 import type { Database } from './schema.js';
 import { migrationProvider, type Dialect } from './migrations.js';
 import { mappedDialect } from './sql-errors.js';
@@ -248,8 +248,13 @@ interface Acceptance {
 
 export class SqlStore implements Store {
   readonly backend: 'sqlite' | 'postgres';
-  /** The nonces of this turn of the event loop, recorded together (rememberNonceIfActive). */
-  private nonceBatch: { items: trust.NonceToRemember[]; done: Promise<boolean[]> } | undefined;
+  /** Accepted results, committed in batches (acceptUpdate). */
+  private readonly accepts = new GroupCommit<Acceptance>((items) => this.acceptAll(items), ACCEPTS_PER_TRANSACTION);
+  /** Request nonces, recorded in batches (rememberNonceIfActive). */
+  private readonly nonces = new GroupCommit<trust.NonceToRemember, boolean>(
+    async (items) => (await trust.rememberNoncesIfActive(this.cdb, items)).map((value) => ({ ok: true, value })),
+    trust.NONCES_PER_STATEMENT,
+  );
   constructor(
     private readonly handle: Db,
     private readonly dialect: Dialect,
@@ -514,37 +519,30 @@ export class SqlStore implements Store {
     if (this.inTx) return this.acceptOne(update, inTx);
     return this.accepts.add({ update, ...(inTx ? { inTx } : {}) });
   }
-  private readonly accepts = new GroupCommit<Acceptance>((items) => this.acceptAll(items), ACCEPTS_PER_TRANSACTION);
-
-  private async acceptAll(items: Acceptance[]): Promise<(unknown | undefined)[]> {
-    const errors: (unknown | undefined)[] = items.map(() => undefined);
-    try {
-      if (items.length === 1) {
-        await this.transaction((tx) => (tx as SqlStore).acceptOne(items[0]!.update, items[0]!.inTx));
-        return errors;
-      }
-      await this.transaction(async (tx) => {
-        const t = tx as SqlStore;
-        errors.fill(undefined);
-        if (this.dialect === 'postgres') {
-          await sql`select id from tasks where id in (${sql.join(items.map((i) => i.update.task_id))}) order by id for update`.execute(t.db);
-        }
-        for (const [i, it] of items.entries()) {
-          await sql`savepoint setu_accept`.execute(t.db);
-          try {
-            await t.acceptOne(it.update, it.inTx);
-          } catch (e) {
-            await sql`rollback to savepoint setu_accept`.execute(t.db);
-            errors[i] = e;
-          }
-          await sql`release savepoint setu_accept`.execute(t.db);
-        }
-      });
-    } catch (e) {
-      // The transaction itself failed (its commit, a lost connection): nothing of the batch was kept.
-      return items.map(() => e);
+  /** One transaction for the batch; the whole batch fails (GroupCommit) when the transaction itself does. */
+  private async acceptAll(items: Acceptance[]): Promise<Outcome<void>[]> {
+    const outcomes: Outcome<void>[] = items.map(() => ({ ok: true, value: undefined }));
+    if (items.length === 1) {
+      await this.transaction((tx) => (tx as SqlStore).acceptOne(items[0]!.update, items[0]!.inTx));
+      return outcomes;
     }
-    return errors;
+    await this.transaction(async (tx) => {
+      const t = tx as SqlStore;
+      if (this.dialect === 'postgres') {
+        await sql`select id from tasks where id in (${sql.join(items.map((i) => i.update.task_id))}) order by id for update`.execute(t.db);
+      }
+      for (const [i, it] of items.entries()) {
+        await sql`savepoint setu_accept`.execute(t.db);
+        try {
+          await t.acceptOne(it.update, it.inTx);
+        } catch (error) {
+          await sql`rollback to savepoint setu_accept`.execute(t.db);
+          outcomes[i] = { ok: false, error };
+        }
+        await sql`release savepoint setu_accept`.execute(t.db);
+      }
+    });
+    return outcomes;
   }
 
   private async acceptOne(update: UpdateRow, inTx?: (tx: Store) => Promise<void>): Promise<void> {
@@ -697,25 +695,14 @@ export class SqlStore implements Store {
     return trust.rememberNonce(this.cdb, keyId, nonce, ts);
   }
   /**
-   * Outside a transaction, the requests that reach this in one turn of the event loop are recorded by one
-   * statement (trust.ts rememberNoncesIfActive), as the site touches are (Store.touchSites); each still waits for
+   * Outside a transaction, group-committed (group-commit.ts) like accepted results: the requests that reach this
+   * while a batch is written are recorded by one statement (trust.ts rememberNoncesIfActive); each still waits for
    * its own answer, and a replay within the batch is refused as one across batches is.
    */
-  rememberNonceIfActive(keyId: string, nonce: string, ts: number, publicKey: string): Promise<boolean> {
-    if (this.inTx) return trust.rememberNonceIfActive(this.cdb, keyId, nonce, ts, publicKey);
-    let b = this.nonceBatch;
-    if (!b || b.items.length >= trust.NONCES_PER_STATEMENT) {
-      const items: trust.NonceToRemember[] = [];
-      b = this.nonceBatch = {
-        items,
-        done: new Promise<void>((resolve) => setImmediate(resolve)).then(() => {
-          if (this.nonceBatch?.items === items) this.nonceBatch = undefined;
-          return trust.rememberNoncesIfActive(this.cdb, items);
-        }),
-      };
-    }
-    const i = b.items.push({ keyId, nonce, ts, publicKey }) - 1;
-    return b.done.then((rs) => rs[i]!);
+  async rememberNonceIfActive(keyId: string, nonce: string, ts: number, publicKey: string): Promise<boolean> {
+    const item = { keyId, nonce, ts, publicKey };
+    if (this.inTx) return (await trust.rememberNoncesIfActive(this.cdb, [item]))[0]!;
+    return this.nonces.add(item);
   }
   pruneNonces(before: number): Promise<number> {
     return trust.pruneNonces(this.cdb, before);

@@ -90,28 +90,6 @@ export async function rememberNonce(db: Db, keyId: string, nonce: string, ts: nu
   return Number(r.numInsertedOrUpdatedRows ?? 0n) === 1;
 }
 
-/**
- * `rememberNonce` for a caller whose key the coordinator remembers (coordinator/auth.ts): the nonce is recorded only
- * while `keyId` is an active site or user whose registered key is still `publicKey`, in the same one statement
- * (INSERT … SELECT from its row … ON CONFLICT DO NOTHING). False when it was a replay, or when the key was revoked,
- * suspended or replaced, by this coordinator or any other on the same database: the caller then looks again.
- */
-export async function rememberNonceIfActive(db: Db, keyId: string, nonce: string, ts: number, publicKey: string): Promise<boolean> {
-  const owner = keyId.startsWith('site-') ? 'sites' : 'users';
-  const r = await db
-    .insertInto('request_nonces')
-    .columns(['key_id', 'nonce', 'ts'])
-    // Typed casts: in INSERT … SELECT, PostgreSQL would take the bare parameters for text.
-    .expression(
-      db.selectFrom(owner)
-        .select([sql<string>`cast(${keyId} as text)`.as('key_id'), sql<string>`cast(${nonce} as text)`.as('nonce'), sql<number>`cast(${ts} as bigint)`.as('ts')])
-        .where('id', '=', keyId).where('status', '=', 'active').where('public_key', '=', publicKey),
-    )
-    .onConflict((oc) => oc.columns(['key_id', 'nonce']).doNothing())
-    .executeTakeFirst();
-  return Number(r.numInsertedOrUpdatedRows ?? 0n) === 1;
-}
-
 export interface NonceToRemember {
   keyId: string;
   nonce: string;
@@ -123,9 +101,11 @@ export interface NonceToRemember {
 export const NONCES_PER_STATEMENT = 200;
 
 /**
- * `rememberNonceIfActive` for many requests in one statement per owner table (sites, users): INSERT … SELECT from
- * the rows of a UNION ALL joined to the owners that are active with that key, ON CONFLICT DO NOTHING, RETURNING
- * what was new. A nonce twice in the same batch is new once: the later ones are replays. At most
+ * Records nonces of callers whose key the coordinator remembers (coordinator/auth.ts): each only while its key id is
+ * an active site (`site-…`) or user whose registered key is still `publicKey`, so a key revoked, suspended or
+ * replaced by any coordinator on the same database is refused at once; true for each nonce that was new. One
+ * statement per owner table (sites, users): INSERT … SELECT from the rows of a UNION ALL joined to the owners that
+ * are active with that key, ON CONFLICT DO NOTHING (two concurrent replays cannot both win), RETURNING what was new. A nonce twice in the same batch is new once: the later ones are replays. At most
  * NONCES_PER_STATEMENT items. One statement instead of one per request: a fifth of a tiny fit round's
  * statements at 1,000 sites (`setu bench live`, SETU_SQL_TRACE).
  */

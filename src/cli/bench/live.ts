@@ -2,7 +2,7 @@
  * `setu bench live`: a coordinator (or several on one PostgreSQL, behind one address) under N real site agents.
  *
  *   setu bench live [--sites 100] [--procs 4] [--coordinators 1] [--store sqlite|postgres] [--model logistic|mlp]
- *                   [--params P] [--rounds 3] [--prepared] [--agent-state memory|disk] [--cpu-prof DIR] [--json]
+ *                   [--params P] [--rounds 3] [--prepared] [--agent-state memory|disk] [--max-upload-bytes B] [--cpu-prof DIR] [--json]
  *
  * Real parts only: `setu coordinator start` processes, the agents of site/agent.ts (many per worker process,
  * live-agents.ts), each enrolled with its own invite and signing every request, over HTTP on loopback; with two
