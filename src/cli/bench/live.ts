@@ -10,8 +10,8 @@
  * study over every site. With `--prepared` an agent uploads a prepared update (a valid one: the study's tensors,
  * its real example count, the agent's metadata) instead of training, so the coordinator is what is measured.
  *
- * Per round (from the coordinator's own round timestamps, and its /metrics and /proc read at each commit): wall
- * time, requests/s and per site (with the most frequent routes), coordinator CPU (cores, from /proc/<pid>/stat) and peak RSS (sampled every 100 ms), event-loop
+ * Per round (from the coordinator's own round timestamps, and its /metrics and /proc read when its event stream announces
+ * each commit, commit-stream.ts): wall time, requests/s and per site (with the most frequent routes), coordinator CPU (cores, from /proc/<pid>/stat) and peak RSS (sampled every 100 ms), event-loop
  * delay (prom-client's nodejs_eventloop_lag_* gauges, reset at each scrape: the round's own), answers that were not
  * 2xx by status, SQL statements by kind (setu_store_query_duration_seconds) and per site, and whether the committed model is
  * the exact weighted mean of the round's prepared updates (recomputed here in float64 from their seeds; exact = at
@@ -39,6 +39,7 @@ import { createTempDatabase, PG_BASE } from '../../testing/pg.js';
 import { adminClient, freePort, startCoordinatorProcess, studyLeadClient } from '../../testing/processes.js';
 import { balancer } from '../../testing/balancer.js';
 import { preparedUpdate, type WorkerCommand, type WorkerReport, type WorkerSite } from './live-agents.js';
+import { followStudy } from './commit-stream.js';
 
 /** Where --agent-state memory puts the agents' state directories. */
 const SHM = '/dev/shm';
@@ -359,38 +360,37 @@ export async function runLiveBench(o: LiveOptions): Promise<LiveBench> {
     }, 100);
     let unfinished: string | undefined;
     const samples: { round: number; at: number; cpu: number; agentsCpu: number; metrics: Map<string, number>; peak: number }[] = [];
+    // Every coordinator's event stream, open before the start, so that each commit is sampled as it is announced.
+    const { token } = await lead.json<{ token: string }>('POST', '/v1/events/token', {});
+    const commits = await followStudy(coordinators.map((c) => c.url), token, id);
     try {
       samples.push({ round: 0, at: performance.now(), cpu: cpu(), agentsCpu: agentsCpu(), metrics: await scrape(), peak: 0 });
       await lead.json('POST', `/v1/studies/${id}/start`, {});
       const deadline = Date.now() + o.timeoutS * 1000;
       let seen = 0;
       for (;;) {
-        const s = (await lead.json<{ id: string; status: string; round: number; error: string | null }[]>('GET', '/v1/studies')).find((x) => x.id === id)!;
-        // The evaluate round (rounds + 1) ends the study: its end is when the status leaves `running`.
-        const done = s.status !== 'running';
-        const committed = done && s.status === 'completed' ? o.rounds + 1 : s.round;
-        if (committed > seen) {
-          const m = await scrape();
-          samples.push({ round: committed, at: performance.now(), cpu: cpu(), agentsCpu: agentsCpu(), metrics: m, peak });
-          peak = 0;
-          if (committed > seen + 1) log(`rounds ${seen + 1}-${committed} committed between two looks; their figures are shared`);
-          seen = committed;
-          log(`round ${committed} committed`);
-        }
-        if (done) {
-          if (s.status !== 'completed') throw new Error(`the study ended ${s.status}: ${s.error ?? 'no reason given'}`);
-          break;
-        }
-        if (Date.now() > deadline) {
+        const m = await commits.next(deadline - Date.now());
+        if (!m) {
           // The rounds that did commit are still reported (a slow coordinator is what this measures).
-          unfinished = `the study did not complete within ${o.timeoutS} s (round ${s.round} of ${o.rounds} fit rounds committed)`;
+          unfinished = `the study did not complete within ${o.timeoutS} s (round ${seen} of ${o.rounds} fit rounds committed)`;
           log(unfinished);
           break;
         }
-        await new Promise((r) => setTimeout(r, 100));
+        if (m.type === 'study.status') {
+          if (m.status === 'completed') break;
+          if (m.status !== 'running') throw new Error(`the study ended ${m.status}: ${m.error ?? 'no reason given'}`);
+          continue;
+        }
+        // The evaluate round (rounds + 1) is the last: its commit completes the study.
+        if (m.round <= seen) continue;
+        samples.push({ round: m.round, at: performance.now(), cpu: cpu(), agentsCpu: agentsCpu(), metrics: await scrape(), peak });
+        peak = 0;
+        seen = m.round;
+        log(`round ${m.round} committed`);
       }
     } finally {
       clearInterval(rssTimer);
+      commits.close();
     }
 
     // The coordinator's own timestamps give each round's wall time.
