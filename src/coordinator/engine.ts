@@ -125,6 +125,7 @@ export class RoundEngine {
   private readonly logger: Logger;
   private readonly driving = new Map<string, Driving>();
   private tickFaults = 0;
+  private offPeers: (() => void) | undefined;
 
   constructor(
     private readonly store: Store,
@@ -148,13 +149,29 @@ export class RoundEngine {
   start(): void {
     this.stopped = false;
     this.timer = setInterval(() => this.kick(), this.tickMs);
+    // Another coordinator on the database received what a round here waits for (roundReady there).
+    this.offPeers ??= this.store.peers?.subscribe((s) => {
+      if (s.kind === 'drive') this.kick();
+    });
     this.kick();
   }
 
   async stop(): Promise<void> {
     this.stopped = true;
+    this.offPeers?.();
+    this.offPeers = undefined;
     if (this.timer) clearInterval(this.timer);
     while (this.running) await new Promise((r) => setTimeout(r, 10));
+  }
+
+  /**
+   * Something a study's open round waits for has happened here (its last result, a SecAgg+ stage, a task error):
+   * a tick now, and one at the other coordinators on the database, since the study may be driven by one of them
+   * (without the signal it saw the round complete at its next tick, up to tickMs later).
+   */
+  roundReady(studyId: string): void {
+    this.kick();
+    void this.store.peers?.publish({ kind: 'drive', studyId });
   }
 
   /** Runs a tick now, or right after the one in progress. */

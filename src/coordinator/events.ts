@@ -1,5 +1,6 @@
 /**
- * In-process notifications: wake long-polls when tasks are issued and feed live views (SSE).
+ * In-process notifications: wake long-polls when tasks are issued and feed live views (SSE). With several
+ * coordinator processes on one PostgreSQL the live events of each reach the others' buses (peer-events.ts).
  * Only a hint: every waiter re-reads the store, so several coordinator processes stay correct
  * (they also poll the store on a timer).
  */
@@ -27,11 +28,22 @@ export type CoordinatorEvent =
 
 export class EventBus {
   private readonly ee = new EventEmitter();
+  /** Events another coordinator process emitted (peer-events.ts): shown on streams, not counted or relayed again. */
+  private readonly peers = new WeakSet<CoordinatorEvent>();
   constructor() {
     this.ee.setMaxListeners(0);
   }
   emit(e: CoordinatorEvent): void {
     this.ee.emit('event', e);
+  }
+  /** Emits an event that happened at another coordinator on the same database. */
+  emitFromPeer(e: CoordinatorEvent): void {
+    this.peers.add(e);
+    this.emit(e);
+  }
+  /** Whether `e` happened at another coordinator (its metrics and relays are that process's). */
+  fromPeer(e: CoordinatorEvent): boolean {
+    return this.peers.has(e);
   }
   on(fn: (e: CoordinatorEvent) => void): () => void {
     this.ee.on('event', fn);

@@ -4,6 +4,9 @@
  * that one is SIGKILLed mid-study, the other takes the lease over and finishes the study, and the final model
  * is bit-for-bit the one of an uninterrupted run on the same two coordinators.
  *
+ * A dashboard may follow either coordinator: each one's event stream carries every commit of the study, whichever
+ * coordinator made it.
+ *
  * SecAgg+ sessions live in the memory of the coordinator driving the study: the other one answers the stages
  * 503 `secagg_elsewhere`, naming the one that serves them (never a silent 409 or a second session).
  */
@@ -24,6 +27,7 @@ import { startCoordinator, type RunningCoordinator } from './start.js';
 import { HttpClient, type Signer } from '../site/http.js';
 import { generateSigningKeys, signRequest } from '../protocol/signing.js';
 import type { TaskMessage, TrainerDeclaration } from '../protocol/api.js';
+import { followStudy, type CommitStream } from '../testing/study-events.js';
 
 const ROUNDS = 8;
 
@@ -64,7 +68,18 @@ async function weightDigests(db: string, studyId: string): Promise<Map<number, s
   }
 }
 
-async function federation(kill: boolean): Promise<{ digests: Map<number, string>; killed?: string; finishedBy?: string | null }> {
+/** Every commit of the study one coordinator's event stream carried, in order, until the study completed. */
+async function commitsSeen(stream: CommitStream): Promise<number[]> {
+  const rounds: number[] = [];
+  for (;;) {
+    const m = await stream.next(180_000);
+    if (!m) throw new Error('the event stream fell silent before the study completed');
+    if (m.type === 'round.committed') rounds.push(m.round);
+    else if (m.status !== 'running') return rounds;
+  }
+}
+
+async function federation(kill: boolean): Promise<{ digests: Map<number, string>; killed?: string; finishedBy?: string | null; streamed?: number[][] }> {
   const dir = mkdtempSync(join(tmpdir(), 'setu-multi-'));
   const pg = await createTempDatabase();
   const children: ChildProcess[] = [];
@@ -95,6 +110,10 @@ async function federation(kill: boolean): Promise<{ digests: Map<number, string>
       fit: { localSteps: 100, batchSize: 4, optimizer: { kind: 'sgd', lr: 0.001 } },
       seed: 7,
     });
+    // A dashboard may follow either coordinator: each one's stream carries every commit, whichever made it.
+    const { token } = await lead.json<{ token: string }>('POST', '/v1/events/token', {});
+    const streams = kill ? [] : await Promise.all([pa, pb].map((p) => followStudy([`http://127.0.0.1:${p}`], token, id)));
+    const streamed = Promise.all(streams.map(commitsSeen));
     await lead.json('POST', `/v1/studies/${id}/start`, {});
     const status = () => admin.json<{ status: string; round: number; error: string | null }>('GET', `/v1/studies/${id}`);
     const holder = async () => {
@@ -119,6 +138,8 @@ async function federation(kill: boolean): Promise<{ digests: Map<number, string>
       return ['completed', 'failed', 'stopped'].includes(s.status) ? s : undefined;
     }, 180_000, 200);
     assert.equal(final.status, 'completed', final.error ?? '');
+    const seen = kill ? undefined : await streamed;
+    for (const st of streams) st.close();
     const finishedBy = await holder();
     await stopAll(children);
     const store = await openStore(pg.url);
@@ -127,7 +148,7 @@ async function federation(kill: boolean): Promise<{ digests: Map<number, string>
     await store.close();
     assert.deepEqual(versions.map((v) => v.round), Array.from({ length: ROUNDS + 1 }, (_, i) => i), 'one model version per round, none lost, none duplicated');
     assert.equal(rounds.filter((r) => r.status === 'committed').length, ROUNDS + 1);
-    return { digests: await weightDigests(pg.url, id), ...(killed ? { killed, finishedBy } : {}) };
+    return { digests: await weightDigests(pg.url, id), ...(killed ? { killed, finishedBy } : {}), ...(seen ? { streamed: seen } : {}) };
   } finally {
     await stopAll(children);
     await lb?.close();
@@ -143,6 +164,82 @@ test('two coordinators on one PostgreSQL: the one driving a study is SIGKILLed, 
   assert.ok(crashed.finishedBy && crashed.finishedBy !== crashed.killed, `the survivor (${crashed.finishedBy}) took the study over from ${crashed.killed}`);
   const clean = await federation(false);
   assert.deepEqual([...crashed.digests.entries()], [...clean.digests.entries()], 'the interrupted run ends with exactly the model of an uninterrupted one');
+  // Each round committed once by whichever drove it, and announced on both coordinators' streams (peer-events.ts).
+  const committed = Array.from({ length: ROUNDS + 1 }, (_, i) => i + 1);
+  assert.deepEqual(clean.streamed, [committed, committed], 'every commit on the event stream of each coordinator');
+});
+
+/** Two coordinators in this process on one fresh PostgreSQL (B with A's coordinator.key), three enrolled sites and a study lead. */
+async function inProcessPair(dir: string, db: string, o: { tickMs: number; taskLookMs?: number; sites?: number }) {
+  const coords: RunningCoordinator[] = [];
+  const a = await startCoordinator({ dataDir: join(dir, 'a'), db, port: 0, tickMs: o.tickMs, ...(o.taskLookMs ? { taskLookMs: o.taskLookMs } : {}) });
+  coords.push(a);
+  mkdirSync(join(dir, 'b'), { recursive: true });
+  copyFileSync(join(dir, 'a', 'coordinator.key'), join(dir, 'b', 'coordinator.key'));
+  const b = await startCoordinator({ dataDir: join(dir, 'b'), db, port: 0, tickMs: o.tickMs, ...(o.taskLookMs ? { taskLookMs: o.taskLookMs } : {}) });
+  coords.push(b);
+  // B's engine does not run: the study is A's (its lease), whatever the timing.
+  await b.engine.stop();
+  const call = (url: string, key: Signer | undefined, method: string, path: string, json?: unknown) =>
+    new HttpClient({ baseUrl: url, ...(key ? { signer: key } : {}), giveUpAfterMs: 1 }).json<any>(method, path, json);
+  const admin: Signer = { keyId: a.adminKey!.keyId, privateKey: a.adminKey!.privateKey };
+  const builtin: TrainerDeclaration = { kind: 'builtin', description: 'built-in', models: ['logistic', 'mlp', 'cox'], features: ['evaluate', 'fedprox', 'scaffold', 'dp-sgd', 'dp-client', 'secagg', 'tensor-rules'] };
+  const sites: Signer[] = [];
+  for (let i = 0; i < (o.sites ?? 3); i++) {
+    const inv = await call(a.url, admin, 'POST', '/v1/invites', { siteName: `h${i}` });
+    const k = generateSigningKeys();
+    const e = await call(a.url, undefined, 'POST', '/v1/enrol', { token: inv.token, publicKey: k.publicKeyRaw, cohorts: { heart: 100 } });
+    const key = { keyId: e.siteId as string, privateKey: k.privateKeyPem };
+    await call(a.url, key, 'PUT', '/v1/agent/trainer', builtin);
+    sites.push(key);
+  }
+  const inv = await call(a.url, admin, 'POST', '/v1/users', { name: 'lead', role: 'study_lead' });
+  const lk = generateSigningKeys();
+  await call(a.url, undefined, 'POST', '/v1/users/enrol', { token: inv.token, publicKey: lk.publicKeyRaw });
+  const lead: Signer = { keyId: inv.userId, privateKey: lk.privateKeyPem };
+  return { a, b, coords, call, sites, lead };
+}
+
+test('two coordinators tell each other: a task A issued wakes the long-polls waiting at B, answers B took make A commit the round, at once', { timeout: 120_000 }, async (t) => {
+  const skip = await pgSkipReason();
+  if (skip) return t.skip(skip);
+  const dir = mkdtempSync(join(tmpdir(), 'setu-multi-signals-'));
+  const pg = await createTempDatabase();
+  // Neither process looks on its own within the test: A's engine ticks only when kicked, B's does not run, and
+  // neither looks for others' tasks. Only the signals through PostgreSQL (Store.peers) can move the round.
+  const HOUR = 3_600_000;
+  const { a, b, coords, call, sites, lead } = await inProcessPair(dir, pg.url, { tickMs: HOUR, taskLookMs: HOUR, sites: 2 });
+  try {
+    const { id } = await call(a.url, lead, 'POST', '/v1/studies', {
+      name: 'signals', dataset: 'heart', model: { kind: 'logistic', inputDim: 13 }, strategy: { name: 'FedAvg' }, rounds: 1, minSites: 2,
+      fit: { localSteps: 5, batchSize: 4, optimizer: { kind: 'sgd', lr: 0.01 } }, roundTimeoutSeconds: 600,
+    });
+    // Both sites wait at B before A opens the round (a 20-s long-poll reads the store when it starts: nothing yet).
+    const polls = sites.map((s) => call(b.url, s, 'GET', '/v1/agent/task?waitMs=20000') as Promise<TaskMessage | undefined>);
+    await waitFor('both long-polls to wait at B', async () => ((await (await fetch(`${b.url}/metrics`)).text()).match(/^setu_open_longpolls (\d+)/m)?.[1] === '2' ? true : undefined), 10_000, 20);
+    const t0 = Date.now();
+    await call(a.url, lead, 'POST', `/v1/studies/${id}/start`, {});
+    const tasks = await Promise.all(polls);
+    const woke = Date.now() - t0;
+    assert.deepEqual(tasks.map((m) => m?.round), [1, 1], 'each long-poll at B answered with its round-1 task');
+    // Not at the end of their 20-s wait, when a long-poll reads the store again by itself.
+    assert.ok(woke < 10_000, `the long-polls at B answered ${woke} ms after the start`);
+    t.diagnostic(`tasks issued at A reached the long-polls at B ${woke} ms after the start`);
+    // Both refuse at B: every site has answered, and A (which drives the study) closes the round.
+    for (const [k, m] of tasks.entries()) await call(b.url, sites[k], 'POST', `/v1/agent/tasks/${encodeURIComponent(m!.taskId)}/refuse`, { reason: 'local policy' });
+    const t1 = Date.now();
+    const ended = await waitFor('A to close the round', async () => {
+      const d = await call(a.url, lead, 'GET', `/v1/studies/${id}`);
+      return d.status !== 'running' ? d : undefined;
+    }, 20_000, 20);
+    assert.equal(ended.status, 'failed');
+    assert.match(ended.error, /^round 1: 0 of 2 sites reported a result/);
+    t.diagnostic(`A closed the round ${Date.now() - t1} ms after the last answer at B`);
+  } finally {
+    for (const c of coords.reverse()) await c.close().catch(() => {});
+    await pg.drop().catch(() => {});
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test('SecAgg+ with two coordinators: the one driving the study serves the stages, the other answers 503 naming it', { timeout: 120_000 }, async (t) => {
@@ -150,33 +247,8 @@ test('SecAgg+ with two coordinators: the one driving the study serves the stages
   if (skip) return t.skip(skip);
   const dir = mkdtempSync(join(tmpdir(), 'setu-multi-secagg-'));
   const pg = await createTempDatabase();
-  const coords: RunningCoordinator[] = [];
+  const { a, b, coords, call, sites, lead } = await inProcessPair(dir, pg.url, { tickMs: 50 });
   try {
-    const a = await startCoordinator({ dataDir: join(dir, 'a'), db: pg.url, port: 0, tickMs: 50 });
-    coords.push(a);
-    mkdirSync(join(dir, 'b'), { recursive: true });
-    copyFileSync(join(dir, 'a', 'coordinator.key'), join(dir, 'b', 'coordinator.key'));
-    // B's engine does not run: the study is A's (its lease), whatever the timing.
-    const b = await startCoordinator({ dataDir: join(dir, 'b'), db: pg.url, port: 0, tickMs: 50 });
-    coords.push(b);
-    await b.engine.stop();
-    const call = (url: string, key: Signer | undefined, method: string, path: string, json?: unknown) =>
-      new HttpClient({ baseUrl: url, ...(key ? { signer: key } : {}), giveUpAfterMs: 1 }).json<any>(method, path, json);
-    const admin: Signer = { keyId: a.adminKey!.keyId, privateKey: a.adminKey!.privateKey };
-    const builtin: TrainerDeclaration = { kind: 'builtin', description: 'built-in', models: ['logistic', 'mlp', 'cox'], features: ['evaluate', 'fedprox', 'scaffold', 'dp-sgd', 'dp-client', 'secagg', 'tensor-rules'] };
-    const sites: Signer[] = [];
-    for (const name of ['h0', 'h1', 'h2']) {
-      const inv = await call(a.url, admin, 'POST', '/v1/invites', { siteName: name });
-      const k = generateSigningKeys();
-      const e = await call(a.url, undefined, 'POST', '/v1/enrol', { token: inv.token, publicKey: k.publicKeyRaw, cohorts: { heart: 100 } });
-      const key = { keyId: e.siteId as string, privateKey: k.privateKeyPem };
-      await call(a.url, key, 'PUT', '/v1/agent/trainer', builtin);
-      sites.push(key);
-    }
-    const inv = await call(a.url, admin, 'POST', '/v1/users', { name: 'lead', role: 'study_lead' });
-    const lk = generateSigningKeys();
-    await call(a.url, undefined, 'POST', '/v1/users/enrol', { token: inv.token, publicKey: lk.publicKeyRaw });
-    const lead: Signer = { keyId: inv.userId, privateKey: lk.privateKeyPem };
     const { id } = await call(a.url, lead, 'POST', '/v1/studies', {
       name: 'secagg-two', dataset: 'heart', model: { kind: 'logistic', inputDim: 13 }, strategy: { name: 'FedAvg' }, rounds: 1,
       fit: { localSteps: 5, batchSize: 4, optimizer: { kind: 'sgd', lr: 0.01 } }, privacy: { secagg: {} }, roundTimeoutSeconds: 600,

@@ -13,6 +13,7 @@ import { userRoutes } from './routes/users.js';
 import { auditRoutes } from './routes/audit.js';
 import { EventBus } from './events.js';
 import { RoundEngine } from './engine.js';
+import { relayPeerEvents } from './peer-events.js';
 import type { RouteContext, RoutePlugin } from './routes/context.js';
 import { siteRoutes } from './routes/sites.js';
 import { uploadRoutes } from './routes/uploads.js';
@@ -62,6 +63,8 @@ export interface ServerOptions {
   limits?: LimitOptions;
   /** Longest long-poll, ms (default 25 s). */
   maxWaitMs?: number;
+  /** How often the store is looked at for tasks other coordinators issued (task-wake.ts; default 1 s). */
+  taskLookMs?: number;
   /** A site counts as online when seen within this many ms (default 60 s). */
   onlineWindowMs?: number;
   now?: () => number;
@@ -188,7 +191,7 @@ export function buildServer(opts: ServerOptions): FastifyInstance {
 
   const ctx: RouteContext = {
     store, bus, engine, audit: opts.audit, now, governance: opts.governance ?? governanceConfig(),
-    maxWaitMs: opts.maxWaitMs ?? 25_000, onlineWindowMs: opts.onlineWindowMs ?? 60_000, bodyLimit,
+    maxWaitMs: opts.maxWaitMs ?? 25_000, ...(opts.taskLookMs ? { taskLookMs: opts.taskLookMs } : {}), onlineWindowMs: opts.onlineWindowMs ?? 60_000, bodyLimit,
     ...(opts.uploadChunkBytes ? { uploadChunkBytes: opts.uploadChunkBytes } : {}),
     limits: new Limits(opts.limits),
   };
@@ -198,6 +201,9 @@ export function buildServer(opts: ServerOptions): FastifyInstance {
   // A revoked, re-keyed or re-linked caller is looked up again at its next request (the store refuses it anyway).
   const forget = bus.on((e) => e.type === 'identity.changed' && authenticator.forget(e.id));
   app.addHook('onClose', async () => forget());
+  // With other coordinators on the same PostgreSQL, their live events on this bus and this one's on theirs.
+  const unrelay = relayPeerEvents(bus, store.peers);
+  app.addHook('onClose', async () => unrelay());
   const touch = siteTouches(store, now);
   void app.register(async (signed) => {
     signed.addHook('onRequest', signatureHook(authenticator, async (p) => {

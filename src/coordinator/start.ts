@@ -34,6 +34,8 @@ export interface CoordinatorOptions {
   port?: number;
   bodyLimit?: number;
   maxWaitMs?: number;
+  /** How often the store is looked at for tasks other coordinators issued (task-wake.ts; default 1 s). */
+  taskLookMs?: number;
   tickMs?: number;
   /** How long the round engine's claim on a study lasts without renewal (default 10 s). */
   leaseMs?: number;
@@ -109,6 +111,7 @@ export async function startCoordinator(o: CoordinatorOptions): Promise<RunningCo
     ...(o.server ?? {}),
     ...(o.bodyLimit ? { bodyLimit: o.bodyLimit } : {}),
     ...(o.maxWaitMs ? { maxWaitMs: o.maxWaitMs } : {}),
+    ...(o.taskLookMs ? { taskLookMs: o.taskLookMs } : {}),
     ...(o.https ? { https: o.https } : {}),
   });
   const host = o.host ?? '127.0.0.1';

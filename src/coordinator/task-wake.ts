@@ -5,6 +5,10 @@
  * Each waiting long-poll used to re-read its site's pending tasks every second instead: a thousand waiting sites
  * were a thousand queries a second, each after its request's authentication.
  *
+ * With several coordinators on one PostgreSQL, the one that issued tasks also says so (Store.peers, a NOTIFY): the
+ * others look at once instead of at their next second, so a site whose long-poll waits at another process gets its
+ * task as soon as one waiting here does.
+ *
  * Only a hint, as the bus is: a long-poll reads the store when it starts, so a task missed here (a clock far
  * behind this one's window) reaches its site at its next poll.
  */
@@ -17,6 +21,8 @@ const WINDOW_MS = 60_000;
 export class TaskWake {
   private timer: NodeJS.Timeout | undefined;
   private running = false;
+  /** A look was asked for while one ran: it may have read before the new tasks committed, so look once more. */
+  private again = false;
   /** Task ids already announced, with their created_at, kept for the window. */
   private readonly seen = new Map<string, number>();
   private latest = 0;
@@ -28,6 +34,7 @@ export class TaskWake {
   ) {}
 
   private off: (() => void) | undefined;
+  private offPeers: (() => void) | undefined;
   /** Task ids this process announced itself, with when (this machine's clock: the store's may be another's), kept for the window. */
   private readonly announced = new Map<string, number>();
 
@@ -41,6 +48,10 @@ export class TaskWake {
       if (e.type !== 'tasks' || !e.taskIds) return;
       const at = Date.now();
       for (const id of e.taskIds) this.announced.set(id, at);
+      void this.store.peers?.publish({ kind: 'tasks' });
+    });
+    this.offPeers ??= this.store.peers?.subscribe((s) => {
+      if (s.kind === 'tasks') void this.look();
     });
   }
 
@@ -49,11 +60,16 @@ export class TaskWake {
     this.timer = undefined;
     this.off?.();
     this.off = undefined;
+    this.offPeers?.();
+    this.offPeers = undefined;
   }
 
   /** One look: announces the sites of issued tasks not announced yet. */
   async look(): Promise<void> {
-    if (this.running) return;
+    if (this.running) {
+      this.again = true;
+      return;
+    }
     this.running = true;
     try {
       const rows = await this.store.issuedTasksSince(this.latest - WINDOW_MS);
@@ -72,6 +88,10 @@ export class TaskWake {
       // The store is unavailable: the next look tries again (the long-polls answer 204 and come back meanwhile).
     } finally {
       this.running = false;
+    }
+    if (this.again) {
+      this.again = false;
+      await this.look();
     }
   }
 }

@@ -24,14 +24,21 @@ export interface AuditKey {
   publicKeyRaw: string;
 }
 
-/** Appends one entry inside `tx` (or in a transaction of its own) and returns it. Throws (rolling the caller's transaction back) on failure. */
-export async function appendAudit(tx: Store, key: AuditKey, fields: AppendFields): Promise<AuditEntry> {
-  let entry!: AuditEntry;
-  await tx.appendAuditRow((head) => {
+/**
+ * Appends one entry inside `tx` (or in a transaction of its own) and returns it. Throws (rolling the caller's
+ * transaction back) on failure. Inside a batch of accepted results the entry is queued to the batch's end
+ * (Store.queueAuditRow): it commits with the rest, its place in the chain not known yet, and undefined is returned.
+ */
+export async function appendAudit(tx: Store, key: AuditKey, fields: AppendFields): Promise<AuditEntry | undefined> {
+  let entry: AuditEntry | undefined;
+  const build = (head: { seq: number; hash: string }) => {
     const prev = head.seq === 0 ? null : ({ seq: head.seq, hash: head.hash } as AuditEntry);
-    entry = appendEntry(prev, fields, key.privateKey);
-    return { seq: entry.seq, ts: entry.ts, actor: entry.actor, kind: entry.kind, subject: entry.subject, data: canonicalJson(entry.data), prev_hash: entry.prevHash, hash: entry.hash, sig: entry.sig };
-  });
+    const e = appendEntry(prev, fields, key.privateKey);
+    entry = e;
+    return { seq: e.seq, ts: e.ts, actor: e.actor, kind: e.kind, subject: e.subject, data: canonicalJson(e.data), prev_hash: e.prevHash, hash: e.hash, sig: e.sig };
+  };
+  if (tx.queueAuditRow(build)) return undefined;
+  await tx.appendAuditRow(build);
   return entry;
 }
 
@@ -77,8 +84,11 @@ export class AuditLog {
   ) {}
 
   /** For events without a transaction of their own (e.g. a refused update). */
-  append(fields: AppendFields): Promise<AuditEntry> {
-    return this.store.transaction((tx) => appendAudit(tx, this.key, fields));
+  async append(fields: AppendFields): Promise<AuditEntry> {
+    const entry = await this.store.transaction((tx) => appendAudit(tx, this.key, fields));
+    // A transaction of its own is no batch of accepted results: its entry is appended at once.
+    if (!entry) throw new Error('an audit entry of its own transaction was queued');
+    return entry;
   }
 
   /** Entries in seq order (optionally from seq > after, at most limit). */

@@ -655,6 +655,10 @@ export class MemoryStore implements Store {
   }
 
   // ---- audit chain ----
+  /** Memory writes no batches: every row is appended at once. */
+  queueAuditRow(): boolean {
+    return false;
+  }
   appendAuditRow(build: (head: { seq: number; hash: string }) => AuditRow): Promise<AuditRow> {
     return this.op(() => {
       const head = this.get<{ seq: number; hash: string }>('audit_head', 1)!;

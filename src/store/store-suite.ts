@@ -3,6 +3,7 @@
  * PostgreSQL): what one implementation does, the others must do. Refusals are checked to change nothing by
  * comparing table contents (storeDigest), not row counts.
  */
+import { createHash } from 'node:crypto';
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { openStore, StoreConflict, type Store } from './store.js';
@@ -322,6 +323,33 @@ export function storeSuite(b: StoreBackend): void {
         assert.ok(!kv.some((k) => k.startsWith(`accepted ${ids[10]} `) || k === `accepted ${ids[4]} ${calls.length - 1}`));
         assert.equal((await store.getTask(ids[10]!))?.status, 'issued', 'the refused one is still open');
         assert.notDeepEqual(await storeDigest(store), before);
+      });
+
+      it('accepts a batch of results each with an audit entry: every one committed with its entry, the chain unbroken', { skip }, async () => {
+        const G = 'sa';
+        await store.createStudy(study(G));
+        const ids = Array.from({ length: 40 }, (_, i) => `sa-${String(i).padStart(2, '0')}`);
+        await store.openRound({ ...round(1), study_id: G }, ids.map((id, i) => ({ ...task(id, i % 2 ? 'a' : 'b'), study_id: G })));
+        const start = await store.auditHead();
+        // As governance/audit-store.ts appendAudit does: queued where the store batches, appended at once elsewhere.
+        const entry = (subject: string) => (h: { seq: number; hash: string }) => ({ ...auditRow(h.seq + 1, h.hash), subject, hash: createHash('sha256').update(`${h.hash}/${subject}`).digest('hex') });
+        await Promise.all(ids.map((id, i) => (i % 3 ? store : other).acceptUpdate({ ...update(id, i % 2 ? 'a' : 'b'), study_id: G }, async (tx) => {
+          const build = entry(id);
+          if (!tx.queueAuditRow(build)) await tx.appendAuditRow(build);
+          await tx.setKv(`audited ${id}`, 'yes');
+        })));
+        assert.deepEqual((await store.listUpdates(G, 1)).map((u) => u.task_id).sort(), ids);
+        const rows = await store.listAuditRows({ after: start.seq });
+        assert.deepEqual(rows.map((r) => r.subject).sort(), ids, 'one entry per accepted result');
+        let prev = start.hash;
+        for (const [k, r] of rows.entries()) {
+          assert.equal(r.seq, start.seq + k + 1);
+          assert.equal(r.prev_hash, prev, `entry ${r.seq} links to the one before`);
+          prev = r.hash;
+        }
+        assert.deepEqual(await store.auditHead(), { seq: start.seq + ids.length, hash: prev });
+        assert.equal(((await store.dumpTables()).kv ?? []).filter((r) => String(r.key).startsWith('audited sa-')).length, ids.length);
+        assert.equal(store.queueAuditRow(entry('outside')), false, 'outside a batch nothing is queued');
       });
 
       it('runs a transaction on a Store-shaped handle and rolls everything back on a throw', { skip }, async () => {

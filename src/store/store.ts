@@ -26,6 +26,7 @@ import type { TaskErrorsTable } from './task-errors.js';
 import type { BlobStore } from './blobs/blob-store.js';
 import type { AsyncContributionsTable, CommitVersionArgs } from './async.js';
 import type { UploadsTable } from './uploads.js';
+import type { PeerSignals } from './peer-signals.js';
 
 export type SiteRow = SitesTable;
 export type StudyRow = StudiesTable;
@@ -114,6 +115,11 @@ export interface Store {
    * same blobs (on SQLite through the transaction's handle: a small blob put through it joins the transaction).
    */
   readonly blobs: BlobStore;
+  /**
+   * Signals to and from the other coordinator processes on the same database (PostgreSQL's LISTEN/NOTIFY,
+   * peer-signals.ts); absent where one process owns the store (memory, SQLite).
+   */
+  readonly peers?: PeerSignals;
   close(): Promise<void>;
   /**
    * Runs `fn` in one transaction and returns its result; `tx` is a Store whose calls join the transaction.
@@ -307,6 +313,12 @@ export interface Store {
    * `build` (which links and signs the entry), stores the entry and moves the head to it.
    */
   appendAuditRow(build: (head: { seq: number; hash: string }) => AuditRow): Promise<AuditRow>;
+  /**
+   * Inside an accepted result's `inTx` (acceptUpdate) on a SQL store, where the batch is written set-wise: queues
+   * the row, to be appended with the batch's others after all its writes under one take of the chain's head (the
+   * head's lock then held for two statements, not the whole batch). False elsewhere: append it as usual.
+   */
+  queueAuditRow(build: (head: { seq: number; hash: string }) => AuditRow): boolean;
   /** Several entries under one take of the head's lock: `build` links and signs them all from the head, in order. */
   appendAuditRows(build: (head: { seq: number; hash: string }) => AuditRow[]): Promise<AuditRow[]>;
   /** Entries in seq order, optionally after a seq, at most `limit`. */

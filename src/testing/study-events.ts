@@ -1,8 +1,9 @@
 /**
- * A study's commits as they happen, from every coordinator's live event stream (GET /v1/events, what the dashboard
+ * A study's commits as they happen, from coordinators' live event streams (GET /v1/events, what the dashboard
  * follows): the load harness samples a round's figures when its commit is announced, not at its next look, so two
- * rounds that commit within one polling interval of each other keep figures of their own. Each coordinator process
- * announces only the commits it made (the bus is per process), so with several the harness follows all of them.
+ * rounds that commit within one polling interval of each other keep figures of their own. With several coordinators
+ * on one PostgreSQL each stream carries the others' events too (coordinator/peer-events.ts), so a commit may come
+ * once per stream followed: a reader takes each round once.
  */
 
 export type StudyMoment =

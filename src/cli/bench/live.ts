@@ -11,7 +11,7 @@
  * its real example count, the agent's metadata) instead of training, so the coordinator is what is measured.
  *
  * Per round (from the coordinator's own round timestamps, and its /metrics and /proc read when its event stream announces
- * each commit, commit-stream.ts): wall time, requests/s and per site (with the most frequent routes), coordinator CPU (cores, from /proc/<pid>/stat) and peak RSS (sampled every 100 ms), event-loop
+ * each commit, testing/study-events.ts): wall time, requests/s and per site (with the most frequent routes), coordinator CPU (cores, from /proc/<pid>/stat) and peak RSS (sampled every 100 ms), event-loop
  * delay (prom-client's nodejs_eventloop_lag_* gauges, reset at each scrape: the round's own), answers that were not
  * 2xx by status, SQL statements by kind (setu_store_query_duration_seconds) and per site, and whether the committed model is
  * the exact weighted mean of the round's prepared updates (recomputed here in float64 from their seeds; exact = at
@@ -39,7 +39,7 @@ import { createTempDatabase, PG_BASE } from '../../testing/pg.js';
 import { adminClient, freePort, startCoordinatorProcess, studyLeadClient } from '../../testing/processes.js';
 import { balancer } from '../../testing/balancer.js';
 import { preparedUpdate, type WorkerCommand, type WorkerReport, type WorkerSite } from './live-agents.js';
-import { followStudy } from './commit-stream.js';
+import { followStudy } from '../../testing/study-events.js';
 
 /** Where --agent-state memory puts the agents' state directories. */
 const SHM = '/dev/shm';

@@ -104,6 +104,8 @@ export function observability(app: FastifyInstance, o: ObservabilityOptions): vo
 
   // Rounds, tasks and refusals from the engine's bus (the engine increments them itself in wave 2).
   o.bus.on((e) => {
+    // Another coordinator's event is counted by that coordinator (peer-events.ts).
+    if (o.bus.fromPeer(e)) return;
     if (e.type === 'round.opened') rounds.inc({ event: 'opened', kind: e.kind });
     else if (e.type === 'round.committed') rounds.inc({ event: 'committed', kind: e.kind });
     else if (e.type === 'update.accepted') tasks.inc({ outcome: 'accepted' });

@@ -21,7 +21,7 @@ declare module 'fastify' {
 
 export const agentRoutes: RoutePlugin = async (app, ctx) => {
   const { store, bus, now, audit } = ctx;
-  const wake = new TaskWake(store, bus);
+  const wake = new TaskWake(store, bus, ctx.taskLookMs);
   const specs = new StudySpecs(store);
   const inline = new InlineModels(store);
   app.addHook('onReady', async () => wake.start());

@@ -203,7 +203,7 @@ export const computeRoutes: RoutePlugin = async (app, ctx) => {
     if (!closed) throw new HttpError(409, 'conflict', `task ${task.id} is no longer open; it takes no refusal`);
     ctx.bus.emit({ type: 'update.refused', studyId: task.study_id, round: task.round, siteId: site.id, reason });
     // A refusal is the site's answer: a round whose every site has answered closes now (round-close.ts).
-    ctx.engine.kick();
+    ctx.engine.roundReady(task.study_id);
     return { recorded: true };
   });
 }

@@ -22,6 +22,8 @@ export interface RouteContext {
   /** Where the jurisdiction policies are and where this coordinator stands (read once, at start). */
   governance: GovernanceConfig;
   maxWaitMs: number;
+  /** How often the store is looked at for tasks other coordinators issued (task-wake.ts; default 1 s). */
+  taskLookMs?: number;
   onlineWindowMs: number;
   bodyLimit: number;
   /** The largest chunk of a chunked upload (routes/uploads.ts; default UPLOAD_CHUNK_BYTES, at most bodyLimit). */

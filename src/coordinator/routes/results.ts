@@ -271,6 +271,6 @@ export async function acceptResult(
   bus.emit({ type: 'update.accepted', studyId: task.study_id, round: task.round, siteId: site.id, received, expected });
   // The engine at once when this answer may close the round (or fill an asynchronous study's buffer); otherwise its
   // own ticks suffice (a tick per upload was a sixth of a round's statements).
-  if (spec.async || progress.updates + progress.closedWithoutResult >= progress.tasks) engine.kick();
+  if (spec.async || progress.updates + progress.closedWithoutResult >= progress.tasks) engine.roundReady(task.study_id);
   return { accepted: true, taskId: task.id, received, expected };
 }

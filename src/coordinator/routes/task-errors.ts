@@ -43,7 +43,7 @@ export const taskErrorRoutes: RoutePlugin = async (app, ctx) => {
       }
       if (await store.getPlacement(task.id)) await store.updatePlacement(task.id, { state: 'failed' });
       bus.emit({ type: 'task.failed', studyId: task.study_id, round: task.round, siteId: site.id, site: site.name, taskId: task.id, code, message });
-      ctx.engine.kick();
+      ctx.engine.roundReady(task.study_id);
       return { recorded: true, taskId: task.id, status: 'failed' as const };
     },
   );
