@@ -92,7 +92,7 @@ export interface Sizes {
 }
 
 export const FULL: Sizes = { rounds: 30, coordinatorKills: 24, secaggCoordinatorKills: 10, agentKills: 12, dpRounds: 30, dpAgentKills: 12, outages: 2, roundTimeoutSeconds: 10, networkFaults: 30, studyTimeoutMs: 20 * 60_000 };
-export const QUICK: Sizes = { rounds: 12, coordinatorKills: 3, secaggCoordinatorKills: 2, agentKills: 3, dpRounds: 8, dpAgentKills: 3, outages: 1, roundTimeoutSeconds: 12, networkFaults: 6, studyTimeoutMs: 4 * 60_000 };
+export const QUICK: Sizes = { rounds: 12, coordinatorKills: 3, secaggCoordinatorKills: 2, agentKills: 3, dpRounds: 12, dpAgentKills: 3, outages: 1, roundTimeoutSeconds: 12, networkFaults: 6, studyTimeoutMs: 4 * 60_000 };
 /** The bar: at least 20 coordinator kills in one study in the full run. */
 export const MIN_FULL_COORDINATOR_KILLS = 20;
 
