@@ -171,7 +171,7 @@ export class RoundEngine {
    */
   roundReady(studyId: string): void {
     this.kick();
-    void this.store.peers?.publish({ kind: 'drive', studyId });
+    this.store.peers?.publish({ kind: 'drive', studyId });
   }
 
   /** Runs a tick now, or right after the one in progress. */

@@ -48,7 +48,7 @@ export class TaskWake {
       if (e.type !== 'tasks' || !e.taskIds) return;
       const at = Date.now();
       for (const id of e.taskIds) this.announced.set(id, at);
-      void this.store.peers?.publish({ kind: 'tasks' });
+      this.store.peers?.publish({ kind: 'tasks' });
     });
     this.offPeers ??= this.store.peers?.subscribe((s) => {
       if (s.kind === 'tasks') void this.look();

@@ -35,7 +35,7 @@ export async function appendAudit(tx: Store, key: AuditKey, fields: AppendFields
     const prev = head.seq === 0 ? null : ({ seq: head.seq, hash: head.hash } as AuditEntry);
     const e = appendEntry(prev, fields, key.privateKey);
     entry = e;
-    return { seq: e.seq, ts: e.ts, actor: e.actor, kind: e.kind, subject: e.subject, data: canonicalJson(e.data), prev_hash: e.prevHash, hash: e.hash, sig: e.sig };
+    return rowOf(e);
   };
   if (tx.queueAuditRow(build)) return undefined;
   await tx.appendAuditRow(build);
@@ -54,10 +54,15 @@ export async function appendAuditBatch(tx: Store, key: AuditKey, list: AppendFie
       const entry = appendEntry(prev, fields, key.privateKey);
       entries.push(entry);
       prev = entry;
-      return { seq: entry.seq, ts: entry.ts, actor: entry.actor, kind: entry.kind, subject: entry.subject, data: canonicalJson(entry.data), prev_hash: entry.prevHash, hash: entry.hash, sig: entry.sig };
+      return rowOf(entry);
     });
   });
   return entries;
+}
+
+/** An entry as the store keeps it. */
+function rowOf(e: AuditEntry): AuditRow {
+  return { seq: e.seq, ts: e.ts, actor: e.actor, kind: e.kind, subject: e.subject, data: canonicalJson(e.data), prev_hash: e.prevHash, hash: e.hash, sig: e.sig };
 }
 
 /** A stored row as an entry. Data that is no longer JSON is kept as a string so verify names it. */
