@@ -22,9 +22,9 @@
  */
 import { fork, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import http from 'node:http';
-import { loadavg, tmpdir } from 'node:os';
+import { availableParallelism, loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parse } from '../args.js';
@@ -99,6 +99,12 @@ export interface RoundFigures {
   cpuS: number;
   /** The agents' worker processes' CPU over the same time: they share the machine with the coordinator. */
   agentsCpuCores: number;
+  /** PostgreSQL's CPU over the same time (0 on SQLite, or a server elsewhere). */
+  postgresCpuCores: number;
+  /** This process's: the runner, and the balancer in front of several coordinators. */
+  runnerCpuCores: number;
+  /** The whole machine's busy cores over the same time, against `cores` it has: 1 is every core busy. */
+  machineBusyCores: number;
   peakRssMiB: number;
   loopMaxMs: number;
   loopP99Ms: number;
@@ -129,6 +135,8 @@ export interface LiveBench {
   rounds: RoundFigures[];
   /** 1-minute load average at the start and at the end (the machine is shared). */
   loadavg: [number, number];
+  /** The machine's cores (what machineBusyCores is out of). */
+  cores: number;
   /** Where the agents' state was (LiveOptions.agentState, after the fallback to disk where there is no tmpfs). */
   agentState: 'memory' | 'disk';
   coordinatorPeakRssMiB: number;
@@ -161,6 +169,45 @@ function cpuSecondsOf(pid: number): number {
   // utime and stime are fields 14 and 15 of the file, in clock ticks (100 per second on Linux).
   return (Number(f[11]) + Number(f[12])) / 100;
 }
+
+/** CPU-seconds the machine spent busy (every core; /proc/stat's first line, less idle and iowait). */
+function machineBusySeconds(): number {
+  const f = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
+  const total = f.slice(0, 8).reduce((a, b) => a + b, 0);
+  return (total - f[3]! - f[4]!) / 100;
+}
+
+/**
+ * CPU-seconds of the PostgreSQL servers on this machine, exited backends included: each postmaster's own time and
+ * its reaped children's (cutime, cstime), plus its live children's. 0 where none runs here (a remote server).
+ */
+function postgresCpuSeconds(): number {
+  const procs = new Map<number, { comm: string; ppid: number; f: string[] }>();
+  for (const d of readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      const stat = readFileSync(`/proc/${d}/stat`, 'utf8');
+      const comm = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
+      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      procs.set(Number(d), { comm, ppid: Number(f[1]), f });
+    } catch {
+      // gone meanwhile
+    }
+  }
+  let ticks = 0;
+  for (const p of procs.values()) {
+    if (p.comm !== 'postgres') continue;
+    ticks += Number(p.f[11]) + Number(p.f[12]);
+    if (procs.get(p.ppid)?.comm !== 'postgres') ticks += Number(p.f[13]) + Number(p.f[14]);
+  }
+  return ticks / 100;
+}
+
+/** This process's CPU-seconds: the runner, and the balancer in front of several coordinators (testing/balancer.ts). */
+const runnerCpuSeconds = () => {
+  const u = process.cpuUsage();
+  return (u.user + u.system) / 1e6;
+};
 
 function rssMiBOf(pid: number): number {
   const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
@@ -359,12 +406,13 @@ export async function runLiveBench(o: LiveOptions): Promise<LiveBench> {
       overallPeak = Math.max(overallPeak, r);
     }, 100);
     let unfinished: string | undefined;
-    const samples: { round: number; at: number; cpu: number; agentsCpu: number; metrics: Map<string, number>; peak: number }[] = [];
+    const cpus = () => ({ cpu: cpu(), agentsCpu: agentsCpu(), pgCpu: postgresCpuSeconds(), runnerCpu: runnerCpuSeconds(), busy: machineBusySeconds() });
+    const samples: ({ round: number; at: number; metrics: Map<string, number>; peak: number } & ReturnType<typeof cpus>)[] = [];
     // Every coordinator's event stream, open before the start, so that each commit is sampled as it is announced.
     const { token } = await lead.json<{ token: string }>('POST', '/v1/events/token', {});
     const commits = await followStudy(coordinators.map((c) => c.url), token, id);
     try {
-      samples.push({ round: 0, at: performance.now(), cpu: cpu(), agentsCpu: agentsCpu(), metrics: await scrape(), peak: 0 });
+      samples.push({ round: 0, at: performance.now(), ...cpus(), metrics: await scrape(), peak: 0 });
       await lead.json('POST', `/v1/studies/${id}/start`, {});
       const deadline = Date.now() + o.timeoutS * 1000;
       let seen = 0;
@@ -383,7 +431,7 @@ export async function runLiveBench(o: LiveOptions): Promise<LiveBench> {
         }
         // The evaluate round (rounds + 1) is the last: its commit completes the study.
         if (m.round <= seen) continue;
-        samples.push({ round: m.round, at: performance.now(), cpu: cpu(), agentsCpu: agentsCpu(), metrics: await scrape(), peak });
+        samples.push({ round: m.round, at: performance.now(), ...cpus(), metrics: await scrape(), peak });
         peak = 0;
         seen = m.round;
         log(`round ${m.round} committed`);
@@ -447,10 +495,12 @@ export async function runLiveBench(o: LiveOptions): Promise<LiveBench> {
         }
       }
       const cpuS = b.cpu - a.cpu;
+      const over = (b.at - a.at) / 1000;
       const fig: RoundFigures = {
         round: b.round, kind: r?.kind ?? (b.round > o.rounds ? 'evaluate' : 'fit'), wallS, requests, requestsPerS: requests / ((b.at - a.at) / 1000),
         requestsPerSite: requests / o.sites, statementsPerSite: statements / o.sites, topRequests: [...byRoute].sort((x, y) => y[1] - x[1]).slice(0, 6),
-        cpuS, cpuCores: cpuS / ((b.at - a.at) / 1000), agentsCpuCores: (b.agentsCpu - a.agentsCpu) / ((b.at - a.at) / 1000), peakRssMiB: b.peak, loopMaxMs: (b.metrics.get('nodejs_eventloop_lag_max_seconds') ?? NaN) * 1000,
+        cpuS, cpuCores: cpuS / ((b.at - a.at) / 1000), agentsCpuCores: (b.agentsCpu - a.agentsCpu) / over,
+        postgresCpuCores: (b.pgCpu - a.pgCpu) / over, runnerCpuCores: (b.runnerCpu - a.runnerCpu) / over, machineBusyCores: (b.busy - a.busy) / over, peakRssMiB: b.peak, loopMaxMs: (b.metrics.get('nodejs_eventloop_lag_max_seconds') ?? NaN) * 1000,
         loopP99Ms: (b.metrics.get('nodejs_eventloop_lag_p99_seconds') ?? NaN) * 1000, errors, statements,
         topStatements: [...stmts].sort((x, y) => y[1][0] - x[1][0]).slice(0, 6).map(([kind, [n, s]]) => [kind, n, s]),
       };
@@ -470,7 +520,7 @@ export async function runLiveBench(o: LiveOptions): Promise<LiveBench> {
       }
       rounds.push(fig);
     }
-    return { ...(unfinished ? { unfinished } : {}), sites: o.sites, coordinators: o.coordinators, store: o.store, model, params, prepared: o.prepared, yardsticks, rounds, loadavg: [load0, loadavg()[0]!], agentState, coordinatorPeakRssMiB: overallPeak };
+    return { ...(unfinished ? { unfinished } : {}), sites: o.sites, coordinators: o.coordinators, store: o.store, model, params, prepared: o.prepared, yardsticks, rounds, loadavg: [load0, loadavg()[0]!], cores: availableParallelism(), agentState, coordinatorPeakRssMiB: overallPeak };
   } finally {
     for (const w of workers) {
       if (w.child.connected) w.child.send({ kind: 'stop' } satisfies WorkerCommand);
@@ -501,6 +551,7 @@ export function table(r: LiveBench): string {
         `${f.intakeVsPost === undefined ? '-'.padStart(12) : f.intakeVsPost.toFixed(3).padStart(12)} ${f.cpuPerUpdateVsSha256 === undefined ? '-'.padStart(18) : f.cpuPerUpdateVsSha256.toFixed(0).padStart(18)}  ${f.exact === undefined ? '-' : f.exact ? 'exact' : `OFF by ${f.maxUlp} ulp`}`,
     );
   }
+  lines.push(`CPU by process, cores (of ${r.cores} on this machine): ${r.rounds.map((f) => `round ${f.round}: coordinator${r.coordinators > 1 ? 's' : ''} ${f.cpuCores.toFixed(2)}, agents ${f.agentsCpuCores.toFixed(2)}, PostgreSQL ${f.postgresCpuCores.toFixed(2)}, runner${r.coordinators > 1 ? ' and balancer' : ''} ${f.runnerCpuCores.toFixed(2)}, machine busy ${f.machineBusyCores.toFixed(2)}`).join('; ')}`);
   const first = r.rounds[0];
   if (first) lines.push(`statements in round 1: ${first.topStatements.map(([k, n, s]) => `${k} ${n} (${s.toFixed(2)} s)`).join(', ')}`);
   if (first) lines.push(`requests in round 1: ${first.topRequests.map(([k, n]) => `${k} ${n}`).join(', ')}`);

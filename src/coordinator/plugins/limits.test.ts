@@ -177,9 +177,20 @@ describe('bounds on open requests over HTTP', () => {
   it('refuses uploads past the per-site (429) and coordinator-wide (503) bounds before reading their bodies', async () => {
     const body = Buffer.alloc(4 << 20, 7);
     const path = (id: string) => `/v1/agent/tasks/${id}/result`;
+    // Two sites each hold a fit task: a result for it streams its body to the blob store as it arrives, holding its
+    // upload slot until the last byte.
+    const s = await inject(c.app, 'POST', '/v1/studies', { as: lead, json: heartStudy('limits uploads', ['limits-a', 'limits-b'], 1) });
+    assert.equal(s.status, 200, s.body);
+    assert.equal((await inject(c.app, 'POST', `/v1/studies/${s.json.id}/start`, { as: lead, json: {} })).status, 200);
+    const taskOf = async (who: Identity) => {
+      const t = await inject(c.app, 'GET', '/v1/agent/task?waitMs=10000', { as: who });
+      assert.equal(t.status, 200, t.body);
+      return t.json.taskId as string;
+    };
+    const [taskA, taskB] = [await taskOf(site), await taskOf(other)];
     // Two uploads in flight, their bodies only begun: the coordinator holds both slots.
-    const a = raw(site, 'POST', path('task-a'), { body, send: 1024 });
-    const b = raw(other, 'POST', path('task-b'), { body, send: 1024 });
+    const a = raw(site, 'POST', path(taskA), { body, send: 1024 });
+    const b = raw(other, 'POST', path(taskB), { body, send: 1024 });
     await waitFor('two uploads in flight', async () => (c.app.limits.open.uploads === 2 ? true : undefined), 10_000, 20);
 
     // The refused requests declare 4 MiB but send none of it: the answer comes without the body being read.
@@ -201,9 +212,10 @@ describe('bounds on open requests over HTTP', () => {
     assert.match(JSON.parse(r2.body).message, /receiving 2 uploads, its limit \(uploads 2\)/);
     assert.equal(await refusalsOf('uploads'), before503 + 1);
 
-    // One upload completes (answered: this task is not the site's), the other's client goes away mid-body.
+    // One upload completes (answered: its bytes are no safetensors), the other's client goes away mid-body.
     a.req.end(body.subarray(1024));
-    assert.equal((await a.answer).status, 403);
+    const ra = await a.answer;
+    assert.deepEqual([ra.status, JSON.parse(ra.body).error], [400, 'malformed_update'], ra.body);
     b.req.destroy();
     await waitFor('both upload slots back', async () => (c.app.limits.open.uploads === 0 ? true : undefined), 5_000, 20);
     const small = await inject(c.app, 'POST', path('task-c'), { as: third, raw: Buffer.alloc(16) });

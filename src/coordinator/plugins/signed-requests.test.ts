@@ -19,6 +19,8 @@ import { enrolSite, enrolUser, heartStudy, inject, type Identity } from '../../t
 import { SETU_MAIN, freePort, waitFor } from '../../testing/processes.js';
 import type { Store } from '../../store/store.js';
 import { storeDigest } from '../../store/digest.js';
+import { decodeSafetensors, encodeSafetensors } from '../../protocol/safetensors.js';
+import { RESULT_META_KEY } from '../../protocol/api.js';
 
 /**
  * Every row of every table: what "changes nothing" is checked against. Except the nonce table: a request
@@ -173,5 +175,72 @@ describe('unsigned and badly signed 60 MiB bodies do not grow the coordinator (r
       await new Promise((res) => (child.exitCode !== null ? res(null) : child.once('exit', res)));
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe('a fit result streamed to the blob store (real sockets)', () => {
+  let c: RunningCoordinator;
+  let dir: string;
+  let site: Identity;
+  let taskId: string;
+  let update: Buffer;
+
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'setu-sig-stream-'));
+    c = await startCoordinator({ dataDir: dir, port: 0, logger: createLogger({ level: 'silent' }) });
+    const admin = { keyId: c.adminKey!.keyId, privateKey: c.adminKey!.privateKey };
+    const lead = await enrolUser(c.app, admin, 'lead-stream', 'study_lead');
+    site = await enrolSite(c.app, admin, 'site-stream');
+    const s = await inject(c.app, 'POST', '/v1/studies', { as: lead, json: { ...heartStudy('stream', ['site-stream']), maxUpdateBytes: 4096 } });
+    assert.equal(s.status, 200, s.body);
+    assert.equal((await inject(c.app, 'POST', `/v1/studies/${s.json.id}/start`, { as: lead, json: {} })).status, 200);
+    const t = await inject(c.app, 'GET', '/v1/agent/task?waitMs=10000', { as: site });
+    assert.equal(t.status, 200, t.body);
+    taskId = t.json.taskId;
+    const path = `/v1/agent/models/${t.json.modelVersionId}`;
+    const m = await c.app.inject({ method: 'GET', url: path, headers: signRequest({ method: 'GET', path, keyId: site.keyId, privateKey: site.privateKey }) });
+    update = Buffer.from(encodeSafetensors(decodeSafetensors(new Uint8Array(m.rawPayload)).weights, { [RESULT_META_KEY]: JSON.stringify({ taskId, numExamples: 10 }) }));
+  });
+  after(async () => {
+    await c?.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  /** POSTs `sent` signed as `signed`, over a socket: with its content-length, or chunked (none declared). */
+  function post(signed: Buffer, sent: Buffer, chunked = false): Promise<{ status: number; json: any; body: string }> {
+    const path = `/v1/agent/tasks/${taskId}/result`;
+    const headers = { ...signRequest({ method: 'POST', path, body: signed, keyId: site.keyId, privateKey: site.privateKey }), 'content-type': 'application/octet-stream', ...(chunked ? { 'transfer-encoding': 'chunked' } : { 'content-length': String(sent.length) }) };
+    return new Promise((resolve, reject) => {
+      const req = http.request(`${c.url}${path}`, { method: 'POST', headers }, (res) => {
+        let text = '';
+        res.on('data', (d: Buffer) => (text += d.toString()));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, json: JSON.parse(text), body: text }));
+      });
+      req.on('error', reject);
+      // In pieces, so the coordinator reads it as a stream.
+      for (let at = 0; at < sent.length; at += 1000) req.write(sent.subarray(at, at + 1000));
+      req.end();
+    });
+  }
+
+  /** Refused with `status`, every table and every blob as before. */
+  async function refusedUnchanged(status: number, error: string, message: RegExp, send: () => Promise<{ status: number; json: any; body: string }>) {
+    const before = [await tableContents(c.store), await c.store.blobs.list()];
+    const r = await send();
+    assert.deepEqual([r.status, r.json.error], [status, error], r.body);
+    assert.match(r.json.message, message);
+    assert.deepEqual([await tableContents(c.store), await c.store.blobs.list()], before, 'a refused body changes nothing and keeps no bytes');
+  }
+
+  it('refuses a body that is not the one signed, and one past maxUpdateBytes sent without a length, keeping none of it; takes the signed one', async () => {
+    const tampered = Buffer.from(update);
+    tampered[tampered.length - 1] ^= 1;
+    await refusedUnchanged(401, 'unauthenticated', /is not the body the signature covers.*nothing of it was kept/, () => post(update, tampered));
+    const big = Buffer.concat([update, Buffer.alloc(8192)]);
+    await refusedUnchanged(413, 'update_too_large', /runs past study stream's maxUpdateBytes limit of 4096 bytes/, () => post(big, big, true));
+    const ok = await post(update, update, true);
+    assert.equal(ok.status, 200, ok.body);
+    assert.equal(ok.json.accepted, true);
+    assert.ok((await c.store.blobs.list()).some((b) => b.digest === bodySha256Hex(update) && b.size === update.length), 'the update is stored under its digest');
   });
 });

@@ -9,10 +9,12 @@
  *    parsers are the two below, both reading through `readBody`; any other content type is refused (415)
  *    without reading; a request whose signature covers a body but that sends none is refused before its
  *    handler runs; GET, HEAD and TRACE may not carry a body at all;
- *  - except on a route with `config.streamedBody` (an upload's chunk): its octet-stream body is handed to the
- *    handler unread, as the request's stream, and the handler hashes the bytes on their way to disk and keeps them
- *    only if they match the signed digest (routes/uploads.ts). Only such a route accepts a request signed over a
- *    declared chunk digest (x-setu-chunk-sha256, UNSIGNED-PAYLOAD style): elsewhere it is refused before reading.
+ *  - except on a route with `config.streamedBody` (an upload's chunk, a single-body fit result): its octet-stream
+ *    body is handed to the handler unread, as the request's stream (`boundedBody` counts it against the limits), and
+ *    the handler hashes the bytes on their way to disk and keeps them only if they match the signed digest
+ *    (routes/uploads.ts, routes/agent.ts): a body in flight holds no memory of its size. Only a route with
+ *    `config.chunkDigest` (an upload's chunk) accepts a request signed over a declared chunk digest
+ *    (x-setu-chunk-sha256, UNSIGNED-PAYLOAD style): elsewhere it is refused before reading.
  */
 import { createHash } from 'node:crypto';
 import type { Readable } from 'node:stream';
@@ -29,10 +31,11 @@ declare module 'fastify' {
   interface FastifyContextConfig {
     /**
      * The route's octet-stream body is its request stream, unread (no buffer, no hash here): the handler must hash
-     * every byte against `req.signedBodySha256` and keep nothing that does not match. Requests signed over a
-     * declared chunk digest (x-setu-chunk-sha256) are accepted only by such routes.
+     * every byte against `req.signedBodySha256` and keep nothing that does not match (read it through `boundedBody`).
      */
     streamedBody?: boolean;
+    /** The route accepts requests signed over a declared chunk digest (x-setu-chunk-sha256): it must also stream. */
+    chunkDigest?: boolean;
   }
 }
 
@@ -113,6 +116,33 @@ function readBody(req: FastifyRequest, payload: Readable, limit: number): Promis
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });
 
+export const isStream = (b: unknown): b is Readable => typeof b === 'object' && b !== null && !Buffer.isBuffer(b) && typeof (b as Readable).pipe === 'function';
+
+/**
+ * A streamed body's bytes (a `config.streamedBody` route's octet-stream), as they arrive: never more than the caller's
+ * limit (its own, if lower: `maxBytes`) nor than its declared content-length, and not ending short of it; each
+ * refusal is the one `readBody` gives. The route hashes them against the signed digest on their way to disk.
+ */
+export async function* boundedBody(req: FastifyRequest, payload: Readable, opts: { bodyLimit: number; maxBytes?: number; overMax?: () => HttpError }): AsyncGenerator<Buffer> {
+  const bodyLimit = Math.min(opts.bodyLimit, req.routeOptions.bodyLimit ?? opts.bodyLimit);
+  const limit = Math.min(bodyLimit, opts.maxBytes ?? Infinity);
+  const declared = Number(req.headers['content-length']);
+  const known = Number.isSafeInteger(declared) && declared >= 0;
+  let received = 0;
+  try {
+    for await (const chunk of payload as AsyncIterable<Buffer>) {
+      received += chunk.length;
+      if (received > limit) throw limit < bodyLimit && opts.overMax ? opts.overMax() : tooLarge(limit, true);
+      if (known && received > declared) throw new HttpError(400, 'bad_body', `the request body runs past its content-length of ${declared} bytes`);
+      yield chunk;
+    }
+  } catch (e) {
+    if (e instanceof HttpError) throw e;
+    throw Object.assign(new HttpError(400, 'bad_body', `the request body could not be read: ${(e as Error).message}`), { cause: e });
+  }
+  if (known && received !== declared) throw new HttpError(400, 'bad_body', `the request body ended after ${received} of its content-length of ${declared} bytes`);
+}
+
 export function signedRequests(app: FastifyInstance, o: SignedRequestOptions): void {
   const preAuthLimit = Math.min(o.preAuthBodyLimit, o.bodyLimit);
   // A route may take less than the whole limit (a chunk of an upload: routes/uploads.ts), never more.
@@ -127,15 +157,16 @@ export function signedRequests(app: FastifyInstance, o: SignedRequestOptions): v
   app.addHook('preParsing', async (req) => {
     const len = Number(req.headers['content-length']);
     if (Number.isFinite(len) && len > limitFor(req)) throw tooLarge(limitFor(req), req.principal !== undefined);
-    if (req.unsignedPayload && !req.routeOptions.config.streamedBody) {
+    if (req.unsignedPayload && !(req.routeOptions.config.streamedBody && req.routeOptions.config.chunkDigest)) {
       throw new HttpError(400, 'unsigned_payload_not_allowed', `${HEADER_CHUNK_SHA256} is accepted only on an upload's chunk (PUT /v1/agent/uploads/:id); sign this request's body with ${HEADER_CONTENT_SHA256}`);
     }
   });
 
   // No body was read (none was sent): the signature must then cover an empty body.
   app.addHook('preValidation', async (req) => {
-    // A streamed body is checked by its route as it is read (its handler refuses one that does not match).
-    if (req.routeOptions.config.streamedBody) return;
+    // A streamed body is checked by its route as it is read (its handler refuses one that does not match); so is an
+    // upload's chunk signed over a declared digest, body or none.
+    if (req.routeOptions.config.streamedBody && (req.routeOptions.config.chunkDigest || isStream(req.body))) return;
     if (req.signedBodySha256 !== undefined && !req.bodyVerified && req.signedBodySha256 !== EMPTY_BODY_SHA256) {
       throw new AuthError('unauthenticated', `the signature covers a body (${HEADER_CONTENT_SHA256} ${req.signedBodySha256}) but none was received`, req.principal?.id);
     }

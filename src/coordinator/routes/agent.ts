@@ -1,15 +1,18 @@
 /** The agent's side: long-poll for tasks, model download, validated result upload. */
 import { TaskWake } from '../task-wake.js';
 import type { RoutePlugin } from './context.js';
-import { ResultMetaSchema, TaskSchema, checkValue, type ResultMeta, type StudySpec, type TaskMessage } from '../../protocol/api.js';
+import { ResultMetaSchema, TaskSchema, checkValue, maxUpdateBytesOf, type ResultMeta, type StudySpec, type TaskMessage } from '../../protocol/api.js';
 import type { TaskRow } from '../../store/store.js';
-import { HttpError, requireSite } from '../auth.js';
+import { AuthError, HttpError, requireSite } from '../auth.js';
+import { boundedBody, isStream } from '../plugins/signed-requests.js';
+import { BlobMismatch, type BlobInfo } from '../../store/blobs/blob-store.js';
+import { HEADER_CONTENT_SHA256 } from '../../protocol/signing.js';
 import { IdParams, NoContent, NoQuery, ResultAcceptedReply, WaitQuery, binaryBody } from '../../protocol/replies.js';
 import { digestHex, normStatsKey, studySeed } from '../engine.js';
 import { taskPrivacy } from '../privacy.js';
 import { transportDtypes } from '../study-model.js';
-import { acceptResult, bytesSource, checkFitUpdate, globalVersions, refuseOversized, refuser } from './results.js';
-import { blobReplies, sendBlob } from './blob-reply.js';
+import { acceptResult, blobSource, checkFitUpdate, globalVersions, refuseOversized, refuser } from './results.js';
+import { SharedBlobs, blobReplies, sendBlob } from './blob-reply.js';
 import { InlineModels, StudySpecs } from '../task-cache.js';
 
 declare module 'fastify' {
@@ -24,6 +27,8 @@ export const agentRoutes: RoutePlugin = async (app, ctx) => {
   const wake = new TaskWake(store, bus, ctx.taskLookMs);
   const specs = new StudySpecs(store);
   const inline = new InlineModels(store);
+  // Every site of a round fetches its global model at once: held once, sent to each from the one buffer.
+  const models = new SharedBlobs(store.blobs);
   app.addHook('onReady', async () => wake.start());
   app.addHook('onClose', async () => wake.stop());
   // ---- the agent's side: long-poll, model download, result upload ----
@@ -100,15 +105,19 @@ export const agentRoutes: RoutePlugin = async (app, ctx) => {
     if (!(await store.siteMayReadModel(site.id, req.params.id))) throw new HttpError(404, 'not_found', `no model ${req.params.id} for this site`);
     const mv = await store.getModelVersion(req.params.id);
     if (!mv) throw new HttpError(404, 'not_found', `no model ${req.params.id}`);
-    return sendBlob(req, reply, store.blobs, mv);
+    return sendBlob(req, reply, models, mv);
   });
 
   // The global model each update started from: its header's layout (the study's tensors that are aggregated)
   // checks the update's names, shapes and dtypes, its values (read chunk by chunk) the update's norm.
   const version = globalVersions(store);
 
-  // A small result in one body; a large one goes through the chunked uploads (uploads.ts), with the same checks.
+  // A result in one body (a large one may go through the chunked uploads, uploads.ts, with the same checks).
   app.post<{ Params: { id: string } }>('/v1/agent/tasks/:id/result', {
+    // A fit update streams from the socket into the blob store, hashed there against the signed digest, and its
+    // checks read it back a chunk at a time: an update in flight holds no memory of its size, so the coordinator's
+    // memory does not grow with the sites uploading at once (an evaluation's JSON is read whole, as everywhere).
+    config: { streamedBody: true },
     schema: { params: IdParams, querystring: NoQuery, body: { content: { ...binaryBody.content, 'application/json': { schema: ResultMetaSchema } } }, response: { 200: ResultAcceptedReply } },
     // An update over its study's maxUpdateBytes is refused by its declared length, before a byte of it is read.
     preParsing: async (req) => {
@@ -126,19 +135,37 @@ export const agentRoutes: RoutePlugin = async (app, ctx) => {
     const site = requireSite(req.principal!, 'update.submit');
     const task = req.namedTask?.id === req.params.id ? req.namedTask : await store.getTask(req.params.id);
     if (!task || task.site_id !== site.id) throw new HttpError(403, 'forbidden', `task ${req.params.id} was not given to this site`);
-    // The body's SHA-256 was taken as it was read, and matched the signature (plugins/signed-requests.ts): not again.
-    const bodyDigest = req.bodyVerified && req.signedBodySha256 !== undefined ? req.signedBodySha256 : Buffer.isBuffer(req.body) ? digestHex(req.body) : req.rawBody ? digestHex(req.rawBody) : null;
+    // The digest the signature covers: a JSON body was matched against it as it was read (plugins/signed-requests.ts),
+    // a streamed one is matched as it is stored, below.
+    const signed = req.signedBodySha256;
+    const bodyDigest = signed ?? (req.rawBody ? digestHex(req.rawBody) : null);
     const refuse = refuser(ctx, task, site, bodyDigest);
     if (task.status !== 'issued' && task.status !== 'delivered') throw new HttpError(409, 'conflict', `task ${task.id} is ${task.status}; it accepts no result`);
 
     const spec = await specs.byId(task.study_id);
     if (!spec) throw new Error(`task ${task.id} has no study`);
     if (task.kind === 'fit') {
-      if (!Buffer.isBuffer(req.body)) return refuse(415, 'unsupported_media_type', 'a fit result must be a safetensors body (application/octet-stream)');
-      // A view of the body, not a copy of it (a whole model's bytes per upload).
-      const bytes = new Uint8Array(req.body.buffer, req.body.byteOffset, req.body.byteLength);
-      const meta = await checkFitUpdate(bytesSource(bytes), await version(task.model_version_id, spec), store.blobs, spec, refuse);
-      return acceptResult(ctx, { task, site, spec, meta, blob: () => store.blobs.put(bytes), sentDigest: bodyDigest, refuse });
+      if (!isStream(req.body)) return refuse(415, 'unsupported_media_type', 'a fit result must be a safetensors body (application/octet-stream)');
+      if (signed === undefined) throw new AuthError('unauthenticated', 'a fit result must be signed over its body', site.id);
+      // A blob with these bytes may be there already (another update, a model version): it is not ours to remove.
+      const existed = (await store.blobs.size(signed)) !== undefined;
+      const limit = maxUpdateBytesOf(spec);
+      let blob: BlobInfo;
+      try {
+        blob = await store.blobs.putStream(boundedBody(req, req.body, { bodyLimit: ctx.bodyLimit, maxBytes: limit, overMax: () => new HttpError(413, 'update_too_large', `the update runs past study ${spec.name}'s maxUpdateBytes limit of ${limit} bytes`) }), { digest: signed });
+      } catch (e) {
+        if (e instanceof BlobMismatch) throw new AuthError('unauthenticated', `the body received is not the body the signature covers (${HEADER_CONTENT_SHA256} ${signed}): ${e.message}; nothing of it was kept`, site.id);
+        throw e;
+      }
+      try {
+        const meta = await checkFitUpdate(blobSource(store.blobs, blob), await version(task.model_version_id, spec), store.blobs, spec, refuse);
+        return await acceptResult(ctx, { task, site, spec, meta, blob, sentDigest: blob.digest, refuse });
+      } catch (e) {
+        // A refused update keeps nothing; a conflict (the task answered meanwhile, perhaps by this very update sent
+        // twice at once) leaves the bytes to the update that holds them.
+        if (e instanceof HttpError && e.status !== 409 && !existed) await store.blobs.delete(blob.digest);
+        throw e;
+      }
     }
     const problems = checkValue(ResultMetaSchema, req.body);
     if (problems.length) return refuse(400, 'malformed_result', `evaluation result: ${problems.join('; ')}`);

@@ -26,8 +26,11 @@ import type { RouteContext } from './context.js';
 import { recordUsageInTx, usageRecordOf, type UsageToRecord } from '../usage-record.js';
 import { roundTallyOf } from '../round-tally.js';
 
-/** Bytes an update's values are read in (a multiple of every element size). */
-const CHECK_CHUNK_BYTES = 4 * 1024 * 1024;
+/**
+ * Bytes an update's values are read in (a multiple of every element size): small, since every update being checked
+ * holds one such buffer and a round checks its sites' updates at once, large enough that a read costs little.
+ */
+const CHECK_CHUNK_BYTES = 256 * 1024;
 
 const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 
@@ -37,22 +40,12 @@ function valuesOf(chunk: Uint8Array, dtype: TensorEntry['dtype'], name: string):
   return decodeTensorValues(chunk, dtype, name);
 }
 
-/** An update's bytes as the checks read them: in memory (a single-body result) or a stored blob (an upload). */
+/** An update's bytes as the checks read them: a stored blob (a single-body result streamed to it, or an upload). */
 export interface UpdateSource {
   size: number;
   read(start: number, end: number): Promise<Uint8Array>;
   /** Bytes [start, end) in chunks; a chunk is the reader's only until it asks for the next (its buffer is reused). */
   stream(start: number, end: number): AsyncIterable<Uint8Array>;
-}
-
-export function bytesSource(b: Uint8Array): UpdateSource {
-  return {
-    size: b.length,
-    read: async (s, e) => b.subarray(s, Math.min(e, b.length)),
-    stream: async function* (s, e) {
-      for (let at = s; at < e; at += CHECK_CHUNK_BYTES) yield b.subarray(at, Math.min(at + CHECK_CHUNK_BYTES, e));
-    },
-  };
 }
 
 export function blobSource(blobs: BlobStore, blob: BlobInfo): UpdateSource {

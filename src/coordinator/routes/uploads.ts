@@ -121,7 +121,7 @@ export const uploadRoutes: RoutePlugin = async (app, ctx) => {
     bodyLimit: chunkBytes,
     // The body is the request's stream, unread (plugins/signed-requests.ts): appendFrom hashes it against the signed
     // digest on its way into the partial file and keeps nothing that does not match.
-    config: { streamedBody: true },
+    config: { streamedBody: true, chunkDigest: true },
     schema: { params: IdParams, querystring: ChunkQuery, body: binaryBody, response: { 200: ChunkReply, 409: OffsetConflictReply } },
     // A chunk that would run past the announced size is refused by its declared length, before it is read.
     preParsing: async (req) => {
