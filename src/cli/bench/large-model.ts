@@ -18,7 +18,8 @@
  *    data directory after the setup, so the setup's upload of initial weights is not counted; its peak is shown too),
  *    against the goal 2 × model + 300 MB whatever N, and the resident set sampled per phase of the round;
  *  - aggregation throughput (update bytes over the seconds the coordinator reports in
- *    `setu_aggregation_seconds_total`) against copying the same update bytes in this process (memcpy);
+ *    `setu_aggregation_seconds_total`) against copying the same update bytes in this process (memcpy), and beside it
+ *    reading the same bytes from files in the aggregation's slices (the I/O alone, no sums);
  *  - upload throughput (N signed uploads at once: each chunk signed over its digest, streamed to disk and hashed
  *    on the way, the whole update fsynced and its digest and values checked at completion) against N plain HTTP PUTs of the same
  *    bodies at once to a bare node:http server on loopback that discards them (the ratio's baseline), and, beside
@@ -28,7 +29,8 @@
  */
 import type { ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { createWriteStream, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { createWriteStream, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { open } from 'node:fs/promises';
 import http from 'node:http';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -43,7 +45,7 @@ import { createTempDatabase, PG_BASE } from '../../testing/pg.js';
 import { aggregateRound, collect } from '../../coordinator/fit-aggregate.js';
 import { strategyNeeds } from '../../learning/strategies/registry.js';
 import { hostStrategy, STREAMED_STRATEGIES, type HostedStrategy } from '../../coordinator/strategy-host.js';
-import { bytesSource } from '../../coordinator/stream-aggregate.js';
+import { DEFAULT_SLICE_BYTES, bytesSource } from '../../coordinator/stream-aggregate.js';
 import { asyncTaskId } from '../../coordinator/async-rounds.js';
 
 export interface LargeModelOptions {
@@ -89,6 +91,9 @@ export interface LargeModelResult {
   memcpyBytesPerS: number;
   aggregateBytesPerS: number;
   aggregateRatio: number;
+  /** Reading the same update bytes from files in the aggregation's slices, and that against memcpy: the I/O alone. */
+  readFilesBytesPerS: number;
+  readFilesRatio: number;
   /** N plain PUTs at once to a bare server that discards the bodies (the ratio's baseline). */
   plainPutBytesPerS: number;
   /** The same PUTs to a bare server that writes each body to a file on the data directory's disk (no fsync). */
@@ -295,6 +300,35 @@ function memcpyMs(bodies: Uint8Array[], modelBytes: number): number {
   return best;
 }
 
+/**
+ * Reading every update's bytes from a file, all the files side by side in the aggregation's slices (DEFAULT_SLICE_BYTES,
+ * one slice of each file at a time, into buffers reused): what the streamed aggregation must read before it sums,
+ * best of 3. The files are written here, on the coordinator's disk, and read back from the page cache as the
+ * coordinator's just-uploaded updates are.
+ */
+async function readFilesMs(bodies: Uint8Array[], dir: string): Promise<number> {
+  const files = bodies.map((b, k) => {
+    const f = join(dir, `read-yardstick-${k}`);
+    writeFileSync(f, b);
+    return f;
+  });
+  try {
+    let best = Infinity;
+    for (let rep = 0; rep < 3; rep++) {
+      const fhs = await Promise.all(files.map((f) => open(f)));
+      const bufs = fhs.map(() => new Uint8Array(DEFAULT_SLICE_BYTES));
+      const size = bodies[0]!.length;
+      const t0 = performance.now();
+      for (let at = 0; at < size; at += DEFAULT_SLICE_BYTES) await Promise.all(fhs.map((fh, k) => fh.read(bufs[k]!, 0, Math.min(DEFAULT_SLICE_BYTES, size - at), at)));
+      best = Math.min(best, performance.now() - t0);
+      await Promise.all(fhs.map((fh) => fh.close()));
+    }
+    return best;
+  } finally {
+    for (const f of files) rmSync(f, { force: true });
+  }
+}
+
 /** The study's strategy block: the name, and for Krum and Multi-Krum the Byzantine sites the round can tolerate. */
 function benchStrategy(o: LargeModelOptions): StudySpec['strategy'] {
   if ((o.dp || o.async) && (o.strategy ?? 'FedAvg').toLowerCase() !== 'fedavg') throw new UsageError(`--${o.dp ? 'dp' : 'async'} runs FedAvg (client-level DP-FedAvg and FedBuff replace its mean), got --strategy ${o.strategy}`);
@@ -378,7 +412,8 @@ export async function runLargeModelBench(o: LargeModelOptions): Promise<LargeMod
     const plainCpu = process.cpuUsage(plain0);
     const plainPutCpuS = (plainCpu.user + plainCpu.system) / 1e6;
     const putFileMs = await plainPuts(bodies, dataDir);
-    log(`baselines: memcpy ${(o.sites * modelBytes / MB / (copyMs / 1000)).toFixed(0)} MB/s, plain PUT ${(o.sites * updateBytes / MB / (putMs / 1000)).toFixed(0)} MB/s, to files ${(o.sites * updateBytes / MB / (putFileMs / 1000)).toFixed(0)} MB/s`);
+    const readMs = await readFilesMs(bodies, dataDir);
+    log(`baselines: memcpy ${(o.sites * modelBytes / MB / (copyMs / 1000)).toFixed(0)} MB/s, reading the updates' files ${(o.sites * updateBytes / MB / (readMs / 1000)).toFixed(0)} MB/s, plain PUT ${(o.sites * updateBytes / MB / (putMs / 1000)).toFixed(0)} MB/s, to files ${(o.sites * updateBytes / MB / (putFileMs / 1000)).toFixed(0)} MB/s`);
     const before = (await ok(send(url, 'GET', '/metrics', undefined), 'metrics')).body.toString();
 
     const rss = rssByPhase(pid);
@@ -435,6 +470,7 @@ export async function runLargeModelBench(o: LargeModelOptions): Promise<LargeMod
       roundMs, downloadMs: u0 - d0, uploadMs: u1 - u0, aggregateMs, aggregatePath: path, uploadPath: [...new Set(uploadPaths)].join('+'),
       peakRssBytes, rssPeaks, setupPeakRssBytes, rssGoalBytes: 2 * modelBytes + 300 * MB,
       memcpyBytesPerS, aggregateBytesPerS, aggregateRatio: aggregateBytesPerS / memcpyBytesPerS,
+      readFilesBytesPerS: (o.sites * updateBytes) / (readMs / 1000), readFilesRatio: (o.sites * updateBytes) / (readMs / 1000) / memcpyBytesPerS,
       uploadCpuS, uploadClientCpuS, plainPutCpuS,
       plainPutBytesPerS, plainPutFileBytesPerS, uploadBytesPerS, uploadRatio: uploadBytesPerS / plainPutBytesPerS, uploadFileRatio: uploadBytesPerS / plainPutFileBytesPerS, verified,
     };
@@ -456,6 +492,7 @@ export function table(r: LargeModelResult): string {
     ['  sampled by phase', Object.entries(r.rssPeaks).map(([p, b]) => `${p} ${mb(b)}`).join(', '), '', '', ''],
     ['coordinator peak RSS (setup)', mb(r.setupPeakRssBytes), 'initial weights upload (another process)', '', ''],
     [`aggregation (${r.aggregatePath})`, `${mbs(r.aggregateBytesPerS)} (${(r.aggregateMs / 1000).toFixed(2)} s)`, `memcpy ${mbs(r.memcpyBytesPerS)}`, r.aggregateRatio.toFixed(2), '≥ 0.3'],
+    ['', '', `reading the updates' files ${mbs(r.readFilesBytesPerS)} (their bytes only, no sums)`, r.readFilesRatio.toFixed(2), ''],
     [`upload (${r.uploadPath}, signed, all sites at once)`, mbs(r.uploadBytesPerS), `plain HTTP PUT ${mbs(r.plainPutBytesPerS)} (bodies discarded)`, r.uploadRatio.toFixed(2), '≥ 0.8'],
     ['', '', `plain HTTP PUT to files ${mbs(r.plainPutFileBytesPerS)} (written, no fsync)`, r.uploadFileRatio.toFixed(2), ''],
     ['  CPU of the uploads', `coordinator ${r.uploadCpuS.toFixed(2)} s, sites ${r.uploadClientCpuS.toFixed(2)} s`, `plain PUTs (client and server) ${r.plainPutCpuS.toFixed(2)} s`, '', ''],

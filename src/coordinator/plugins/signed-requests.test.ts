@@ -21,6 +21,7 @@ import type { Store } from '../../store/store.js';
 import { storeDigest } from '../../store/digest.js';
 import { decodeSafetensors, encodeSafetensors } from '../../protocol/safetensors.js';
 import { RESULT_META_KEY } from '../../protocol/api.js';
+import { SMALL_RESULT_BYTES } from '../routes/agent.js';
 
 /**
  * Every row of every table: what "changes nothing" is checked against. Except the nonce table: a request
@@ -178,12 +179,12 @@ describe('unsigned and badly signed 60 MiB bodies do not grow the coordinator (r
   });
 });
 
-describe('a fit result streamed to the blob store (real sockets)', () => {
+describe('a fit result read small or streamed to the blob store (real sockets)', () => {
   let c: RunningCoordinator;
   let dir: string;
   let site: Identity;
   let taskId: string;
-  let update: Buffer;
+  let update: Buffer, small: Buffer;
 
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), 'setu-sig-stream-'));
@@ -191,7 +192,7 @@ describe('a fit result streamed to the blob store (real sockets)', () => {
     const admin = { keyId: c.adminKey!.keyId, privateKey: c.adminKey!.privateKey };
     const lead = await enrolUser(c.app, admin, 'lead-stream', 'study_lead');
     site = await enrolSite(c.app, admin, 'site-stream');
-    const s = await inject(c.app, 'POST', '/v1/studies', { as: lead, json: { ...heartStudy('stream', ['site-stream']), maxUpdateBytes: 4096 } });
+    const s = await inject(c.app, 'POST', '/v1/studies', { as: lead, json: { ...heartStudy('stream', ['site-stream']), maxUpdateBytes: 256 * 1024 } });
     assert.equal(s.status, 200, s.body);
     assert.equal((await inject(c.app, 'POST', `/v1/studies/${s.json.id}/start`, { as: lead, json: {} })).status, 200);
     const t = await inject(c.app, 'GET', '/v1/agent/task?waitMs=10000', { as: site });
@@ -199,7 +200,9 @@ describe('a fit result streamed to the blob store (real sockets)', () => {
     taskId = t.json.taskId;
     const path = `/v1/agent/models/${t.json.modelVersionId}`;
     const m = await c.app.inject({ method: 'GET', url: path, headers: signRequest({ method: 'GET', path, keyId: site.keyId, privateKey: site.privateKey }) });
-    update = Buffer.from(encodeSafetensors(decodeSafetensors(new Uint8Array(m.rawPayload)).weights, { [RESULT_META_KEY]: JSON.stringify({ taskId, numExamples: 10 }) }));
+    // Past SMALL_RESULT_BYTES (a note in its metadata), so that it streams; its tampered copy is tried small too.
+    update = Buffer.from(encodeSafetensors(decodeSafetensors(new Uint8Array(m.rawPayload)).weights, { [RESULT_META_KEY]: JSON.stringify({ taskId, numExamples: 10 }), note: 'n'.repeat(SMALL_RESULT_BYTES) }));
+    small = Buffer.from(encodeSafetensors(decodeSafetensors(new Uint8Array(m.rawPayload)).weights, { [RESULT_META_KEY]: JSON.stringify({ taskId, numExamples: 10 }) }));
   });
   after(async () => {
     await c?.close();
@@ -233,11 +236,14 @@ describe('a fit result streamed to the blob store (real sockets)', () => {
   }
 
   it('refuses a body that is not the one signed, and one past maxUpdateBytes sent without a length, keeping none of it; takes the signed one', async () => {
-    const tampered = Buffer.from(update);
-    tampered[tampered.length - 1] ^= 1;
-    await refusedUnchanged(401, 'unauthenticated', /is not the body the signature covers.*nothing of it was kept/, () => post(update, tampered));
-    const big = Buffer.concat([update, Buffer.alloc(8192)]);
-    await refusedUnchanged(413, 'update_too_large', /runs past study stream's maxUpdateBytes limit of 4096 bytes/, () => post(big, big, true));
+    assert.ok(update.length > SMALL_RESULT_BYTES && small.length < SMALL_RESULT_BYTES);
+    for (const body of [update, small]) {
+      const tampered = Buffer.from(body);
+      tampered[tampered.length - 1] ^= 1;
+      await refusedUnchanged(401, 'unauthenticated', /is not the body the signature covers/, () => post(body, tampered));
+    }
+    const big = Buffer.concat([update, Buffer.alloc(256 * 1024)]);
+    await refusedUnchanged(413, 'update_too_large', /runs past study stream's maxUpdateBytes limit of 262144 bytes/, () => post(big, big, true));
     const ok = await post(update, update, true);
     assert.equal(ok.status, 200, ok.body);
     assert.equal(ok.json.accepted, true);

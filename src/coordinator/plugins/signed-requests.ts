@@ -56,7 +56,7 @@ function tooLarge(limit: number, authenticated: boolean): HttpError {
  * Reads a body up to `limit` bytes, hashing as it goes, and checks it against the signed digest (when the
  * request was signed). Past the limit it stops buffering at once and lets the rest drain unread.
  */
-function readBody(req: FastifyRequest, payload: Readable, limit: number): Promise<Buffer> {
+export function readBody(req: FastifyRequest, payload: Readable, limit: number): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     // A declared length (within the limit: preParsing refused a larger one) is read into one buffer of that size,
     // so a large body (an upload's chunk) is copied once, not gathered and concatenated.

@@ -40,12 +40,22 @@ function valuesOf(chunk: Uint8Array, dtype: TensorEntry['dtype'], name: string):
   return decodeTensorValues(chunk, dtype, name);
 }
 
-/** An update's bytes as the checks read them: a stored blob (a single-body result streamed to it, or an upload). */
+/** An update's bytes as the checks read them: in memory (a small single-body result) or a stored blob (a larger one streamed to it, or an upload). */
 export interface UpdateSource {
   size: number;
   read(start: number, end: number): Promise<Uint8Array>;
   /** Bytes [start, end) in chunks; a chunk is the reader's only until it asks for the next (its buffer is reused). */
   stream(start: number, end: number): AsyncIterable<Uint8Array>;
+}
+
+export function bytesSource(b: Uint8Array): UpdateSource {
+  return {
+    size: b.length,
+    read: async (s, e) => b.subarray(s, Math.min(e, b.length)),
+    stream: async function* (s, e) {
+      for (let at = s; at < e; at += CHECK_CHUNK_BYTES) yield b.subarray(at, Math.min(at + CHECK_CHUNK_BYTES, e));
+    },
+  };
 }
 
 export function blobSource(blobs: BlobStore, blob: BlobInfo): UpdateSource {
