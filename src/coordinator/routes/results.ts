@@ -25,6 +25,7 @@ import { analyticsAnswerProblem } from '../analytics-rounds.js';
 import type { RouteContext } from './context.js';
 import { recordUsageInTx, usageRecordOf, type UsageToRecord } from '../usage-record.js';
 import { roundTallyOf } from '../round-tally.js';
+import { studyCohortsOf } from '../study-cohorts.js';
 
 /**
  * Bytes an update's values are read in (a multiple of every element size): small, since every update being checked
@@ -229,7 +230,7 @@ export async function acceptResult(
   const cohort = await store.cohortSize(site.id, spec.dataset);
   if (cohort === undefined) return refuse(400, 'no_cohort', `site ${site.name} has declared no cohort size for dataset "${spec.dataset}" (PUT /v1/agent/cohorts)`);
   if (meta.numExamples > cohort) return refuse(400, 'implausible_update', `numExamples ${meta.numExamples} exceeds the ${cohort} examples site ${site.name} declared for "${spec.dataset}"`);
-  const atStart = await store.studyCohortSize(task.study_id, site.id);
+  const atStart = await studyCohortsOf(store).get(task.study_id, site.id);
   if (atStart !== undefined && meta.numExamples > atStart) {
     return refuse(400, 'implausible_update', `numExamples ${meta.numExamples} exceeds the ${atStart} examples site ${site.name} declared for "${spec.dataset}" when study ${spec.name} started`);
   }

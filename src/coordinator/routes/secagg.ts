@@ -16,6 +16,7 @@ import { StoreConflict, type TaskRow } from '../../store/store.js';
 import { BlobMismatch } from '../../store/blobs/blob-store.js';
 import { digestHex } from '../engine.js';
 import { recordSpendInTx, spendProblem } from '../privacy.js';
+import { studyCohortsOf } from '../study-cohorts.js';
 
 export const secaggRoutes: RoutePlugin = async (app, ctx) => {
   const { store, engine, now, bus, audit } = ctx;
@@ -211,7 +212,7 @@ export const secaggRoutes: RoutePlugin = async (app, ctx) => {
     const cohort = await store.cohortSize(siteId, spec.dataset);
     if (cohort === undefined) throw new HttpError(400, 'no_cohort', `site ${siteName} has declared no cohort size for dataset "${spec.dataset}"`);
     if (meta.numExamples > cohort) throw new HttpError(400, 'implausible_update', `numExamples ${meta.numExamples} exceeds the ${cohort} examples site ${siteName} declared`);
-    const atStart = await store.studyCohortSize(task.study_id, siteId);
+    const atStart = await studyCohortsOf(store).get(task.study_id, siteId);
     if (atStart !== undefined && meta.numExamples > atStart) throw new HttpError(400, 'implausible_update', `numExamples ${meta.numExamples} exceeds the ${atStart} examples site ${siteName} declared when the study started`);
     for (const [k, v] of Object.entries({ ...meta.trainMetrics, ...meta.evalMetrics })) if (!Number.isFinite(v)) throw new HttpError(400, 'non_finite', `metric ${k} is not finite`);
     const sp = spendProblem(spec, meta.privacy);
