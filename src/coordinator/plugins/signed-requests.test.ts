@@ -226,13 +226,17 @@ describe('a fit result read small or streamed to the blob store (real sockets)',
     });
   }
 
-  /** Refused with `status`, every table and every blob as before. */
+  /**
+   * Refused with `status`, every table and every blob as before. Except the studies table: the running study's driver
+   * renews its lease in its row on its own clock (claimStudy), whatever the requests do.
+   */
+  const contents = () => storeDigest(c.store, { except: ['request_nonces', 'studies'] });
   async function refusedUnchanged(status: number, error: string, message: RegExp, send: () => Promise<{ status: number; json: any; body: string }>) {
-    const before = [await tableContents(c.store), await c.store.blobs.list()];
+    const before = [await contents(), await c.store.blobs.list()];
     const r = await send();
     assert.deepEqual([r.status, r.json.error], [status, error], r.body);
     assert.match(r.json.message, message);
-    assert.deepEqual([await tableContents(c.store), await c.store.blobs.list()], before, 'a refused body changes nothing and keeps no bytes');
+    assert.deepEqual([await contents(), await c.store.blobs.list()], before, 'a refused body changes nothing and keeps no bytes');
   }
 
   it('refuses a body that is not the one signed, and one past maxUpdateBytes sent without a length, keeping none of it; takes the signed one', async () => {

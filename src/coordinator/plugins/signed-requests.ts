@@ -129,16 +129,22 @@ export async function* boundedBody(req: FastifyRequest, payload: Readable, opts:
   const declared = Number(req.headers['content-length']);
   const known = Number.isSafeInteger(declared) && declared >= 0;
   let received = 0;
+  let ended = false;
   try {
-    for await (const chunk of payload as AsyncIterable<Buffer>) {
+    // Left early (refused here, or the store failing), the request is drained, not destroyed: the answer must still
+    // reach a client that is sending the rest (a destroyed stream resets its connection first).
+    for await (const chunk of payload.iterator({ destroyOnReturn: false }) as AsyncIterable<Buffer>) {
       received += chunk.length;
       if (received > limit) throw limit < bodyLimit && opts.overMax ? opts.overMax() : tooLarge(limit, true);
       if (known && received > declared) throw new HttpError(400, 'bad_body', `the request body runs past its content-length of ${declared} bytes`);
       yield chunk;
     }
+    ended = true;
   } catch (e) {
     if (e instanceof HttpError) throw e;
     throw Object.assign(new HttpError(400, 'bad_body', `the request body could not be read: ${(e as Error).message}`), { cause: e });
+  } finally {
+    if (!ended && !payload.destroyed) payload.resume();
   }
   if (known && received !== declared) throw new HttpError(400, 'bad_body', `the request body ended after ${received} of its content-length of ${declared} bytes`);
 }
