@@ -163,9 +163,14 @@ const parseMetrics = (text: string): Map<string, number> => {
   return m;
 };
 
-function cpuSecondsOf(pid: number): number {
+/** A process's /proc/<pid>/stat: its command name, and its fields from the third on (state, ppid, …), 0-based. */
+function procStat(pid: number | string): { comm: string; f: string[] } {
   const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return { comm: stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')')), f: stat.slice(stat.lastIndexOf(')') + 2).split(' ') };
+}
+
+function cpuSecondsOf(pid: number): number {
+  const { f } = procStat(pid);
   // utime and stime are fields 14 and 15 of the file, in clock ticks (100 per second on Linux).
   return (Number(f[11]) + Number(f[12])) / 100;
 }
@@ -186,9 +191,7 @@ function postgresCpuSeconds(): number {
   for (const d of readdirSync('/proc')) {
     if (!/^\d+$/.test(d)) continue;
     try {
-      const stat = readFileSync(`/proc/${d}/stat`, 'utf8');
-      const comm = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
-      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      const { comm, f } = procStat(d);
       procs.set(Number(d), { comm, ppid: Number(f[1]), f });
     } catch {
       // gone meanwhile
@@ -197,6 +200,7 @@ function postgresCpuSeconds(): number {
   let ticks = 0;
   for (const p of procs.values()) {
     if (p.comm !== 'postgres') continue;
+    // utime and stime; for a postmaster also cutime and cstime (fields 16 and 17: its reaped children's).
     ticks += Number(p.f[11]) + Number(p.f[12]);
     if (procs.get(p.ppid)?.comm !== 'postgres') ticks += Number(p.f[13]) + Number(p.f[14]);
   }
@@ -497,9 +501,9 @@ export async function runLiveBench(o: LiveOptions): Promise<LiveBench> {
       const cpuS = b.cpu - a.cpu;
       const over = (b.at - a.at) / 1000;
       const fig: RoundFigures = {
-        round: b.round, kind: r?.kind ?? (b.round > o.rounds ? 'evaluate' : 'fit'), wallS, requests, requestsPerS: requests / ((b.at - a.at) / 1000),
+        round: b.round, kind: r?.kind ?? (b.round > o.rounds ? 'evaluate' : 'fit'), wallS, requests, requestsPerS: requests / over,
         requestsPerSite: requests / o.sites, statementsPerSite: statements / o.sites, topRequests: [...byRoute].sort((x, y) => y[1] - x[1]).slice(0, 6),
-        cpuS, cpuCores: cpuS / ((b.at - a.at) / 1000), agentsCpuCores: (b.agentsCpu - a.agentsCpu) / over,
+        cpuS, cpuCores: cpuS / over, agentsCpuCores: (b.agentsCpu - a.agentsCpu) / over,
         postgresCpuCores: (b.pgCpu - a.pgCpu) / over, runnerCpuCores: (b.runnerCpu - a.runnerCpu) / over, machineBusyCores: (b.busy - a.busy) / over, peakRssMiB: b.peak, loopMaxMs: (b.metrics.get('nodejs_eventloop_lag_max_seconds') ?? NaN) * 1000,
         loopP99Ms: (b.metrics.get('nodejs_eventloop_lag_p99_seconds') ?? NaN) * 1000, errors, statements,
         topStatements: [...stmts].sort((x, y) => y[1][0] - x[1][0]).slice(0, 6).map(([kind, [n, s]]) => [kind, n, s]),

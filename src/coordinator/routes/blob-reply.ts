@@ -66,12 +66,11 @@ export async function sendBlob(req: FastifyRequest, reply: FastifyReply, blobs: 
   const { start, end } = range ?? { start: 0, end: blob.size };
   if (range) reply.status(206).header('content-range', `bytes ${start}-${end - 1}/${blob.size}`);
   reply.header('content-length', String(end - start));
-  const shared = blobs instanceof SharedBlobs ? blobs.get(blob) : undefined;
-  if (shared) return reply.send((await shared).subarray(start, end));
+  const [store, held] = blobs instanceof SharedBlobs ? [blobs.store, blobs.get(blob)] : [blobs, undefined];
+  if (held) return reply.send((await held).subarray(start, end));
   // Small chunks, one read ahead: every open download holds what it read and has not yet sent. With the store's 4 MiB
   // chunks and Readable.from's sixteen objects ahead, a round of 100 sites fetching a 4 MB model at once held the
   // whole model once per site (peak RSS 633 MiB against 238 MiB for 10 sites, `setu bench live --model mlp`).
-  const store = blobs instanceof SharedBlobs ? blobs.store : blobs;
   return reply.send(Readable.from(store.stream(blob.digest, { start, end, chunkBytes: DOWNLOAD_CHUNK_BYTES }), { highWaterMark: 1 }));
 }
 
